@@ -1,0 +1,77 @@
+//! Builds every guest component (playbooks and hostile test guests) for
+//! `wasm32-wasip2`, once, into `target/guests/`, and writes their paths as
+//! constants for tests, benches and the demo.
+//!
+//! The guests are members of this workspace but not default members, so a
+//! plain `cargo test` never builds them for the host target; this script
+//! runs a nested cargo for the right target with its own target directory
+//! (so it never waits on the outer build's lock).
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (package, constant name)
+const GUESTS: &[(&str, &str)] = &[
+    ("plaza-reconciliation-drift", "PLAZA_RECONCILIATION_DRIFT"),
+    ("guest-hostile", "HOSTILE"),
+    ("guest-unknown-import", "UNKNOWN_IMPORT"),
+];
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir.parent().expect("artifacts/ lives in the workspace root").to_owned();
+    for watched in ["wit", "sdk/rust", "playbooks", "tests/guests", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    let target_dir = root.join("target").join("guests");
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(&root)
+        .arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for (package, _) in GUESTS {
+        command.arg("-p").arg(package);
+    }
+    // Nothing of the outer build's configuration belongs in the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        command.env_remove(var);
+    }
+    let status = command.status().unwrap_or_else(|e| panic!("cannot run cargo to build the guests: {e}"));
+    if !status.success() {
+        panic!(
+            "building the guest components failed (see above). If the error says the \
+             `{TARGET}` target may not be installed, run: rustup target add {TARGET}"
+        );
+    }
+
+    let mut consts = String::new();
+    for (package, name) in GUESTS {
+        let file = target_dir
+            .join(TARGET)
+            .join("release")
+            .join(format!("{}.wasm", package.replace('-', "_")));
+        assert!(Path::new(&file).exists(), "{} was not built", file.display());
+        consts.push_str(&format!(
+            "/// The `{package}` component.\npub const {name}: &str = {:?};\n",
+            file.display().to_string()
+        ));
+    }
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("artifacts.rs");
+    std::fs::write(&out, consts).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+}

@@ -1,0 +1,21 @@
+-- Plaza example system: the two tables the reconciliation-drift playbook reads.
+-- Amounts are USDC in integer micro-units (6 decimals), as on chain: an
+-- exact integer in SQLite and PostgreSQL alike (SQLite would store a
+-- NUMERIC decimal literal as a float).
+
+CREATE TABLE ledger_entries (
+    id          INTEGER PRIMARY KEY,
+    txn_id      TEXT    NOT NULL,
+    account_id  TEXT    NOT NULL,
+    amount      BIGINT  NOT NULL CHECK (amount >= 0),
+    direction   INTEGER NOT NULL CHECK (direction IN (-1, 1)),
+    created_at  TEXT    NOT NULL
+);
+
+CREATE TABLE escrow_holds (
+    id          INTEGER PRIMARY KEY,
+    order_id    TEXT    NOT NULL UNIQUE,
+    amount      BIGINT  NOT NULL CHECK (amount > 0),
+    state       TEXT    NOT NULL CHECK (state IN ('held', 'released', 'refunded')),
+    created_at  TEXT    NOT NULL
+);

@@ -1,0 +1,362 @@
+//! SQLite through sqlx: the embedded default for demos, tests and small
+//! deployments.
+//!
+//! Reads run with `PRAGMA query_only` on, inside a transaction that is
+//! rolled back, so even a statement the parser let through cannot write.
+//! Writes run in a transaction that commits only when told to (a dry run
+//! rolls back, and reports the real number of rows it would change).
+//! Parameters are always bound.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{Arguments, AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
+use tokio::sync::OnceCell;
+
+use super::{BackendError, Database, SqlDialect};
+use crate::bindings::Value;
+use crate::bindings::stepgate::playbook::db::Rows;
+
+/// How long one statement may take.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Sqlite {
+    name: String,
+    url: String,
+    base_dir: PathBuf,
+    fixtures: Vec<PathBuf>,
+    pool: OnceCell<SqlitePool>,
+}
+
+impl Sqlite {
+    /// `url` is `sqlite://PATH` (relative to `base_dir`) or `sqlite::memory:`.
+    pub fn new(name: &str, url: &str, base_dir: &Path, fixtures: Vec<PathBuf>) -> Sqlite {
+        Sqlite {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            base_dir: base_dir.to_owned(),
+            fixtures,
+            pool: OnceCell::new(),
+        }
+    }
+
+    fn failed(&self, what: &str, e: impl std::fmt::Display) -> BackendError {
+        BackendError::Failed(format!("database `{}`: {what}: {e}", self.name))
+    }
+
+    async fn pool(&self) -> Result<&SqlitePool, BackendError> {
+        self.pool.get_or_try_init(|| self.open()).await
+    }
+
+    async fn open(&self) -> Result<SqlitePool, BackendError> {
+        let memory = self.url.contains(":memory:");
+        let options = if memory {
+            SqliteConnectOptions::from_str("sqlite::memory:")
+        } else {
+            let path = self
+                .url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = Path::new(path);
+            let path = if path.is_absolute() {
+                path.to_owned()
+            } else {
+                self.base_dir.join(path)
+            };
+            Ok(SqliteConnectOptions::new().filename(path))
+        }
+        .map_err(|e| self.failed("bad URL", e))?;
+        // An in-memory database lives in one connection; keep exactly one.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if memory { 1 } else { 4 })
+            .min_connections(if memory { 1 } else { 0 })
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|e| self.failed("cannot open", e))?;
+        for file in &self.fixtures {
+            let sql = tokio::fs::read_to_string(file)
+                .await
+                .map_err(|e| self.failed(&format!("cannot read fixture {}", file.display()), e))?;
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .map_err(|e| self.failed(&format!("fixture {}", file.display()), e))?;
+        }
+        Ok(pool)
+    }
+
+    async fn read(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        sql: &str,
+        params: &[Value],
+        max_bytes: u64,
+    ) -> Result<Rows, BackendError> {
+        let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
+        let mut stream = query.fetch(&mut *conn);
+        let mut rows = Rows {
+            columns: Vec::new(),
+            rows: Vec::new(),
+        };
+        let mut bytes = 0u64;
+        while let Some(row) = stream.try_next().await.map_err(classify)? {
+            if rows.columns.is_empty() {
+                rows.columns = row.columns().iter().map(|c| c.name().to_owned()).collect();
+            }
+            let values = decode_row(&row)?;
+            bytes += values.iter().map(value_size).sum::<u64>();
+            if bytes > max_bytes {
+                return Err(BackendError::TooLarge {
+                    what: format!("db.query on `{}`", self.name),
+                });
+            }
+            rows.rows.push(values);
+        }
+        Ok(rows)
+    }
+}
+
+#[async_trait::async_trait]
+impl Database for Sqlite {
+    fn dialect(&self) -> SqlDialect {
+        SqlDialect::Sqlite
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[Value],
+        max_bytes: u64,
+    ) -> Result<Rows, BackendError> {
+        let pool = self.pool().await?;
+        let mut conn = pool.acquire().await.map_err(|e| self.failed("connect", e))?;
+        sqlx::raw_sql("PRAGMA query_only = ON; BEGIN")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.failed("begin read-only transaction", e))?;
+        let result = tokio::time::timeout(
+            STATEMENT_TIMEOUT,
+            self.read(&mut conn, sql, params, max_bytes),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(BackendError::Timeout(format!(
+                "query on `{}` took longer than {STATEMENT_TIMEOUT:?}",
+                self.name
+            )))
+        });
+        let reset = sqlx::raw_sql("ROLLBACK; PRAGMA query_only = OFF")
+            .execute(&mut *conn)
+            .await;
+        if reset.is_err() {
+            // Never hand a connection in an unknown state back to the pool.
+            conn.detach();
+        }
+        result
+    }
+
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[Value],
+        commit: bool,
+    ) -> Result<u64, BackendError> {
+        let pool = self.pool().await?;
+        let mut tx = pool.begin().await.map_err(|e| self.failed("begin", e))?;
+        let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
+        let done = tokio::time::timeout(STATEMENT_TIMEOUT, query.execute(&mut *tx))
+            .await
+            .map_err(|_| {
+                BackendError::Timeout(format!(
+                    "statement on `{}` took longer than {STATEMENT_TIMEOUT:?}",
+                    self.name
+                ))
+            })?
+            .map_err(classify)?;
+        if commit {
+            tx.commit().await.map_err(|e| self.failed("commit", e))?;
+        } else {
+            tx.rollback().await.map_err(|e| self.failed("rollback", e))?;
+        }
+        Ok(done.rows_affected())
+    }
+}
+
+/// Errors from the database itself: a bad statement is the playbook's to
+/// fix, anything else is the backend's.
+fn classify(e: sqlx::Error) -> BackendError {
+    match e {
+        sqlx::Error::Database(db) => BackendError::Invalid(format!("database refused the statement: {db}")),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            BackendError::Failed(format!("cannot decode a value: {e}"))
+        }
+        other => BackendError::Failed(other.to_string()),
+    }
+}
+
+fn arguments(params: &[Value]) -> Result<SqliteArguments, BackendError> {
+    let mut args = SqliteArguments::default();
+    for param in params {
+        let added = match param {
+            Value::Null => args.add(Option::<i64>::None),
+            Value::Boolean(b) => args.add(*b),
+            Value::Int(i) => args.add(*i),
+            Value::Float(f) => args.add(*f),
+            Value::Text(t) | Value::Decimal(t) | Value::Timestamp(t) => args.add(t.clone()),
+            Value::Bytes(b) => args.add(b.clone()),
+        };
+        added.map_err(|e| BackendError::Invalid(format!("cannot bind parameter: {e}")))?;
+    }
+    Ok(args)
+}
+
+fn decode_row(row: &SqliteRow) -> Result<Vec<Value>, BackendError> {
+    (0..row.columns().len())
+        .map(|i| decode(row, i).map_err(classify))
+        .collect()
+}
+
+/// Maps the stored value by its storage class, refined by the column's
+/// declared type (NUMERIC text stays an exact decimal, DATETIME text is a
+/// timestamp, BOOLEAN integers are booleans).
+///
+/// SQLite stores a decimal literal in a NUMERIC column as a float, so an
+/// exact amount cannot survive there: schemas keep money as integer minor
+/// units (micro-USDC) and the playbook scales it with `Decimal`.
+fn decode(row: &SqliteRow, i: usize) -> Result<Value, sqlx::Error> {
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let storage = raw.type_info().name().to_ascii_uppercase();
+    let declared = row.column(i).type_info().name().to_ascii_uppercase();
+    Ok(match storage.as_str() {
+        "INTEGER" if declared == "BOOLEAN" => Value::Boolean(row.try_get_unchecked::<i64, _>(i)? != 0),
+        "INTEGER" | "BOOLEAN" => Value::Int(row.try_get_unchecked(i)?),
+        "REAL" => Value::Float(row.try_get_unchecked(i)?),
+        "BLOB" => Value::Bytes(row.try_get_unchecked(i)?),
+        _ => {
+            let text: String = row.try_get_unchecked(i)?;
+            if declared.contains("DATE") || declared.contains("TIME") {
+                Value::Timestamp(text)
+            } else if declared == "NUMERIC" || declared.contains("DECIMAL") {
+                Value::Decimal(text)
+            } else {
+                Value::Text(text)
+            }
+        }
+    })
+}
+
+/// Roughly what a value costs the guest, for the result cap.
+fn value_size(value: &Value) -> u64 {
+    8 + match value {
+        Value::Text(t) | Value::Decimal(t) | Value::Timestamp(t) => t.len() as u64,
+        Value::Bytes(b) => b.len() as u64,
+        _ => 8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db() -> Sqlite {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = dir.path().join("schema.sql");
+        std::fs::write(
+            &schema,
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, amount NUMERIC, at DATETIME, ok BOOLEAN, note TEXT, raw BLOB, ratio REAL);
+             INSERT INTO t VALUES (1, 12500000, '2026-11-23T09:00:00Z', 1, 'hi', x'0102', 0.5);
+             INSERT INTO t VALUES (2, NULL, NULL, 0, NULL, NULL, NULL);",
+        )
+        .unwrap();
+        let db = Sqlite::new("t", "sqlite::memory:", dir.path(), vec![schema]);
+        db.pool().await.unwrap();
+        db
+    }
+
+    #[tokio::test]
+    async fn types_map_without_loss() {
+        let db = db().await;
+        let rows = db
+            .query("SELECT * FROM t WHERE id = ?1", &[Value::Int(1)], 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(rows.columns, ["id", "amount", "at", "ok", "note", "raw", "ratio"]);
+        assert_eq!(
+            rows.rows[0],
+            vec![
+                Value::Int(1),
+                // SQLite's NUMERIC affinity would turn '12.500000' into a
+                // float; money lives there as integer minor units.
+                Value::Int(12_500_000),
+                Value::Timestamp("2026-11-23T09:00:00Z".into()),
+                Value::Boolean(true),
+                Value::Text("hi".into()),
+                Value::Bytes(vec![1, 2]),
+                Value::Float(0.5),
+            ]
+        );
+        let nulls = db
+            .query("SELECT amount, note FROM t WHERE id = 2", &[], 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(nulls.rows[0], vec![Value::Null, Value::Null]);
+    }
+
+    #[tokio::test]
+    async fn reads_cannot_write_even_past_the_parser() {
+        let db = db().await;
+        let err = db
+            .query("DELETE FROM t RETURNING id", &[], 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackendError::Invalid(_)), "{err:?}");
+        let count = db.query("SELECT COUNT(*) FROM t", &[], 1 << 20).await.unwrap();
+        assert_eq!(count.rows[0][0], Value::Int(2));
+    }
+
+    #[tokio::test]
+    async fn dry_write_rolls_back_and_reports_rows() {
+        let db = db().await;
+        let n = db.execute("UPDATE t SET note = 'x'", &[], false).await.unwrap();
+        assert_eq!(n, 2);
+        let rows = db.query("SELECT note FROM t WHERE id = 1", &[], 1 << 20).await.unwrap();
+        assert_eq!(rows.rows[0][0], Value::Text("hi".into()));
+        let n = db
+            .execute("UPDATE t SET note = ?1 WHERE id = 1", &[Value::Text("y".into())], true)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let rows = db.query("SELECT note FROM t WHERE id = 1", &[], 1 << 20).await.unwrap();
+        assert_eq!(rows.rows[0][0], Value::Text("y".into()));
+    }
+
+    #[tokio::test]
+    async fn parameters_are_bound_not_spliced() {
+        let db = db().await;
+        let hostile = Value::Text("1 OR 1=1".into());
+        let rows = db.query("SELECT id FROM t WHERE note = ?1", &[hostile], 1 << 20).await.unwrap();
+        assert!(rows.rows.is_empty());
+    }
+
+    #[tokio::test]
+    async fn large_results_stop_at_the_cap() {
+        let db = db().await;
+        let err = db
+            .query(
+                "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r LIMIT 100000) SELECT i, printf('%.100d', i) FROM r",
+                &[],
+                64 << 10,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackendError::TooLarge { .. }), "{err:?}");
+    }
+}

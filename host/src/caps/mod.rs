@@ -1,0 +1,348 @@
+//! The capability interfaces a playbook imports: one file per WIT
+//! interface, each implementing its generated `Host` trait.
+//!
+//! Every call goes through one path, [`CallCtx::call`]: count it against
+//! the call limit, check its scope, pass the gate, perform or simulate it
+//! through the backend, cap the bytes it returns, and journal it. Interface
+//! files only say what their call's scope, class and arguments are; the
+//! policy lives here once.
+
+pub mod db;
+pub mod flags;
+pub mod pager;
+pub mod rpc;
+pub mod runbook;
+pub mod sql;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::backends::{BackendError, Backends};
+use crate::bindings::WitError;
+use crate::config::{Effect, Limits};
+use crate::gate::{Approver, Decision, Gates, Mode, Verdict, WriteRequest};
+use crate::journal::{Entry, Journal};
+use crate::run::LimitExceeded;
+use crate::scope::{NotGranted, Scope};
+
+/// What a capability call returns to the bindings: the WIT error, handed
+/// to the playbook, or a trap that ends the run (a broken limit).
+#[derive(Debug)]
+pub enum CapError {
+    Wit(WitError),
+    Trap(wasmtime::Error),
+}
+
+impl From<WitError> for CapError {
+    fn from(e: WitError) -> Self {
+        CapError::Wit(e)
+    }
+}
+
+impl From<LimitExceeded> for CapError {
+    fn from(e: LimitExceeded) -> Self {
+        CapError::Trap(wasmtime::Error::new(e))
+    }
+}
+
+impl crate::bindings::stepgate::playbook::types::Host for CallCtx {
+    fn convert_error(&mut self, err: CapError) -> wasmtime::Result<WitError> {
+        match err {
+            CapError::Wit(e) => Ok(e),
+            CapError::Trap(t) => Err(t),
+        }
+    }
+}
+
+/// Whether the backend should do the write or only show what it would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Perform,
+    Simulate,
+}
+
+/// One capability call, described for the gate and the journal.
+pub struct Call {
+    pub interface: &'static str,
+    pub op: &'static str,
+    pub effect: Effect,
+    /// What the call acts on (connection, endpoint, flag, target), for gate
+    /// keys like `flags.set:NAME` and for the approver.
+    pub target: String,
+    pub args: serde_json::Value,
+    /// The reason the playbook gave (writes).
+    pub reason: String,
+}
+
+impl Call {
+    pub fn read(
+        interface: &'static str,
+        op: &'static str,
+        target: &str,
+        args: serde_json::Value,
+    ) -> Call {
+        Call {
+            interface,
+            op,
+            effect: Effect::Read,
+            target: target.to_owned(),
+            args,
+            reason: String::new(),
+        }
+    }
+
+    pub fn write(
+        interface: &'static str,
+        op: &'static str,
+        target: &str,
+        args: serde_json::Value,
+        reason: &str,
+    ) -> Call {
+        Call {
+            interface,
+            op,
+            effect: Effect::Write,
+            target: target.to_owned(),
+            args,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// Everything a run's capability calls need: its scope, gates, backends,
+/// journal and limits. It is the `T` the generated `Host` traits are
+/// implemented on.
+pub struct CallCtx {
+    pub playbook: String,
+    pub run_id: String,
+    pub mode: Mode,
+    pub scope: Scope,
+    pub gates: Gates,
+    pub approver: Arc<dyn Approver>,
+    pub backends: Arc<Backends>,
+    pub journal: Journal,
+    pub limits: Limits,
+    calls: u64,
+    started: Instant,
+    /// Time spent waiting on a human; it does not count against the deadline.
+    human_wait: Duration,
+    /// Set while `describe()` runs: no import may be called then.
+    pub describing: bool,
+}
+
+impl CallCtx {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        playbook: &str,
+        run_id: &str,
+        mode: Mode,
+        scope: Scope,
+        gates: Gates,
+        approver: Arc<dyn Approver>,
+        backends: Arc<Backends>,
+        journal: Journal,
+        limits: Limits,
+    ) -> CallCtx {
+        CallCtx {
+            playbook: playbook.to_owned(),
+            run_id: run_id.to_owned(),
+            mode,
+            scope,
+            gates,
+            approver,
+            backends,
+            journal,
+            limits,
+            calls: 0,
+            started: Instant::now(),
+            human_wait: Duration::ZERO,
+            describing: false,
+        }
+    }
+
+    /// Run time that counts against the deadline.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.human_wait)
+    }
+
+    /// Time left before the deadline.
+    pub fn remaining(&self) -> Duration {
+        self.limits.deadline.saturating_sub(self.elapsed())
+    }
+
+    /// Counts a call; breaking the limit ends the run.
+    fn admit(&mut self, interface: &str, op: &str) -> Result<(), CapError> {
+        if self.describing {
+            return Err(CapError::Trap(wasmtime::format_err!(
+                "describe() called {interface}.{op}; describe must not call any import"
+            )));
+        }
+        self.calls += 1;
+        if self.calls > self.limits.calls {
+            return Err(LimitExceeded::Calls {
+                limit: self.limits.calls,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The one path of every capability call (see the module doc).
+    ///
+    /// `perform` is called with [`Action::Perform`] when the gate lets the
+    /// call through and with [`Action::Simulate`] for a write in a dry run;
+    /// it is not called at all when the call is out of scope or refused.
+    pub async fn call<T, F, Fut>(
+        &mut self,
+        call: Call,
+        scope: Result<(), NotGranted>,
+        perform: F,
+    ) -> Result<T, CapError>
+    where
+        T: Serialize,
+        F: FnOnce(Action, CallInfo) -> Fut,
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        if call.effect == Effect::Write && call.reason.trim().is_empty() && scope.is_ok() {
+            let why = format!(
+                "{}.{} is a write and every write needs a reason; pass one",
+                call.interface, call.op
+            );
+            return self.reject(call, scope, WitError::Invalid(why)).await;
+        }
+        self.admit(call.interface, call.op)?;
+        let started = Instant::now();
+        let info = CallInfo {
+            seq: self.journal.next_seq(),
+            result_limit: self.limits.result_bytes,
+        };
+        let (decision, outcome) = match scope {
+            Err(not_granted) => (
+                Decision::NotGranted,
+                Err(WitError::NotGranted(not_granted.to_string())),
+            ),
+            Ok(()) => {
+                let verdict = self.pass_gate(&call).await;
+                match verdict {
+                    Verdict::Perform(decision) => {
+                        (decision, self.backend(perform(Action::Perform, info)).await?)
+                    }
+                    Verdict::Simulate => (
+                        Decision::DryRun,
+                        self.backend(perform(Action::Simulate, info)).await?,
+                    ),
+                    Verdict::Refuse(why) => (Decision::Denied, Err(WitError::Denied(why))),
+                }
+            }
+        };
+        self.record(call, info.seq, decision, started, outcome)
+    }
+
+    /// Journals a call refused before the gate: out of scope, or `error`
+    /// (the call itself is wrong). No backend and no approver is involved.
+    pub async fn reject<T: Serialize>(
+        &mut self,
+        call: Call,
+        scope: Result<(), NotGranted>,
+        error: WitError,
+    ) -> Result<T, CapError> {
+        self.admit(call.interface, call.op)?;
+        let seq = self.journal.next_seq();
+        let (decision, error) = match scope {
+            Err(not_granted) => (
+                Decision::NotGranted,
+                WitError::NotGranted(not_granted.to_string()),
+            ),
+            Ok(()) => (Decision::Invalid, error),
+        };
+        self.record(call, seq, decision, Instant::now(), Err(error))
+    }
+
+    async fn pass_gate(&mut self, call: &Call) -> Verdict {
+        let request = WriteRequest {
+            playbook: self.playbook.clone(),
+            op: format!("{}.{}", call.interface, call.op),
+            target: call.target.clone(),
+            detail: call.args.to_string(),
+            reason: call.reason.clone(),
+        };
+        let asked = Instant::now();
+        let verdict = self
+            .gates
+            .decide(self.mode, call.effect, &request, &*self.approver)
+            .await;
+        if call.effect == Effect::Write && self.mode == Mode::Live {
+            self.human_wait += asked.elapsed();
+        }
+        verdict
+    }
+
+    /// Caps the result, journals the call, and hands the outcome back.
+    fn record<T: Serialize>(
+        &mut self,
+        call: Call,
+        seq: u64,
+        decision: Decision,
+        started: Instant,
+        outcome: Result<T, WitError>,
+    ) -> Result<T, CapError> {
+        let result = match &outcome {
+            Ok(value) => {
+                let value = serde_json::to_value(value)
+                    .map_err(|e| CapError::Trap(wasmtime::format_err!("journal: {e}")))?;
+                let bytes = value.to_string().len() as u64;
+                if bytes > self.limits.result_bytes {
+                    return Err(LimitExceeded::ResultBytes {
+                        limit: self.limits.result_bytes,
+                        call: format!("{}.{}", call.interface, call.op),
+                    }
+                    .into());
+                }
+                json!({ "ok": value })
+            }
+            Err(e) => json!({ "err": e }),
+        };
+        self.journal.record(Entry {
+            seq,
+            step: self.journal.current_step().map(str::to_owned),
+            interface: call.interface.to_owned(),
+            op: call.op.to_owned(),
+            args: call.args,
+            effect: call.effect,
+            gate: decision,
+            result,
+            duration_us: started.elapsed().as_micros() as u64,
+        });
+        outcome.map_err(CapError::Wit)
+    }
+
+    /// Awaits a backend; a result over the size limit ends the run, every
+    /// other failure goes back to the playbook as its WIT error.
+    async fn backend<T>(
+        &self,
+        fut: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<Result<T, WitError>, CapError> {
+        match fut.await {
+            Ok(v) => Ok(Ok(v)),
+            Err(BackendError::TooLarge { what }) => Err(LimitExceeded::ResultBytes {
+                limit: self.limits.result_bytes,
+                call: what,
+            }
+            .into()),
+            Err(e) => Ok(Err(e.into_wit())),
+        }
+    }
+}
+
+/// What a backend may need to know about the call it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct CallInfo {
+    /// The journal sequence number (idempotency keys: run id + seq).
+    pub seq: u64,
+    /// Bytes the result may take.
+    pub result_limit: u64,
+}

@@ -1,0 +1,107 @@
+//! `stepgate:playbook/runbook`: the run itself. Always granted. `now` and
+//! `sleep` are journaled (a replay answers them from the journal, so time
+//! is deterministic); `confirm` is a human decision and passes the write
+//! gate like any write.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use super::{Action, Call, CallCtx, CapError};
+use crate::backends::BackendError;
+use crate::bindings::WitError;
+use crate::bindings::stepgate::playbook::runbook::{Host, Level};
+
+/// Longest log line kept; the rest is cut, so a playbook cannot flood the
+/// terminal or the journal.
+const MAX_LOG_LINE: usize = 4096;
+
+/// A call that cannot return a WIT error: anything but a trap is a bug.
+fn infallible<T>(result: Result<T, CapError>) -> wasmtime::Result<T> {
+    match result {
+        Ok(v) => Ok(v),
+        Err(CapError::Trap(t)) => Err(t),
+        Err(CapError::Wit(e)) => Err(wasmtime::format_err!("unexpected error: {e:?}")),
+    }
+}
+
+impl Host for CallCtx {
+    async fn step(&mut self, name: String) -> wasmtime::Result<()> {
+        let mut name = name;
+        name.truncate(200);
+        tracing::info!(run = %self.run_id, step = %name, "step");
+        self.journal.enter_step(name);
+        Ok(())
+    }
+
+    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
+        let level = match level {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        tracing::debug!(run = %self.run_id, level, message = %message, "playbook log");
+        self.journal.log(level, &message);
+        Ok(())
+    }
+
+    async fn now(&mut self) -> wasmtime::Result<i64> {
+        let call = Call::read("runbook", "now", "clock", json!({}));
+        let result = self
+            .call(call, Ok(()), async move |_, _| {
+                let since_epoch = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                Ok(since_epoch.as_millis() as i64)
+            })
+            .await;
+        infallible(result)
+    }
+
+    async fn sleep(&mut self, millis: u64) -> Result<(), CapError> {
+        let call = Call::read("runbook", "sleep", "clock", json!({ "millis": millis }));
+        let wait = Duration::from_millis(millis);
+        let remaining = self.remaining();
+        self.call(call, Ok(()), async move |_, _| {
+            if wait >= remaining {
+                return Err(BackendError::Timeout(format!(
+                    "a sleep of {wait:?} would pass the run's deadline ({remaining:?} left)"
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn confirm(&mut self, question: String) -> Result<bool, CapError> {
+        let call = Call::write(
+            "runbook",
+            "confirm",
+            "confirm",
+            json!({ "question": question }),
+            &question,
+        );
+        let answer = self
+            .call(call, Ok(()), async move |action, _| {
+                // A dry run assumes yes, so the plan shows what follows.
+                Ok(matches!(action, Action::Perform | Action::Simulate))
+            })
+            .await;
+        match answer {
+            // A human (or the policy) saying no is an answer, not a failure.
+            Err(CapError::Wit(WitError::Denied(_))) => Ok(false),
+            other => other,
+        }
+    }
+}

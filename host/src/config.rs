@@ -1,0 +1,711 @@
+//! The operator's `stepgate.toml`: connections, playbooks, grants, gates
+//! and limits.
+//!
+//! This module owns parsing and validation only. Every unknown key and bad
+//! value is rejected at load with the file, the line (for syntax and type
+//! errors) or the key path (for cross-references), and a hint. It opens no
+//! connection and loads no component. Relative paths are resolved against
+//! the directory of the config file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::gate::{GateKey, Policy};
+
+/// A config that could not be loaded. The message says which file, where,
+/// and what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The host's own state (built-in flags today; runs and journals later).
+    #[serde(default)]
+    pub state: StateConfig,
+    /// wasmtime settings.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Limits every playbook gets unless its own `limits` says otherwise.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Database connections by name.
+    #[serde(default)]
+    pub db: BTreeMap<String, DbConfig>,
+    /// RPC endpoints by name.
+    #[serde(default)]
+    pub rpc: BTreeMap<String, RpcConfig>,
+    /// Flag stores by name; each owns the flag names its globs match.
+    #[serde(default)]
+    pub flags: BTreeMap<String, FlagStoreConfig>,
+    /// Pager targets and channels.
+    #[serde(default)]
+    pub pager: PagerConfig,
+    /// Playbooks by name.
+    #[serde(default)]
+    pub playbooks: BTreeMap<String, PlaybookConfig>,
+    /// The directory relative paths are resolved against.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// Where the config came from, for messages.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// SQLite file for the host's state, relative to the config file.
+    #[serde(default = "default_state_path")]
+    pub path: PathBuf,
+}
+
+fn default_state_path() -> PathBuf {
+    PathBuf::from("stepgate-state.db")
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            path: default_state_path(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Where compiled components are cached. Default: `$XDG_CACHE_HOME/stepgate`
+    /// or `~/.cache/stepgate`.
+    pub cache_dir: Option<PathBuf>,
+    /// Use the pooling instance allocator (falls back to on-demand with a
+    /// log line if the host cannot reserve its address space).
+    #[serde(default = "yes")]
+    pub pooling: bool,
+    /// How many runs may hold an instance at once (pooling slots).
+    #[serde(default = "default_instances")]
+    pub max_instances: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_instances() -> u32 {
+    64
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            cache_dir: None,
+            pooling: true,
+            max_instances: default_instances(),
+        }
+    }
+}
+
+/// Per-run limits; each unset field falls back to the global `[limits]`,
+/// then to the safe default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Linear memory per instance, e.g. "64MiB".
+    #[serde(default, deserialize_with = "de_opt_size")]
+    pub memory: Option<u64>,
+    /// Wall-clock deadline of a run, e.g. "5m" (time parked on a human does
+    /// not count).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub deadline: Option<Duration>,
+    /// Capability calls per run.
+    pub calls: Option<u64>,
+    /// Bytes one call may return to the playbook, e.g. "4MiB".
+    #[serde(default, deserialize_with = "de_opt_size")]
+    pub result_bytes: Option<u64>,
+}
+
+/// Limits with every value decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory: u64,
+    pub deadline: Duration,
+    pub calls: u64,
+    pub result_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: 64 << 20,
+            deadline: Duration::from_secs(300),
+            calls: 10_000,
+            result_bytes: 4 << 20,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// These limits over `base`: a field set here wins.
+    pub fn over(&self, base: Limits) -> Limits {
+        Limits {
+            memory: self.memory.unwrap_or(base.memory),
+            deadline: self.deadline.unwrap_or(base.deadline),
+            calls: self.calls.unwrap_or(base.calls),
+            result_bytes: self.result_bytes.unwrap_or(base.result_bytes),
+        }
+    }
+}
+
+/// A database connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbConfig {
+    /// `sqlite://PATH` (relative to the config file) or `sqlite::memory:`.
+    pub url: String,
+    /// Demo and test databases only: SQL files run once when the connection
+    /// opens, e.g. a schema and its seed data for an in-memory database.
+    #[serde(default)]
+    pub fixture_sql: Vec<PathBuf>,
+}
+
+/// How a read or a write is classed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    Read,
+    Write,
+}
+
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Effect::Read => "read",
+            Effect::Write => "write",
+        })
+    }
+}
+
+/// An RPC endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", deny_unknown_fields)]
+pub enum RpcConfig {
+    /// A JSON-RPC 2.0 node over HTTP.
+    #[serde(rename = "json-rpc")]
+    JsonRpc {
+        /// Tried in order; the first that answers wins.
+        urls: Vec<String>,
+        /// Per-call timeout, e.g. "10s".
+        #[serde(default = "default_rpc_timeout", deserialize_with = "de_duration")]
+        timeout: Duration,
+        /// Every method a playbook may call, classed read or write.
+        methods: BTreeMap<String, Effect>,
+    },
+    /// DEMO ONLY: answers from a JSON file instead of a node, so the
+    /// embedded demo runs without a network. Never use it in production.
+    #[serde(rename = "fixture")]
+    Fixture {
+        /// `{"method": [{"params": [...], "result": ...}, ...]}`; an entry
+        /// without `params` answers any params.
+        file: PathBuf,
+        methods: BTreeMap<String, Effect>,
+    },
+}
+
+fn default_rpc_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl RpcConfig {
+    pub fn methods(&self) -> &BTreeMap<String, Effect> {
+        match self {
+            RpcConfig::JsonRpc { methods, .. } | RpcConfig::Fixture { methods, .. } => methods,
+        }
+    }
+}
+
+/// A flag store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", deny_unknown_fields)]
+pub enum FlagStoreConfig {
+    /// Flags kept in the host's own state database.
+    #[serde(rename = "builtin")]
+    Builtin {
+        /// Globs of the flag names this store holds, e.g. ["PLAZA_*"].
+        names: Vec<String>,
+    },
+}
+
+impl FlagStoreConfig {
+    pub fn names(&self) -> &[String] {
+        match self {
+            FlagStoreConfig::Builtin { names } => names,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerConfig {
+    /// Who can be paged, by name ("ceo", "on-call").
+    #[serde(default)]
+    pub targets: BTreeMap<String, PagerSinkConfig>,
+    /// Where notices can be posted, by name ("incident").
+    #[serde(default)]
+    pub channels: BTreeMap<String, PagerSinkConfig>,
+}
+
+/// Where a page or notice goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", deny_unknown_fields)]
+pub enum PagerSinkConfig {
+    /// Appends one JSON object a line to a file.
+    #[serde(rename = "file")]
+    File { path: PathBuf },
+}
+
+/// One playbook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybookConfig {
+    /// The `.wasm` component, relative to the config file.
+    pub component: PathBuf,
+    /// What it may touch.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Gate policy per write operation: `default`, `"flags.set"`, or
+    /// `"flags.set:NAME"` for one target. Values: auto, approve, deny.
+    #[serde(default)]
+    pub gates: BTreeMap<String, Policy>,
+    /// Overrides of the global limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// The capabilities the operator grants one playbook.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Database connections by name.
+    #[serde(default)]
+    pub db: BTreeMap<String, DbGrant>,
+    /// RPC endpoints by name.
+    #[serde(default)]
+    pub rpc: BTreeMap<String, RpcGrant>,
+    /// Flag name globs.
+    #[serde(default)]
+    pub flags: FlagGrant,
+    /// Pager targets and channels.
+    #[serde(default)]
+    pub pager: PagerGrant,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbGrant {
+    /// Whether `execute` is allowed at all.
+    #[serde(default)]
+    pub write: bool,
+    /// The tables `execute` may change.
+    #[serde(default)]
+    pub tables: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcGrant {
+    /// Methods (JSON-RPC) the playbook may call on this endpoint.
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagGrant {
+    /// Globs of flag names the playbook may read.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Globs of flag names the playbook may set.
+    #[serde(default)]
+    pub write: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerGrant {
+    #[serde(default)]
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::parse(&text, path, &base_dir)
+    }
+
+    /// Parses config text; `source` names it in messages.
+    pub fn parse(text: &str, source: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: source.to_owned(),
+            message: parse_message(&e),
+        })?;
+        config.base_dir = if base_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base_dir.to_owned()
+        };
+        config.source = source.to_owned();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A config with no connections and no playbooks, for running a bare
+    /// component by path.
+    pub fn empty(base_dir: &Path) -> Config {
+        let mut config: Config = toml::from_str("").unwrap_or_else(|_| unreachable!());
+        config.base_dir = base_dir.to_owned();
+        config.source = PathBuf::from("<no config>");
+        config
+    }
+
+    /// Resolves a path from the config against the config's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// The limits for one playbook.
+    pub fn limits_for(&self, playbook: &PlaybookConfig) -> Limits {
+        playbook.limits.over(self.limits.over(Limits::default()))
+    }
+
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.source.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Cross-reference checks that serde cannot do.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, db) in &self.db {
+            if !(db.url.starts_with("sqlite:")) {
+                return Err(self.invalid(
+                    format!("db.{name}.url"),
+                    format!(
+                        "`{}` is not a supported database URL; use `sqlite://PATH` or `sqlite::memory:`",
+                        db.url
+                    ),
+                ));
+            }
+        }
+        for (name, rpc) in &self.rpc {
+            if let RpcConfig::JsonRpc { urls, .. } = rpc {
+                if urls.is_empty() {
+                    return Err(self.invalid(
+                        format!("rpc.{name}.urls"),
+                        "list at least one URL, e.g. urls = [\"http://127.0.0.1:8545\"]",
+                    ));
+                }
+                for url in urls {
+                    if let Err(e) = reqwest::Url::parse(url) {
+                        return Err(self.invalid(
+                            format!("rpc.{name}.urls"),
+                            format!("`{url}` is not a URL: {e}"),
+                        ));
+                    }
+                }
+            }
+        }
+        for (name, store) in &self.flags {
+            for glob in store.names() {
+                check_glob(glob).map_err(|m| self.invalid(format!("flags.{name}.names"), m))?;
+            }
+        }
+        for (name, playbook) in &self.playbooks {
+            self.validate_playbook(name, playbook)?;
+        }
+        Ok(())
+    }
+
+    fn validate_playbook(&self, name: &str, playbook: &PlaybookConfig) -> Result<(), ConfigError> {
+        let at = |rest: &str| format!("playbooks.{name}.{rest}");
+        for conn in playbook.grants.db.keys() {
+            if !self.db.contains_key(conn) {
+                return Err(self.invalid(
+                    at(&format!("grants.db.{conn}")),
+                    format!(
+                        "no database connection `{conn}` is configured; add a [db.{conn}] table (known: {})",
+                        known(self.db.keys())
+                    ),
+                ));
+            }
+        }
+        for (endpoint, grant) in &playbook.grants.rpc {
+            let Some(rpc) = self.rpc.get(endpoint) else {
+                return Err(self.invalid(
+                    at(&format!("grants.rpc.{endpoint}")),
+                    format!(
+                        "no RPC endpoint `{endpoint}` is configured; add a [rpc.{endpoint}] table (known: {})",
+                        known(self.rpc.keys())
+                    ),
+                ));
+            };
+            for method in &grant.methods {
+                if !rpc.methods().contains_key(method) {
+                    return Err(self.invalid(
+                        at(&format!("grants.rpc.{endpoint}.methods")),
+                        format!(
+                            "method `{method}` is not classed on endpoint `{endpoint}`; add `{method} = \"read\"` (or \"write\") under [rpc.{endpoint}.methods]"
+                        ),
+                    ));
+                }
+            }
+        }
+        for glob in playbook
+            .grants
+            .flags
+            .read
+            .iter()
+            .chain(&playbook.grants.flags.write)
+        {
+            check_glob(glob).map_err(|m| self.invalid(at("grants.flags"), m))?;
+        }
+        for target in &playbook.grants.pager.targets {
+            if !self.pager.targets.contains_key(target) {
+                return Err(self.invalid(
+                    at("grants.pager.targets"),
+                    format!(
+                        "no pager target `{target}` is configured; add a [pager.targets.{target}] table (known: {})",
+                        known(self.pager.targets.keys())
+                    ),
+                ));
+            }
+        }
+        for channel in &playbook.grants.pager.channels {
+            if !self.pager.channels.contains_key(channel) {
+                return Err(self.invalid(
+                    at("grants.pager.channels"),
+                    format!(
+                        "no pager channel `{channel}` is configured; add a [pager.channels.{channel}] table (known: {})",
+                        known(self.pager.channels.keys())
+                    ),
+                ));
+            }
+        }
+        for key in playbook.gates.keys() {
+            if key != "default" {
+                key.parse::<GateKey>()
+                    .map_err(|m| self.invalid(at(&format!("gates.\"{key}\"")), m))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn check_glob(glob: &str) -> Result<(), String> {
+    globset::Glob::new(glob)
+        .map(|_| ())
+        .map_err(|e| format!("`{glob}` is not a valid glob: {e}"))
+}
+
+/// toml's message already carries the line, column and a snippet; add the
+/// hint that matters most for unknown keys.
+fn parse_message(e: &toml::de::Error) -> String {
+    let message = e.to_string();
+    if message.contains("unknown field") {
+        format!("{message}\nhint: check the spelling against the config reference in README.md")
+    } else {
+        message
+    }
+}
+
+/// Parses "64MiB", "512KiB", "1GiB", "4096" (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; write e.g. \"64MiB\""))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "KB" | "K" => 1 << 10,
+        "MiB" | "MB" | "M" => 1 << 20,
+        "GiB" | "GB" | "G" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}`; use B, KiB, MiB or GiB"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("size `{text}` is too large"))
+}
+
+fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Size>::deserialize(d)? {
+        None => Ok(None),
+        Some(Size::Number(n)) => Ok(Some(n)),
+        Some(Size::Text(t)) => parse_size(&t).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({e}); write e.g. \"30s\" or \"5m\""
+        ))
+    })
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(deserialize_with = "de_duration")] Duration);
+    Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(d)| d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"), Path::new("/etc/stepgate"))
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_line_and_hint() {
+        let err = parse("[limits]\nmemroy = \"1MiB\"\n").unwrap_err().to_string();
+        assert!(err.contains("test.toml"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("memroy"), "{err}");
+        assert!(err.contains("hint"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_value() {
+        let err = parse("[limits]\ndeadline = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("soon") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn grant_of_unknown_connection_names_the_table_to_add() {
+        let err = parse(
+            "[playbooks.p]\ncomponent = \"p.wasm\"\n[playbooks.p.grants.db.ledger]\nwrite = false\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("playbooks.p.grants.db.ledger"), "{err}");
+        assert!(err.contains("[db.ledger]"), "{err}");
+    }
+
+    #[test]
+    fn unclassed_rpc_method_is_rejected() {
+        let err = parse(
+            r#"
+[rpc.base]
+kind = "json-rpc"
+urls = ["http://127.0.0.1:8545"]
+methods = { eth_call = "read" }
+[playbooks.p]
+component = "p.wasm"
+grants.rpc.base.methods = ["eth_sendRawTransaction"]
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("eth_sendRawTransaction"), "{err}");
+        assert!(err.contains("[rpc.base.methods]"), "{err}");
+    }
+
+    #[test]
+    fn bad_gate_policy_and_key_are_rejected() {
+        let err = parse("[playbooks.p]\ncomponent = \"p.wasm\"\ngates = { default = \"maybe\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("maybe"), "{err}");
+        let err = parse("[playbooks.p]\ncomponent = \"p.wasm\"\ngates = { \"db.query\" = \"auto\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("db.query"), "{err}");
+    }
+
+    #[test]
+    fn limits_layer_playbook_over_global_over_default() {
+        let config = parse(
+            "[limits]\ncalls = 50\n[playbooks.p]\ncomponent = \"p.wasm\"\nlimits = { memory = \"8MiB\" }\n",
+        )
+        .unwrap();
+        let limits = config.limits_for(&config.playbooks["p"]);
+        assert_eq!(limits.calls, 50);
+        assert_eq!(limits.memory, 8 << 20);
+        assert_eq!(limits.deadline, Duration::from_secs(300));
+        assert_eq!(limits.result_bytes, 4 << 20);
+        assert_eq!(
+            config.resolve(Path::new("p.wasm")),
+            PathBuf::from("/etc/stepgate/p.wasm")
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! wasmtime setup: one engine per host process, the compile cache, the
+//! pooling allocator and the epoch ticker that enforces deadlines.
+//!
+//! The engine knows no capability and no playbook: it turns bytes into
+//! compiled components, quickly and only once.
+
+mod cache;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wasmtime::component::Component;
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use cache::CompileCache;
+
+use crate::config::EngineConfig;
+
+/// How often the epoch advances. Deadlines are checked at this grain.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Ticks that cover `d` (at least one).
+pub fn ticks(d: Duration) -> u64 {
+    (d.as_millis() / TICK.as_millis()).max(1) as u64
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Setup(String),
+    #[error("cannot read component {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid WebAssembly component: {message}")]
+    Compile { path: PathBuf, message: String },
+}
+
+/// The host's wasmtime engine.
+pub struct Engine {
+    engine: wasmtime::Engine,
+    cache: CompileCache,
+    pooling: bool,
+}
+
+impl Engine {
+    /// Builds the engine. `max_memory` is the largest memory limit any
+    /// playbook has (pooling slots are sized for it).
+    pub fn new(config: &EngineConfig, max_memory: u64) -> Result<Engine, EngineError> {
+        let mut wasm = base_config();
+        let mut pooling = false;
+        let engine = if config.pooling {
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
+                config.max_instances,
+                max_memory,
+            )));
+            match wasmtime::Engine::new(&wasm) {
+                Ok(engine) => {
+                    pooling = true;
+                    engine
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "the pooling allocator is not available on this host ({e}); falling back to on-demand allocation"
+                    );
+                    let wasm = base_config();
+                    wasmtime::Engine::new(&wasm).map_err(|e| EngineError::Setup(e.to_string()))?
+                }
+            }
+        } else {
+            wasmtime::Engine::new(&wasm).map_err(|e| EngineError::Setup(e.to_string()))?
+        };
+        start_ticker(&engine);
+        let cache_dir = config.cache_dir.clone().or_else(default_cache_dir);
+        Ok(Engine {
+            cache: CompileCache::new(cache_dir, &engine),
+            engine,
+            pooling,
+        })
+    }
+
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.engine
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub fn pooling(&self) -> bool {
+        self.pooling
+    }
+
+    pub fn cache(&self) -> &CompileCache {
+        &self.cache
+    }
+
+    /// Reads and compiles a component, through the on-disk cache.
+    pub fn load(&self, path: &Path) -> Result<Component, EngineError> {
+        let bytes = std::fs::read(path).map_err(|source| EngineError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.load_bytes(path, &bytes)
+    }
+
+    pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Component, EngineError> {
+        self.cache
+            .load(&self.engine, bytes)
+            .map_err(|e| EngineError::Compile {
+                path: path.to_owned(),
+                message: format!("{e:#}"),
+            })
+    }
+}
+
+fn base_config() -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config
+}
+
+fn pooling_config(instances: u32, max_memory: u64) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * 8)
+        .total_memories(instances * 2)
+        .total_tables(instances * 8)
+        .max_memory_size(max_memory as usize);
+    pool
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("stepgate"))
+}
+
+/// Advances the epoch every [`TICK`] until the engine is dropped.
+fn start_ticker(engine: &wasmtime::Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("stepgate-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| tracing::error!("cannot start the epoch ticker: {e}; deadlines will not fire"));
+}

@@ -1,0 +1,314 @@
+//! Gates: whether a write happens.
+//!
+//! Reads are never gated. A write is simulated in a dry run (the default);
+//! in a live run it passes the playbook's policy for that operation:
+//! `auto`, `approve` (a human says yes) or `deny`. This module decides; it
+//! performs nothing and journals nothing. Asking a human is behind the
+//! [`Approver`] trait so the terminal prompt of today and the durable
+//! approval workflow of later share the same decision point.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Effect;
+
+/// Dry run (nothing written) or live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    DryRun,
+    Live,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::DryRun => "dry run",
+            Mode::Live => "live",
+        })
+    }
+}
+
+/// The operator's policy for one write operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Performed without asking.
+    Auto,
+    /// Performed only when an approver says yes.
+    Approve,
+    /// Never performed.
+    Deny,
+}
+
+/// The write operations a gate key can name.
+pub const WRITE_OPS: &[&str] = &[
+    "db.execute",
+    "rpc.call",
+    "rpc.http",
+    "flags.set",
+    "pager.page",
+    "pager.notify",
+    "runbook.confirm",
+];
+
+/// `interface.op` or `interface.op:target`: what a gate policy applies to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GateKey {
+    pub op: String,
+    pub target: Option<String>,
+}
+
+impl FromStr for GateKey {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (op, target) = match text.split_once(':') {
+            Some((op, target)) => (op, Some(target.to_owned())),
+            None => (text, None),
+        };
+        if !WRITE_OPS.contains(&op) {
+            return Err(format!(
+                "`{op}` is not a write operation; gate keys are `default` or one of {} (optionally `:TARGET`)",
+                WRITE_OPS.join(", ")
+            ));
+        }
+        Ok(GateKey {
+            op: op.to_owned(),
+            target,
+        })
+    }
+}
+
+/// The decision recorded for each call in the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    /// A write in a dry run: simulated, not performed.
+    DryRun,
+    /// Performed without asking (every granted read; writes whose policy is auto).
+    Auto,
+    /// A human approved it.
+    Approved,
+    /// Policy or a human refused it.
+    Denied,
+    /// Outside the playbook's grants.
+    NotGranted,
+    /// Refused before the gate: the call itself is wrong (bad SQL, a write
+    /// without a reason).
+    Invalid,
+}
+
+impl Decision {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Decision::DryRun => "dry-run",
+            Decision::Auto => "auto",
+            Decision::Approved => "approved",
+            Decision::Denied => "denied",
+            Decision::NotGranted => "not-granted",
+            Decision::Invalid => "invalid",
+        }
+    }
+}
+
+/// What the caller must do with a call that passed its scope check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Call the backend for real.
+    Perform(Decision),
+    /// Simulate the write (dry run).
+    Simulate,
+    /// Refuse, with the reason the playbook is given.
+    Refuse(String),
+}
+
+/// A write waiting for a human, as the approver sees it.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub playbook: String,
+    pub op: String,
+    pub target: String,
+    /// The exact write, human-readable.
+    pub detail: String,
+    pub reason: String,
+}
+
+/// The human side of `approve`.
+#[async_trait::async_trait]
+pub trait Approver: Send + Sync {
+    /// `Ok(())` if approved, `Err(why)` if refused.
+    async fn decide(&self, request: &WriteRequest) -> Result<(), String>;
+}
+
+/// Refuses everything: no human is attached (stdin is not a terminal).
+pub struct NoApprover;
+
+#[async_trait::async_trait]
+impl Approver for NoApprover {
+    async fn decide(&self, _request: &WriteRequest) -> Result<(), String> {
+        Err("this write needs approval and no approver is attached (stdin is not a terminal); run interactively, or change its gate policy".to_owned())
+    }
+}
+
+/// The policies of one playbook.
+#[derive(Debug, Clone)]
+pub struct Gates {
+    default: Policy,
+    by_key: BTreeMap<GateKey, Policy>,
+}
+
+impl Default for Gates {
+    /// Unconfigured writes need approval.
+    fn default() -> Self {
+        Gates {
+            default: Policy::Approve,
+            by_key: BTreeMap::new(),
+        }
+    }
+}
+
+impl Gates {
+    /// Builds from the config table; keys were validated at config load.
+    pub fn from_config(table: &BTreeMap<String, Policy>) -> Result<Gates, String> {
+        let mut gates = Gates::default();
+        for (key, policy) in table {
+            if key == "default" {
+                gates.default = *policy;
+            } else {
+                gates.by_key.insert(key.parse()?, *policy);
+            }
+        }
+        Ok(gates)
+    }
+
+    /// The policy for `op` on `target`: the most specific key wins.
+    pub fn policy(&self, op: &str, target: &str) -> Policy {
+        let exact = GateKey {
+            op: op.to_owned(),
+            target: Some(target.to_owned()),
+        };
+        let general = GateKey {
+            op: op.to_owned(),
+            target: None,
+        };
+        self.by_key
+            .get(&exact)
+            .or_else(|| self.by_key.get(&general))
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    /// Decides a call that passed its scope check.
+    pub async fn decide(
+        &self,
+        mode: Mode,
+        effect: Effect,
+        request: &WriteRequest,
+        approver: &dyn Approver,
+    ) -> Verdict {
+        if effect == Effect::Read {
+            return Verdict::Perform(Decision::Auto);
+        }
+        if mode == Mode::DryRun {
+            return Verdict::Simulate;
+        }
+        match self.policy(&request.op, &request.target) {
+            Policy::Auto => Verdict::Perform(Decision::Auto),
+            Policy::Deny => Verdict::Refuse(format!(
+                "gate policy for {} on `{}` is deny",
+                request.op, request.target
+            )),
+            Policy::Approve => match approver.decide(request).await {
+                Ok(()) => Verdict::Perform(Decision::Approved),
+                Err(why) => Verdict::Refuse(why),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Yes;
+    #[async_trait::async_trait]
+    impl Approver for Yes {
+        async fn decide(&self, _: &WriteRequest) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn request(op: &str, target: &str) -> WriteRequest {
+        WriteRequest {
+            playbook: "p".into(),
+            op: op.into(),
+            target: target.into(),
+            detail: String::new(),
+            reason: "because".into(),
+        }
+    }
+
+    fn gates(pairs: &[(&str, Policy)]) -> Gates {
+        let table = pairs
+            .iter()
+            .map(|(k, p)| (k.to_string(), *p))
+            .collect::<BTreeMap<_, _>>();
+        Gates::from_config(&table).unwrap()
+    }
+
+    #[tokio::test]
+    async fn reads_are_never_gated() {
+        let g = gates(&[("default", Policy::Deny)]);
+        for mode in [Mode::DryRun, Mode::Live] {
+            let v = g
+                .decide(mode, Effect::Read, &request("db.query", "x"), &NoApprover)
+                .await;
+            assert_eq!(v, Verdict::Perform(Decision::Auto));
+        }
+    }
+
+    #[tokio::test]
+    async fn dry_run_simulates_every_write_whatever_the_policy() {
+        for policy in [Policy::Auto, Policy::Approve, Policy::Deny] {
+            let g = gates(&[("default", policy)]);
+            let v = g
+                .decide(Mode::DryRun, Effect::Write, &request("flags.set", "F"), &Yes)
+                .await;
+            assert_eq!(v, Verdict::Simulate, "{policy:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn live_follows_policy_most_specific_first() {
+        let g = gates(&[
+            ("default", Policy::Deny),
+            ("flags.set", Policy::Auto),
+            ("flags.set:KILL", Policy::Approve),
+        ]);
+        let auto = g
+            .decide(Mode::Live, Effect::Write, &request("flags.set", "OTHER"), &NoApprover)
+            .await;
+        assert_eq!(auto, Verdict::Perform(Decision::Auto));
+        let asked = g
+            .decide(Mode::Live, Effect::Write, &request("flags.set", "KILL"), &Yes)
+            .await;
+        assert_eq!(asked, Verdict::Perform(Decision::Approved));
+        let nobody = g
+            .decide(Mode::Live, Effect::Write, &request("flags.set", "KILL"), &NoApprover)
+            .await;
+        assert!(matches!(nobody, Verdict::Refuse(why) if why.contains("not a terminal")));
+        let denied = g
+            .decide(Mode::Live, Effect::Write, &request("pager.page", "ceo"), &Yes)
+            .await;
+        assert!(matches!(denied, Verdict::Refuse(why) if why.contains("deny")));
+    }
+
+    #[test]
+    fn unconfigured_writes_need_approval() {
+        assert_eq!(Gates::default().policy("db.execute", "x"), Policy::Approve);
+    }
+}

@@ -1,0 +1,41 @@
+//! stepgate: incident playbooks as sandboxed WebAssembly components.
+//!
+//! Data flows one way through the modules, and no module reaches back up
+//! the chain:
+//!
+//! ```text
+//! alert -> run -> caps (capability call) -> scope -> gate -> journal -> backends
+//! ```
+//!
+//! - [`config`] reads `stepgate.toml` and rejects what it does not understand.
+//! - [`alert`] turns an Alertmanager payload (or a single alert) into the
+//!   WIT `alert` record.
+//! - [`engine`] owns wasmtime: compilation, the on-disk compile cache, the
+//!   pooling allocator and the epoch ticker. It knows no capability.
+//! - [`playbook`] loads a component, asks it to `describe()` itself and
+//!   checks what it needs against its grants.
+//! - [`run`] drives one run of one playbook: a fresh store, limits, the
+//!   call into `run`, and the report.
+//! - [`caps`] implements the WIT interfaces: one file per interface, each
+//!   call going through the one shared path (scope, gate, journal).
+//! - [`scope`], [`gate`], [`journal`]: what may be touched, whether a write
+//!   happens, and the record of every call.
+//! - [`backends`] are the drivers behind a trait per capability; they decide
+//!   no policy.
+//! - [`state`] is the host's own store (built-in flags today).
+
+pub mod alert;
+pub mod backends;
+pub mod bindings;
+pub mod caps;
+pub mod config;
+pub mod engine;
+pub mod gate;
+pub mod journal;
+pub mod playbook;
+pub mod report;
+pub mod terminal;
+pub mod run;
+pub mod runtime;
+pub mod scope;
+pub mod state;

@@ -1,0 +1,209 @@
+//! The `stepgate` command line: parse arguments, load the config, hand the
+//! work to the library, turn the result into output and an exit code.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use stepgate::config::Config;
+use stepgate::gate::Mode;
+use stepgate::journal::Quiet;
+use stepgate::report::exit;
+use stepgate::run::RunRequest;
+use stepgate::runtime::Runtime;
+use stepgate::terminal::{TerminalProgress, TtyApprover, summary};
+
+#[derive(Parser)]
+#[command(
+    name = "stepgate",
+    version,
+    about = "Run incident playbooks as sandboxed WebAssembly components, behind dry-run and approval gates"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a playbook once against an alert. Dry run unless --live.
+    Run {
+        /// A playbook name from the config, or a path to a component.
+        playbook: String,
+        /// Alertmanager webhook payload or a single alert (JSON); `-` reads stdin.
+        #[arg(long)]
+        alert: String,
+        /// Perform writes (each through its gate). Without it nothing is written.
+        #[arg(long)]
+        live: bool,
+        /// Print one JSON document instead of the step-by-step view.
+        #[arg(long)]
+        json: bool,
+        /// The config file.
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
+    /// Show what a component says about itself and what it imports.
+    Inspect {
+        /// A playbook name from the config, or a path to a component.
+        component: String,
+        /// The config file (optional; grants are checked if given).
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
+}
+
+/// A failure that maps to exit code 2 (config, usage, input).
+struct UsageError(anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for UsageError {
+    fn from(e: E) -> Self {
+        UsageError(e.into())
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STEPGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(UsageError(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<u8, UsageError> {
+    match command {
+        Command::Run {
+            playbook,
+            alert,
+            live,
+            json,
+            config,
+        } => run(&playbook, &alert, live, json, &config).await,
+        Command::Inspect { component, config } => inspect(&component, &config).await,
+    }
+}
+
+/// The config at `path`; if it is the default name and absent, an empty one
+/// (so a component can be run by path with no grants).
+fn load_config(path: &Path) -> Result<Config> {
+    if !path.exists() && path == Path::new("stepgate.toml") {
+        return Ok(Config::empty(Path::new(".")));
+    }
+    Ok(Config::load(path)?)
+}
+
+fn read_alert(source: &str) -> Result<stepgate::bindings::Alert> {
+    let text = if source == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the alert from stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(source).with_context(|| format!("cannot read alert file {source}"))?
+    };
+    let alerts = stepgate::alert::parse(&text).with_context(|| format!("alert {source}"))?;
+    let count = alerts.len();
+    let alert = stepgate::alert::pick(alerts).context("the payload holds no alert")?;
+    if count > 1 {
+        eprintln!("note: the payload holds {count} alerts; this run answers `{}`", alert.name);
+    }
+    Ok(alert)
+}
+
+async fn run(
+    playbook: &str,
+    alert: &str,
+    live: bool,
+    json: bool,
+    config: &Path,
+) -> Result<u8, UsageError> {
+    let config = load_config(config)?;
+    let alert_from_stdin = alert == "-";
+    let alert = read_alert(alert)?;
+    let runtime = Runtime::new(config)?;
+    let playbook = runtime.playbook(playbook).await?;
+    let mode = if live { Mode::Live } else { Mode::DryRun };
+    if !playbook.description.alerts.is_empty() && !playbook.description.alerts.contains(&alert.name)
+    {
+        eprintln!(
+            "note: `{}` does not list alert `{}` among those it answers ({})",
+            playbook.name,
+            alert.name,
+            playbook.description.alerts.join(", ")
+        );
+    }
+    let progress: Box<dyn stepgate::journal::Progress> = if json {
+        Box::new(Quiet)
+    } else {
+        eprintln!(
+            "stepgate: {} v{} — {} for alert {}{}",
+            playbook.name,
+            playbook.description.version,
+            mode,
+            alert.name,
+            if mode == Mode::DryRun {
+                " (nothing will be written; add --live to act)"
+            } else {
+                ""
+            }
+        );
+        Box::new(TerminalProgress::new(std::io::stderr()))
+    };
+    let request = RunRequest {
+        alert,
+        mode,
+        approver: TtyApprover::for_stdin(alert_from_stdin),
+        progress,
+        run_id: None,
+    };
+    let report = runtime.run(&playbook, request).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", summary(&report));
+        eprintln!("run {} ended with exit code {}", report.run_id, report.exit_code());
+    }
+    Ok(report.exit_code())
+}
+
+async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
+    let config = load_config(config)?;
+    let runtime = Runtime::new(config)?;
+    let playbook = runtime.playbook(component).await?;
+    let d = &playbook.description;
+    println!("name:     {}", d.name);
+    println!("version:  {}", d.version);
+    println!("summary:  {}", d.summary);
+    println!("alerts:   {}", d.alerts.join(", "));
+    println!("file:     {} ({} bytes)", playbook.path.display(), playbook.size);
+    println!("capabilities:");
+    for capability in &d.capabilities {
+        println!("  {capability:?}");
+    }
+    println!("imports:");
+    for import in &playbook.imports {
+        println!("  {import}");
+    }
+    Ok(exit::DONE)
+}

@@ -1,0 +1,192 @@
+//! What a finished run reports: exit code, the `--json` document, and the
+//! one-line descriptions of calls that the terminal view uses.
+
+use serde_json::{Value as Json, json};
+
+use crate::bindings::{Value, WitError};
+use crate::gate::{Decision, Mode};
+use crate::journal::Entry;
+use crate::run::{RunEnd, RunReport};
+
+/// Process exit codes of `stepgate run`.
+pub mod exit {
+    /// The playbook finished.
+    pub const DONE: u8 = 0;
+    /// Bad config, usage, alert, or a playbook that would not load.
+    pub const USAGE: u8 = 2;
+    /// The playbook returned an error or crashed.
+    pub const PLAYBOOK_ERROR: u8 = 3;
+    /// The run broke a limit.
+    pub const LIMIT: u8 = 4;
+    /// A write was denied and the playbook gave up.
+    pub const DENIED: u8 = 5;
+}
+
+impl RunReport {
+    pub fn exit_code(&self) -> u8 {
+        match &self.end {
+            RunEnd::Done(_) => exit::DONE,
+            RunEnd::Failed(WitError::Denied(_)) => exit::DENIED,
+            RunEnd::Failed(_) if self.journal.iter().any(|e| e.gate == Decision::Denied) => {
+                exit::DENIED
+            }
+            RunEnd::Failed(_) | RunEnd::Crashed(_) => exit::PLAYBOOK_ERROR,
+            RunEnd::Limit(_) => exit::LIMIT,
+        }
+    }
+
+    /// The writes the run made, or in a dry run would have made.
+    pub fn writes(&self) -> impl Iterator<Item = &Entry> {
+        self.journal.iter().filter(|e| e.is_write())
+    }
+
+    /// The `--json` document.
+    pub fn to_json(&self) -> Json {
+        json!({
+            "run_id": self.run_id,
+            "playbook": self.playbook,
+            "mode": match self.mode { Mode::DryRun => "dry-run", Mode::Live => "live" },
+            "outcome": end_json(&self.end),
+            "steps": self.steps,
+            "journal": self.journal,
+        })
+    }
+}
+
+fn end_json(end: &RunEnd) -> Json {
+    match end {
+        RunEnd::Done(outcome) => json!({
+            "status": "done",
+            "summary": outcome.summary,
+            "severity": outcome.severity,
+            "fields": outcome.fields.iter().map(|(k, v)| (k.clone(), value_json(v))).collect::<serde_json::Map<_, _>>(),
+            "checklist": outcome.checklist,
+        }),
+        RunEnd::Failed(error) => json!({ "status": "failed", "error": error_text(error), "kind": error_kind(error) }),
+        RunEnd::Limit(limit) => json!({ "status": "limit", "error": limit.to_string() }),
+        RunEnd::Crashed(message) => json!({ "status": "crashed", "error": message }),
+    }
+}
+
+/// A WIT value as plain JSON: decimals and timestamps stay exact text.
+pub fn value_json(value: &Value) -> Json {
+    match value {
+        Value::Null => Json::Null,
+        Value::Boolean(b) => json!(b),
+        Value::Int(i) => json!(i),
+        Value::Float(f) => json!(f),
+        Value::Text(t) | Value::Decimal(t) | Value::Timestamp(t) => json!(t),
+        Value::Bytes(b) => json!(hex::encode(b)),
+    }
+}
+
+pub fn error_kind(error: &WitError) -> &'static str {
+    match error {
+        WitError::NotGranted(_) => "not-granted",
+        WitError::Denied(_) => "denied",
+        WitError::Invalid(_) => "invalid",
+        WitError::Timeout(_) => "timeout",
+        WitError::Backend(_) => "backend",
+        WitError::Failed(_) => "failed",
+    }
+}
+
+pub fn error_text(error: &WitError) -> String {
+    match error {
+        WitError::NotGranted(m)
+        | WitError::Denied(m)
+        | WitError::Invalid(m)
+        | WitError::Timeout(m)
+        | WitError::Backend(m)
+        | WitError::Failed(m) => format!("{}: {m}", error_kind(error)),
+    }
+}
+
+fn cut(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let mut s: String = one_line.chars().take(max.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
+fn arg<'a>(entry: &'a Entry, key: &str) -> &'a str {
+    entry.args.get(key).and_then(Json::as_str).unwrap_or("")
+}
+
+/// What the call did, in one line: `(what it asked, what came back)`.
+pub fn describe_call(entry: &Entry) -> (String, String) {
+    let asked = match entry.name().as_str() {
+        "db.query" | "db.execute" => format!("{}: {}", arg(entry, "conn"), cut(arg(entry, "sql"), 70)),
+        "rpc.call" => format!(
+            "{} {} {}",
+            arg(entry, "endpoint"),
+            arg(entry, "method"),
+            cut(arg(entry, "params"), 50)
+        ),
+        "flags.get" => arg(entry, "name").to_owned(),
+        "flags.set" => format!("{} = {:?}", arg(entry, "name"), arg(entry, "value")),
+        "pager.page" => format!(
+            "{} [{}] {}",
+            arg(entry, "target"),
+            arg(entry, "severity"),
+            cut(arg(entry, "summary"), 60)
+        ),
+        "pager.notify" => format!("#{}: {}", arg(entry, "channel"), cut(arg(entry, "message"), 60)),
+        "runbook.sleep" => format!("{} ms", entry.args.get("millis").cloned().unwrap_or(Json::Null)),
+        "runbook.confirm" => cut(arg(entry, "question"), 70),
+        _ => cut(&entry.args.to_string(), 70),
+    };
+    let answer = match (entry.result.get("ok"), entry.result.get("err")) {
+        (Some(ok), _) => describe_ok(entry, ok),
+        (_, Some(err)) => format!("ERROR {}", cut(&describe_err(err), 120)),
+        _ => String::new(),
+    };
+    (asked, answer)
+}
+
+fn describe_ok(entry: &Entry, ok: &Json) -> String {
+    let dry = entry.gate == Decision::DryRun;
+    match entry.name().as_str() {
+        "db.query" => {
+            let n = ok.get("rows").and_then(Json::as_array).map_or(0, Vec::len);
+            format!("{n} row{}", if n == 1 { "" } else { "s" })
+        }
+        "db.execute" => {
+            let n = ok.as_u64().unwrap_or(0);
+            if dry {
+                format!("would change {n} rows (rolled back)")
+            } else {
+                format!("changed {n} rows")
+            }
+        }
+        "flags.set" => {
+            let was = ok.as_str().map_or("unset".to_owned(), |v| format!("{v:?}"));
+            if dry {
+                format!("not set (dry run); now {was}")
+            } else {
+                format!("set; was {was}")
+            }
+        }
+        "flags.get" => ok.as_str().map_or("unset".to_owned(), |v| format!("{v:?}")),
+        "pager.page" => ok.as_str().unwrap_or("").to_owned(),
+        "pager.notify" if dry => "not sent (dry run)".to_owned(),
+        "rpc.call" => cut(ok.as_str().unwrap_or(""), 60),
+        _ if ok.is_null() => "ok".to_owned(),
+        _ => cut(&ok.to_string(), 60),
+    }
+}
+
+fn describe_err(err: &Json) -> String {
+    match err.as_object().and_then(|o| o.iter().next()) {
+        Some((kind, message)) => format!(
+            "{}: {}",
+            kind.to_lowercase().replace('_', "-"),
+            message.as_str().unwrap_or("")
+        ),
+        None => err.to_string(),
+    }
+}

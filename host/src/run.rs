@@ -1,0 +1,247 @@
+//! One run of one playbook: a fresh store with its limits, the call into
+//! `run`, and the report.
+//!
+//! A run holds everything it needs in its store's data ([`RunData`]); when
+//! it ends, the instance and its memory are gone. Whatever a guest does
+//! (loop, allocate, recurse, flood) ends this run with a [`RunEnd`] that
+//! names the cause; the host and every other run carry on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::backends::Backends;
+use crate::bindings::{Alert, Outcome, WitError};
+use crate::caps::CallCtx;
+use crate::engine::{Engine, ticks};
+use crate::gate::{Approver, Mode};
+use crate::journal::{Entry, Journal, Progress};
+use crate::playbook::Playbook;
+
+/// A limit a run broke. The message names the limit and how to raise it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    #[error("memory limit of {limit} bytes exceeded (raise `limits.memory`)")]
+    Memory { limit: u64 },
+    #[error("deadline of {limit:?} exceeded (raise `limits.deadline`)")]
+    Deadline { limit: Duration },
+    #[error("capability call limit of {limit} exceeded (raise `limits.calls`)")]
+    Calls { limit: u64 },
+    #[error("result of {call} is larger than the per-call limit of {limit} bytes (raise `limits.result_bytes`)")]
+    ResultBytes { limit: u64, call: String },
+    #[error("WebAssembly stack exhausted (recursion too deep)")]
+    Stack,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEnd {
+    /// `run` returned its outcome.
+    Done(Outcome),
+    /// `run` returned an error.
+    Failed(WitError),
+    /// The run broke a limit and was stopped.
+    Limit(LimitExceeded),
+    /// The guest trapped (a panic, `unreachable`) or could not start.
+    Crashed(String),
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub playbook: String,
+    pub mode: Mode,
+    pub end: RunEnd,
+    pub journal: Vec<Entry>,
+    pub steps: Vec<String>,
+}
+
+/// What starts a run.
+pub struct RunRequest {
+    pub alert: Alert,
+    pub mode: Mode,
+    pub approver: Arc<dyn Approver>,
+    pub progress: Box<dyn Progress>,
+    /// Chosen by the caller, or generated.
+    pub run_id: Option<String>,
+}
+
+/// Refuses memory growth past the run's limit, naming the limit.
+pub struct MemoryLimiter {
+    limit: u64,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limit {
+            return Err(wasmtime::Error::new(LimitExceeded::Memory { limit: self.limit }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// A run's store data: its capability context and an empty, deny-all WASI.
+pub struct RunData {
+    pub calls: CallCtx,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+}
+
+impl WasiView for RunData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A new run id: time-ordered, unique enough to key journals and pages.
+pub fn new_run_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    format!("r{millis:012x}{:08x}", rand::random::<u32>())
+}
+
+/// A store for one run, limits in place.
+pub fn new_store(engine: &Engine, calls: CallCtx) -> Store<RunData> {
+    let limits = calls.limits;
+    let data = RunData {
+        wasi: deterministic_wasi(&calls.run_id),
+        calls,
+        table: ResourceTable::new(),
+        limiter: MemoryLimiter {
+            limit: limits.memory,
+        },
+    };
+    let mut store = Store::new(engine.wasmtime(), data);
+    store.limiter(|data| &mut data.limiter);
+    store.set_epoch_deadline(ticks(limits.deadline));
+    store.epoch_deadline_callback(|ctx| {
+        let calls = &ctx.data().calls;
+        let remaining = calls.remaining();
+        if remaining.is_zero() {
+            Err(wasmtime::Error::new(LimitExceeded::Deadline {
+                limit: calls.limits.deadline,
+            }))
+        } else {
+            // Time spent waiting on humans was not counted: extend to what
+            // is really left, yielding to other tasks on the way.
+            Ok(UpdateDeadline::Yield(ticks(remaining)))
+        }
+    });
+    store
+}
+
+/// No files, sockets, environment or arguments; clocks fixed at the Unix
+/// epoch and randomness seeded from the run id, so a guest cannot use WASI
+/// to see the outside world or to decide differently on replay. Playbooks
+/// get time from `runbook.now`, which is journaled.
+fn deterministic_wasi(run_id: &str) -> WasiCtx {
+    use rand::SeedableRng;
+    use sha2::Digest;
+    let seed: [u8; 32] = sha2::Sha256::digest(run_id.as_bytes()).into();
+    let mut builder = WasiCtx::builder();
+    builder
+        .secure_random(rand::rngs::StdRng::from_seed(seed))
+        .insecure_random(rand::rngs::StdRng::from_seed(seed))
+        .insecure_random_seed(u128::from_le_bytes(seed[..16].try_into().unwrap_or_default()))
+        .wall_clock(FixedClock)
+        .monotonic_clock(FixedClock)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    builder.build()
+}
+
+/// A clock that never moves: WASI time is not a way around the journal.
+struct FixedClock;
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// Maps a trap to how the run ended.
+pub fn classify_trap(error: &wasmtime::Error) -> RunEnd {
+    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+        return RunEnd::Limit(limit.clone());
+    }
+    if let Some(wasmtime::Trap::StackOverflow) = error.downcast_ref::<wasmtime::Trap>() {
+        return RunEnd::Limit(LimitExceeded::Stack);
+    }
+    RunEnd::Crashed(format!("{error:#}"))
+}
+
+/// Runs `playbook` once.
+pub async fn run(
+    engine: &Engine,
+    playbook: &Playbook,
+    backends: Arc<Backends>,
+    request: RunRequest,
+) -> RunReport {
+    let run_id = request.run_id.unwrap_or_else(new_run_id);
+    let calls = CallCtx::new(
+        &playbook.name,
+        &run_id,
+        request.mode,
+        playbook.scope.clone(),
+        playbook.gates.clone(),
+        request.approver,
+        backends,
+        Journal::new(request.progress),
+        playbook.limits,
+    );
+    let mut store = new_store(engine, calls);
+    let end = match playbook.pre.instantiate_async(&mut store).await {
+        Err(e) => classify_trap(&e),
+        Ok(instance) => match instance.call_run(&mut store, &request.alert).await {
+            Ok(Ok(outcome)) => RunEnd::Done(outcome),
+            Ok(Err(error)) => RunEnd::Failed(error),
+            Err(trap) => classify_trap(&trap),
+        },
+    };
+    let (journal, steps) = store.into_data().calls.journal.into_parts();
+    RunReport {
+        run_id,
+        playbook: playbook.name.clone(),
+        mode: request.mode,
+        end,
+        journal,
+        steps,
+    }
+}

@@ -1,0 +1,113 @@
+//! The runtime: a config turned into an engine, a linker, backends and
+//! loaded playbooks. The CLI (and later the server) holds one of these.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wasmtime::component::Linker;
+
+use crate::backends::Backends;
+use crate::config::{Config, Limits};
+use crate::engine::Engine;
+use crate::gate::Gates;
+use crate::playbook::{self, LoadError, Playbook, PlaybookSpec};
+use crate::run::{self, RunData, RunReport, RunRequest};
+use crate::scope::Scope;
+use crate::state::StateStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "no playbook `{name}` in {config}, and no component file at that path (configured playbooks: {known})"
+    )]
+    UnknownPlaybook {
+        name: String,
+        config: String,
+        known: String,
+    },
+    #[error("playbook `{name}`: bad gate policy: {message}")]
+    Gates { name: String, message: String },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+pub struct Runtime {
+    pub config: Config,
+    pub engine: Engine,
+    linker: Linker<RunData>,
+    pub backends: Arc<Backends>,
+}
+
+impl Runtime {
+    pub fn new(config: Config) -> Result<Runtime, RuntimeError> {
+        let max_memory = config
+            .playbooks
+            .values()
+            .map(|p| config.limits_for(p).memory)
+            .chain([config.limits.over(Limits::default()).memory])
+            .max()
+            .unwrap_or(Limits::default().memory);
+        let engine = Engine::new(&config.engine, max_memory).map_err(LoadError::from)?;
+        let linker = playbook::linker(&engine)?;
+        let state = Arc::new(StateStore::new(config.resolve(&config.state.path)));
+        let backends = Arc::new(Backends::from_config(&config, state));
+        Ok(Runtime {
+            config,
+            engine,
+            linker,
+            backends,
+        })
+    }
+
+    /// Replaces the backends (tests, embedders).
+    pub fn with_backends(mut self, backends: Backends) -> Runtime {
+        self.backends = Arc::new(backends);
+        self
+    }
+
+    /// Loads a playbook by config name, or a bare component by path (with
+    /// no grants and the default gates).
+    pub async fn playbook(&self, name_or_path: &str) -> Result<Playbook, RuntimeError> {
+        let spec = match self.config.playbooks.get(name_or_path) {
+            Some(pb) => PlaybookSpec {
+                name: name_or_path.to_owned(),
+                path: self.config.resolve(&pb.component),
+                scope: Scope::new(name_or_path, &pb.grants, &self.config),
+                gates: Gates::from_config(&pb.gates).map_err(|message| RuntimeError::Gates {
+                    name: name_or_path.to_owned(),
+                    message,
+                })?,
+                limits: self.config.limits_for(pb),
+            },
+            None if Path::new(name_or_path).is_file() => {
+                let path = Path::new(name_or_path).to_owned();
+                let name = playbook::name_from_path(&path);
+                PlaybookSpec {
+                    scope: Scope::none(&name),
+                    name,
+                    path,
+                    gates: Gates::default(),
+                    limits: self.config.limits.over(Limits::default()),
+                }
+            }
+            None => {
+                let known: Vec<&str> = self.config.playbooks.keys().map(String::as_str).collect();
+                return Err(RuntimeError::UnknownPlaybook {
+                    name: name_or_path.to_owned(),
+                    config: self.config.source.display().to_string(),
+                    known: if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    },
+                });
+            }
+        };
+        Ok(playbook::load(&self.engine, &self.linker, spec).await?)
+    }
+
+    /// Runs a loaded playbook once.
+    pub async fn run(&self, playbook: &Playbook, request: RunRequest) -> RunReport {
+        run::run(&self.engine, playbook, self.backends.clone(), request).await
+    }
+}

@@ -1,0 +1,341 @@
+//! Scopes: what one playbook may touch, compiled from its grants.
+//!
+//! Checked twice: at load, against the capabilities the playbook declares
+//! in `describe()` ([`Scope::check_declared`]); and on every call. An
+//! interface the playbook imports but holds no grant for needs no special
+//! linking: every call on it fails its scope check and returns
+//! `not-granted`, journaled like any other call. This module only answers
+//! yes or no, with a message that names the missing grant.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::bindings::Capability;
+use crate::config::{Config, Effect, Grants};
+
+/// A refused call or declaration: names the missing grant and the config
+/// key that would grant it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} is not granted to playbook `{playbook}`; to allow it, add {hint}")]
+pub struct NotGranted {
+    pub playbook: String,
+    pub what: String,
+    pub hint: String,
+}
+
+#[derive(Debug, Clone)]
+struct DbScope {
+    write: bool,
+    tables: BTreeSet<String>,
+}
+
+/// The compiled grants of one playbook.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    playbook: String,
+    db: BTreeMap<String, DbScope>,
+    /// endpoint -> granted method -> its class (from the endpoint config).
+    rpc: BTreeMap<String, BTreeMap<String, Effect>>,
+    flag_read: GlobSet,
+    flag_write: GlobSet,
+    targets: BTreeSet<String>,
+    channels: BTreeSet<String>,
+}
+
+fn globs(patterns: &[String]) -> GlobSet {
+    let mut builder = GlobSetBuilder::new();
+    for pattern in patterns {
+        // Validated at config load; an invalid glob grants nothing.
+        if let Ok(glob) = Glob::new(pattern) {
+            builder.add(glob);
+        }
+    }
+    builder.build().unwrap_or_else(|_| GlobSet::empty())
+}
+
+impl Scope {
+    /// A scope that grants nothing (a component run by path, `describe`).
+    pub fn none(playbook: &str) -> Scope {
+        Scope::new(playbook, &Grants::default(), &Config::empty(std::path::Path::new(".")))
+    }
+
+    pub fn new(playbook: &str, grants: &Grants, config: &Config) -> Scope {
+        let rpc = grants
+            .rpc
+            .iter()
+            .map(|(endpoint, grant)| {
+                let classes = config.rpc.get(endpoint).map(|r| r.methods());
+                let methods = grant
+                    .methods
+                    .iter()
+                    .map(|m| {
+                        // Unclassed methods are rejected at config load;
+                        // if one slips through, treat it as the riskier class.
+                        let class = classes
+                            .and_then(|c| c.get(m))
+                            .copied()
+                            .unwrap_or(Effect::Write);
+                        (m.clone(), class)
+                    })
+                    .collect();
+                (endpoint.clone(), methods)
+            })
+            .collect();
+        Scope {
+            playbook: playbook.to_owned(),
+            db: grants
+                .db
+                .iter()
+                .map(|(name, g)| {
+                    let scope = DbScope {
+                        write: g.write,
+                        tables: g.tables.iter().map(|t| t.to_ascii_lowercase()).collect(),
+                    };
+                    (name.clone(), scope)
+                })
+                .collect(),
+            rpc,
+            flag_read: globs(&grants.flags.read),
+            flag_write: globs(&grants.flags.write),
+            targets: grants.pager.targets.iter().cloned().collect(),
+            channels: grants.pager.channels.iter().cloned().collect(),
+        }
+    }
+
+    fn refuse(&self, what: String, hint: String) -> NotGranted {
+        NotGranted {
+            playbook: self.playbook.clone(),
+            what,
+            hint,
+        }
+    }
+
+    fn grants_key(&self) -> String {
+        format!("[playbooks.{}.grants", self.playbook)
+    }
+
+    pub fn db_read(&self, conn: &str) -> Result<(), NotGranted> {
+        if self.db.contains_key(conn) {
+            Ok(())
+        } else {
+            Err(self.refuse(
+                format!("database connection `{conn}`"),
+                format!("{}.db.{conn}]", self.grants_key()),
+            ))
+        }
+    }
+
+    /// `table` is the table the statement changes, lowercased.
+    pub fn db_write(&self, conn: &str, table: &str) -> Result<(), NotGranted> {
+        self.db_read(conn)?;
+        let grant = &self.db[conn];
+        if !grant.write {
+            return Err(self.refuse(
+                format!("writing on database connection `{conn}`"),
+                format!("`write = true` under {}.db.{conn}]", self.grants_key()),
+            ));
+        }
+        if !grant.tables.contains(&table.to_ascii_lowercase()) {
+            return Err(self.refuse(
+                format!("writing table `{table}` on connection `{conn}`"),
+                format!(
+                    "\"{table}\" to `tables` under {}.db.{conn}]",
+                    self.grants_key()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The class of `method` on `endpoint`, if granted.
+    pub fn rpc(&self, endpoint: &str, method: &str) -> Result<Effect, NotGranted> {
+        let Some(methods) = self.rpc.get(endpoint) else {
+            return Err(self.refuse(
+                format!("RPC endpoint `{endpoint}`"),
+                format!("{}.rpc.{endpoint}] with `methods = [\"{method}\"]`", self.grants_key()),
+            ));
+        };
+        methods.get(method).copied().ok_or_else(|| {
+            self.refuse(
+                format!("method `{method}` on RPC endpoint `{endpoint}`"),
+                format!(
+                    "\"{method}\" to `methods` under {}.rpc.{endpoint}]",
+                    self.grants_key()
+                ),
+            )
+        })
+    }
+
+    pub fn flag_read(&self, name: &str) -> Result<(), NotGranted> {
+        // Whoever may set a flag may also read it.
+        if self.flag_read.is_match(name) || self.flag_write.is_match(name) {
+            Ok(())
+        } else {
+            Err(self.refuse(
+                format!("reading flag `{name}`"),
+                format!("a matching glob to `read` under {}.flags]", self.grants_key()),
+            ))
+        }
+    }
+
+    pub fn flag_write(&self, name: &str) -> Result<(), NotGranted> {
+        if self.flag_write.is_match(name) {
+            Ok(())
+        } else {
+            Err(self.refuse(
+                format!("setting flag `{name}`"),
+                format!("a matching glob to `write` under {}.flags]", self.grants_key()),
+            ))
+        }
+    }
+
+    pub fn page(&self, target: &str) -> Result<(), NotGranted> {
+        if self.targets.contains(target) {
+            Ok(())
+        } else {
+            Err(self.refuse(
+                format!("paging target `{target}`"),
+                format!("\"{target}\" to `targets` under {}.pager]", self.grants_key()),
+            ))
+        }
+    }
+
+    pub fn notify(&self, channel: &str) -> Result<(), NotGranted> {
+        if self.channels.contains(channel) {
+            Ok(())
+        } else {
+            Err(self.refuse(
+                format!("posting to channel `{channel}`"),
+                format!("\"{channel}\" to `channels` under {}.pager]", self.grants_key()),
+            ))
+        }
+    }
+
+    /// Load-time check of one capability from `describe()`.
+    pub fn check_declared(&self, capability: &Capability) -> Result<(), NotGranted> {
+        match capability {
+            Capability::DbRead(conn) => self.db_read(conn),
+            Capability::DbWrite(conn) => {
+                self.db_read(conn)?;
+                if self.db[conn].write {
+                    Ok(())
+                } else {
+                    Err(self.refuse(
+                        format!("writing on database connection `{conn}`"),
+                        format!("`write = true` under {}.db.{conn}]", self.grants_key()),
+                    ))
+                }
+            }
+            Capability::Rpc(m) => self.rpc(&m.endpoint, &m.method).map(|_| ()),
+            Capability::FlagRead(glob) => self.flag_read(glob),
+            Capability::FlagWrite(glob) => self.flag_write(glob),
+            Capability::Page(target) => self.page(target),
+            Capability::Notify(channel) => self.notify(channel),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::RpcMethod;
+    use std::path::Path;
+
+    fn scope() -> Scope {
+        let config = Config::parse(
+            r#"
+[db.ledger]
+url = "sqlite::memory:"
+[db.other]
+url = "sqlite::memory:"
+[rpc.base]
+kind = "json-rpc"
+urls = ["http://127.0.0.1:1"]
+methods = { eth_call = "read", eth_sendRawTransaction = "write" }
+[pager.targets.ceo]
+kind = "file"
+path = "pages.jsonl"
+[pager.channels.incident]
+kind = "file"
+path = "pages.jsonl"
+[playbooks.p]
+component = "p.wasm"
+grants.db.ledger = { write = true, tables = ["Escrow_Holds"] }
+grants.db.other = {}
+grants.rpc.base.methods = ["eth_call", "eth_sendRawTransaction"]
+grants.flags = { read = ["PLAZA_*"], write = ["PLAZA_CUSTODIED_MODE_DISABLED"] }
+grants.pager = { targets = ["ceo"], channels = ["incident"] }
+"#,
+            Path::new("t.toml"),
+            Path::new("."),
+        )
+        .unwrap();
+        Scope::new("p", &config.playbooks["p"].grants, &config)
+    }
+
+    #[test]
+    fn db_grants_by_connection_write_flag_and_table() {
+        let s = scope();
+        assert!(s.db_read("ledger").is_ok());
+        assert!(s.db_read("other").is_ok());
+        let e = s.db_read("payments").unwrap_err();
+        assert!(e.to_string().contains("[playbooks.p.grants.db.payments]"), "{e}");
+        assert!(s.db_write("ledger", "escrow_holds").is_ok());
+        assert!(s.db_write("ledger", "ledger_entries").unwrap_err().to_string().contains("tables"));
+        assert!(s.db_write("other", "x").unwrap_err().to_string().contains("write = true"));
+    }
+
+    #[test]
+    fn rpc_methods_carry_the_endpoint_class() {
+        let s = scope();
+        assert_eq!(s.rpc("base", "eth_call"), Ok(Effect::Read));
+        assert_eq!(s.rpc("base", "eth_sendRawTransaction"), Ok(Effect::Write));
+        assert!(s.rpc("base", "eth_getBalance").is_err());
+        assert!(s.rpc("backup", "eth_call").is_err());
+    }
+
+    #[test]
+    fn flags_by_glob_and_writers_may_read() {
+        let s = scope();
+        assert!(s.flag_read("PLAZA_AUTO_ACCEPT_DISABLED").is_ok());
+        assert!(s.flag_read("LOA_FINN_CREDITS").is_err());
+        assert!(s.flag_write("PLAZA_CUSTODIED_MODE_DISABLED").is_ok());
+        assert!(s.flag_write("PLAZA_AUTO_ACCEPT_DISABLED").is_err());
+    }
+
+    #[test]
+    fn pager_targets_and_channels() {
+        let s = scope();
+        assert!(s.page("ceo").is_ok());
+        assert!(s.page("board").is_err());
+        assert!(s.notify("incident").is_ok());
+        assert!(s.notify("general").is_err());
+    }
+
+    #[test]
+    fn nothing_is_granted_by_default() {
+        let s = Scope::none("bare");
+        assert!(s.db_read("ledger").is_err());
+        assert!(s.rpc("base", "eth_call").is_err());
+        assert!(s.flag_read("X").is_err());
+        assert!(s.page("ceo").is_err());
+        assert!(s.notify("incident").is_err());
+    }
+
+    #[test]
+    fn declared_capabilities_are_checked() {
+        let s = scope();
+        assert!(s.check_declared(&Capability::DbWrite("ledger".into())).is_ok());
+        let e = s.check_declared(&Capability::DbWrite("other".into())).unwrap_err();
+        assert!(e.to_string().contains("write = true"), "{e}");
+        let e = s
+            .check_declared(&Capability::Rpc(RpcMethod {
+                endpoint: "base".into(),
+                method: "eth_getBalance".into(),
+            }))
+            .unwrap_err();
+        assert!(e.to_string().contains("eth_getBalance"), "{e}");
+        assert!(s.check_declared(&Capability::FlagWrite("PLAZA_CUSTODIED_MODE_DISABLED".into())).is_ok());
+    }
+}

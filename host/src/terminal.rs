@@ -1,0 +1,160 @@
+//! The terminal face of a run: live progress on stderr, the approval
+//! prompt, and the closing summary on stdout.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use crate::gate::{Approver, Decision, Mode, WriteRequest};
+use crate::journal::{Entry, Progress};
+use crate::report::{describe_call, error_text, value_json};
+use crate::run::{RunEnd, RunReport};
+
+/// Prints each step and call as it happens.
+pub struct TerminalProgress<W: Write + Send + Sync> {
+    out: W,
+}
+
+impl<W: Write + Send + Sync> TerminalProgress<W> {
+    pub fn new(out: W) -> Self {
+        TerminalProgress { out }
+    }
+}
+
+impl<W: Write + Send + Sync> Progress for TerminalProgress<W> {
+    fn step(&mut self, name: &str) {
+        let _ = writeln!(self.out, "▶ {name}");
+    }
+
+    fn log(&mut self, level: &str, message: &str) {
+        let _ = writeln!(self.out, "    {level:<5} {message}");
+    }
+
+    fn call(&mut self, entry: &Entry) {
+        let _ = writeln!(self.out, "{}", call_line(entry));
+    }
+}
+
+/// `  #3 db.query      read   auto         0.4ms  plaza: SELECT … → 1 row`
+pub fn call_line(entry: &Entry) -> String {
+    let (asked, answer) = describe_call(entry);
+    let effect = if entry.is_write() { "WRITE" } else { "read" };
+    format!(
+        "  #{:<3} {:<16} {:<5}  {:<11} {:>8}  {asked} → {answer}",
+        entry.seq,
+        entry.name(),
+        effect,
+        entry.gate.as_str(),
+        format_duration(entry.duration_us),
+    )
+}
+
+fn format_duration(us: u64) -> String {
+    if us < 1000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2}s", us as f64 / 1_000_000.0)
+    }
+}
+
+/// The closing summary: outcome, then every write made or planned.
+pub fn summary(report: &RunReport) -> String {
+    let mut out = String::new();
+    match &report.end {
+        RunEnd::Done(outcome) => {
+            out.push_str(&format!(
+                "Outcome: {}{}\n",
+                outcome
+                    .severity
+                    .as_deref()
+                    .map(|s| format!("{s} — "))
+                    .unwrap_or_default(),
+                outcome.summary
+            ));
+            for (name, value) in &outcome.fields {
+                let shown = match value_json(value) {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                out.push_str(&format!("  {name} = {shown}\n"));
+            }
+            if !outcome.checklist.is_empty() {
+                out.push_str("Still to do by a human:\n");
+                for item in &outcome.checklist {
+                    out.push_str(&format!("  [ ] {item}\n"));
+                }
+            }
+        }
+        RunEnd::Failed(error) => {
+            out.push_str(&format!("The playbook gave up: {}\n", error_text(error)))
+        }
+        RunEnd::Limit(limit) => out.push_str(&format!("Run stopped: {limit}\n")),
+        RunEnd::Crashed(message) => out.push_str(&format!("The playbook crashed: {message}\n")),
+    }
+    let writes: Vec<&Entry> = report.writes().collect();
+    let heading = match report.mode {
+        Mode::DryRun => "Writes this run would make (dry run: none were made)",
+        Mode::Live => "Writes",
+    };
+    if writes.is_empty() {
+        out.push_str(&format!("{heading}: none\n"));
+    } else {
+        out.push_str(&format!("{heading}:\n"));
+        for entry in writes {
+            let (asked, _) = describe_call(entry);
+            let done = match entry.gate {
+                Decision::DryRun => "planned",
+                Decision::Auto | Decision::Approved if entry.result.get("ok").is_some() => "DONE",
+                Decision::Auto | Decision::Approved => "FAILED",
+                Decision::Denied => "denied",
+                Decision::NotGranted => "not granted",
+                Decision::Invalid => "invalid",
+            };
+            let reason = entry.args.get("reason").and_then(|r| r.as_str()).unwrap_or("");
+            out.push_str(&format!("  #{} {:<12} {} {asked}", entry.seq, done, entry.name()));
+            if !reason.is_empty() && entry.name() != "pager.page" && entry.name() != "pager.notify" {
+                out.push_str(&format!(" (reason: {reason})"));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Asks on the terminal: shows the exact write and waits for yes or no.
+pub struct TtyApprover;
+
+impl TtyApprover {
+    /// An approver for this process: the terminal if stdin is one.
+    pub fn for_stdin(stdin_is_the_alert: bool) -> std::sync::Arc<dyn Approver> {
+        if !stdin_is_the_alert && std::io::stdin().is_terminal() {
+            std::sync::Arc::new(TtyApprover)
+        } else {
+            std::sync::Arc::new(crate::gate::NoApprover)
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Approver for TtyApprover {
+    async fn decide(&self, request: &WriteRequest) -> Result<(), String> {
+        let prompt = format!(
+            "\n  APPROVAL NEEDED — playbook `{}` wants to {} on `{}`\n    exact write: {}\n    reason: {}\n  Approve? [y/N] ",
+            request.playbook, request.op, request.target, request.detail, request.reason
+        );
+        let answer = tokio::task::spawn_blocking(move || {
+            eprint!("{prompt}");
+            let _ = std::io::stderr().flush();
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line).map(|_| line)
+        })
+        .await
+        .map_err(|e| format!("approval prompt failed: {e}"))?
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+        if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            Ok(())
+        } else {
+            Err("refused by the operator at the terminal".to_owned())
+        }
+    }
+}

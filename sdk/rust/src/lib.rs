@@ -1,0 +1,615 @@
+//! # stepgate-sdk: write incident playbooks in Rust
+//!
+//! A playbook is a WebAssembly component that the stepgate host runs step by
+//! step: every database query, RPC call, flag change and page goes through
+//! the host, which checks it against the operator's grants, simulates writes
+//! in a dry run, asks a human where policy says so, and journals everything.
+//! This crate hides the WIT bindings: you write plain Rust.
+//!
+//! ```no_run
+//! use stepgate_sdk::prelude::*;
+//!
+//! struct DriftCheck;
+//!
+//! impl Playbook for DriftCheck {
+//!     fn describe() -> Description {
+//!         Description::new("drift-check", "1.0.0")
+//!             .summary("Compares escrow holds with the hot wallet and pauses custodied mode on unexplained drift.")
+//!             .answers("ReconciliationDriftHigh")
+//!             .db_read("plaza")
+//!             .flag_write("PLAZA_CUSTODIED_MODE_DISABLED")
+//!             .page("ceo")
+//!     }
+//!
+//!     fn run(alert: Alert) -> Result<Outcome> {
+//!         let held = step("Triage", || -> Result<Decimal> {
+//!             let rows = db::query(
+//!                 "plaza",
+//!                 "SELECT COALESCE(SUM(amount), 0) AS held FROM escrow_holds WHERE state = ?1",
+//!                 params!["held"],
+//!             )?;
+//!             let micro: i64 = rows.first()?.get("held")?;
+//!             Ok(Decimal::new(micro, 6))
+//!         })?;
+//!         if held > Decimal::new(1_000, 0) {
+//!             step("Mitigate", || -> Result<()> {
+//!                 flags::set("PLAZA_CUSTODIED_MODE_DISABLED", "1", "runbook: unexplained drift")?;
+//!                 pager::page("ceo", Severity::Critical, "Unexplained drift", &alert.name)?;
+//!                 Ok(())
+//!             })?;
+//!         }
+//!         Ok(Outcome::new(format!("{held} USDC held"))
+//!             .severity("SEV-1")
+//!             .field("held_usdc", held)
+//!             .todo("Write the postmortem"))
+//!     }
+//! }
+//!
+//! stepgate_sdk::playbook!(DriftCheck);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`; the
+//! `.wasm` in `target/wasm32-wasip2/release/` is the component.
+//!
+//! Money: use [`Decimal`], never `f64`. The host carries decimals as exact
+//! text and [`Row::get`] reads them into a `Decimal` without rounding.
+
+#![allow(clippy::new_ret_no_self)]
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The generated WIT bindings. You should not need them directly.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "playbook",
+        pub_export_macro: true,
+        default_bindings_module: "stepgate_sdk::bindings",
+        export_macro_name: "export_playbook_world",
+        generate_all,
+        additional_derives: [PartialEq],
+    });
+}
+
+pub use bindings::stepgate::playbook::pager::Severity;
+pub use bindings::stepgate::playbook::types::{
+    Alert, AlertStatus, Capability, Description, Error, Outcome, RpcMethod, Value,
+};
+pub use rust_decimal::Decimal;
+
+/// Everything a playbook usually needs.
+pub mod prelude {
+    pub use crate::{
+        Alert, AlertStatus, Decimal, Description, Error, Outcome, Playbook, Result, Severity,
+        Value, db, flags, pager, params, rpc, runbook, step,
+    };
+}
+
+/// Results of capability calls: the error is the host's one error variant.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What you implement. Export it with [`playbook!`].
+pub trait Playbook {
+    /// Name, version, the alerts it answers and every capability it may use.
+    /// Called at load; it must not call the host.
+    fn describe() -> Description;
+    /// Handles one alert.
+    fn run(alert: Alert) -> Result<Outcome>;
+}
+
+/// Exports a [`Playbook`] implementation as the component's `run` and
+/// `describe`.
+#[macro_export]
+macro_rules! playbook {
+    ($ty:ty) => {
+        struct __StepgatePlaybookExport;
+        impl $crate::bindings::Guest for __StepgatePlaybookExport {
+            fn describe() -> $crate::Description {
+                <$ty as $crate::Playbook>::describe()
+            }
+            fn run(alert: $crate::Alert) -> ::std::result::Result<$crate::Outcome, $crate::Error> {
+                <$ty as $crate::Playbook>::run(alert)
+            }
+        }
+        $crate::bindings::export_playbook_world!(__StepgatePlaybookExport with_types_in $crate::bindings);
+    };
+}
+
+impl Error {
+    /// The playbook's own failure.
+    pub fn failed(message: impl Into<String>) -> Error {
+        Error::Failed(message.into())
+    }
+
+    /// Whether a gate or a human refused a write.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, Error::Denied(_))
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Invalid(format!("JSON: {e}"))
+    }
+}
+
+impl From<rust_decimal::Error> for Error {
+    fn from(e: rust_decimal::Error) -> Self {
+        Error::Invalid(format!("decimal: {e}"))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Description and outcome builders
+// ---------------------------------------------------------------------------
+
+impl Description {
+    /// A description with a name and version and nothing else yet.
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Description {
+        Description {
+            name: name.into(),
+            version: version.into(),
+            summary: String::new(),
+            alerts: Vec::new(),
+            capabilities: Vec::new(),
+        }
+    }
+    pub fn summary(mut self, summary: impl Into<String>) -> Self {
+        self.summary = summary.into();
+        self
+    }
+    /// An alert name this playbook answers.
+    pub fn answers(mut self, alert: impl Into<String>) -> Self {
+        self.alerts.push(alert.into());
+        self
+    }
+    pub fn needs(mut self, capability: Capability) -> Self {
+        self.capabilities.push(capability);
+        self
+    }
+    pub fn db_read(self, conn: &str) -> Self {
+        self.needs(Capability::DbRead(conn.into()))
+    }
+    pub fn db_write(self, conn: &str) -> Self {
+        self.needs(Capability::DbWrite(conn.into()))
+    }
+    pub fn rpc(self, endpoint: &str, method: &str) -> Self {
+        self.needs(Capability::Rpc(RpcMethod {
+            endpoint: endpoint.into(),
+            method: method.into(),
+        }))
+    }
+    pub fn flag_read(self, glob: &str) -> Self {
+        self.needs(Capability::FlagRead(glob.into()))
+    }
+    pub fn flag_write(self, glob: &str) -> Self {
+        self.needs(Capability::FlagWrite(glob.into()))
+    }
+    pub fn page(self, target: &str) -> Self {
+        self.needs(Capability::Page(target.into()))
+    }
+    pub fn notify(self, channel: &str) -> Self {
+        self.needs(Capability::Notify(channel.into()))
+    }
+}
+
+impl Outcome {
+    pub fn new(summary: impl Into<String>) -> Outcome {
+        Outcome {
+            summary: summary.into(),
+            severity: None,
+            fields: Vec::new(),
+            checklist: Vec::new(),
+        }
+    }
+    /// The severity the runbook assigns, e.g. "SEV-0".
+    pub fn severity(mut self, severity: impl Into<String>) -> Self {
+        self.severity = Some(severity.into());
+        self
+    }
+    /// A figure the decision rested on.
+    pub fn field(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.fields.push((name.into(), value.into()));
+        self
+    }
+    /// Something a human must still do.
+    pub fn todo(mut self, item: impl Into<String>) -> Self {
+        self.checklist.push(item.into());
+        self
+    }
+}
+
+impl Alert {
+    /// A label's value, if the alert has it.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        find(&self.labels, key)
+    }
+    /// An annotation's value, if the alert has it.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        find(&self.annotations, key)
+    }
+}
+
+fn find<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+// ---------------------------------------------------------------------------
+// Values
+// ---------------------------------------------------------------------------
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<i32> for Value {
+    fn from(v: i32) -> Self {
+        Value::Int(v.into())
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Boolean(v)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.into())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(v.clone())
+    }
+}
+impl From<Decimal> for Value {
+    fn from(v: Decimal) -> Self {
+        Value::Decimal(v.to_string())
+    }
+}
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Bytes(v)
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// Statement parameters: `params![conn_id, "held", amount]`.
+#[macro_export]
+macro_rules! params {
+    () => { ::std::vec::Vec::<$crate::Value>::new() };
+    ($($value:expr),+ $(,)?) => { ::std::vec![$($crate::Value::from($value)),+] };
+}
+
+/// A Rust type a [`Value`] can be read into.
+pub trait FromValue: Sized {
+    fn from_value(value: &Value) -> Option<Self>;
+    /// For messages.
+    const EXPECTED: &'static str;
+}
+
+impl FromValue for i64 {
+    const EXPECTED: &'static str = "an integer";
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Int(i) => Some(*i),
+            Value::Decimal(t) | Value::Text(t) => t.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for bool {
+    const EXPECTED: &'static str = "a boolean";
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Boolean(b) => Some(*b),
+            Value::Int(i) => Some(*i != 0),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for f64 {
+    const EXPECTED: &'static str = "a float";
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Float(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for String {
+    const EXPECTED: &'static str = "text";
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Text(t) | Value::Decimal(t) | Value::Timestamp(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for Decimal {
+    const EXPECTED: &'static str = "an exact decimal (a float is refused: money is never a float)";
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Decimal(t) | Value::Text(t) => t.parse().ok(),
+            Value::Int(i) => Some(Decimal::from(*i)),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for Vec<u8> {
+    const EXPECTED: &'static str = "bytes";
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Bytes(b) => Some(b.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    const EXPECTED: &'static str = T::EXPECTED;
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Null => Some(None),
+            other => T::from_value(other).map(Some),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Capabilities
+// ---------------------------------------------------------------------------
+
+/// Databases named in the operator's config.
+pub mod db {
+    use super::*;
+    use crate::bindings::stepgate::playbook::db as wit;
+
+    pub use wit::Rows;
+
+    /// Runs one read-only statement. Placeholders are `?1`, `?2` on SQLite
+    /// and `$1`, `$2` on PostgreSQL; values are always bound by the host.
+    pub fn query(conn: &str, sql: &str, params: impl AsRef<[Value]>) -> Result<Rows> {
+        wit::query(conn, sql, params.as_ref())
+    }
+
+    /// Runs one INSERT, UPDATE or DELETE and returns the rows it changed
+    /// (in a dry run: would change). `reason` lands in the journal and the
+    /// audit log.
+    pub fn execute(conn: &str, sql: &str, params: impl AsRef<[Value]>, reason: &str) -> Result<u64> {
+        wit::execute(conn, sql, params.as_ref(), reason)
+    }
+
+    impl Rows {
+        pub fn len(&self) -> usize {
+            self.rows.len()
+        }
+        pub fn is_empty(&self) -> bool {
+            self.rows.is_empty()
+        }
+        /// Every row.
+        pub fn iter(&self) -> impl Iterator<Item = Row<'_>> {
+            self.rows.iter().map(move |values| Row {
+                columns: &self.columns,
+                values,
+            })
+        }
+        /// The first row, or `invalid` if there is none.
+        pub fn first(&self) -> Result<Row<'_>> {
+            self.iter()
+                .next()
+                .ok_or_else(|| Error::Invalid("the query returned no rows".into()))
+        }
+    }
+
+    /// One row, with values by column name.
+    #[derive(Clone, Copy)]
+    pub struct Row<'a> {
+        columns: &'a [String],
+        values: &'a [Value],
+    }
+
+    impl<'a> Row<'a> {
+        /// The raw value of `column`.
+        pub fn value(&self, column: &str) -> Result<&'a Value> {
+            self.columns
+                .iter()
+                .position(|c| c == column)
+                .map(|i| &self.values[i])
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "no column `{column}`; the row has {}",
+                        self.columns.join(", ")
+                    ))
+                })
+        }
+
+        /// The value of `column` as `T`.
+        pub fn get<T: FromValue>(&self, column: &str) -> Result<T> {
+            let value = self.value(column)?;
+            T::from_value(value).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "column `{column}` holds {value:?}, expected {}",
+                    T::EXPECTED
+                ))
+            })
+        }
+    }
+}
+
+pub use db::Row;
+
+/// JSON-RPC endpoints named in the operator's config.
+pub mod rpc {
+    use super::*;
+    use crate::bindings::stepgate::playbook::rpc as wit;
+
+    /// Calls a read method and decodes its `result`.
+    pub fn call<R: DeserializeOwned>(endpoint: &str, method: &str, params: impl Serialize) -> Result<R> {
+        send(endpoint, method, params, "")
+    }
+
+    /// Calls a method the config classes as a write; `reason` is required.
+    pub fn send<R: DeserializeOwned>(
+        endpoint: &str,
+        method: &str,
+        params: impl Serialize,
+        reason: &str,
+    ) -> Result<R> {
+        let params = serde_json::to_string(&params)?;
+        let result = wit::call(endpoint, method, &params, reason)?;
+        Ok(serde_json::from_str(&result)?)
+    }
+}
+
+/// Feature flags and kill switches.
+pub mod flags {
+    use super::*;
+    use crate::bindings::stepgate::playbook::flags as wit;
+
+    /// The flag's value, if set.
+    pub fn get(name: &str) -> Result<Option<String>> {
+        wit::get(name)
+    }
+
+    /// Sets a flag; returns the value it had before.
+    pub fn set(name: &str, value: &str, reason: &str) -> Result<Option<String>> {
+        wit::set(name, value, reason)
+    }
+}
+
+/// Paging humans and posting to channels.
+pub mod pager {
+    use super::*;
+    use crate::bindings::stepgate::playbook::pager as wit;
+
+    /// Pages `target`; returns the page id.
+    pub fn page(target: &str, severity: Severity, summary: &str, details: &str) -> Result<String> {
+        wit::page(target, severity, summary, details)
+    }
+
+    /// Posts `message` to `channel`.
+    pub fn notify(channel: &str, message: &str) -> Result<()> {
+        wit::notify(channel, message)
+    }
+}
+
+/// The run itself: logs, time, waits and human decisions.
+pub mod runbook {
+    use super::*;
+    use crate::bindings::stepgate::playbook::runbook as wit;
+
+    pub fn debug(message: &str) {
+        wit::log(wit::Level::Debug, message)
+    }
+    pub fn info(message: &str) {
+        wit::log(wit::Level::Info, message)
+    }
+    pub fn warn(message: &str) {
+        wit::log(wit::Level::Warn, message)
+    }
+    pub fn error(message: &str) {
+        wit::log(wit::Level::Error, message)
+    }
+
+    /// Milliseconds since the Unix epoch, from the host (journaled, so a
+    /// replay sees the same time).
+    pub fn now_millis() -> i64 {
+        wit::now()
+    }
+
+    /// Waits, e.g. one block before re-checking.
+    pub fn sleep(duration: Duration) -> Result<()> {
+        wit::sleep(duration.as_millis().min(u64::MAX as u128) as u64)
+    }
+
+    /// Asks a human; `false` if they (or the policy) say no.
+    pub fn confirm(question: &str) -> Result<bool> {
+        wit::confirm(question)
+    }
+}
+
+/// Runs `f` as the step `name`: the host shows and journals every call in
+/// it under that name.
+pub fn step<T>(name: &str, f: impl FnOnce() -> T) -> T {
+    bindings::stepgate::playbook::runbook::step(name);
+    f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_never_come_from_floats() {
+        assert_eq!(Decimal::from_value(&Value::Float(0.1)), None);
+        assert_eq!(
+            Decimal::from_value(&Value::Decimal("12.500000".into())),
+            Some(Decimal::new(12_500_000, 6))
+        );
+        assert_eq!(Decimal::from_value(&Value::Int(3)), Some(Decimal::from(3)));
+    }
+
+    #[test]
+    fn rows_by_column_name() {
+        let rows = db::Rows {
+            columns: vec!["account_id".into(), "held".into()],
+            rows: vec![vec![Value::Text("a1".into()), Value::Decimal("1.50".into())]],
+        };
+        let row = rows.first().unwrap();
+        assert_eq!(row.get::<String>("account_id").unwrap(), "a1");
+        assert_eq!(row.get::<Decimal>("held").unwrap(), Decimal::new(150, 2));
+        let missing = row.get::<i64>("nope").unwrap_err().to_string();
+        assert!(missing.contains("account_id, held"), "{missing}");
+        let wrong = row.get::<i64>("account_id").unwrap_err().to_string();
+        assert!(wrong.contains("expected an integer"), "{wrong}");
+    }
+
+    #[test]
+    fn params_and_builders() {
+        let p = params![1i64, "x", Decimal::new(5, 1), None::<i64>];
+        assert_eq!(
+            p,
+            vec![
+                Value::Int(1),
+                Value::Text("x".into()),
+                Value::Decimal("0.5".into()),
+                Value::Null
+            ]
+        );
+        let d = Description::new("p", "1").answers("A").db_read("plaza").page("ceo");
+        assert_eq!(d.alerts, ["A"]);
+        assert_eq!(d.capabilities.len(), 2);
+        let o = Outcome::new("s").severity("SEV-1").field("n", 2i64).todo("t");
+        assert_eq!(o.severity.as_deref(), Some("SEV-1"));
+        assert_eq!(o.checklist, ["t"]);
+    }
+}
