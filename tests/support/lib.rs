@@ -1,1 +1,293 @@
+//! Shared helpers for stepgate's whole-flow tests: a JSON-RPC node on
+//! loopback, config files in temp dirs, and running a playbook through the
+//! library the way the CLI does.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use serde_json::{Value as Json_, json};
+
+use stepgate::bindings::{Alert, AlertStatus};
+use stepgate::config::Config;
+use stepgate::gate::{Approver, Mode, NoApprover};
+use stepgate::journal::Quiet;
+use stepgate::run::{RunReport, RunRequest};
+use stepgate::runtime::Runtime;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace root")
+        .to_owned()
+}
+
+/// The Plaza example system's SQL files.
+pub fn plaza_fixture_sql() -> Vec<PathBuf> {
+    let dir = root().join("examples/systems/plaza");
+    vec![dir.join("schema.sql"), dir.join("seed.sql")]
+}
+
+/// What the chain shows for one wallet at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct WalletState {
+    /// USDC balance in micro-units.
+    pub usdc_micro: u128,
+    pub pending_nonce: u64,
+    pub latest_nonce: u64,
+}
+
+/// A JSON-RPC 2.0 node on loopback that answers the methods the Plaza
+/// playbook and the gate tests use. Each wallet has a list of states: the
+/// n-th `eth_call` for it sees state n (the last one repeats), so a test
+/// can make a pending transaction confirm between two readings.
+pub struct RpcNode {
+    pub url: String,
+    shared: Arc<NodeState>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+#[derive(Default)]
+struct NodeState {
+    wallets: Mutex<HashMap<String, (Vec<WalletState>, usize)>>,
+    /// Requests by method.
+    calls: Mutex<HashMap<String, usize>>,
+    total: AtomicUsize,
+}
+
+impl RpcNode {
+    pub async fn start(wallets: &[(&str, Vec<WalletState>)]) -> RpcNode {
+        let shared = Arc::new(NodeState::default());
+        {
+            let mut map = shared.wallets.lock().unwrap();
+            for (address, states) in wallets {
+                assert!(!states.is_empty());
+                map.insert(address.to_ascii_lowercase(), (states.clone(), 0));
+            }
+        }
+        let app = axum::Router::new()
+            .route("/", post(answer))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        RpcNode {
+            url,
+            shared,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// How many requests for `method` the node received.
+    pub fn calls(&self, method: &str) -> usize {
+        self.shared
+            .calls
+            .lock()
+            .unwrap()
+            .get(method)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn total_calls(&self) -> usize {
+        self.shared.total.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RpcNode {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn rpc_error(id: Json_, code: i64, message: &str) -> Json<Json_> {
+    Json(json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } }))
+}
+
+async fn answer(State(node): State<Arc<NodeState>>, Json(request): Json<Json_>) -> Json<Json_> {
+    let id = request.get("id").cloned().unwrap_or(Json_::Null);
+    let method = request
+        .get("method")
+        .and_then(Json_::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let params = request.get("params").cloned().unwrap_or(Json_::Null);
+    node.total.fetch_add(1, Ordering::SeqCst);
+    *node.calls.lock().unwrap().entry(method.clone()).or_default() += 1;
+    let result = match method.as_str() {
+        "eth_blockNumber" => json!("0x1a2b3c"),
+        "eth_call" => {
+            let data = params[0]["data"].as_str().unwrap_or("");
+            if !data.starts_with("0x70a08231") || data.len() != 74 {
+                return rpc_error(id, -32000, "execution reverted");
+            }
+            let address = format!("0x{}", &data[data.len() - 40..]);
+            let mut wallets = node.wallets.lock().unwrap();
+            let Some((states, seen)) = wallets.get_mut(&address) else {
+                return Json(json!({ "jsonrpc": "2.0", "id": id, "result": format!("0x{:064x}", 0) }));
+            };
+            let state = states[(*seen).min(states.len() - 1)];
+            *seen += 1;
+            json!(format!("0x{:064x}", state.usdc_micro))
+        }
+        "eth_getTransactionCount" => {
+            let address = params[0].as_str().unwrap_or("").to_ascii_lowercase();
+            let tag = params[1].as_str().unwrap_or("latest");
+            let wallets = node.wallets.lock().unwrap();
+            let Some((states, seen)) = wallets.get(&address) else {
+                return Json(json!({ "jsonrpc": "2.0", "id": id, "result": "0x0" }));
+            };
+            // The nonces match the balance the last eth_call saw.
+            let state = states[seen.saturating_sub(1).min(states.len() - 1)];
+            let nonce = if tag == "pending" {
+                state.pending_nonce
+            } else {
+                state.latest_nonce
+            };
+            json!(format!("0x{nonce:x}"))
+        }
+        "eth_sendRawTransaction" => json!(format!("0x{:064x}", 0xfeed)),
+        other => return rpc_error(id, -32601, &format!("method {other} not found")),
+    };
+    Json(json!({ "jsonrpc": "2.0", "id": id, "result": result }))
+}
+
+/// A temp dir with a config file in it.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    /// Writes `stepgate.toml` into a fresh temp dir. `{dir}` in `body` is
+    /// replaced by the temp dir.
+    pub fn new(body: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("stepgate.toml");
+        let body = body.replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(&config, body).unwrap();
+        Setup { dir, config }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn runtime(&self) -> Runtime {
+        Runtime::new(Config::load(&self.config).unwrap()).unwrap()
+    }
+
+    /// JSON lines the file pager wrote, if any.
+    pub fn pages(&self) -> Vec<Json_> {
+        match std::fs::read_to_string(self.path("pages.jsonl")) {
+            Ok(text) => text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// A built-in flag's value.
+    pub async fn flag(&self, name: &str) -> Option<String> {
+        stepgate::state::StateStore::new(self.path("state.db"))
+            .flag(name)
+            .await
+            .unwrap()
+    }
+}
+
+/// TOML for a list of SQL files.
+pub fn toml_paths(paths: &[PathBuf]) -> String {
+    let quoted: Vec<String> = paths
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A firing alert with labels and annotations.
+pub fn alert(name: &str, labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Alert {
+    let mut all: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    all.push(("alertname".into(), name.into()));
+    all.sort();
+    Alert {
+        name: name.into(),
+        status: AlertStatus::Firing,
+        labels: all,
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        starts_at: None,
+        fingerprint: Some("test-fingerprint".into()),
+    }
+}
+
+/// Loads `playbook` and runs it once, quietly.
+pub async fn run(
+    runtime: &Runtime,
+    playbook: &str,
+    alert: Alert,
+    mode: Mode,
+    approver: Arc<dyn Approver>,
+) -> RunReport {
+    let playbook = runtime.playbook(playbook).await.unwrap();
+    runtime
+        .run(
+            &playbook,
+            RunRequest {
+                alert,
+                mode,
+                approver,
+                progress: Box::new(Quiet),
+                run_id: None,
+            },
+        )
+        .await
+}
+
+/// [`run`] with no human attached.
+pub async fn run_unattended(runtime: &Runtime, playbook: &str, alert: Alert, mode: Mode) -> RunReport {
+    run(runtime, playbook, alert, mode, Arc::new(NoApprover)).await
+}
+
+/// `(interface.op, effect, gate)` of every journal entry.
+pub fn journal_shape(report: &RunReport) -> Vec<(String, String, String)> {
+    report
+        .journal
+        .iter()
+        .map(|e| (e.name(), e.effect.to_string(), e.gate.as_str().to_owned()))
+        .collect()
+}
+
+/// An outcome field as plain JSON.
+pub fn field(report: &RunReport, name: &str) -> Json_ {
+    match &report.end {
+        stepgate::run::RunEnd::Done(outcome) => outcome
+            .fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| stepgate::report::value_json(v))
+            .unwrap_or_else(|| panic!("no field {name} in {outcome:?}")),
+        other => panic!("run did not finish: {other:?}"),
+    }
+}

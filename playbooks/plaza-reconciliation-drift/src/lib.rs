@@ -37,8 +37,8 @@ const USDC_SCALE: u32 = 6;
 const DEFAULT_TOLERANCE_USDC: i64 = 1;
 /// Drift above this is SEV-0 whatever explains it.
 const DEFAULT_BUFFER_USDC: i64 = 500;
-/// One Base block.
-const ONE_BLOCK: Duration = Duration::from_secs(2);
+/// One Base block, unless the alert's `block_time_ms` says otherwise.
+const BASE_BLOCK_MS: u64 = 2_000;
 /// How many blocks to wait for in-flight transactions before calling the
 /// drift unexplained.
 const MAX_BLOCK_WAITS: u32 = 3;
@@ -69,6 +69,7 @@ impl Reading {
 struct Thresholds {
     tolerance: Decimal,
     buffer: Decimal,
+    block: Duration,
 }
 
 /// What the wallet checks need from the alert.
@@ -145,7 +146,7 @@ impl Playbook for ReconciliationDrift {
         let mut waits = 0;
         while reading.in_flight > 0 && reading.drift() > limits.tolerance && waits < MAX_BLOCK_WAITS {
             reading = step("Wait one block and re-check", || -> Result<Reading> {
-                runbook::sleep(ONE_BLOCK)?;
+                runbook::sleep(limits.block)?;
                 read_world(&wallet)
             })?;
             waits += 1;
@@ -217,9 +218,16 @@ fn thresholds(alert: &Alert) -> Result<Thresholds> {
             None => Ok(Decimal::from(default)),
         }
     };
+    let block_ms = match alert.annotation("block_time_ms") {
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| Error::failed(format!("`block_time_ms` is `{text}`, not milliseconds")))?,
+        None => BASE_BLOCK_MS,
+    };
     Ok(Thresholds {
         tolerance: read("tolerance_usdc", DEFAULT_TOLERANCE_USDC)?,
         buffer: read("operational_buffer_usdc", DEFAULT_BUFFER_USDC)?,
+        block: Duration::from_millis(block_ms),
     })
 }
 

@@ -472,7 +472,8 @@ pub mod rpc {
     use super::*;
     use crate::bindings::stepgate::playbook::rpc as wit;
 
-    /// Calls a read method and decodes its `result`.
+    /// Calls a read method and decodes its `result`. `params` serializes to
+    /// a JSON array or object; `()` sends no params.
     pub fn call<R: DeserializeOwned>(endpoint: &str, method: &str, params: impl Serialize) -> Result<R> {
         send(endpoint, method, params, "")
     }
@@ -484,7 +485,10 @@ pub mod rpc {
         params: impl Serialize,
         reason: &str,
     ) -> Result<R> {
-        let params = serde_json::to_string(&params)?;
+        let params = match serde_json::to_value(&params)? {
+            serde_json::Value::Null => "[]".to_owned(),
+            other => other.to_string(),
+        };
         let result = wit::call(endpoint, method, &params, reason)?;
         Ok(serde_json::from_str(&result)?)
     }

@@ -52,12 +52,55 @@ impl Playbook for Hostile {
                 )?;
                 Ok(Outcome::new(format!("{} rows", rows.len())))
             }
+            "every-capability" => Ok(every_capability()),
+            "must-write" => {
+                flags::set("PLAZA_TEST_FLAG", "1", "hostile test: a write it cannot do without")?;
+                Ok(Outcome::new("wrote"))
+            }
             "panic" => panic!("the playbook panicked on purpose"),
             "give-up" => Err(Error::failed("nothing to be done")),
             "fine" => Ok(Outcome::new("all good")),
             other => Err(Error::failed(format!("unknown mode `{other}`"))),
         }
     }
+}
+
+/// Calls every operation of every interface once and reports, per call,
+/// "ok" or the error kind, so a test can check scope and gate decisions.
+fn every_capability() -> Outcome {
+    fn kind<T>(r: Result<T>) -> String {
+        match r {
+            Ok(_) => "ok".into(),
+            Err(Error::NotGranted(_)) => "not-granted".into(),
+            Err(Error::Denied(_)) => "denied".into(),
+            Err(Error::Invalid(m)) => format!("invalid: {m}"),
+            Err(Error::Timeout(m)) => format!("timeout: {m}"),
+            Err(Error::Backend(m)) => format!("backend: {m}"),
+            Err(Error::Failed(m)) => format!("failed: {m}"),
+        }
+    }
+    let reason = "hostile test: exercising the gate";
+    Outcome::new("called everything")
+        .field("db.query", kind(db::query("plaza", "SELECT COUNT(*) AS n FROM escrow_holds", params![])))
+        .field(
+            "db.execute",
+            kind(db::execute(
+                "plaza",
+                "UPDATE escrow_holds SET state = 'released' WHERE order_id = ?1",
+                params!["order:1003"],
+                reason,
+            )),
+        )
+        .field("rpc.call", kind(rpc::call::<String>("base", "eth_blockNumber", ())))
+        .field(
+            "rpc.send",
+            kind(rpc::send::<serde_json::Value>("base", "eth_sendRawTransaction", ["0xdead"], reason)),
+        )
+        .field("flags.get", kind(flags::get("PLAZA_TEST_FLAG")))
+        .field("flags.set", kind(flags::set("PLAZA_TEST_FLAG", "1", reason)))
+        .field("pager.page", kind(pager::page("ceo", Severity::Warning, "gate test", "details")))
+        .field("pager.notify", kind(pager::notify("incident", "gate test")))
+        .field("runbook.confirm", kind(runbook::confirm("Proceed with the test?").map(|yes| if yes { "yes" } else { "no" })))
 }
 
 #[inline(never)]

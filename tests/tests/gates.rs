@@ -1,0 +1,307 @@
+//! Scope and gate, through a real component: every capability ×
+//! {granted, not granted} × {dry run, live auto, live deny}. The hostile
+//! guest's `every-capability` mode calls each operation once and reports
+//! what it got back; the journal says what the gate decided; the backends
+//! say what really happened.
+
+use stepgate::bindings::Value;
+use stepgate::gate::Mode;
+use stepgate::run::{RunEnd, RunReport};
+use stepgate_tests::*;
+
+const GRANTED: &str = r#"
+grants.db.plaza = { write = true, tables = ["escrow_holds"] }
+grants.rpc.base.methods = ["eth_blockNumber", "eth_sendRawTransaction"]
+grants.flags = { read = ["PLAZA_*"], write = ["PLAZA_*"] }
+grants.pager = { targets = ["ceo"], channels = ["incident"] }
+"#;
+
+/// Granted db read only: the hostile guest declares it, so it must be
+/// granted for the component to load at all.
+const NOT_GRANTED: &str = "grants.db.plaza = {}\n";
+
+fn setup(rpc_url: &str, grants: &str, policy: &str) -> Setup {
+    Setup::new(&format!(
+        r#"
+[state]
+path = "state.db"
+
+[db.plaza]
+url = "sqlite::memory:"
+fixture_sql = {sql}
+
+[rpc.base]
+kind = "json-rpc"
+urls = ["{rpc_url}"]
+methods = {{ eth_blockNumber = "read", eth_sendRawTransaction = "write" }}
+
+[flags.plaza]
+kind = "builtin"
+names = ["PLAZA_*"]
+
+[pager.targets.ceo]
+kind = "file"
+path = "pages.jsonl"
+
+[pager.channels.incident]
+kind = "file"
+path = "pages.jsonl"
+
+[playbooks.hostile]
+component = "{component}"
+gates = {{ default = "{policy}" }}
+{grants}
+"#,
+        sql = toml_paths(&plaza_fixture_sql()),
+        component = stepgate_artifacts::HOSTILE,
+    ))
+}
+
+/// What each call returned to the playbook.
+fn answers(report: &RunReport) -> Vec<(String, String)> {
+    let RunEnd::Done(outcome) = &report.end else {
+        panic!("{:?}", report.end)
+    };
+    outcome
+        .fields
+        .iter()
+        .map(|(k, v)| match v {
+            Value::Text(t) => (k.clone(), t.split(':').next().unwrap_or("").to_owned()),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+fn gates(report: &RunReport) -> Vec<(String, String)> {
+    report
+        .journal
+        .iter()
+        .map(|e| (e.name(), e.gate.as_str().to_owned()))
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+const OPS: [&str; 9] = [
+    "db.query",
+    "db.execute",
+    "rpc.call",
+    "rpc.send",
+    "flags.get",
+    "flags.set",
+    "pager.page",
+    "pager.notify",
+    "runbook.confirm",
+];
+
+const JOURNAL_OPS: [&str; 9] = [
+    "db.query",
+    "db.execute",
+    "rpc.call",
+    "rpc.call",
+    "flags.get",
+    "flags.set",
+    "pager.page",
+    "pager.notify",
+    "runbook.confirm",
+];
+
+/// The write count of the order the guest's `db.execute` touches.
+async fn released(runtime: &stepgate::runtime::Runtime) -> Value {
+    let rows = runtime
+        .backends
+        .db("plaza")
+        .unwrap()
+        .query(
+            "SELECT state FROM escrow_holds WHERE order_id = 'order:1003'",
+            &[],
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    rows.rows[0][0].clone()
+}
+
+struct Case {
+    grants: &'static str,
+    mode: Mode,
+    policy: &'static str,
+    /// Gate decision per journal entry, reads first.
+    read_gate: &'static str,
+    write_gate: &'static str,
+    confirm_gate: &'static str,
+    read_answer: &'static str,
+    write_answer: &'static str,
+    confirm_answer: &'static str,
+    writes_happen: bool,
+}
+
+async fn check(case: Case) {
+    let node = RpcNode::start(&[]).await;
+    let setup = setup(&node.url, case.grants, case.policy);
+    let runtime = setup.runtime();
+    let report = run_unattended(
+        &runtime,
+        "hostile",
+        alert("Hostile", &[("mode", "every-capability")], &[]),
+        case.mode,
+    )
+    .await;
+    let label = format!("{} {:?} {}", if case.grants == GRANTED { "granted" } else { "not granted" }, case.mode, case.policy);
+
+    let is_write = |op: &str| !matches!(op, "db.query" | "rpc.call" | "flags.get");
+    let expected_gates: Vec<(&str, &str)> = JOURNAL_OPS
+        .iter()
+        .zip(OPS)
+        .map(|(journal_op, op)| {
+            let gate = if op == "runbook.confirm" {
+                case.confirm_gate
+            } else if is_write(op) {
+                case.write_gate
+            } else {
+                case.read_gate
+            };
+            (*journal_op, gate)
+        })
+        .collect();
+    assert_eq!(gates(&report), pairs(&expected_gates), "{label}");
+
+    let expected_answers: Vec<(&str, &str)> = OPS
+        .iter()
+        .map(|op| {
+            let answer = if *op == "runbook.confirm" {
+                case.confirm_answer
+            } else if is_write(op) {
+                case.write_answer
+            } else {
+                case.read_answer
+            };
+            (*op, answer)
+        })
+        .collect();
+    assert_eq!(answers(&report), pairs(&expected_answers), "{label}");
+
+    // What really happened outside.
+    let db_state = released(&runtime).await;
+    let flag = setup.flag("PLAZA_TEST_FLAG").await;
+    let pages = setup.pages();
+    let sent = node.calls("eth_sendRawTransaction");
+    if case.writes_happen {
+        assert_eq!(db_state, Value::Text("released".into()), "{label}");
+        assert_eq!(flag.as_deref(), Some("1"), "{label}");
+        assert_eq!(pages.len(), 2, "{label}");
+        assert_eq!(sent, 1, "{label}");
+    } else {
+        assert_eq!(db_state, Value::Text("held".into()), "{label}");
+        assert_eq!(flag, None, "{label}");
+        assert!(pages.is_empty(), "{label}");
+        assert_eq!(sent, 0, "{label}");
+    }
+    let reads_reached_node = node.calls("eth_blockNumber");
+    assert_eq!(reads_reached_node, usize::from(case.read_answer == "ok"), "{label}");
+}
+
+#[tokio::test]
+async fn granted_dry_run_reads_for_real_and_simulates_every_write() {
+    check(Case {
+        grants: GRANTED,
+        mode: Mode::DryRun,
+        policy: "auto",
+        read_gate: "auto",
+        write_gate: "dry-run",
+        confirm_gate: "dry-run",
+        read_answer: "ok",
+        write_answer: "ok",
+        confirm_answer: "ok",
+        writes_happen: false,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn granted_live_auto_performs_every_write() {
+    check(Case {
+        grants: GRANTED,
+        mode: Mode::Live,
+        policy: "auto",
+        read_gate: "auto",
+        write_gate: "auto",
+        confirm_gate: "auto",
+        read_answer: "ok",
+        write_answer: "ok",
+        confirm_answer: "ok",
+        writes_happen: true,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn granted_live_deny_refuses_every_write() {
+    check(Case {
+        grants: GRANTED,
+        mode: Mode::Live,
+        policy: "deny",
+        read_gate: "auto",
+        write_gate: "denied",
+        confirm_gate: "denied",
+        read_answer: "ok",
+        write_answer: "denied",
+        // A refused confirmation is the answer "no", not an error.
+        confirm_answer: "ok",
+        writes_happen: false,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn not_granted_is_refused_in_every_mode() {
+    for (mode, policy, confirm_gate) in [
+        (Mode::DryRun, "auto", "dry-run"),
+        (Mode::Live, "auto", "auto"),
+        (Mode::Live, "deny", "denied"),
+    ] {
+        let mut case = Case {
+            grants: NOT_GRANTED,
+            mode,
+            policy,
+            read_gate: "not-granted",
+            write_gate: "not-granted",
+            confirm_gate,
+            read_answer: "not-granted",
+            write_answer: "not-granted",
+            confirm_answer: "ok",
+            writes_happen: false,
+        };
+        // db.query is the one grant the guest declares (and so needs).
+        case.read_gate = "not-granted";
+        check_not_granted(case).await;
+    }
+}
+
+/// Like [`check`], but db.query is granted (the guest declares it).
+async fn check_not_granted(case: Case) {
+    let node = RpcNode::start(&[]).await;
+    let setup = setup(&node.url, case.grants, case.policy);
+    let runtime = setup.runtime();
+    let report = run_unattended(
+        &runtime,
+        "hostile",
+        alert("Hostile", &[("mode", "every-capability")], &[]),
+        case.mode,
+    )
+    .await;
+    let mut expected: Vec<(&str, &str)> = JOURNAL_OPS.iter().map(|op| (*op, "not-granted")).collect();
+    expected[0].1 = "auto";
+    expected[8].1 = case.confirm_gate;
+    assert_eq!(gates(&report), pairs(&expected), "{:?} {}", case.mode, case.policy);
+    let mut answers_expected: Vec<(&str, &str)> = OPS.iter().map(|op| (*op, "not-granted")).collect();
+    answers_expected[0].1 = "ok";
+    answers_expected[8].1 = case.confirm_answer;
+    assert_eq!(answers(&report), pairs(&answers_expected));
+    assert_eq!(node.total_calls(), 0);
+    assert!(setup.pages().is_empty());
+    assert_eq!(setup.flag("PLAZA_TEST_FLAG").await, None);
+    assert_eq!(released(&runtime).await, Value::Text("held".into()));
+}

@@ -1,0 +1,165 @@
+//! Hostile guests, built from source in this repo: each misbehaviour ends
+//! only its own run, with an error that names the cause and the right exit
+//! code; the host process carries on and the next run works.
+
+use stepgate::config::Config;
+use stepgate::gate::Mode;
+use stepgate::run::{LimitExceeded, RunEnd};
+use stepgate::runtime::{Runtime, RuntimeError};
+use stepgate::playbook::LoadError;
+use stepgate::bindings::WitError;
+use stepgate_tests::*;
+
+fn hostile_config(grants: &str) -> Setup {
+    Setup::new(&format!(
+        r#"
+[state]
+path = "state.db"
+
+[limits]
+deadline = "1s"
+
+[db.plaza]
+url = "sqlite::memory:"
+fixture_sql = {sql}
+
+[pager.targets.ceo]
+kind = "file"
+path = "pages.jsonl"
+
+[playbooks.hostile]
+component = "{component}"
+{grants}
+"#,
+        sql = toml_paths(&plaza_fixture_sql()),
+        component = stepgate_artifacts::HOSTILE,
+    ))
+}
+
+fn mode(m: &str) -> stepgate::bindings::Alert {
+    alert("Hostile", &[("mode", m)], &[])
+}
+
+async fn still_works(runtime: &Runtime) {
+    let report = run_unattended(runtime, "hostile", mode("fine"), Mode::DryRun).await;
+    match &report.end {
+        RunEnd::Done(outcome) => assert_eq!(outcome.summary, "all good"),
+        other => panic!("the next run should work: {other:?}"),
+    }
+    assert_eq!(report.exit_code(), 0);
+}
+
+#[tokio::test]
+async fn every_misbehaviour_ends_only_its_own_run() {
+    let setup = hostile_config("grants.db.plaza = {}");
+    let runtime = setup.runtime();
+
+    let cases: Vec<(&str, Box<dyn Fn(&RunEnd) -> bool>, u8)> = vec![
+        ("spin", Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::Deadline { .. }))), 4),
+        ("memory-bomb", Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::Memory { limit }) if *limit == 64 << 20)), 4),
+        ("recurse", Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::Stack))), 4),
+        ("call-flood", Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::Calls { limit: 10_000 }))), 4),
+        ("huge-result", Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::ResultBytes { call, .. }) if call.contains("db.query"))), 4),
+        ("write-in-query", Box::new(|e| matches!(e, RunEnd::Failed(WitError::Invalid(m)) if m.contains("DELETE"))), 3),
+        ("ungranted-call", Box::new(|e| matches!(e, RunEnd::Failed(WitError::NotGranted(m)) if m.contains("paging target `ceo`"))), 3),
+        ("panic", Box::new(|e| matches!(e, RunEnd::Crashed(_))), 3),
+        ("give-up", Box::new(|e| matches!(e, RunEnd::Failed(WitError::Failed(_)))), 3),
+    ];
+    for (name, expected, code) in cases {
+        let started = std::time::Instant::now();
+        let report = run_unattended(&runtime, "hostile", mode(name), Mode::DryRun).await;
+        assert!(expected(&report.end), "{name}: {:?}", report.end);
+        assert_eq!(report.exit_code(), code, "{name}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{name} took {:?}",
+            started.elapsed()
+        );
+        still_works(&runtime).await;
+    }
+}
+
+#[tokio::test]
+async fn limit_errors_name_the_limit_to_raise() {
+    let setup = hostile_config("grants.db.plaza = {}");
+    let runtime = setup.runtime();
+    for (name, needle) in [
+        ("spin", "limits.deadline"),
+        ("memory-bomb", "limits.memory"),
+        ("call-flood", "limits.calls"),
+        ("huge-result", "limits.result_bytes"),
+    ] {
+        let report = run_unattended(&runtime, "hostile", mode(name), Mode::DryRun).await;
+        let json = report.to_json();
+        let message = json["outcome"]["error"].as_str().unwrap();
+        assert_eq!(json["outcome"]["status"], "limit", "{name}");
+        assert!(message.contains(needle), "{name}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn a_write_sent_through_query_never_reaches_the_database() {
+    let setup = hostile_config("grants.db.plaza = {}");
+    let runtime = setup.runtime();
+    let report = run_unattended(&runtime, "hostile", mode("write-in-query"), Mode::Live).await;
+    assert_eq!(journal_shape(&report), [("db.query".into(), "read".into(), "invalid".into())]);
+    let rows = runtime
+        .backends
+        .db("plaza")
+        .unwrap()
+        .query("SELECT COUNT(*) FROM escrow_holds", &[], 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(rows.rows[0][0], stepgate::bindings::Value::Int(4));
+}
+
+#[tokio::test]
+async fn an_ungranted_call_is_journaled_as_not_granted() {
+    let setup = hostile_config("grants.db.plaza = {}");
+    let runtime = setup.runtime();
+    let report = run_unattended(&runtime, "hostile", mode("ungranted-call"), Mode::Live).await;
+    assert_eq!(journal_shape(&report), [("pager.page".into(), "write".into(), "not-granted".into())]);
+    assert!(setup.pages().is_empty());
+}
+
+#[tokio::test]
+async fn a_declared_but_ungranted_capability_is_refused_at_load() {
+    // The hostile guest declares db-read on `plaza`; this config grants nothing.
+    let setup = hostile_config("");
+    let runtime = Runtime::new(Config::load(&setup.config).unwrap()).unwrap();
+    let err = match runtime.playbook("hostile").await {
+        Err(e) => e,
+        Ok(_) => panic!("loaded a playbook whose declared capability is not granted"),
+    };
+    assert!(matches!(err, RuntimeError::Load(LoadError::NotGranted { .. })), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("database connection `plaza`"), "{message}");
+    assert!(message.contains("[playbooks.hostile.grants.db.plaza]"), "{message}");
+}
+
+#[tokio::test]
+async fn an_import_the_host_does_not_provide_is_refused_at_load() {
+    let setup = hostile_config("grants.db.plaza = {}");
+    let runtime = setup.runtime();
+    let err = match runtime.playbook(stepgate_artifacts::UNKNOWN_IMPORT).await {
+        Err(e) => e,
+        Ok(_) => panic!("loaded a component with an unknown import"),
+    };
+    let message = err.to_string();
+    assert!(matches!(err, RuntimeError::Load(LoadError::UnknownImport { .. })), "{err:?}");
+    assert!(message.contains("evil:guest/teleport"), "{message}");
+    // The host still runs other playbooks.
+    still_works(&runtime).await;
+}
+
+#[tokio::test]
+async fn a_denied_write_the_playbook_cannot_do_without_exits_5() {
+    let setup = hostile_config(
+        "grants.db.plaza = {}\ngrants.flags.write = [\"PLAZA_*\"]\ngates = { default = \"deny\" }\n[flags.plaza]\nkind = \"builtin\"\nnames = [\"PLAZA_*\"]",
+    );
+    let runtime = setup.runtime();
+    let report = run_unattended(&runtime, "hostile", mode("must-write"), Mode::Live).await;
+    assert!(matches!(&report.end, RunEnd::Failed(WitError::Denied(_))), "{:?}", report.end);
+    assert_eq!(report.exit_code(), 5);
+    assert_eq!(setup.flag("PLAZA_TEST_FLAG").await, None);
+}
