@@ -21,8 +21,12 @@ const GUESTS: &[(&str, &str)] = &[
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("artifacts/ lives in the workspace root").to_owned();
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("artifacts/ lives in the workspace root")
+        .to_owned();
     for watched in ["wit", "sdk/rust", "playbooks", "tests/guests", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
@@ -52,7 +56,9 @@ fn main() {
     ] {
         command.env_remove(var);
     }
-    let status = command.status().unwrap_or_else(|e| panic!("cannot run cargo to build the guests: {e}"));
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the guests: {e}"));
     if !status.success() {
         panic!(
             "building the guest components failed (see above). If the error says the \
@@ -66,7 +72,11 @@ fn main() {
             .join(TARGET)
             .join("release")
             .join(format!("{}.wasm", package.replace('-', "_")));
-        assert!(Path::new(&file).exists(), "{} was not built", file.display());
+        assert!(
+            Path::new(&file).exists(),
+            "{} was not built",
+            file.display()
+        );
         consts.push_str(&format!(
             "/// The `{package}` component.\npub const {name}: &str = {:?};\n",
             file.display().to_string()

@@ -42,7 +42,8 @@ struct RawAlert {
 
 /// Parses a webhook payload or a single alert; returns every alert in it.
 pub fn parse(text: &str) -> Result<Vec<Alert>, AlertError> {
-    let payload: Payload = serde_json::from_str(text).map_err(|e| AlertError::Json(e.to_string()))?;
+    let payload: Payload =
+        serde_json::from_str(text).map_err(|e| AlertError::Json(e.to_string()))?;
     if let Some(version) = &payload.version
         && version != "4"
     {
@@ -153,9 +154,15 @@ mod tests {
             ("{", "not valid JSON"),
             ("[]", "not valid JSON"),
             (r#"{"alerts":[]}"#, "empty"),
-            (r#"{"alerts":[{"labels":{}}]}"#, "alerts[0].labels.alertname"),
+            (
+                r#"{"alerts":[{"labels":{}}]}"#,
+                "alerts[0].labels.alertname",
+            ),
             (r#"{"annotations":{}}"#, "no `labels`"),
-            (r#"{"labels":{"alertname":"X"},"status":"maybe"}"#, "\"maybe\""),
+            (
+                r#"{"labels":{"alertname":"X"},"status":"maybe"}"#,
+                "\"maybe\"",
+            ),
             (r#"{"version":"3","alerts":[]}"#, "version \"3\""),
             (r#"{"labels":{"alertname":7}}"#, "not valid JSON"),
         ];

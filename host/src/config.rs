@@ -635,7 +635,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_rejected_with_line_and_hint() {
-        let err = parse("[limits]\nmemroy = \"1MiB\"\n").unwrap_err().to_string();
+        let err = parse("[limits]\nmemroy = \"1MiB\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("test.toml"), "{err}");
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("memroy"), "{err}");
@@ -686,9 +688,10 @@ grants.rpc.base.methods = ["eth_sendRawTransaction"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("maybe"), "{err}");
-        let err = parse("[playbooks.p]\ncomponent = \"p.wasm\"\ngates = { \"db.query\" = \"auto\" }\n")
-            .unwrap_err()
-            .to_string();
+        let err =
+            parse("[playbooks.p]\ncomponent = \"p.wasm\"\ngates = { \"db.query\" = \"auto\" }\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("db.query"), "{err}");
     }
 

@@ -276,7 +276,12 @@ mod tests {
         for policy in [Policy::Auto, Policy::Approve, Policy::Deny] {
             let g = gates(&[("default", policy)]);
             let v = g
-                .decide(Mode::DryRun, Effect::Write, &request("flags.set", "F"), &Yes)
+                .decide(
+                    Mode::DryRun,
+                    Effect::Write,
+                    &request("flags.set", "F"),
+                    &Yes,
+                )
                 .await;
             assert_eq!(v, Verdict::Simulate, "{policy:?}");
         }
@@ -290,19 +295,39 @@ mod tests {
             ("flags.set:KILL", Policy::Approve),
         ]);
         let auto = g
-            .decide(Mode::Live, Effect::Write, &request("flags.set", "OTHER"), &NoApprover)
+            .decide(
+                Mode::Live,
+                Effect::Write,
+                &request("flags.set", "OTHER"),
+                &NoApprover,
+            )
             .await;
         assert_eq!(auto, Verdict::Perform(Decision::Auto));
         let asked = g
-            .decide(Mode::Live, Effect::Write, &request("flags.set", "KILL"), &Yes)
+            .decide(
+                Mode::Live,
+                Effect::Write,
+                &request("flags.set", "KILL"),
+                &Yes,
+            )
             .await;
         assert_eq!(asked, Verdict::Perform(Decision::Approved));
         let nobody = g
-            .decide(Mode::Live, Effect::Write, &request("flags.set", "KILL"), &NoApprover)
+            .decide(
+                Mode::Live,
+                Effect::Write,
+                &request("flags.set", "KILL"),
+                &NoApprover,
+            )
             .await;
         assert!(matches!(nobody, Verdict::Refuse(why) if why.contains("not a terminal")));
         let denied = g
-            .decide(Mode::Live, Effect::Write, &request("pager.page", "ceo"), &Yes)
+            .decide(
+                Mode::Live,
+                Effect::Write,
+                &request("pager.page", "ceo"),
+                &Yes,
+            )
             .await;
         assert!(matches!(denied, Verdict::Refuse(why) if why.contains("deny")));
     }

@@ -120,13 +120,17 @@ fn read_alert(source: &str) -> Result<stepgate::bindings::Alert> {
             .context("cannot read the alert from stdin")?;
         text
     } else {
-        std::fs::read_to_string(source).with_context(|| format!("cannot read alert file {source}"))?
+        std::fs::read_to_string(source)
+            .with_context(|| format!("cannot read alert file {source}"))?
     };
     let alerts = stepgate::alert::parse(&text).with_context(|| format!("alert {source}"))?;
     let count = alerts.len();
     let alert = stepgate::alert::pick(alerts).context("the payload holds no alert")?;
     if count > 1 {
-        eprintln!("note: the payload holds {count} alerts; this run answers `{}`", alert.name);
+        eprintln!(
+            "note: the payload holds {count} alerts; this run answers `{}`",
+            alert.name
+        );
     }
     Ok(alert)
 }
@@ -182,7 +186,11 @@ async fn run(
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
         print!("{}", summary(&report));
-        eprintln!("run {} ended with exit code {}", report.run_id, report.exit_code());
+        eprintln!(
+            "run {} ended with exit code {}",
+            report.run_id,
+            report.exit_code()
+        );
     }
     Ok(report.exit_code())
 }
@@ -196,7 +204,11 @@ async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
     println!("version:  {}", d.version);
     println!("summary:  {}", d.summary);
     println!("alerts:   {}", d.alerts.join(", "));
-    println!("file:     {} ({} bytes)", playbook.path.display(), playbook.size);
+    println!(
+        "file:     {} ({} bytes)",
+        playbook.path.display(),
+        playbook.size
+    );
     println!("capabilities:");
     for capability in &d.capabilities {
         println!("  {capability:?}");

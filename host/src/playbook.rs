@@ -29,7 +29,9 @@ pub enum LoadError {
     Engine(#[from] EngineError),
     #[error("cannot link the host interfaces: {0}")]
     Linker(String),
-    #[error("playbook `{playbook}` imports something stepgate does not provide: {message}\nstepgate provides {PROVIDED}")]
+    #[error(
+        "playbook `{playbook}` imports something stepgate does not provide: {message}\nstepgate provides {PROVIDED}"
+    )]
     UnknownImport { playbook: String, message: String },
     #[error("playbook `{playbook}`: describe() failed: {message}")]
     Describe { playbook: String, message: String },
@@ -155,14 +157,16 @@ async fn describe(
         playbook: name.to_owned(),
         message,
     };
-    let instance = pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|e| failed(format!("{:?}", classify_trap(&e))))?;
-    instance
-        .call_describe(&mut store)
-        .await
-        .map_err(|e| failed(format!("{:?}", classify_trap(&e))))
+    let described = match pre.instantiate_async(&mut store).await {
+        Ok(instance) => instance.call_describe(&mut store).await,
+        Err(e) => Err(e),
+    };
+    described.map_err(|e| {
+        failed(format!(
+            "{:?}",
+            classify_trap(&e, &store.data().output.text())
+        ))
+    })
 }
 
 /// The name a bare component gets: its file stem.

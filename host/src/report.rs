@@ -62,7 +62,9 @@ fn end_json(end: &RunEnd) -> Json {
             "fields": outcome.fields.iter().map(|(k, v)| (k.clone(), value_json(v))).collect::<serde_json::Map<_, _>>(),
             "checklist": outcome.checklist,
         }),
-        RunEnd::Failed(error) => json!({ "status": "failed", "error": error_text(error), "kind": error_kind(error) }),
+        RunEnd::Failed(error) => {
+            json!({ "status": "failed", "error": error_text(error), "kind": error_kind(error) })
+        }
         RunEnd::Limit(limit) => json!({ "status": "limit", "error": limit.to_string() }),
         RunEnd::Crashed(message) => json!({ "status": "crashed", "error": message }),
     }
@@ -120,7 +122,9 @@ fn arg<'a>(entry: &'a Entry, key: &str) -> &'a str {
 /// What the call did, in one line: `(what it asked, what came back)`.
 pub fn describe_call(entry: &Entry) -> (String, String) {
     let asked = match entry.name().as_str() {
-        "db.query" | "db.execute" => format!("{}: {}", arg(entry, "conn"), cut(arg(entry, "sql"), 70)),
+        "db.query" | "db.execute" => {
+            format!("{}: {}", arg(entry, "conn"), cut(arg(entry, "sql"), 70))
+        }
         "rpc.call" => format!(
             "{} {} {}",
             arg(entry, "endpoint"),
@@ -135,8 +139,15 @@ pub fn describe_call(entry: &Entry) -> (String, String) {
             arg(entry, "severity"),
             cut(arg(entry, "summary"), 60)
         ),
-        "pager.notify" => format!("#{}: {}", arg(entry, "channel"), cut(arg(entry, "message"), 60)),
-        "runbook.sleep" => format!("{} ms", entry.args.get("millis").cloned().unwrap_or(Json::Null)),
+        "pager.notify" => format!(
+            "#{}: {}",
+            arg(entry, "channel"),
+            cut(arg(entry, "message"), 60)
+        ),
+        "runbook.sleep" => format!(
+            "{} ms",
+            entry.args.get("millis").cloned().unwrap_or(Json::Null)
+        ),
         "runbook.confirm" => cut(arg(entry, "question"), 70),
         _ => cut(&entry.args.to_string(), 70),
     };

@@ -18,6 +18,7 @@ use crate::bindings::{Alert, Outcome, WitError};
 use crate::caps::CallCtx;
 use crate::engine::{Engine, ticks};
 use crate::gate::{Approver, Mode};
+use crate::guest_output::GuestOutput;
 use crate::journal::{Entry, Journal, Progress};
 use crate::playbook::Playbook;
 
@@ -30,7 +31,9 @@ pub enum LimitExceeded {
     Deadline { limit: Duration },
     #[error("capability call limit of {limit} exceeded (raise `limits.calls`)")]
     Calls { limit: u64 },
-    #[error("result of {call} is larger than the per-call limit of {limit} bytes (raise `limits.result_bytes`)")]
+    #[error(
+        "result of {call} is larger than the per-call limit of {limit} bytes (raise `limits.result_bytes`)"
+    )]
     ResultBytes { limit: u64, call: String },
     #[error("WebAssembly stack exhausted (recursion too deep)")]
     Stack,
@@ -83,7 +86,9 @@ impl ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired as u64 > self.limit {
-            return Err(wasmtime::Error::new(LimitExceeded::Memory { limit: self.limit }));
+            return Err(wasmtime::Error::new(LimitExceeded::Memory {
+                limit: self.limit,
+            }));
         }
         Ok(true)
     }
@@ -101,6 +106,8 @@ impl ResourceLimiter for MemoryLimiter {
 /// A run's store data: its capability context and an empty, deny-all WASI.
 pub struct RunData {
     pub calls: CallCtx,
+    /// What the guest printed (for crash reports).
+    pub output: GuestOutput,
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
@@ -127,8 +134,10 @@ pub fn new_run_id() -> String {
 /// A store for one run, limits in place.
 pub fn new_store(engine: &Engine, calls: CallCtx) -> Store<RunData> {
     let limits = calls.limits;
+    let output = GuestOutput::default();
     let data = RunData {
-        wasi: deterministic_wasi(&calls.run_id),
+        wasi: deterministic_wasi(&calls.run_id, &output),
+        output,
         calls,
         table: ResourceTable::new(),
         limiter: MemoryLimiter {
@@ -158,7 +167,7 @@ pub fn new_store(engine: &Engine, calls: CallCtx) -> Store<RunData> {
 /// epoch and randomness seeded from the run id, so a guest cannot use WASI
 /// to see the outside world or to decide differently on replay. Playbooks
 /// get time from `runbook.now`, which is journaled.
-fn deterministic_wasi(run_id: &str) -> WasiCtx {
+fn deterministic_wasi(run_id: &str, output: &GuestOutput) -> WasiCtx {
     use rand::SeedableRng;
     use sha2::Digest;
     let seed: [u8; 32] = sha2::Sha256::digest(run_id.as_bytes()).into();
@@ -166,12 +175,16 @@ fn deterministic_wasi(run_id: &str) -> WasiCtx {
     builder
         .secure_random(rand::rngs::StdRng::from_seed(seed))
         .insecure_random(rand::rngs::StdRng::from_seed(seed))
-        .insecure_random_seed(u128::from_le_bytes(seed[..16].try_into().unwrap_or_default()))
+        .insecure_random_seed(u128::from_le_bytes(
+            seed[..16].try_into().unwrap_or_default(),
+        ))
         .wall_clock(FixedClock)
         .monotonic_clock(FixedClock)
         .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false);
+        .allow_ip_name_lookup(false)
+        .stdout(output.clone())
+        .stderr(output.clone());
     builder.build()
 }
 
@@ -196,15 +209,25 @@ impl wasmtime_wasi::HostMonotonicClock for FixedClock {
     }
 }
 
-/// Maps a trap to how the run ended.
-pub fn classify_trap(error: &wasmtime::Error) -> RunEnd {
+/// Maps a trap to how the run ended. `printed` is what the guest wrote
+/// to stdout/stderr (a panic message), which says more than the trap.
+pub fn classify_trap(error: &wasmtime::Error, printed: &str) -> RunEnd {
     if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
         return RunEnd::Limit(limit.clone());
     }
     if let Some(wasmtime::Trap::StackOverflow) = error.downcast_ref::<wasmtime::Trap>() {
         return RunEnd::Limit(LimitExceeded::Stack);
     }
-    RunEnd::Crashed(format!("{error:#}"))
+    tracing::debug!("guest trap: {error:?}");
+    let cause = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("the guest trapped: {trap}"),
+        None => error.root_cause().to_string(),
+    };
+    if printed.is_empty() {
+        RunEnd::Crashed(cause)
+    } else {
+        RunEnd::Crashed(format!("{cause}; it printed:\n{printed}"))
+    }
 }
 
 /// Runs `playbook` once.
@@ -228,11 +251,11 @@ pub async fn run(
     );
     let mut store = new_store(engine, calls);
     let end = match playbook.pre.instantiate_async(&mut store).await {
-        Err(e) => classify_trap(&e),
+        Err(e) => classify_trap(&e, &store.data().output.text()),
         Ok(instance) => match instance.call_run(&mut store, &request.alert).await {
             Ok(Ok(outcome)) => RunEnd::Done(outcome),
             Ok(Err(error)) => RunEnd::Failed(error),
-            Err(trap) => classify_trap(&trap),
+            Err(trap) => classify_trap(&trap, &store.data().output.text()),
         },
     };
     let (journal, steps) = store.into_data().calls.journal.into_parts();

@@ -57,7 +57,11 @@ fn globs(patterns: &[String]) -> GlobSet {
 impl Scope {
     /// A scope that grants nothing (a component run by path, `describe`).
     pub fn none(playbook: &str) -> Scope {
-        Scope::new(playbook, &Grants::default(), &Config::empty(std::path::Path::new(".")))
+        Scope::new(
+            playbook,
+            &Grants::default(),
+            &Config::empty(std::path::Path::new(".")),
+        )
     }
 
     pub fn new(playbook: &str, grants: &Grants, config: &Config) -> Scope {
@@ -153,7 +157,10 @@ impl Scope {
         let Some(methods) = self.rpc.get(endpoint) else {
             return Err(self.refuse(
                 format!("RPC endpoint `{endpoint}`"),
-                format!("{}.rpc.{endpoint}] with `methods = [\"{method}\"]`", self.grants_key()),
+                format!(
+                    "{}.rpc.{endpoint}] with `methods = [\"{method}\"]`",
+                    self.grants_key()
+                ),
             ));
         };
         methods.get(method).copied().ok_or_else(|| {
@@ -174,7 +181,10 @@ impl Scope {
         } else {
             Err(self.refuse(
                 format!("reading flag `{name}`"),
-                format!("a matching glob to `read` under {}.flags]", self.grants_key()),
+                format!(
+                    "a matching glob to `read` under {}.flags]",
+                    self.grants_key()
+                ),
             ))
         }
     }
@@ -185,7 +195,10 @@ impl Scope {
         } else {
             Err(self.refuse(
                 format!("setting flag `{name}`"),
-                format!("a matching glob to `write` under {}.flags]", self.grants_key()),
+                format!(
+                    "a matching glob to `write` under {}.flags]",
+                    self.grants_key()
+                ),
             ))
         }
     }
@@ -196,7 +209,10 @@ impl Scope {
         } else {
             Err(self.refuse(
                 format!("paging target `{target}`"),
-                format!("\"{target}\" to `targets` under {}.pager]", self.grants_key()),
+                format!(
+                    "\"{target}\" to `targets` under {}.pager]",
+                    self.grants_key()
+                ),
             ))
         }
     }
@@ -207,7 +223,10 @@ impl Scope {
         } else {
             Err(self.refuse(
                 format!("posting to channel `{channel}`"),
-                format!("\"{channel}\" to `channels` under {}.pager]", self.grants_key()),
+                format!(
+                    "\"{channel}\" to `channels` under {}.pager]",
+                    self.grants_key()
+                ),
             ))
         }
     }
@@ -280,10 +299,23 @@ grants.pager = { targets = ["ceo"], channels = ["incident"] }
         assert!(s.db_read("ledger").is_ok());
         assert!(s.db_read("other").is_ok());
         let e = s.db_read("payments").unwrap_err();
-        assert!(e.to_string().contains("[playbooks.p.grants.db.payments]"), "{e}");
+        assert!(
+            e.to_string().contains("[playbooks.p.grants.db.payments]"),
+            "{e}"
+        );
         assert!(s.db_write("ledger", "escrow_holds").is_ok());
-        assert!(s.db_write("ledger", "ledger_entries").unwrap_err().to_string().contains("tables"));
-        assert!(s.db_write("other", "x").unwrap_err().to_string().contains("write = true"));
+        assert!(
+            s.db_write("ledger", "ledger_entries")
+                .unwrap_err()
+                .to_string()
+                .contains("tables")
+        );
+        assert!(
+            s.db_write("other", "x")
+                .unwrap_err()
+                .to_string()
+                .contains("write = true")
+        );
     }
 
     #[test]
@@ -326,8 +358,13 @@ grants.pager = { targets = ["ceo"], channels = ["incident"] }
     #[test]
     fn declared_capabilities_are_checked() {
         let s = scope();
-        assert!(s.check_declared(&Capability::DbWrite("ledger".into())).is_ok());
-        let e = s.check_declared(&Capability::DbWrite("other".into())).unwrap_err();
+        assert!(
+            s.check_declared(&Capability::DbWrite("ledger".into()))
+                .is_ok()
+        );
+        let e = s
+            .check_declared(&Capability::DbWrite("other".into()))
+            .unwrap_err();
         assert!(e.to_string().contains("write = true"), "{e}");
         let e = s
             .check_declared(&Capability::Rpc(RpcMethod {
@@ -336,6 +373,11 @@ grants.pager = { targets = ["ceo"], channels = ["incident"] }
             }))
             .unwrap_err();
         assert!(e.to_string().contains("eth_getBalance"), "{e}");
-        assert!(s.check_declared(&Capability::FlagWrite("PLAZA_CUSTODIED_MODE_DISABLED".into())).is_ok());
+        assert!(
+            s.check_declared(&Capability::FlagWrite(
+                "PLAZA_CUSTODIED_MODE_DISABLED".into()
+            ))
+            .is_ok()
+        );
     }
 }

@@ -82,10 +82,11 @@ impl StateStore {
     /// Sets a built-in flag and returns its previous value.
     pub async fn set_flag(&self, name: &str, value: &str) -> Result<Option<String>, StateError> {
         let mut tx = self.pool().await?.begin().await?;
-        let previous: Option<String> = sqlx::query_scalar("SELECT value FROM flags WHERE name = ?1")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT value FROM flags WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query(
             "INSERT INTO flags (name, value, updated_at) VALUES (?1, ?2, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
              ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",

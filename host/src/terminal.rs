@@ -110,9 +110,19 @@ pub fn summary(report: &RunReport) -> String {
                 Decision::NotGranted => "not granted",
                 Decision::Invalid => "invalid",
             };
-            let reason = entry.args.get("reason").and_then(|r| r.as_str()).unwrap_or("");
-            out.push_str(&format!("  #{} {:<12} {} {asked}", entry.seq, done, entry.name()));
-            if !reason.is_empty() && entry.name() != "pager.page" && entry.name() != "pager.notify" {
+            let reason = entry
+                .args
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .unwrap_or("");
+            out.push_str(&format!(
+                "  #{} {:<12} {} {asked}",
+                entry.seq,
+                done,
+                entry.name()
+            ));
+            if !reason.is_empty() && entry.name() != "pager.page" && entry.name() != "pager.notify"
+            {
                 out.push_str(&format!(" (reason: {reason})"));
             }
             out.push('\n');

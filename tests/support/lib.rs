@@ -128,7 +128,12 @@ async fn answer(State(node): State<Arc<NodeState>>, Json(request): Json<Json_>) 
         .to_owned();
     let params = request.get("params").cloned().unwrap_or(Json_::Null);
     node.total.fetch_add(1, Ordering::SeqCst);
-    *node.calls.lock().unwrap().entry(method.clone()).or_default() += 1;
+    *node
+        .calls
+        .lock()
+        .unwrap()
+        .entry(method.clone())
+        .or_default() += 1;
     let result = match method.as_str() {
         "eth_blockNumber" => json!("0x1a2b3c"),
         "eth_call" => {
@@ -139,7 +144,9 @@ async fn answer(State(node): State<Arc<NodeState>>, Json(request): Json<Json_>) 
             let address = format!("0x{}", &data[data.len() - 40..]);
             let mut wallets = node.wallets.lock().unwrap();
             let Some((states, seen)) = wallets.get_mut(&address) else {
-                return Json(json!({ "jsonrpc": "2.0", "id": id, "result": format!("0x{:064x}", 0) }));
+                return Json(
+                    json!({ "jsonrpc": "2.0", "id": id, "result": format!("0x{:064x}", 0) }),
+                );
             };
             let state = states[(*seen).min(states.len() - 1)];
             *seen += 1;
@@ -266,7 +273,12 @@ pub async fn run(
 }
 
 /// [`run`] with no human attached.
-pub async fn run_unattended(runtime: &Runtime, playbook: &str, alert: Alert, mode: Mode) -> RunReport {
+pub async fn run_unattended(
+    runtime: &Runtime,
+    playbook: &str,
+    alert: Alert,
+    mode: Mode,
+) -> RunReport {
     run(runtime, playbook, alert, mode, Arc::new(NoApprover)).await
 }
 

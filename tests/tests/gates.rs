@@ -81,7 +81,9 @@ fn gates(report: &RunReport) -> Vec<(String, String)> {
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 const OPS: [&str; 9] = [
@@ -149,7 +151,16 @@ async fn check(case: Case) {
         case.mode,
     )
     .await;
-    let label = format!("{} {:?} {}", if case.grants == GRANTED { "granted" } else { "not granted" }, case.mode, case.policy);
+    let label = format!(
+        "{} {:?} {}",
+        if case.grants == GRANTED {
+            "granted"
+        } else {
+            "not granted"
+        },
+        case.mode,
+        case.policy
+    );
 
     let is_write = |op: &str| !matches!(op, "db.query" | "rpc.call" | "flags.get");
     let expected_gates: Vec<(&str, &str)> = JOURNAL_OPS
@@ -200,7 +211,11 @@ async fn check(case: Case) {
         assert_eq!(sent, 0, "{label}");
     }
     let reads_reached_node = node.calls("eth_blockNumber");
-    assert_eq!(reads_reached_node, usize::from(case.read_answer == "ok"), "{label}");
+    assert_eq!(
+        reads_reached_node,
+        usize::from(case.read_answer == "ok"),
+        "{label}"
+    );
 }
 
 #[tokio::test]
@@ -292,11 +307,19 @@ async fn check_not_granted(case: Case) {
         case.mode,
     )
     .await;
-    let mut expected: Vec<(&str, &str)> = JOURNAL_OPS.iter().map(|op| (*op, "not-granted")).collect();
+    let mut expected: Vec<(&str, &str)> =
+        JOURNAL_OPS.iter().map(|op| (*op, "not-granted")).collect();
     expected[0].1 = "auto";
     expected[8].1 = case.confirm_gate;
-    assert_eq!(gates(&report), pairs(&expected), "{:?} {}", case.mode, case.policy);
-    let mut answers_expected: Vec<(&str, &str)> = OPS.iter().map(|op| (*op, "not-granted")).collect();
+    assert_eq!(
+        gates(&report),
+        pairs(&expected),
+        "{:?} {}",
+        case.mode,
+        case.policy
+    );
+    let mut answers_expected: Vec<(&str, &str)> =
+        OPS.iter().map(|op| (*op, "not-granted")).collect();
     answers_expected[0].1 = "ok";
     answers_expected[8].1 = case.confirm_answer;
     assert_eq!(answers(&report), pairs(&answers_expected));

@@ -2,12 +2,12 @@
 //! only its own run, with an error that names the cause and the right exit
 //! code; the host process carries on and the next run works.
 
+use stepgate::bindings::WitError;
 use stepgate::config::Config;
 use stepgate::gate::Mode;
+use stepgate::playbook::LoadError;
 use stepgate::run::{LimitExceeded, RunEnd};
 use stepgate::runtime::{Runtime, RuntimeError};
-use stepgate::playbook::LoadError;
-use stepgate::bindings::WitError;
 use stepgate_tests::*;
 
 fn hostile_config(grants: &str) -> Setup {
@@ -54,16 +54,59 @@ async fn every_misbehaviour_ends_only_its_own_run() {
     let setup = hostile_config("grants.db.plaza = {}");
     let runtime = setup.runtime();
 
-    let cases: Vec<(&str, Box<dyn Fn(&RunEnd) -> bool>, u8)> = vec![
-        ("spin", Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::Deadline { .. }))), 4),
-        ("memory-bomb", Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::Memory { limit }) if *limit == 64 << 20)), 4),
-        ("recurse", Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::Stack))), 4),
-        ("call-flood", Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::Calls { limit: 10_000 }))), 4),
-        ("huge-result", Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::ResultBytes { call, .. }) if call.contains("db.query"))), 4),
-        ("write-in-query", Box::new(|e| matches!(e, RunEnd::Failed(WitError::Invalid(m)) if m.contains("DELETE"))), 3),
-        ("ungranted-call", Box::new(|e| matches!(e, RunEnd::Failed(WitError::NotGranted(m)) if m.contains("paging target `ceo`"))), 3),
-        ("panic", Box::new(|e| matches!(e, RunEnd::Crashed(_))), 3),
-        ("give-up", Box::new(|e| matches!(e, RunEnd::Failed(WitError::Failed(_)))), 3),
+    type Expect = Box<dyn Fn(&RunEnd) -> bool>;
+    let cases: Vec<(&str, Expect, u8)> = vec![
+        (
+            "spin",
+            Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::Deadline { .. }))),
+            4,
+        ),
+        (
+            "memory-bomb",
+            Box::new(
+                |e| matches!(e, RunEnd::Limit(LimitExceeded::Memory { limit }) if *limit == 64 << 20),
+            ),
+            4,
+        ),
+        (
+            "recurse",
+            Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::Stack))),
+            4,
+        ),
+        (
+            "call-flood",
+            Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::Calls { limit: 10_000 }))),
+            4,
+        ),
+        (
+            "huge-result",
+            Box::new(
+                |e| matches!(e, RunEnd::Limit(LimitExceeded::ResultBytes { call, .. }) if call.contains("db.query")),
+            ),
+            4,
+        ),
+        (
+            "write-in-query",
+            Box::new(|e| matches!(e, RunEnd::Failed(WitError::Invalid(m)) if m.contains("DELETE"))),
+            3,
+        ),
+        (
+            "ungranted-call",
+            Box::new(
+                |e| matches!(e, RunEnd::Failed(WitError::NotGranted(m)) if m.contains("paging target `ceo`")),
+            ),
+            3,
+        ),
+        (
+            "panic",
+            Box::new(|e| matches!(e, RunEnd::Crashed(m) if m.contains("panicked on purpose"))),
+            3,
+        ),
+        (
+            "give-up",
+            Box::new(|e| matches!(e, RunEnd::Failed(WitError::Failed(_)))),
+            3,
+        ),
     ];
     for (name, expected, code) in cases {
         let started = std::time::Instant::now();
@@ -102,7 +145,10 @@ async fn a_write_sent_through_query_never_reaches_the_database() {
     let setup = hostile_config("grants.db.plaza = {}");
     let runtime = setup.runtime();
     let report = run_unattended(&runtime, "hostile", mode("write-in-query"), Mode::Live).await;
-    assert_eq!(journal_shape(&report), [("db.query".into(), "read".into(), "invalid".into())]);
+    assert_eq!(
+        journal_shape(&report),
+        [("db.query".into(), "read".into(), "invalid".into())]
+    );
     let rows = runtime
         .backends
         .db("plaza")
@@ -118,7 +164,10 @@ async fn an_ungranted_call_is_journaled_as_not_granted() {
     let setup = hostile_config("grants.db.plaza = {}");
     let runtime = setup.runtime();
     let report = run_unattended(&runtime, "hostile", mode("ungranted-call"), Mode::Live).await;
-    assert_eq!(journal_shape(&report), [("pager.page".into(), "write".into(), "not-granted".into())]);
+    assert_eq!(
+        journal_shape(&report),
+        [("pager.page".into(), "write".into(), "not-granted".into())]
+    );
     assert!(setup.pages().is_empty());
 }
 
@@ -131,10 +180,16 @@ async fn a_declared_but_ungranted_capability_is_refused_at_load() {
         Err(e) => e,
         Ok(_) => panic!("loaded a playbook whose declared capability is not granted"),
     };
-    assert!(matches!(err, RuntimeError::Load(LoadError::NotGranted { .. })), "{err:?}");
+    assert!(
+        matches!(err, RuntimeError::Load(LoadError::NotGranted { .. })),
+        "{err:?}"
+    );
     let message = err.to_string();
     assert!(message.contains("database connection `plaza`"), "{message}");
-    assert!(message.contains("[playbooks.hostile.grants.db.plaza]"), "{message}");
+    assert!(
+        message.contains("[playbooks.hostile.grants.db.plaza]"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -146,7 +201,10 @@ async fn an_import_the_host_does_not_provide_is_refused_at_load() {
         Ok(_) => panic!("loaded a component with an unknown import"),
     };
     let message = err.to_string();
-    assert!(matches!(err, RuntimeError::Load(LoadError::UnknownImport { .. })), "{err:?}");
+    assert!(
+        matches!(err, RuntimeError::Load(LoadError::UnknownImport { .. })),
+        "{err:?}"
+    );
     assert!(message.contains("evil:guest/teleport"), "{message}");
     // The host still runs other playbooks.
     still_works(&runtime).await;
@@ -159,7 +217,11 @@ async fn a_denied_write_the_playbook_cannot_do_without_exits_5() {
     );
     let runtime = setup.runtime();
     let report = run_unattended(&runtime, "hostile", mode("must-write"), Mode::Live).await;
-    assert!(matches!(&report.end, RunEnd::Failed(WitError::Denied(_))), "{:?}", report.end);
+    assert!(
+        matches!(&report.end, RunEnd::Failed(WitError::Denied(_))),
+        "{:?}",
+        report.end
+    );
     assert_eq!(report.exit_code(), 5);
     assert_eq!(setup.flag("PLAZA_TEST_FLAG").await, None);
 }

@@ -127,7 +127,12 @@ async fn unexplained_drift_dry_run_plans_the_writes_and_makes_none() {
     assert!(setup.pages().is_empty());
     let flag_entry = &report.journal[5];
     assert_eq!(flag_entry.args["value"], "1");
-    assert!(flag_entry.args["reason"].as_str().unwrap().contains("Plaza runbook"));
+    assert!(
+        flag_entry.args["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Plaza runbook")
+    );
 }
 
 #[tokio::test]
@@ -217,7 +222,11 @@ async fn explained_drift_still_pending_is_sev1_and_writes_nothing_live() {
     assert_eq!(severity(&report).as_deref(), Some("SEV-1"));
     assert_eq!(field(&report, "in_flight_txs"), 2);
     assert_eq!(report.writes().count(), 0);
-    let sleeps = report.journal.iter().filter(|e| e.name() == "runbook.sleep").count();
+    let sleeps = report
+        .journal
+        .iter()
+        .filter(|e| e.name() == "runbook.sleep")
+        .count();
     assert_eq!(sleeps, 3, "waits at most three blocks");
     assert!(setup.pages().is_empty());
 }
@@ -266,7 +275,9 @@ async fn an_alert_without_the_wallet_label_fails_clearly() {
     let alert = alert("ReconciliationDriftHigh", &[], &[]);
     let report = run_unattended(&runtime, PLAYBOOK, alert, Mode::DryRun).await;
     match &report.end {
-        RunEnd::Failed(stepgate::bindings::WitError::Failed(m)) => assert!(m.contains("hot_wallet"), "{m}"),
+        RunEnd::Failed(stepgate::bindings::WitError::Failed(m)) => {
+            assert!(m.contains("hot_wallet"), "{m}")
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(report.exit_code(), 3);

@@ -48,7 +48,8 @@ impl FilePager {
 impl PagerSink for FilePager {
     async fn page(&self, page: &Page<'_>) -> Result<String, BackendError> {
         let id = format!("page-{}", page.dedup_key);
-        self.append(json!({ "kind": "page", "id": id, "page": page })).await?;
+        self.append(json!({ "kind": "page", "id": id, "page": page }))
+            .await?;
         Ok(id)
     }
 

@@ -37,7 +37,12 @@ impl JsonRpc {
         method: &str,
         max_bytes: u64,
     ) -> Result<Json, Result<BackendError, BackendError>> {
-        let send = self.client.post(url).json(body).timeout(self.timeout).send();
+        let send = self
+            .client
+            .post(url)
+            .json(body)
+            .timeout(self.timeout)
+            .send();
         let mut response = match send.await {
             Ok(r) => r,
             Err(e) if e.is_timeout() => {

@@ -64,8 +64,12 @@ pub trait Database: Send + Sync {
     fn dialect(&self) -> SqlDialect;
     /// Runs a read in a read-only transaction; stops with `TooLarge` once
     /// the rows pass `max_bytes`.
-    async fn query(&self, sql: &str, params: &[Value], max_bytes: u64)
-    -> Result<Rows, BackendError>;
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[Value],
+        max_bytes: u64,
+    ) -> Result<Rows, BackendError>;
     /// Runs a write in a transaction, committed only if `commit`.
     async fn execute(&self, sql: &str, params: &[Value], commit: bool)
     -> Result<u64, BackendError>;
@@ -109,8 +113,12 @@ pub struct Page<'a> {
 pub trait PagerSink: Send + Sync {
     /// Returns the page id.
     async fn page(&self, page: &Page<'_>) -> Result<String, BackendError>;
-    async fn notify(&self, channel: &str, message: &str, dedup_key: &str)
-    -> Result<(), BackendError>;
+    async fn notify(
+        &self,
+        channel: &str,
+        message: &str,
+        dedup_key: &str,
+    ) -> Result<(), BackendError>;
 }
 
 pub fn severity_name(severity: Severity) -> &'static str {
@@ -144,7 +152,12 @@ impl Backends {
             let fixtures = db.fixture_sql.iter().map(|p| config.resolve(p)).collect();
             backends.db.insert(
                 name.clone(),
-                Arc::new(sqlite::Sqlite::new(name, &db.url, &config.base_dir, fixtures)),
+                Arc::new(sqlite::Sqlite::new(
+                    name,
+                    &db.url,
+                    &config.base_dir,
+                    fixtures,
+                )),
             );
         }
         for (name, rpc) in &config.rpc {

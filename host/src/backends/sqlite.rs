@@ -12,7 +12,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
 use sqlx::{Arguments, AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
 
@@ -134,7 +136,10 @@ impl Database for Sqlite {
         max_bytes: u64,
     ) -> Result<Rows, BackendError> {
         let pool = self.pool().await?;
-        let mut conn = pool.acquire().await.map_err(|e| self.failed("connect", e))?;
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| self.failed("connect", e))?;
         sqlx::raw_sql("PRAGMA query_only = ON; BEGIN")
             .execute(&mut *conn)
             .await
@@ -181,7 +186,9 @@ impl Database for Sqlite {
         if commit {
             tx.commit().await.map_err(|e| self.failed("commit", e))?;
         } else {
-            tx.rollback().await.map_err(|e| self.failed("rollback", e))?;
+            tx.rollback()
+                .await
+                .map_err(|e| self.failed("rollback", e))?;
         }
         Ok(done.rows_affected())
     }
@@ -191,7 +198,9 @@ impl Database for Sqlite {
 /// fix, anything else is the backend's.
 fn classify(e: sqlx::Error) -> BackendError {
     match e {
-        sqlx::Error::Database(db) => BackendError::Invalid(format!("database refused the statement: {db}")),
+        sqlx::Error::Database(db) => {
+            BackendError::Invalid(format!("database refused the statement: {db}"))
+        }
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
             BackendError::Failed(format!("cannot decode a value: {e}"))
         }
@@ -236,7 +245,9 @@ fn decode(row: &SqliteRow, i: usize) -> Result<Value, sqlx::Error> {
     let storage = raw.type_info().name().to_ascii_uppercase();
     let declared = row.column(i).type_info().name().to_ascii_uppercase();
     Ok(match storage.as_str() {
-        "INTEGER" if declared == "BOOLEAN" => Value::Boolean(row.try_get_unchecked::<i64, _>(i)? != 0),
+        "INTEGER" if declared == "BOOLEAN" => {
+            Value::Boolean(row.try_get_unchecked::<i64, _>(i)? != 0)
+        }
         "INTEGER" | "BOOLEAN" => Value::Int(row.try_get_unchecked(i)?),
         "REAL" => Value::Float(row.try_get_unchecked(i)?),
         "BLOB" => Value::Bytes(row.try_get_unchecked(i)?),
@@ -288,7 +299,10 @@ mod tests {
             .query("SELECT * FROM t WHERE id = ?1", &[Value::Int(1)], 1 << 20)
             .await
             .unwrap();
-        assert_eq!(rows.columns, ["id", "amount", "at", "ok", "note", "raw", "ratio"]);
+        assert_eq!(
+            rows.columns,
+            ["id", "amount", "at", "ok", "note", "raw", "ratio"]
+        );
         assert_eq!(
             rows.rows[0],
             vec![
@@ -318,23 +332,39 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, BackendError::Invalid(_)), "{err:?}");
-        let count = db.query("SELECT COUNT(*) FROM t", &[], 1 << 20).await.unwrap();
+        let count = db
+            .query("SELECT COUNT(*) FROM t", &[], 1 << 20)
+            .await
+            .unwrap();
         assert_eq!(count.rows[0][0], Value::Int(2));
     }
 
     #[tokio::test]
     async fn dry_write_rolls_back_and_reports_rows() {
         let db = db().await;
-        let n = db.execute("UPDATE t SET note = 'x'", &[], false).await.unwrap();
+        let n = db
+            .execute("UPDATE t SET note = 'x'", &[], false)
+            .await
+            .unwrap();
         assert_eq!(n, 2);
-        let rows = db.query("SELECT note FROM t WHERE id = 1", &[], 1 << 20).await.unwrap();
+        let rows = db
+            .query("SELECT note FROM t WHERE id = 1", &[], 1 << 20)
+            .await
+            .unwrap();
         assert_eq!(rows.rows[0][0], Value::Text("hi".into()));
         let n = db
-            .execute("UPDATE t SET note = ?1 WHERE id = 1", &[Value::Text("y".into())], true)
+            .execute(
+                "UPDATE t SET note = ?1 WHERE id = 1",
+                &[Value::Text("y".into())],
+                true,
+            )
             .await
             .unwrap();
         assert_eq!(n, 1);
-        let rows = db.query("SELECT note FROM t WHERE id = 1", &[], 1 << 20).await.unwrap();
+        let rows = db
+            .query("SELECT note FROM t WHERE id = 1", &[], 1 << 20)
+            .await
+            .unwrap();
         assert_eq!(rows.rows[0][0], Value::Text("y".into()));
     }
 
@@ -342,7 +372,10 @@ mod tests {
     async fn parameters_are_bound_not_spliced() {
         let db = db().await;
         let hostile = Value::Text("1 OR 1=1".into());
-        let rows = db.query("SELECT id FROM t WHERE note = ?1", &[hostile], 1 << 20).await.unwrap();
+        let rows = db
+            .query("SELECT id FROM t WHERE note = ?1", &[hostile], 1 << 20)
+            .await
+            .unwrap();
         assert!(rows.rows.is_empty());
     }
 

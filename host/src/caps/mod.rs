@@ -228,9 +228,10 @@ impl CallCtx {
             Ok(()) => {
                 let verdict = self.pass_gate(&call).await;
                 match verdict {
-                    Verdict::Perform(decision) => {
-                        (decision, self.backend(perform(Action::Perform, info)).await?)
-                    }
+                    Verdict::Perform(decision) => (
+                        decision,
+                        self.backend(perform(Action::Perform, info)).await?,
+                    ),
                     Verdict::Simulate => (
                         Decision::DryRun,
                         self.backend(perform(Action::Simulate, info)).await?,

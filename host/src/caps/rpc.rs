@@ -75,6 +75,7 @@ impl Host for CallCtx {
             what: format!("HTTP endpoint `{endpoint}`"),
             hint: "an HTTP endpoint; this host only has JSON-RPC endpoints so far".to_owned(),
         });
-        self.reject(call, scope, WitError::Invalid(String::new())).await
+        self.reject(call, scope, WitError::Invalid(String::new()))
+            .await
     }
 }

@@ -73,7 +73,8 @@ pub fn check_write(dialect: SqlDialect, sql: &str) -> Result<String, String> {
             ));
         }
     };
-    table.ok_or_else(|| "cannot tell which table this statement changes; name it plainly".to_owned())
+    table
+        .ok_or_else(|| "cannot tell which table this statement changes; name it plainly".to_owned())
 }
 
 fn read_only_query(query: &Query) -> Result<(), String> {
@@ -186,7 +187,10 @@ mod tests {
             Ok("escrow_holds".to_owned())
         );
         assert_eq!(
-            check_write(D, "UPDATE main.escrow_holds SET state = 'released' WHERE id = ?1"),
+            check_write(
+                D,
+                "UPDATE main.escrow_holds SET state = 'released' WHERE id = ?1"
+            ),
             Ok("escrow_holds".to_owned())
         );
         assert_eq!(
@@ -197,7 +201,11 @@ mod tests {
 
     #[test]
     fn execute_refuses_ddl_reads_and_stacked_statements() {
-        assert!(check_write(D, "DROP TABLE x").unwrap_err().contains("DROP TABLE"));
+        assert!(
+            check_write(D, "DROP TABLE x")
+                .unwrap_err()
+                .contains("DROP TABLE")
+        );
         assert!(check_write(D, "SELECT 1").unwrap_err().contains("SELECT"));
         assert!(
             check_write(D, "DELETE FROM a; DROP TABLE b")

@@ -86,7 +86,11 @@ fn store(path: &std::path::Path, component: &Component) -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow::anyhow!("cache path has no parent"))?;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}-{:016x}.tmp", std::process::id(), rand::random::<u64>()));
+    let tmp = dir.join(format!(
+        ".{}-{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::write(&tmp, serialized)?;
     std::fs::rename(&tmp, path)?;
     Ok(())

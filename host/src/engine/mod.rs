@@ -149,5 +149,7 @@ fn start_ticker(engine: &wasmtime::Engine) {
             }
         })
         .map(|_| ())
-        .unwrap_or_else(|e| tracing::error!("cannot start the epoch ticker: {e}; deadlines will not fire"));
+        .unwrap_or_else(|e| {
+            tracing::error!("cannot start the epoch ticker: {e}; deadlines will not fire")
+        });
 }

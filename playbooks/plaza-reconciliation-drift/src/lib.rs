@@ -115,9 +115,8 @@ impl Playbook for ReconciliationDrift {
         })?;
 
         if violations > 0 {
-            let why = format!(
-                "the ledger does not sum to zero: {violations} account(s) unbalanced"
-            );
+            let why =
+                format!("the ledger does not sum to zero: {violations} account(s) unbalanced");
             return mitigate_unexplained(&alert, &reading, &limits, violations, &why);
         }
         if reading.drift() <= limits.tolerance {
@@ -144,7 +143,8 @@ impl Playbook for ReconciliationDrift {
 
         // Bounded drift: explained only while transactions are in flight.
         let mut waits = 0;
-        while reading.in_flight > 0 && reading.drift() > limits.tolerance && waits < MAX_BLOCK_WAITS {
+        while reading.in_flight > 0 && reading.drift() > limits.tolerance && waits < MAX_BLOCK_WAITS
+        {
             reading = step("Wait one block and re-check", || -> Result<Reading> {
                 runbook::sleep(limits.block)?;
                 read_world(&wallet)
@@ -188,9 +188,9 @@ impl Playbook for ReconciliationDrift {
 stepgate_sdk::playbook!(ReconciliationDrift);
 
 fn wallet(alert: &Alert) -> Result<Wallet> {
-    let address = alert
-        .label("hot_wallet")
-        .ok_or_else(|| Error::failed("the alert has no `hot_wallet` label; the reconciliation worker sends it"))?;
+    let address = alert.label("hot_wallet").ok_or_else(|| {
+        Error::failed("the alert has no `hot_wallet` label; the reconciliation worker sends it")
+    })?;
     check_address(address)?;
     let token = alert.label("usdc_contract").unwrap_or(BASE_USDC);
     check_address(token)?;
@@ -205,7 +205,9 @@ fn check_address(address: &str) -> Result<()> {
     if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
         Ok(())
     } else {
-        Err(Error::failed(format!("`{address}` is not an Ethereum address")))
+        Err(Error::failed(format!(
+            "`{address}` is not an Ethereum address"
+        )))
     }
 }
 
@@ -319,7 +321,10 @@ fn mitigate_unexplained(
             "SEV-0 Plaza reconciliation drift: custodied mode paused, decision needed on customer communications",
             &details,
         )?;
-        pager::notify("incident", &format!("SEV-0 Plaza reconciliation drift: {details}"))?;
+        pager::notify(
+            "incident",
+            &format!("SEV-0 Plaza reconciliation drift: {details}"),
+        )?;
 
         let mut outcome = outcome(
             format!("Unexplained drift: {why}"),

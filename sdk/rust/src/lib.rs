@@ -63,6 +63,7 @@ use serde::de::DeserializeOwned;
 
 /// The generated WIT bindings. You should not need them directly.
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
@@ -404,7 +405,12 @@ pub mod db {
     /// Runs one INSERT, UPDATE or DELETE and returns the rows it changed
     /// (in a dry run: would change). `reason` lands in the journal and the
     /// audit log.
-    pub fn execute(conn: &str, sql: &str, params: impl AsRef<[Value]>, reason: &str) -> Result<u64> {
+    pub fn execute(
+        conn: &str,
+        sql: &str,
+        params: impl AsRef<[Value]>,
+        reason: &str,
+    ) -> Result<u64> {
         wit::execute(conn, sql, params.as_ref(), reason)
     }
 
@@ -474,7 +480,11 @@ pub mod rpc {
 
     /// Calls a read method and decodes its `result`. `params` serializes to
     /// a JSON array or object; `()` sends no params.
-    pub fn call<R: DeserializeOwned>(endpoint: &str, method: &str, params: impl Serialize) -> Result<R> {
+    pub fn call<R: DeserializeOwned>(
+        endpoint: &str,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<R> {
         send(endpoint, method, params, "")
     }
 
@@ -586,7 +596,10 @@ mod tests {
     fn rows_by_column_name() {
         let rows = db::Rows {
             columns: vec!["account_id".into(), "held".into()],
-            rows: vec![vec![Value::Text("a1".into()), Value::Decimal("1.50".into())]],
+            rows: vec![vec![
+                Value::Text("a1".into()),
+                Value::Decimal("1.50".into()),
+            ]],
         };
         let row = rows.first().unwrap();
         assert_eq!(row.get::<String>("account_id").unwrap(), "a1");
@@ -609,10 +622,16 @@ mod tests {
                 Value::Null
             ]
         );
-        let d = Description::new("p", "1").answers("A").db_read("plaza").page("ceo");
+        let d = Description::new("p", "1")
+            .answers("A")
+            .db_read("plaza")
+            .page("ceo");
         assert_eq!(d.alerts, ["A"]);
         assert_eq!(d.capabilities.len(), 2);
-        let o = Outcome::new("s").severity("SEV-1").field("n", 2i64).todo("t");
+        let o = Outcome::new("s")
+            .severity("SEV-1")
+            .field("n", 2i64)
+            .todo("t");
         assert_eq!(o.severity.as_deref(), Some("SEV-1"));
         assert_eq!(o.checklist, ["t"]);
     }

@@ -10,7 +10,9 @@ struct Hostile;
 impl Playbook for Hostile {
     fn describe() -> Description {
         Description::new("hostile", "0.0.1")
-            .summary("Misbehaves on purpose: loops, allocates, recurses, floods, oversteps its grants.")
+            .summary(
+                "Misbehaves on purpose: loops, allocates, recurses, floods, oversteps its grants.",
+            )
             .answers("Hostile")
             .db_read("plaza")
     }
@@ -54,7 +56,11 @@ impl Playbook for Hostile {
             }
             "every-capability" => Ok(every_capability()),
             "must-write" => {
-                flags::set("PLAZA_TEST_FLAG", "1", "hostile test: a write it cannot do without")?;
+                flags::set(
+                    "PLAZA_TEST_FLAG",
+                    "1",
+                    "hostile test: a write it cannot do without",
+                )?;
                 Ok(Outcome::new("wrote"))
             }
             "panic" => panic!("the playbook panicked on purpose"),
@@ -81,7 +87,14 @@ fn every_capability() -> Outcome {
     }
     let reason = "hostile test: exercising the gate";
     Outcome::new("called everything")
-        .field("db.query", kind(db::query("plaza", "SELECT COUNT(*) AS n FROM escrow_holds", params![])))
+        .field(
+            "db.query",
+            kind(db::query(
+                "plaza",
+                "SELECT COUNT(*) AS n FROM escrow_holds",
+                params![],
+            )),
+        )
         .field(
             "db.execute",
             kind(db::execute(
@@ -91,16 +104,41 @@ fn every_capability() -> Outcome {
                 reason,
             )),
         )
-        .field("rpc.call", kind(rpc::call::<String>("base", "eth_blockNumber", ())))
+        .field(
+            "rpc.call",
+            kind(rpc::call::<String>("base", "eth_blockNumber", ())),
+        )
         .field(
             "rpc.send",
-            kind(rpc::send::<serde_json::Value>("base", "eth_sendRawTransaction", ["0xdead"], reason)),
+            kind(rpc::send::<serde_json::Value>(
+                "base",
+                "eth_sendRawTransaction",
+                ["0xdead"],
+                reason,
+            )),
         )
         .field("flags.get", kind(flags::get("PLAZA_TEST_FLAG")))
-        .field("flags.set", kind(flags::set("PLAZA_TEST_FLAG", "1", reason)))
-        .field("pager.page", kind(pager::page("ceo", Severity::Warning, "gate test", "details")))
+        .field(
+            "flags.set",
+            kind(flags::set("PLAZA_TEST_FLAG", "1", reason)),
+        )
+        .field(
+            "pager.page",
+            kind(pager::page(
+                "ceo",
+                Severity::Warning,
+                "gate test",
+                "details",
+            )),
+        )
         .field("pager.notify", kind(pager::notify("incident", "gate test")))
-        .field("runbook.confirm", kind(runbook::confirm("Proceed with the test?").map(|yes| if yes { "yes" } else { "no" })))
+        .field(
+            "runbook.confirm",
+            kind(
+                runbook::confirm("Proceed with the test?")
+                    .map(|yes| if yes { "yes" } else { "no" }),
+            ),
+        )
 }
 
 #[inline(never)]

@@ -1,6 +1,8 @@
 //! Imports `evil:guest/teleport`, which no stepgate host provides: loading
 //! must fail and name the import.
 
+#![allow(clippy::too_many_arguments)]
+
 wit_bindgen::generate!({
     path: ["../../../wit", "wit"],
     world: "evil:guest/rogue",

@@ -1,0 +1,374 @@
+//! The `stepgate` binary as an operator uses it: the demo config, `--json`,
+//! exit codes, and bad input that must be refused with exit code 2 before
+//! anything runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn stepgate(args: &[&str]) -> Output {
+    // The demo config's components are the artifacts crate's output.
+    assert!(Path::new(stepgate_artifacts::PLAZA_RECONCILIATION_DRIFT).exists());
+    Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A copy of the demo config in a temp dir, so runs do not share state.
+fn demo_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = root().join("examples");
+    let config = std::fs::read_to_string(examples.join("stepgate.toml"))
+        .unwrap()
+        .replace("\"systems/", &format!("\"{}/systems/", examples.display()))
+        .replace("\"../target/", &format!("\"{}/target/", root().display()));
+    let path = dir.path().join("stepgate.toml");
+    std::fs::write(&path, config).unwrap();
+    (dir, path)
+}
+
+const UNEXPLAINED: &str = "examples/alerts/plaza-drift-unexplained.json";
+
+#[test]
+fn demo_dry_run_prints_the_plan_and_writes_nothing() {
+    let (dir, config) = demo_copy();
+    let out = stepgate(&[
+        "run",
+        "plaza-reconciliation-drift",
+        "--alert",
+        UNEXPLAINED,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("dry run"), "{stderr}");
+    assert!(stderr.contains("▶ Triage"), "{stderr}");
+    assert!(stderr.contains("db.query"), "{stderr}");
+    assert!(stdout.contains("Outcome: SEV-0"), "{stdout}");
+    assert!(
+        stdout.contains("Writes this run would make (dry run: none were made)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("planned      flags.set PLAZA_CUSTODIED_MODE_DISABLED"),
+        "{stdout}"
+    );
+    assert!(
+        !dir.path().join("var/pages.jsonl").exists(),
+        "a dry run paged someone"
+    );
+}
+
+#[test]
+fn json_output_has_the_documented_shape() {
+    let (_dir, config) = demo_copy();
+    let out = stepgate(&[
+        "run",
+        "plaza-reconciliation-drift",
+        "--alert",
+        UNEXPLAINED,
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["run_id"].as_str().unwrap().starts_with('r'));
+    assert_eq!(doc["mode"], "dry-run");
+    assert_eq!(doc["outcome"]["status"], "done");
+    assert_eq!(doc["outcome"]["severity"], "SEV-0");
+    assert_eq!(doc["outcome"]["fields"]["drift_usdc"], "20.000000");
+    let journal = doc["journal"].as_array().unwrap();
+    assert_eq!(journal.len(), 8);
+    for (i, entry) in journal.iter().enumerate() {
+        for key in [
+            "seq",
+            "step",
+            "interface",
+            "op",
+            "args",
+            "effect",
+            "gate",
+            "result",
+            "duration_us",
+        ] {
+            assert!(entry.get(key).is_some(), "entry {i} lacks {key}: {entry}");
+        }
+        assert_eq!(entry["seq"], i as u64 + 1);
+    }
+    assert_eq!(journal[5]["interface"], "flags");
+    assert_eq!(journal[5]["effect"], "write");
+    assert_eq!(journal[5]["gate"], "dry-run");
+}
+
+#[test]
+fn live_without_a_terminal_denies_approval_writes_but_pages() {
+    let (dir, config) = demo_copy();
+    let out = stepgate(&[
+        "run",
+        "plaza-reconciliation-drift",
+        "--alert",
+        UNEXPLAINED,
+        "--live",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.contains("denied       flags.set"), "{stdout}");
+    assert!(stdout.contains("DONE         pager.page"), "{stdout}");
+    let pages = std::fs::read_to_string(dir.path().join("var/pages.jsonl")).unwrap();
+    assert_eq!(pages.lines().count(), 2);
+}
+
+#[test]
+fn alert_from_stdin() {
+    let (_dir, config) = demo_copy();
+    let payload = std::fs::read(root().join(UNEXPLAINED)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args([
+            "run",
+            "plaza-reconciliation-drift",
+            "--alert",
+            "-",
+            "--json",
+            "--config",
+        ])
+        .arg(&config)
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&payload).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["outcome"]["severity"], "SEV-0");
+}
+
+#[test]
+fn malformed_alerts_exit_2_and_run_nothing() {
+    let (dir, config) = demo_copy();
+    for (body, needle) in [
+        ("{\"alerts\": [", "not valid JSON"),
+        (
+            "{\"alerts\": [{\"labels\": {}}]}",
+            "alerts[0].labels.alertname",
+        ),
+        ("{\"version\": \"3\", \"alerts\": []}", "version"),
+    ] {
+        let alert = dir.path().join("bad.json");
+        std::fs::write(&alert, body).unwrap();
+        let out = stepgate(&[
+            "run",
+            "plaza-reconciliation-drift",
+            "--alert",
+            alert.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{body}: {stderr}");
+        assert!(stderr.contains(needle), "{body}: {stderr}");
+        assert!(!stderr.contains("▶"), "something ran: {stderr}");
+    }
+    let out = stepgate(&[
+        "run",
+        "plaza-reconciliation-drift",
+        "--alert",
+        "no/such/file.json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no/such/file.json"));
+}
+
+#[test]
+fn malformed_config_exits_2_with_file_line_and_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stepgate.toml");
+    std::fs::write(&config, "[limits]\nmemory = \"64MiB\"\ndeadlin = \"5m\"\n").unwrap();
+    let out = stepgate(&[
+        "run",
+        "x",
+        "--alert",
+        UNEXPLAINED,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("stepgate.toml"), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(stderr.contains("deadlin"), "{stderr}");
+    assert!(stderr.contains("hint"), "{stderr}");
+
+    std::fs::write(
+        &config,
+        "[playbooks.p]\ncomponent = \"p.wasm\"\ngates = { default = \"yolo\" }\n",
+    )
+    .unwrap();
+    let out = stepgate(&[
+        "run",
+        "p",
+        "--alert",
+        UNEXPLAINED,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("yolo"), "{}", text(&out.stderr));
+
+    let out = stepgate(&[
+        "run",
+        "p",
+        "--alert",
+        UNEXPLAINED,
+        "--config",
+        "no/such/stepgate.toml",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no/such/stepgate.toml"));
+}
+
+#[test]
+fn unknown_playbook_exits_2_and_lists_the_configured_ones() {
+    let (_dir, config) = demo_copy();
+    let out = stepgate(&[
+        "run",
+        "plaza-drift",
+        "--alert",
+        UNEXPLAINED,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("plaza-reconciliation-drift"), "{stderr}");
+}
+
+/// A config for the hostile guest with a short deadline.
+fn hostile_config(dir: &Path) -> PathBuf {
+    let config = dir.join("stepgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\ndeadline = \"500ms\"\n[db.plaza]\nurl = \"sqlite::memory:\"\n[playbooks.hostile]\ncomponent = {:?}\ngrants.db.plaza = {{}}\n",
+            stepgate_artifacts::HOSTILE
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn exit_codes_tell_limit_from_playbook_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = hostile_config(dir.path());
+    for (mode, code, needle) in [
+        ("spin", 4, "deadline"),
+        ("memory-bomb", 4, "memory limit"),
+        ("give-up", 3, "nothing to be done"),
+        ("panic", 3, "crashed"),
+        ("fine", 0, "all good"),
+    ] {
+        let alert = dir.path().join(format!("{mode}.json"));
+        std::fs::write(
+            &alert,
+            format!("{{\"labels\": {{\"alertname\": \"Hostile\", \"mode\": \"{mode}\"}}}}"),
+        )
+        .unwrap();
+        let out = stepgate(&[
+            "run",
+            "hostile",
+            "--alert",
+            alert.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{mode}: {stdout} {}",
+            text(&out.stderr)
+        );
+        assert!(stdout.contains(needle), "{mode}: {stdout}");
+    }
+}
+
+#[test]
+fn declared_but_ungranted_capability_exits_2_naming_the_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stepgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[playbooks.hostile]\ncomponent = {:?}\n",
+            stepgate_artifacts::HOSTILE
+        ),
+    )
+    .unwrap();
+    let out = stepgate(&[
+        "run",
+        "hostile",
+        "--alert",
+        UNEXPLAINED,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("[playbooks.hostile.grants.db.plaza]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn inspect_shows_description_and_imports() {
+    let out = stepgate(&[
+        "inspect",
+        "plaza-reconciliation-drift",
+        "--config",
+        "examples/stepgate.toml",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("name:     plaza-reconciliation-drift"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ReconciliationDriftHigh, LedgerSumZeroViolation"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stepgate:playbook/db@0.1.0"), "{stdout}");
+    assert!(stdout.contains("DbRead(\"plaza\")"), "{stdout}");
+
+    let out = stepgate(&["inspect", stepgate_artifacts::UNKNOWN_IMPORT]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("evil:guest/teleport"),
+        "{}",
+        text(&out.stderr)
+    );
+}
