@@ -544,6 +544,19 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
+/// A set of the globs; invalid ones (refused at config load) match nothing.
+pub fn glob_set<S: AsRef<str>>(patterns: &[S]) -> globset::GlobSet {
+    let mut builder = globset::GlobSetBuilder::new();
+    for pattern in patterns {
+        if let Ok(glob) = globset::Glob::new(pattern.as_ref()) {
+            builder.add(glob);
+        }
+    }
+    builder
+        .build()
+        .unwrap_or_else(|_| globset::GlobSet::empty())
+}
+
 fn check_glob(glob: &str) -> Result<(), String> {
     globset::Glob::new(glob)
         .map(|_| ())

@@ -9,10 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 
 use crate::bindings::Capability;
-use crate::config::{Config, Effect, Grants};
+use crate::config::{Config, Effect, Grants, glob_set};
 
 /// A refused call or declaration: names the missing grant and the config
 /// key that would grant it.
@@ -41,17 +41,6 @@ pub struct Scope {
     flag_write: GlobSet,
     targets: BTreeSet<String>,
     channels: BTreeSet<String>,
-}
-
-fn globs(patterns: &[String]) -> GlobSet {
-    let mut builder = GlobSetBuilder::new();
-    for pattern in patterns {
-        // Validated at config load; an invalid glob grants nothing.
-        if let Ok(glob) = Glob::new(pattern) {
-            builder.add(glob);
-        }
-    }
-    builder.build().unwrap_or_else(|_| GlobSet::empty())
 }
 
 impl Scope {
@@ -100,8 +89,8 @@ impl Scope {
                 })
                 .collect(),
             rpc,
-            flag_read: globs(&grants.flags.read),
-            flag_write: globs(&grants.flags.write),
+            flag_read: glob_set(&grants.flags.read),
+            flag_write: glob_set(&grants.flags.write),
             targets: grants.pager.targets.iter().cloned().collect(),
             channels: grants.pager.channels.iter().cloned().collect(),
         }

@@ -23,6 +23,14 @@ fn stepgate(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `stepgate run PLAYBOOK --alert ALERT --config CONFIG EXTRA...`
+fn run(playbook: &str, alert: &str, config: &Path, extra: &[&str]) -> Output {
+    let config = config.to_str().unwrap();
+    let mut args = vec!["run", playbook, "--alert", alert, "--config", config];
+    args.extend_from_slice(extra);
+    stepgate(&args)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -45,14 +53,7 @@ const UNEXPLAINED: &str = "examples/alerts/plaza-drift-unexplained.json";
 #[test]
 fn demo_dry_run_prints_the_plan_and_writes_nothing() {
     let (dir, config) = demo_copy();
-    let out = stepgate(&[
-        "run",
-        "plaza-reconciliation-drift",
-        "--alert",
-        UNEXPLAINED,
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let out = run("plaza-reconciliation-drift", UNEXPLAINED, &config, &[]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("dry run"), "{stderr}");
@@ -76,15 +77,12 @@ fn demo_dry_run_prints_the_plan_and_writes_nothing() {
 #[test]
 fn json_output_has_the_documented_shape() {
     let (_dir, config) = demo_copy();
-    let out = stepgate(&[
-        "run",
+    let out = run(
         "plaza-reconciliation-drift",
-        "--alert",
         UNEXPLAINED,
-        "--json",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+        &config,
+        &["--json"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(doc["run_id"].as_str().unwrap().starts_with('r'));
@@ -118,15 +116,12 @@ fn json_output_has_the_documented_shape() {
 #[test]
 fn live_without_a_terminal_denies_approval_writes_but_pages() {
     let (dir, config) = demo_copy();
-    let out = stepgate(&[
-        "run",
+    let out = run(
         "plaza-reconciliation-drift",
-        "--alert",
         UNEXPLAINED,
-        "--live",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+        &config,
+        &["--live"],
+    );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(stdout.contains("denied       flags.set"), "{stdout}");
@@ -176,27 +171,23 @@ fn malformed_alerts_exit_2_and_run_nothing() {
     ] {
         let alert = dir.path().join("bad.json");
         std::fs::write(&alert, body).unwrap();
-        let out = stepgate(&[
-            "run",
+        let out = run(
             "plaza-reconciliation-drift",
-            "--alert",
             alert.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ]);
+            &config,
+            &[],
+        );
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{body}: {stderr}");
         assert!(stderr.contains(needle), "{body}: {stderr}");
         assert!(!stderr.contains("▶"), "something ran: {stderr}");
     }
-    let out = stepgate(&[
-        "run",
+    let out = run(
         "plaza-reconciliation-drift",
-        "--alert",
         "no/such/file.json",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+        &config,
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no/such/file.json"));
 }
@@ -206,14 +197,7 @@ fn malformed_config_exits_2_with_file_line_and_hint() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("stepgate.toml");
     std::fs::write(&config, "[limits]\nmemory = \"64MiB\"\ndeadlin = \"5m\"\n").unwrap();
-    let out = stepgate(&[
-        "run",
-        "x",
-        "--alert",
-        UNEXPLAINED,
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let out = run("x", UNEXPLAINED, &config, &[]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("stepgate.toml"), "{stderr}");
@@ -226,14 +210,7 @@ fn malformed_config_exits_2_with_file_line_and_hint() {
         "[playbooks.p]\ncomponent = \"p.wasm\"\ngates = { default = \"yolo\" }\n",
     )
     .unwrap();
-    let out = stepgate(&[
-        "run",
-        "p",
-        "--alert",
-        UNEXPLAINED,
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let out = run("p", UNEXPLAINED, &config, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("yolo"), "{}", text(&out.stderr));
 
@@ -252,14 +229,7 @@ fn malformed_config_exits_2_with_file_line_and_hint() {
 #[test]
 fn unknown_playbook_exits_2_and_lists_the_configured_ones() {
     let (_dir, config) = demo_copy();
-    let out = stepgate(&[
-        "run",
-        "plaza-drift",
-        "--alert",
-        UNEXPLAINED,
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let out = run("plaza-drift", UNEXPLAINED, &config, &[]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("plaza-reconciliation-drift"), "{stderr}");
@@ -296,14 +266,7 @@ fn exit_codes_tell_limit_from_playbook_error() {
             format!("{{\"labels\": {{\"alertname\": \"Hostile\", \"mode\": \"{mode}\"}}}}"),
         )
         .unwrap();
-        let out = stepgate(&[
-            "run",
-            "hostile",
-            "--alert",
-            alert.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ]);
+        let out = run("hostile", alert.to_str().unwrap(), &config, &[]);
         let stdout = text(&out.stdout);
         assert_eq!(
             out.status.code(),
@@ -327,14 +290,7 @@ fn declared_but_ungranted_capability_exits_2_naming_the_grant() {
         ),
     )
     .unwrap();
-    let out = stepgate(&[
-        "run",
-        "hostile",
-        "--alert",
-        UNEXPLAINED,
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let out = run("hostile", UNEXPLAINED, &config, &[]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(

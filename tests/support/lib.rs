@@ -174,6 +174,23 @@ async fn answer(State(node): State<Arc<NodeState>>, Json(request): Json<Json_>) 
     Json(json!({ "jsonrpc": "2.0", "id": id, "result": result }))
 }
 
+/// Config for the built-in flag store holding `PLAZA_*`, and a file pager
+/// (`pages.jsonl`, see [`Setup::pages`]) for target `ceo` and channel
+/// `incident`.
+pub const FLAGS_AND_PAGER: &str = r#"
+[flags.plaza]
+kind = "builtin"
+names = ["PLAZA_*"]
+
+[pager.targets.ceo]
+kind = "file"
+path = "pages.jsonl"
+
+[pager.channels.incident]
+kind = "file"
+path = "pages.jsonl"
+"#;
+
 /// A temp dir with a config file in it.
 pub struct Setup {
     pub dir: tempfile::TempDir,

@@ -35,23 +35,13 @@ kind = "json-rpc"
 urls = ["{rpc_url}"]
 methods = {{ eth_blockNumber = "read", eth_sendRawTransaction = "write" }}
 
-[flags.plaza]
-kind = "builtin"
-names = ["PLAZA_*"]
-
-[pager.targets.ceo]
-kind = "file"
-path = "pages.jsonl"
-
-[pager.channels.incident]
-kind = "file"
-path = "pages.jsonl"
-
+{flags_and_pager}
 [playbooks.hostile]
 component = "{component}"
 gates = {{ default = "{policy}" }}
 {grants}
 "#,
+        flags_and_pager = FLAGS_AND_PAGER,
         sql = toml_paths(&plaza_fixture_sql()),
         component = stepgate_artifacts::HOSTILE,
     ))
@@ -126,18 +116,31 @@ async fn released(runtime: &stepgate::runtime::Runtime) -> Value {
     rows.rows[0][0].clone()
 }
 
+/// (gate decision in the journal, what the playbook got back)
+type Expect = (&'static str, &'static str);
+
 struct Case {
     grants: &'static str,
     mode: Mode,
     policy: &'static str,
-    /// Gate decision per journal entry, reads first.
-    read_gate: &'static str,
-    write_gate: &'static str,
-    confirm_gate: &'static str,
-    read_answer: &'static str,
-    write_answer: &'static str,
-    confirm_answer: &'static str,
+    /// `db.query`: the guest declares it, so it is granted in every config.
+    query: Expect,
+    /// The other reads: `rpc.call eth_blockNumber`, `flags.get`.
+    reads: Expect,
+    writes: Expect,
+    confirm: Expect,
     writes_happen: bool,
+}
+
+impl Case {
+    fn expect(&self, op: &str) -> Expect {
+        match op {
+            "db.query" => self.query,
+            "rpc.call" | "flags.get" => self.reads,
+            "runbook.confirm" => self.confirm,
+            _ => self.writes,
+        }
+    }
 }
 
 async fn check(case: Case) {
@@ -162,36 +165,14 @@ async fn check(case: Case) {
         case.policy
     );
 
-    let is_write = |op: &str| !matches!(op, "db.query" | "rpc.call" | "flags.get");
     let expected_gates: Vec<(&str, &str)> = JOURNAL_OPS
         .iter()
         .zip(OPS)
-        .map(|(journal_op, op)| {
-            let gate = if op == "runbook.confirm" {
-                case.confirm_gate
-            } else if is_write(op) {
-                case.write_gate
-            } else {
-                case.read_gate
-            };
-            (*journal_op, gate)
-        })
+        .map(|(journal_op, op)| (*journal_op, case.expect(op).0))
         .collect();
     assert_eq!(gates(&report), pairs(&expected_gates), "{label}");
-
-    let expected_answers: Vec<(&str, &str)> = OPS
-        .iter()
-        .map(|op| {
-            let answer = if *op == "runbook.confirm" {
-                case.confirm_answer
-            } else if is_write(op) {
-                case.write_answer
-            } else {
-                case.read_answer
-            };
-            (*op, answer)
-        })
-        .collect();
+    let expected_answers: Vec<(&str, &str)> =
+        OPS.iter().map(|op| (*op, case.expect(op).1)).collect();
     assert_eq!(answers(&report), pairs(&expected_answers), "{label}");
 
     // What really happened outside.
@@ -213,7 +194,7 @@ async fn check(case: Case) {
     let reads_reached_node = node.calls("eth_blockNumber");
     assert_eq!(
         reads_reached_node,
-        usize::from(case.read_answer == "ok"),
+        usize::from(case.reads.1 == "ok"),
         "{label}"
     );
 }
@@ -224,12 +205,10 @@ async fn granted_dry_run_reads_for_real_and_simulates_every_write() {
         grants: GRANTED,
         mode: Mode::DryRun,
         policy: "auto",
-        read_gate: "auto",
-        write_gate: "dry-run",
-        confirm_gate: "dry-run",
-        read_answer: "ok",
-        write_answer: "ok",
-        confirm_answer: "ok",
+        query: ("auto", "ok"),
+        reads: ("auto", "ok"),
+        writes: ("dry-run", "ok"),
+        confirm: ("dry-run", "ok"),
         writes_happen: false,
     })
     .await;
@@ -241,12 +220,10 @@ async fn granted_live_auto_performs_every_write() {
         grants: GRANTED,
         mode: Mode::Live,
         policy: "auto",
-        read_gate: "auto",
-        write_gate: "auto",
-        confirm_gate: "auto",
-        read_answer: "ok",
-        write_answer: "ok",
-        confirm_answer: "ok",
+        query: ("auto", "ok"),
+        reads: ("auto", "ok"),
+        writes: ("auto", "ok"),
+        confirm: ("auto", "ok"),
         writes_happen: true,
     })
     .await;
@@ -258,13 +235,11 @@ async fn granted_live_deny_refuses_every_write() {
         grants: GRANTED,
         mode: Mode::Live,
         policy: "deny",
-        read_gate: "auto",
-        write_gate: "denied",
-        confirm_gate: "denied",
-        read_answer: "ok",
-        write_answer: "denied",
+        query: ("auto", "ok"),
+        reads: ("auto", "ok"),
+        writes: ("denied", "denied"),
         // A refused confirmation is the answer "no", not an error.
-        confirm_answer: "ok",
+        confirm: ("denied", "ok"),
         writes_happen: false,
     })
     .await;
@@ -277,54 +252,17 @@ async fn not_granted_is_refused_in_every_mode() {
         (Mode::Live, "auto", "auto"),
         (Mode::Live, "deny", "denied"),
     ] {
-        let mut case = Case {
+        check(Case {
             grants: NOT_GRANTED,
             mode,
             policy,
-            read_gate: "not-granted",
-            write_gate: "not-granted",
-            confirm_gate,
-            read_answer: "not-granted",
-            write_answer: "not-granted",
-            confirm_answer: "ok",
+            query: ("auto", "ok"),
+            reads: ("not-granted", "not-granted"),
+            writes: ("not-granted", "not-granted"),
+            // runbook is always granted: confirm still passes its gate.
+            confirm: (confirm_gate, "ok"),
             writes_happen: false,
-        };
-        // db.query is the one grant the guest declares (and so needs).
-        case.read_gate = "not-granted";
-        check_not_granted(case).await;
+        })
+        .await;
     }
-}
-
-/// Like [`check`], but db.query is granted (the guest declares it).
-async fn check_not_granted(case: Case) {
-    let node = RpcNode::start(&[]).await;
-    let setup = setup(&node.url, case.grants, case.policy);
-    let runtime = setup.runtime();
-    let report = run_unattended(
-        &runtime,
-        "hostile",
-        alert("Hostile", &[("mode", "every-capability")], &[]),
-        case.mode,
-    )
-    .await;
-    let mut expected: Vec<(&str, &str)> =
-        JOURNAL_OPS.iter().map(|op| (*op, "not-granted")).collect();
-    expected[0].1 = "auto";
-    expected[8].1 = case.confirm_gate;
-    assert_eq!(
-        gates(&report),
-        pairs(&expected),
-        "{:?} {}",
-        case.mode,
-        case.policy
-    );
-    let mut answers_expected: Vec<(&str, &str)> =
-        OPS.iter().map(|op| (*op, "not-granted")).collect();
-    answers_expected[0].1 = "ok";
-    answers_expected[8].1 = case.confirm_answer;
-    assert_eq!(answers(&report), pairs(&answers_expected));
-    assert_eq!(node.total_calls(), 0);
-    assert!(setup.pages().is_empty());
-    assert_eq!(setup.flag("PLAZA_TEST_FLAG").await, None);
-    assert_eq!(released(&runtime).await, Value::Text("held".into()));
 }

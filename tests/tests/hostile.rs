@@ -225,3 +225,41 @@ async fn a_denied_write_the_playbook_cannot_do_without_exits_5() {
     assert_eq!(report.exit_code(), 5);
     assert_eq!(setup.flag("PLAZA_TEST_FLAG").await, None);
 }
+
+/// Approves after a wait longer than the run's whole deadline.
+struct SlowApprover;
+
+#[async_trait::async_trait]
+impl stepgate::gate::Approver for SlowApprover {
+    async fn decide(&self, _: &stepgate::gate::WriteRequest) -> Result<(), String> {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn time_waiting_on_a_human_does_not_count_against_the_deadline() {
+    // deadline = 1s (hostile_config); the approver takes 1.5s.
+    let setup = hostile_config(
+        "grants.db.plaza = {}\ngrants.flags.write = [\"PLAZA_*\"]\ngates = { default = \"approve\" }\n[flags.plaza]\nkind = \"builtin\"\nnames = [\"PLAZA_*\"]",
+    );
+    let runtime = setup.runtime();
+    let report = run(
+        &runtime,
+        "hostile",
+        mode("must-write"),
+        Mode::Live,
+        std::sync::Arc::new(SlowApprover),
+    )
+    .await;
+    assert!(
+        matches!(&report.end, RunEnd::Done(o) if o.summary == "wrote"),
+        "{:?}",
+        report.end
+    );
+    assert_eq!(
+        journal_shape(&report),
+        [("flags.set".into(), "write".into(), "approved".into())]
+    );
+    assert_eq!(setup.flag("PLAZA_TEST_FLAG").await.as_deref(), Some("1"));
+}

@@ -43,18 +43,7 @@ urls = ["{rpc_url}"]
 timeout = "5s"
 methods = {{ eth_call = "read", eth_getTransactionCount = "read" }}
 
-[flags.plaza]
-kind = "builtin"
-names = ["PLAZA_*"]
-
-[pager.targets.ceo]
-kind = "file"
-path = "pages.jsonl"
-
-[pager.channels.incident]
-kind = "file"
-path = "pages.jsonl"
-
+{flags_and_pager}
 [playbooks.{PLAYBOOK}]
 component = "{component}"
 grants.db.plaza = {{}}
@@ -63,6 +52,7 @@ grants.flags.write = ["{FLAG}"]
 grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
 gates = {{ default = "deny", "flags.set" = "{flag_policy}", "pager.page" = "auto", "pager.notify" = "auto" }}
 "#,
+        flags_and_pager = FLAGS_AND_PAGER,
         sql = toml_paths(&sql),
         component = stepgate_artifacts::PLAZA_RECONCILIATION_DRIFT,
     ))

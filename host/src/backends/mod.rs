@@ -15,12 +15,12 @@ pub mod state_flags;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 
 use crate::bindings::stepgate::playbook::db::Rows;
 use crate::bindings::stepgate::playbook::pager::Severity;
 use crate::bindings::{Value, WitError};
-use crate::config::{Config, FlagStoreConfig, PagerSinkConfig, RpcConfig};
+use crate::config::{Config, FlagStoreConfig, PagerSinkConfig, RpcConfig, glob_set};
 use crate::state::StateStore;
 
 /// A backend's failure, classed for the playbook.
@@ -172,13 +172,7 @@ impl Backends {
             backends.rpc.insert(name.clone(), endpoint);
         }
         for (name, store) in &config.flags {
-            let mut globs = GlobSetBuilder::new();
-            for pattern in store.names() {
-                if let Ok(glob) = Glob::new(pattern) {
-                    globs.add(glob);
-                }
-            }
-            let globs = globs.build().unwrap_or_else(|_| GlobSet::empty());
+            let globs = glob_set(store.names());
             let backend: Arc<dyn FlagStore> = match store {
                 FlagStoreConfig::Builtin { .. } => {
                     Arc::new(state_flags::StateFlags::new(state.clone()))
@@ -213,12 +207,7 @@ impl Backends {
     }
 
     pub fn with_flags(mut self, name: &str, glob: &str, store: Arc<dyn FlagStore>) -> Self {
-        let mut globs = GlobSetBuilder::new();
-        if let Ok(glob) = Glob::new(glob) {
-            globs.add(glob);
-        }
-        let globs = globs.build().unwrap_or_else(|_| GlobSet::empty());
-        self.flags.push((name.to_owned(), globs, store));
+        self.flags.push((name.to_owned(), glob_set(&[glob]), store));
         self
     }
 

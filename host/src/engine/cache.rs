@@ -95,3 +95,71 @@ fn store(path: &std::path::Path, component: &Component) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> wasmtime::Engine {
+        wasmtime::Engine::new(wasmtime::Config::new().epoch_interruption(true)).unwrap()
+    }
+
+    fn cwasm_files(dir: &std::path::Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect()
+    }
+
+    #[test]
+    fn compiles_once_then_loads_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine();
+        let cache = CompileCache::new(Some(dir.path().to_owned()), &engine);
+        let bytes = std::fs::read(stepgate_artifacts::HOSTILE).unwrap();
+        cache.load(&engine, &bytes).unwrap();
+        let files = cwasm_files(dir.path());
+        assert_eq!(files.len(), 1);
+        let written = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+        cache.load(&engine, &bytes).unwrap();
+        assert_eq!(
+            cwasm_files(dir.path()),
+            files,
+            "a second load must not add an entry"
+        );
+        assert_eq!(
+            std::fs::metadata(&files[0]).unwrap().modified().unwrap(),
+            written
+        );
+        // Another component gets its own entry.
+        let other = std::fs::read(stepgate_artifacts::PLAZA_RECONCILIATION_DRIFT).unwrap();
+        cache.load(&engine, &other).unwrap();
+        assert_eq!(cwasm_files(dir.path()).len(), 2);
+    }
+
+    #[test]
+    fn a_damaged_entry_is_recompiled() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine();
+        let cache = CompileCache::new(Some(dir.path().to_owned()), &engine);
+        let bytes = std::fs::read(stepgate_artifacts::HOSTILE).unwrap();
+        cache.load(&engine, &bytes).unwrap();
+        let entry = cwasm_files(dir.path()).remove(0);
+        std::fs::write(&entry, b"not native code").unwrap();
+        cache.load(&engine, &bytes).unwrap();
+        assert!(std::fs::metadata(&entry).unwrap().len() > 1000, "rewritten");
+    }
+
+    #[test]
+    fn keys_differ_by_engine_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = CompileCache::new(Some(dir.path().to_owned()), &engine());
+        let b = CompileCache::new(
+            Some(dir.path().to_owned()),
+            &wasmtime::Engine::new(&wasmtime::Config::new()).unwrap(),
+        );
+        assert_ne!(a.path_for(b"x"), b.path_for(b"x"));
+        assert_ne!(a.path_for(b"x"), a.path_for(b"y"));
+    }
+}

@@ -66,6 +66,22 @@ impl Playbook for Hostile {
             "panic" => panic!("the playbook panicked on purpose"),
             "give-up" => Err(Error::failed("nothing to be done")),
             "fine" => Ok(Outcome::new("all good")),
+            // For benchmarks: one host call, then done.
+            "first-call" => {
+                runbook::now_millis();
+                Ok(Outcome::new("called once"))
+            }
+            // For benchmarks: `n` reads of a flag.
+            "call-loop" => {
+                let n: u32 = alert
+                    .label("n")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1000);
+                for _ in 0..n {
+                    flags::get("BENCH_FLAG")?;
+                }
+                Ok(Outcome::new(format!("{n} calls")))
+            }
             other => Err(Error::failed(format!("unknown mode `{other}`"))),
         }
     }
