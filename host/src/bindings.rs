@@ -16,4 +16,6 @@ wasmtime::component::bindgen!({
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
 });
 
-pub use stepgate::playbook::types::{AlertStatus, Capability, Error as WitError, RpcMethod, Value};
+pub use self::stepgate::playbook::types::{
+    AlertStatus, Capability, Error as WitError, RpcMethod, Value,
+};
