@@ -174,6 +174,15 @@ async fn answer(State(node): State<Arc<NodeState>>, Json(request): Json<Json_>) 
     Json(json!({ "jsonrpc": "2.0", "id": id, "result": result }))
 }
 
+/// Config for the host state (`state.db` in the temp dir) and the `plaza`
+/// connection: an in-memory SQLite loaded from `sql` at open.
+pub fn state_and_plaza_db(sql: &[PathBuf]) -> String {
+    format!(
+        "[state]\npath = \"state.db\"\n\n[db.plaza]\nurl = \"sqlite::memory:\"\nfixture_sql = {}\n",
+        toml_paths(sql)
+    )
+}
+
 /// Config for the built-in flag store holding `PLAZA_*`, and a file pager
 /// (`pages.jsonl`, see [`Setup::pages`]) for target `ceo` and channel
 /// `incident`.

@@ -23,13 +23,7 @@ const NOT_GRANTED: &str = "grants.db.plaza = {}\n";
 fn setup(rpc_url: &str, grants: &str, policy: &str) -> Setup {
     Setup::new(&format!(
         r#"
-[state]
-path = "state.db"
-
-[db.plaza]
-url = "sqlite::memory:"
-fixture_sql = {sql}
-
+{state_and_db}
 [rpc.base]
 kind = "json-rpc"
 urls = ["{rpc_url}"]
@@ -42,7 +36,7 @@ gates = {{ default = "{policy}" }}
 {grants}
 "#,
         flags_and_pager = FLAGS_AND_PAGER,
-        sql = toml_paths(&plaza_fixture_sql()),
+        state_and_db = state_and_plaza_db(&plaza_fixture_sql()),
         component = stepgate_artifacts::HOSTILE,
     ))
 }

@@ -13,16 +13,10 @@ use stepgate_tests::*;
 fn hostile_config(grants: &str) -> Setup {
     Setup::new(&format!(
         r#"
-[state]
-path = "state.db"
-
 [limits]
 deadline = "1s"
 
-[db.plaza]
-url = "sqlite::memory:"
-fixture_sql = {sql}
-
+{state_and_db}
 [pager.targets.ceo]
 kind = "file"
 path = "pages.jsonl"
@@ -31,7 +25,7 @@ path = "pages.jsonl"
 component = "{component}"
 {grants}
 "#,
-        sql = toml_paths(&plaza_fixture_sql()),
+        state_and_db = state_and_plaza_db(&plaza_fixture_sql()),
         component = stepgate_artifacts::HOSTILE,
     ))
 }

@@ -30,13 +30,7 @@ fn setup(rpc_url: &str, flag_policy: &str, extra_sql: &[PathBuf]) -> Setup {
     sql.extend_from_slice(extra_sql);
     Setup::new(&format!(
         r#"
-[state]
-path = "state.db"
-
-[db.plaza]
-url = "sqlite::memory:"
-fixture_sql = {sql}
-
+{state_and_db}
 [rpc.base]
 kind = "json-rpc"
 urls = ["{rpc_url}"]
@@ -53,7 +47,7 @@ grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
 gates = {{ default = "deny", "flags.set" = "{flag_policy}", "pager.page" = "auto", "pager.notify" = "auto" }}
 "#,
         flags_and_pager = FLAGS_AND_PAGER,
-        sql = toml_paths(&sql),
+        state_and_db = state_and_plaza_db(&sql),
         component = stepgate_artifacts::PLAZA_RECONCILIATION_DRIFT,
     ))
 }
