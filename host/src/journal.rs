@@ -28,6 +28,10 @@ pub struct Entry {
     pub gate: Decision,
     /// `{"ok": ...}` or `{"err": ...}` as the playbook saw it.
     pub result: serde_json::Value,
+    /// Which backend URL answered (`url #2 (host:port)`), where there is a
+    /// choice of several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     pub duration_us: u64,
 }
 

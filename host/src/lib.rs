@@ -22,6 +22,8 @@
 //!   happens, and the record of every call.
 //! - [`backends`] are the drivers behind a trait per capability; they decide
 //!   no policy.
+//! - [`secret`] resolves URLs, keys and headers from env or files and masks
+//!   them in everything the host shows.
 //! - [`state`] is the host's own store (built-in flags today).
 
 pub mod alert;
@@ -38,5 +40,6 @@ pub mod report;
 pub mod run;
 pub mod runtime;
 pub mod scope;
+pub mod secret;
 pub mod state;
 pub mod terminal;

@@ -29,6 +29,11 @@ pub enum RuntimeError {
     Gates { name: String, message: String },
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error("config {config}: {source}")]
+    Backends {
+        config: String,
+        source: crate::backends::BuildError,
+    },
 }
 
 pub struct Runtime {
@@ -50,7 +55,12 @@ impl Runtime {
         let engine = Engine::new(&config.engine, max_memory).map_err(LoadError::from)?;
         let linker = playbook::linker(&engine)?;
         let state = Arc::new(StateStore::new(config.resolve(&config.state.path)));
-        let backends = Arc::new(Backends::from_config(&config, state));
+        let backends = Arc::new(Backends::from_config(&config, state).map_err(|source| {
+            RuntimeError::Backends {
+                config: config.source.display().to_string(),
+                source,
+            }
+        })?);
         Ok(Runtime {
             config,
             engine,

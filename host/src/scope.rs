@@ -24,6 +24,15 @@ pub struct NotGranted {
     pub hint: String,
 }
 
+/// One granted HTTP route: `METHOD /path/glob` and its class.
+#[derive(Debug, Clone)]
+struct Route {
+    text: String,
+    verb: String,
+    path: globset::GlobMatcher,
+    effect: Effect,
+}
+
 #[derive(Debug, Clone)]
 struct DbScope {
     write: bool,
@@ -37,6 +46,8 @@ pub struct Scope {
     db: BTreeMap<String, DbScope>,
     /// endpoint -> granted method -> its class (from the endpoint config).
     rpc: BTreeMap<String, BTreeMap<String, Effect>>,
+    /// endpoint -> granted HTTP routes.
+    http: BTreeMap<String, Vec<Route>>,
     flag_read: GlobSet,
     flag_write: GlobSet,
     targets: BTreeSet<String>,
@@ -58,7 +69,7 @@ impl Scope {
             .rpc
             .iter()
             .map(|(endpoint, grant)| {
-                let classes = config.rpc.get(endpoint).map(|r| r.methods());
+                let classes = config.rpc.get(endpoint).map(|r| &r.methods);
                 let methods = grant
                     .methods
                     .iter()
@@ -75,8 +86,35 @@ impl Scope {
                 (endpoint.clone(), methods)
             })
             .collect();
+        let http = grants
+            .rpc
+            .iter()
+            .map(|(endpoint, grant)| {
+                let routes = config
+                    .rpc
+                    .get(endpoint)
+                    .map(|r| r.routes.as_slice())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|r| grant.routes.iter().any(|g| g == r.route()))
+                    .filter_map(|r| {
+                        // Bad routes are refused at config load.
+                        let (verb, path, effect) = r.parts().ok()?;
+                        let path = globset::Glob::new(&path).ok()?.compile_matcher();
+                        Some(Route {
+                            text: r.route().to_owned(),
+                            verb,
+                            path,
+                            effect,
+                        })
+                    })
+                    .collect();
+                (endpoint.clone(), routes)
+            })
+            .collect();
         Scope {
             playbook: playbook.to_owned(),
+            http,
             db: grants
                 .db
                 .iter()
@@ -119,8 +157,8 @@ impl Scope {
         }
     }
 
-    /// `table` is the table the statement changes, lowercased.
-    pub fn db_write(&self, conn: &str, table: &str) -> Result<(), NotGranted> {
+    /// `tables` are every table the statement changes (CTEs included).
+    pub fn db_write(&self, conn: &str, tables: &[String]) -> Result<(), NotGranted> {
         self.db_read(conn)?;
         let grant = &self.db[conn];
         if !grant.write {
@@ -129,16 +167,40 @@ impl Scope {
                 format!("`write = true` under {}.db.{conn}]", self.grants_key()),
             ));
         }
-        if !grant.tables.contains(&table.to_ascii_lowercase()) {
-            return Err(self.refuse(
-                format!("writing table `{table}` on connection `{conn}`"),
-                format!(
-                    "\"{table}\" to `tables` under {}.db.{conn}]",
-                    self.grants_key()
-                ),
-            ));
+        for table in tables {
+            if !grant.tables.contains(&table.to_ascii_lowercase()) {
+                return Err(self.refuse(
+                    format!("writing table `{table}` on connection `{conn}`"),
+                    format!(
+                        "\"{table}\" to `tables` under {}.db.{conn}]",
+                        self.grants_key()
+                    ),
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// The class of an HTTP request on `endpoint`, if a granted route
+    /// matches its method and path.
+    pub fn http(&self, endpoint: &str, verb: &str, path: &str) -> Result<Effect, NotGranted> {
+        let verb = verb.to_ascii_uppercase();
+        let path_only = path.split(['?', '#']).next().unwrap_or(path);
+        self.http
+            .get(endpoint)
+            .into_iter()
+            .flatten()
+            .find(|r| r.verb == verb && r.path.is_match(path_only))
+            .map(|r| r.effect)
+            .ok_or_else(|| {
+                self.refuse(
+                    format!("`{verb} {path_only}` on HTTP endpoint `{endpoint}`"),
+                    format!(
+                        "a matching route to `routes` under {}.rpc.{endpoint}] (and to the endpoint's own `routes`)",
+                        self.grants_key()
+                    ),
+                )
+            })
     }
 
     /// The class of `method` on `endpoint`, if granted.
@@ -235,7 +297,17 @@ impl Scope {
                     ))
                 }
             }
-            Capability::Rpc(m) => self.rpc(&m.endpoint, &m.method).map(|_| ()),
+            Capability::Rpc(m) => {
+                let route_granted = self
+                    .http
+                    .get(&m.endpoint)
+                    .is_some_and(|routes| routes.iter().any(|r| r.text == m.method));
+                if route_granted {
+                    Ok(())
+                } else {
+                    self.rpc(&m.endpoint, &m.method).map(|_| ())
+                }
+            }
             Capability::FlagRead(glob) => self.flag_read(glob),
             Capability::FlagWrite(glob) => self.flag_write(glob),
             Capability::Page(target) => self.page(target),
@@ -292,15 +364,21 @@ grants.pager = { targets = ["ceo"], channels = ["incident"] }
             e.to_string().contains("[playbooks.p.grants.db.payments]"),
             "{e}"
         );
-        assert!(s.db_write("ledger", "escrow_holds").is_ok());
+        let t = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert!(s.db_write("ledger", &t(&["escrow_holds"])).is_ok());
+        // A statement that also changes an unlisted table (a CTE) is refused.
         assert!(
-            s.db_write("ledger", "ledger_entries")
+            s.db_write("ledger", &t(&["escrow_holds", "ledger_entries"]))
+                .is_err()
+        );
+        assert!(
+            s.db_write("ledger", &t(&["ledger_entries"]))
                 .unwrap_err()
                 .to_string()
                 .contains("tables")
         );
         assert!(
-            s.db_write("other", "x")
+            s.db_write("other", &t(&["x"]))
                 .unwrap_err()
                 .to_string()
                 .contains("write = true")
@@ -314,6 +392,38 @@ grants.pager = { targets = ["ceo"], channels = ["incident"] }
         assert_eq!(s.rpc("base", "eth_sendRawTransaction"), Ok(Effect::Write));
         assert!(s.rpc("base", "eth_getBalance").is_err());
         assert!(s.rpc("backup", "eth_call").is_err());
+    }
+
+    #[test]
+    fn http_routes_match_method_and_path_glob() {
+        let config = Config::parse(
+            r#"
+[rpc.admin]
+kind = "http"
+urls = ["http://127.0.0.1:1"]
+routes = ["GET /api/v1/admin/feature-flags", "POST /api/v1/admin/feature-flags", { route = "POST /graphql", effect = "read" }, "GET /health/*"]
+[playbooks.p]
+component = "p.wasm"
+grants.rpc.admin.routes = ["GET /api/v1/admin/feature-flags", "POST /graphql", "GET /health/*"]
+"#,
+            Path::new("t.toml"),
+            Path::new("."),
+        )
+        .unwrap();
+        let s = Scope::new("p", &config.playbooks["p"].grants, &config);
+        assert_eq!(
+            s.http("admin", "get", "/api/v1/admin/feature-flags?x=1"),
+            Ok(Effect::Read)
+        );
+        assert_eq!(s.http("admin", "POST", "/graphql"), Ok(Effect::Read));
+        assert_eq!(s.http("admin", "GET", "/health/db"), Ok(Effect::Read));
+        // Listed on the endpoint but not granted to this playbook.
+        let e = s
+            .http("admin", "POST", "/api/v1/admin/feature-flags")
+            .unwrap_err();
+        assert!(e.to_string().contains("routes"), "{e}");
+        assert!(s.http("admin", "DELETE", "/graphql").is_err());
+        assert!(s.http("other", "GET", "/health/db").is_err());
     }
 
     #[test]

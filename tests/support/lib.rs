@@ -2,6 +2,8 @@
 //! loopback, config files in temp dirs, and running a playbook through the
 //! library the way the CLI does.
 
+pub mod servers;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -328,4 +330,23 @@ pub fn field(report: &RunReport, name: &str) -> Json_ {
             .unwrap_or_else(|| panic!("no field {name} in {outcome:?}")),
         other => panic!("run did not finish: {other:?}"),
     }
+}
+
+/// The capability context a run of `playbook` would get, without a guest:
+/// backend tests call the WIT host functions on it directly, through the
+/// same scope, gate and journal path a playbook's calls take.
+pub fn call_ctx(runtime: &Runtime, playbook: &str, mode: Mode) -> stepgate::caps::CallCtx {
+    let config = &runtime.config;
+    let pb = &config.playbooks[playbook];
+    stepgate::caps::CallCtx::new(
+        playbook,
+        "run-test",
+        mode,
+        stepgate::scope::Scope::new(playbook, &pb.grants, config),
+        stepgate::gate::Gates::from_config(&pb.gates).unwrap(),
+        Arc::new(NoApprover),
+        runtime.backends.clone(),
+        stepgate::journal::Journal::new(Box::new(Quiet)),
+        config.limits_for(pb),
+    )
 }

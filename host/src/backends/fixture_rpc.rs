@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 use tokio::sync::OnceCell;
 
+use super::http::Answered;
 use super::{BackendError, RpcEndpoint};
+use crate::config::Effect;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,8 +48,9 @@ impl RpcEndpoint for FixtureRpc {
         _id: u64,
         method: &str,
         params: Json,
+        _effect: Effect,
         _max_bytes: u64,
-    ) -> Result<Json, BackendError> {
+    ) -> Result<Answered<Json>, BackendError> {
         let answers = self
             .answers
             .get_or_try_init(|| async {
@@ -81,7 +84,10 @@ impl RpcEndpoint for FixtureRpc {
             })?;
         match &answer.error {
             Some(error) => Err(BackendError::Failed(error.clone())),
-            None => Ok(answer.result.clone()),
+            None => Ok(Answered {
+                value: answer.result.clone(),
+                via: format!("fixture {}", self.file.display()),
+            }),
         }
     }
 }

@@ -8,7 +8,10 @@
 
 pub mod file_pager;
 pub mod fixture_rpc;
+pub mod http;
+pub mod http_api;
 pub mod json_rpc;
+pub mod postgres;
 pub mod sqlite;
 pub mod state_flags;
 
@@ -19,9 +22,13 @@ use globset::GlobSet;
 
 use crate::bindings::stepgate::playbook::db::Rows;
 use crate::bindings::stepgate::playbook::pager::Severity;
+use crate::bindings::stepgate::playbook::rpc::{HttpRequest, HttpResponse};
 use crate::bindings::{Value, WitError};
-use crate::config::{Config, FlagStoreConfig, PagerSinkConfig, RpcConfig, glob_set};
+use crate::config::Effect;
+use crate::config::{Config, FlagStoreConfig, PagerSinkConfig, RpcKind, db_dialect, glob_set};
+use crate::secret::{Redactor, Secret, SecretError};
 use crate::state::StateStore;
+use http::{Answered, Transport};
 
 /// A backend's failure, classed for the playbook.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,6 +48,16 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// The same error with every secret `backends` hold masked.
+    pub fn redacted(self, backends: &Backends) -> BackendError {
+        match self {
+            BackendError::Invalid(m) => BackendError::Invalid(backends.redact(&m)),
+            BackendError::Timeout(m) => BackendError::Timeout(backends.redact(&m)),
+            BackendError::Failed(m) => BackendError::Failed(backends.redact(&m)),
+            e @ BackendError::TooLarge { .. } => e,
+        }
+    }
+
     pub fn into_wit(self) -> WitError {
         match self {
             BackendError::Invalid(m) => WitError::Invalid(m),
@@ -56,6 +73,81 @@ impl BackendError {
 pub enum SqlDialect {
     Sqlite,
     Postgres,
+}
+
+/// What every database connection is held to, from its config.
+#[derive(Debug, Clone)]
+pub struct DbSettings {
+    /// Name of the connection, for messages.
+    pub name: String,
+    pub statement_timeout: std::time::Duration,
+    pub max_rows: u64,
+    pub max_connections: u32,
+    /// Demo and test SQL run once when the connection opens.
+    pub fixtures: Vec<std::path::PathBuf>,
+}
+
+/// Collects a query's rows while holding them to the row cap and the
+/// result byte limit, so neither a huge table nor a wide row is ever held
+/// whole in the host.
+pub struct RowsBuilder<'a> {
+    settings: &'a DbSettings,
+    max_bytes: u64,
+    bytes: u64,
+    rows: Rows,
+}
+
+impl<'a> RowsBuilder<'a> {
+    pub fn new(settings: &'a DbSettings, max_bytes: u64) -> RowsBuilder<'a> {
+        RowsBuilder {
+            settings,
+            max_bytes,
+            bytes: 0,
+            rows: Rows {
+                columns: Vec::new(),
+                rows: Vec::new(),
+            },
+        }
+    }
+
+    /// Whether the column names are still to be set (before the first row).
+    pub fn needs_columns(&self) -> bool {
+        self.rows.columns.is_empty()
+    }
+
+    pub fn set_columns(&mut self, columns: Vec<String>) {
+        self.rows.columns = columns;
+    }
+
+    pub fn push(&mut self, values: Vec<Value>) -> Result<(), BackendError> {
+        if self.rows.rows.len() as u64 >= self.settings.max_rows {
+            return Err(BackendError::Invalid(format!(
+                "the query on `{}` returned more than {} rows; add a LIMIT or aggregate in SQL (the cap is `max_rows` under [db.{}])",
+                self.settings.name, self.settings.max_rows, self.settings.name
+            )));
+        }
+        self.bytes += values.iter().map(value_size).sum::<u64>();
+        if self.bytes > self.max_bytes {
+            return Err(BackendError::TooLarge {
+                what: format!("db.query on `{}`", self.settings.name),
+            });
+        }
+        self.rows.rows.push(values);
+        Ok(())
+    }
+
+    pub fn finish(self) -> Rows {
+        self.rows
+    }
+}
+
+/// Roughly what a value costs the guest, for the result cap.
+fn value_size(value: &Value) -> u64 {
+    8 + match value {
+        Value::Text(t) | Value::Decimal(t) | Value::Timestamp(t) => t.len() as u64,
+        Value::Bytes(b) => b.len() as u64,
+        _ => 8,
+    }
 }
 
 /// A database connection.
@@ -75,18 +167,32 @@ pub trait Database: Send + Sync {
     -> Result<u64, BackendError>;
 }
 
-/// A JSON-RPC endpoint.
+/// An RPC endpoint: a JSON-RPC node or an HTTP API.
 #[async_trait::async_trait]
 pub trait RpcEndpoint: Send + Sync {
-    /// Calls `method`; returns the `result` member. `id` is the journal
-    /// sequence number.
+    /// Calls `method`; returns the `result` member and which URL answered.
+    /// `id` is the journal sequence number; `effect` decides retries.
     async fn call(
         &self,
         id: u64,
         method: &str,
         params: serde_json::Value,
+        effect: Effect,
         max_bytes: u64,
-    ) -> Result<serde_json::Value, BackendError>;
+    ) -> Result<Answered<serde_json::Value>, BackendError>;
+
+    /// Sends a plain HTTP request. Only HTTP endpoints do.
+    async fn http(
+        &self,
+        request: &HttpRequest,
+        _effect: Effect,
+        _max_bytes: u64,
+    ) -> Result<Answered<HttpResponse>, BackendError> {
+        Err(BackendError::Invalid(format!(
+            "this endpoint speaks JSON-RPC; send `{} {}` to an endpoint of kind \"http\"",
+            request.method, request.path
+        )))
+    }
 }
 
 /// A flag store.
@@ -139,33 +245,64 @@ pub struct Backends {
     flags: Vec<(String, GlobSet, Arc<dyn FlagStore>)>,
     targets: BTreeMap<String, Arc<dyn PagerSink>>,
     channels: BTreeMap<String, Arc<dyn PagerSink>>,
+    redactor: Arc<Redactor>,
 }
 
 fn missing(kind: &str, name: &str) -> BackendError {
     BackendError::Failed(format!("no {kind} `{name}` is configured"))
 }
 
+/// A backend that cannot be built from the config: a secret that is not
+/// there, a URL that does not say what it is.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("`{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
 impl Backends {
-    pub fn from_config(config: &Config, state: Arc<StateStore>) -> Backends {
+    /// Builds every configured backend. Secrets are resolved here, once:
+    /// a missing one stops the host at start, not mid-incident.
+    pub fn from_config(config: &Config, state: Arc<StateStore>) -> Result<Backends, BuildError> {
         let mut backends = Backends::default();
+        let redactor = backends.redactor.clone();
+        let secret = |key: String, s: &Secret| s.resolve(&key, &config.base_dir, &redactor);
         for (name, db) in &config.db {
-            let fixtures = db.fixture_sql.iter().map(|p| config.resolve(p)).collect();
-            backends.db.insert(
-                name.clone(),
-                Arc::new(sqlite::Sqlite::new(
-                    name,
-                    &db.url,
-                    &config.base_dir,
-                    fixtures,
-                )),
-            );
+            let key = format!("db.{name}.url");
+            let url = secret(key.clone(), &db.url)?;
+            let settings = DbSettings {
+                name: name.clone(),
+                statement_timeout: db.statement_timeout,
+                max_rows: db.max_rows,
+                max_connections: db.max_connections,
+                fixtures: db.fixture_sql.iter().map(|p| config.resolve(p)).collect(),
+            };
+            let backend: Arc<dyn Database> = match db_dialect(&url) {
+                Some(SqlDialect::Sqlite) => {
+                    Arc::new(sqlite::Sqlite::new(settings, &url, &config.base_dir))
+                }
+                Some(SqlDialect::Postgres) => Arc::new(postgres::Postgres::new(settings, url)),
+                None => {
+                    return Err(BuildError::Invalid {
+                        key,
+                        message: "not a postgres:// or sqlite: URL".to_owned(),
+                    });
+                }
+            };
+            backends.db.insert(name.clone(), backend);
         }
         for (name, rpc) in &config.rpc {
-            let endpoint: Arc<dyn RpcEndpoint> = match rpc {
-                RpcConfig::JsonRpc { urls, timeout, .. } => {
-                    Arc::new(json_rpc::JsonRpc::new(name, urls.clone(), *timeout))
-                }
-                RpcConfig::Fixture { file, .. } => {
+            let endpoint: Arc<dyn RpcEndpoint> = match rpc.kind {
+                RpcKind::JsonRpc => Arc::new(json_rpc::JsonRpc::new(Transport::from_config(
+                    name, rpc, &secret,
+                )?)),
+                RpcKind::Http => Arc::new(http_api::HttpApi::new(Transport::from_config(
+                    name, rpc, &secret,
+                )?)),
+                RpcKind::Fixture => {
+                    let file = rpc.file.as_deref().unwrap_or(std::path::Path::new(""));
                     Arc::new(fixture_rpc::FixtureRpc::new(name, config.resolve(file)))
                 }
             };
@@ -177,23 +314,49 @@ impl Backends {
                 FlagStoreConfig::Builtin { .. } => {
                     Arc::new(state_flags::StateFlags::new(state.clone()))
                 }
+                _ => {
+                    return Err(BuildError::Invalid {
+                        key: format!("flags.{name}.kind"),
+                        message: "not built yet".to_owned(),
+                    });
+                }
             };
             backends.flags.push((name.clone(), globs, backend));
         }
-        let sink = |config_sink: &PagerSinkConfig| -> Arc<dyn PagerSink> {
-            match config_sink {
+        let sink = |key: String,
+                    config_sink: &PagerSinkConfig|
+         -> Result<Arc<dyn PagerSink>, BuildError> {
+            Ok(match config_sink {
                 PagerSinkConfig::File { path } => {
                     Arc::new(file_pager::FilePager::new(config.resolve(path)))
                 }
-            }
+                _ => {
+                    return Err(BuildError::Invalid {
+                        key,
+                        message: "not built yet".to_owned(),
+                    });
+                }
+            })
         };
         for (name, target) in &config.pager.targets {
-            backends.targets.insert(name.clone(), sink(target));
+            let built = sink(format!("pager.targets.{name}"), target)?;
+            backends.targets.insert(name.clone(), built);
         }
         for (name, channel) in &config.pager.channels {
-            backends.channels.insert(name.clone(), sink(channel));
+            let built = sink(format!("pager.channels.{name}"), channel)?;
+            backends.channels.insert(name.clone(), built);
         }
-        backends
+        Ok(backends)
+    }
+
+    /// Masks the secrets these backends hold in text about to be shown.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
+    }
+
+    /// The redactor, for backends added by hand (tests, embedders).
+    pub fn redactor(&self) -> Arc<Redactor> {
+        self.redactor.clone()
     }
 
     pub fn with_db(mut self, name: &str, db: Arc<dyn Database>) -> Self {

@@ -9,44 +9,44 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions,
+    SqliteRow,
 };
 use sqlx::{Arguments, AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
 
-use super::{BackendError, Database, SqlDialect};
+use super::{BackendError, Database, DbSettings, RowsBuilder, SqlDialect};
 use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::db::Rows;
 
-/// How long one statement may take.
-const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
-
 pub struct Sqlite {
-    name: String,
+    settings: DbSettings,
     url: String,
     base_dir: PathBuf,
-    fixtures: Vec<PathBuf>,
     pool: OnceCell<SqlitePool>,
 }
 
 impl Sqlite {
     /// `url` is `sqlite://PATH` (relative to `base_dir`) or `sqlite::memory:`.
-    pub fn new(name: &str, url: &str, base_dir: &Path, fixtures: Vec<PathBuf>) -> Sqlite {
+    pub fn new(settings: DbSettings, url: &str, base_dir: &Path) -> Sqlite {
         Sqlite {
-            name: name.to_owned(),
+            settings,
             url: url.to_owned(),
             base_dir: base_dir.to_owned(),
-            fixtures,
             pool: OnceCell::new(),
         }
     }
 
     fn failed(&self, what: &str, e: impl std::fmt::Display) -> BackendError {
-        BackendError::Failed(format!("database `{}`: {what}: {e}", self.name))
+        BackendError::Failed(format!("database `{}`: {what}: {e}", self.settings.name))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.settings.statement_timeout
     }
 
     async fn pool(&self) -> Result<&SqlitePool, BackendError> {
@@ -68,19 +68,27 @@ impl Sqlite {
             } else {
                 self.base_dir.join(path)
             };
-            Ok(SqliteConnectOptions::new().filename(path))
+            // A file is created only for demo and test databases that are
+            // filled by fixtures; a missing production file is an error.
+            Ok(SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(!self.settings.fixtures.is_empty()))
         }
         .map_err(|e| self.failed("bad URL", e))?;
         // An in-memory database lives in one connection; keep exactly one.
         let pool = SqlitePoolOptions::new()
-            .max_connections(if memory { 1 } else { 4 })
+            .max_connections(if memory {
+                1
+            } else {
+                self.settings.max_connections
+            })
             .min_connections(if memory { 1 } else { 0 })
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options)
             .await
             .map_err(|e| self.failed("cannot open", e))?;
-        for file in &self.fixtures {
+        for file in &self.settings.fixtures {
             let sql = tokio::fs::read_to_string(file)
                 .await
                 .map_err(|e| self.failed(&format!("cannot read fixture {}", file.display()), e))?;
@@ -101,25 +109,14 @@ impl Sqlite {
     ) -> Result<Rows, BackendError> {
         let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
         let mut stream = query.fetch(&mut *conn);
-        let mut rows = Rows {
-            columns: Vec::new(),
-            rows: Vec::new(),
-        };
-        let mut bytes = 0u64;
-        while let Some(row) = stream.try_next().await.map_err(classify)? {
-            if rows.columns.is_empty() {
-                rows.columns = row.columns().iter().map(|c| c.name().to_owned()).collect();
+        let mut rows = RowsBuilder::new(&self.settings, max_bytes);
+        while let Some(row) = stream.try_next().await.map_err(|e| self.classify(e))? {
+            if rows.needs_columns() {
+                rows.set_columns(row.columns().iter().map(|c| c.name().to_owned()).collect());
             }
-            let values = decode_row(&row)?;
-            bytes += values.iter().map(value_size).sum::<u64>();
-            if bytes > max_bytes {
-                return Err(BackendError::TooLarge {
-                    what: format!("db.query on `{}`", self.name),
-                });
-            }
-            rows.rows.push(values);
+            rows.push(decode_row(&row)?)?;
         }
-        Ok(rows)
+        Ok(rows.finish())
     }
 }
 
@@ -144,17 +141,11 @@ impl Database for Sqlite {
             .execute(&mut *conn)
             .await
             .map_err(|e| self.failed("begin read-only transaction", e))?;
-        let result = tokio::time::timeout(
-            STATEMENT_TIMEOUT,
-            self.read(&mut conn, sql, params, max_bytes),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(BackendError::Timeout(format!(
-                "query on `{}` took longer than {STATEMENT_TIMEOUT:?}",
-                self.name
-            )))
-        });
+        let result = self
+            .with_deadline(&mut conn, async |conn| {
+                self.read(conn, sql, params, max_bytes).await
+            })
+            .await;
         let reset = sqlx::raw_sql("ROLLBACK; PRAGMA query_only = OFF")
             .execute(&mut *conn)
             .await;
@@ -173,16 +164,12 @@ impl Database for Sqlite {
     ) -> Result<u64, BackendError> {
         let pool = self.pool().await?;
         let mut tx = pool.begin().await.map_err(|e| self.failed("begin", e))?;
-        let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
-        let done = tokio::time::timeout(STATEMENT_TIMEOUT, query.execute(&mut *tx))
-            .await
-            .map_err(|_| {
-                BackendError::Timeout(format!(
-                    "statement on `{}` took longer than {STATEMENT_TIMEOUT:?}",
-                    self.name
-                ))
-            })?
-            .map_err(classify)?;
+        let done = self
+            .with_deadline(&mut tx, async |conn| {
+                let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
+                query.execute(conn).await.map_err(|e| self.classify(e))
+            })
+            .await?;
         if commit {
             tx.commit().await.map_err(|e| self.failed("commit", e))?;
         } else {
@@ -193,6 +180,50 @@ impl Database for Sqlite {
         Ok(done.rows_affected())
     }
 }
+
+impl Sqlite {
+    /// Runs `work` under the statement timeout. SQLite has no server to
+    /// cancel a statement, so a progress handler interrupts the statement
+    /// itself once the deadline passes (a dropped future would leave it
+    /// running on sqlx's worker thread).
+    async fn with_deadline<T>(
+        &self,
+        conn: &mut SqliteConnection,
+        work: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let deadline = Instant::now() + self.timeout();
+        conn.lock_handle()
+            .await
+            .map_err(|e| self.failed("lock connection", e))?
+            .set_progress_handler(PROGRESS_STEPS, move || Instant::now() < deadline);
+        let result = work(&mut *conn).await;
+        if let Ok(mut handle) = conn.lock_handle().await {
+            handle.remove_progress_handler();
+        }
+        result
+    }
+
+    /// A bad statement is the playbook's to fix, an interrupted one a
+    /// timeout, anything else the backend's.
+    fn classify(&self, e: sqlx::Error) -> BackendError {
+        match &e {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some(SQLITE_INTERRUPT) => {
+                BackendError::Timeout(format!(
+                    "the statement on `{}` ran past its statement timeout of {:?} and was interrupted",
+                    self.settings.name,
+                    self.timeout()
+                ))
+            }
+            _ => classify(e),
+        }
+    }
+}
+
+/// SQLite's result code for an interrupted statement.
+const SQLITE_INTERRUPT: &str = "9";
+
+/// Virtual-machine steps between deadline checks.
+const PROGRESS_STEPS: i32 = 10_000;
 
 /// Errors from the database itself: a bad statement is the playbook's to
 /// fix, anything else is the backend's.
@@ -264,18 +295,19 @@ fn decode(row: &SqliteRow, i: usize) -> Result<Value, sqlx::Error> {
     })
 }
 
-/// Roughly what a value costs the guest, for the result cap.
-fn value_size(value: &Value) -> u64 {
-    8 + match value {
-        Value::Text(t) | Value::Decimal(t) | Value::Timestamp(t) => t.len() as u64,
-        Value::Bytes(b) => b.len() as u64,
-        _ => 8,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    pub(crate) fn settings(name: &str, fixtures: Vec<PathBuf>) -> DbSettings {
+        DbSettings {
+            name: name.to_owned(),
+            statement_timeout: Duration::from_secs(30),
+            max_rows: 10_000,
+            max_connections: 4,
+            fixtures,
+        }
+    }
 
     async fn db() -> Sqlite {
         let dir = tempfile::tempdir().unwrap();
@@ -287,7 +319,7 @@ mod tests {
              INSERT INTO t VALUES (2, NULL, NULL, 0, NULL, NULL, NULL);",
         )
         .unwrap();
-        let db = Sqlite::new("t", "sqlite::memory:", dir.path(), vec![schema]);
+        let db = Sqlite::new(settings("t", vec![schema]), "sqlite::memory:", dir.path());
         db.pool().await.unwrap();
         db
     }

@@ -1,6 +1,6 @@
 //! `stepgate:playbook/db`: scope is the connection (and, for writes, the
-//! write grant and the table the statement changes, taken from the parsed
-//! SQL). A statement the parser refuses is journaled as `invalid` and never
+//! write grant and every table the statement changes, taken from the
+//! parsed SQL). A statement the parser refuses is journaled as `invalid` and never
 //! reaches the database or an approver.
 
 use serde_json::json;
@@ -61,14 +61,14 @@ impl Host for CallCtx {
             json!({ "conn": conn, "sql": sql, "params": params, "reason": reason }),
             &reason,
         );
-        let table = self.dialect(&conn).map(|d| sql::check_write(d, &sql));
-        let scope = match &table {
-            Some(Ok(table)) => self.scope.db_write(&conn, table),
+        let tables = self.dialect(&conn).map(|d| sql::check_write(d, &sql));
+        let scope = match &tables {
+            Some(Ok(tables)) => self.scope.db_write(&conn, tables),
             // Unknown connection, or SQL that does not parse: the
             // connection grant decides first, then the SQL error.
             _ => self.scope.db_read(&conn),
         };
-        if let (Ok(()), Some(Err(why))) = (&scope, table) {
+        if let (Ok(()), Some(Err(why))) = (&scope, tables) {
             return self.reject(call, scope, WitError::Invalid(why)).await;
         }
         let backends = self.backends.clone();

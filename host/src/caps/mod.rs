@@ -207,6 +207,26 @@ impl CallCtx {
         F: FnOnce(Action, CallInfo) -> Fut,
         Fut: Future<Output = Result<T, BackendError>>,
     {
+        self.call_via(call, scope, async move |action, info| {
+            perform(action, info).await.map(|value| (value, None))
+        })
+        .await
+    }
+
+    /// [`CallCtx::call`] for backends that can say which of several URLs
+    /// answered: `perform` returns the value and that answer, journaled
+    /// as the entry's `via`.
+    pub async fn call_via<T, F, Fut>(
+        &mut self,
+        call: Call,
+        scope: Result<(), NotGranted>,
+        perform: F,
+    ) -> Result<T, CapError>
+    where
+        T: Serialize,
+        F: FnOnce(Action, CallInfo) -> Fut,
+        Fut: Future<Output = Result<(T, Option<String>), BackendError>>,
+    {
         if call.effect == Effect::Write && call.reason.trim().is_empty() && scope.is_ok() {
             let why = format!(
                 "{}.{} is a write and every write needs a reason; pass one",
@@ -240,7 +260,11 @@ impl CallCtx {
                 }
             }
         };
-        self.record(call, info.seq, decision, started, outcome)
+        let (outcome, via) = match outcome {
+            Ok((value, via)) => (Ok(value), via),
+            Err(e) => (Err(e), None),
+        };
+        self.record(call, info.seq, decision, started, outcome, via)
     }
 
     /// Journals a call refused before the gate: out of scope, or `error`
@@ -260,7 +284,7 @@ impl CallCtx {
             ),
             Ok(()) => (Decision::Invalid, error),
         };
-        self.record(call, seq, decision, Instant::now(), Err(error))
+        self.record(call, seq, decision, Instant::now(), Err(error), None)
     }
 
     async fn pass_gate(&mut self, call: &Call) -> Verdict {
@@ -290,6 +314,7 @@ impl CallCtx {
         decision: Decision,
         started: Instant,
         outcome: Result<T, WitError>,
+        via: Option<String>,
     ) -> Result<T, CapError> {
         let result = match &outcome {
             Ok(value) => {
@@ -316,13 +341,15 @@ impl CallCtx {
             effect: call.effect,
             gate: decision,
             result,
+            via,
             duration_us: started.elapsed().as_micros() as u64,
         });
         outcome.map_err(CapError::Wit)
     }
 
     /// Awaits a backend; a result over the size limit ends the run, every
-    /// other failure goes back to the playbook as its WIT error.
+    /// other failure goes back to the playbook as its WIT error, with any
+    /// secret the driver quoted masked.
     async fn backend<T>(
         &self,
         fut: impl Future<Output = Result<T, BackendError>>,
@@ -334,7 +361,7 @@ impl CallCtx {
                 call: what,
             }
             .into()),
-            Err(e) => Ok(Err(e.into_wit())),
+            Err(e) => Ok(Err(e.redacted(&self.backends).into_wit())),
         }
     }
 }

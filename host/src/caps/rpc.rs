@@ -1,6 +1,7 @@
-//! `stepgate:playbook/rpc`: scope is the endpoint and the method; the
-//! method's class (read or write) comes from the endpoint's config, never
-//! from the playbook.
+//! `stepgate:playbook/rpc`: scope is the endpoint and the JSON-RPC method
+//! or HTTP route; the call's class (read or write) comes from the
+//! endpoint's config, never from the playbook. The journal records which
+//! of the endpoint's URLs answered.
 
 use serde_json::json;
 
@@ -8,7 +9,17 @@ use super::{Action, Call, CallCtx, CapError};
 use crate::bindings::WitError;
 use crate::bindings::stepgate::playbook::rpc::{Host, HttpRequest, HttpResponse};
 use crate::config::Effect;
-use crate::scope::NotGranted;
+
+/// Request headers a playbook may not set: the host owns auth and framing.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+];
 
 impl Host for CallCtx {
     async fn call(
@@ -37,16 +48,16 @@ impl Host for CallCtx {
             }
         };
         let backends = self.backends.clone();
-        self.call(call, scope, async move |action, info| {
+        self.call_via(call, scope, async move |action, info| {
             if action == Action::Simulate {
                 // A write method in a dry run: nothing is sent.
-                return Ok(json!({ "dry_run": true }).to_string());
+                return Ok((json!({ "dry_run": true }).to_string(), None));
             }
-            let result = backends
+            let answered = backends
                 .rpc(&endpoint)?
-                .call(info.seq, &method, params, info.result_limit)
+                .call(info.seq, &method, params, effect, info.result_limit)
                 .await?;
-            Ok(result.to_string())
+            Ok((answered.value.to_string(), Some(answered.via)))
         })
         .await
     }
@@ -57,25 +68,53 @@ impl Host for CallCtx {
         request: HttpRequest,
         reason: String,
     ) -> Result<HttpResponse, CapError> {
-        let effect = if matches!(request.method.as_str(), "GET" | "HEAD") {
-            Effect::Read
-        } else {
-            Effect::Write
-        };
+        let scope = self.scope.http(&endpoint, &request.method, &request.path);
+        let effect = *scope.as_ref().unwrap_or(&Effect::Write);
+        let header_names: Vec<&str> = request.headers.iter().map(|(n, _)| n.as_str()).collect();
         let call = Call {
             interface: "rpc",
             op: "http",
             effect,
             target: endpoint.clone(),
-            args: json!({ "endpoint": endpoint, "method": request.method, "path": request.path, "reason": reason }),
+            args: json!({
+                "endpoint": endpoint,
+                "method": request.method,
+                "path": request.path,
+                "headers": header_names,
+                "body": String::from_utf8_lossy(&request.body),
+                "reason": reason,
+            }),
             reason,
         };
-        let scope = Err(NotGranted {
-            playbook: self.playbook.clone(),
-            what: format!("HTTP endpoint `{endpoint}`"),
-            hint: "an HTTP endpoint; this host only has JSON-RPC endpoints so far".to_owned(),
-        });
-        self.reject(call, scope, WitError::Invalid(String::new()))
-            .await
+        let scope = scope.map(|_| ());
+        if let Some(reserved) = request
+            .headers
+            .iter()
+            .find(|(name, _)| RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()))
+        {
+            let why = format!(
+                "header `{}` is set by the host from the endpoint's config, not by a playbook",
+                reserved.0
+            );
+            return self.reject(call, scope, WitError::Invalid(why)).await;
+        }
+        let backends = self.backends.clone();
+        self.call_via(call, scope, async move |action, info| {
+            if action == Action::Simulate {
+                // A write in a dry run: nothing is sent.
+                let response = HttpResponse {
+                    status: 0,
+                    headers: vec![("x-stepgate-dry-run".to_owned(), "true".to_owned())],
+                    body: Vec::new(),
+                };
+                return Ok((response, None));
+            }
+            let answered = backends
+                .rpc(&endpoint)?
+                .http(&request, effect, info.result_limit)
+                .await?;
+            Ok((answered.value, Some(answered.via)))
+        })
+        .await
     }
 }

@@ -1,15 +1,19 @@
 //! SQL checks for the `db` interface, with a real SQL parser.
 //!
 //! `query` takes exactly one statement that only reads; `execute` takes
-//! exactly one INSERT, UPDATE or DELETE and names the table it changes, so
-//! the scope can check it. Everything else (DDL, several statements,
-//! `SELECT ... INTO`, `FOR UPDATE`, data-modifying CTEs) is `invalid`.
-//! This is a policy check; the backend still runs reads in a read-only
-//! transaction as a second line of defence.
+//! exactly one INSERT, UPDATE or DELETE and names every table it changes
+//! (data-modifying CTEs and subqueries included), so the scope can check
+//! each. Everything else (DDL, several statements, `COPY`, `SET ROLE`,
+//! `SELECT ... INTO`, `FOR UPDATE`, functions with side effects such as
+//! `pg_sleep` or `set_config`) is `invalid`. This is a policy check; the
+//! backend still runs reads in a read-only transaction as a second line of
+//! defence, and under a statement timeout as a third.
+
+use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    FromTable, ObjectName, ObjectNamePart, Query, SetExpr, Statement, TableFactor, TableObject,
-    TableWithJoins,
+    FromTable, ObjectName, ObjectNamePart, SetExpr, Statement, TableFactor, TableObject,
+    TableWithJoins, Visit, Visitor,
 };
 use sqlparser::dialect::{Dialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
@@ -23,91 +27,228 @@ fn parser(dialect: SqlDialect) -> Box<dyn Dialect> {
     }
 }
 
-fn parse_one(dialect: SqlDialect, sql: &str) -> Result<Statement, String> {
+/// Functions a playbook's SQL may not call: they sleep, signal other
+/// sessions, change settings, touch files, take locks, or write through a
+/// side door (sequences, large objects, NOTIFY, SQL given as text).
+const FORBIDDEN_FUNCTIONS: &[&str] = &[
+    "pg_sleep",
+    "pg_sleep_for",
+    "pg_sleep_until",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_promote",
+    "pg_switch_wal",
+    "pg_create_restore_point",
+    "pg_logical_emit_message",
+    "pg_notify",
+    "set_config",
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_dir",
+    "pg_stat_file",
+    "nextval",
+    "setval",
+    "dblink",
+    "dblink_exec",
+    "dblink_connect",
+    "query_to_xml",
+    "query_to_xml_and_xmlschema",
+    "query_to_xmlschema",
+    "cursor_to_xml",
+    "load_extension",
+    "readfile",
+    "writefile",
+];
+
+/// Prefixes of forbidden function families.
+const FORBIDDEN_PREFIXES: &[&str] = &["pg_advisory", "pg_try_advisory", "lo_"];
+
+fn forbidden(name: &ObjectName) -> Option<String> {
+    let last = match name.0.last()? {
+        ObjectNamePart::Identifier(ident) => ident.value.to_ascii_lowercase(),
+        _ => return None,
+    };
+    let hit = FORBIDDEN_FUNCTIONS.contains(&last.as_str())
+        || FORBIDDEN_PREFIXES.iter().any(|p| last.starts_with(p));
+    hit.then_some(last)
+}
+
+/// What a walk over a statement found.
+#[derive(Default)]
+struct Findings {
+    /// Tables changed by INSERT, UPDATE or DELETE anywhere in the tree.
+    written: Vec<String>,
+    /// A data-modifying statement whose table cannot be told.
+    unknown_write: bool,
+    /// A nested statement that is neither a query nor INSERT/UPDATE/DELETE.
+    other: Option<String>,
+    locks: bool,
+    select_into: bool,
+    function: Option<String>,
+    statements: usize,
+}
+
+impl Visitor for Findings {
+    type Break = ();
+
+    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
+        self.statements += 1;
+        let table = match statement {
+            Statement::Query(_) => return ControlFlow::Continue(()),
+            Statement::Insert(insert) => match &insert.table {
+                TableObject::TableName(name) => table_name(name),
+                _ => None,
+            },
+            Statement::Update(update) if update.table.joins.is_empty() => {
+                first_table(std::slice::from_ref(&update.table))
+            }
+            Statement::Update(_) => None,
+            Statement::Delete(delete) if delete.tables.is_empty() => match &delete.from {
+                FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables) => {
+                    first_table(tables)
+                }
+            },
+            Statement::Delete(_) => None,
+            other => {
+                self.other.get_or_insert_with(|| statement_kind(other));
+                return ControlFlow::Continue(());
+            }
+        };
+        match table {
+            Some(table) => self.written.push(table),
+            None => self.unknown_write = true,
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &sqlparser::ast::Query) -> ControlFlow<()> {
+        self.locks |= !query.locks.is_empty();
+        if matches!(*query.body, SetExpr::Merge(_)) {
+            self.other.get_or_insert_with(|| "MERGE".to_owned());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &sqlparser::ast::Select) -> ControlFlow<()> {
+        self.select_into |= select.into.is_some();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &sqlparser::ast::Expr) -> ControlFlow<()> {
+        if let sqlparser::ast::Expr::Function(f) = expr
+            && self.function.is_none()
+        {
+            self.function = forbidden(&f.name);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        let name = match factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => Some(name),
+            _ => None,
+        };
+        if let Some(name) = name
+            && self.function.is_none()
+        {
+            self.function = forbidden(name);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Findings {
+    /// The errors that hold for reads and writes alike.
+    fn common(&self) -> Result<(), String> {
+        if let Some(function) = &self.function {
+            return Err(format!(
+                "the SQL calls `{function}()`, which stepgate does not allow in a playbook (it sleeps, signals, changes settings or writes through a side door)"
+            ));
+        }
+        if self.locks {
+            return Err(
+                "FOR UPDATE/SHARE takes locks; a playbook may not hold row locks".to_owned(),
+            );
+        }
+        if self.select_into {
+            return Err("SELECT ... INTO creates a table; a playbook may not".to_owned());
+        }
+        if let Some(kind) = &self.other {
+            return Err(format!(
+                "the SQL holds a {kind} statement; db.query runs one read, db.execute one INSERT, UPDATE or DELETE"
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn walk(dialect: SqlDialect, sql: &str) -> Result<(Statement, Findings), String> {
     let mut statements = Parser::parse_sql(&*parser(dialect), sql)
         .map_err(|e| format!("the SQL does not parse: {e}"))?;
-    match statements.len() {
-        1 => Ok(statements.remove(0)),
-        0 => Err("the SQL holds no statement".to_owned()),
-        n => Err(format!(
-            "the SQL holds {n} statements; send exactly one per call"
-        )),
-    }
+    let statement = match statements.len() {
+        1 => statements.remove(0),
+        0 => return Err("the SQL holds no statement".to_owned()),
+        n => {
+            return Err(format!(
+                "the SQL holds {n} statements; send exactly one per call"
+            ));
+        }
+    };
+    let mut findings = Findings::default();
+    let _ = statement.visit(&mut findings);
+    Ok((statement, findings))
 }
 
 /// Checks that `sql` is one statement that only reads.
 pub fn check_read(dialect: SqlDialect, sql: &str) -> Result<(), String> {
-    match parse_one(dialect, sql)? {
-        Statement::Query(query) => read_only_query(&query),
-        other => Err(format!(
+    let (statement, findings) = walk(dialect, sql)?;
+    if !matches!(statement, Statement::Query(_)) {
+        return Err(format!(
             "db.query runs reads only, and this is a {} statement; use db.execute for writes",
-            statement_kind(&other)
-        )),
+            statement_kind(&statement)
+        ));
     }
+    if !findings.written.is_empty() || findings.unknown_write {
+        return Err(
+            "the query modifies data (in a CTE or subquery); db.query only reads".to_owned(),
+        );
+    }
+    findings.common()
 }
 
-/// Checks that `sql` is one INSERT, UPDATE or DELETE and returns the table
-/// it changes (lowercased, without schema).
-pub fn check_write(dialect: SqlDialect, sql: &str) -> Result<String, String> {
-    let statement = parse_one(dialect, sql)?;
-    let table = match &statement {
-        Statement::Insert(insert) => {
-            if let Some(source) = &insert.source {
-                read_only_query(source)?;
-            }
-            match &insert.table {
-                TableObject::TableName(name) => table_name(name),
-                _ => None,
-            }
-        }
-        Statement::Update(update) => first_table(std::slice::from_ref(&update.table)),
-        Statement::Delete(delete) => match &delete.from {
-            FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables) => {
-                first_table(tables)
-            }
-        },
-        other => {
-            return Err(format!(
-                "db.execute runs one INSERT, UPDATE or DELETE, and this is a {} statement",
-                statement_kind(other)
-            ));
-        }
+/// Checks that `sql` is one INSERT, UPDATE or DELETE (a `WITH` in front
+/// allowed) and returns every table it changes, lowercased, without schema.
+pub fn check_write(dialect: SqlDialect, sql: &str) -> Result<Vec<String>, String> {
+    let (statement, findings) = walk(dialect, sql)?;
+    let is_dml = match &statement {
+        Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => true,
+        Statement::Query(query) => matches!(
+            *query.body,
+            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_)
+        ),
+        _ => false,
     };
-    table
-        .ok_or_else(|| "cannot tell which table this statement changes; name it plainly".to_owned())
-}
-
-fn read_only_query(query: &Query) -> Result<(), String> {
-    if !query.locks.is_empty() {
-        return Err("FOR UPDATE/SHARE takes locks; db.query only reads".to_owned());
+    if !is_dml {
+        return Err(format!(
+            "db.execute runs one INSERT, UPDATE or DELETE, and this is a {} statement",
+            statement_kind(&statement)
+        ));
     }
-    if let Some(with) = &query.with {
-        for cte in &with.cte_tables {
-            read_only_query(&cte.query)?;
-        }
+    findings.common()?;
+    if findings.unknown_write {
+        return Err("cannot tell which table this statement changes; name it plainly".to_owned());
     }
-    read_only_set_expr(&query.body)
-}
-
-fn read_only_set_expr(body: &SetExpr) -> Result<(), String> {
-    match body {
-        SetExpr::Select(select) => {
-            if select.into.is_some() {
-                Err("SELECT ... INTO creates a table; db.query only reads".to_owned())
-            } else {
-                Ok(())
-            }
-        }
-        SetExpr::Query(query) => read_only_query(query),
-        SetExpr::SetOperation { left, right, .. } => {
-            read_only_set_expr(left)?;
-            read_only_set_expr(right)
-        }
-        SetExpr::Values(_) | SetExpr::Table(_) => Ok(()),
-        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
-            Err("the query modifies data (in a CTE or subquery); db.query only reads".to_owned())
-        }
-    }
+    let mut tables = findings.written;
+    tables.sort();
+    tables.dedup();
+    Ok(tables)
 }
 
 fn first_table(tables: &[TableWithJoins]) -> Option<String> {
@@ -129,7 +270,12 @@ fn statement_kind(statement: &Statement) -> String {
     let text = statement.to_string();
     let words: Vec<&str> = text.split_whitespace().take(2).collect();
     match words.as_slice() {
-        [first, second] if matches!(*first, "CREATE" | "DROP" | "ALTER" | "TRUNCATE") => {
+        [first, second]
+            if matches!(
+                *first,
+                "CREATE" | "DROP" | "ALTER" | "TRUNCATE" | "SET" | "RESET" | "GRANT"
+            ) =>
+        {
             format!("{first} {second}")
         }
         [first, ..] => first.to_string(),
@@ -142,6 +288,7 @@ mod tests {
     use super::*;
 
     const D: SqlDialect = SqlDialect::Sqlite;
+    const P: SqlDialect = SqlDialect::Postgres;
 
     #[test]
     fn reads_pass() {
@@ -182,20 +329,75 @@ mod tests {
 
     #[test]
     fn execute_names_the_changed_table() {
+        let t = |names: &[&str]| Ok(names.iter().map(|n| n.to_string()).collect::<Vec<_>>());
         assert_eq!(
             check_write(D, "INSERT INTO Escrow_Holds (id) VALUES (?1)"),
-            Ok("escrow_holds".to_owned())
+            t(&["escrow_holds"])
         );
         assert_eq!(
             check_write(
                 D,
                 "UPDATE main.escrow_holds SET state = 'released' WHERE id = ?1"
             ),
-            Ok("escrow_holds".to_owned())
+            t(&["escrow_holds"])
         );
         assert_eq!(
             check_write(D, "DELETE FROM ledger_entries WHERE id = ?1"),
-            Ok("ledger_entries".to_owned())
+            t(&["ledger_entries"])
+        );
+        // Every table a data-modifying CTE changes is named, not just the
+        // outer statement's; tables only read are not.
+        assert_eq!(
+            check_write(
+                P,
+                "WITH moved AS (DELETE FROM pending_wallet_jobs WHERE id = $1 RETURNING *) \
+                 INSERT INTO wallet_jobs_archive SELECT * FROM moved"
+            ),
+            t(&["pending_wallet_jobs", "wallet_jobs_archive"])
+        );
+        assert_eq!(
+            check_write(
+                P,
+                "UPDATE escrow_holds SET state = 'released' FROM orders \
+                 WHERE orders.id = escrow_holds.order_id AND orders.id IN (SELECT id FROM refunds)"
+            ),
+            t(&["escrow_holds"])
+        );
+    }
+
+    #[test]
+    fn side_effect_functions_and_session_commands_are_refused() {
+        for sql in [
+            "SELECT pg_sleep(60)",
+            "SELECT * FROM pg_sleep(60)",
+            "SELECT 1 WHERE pg_catalog.pg_sleep(1) IS NULL",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
+            "SELECT set_config('default_transaction_read_only', 'off', false)",
+            "SELECT nextval('ledger_seq')",
+            "SELECT query_to_xml('delete from t', true, false, '')",
+            "SELECT lo_import('/etc/passwd')",
+            "SELECT pg_advisory_lock(1)",
+        ] {
+            let err = check_read(P, sql).unwrap_err();
+            assert!(err.contains("does not allow"), "{sql}: {err}");
+        }
+        for (sql, needle) in [
+            ("SET ROLE postgres", "SET ROLE"),
+            ("COPY ledger_entries TO '/tmp/x'", "COPY"),
+            ("SET statement_timeout = 0", "SET"),
+        ] {
+            let err = check_read(P, sql).unwrap_err();
+            assert!(err.contains(needle), "{sql}: {err}");
+            let err = check_write(P, sql).unwrap_err();
+            assert!(err.contains(needle), "{sql}: {err}");
+        }
+        // Ordinary functions stay allowed.
+        assert_eq!(
+            check_read(
+                P,
+                "SELECT COUNT(*), COALESCE(SUM(amount), 0), now() - MIN(created_at) FROM pending_wallet_jobs"
+            ),
+            Ok(())
         );
     }
 

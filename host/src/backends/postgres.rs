@@ -1,0 +1,348 @@
+//! PostgreSQL through sqlx: the production database backend.
+//!
+//! Every session of the pool starts with `default_transaction_read_only =
+//! on` and the connection's `statement_timeout`, so a read runs in a
+//! read-only transaction in one round trip, and even a statement the parser
+//! let through cannot write or run long. Writes open their transaction with
+//! `BEGIN READ WRITE` and commit only when told to (a dry run rolls back,
+//! and reports the real number of rows it would change). Parameters are
+//! always bound. Values map without loss: NUMERIC to decimal text,
+//! timestamptz to RFC 3339, json/jsonb to text, bytea to bytes.
+//!
+//! The URL is a secret: it never appears in an error; the connection is
+//! named instead.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
+use futures_util::TryStreamExt;
+use sqlx::postgres::{
+    PgArgumentBuffer, PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgTypeInfo,
+    PgTypeKind, Postgres as Pg,
+};
+use sqlx::types::{BigDecimal, JsonValue, Uuid};
+use sqlx::{Arguments, AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
+use tokio::sync::OnceCell;
+
+use super::{BackendError, Database, DbSettings, RowsBuilder, SqlDialect};
+use crate::bindings::Value;
+use crate::bindings::stepgate::playbook::db::Rows;
+
+/// SQLSTATE of a statement cancelled by `statement_timeout`.
+const QUERY_CANCELED: &str = "57014";
+
+/// Extra time the host waits past the server's own statement timeout before
+/// it gives up on the connection (a hung network, not a slow query).
+const NETWORK_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Postgres {
+    settings: DbSettings,
+    url: String,
+    pool: OnceCell<PgPool>,
+}
+
+impl Postgres {
+    /// `url` is the resolved `postgres://` URL (a secret).
+    pub fn new(settings: DbSettings, url: String) -> Postgres {
+        Postgres {
+            settings,
+            url,
+            pool: OnceCell::new(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn failed(&self, what: &str, e: impl std::fmt::Display) -> BackendError {
+        BackendError::Failed(format!("database `{}`: {what}: {e}", self.name()))
+    }
+
+    fn timed_out(&self) -> BackendError {
+        BackendError::Timeout(format!(
+            "the statement on `{}` ran past its statement timeout of {:?} and was cancelled",
+            self.name(),
+            self.settings.statement_timeout
+        ))
+    }
+
+    async fn pool(&self) -> Result<&PgPool, BackendError> {
+        self.pool.get_or_try_init(|| self.open()).await
+    }
+
+    fn options(&self) -> Result<PgConnectOptions, BackendError> {
+        // sqlx's URL errors can quote the URL; say only that it is bad.
+        let options = PgConnectOptions::from_str(&self.url).map_err(|_| {
+            BackendError::Failed(format!(
+                "database `{}`: the URL is not a valid postgres:// URL",
+                self.name()
+            ))
+        })?;
+        let timeout_ms = self.settings.statement_timeout.as_millis().max(1);
+        Ok(options.application_name("stepgate").options([
+            ("default_transaction_read_only", "on".to_owned()),
+            ("statement_timeout", format!("{timeout_ms}")),
+            (
+                "idle_in_transaction_session_timeout",
+                format!("{timeout_ms}"),
+            ),
+        ]))
+    }
+
+    async fn open(&self) -> Result<PgPool, BackendError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(self.settings.max_connections)
+            .acquire_timeout(self.settings.statement_timeout)
+            .connect_with(self.options()?)
+            .await
+            .map_err(|e| self.failed("cannot connect", e))?;
+        for file in &self.settings.fixtures {
+            self.run_fixture(&pool, file).await?;
+        }
+        Ok(pool)
+    }
+
+    /// Demo and test SQL, in one read-write transaction.
+    async fn run_fixture(&self, pool: &PgPool, file: &PathBuf) -> Result<(), BackendError> {
+        let sql = tokio::fs::read_to_string(file)
+            .await
+            .map_err(|e| self.failed(&format!("cannot read fixture {}", file.display()), e))?;
+        let mut tx = pool
+            .begin_with("BEGIN READ WRITE")
+            .await
+            .map_err(|e| self.failed("begin", e))?;
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.failed(&format!("fixture {}", file.display()), e))?;
+        tx.commit().await.map_err(|e| self.failed("commit", e))
+    }
+
+    async fn read(
+        &self,
+        sql: &str,
+        params: &[Value],
+        max_bytes: u64,
+    ) -> Result<Rows, BackendError> {
+        let pool = self.pool().await?;
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| self.failed("connect", e))?;
+        let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
+        let mut stream = query.fetch(&mut *conn);
+        let mut rows = RowsBuilder::new(&self.settings, max_bytes);
+        while let Some(row) = stream.try_next().await.map_err(|e| self.classify(e))? {
+            if rows.needs_columns() {
+                rows.set_columns(row.columns().iter().map(|c| c.name().to_owned()).collect());
+            }
+            rows.push(decode_row(&row)?)?;
+        }
+        Ok(rows.finish())
+    }
+
+    async fn write(&self, sql: &str, params: &[Value], commit: bool) -> Result<u64, BackendError> {
+        let pool = self.pool().await?;
+        let mut tx = pool
+            .begin_with("BEGIN READ WRITE")
+            .await
+            .map_err(|e| self.failed("begin", e))?;
+        let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
+        let done = query
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.classify(e))?;
+        if commit {
+            tx.commit().await.map_err(|e| self.failed("commit", e))?;
+        } else {
+            tx.rollback()
+                .await
+                .map_err(|e| self.failed("rollback", e))?;
+        }
+        Ok(done.rows_affected())
+    }
+
+    /// A bad statement is the playbook's to fix, a cancelled one a timeout,
+    /// anything else the backend's.
+    fn classify(&self, e: sqlx::Error) -> BackendError {
+        match e {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some(QUERY_CANCELED) => {
+                self.timed_out()
+            }
+            sqlx::Error::Database(db) => BackendError::Invalid(format!(
+                "database `{}` refused the statement: {db}",
+                self.name()
+            )),
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                self.failed("cannot decode a value", e)
+            }
+            other => self.failed("query failed", other),
+        }
+    }
+
+    /// Bounds a database future by the statement timeout plus a grace
+    /// period: the server cancels a slow statement itself; this only
+    /// catches a connection that stopped answering.
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        tokio::time::timeout(self.settings.statement_timeout + NETWORK_GRACE, fut)
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Database for Postgres {
+    fn dialect(&self) -> SqlDialect {
+        SqlDialect::Postgres
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[Value],
+        max_bytes: u64,
+    ) -> Result<Rows, BackendError> {
+        self.bounded(self.read(sql, params, max_bytes)).await
+    }
+
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[Value],
+        commit: bool,
+    ) -> Result<u64, BackendError> {
+        self.bounded(self.write(sql, params, commit)).await
+    }
+}
+
+/// The display scale (`dscale`) from a binary NUMERIC value's header:
+/// ndigits, weight, sign, dscale, each 16 bits.
+fn numeric_display_scale(raw: &sqlx::postgres::PgValueRef<'_>) -> Option<i64> {
+    let bytes = raw.as_bytes().ok()?;
+    let dscale = bytes.get(6..8)?;
+    Some(i64::from(u16::from_be_bytes([dscale[0], dscale[1]])))
+}
+
+/// A NULL whose type the server infers from the statement (`$1` compared
+/// with an integer column is an integer NULL), so a playbook's `null`
+/// binds anywhere.
+struct UntypedNull;
+
+impl sqlx::Type<Pg> for UntypedNull {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(sqlx::postgres::types::Oid(0))
+    }
+}
+
+impl sqlx::Encode<'_, Pg> for UntypedNull {
+    fn encode_by_ref(
+        &self,
+        _buf: &mut PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        Ok(sqlx::encode::IsNull::Yes)
+    }
+}
+
+fn bad_param(i: usize, what: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Invalid(format!("parameter ${}: {what}: {e}", i + 1))
+}
+
+fn arguments(params: &[Value]) -> Result<PgArguments, BackendError> {
+    let mut args = PgArguments::default();
+    for (i, param) in params.iter().enumerate() {
+        let added = match param {
+            Value::Null => args.add(UntypedNull),
+            Value::Boolean(b) => args.add(*b),
+            Value::Int(n) => args.add(*n),
+            Value::Float(f) => args.add(*f),
+            Value::Text(t) => args.add(t.clone()),
+            Value::Decimal(d) => {
+                let d = BigDecimal::from_str(d).map_err(|e| bad_param(i, "not a decimal", e))?;
+                args.add(d)
+            }
+            Value::Timestamp(t) => {
+                let t = DateTime::<FixedOffset>::parse_from_rfc3339(t)
+                    .map_err(|e| bad_param(i, "not an RFC 3339 timestamp", e))?;
+                args.add(t)
+            }
+            Value::Bytes(b) => args.add(b.clone()),
+        };
+        added.map_err(|e| bad_param(i, "cannot bind", e))?;
+    }
+    Ok(args)
+}
+
+fn decode_row(row: &PgRow) -> Result<Vec<Value>, BackendError> {
+    (0..row.columns().len()).map(|i| decode(row, i)).collect()
+}
+
+fn decode(row: &PgRow, i: usize) -> Result<Value, BackendError> {
+    let column = row.column(i);
+    let decode_error = |e: sqlx::Error| {
+        BackendError::Failed(format!("cannot decode column `{}`: {e}", column.name()))
+    };
+    let raw = row.try_get_raw(i).map_err(decode_error)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let info = column.type_info();
+    let get = |e| decode_error(e);
+    Ok(match info.name() {
+        "BOOL" => Value::Boolean(row.try_get(i).map_err(get)?),
+        "INT2" => Value::Int(row.try_get::<i16, _>(i).map_err(get)?.into()),
+        "INT4" => Value::Int(row.try_get::<i32, _>(i).map_err(get)?.into()),
+        "INT8" => Value::Int(row.try_get(i).map_err(get)?),
+        "OID" => Value::Int(
+            row.try_get::<sqlx::postgres::types::Oid, _>(i)
+                .map_err(get)?
+                .0
+                .into(),
+        ),
+        "FLOAT4" => Value::Float(row.try_get::<f32, _>(i).map_err(get)?.into()),
+        "FLOAT8" => Value::Float(row.try_get(i).map_err(get)?),
+        "NUMERIC" => {
+            let d: BigDecimal = row.try_get(i).map_err(get)?;
+            // sqlx's conversion works in base-10000 digit groups and can
+            // leave extra trailing zeros; the column's own display scale
+            // (in the binary header) is what the database shows.
+            let d = match numeric_display_scale(&raw) {
+                Some(scale) => d.with_scale(scale),
+                None => d,
+            };
+            Value::Decimal(d.to_plain_string())
+        }
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => {
+            Value::Text(row.try_get(i).map_err(get)?)
+        }
+        "TIMESTAMPTZ" => {
+            let t: DateTime<Utc> = row.try_get(i).map_err(get)?;
+            Value::Timestamp(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        }
+        "TIMESTAMP" => {
+            let t: NaiveDateTime = row.try_get(i).map_err(get)?;
+            Value::Timestamp(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+        }
+        "DATE" => Value::Text(row.try_get::<NaiveDate, _>(i).map_err(get)?.to_string()),
+        "TIME" => Value::Text(row.try_get::<NaiveTime, _>(i).map_err(get)?.to_string()),
+        "JSON" | "JSONB" => Value::Text(row.try_get::<JsonValue, _>(i).map_err(get)?.to_string()),
+        "BYTEA" => Value::Bytes(row.try_get(i).map_err(get)?),
+        "UUID" => Value::Text(row.try_get::<Uuid, _>(i).map_err(get)?.to_string()),
+        // An enum's value travels as its label.
+        _ if matches!(info.kind(), PgTypeKind::Enum(_)) => {
+            Value::Text(row.try_get_unchecked(i).map_err(get)?)
+        }
+        other => {
+            return Err(BackendError::Invalid(format!(
+                "column `{}` has type {other}, which stepgate does not map; cast it in SQL, e.g. `{}::text`",
+                column.name(),
+                column.name()
+            )));
+        }
+    })
+}

@@ -1,0 +1,327 @@
+//! Real servers for the backend tests, each started on loopback in a temp
+//! dir and stopped when dropped: PostgreSQL (Debian's packages) and a
+//! ganache Ethereum node (from the npm registry, installed by `.ci/run`).
+//!
+//! A server that is not installed fails the test with what to install; it
+//! never skips silently.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on loopback")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// The directory holding `initdb` and `pg_ctl`: `$PG_BIN`, the newest
+/// `/usr/lib/postgresql/*/bin`, or whatever `PATH` has.
+fn pg_bin() -> PathBuf {
+    if let Ok(dir) = std::env::var("PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .unwrap_or_else(|| PathBuf::from(""))
+}
+
+/// A throwaway PostgreSQL cluster on 127.0.0.1.
+pub struct PgServer {
+    dir: TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+impl PgServer {
+    /// initdb + pg_ctl start (as the `postgres` user when running as root,
+    /// since PostgreSQL refuses to run as root), fsync off for speed.
+    pub fn start() -> PgServer {
+        let bin = pg_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("stepgate-pg-")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("data");
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown of the PostgreSQL temp dir failed");
+        }
+        let port = free_port();
+        let out = run_pg(
+            &bin,
+            "initdb",
+            &[
+                "-D",
+                path(&data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        assert!(out.0, "initdb failed: {}", out.1);
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={port} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -k {}",
+            path(dir.path())
+        );
+        let log = dir.path().join("server.log");
+        let out = run_pg(
+            &bin,
+            "pg_ctl",
+            &[
+                "-D",
+                path(&data),
+                "-o",
+                &options,
+                "-l",
+                path(&log),
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+        );
+        assert!(
+            out.0,
+            "pg_ctl start failed: {}\n{}",
+            out.1,
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        PgServer { dir, bin, port }
+    }
+
+    /// A URL for `database` as the superuser (no password: trust auth on
+    /// loopback in a throwaway cluster).
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs SQL as the superuser with psql-free sqlx.
+    pub async fn exec(&self, database: &str, sql: &str) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.url(database))
+            .await
+            .expect("connect to the test cluster");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .expect("setup SQL");
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = run_pg(
+            &self.bin,
+            "pg_ctl",
+            &["-D", path(&data), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// Runs a PostgreSQL tool, as `postgres` when we are root.
+fn run_pg(bin: &Path, tool: &str, args: &[&str]) -> (bool, String) {
+    let exe = if bin.as_os_str().is_empty() {
+        PathBuf::from(tool)
+    } else {
+        bin.join(tool)
+    };
+    let mut command = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    command.args(args).stdin(Stdio::null());
+    match command.output() {
+        Ok(out) => (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ),
+        Err(e) => (
+            false,
+            format!(
+                "cannot run {}: {e}; install PostgreSQL (apt-get install postgresql) or set PG_BIN",
+                exe.display()
+            ),
+        ),
+    }
+}
+
+/// A ganache Ethereum node on 127.0.0.1 with deterministic accounts.
+pub struct Ganache {
+    child: Child,
+    pub url: String,
+}
+
+/// Where `.ci/run` installs ganache: `tests/node/node_modules/.bin`.
+fn ganache_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("GANACHE") {
+        return PathBuf::from(bin);
+    }
+    crate::root().join("tests/node/node_modules/.bin/ganache")
+}
+
+impl Ganache {
+    pub async fn start() -> Ganache {
+        let bin = ganache_bin();
+        assert!(
+            bin.exists(),
+            "ganache is not installed at {}; run `npm ci --prefix tests/node` (the CI script does)",
+            bin.display()
+        );
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args([
+                "--server.host",
+                "127.0.0.1",
+                "--server.port",
+                &port.to_string(),
+                "--wallet.deterministic",
+                "--logging.quiet",
+                "--miner.instamine",
+                "eager",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ganache");
+        let url = format!("http://127.0.0.1:{port}");
+        let node = Ganache { child, url };
+        node.wait_ready().await;
+        node
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest_client();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if self
+                .rpc_with(&client, "eth_blockNumber", serde_json::json!([]))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("ganache did not answer within 60 s");
+    }
+
+    async fn rpc_with(
+        &self,
+        client: &reqwest::Client,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        let body =
+            serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+        let answer: serde_json::Value = client
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        match answer.get("result") {
+            Some(result) => Ok(result.clone()),
+            None => Err(answer.to_string()),
+        }
+    }
+
+    /// A JSON-RPC call straight to the node (test setup and assertions).
+    pub async fn rpc(&self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.rpc_with(&reqwest_client(), method, params)
+            .await
+            .unwrap_or_else(|e| panic!("{method} on ganache failed: {e}"))
+    }
+
+    /// The first deterministic account.
+    pub async fn account(&self) -> String {
+        let accounts = self.rpc("eth_accounts", serde_json::json!([])).await;
+        accounts[0].as_str().expect("an account").to_owned()
+    }
+
+    /// Deploys a contract whose every call returns the 32-byte word 42,
+    /// and returns its address.
+    pub async fn deploy_answer_42(&self) -> String {
+        // Runtime: PUSH1 42, PUSH1 0, MSTORE, PUSH1 32, PUSH1 0, RETURN.
+        // Init: copy the 10 runtime bytes from offset 12 and return them.
+        let code = "0x600a600c600039600a6000f3602a60005260206000f3";
+        let from = self.account().await;
+        let tx = self
+            .rpc(
+                "eth_sendTransaction",
+                serde_json::json!([{ "from": from, "data": code, "gas": "0x100000" }]),
+            )
+            .await;
+        let receipt = self
+            .rpc("eth_getTransactionReceipt", serde_json::json!([tx]))
+            .await;
+        receipt["contractAddress"]
+            .as_str()
+            .expect("a contract address in the receipt")
+            .to_owned()
+    }
+}
+
+fn reqwest_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("reqwest client")
+}
+
+impl Drop for Ganache {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

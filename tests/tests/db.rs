@@ -1,0 +1,510 @@
+//! The `db` capability against real databases: every scenario runs on
+//! SQLite and on a PostgreSQL cluster the test starts on loopback.
+//!
+//! Calls go through the same path a playbook's calls take (scope, SQL
+//! checks, gate, backend, journal), by calling the WIT host functions on a
+//! run's capability context.
+
+use stepgate::bindings::stepgate::playbook::db::{Host, Rows};
+use stepgate::bindings::{Value, WitError};
+use stepgate::caps::{CallCtx, CapError};
+use stepgate::gate::{Decision, Mode};
+use stepgate::runtime::Runtime;
+use stepgate_tests::servers::PgServer;
+use stepgate_tests::{Setup, call_ctx};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE escrow_holds (id INTEGER PRIMARY KEY, order_id TEXT NOT NULL, state TEXT NOT NULL, amount_micro BIGINT NOT NULL);
+CREATE TABLE ledger_entries (id INTEGER PRIMARY KEY, account TEXT NOT NULL, amount_micro BIGINT NOT NULL);
+INSERT INTO escrow_holds VALUES (1, 'order:1001', 'held', 5000000), (2, 'order:1002', 'held', 7500000), (3, 'order:1003', 'released', 100);
+INSERT INTO ledger_entries VALUES (1, 'hot', 12500000);
+";
+
+struct Db {
+    _setup: Setup,
+    runtime: Runtime,
+    // Dropped last: stops the cluster.
+    _pg: Option<PgServer>,
+}
+
+/// A database of `kind` with the schema above, connection `ledger`, and a
+/// playbook `p` that may read it and write `escrow_holds` only.
+fn db(kind: Kind, extra: &str) -> Db {
+    let pg = (kind == Kind::Postgres).then(PgServer::start);
+    let url = match &pg {
+        Some(pg) => pg.url("postgres"),
+        None => "sqlite://ledger.db".to_owned(),
+    };
+    let setup = Setup::new(&format!(
+        r#"
+[state]
+path = "state.db"
+
+[db.ledger]
+url = "{url}"
+fixture_sql = ["schema.sql"]
+{extra}
+
+[playbooks.p]
+component = "unused.wasm"
+gates = {{ default = "auto" }}
+
+[playbooks.p.grants.db.ledger]
+write = true
+tables = ["escrow_holds"]
+"#
+    ));
+    std::fs::write(setup.path("schema.sql"), SCHEMA).unwrap();
+    let runtime = setup.runtime();
+    Db {
+        _setup: setup,
+        runtime,
+        _pg: pg,
+    }
+}
+
+impl Db {
+    fn ctx(&self, mode: Mode) -> CallCtx {
+        call_ctx(&self.runtime, "p", mode)
+    }
+}
+
+async fn query(ctx: &mut CallCtx, sql: &str, params: Vec<Value>) -> Result<Rows, CapError> {
+    Host::query(ctx, "ledger".into(), sql.into(), params).await
+}
+
+async fn execute(ctx: &mut CallCtx, sql: &str, params: Vec<Value>) -> Result<u64, CapError> {
+    Host::execute(
+        ctx,
+        "ledger".into(),
+        sql.into(),
+        params,
+        "test: release a stuck hold".into(),
+    )
+    .await
+}
+
+fn wit<T: std::fmt::Debug>(result: Result<T, CapError>) -> WitError {
+    match result {
+        Err(CapError::Wit(e)) => e,
+        other => panic!("expected a WIT error, got {other:?}"),
+    }
+}
+
+async fn count(ctx: &mut CallCtx, table: &str) -> i64 {
+    let rows = query(ctx, &format!("SELECT COUNT(*) AS n FROM {table}"), vec![])
+        .await
+        .unwrap();
+    match rows.rows[0][0] {
+        Value::Int(n) => n,
+        ref other => panic!("count is {other:?}"),
+    }
+}
+
+async fn hold_state(ctx: &mut CallCtx, id: i64) -> Value {
+    let rows = query(
+        ctx,
+        "SELECT state FROM escrow_holds WHERE id = $1",
+        vec![Value::Int(id)],
+    )
+    .await
+    .unwrap();
+    rows.rows[0][0].clone()
+}
+
+async fn reads_bind_values_so_label_injection_finds_nothing(kind: Kind) {
+    let db = db(kind, "");
+    let mut ctx = db.ctx(Mode::DryRun);
+    let rows = query(
+        &mut ctx,
+        "SELECT order_id, amount_micro FROM escrow_holds WHERE state = $1 ORDER BY id",
+        vec![Value::Text("held".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.columns, ["order_id", "amount_micro"]);
+    assert_eq!(
+        rows.rows,
+        vec![
+            vec![Value::Text("order:1001".into()), Value::Int(5_000_000)],
+            vec![Value::Text("order:1002".into()), Value::Int(7_500_000)],
+        ]
+    );
+    // An alert label value a playbook passes on: bound, never spliced.
+    let hostile = "held' OR '1'='1";
+    let rows = query(
+        &mut ctx,
+        "SELECT order_id FROM escrow_holds WHERE state = $1",
+        vec![Value::Text(hostile.into())],
+    )
+    .await
+    .unwrap();
+    assert!(rows.rows.is_empty());
+    let entries = ctx.journal.entries();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1].gate, Decision::Auto);
+    assert_eq!(
+        entries[1].args["params"][0],
+        serde_json::json!({ "Text": hostile }),
+        "{}",
+        entries[1].args
+    );
+}
+
+async fn query_refuses_writes_stacked_statements_and_sleeps(kind: Kind) {
+    let db = db(kind, "");
+    let mut ctx = db.ctx(Mode::Live);
+    for (sql, needle) in [
+        ("DELETE FROM escrow_holds", "DELETE"),
+        ("UPDATE escrow_holds SET state = 'released'", "UPDATE"),
+        ("SELECT 1; DELETE FROM escrow_holds", "2 statements"),
+        ("SELECT 1; DROP TABLE escrow_holds", "2 statements"),
+        ("DROP TABLE escrow_holds", "DROP TABLE"),
+        ("SELECT pg_sleep(30)", "pg_sleep"),
+        ("SELECT * FROM escrow_holds FOR UPDATE", "FOR UPDATE"),
+    ] {
+        match wit(query(&mut ctx, sql, vec![]).await) {
+            WitError::Invalid(m) => assert!(m.contains(needle), "{sql}: {m}"),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    let refused = ctx.journal.entries().len();
+    assert!(
+        ctx.journal
+            .entries()
+            .iter()
+            .all(|e| e.gate == Decision::Invalid)
+    );
+    assert_eq!(refused, 7);
+    assert_eq!(count(&mut ctx, "escrow_holds").await, 3);
+}
+
+async fn the_database_refuses_writes_the_parser_would_have_missed(kind: Kind) {
+    let db = db(kind, "");
+    let backend = db.runtime.backends.db("ledger").unwrap();
+    let err = backend
+        .query("DELETE FROM escrow_holds RETURNING id", &[], 1 << 20)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("read-only") || message.contains("readonly"),
+        "{message}"
+    );
+    let mut ctx = db.ctx(Mode::Live);
+    assert_eq!(count(&mut ctx, "escrow_holds").await, 3);
+}
+
+async fn a_slow_statement_is_cancelled_at_its_timeout(kind: Kind) {
+    let db = db(kind, "statement_timeout = \"300ms\"");
+    let mut ctx = db.ctx(Mode::Live);
+    let slow = match kind {
+        Kind::Postgres => "SELECT COUNT(*) FROM generate_series(1, 2000000000)",
+        Kind::Sqlite => {
+            "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT COUNT(*) FROM r"
+        }
+    };
+    let started = std::time::Instant::now();
+    match wit(query(&mut ctx, slow, vec![]).await) {
+        WitError::Timeout(m) => assert!(m.contains("statement timeout"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the statement was not cancelled: {:?}",
+        started.elapsed()
+    );
+    // The connection is usable afterwards.
+    assert_eq!(count(&mut ctx, "escrow_holds").await, 3);
+}
+
+async fn more_rows_than_the_cap_is_an_error_not_a_truncation(kind: Kind) {
+    let db = db(kind, "max_rows = 2");
+    let mut ctx = db.ctx(Mode::Live);
+    match wit(query(&mut ctx, "SELECT id FROM escrow_holds", vec![]).await) {
+        WitError::Invalid(m) => {
+            assert!(
+                m.contains("more than 2 rows") && m.contains("max_rows"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let rows = query(&mut ctx, "SELECT id FROM escrow_holds LIMIT 2", vec![])
+        .await
+        .unwrap();
+    assert_eq!(rows.rows.len(), 2);
+}
+
+async fn a_result_over_the_byte_limit_ends_the_run(kind: Kind) {
+    let db = db(kind, "");
+    let mut ctx = db.ctx(Mode::Live);
+    ctx.limits.result_bytes = 64;
+    match query(&mut ctx, "SELECT * FROM escrow_holds", vec![]).await {
+        Err(CapError::Trap(e)) => assert!(e.to_string().contains("result"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn dry_run_execute_reports_real_rows_and_changes_nothing(kind: Kind) {
+    let db = db(kind, "");
+    let mut ctx = db.ctx(Mode::DryRun);
+    let n = execute(
+        &mut ctx,
+        "UPDATE escrow_holds SET state = 'released' WHERE state = $1",
+        vec![Value::Text("held".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 2, "a dry run reports the rows the write would change");
+    assert_eq!(ctx.journal.entries()[0].gate, Decision::DryRun);
+    assert_eq!(hold_state(&mut ctx, 1).await, Value::Text("held".into()));
+
+    let mut live = db.ctx(Mode::Live);
+    let n = execute(
+        &mut live,
+        "UPDATE escrow_holds SET state = 'released' WHERE id = $1",
+        vec![Value::Int(1)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(live.journal.entries()[0].gate, Decision::Auto);
+    assert_eq!(
+        live.journal.entries()[0].args["reason"],
+        "test: release a stuck hold"
+    );
+    assert_eq!(
+        hold_state(&mut live, 1).await,
+        Value::Text("released".into())
+    );
+}
+
+async fn execute_refuses_ddl_unlisted_tables_and_hidden_writes(kind: Kind) {
+    let db = db(kind, "");
+    let mut ctx = db.ctx(Mode::Live);
+    for sql in [
+        "DROP TABLE escrow_holds",
+        "CREATE TABLE x (id INTEGER)",
+        "ALTER TABLE escrow_holds ADD COLUMN x INTEGER",
+        "SELECT * FROM escrow_holds",
+        "DELETE FROM escrow_holds; DELETE FROM ledger_entries",
+    ] {
+        assert!(
+            matches!(
+                wit(execute(&mut ctx, sql, vec![]).await),
+                WitError::Invalid(_)
+            ),
+            "{sql}"
+        );
+    }
+    let unlisted = wit(execute(&mut ctx, "DELETE FROM ledger_entries", vec![]).await);
+    match unlisted {
+        WitError::NotGranted(m) => {
+            assert!(m.contains("ledger_entries") && m.contains("tables"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The outer statement writes a granted table, a subquery only reads.
+    let n = execute(
+        &mut ctx,
+        "UPDATE escrow_holds SET state = 'released' WHERE amount_micro < (SELECT MIN(amount_micro) FROM ledger_entries) AND id = $1",
+        vec![Value::Int(2)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    if kind == Kind::Postgres {
+        // A data-modifying CTE writes a table the grant does not list.
+        let hidden = wit(
+            execute(
+                &mut ctx,
+                "WITH gone AS (DELETE FROM ledger_entries RETURNING id) UPDATE escrow_holds SET state = 'x' WHERE id IN (SELECT id FROM gone)",
+                vec![],
+            )
+            .await,
+        );
+        assert!(
+            matches!(hidden, WitError::NotGranted(ref m) if m.contains("ledger_entries")),
+            "{hidden:?}"
+        );
+    }
+    assert_eq!(count(&mut ctx, "ledger_entries").await, 1);
+}
+
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::Kind::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::Kind::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    reads_bind_values_so_label_injection_finds_nothing,
+    query_refuses_writes_stacked_statements_and_sleeps,
+    the_database_refuses_writes_the_parser_would_have_missed,
+    a_slow_statement_is_cancelled_at_its_timeout,
+    more_rows_than_the_cap_is_an_error_not_a_truncation,
+    a_result_over_the_byte_limit_ends_the_run,
+    dry_run_execute_reports_real_rows_and_changes_nothing,
+    execute_refuses_ddl_unlisted_tables_and_hidden_writes,
+);
+
+/// PostgreSQL types map to WIT values without loss.
+#[tokio::test]
+async fn postgres_types_map_without_loss() {
+    let pg = PgServer::start();
+    pg.exec(
+        "postgres",
+        "CREATE TYPE hold_state AS ENUM ('held', 'released');
+         CREATE TABLE t (
+            wei NUMERIC(78, 0), usdc NUMERIC(20, 6), at TIMESTAMPTZ, doc JSONB, raw BYTEA,
+            id UUID, ok BOOLEAN, small INT2, n INT4, big INT8, ratio FLOAT8, note TEXT,
+            state hold_state, day DATE, gap INTERVAL);
+         INSERT INTO t VALUES (
+            115792089237316195423570985008687907853269984665640564039457584007913129639935,
+            12500.000001, '2026-11-23 09:00:00.123+02', '{\"a\": [1, 2.5]}', '\\x0102ff',
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', true, 7, -8, 9007199254740993, 0.25, 'hi',
+            'held', '2026-11-23', '1 day');
+         INSERT INTO t (note) VALUES (NULL);",
+    )
+    .await;
+    let setup = Setup::new(&format!(
+        "[state]\npath = \"state.db\"\n[db.ledger]\nurl = \"{}\"\n",
+        pg.url("postgres")
+    ));
+    let runtime = setup.runtime();
+    let backend = runtime.backends.db("ledger").unwrap();
+    let rows = backend
+        .query(
+            "SELECT wei, usdc, at, doc, raw, id, ok, small, n, big, ratio, note, state, day FROM t WHERE note = $1",
+            &[Value::Text("hi".into())],
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.rows[0],
+        vec![
+            Value::Decimal(
+                "115792089237316195423570985008687907853269984665640564039457584007913129639935"
+                    .into()
+            ),
+            Value::Decimal("12500.000001".into()),
+            Value::Timestamp("2026-11-23T07:00:00.123Z".into()),
+            Value::Text("{\"a\":[1,2.5]}".into()),
+            Value::Bytes(vec![1, 2, 255]),
+            Value::Text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+            Value::Boolean(true),
+            Value::Int(7),
+            Value::Int(-8),
+            Value::Int(9_007_199_254_740_993),
+            Value::Float(0.25),
+            Value::Text("hi".into()),
+            Value::Text("held".into()),
+            Value::Text("2026-11-23".into()),
+        ]
+    );
+    // NULLs, and decimals and timestamps bound as parameters.
+    let rows = backend
+        .query(
+            "SELECT wei, note FROM t WHERE note IS NULL AND $1::numeric > 0 AND $2::timestamptz < now() AND $3::text IS NULL",
+            &[
+                Value::Decimal("0.000001".into()),
+                Value::Timestamp("2026-01-01T00:00:00Z".into()),
+                Value::Null,
+            ],
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.rows, vec![vec![Value::Null, Value::Null]]);
+    // A type with no lossless mapping says how to cast it.
+    let err = backend
+        .query("SELECT gap FROM t WHERE note = 'hi'", &[], 1 << 20)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gap::text"), "{err}");
+}
+
+/// The URL comes from the environment or a secret file, and a password
+/// never shows in an error, the journal or the config.
+#[tokio::test]
+async fn postgres_url_from_env_and_file_never_shows_its_password() {
+    let pg = PgServer::start();
+    let password = "Tr0ub4dor-and-3";
+    pg.exec(
+        "postgres",
+        &format!("CREATE ROLE reader LOGIN PASSWORD '{password}';"),
+    )
+    .await;
+    let good = format!(
+        "postgres://reader:{password}@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    let var = "STEPGATE_TEST_LEDGER_URL";
+    // SAFETY: only this test reads or writes this variable.
+    unsafe { std::env::set_var(var, &good) };
+    let setup = Setup::new(&format!(
+        "[state]\npath = \"state.db\"\n[db.env]\nurl = {{ env = \"{var}\" }}\n[db.file]\nurl = {{ file = \"ledger-url\" }}\n"
+    ));
+    // The file holds a URL whose host refuses connections, with the password.
+    let dead = format!(
+        "postgres://reader:{password}@127.0.0.1:{}/postgres",
+        stepgate_tests::servers::free_port()
+    );
+    std::fs::write(setup.path("ledger-url"), format!("{dead}\n")).unwrap();
+    let runtime = setup.runtime();
+    let rows = runtime
+        .backends
+        .db("env")
+        .unwrap()
+        .query("SELECT current_user AS who", &[], 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(rows.rows[0][0], Value::Text("reader".into()));
+    let err = runtime
+        .backends
+        .db("file")
+        .unwrap()
+        .query("SELECT 1", &[], 1 << 20)
+        .await
+        .unwrap_err();
+    let shown = err.redacted(&runtime.backends).to_string();
+    assert!(shown.contains("`file`"), "{shown}");
+    assert!(!shown.contains(password), "{shown}");
+
+    // An inline URL with a password is refused at config load.
+    let inline = std::fs::write(
+        setup.path("inline.toml"),
+        format!("[db.x]\nurl = \"{good}\"\n"),
+    );
+    inline.unwrap();
+    let err = stepgate::config::Config::load(&setup.path("inline.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("env ="), "{err}");
+    assert!(!err.contains(password), "{err}");
+    drop(setup);
+}
