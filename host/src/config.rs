@@ -640,6 +640,14 @@ impl Config {
                 check_glob(glob).map_err(|m| self.invalid(format!("flags.{name}.names"), m))?;
             }
         }
+        for (name, channel) in &self.pager.channels {
+            if matches!(channel, PagerSinkConfig::PagerDuty { .. }) {
+                return Err(self.invalid(
+                    format!("pager.channels.{name}"),
+                    "a PagerDuty integration pages people; use it under [pager.targets], and a slack or webhook sink for channels",
+                ));
+            }
+        }
         for (name, playbook) in &self.playbooks {
             self.validate_playbook(name, playbook)?;
         }

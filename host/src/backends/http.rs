@@ -6,11 +6,12 @@
 //! backend repeats them. Policy:
 //! - a URL that cannot be reached, times out or answers 5xx passes the
 //!   request to the next URL; any other answer is final;
-//! - a write fails over only when the request never left (connection
-//!   refused or reset before sending): a write that may have arrived is
-//!   never sent twice;
-//! - reads are retried `retries` times after every URL failed, waiting
-//!   `backoff`, doubling; writes never are.
+//! - a request that is not idempotent (a write without an idempotency
+//!   key) fails over only when it never left (connection refused): a write
+//!   that may have arrived is never sent twice;
+//! - idempotent requests (reads; pages with a dedup key) are retried
+//!   `retries` times after every URL failed, waiting `backoff`, doubling;
+//!   other writes never are.
 //!
 //! URLs and header values are secrets: errors name a URL by position
 //! (`url #2`) and the journal by position and host, never by full text.
@@ -21,8 +22,12 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 
 use super::{BackendError, BuildError};
-use crate::config::{Effect, RpcConfig};
+use crate::config::RpcConfig;
 use crate::secret::{Secret, SecretError};
+
+/// Retries of idempotent requests to single-URL services (pager, flags).
+const DEFAULT_RETRIES: u32 = 2;
+const DEFAULT_BACKOFF: Duration = Duration::from_millis(200);
 
 /// An answer and which URL gave it.
 #[derive(Debug, Clone)]
@@ -48,7 +53,8 @@ pub struct Request<'a> {
     pub headers: &'a [(String, String)],
     pub body: Option<Vec<u8>>,
     pub json: bool,
-    pub effect: Effect,
+    /// Whether sending it twice does no harm (reads, deduplicated pages).
+    pub idempotent: bool,
     pub max_bytes: u64,
     /// What the call is, for messages: `eth_call`, `POST /flags`.
     pub what: &'a str,
@@ -121,15 +127,37 @@ impl Transport {
         ))
     }
 
+    /// A transport to one configured URL (webhooks, admin APIs).
+    pub fn single(
+        name: &str,
+        key: &str,
+        url: &Secret,
+        headers: &std::collections::BTreeMap<String, Secret>,
+        timeout: Duration,
+        secret: &impl Fn(String, &Secret) -> Result<String, SecretError>,
+    ) -> Result<Transport, BuildError> {
+        let url = parse_url(&format!("{key}.url"), &secret(format!("{key}.url"), url)?)?;
+        let headers = header_map(&format!("{key}.headers"), headers, secret)?;
+        Ok(Transport::new(
+            name,
+            vec![url],
+            headers,
+            timeout,
+            DEFAULT_RETRIES,
+            DEFAULT_BACKOFF,
+        ))
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Sends the request with fail-over and (for reads) retries.
     pub async fn send(&self, request: &Request<'_>) -> Result<Answered<Response>, BackendError> {
-        let rounds = match request.effect {
-            Effect::Read => self.retries + 1,
-            Effect::Write => 1,
+        let rounds = if request.idempotent {
+            self.retries + 1
+        } else {
+            1
         };
         let mut failures: Vec<String> = Vec::new();
         let mut all_timeouts = true;
@@ -149,7 +177,7 @@ impl Transport {
                     Err(Attempt::Next { error, sent }) => {
                         all_timeouts &= matches!(error, BackendError::Timeout(_));
                         failures.push(format!("url #{}: {error}", i + 1));
-                        if sent && request.effect == Effect::Write {
+                        if sent && !request.idempotent {
                             return Err(self.gave_up(request, &failures, all_timeouts, true));
                         }
                     }

@@ -57,7 +57,7 @@ impl RpcEndpoint for HttpApi {
             headers: &request.headers,
             body: (!request.body.is_empty()).then(|| request.body.clone()),
             json: false,
-            effect,
+            idempotent: effect == Effect::Read,
             max_bytes,
             what: &what,
         };

@@ -67,7 +67,7 @@ impl RpcEndpoint for JsonRpc {
             headers: &[],
             body: Some(body.to_string().into_bytes()),
             json: true,
-            effect,
+            idempotent: effect == Effect::Read,
             max_bytes,
             what: method,
         };

@@ -6,14 +6,17 @@
 //! journals, and never lets a secret reach its errors: it names the
 //! endpoint or connection, not the URL or credentials.
 
+pub mod envfile_flags;
 pub mod file_pager;
 pub mod fixture_rpc;
 pub mod http;
 pub mod http_api;
+pub mod http_flags;
 pub mod json_rpc;
 pub mod postgres;
 pub mod sqlite;
 pub mod state_flags;
+pub mod webhook_pager;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -310,15 +313,37 @@ impl Backends {
         }
         for (name, store) in &config.flags {
             let globs = glob_set(store.names());
+            let key = format!("flags.{name}");
             let backend: Arc<dyn FlagStore> = match store {
                 FlagStoreConfig::Builtin { .. } => {
                     Arc::new(state_flags::StateFlags::new(state.clone()))
                 }
-                _ => {
-                    return Err(BuildError::Invalid {
-                        key: format!("flags.{name}.kind"),
-                        message: "not built yet".to_owned(),
-                    });
+                FlagStoreConfig::Envfile { dir, file, .. } => Arc::new(
+                    envfile_flags::EnvFile::open(name, &config.resolve(dir), file)?,
+                ),
+                FlagStoreConfig::Http {
+                    url,
+                    headers,
+                    timeout,
+                    value_pointer,
+                    set_method,
+                    set_body,
+                    ..
+                } => {
+                    let transport = Transport::single(name, &key, url, headers, *timeout, &secret)?;
+                    let method =
+                        reqwest::Method::from_bytes(set_method.as_bytes()).map_err(|_| {
+                            BuildError::Invalid {
+                                key: format!("{key}.set_method"),
+                                message: format!("`{set_method}` is not an HTTP method"),
+                            }
+                        })?;
+                    Arc::new(http_flags::HttpFlags::new(
+                        transport,
+                        value_pointer,
+                        method,
+                        set_body.clone(),
+                    ))
                 }
             };
             backends.flags.push((name.clone(), globs, backend));
@@ -326,16 +351,36 @@ impl Backends {
         let sink = |key: String,
                     config_sink: &PagerSinkConfig|
          -> Result<Arc<dyn PagerSink>, BuildError> {
+            let no_headers = BTreeMap::new();
             Ok(match config_sink {
                 PagerSinkConfig::File { path } => {
                     Arc::new(file_pager::FilePager::new(config.resolve(path)))
                 }
-                _ => {
-                    return Err(BuildError::Invalid {
-                        key,
-                        message: "not built yet".to_owned(),
-                    });
+                PagerSinkConfig::PagerDuty {
+                    routing_key,
+                    url,
+                    source,
+                    timeout,
+                } => {
+                    let transport =
+                        Transport::single(&key, &key, url, &no_headers, *timeout, &secret)?;
+                    let routing_key = secret(format!("{key}.routing_key"), routing_key)?;
+                    Arc::new(webhook_pager::PagerDuty::new(
+                        transport,
+                        routing_key,
+                        source,
+                    ))
                 }
+                PagerSinkConfig::Slack { url, timeout } => Arc::new(webhook_pager::Slack::new(
+                    Transport::single(&key, &key, url, &no_headers, *timeout, &secret)?,
+                )),
+                PagerSinkConfig::Webhook {
+                    url,
+                    headers,
+                    timeout,
+                } => Arc::new(webhook_pager::Webhook::new(Transport::single(
+                    &key, &key, url, headers, *timeout, &secret,
+                )?)),
             })
         };
         for (name, target) in &config.pager.targets {
