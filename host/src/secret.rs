@@ -191,17 +191,14 @@ impl Redactor {
             return;
         }
         let mut secrets = self.secrets.write().unwrap_or_else(|e| e.into_inner());
-        if !secrets.iter().any(|s| s == secret) {
-            secrets.push(secret.to_owned());
-            // Longest first, so a secret that contains another is masked whole.
-            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        }
         // A URL-encoded form may show up in a driver's message too.
-        let encoded = percent_encode(secret);
-        if encoded != secret && !secrets.iter().any(|s| *s == encoded) {
-            secrets.push(encoded);
-            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        for form in [secret.to_owned(), percent_encode(secret)] {
+            if !secrets.contains(&form) {
+                secrets.push(form);
+            }
         }
+        // Longest first, so a secret that contains another is masked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 
     /// `text` with every registered secret replaced by [`MASK`].

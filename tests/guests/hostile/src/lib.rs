@@ -45,11 +45,12 @@ impl Playbook for Hostile {
                 Ok(Outcome::new("deleted"))
             }
             "huge-result" => {
-                // About 100 MiB of rows, far past the 4 MiB per-call limit.
+                // About 1 GiB of 1 KiB rows: the 4 MiB per-call limit stops
+                // it after some 4000 rows, before the 10000-row cap.
                 let rows = db::query(
                     "plaza",
                     "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r LIMIT 1000000) \
-                     SELECT i, printf('%.100d', i) AS pad FROM r",
+                     SELECT i, printf('%.1000d', i) AS pad FROM r",
                     params![],
                 )?;
                 Ok(Outcome::new(format!("{} rows", rows.len())))
@@ -73,18 +74,41 @@ impl Playbook for Hostile {
             }
             // For benchmarks: `n` reads of a flag.
             "call-loop" => {
-                let n: u32 = alert
-                    .label("n")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(1000);
+                let n = count(&alert);
                 for _ in 0..n {
                     flags::get("BENCH_FLAG")?;
+                }
+                Ok(Outcome::new(format!("{n} calls")))
+            }
+            // For benchmarks: `n` runs of the `sql` annotation on `plaza`.
+            "query-loop" => {
+                let n = count(&alert);
+                let sql = alert.annotation("sql").unwrap_or("SELECT 1");
+                let mut rows = 0;
+                for _ in 0..n {
+                    rows += db::query("plaza", sql, params![])?.len();
+                }
+                Ok(Outcome::new(format!("{n} queries, {rows} rows")))
+            }
+            // For benchmarks: `n` eth_blockNumber calls on `base`.
+            "rpc-loop" => {
+                let n = count(&alert);
+                for _ in 0..n {
+                    rpc::call::<serde_json::Value>("base", "eth_blockNumber", ())?;
                 }
                 Ok(Outcome::new(format!("{n} calls")))
             }
             other => Err(Error::failed(format!("unknown mode `{other}`"))),
         }
     }
+}
+
+/// The `n` label of a benchmark mode (default 1000).
+fn count(alert: &Alert) -> u32 {
+    alert
+        .label("n")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000)
 }
 
 /// Calls every operation of every interface once and reports, per call,
