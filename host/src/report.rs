@@ -131,6 +131,12 @@ pub fn describe_call(entry: &Entry) -> (String, String) {
             arg(entry, "method"),
             cut(arg(entry, "params"), 50)
         ),
+        "rpc.http" => format!(
+            "{} {} {}",
+            arg(entry, "endpoint"),
+            arg(entry, "method"),
+            cut(arg(entry, "path"), 60)
+        ),
         "flags.get" => arg(entry, "name").to_owned(),
         "flags.set" => format!("{} = {:?}", arg(entry, "name"), arg(entry, "value")),
         "pager.page" => format!(
@@ -151,11 +157,15 @@ pub fn describe_call(entry: &Entry) -> (String, String) {
         "runbook.confirm" => cut(arg(entry, "question"), 70),
         _ => cut(&entry.args.to_string(), 70),
     };
-    let answer = match (entry.result.get("ok"), entry.result.get("err")) {
+    let mut answer = match (entry.result.get("ok"), entry.result.get("err")) {
         (Some(ok), _) => describe_ok(entry, ok),
         (_, Some(err)) => format!("ERROR {}", cut(&describe_err(err), 120)),
         _ => String::new(),
     };
+    // Say which URL answered once it is not the first: a fail-over is news.
+    if let Some(via) = entry.via.as_deref().filter(|v| !v.starts_with("url #1 ")) {
+        answer.push_str(&format!(" (via {via})"));
+    }
     (asked, answer)
 }
 
@@ -186,6 +196,11 @@ fn describe_ok(entry: &Entry, ok: &Json) -> String {
         "pager.page" => ok.as_str().unwrap_or("").to_owned(),
         "pager.notify" if dry => "not sent (dry run)".to_owned(),
         "rpc.call" => cut(ok.as_str().unwrap_or(""), 60),
+        "rpc.http" if dry => "not sent (dry run)".to_owned(),
+        "rpc.http" => format!(
+            "HTTP {}",
+            ok.get("status").and_then(Json::as_u64).unwrap_or(0)
+        ),
         _ if ok.is_null() => "ok".to_owned(),
         _ => cut(&ok.to_string(), 60),
     }
@@ -199,5 +214,35 @@ fn describe_err(err: &Json) -> String {
             message.as_str().unwrap_or("")
         ),
         None => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Effect;
+
+    fn rpc_entry(via: Option<&str>) -> Entry {
+        Entry {
+            seq: 3,
+            step: None,
+            interface: "rpc".into(),
+            op: "call".into(),
+            args: json!({ "endpoint": "base", "method": "eth_blockNumber", "params": "[]" }),
+            effect: Effect::Read,
+            gate: Decision::Auto,
+            result: json!({ "ok": "\"0x10\"" }),
+            via: via.map(str::to_owned),
+            duration_us: 10,
+        }
+    }
+
+    #[test]
+    fn a_fail_over_shows_which_url_answered() {
+        let (asked, answer) = describe_call(&rpc_entry(Some("url #2 (10.0.0.2:8545)")));
+        assert_eq!(asked, "base eth_blockNumber []");
+        assert_eq!(answer, "\"0x10\" (via url #2 (10.0.0.2:8545))");
+        let (_, answer) = describe_call(&rpc_entry(Some("url #1 (10.0.0.1:8545)")));
+        assert_eq!(answer, "\"0x10\"");
     }
 }

@@ -267,3 +267,92 @@ async fn an_alert_without_the_wallet_label_fails_clearly() {
     assert_eq!(report.exit_code(), 3);
     assert_eq!(node.total_calls(), 0);
 }
+
+/// The same playbook, unchanged, on production-shaped backends: PostgreSQL
+/// (URL from the environment), the env file Plaza's API reads, PagerDuty
+/// and a Slack webhook (recording receivers), live with auto gates.
+#[tokio::test]
+async fn unexplained_drift_live_on_postgres_envfile_pagerduty_and_slack() {
+    use stepgate_tests::receiver::{Receiver, Reply};
+    use stepgate_tests::servers::PgServer;
+
+    let pg = PgServer::start();
+    let node = RpcNode::start(&[(UNEXPLAINED, vec![wallet(HELD - 20_000_000, 81, 81)])]).await;
+    let pagerduty = Receiver::always(Reply::status(202, r#"{"status": "success"}"#)).await;
+    let slack = Receiver::always(Reply::ok("ok")).await;
+    // SAFETY: only this test uses this variable.
+    unsafe { std::env::set_var("STEPGATE_TEST_PLAZA_PG", pg.url("postgres")) };
+    let setup = Setup::new(&format!(
+        r#"
+[state]
+path = "state.db"
+[db.plaza]
+url = {{ env = "STEPGATE_TEST_PLAZA_PG" }}
+fixture_sql = {sql}
+[rpc.base]
+kind = "json-rpc"
+urls = ["{rpc}"]
+methods = {{ eth_call = "read", eth_getTransactionCount = "read" }}
+[flags.plaza]
+kind = "envfile"
+names = ["PLAZA_*"]
+dir = "plaza-etc"
+[pager.targets.ceo]
+kind = "pagerduty"
+routing_key = {{ file = "pd-key" }}
+url = "{pd}/v2/enqueue"
+[pager.channels.incident]
+kind = "slack"
+url = "{slack}/services/T0/B0/X"
+[playbooks.{PLAYBOOK}]
+component = "{component}"
+grants.db.plaza = {{}}
+grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount"]
+grants.flags.write = ["{FLAG}"]
+grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
+gates = {{ default = "auto" }}
+"#,
+        sql = toml_paths(&plaza_fixture_sql()),
+        rpc = node.url,
+        pd = pagerduty.url,
+        slack = slack.url,
+        component = stepgate_artifacts::PLAZA_RECONCILIATION_DRIFT,
+    ));
+    std::fs::create_dir(setup.path("plaza-etc")).unwrap();
+    std::fs::write(setup.path("plaza-etc/.env"), "PLAZA_PORT=8080\n").unwrap();
+    std::fs::write(setup.path("pd-key"), "R0UT1NG\n").unwrap();
+    let runtime = setup.runtime();
+    let report = run_unattended(&runtime, PLAYBOOK, drift_alert(UNEXPLAINED), Mode::Live).await;
+
+    let mut expected = triage();
+    expected.extend(mitigation("auto", "auto"));
+    assert_eq!(
+        journal_shape(&report),
+        expected,
+        "{:?}\n{:#?}",
+        report.end,
+        report.journal
+    );
+    assert_eq!(severity(&report).as_deref(), Some("SEV-0"));
+    // PostgreSQL's SUM(bigint) is NUMERIC: the same figures as on SQLite.
+    assert_eq!(field(&report, "held_usdc"), "12500.000000");
+    assert_eq!(field(&report, "drift_usdc"), "20.000000");
+    assert_eq!(
+        std::fs::read_to_string(setup.path("plaza-etc/.env")).unwrap(),
+        format!("PLAZA_PORT=8080\n{FLAG}=1\n")
+    );
+    let pages = pagerduty.requests();
+    assert_eq!(pages.len(), 1);
+    let event = pages[0].json();
+    assert_eq!(event["routing_key"], "R0UT1NG");
+    assert_eq!(event["dedup_key"], format!("{}-7", report.run_id));
+    assert_eq!(event["payload"]["severity"], "critical");
+    let notices = slack.requests();
+    assert_eq!(notices.len(), 1);
+    assert!(
+        notices[0].json()["text"]
+            .as_str()
+            .unwrap()
+            .contains("SEV-0")
+    );
+}
