@@ -3,8 +3,10 @@
 //! It is the source of truth for what a run did and would have done: the
 //! CLI prints progress from it as entries land, `--json` prints it whole,
 //! and later it is what resume and replay answer from. Secrets never enter
-//! an entry: backends report which endpoint answered by name, never a URL
-//! with credentials. This module records; it decides nothing.
+//! an entry: which URL answered is recorded by position and host
+//! (`url #2 (10.0.0.2:8545)`), never as a URL that may carry a key, and
+//! backend errors are masked before they get here. This module records; it
+//! decides nothing.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,10 +1,20 @@
 //! The drivers behind each capability: one trait per capability, one file
-//! per driver.
+//! per driver, and [`Backends`], the registry built from the config (where
+//! every secret is resolved, once, at start).
 //!
-//! A backend does what it is told and reports what happened. It never
-//! decides policy (scope and gates are checked before it is called), never
-//! journals, and never lets a secret reach its errors: it names the
-//! endpoint or connection, not the URL or credentials.
+//! | capability | drivers |
+//! |---|---|
+//! | db | [`postgres`], [`sqlite`] |
+//! | rpc | [`json_rpc`], [`http_api`], [`fixture_rpc`] (demo only) |
+//! | flags | [`state_flags`] (built-in), [`envfile_flags`], [`http_flags`] |
+//! | pager | [`webhook_pager`] (PagerDuty, Slack, webhook), [`file_pager`] |
+//!
+//! Everything that speaks HTTP shares [`http::Transport`] (fail-over,
+//! retries, secret headers, size cap). A backend does what it is told and
+//! reports what happened. It never decides policy (scope and gates are
+//! checked before it is called), never journals, and never lets a secret
+//! reach its errors: it names the endpoint or connection, not the URL or
+//! credentials (and [`BackendError::redacted`] masks what a driver quotes).
 
 pub mod envfile_flags;
 pub mod file_pager;
@@ -72,7 +82,7 @@ impl BackendError {
 }
 
 /// Which SQL grammar a database speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SqlDialect {
     Sqlite,
     Postgres,

@@ -9,7 +9,9 @@
 //! backend still runs reads in a read-only transaction as a second line of
 //! defence, and under a statement timeout as a third.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::{LazyLock, Mutex};
 
 use sqlparser::ast::{
     FromTable, ObjectName, ObjectNamePart, SetExpr, Statement, TableFactor, TableObject,
@@ -206,8 +208,46 @@ fn walk(dialect: SqlDialect, sql: &str) -> Result<(Statement, Findings), String>
     Ok((statement, findings))
 }
 
+/// What a check concluded: the tables a write changes (none for a read),
+/// or why the statement is refused.
+type Verdict = Result<Vec<String>, String>;
+
+/// Playbooks send the same statement text over and over (values travel as
+/// parameters), so verdicts are kept per (dialect, kind, text). The check is
+/// a pure function of those, so a cached verdict is the verdict. Bounded: a
+/// playbook that sends endless distinct texts only clears the cache.
+fn cached(dialect: SqlDialect, write: bool, sql: &str, check: impl FnOnce() -> Verdict) -> Verdict {
+    const CAPACITY: usize = 1024;
+    type Key = (SqlDialect, bool, String);
+    static VERDICTS: LazyLock<Mutex<HashMap<Key, Verdict>>> = LazyLock::new(Default::default);
+    let key = (dialect, write, sql.to_owned());
+    if let Some(verdict) = VERDICTS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return verdict.clone();
+    }
+    let verdict = check();
+    let mut verdicts = VERDICTS.lock().unwrap_or_else(|e| e.into_inner());
+    if verdicts.len() >= CAPACITY {
+        verdicts.clear();
+    }
+    verdicts.insert(key, verdict.clone());
+    verdict
+}
+
 /// Checks that `sql` is one statement that only reads.
 pub fn check_read(dialect: SqlDialect, sql: &str) -> Result<(), String> {
+    cached(dialect, false, sql, || {
+        check_read_uncached(dialect, sql).map(|()| Vec::new())
+    })
+    .map(|_| ())
+}
+
+/// Checks that `sql` is one INSERT, UPDATE or DELETE (a `WITH` in front
+/// allowed) and returns every table it changes, lowercased, without schema.
+pub fn check_write(dialect: SqlDialect, sql: &str) -> Result<Vec<String>, String> {
+    cached(dialect, true, sql, || check_write_uncached(dialect, sql))
+}
+
+fn check_read_uncached(dialect: SqlDialect, sql: &str) -> Result<(), String> {
     let (statement, findings) = walk(dialect, sql)?;
     if !matches!(statement, Statement::Query(_)) {
         return Err(format!(
@@ -223,9 +263,7 @@ pub fn check_read(dialect: SqlDialect, sql: &str) -> Result<(), String> {
     findings.common()
 }
 
-/// Checks that `sql` is one INSERT, UPDATE or DELETE (a `WITH` in front
-/// allowed) and returns every table it changes, lowercased, without schema.
-pub fn check_write(dialect: SqlDialect, sql: &str) -> Result<Vec<String>, String> {
+fn check_write_uncached(dialect: SqlDialect, sql: &str) -> Result<Vec<String>, String> {
     let (statement, findings) = walk(dialect, sql)?;
     let is_dml = match &statement {
         Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => true,
