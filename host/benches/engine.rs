@@ -52,7 +52,8 @@ fn request(alert: Alert) -> RunRequest {
         mode: Mode::DryRun,
         approver: Arc::new(NoApprover),
         progress: Box::new(Quiet),
-        run_id: Some("bench".into()),
+        run_id: None,
+        started_by: "bench".into(),
     }
 }
 
@@ -81,10 +82,11 @@ fn compile_and_cache(c: &mut Criterion) {
     group.finish();
 }
 
-fn hostile_runtime() -> Runtime {
+fn hostile_runtime(state: &std::path::Path) -> Runtime {
     let config = Config::parse(
         &format!(
-            "[playbooks.hostile]\ncomponent = {:?}\ngrants.db.plaza = {{}}\ngrants.flags.read = [\"BENCH_*\"]\n[db.plaza]\nurl = \"sqlite::memory:\"\n",
+            "[state]\npath = {:?}\n[playbooks.hostile]\ncomponent = {:?}\ngrants.db.plaza = {{}}\ngrants.flags.read = [\"BENCH_*\"]\n[db.plaza]\nurl = \"sqlite::memory:\"\n",
+            state.join("state.db"),
             stepgate_artifacts::HOSTILE
         ),
         std::path::Path::new("bench.toml"),
@@ -96,55 +98,100 @@ fn hostile_runtime() -> Runtime {
         .with_backends(Backends::default().with_flags("noop", "BENCH_*", Arc::new(NoopFlags)))
 }
 
+/// Whether a run is recorded in the state store or kept in memory only.
+#[derive(Clone, Copy)]
+enum Journaled {
+    InMemory,
+    Stored,
+}
+
+async fn run_once(
+    runtime: &Runtime,
+    playbook: &stepgate::playbook::Playbook,
+    journaled: Journaled,
+    labels: &[(&str, &str)],
+) -> stepgate::run::RunReport {
+    let state = match journaled {
+        Journaled::InMemory => None,
+        Journaled::Stored => Some(runtime.state.clone()),
+    };
+    stepgate::run::run(
+        &runtime.engine,
+        playbook,
+        runtime.backends.clone(),
+        state,
+        request(alert(labels)),
+    )
+    .await
+}
+
 fn run_costs(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let runtime = hostile_runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = hostile_runtime(dir.path());
     let playbook = rt.block_on(runtime.playbook("hostile")).unwrap();
     eprintln!("pooling allocator: {}", runtime.engine.pooling());
 
-    c.bench_function("instantiate + run to first host call", |b| {
-        b.to_async(&rt).iter(|| async {
-            let report = runtime
-                .run(&playbook, request(alert(&[("mode", "first-call")])))
-                .await;
-            assert!(matches!(report.end, RunEnd::Done(_)));
-        })
-    });
+    for (journaled, name) in [
+        (Journaled::InMemory, "journal in memory"),
+        (Journaled::Stored, "run recorded in the SQLite state store"),
+    ] {
+        c.bench_function(
+            &format!("instantiate + run to first host call ({name})"),
+            |b| {
+                b.to_async(&rt).iter(|| async {
+                    let report =
+                        run_once(&runtime, &playbook, journaled, &[("mode", "first-call")]).await;
+                    assert!(matches!(report.end, RunEnd::Done(_)));
+                })
+            },
+        );
+    }
 
     // Per call: the difference between n calls and none, divided by n.
     const N: u32 = 2_000;
     let n = N.to_string();
-    c.bench_function("host call (flags.get, no-op backend), per call", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let runtime = &runtime;
-            let playbook = &playbook;
-            let n = n.clone();
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let report = runtime
-                        .run(
-                            playbook,
-                            request(alert(&[("mode", "call-loop"), ("n", &n)])),
-                        )
-                        .await;
-                    let with_calls = start.elapsed();
-                    assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
-                    let start = Instant::now();
-                    runtime
-                        .run(
-                            playbook,
-                            request(alert(&[("mode", "call-loop"), ("n", "0")])),
-                        )
-                        .await;
-                    let without = start.elapsed();
-                    total += with_calls.saturating_sub(without) / N;
-                }
-                total
-            }
-        })
-    });
+    for (journaled, name) in [
+        (Journaled::InMemory, "journal in memory"),
+        (Journaled::Stored, "journal stored"),
+    ] {
+        c.bench_function(
+            &format!("host call (flags.get, no-op backend), per call ({name})"),
+            |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let runtime = &runtime;
+                    let playbook = &playbook;
+                    let n = n.clone();
+                    async move {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let start = Instant::now();
+                            let report = run_once(
+                                runtime,
+                                playbook,
+                                journaled,
+                                &[("mode", "call-loop"), ("n", &n)],
+                            )
+                            .await;
+                            let with_calls = start.elapsed();
+                            assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
+                            let start = Instant::now();
+                            run_once(
+                                runtime,
+                                playbook,
+                                journaled,
+                                &[("mode", "call-loop"), ("n", "0")],
+                            )
+                            .await;
+                            let without = start.elapsed();
+                            total += with_calls.saturating_sub(without) / N;
+                        }
+                        total
+                    }
+                })
+            },
+        );
+    }
 }
 
 criterion_group!(benches, compile_and_cache, run_costs);

@@ -79,6 +79,9 @@ pub struct StateConfig {
     /// SQLite file for the host's state, relative to the config file.
     #[serde(default = "default_state_path")]
     pub path: PathBuf,
+    /// A PostgreSQL database instead (`{ env = "STEPGATE_STATE_URL" }`),
+    /// for host replicas that share runs.
+    pub url: Option<Secret>,
 }
 
 fn default_state_path() -> PathBuf {
@@ -89,6 +92,7 @@ impl Default for StateConfig {
     fn default() -> Self {
         StateConfig {
             path: default_state_path(),
+            url: None,
         }
     }
 }
@@ -614,6 +618,23 @@ impl Config {
         }
     }
 
+    /// Where the host's state lives: `[state] url` (PostgreSQL) if set,
+    /// else the SQLite file at `[state] path`.
+    pub fn state_location(
+        &self,
+    ) -> Result<crate::state::StateLocation, crate::secret::SecretError> {
+        match &self.state.url {
+            Some(url) => {
+                let redactor = crate::secret::Redactor::default();
+                let url = url.resolve("state.url", &self.base_dir, &redactor)?;
+                Ok(crate::state::StateLocation::Postgres(url))
+            }
+            None => Ok(crate::state::StateLocation::Sqlite(
+                self.resolve(&self.state.path),
+            )),
+        }
+    }
+
     /// The limits for one playbook.
     pub fn limits_for(&self, playbook: &PlaybookConfig) -> Limits {
         playbook.limits.over(self.limits.over(Limits::default()))
@@ -629,6 +650,20 @@ impl Config {
 
     /// Cross-reference checks that serde cannot do.
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = self.state.url.as_ref().and_then(Secret::inline) {
+            if db_dialect(url) != Some(SqlDialect::Postgres) {
+                return Err(self.invalid(
+                    "state.url",
+                    "the state database URL must be postgres://…; for SQLite use `path`",
+                ));
+            }
+            if crate::secret::url_password(url).is_some() {
+                return Err(self.invalid(
+                    "state.url",
+                    "the URL carries a password; use url = { env = \"STEPGATE_STATE_URL\" }",
+                ));
+            }
+        }
         for (name, db) in &self.db {
             self.validate_db(name, db)?;
         }

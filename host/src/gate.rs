@@ -84,7 +84,7 @@ impl FromStr for GateKey {
 }
 
 /// The decision recorded for each call in the journal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Decision {
     /// A write in a dry run: simulated, not performed.

@@ -8,10 +8,15 @@
 //! backend errors are masked before they get here. This module records; it
 //! decides nothing.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::config::Effect;
 use crate::gate::Decision;
+use crate::state::runs::Phase;
+use crate::state::{StateError, StateStore};
 
 /// One capability call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,20 +65,68 @@ pub trait Progress: Send + Sync {
 pub struct Quiet;
 impl Progress for Quiet {}
 
+/// Where a journal is kept beyond the run's memory: the state store, and
+/// who and what the run is, for the audit records of its writes.
+pub struct Durable {
+    pub store: Arc<StateStore>,
+    pub run_id: String,
+    pub playbook: String,
+    pub mode: String,
+    pub started_by: String,
+}
+
 /// The journal of one run.
 pub struct Journal {
     entries: Vec<Entry>,
     steps: Vec<String>,
     progress: Box<dyn Progress>,
+    durable: Option<Durable>,
+    /// Reads not yet stored. Reads are stored in batches: before the next
+    /// write is stored as intended, and when the run ends. A read lost in a
+    /// crash is only asked again, so it need not cost a database commit.
+    unstored: Vec<Entry>,
 }
 
 impl Journal {
+    /// A journal kept in memory only (tests, benches).
     pub fn new(progress: Box<dyn Progress>) -> Journal {
         Journal {
             entries: Vec::new(),
             steps: Vec::new(),
             progress,
+            durable: None,
+            unstored: Vec::new(),
         }
+    }
+
+    /// A journal stored entry by entry in the state store, with every
+    /// write also appended to the audit log.
+    pub fn durable(progress: Box<dyn Progress>, durable: Durable) -> Journal {
+        Journal {
+            durable: Some(durable),
+            ..Journal::new(progress)
+        }
+    }
+
+    /// Stores a write as intended, before its backend is called (and every
+    /// read before it, so the state shows what the write was based on).
+    pub async fn intend(&mut self, entry: &Entry) -> Result<(), StateError> {
+        self.flush().await?;
+        if let Some(d) = &self.durable {
+            d.store.put_entry(&d.run_id, Phase::Intended, entry).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the reads not stored yet.
+    pub async fn flush(&mut self) -> Result<(), StateError> {
+        if let Some(d) = &self.durable
+            && !self.unstored.is_empty()
+        {
+            d.store.put_entries(&d.run_id, &self.unstored).await?;
+            self.unstored.clear();
+        }
+        Ok(())
     }
 
     /// The sequence number the next entry will get.
@@ -94,9 +147,36 @@ impl Journal {
         self.progress.log(level, message);
     }
 
-    pub fn record(&mut self, entry: Entry) {
+    /// Records a finished call: stored as done, and audited if it is a
+    /// write (performed, simulated, refused or out of scope alike).
+    pub async fn record(&mut self, entry: Entry) -> Result<(), StateError> {
+        if self.durable.is_some() {
+            if entry.is_write() {
+                self.flush().await?;
+                self.store_write(&entry).await?;
+            } else {
+                self.unstored.push(entry.clone());
+            }
+        }
         self.progress.call(&entry);
         self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Stores a finished write as done and appends its audit record.
+    async fn store_write(&self, entry: &Entry) -> Result<(), StateError> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        d.store.put_entry(&d.run_id, Phase::Done, entry).await?;
+        let record = json!({
+            "playbook": d.playbook,
+            "mode": d.mode,
+            "started_by": d.started_by,
+            "entry": entry,
+        });
+        d.store.append_audit(&d.run_id, &record).await?;
+        Ok(())
     }
 
     pub fn entries(&self) -> &[Entry] {

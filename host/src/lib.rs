@@ -24,7 +24,9 @@
 //!   no policy.
 //! - [`secret`] resolves URLs, keys and headers from env or files and masks
 //!   them in everything the host shows.
-//! - [`state`] is the host's own store (built-in flags today).
+//! - [`state`] is the host's own store: runs, journals (writes stored as
+//!   intended before they happen), the hash-chained audit log, built-in
+//!   flags; SQLite or PostgreSQL.
 
 pub mod alert;
 pub mod backends;

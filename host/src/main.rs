@@ -16,6 +16,8 @@ use stepgate::run::RunRequest;
 use stepgate::runtime::Runtime;
 use stepgate::terminal::{TerminalProgress, TtyApprover, summary};
 
+mod history;
+
 #[derive(Parser)]
 #[command(
     name = "stepgate",
@@ -54,6 +56,41 @@ enum Command {
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
     },
+    /// List recorded runs, newest first.
+    Runs {
+        /// Only runs with this status: running, done, failed, limit, crashed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
+    /// Show one recorded run: its outcome and every call with its gate.
+    Show {
+        run: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
+    /// The hash-chained audit log of every write.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+        #[arg(long, default_value = "stepgate.toml", global = true)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the chain; names the first edited, deleted or reordered record.
+    Verify,
+    /// Print every record as JSON lines.
+    Export,
 }
 
 /// A failure that maps to exit code 2 (config, usage, input).
@@ -100,6 +137,22 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             config,
         } => run(&playbook, &alert, live, json, &config).await,
         Command::Inspect { component, config } => inspect(&component, &config).await,
+        Command::Runs {
+            status,
+            limit,
+            json,
+            config,
+        } => history::runs(&load_config(&config)?, status.as_deref(), limit, json).await,
+        Command::Show { run, json, config } => {
+            history::show(&load_config(&config)?, &run, json).await
+        }
+        Command::Audit { action, config } => {
+            let config = load_config(&config)?;
+            match action {
+                AuditAction::Verify => history::audit_verify(&config).await,
+                AuditAction::Export => history::audit_export(&config).await,
+            }
+        }
     }
 }
 
@@ -180,6 +233,7 @@ async fn run(
         approver: TtyApprover::for_stdin(alert_from_stdin),
         progress,
         run_id: None,
+        started_by: whoami(),
     };
     let report = runtime.run(&playbook, request).await;
     if json {
@@ -193,6 +247,14 @@ async fn run(
         );
     }
     Ok(report.exit_code())
+}
+
+/// Who is at the terminal, for the run record and the audit log.
+fn whoami() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("cli:{user}")
 }
 
 async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {

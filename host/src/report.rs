@@ -20,6 +20,8 @@ pub mod exit {
     pub const LIMIT: u8 = 4;
     /// A write was denied and the playbook gave up.
     pub const DENIED: u8 = 5;
+    /// `stepgate audit verify` found the chain broken.
+    pub const AUDIT_BROKEN: u8 = 6;
 }
 
 impl RunReport {
@@ -53,7 +55,9 @@ impl RunReport {
     }
 }
 
-fn end_json(end: &RunEnd) -> Json {
+/// How a run ended, as JSON (`status` is `done`, `failed`, `limit` or
+/// `crashed`).
+pub fn end_json(end: &RunEnd) -> Json {
     match end {
         RunEnd::Done(outcome) => json!({
             "status": "done",

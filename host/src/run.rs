@@ -19,8 +19,11 @@ use crate::caps::CallCtx;
 use crate::engine::{Engine, ticks};
 use crate::gate::{Approver, Mode};
 use crate::guest_output::GuestOutput;
-use crate::journal::{Entry, Journal, Progress};
+use crate::journal::{Durable, Entry, Journal, Progress};
 use crate::playbook::Playbook;
+use crate::report::end_json;
+use crate::state::StateStore;
+use crate::state::runs::NewRun;
 
 /// A limit a run broke. The message names the limit and how to raise it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +74,9 @@ pub struct RunRequest {
     pub progress: Box<dyn Progress>,
     /// Chosen by the caller, or generated.
     pub run_id: Option<String>,
+    /// Who started the run (a user, a token's principal, `alertmanager`),
+    /// for the run record and the audit log.
+    pub started_by: String,
 }
 
 /// Refuses memory growth past the run's limit, naming the limit.
@@ -230,14 +236,58 @@ pub fn classify_trap(error: &wasmtime::Error, printed: &str) -> RunEnd {
     }
 }
 
-/// Runs `playbook` once.
+/// Runs `playbook` once. With a state store, the run, every journal entry
+/// (writes as intended before their backend is called) and an audit record
+/// of every write are stored as the run goes.
 pub async fn run(
     engine: &Engine,
     playbook: &Playbook,
     backends: Arc<Backends>,
+    state: Option<Arc<StateStore>>,
     request: RunRequest,
 ) -> RunReport {
     let run_id = request.run_id.unwrap_or_else(new_run_id);
+    let mode = match request.mode {
+        Mode::DryRun => "dry-run",
+        Mode::Live => "live",
+    };
+    let journal = match &state {
+        Some(store) => {
+            let alert = serde_json::to_value(&request.alert).unwrap_or_default();
+            let started = store
+                .start_run(NewRun {
+                    id: &run_id,
+                    playbook: &playbook.name,
+                    mode,
+                    alert: &alert,
+                    started_by: &request.started_by,
+                })
+                .await;
+            if let Err(e) = started {
+                return RunReport {
+                    run_id,
+                    playbook: playbook.name.clone(),
+                    mode: request.mode,
+                    end: RunEnd::Crashed(format!(
+                        "the run was not started: the state store cannot record it: {e}"
+                    )),
+                    journal: Vec::new(),
+                    steps: Vec::new(),
+                };
+            }
+            Journal::durable(
+                request.progress,
+                Durable {
+                    store: store.clone(),
+                    run_id: run_id.clone(),
+                    playbook: playbook.name.clone(),
+                    mode: mode.to_owned(),
+                    started_by: request.started_by.clone(),
+                },
+            )
+        }
+        None => Journal::new(request.progress),
+    };
     let calls = CallCtx::new(
         &playbook.name,
         &run_id,
@@ -246,7 +296,7 @@ pub async fn run(
         playbook.gates.clone(),
         request.approver,
         backends,
-        Journal::new(request.progress),
+        journal,
         playbook.limits,
     );
     let mut store = new_store(engine, calls);
@@ -258,13 +308,33 @@ pub async fn run(
             Err(trap) => classify_trap(&trap, &store.data().output.text()),
         },
     };
-    let (journal, steps) = store.into_data().calls.journal.into_parts();
-    RunReport {
+    let mut journal = store.into_data().calls.journal;
+    if let Err(e) = journal.flush().await {
+        tracing::error!(run = %run_id, "cannot store the last reads of the run: {e}");
+    }
+    let (journal, steps) = journal.into_parts();
+    let report = RunReport {
         run_id,
         playbook: playbook.name.clone(),
         mode: request.mode,
         end,
         journal,
         steps,
+    };
+    if let Some(state) = state {
+        let outcome = end_json(&report.end);
+        let status = outcome["status"].as_str().unwrap_or("crashed").to_owned();
+        let finished = state
+            .finish_run(
+                &report.run_id,
+                &status,
+                i32::from(report.exit_code()),
+                &outcome,
+            )
+            .await;
+        if let Err(e) = finished {
+            tracing::error!(run = %report.run_id, "cannot record the end of the run: {e}");
+        }
     }
+    report
 }

@@ -41,6 +41,8 @@ pub struct Runtime {
     pub engine: Engine,
     linker: Linker<RunData>,
     pub backends: Arc<Backends>,
+    /// Runs, journals, audit log, built-in flags.
+    pub state: Arc<StateStore>,
 }
 
 impl Runtime {
@@ -54,18 +56,24 @@ impl Runtime {
             .unwrap_or(Limits::default().memory);
         let engine = Engine::new(&config.engine, max_memory).map_err(LoadError::from)?;
         let linker = playbook::linker(&engine)?;
-        let state = Arc::new(StateStore::new(config.resolve(&config.state.path)));
-        let backends = Arc::new(Backends::from_config(&config, state).map_err(|source| {
-            RuntimeError::Backends {
+        let state = Arc::new(StateStore::at(config.state_location().map_err(
+            |source| RuntimeError::Backends {
+                config: config.source.display().to_string(),
+                source: source.into(),
+            },
+        )?));
+        let backends = Arc::new(Backends::from_config(&config, state.clone()).map_err(
+            |source| RuntimeError::Backends {
                 config: config.source.display().to_string(),
                 source,
-            }
-        })?);
+            },
+        )?);
         Ok(Runtime {
             config,
             engine,
             linker,
             backends,
+            state,
         })
     }
 
@@ -118,6 +126,13 @@ impl Runtime {
 
     /// Runs a loaded playbook once.
     pub async fn run(&self, playbook: &Playbook, request: RunRequest) -> RunReport {
-        run::run(&self.engine, playbook, self.backends.clone(), request).await
+        run::run(
+            &self.engine,
+            playbook,
+            self.backends.clone(),
+            Some(self.state.clone()),
+            request,
+        )
+        .await
     }
 }

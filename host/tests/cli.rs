@@ -328,3 +328,84 @@ fn inspect_shows_description_and_imports() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn runs_show_and_audit_read_what_the_state_store_recorded() {
+    let (dir, config) = demo_copy();
+    let config_arg = config.to_str().unwrap();
+    let out = run(
+        "plaza-reconciliation-drift",
+        UNEXPLAINED,
+        &config,
+        &["--live", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run_id = doc["run_id"].as_str().unwrap();
+
+    let runs = stepgate(&["runs", "--config", config_arg]);
+    assert_eq!(runs.status.code(), Some(0), "{}", text(&runs.stderr));
+    let listed = text(&runs.stdout);
+    assert!(
+        listed.contains(run_id) && listed.contains("done") && listed.contains("live"),
+        "{listed}"
+    );
+
+    let show = stepgate(&["show", run_id, "--config", config_arg]);
+    let shown = text(&show.stdout);
+    assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
+    assert!(shown.contains("▶ Triage"), "{shown}");
+    assert!(shown.contains("#6   flags.set"), "{shown}");
+    assert!(shown.contains("denied"), "{shown}");
+
+    let verify = stepgate(&["audit", "verify", "--config", config_arg]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stderr));
+    assert!(
+        text(&verify.stdout).contains("intact: 3 records"),
+        "{}",
+        text(&verify.stdout)
+    );
+    let export = stepgate(&["audit", "export", "--config", config_arg]);
+    let lines: Vec<serde_json::Value> = text(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["record"]["entry"]["op"], "set");
+    assert!(
+        lines[0]["record"]["started_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("cli:")
+    );
+
+    // Someone edits the record of the denied flag write.
+    let state = dir.path().join("var/stepgate-state.db");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", state.display()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE audit SET record = replace(record, 'denied', 'approved') WHERE seq = 1",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    });
+    let verify = stepgate(&["audit", "verify", "--config", config_arg]);
+    assert_eq!(verify.status.code(), Some(6));
+    assert!(
+        text(&verify.stderr).contains("audit record 1"),
+        "{}",
+        text(&verify.stderr)
+    );
+
+    let missing = stepgate(&["show", "r-nope", "--config", config_arg]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("stepgate runs"),
+        "{}",
+        text(&missing.stderr)
+    );
+}

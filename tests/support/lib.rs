@@ -296,6 +296,7 @@ pub async fn run(
                 approver,
                 progress: Box::new(Quiet),
                 run_id: None,
+                started_by: "test".into(),
             },
         )
         .await

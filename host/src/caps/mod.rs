@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value as Json, json};
 
 use crate::backends::{BackendError, Backends};
 use crate::bindings::WitError;
@@ -248,10 +248,17 @@ impl CallCtx {
             Ok(()) => {
                 let verdict = self.pass_gate(&call).await;
                 match verdict {
-                    Verdict::Perform(decision) => (
-                        decision,
-                        self.backend(perform(Action::Perform, info)).await?,
-                    ),
+                    Verdict::Perform(decision) => {
+                        if call.effect == Effect::Write {
+                            let intended =
+                                self.entry(&call, info.seq, decision, Json::Null, None, started);
+                            self.journal.intend(&intended).await.map_err(unrecorded)?;
+                        }
+                        (
+                            decision,
+                            self.backend(perform(Action::Perform, info)).await?,
+                        )
+                    }
                     Verdict::Simulate => (
                         Decision::DryRun,
                         self.backend(perform(Action::Simulate, info)).await?,
@@ -265,6 +272,7 @@ impl CallCtx {
             Err(e) => (Err(e), None),
         };
         self.record(call, info.seq, decision, started, outcome, via)
+            .await
     }
 
     /// Journals a call refused before the gate: out of scope, or `error`
@@ -285,6 +293,7 @@ impl CallCtx {
             Ok(()) => (Decision::Invalid, error),
         };
         self.record(call, seq, decision, Instant::now(), Err(error), None)
+            .await
     }
 
     async fn pass_gate(&mut self, call: &Call) -> Verdict {
@@ -307,7 +316,7 @@ impl CallCtx {
     }
 
     /// Caps the result, journals the call, and hands the outcome back.
-    fn record<T: Serialize>(
+    async fn record<T: Serialize>(
         &mut self,
         call: Call,
         seq: u64,
@@ -320,7 +329,7 @@ impl CallCtx {
             Ok(value) => {
                 let value = serde_json::to_value(value)
                     .map_err(|e| CapError::Trap(wasmtime::format_err!("journal: {e}")))?;
-                let bytes = value.to_string().len() as u64;
+                let bytes = json_size(&value);
                 if bytes > self.limits.result_bytes {
                     return Err(LimitExceeded::ResultBytes {
                         limit: self.limits.result_bytes,
@@ -332,19 +341,33 @@ impl CallCtx {
             }
             Err(e) => json!({ "err": e }),
         };
-        self.journal.record(Entry {
+        let entry = self.entry(&call, seq, decision, result, via, started);
+        self.journal.record(entry).await.map_err(unrecorded)?;
+        outcome.map_err(CapError::Wit)
+    }
+
+    /// The journal entry of a call.
+    fn entry(
+        &self,
+        call: &Call,
+        seq: u64,
+        decision: Decision,
+        result: Json,
+        via: Option<String>,
+        started: Instant,
+    ) -> Entry {
+        Entry {
             seq,
             step: self.journal.current_step().map(str::to_owned),
             interface: call.interface.to_owned(),
             op: call.op.to_owned(),
-            args: call.args,
+            args: call.args.clone(),
             effect: call.effect,
             gate: decision,
             result,
             via,
             duration_us: started.elapsed().as_micros() as u64,
-        });
-        outcome.map_err(CapError::Wit)
+        }
     }
 
     /// Awaits a backend; a result over the size limit ends the run, every
@@ -364,6 +387,32 @@ impl CallCtx {
             Err(e) => Ok(Err(e.redacted(&self.backends).into_wit())),
         }
     }
+}
+
+/// The length of `value` as JSON text, without building the text.
+fn json_size(value: &Json) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// A call the state store could not record ends the run: no call, and
+/// above all no write, may happen without its journal entry.
+fn unrecorded(e: crate::state::StateError) -> CapError {
+    CapError::Trap(wasmtime::format_err!(
+        "the run was stopped because the state store could not record a call: {e}"
+    ))
 }
 
 /// What a backend may need to know about the call it serves.

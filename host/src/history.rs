@@ -1,0 +1,126 @@
+//! `stepgate runs`, `show` and `audit`: reading what the state store
+//! recorded. Only reads; prints text or JSON and picks the exit code.
+
+use anyhow::Result;
+
+use stepgate::config::Config;
+use stepgate::report::{describe_call, exit};
+use stepgate::state::StateStore;
+use stepgate::state::runs::Phase;
+
+use crate::UsageError;
+
+fn store(config: &Config) -> Result<StateStore, UsageError> {
+    Ok(StateStore::at(config.state_location()?))
+}
+
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+pub async fn runs(
+    config: &Config,
+    status: Option<&str>,
+    limit: i64,
+    json: bool,
+) -> Result<u8, UsageError> {
+    let runs = store(config)?.runs(status, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(exit::DONE);
+    }
+    if runs.is_empty() {
+        println!("no runs recorded");
+    }
+    for run in runs {
+        let summary = run
+            .outcome
+            .as_ref()
+            .and_then(|o| o.get("summary").or_else(|| o.get("error")))
+            .and_then(|s| s.as_str())
+            .unwrap_or("");
+        println!(
+            "{}  {}  {:<8} {:<7} {:<28} {}",
+            run.id,
+            time(run.started_at),
+            run.status,
+            run.mode,
+            run.playbook,
+            summary.chars().take(60).collect::<String>()
+        );
+    }
+    Ok(exit::DONE)
+}
+
+pub async fn show(config: &Config, id: &str, json: bool) -> Result<u8, UsageError> {
+    let store = store(config)?;
+    let Some(run) = store.run(id).await? else {
+        return Err(anyhow::anyhow!(
+            "no run `{id}` in the state store; `stepgate runs` lists them"
+        )
+        .into());
+    };
+    let journal = store.journal(id).await?;
+    if json {
+        let document = serde_json::json!({ "run": run, "journal": journal });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+        return Ok(exit::DONE);
+    }
+    println!(
+        "run {} — {} ({}), started {} by {}",
+        run.id,
+        run.playbook,
+        run.mode,
+        time(run.started_at),
+        run.started_by
+    );
+    println!("status: {}", run.status);
+    let mut step = None;
+    for stored in &journal {
+        let entry = &stored.entry;
+        if entry.step != step {
+            step = entry.step.clone();
+            if let Some(name) = &step {
+                println!("▶ {name}");
+            }
+        }
+        let (asked, answer) = describe_call(entry);
+        let phase = match stored.phase {
+            Phase::Done => "",
+            Phase::Intended => " IN DOUBT (intended, never recorded as done)",
+        };
+        println!(
+            "  #{:<3} {:<14} {:<6} {:<12} {asked} → {answer}{phase}",
+            entry.seq,
+            entry.name(),
+            entry.effect,
+            entry.gate.as_str()
+        );
+    }
+    if let Some(outcome) = &run.outcome {
+        println!("outcome: {}", serde_json::to_string(outcome)?);
+    }
+    Ok(exit::DONE)
+}
+
+pub async fn audit_verify(config: &Config) -> Result<u8, UsageError> {
+    match store(config)?.verify_audit().await? {
+        Ok(n) => {
+            println!("audit log intact: {n} records");
+            Ok(exit::DONE)
+        }
+        Err(broken) => {
+            eprintln!("audit log BROKEN at {broken}");
+            Ok(exit::AUDIT_BROKEN)
+        }
+    }
+}
+
+pub async fn audit_export(config: &Config) -> Result<u8, UsageError> {
+    for record in store(config)?.audit_records().await? {
+        println!("{}", serde_json::to_string(&record)?);
+    }
+    Ok(exit::DONE)
+}

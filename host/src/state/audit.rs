@@ -1,0 +1,241 @@
+//! The audit log: who asked for which write, for what reason, what the
+//! gate decided and what came back. Append-only and hash-chained: each
+//! record's hash covers its position, time, run, content and the previous
+//! record's hash, so an edited, deleted or reordered record breaks the
+//! chain at that record, and [`StateStore::verify_audit`] names it.
+//!
+//! Records hold journal entries, whose arguments come from the playbook
+//! and whose errors are already masked: no secret reaches this table.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::{StateError, StateStore, now_ms};
+
+/// The hash before the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audit record as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: i64,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    pub run_id: String,
+    /// The audited fact, as JSON.
+    pub record: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The first record that breaks the chain, and how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit record {seq}: {problem}")]
+pub struct Broken {
+    pub seq: i64,
+    pub problem: String,
+}
+
+/// The hash of a record given its predecessor's hash.
+pub fn chain_hash(prev_hash: &str, seq: i64, at: i64, run_id: &str, record: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [prev_hash, &seq.to_string(), &at.to_string(), run_id, record] {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// How often an append retries when another writer took the same position.
+const APPEND_ATTEMPTS: usize = 8;
+
+impl StateStore {
+    /// Appends a record to the chain and returns its position.
+    pub async fn append_audit(
+        &self,
+        run_id: &str,
+        record: &serde_json::Value,
+    ) -> Result<i64, StateError> {
+        let text = record.to_string();
+        let mut last_error = None;
+        for _ in 0..APPEND_ATTEMPTS {
+            let mut tx = self.pool().await?.begin().await?;
+            let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+            let (seq, prev_hash) = match last {
+                Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
+                None => (1, GENESIS.to_owned()),
+            };
+            let at = now_ms();
+            let hash = chain_hash(&prev_hash, seq, at, run_id, &text);
+            let inserted = sqlx::query(
+                "INSERT INTO audit (seq, at, run_id, record, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(seq)
+            .bind(at)
+            .bind(run_id)
+            .bind(&text)
+            .bind(&prev_hash)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(_) => {
+                    tx.commit().await?;
+                    return Ok(seq);
+                }
+                // Another writer appended at this position first: go again.
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    last_error = Some(sqlx::Error::Database(e));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last_error
+            .map(StateError::Query)
+            .unwrap_or_else(|| StateError::Corrupt("audit append kept colliding".into())))
+    }
+
+    /// Every record in order (for export).
+    pub async fn audit_records(&self) -> Result<Vec<AuditRecord>, StateError> {
+        let rows =
+            sqlx::query("SELECT seq, at, run_id, record, prev_hash, hash FROM audit ORDER BY seq")
+                .fetch_all(self.pool().await?)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                let record: String = row.try_get(3)?;
+                Ok(AuditRecord {
+                    seq: row.try_get(0)?,
+                    at: row.try_get(1)?,
+                    run_id: row.try_get(2)?,
+                    record: serde_json::from_str(&record)
+                        .unwrap_or(serde_json::Value::String(record)),
+                    prev_hash: row.try_get(4)?,
+                    hash: row.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Walks the chain: `Ok(n)` with the number of records if intact, or
+    /// the first record that is not what was appended.
+    pub async fn verify_audit(&self) -> Result<Result<u64, Broken>, StateError> {
+        let rows =
+            sqlx::query("SELECT seq, at, run_id, record, prev_hash, hash FROM audit ORDER BY seq")
+                .fetch_all(self.pool().await?)
+                .await?;
+        let mut prev_hash = GENESIS.to_owned();
+        for (expected_seq, row) in (1i64..).zip(rows.iter()) {
+            let seq: i64 = row.try_get(0)?;
+            let at: i64 = row.try_get(1)?;
+            let run_id: String = row.try_get(2)?;
+            let record: String = row.try_get(3)?;
+            let stored_prev: String = row.try_get(4)?;
+            let hash: String = row.try_get(5)?;
+            let broken = |problem: String| Ok(Err(Broken { seq, problem }));
+            if seq != expected_seq {
+                return broken(format!(
+                    "expected record {expected_seq} here; records {expected_seq}..{} are missing",
+                    seq - 1
+                ));
+            }
+            if stored_prev != prev_hash {
+                return broken(
+                    "does not follow the record before it (a record was removed or the order changed)"
+                        .to_owned(),
+                );
+            }
+            if chain_hash(&prev_hash, seq, at, &run_id, &record) != hash {
+                return broken("its content was changed after it was written".to_owned());
+            }
+            prev_hash = hash;
+        }
+        Ok(Ok(rows.len() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use sqlx::Executor;
+
+    async fn store_with(n: i64) -> (tempfile::TempDir, StateStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("state.db"));
+        for i in 1..=n {
+            let seq = store
+                .append_audit("run-1", &json!({ "op": "flags.set", "i": i }))
+                .await
+                .unwrap();
+            assert_eq!(seq, i);
+        }
+        (dir, store)
+    }
+
+    async fn tamper(store: &StateStore, sql: &str) {
+        store
+            .pool()
+            .await
+            .unwrap()
+            .execute(sqlx::AssertSqlSafe(sql.to_owned()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_intact_chain_verifies() {
+        let (_dir, store) = store_with(5).await;
+        assert_eq!(store.verify_audit().await.unwrap(), Ok(5));
+        let records = store.audit_records().await.unwrap();
+        assert_eq!(records[0].prev_hash, GENESIS);
+        assert_eq!(records[1].prev_hash, records[0].hash);
+        assert_eq!(records[4].record, json!({ "op": "flags.set", "i": 5 }));
+    }
+
+    #[tokio::test]
+    async fn an_edited_record_is_named() {
+        let (_dir, store) = store_with(5).await;
+        tamper(
+            &store,
+            "UPDATE audit SET record = '{\"op\":\"nothing to see\"}' WHERE seq = 3",
+        )
+        .await;
+        let broken = store.verify_audit().await.unwrap().unwrap_err();
+        assert_eq!(broken.seq, 3);
+        assert!(broken.problem.contains("changed"), "{broken}");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_record_is_named() {
+        let (_dir, store) = store_with(5).await;
+        tamper(&store, "DELETE FROM audit WHERE seq = 2").await;
+        let broken = store.verify_audit().await.unwrap().unwrap_err();
+        assert_eq!(broken.seq, 3);
+        assert!(broken.problem.contains("missing"), "{broken}");
+        // Deleting the tail and renumbering cannot hide it either.
+        let (_dir, store) = store_with(5).await;
+        tamper(
+            &store,
+            "DELETE FROM audit WHERE seq = 2; UPDATE audit SET seq = seq - 1 WHERE seq > 2",
+        )
+        .await;
+        let broken = store.verify_audit().await.unwrap().unwrap_err();
+        assert_eq!(broken.seq, 2);
+    }
+
+    #[tokio::test]
+    async fn reordered_records_are_named() {
+        let (_dir, store) = store_with(5).await;
+        tamper(
+            &store,
+            "UPDATE audit SET seq = 100 WHERE seq = 2; UPDATE audit SET seq = 2 WHERE seq = 4; UPDATE audit SET seq = 4 WHERE seq = 100",
+        )
+        .await;
+        let broken = store.verify_audit().await.unwrap().unwrap_err();
+        assert_eq!(broken.seq, 2);
+    }
+}

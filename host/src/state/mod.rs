@@ -1,0 +1,190 @@
+//! The host's own state: runs, their journals, the audit log and the
+//! built-in flags. A SQLite file by default (nothing to install), or a
+//! PostgreSQL database by URL when host replicas share the work. One set of
+//! portable migrations and queries serves both, through sqlx's `Any`
+//! driver, so the same tests run on both.
+//!
+//! It stores and loads; it calls nothing out and decides nothing. Split by
+//! what is stored: [`runs`] (runs and journal entries), [`audit`] (the
+//! hash-chained audit log); flags live here.
+
+pub mod audit;
+pub mod runs;
+
+use sqlx::AnyPool;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{ConnectOptions, Executor};
+use std::path::{Path, PathBuf};
+use tokio::sync::OnceCell;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot open state database {what}: {source}")]
+    Open { what: String, source: sqlx::Error },
+    #[error("cannot migrate state database {what}: {source}")]
+    Migrate {
+        what: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("state database: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("state database holds a bad record: {0}")]
+    Corrupt(String),
+}
+
+/// Where the state lives.
+#[derive(Clone)]
+pub enum StateLocation {
+    /// A SQLite file, created on first use.
+    Sqlite(PathBuf),
+    /// A `postgres://` URL (a secret: never shown).
+    Postgres(String),
+}
+
+/// The state database, opened and migrated on first use.
+pub struct StateStore {
+    location: StateLocation,
+    pool: OnceCell<AnyPool>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A file path as a `sqlite://` URL (sqlx percent-decodes it).
+fn sqlite_url(path: &Path) -> String {
+    let mut url = String::from("sqlite://");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' | ' ' => url.push_str(&format!("%{:02X}", c as u32)),
+            c => url.push(c),
+        }
+    }
+    url.push_str("?mode=rwc");
+    url
+}
+
+impl StateStore {
+    /// A SQLite state file.
+    pub fn new(path: PathBuf) -> StateStore {
+        StateStore::at(StateLocation::Sqlite(path))
+    }
+
+    pub fn at(location: StateLocation) -> StateStore {
+        StateStore {
+            location,
+            pool: OnceCell::new(),
+        }
+    }
+
+    /// Names the database for messages without its credentials.
+    fn what(&self) -> String {
+        match &self.location {
+            StateLocation::Sqlite(path) => path.display().to_string(),
+            StateLocation::Postgres(_) => "(PostgreSQL, from [state] url)".to_owned(),
+        }
+    }
+
+    pub(crate) async fn pool(&self) -> Result<&AnyPool, StateError> {
+        self.pool.get_or_try_init(|| self.open()).await
+    }
+
+    async fn open(&self) -> Result<AnyPool, StateError> {
+        // Idempotent; installs the SQLite and PostgreSQL drivers.
+        sqlx::any::install_default_drivers();
+        let open_error = |source| StateError::Open {
+            what: self.what(),
+            source,
+        };
+        let (url, sqlite) = match &self.location {
+            StateLocation::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| open_error(sqlx::Error::Io(e)))?;
+                }
+                (sqlite_url(path), true)
+            }
+            StateLocation::Postgres(url) => (url.clone(), false),
+        };
+        let options: AnyConnectOptions = url
+            .parse::<AnyConnectOptions>()
+            .map_err(|_| {
+                open_error(sqlx::Error::Configuration(
+                    "the state URL is not a valid database URL".into(),
+                ))
+            })?
+            .disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|source| StateError::Migrate {
+                what: self.what(),
+                source,
+            })?;
+        Ok(pool)
+    }
+
+    /// A built-in flag's value.
+    pub async fn flag(&self, name: &str) -> Result<Option<String>, StateError> {
+        let value = sqlx::query_scalar("SELECT value FROM flags WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.pool().await?)
+            .await?;
+        Ok(value)
+    }
+
+    /// Sets a built-in flag and returns its previous value.
+    pub async fn set_flag(&self, name: &str, value: &str) -> Result<Option<String>, StateError> {
+        let mut tx = self.pool().await?.begin().await?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT value FROM flags WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        sqlx::query(
+            "INSERT INTO flags (name, value, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(previous)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn flags_persist_and_report_previous_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state dir/state#1.db");
+        let store = StateStore::new(path.clone());
+        assert_eq!(store.flag("F").await.unwrap(), None);
+        assert_eq!(store.set_flag("F", "1").await.unwrap(), None);
+        assert_eq!(store.set_flag("F", "0").await.unwrap(), Some("1".into()));
+        drop(store);
+        let reopened = StateStore::new(path.clone());
+        assert_eq!(reopened.flag("F").await.unwrap(), Some("0".into()));
+        assert!(path.exists());
+    }
+}

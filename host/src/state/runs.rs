@@ -1,0 +1,241 @@
+//! Runs and their journals, as stored. A write's entry is stored as
+//! `intended` before its backend is called and replaced by the `done`
+//! entry after, so after a crash a write in between is known to be in
+//! doubt instead of silently repeated or lost.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{StateError, StateStore, now_ms};
+use crate::journal::Entry;
+
+/// Where a stored journal entry is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// A write about to be sent to its backend.
+    Intended,
+    /// The call finished; the entry holds its result.
+    Done,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Intended => "intended",
+            Phase::Done => "done",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Phase, StateError> {
+        match text {
+            "intended" => Ok(Phase::Intended),
+            "done" => Ok(Phase::Done),
+            other => Err(StateError::Corrupt(format!(
+                "unknown journal phase `{other}`"
+            ))),
+        }
+    }
+}
+
+/// A run as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub playbook: String,
+    /// `dry-run` or `live`.
+    pub mode: String,
+    /// `running`, or how it ended: `done`, `failed`, `limit`, `crashed`.
+    pub status: String,
+    pub alert: serde_json::Value,
+    pub started_by: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub outcome: Option<serde_json::Value>,
+}
+
+/// A stored journal entry with its phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEntry {
+    pub phase: Phase,
+    pub entry: Entry,
+}
+
+/// What a new run is.
+pub struct NewRun<'a> {
+    pub id: &'a str,
+    pub playbook: &'a str,
+    pub mode: &'a str,
+    pub alert: &'a serde_json::Value,
+    pub started_by: &'a str,
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}
+
+fn run_record(row: &sqlx::any::AnyRow) -> Result<RunRecord, StateError> {
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        playbook: row.try_get("playbook")?,
+        mode: row.try_get("mode")?,
+        status: row.try_get("status")?,
+        alert: json(&row.try_get::<String, _>("alert")?),
+        started_by: row.try_get("started_by")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        exit_code: row.try_get("exit_code")?,
+        outcome: row
+            .try_get::<Option<String>, _>("outcome")?
+            .map(|o| json(&o)),
+    })
+}
+
+const RUN_COLUMNS: &str =
+    "id, playbook, mode, status, alert, started_by, started_at, ended_at, exit_code, outcome";
+
+impl StateStore {
+    pub async fn start_run(&self, run: NewRun<'_>) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO runs (id, playbook, mode, status, alert, started_by, started_at) VALUES ($1, $2, $3, 'running', $4, $5, $6)",
+        )
+        .bind(run.id)
+        .bind(run.playbook)
+        .bind(run.mode)
+        .bind(run.alert.to_string())
+        .bind(run.started_by)
+        .bind(now_ms())
+        .execute(self.pool().await?)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish_run(
+        &self,
+        id: &str,
+        status: &str,
+        exit_code: i32,
+        outcome: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        sqlx::query(
+            "UPDATE runs SET status = $1, exit_code = $2, outcome = $3, ended_at = $4 WHERE id = $5",
+        )
+        .bind(status)
+        .bind(exit_code)
+        .bind(outcome.to_string())
+        .bind(now_ms())
+        .bind(id)
+        .execute(self.pool().await?)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores an entry in `phase`, replacing what was stored at its
+    /// position (an `intended` write becomes `done`).
+    pub async fn put_entry(
+        &self,
+        run_id: &str,
+        phase: Phase,
+        entry: &Entry,
+    ) -> Result<(), StateError> {
+        let text = serde_json::to_string(entry)
+            .map_err(|e| StateError::Corrupt(format!("cannot encode a journal entry: {e}")))?;
+        sqlx::query(
+            "INSERT INTO journal (run_id, seq, phase, entry) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (run_id, seq) DO UPDATE SET phase = excluded.phase, entry = excluded.entry",
+        )
+        .bind(run_id)
+        .bind(entry.seq as i64)
+        .bind(phase.as_str())
+        .bind(text)
+        .execute(self.pool().await?)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores finished entries in one transaction, many rows a statement.
+    pub async fn put_entries(&self, run_id: &str, entries: &[Entry]) -> Result<(), StateError> {
+        const ROWS_PER_STATEMENT: usize = 200;
+        let mut tx = self.pool().await?.begin().await?;
+        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::from("INSERT INTO journal (run_id, seq, phase, entry) VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let n = i * 3;
+                sql.push_str(&format!("(${}, ${}, 'done', ${})", n + 1, n + 2, n + 3));
+            }
+            sql.push_str(
+                " ON CONFLICT (run_id, seq) DO UPDATE SET phase = excluded.phase, entry = excluded.entry",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for entry in chunk {
+                let text = serde_json::to_string(entry).map_err(|e| {
+                    StateError::Corrupt(format!("cannot encode a journal entry: {e}"))
+                })?;
+                query = query.bind(run_id).bind(entry.seq as i64).bind(text);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest runs first, optionally only those with `status`.
+    pub async fn runs(
+        &self,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        let rows = match status {
+            Some(status) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE status = $1 ORDER BY started_at DESC, id DESC LIMIT $2"
+                )))
+                .bind(status)
+                .bind(limit)
+                .fetch_all(self.pool().await?)
+                .await?
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT $1"
+                )))
+                .bind(limit)
+                .fetch_all(self.pool().await?)
+                .await?
+            }
+        };
+        rows.iter().map(run_record).collect()
+    }
+
+    /// One run, if it exists.
+    pub async fn run(&self, id: &str) -> Result<Option<RunRecord>, StateError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.pool().await?)
+        .await?;
+        row.as_ref().map(run_record).transpose()
+    }
+
+    /// A run's journal in order.
+    pub async fn journal(&self, run_id: &str) -> Result<Vec<StoredEntry>, StateError> {
+        let rows = sqlx::query("SELECT phase, entry FROM journal WHERE run_id = $1 ORDER BY seq")
+            .bind(run_id)
+            .fetch_all(self.pool().await?)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let phase = Phase::parse(&row.try_get::<String, _>(0)?)?;
+                let text: String = row.try_get(1)?;
+                let entry = serde_json::from_str(&text)
+                    .map_err(|e| StateError::Corrupt(format!("journal entry of {run_id}: {e}")))?;
+                Ok(StoredEntry { phase, entry })
+            })
+            .collect()
+    }
+}

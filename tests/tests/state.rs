@@ -1,0 +1,212 @@
+//! The host's state store, on a SQLite file and on a real PostgreSQL: runs
+//! and their journals are recorded, every write is audited in a hash chain
+//! that shows tampering, and no write happens that the store could not
+//! record first.
+
+use stepgate::gate::Mode;
+use stepgate::run::RunEnd;
+use stepgate::runtime::Runtime;
+use stepgate::state::runs::Phase;
+use stepgate_tests::servers::PgServer;
+use stepgate_tests::*;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+const UNEXPLAINED: &str = "0x2222222222222222222222222222222222222222";
+
+struct State {
+    setup: Setup,
+    runtime: Runtime,
+    pg: Option<PgServer>,
+}
+
+impl State {
+    /// Runs SQL on the state database, behind the host's back.
+    async fn tamper(&self, sql: &str) {
+        match &self.pg {
+            Some(pg) => pg.exec("postgres", sql).await,
+            None => {
+                use sqlx::Connection;
+                let url = format!("sqlite://{}", self.setup.path("state.db").display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// A config whose state lives on `kind`, with the Plaza playbook (auto
+/// gates) and the hostile guest.
+async fn state(kind: Kind, rpc_url: &str) -> State {
+    let pg = (kind == Kind::Postgres).then(PgServer::start);
+    let state = match &pg {
+        Some(pg) => format!("[state]\nurl = \"{}\"\n", pg.url("postgres")),
+        None => "[state]\npath = \"state.db\"\n".to_owned(),
+    };
+    let setup = Setup::new(&format!(
+        r#"
+{state}
+[db.plaza]
+url = "sqlite::memory:"
+fixture_sql = {sql}
+[rpc.base]
+kind = "json-rpc"
+urls = ["{rpc_url}"]
+methods = {{ eth_call = "read", eth_getTransactionCount = "read" }}
+{FLAGS_AND_PAGER}
+[playbooks.plaza]
+component = "{plaza}"
+grants.db.plaza = {{}}
+grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount"]
+grants.flags.write = ["PLAZA_CUSTODIED_MODE_DISABLED"]
+grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
+gates = {{ default = "auto" }}
+
+[playbooks.hostile]
+component = "{hostile}"
+grants.db.plaza = {{}}
+grants.flags.write = ["PLAZA_*"]
+gates = {{ default = "auto" }}
+"#,
+        sql = toml_paths(&plaza_fixture_sql()),
+        plaza = stepgate_artifacts::PLAZA_RECONCILIATION_DRIFT,
+        hostile = stepgate_artifacts::HOSTILE,
+    ));
+    let runtime = setup.runtime();
+    State { setup, runtime, pg }
+}
+
+async fn node() -> RpcNode {
+    RpcNode::start(&[(
+        UNEXPLAINED,
+        vec![WalletState {
+            usdc_micro: 12_480_000_000,
+            pending_nonce: 81,
+            latest_nonce: 81,
+        }],
+    )])
+    .await
+}
+
+fn drift() -> stepgate::bindings::Alert {
+    alert(
+        "ReconciliationDriftHigh",
+        &[("hot_wallet", UNEXPLAINED)],
+        &[("block_time_ms", "20")],
+    )
+}
+
+async fn a_live_run_is_recorded_and_its_writes_audited(kind: Kind) {
+    let node = node().await;
+    let s = state(kind, &node.url).await;
+    let report = run_unattended(&s.runtime, "plaza", drift(), Mode::Live).await;
+    assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
+
+    let store = &s.runtime.state;
+    let runs = store.runs(None, 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run.id, report.run_id);
+    assert_eq!((run.status.as_str(), run.mode.as_str()), ("done", "live"));
+    assert_eq!(run.exit_code, Some(0));
+    assert_eq!(run.started_by, "test");
+    assert_eq!(run.alert["name"], "ReconciliationDriftHigh");
+    assert_eq!(run.outcome.as_ref().unwrap()["severity"], "SEV-0");
+
+    let journal = store.journal(&report.run_id).await.unwrap();
+    assert_eq!(journal.len(), report.journal.len());
+    for (stored, entry) in journal.iter().zip(&report.journal) {
+        assert_eq!(stored.phase, Phase::Done);
+        assert_eq!(&stored.entry, entry);
+    }
+
+    let audit = store.audit_records().await.unwrap();
+    let ops: Vec<String> = audit
+        .iter()
+        .map(|r| {
+            format!(
+                "{}.{}",
+                r.record["entry"]["interface"].as_str().unwrap(),
+                r.record["entry"]["op"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(ops, ["flags.set", "pager.page", "pager.notify"]);
+    assert!(
+        audit
+            .iter()
+            .all(|r| r.run_id == report.run_id && r.record["started_by"] == "test")
+    );
+    assert!(
+        audit[0].record["entry"]["args"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Plaza runbook"),
+        "every write is audited with its reason"
+    );
+    assert_eq!(store.verify_audit().await.unwrap(), Ok(3));
+
+    // Edit, delete, reorder: each is found, at the record it touched.
+    s.tamper("UPDATE audit SET record = replace(record, 'auto', 'approved') WHERE seq = 2")
+        .await;
+    assert_eq!(store.verify_audit().await.unwrap().unwrap_err().seq, 2);
+}
+
+async fn no_write_happens_that_the_store_could_not_record(kind: Kind) {
+    let node = node().await;
+    let s = state(kind, &node.url).await;
+    // Open and migrate the store, then take the journal table away.
+    s.runtime.state.runs(None, 1).await.unwrap();
+    s.tamper("ALTER TABLE journal RENAME TO journal_gone").await;
+    let report = run_unattended(
+        &s.runtime,
+        "hostile",
+        alert("Hostile", &[("mode", "must-write")], &[]),
+        Mode::Live,
+    )
+    .await;
+    match &report.end {
+        RunEnd::Crashed(m) => assert!(m.contains("state store could not record"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.runtime.state.flag("PLAZA_TEST_FLAG").await.unwrap(),
+        None,
+        "the write was not made"
+    );
+    let run = s.runtime.state.run(&report.run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, "crashed");
+}
+
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::Kind::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::Kind::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    a_live_run_is_recorded_and_its_writes_audited,
+    no_write_happens_that_the_store_could_not_record,
+);
