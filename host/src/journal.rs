@@ -163,6 +163,13 @@ impl Journal {
         Ok(())
     }
 
+    /// A call answered from the stored journal on resume: shown and kept
+    /// in the report, not stored again.
+    pub fn replayed(&mut self, entry: Entry) {
+        self.progress.call(&entry);
+        self.entries.push(entry);
+    }
+
     /// Stores a finished write as done and appends its audit record.
     async fn store_write(&self, entry: &Entry) -> Result<(), StateError> {
         let Some(d) = &self.durable else {

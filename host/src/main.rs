@@ -56,6 +56,16 @@ enum Command {
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
     },
+    /// Continue a run whose host stopped (crashed, killed): answered from
+    /// its journal up to where it stopped, then live. A write in doubt or a
+    /// changed playbook stops it (exit code 7).
+    Resume {
+        run: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
     /// List recorded runs, newest first.
     Runs {
         /// Only runs with this status: running, done, failed, limit, crashed.
@@ -137,6 +147,7 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             config,
         } => run(&playbook, &alert, live, json, &config).await,
         Command::Inspect { component, config } => inspect(&component, &config).await,
+        Command::Resume { run, json, config } => resume(&run, json, &config).await,
         Command::Runs {
             status,
             limit,
@@ -236,17 +247,37 @@ async fn run(
         started_by: whoami(),
     };
     let report = runtime.run(&playbook, request).await;
+    print_report(&report, json)?;
+    Ok(report.exit_code())
+}
+
+async fn resume(run_id: &str, json: bool, config: &Path) -> Result<u8, UsageError> {
+    let runtime = Runtime::new(load_config(config)?)?;
+    let progress: Box<dyn stepgate::journal::Progress> = if json {
+        Box::new(Quiet)
+    } else {
+        eprintln!("stepgate: resuming run {run_id} (calls in its journal are answered from it)");
+        Box::new(TerminalProgress::new(std::io::stderr()))
+    };
+    let report = runtime
+        .resume(run_id, TtyApprover::for_stdin(false), progress)
+        .await?;
+    print_report(&report, json)?;
+    Ok(report.exit_code())
+}
+
+fn print_report(report: &stepgate::run::RunReport, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
-        print!("{}", summary(&report));
+        print!("{}", summary(report));
         eprintln!(
             "run {} ended with exit code {}",
             report.run_id,
             report.exit_code()
         );
     }
-    Ok(report.exit_code())
+    Ok(())
 }
 
 /// Who is at the terminal, for the run record and the audit log.

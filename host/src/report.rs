@@ -22,6 +22,9 @@ pub mod exit {
     pub const DENIED: u8 = 5;
     /// `stepgate audit verify` found the chain broken.
     pub const AUDIT_BROKEN: u8 = 6;
+    /// A resumed run stopped: a write in doubt, or the playbook diverged
+    /// from its journal.
+    pub const STOPPED: u8 = 7;
 }
 
 impl RunReport {
@@ -34,6 +37,7 @@ impl RunReport {
             }
             RunEnd::Failed(_) | RunEnd::Crashed(_) => exit::PLAYBOOK_ERROR,
             RunEnd::Limit(_) => exit::LIMIT,
+            RunEnd::Stopped(_) => exit::STOPPED,
         }
     }
 
@@ -71,6 +75,12 @@ pub fn end_json(end: &RunEnd) -> Json {
         }
         RunEnd::Limit(limit) => json!({ "status": "limit", "error": limit.to_string() }),
         RunEnd::Crashed(message) => json!({ "status": "crashed", "error": message }),
+        RunEnd::Stopped(stopped @ crate::run::Stopped::InDoubt { .. }) => {
+            json!({ "status": "in-doubt", "error": stopped.to_string() })
+        }
+        RunEnd::Stopped(stopped @ crate::run::Stopped::Diverged { .. }) => {
+            json!({ "status": "diverged", "error": stopped.to_string() })
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use crate::journal::{Durable, Entry, Journal, Progress};
 use crate::playbook::Playbook;
 use crate::report::end_json;
 use crate::state::StateStore;
-use crate::state::runs::NewRun;
+use crate::state::runs::{NewRun, StoredEntry};
 
 /// A limit a run broke. The message names the limit and how to raise it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +53,8 @@ pub enum RunEnd {
     Limit(LimitExceeded),
     /// The guest trapped (a panic, `unreachable`) or could not start.
     Crashed(String),
+    /// A resumed run stopped: diverged from its journal, or a write in doubt.
+    Stopped(Stopped),
 }
 
 /// What a run did.
@@ -77,6 +79,23 @@ pub struct RunRequest {
     /// Who started the run (a user, a token's principal, `alertmanager`),
     /// for the run record and the audit log.
     pub started_by: String,
+}
+
+/// Why a resumed run stopped instead of going on: the host will not guess.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stopped {
+    #[error(
+        "the playbook diverged from its journal at call #{seq}: the journal has {journaled}, the playbook now asks {asked}; the component or its input changed under the run"
+    )]
+    Diverged {
+        seq: u64,
+        journaled: String,
+        asked: String,
+    },
+    #[error(
+        "write #{seq} is in doubt: it was stored as intended but never as done, so it may or may not have reached its backend ({call}); check the backend, then resolve the run"
+    )]
+    InDoubt { seq: u64, call: String },
 }
 
 /// Refuses memory growth past the run's limit, naming the limit.
@@ -221,6 +240,9 @@ pub fn classify_trap(error: &wasmtime::Error, printed: &str) -> RunEnd {
     if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
         return RunEnd::Limit(limit.clone());
     }
+    if let Some(stopped) = error.downcast_ref::<Stopped>() {
+        return RunEnd::Stopped(stopped.clone());
+    }
     if let Some(wasmtime::Trap::StackOverflow) = error.downcast_ref::<wasmtime::Trap>() {
         return RunEnd::Limit(LimitExceeded::Stack);
     }
@@ -246,46 +268,141 @@ pub async fn run(
     state: Option<Arc<StateStore>>,
     request: RunRequest,
 ) -> RunReport {
-    let run_id = request.run_id.unwrap_or_else(new_run_id);
-    let mode = match request.mode {
+    let run_id = request.run_id.clone().unwrap_or_else(new_run_id);
+    if let Some(store) = &state {
+        let alert = serde_json::to_value(&request.alert).unwrap_or_default();
+        let started = store
+            .start_run(NewRun {
+                id: &run_id,
+                playbook: &playbook.name,
+                mode: mode_name(request.mode),
+                alert: &alert,
+                started_by: &request.started_by,
+            })
+            .await;
+        if let Err(e) = started {
+            return RunReport {
+                run_id,
+                playbook: playbook.name.clone(),
+                mode: request.mode,
+                end: RunEnd::Crashed(format!(
+                    "the run was not started: the state store cannot record it: {e}"
+                )),
+                journal: Vec::new(),
+                steps: Vec::new(),
+            };
+        }
+    }
+    execute(
+        engine,
+        playbook,
+        backends,
+        state,
+        run_id,
+        request,
+        Vec::new(),
+    )
+    .await
+}
+
+/// Why a run cannot be resumed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error("no run `{0}` in the state store; `stepgate runs` lists them")]
+    Unknown(String),
+    #[error("run `{id}` already ended ({status}); only a run that is still `running` resumes")]
+    Ended { id: String, status: String },
+    #[error("run `{id}`: {message}")]
+    Corrupt { id: String, message: String },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+/// Continues a run that the host stopped tracking (it crashed, or was
+/// killed): the component runs again from the start, every call the
+/// journal holds is answered from it, and the run goes on live where the
+/// journal ends. A write stored as intended but not done stops the run as
+/// in doubt; a playbook that asks for different calls stops it as diverged.
+pub async fn resume(
+    engine: &Engine,
+    playbook: &Playbook,
+    backends: Arc<Backends>,
+    state: Arc<StateStore>,
+    run_id: &str,
+    approver: Arc<dyn Approver>,
+    progress: Box<dyn Progress>,
+) -> Result<RunReport, ResumeError> {
+    let run = state
+        .run(run_id)
+        .await?
+        .ok_or_else(|| ResumeError::Unknown(run_id.to_owned()))?;
+    if run.status != "running" {
+        return Err(ResumeError::Ended {
+            id: run.id,
+            status: run.status,
+        });
+    }
+    let corrupt = |message: String| ResumeError::Corrupt {
+        id: run_id.to_owned(),
+        message,
+    };
+    let alert: Alert = serde_json::from_value(run.alert.clone())
+        .map_err(|e| corrupt(format!("stored alert: {e}")))?;
+    let mode = match run.mode.as_str() {
+        "live" => Mode::Live,
+        "dry-run" => Mode::DryRun,
+        other => return Err(corrupt(format!("unknown mode `{other}`"))),
+    };
+    let journal = state.journal(run_id).await?;
+    let request = RunRequest {
+        alert,
+        mode,
+        approver,
+        progress,
+        run_id: Some(run_id.to_owned()),
+        started_by: run.started_by,
+    };
+    Ok(execute(
+        engine,
+        playbook,
+        backends,
+        Some(state),
+        run_id.to_owned(),
+        request,
+        journal,
+    )
+    .await)
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
         Mode::DryRun => "dry-run",
         Mode::Live => "live",
-    };
+    }
+}
+
+/// Runs the component for a recorded (or unrecorded) run, answering the
+/// first calls from `replay`, and records how it ended.
+async fn execute(
+    engine: &Engine,
+    playbook: &Playbook,
+    backends: Arc<Backends>,
+    state: Option<Arc<StateStore>>,
+    run_id: String,
+    request: RunRequest,
+    replay: Vec<StoredEntry>,
+) -> RunReport {
     let journal = match &state {
-        Some(store) => {
-            let alert = serde_json::to_value(&request.alert).unwrap_or_default();
-            let started = store
-                .start_run(NewRun {
-                    id: &run_id,
-                    playbook: &playbook.name,
-                    mode,
-                    alert: &alert,
-                    started_by: &request.started_by,
-                })
-                .await;
-            if let Err(e) = started {
-                return RunReport {
-                    run_id,
-                    playbook: playbook.name.clone(),
-                    mode: request.mode,
-                    end: RunEnd::Crashed(format!(
-                        "the run was not started: the state store cannot record it: {e}"
-                    )),
-                    journal: Vec::new(),
-                    steps: Vec::new(),
-                };
-            }
-            Journal::durable(
-                request.progress,
-                Durable {
-                    store: store.clone(),
-                    run_id: run_id.clone(),
-                    playbook: playbook.name.clone(),
-                    mode: mode.to_owned(),
-                    started_by: request.started_by.clone(),
-                },
-            )
-        }
+        Some(store) => Journal::durable(
+            request.progress,
+            Durable {
+                store: store.clone(),
+                run_id: run_id.clone(),
+                playbook: playbook.name.clone(),
+                mode: mode_name(request.mode).to_owned(),
+                started_by: request.started_by.clone(),
+            },
+        ),
         None => Journal::new(request.progress),
     };
     let calls = CallCtx::new(
@@ -298,7 +415,8 @@ pub async fn run(
         backends,
         journal,
         playbook.limits,
-    );
+    )
+    .with_replay(replay);
     let mut store = new_store(engine, calls);
     let end = match playbook.pre.instantiate_async(&mut store).await {
         Err(e) => classify_trap(&e, &store.data().output.text()),

@@ -36,6 +36,15 @@ pub enum RuntimeError {
     },
 }
 
+/// A run that could not be resumed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeFailed {
+    #[error(transparent)]
+    Resume(#[from] run::ResumeError),
+    #[error(transparent)]
+    Load(#[from] RuntimeError),
+}
+
 pub struct Runtime {
     pub config: Config,
     pub engine: Engine,
@@ -122,6 +131,33 @@ impl Runtime {
             }
         };
         Ok(playbook::load(&self.engine, &self.linker, spec).await?)
+    }
+
+    /// Continues a recorded run that is still `running` (the host that ran
+    /// it stopped): see [`run::resume`].
+    pub async fn resume(
+        &self,
+        run_id: &str,
+        approver: Arc<dyn crate::gate::Approver>,
+        progress: Box<dyn crate::journal::Progress>,
+    ) -> Result<RunReport, ResumeFailed> {
+        let record = self
+            .state
+            .run(run_id)
+            .await
+            .map_err(run::ResumeError::from)?
+            .ok_or_else(|| run::ResumeError::Unknown(run_id.to_owned()))?;
+        let playbook = self.playbook(&record.playbook).await?;
+        Ok(run::resume(
+            &self.engine,
+            &playbook,
+            self.backends.clone(),
+            self.state.clone(),
+            run_id,
+            approver,
+            progress,
+        )
+        .await?)
     }
 
     /// Runs a loaded playbook once.

@@ -90,6 +90,7 @@ pub fn summary(report: &RunReport) -> String {
         }
         RunEnd::Limit(limit) => out.push_str(&format!("Run stopped: {limit}\n")),
         RunEnd::Crashed(message) => out.push_str(&format!("The playbook crashed: {message}\n")),
+        RunEnd::Stopped(stopped) => out.push_str(&format!("The run stopped: {stopped}\n")),
     }
     let writes: Vec<&Entry> = report.writes().collect();
     let heading = match report.mode {

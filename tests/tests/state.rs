@@ -210,3 +210,141 @@ on_both!(
     a_live_run_is_recorded_and_its_writes_audited,
     no_write_happens_that_the_store_could_not_record,
 );
+
+mod resume {
+    use super::*;
+    use stepgate::gate::NoApprover;
+    use stepgate::journal::Quiet;
+    use stepgate::run::Stopped;
+    use stepgate_tests::receiver::{Receiver, Reply};
+
+    /// A run of `page-sleep-page` recorded live against a receiving pager,
+    /// then the state made to look as if the host died after call #1 with
+    /// that call in `phase`.
+    async fn interrupted(kind: Kind, phase: &str) -> (State, Receiver, String) {
+        let pager = Receiver::always(Reply::ok("{}")).await;
+        let pg = (kind == Kind::Postgres).then(PgServer::start);
+        let state_line = match &pg {
+            Some(pg) => format!("[state]\nurl = \"{}\"\n", pg.url("postgres")),
+            None => "[state]\npath = \"state.db\"\n".to_owned(),
+        };
+        let setup = Setup::new(&format!(
+            r#"
+{state_line}
+[db.plaza]
+url = "sqlite::memory:"
+[pager.targets.ceo]
+kind = "webhook"
+url = "{}"
+[playbooks.hostile]
+component = "{}"
+grants.db.plaza = {{}}
+grants.pager.targets = ["ceo"]
+gates = {{ default = "auto" }}
+"#,
+            pager.url,
+            stepgate_artifacts::HOSTILE
+        ));
+        let runtime = setup.runtime();
+        let report = run_unattended(
+            &runtime,
+            "hostile",
+            alert("Hostile", &[("mode", "page-sleep-page"), ("ms", "10")], &[]),
+            Mode::Live,
+        )
+        .await;
+        assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
+        assert_eq!(pager.requests().len(), 2);
+        let s = State { setup, runtime, pg };
+        s.tamper(&format!(
+            "DELETE FROM journal WHERE seq > 1; UPDATE journal SET phase = '{phase}'; UPDATE runs SET status = 'running', ended_at = NULL, outcome = NULL, exit_code = NULL"
+        ))
+        .await;
+        (s, pager, report.run_id)
+    }
+
+    async fn resume(s: &State, run_id: &str) -> stepgate::run::RunReport {
+        s.runtime
+            .resume(run_id, std::sync::Arc::new(NoApprover), Box::new(Quiet))
+            .await
+            .unwrap()
+    }
+
+    pub async fn a_resumed_run_answers_its_journal_and_goes_on_live(kind: Kind) {
+        let (s, pager, run_id) = interrupted(kind, "done").await;
+        let report = resume(&s, &run_id).await;
+        assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
+        // #1 came from the journal; only the second page went out again.
+        let requests = pager.requests();
+        assert_eq!(requests.len(), 3);
+        assert_eq!(requests[2].json()["summary"], "second page");
+        let names: Vec<String> = report.journal.iter().map(|e| e.name()).collect();
+        assert_eq!(names, ["pager.page", "runbook.sleep", "pager.page"]);
+        let stored = s.runtime.state.journal(&run_id).await.unwrap();
+        assert_eq!(stored.len(), 3);
+        assert!(stored.iter().all(|e| e.phase == Phase::Done));
+        assert_eq!(
+            s.runtime.state.run(&run_id).await.unwrap().unwrap().status,
+            "done"
+        );
+        // A finished run does not resume again.
+        let again = s
+            .runtime
+            .resume(&run_id, std::sync::Arc::new(NoApprover), Box::new(Quiet))
+            .await;
+        assert!(again.is_err());
+    }
+
+    pub async fn a_write_caught_between_intended_and_done_is_in_doubt(kind: Kind) {
+        let (s, pager, run_id) = interrupted(kind, "intended").await;
+        let report = resume(&s, &run_id).await;
+        match &report.end {
+            RunEnd::Stopped(Stopped::InDoubt { seq: 1, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(report.exit_code(), 7);
+        assert_eq!(
+            pager.requests().len(),
+            2,
+            "the write in doubt was not repeated"
+        );
+        let run = s.runtime.state.run(&run_id).await.unwrap().unwrap();
+        assert_eq!(run.status, "in-doubt");
+    }
+
+    pub async fn a_changed_playbook_diverges_instead_of_guessing(kind: Kind) {
+        let (s, pager, run_id) = interrupted(kind, "done").await;
+        s.tamper("UPDATE journal SET entry = replace(entry, 'first page', 'another page')")
+            .await;
+        let report = resume(&s, &run_id).await;
+        match &report.end {
+            RunEnd::Stopped(Stopped::Diverged {
+                seq: 1,
+                journaled,
+                asked,
+            }) => {
+                assert!(journaled.contains("another page") && asked.contains("first page"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pager.requests().len(), 2);
+    }
+}
+
+mod resume_on {
+    macro_rules! both {
+        ($($scenario:ident),*) => {
+            mod sqlite {
+                $(#[tokio::test] async fn $scenario() { super::super::resume::$scenario(super::super::Kind::Sqlite).await })*
+            }
+            mod postgres {
+                $(#[tokio::test] async fn $scenario() { super::super::resume::$scenario(super::super::Kind::Postgres).await })*
+            }
+        };
+    }
+    both!(
+        a_resumed_run_answers_its_journal_and_goes_on_live,
+        a_write_caught_between_intended_and_done_is_in_doubt,
+        a_changed_playbook_diverges_instead_of_guessing
+    );
+}

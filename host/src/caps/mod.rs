@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value as Json, json};
 
 use crate::backends::{BackendError, Backends};
@@ -26,8 +27,9 @@ use crate::bindings::WitError;
 use crate::config::{Effect, Limits};
 use crate::gate::{Approver, Decision, Gates, Mode, Verdict, WriteRequest};
 use crate::journal::{Entry, Journal};
-use crate::run::LimitExceeded;
+use crate::run::{LimitExceeded, Stopped};
 use crate::scope::{NotGranted, Scope};
+use crate::state::runs::{Phase, StoredEntry};
 
 /// What a capability call returns to the bindings: the WIT error, handed
 /// to the playbook, or a trap that ends the run (a broken limit).
@@ -40,6 +42,12 @@ pub enum CapError {
 impl From<WitError> for CapError {
     fn from(e: WitError) -> Self {
         CapError::Wit(e)
+    }
+}
+
+impl From<Stopped> for CapError {
+    fn from(e: Stopped) -> Self {
+        CapError::Trap(wasmtime::Error::new(e))
     }
 }
 
@@ -132,6 +140,9 @@ pub struct CallCtx {
     human_wait: Duration,
     /// Set while `describe()` runs: no import may be called then.
     pub describing: bool,
+    /// On resume: the stored journal, answered in order instead of calling
+    /// any backend or gate (see [`CallCtx::replayed`]).
+    replay: std::collections::VecDeque<StoredEntry>,
 }
 
 impl CallCtx {
@@ -161,7 +172,63 @@ impl CallCtx {
             started: Instant::now(),
             human_wait: Duration::ZERO,
             describing: false,
+            replay: Default::default(),
         }
+    }
+
+    /// Resumes a run: the first calls are answered from `journal`.
+    pub fn with_replay(mut self, journal: Vec<StoredEntry>) -> CallCtx {
+        self.replay = journal.into();
+        self
+    }
+
+    /// Answers a call from the stored journal while there is one: the same
+    /// call at the same position gets its stored result, and nothing
+    /// reaches a backend, a gate or an approver. A different call means
+    /// the playbook no longer decides as it did (`diverged`); a write stored
+    /// as intended but never done may or may not have happened (`in doubt`):
+    /// both stop the run rather than guess.
+    async fn replayed<T: DeserializeOwned>(&mut self, call: &Call) -> Option<Result<T, CapError>> {
+        let stored = self.replay.pop_front()?;
+        let entry = stored.entry;
+        let seq = self.journal.next_seq();
+        if entry.seq != seq
+            || entry.interface != call.interface
+            || entry.op != call.op
+            || entry.args != call.args
+        {
+            return Some(Err(Stopped::Diverged {
+                seq,
+                journaled: format!("{}.{} {}", entry.interface, entry.op, entry.args),
+                asked: format!("{}.{} {}", call.interface, call.op, call.args),
+            }
+            .into()));
+        }
+        if stored.phase == Phase::Intended {
+            return Some(Err(Stopped::InDoubt {
+                seq,
+                call: format!("{}.{} {}", entry.interface, entry.op, entry.args),
+            }
+            .into()));
+        }
+        let answer = match (entry.result.get("ok"), entry.result.get("err")) {
+            (Some(ok), _) => serde_json::from_value::<T>(ok.clone())
+                .map(Ok)
+                .map_err(|e| format!("stored result of #{seq}: {e}")),
+            (_, Some(err)) => serde_json::from_value::<WitError>(err.clone())
+                .map(|e| Err(CapError::Wit(e)))
+                .map_err(|e| format!("stored error of #{seq}: {e}")),
+            _ => Err(format!("stored entry #{seq} has no result")),
+        };
+        Some(match answer {
+            Ok(answer) => {
+                self.journal.replayed(entry);
+                answer
+            }
+            Err(why) => Err(CapError::Trap(wasmtime::format_err!(
+                "cannot resume from the journal: {why}"
+            ))),
+        })
     }
 
     /// Run time that counts against the deadline.
@@ -203,7 +270,7 @@ impl CallCtx {
         perform: F,
     ) -> Result<T, CapError>
     where
-        T: Serialize,
+        T: Serialize + DeserializeOwned,
         F: FnOnce(Action, CallInfo) -> Fut,
         Fut: Future<Output = Result<T, BackendError>>,
     {
@@ -223,7 +290,7 @@ impl CallCtx {
         perform: F,
     ) -> Result<T, CapError>
     where
-        T: Serialize,
+        T: Serialize + DeserializeOwned,
         F: FnOnce(Action, CallInfo) -> Fut,
         Fut: Future<Output = Result<(T, Option<String>), BackendError>>,
     {
@@ -235,6 +302,9 @@ impl CallCtx {
             return self.reject(call, scope, WitError::Invalid(why)).await;
         }
         self.admit(call.interface, call.op)?;
+        if let Some(answer) = self.replayed(&call).await {
+            return answer;
+        }
         let started = Instant::now();
         let info = CallInfo {
             seq: self.journal.next_seq(),
@@ -277,13 +347,16 @@ impl CallCtx {
 
     /// Journals a call refused before the gate: out of scope, or `error`
     /// (the call itself is wrong). No backend and no approver is involved.
-    pub async fn reject<T: Serialize>(
+    pub async fn reject<T: Serialize + DeserializeOwned>(
         &mut self,
         call: Call,
         scope: Result<(), NotGranted>,
         error: WitError,
     ) -> Result<T, CapError> {
         self.admit(call.interface, call.op)?;
+        if let Some(answer) = self.replayed(&call).await {
+            return answer;
+        }
         let seq = self.journal.next_seq();
         let (decision, error) = match scope {
             Err(not_granted) => (

@@ -80,6 +80,14 @@ impl Playbook for Hostile {
                 }
                 Ok(Outcome::new(format!("{n} calls")))
             }
+            // For resume tests: a page, a sleep of `ms`, another page.
+            "page-sleep-page" => {
+                let ms: u64 = alert.label("ms").and_then(|m| m.parse().ok()).unwrap_or(0);
+                pager::page("ceo", Severity::Warning, "first page", "before the sleep")?;
+                runbook::sleep(std::time::Duration::from_millis(ms))?;
+                pager::page("ceo", Severity::Warning, "second page", "after the sleep")?;
+                Ok(Outcome::new("paged twice"))
+            }
             // For benchmarks: `n` runs of the `sql` annotation on `plaza`.
             "query-loop" => {
                 let n = count(&alert);
