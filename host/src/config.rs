@@ -508,6 +508,13 @@ pub struct PlaybookConfig {
     /// Overrides of the global limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Distinct approvers every approval of this playbook needs.
+    #[serde(default = "one")]
+    pub quorum: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The capabilities the operator grants one playbook.
@@ -830,6 +837,9 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if playbook.quorum == 0 {
+            return Err(self.invalid(at("quorum"), "a quorum is at least 1 approver"));
         }
         for key in playbook.gates.keys() {
             if key != "default" {

@@ -4,8 +4,9 @@
 //! in a live run it passes the playbook's policy for that operation:
 //! `auto`, `approve` (a human says yes) or `deny`. This module decides; it
 //! performs nothing and journals nothing. Asking a human is behind the
-//! [`Approver`] trait so the terminal prompt of today and the durable
-//! approval workflow of later share the same decision point.
+//! [`Approver`] trait so the terminal prompt and the durable approval
+//! records (`crate::approvals`, which can leave a request pending and park
+//! the run) share the same decision point.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -124,24 +125,49 @@ pub enum Verdict {
     Simulate,
     /// Refuse, with the reason the playbook is given.
     Refuse(String),
+    /// The approval is requested and not decided yet: park the run.
+    Park,
 }
 
 /// A write waiting for a human, as the approver sees it.
 #[derive(Debug, Clone)]
 pub struct WriteRequest {
+    pub run_id: String,
+    /// The call's position in the run's journal.
+    pub seq: u64,
     pub playbook: String,
     pub op: String,
     pub target: String,
     /// The exact write, human-readable.
     pub detail: String,
     pub reason: String,
+    /// Distinct approvers needed.
+    pub quorum: u32,
+}
+
+/// What an approver says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Approved,
+    Refused(String),
+    /// Asked, not decided yet: the run parks until it is.
+    Pending,
 }
 
 /// The human side of `approve`.
 #[async_trait::async_trait]
 pub trait Approver: Send + Sync {
-    /// `Ok(())` if approved, `Err(why)` if refused.
+    /// `Ok(())` if approved, `Err(why)` if refused, for approvers that
+    /// answer on the spot (a terminal prompt).
     async fn decide(&self, request: &WriteRequest) -> Result<(), String>;
+
+    /// The answer, which a durable approver may leave pending.
+    async fn answer(&self, request: &WriteRequest) -> Answer {
+        match self.decide(request).await {
+            Ok(()) => Answer::Approved,
+            Err(why) => Answer::Refused(why),
+        }
+    }
 }
 
 /// Refuses everything: no human is attached (stdin is not a terminal).
@@ -159,14 +185,16 @@ impl Approver for NoApprover {
 pub struct Gates {
     default: Policy,
     by_key: BTreeMap<GateKey, Policy>,
+    quorum: u32,
 }
 
 impl Default for Gates {
-    /// Unconfigured writes need approval.
+    /// Unconfigured writes need approval, by one approver.
     fn default() -> Self {
         Gates {
             default: Policy::Approve,
             by_key: BTreeMap::new(),
+            quorum: 1,
         }
     }
 }
@@ -183,6 +211,16 @@ impl Gates {
             }
         }
         Ok(gates)
+    }
+
+    /// Every approval of this playbook needs `quorum` distinct approvers.
+    pub fn with_quorum(mut self, quorum: u32) -> Gates {
+        self.quorum = quorum.max(1);
+        self
+    }
+
+    pub fn quorum(&self) -> u32 {
+        self.quorum
     }
 
     /// The policy for `op` on `target`: the most specific key wins.
@@ -222,9 +260,10 @@ impl Gates {
                 "gate policy for {} on `{}` is deny",
                 request.op, request.target
             )),
-            Policy::Approve => match approver.decide(request).await {
-                Ok(()) => Verdict::Perform(Decision::Approved),
-                Err(why) => Verdict::Refuse(why),
+            Policy::Approve => match approver.answer(request).await {
+                Answer::Approved => Verdict::Perform(Decision::Approved),
+                Answer::Refused(why) => Verdict::Refuse(why),
+                Answer::Pending => Verdict::Park,
             },
         }
     }
@@ -244,11 +283,14 @@ mod tests {
 
     fn request(op: &str, target: &str) -> WriteRequest {
         WriteRequest {
+            run_id: "r".into(),
+            seq: 1,
             playbook: "p".into(),
             op: op.into(),
             target: target.into(),
             detail: String::new(),
             reason: "because".into(),
+            quorum: 1,
         }
     }
 

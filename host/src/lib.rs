@@ -19,7 +19,8 @@
 //! - [`caps`] implements the WIT interfaces: one file per interface, each
 //!   call going through the one shared path (scope, gate, journal).
 //! - [`scope`], [`gate`], [`journal`]: what may be touched, whether a write
-//!   happens, and the record of every call.
+//!   happens, and the record of every call; [`approvals`] files approval
+//!   requests in the state store and parks the run until they are decided.
 //! - [`backends`] are the drivers behind a trait per capability; they decide
 //!   no policy.
 //! - [`secret`] resolves URLs, keys and headers from env or files and masks
@@ -29,6 +30,7 @@
 //!   flags; SQLite or PostgreSQL.
 
 pub mod alert;
+pub mod approvals;
 pub mod backends;
 pub mod bindings;
 pub mod caps;

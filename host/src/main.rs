@@ -1,7 +1,7 @@
 //! The `stepgate` command line: parse arguments, load the config, hand the
 //! work to the library, turn the result into output and an exit code.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -16,6 +16,7 @@ use stepgate::run::RunRequest;
 use stepgate::runtime::Runtime;
 use stepgate::terminal::{TerminalProgress, TtyApprover, summary};
 
+mod decisions;
 mod history;
 
 #[derive(Parser)]
@@ -66,6 +67,44 @@ enum Command {
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
     },
+    /// Writes waiting for approval.
+    Approvals {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
+    /// Approve a parked write (your token: --token-file or $STEPGATE_TOKEN).
+    /// Once its quorum is met, the run resumes.
+    Approve {
+        run: String,
+        /// The write's position in the run (`stepgate approvals` shows it).
+        seq: u64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
+    /// Deny a parked write; the run resumes and the playbook gets `denied`.
+    Deny {
+        run: String,
+        seq: u64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
+    /// Principals who may decide approvals, and their tokens.
+    Principal {
+        #[command(subcommand)]
+        action: PrincipalAction,
+        #[arg(long, default_value = "stepgate.toml", global = true)]
+        config: PathBuf,
+    },
     /// List recorded runs, newest first.
     Runs {
         /// Only runs with this status: running, done, failed, limit, crashed.
@@ -93,6 +132,19 @@ enum Command {
         #[arg(long, default_value = "stepgate.toml", global = true)]
         config: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum PrincipalAction {
+    /// Add a principal; prints its token once.
+    Add {
+        name: String,
+        /// viewer, approver, operator or admin.
+        #[arg(long, default_value = "approver")]
+        role: String,
+    },
+    /// Revoke a principal's token.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -148,6 +200,52 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
         } => run(&playbook, &alert, live, json, &config).await,
         Command::Inspect { component, config } => inspect(&component, &config).await,
         Command::Resume { run, json, config } => resume(&run, json, &config).await,
+        Command::Approvals { json, config } => decisions::list(&load_config(&config)?, json).await,
+        Command::Approve {
+            run,
+            seq,
+            reason,
+            token_file,
+            config,
+        } => {
+            decisions::decide(
+                load_config(&config)?,
+                &run,
+                seq,
+                true,
+                &reason,
+                token_file.as_ref(),
+            )
+            .await
+        }
+        Command::Deny {
+            run,
+            seq,
+            reason,
+            token_file,
+            config,
+        } => {
+            decisions::decide(
+                load_config(&config)?,
+                &run,
+                seq,
+                false,
+                &reason,
+                token_file.as_ref(),
+            )
+            .await
+        }
+        Command::Principal { action, config } => {
+            let config = load_config(&config)?;
+            match action {
+                PrincipalAction::Add { name, role } => {
+                    decisions::add_principal(&config, &name, &role).await
+                }
+                PrincipalAction::Revoke { name } => {
+                    decisions::revoke_principal(&config, &name).await
+                }
+            }
+        }
         Command::Runs {
             status,
             limit,
@@ -238,13 +336,25 @@ async fn run(
         );
         Box::new(TerminalProgress::new(std::io::stderr()))
     };
+    let started_by = whoami();
+    // At a terminal a human answers on the spot; otherwise the approval is
+    // filed and the run parks until it is decided.
+    let approver: std::sync::Arc<dyn stepgate::gate::Approver> =
+        if !alert_from_stdin && std::io::stdin().is_terminal() {
+            std::sync::Arc::new(TtyApprover)
+        } else {
+            std::sync::Arc::new(stepgate::approvals::StoredApprover::new(
+                runtime.state.clone(),
+                &started_by,
+            ))
+        };
     let request = RunRequest {
         alert,
         mode,
-        approver: TtyApprover::for_stdin(alert_from_stdin),
+        approver,
         progress,
         run_id: None,
-        started_by: whoami(),
+        started_by,
     };
     let report = runtime.run(&playbook, request).await;
     print_report(&report, json)?;
@@ -259,14 +369,12 @@ async fn resume(run_id: &str, json: bool, config: &Path) -> Result<u8, UsageErro
         eprintln!("stepgate: resuming run {run_id} (calls in its journal are answered from it)");
         Box::new(TerminalProgress::new(std::io::stderr()))
     };
-    let report = runtime
-        .resume(run_id, TtyApprover::for_stdin(false), progress)
-        .await?;
+    let report = runtime.resume(run_id, None, progress).await?;
     print_report(&report, json)?;
     Ok(report.exit_code())
 }
 
-fn print_report(report: &stepgate::run::RunReport, json: bool) -> Result<()> {
+pub(crate) fn print_report(report: &stepgate::run::RunReport, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {

@@ -25,6 +25,8 @@ pub mod exit {
     /// A resumed run stopped: a write in doubt, or the playbook diverged
     /// from its journal.
     pub const STOPPED: u8 = 7;
+    /// The run is parked on an approval.
+    pub const PARKED: u8 = 8;
 }
 
 impl RunReport {
@@ -37,6 +39,7 @@ impl RunReport {
             }
             RunEnd::Failed(_) | RunEnd::Crashed(_) => exit::PLAYBOOK_ERROR,
             RunEnd::Limit(_) => exit::LIMIT,
+            RunEnd::Stopped(crate::run::Stopped::Parked { .. }) => exit::PARKED,
             RunEnd::Stopped(_) => exit::STOPPED,
         }
     }
@@ -80,6 +83,9 @@ pub fn end_json(end: &RunEnd) -> Json {
         }
         RunEnd::Stopped(stopped @ crate::run::Stopped::Diverged { .. }) => {
             json!({ "status": "diverged", "error": stopped.to_string() })
+        }
+        RunEnd::Stopped(stopped @ crate::run::Stopped::Parked { .. }) => {
+            json!({ "status": "parked", "error": stopped.to_string() })
         }
     }
 }

@@ -96,6 +96,10 @@ pub enum Stopped {
         "write #{seq} is in doubt: it was stored as intended but never as done, so it may or may not have reached its backend ({call}); check the backend, then resolve the run"
     )]
     InDoubt { seq: u64, call: String },
+    #[error(
+        "write #{seq} waits for approval ({call}); the run is parked and holds no instance: `stepgate approvals` lists it, `stepgate approve` or `deny` decides it"
+    )]
+    Parked { seq: u64, call: String },
 }
 
 /// Refuses memory growth past the run's limit, naming the limit.
@@ -310,7 +314,7 @@ pub async fn run(
 pub enum ResumeError {
     #[error("no run `{0}` in the state store; `stepgate runs` lists them")]
     Unknown(String),
-    #[error("run `{id}` already ended ({status}); only a run that is still `running` resumes")]
+    #[error("run `{id}` already ended ({status}); only a `running` or `parked` run resumes")]
     Ended { id: String, status: String },
     #[error("run `{id}`: {message}")]
     Corrupt { id: String, message: String },
@@ -336,7 +340,7 @@ pub async fn resume(
         .run(run_id)
         .await?
         .ok_or_else(|| ResumeError::Unknown(run_id.to_owned()))?;
-    if run.status != "running" {
+    if run.status != "running" && run.status != "parked" {
         return Err(ResumeError::Ended {
             id: run.id,
             status: run.status,

@@ -100,10 +100,12 @@ impl Runtime {
                 name: name_or_path.to_owned(),
                 path: self.config.resolve(&pb.component),
                 scope: Scope::new(name_or_path, &pb.grants, &self.config),
-                gates: Gates::from_config(&pb.gates).map_err(|message| RuntimeError::Gates {
-                    name: name_or_path.to_owned(),
-                    message,
-                })?,
+                gates: Gates::from_config(&pb.gates)
+                    .map_err(|message| RuntimeError::Gates {
+                        name: name_or_path.to_owned(),
+                        message,
+                    })?
+                    .with_quorum(pb.quorum),
                 limits: self.config.limits_for(pb),
             },
             None if Path::new(name_or_path).is_file() => {
@@ -135,10 +137,12 @@ impl Runtime {
 
     /// Continues a recorded run that is still `running` (the host that ran
     /// it stopped): see [`run::resume`].
+    /// `approver: None` answers approvals from the state store's records
+    /// (the run parks again on one still pending).
     pub async fn resume(
         &self,
         run_id: &str,
-        approver: Arc<dyn crate::gate::Approver>,
+        approver: Option<Arc<dyn crate::gate::Approver>>,
         progress: Box<dyn crate::journal::Progress>,
     ) -> Result<RunReport, ResumeFailed> {
         let record = self
@@ -148,6 +152,12 @@ impl Runtime {
             .map_err(run::ResumeError::from)?
             .ok_or_else(|| run::ResumeError::Unknown(run_id.to_owned()))?;
         let playbook = self.playbook(&record.playbook).await?;
+        let approver = approver.unwrap_or_else(|| {
+            Arc::new(crate::approvals::StoredApprover::new(
+                self.state.clone(),
+                &record.started_by,
+            ))
+        });
         Ok(run::resume(
             &self.engine,
             &playbook,

@@ -114,7 +114,7 @@ fn json_output_has_the_documented_shape() {
 }
 
 #[test]
-fn live_without_a_terminal_denies_approval_writes_but_pages() {
+fn live_without_a_terminal_parks_the_write_that_needs_approval() {
     let (dir, config) = demo_copy();
     let out = run(
         "plaza-reconciliation-drift",
@@ -123,11 +123,12 @@ fn live_without_a_terminal_denies_approval_writes_but_pages() {
         &["--live"],
     );
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(stdout.contains("denied       flags.set"), "{stdout}");
-    assert!(stdout.contains("DONE         pager.page"), "{stdout}");
-    let pages = std::fs::read_to_string(dir.path().join("var/pages.jsonl")).unwrap();
-    assert_eq!(pages.lines().count(), 2);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
+    assert!(stdout.contains("#6 waits for approval"), "{stdout}");
+    assert!(
+        !dir.path().join("var/pages.jsonl").exists(),
+        "the run stopped before paging"
+    );
 }
 
 #[test]
@@ -330,7 +331,7 @@ fn inspect_shows_description_and_imports() {
 }
 
 #[test]
-fn runs_show_and_audit_read_what_the_state_store_recorded() {
+fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
     let (dir, config) = demo_copy();
     let config_arg = config.to_str().unwrap();
     let out = run(
@@ -339,29 +340,92 @@ fn runs_show_and_audit_read_what_the_state_store_recorded() {
         &config,
         &["--live", "--json"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let run_id = doc["run_id"].as_str().unwrap();
+    assert_eq!(doc["outcome"]["status"], "parked");
+    let run_id = doc["run_id"].as_str().unwrap().to_owned();
 
-    let runs = stepgate(&["runs", "--config", config_arg]);
-    assert_eq!(runs.status.code(), Some(0), "{}", text(&runs.stderr));
-    let listed = text(&runs.stdout);
+    let pending = stepgate(&["approvals", "--config", config_arg]);
+    let listed = text(&pending.stdout);
     assert!(
-        listed.contains(run_id) && listed.contains("done") && listed.contains("live"),
+        listed.contains(&format!("{run_id} #6")) && listed.contains("flags.set"),
         "{listed}"
     );
 
-    let show = stepgate(&["show", run_id, "--config", config_arg]);
+    let added = stepgate(&["principal", "add", "alice", "--config", config_arg]);
+    assert_eq!(added.status.code(), Some(0), "{}", text(&added.stderr));
+    let token = text(&added.stdout).trim().to_owned();
+    assert!(token.starts_with("sg_"), "{token}");
+    let token_file = dir.path().join("alice.token");
+    std::fs::write(&token_file, &token).unwrap();
+
+    // A wrong token is refused, and nothing is decided.
+    std::fs::write(dir.path().join("bad.token"), "sg_nope").unwrap();
+    let bad = stepgate(&[
+        "approve",
+        &run_id,
+        "6",
+        "--reason",
+        "go",
+        "--token-file",
+        dir.path().join("bad.token").to_str().unwrap(),
+        "--config",
+        config_arg,
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("not recognised"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let approved = stepgate(&[
+        "approve",
+        &run_id,
+        "6",
+        "--reason",
+        "runbook step: pause custodied mode",
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--config",
+        config_arg,
+    ]);
+    assert_eq!(
+        approved.status.code(),
+        Some(0),
+        "{}",
+        text(&approved.stderr)
+    );
+    assert!(
+        text(&approved.stdout).contains("approved by alice; resuming"),
+        "{}",
+        text(&approved.stdout)
+    );
+    let pages = std::fs::read_to_string(dir.path().join("var/pages.jsonl")).unwrap();
+    assert_eq!(
+        pages.lines().count(),
+        2,
+        "the page and the notice went out once"
+    );
+
+    let runs = stepgate(&["runs", "--config", config_arg]);
+    let listed = text(&runs.stdout);
+    assert!(
+        listed.contains(&run_id) && listed.contains("done") && listed.contains("live"),
+        "{listed}"
+    );
+    let show = stepgate(&["show", &run_id, "--config", config_arg]);
     let shown = text(&show.stdout);
-    assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
     assert!(shown.contains("▶ Triage"), "{shown}");
-    assert!(shown.contains("#6   flags.set"), "{shown}");
-    assert!(shown.contains("denied"), "{shown}");
+    assert!(
+        shown.contains("#6   flags.set") && shown.contains("approved"),
+        "{shown}"
+    );
 
     let verify = stepgate(&["audit", "verify", "--config", config_arg]);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stderr));
     assert!(
-        text(&verify.stdout).contains("intact: 3 records"),
+        text(&verify.stdout).contains("intact: 4 records"),
         "{}",
         text(&verify.stdout)
     );
@@ -370,28 +434,26 @@ fn runs_show_and_audit_read_what_the_state_store_recorded() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 3);
-    assert_eq!(lines[0]["record"]["entry"]["op"], "set");
+    assert_eq!(lines[0]["record"]["approval"]["principal"], "alice");
+    assert_eq!(lines[1]["record"]["entry"]["op"], "set");
     assert!(
-        lines[0]["record"]["started_by"]
+        lines[1]["record"]["started_by"]
             .as_str()
             .unwrap()
             .starts_with("cli:")
     );
 
-    // Someone edits the record of the denied flag write.
+    // Someone edits the approval record.
     let state = dir.path().join("var/stepgate-state.db");
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         use sqlx::Connection;
         let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", state.display()))
             .await
             .unwrap();
-        sqlx::query(
-            "UPDATE audit SET record = replace(record, 'denied', 'approved') WHERE seq = 1",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        sqlx::query("UPDATE audit SET record = replace(record, 'alice', 'mallory') WHERE seq = 1")
+            .execute(&mut conn)
+            .await
+            .unwrap();
     });
     let verify = stepgate(&["audit", "verify", "--config", config_arg]);
     assert_eq!(verify.status.code(), Some(6));

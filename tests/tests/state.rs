@@ -265,7 +265,11 @@ gates = {{ default = "auto" }}
 
     async fn resume(s: &State, run_id: &str) -> stepgate::run::RunReport {
         s.runtime
-            .resume(run_id, std::sync::Arc::new(NoApprover), Box::new(Quiet))
+            .resume(
+                run_id,
+                Some(std::sync::Arc::new(NoApprover)),
+                Box::new(Quiet),
+            )
             .await
             .unwrap()
     }
@@ -290,7 +294,11 @@ gates = {{ default = "auto" }}
         // A finished run does not resume again.
         let again = s
             .runtime
-            .resume(&run_id, std::sync::Arc::new(NoApprover), Box::new(Quiet))
+            .resume(
+                &run_id,
+                Some(std::sync::Arc::new(NoApprover)),
+                Box::new(Quiet),
+            )
             .await;
         assert!(again.is_err());
     }

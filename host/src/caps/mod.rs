@@ -334,6 +334,13 @@ impl CallCtx {
                         self.backend(perform(Action::Simulate, info)).await?,
                     ),
                     Verdict::Refuse(why) => (Decision::Denied, Err(WitError::Denied(why))),
+                    Verdict::Park => {
+                        return Err(Stopped::Parked {
+                            seq: info.seq,
+                            call: format!("{}.{} {}", call.interface, call.op, call.args),
+                        }
+                        .into());
+                    }
                 }
             }
         };
@@ -371,11 +378,14 @@ impl CallCtx {
 
     async fn pass_gate(&mut self, call: &Call) -> Verdict {
         let request = WriteRequest {
+            run_id: self.run_id.clone(),
+            seq: self.journal.next_seq(),
             playbook: self.playbook.clone(),
             op: format!("{}.{}", call.interface, call.op),
             target: call.target.clone(),
             detail: call.args.to_string(),
             reason: call.reason.clone(),
+            quorum: self.gates.quorum(),
         };
         let asked = Instant::now();
         let verdict = self

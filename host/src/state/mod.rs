@@ -8,6 +8,7 @@
 //! what is stored: [`runs`] (runs and journal entries), [`audit`] (the
 //! hash-chained audit log); flags live here.
 
+pub mod approvals;
 pub mod audit;
 pub mod runs;
 

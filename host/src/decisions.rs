@@ -1,0 +1,123 @@
+//! `stepgate approvals`, `approve`, `deny` and `principal`: deciding
+//! parked writes from the command line, through the same state-store
+//! records the server will use. A decision that settles a request resumes
+//! its run right away.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+
+use stepgate::config::Config;
+use stepgate::report::exit;
+use stepgate::runtime::Runtime;
+use stepgate::state::StateStore;
+use stepgate::state::approvals::{ApprovalStatus, Role};
+use stepgate::terminal::TerminalProgress;
+
+use crate::UsageError;
+
+/// The caller's bearer token: `--token-file`, else `$STEPGATE_TOKEN`.
+fn token(token_file: Option<&PathBuf>) -> Result<String> {
+    match token_file {
+        Some(path) => Ok(std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read token file {}", path.display()))?
+            .trim()
+            .to_owned()),
+        None => std::env::var("STEPGATE_TOKEN").map_err(|_| {
+            anyhow!("deciding needs your token: pass --token-file FILE or set STEPGATE_TOKEN")
+        }),
+    }
+}
+
+pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
+    let pending = StateStore::at(config.state_location()?)
+        .pending_approvals()
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&pending)?);
+        return Ok(exit::DONE);
+    }
+    if pending.is_empty() {
+        println!("no approvals pending");
+    }
+    for p in pending {
+        println!(
+            "{} #{}  {} wants {} on `{}` ({} of {} approvals; started by {})\n    write:  {}\n    reason: {}",
+            p.run_id,
+            p.seq,
+            p.playbook,
+            p.op,
+            p.target,
+            p.approvals,
+            p.quorum,
+            p.started_by,
+            p.detail,
+            p.reason
+        );
+    }
+    Ok(exit::DONE)
+}
+
+pub async fn decide(
+    config: Config,
+    run_id: &str,
+    seq: u64,
+    approve: bool,
+    reason: &str,
+    token_file: Option<&PathBuf>,
+) -> Result<u8, UsageError> {
+    let token = token(token_file)?;
+    let runtime = Runtime::new(config)?;
+    let status = runtime
+        .state
+        .decide_approval(&token, run_id, seq, approve, reason)
+        .await?;
+    match status {
+        ApprovalStatus::Pending { approvals, quorum } => {
+            println!("recorded: {approvals} of {quorum} approvals; the run stays parked");
+            Ok(exit::DONE)
+        }
+        settled => {
+            println!(
+                "{}; resuming run {run_id}",
+                match &settled {
+                    ApprovalStatus::Approved { by } => format!("approved by {}", by.join(", ")),
+                    ApprovalStatus::Denied { by, .. } => format!("denied by {by}"),
+                    ApprovalStatus::Pending { .. } => unreachable!(),
+                }
+            );
+            let report = runtime
+                .resume(
+                    run_id,
+                    None,
+                    Box::new(TerminalProgress::new(std::io::stderr())),
+                )
+                .await?;
+            crate::print_report(&report, false)?;
+            Ok(report.exit_code())
+        }
+    }
+}
+
+pub async fn add_principal(config: &Config, name: &str, role: &str) -> Result<u8, UsageError> {
+    let role = Role::parse(role)
+        .ok_or_else(|| anyhow!("unknown role `{role}`; use viewer, approver, operator or admin"))?;
+    let token = StateStore::at(config.state_location()?)
+        .add_principal(name, role)
+        .await?;
+    eprintln!("principal `{name}` added; its token (shown only now, stored hashed):");
+    println!("{token}");
+    Ok(exit::DONE)
+}
+
+pub async fn revoke_principal(config: &Config, name: &str) -> Result<u8, UsageError> {
+    if StateStore::at(config.state_location()?)
+        .revoke_principal(name)
+        .await?
+    {
+        println!("principal `{name}` revoked");
+        Ok(exit::DONE)
+    } else {
+        Err(anyhow!("no principal `{name}`").into())
+    }
+}

@@ -1,0 +1,364 @@
+//! Approval requests, the decisions on them, and the principals who may
+//! decide. A request is approved once `quorum` distinct principals with an
+//! approving role said yes, and denied as soon as one said no. The
+//! principal that started a run cannot decide its writes. Tokens are
+//! stored only as SHA-256 hashes. Every decision is also appended to the
+//! audit log.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::{StateError, StateStore, now_ms};
+use crate::gate::WriteRequest;
+
+/// Where an approval request stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum ApprovalStatus {
+    Pending { approvals: u32, quorum: u32 },
+    Approved { by: Vec<String> },
+    Denied { by: String, reason: String },
+}
+
+/// What a principal may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Approver,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "viewer" => Some(Role::Viewer),
+            "approver" => Some(Role::Approver),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Approver => "approver",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn may_approve(self) -> bool {
+        !matches!(self, Role::Viewer)
+    }
+}
+
+/// A decision that was not taken, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    #[error(
+        "the token is not recognised or was revoked; ask an admin for a token (`stepgate principal add`)"
+    )]
+    Unauthenticated,
+    #[error("principal `{0}` is a viewer and may not decide approvals")]
+    NotAnApprover(String),
+    #[error(
+        "no approval request #{seq} in run `{run_id}`; `stepgate approvals` lists the pending ones"
+    )]
+    Unknown { run_id: String, seq: u64 },
+    #[error("approval request #{seq} of run `{run_id}` is already decided")]
+    Decided { run_id: String, seq: u64 },
+    #[error("`{0}` started this run and may not decide its own writes; another approver must")]
+    SelfApproval(String),
+    #[error("`{0}` already decided this request")]
+    Twice(String),
+    #[error("every decision needs a reason (--reason)")]
+    NoReason,
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl From<sqlx::Error> for DecisionError {
+    fn from(e: sqlx::Error) -> Self {
+        DecisionError::State(e.into())
+    }
+}
+
+/// A pending request, as listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingApproval {
+    pub run_id: String,
+    pub seq: i64,
+    pub playbook: String,
+    pub op: String,
+    pub target: String,
+    pub detail: String,
+    pub reason: String,
+    pub quorum: i32,
+    pub approvals: i64,
+    pub started_by: String,
+}
+
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.trim().as_bytes()))
+}
+
+fn new_token() -> Result<String, StateError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| StateError::Corrupt(format!("cannot read randomness for a token: {e}")))?;
+    Ok(format!("sg_{}", hex::encode(bytes)))
+}
+
+impl StateStore {
+    /// Adds a principal and returns its token (shown once, stored hashed).
+    pub async fn add_principal(&self, name: &str, role: Role) -> Result<String, StateError> {
+        let token = new_token()?;
+        sqlx::query(
+            "INSERT INTO principals (name, token_hash, role, revoked, created_at) VALUES ($1, $2, $3, 0, $4)",
+        )
+        .bind(name)
+        .bind(token_hash(&token))
+        .bind(role.as_str())
+        .bind(now_ms())
+        .execute(self.pool().await?)
+        .await?;
+        Ok(token)
+    }
+
+    /// Revokes a principal's token; returns whether it existed.
+    pub async fn revoke_principal(&self, name: &str) -> Result<bool, StateError> {
+        let done = sqlx::query("UPDATE principals SET revoked = 1 WHERE name = $1")
+            .bind(name)
+            .execute(self.pool().await?)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The principal a token belongs to, if it is valid.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<(String, Role)>, StateError> {
+        let row =
+            sqlx::query("SELECT name, role FROM principals WHERE token_hash = $1 AND revoked = 0")
+                .bind(token_hash(token))
+                .fetch_optional(self.pool().await?)
+                .await?;
+        let Some(row) = row else { return Ok(None) };
+        let name: String = row.try_get(0)?;
+        let role: String = row.try_get(1)?;
+        let role = Role::parse(&role)
+            .ok_or_else(|| StateError::Corrupt(format!("principal {name} has role `{role}`")))?;
+        Ok(Some((name, role)))
+    }
+
+    /// Files the request if it is new, and says where it stands.
+    pub async fn request_approval(
+        &self,
+        request: &WriteRequest,
+        started_by: &str,
+    ) -> Result<ApprovalStatus, StateError> {
+        sqlx::query(
+            "INSERT INTO approval_requests (run_id, seq, playbook, op, target, detail, reason, quorum, started_by, status, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)
+             ON CONFLICT (run_id, seq) DO NOTHING",
+        )
+        .bind(&request.run_id)
+        .bind(request.seq as i64)
+        .bind(&request.playbook)
+        .bind(&request.op)
+        .bind(&request.target)
+        .bind(&request.detail)
+        .bind(&request.reason)
+        .bind(request.quorum as i32)
+        .bind(started_by)
+        .bind(now_ms())
+        .execute(self.pool().await?)
+        .await?;
+        // An approval is for the exact write that was put up: if the run
+        // now asks for a different one at this position, it is void.
+        let filed = sqlx::query(
+            "SELECT op, target, detail FROM approval_requests WHERE run_id = $1 AND seq = $2",
+        )
+        .bind(&request.run_id)
+        .bind(request.seq as i64)
+        .fetch_one(self.pool().await?)
+        .await?;
+        let (op, target, detail): (String, String, String) =
+            (filed.try_get(0)?, filed.try_get(1)?, filed.try_get(2)?);
+        if (op.as_str(), target.as_str(), detail.as_str())
+            != (
+                request.op.as_str(),
+                request.target.as_str(),
+                request.detail.as_str(),
+            )
+        {
+            return Ok(ApprovalStatus::Denied {
+                by: "stepgate".to_owned(),
+                reason: format!(
+                    "the write differs from the one put up for approval ({op} on `{target}`: {detail}); the approval is void"
+                ),
+            });
+        }
+        self.approval_status(&request.run_id, request.seq)
+            .await?
+            .ok_or_else(|| StateError::Corrupt("an approval request vanished".into()))
+    }
+
+    /// Where a request stands, if it exists.
+    pub async fn approval_status(
+        &self,
+        run_id: &str,
+        seq: u64,
+    ) -> Result<Option<ApprovalStatus>, StateError> {
+        let pool = self.pool().await?;
+        let Some(row) =
+            sqlx::query("SELECT quorum FROM approval_requests WHERE run_id = $1 AND seq = $2")
+                .bind(run_id)
+                .bind(seq as i64)
+                .fetch_optional(pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let quorum: i32 = row.try_get(0)?;
+        let decisions = sqlx::query(
+            "SELECT principal, approve, reason FROM approval_decisions WHERE run_id = $1 AND seq = $2 ORDER BY at, principal",
+        )
+        .bind(run_id)
+        .bind(seq as i64)
+        .fetch_all(pool)
+        .await?;
+        let mut approvers = Vec::new();
+        for decision in &decisions {
+            let principal: String = decision.try_get(0)?;
+            let approve: i32 = decision.try_get(1)?;
+            if approve == 0 {
+                return Ok(Some(ApprovalStatus::Denied {
+                    by: principal,
+                    reason: decision.try_get(2)?,
+                }));
+            }
+            approvers.push(principal);
+        }
+        Ok(Some(if approvers.len() as i64 >= i64::from(quorum) {
+            ApprovalStatus::Approved { by: approvers }
+        } else {
+            ApprovalStatus::Pending {
+                approvals: approvers.len() as u32,
+                quorum: quorum.max(0) as u32,
+            }
+        }))
+    }
+
+    /// Records one principal's decision and says where the request stands.
+    pub async fn decide_approval(
+        &self,
+        token: &str,
+        run_id: &str,
+        seq: u64,
+        approve: bool,
+        reason: &str,
+    ) -> Result<ApprovalStatus, DecisionError> {
+        let (principal, role) = self
+            .authenticate(token)
+            .await?
+            .ok_or(DecisionError::Unauthenticated)?;
+        if !role.may_approve() {
+            return Err(DecisionError::NotAnApprover(principal));
+        }
+        if reason.trim().is_empty() {
+            return Err(DecisionError::NoReason);
+        }
+        let row =
+            sqlx::query("SELECT started_by FROM approval_requests WHERE run_id = $1 AND seq = $2")
+                .bind(run_id)
+                .bind(seq as i64)
+                .fetch_optional(self.pool().await?)
+                .await?
+                .ok_or_else(|| DecisionError::Unknown {
+                    run_id: run_id.to_owned(),
+                    seq,
+                })?;
+        let started_by: String = row.try_get(0)?;
+        if started_by == principal {
+            return Err(DecisionError::SelfApproval(principal));
+        }
+        match self.approval_status(run_id, seq).await? {
+            Some(ApprovalStatus::Pending { .. }) => {}
+            _ => {
+                return Err(DecisionError::Decided {
+                    run_id: run_id.to_owned(),
+                    seq,
+                });
+            }
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO approval_decisions (run_id, seq, principal, approve, reason, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(run_id)
+        .bind(seq as i64)
+        .bind(&principal)
+        .bind(i32::from(approve))
+        .bind(reason)
+        .bind(now_ms())
+        .execute(self.pool().await?)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(DecisionError::Twice(principal));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let status = self
+            .approval_status(run_id, seq)
+            .await?
+            .ok_or_else(|| StateError::Corrupt("an approval request vanished".into()))?;
+        self.append_audit(
+            run_id,
+            &serde_json::json!({
+                "approval": { "seq": seq, "principal": principal, "approve": approve, "reason": reason, "now": status },
+            }),
+        )
+        .await?;
+        Ok(status)
+    }
+
+    /// Requests still waiting for decisions.
+    pub async fn pending_approvals(&self) -> Result<Vec<PendingApproval>, StateError> {
+        let rows = sqlx::query(
+            "SELECT r.run_id, r.seq, r.playbook, r.op, r.target, r.detail, r.reason, r.quorum, r.started_by,
+                    (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 1),
+                    (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 0)
+             FROM approval_requests r ORDER BY r.created_at, r.run_id, r.seq",
+        )
+        .fetch_all(self.pool().await?)
+        .await?;
+        let mut pending = Vec::new();
+        for row in &rows {
+            let approvals: i64 = row.try_get(9)?;
+            let denials: i64 = row.try_get(10)?;
+            let quorum: i32 = row.try_get(7)?;
+            if denials > 0 || approvals >= i64::from(quorum) {
+                continue;
+            }
+            pending.push(PendingApproval {
+                run_id: row.try_get(0)?,
+                seq: row.try_get(1)?,
+                playbook: row.try_get(2)?,
+                op: row.try_get(3)?,
+                target: row.try_get(4)?,
+                detail: row.try_get(5)?,
+                reason: row.try_get(6)?,
+                quorum,
+                approvals,
+                started_by: row.try_get(8)?,
+            });
+        }
+        Ok(pending)
+    }
+}

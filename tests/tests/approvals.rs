@@ -1,0 +1,291 @@
+//! Durable approvals on both state stores: a write that needs approval
+//! parks its run, a quorum of distinct authenticated principals decides it,
+//! and the run resumes from its journal to perform it, or to hand the
+//! playbook `denied`.
+
+use std::sync::Arc;
+
+use stepgate::approvals::StoredApprover;
+use stepgate::bindings::WitError;
+use stepgate::gate::{Decision, Mode};
+use stepgate::journal::Quiet;
+use stepgate::run::{RunEnd, Stopped};
+use stepgate::runtime::Runtime;
+use stepgate::state::approvals::{ApprovalStatus, DecisionError, Role};
+use stepgate_tests::servers::PgServer;
+use stepgate_tests::*;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+struct World {
+    setup: Setup,
+    runtime: Runtime,
+    _pg: Option<PgServer>,
+}
+
+/// The hostile guest's `must-write` (flags.set PLAZA_TEST_FLAG) behind an
+/// approval gate with a quorum of two.
+fn world(kind: Kind) -> World {
+    let pg = (kind == Kind::Postgres).then(PgServer::start);
+    let state = match &pg {
+        Some(pg) => format!("[state]\nurl = \"{}\"\n", pg.url("postgres")),
+        None => "[state]\npath = \"state.db\"\n".to_owned(),
+    };
+    let setup = Setup::new(&format!(
+        r#"
+{state}
+[db.plaza]
+url = "sqlite::memory:"
+[flags.plaza]
+kind = "builtin"
+names = ["PLAZA_*"]
+[playbooks.hostile]
+component = "{}"
+grants.db.plaza = {{}}
+grants.flags.write = ["PLAZA_*"]
+gates = {{ default = "approve" }}
+quorum = 2
+"#,
+        stepgate_artifacts::HOSTILE
+    ));
+    let runtime = setup.runtime();
+    World {
+        setup,
+        runtime,
+        _pg: pg,
+    }
+}
+
+impl World {
+    /// Starts a live `must-write` run as principal `test`; it parks.
+    async fn parked_run(&self) -> String {
+        let approver = Arc::new(StoredApprover::new(self.runtime.state.clone(), "test"));
+        let report = run(
+            &self.runtime,
+            "hostile",
+            alert("Hostile", &[("mode", "must-write")], &[]),
+            Mode::Live,
+            approver,
+        )
+        .await;
+        assert!(
+            matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 1, .. })),
+            "{:?}",
+            report.end
+        );
+        assert_eq!(report.exit_code(), 8);
+        report.run_id
+    }
+
+    async fn principal(&self, name: &str, role: Role) -> String {
+        self.runtime.state.add_principal(name, role).await.unwrap()
+    }
+
+    async fn resume(&self, run_id: &str) -> stepgate::run::RunReport {
+        self.runtime
+            .resume(run_id, None, Box::new(Quiet))
+            .await
+            .unwrap()
+    }
+
+    async fn flag(&self) -> Option<String> {
+        self.runtime.state.flag("PLAZA_TEST_FLAG").await.unwrap()
+    }
+}
+
+async fn a_parked_write_is_performed_once_its_quorum_approves(kind: Kind) {
+    let w = world(kind);
+    let run_id = w.parked_run().await;
+    let state = &w.runtime.state;
+    assert_eq!(state.run(&run_id).await.unwrap().unwrap().status, "parked");
+    let pending = state.pending_approvals().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (pending[0].op.as_str(), pending[0].target.as_str()),
+        ("flags.set", "PLAZA_TEST_FLAG")
+    );
+    assert!(pending[0].reason.contains("hostile test"));
+    assert_eq!(w.flag().await, None, "nothing is written while parked");
+
+    let alice = w.principal("alice", Role::Approver).await;
+    let bob = w.principal("bob", Role::Operator).await;
+    let first = state
+        .decide_approval(&alice, &run_id, 1, true, "flag is the runbook's step 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        ApprovalStatus::Pending {
+            approvals: 1,
+            quorum: 2
+        }
+    );
+    // One approval of two: resuming parks again, still nothing written.
+    let report = w.resume(&run_id).await;
+    assert!(
+        matches!(report.end, RunEnd::Stopped(Stopped::Parked { .. })),
+        "{:?}",
+        report.end
+    );
+    assert_eq!(w.flag().await, None);
+
+    let second = state
+        .decide_approval(&bob, &run_id, 1, true, "agreed")
+        .await
+        .unwrap();
+    assert_eq!(
+        second,
+        ApprovalStatus::Approved {
+            by: vec!["alice".into(), "bob".into()]
+        }
+    );
+    let report = w.resume(&run_id).await;
+    assert!(
+        matches!(&report.end, RunEnd::Done(o) if o.summary == "wrote"),
+        "{:?}",
+        report.end
+    );
+    assert_eq!(report.journal[0].gate, Decision::Approved);
+    assert_eq!(w.flag().await.as_deref(), Some("1"));
+    assert!(state.pending_approvals().await.unwrap().is_empty());
+    // The audit log holds both decisions and the write.
+    let audit = state.audit_records().await.unwrap();
+    assert_eq!(audit.len(), 3);
+    assert_eq!(audit[0].record["approval"]["principal"], "alice");
+    assert_eq!(audit[2].record["entry"]["gate"], "approved");
+    assert_eq!(state.verify_audit().await.unwrap(), Ok(3));
+}
+
+async fn decisions_need_a_valid_token_another_principal_and_a_reason(kind: Kind) {
+    let w = world(kind);
+    let run_id = w.parked_run().await;
+    let state = &w.runtime.state;
+    let viewer = w.principal("vera", Role::Viewer).await;
+    let starter = w.principal("test", Role::Admin).await;
+    let revoked = w.principal("mallory", Role::Approver).await;
+    assert!(state.revoke_principal("mallory").await.unwrap());
+    let alice = w.principal("alice", Role::Approver).await;
+
+    let decide = |token: String, reason: &'static str| {
+        let run_id = run_id.clone();
+        async move {
+            state
+                .decide_approval(&token, &run_id, 1, true, reason)
+                .await
+        }
+    };
+    assert!(matches!(
+        decide("sg_not_a_token".into(), "ok").await,
+        Err(DecisionError::Unauthenticated)
+    ));
+    assert!(matches!(
+        decide(revoked, "ok").await,
+        Err(DecisionError::Unauthenticated)
+    ));
+    assert!(matches!(
+        decide(viewer, "ok").await,
+        Err(DecisionError::NotAnApprover(_))
+    ));
+    assert!(matches!(
+        decide(starter, "ok").await,
+        Err(DecisionError::SelfApproval(_))
+    ));
+    assert!(matches!(
+        decide(alice.clone(), " ").await,
+        Err(DecisionError::NoReason)
+    ));
+    assert!(decide(alice.clone(), "ok").await.is_ok());
+    assert!(matches!(
+        decide(alice.clone(), "again").await,
+        Err(DecisionError::Twice(_))
+    ));
+    assert!(matches!(
+        state.decide_approval(&alice, &run_id, 9, true, "ok").await,
+        Err(DecisionError::Unknown { seq: 9, .. })
+    ));
+    assert_eq!(w.flag().await, None);
+    // No refused decision reached the audit log; the one accepted did.
+    assert_eq!(state.audit_records().await.unwrap().len(), 1);
+    drop(w.setup);
+}
+
+async fn a_denied_write_is_handed_to_the_playbook_as_denied(kind: Kind) {
+    let w = world(kind);
+    let run_id = w.parked_run().await;
+    let alice = w.principal("alice", Role::Approver).await;
+    let status = w
+        .runtime
+        .state
+        .decide_approval(&alice, &run_id, 1, false, "not during the freeze")
+        .await
+        .unwrap();
+    assert!(matches!(status, ApprovalStatus::Denied { .. }));
+    let report = w.resume(&run_id).await;
+    // `must-write` cannot go on without its write: it returns the denial.
+    match &report.end {
+        RunEnd::Failed(WitError::Denied(why)) => {
+            assert!(why.contains("alice") && why.contains("freeze"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(report.journal[0].gate, Decision::Denied);
+    assert_eq!(w.flag().await, None);
+    assert_eq!(
+        w.runtime.state.run(&run_id).await.unwrap().unwrap().status,
+        "failed"
+    );
+}
+
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Kind::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Kind::Postgres).await })*
+        }
+    };
+}
+
+on_both!(
+    a_parked_write_is_performed_once_its_quorum_approves,
+    decisions_need_a_valid_token_another_principal_and_a_reason,
+    a_denied_write_is_handed_to_the_playbook_as_denied,
+);
+
+/// An approval is for the exact write put up: if the write at that position
+/// is no longer the same, the approval is void and nothing is written.
+#[tokio::test]
+async fn an_approval_does_not_carry_over_to_a_different_write() {
+    let w = world(Kind::Sqlite);
+    let run_id = w.parked_run().await;
+    // The filed request no longer matches what the playbook asks for (as if
+    // the write had changed between the request and the decisions).
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", w.setup.path("state.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE approval_requests SET detail = replace(detail, '\"1\"', '\"0\"')")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let state = &w.runtime.state;
+    for name in ["alice", "bob"] {
+        let token = w.principal(name, Role::Approver).await;
+        state
+            .decide_approval(&token, &run_id, 1, true, "looks right")
+            .await
+            .unwrap();
+    }
+    let report = w.resume(&run_id).await;
+    match &report.end {
+        RunEnd::Failed(WitError::Denied(why)) => assert!(why.contains("void"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.flag().await, None);
+}
