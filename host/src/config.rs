@@ -511,6 +511,10 @@ pub struct PlaybookConfig {
     /// Distinct approvers every approval of this playbook needs.
     #[serde(default = "one")]
     pub quorum: u32,
+    /// How long an approval may wait, e.g. "1h"; undecided after it, the
+    /// write is denied. Unset: it waits as long as it takes.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub approval_timeout: Option<Duration>,
 }
 
 fn one() -> u32 {

@@ -143,6 +143,8 @@ pub struct WriteRequest {
     pub reason: String,
     /// Distinct approvers needed.
     pub quorum: u32,
+    /// How long the request may wait for its decision; past it, denied.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What an approver says.
@@ -186,6 +188,7 @@ pub struct Gates {
     default: Policy,
     by_key: BTreeMap<GateKey, Policy>,
     quorum: u32,
+    timeout: Option<std::time::Duration>,
 }
 
 impl Default for Gates {
@@ -195,6 +198,7 @@ impl Default for Gates {
             default: Policy::Approve,
             by_key: BTreeMap::new(),
             quorum: 1,
+            timeout: None,
         }
     }
 }
@@ -221,6 +225,16 @@ impl Gates {
 
     pub fn quorum(&self) -> u32 {
         self.quorum
+    }
+
+    /// Every approval of this playbook is denied if undecided after `timeout`.
+    pub fn with_timeout(mut self, timeout: Option<std::time::Duration>) -> Gates {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.timeout
     }
 
     /// The policy for `op` on `target`: the most specific key wins.
@@ -291,6 +305,7 @@ mod tests {
             detail: String::new(),
             reason: "because".into(),
             quorum: 1,
+            timeout: None,
         }
     }
 

@@ -105,7 +105,8 @@ impl Runtime {
                         name: name_or_path.to_owned(),
                         message,
                     })?
-                    .with_quorum(pb.quorum),
+                    .with_quorum(pb.quorum)
+                    .with_timeout(pb.approval_timeout),
                 limits: self.config.limits_for(pb),
             },
             None if Path::new(name_or_path).is_file() => {

@@ -30,6 +30,11 @@ struct World {
 /// The hostile guest's `must-write` (flags.set PLAZA_TEST_FLAG) behind an
 /// approval gate with a quorum of two.
 fn world(kind: Kind) -> World {
+    world_with(kind, "")
+}
+
+/// [`world`] with more settings for the playbook.
+fn world_with(kind: Kind, playbook_extra: &str) -> World {
     let pg = (kind == Kind::Postgres).then(PgServer::start);
     let state = match &pg {
         Some(pg) => format!("[state]\nurl = \"{}\"\n", pg.url("postgres")),
@@ -49,6 +54,7 @@ grants.db.plaza = {{}}
 grants.flags.write = ["PLAZA_*"]
 gates = {{ default = "approve" }}
 quorum = 2
+{playbook_extra}
 "#,
         stepgate_artifacts::HOSTILE
     ));
@@ -240,6 +246,35 @@ async fn a_denied_write_is_handed_to_the_playbook_as_denied(kind: Kind) {
     );
 }
 
+async fn an_undecided_approval_expires_as_denied(kind: Kind) {
+    let w = world_with(kind, "approval_timeout = \"200ms\"");
+    let run_id = w.parked_run().await;
+    let alice = w.principal("alice", Role::Approver).await;
+    let state = &w.runtime.state;
+    state
+        .decide_approval(&alice, &run_id, 1, true, "one of two")
+        .await
+        .unwrap();
+    assert_eq!(state.pending_approvals().await.unwrap().len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(state.pending_approvals().await.unwrap().is_empty());
+    let bob = w.principal("bob", Role::Approver).await;
+    assert!(matches!(
+        state
+            .decide_approval(&bob, &run_id, 1, true, "too late")
+            .await,
+        Err(DecisionError::Decided { .. })
+    ));
+    let report = w.resume(&run_id).await;
+    match &report.end {
+        RunEnd::Failed(WitError::Denied(why)) => {
+            assert!(why.contains("timeout") && why.contains("expired"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.flag().await, None);
+}
+
 macro_rules! on_both {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -255,6 +290,7 @@ on_both!(
     a_parked_write_is_performed_once_its_quorum_approves,
     decisions_need_a_valid_token_another_principal_and_a_reason,
     a_denied_write_is_handed_to_the_playbook_as_denied,
+    an_undecided_approval_expires_as_denied,
 );
 
 /// An approval is for the exact write put up: if the write at that position

@@ -386,6 +386,7 @@ impl CallCtx {
             detail: call.args.to_string(),
             reason: call.reason.clone(),
             quorum: self.gates.quorum(),
+            timeout: self.gates.timeout(),
         };
         let asked = Instant::now();
         let verdict = self

@@ -1,6 +1,7 @@
 //! Approval requests, the decisions on them, and the principals who may
 //! decide. A request is approved once `quorum` distinct principals with an
-//! approving role said yes, and denied as soon as one said no. The
+//! approving role said yes, and denied as soon as one said no, or when it
+//! expires undecided (the playbook's `approval_timeout`). The
 //! principal that started a run cannot decide its writes. Tokens are
 //! stored only as SHA-256 hashes. Every decision is also appended to the
 //! audit log.
@@ -162,8 +163,8 @@ impl StateStore {
         started_by: &str,
     ) -> Result<ApprovalStatus, StateError> {
         sqlx::query(
-            "INSERT INTO approval_requests (run_id, seq, playbook, op, target, detail, reason, quorum, started_by, status, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)
+            "INSERT INTO approval_requests (run_id, seq, playbook, op, target, detail, reason, quorum, started_by, status, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11)
              ON CONFLICT (run_id, seq) DO NOTHING",
         )
         .bind(&request.run_id)
@@ -176,6 +177,7 @@ impl StateStore {
         .bind(request.quorum as i32)
         .bind(started_by)
         .bind(now_ms())
+        .bind(request.timeout.map(|t| now_ms().saturating_add(t.as_millis() as i64)))
         .execute(self.pool().await?)
         .await?;
         // An approval is for the exact write that was put up: if the run
@@ -215,16 +217,18 @@ impl StateStore {
         seq: u64,
     ) -> Result<Option<ApprovalStatus>, StateError> {
         let pool = self.pool().await?;
-        let Some(row) =
-            sqlx::query("SELECT quorum FROM approval_requests WHERE run_id = $1 AND seq = $2")
-                .bind(run_id)
-                .bind(seq as i64)
-                .fetch_optional(pool)
-                .await?
+        let Some(row) = sqlx::query(
+            "SELECT quorum, expires_at FROM approval_requests WHERE run_id = $1 AND seq = $2",
+        )
+        .bind(run_id)
+        .bind(seq as i64)
+        .fetch_optional(pool)
+        .await?
         else {
             return Ok(None);
         };
         let quorum: i32 = row.try_get(0)?;
+        let expires_at: Option<i64> = row.try_get(1)?;
         let decisions = sqlx::query(
             "SELECT principal, approve, reason FROM approval_decisions WHERE run_id = $1 AND seq = $2 ORDER BY at, principal",
         )
@@ -246,6 +250,17 @@ impl StateStore {
         }
         Ok(Some(if approvers.len() as i64 >= i64::from(quorum) {
             ApprovalStatus::Approved { by: approvers }
+        } else if let Some(expired) = expires_at.filter(|at| now_ms() > *at) {
+            ApprovalStatus::Denied {
+                by: "timeout".to_owned(),
+                reason: format!(
+                    "no decision before the approval expired ({} of {quorum} approvals at {})",
+                    approvers.len(),
+                    chrono::DateTime::from_timestamp_millis(expired)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default()
+                ),
+            }
         } else {
             ApprovalStatus::Pending {
                 approvals: approvers.len() as u32,
@@ -333,7 +348,8 @@ impl StateStore {
         let rows = sqlx::query(
             "SELECT r.run_id, r.seq, r.playbook, r.op, r.target, r.detail, r.reason, r.quorum, r.started_by,
                     (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 1),
-                    (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 0)
+                    (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 0),
+                    r.expires_at
              FROM approval_requests r ORDER BY r.created_at, r.run_id, r.seq",
         )
         .fetch_all(self.pool().await?)
@@ -343,7 +359,10 @@ impl StateStore {
             let approvals: i64 = row.try_get(9)?;
             let denials: i64 = row.try_get(10)?;
             let quorum: i32 = row.try_get(7)?;
-            if denials > 0 || approvals >= i64::from(quorum) {
+            let expired = row
+                .try_get::<Option<i64>, _>(11)?
+                .is_some_and(|at| now_ms() > at);
+            if denials > 0 || approvals >= i64::from(quorum) || expired {
                 continue;
             }
             pending.push(PendingApproval {
