@@ -22,6 +22,38 @@ use stepgate::journal::Quiet;
 use stepgate::run::{RunReport, RunRequest};
 use stepgate::runtime::Runtime;
 
+/// Which store a scenario runs on: SQLite, or a PostgreSQL cluster the
+/// test starts on loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Sqlite,
+    Postgres,
+}
+
+/// Turns `async fn scenario(store: Store)` functions into two tests each,
+/// in `mod sqlite` and `mod postgres`, so every scenario runs on both.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario($crate::Store::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario($crate::Store::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

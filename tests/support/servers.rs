@@ -143,6 +143,15 @@ impl PgServer {
     }
 }
 
+/// The `[state]` section of a config: the cluster's database if there is
+/// one, else `state.db` beside the config.
+pub fn state_section(pg: Option<&PgServer>) -> String {
+    match pg {
+        Some(pg) => format!("[state]\nurl = \"{}\"\n", pg.url("postgres")),
+        None => "[state]\npath = \"state.db\"\n".to_owned(),
+    }
+}
+
 impl Drop for PgServer {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");

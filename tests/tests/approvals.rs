@@ -15,11 +15,7 @@ use stepgate::state::approvals::{ApprovalStatus, DecisionError, Role};
 use stepgate_tests::servers::PgServer;
 use stepgate_tests::*;
 
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Sqlite,
-    Postgres,
-}
+use stepgate_tests::Store as Kind;
 
 struct World {
     setup: Setup,
@@ -36,10 +32,7 @@ fn world(kind: Kind) -> World {
 /// [`world`] with more settings for the playbook.
 fn world_with(kind: Kind, playbook_extra: &str) -> World {
     let pg = (kind == Kind::Postgres).then(PgServer::start);
-    let state = match &pg {
-        Some(pg) => format!("[state]\nurl = \"{}\"\n", pg.url("postgres")),
-        None => "[state]\npath = \"state.db\"\n".to_owned(),
-    };
+    let state = stepgate_tests::servers::state_section(pg.as_ref());
     let setup = Setup::new(&format!(
         r#"
 {state}
@@ -275,18 +268,7 @@ async fn an_undecided_approval_expires_as_denied(kind: Kind) {
     assert_eq!(w.flag().await, None);
 }
 
-macro_rules! on_both {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Kind::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Kind::Postgres).await })*
-        }
-    };
-}
-
-on_both!(
+stepgate_tests::on_both_stores!(
     a_parked_write_is_performed_once_its_quorum_approves,
     decisions_need_a_valid_token_another_principal_and_a_reason,
     a_denied_write_is_handed_to_the_playbook_as_denied,

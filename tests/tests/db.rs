@@ -13,11 +13,7 @@ use stepgate::runtime::Runtime;
 use stepgate_tests::servers::PgServer;
 use stepgate_tests::{Setup, call_ctx};
 
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Sqlite,
-    Postgres,
-}
+use stepgate_tests::Store as Kind;
 
 const SCHEMA: &str = "
 CREATE TABLE escrow_holds (id INTEGER PRIMARY KEY, order_id TEXT NOT NULL, state TEXT NOT NULL, amount_micro BIGINT NOT NULL);
@@ -338,28 +334,7 @@ async fn execute_refuses_ddl_unlisted_tables_and_hidden_writes(kind: Kind) {
     assert_eq!(count(&mut ctx, "ledger_entries").await, 1);
 }
 
-macro_rules! on_both {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario(super::Kind::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario(super::Kind::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+stepgate_tests::on_both_stores!(
     reads_bind_values_so_label_injection_finds_nothing,
     query_refuses_writes_stacked_statements_and_sleeps,
     the_database_refuses_writes_the_parser_would_have_missed,

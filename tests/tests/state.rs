@@ -10,11 +10,7 @@ use stepgate::state::runs::Phase;
 use stepgate_tests::servers::PgServer;
 use stepgate_tests::*;
 
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Sqlite,
-    Postgres,
-}
+use stepgate_tests::Store as Kind;
 
 const UNEXPLAINED: &str = "0x2222222222222222222222222222222222222222";
 
@@ -46,10 +42,7 @@ impl State {
 /// gates) and the hostile guest.
 async fn state(kind: Kind, rpc_url: &str) -> State {
     let pg = (kind == Kind::Postgres).then(PgServer::start);
-    let state = match &pg {
-        Some(pg) => format!("[state]\nurl = \"{}\"\n", pg.url("postgres")),
-        None => "[state]\npath = \"state.db\"\n".to_owned(),
-    };
+    let state = stepgate_tests::servers::state_section(pg.as_ref());
     let setup = Setup::new(&format!(
         r#"
 {state}
@@ -185,28 +178,7 @@ async fn no_write_happens_that_the_store_could_not_record(kind: Kind) {
     assert_eq!(run.status, "crashed");
 }
 
-macro_rules! on_both {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario(super::Kind::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario(super::Kind::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+stepgate_tests::on_both_stores!(
     a_live_run_is_recorded_and_its_writes_audited,
     no_write_happens_that_the_store_could_not_record,
 );
@@ -224,10 +196,7 @@ mod resume {
     async fn interrupted(kind: Kind, phase: &str) -> (State, Receiver, String) {
         let pager = Receiver::always(Reply::ok("{}")).await;
         let pg = (kind == Kind::Postgres).then(PgServer::start);
-        let state_line = match &pg {
-            Some(pg) => format!("[state]\nurl = \"{}\"\n", pg.url("postgres")),
-            None => "[state]\npath = \"state.db\"\n".to_owned(),
-        };
+        let state_line = stepgate_tests::servers::state_section(pg.as_ref());
         let setup = Setup::new(&format!(
             r#"
 {state_line}
@@ -320,6 +289,12 @@ gates = {{ default = "auto" }}
         assert_eq!(run.status, "in-doubt");
     }
 
+    stepgate_tests::on_both_stores!(
+        a_resumed_run_answers_its_journal_and_goes_on_live,
+        a_write_caught_between_intended_and_done_is_in_doubt,
+        a_changed_playbook_diverges_instead_of_guessing,
+    );
+
     pub async fn a_changed_playbook_diverges_instead_of_guessing(kind: Kind) {
         let (s, pager, run_id) = interrupted(kind, "done").await;
         s.tamper("UPDATE journal SET entry = replace(entry, 'first page', 'another page')")
@@ -337,22 +312,4 @@ gates = {{ default = "auto" }}
         }
         assert_eq!(pager.requests().len(), 2);
     }
-}
-
-mod resume_on {
-    macro_rules! both {
-        ($($scenario:ident),*) => {
-            mod sqlite {
-                $(#[tokio::test] async fn $scenario() { super::super::resume::$scenario(super::super::Kind::Sqlite).await })*
-            }
-            mod postgres {
-                $(#[tokio::test] async fn $scenario() { super::super::resume::$scenario(super::super::Kind::Postgres).await })*
-            }
-        };
-    }
-    both!(
-        a_resumed_run_answers_its_journal_and_goes_on_live,
-        a_write_caught_between_intended_and_done_is_in_doubt,
-        a_changed_playbook_diverges_instead_of_guessing
-    );
 }
