@@ -3,6 +3,11 @@
 //! not decided yet is `Pending`, which parks the run (no instance is held
 //! while humans decide); the run resumes from its journal once the request
 //! is decided. Deciding is [`StateStore::decide_approval`]'s business.
+//!
+//! `stepgate run --live` at a terminal keeps its prompt as a convenience on
+//! the same records: the request is filed, and the answer typed at the
+//! prompt is recorded as one decision by whoever started the run. A quorum
+//! above one still needs other principals, so the run parks.
 
 use std::sync::Arc;
 
@@ -12,8 +17,11 @@ use crate::state::approvals::ApprovalStatus;
 
 pub struct StoredApprover {
     store: Arc<StateStore>,
-    /// Who started the run: may not approve its writes.
+    /// Who started the run: may not approve its writes (except at the
+    /// terminal prompt of their own run).
     started_by: String,
+    /// The human at the terminal of `stepgate run`, if there is one.
+    terminal: Option<Arc<dyn Approver>>,
 }
 
 impl StoredApprover {
@@ -21,7 +29,45 @@ impl StoredApprover {
         StoredApprover {
             store,
             started_by: started_by.to_owned(),
+            terminal: None,
         }
+    }
+
+    /// Asks `terminal` about a request still pending, and records the answer.
+    pub fn at_terminal(mut self, terminal: Arc<dyn Approver>) -> StoredApprover {
+        self.terminal = Some(terminal);
+        self
+    }
+
+    async fn ask_terminal(&self, terminal: &dyn Approver, request: &WriteRequest) -> Answer {
+        let (approve, reason) = match terminal.decide(request).await {
+            Ok(()) => (true, "approved at the terminal".to_owned()),
+            Err(why) => (false, why),
+        };
+        let recorded = self
+            .store
+            .record_decision(
+                &request.run_id,
+                request.seq,
+                &self.started_by,
+                approve,
+                &reason,
+            )
+            .await;
+        match recorded {
+            Ok(status) => answer(status),
+            Err(e) => Answer::Refused(format!("the decision could not be recorded: {e}")),
+        }
+    }
+}
+
+fn answer(status: ApprovalStatus) -> Answer {
+    match status {
+        ApprovalStatus::Approved { .. } => Answer::Approved,
+        ApprovalStatus::Denied { by, reason } => {
+            Answer::Refused(format!("denied by {by}: {reason}"))
+        }
+        ApprovalStatus::Pending { .. } => Answer::Pending,
     }
 }
 
@@ -37,11 +83,11 @@ impl Approver for StoredApprover {
 
     async fn answer(&self, request: &WriteRequest) -> Answer {
         match self.store.request_approval(request, &self.started_by).await {
-            Ok(ApprovalStatus::Approved { .. }) => Answer::Approved,
-            Ok(ApprovalStatus::Denied { by, reason }) => {
-                Answer::Refused(format!("denied by {by}: {reason}"))
-            }
-            Ok(ApprovalStatus::Pending { .. }) => Answer::Pending,
+            Ok(ApprovalStatus::Pending { .. }) => match &self.terminal {
+                Some(terminal) => self.ask_terminal(&**terminal, request).await,
+                None => Answer::Pending,
+            },
+            Ok(status) => answer(status),
             // No record, no write: refuse rather than perform unrecorded.
             Err(e) => Answer::Refused(format!("the approval could not be recorded: {e}")),
         }

@@ -1,5 +1,5 @@
-//! `stepgate approvals`, `approve`, `deny` and `principal`: deciding
-//! parked writes from the command line, through the same state-store
+//! `stepgate approvals`, `approve`, `deny`, `resolve` and `principal`:
+//! deciding parked writes and settling writes in doubt from the command line, through the same state-store
 //! records the server will use. A decision that settles a request resumes
 //! its run right away.
 
@@ -7,26 +7,38 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
 
+use stepgate::caps::resolved_result;
 use stepgate::config::Config;
 use stepgate::report::exit;
 use stepgate::runtime::Runtime;
 use stepgate::state::StateStore;
 use stepgate::state::approvals::{ApprovalStatus, Role};
+use stepgate::state::in_doubt::Resolution;
 use stepgate::terminal::TerminalProgress;
 
 use crate::UsageError;
 
-/// The caller's bearer token: `--token-file`, else `$STEPGATE_TOKEN`.
-fn token(token_file: Option<&PathBuf>) -> Result<String> {
+/// The caller's bearer token if they gave one: `--token-file`, else
+/// `$STEPGATE_TOKEN`.
+pub(crate) fn given_token(token_file: Option<&PathBuf>) -> Result<Option<String>> {
     match token_file {
-        Some(path) => Ok(std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read token file {}", path.display()))?
-            .trim()
-            .to_owned()),
-        None => std::env::var("STEPGATE_TOKEN").map_err(|_| {
-            anyhow!("deciding needs your token: pass --token-file FILE or set STEPGATE_TOKEN")
-        }),
+        Some(path) => Ok(Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read token file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        )),
+        None => Ok(std::env::var("STEPGATE_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())),
     }
+}
+
+/// The caller's bearer token, which this command needs.
+fn token(token_file: Option<&PathBuf>) -> Result<String> {
+    given_token(token_file)?.ok_or_else(|| {
+        anyhow!("this needs your token: pass --token-file FILE or set STEPGATE_TOKEN")
+    })
 }
 
 pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
@@ -97,6 +109,61 @@ pub async fn decide(
             Ok(report.exit_code())
         }
     }
+}
+
+/// `stepgate resolve`: `mark_done` is `None` for retry, else the result
+/// the operator gave (if any).
+pub async fn resolve(
+    config: Config,
+    run_id: &str,
+    seq: u64,
+    mark_done: Option<Option<String>>,
+    reason: &str,
+    token_file: Option<&PathBuf>,
+) -> Result<u8, UsageError> {
+    let token = token(token_file)?;
+    let runtime = Runtime::new(config)?;
+    let in_doubt = runtime
+        .state
+        .in_doubt(run_id)
+        .await?
+        .filter(|d| d.entry.seq == seq)
+        .ok_or_else(|| anyhow!("run `{run_id}` is not in doubt about write #{seq}; `stepgate show {run_id}` shows where it stands"))?;
+    let resolution = match mark_done {
+        None => Resolution::Retry,
+        Some(result) => {
+            let value = result
+                .map(|text| {
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("--result `{text}` is not JSON"))
+                })
+                .transpose()?;
+            let entry = &in_doubt.entry;
+            Resolution::MarkDone(
+                resolved_result(&entry.interface, &entry.op, value).map_err(|e| anyhow!(e))?,
+            )
+        }
+    };
+    runtime
+        .state
+        .resolve_in_doubt(&token, run_id, seq, &resolution, reason)
+        .await?;
+    println!(
+        "write #{seq} {}; resuming run {run_id}",
+        match resolution {
+            Resolution::Retry => "will be sent again",
+            Resolution::MarkDone(_) => "recorded as done",
+        }
+    );
+    let report = runtime
+        .resume(
+            run_id,
+            None,
+            Box::new(TerminalProgress::new(std::io::stderr())),
+        )
+        .await?;
+    crate::print_report(&report, false)?;
+    Ok(report.exit_code())
 }
 
 pub async fn add_principal(config: &Config, name: &str, role: &str) -> Result<u8, UsageError> {

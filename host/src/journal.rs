@@ -39,6 +39,11 @@ pub struct Entry {
     /// choice of several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
+    /// The idempotency key the backend was given (run id + seq), for
+    /// backends that take one: a write in doubt with a key is retried with
+    /// the same key instead of waiting for an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     pub duration_us: u64,
 }
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use stepgate::approvals::StoredApprover;
 use stepgate::config::Config;
 use stepgate::gate::Mode;
 use stepgate::journal::Quiet;
@@ -45,6 +46,11 @@ enum Command {
         /// Print one JSON document instead of the step-by-step view.
         #[arg(long)]
         json: bool,
+        /// Your operator token (else $STEPGATE_TOKEN): the run is started
+        /// as that principal, who then cannot approve its writes. A live
+        /// run without a terminal needs one.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// The config file.
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
@@ -98,6 +104,25 @@ enum Command {
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
     },
+    /// Settle a write in doubt (a run stopped with exit code 7 after its
+    /// host died mid-write): `retry` if the backend never got it,
+    /// `mark-done` if it did. Operators only; the run then resumes.
+    Resolve {
+        run: String,
+        /// The write's position in the run (`stepgate show RUN` shows it).
+        seq: u64,
+        #[arg(value_enum)]
+        resolution: ResolutionArg,
+        #[arg(long)]
+        reason: String,
+        /// With mark-done: what the playbook gets as the write's result (JSON).
+        #[arg(long)]
+        result: Option<String>,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
     /// Principals who may decide approvals, and their tokens.
     Principal {
         #[command(subcommand)]
@@ -132,6 +157,14 @@ enum Command {
         #[arg(long, default_value = "stepgate.toml", global = true)]
         config: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ResolutionArg {
+    /// The write never reached its backend: send it again.
+    Retry,
+    /// The write took effect: record it as done.
+    MarkDone,
 }
 
 #[derive(Subcommand)]
@@ -196,8 +229,9 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             alert,
             live,
             json,
+            token_file,
             config,
-        } => run(&playbook, &alert, live, json, &config).await,
+        } => run(&playbook, &alert, live, json, token_file.as_ref(), &config).await,
         Command::Inspect { component, config } => inspect(&component, &config).await,
         Command::Resume { run, json, config } => resume(&run, json, &config).await,
         Command::Approvals { json, config } => decisions::list(&load_config(&config)?, json).await,
@@ -230,6 +264,26 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
                 &run,
                 seq,
                 false,
+                &reason,
+                token_file.as_ref(),
+            )
+            .await
+        }
+        Command::Resolve {
+            run,
+            seq,
+            resolution,
+            reason,
+            result,
+            token_file,
+            config,
+        } => {
+            let mark_done = matches!(resolution, ResolutionArg::MarkDone);
+            decisions::resolve(
+                load_config(&config)?,
+                &run,
+                seq,
+                mark_done.then_some(result),
                 &reason,
                 token_file.as_ref(),
             )
@@ -302,12 +356,24 @@ async fn run(
     alert: &str,
     live: bool,
     json: bool,
+    token_file: Option<&PathBuf>,
     config: &Path,
 ) -> Result<u8, UsageError> {
     let config = load_config(config)?;
     let alert_from_stdin = alert == "-";
+    let at_terminal = !alert_from_stdin && std::io::stdin().is_terminal();
     let alert = read_alert(alert)?;
     let runtime = Runtime::new(config)?;
+    let started_by = match decisions::given_token(token_file)? {
+        Some(token) => runtime.state.authorize_operator(&token).await?,
+        None if live && !at_terminal => {
+            return Err(anyhow::anyhow!(
+                "a live run without a terminal files its approvals in the name of whoever started it: pass an operator's token with --token-file FILE or STEPGATE_TOKEN"
+            )
+            .into());
+        }
+        None => whoami(),
+    };
     let playbook = runtime.playbook(playbook).await?;
     let mode = if live { Mode::Live } else { Mode::DryRun };
     if !playbook.description.alerts.is_empty() && !playbook.description.alerts.contains(&alert.name)
@@ -336,22 +402,16 @@ async fn run(
         );
         Box::new(TerminalProgress::new(std::io::stderr()))
     };
-    let started_by = whoami();
     // At a terminal a human answers on the spot; otherwise the approval is
     // filed and the run parks until it is decided.
-    let approver: std::sync::Arc<dyn stepgate::gate::Approver> =
-        if !alert_from_stdin && std::io::stdin().is_terminal() {
-            std::sync::Arc::new(TtyApprover)
-        } else {
-            std::sync::Arc::new(stepgate::approvals::StoredApprover::new(
-                runtime.state.clone(),
-                &started_by,
-            ))
-        };
+    let mut approver = StoredApprover::new(runtime.state.clone(), &started_by);
+    if at_terminal {
+        approver = approver.at_terminal(std::sync::Arc::new(TtyApprover));
+    }
     let request = RunRequest {
         alert,
         mode,
-        approver,
+        approver: std::sync::Arc::new(approver),
         progress,
         run_id: None,
         started_by,

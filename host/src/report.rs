@@ -253,6 +253,7 @@ mod tests {
             gate: Decision::Auto,
             result: json!({ "ok": "\"0x10\"" }),
             via: via.map(str::to_owned),
+            idempotency_key: None,
             duration_us: 10,
         }
     }

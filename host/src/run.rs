@@ -316,6 +316,10 @@ pub enum ResumeError {
     Unknown(String),
     #[error("run `{id}` already ended ({status}); only a `running` or `parked` run resumes")]
     Ended { id: String, status: String },
+    #[error(
+        "run `{0}` stopped on a write in doubt; check its backend, then `stepgate resolve {0} SEQ retry|mark-done` (`stepgate show {0}` shows the write)"
+    )]
+    InDoubt(String),
     #[error("run `{id}`: {message}")]
     Corrupt { id: String, message: String },
     #[error(transparent)]
@@ -340,6 +344,9 @@ pub async fn resume(
         .run(run_id)
         .await?
         .ok_or_else(|| ResumeError::Unknown(run_id.to_owned()))?;
+    if run.status == "in-doubt" {
+        return Err(ResumeError::InDoubt(run.id));
+    }
     if run.status != "running" && run.status != "parked" {
         return Err(ResumeError::Ended {
             id: run.id,

@@ -1,7 +1,7 @@
 //! The terminal face of a run: live progress on stderr, the approval
 //! prompt, and the closing summary on stdout.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 
 use crate::gate::{Approver, Decision, Mode, WriteRequest};
 use crate::journal::{Entry, Progress};
@@ -134,17 +134,6 @@ pub fn summary(report: &RunReport) -> String {
 
 /// Asks on the terminal: shows the exact write and waits for yes or no.
 pub struct TtyApprover;
-
-impl TtyApprover {
-    /// An approver for this process: the terminal if stdin is one.
-    pub fn for_stdin(stdin_is_the_alert: bool) -> std::sync::Arc<dyn Approver> {
-        if !stdin_is_the_alert && std::io::stdin().is_terminal() {
-            std::sync::Arc::new(TtyApprover)
-        } else {
-            std::sync::Arc::new(crate::gate::NoApprover)
-        }
-    }
-}
 
 #[async_trait::async_trait]
 impl Approver for TtyApprover {

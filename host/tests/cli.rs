@@ -50,6 +50,26 @@ fn demo_copy() -> (tempfile::TempDir, PathBuf) {
 
 const UNEXPLAINED: &str = "examples/alerts/plaza-drift-unexplained.json";
 
+/// Adds principal `name` with `role` to the config's state store; returns
+/// the path of a file holding its token.
+fn principal(config: &Path, name: &str, role: &str) -> PathBuf {
+    let added = stepgate(&[
+        "principal",
+        "add",
+        name,
+        "--role",
+        role,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(added.status.code(), Some(0), "{}", text(&added.stderr));
+    let token = text(&added.stdout).trim().to_owned();
+    assert!(token.starts_with("sg_"), "{token}");
+    let file = config.with_file_name(format!("{name}.token"));
+    std::fs::write(&file, token).unwrap();
+    file
+}
+
 #[test]
 fn demo_dry_run_prints_the_plan_and_writes_nothing() {
     let (dir, config) = demo_copy();
@@ -114,13 +134,45 @@ fn json_output_has_the_documented_shape() {
 }
 
 #[test]
-fn live_without_a_terminal_parks_the_write_that_needs_approval() {
+fn a_live_run_without_a_terminal_is_started_by_an_operator_token() {
     let (dir, config) = demo_copy();
-    let out = run(
+    let refused = run(
         "plaza-reconciliation-drift",
         UNEXPLAINED,
         &config,
         &["--live"],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("operator's token"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let approver = principal(&config, "amy", "approver");
+    let refused = run(
+        "plaza-reconciliation-drift",
+        UNEXPLAINED,
+        &config,
+        &["--live", "--token-file", approver.to_str().unwrap()],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("operator or admin role"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(!dir.path().join("var/pages.jsonl").exists());
+}
+
+#[test]
+fn live_without_a_terminal_parks_the_write_that_needs_approval() {
+    let (dir, config) = demo_copy();
+    let ops = principal(&config, "ops", "operator");
+    let out = run(
+        "plaza-reconciliation-drift",
+        UNEXPLAINED,
+        &config,
+        &["--live", "--token-file", ops.to_str().unwrap()],
     );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
@@ -334,11 +386,12 @@ fn inspect_shows_description_and_imports() {
 fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
     let (dir, config) = demo_copy();
     let config_arg = config.to_str().unwrap();
+    let ops = principal(&config, "ops", "operator");
     let out = run(
         "plaza-reconciliation-drift",
         UNEXPLAINED,
         &config,
-        &["--live", "--json"],
+        &["--live", "--json", "--token-file", ops.to_str().unwrap()],
     );
     assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -352,12 +405,26 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
         "{listed}"
     );
 
-    let added = stepgate(&["principal", "add", "alice", "--config", config_arg]);
-    assert_eq!(added.status.code(), Some(0), "{}", text(&added.stderr));
-    let token = text(&added.stdout).trim().to_owned();
-    assert!(token.starts_with("sg_"), "{token}");
-    let token_file = dir.path().join("alice.token");
-    std::fs::write(&token_file, &token).unwrap();
+    // The operator who started the run cannot approve its write.
+    let own = stepgate(&[
+        "approve",
+        &run_id,
+        "6",
+        "--reason",
+        "mine",
+        "--token-file",
+        ops.to_str().unwrap(),
+        "--config",
+        config_arg,
+    ]);
+    assert_eq!(own.status.code(), Some(2));
+    assert!(
+        text(&own.stderr).contains("`ops` started this run"),
+        "{}",
+        text(&own.stderr)
+    );
+
+    let token_file = principal(&config, "alice", "approver");
 
     // A wrong token is refused, and nothing is decided.
     std::fs::write(dir.path().join("bad.token"), "sg_nope").unwrap();
@@ -436,12 +503,7 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
         .collect();
     assert_eq!(lines[0]["record"]["approval"]["principal"], "alice");
     assert_eq!(lines[1]["record"]["entry"]["op"], "set");
-    assert!(
-        lines[1]["record"]["started_by"]
-            .as_str()
-            .unwrap()
-            .starts_with("cli:")
-    );
+    assert_eq!(lines[1]["record"]["started_by"], "ops");
 
     // Someone edits the approval record.
     let state = dir.path().join("var/stepgate-state.db");

@@ -1,20 +1,24 @@
 //! The host killed with SIGKILL in the middle of a live run, then
-//! `stepgate resume`: a write that was done is not sent again, and a write
-//! that was in flight is reported in doubt, never silently repeated. The
-//! pager is a webhook on loopback that counts what reaches it.
+//! `stepgate resume`: a write that was done is not sent again, a write not
+//! yet intended is sent once, and a write that was in flight is reported in
+//! doubt, never silently repeated, until an operator resolves it; unless
+//! its backend took an idempotency key (PagerDuty's `dedup_key`), in which
+//! case it is sent again with the same key. The pager is a webhook on
+//! loopback that records what reaches it.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A webhook that counts requests and answers each after `delay`.
+/// A webhook that records requests and answers the first after `delay`.
 struct Hook {
     url: String,
     received: Arc<AtomicUsize>,
+    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl Hook {
@@ -22,11 +26,14 @@ impl Hook {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let received = Arc::new(AtomicUsize::new(0));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
         let counter = received.clone();
+        let recorded = bodies.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let counter = counter.clone();
+                let recorded = recorded.clone();
                 std::thread::spawn(move || {
                     let mut request = Vec::new();
                     let mut buf = [0u8; 4096];
@@ -48,6 +55,9 @@ impl Hook {
                                 })
                                 .unwrap_or(0);
                             if request.len() >= end + 4 + length {
+                                let body = serde_json::from_slice(&request[end + 4..])
+                                    .unwrap_or(serde_json::Value::Null);
+                                recorded.lock().unwrap().push(body);
                                 break;
                             }
                         }
@@ -62,7 +72,21 @@ impl Hook {
                 });
             }
         });
-        Hook { url, received }
+        Hook {
+            url,
+            received,
+            bodies,
+        }
+    }
+
+    /// The distinct `dedup_key`s received.
+    fn dedup_keys(&self) -> std::collections::BTreeSet<String> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["dedup_key"].as_str().map(str::to_owned))
+            .collect()
     }
 
     fn count(&self) -> usize {
@@ -81,9 +105,30 @@ impl Hook {
     }
 }
 
-fn setup(hook: &Hook, sleep_ms: u64) -> (tempfile::TempDir, PathBuf, PathBuf) {
+/// How the pager target `ceo` is reached.
+#[derive(Clone, Copy)]
+enum Sink {
+    /// A plain webhook: no idempotency key.
+    Webhook,
+    /// PagerDuty Events v2: `dedup_key` folds a repeat into the first.
+    PagerDuty,
+}
+
+/// A run's world: its temp dir, config, alert, and an operator token.
+struct World {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    alert: PathBuf,
+    operator: PathBuf,
+}
+
+fn setup(hook: &Hook, sleep_ms: u64, sink: Sink) -> World {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("stepgate.toml");
+    let sink = match sink {
+        Sink::Webhook => "kind = \"webhook\"",
+        Sink::PagerDuty => "kind = \"pagerduty\"\nrouting_key = \"R0UT1NG\"",
+    };
     std::fs::write(
         &config,
         format!(
@@ -93,7 +138,7 @@ path = "state.db"
 [db.plaza]
 url = "sqlite::memory:"
 [pager.targets.ceo]
-kind = "webhook"
+{sink}
 url = "{}"
 timeout = "30s"
 [playbooks.hostile]
@@ -115,7 +160,32 @@ gates = {{ default = "auto" }}
         ),
     )
     .unwrap();
-    (dir, config, alert)
+    let operator = principal(&config, "ops", "operator");
+    World {
+        dir,
+        config,
+        alert,
+        operator,
+    }
+}
+
+/// Adds a principal; returns the path of its token file.
+fn principal(config: &Path, name: &str, role: &str) -> PathBuf {
+    let out = stepgate(&[
+        "principal",
+        "add",
+        name,
+        "--role",
+        role,
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let file = config.with_file_name(format!("{name}.token"));
+    std::fs::write(&file, &out.stdout).unwrap();
+    file
 }
 
 fn stepgate(args: &[&str]) -> Command {
@@ -128,16 +198,18 @@ fn stepgate(args: &[&str]) -> Command {
     command
 }
 
-fn spawn_live(config: &Path, alert: &Path) -> Child {
+fn spawn_live(world: &World) -> Child {
     stepgate(&[
         "run",
         "hostile",
         "--live",
         "--json",
         "--alert",
-        alert.to_str().unwrap(),
+        world.alert.to_str().unwrap(),
+        "--token-file",
+        world.operator.to_str().unwrap(),
         "--config",
-        config.to_str().unwrap(),
+        world.config.to_str().unwrap(),
     ])
     .spawn()
     .unwrap()
@@ -173,27 +245,56 @@ fn resume(config: &Path, run: &str) -> std::process::Output {
     .unwrap()
 }
 
+/// `stepgate resolve RUN SEQ RESOLUTION --reason R EXTRA...` with `token`.
+fn resolve(world: &World, run: &str, token: &Path, resolution: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "resolve",
+        run,
+        "1",
+        resolution,
+        "--reason",
+        "checked the webhook log",
+        "--token-file",
+        token.to_str().unwrap(),
+        "--config",
+        world.config.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    stepgate(&args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Kills the host while the webhook holds the first page: that write is
+/// stored as intended, never as done.
+fn kill_mid_write(hook: &Hook, sink: Sink) -> (World, String) {
+    let world = setup(hook, 0, sink);
+    let mut child = spawn_live(&world);
+    hook.wait_for(1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = running_run(&world.config);
+    (world, run)
+}
+
 #[test]
-fn killed_after_a_write_was_done_resumes_without_sending_it_again() {
+fn killed_after_one_write_was_done_and_before_the_next_was_intended() {
     let hook = Hook::start(Duration::ZERO);
-    let (_dir, config, alert) = setup(&hook, 3_000);
-    let mut child = spawn_live(&config, &alert);
+    let world = setup(&hook, 3_000, Sink::Webhook);
+    let mut child = spawn_live(&world);
     hook.wait_for(1);
     // The first page is answered; let its `done` record land, then kill
-    // the host in the middle of the sleep.
+    // the host in the middle of the sleep, before the second page exists.
     std::thread::sleep(Duration::from_millis(500));
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(hook.count(), 1);
 
-    let run = running_run(&config);
-    let out = resume(&config, &run);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run = running_run(&world.config);
+    let out = resume(&world.config, &run);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["run_id"], run.as_str());
     assert_eq!(report["outcome"]["status"], "done");
@@ -205,23 +306,12 @@ fn killed_after_a_write_was_done_resumes_without_sending_it_again() {
 }
 
 #[test]
-fn killed_while_a_write_was_in_flight_is_in_doubt_and_not_repeated() {
+fn killed_while_a_write_was_in_flight_is_in_doubt_until_an_operator_marks_it_done() {
     // The webhook holds the first page for 5 s: the host dies meanwhile.
     let hook = Hook::start(Duration::from_secs(5));
-    let (_dir, config, alert) = setup(&hook, 0);
-    let mut child = spawn_live(&config, &alert);
-    hook.wait_for(1);
-    child.kill().unwrap();
-    child.wait().unwrap();
-
-    let run = running_run(&config);
-    let out = resume(&config, &run);
-    assert_eq!(
-        out.status.code(),
-        Some(7),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (world, run) = kill_mid_write(&hook, Sink::Webhook);
+    let out = resume(&world.config, &run);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["outcome"]["status"], "in-doubt");
     assert!(
@@ -233,4 +323,74 @@ fn killed_while_a_write_was_in_flight_is_in_doubt_and_not_repeated() {
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(hook.count(), 1, "the write in doubt was not sent again");
+    // Resuming again does not guess either.
+    let again = resume(&world.config, &run);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        text(&again.stderr).contains("stepgate resolve"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // Only an operator resolves, and a page needs the result it returns.
+    let approver = principal(&world.config, "amy", "approver");
+    let refused = resolve(
+        &world,
+        &run,
+        &approver,
+        "mark-done",
+        &["--result", "\"p-1\""],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("operator or admin"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let refused = resolve(&world, &run, &world.operator, "mark-done", &[]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("--result"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let done = resolve(
+        &world,
+        &run,
+        &world.operator,
+        "mark-done",
+        &["--result", "\"p-1\""],
+    );
+    assert_eq!(done.status.code(), Some(0), "{}", text(&done.stderr));
+    assert_eq!(hook.count(), 2, "only the second page was sent");
+    let _ = &world.dir;
+}
+
+#[test]
+fn an_operator_may_say_the_write_in_doubt_never_arrived_and_it_is_sent_again() {
+    let hook = Hook::start(Duration::from_secs(5));
+    let (world, run) = kill_mid_write(&hook, Sink::Webhook);
+    assert_eq!(resume(&world.config, &run).status.code(), Some(7));
+    let retried = resolve(&world, &run, &world.operator, "retry", &[]);
+    assert_eq!(retried.status.code(), Some(0), "{}", text(&retried.stderr));
+    assert_eq!(hook.count(), 3, "the first page again, then the second");
+}
+
+#[test]
+fn a_write_in_doubt_with_an_idempotency_key_is_sent_again_with_the_same_key() {
+    let hook = Hook::start(Duration::from_secs(5));
+    let (world, run) = kill_mid_write(&hook, Sink::PagerDuty);
+    let out = resume(&world.config, &run);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"]["status"], "done");
+    assert_eq!(hook.count(), 3, "the first page was sent again");
+    assert_eq!(
+        hook.dedup_keys(),
+        [format!("{run}-1"), format!("{run}-3")]
+            .into_iter()
+            .collect(),
+        "with the same key, so PagerDuty holds two incidents, not three"
+    );
 }

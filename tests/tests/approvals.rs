@@ -307,3 +307,79 @@ async fn an_approval_does_not_carry_over_to_a_different_write() {
     }
     assert_eq!(w.flag().await, None);
 }
+
+/// The terminal prompt of `stepgate run --live` files the same records: its
+/// answer is one decision by whoever started the run, so a quorum of two
+/// still needs another principal.
+#[tokio::test]
+async fn a_terminal_answer_is_one_recorded_decision() {
+    struct Keyboard(bool);
+    #[async_trait::async_trait]
+    impl stepgate::gate::Approver for Keyboard {
+        async fn decide(&self, _: &stepgate::gate::WriteRequest) -> Result<(), String> {
+            if self.0 {
+                Ok(())
+            } else {
+                Err("refused at the terminal".into())
+            }
+        }
+    }
+    let w = world(Kind::Sqlite);
+    let state = &w.runtime.state;
+    let at_terminal = |yes| {
+        Arc::new(StoredApprover::new(state.clone(), "cli:pat").at_terminal(Arc::new(Keyboard(yes))))
+    };
+    let must_write = || alert("Hostile", &[("mode", "must-write")], &[]);
+    let report = run(
+        &w.runtime,
+        "hostile",
+        must_write(),
+        Mode::Live,
+        at_terminal(true),
+    )
+    .await;
+    assert!(
+        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 1, .. })),
+        "{:?}",
+        report.end
+    );
+    assert_eq!(
+        state.approval_status(&report.run_id, 1).await.unwrap(),
+        Some(ApprovalStatus::Pending {
+            approvals: 1,
+            quorum: 2
+        })
+    );
+    let alice = w.principal("alice", Role::Approver).await;
+    state
+        .decide_approval(&alice, &report.run_id, 1, true, "second pair of eyes")
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.resume(&report.run_id).await.end,
+        RunEnd::Done(_)
+    ));
+    assert_eq!(w.flag().await.as_deref(), Some("1"));
+
+    // A no at the terminal denies, on record.
+    let report = run(
+        &w.runtime,
+        "hostile",
+        must_write(),
+        Mode::Live,
+        at_terminal(false),
+    )
+    .await;
+    assert!(
+        matches!(report.end, RunEnd::Failed(WitError::Denied(_))),
+        "{:?}",
+        report.end
+    );
+    let audit = state.audit_records().await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.record["approval"]["principal"] == "cli:pat"
+                && r.record["approval"]["approve"] == false)
+    );
+}

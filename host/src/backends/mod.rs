@@ -230,6 +230,12 @@ pub struct Page<'a> {
 /// Where pages and notices go.
 #[async_trait::async_trait]
 pub trait PagerSink: Send + Sync {
+    /// Whether the service folds a page sent twice with the same dedup key
+    /// into one: then a page in doubt after a crash is sent again.
+    fn idempotent(&self) -> bool {
+        false
+    }
+
     /// Returns the page id.
     async fn page(&self, page: &Page<'_>) -> Result<String, BackendError>;
     async fn notify(

@@ -80,6 +80,10 @@ impl PagerDuty {
 
 #[async_trait::async_trait]
 impl PagerSink for PagerDuty {
+    fn idempotent(&self) -> bool {
+        true
+    }
+
     async fn page(&self, page: &Page<'_>) -> Result<String, BackendError> {
         let answer = post(&self.transport, &self.event(page), true, "page").await?;
         // PagerDuty answers {"status": "success", "dedup_key": ...}.

@@ -84,6 +84,15 @@ pub struct Call {
     pub args: serde_json::Value,
     /// The reason the playbook gave (writes).
     pub reason: String,
+    /// The backend takes an idempotency key ([`idempotency_key`]): sending
+    /// the write twice has the effect of sending it once.
+    pub keyed: bool,
+}
+
+/// The idempotency key of call `seq` of run `run_id`: the same write sent
+/// again (a retry, a resume) carries the same key.
+pub fn idempotency_key(run_id: &str, seq: u64) -> String {
+    format!("{run_id}-{seq}")
 }
 
 impl Call {
@@ -100,6 +109,7 @@ impl Call {
             target: target.to_owned(),
             args,
             reason: String::new(),
+            keyed: false,
         }
     }
 
@@ -117,7 +127,14 @@ impl Call {
             target: target.to_owned(),
             args,
             reason: reason.to_owned(),
+            keyed: false,
         }
+    }
+
+    /// Marks the write as keyed (see [`Call::keyed`]).
+    pub fn keyed(mut self, keyed: bool) -> Call {
+        self.keyed = keyed;
+        self
     }
 }
 
@@ -205,6 +222,12 @@ impl CallCtx {
             .into()));
         }
         if stored.phase == Phase::Intended {
+            if entry.idempotency_key.is_some() {
+                // The backend folds a repeat into the first: send it again
+                // with the same key rather than ask an operator.
+                tracing::info!(run = %self.run_id, seq, "retrying a write in doubt with its idempotency key");
+                return None;
+            }
             return Some(Err(Stopped::InDoubt {
                 seq,
                 call: format!("{}.{} {}", entry.interface, entry.op, entry.args),
@@ -450,6 +473,7 @@ impl CallCtx {
             gate: decision,
             result,
             via,
+            idempotency_key: call.keyed.then(|| idempotency_key(&self.run_id, seq)),
             duration_us: started.elapsed().as_micros() as u64,
         }
     }
@@ -497,6 +521,38 @@ fn unrecorded(e: crate::state::StateError) -> CapError {
     CapError::Trap(wasmtime::format_err!(
         "the run was stopped because the state store could not record a call: {e}"
     ))
+}
+
+/// Checks that `value` is what write `interface.op` returns to a playbook,
+/// so a result an operator supplies for a write in doubt (`mark-done`)
+/// replays as that call's answer. With no value, the write's neutral
+/// answer where it has one (`null` for a flag's unknown previous value).
+pub fn resolved_result(interface: &str, op: &str, value: Option<Json>) -> Result<Json, String> {
+    use crate::bindings::stepgate::playbook::rpc::HttpResponse;
+    fn fits<T: DeserializeOwned>(value: &Json) -> Result<(), String> {
+        serde_json::from_value::<T>(value.clone())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    let neutral = match (interface, op) {
+        ("flags", "set") | ("pager", "notify") => Some(Json::Null),
+        ("runbook", "confirm") => Some(Json::Bool(true)),
+        _ => None,
+    };
+    let value = value.or(neutral).ok_or_else(|| {
+        format!("{interface}.{op} has no neutral result: pass --result JSON, the value the playbook gets (e.g. 1 for a db.execute that changed one row)")
+    })?;
+    match (interface, op) {
+        ("db", "execute") => fits::<u64>(&value),
+        ("rpc", "call") | ("pager", "page") => fits::<String>(&value),
+        ("rpc", "http") => fits::<HttpResponse>(&value),
+        ("flags", "set") => fits::<Option<String>>(&value),
+        ("pager", "notify") => fits::<()>(&value),
+        ("runbook", "confirm") => fits::<bool>(&value),
+        _ => Err(format!("{interface}.{op} is not a write")),
+    }
+    .map_err(|why| format!("--result {value} is not what {interface}.{op} returns: {why}"))?;
+    Ok(value)
 }
 
 /// What a backend may need to know about the call it serves.

@@ -3,14 +3,9 @@
 
 use serde_json::json;
 
-use super::{Action, Call, CallCtx, CapError};
+use super::{Action, Call, CallCtx, CapError, idempotency_key as dedup_key};
 use crate::backends::{Page, severity_name};
 use crate::bindings::stepgate::playbook::pager::{Host, Severity};
-
-/// Run id + call sequence: a retried page is not a second page.
-fn dedup_key(run_id: &str, seq: u64) -> String {
-    format!("{run_id}-{seq}")
-}
 
 impl Host for CallCtx {
     async fn page(
@@ -27,7 +22,8 @@ impl Host for CallCtx {
             &target,
             json!({ "target": target, "severity": severity, "summary": summary, "details": details }),
             &summary,
-        );
+        )
+        .keyed(self.backends.target(&target).is_ok_and(|sink| sink.idempotent()));
         let scope = self.scope.page(&target);
         let backends = self.backends.clone();
         let run_id = self.run_id.clone();
@@ -55,6 +51,11 @@ impl Host for CallCtx {
             &channel,
             json!({ "channel": channel, "message": message }),
             &message,
+        )
+        .keyed(
+            self.backends
+                .channel(&channel)
+                .is_ok_and(|sink| sink.idempotent()),
         );
         let scope = self.scope.notify(&channel);
         let backends = self.backends.clone();

@@ -38,6 +38,7 @@ impl Host for CallCtx {
             target: endpoint.clone(),
             args: json!({ "endpoint": endpoint, "method": method, "params": params_json, "reason": reason }),
             reason,
+            keyed: false,
         };
         let scope = scope.map(|_| ());
         let params: serde_json::Value = match serde_json::from_str(&params_json) {
@@ -85,6 +86,7 @@ impl Host for CallCtx {
                 "reason": reason,
             }),
             reason,
+            keyed: false,
         };
         let scope = scope.map(|_| ());
         if let Some(reserved) = request

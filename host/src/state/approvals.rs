@@ -55,6 +55,11 @@ impl Role {
     pub fn may_approve(self) -> bool {
         !matches!(self, Role::Viewer)
     }
+
+    /// Starts live runs, settles writes in doubt.
+    pub fn may_operate(self) -> bool {
+        matches!(self, Role::Operator | Role::Admin)
+    }
 }
 
 /// A decision that was not taken, and why.
@@ -78,6 +83,14 @@ pub enum DecisionError {
     Twice(String),
     #[error("every decision needs a reason (--reason)")]
     NoReason,
+    #[error(
+        "principal `{0}` may not do this: it needs the operator or admin role (`stepgate principal add NAME --role operator`)"
+    )]
+    NotAnOperator(String),
+    #[error(
+        "run `{run_id}` is not in doubt about write #{seq}; `stepgate show {run_id}` shows where it stands"
+    )]
+    NotInDoubt { run_id: String, seq: u64 },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -154,6 +167,18 @@ impl StateStore {
         let role = Role::parse(&role)
             .ok_or_else(|| StateError::Corrupt(format!("principal {name} has role `{role}`")))?;
         Ok(Some((name, role)))
+    }
+
+    /// The name of the operator (or admin) a token belongs to.
+    pub async fn authorize_operator(&self, token: &str) -> Result<String, DecisionError> {
+        let (principal, role) = self
+            .authenticate(token)
+            .await?
+            .ok_or(DecisionError::Unauthenticated)?;
+        if !role.may_operate() {
+            return Err(DecisionError::NotAnOperator(principal));
+        }
+        Ok(principal)
     }
 
     /// Files the request if it is new, and says where it stands.
@@ -302,6 +327,20 @@ impl StateStore {
         if started_by == principal {
             return Err(DecisionError::SelfApproval(principal));
         }
+        self.record_decision(run_id, seq, &principal, approve, reason)
+            .await
+    }
+
+    /// Records a decision by `principal`, who has been authenticated (or is
+    /// the human at the terminal of a `stepgate run`), and audits it.
+    pub async fn record_decision(
+        &self,
+        run_id: &str,
+        seq: u64,
+        principal: &str,
+        approve: bool,
+        reason: &str,
+    ) -> Result<ApprovalStatus, DecisionError> {
         match self.approval_status(run_id, seq).await? {
             Some(ApprovalStatus::Pending { .. }) => {}
             _ => {
@@ -316,7 +355,7 @@ impl StateStore {
         )
         .bind(run_id)
         .bind(seq as i64)
-        .bind(&principal)
+        .bind(principal)
         .bind(i32::from(approve))
         .bind(reason)
         .bind(now_ms())
@@ -325,7 +364,7 @@ impl StateStore {
         match inserted {
             Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(DecisionError::Twice(principal));
+                return Err(DecisionError::Twice(principal.to_owned()));
             }
             Err(e) => return Err(e.into()),
         }

@@ -6,10 +6,12 @@
 //!
 //! It stores and loads; it calls nothing out and decides nothing. Split by
 //! what is stored: [`runs`] (runs and journal entries), [`audit`] (the
-//! hash-chained audit log); flags live here.
+//! hash-chained audit log), [`approvals`] (requests, decisions,
+//! principals), [`in_doubt`] (settling writes in doubt); flags live here.
 
 pub mod approvals;
 pub mod audit;
+pub mod in_doubt;
 pub mod runs;
 
 use sqlx::AnyPool;

@@ -1,0 +1,239 @@
+//! Writes in doubt and how an operator settles them. A write stored as
+//! intended but never as done may or may not have reached its backend; the
+//! host never guesses. An operator checks the backend and says which:
+//! `retry` (it did not happen: send it again, through its gate) or
+//! `mark-done` (it happened: the playbook is given the result the operator
+//! supplies). Either way the run goes back to `parked`, ready to resume,
+//! and the resolution is appended to the audit log with who and why.
+
+use serde::{Deserialize, Serialize};
+
+use super::approvals::DecisionError;
+use super::runs::Phase;
+use super::{StateError, StateStore};
+use crate::journal::Entry;
+
+/// What the operator found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resolution {
+    /// The write did not reach its backend: send it again.
+    Retry,
+    /// The write took effect; the playbook gets this as its result.
+    MarkDone(serde_json::Value),
+}
+
+/// The write a run is in doubt about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InDoubt {
+    pub run_id: String,
+    pub entry: Entry,
+}
+
+impl StateStore {
+    /// The write run `run_id` stopped in doubt on, if it did.
+    pub async fn in_doubt(&self, run_id: &str) -> Result<Option<InDoubt>, StateError> {
+        let Some(run) = self.run(run_id).await? else {
+            return Ok(None);
+        };
+        if run.status != "in-doubt" {
+            return Ok(None);
+        }
+        let last = self.journal(run_id).await?.pop();
+        Ok(last
+            .filter(|stored| stored.phase == Phase::Intended)
+            .map(|stored| InDoubt {
+                run_id: run_id.to_owned(),
+                entry: stored.entry,
+            }))
+    }
+
+    /// Settles write `seq` of an in-doubt run; the run is `parked` after
+    /// and resumes like any parked run. Operators and admins only.
+    pub async fn resolve_in_doubt(
+        &self,
+        token: &str,
+        run_id: &str,
+        seq: u64,
+        resolution: &Resolution,
+        reason: &str,
+    ) -> Result<(), DecisionError> {
+        let principal = self.authorize_operator(token).await?;
+        if reason.trim().is_empty() {
+            return Err(DecisionError::NoReason);
+        }
+        let in_doubt = self
+            .in_doubt(run_id)
+            .await?
+            .filter(|d| d.entry.seq == seq)
+            .ok_or_else(|| DecisionError::NotInDoubt {
+                run_id: run_id.to_owned(),
+                seq,
+            })?;
+        let mut tx = self.pool().await?.begin().await?;
+        match resolution {
+            Resolution::Retry => {
+                sqlx::query("DELETE FROM journal WHERE run_id = $1 AND seq = $2")
+                    .bind(run_id)
+                    .bind(seq as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Resolution::MarkDone(value) => {
+                let mut entry = in_doubt.entry.clone();
+                entry.result = serde_json::json!({ "ok": value });
+                let text = serde_json::to_string(&entry).map_err(|e| {
+                    StateError::Corrupt(format!("cannot encode a journal entry: {e}"))
+                })?;
+                sqlx::query(
+                    "UPDATE journal SET phase = 'done', entry = $1 WHERE run_id = $2 AND seq = $3",
+                )
+                .bind(text)
+                .bind(run_id)
+                .bind(seq as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let moved = sqlx::query(
+            "UPDATE runs SET status = 'parked', ended_at = NULL, exit_code = NULL WHERE id = $1 AND status = 'in-doubt'",
+        )
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            // Someone else resolved it meanwhile.
+            return Err(DecisionError::NotInDoubt {
+                run_id: run_id.to_owned(),
+                seq,
+            });
+        }
+        tx.commit().await?;
+        self.append_audit(
+            run_id,
+            &serde_json::json!({
+                "resolved": {
+                    "seq": seq,
+                    "principal": principal,
+                    "resolution": resolution,
+                    "reason": reason,
+                    "entry": in_doubt.entry,
+                },
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Effect;
+    use crate::gate::Decision;
+    use crate::state::approvals::Role;
+    use crate::state::runs::NewRun;
+
+    fn write(seq: u64) -> Entry {
+        Entry {
+            seq,
+            step: None,
+            interface: "pager".into(),
+            op: "page".into(),
+            args: serde_json::json!({ "target": "ceo" }),
+            effect: Effect::Write,
+            gate: Decision::Auto,
+            result: serde_json::Value::Null,
+            via: None,
+            idempotency_key: None,
+            duration_us: 0,
+        }
+    }
+
+    async fn stopped_in_doubt(store: &StateStore) {
+        store
+            .start_run(NewRun {
+                id: "r1",
+                playbook: "p",
+                mode: "live",
+                alert: &serde_json::json!({}),
+                started_by: "ops",
+            })
+            .await
+            .unwrap();
+        store
+            .put_entry("r1", Phase::Intended, &write(1))
+            .await
+            .unwrap();
+        store
+            .finish_run("r1", "in-doubt", 7, &serde_json::json!({}))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn operators_settle_a_write_in_doubt_once_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("s.db"));
+        stopped_in_doubt(&store).await;
+        let approver = store.add_principal("amy", Role::Approver).await.unwrap();
+        let operator = store.add_principal("oscar", Role::Operator).await.unwrap();
+        let done = Resolution::MarkDone(serde_json::json!("PD-1"));
+
+        let refused = store
+            .resolve_in_doubt(&approver, "r1", 1, &done, "seen")
+            .await;
+        assert!(matches!(refused, Err(DecisionError::NotAnOperator(name)) if name == "amy"));
+        let refused = store
+            .resolve_in_doubt("sg_nope", "r1", 1, &done, "seen")
+            .await;
+        assert!(matches!(refused, Err(DecisionError::Unauthenticated)));
+        let refused = store.resolve_in_doubt(&operator, "r1", 1, &done, " ").await;
+        assert!(matches!(refused, Err(DecisionError::NoReason)));
+        let refused = store
+            .resolve_in_doubt(&operator, "r1", 2, &done, "seen")
+            .await;
+        assert!(matches!(
+            refused,
+            Err(DecisionError::NotInDoubt { seq: 2, .. })
+        ));
+
+        store
+            .resolve_in_doubt(&operator, "r1", 1, &done, "PagerDuty shows the incident")
+            .await
+            .unwrap();
+        assert_eq!(store.run("r1").await.unwrap().unwrap().status, "parked");
+        let journal = store.journal("r1").await.unwrap();
+        assert_eq!(journal[0].phase, Phase::Done);
+        assert_eq!(journal[0].entry.result, serde_json::json!({ "ok": "PD-1" }));
+        let again = store
+            .resolve_in_doubt(&operator, "r1", 1, &done, "seen")
+            .await;
+        assert!(matches!(again, Err(DecisionError::NotInDoubt { .. })));
+        let audit = store.audit_records().await.unwrap();
+        assert_eq!(
+            audit.last().unwrap().record["resolved"]["principal"],
+            "oscar"
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_forgets_the_intended_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("s.db"));
+        stopped_in_doubt(&store).await;
+        let operator = store.add_principal("oscar", Role::Admin).await.unwrap();
+        store
+            .resolve_in_doubt(
+                &operator,
+                "r1",
+                1,
+                &Resolution::Retry,
+                "the webhook log has no such page",
+            )
+            .await
+            .unwrap();
+        assert!(store.journal("r1").await.unwrap().is_empty());
+        assert_eq!(store.run("r1").await.unwrap().unwrap().status, "parked");
+    }
+}
