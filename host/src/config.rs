@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::backends::SqlDialect;
 use crate::gate::{GateKey, Policy};
@@ -82,6 +82,14 @@ pub struct StateConfig {
     /// A PostgreSQL database instead (`{ env = "STEPGATE_STATE_URL" }`),
     /// for host replicas that share runs.
     pub url: Option<Secret>,
+    /// How long a host holds a run it is running without renewing; a run
+    /// whose host has been silent this long is taken over by another.
+    #[serde(default = "default_lease", deserialize_with = "de_duration")]
+    pub lease: Duration,
+}
+
+fn default_lease() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_state_path() -> PathBuf {
@@ -93,6 +101,7 @@ impl Default for StateConfig {
         StateConfig {
             path: default_state_path(),
             url: None,
+            lease: default_lease(),
         }
     }
 }
@@ -501,10 +510,12 @@ pub struct PlaybookConfig {
     /// What it may touch.
     #[serde(default)]
     pub grants: Grants,
-    /// Gate policy per write operation: `default`, `"flags.set"`, or
-    /// `"flags.set:NAME"` for one target. Values: auto, approve, deny.
-    #[serde(default)]
-    pub gates: BTreeMap<String, Policy>,
+    /// Gate rule per write operation: `default`, `"flags.set"`, or
+    /// `"flags.set:NAME"` for one target. A policy (`"auto"`, `"approve"`,
+    /// `"deny"`) or a table with the approval's quorum, groups, timeout,
+    /// what a timeout means and an escalation chain ([`GateRule`]).
+    #[serde(default, deserialize_with = "de_gates")]
+    pub gates: BTreeMap<String, GateRule>,
     /// Overrides of the global limits.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -519,6 +530,120 @@ pub struct PlaybookConfig {
 
 fn one() -> u32 {
     1
+}
+
+/// The gate of one write operation: a bare policy, or a table that says
+/// who must approve and what happens when nobody does:
+///
+/// ```toml
+/// [playbooks.plaza.gates."flags.set:PLAZA_CUSTODIED_MODE_DISABLED"]
+/// policy = "approve"
+/// quorum = 2
+/// groups = ["payments-oncall"]
+/// timeout = "30m"
+/// on_timeout = "deny"
+/// escalate = [{ after = "10m", page = "payments-leads", groups = ["payments-leads"] }]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateRule {
+    pub policy: Policy,
+    /// Distinct approvers; unset: the playbook's `quorum`.
+    #[serde(default)]
+    pub quorum: Option<u32>,
+    /// Principals of at least one of these groups may decide; empty: any
+    /// approver.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// How long the request may wait; unset: the playbook's
+    /// `approval_timeout`.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
+    /// What an undecided request means once it times out.
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+    /// Who is paged, in order, while the request waits.
+    #[serde(default)]
+    pub escalate: Vec<Escalation>,
+}
+
+impl GateRule {
+    pub fn bare(policy: Policy) -> GateRule {
+        GateRule {
+            policy,
+            quorum: None,
+            groups: Vec::new(),
+            timeout: None,
+            on_timeout: OnTimeout::Deny,
+            escalate: Vec::new(),
+        }
+    }
+}
+
+/// What an approval request nobody decided in time means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    /// The write is denied (the safe default).
+    #[default]
+    Deny,
+    /// The write goes ahead: for mitigations that must not wait forever
+    /// (silence means consent).
+    Approve,
+}
+
+/// One step of an escalation chain: after `after` undecided, page `page`;
+/// from then on principals of `groups` may decide too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub after: Duration,
+    /// A pager target (`[pager.targets.NAME]`).
+    pub page: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+/// A gate written as a bare policy string or as a table.
+impl<'de> Deserialize<'de> for GateRuleOrPolicy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = GateRuleOrPolicy;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"auto\", \"approve\", \"deny\", or a table with `policy`")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Policy::deserialize(serde::de::value::StrDeserializer::<E>::new(text))
+                    .map(|p| GateRuleOrPolicy(GateRule::bare(p)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                GateRule::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(GateRuleOrPolicy)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// How [`GateRule`]s are read from the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateRuleOrPolicy(pub GateRule);
+
+fn de_gates<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, GateRule>, D::Error> {
+    let table = BTreeMap::<String, GateRuleOrPolicy>::deserialize(d)?;
+    Ok(table
+        .into_iter()
+        .map(|(k, GateRuleOrPolicy(r))| (k, r))
+        .collect())
 }
 
 /// The capabilities the operator grants one playbook.
@@ -644,6 +769,11 @@ impl Config {
                 self.resolve(&self.state.path),
             )),
         }
+    }
+
+    /// The state store, not opened yet.
+    pub fn state_store(&self) -> Result<crate::state::StateStore, crate::secret::SecretError> {
+        Ok(crate::state::StateStore::at(self.state_location()?).with_lease(self.state.lease))
     }
 
     /// The limits for one playbook.
@@ -845,10 +975,40 @@ impl Config {
         if playbook.quorum == 0 {
             return Err(self.invalid(at("quorum"), "a quorum is at least 1 approver"));
         }
-        for key in playbook.gates.keys() {
+        for (key, rule) in &playbook.gates {
+            let at_key = |field: &str| at(&format!("gates.\"{key}\"{field}"));
             if key != "default" {
                 key.parse::<GateKey>()
-                    .map_err(|m| self.invalid(at(&format!("gates.\"{key}\"")), m))?;
+                    .map_err(|m| self.invalid(at_key(""), m))?;
+            }
+            if rule.quorum == Some(0) {
+                return Err(self.invalid(at_key(".quorum"), "a quorum is at least 1 approver"));
+            }
+            let timeout = rule.timeout.or(playbook.approval_timeout);
+            for (i, step) in rule.escalate.iter().enumerate() {
+                if !self.pager.targets.contains_key(&step.page) {
+                    return Err(self.invalid(
+                        at_key(&format!(".escalate[{i}].page")),
+                        format!(
+                            "no pager target `{}` is configured; add a [pager.targets.{}] table (known: {})",
+                            step.page,
+                            step.page,
+                            known(self.pager.targets.keys())
+                        ),
+                    ));
+                }
+                if timeout.is_some_and(|t| step.after >= t) {
+                    return Err(self.invalid(
+                        at_key(&format!(".escalate[{i}].after")),
+                        "escalates after the request has already timed out; make `after` shorter than the timeout",
+                    ));
+                }
+            }
+            if rule.escalate.windows(2).any(|w| w[1].after <= w[0].after) {
+                return Err(self.invalid(
+                    at_key(".escalate"),
+                    "escalation steps must come later and later (`after` increasing)",
+                ));
             }
         }
         Ok(())
@@ -1026,6 +1186,50 @@ grants.rpc.base.methods = ["eth_sendRawTransaction"]
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("db.query"), "{err}");
+    }
+
+    #[test]
+    fn a_gate_is_a_policy_or_a_rule_table() {
+        let config = parse(
+            r#"
+[pager.targets.leads]
+kind = "file"
+path = "pages.jsonl"
+[playbooks.p]
+component = "p.wasm"
+approval_timeout = "1h"
+[playbooks.p.gates]
+default = "auto"
+"flags.set:KILL" = { policy = "approve", quorum = 2, groups = ["payments"], on_timeout = "approve", escalate = [{ after = "10m", page = "leads", groups = ["leads"] }] }
+"#,
+        )
+        .unwrap();
+        let gates = &config.playbooks["p"].gates;
+        assert_eq!(gates["default"], GateRule::bare(Policy::Auto));
+        let kill = &gates["flags.set:KILL"];
+        assert_eq!((kill.policy, kill.quorum), (Policy::Approve, Some(2)));
+        assert_eq!(kill.on_timeout, OnTimeout::Approve);
+        assert_eq!(kill.escalate[0].after, Duration::from_secs(600));
+        assert_eq!(kill.escalate[0].groups, vec!["leads".to_owned()]);
+
+        let rule = |body: &str| {
+            parse(&format!(
+                "[pager.targets.leads]\nkind = \"file\"\npath = \"p\"\n[playbooks.p]\ncomponent = \"p.wasm\"\napproval_timeout = \"5m\"\n[playbooks.p.gates]\n\"flags.set\" = {body}\n"
+            ))
+            .unwrap_err()
+            .to_string()
+        };
+        let err = rule(r#"{ policy = "approve", qourum = 2 }"#);
+        assert!(err.contains("qourum"), "{err}");
+        let err = rule(r#"{ policy = "approve", escalate = [{ after = "1m", page = "cfo" }] }"#);
+        assert!(
+            err.contains("no pager target `cfo`") && err.contains("escalate[0].page"),
+            "{err}"
+        );
+        let err = rule(r#"{ policy = "approve", escalate = [{ after = "10m", page = "leads" }] }"#);
+        assert!(err.contains("already timed out"), "{err}");
+        let err = rule(r#"{ policy = "approve", quorum = 0 }"#);
+        assert!(err.contains("at least 1"), "{err}");
     }
 
     #[test]

@@ -8,10 +8,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow};
 
 use stepgate::caps::resolved_result;
-use stepgate::config::Config;
+use stepgate::config::{Config, OnTimeout};
 use stepgate::report::exit;
 use stepgate::runtime::Runtime;
-use stepgate::state::StateStore;
 use stepgate::state::approvals::{ApprovalStatus, Role};
 use stepgate::state::in_doubt::Resolution;
 use stepgate::terminal::TerminalProgress;
@@ -42,9 +41,7 @@ fn token(token_file: Option<&PathBuf>) -> Result<String> {
 }
 
 pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
-    let pending = StateStore::at(config.state_location()?)
-        .pending_approvals()
-        .await?;
+    let pending = config.state_store()?.pending_approvals().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&pending)?);
         return Ok(exit::DONE);
@@ -66,6 +63,25 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
             p.detail,
             p.reason
         );
+        if !p.groups.is_empty() {
+            println!("    who:    principals of {}", p.groups.join(", "));
+        }
+        if let Some(at) = p
+            .expires_at
+            .and_then(chrono::DateTime::from_timestamp_millis)
+        {
+            println!(
+                "    until:  {} (then {})",
+                at.to_rfc3339(),
+                match p.on_timeout {
+                    OnTimeout::Deny => "denied",
+                    OnTimeout::Approve => "approved",
+                }
+            );
+        }
+        if p.escalations > 0 {
+            println!("    escalated: {} of {} steps", p.escalated, p.escalations);
+        }
     }
     Ok(exit::DONE)
 }
@@ -166,11 +182,17 @@ pub async fn resolve(
     Ok(report.exit_code())
 }
 
-pub async fn add_principal(config: &Config, name: &str, role: &str) -> Result<u8, UsageError> {
+pub async fn add_principal(
+    config: &Config,
+    name: &str,
+    role: &str,
+    groups: &[String],
+) -> Result<u8, UsageError> {
     let role = Role::parse(role)
         .ok_or_else(|| anyhow!("unknown role `{role}`; use viewer, approver, operator or admin"))?;
-    let token = StateStore::at(config.state_location()?)
-        .add_principal(name, role)
+    let token = config
+        .state_store()?
+        .add_principal_in(name, role, groups)
         .await?;
     eprintln!("principal `{name}` added; its token (shown only now, stored hashed):");
     println!("{token}");
@@ -178,10 +200,7 @@ pub async fn add_principal(config: &Config, name: &str, role: &str) -> Result<u8
 }
 
 pub async fn revoke_principal(config: &Config, name: &str) -> Result<u8, UsageError> {
-    if StateStore::at(config.state_location()?)
-        .revoke_principal(name)
-        .await?
-    {
+    if config.state_store()?.revoke_principal(name).await? {
         println!("principal `{name}` revoked");
         Ok(exit::DONE)
     } else {

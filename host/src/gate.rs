@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Effect;
+use crate::config::{Effect, Escalation, GateRule, OnTimeout};
 
 /// Dry run (nothing written) or live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,10 +141,55 @@ pub struct WriteRequest {
     /// The exact write, human-readable.
     pub detail: String,
     pub reason: String,
+    /// Who must approve, and what happens if nobody does in time.
+    pub requirement: Requirement,
+}
+
+/// What an approval needs, resolved from the write's gate rule and the
+/// playbook's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Requirement {
     /// Distinct approvers needed.
     pub quorum: u32,
-    /// How long the request may wait for its decision; past it, denied.
+    /// Principals of one of these groups may decide; empty: any approver.
+    pub groups: Vec<String>,
+    /// How long the request may wait for its decision.
+    #[serde(with = "opt_millis")]
     pub timeout: Option<std::time::Duration>,
+    /// What an undecided request means past its timeout.
+    pub on_timeout: OnTimeout,
+    /// Who is paged while it waits.
+    pub escalate: Vec<Escalation>,
+}
+
+impl Default for Requirement {
+    /// One approver, any group, no timeout, no escalation.
+    fn default() -> Self {
+        Requirement {
+            quorum: 1,
+            groups: Vec::new(),
+            timeout: None,
+            on_timeout: OnTimeout::Deny,
+            escalate: Vec::new(),
+        }
+    }
+}
+
+mod opt_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
 }
 
 /// What an approver says.
@@ -182,12 +227,14 @@ impl Approver for NoApprover {
     }
 }
 
-/// The policies of one playbook.
+/// The gate rules of one playbook.
 #[derive(Debug, Clone)]
 pub struct Gates {
-    default: Policy,
-    by_key: BTreeMap<GateKey, Policy>,
+    default: GateRule,
+    by_key: BTreeMap<GateKey, GateRule>,
+    /// The playbook's quorum, for rules that do not set one.
     quorum: u32,
+    /// The playbook's approval timeout, for rules that do not set one.
     timeout: Option<std::time::Duration>,
 }
 
@@ -195,7 +242,7 @@ impl Default for Gates {
     /// Unconfigured writes need approval, by one approver.
     fn default() -> Self {
         Gates {
-            default: Policy::Approve,
+            default: GateRule::bare(Policy::Approve),
             by_key: BTreeMap::new(),
             quorum: 1,
             timeout: None,
@@ -205,40 +252,32 @@ impl Default for Gates {
 
 impl Gates {
     /// Builds from the config table; keys were validated at config load.
-    pub fn from_config(table: &BTreeMap<String, Policy>) -> Result<Gates, String> {
+    pub fn from_config(table: &BTreeMap<String, GateRule>) -> Result<Gates, String> {
         let mut gates = Gates::default();
-        for (key, policy) in table {
+        for (key, rule) in table {
             if key == "default" {
-                gates.default = *policy;
+                gates.default = rule.clone();
             } else {
-                gates.by_key.insert(key.parse()?, *policy);
+                gates.by_key.insert(key.parse()?, rule.clone());
             }
         }
         Ok(gates)
     }
 
-    /// Every approval of this playbook needs `quorum` distinct approvers.
+    /// Approvals need `quorum` distinct approvers unless their rule says.
     pub fn with_quorum(mut self, quorum: u32) -> Gates {
         self.quorum = quorum.max(1);
         self
     }
 
-    pub fn quorum(&self) -> u32 {
-        self.quorum
-    }
-
-    /// Every approval of this playbook is denied if undecided after `timeout`.
+    /// Approvals are undecided after `timeout` unless their rule says.
     pub fn with_timeout(mut self, timeout: Option<std::time::Duration>) -> Gates {
         self.timeout = timeout;
         self
     }
 
-    pub fn timeout(&self) -> Option<std::time::Duration> {
-        self.timeout
-    }
-
-    /// The policy for `op` on `target`: the most specific key wins.
-    pub fn policy(&self, op: &str, target: &str) -> Policy {
+    /// The rule for `op` on `target`: the most specific key wins.
+    fn rule(&self, op: &str, target: &str) -> &GateRule {
         let exact = GateKey {
             op: op.to_owned(),
             target: Some(target.to_owned()),
@@ -250,8 +289,24 @@ impl Gates {
         self.by_key
             .get(&exact)
             .or_else(|| self.by_key.get(&general))
-            .copied()
-            .unwrap_or(self.default)
+            .unwrap_or(&self.default)
+    }
+
+    /// The policy for `op` on `target`.
+    pub fn policy(&self, op: &str, target: &str) -> Policy {
+        self.rule(op, target).policy
+    }
+
+    /// What approving `op` on `target` needs.
+    pub fn requirement(&self, op: &str, target: &str) -> Requirement {
+        let rule = self.rule(op, target);
+        Requirement {
+            quorum: rule.quorum.unwrap_or(self.quorum).max(1),
+            groups: rule.groups.clone(),
+            timeout: rule.timeout.or(self.timeout),
+            on_timeout: rule.on_timeout,
+            escalate: rule.escalate.clone(),
+        }
     }
 
     /// Decides a call that passed its scope check.
@@ -304,15 +359,14 @@ mod tests {
             target: target.into(),
             detail: String::new(),
             reason: "because".into(),
-            quorum: 1,
-            timeout: None,
+            requirement: Requirement::default(),
         }
     }
 
     fn gates(pairs: &[(&str, Policy)]) -> Gates {
         let table = pairs
             .iter()
-            .map(|(k, p)| (k.to_string(), *p))
+            .map(|(k, p)| (k.to_string(), GateRule::bare(*p)))
             .collect::<BTreeMap<_, _>>();
         Gates::from_config(&table).unwrap()
     }
@@ -387,6 +441,35 @@ mod tests {
             )
             .await;
         assert!(matches!(denied, Verdict::Refuse(why) if why.contains("deny")));
+    }
+
+    #[test]
+    fn a_rule_sets_its_own_requirement_and_falls_back_to_the_playbook() {
+        let mut strict = GateRule::bare(Policy::Approve);
+        strict.quorum = Some(2);
+        strict.groups = vec!["payments".into()];
+        strict.on_timeout = OnTimeout::Approve;
+        let table = BTreeMap::from([
+            ("default".to_owned(), GateRule::bare(Policy::Approve)),
+            ("flags.set:KILL".to_owned(), strict),
+        ]);
+        let timeout = Some(std::time::Duration::from_secs(60));
+        let g = Gates::from_config(&table)
+            .unwrap()
+            .with_quorum(3)
+            .with_timeout(timeout);
+        let kill = g.requirement("flags.set", "KILL");
+        assert_eq!(
+            (kill.quorum, kill.groups.as_slice()),
+            (2, &["payments".to_owned()][..])
+        );
+        assert_eq!(
+            (kill.timeout, kill.on_timeout),
+            (timeout, OnTimeout::Approve)
+        );
+        let other = g.requirement("flags.set", "OTHER");
+        assert_eq!((other.quorum, other.on_timeout), (3, OnTimeout::Deny));
+        assert!(other.groups.is_empty());
     }
 
     #[test]

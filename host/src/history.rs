@@ -11,7 +11,7 @@ use stepgate::state::runs::Phase;
 use crate::UsageError;
 
 fn store(config: &Config) -> Result<StateStore, UsageError> {
-    Ok(StateStore::at(config.state_location()?))
+    Ok(config.state_store()?)
 }
 
 fn time(ms: i64) -> String {

@@ -27,7 +27,11 @@
 //!   them in everything the host shows.
 //! - [`state`] is the host's own store: runs, journals (writes stored as
 //!   intended before they happen), the hash-chained audit log, built-in
-//!   flags; SQLite or PostgreSQL.
+//!   flags; SQLite or PostgreSQL. Runs are leased to the host running
+//!   them, so no run is ever run by two hosts.
+//! - [`sweep`] is what a host does at start and every little while: take
+//!   over runs whose host died, resume parked runs whose approval is
+//!   settled, page due escalations.
 
 pub mod alert;
 pub mod approvals;
@@ -46,4 +50,5 @@ pub mod runtime;
 pub mod scope;
 pub mod secret;
 pub mod state;
+pub mod sweep;
 pub mod terminal;

@@ -123,6 +123,16 @@ enum Command {
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
     },
+    /// Once, what a host does at start and every minute: take over runs
+    /// whose host died (lease ran out), resume parked runs whose approval
+    /// was decided or expired, page due escalations. Safe to run from cron
+    /// on several hosts.
+    Sweep {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
     /// Principals who may decide approvals, and their tokens.
     Principal {
         #[command(subcommand)]
@@ -175,6 +185,9 @@ enum PrincipalAction {
         /// viewer, approver, operator or admin.
         #[arg(long, default_value = "approver")]
         role: String,
+        /// A group the principal belongs to (gate rules name groups); repeat for several.
+        #[arg(long = "group")]
+        groups: Vec<String>,
     },
     /// Revoke a principal's token.
     Revoke { name: String },
@@ -289,11 +302,12 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             )
             .await
         }
+        Command::Sweep { json, config } => sweep(json, &config).await,
         Command::Principal { action, config } => {
             let config = load_config(&config)?;
             match action {
-                PrincipalAction::Add { name, role } => {
-                    decisions::add_principal(&config, &name, &role).await
+                PrincipalAction::Add { name, role, groups } => {
+                    decisions::add_principal(&config, &name, &role, &groups).await
                 }
                 PrincipalAction::Revoke { name } => {
                     decisions::revoke_principal(&config, &name).await
@@ -432,6 +446,58 @@ async fn resume(run_id: &str, json: bool, config: &Path) -> Result<u8, UsageErro
     let report = runtime.resume(run_id, None, progress).await?;
     print_report(&report, json)?;
     Ok(report.exit_code())
+}
+
+async fn sweep(json: bool, config: &Path) -> Result<u8, UsageError> {
+    let runtime = Runtime::new(load_config(config)?)?;
+    let progress = |run_id: &str| -> Box<dyn stepgate::journal::Progress> {
+        if json {
+            Box::new(Quiet)
+        } else {
+            eprintln!("stepgate: resuming run {run_id}");
+            Box::new(TerminalProgress::new(std::io::stderr()))
+        }
+    };
+    let report = stepgate::sweep::sweep(&runtime, &progress).await?;
+    if json {
+        let resumed: Vec<_> = report.resumed.iter().map(|r| r.to_json()).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "escalated": report.escalated,
+                "resumed": resumed,
+                "errors": report.errors,
+            }))?
+        );
+    } else {
+        for e in &report.escalated {
+            println!(
+                "escalated run {} #{} (step {}): paged `{}`",
+                e.run_id, e.seq, e.step, e.paged
+            );
+        }
+        for r in &report.resumed {
+            println!(
+                "resumed run {}: {} (exit code {})",
+                r.run_id,
+                stepgate::report::end_json(&r.end)["status"]
+                    .as_str()
+                    .unwrap_or("?"),
+                r.exit_code()
+            );
+        }
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+        if report.escalated.is_empty() && report.resumed.is_empty() && report.errors.is_empty() {
+            println!("nothing to do");
+        }
+    }
+    Ok(if report.errors.is_empty() {
+        exit::DONE
+    } else {
+        exit::INCOMPLETE
+    })
 }
 
 pub(crate) fn print_report(report: &stepgate::run::RunReport, json: bool) -> Result<()> {

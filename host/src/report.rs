@@ -27,6 +27,9 @@ pub mod exit {
     pub const STOPPED: u8 = 7;
     /// The run is parked on an approval.
     pub const PARKED: u8 = 8;
+    /// `stepgate sweep` left work undone (a page failed, a run would not
+    /// resume); the next sweep tries again.
+    pub const INCOMPLETE: u8 = 9;
 }
 
 impl RunReport {

@@ -23,7 +23,7 @@ use crate::journal::{Durable, Entry, Journal, Progress};
 use crate::playbook::Playbook;
 use crate::report::end_json;
 use crate::state::StateStore;
-use crate::state::runs::{NewRun, StoredEntry};
+use crate::state::runs::{Claim, NewRun, StoredEntry};
 
 /// A limit a run broke. The message names the limit and how to raise it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -320,6 +320,14 @@ pub enum ResumeError {
         "run `{0}` stopped on a write in doubt; check its backend, then `stepgate resolve {0} SEQ retry|mark-done` (`stepgate show {0}` shows the write)"
     )]
     InDoubt(String),
+    #[error(
+        "run `{id}` is being run by host {by} (its lease runs until {until}); if that host is gone, try again once the lease has run out"
+    )]
+    Held {
+        id: String,
+        by: String,
+        until: String,
+    },
     #[error("run `{id}`: {message}")]
     Corrupt { id: String, message: String },
     #[error(transparent)]
@@ -340,19 +348,32 @@ pub async fn resume(
     approver: Arc<dyn Approver>,
     progress: Box<dyn Progress>,
 ) -> Result<RunReport, ResumeError> {
+    match state.claim_run(run_id).await? {
+        Claim::Taken => {}
+        Claim::Unknown => return Err(ResumeError::Unknown(run_id.to_owned())),
+        Claim::Ended(status) if status == "in-doubt" => {
+            return Err(ResumeError::InDoubt(run_id.to_owned()));
+        }
+        Claim::Ended(status) => {
+            return Err(ResumeError::Ended {
+                id: run_id.to_owned(),
+                status,
+            });
+        }
+        Claim::Held { by, until } => {
+            return Err(ResumeError::Held {
+                id: run_id.to_owned(),
+                by,
+                until: chrono::DateTime::from_timestamp_millis(until)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
+            });
+        }
+    }
     let run = state
         .run(run_id)
         .await?
         .ok_or_else(|| ResumeError::Unknown(run_id.to_owned()))?;
-    if run.status == "in-doubt" {
-        return Err(ResumeError::InDoubt(run.id));
-    }
-    if run.status != "running" && run.status != "parked" {
-        return Err(ResumeError::Ended {
-            id: run.id,
-            status: run.status,
-        });
-    }
     let corrupt = |message: String| ResumeError::Corrupt {
         id: run_id.to_owned(),
         message,
@@ -389,6 +410,36 @@ fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::DryRun => "dry-run",
         Mode::Live => "live",
+    }
+}
+
+/// Renews this host's lease on a run while it runs (every third of the
+/// lease), so no other host takes it over; stops when dropped.
+struct LeaseKeeper(tokio::task::JoinHandle<()>);
+
+impl LeaseKeeper {
+    fn start(state: Arc<StateStore>, run_id: &str) -> LeaseKeeper {
+        let run_id = run_id.to_owned();
+        let every = (state.lease() / 3).max(Duration::from_millis(10));
+        LeaseKeeper(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match state.renew_lease(&run_id).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(run = %run_id, "this host lost its lease on the run");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(run = %run_id, "cannot renew the run's lease: {e}"),
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -429,6 +480,9 @@ async fn execute(
     )
     .with_replay(replay);
     let mut store = new_store(engine, calls);
+    let _lease = state
+        .as_ref()
+        .map(|s| LeaseKeeper::start(s.clone(), &run_id));
     let end = match playbook.pre.instantiate_async(&mut store).await {
         Err(e) => classify_trap(&e, &store.data().output.text()),
         Ok(instance) => match instance.call_run(&mut store, &request.alert).await {

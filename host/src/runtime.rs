@@ -65,12 +65,14 @@ impl Runtime {
             .unwrap_or(Limits::default().memory);
         let engine = Engine::new(&config.engine, max_memory).map_err(LoadError::from)?;
         let linker = playbook::linker(&engine)?;
-        let state = Arc::new(StateStore::at(config.state_location().map_err(
-            |source| RuntimeError::Backends {
-                config: config.source.display().to_string(),
-                source: source.into(),
-            },
-        )?));
+        let state = Arc::new(
+            config
+                .state_store()
+                .map_err(|source| RuntimeError::Backends {
+                    config: config.source.display().to_string(),
+                    source: source.into(),
+                })?,
+        );
         let backends = Arc::new(Backends::from_config(&config, state.clone()).map_err(
             |source| RuntimeError::Backends {
                 config: config.source.display().to_string(),

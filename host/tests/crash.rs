@@ -135,6 +135,7 @@ fn setup(hook: &Hook, sleep_ms: u64, sink: Sink) -> World {
             r#"
 [state]
 path = "state.db"
+lease = "1s"
 [db.plaza]
 url = "sqlite::memory:"
 [pager.targets.ceo]
@@ -276,7 +277,13 @@ fn kill_mid_write(hook: &Hook, sink: Sink) -> (World, String) {
     child.kill().unwrap();
     child.wait().unwrap();
     let run = running_run(&world.config);
+    outlive_lease();
     (world, run)
+}
+
+/// Waits until the killed host's lease on its run (1 s) has run out.
+fn outlive_lease() {
+    std::thread::sleep(Duration::from_millis(1100));
 }
 
 #[test]
@@ -293,6 +300,15 @@ fn killed_after_one_write_was_done_and_before_the_next_was_intended() {
     assert_eq!(hook.count(), 1);
 
     let run = running_run(&world.config);
+    // Until the dead host's lease runs out, nobody else may take the run.
+    let early = resume(&world.config, &run);
+    assert_eq!(early.status.code(), Some(2));
+    assert!(
+        text(&early.stderr).contains("is being run by host"),
+        "{}",
+        text(&early.stderr)
+    );
+    outlive_lease();
     let out = resume(&world.config, &run);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -381,9 +397,19 @@ fn an_operator_may_say_the_write_in_doubt_never_arrived_and_it_is_sent_again() {
 fn a_write_in_doubt_with_an_idempotency_key_is_sent_again_with_the_same_key() {
     let hook = Hook::start(Duration::from_secs(5));
     let (world, run) = kill_mid_write(&hook, Sink::PagerDuty);
-    let out = resume(&world.config, &run);
+    // What a host does at start: take over every run whose host died.
+    let out = stepgate(&[
+        "sweep",
+        "--json",
+        "--config",
+        world.config.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let swept: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &swept["resumed"][0];
+    assert_eq!(report["run_id"], run.as_str(), "{swept}");
     assert_eq!(report["outcome"]["status"], "done");
     assert_eq!(hook.count(), 3, "the first page was sent again");
     assert_eq!(

@@ -31,6 +31,12 @@ fn world(kind: Kind) -> World {
 
 /// [`world`] with more settings for the playbook.
 fn world_with(kind: Kind, playbook_extra: &str) -> World {
+    world_rules(kind, playbook_extra, "")
+}
+
+/// [`world_with`] with more gate rules (lines of `[playbooks.hostile.gates]`).
+/// Pager target `leads` writes to `pages.jsonl`.
+fn world_rules(kind: Kind, playbook_extra: &str, gates: &str) -> World {
     let pg = (kind == Kind::Postgres).then(PgServer::start);
     let state = stepgate_tests::servers::state_section(pg.as_ref());
     let setup = Setup::new(&format!(
@@ -41,13 +47,18 @@ url = "sqlite::memory:"
 [flags.plaza]
 kind = "builtin"
 names = ["PLAZA_*"]
+[pager.targets.leads]
+kind = "file"
+path = "{{dir}}/pages.jsonl"
 [playbooks.hostile]
 component = "{}"
 grants.db.plaza = {{}}
 grants.flags.write = ["PLAZA_*"]
-gates = {{ default = "approve" }}
 quorum = 2
 {playbook_extra}
+[playbooks.hostile.gates]
+default = "approve"
+{gates}
 "#,
         stepgate_artifacts::HOSTILE
     ));
@@ -268,11 +279,110 @@ async fn an_undecided_approval_expires_as_denied(kind: Kind) {
     assert_eq!(w.flag().await, None);
 }
 
+/// A rule naming groups: only their principals decide. Its escalation
+/// chain pages `leads` once the request has waited, and from then on the
+/// leads may decide too; the sweep resumes the run once it is settled.
+async fn a_rule_names_who_decides_and_escalates_when_nobody_does(kind: Kind) {
+    let w = world_rules(
+        kind,
+        "",
+        r#""flags.set:PLAZA_TEST_FLAG" = { policy = "approve", quorum = 1, groups = ["payments"], escalate = [{ after = "300ms", page = "leads", groups = ["leads"] }] }"#,
+    );
+    let run_id = w.parked_run().await;
+    let state = &w.runtime.state;
+    let pending = state.pending_approvals().await.unwrap();
+    assert_eq!(
+        (pending[0].quorum, pending[0].groups.clone()),
+        (1, vec!["payments".to_owned()])
+    );
+
+    let quiet = |_: &str| -> Box<dyn stepgate::journal::Progress> { Box::new(Quiet) };
+    let swept = stepgate::sweep::sweep(&w.runtime, &quiet).await.unwrap();
+    assert!(swept.escalated.is_empty() && swept.resumed.is_empty());
+    let lena = state
+        .add_principal_in("lena", Role::Approver, &["leads".to_owned()])
+        .await
+        .unwrap();
+    let outsider = w.principal("olga", Role::Admin).await;
+    for token in [&lena, &outsider] {
+        assert!(matches!(
+            state.decide_approval(token, &run_id, 1, true, "ok").await,
+            Err(DecisionError::NotInGroup { .. })
+        ));
+    }
+
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let swept = stepgate::sweep::sweep(&w.runtime, &quiet).await.unwrap();
+    assert_eq!(swept.escalated.len(), 1, "{:?}", swept.errors);
+    assert_eq!(swept.escalated[0].paged, "leads");
+    let pages = w.setup.pages();
+    assert_eq!(pages.len(), 1);
+    assert!(
+        pages[0]["page"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&run_id),
+        "{}",
+        pages[0]
+    );
+    // Paged once, whoever sweeps next.
+    let again = stepgate::sweep::sweep(&w.runtime, &quiet).await.unwrap();
+    assert!(again.escalated.is_empty());
+    assert_eq!(w.setup.pages().len(), 1);
+
+    state
+        .decide_approval(
+            &lena,
+            &run_id,
+            1,
+            true,
+            "escalated to me; the runbook says pause",
+        )
+        .await
+        .unwrap();
+    let swept = stepgate::sweep::sweep(&w.runtime, &quiet).await.unwrap();
+    assert_eq!(swept.resumed.len(), 1, "{:?}", swept.errors);
+    assert!(
+        matches!(swept.resumed[0].end, RunEnd::Done(_)),
+        "{:?}",
+        swept.resumed[0].end
+    );
+    assert_eq!(w.flag().await.as_deref(), Some("1"));
+    let audit = state.audit_records().await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.record["escalated"]["paged"] == "leads")
+    );
+}
+
+/// `on_timeout = "approve"`: silence is consent once the timeout passes,
+/// and the sweep carries the run on.
+async fn a_rule_may_let_a_timeout_approve(kind: Kind) {
+    let w = world_rules(
+        kind,
+        "",
+        r#""flags.set" = { policy = "approve", timeout = "200ms", on_timeout = "approve" }"#,
+    );
+    let run_id = w.parked_run().await;
+    let quiet = |_: &str| -> Box<dyn stepgate::journal::Progress> { Box::new(Quiet) };
+    let early = stepgate::sweep::sweep(&w.runtime, &quiet).await.unwrap();
+    assert!(early.resumed.is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let swept = stepgate::sweep::sweep(&w.runtime, &quiet).await.unwrap();
+    assert_eq!(swept.resumed.len(), 1);
+    assert_eq!(swept.resumed[0].run_id, run_id);
+    assert_eq!(swept.resumed[0].journal[0].gate, Decision::Approved);
+    assert_eq!(w.flag().await.as_deref(), Some("1"));
+}
+
 stepgate_tests::on_both_stores!(
     a_parked_write_is_performed_once_its_quorum_approves,
     decisions_need_a_valid_token_another_principal_and_a_reason,
     a_denied_write_is_handed_to_the_playbook_as_denied,
     an_undecided_approval_expires_as_denied,
+    a_rule_names_who_decides_and_escalates_when_nobody_does,
+    a_rule_may_let_a_timeout_approve,
 );
 
 /// An approval is for the exact write put up: if the write at that position

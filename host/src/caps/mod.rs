@@ -400,23 +400,27 @@ impl CallCtx {
     }
 
     async fn pass_gate(&mut self, call: &Call) -> Verdict {
+        if call.effect == Effect::Read {
+            // Reads are never gated; no request to build.
+            return Verdict::Perform(Decision::Auto);
+        }
+        let op = format!("{}.{}", call.interface, call.op);
         let request = WriteRequest {
             run_id: self.run_id.clone(),
             seq: self.journal.next_seq(),
             playbook: self.playbook.clone(),
-            op: format!("{}.{}", call.interface, call.op),
+            requirement: self.gates.requirement(&op, &call.target),
+            op,
             target: call.target.clone(),
             detail: call.args.to_string(),
             reason: call.reason.clone(),
-            quorum: self.gates.quorum(),
-            timeout: self.gates.timeout(),
         };
         let asked = Instant::now();
         let verdict = self
             .gates
             .decide(self.mode, call.effect, &request, &*self.approver)
             .await;
-        if call.effect == Effect::Write && self.mode == Mode::Live {
+        if self.mode == Mode::Live {
             self.human_wait += asked.elapsed();
         }
         verdict

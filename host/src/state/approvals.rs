@@ -1,17 +1,21 @@
 //! Approval requests, the decisions on them, and the principals who may
-//! decide. A request is approved once `quorum` distinct principals with an
-//! approving role said yes, and denied as soon as one said no, or when it
-//! expires undecided (the playbook's `approval_timeout`). The
-//! principal that started a run cannot decide its writes. Tokens are
-//! stored only as SHA-256 hashes. Every decision is also appended to the
-//! audit log.
+//! decide. A request carries its [`Requirement`] (from the write's gate
+//! rule): it is approved once `quorum` distinct principals with an
+//! approving role (and, if the rule names groups, in one of them) said yes,
+//! and denied as soon as one said no. Undecided past its timeout it is
+//! denied, or approved if the rule says silence is consent. While it waits,
+//! its escalation chain pages the next group, which may then decide too.
+//! The principal that started a run cannot decide its writes. Tokens are
+//! stored only as SHA-256 hashes. Every decision and escalation is also
+//! appended to the audit log.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::{StateError, StateStore, now_ms};
-use crate::gate::WriteRequest;
+use crate::config::OnTimeout;
+use crate::gate::{Requirement, WriteRequest};
 
 /// Where an approval request stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +85,10 @@ pub enum DecisionError {
     SelfApproval(String),
     #[error("`{0}` already decided this request")]
     Twice(String),
+    #[error(
+        "principal `{principal}` is in none of the groups that may decide this request ({groups}); `stepgate approvals` shows who may"
+    )]
+    NotInGroup { principal: String, groups: String },
     #[error("every decision needs a reason (--reason)")]
     NoReason,
     #[error(
@@ -114,6 +122,52 @@ pub struct PendingApproval {
     pub quorum: i32,
     pub approvals: i64,
     pub started_by: String,
+    /// Groups that may decide now (escalations so far included); empty: any approver.
+    pub groups: Vec<String>,
+    /// When it times out (ms since the epoch), and what that means.
+    pub expires_at: Option<i64>,
+    pub on_timeout: OnTimeout,
+    /// Escalation steps paged so far, of how many.
+    pub escalated: i64,
+    pub escalations: usize,
+}
+
+/// An escalation step whose time has come.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueEscalation {
+    pub run_id: String,
+    pub seq: i64,
+    /// Position in the chain.
+    pub index: usize,
+    /// The pager target to page.
+    pub page: String,
+    pub playbook: String,
+    pub op: String,
+    pub target: String,
+    pub detail: String,
+    pub reason: String,
+}
+
+/// The groups that may decide a request that has been escalated
+/// `escalated` steps: the rule's, and those of each step paged so far.
+fn eligible_groups(requirement: &Requirement, escalated: i64) -> Vec<String> {
+    let paged = requirement.escalate.iter().take(escalated.max(0) as usize);
+    let mut groups: Vec<String> = requirement.groups.clone();
+    for step in paged {
+        groups.extend(step.groups.iter().cloned());
+    }
+    groups.sort();
+    groups.dedup();
+    groups
+}
+
+fn requirement(text: &str) -> Result<Requirement, StateError> {
+    serde_json::from_str(text)
+        .map_err(|e| StateError::Corrupt(format!("an approval request's requirement: {e}")))
+}
+
+fn string_list(text: &str) -> Result<Vec<String>, StateError> {
+    serde_json::from_str(text).map_err(|e| StateError::Corrupt(format!("a group list: {e}")))
 }
 
 pub fn token_hash(token: &str) -> String {
@@ -130,16 +184,30 @@ fn new_token() -> Result<String, StateError> {
 }
 
 impl StateStore {
-    /// Adds a principal and returns its token (shown once, stored hashed).
+    /// Adds a principal in no group and returns its token.
     pub async fn add_principal(&self, name: &str, role: Role) -> Result<String, StateError> {
+        self.add_principal_in(name, role, &[]).await
+    }
+
+    /// Adds a principal in `groups` and returns its token (shown once,
+    /// stored hashed).
+    pub async fn add_principal_in(
+        &self,
+        name: &str,
+        role: Role,
+        groups: &[String],
+    ) -> Result<String, StateError> {
         let token = new_token()?;
+        let groups = serde_json::to_string(groups)
+            .map_err(|e| StateError::Corrupt(format!("cannot encode groups: {e}")))?;
         sqlx::query(
-            "INSERT INTO principals (name, token_hash, role, revoked, created_at) VALUES ($1, $2, $3, 0, $4)",
+            "INSERT INTO principals (name, token_hash, role, revoked, created_at, groups) VALUES ($1, $2, $3, 0, $4, $5)",
         )
         .bind(name)
         .bind(token_hash(&token))
         .bind(role.as_str())
         .bind(now_ms())
+        .bind(groups)
         .execute(self.pool().await?)
         .await?;
         Ok(token)
@@ -188,8 +256,8 @@ impl StateStore {
         started_by: &str,
     ) -> Result<ApprovalStatus, StateError> {
         sqlx::query(
-            "INSERT INTO approval_requests (run_id, seq, playbook, op, target, detail, reason, quorum, started_by, status, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11)
+            "INSERT INTO approval_requests (run_id, seq, playbook, op, target, detail, reason, quorum, started_by, status, created_at, expires_at, requirement)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12)
              ON CONFLICT (run_id, seq) DO NOTHING",
         )
         .bind(&request.run_id)
@@ -199,10 +267,19 @@ impl StateStore {
         .bind(&request.target)
         .bind(&request.detail)
         .bind(&request.reason)
-        .bind(request.quorum as i32)
+        .bind(request.requirement.quorum as i32)
         .bind(started_by)
         .bind(now_ms())
-        .bind(request.timeout.map(|t| now_ms().saturating_add(t.as_millis() as i64)))
+        .bind(
+            request
+                .requirement
+                .timeout
+                .map(|t| now_ms().saturating_add(t.as_millis() as i64)),
+        )
+        .bind(
+            serde_json::to_string(&request.requirement)
+                .map_err(|e| StateError::Corrupt(format!("cannot encode a requirement: {e}")))?,
+        )
         .execute(self.pool().await?)
         .await?;
         // An approval is for the exact write that was put up: if the run
@@ -243,7 +320,7 @@ impl StateStore {
     ) -> Result<Option<ApprovalStatus>, StateError> {
         let pool = self.pool().await?;
         let Some(row) = sqlx::query(
-            "SELECT quorum, expires_at FROM approval_requests WHERE run_id = $1 AND seq = $2",
+            "SELECT quorum, expires_at, requirement FROM approval_requests WHERE run_id = $1 AND seq = $2",
         )
         .bind(run_id)
         .bind(seq as i64)
@@ -254,6 +331,7 @@ impl StateStore {
         };
         let quorum: i32 = row.try_get(0)?;
         let expires_at: Option<i64> = row.try_get(1)?;
+        let on_timeout = requirement(&row.try_get::<String, _>(2)?)?.on_timeout;
         let decisions = sqlx::query(
             "SELECT principal, approve, reason FROM approval_decisions WHERE run_id = $1 AND seq = $2 ORDER BY at, principal",
         )
@@ -274,6 +352,10 @@ impl StateStore {
             approvers.push(principal);
         }
         Ok(Some(if approvers.len() as i64 >= i64::from(quorum) {
+            ApprovalStatus::Approved { by: approvers }
+        } else if expires_at.is_some_and(|at| now_ms() > at) && on_timeout == OnTimeout::Approve {
+            // The rule says silence is consent.
+            approvers.push("timeout".to_owned());
             ApprovalStatus::Approved { by: approvers }
         } else if let Some(expired) = expires_at.filter(|at| now_ms() > *at) {
             ApprovalStatus::Denied {
@@ -313,19 +395,37 @@ impl StateStore {
         if reason.trim().is_empty() {
             return Err(DecisionError::NoReason);
         }
-        let row =
-            sqlx::query("SELECT started_by FROM approval_requests WHERE run_id = $1 AND seq = $2")
-                .bind(run_id)
-                .bind(seq as i64)
-                .fetch_optional(self.pool().await?)
-                .await?
-                .ok_or_else(|| DecisionError::Unknown {
-                    run_id: run_id.to_owned(),
-                    seq,
-                })?;
+        let row = sqlx::query(
+            "SELECT started_by, requirement, escalated FROM approval_requests WHERE run_id = $1 AND seq = $2",
+        )
+        .bind(run_id)
+        .bind(seq as i64)
+        .fetch_optional(self.pool().await?)
+        .await?
+        .ok_or_else(|| DecisionError::Unknown {
+            run_id: run_id.to_owned(),
+            seq,
+        })?;
         let started_by: String = row.try_get(0)?;
         if started_by == principal {
             return Err(DecisionError::SelfApproval(principal));
+        }
+        let eligible = eligible_groups(
+            &requirement(&row.try_get::<String, _>(1)?)?,
+            row.try_get(2)?,
+        );
+        if !eligible.is_empty() {
+            let groups: String =
+                sqlx::query_scalar("SELECT groups FROM principals WHERE name = $1")
+                    .bind(&principal)
+                    .fetch_one(self.pool().await?)
+                    .await?;
+            if !string_list(&groups)?.iter().any(|g| eligible.contains(g)) {
+                return Err(DecisionError::NotInGroup {
+                    principal,
+                    groups: eligible.join(", "),
+                });
+            }
         }
         self.record_decision(run_id, seq, &principal, approve, reason)
             .await
@@ -388,7 +488,7 @@ impl StateStore {
             "SELECT r.run_id, r.seq, r.playbook, r.op, r.target, r.detail, r.reason, r.quorum, r.started_by,
                     (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 1),
                     (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 0),
-                    r.expires_at
+                    r.expires_at, r.requirement, r.escalated
              FROM approval_requests r ORDER BY r.created_at, r.run_id, r.seq",
         )
         .fetch_all(self.pool().await?)
@@ -398,13 +498,19 @@ impl StateStore {
             let approvals: i64 = row.try_get(9)?;
             let denials: i64 = row.try_get(10)?;
             let quorum: i32 = row.try_get(7)?;
-            let expired = row
-                .try_get::<Option<i64>, _>(11)?
-                .is_some_and(|at| now_ms() > at);
+            let expires_at: Option<i64> = row.try_get(11)?;
+            let expired = expires_at.is_some_and(|at| now_ms() > at);
             if denials > 0 || approvals >= i64::from(quorum) || expired {
                 continue;
             }
+            let requirement = requirement(&row.try_get::<String, _>(12)?)?;
+            let escalated: i64 = row.try_get(13)?;
             pending.push(PendingApproval {
+                groups: eligible_groups(&requirement, escalated),
+                expires_at,
+                on_timeout: requirement.on_timeout,
+                escalated,
+                escalations: requirement.escalate.len(),
                 run_id: row.try_get(0)?,
                 seq: row.try_get(1)?,
                 playbook: row.try_get(2)?,
@@ -418,5 +524,84 @@ impl StateStore {
             });
         }
         Ok(pending)
+    }
+
+    /// Escalation steps of pending requests whose time has come and that
+    /// have not been paged.
+    pub async fn due_escalations(&self) -> Result<Vec<DueEscalation>, StateError> {
+        let rows = sqlx::query(
+            "SELECT run_id, seq, created_at, requirement, escalated FROM approval_requests",
+        )
+        .fetch_all(self.pool().await?)
+        .await?;
+        let now = now_ms();
+        let mut due = Vec::new();
+        for row in &rows {
+            let requirement = requirement(&row.try_get::<String, _>(3)?)?;
+            let escalated = row.try_get::<i64, _>(4)?.max(0) as usize;
+            let Some(step) = requirement.escalate.get(escalated) else {
+                continue;
+            };
+            let created_at: i64 = row.try_get(2)?;
+            if created_at.saturating_add(step.after.as_millis() as i64) > now {
+                continue;
+            }
+            let (run_id, seq): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+            if !matches!(
+                self.approval_status(&run_id, seq as u64).await?,
+                Some(ApprovalStatus::Pending { .. })
+            ) {
+                continue;
+            }
+            let request = sqlx::query(
+                "SELECT playbook, op, target, detail, reason FROM approval_requests WHERE run_id = $1 AND seq = $2",
+            )
+            .bind(&run_id)
+            .bind(seq)
+            .fetch_one(self.pool().await?)
+            .await?;
+            due.push(DueEscalation {
+                index: escalated,
+                page: step.page.clone(),
+                playbook: request.try_get(0)?,
+                op: request.try_get(1)?,
+                target: request.try_get(2)?,
+                detail: request.try_get(3)?,
+                reason: request.try_get(4)?,
+                run_id,
+                seq,
+            });
+        }
+        Ok(due)
+    }
+
+    /// Takes escalation step `index` of a request for this host; false if
+    /// another host took it (or it was taken before).
+    pub async fn claim_escalation(&self, due: &DueEscalation) -> Result<bool, StateError> {
+        let claimed = sqlx::query(
+            "UPDATE approval_requests SET escalated = $1 WHERE run_id = $2 AND seq = $3 AND escalated = $4",
+        )
+        .bind(due.index as i64 + 1)
+        .bind(&due.run_id)
+        .bind(due.seq)
+        .bind(due.index as i64)
+        .execute(self.pool().await?)
+        .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    /// Gives a claimed escalation step back (its page failed): the next
+    /// sweep tries again.
+    pub async fn release_escalation(&self, due: &DueEscalation) -> Result<(), StateError> {
+        sqlx::query(
+            "UPDATE approval_requests SET escalated = $1 WHERE run_id = $2 AND seq = $3 AND escalated = $4",
+        )
+        .bind(due.index as i64)
+        .bind(&due.run_id)
+        .bind(due.seq)
+        .bind(due.index as i64 + 1)
+        .execute(self.pool().await?)
+        .await?;
+        Ok(())
     }
 }

@@ -33,6 +33,10 @@ pub enum StateError {
     Query(#[from] sqlx::Error),
     #[error("state database holds a bad record: {0}")]
     Corrupt(String),
+    #[error(
+        "this host no longer holds the lease on run `{0}` (another host took it over); it makes no more calls"
+    )]
+    LeaseLost(String),
 }
 
 /// Where the state lives.
@@ -48,6 +52,24 @@ pub enum StateLocation {
 pub struct StateStore {
     location: StateLocation,
     pool: OnceCell<AnyPool>,
+    /// This host, as a lease owner.
+    host: String,
+    /// How long a lease lasts unrenewed.
+    lease: std::time::Duration,
+}
+
+/// This process, as named in leases: host name, pid and a random part.
+fn host_id() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|n| n.trim().to_owned())
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!(
+        "{name}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -78,7 +100,30 @@ impl StateStore {
         StateStore {
             location,
             pool: OnceCell::new(),
+            host: host_id(),
+            lease: std::time::Duration::from_secs(30),
         }
+    }
+
+    /// Leases of runs this host runs last `lease` unrenewed.
+    pub fn with_lease(mut self, lease: std::time::Duration) -> StateStore {
+        self.lease = lease;
+        self
+    }
+
+    /// How long a lease lasts unrenewed.
+    pub fn lease(&self) -> std::time::Duration {
+        self.lease
+    }
+
+    /// This host, as named in the leases it holds.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// When a lease taken or renewed now runs out.
+    fn lease_until(&self) -> i64 {
+        now_ms().saturating_add(self.lease.as_millis() as i64)
     }
 
     /// Names the database for messages without its credentials.

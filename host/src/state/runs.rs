@@ -55,6 +55,21 @@ pub struct RunRecord {
     pub outcome: Option<serde_json::Value>,
 }
 
+/// What [`StateStore::claim_run`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The run is this host's now.
+    Taken,
+    /// Another host runs it and renews its lease.
+    Held {
+        by: String,
+        until: i64,
+    },
+    /// It ended (`done`, `failed`, `in-doubt`…).
+    Ended(String),
+    Unknown,
+}
+
 /// A stored journal entry with its phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEntry {
@@ -96,9 +111,11 @@ const RUN_COLUMNS: &str =
     "id, playbook, mode, status, alert, started_by, started_at, ended_at, exit_code, outcome";
 
 impl StateStore {
+    /// Records a new run, leased to this host.
     pub async fn start_run(&self, run: NewRun<'_>) -> Result<(), StateError> {
         sqlx::query(
-            "INSERT INTO runs (id, playbook, mode, status, alert, started_by, started_at) VALUES ($1, $2, $3, 'running', $4, $5, $6)",
+            "INSERT INTO runs (id, playbook, mode, status, alert, started_by, started_at, lease_owner, lease_until)
+             VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8)",
         )
         .bind(run.id)
         .bind(run.playbook)
@@ -106,9 +123,93 @@ impl StateStore {
         .bind(run.alert.to_string())
         .bind(run.started_by)
         .bind(now_ms())
+        .bind(self.host())
+        .bind(self.lease_until())
         .execute(self.pool().await?)
         .await?;
         Ok(())
+    }
+
+    /// Takes run `id` for this host to resume: a `parked` run, or a
+    /// `running` one whose host stopped renewing its lease. A run another
+    /// host holds is refused, so no run is ever run by two hosts.
+    pub async fn claim_run(&self, id: &str) -> Result<Claim, StateError> {
+        let now = now_ms();
+        let claimed = sqlx::query(
+            "UPDATE runs SET status = 'running', lease_owner = $1, lease_until = $2, ended_at = NULL, exit_code = NULL
+             WHERE id = $3 AND (status = 'parked' OR (status = 'running' AND (lease_until IS NULL OR lease_until < $4)))",
+        )
+        .bind(self.host())
+        .bind(self.lease_until())
+        .bind(id)
+        .bind(now)
+        .execute(self.pool().await?)
+        .await?;
+        if claimed.rows_affected() == 1 {
+            return Ok(Claim::Taken);
+        }
+        let row = sqlx::query("SELECT status, lease_owner, lease_until FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool().await?)
+            .await?;
+        let Some(row) = row else {
+            return Ok(Claim::Unknown);
+        };
+        let status: String = row.try_get(0)?;
+        if status == "running" {
+            return Ok(Claim::Held {
+                by: row.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
+                until: row.try_get::<Option<i64>, _>(2)?.unwrap_or(now),
+            });
+        }
+        Ok(Claim::Ended(status))
+    }
+
+    /// Extends this host's lease on a run it is running; false if the
+    /// lease is no longer this host's.
+    pub async fn renew_lease(&self, id: &str) -> Result<bool, StateError> {
+        let renewed = sqlx::query(
+            "UPDATE runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'running'",
+        )
+        .bind(self.lease_until())
+        .bind(id)
+        .bind(self.host())
+        .execute(self.pool().await?)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    /// Runs this host may take over now: `running` ones whose lease ran
+    /// out (their host died) and `parked` ones whose last approval request
+    /// is settled (decided, or expired).
+    pub async fn resumable_runs(&self) -> Result<Vec<String>, StateError> {
+        let orphaned: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE status = 'running' AND (lease_until IS NULL OR lease_until < $1) ORDER BY started_at",
+        )
+        .bind(now_ms())
+        .fetch_all(self.pool().await?)
+        .await?;
+        let parked: Vec<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT r.id, (SELECT MAX(a.seq) FROM approval_requests a WHERE a.run_id = r.id)
+             FROM runs r WHERE r.status = 'parked' ORDER BY r.started_at",
+        )
+        .fetch_all(self.pool().await?)
+        .await?;
+        let mut resumable = orphaned;
+        for (id, seq) in parked {
+            let settled = match seq {
+                Some(seq) => !matches!(
+                    self.approval_status(&id, seq as u64).await?,
+                    Some(super::approvals::ApprovalStatus::Pending { .. })
+                ),
+                // Parked by `stepgate resolve`: ready.
+                None => true,
+            };
+            if settled {
+                resumable.push(id);
+            }
+        }
+        Ok(resumable)
     }
 
     pub async fn finish_run(
@@ -119,7 +220,7 @@ impl StateStore {
         outcome: &serde_json::Value,
     ) -> Result<(), StateError> {
         sqlx::query(
-            "UPDATE runs SET status = $1, exit_code = $2, outcome = $3, ended_at = $4 WHERE id = $5",
+            "UPDATE runs SET status = $1, exit_code = $2, outcome = $3, ended_at = $4, lease_owner = NULL, lease_until = NULL WHERE id = $5",
         )
         .bind(status)
         .bind(exit_code)
