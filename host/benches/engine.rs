@@ -54,6 +54,7 @@ fn request(alert: Alert) -> RunRequest {
         progress: Box::new(Quiet),
         run_id: None,
         started_by: "bench".into(),
+        step_mode: false,
     }
 }
 

@@ -11,7 +11,7 @@ use stepgate::caps::resolved_result;
 use stepgate::config::{Config, OnTimeout};
 use stepgate::report::exit;
 use stepgate::runtime::Runtime;
-use stepgate::state::approvals::{ApprovalStatus, Role};
+use stepgate::state::approvals::{ApprovalStatus, Role, STEP_PAUSE};
 use stepgate::state::in_doubt::Resolution;
 use stepgate::terminal::TerminalProgress;
 
@@ -50,6 +50,19 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
         println!("no approvals pending");
     }
     for p in pending {
+        if p.op == STEP_PAUSE {
+            println!(
+                "{} #{}  {} is paused before step `{}` (step mode; started by {}): `stepgate continue {}` or `abort`\n    so far:\n      {}",
+                p.run_id,
+                p.seq,
+                p.playbook,
+                p.target,
+                p.started_by,
+                p.run_id,
+                p.detail.replace('\n', "\n      ")
+            );
+            continue;
+        }
         println!(
             "{} #{}  {} wants {} on `{}` ({} of {} approvals; started by {})\n    write:  {}\n    reason: {}",
             p.run_id,
@@ -84,6 +97,31 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
         }
     }
     Ok(exit::DONE)
+}
+
+/// `stepgate continue` / `abort`: decides the step-mode pause run
+/// `run_id` is parked on, and resumes it.
+pub async fn step(
+    config: Config,
+    run_id: &str,
+    go_on: bool,
+    reason: &str,
+    token_file: Option<&PathBuf>,
+) -> Result<u8, UsageError> {
+    let pending = config.state_store()?.pending_approvals().await?;
+    let waiting: Vec<_> = pending.iter().filter(|p| p.run_id == run_id).collect();
+    let Some(pause) = waiting.iter().find(|p| p.op == STEP_PAUSE) else {
+        return Err(match waiting.first() {
+            Some(write) => anyhow!(
+                "run `{run_id}` waits for an approval of write #{} ({}), not at a step; use `stepgate approve` or `deny`",
+                write.seq,
+                write.op
+            ),
+            None => anyhow!("run `{run_id}` is not parked at a step; `stepgate approvals` lists what waits"),
+        }
+        .into());
+    };
+    decide(config, run_id, pause.seq as u64, go_on, reason, token_file).await
 }
 
 pub async fn decide(

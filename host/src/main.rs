@@ -46,6 +46,11 @@ enum Command {
         /// Print one JSON document instead of the step-by-step view.
         #[arg(long)]
         json: bool,
+        /// Step mode: pause before every step, showing what the run has
+        /// read and decided so far, until you continue (at the terminal, or
+        /// `stepgate continue RUN`) or abort.
+        #[arg(long)]
+        step: bool,
         /// Your operator token (else $STEPGATE_TOKEN): the run is started
         /// as that principal, who then cannot approve its writes. A live
         /// run without a terminal needs one.
@@ -118,6 +123,26 @@ enum Command {
         /// With mark-done: what the playbook gets as the write's result (JSON).
         #[arg(long)]
         result: Option<String>,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
+    /// Step mode: let a run parked before a step go on.
+    Continue {
+        run: String,
+        #[arg(long, default_value = "continued from the command line")]
+        reason: String,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
+    /// Step mode: end a run parked before a step.
+    Abort {
+        run: String,
+        #[arg(long)]
+        reason: String,
         #[arg(long)]
         token_file: Option<PathBuf>,
         #[arg(long, default_value = "stepgate.toml")]
@@ -242,9 +267,18 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             alert,
             live,
             json,
+            step,
             token_file,
             config,
-        } => run(&playbook, &alert, live, json, token_file.as_ref(), &config).await,
+        } => {
+            let options = RunOptions {
+                live,
+                json,
+                step,
+                token_file,
+            };
+            run(&playbook, &alert, options, &config).await
+        }
         Command::Inspect { component, config } => inspect(&component, &config).await,
         Command::Resume { run, json, config } => resume(&run, json, &config).await,
         Command::Approvals { json, config } => decisions::list(&load_config(&config)?, json).await,
@@ -303,6 +337,36 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             .await
         }
         Command::Sweep { json, config } => sweep(json, &config).await,
+        Command::Continue {
+            run,
+            reason,
+            token_file,
+            config,
+        } => {
+            decisions::step(
+                load_config(&config)?,
+                &run,
+                true,
+                &reason,
+                token_file.as_ref(),
+            )
+            .await
+        }
+        Command::Abort {
+            run,
+            reason,
+            token_file,
+            config,
+        } => {
+            decisions::step(
+                load_config(&config)?,
+                &run,
+                false,
+                &reason,
+                token_file.as_ref(),
+            )
+            .await
+        }
         Command::Principal { action, config } => {
             let config = load_config(&config)?;
             match action {
@@ -365,20 +429,32 @@ fn read_alert(source: &str) -> Result<stepgate::bindings::Alert> {
     Ok(alert)
 }
 
+/// How `stepgate run` was asked to run.
+struct RunOptions {
+    live: bool,
+    json: bool,
+    step: bool,
+    token_file: Option<PathBuf>,
+}
+
 async fn run(
     playbook: &str,
     alert: &str,
-    live: bool,
-    json: bool,
-    token_file: Option<&PathBuf>,
+    options: RunOptions,
     config: &Path,
 ) -> Result<u8, UsageError> {
+    let RunOptions {
+        live,
+        json,
+        step,
+        token_file,
+    } = options;
     let config = load_config(config)?;
     let alert_from_stdin = alert == "-";
     let at_terminal = !alert_from_stdin && std::io::stdin().is_terminal();
     let alert = read_alert(alert)?;
     let runtime = Runtime::new(config)?;
-    let started_by = match decisions::given_token(token_file)? {
+    let started_by = match decisions::given_token(token_file.as_ref())? {
         Some(token) => runtime.state.authorize_operator(&token).await?,
         None if live && !at_terminal => {
             return Err(anyhow::anyhow!(
@@ -429,6 +505,7 @@ async fn run(
         progress,
         run_id: None,
         started_by,
+        step_mode: step,
     };
     let report = runtime.run(&playbook, request).await;
     print_report(&report, json)?;

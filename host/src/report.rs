@@ -42,7 +42,9 @@ impl RunReport {
             }
             RunEnd::Failed(_) | RunEnd::Crashed(_) => exit::PLAYBOOK_ERROR,
             RunEnd::Limit(_) => exit::LIMIT,
-            RunEnd::Stopped(crate::run::Stopped::Parked { .. }) => exit::PARKED,
+            RunEnd::Stopped(
+                crate::run::Stopped::Parked { .. } | crate::run::Stopped::AtStep { .. },
+            ) => exit::PARKED,
             RunEnd::Stopped(_) => exit::STOPPED,
         }
     }
@@ -87,8 +89,13 @@ pub fn end_json(end: &RunEnd) -> Json {
         RunEnd::Stopped(stopped @ crate::run::Stopped::Diverged { .. }) => {
             json!({ "status": "diverged", "error": stopped.to_string() })
         }
-        RunEnd::Stopped(stopped @ crate::run::Stopped::Parked { .. }) => {
+        RunEnd::Stopped(
+            stopped @ (crate::run::Stopped::Parked { .. } | crate::run::Stopped::AtStep { .. }),
+        ) => {
             json!({ "status": "parked", "error": stopped.to_string() })
+        }
+        RunEnd::Stopped(stopped @ crate::run::Stopped::Aborted { .. }) => {
+            json!({ "status": "aborted", "error": stopped.to_string() })
         }
     }
 }
@@ -143,6 +150,31 @@ fn arg<'a>(entry: &'a Entry, key: &str) -> &'a str {
 }
 
 /// What the call did, in one line: `(what it asked, what came back)`.
+/// What a run has read and decided so far, one line a call (the last 40),
+/// for an operator deciding whether it goes on (step mode).
+pub fn so_far(entries: &[Entry]) -> String {
+    const SHOWN: usize = 40;
+    let skipped = entries.len().saturating_sub(SHOWN);
+    let mut lines = Vec::new();
+    if skipped > 0 {
+        lines.push(format!("({skipped} earlier calls not shown)"));
+    }
+    for entry in &entries[skipped..] {
+        let (asked, answer) = describe_call(entry);
+        lines.push(format!(
+            "#{} {} {asked} → {answer} [{}]",
+            entry.seq,
+            entry.name(),
+            entry.gate.as_str()
+        ));
+    }
+    if lines.is_empty() {
+        "no calls yet".to_owned()
+    } else {
+        lines.join("\n")
+    }
+}
+
 pub fn describe_call(entry: &Entry) -> (String, String) {
     let asked = match entry.name().as_str() {
         "db.query" | "db.execute" => {
@@ -178,6 +210,7 @@ pub fn describe_call(entry: &Entry) -> (String, String) {
             entry.args.get("millis").cloned().unwrap_or(Json::Null)
         ),
         "runbook.confirm" => cut(arg(entry, "question"), 70),
+        "runbook.step" => format!("go on into `{}`", cut(arg(entry, "name"), 60)),
         _ => cut(&entry.args.to_string(), 70),
     };
     let mut answer = match (entry.result.get("ok"), entry.result.get("err")) {
@@ -196,8 +229,26 @@ fn describe_ok(entry: &Entry, ok: &Json) -> String {
     let dry = entry.gate == Decision::DryRun;
     match entry.name().as_str() {
         "db.query" => {
-            let n = ok.get("rows").and_then(Json::as_array).map_or(0, Vec::len);
-            format!("{n} row{}", if n == 1 { "" } else { "s" })
+            use crate::bindings::stepgate::playbook::db::Rows;
+            match serde_json::from_value::<Rows>(ok.clone()) {
+                // One row: show it, it is usually the figure a decision
+                // rests on (a sum, a count).
+                Ok(rows) if rows.rows.len() == 1 => {
+                    let values = rows.columns.iter().zip(&rows.rows[0]).map(|(c, v)| {
+                        let shown = match value_json(v) {
+                            Json::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        format!("{c}={shown}")
+                    });
+                    cut(
+                        &format!("1 row: {}", values.collect::<Vec<_>>().join(", ")),
+                        80,
+                    )
+                }
+                Ok(rows) => format!("{} rows", rows.rows.len()),
+                Err(_) => "rows".to_owned(),
+            }
         }
         "db.execute" => {
             let n = ok.as_u64().unwrap_or(0);

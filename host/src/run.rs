@@ -79,6 +79,8 @@ pub struct RunRequest {
     /// Who started the run (a user, a token's principal, `alertmanager`),
     /// for the run record and the audit log.
     pub started_by: String,
+    /// Pause at every step boundary until an operator continues.
+    pub step_mode: bool,
 }
 
 /// Why a resumed run stopped instead of going on: the host will not guess.
@@ -100,6 +102,12 @@ pub enum Stopped {
         "write #{seq} waits for approval ({call}); the run is parked and holds no instance: `stepgate approvals` lists it, `stepgate approve` or `deny` decides it"
     )]
     Parked { seq: u64, call: String },
+    #[error(
+        "step mode: the run is parked before step `{step}` (#{seq}) and holds no instance; `stepgate continue RUN` goes on, `stepgate abort RUN --reason …` ends it"
+    )]
+    AtStep { seq: u64, step: String },
+    #[error("aborted before step `{step}`: {why}")]
+    Aborted { step: String, why: String },
 }
 
 /// Refuses memory growth past the run's limit, naming the limit.
@@ -282,6 +290,7 @@ pub async fn run(
                 mode: mode_name(request.mode),
                 alert: &alert,
                 started_by: &request.started_by,
+                step_mode: request.step_mode,
             })
             .await;
         if let Err(e) = started {
@@ -393,6 +402,7 @@ pub async fn resume(
         progress,
         run_id: Some(run_id.to_owned()),
         started_by: run.started_by,
+        step_mode: run.step_mode,
     };
     Ok(execute(
         engine,
@@ -478,7 +488,8 @@ async fn execute(
         journal,
         playbook.limits,
     )
-    .with_replay(replay);
+    .with_replay(replay)
+    .with_step_mode(request.step_mode);
     let mut store = new_store(engine, calls);
     let _lease = state
         .as_ref()

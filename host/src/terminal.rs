@@ -138,10 +138,18 @@ pub struct TtyApprover;
 #[async_trait::async_trait]
 impl Approver for TtyApprover {
     async fn decide(&self, request: &WriteRequest) -> Result<(), String> {
-        let prompt = format!(
-            "\n  APPROVAL NEEDED — playbook `{}` wants to {} on `{}`\n    exact write: {}\n    reason: {}\n  Approve? [y/N] ",
-            request.playbook, request.op, request.target, request.detail, request.reason
-        );
+        let prompt = if request.op == crate::state::approvals::STEP_PAUSE {
+            format!(
+                "\n  STEP MODE — next step: `{}`\n  so far:\n    {}\n  Go on? [y/N] ",
+                request.target,
+                request.detail.replace('\n', "\n    ")
+            )
+        } else {
+            format!(
+                "\n  APPROVAL NEEDED — playbook `{}` wants to {} on `{}`\n    exact write: {}\n    reason: {}\n  Approve? [y/N] ",
+                request.playbook, request.op, request.target, request.detail, request.reason
+            )
+        };
         let answer = tokio::task::spawn_blocking(move || {
             eprint!("{prompt}");
             let _ = std::io::stderr().flush();

@@ -533,3 +533,86 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
         text(&missing.stderr)
     );
 }
+
+#[test]
+fn step_mode_parks_before_each_step_until_continued_or_aborted() {
+    let (_dir, config) = demo_copy();
+    let config_arg = config.to_str().unwrap();
+    let ops = principal(&config, "ops", "operator");
+    let ops_arg = ops.to_str().unwrap();
+    let step_run = || {
+        let out = run(
+            "plaza-reconciliation-drift",
+            UNEXPLAINED,
+            &config,
+            &["--step", "--json", "--token-file", ops_arg],
+        );
+        assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            doc["outcome"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("before step `Triage`"),
+            "{doc}"
+        );
+        doc["run_id"].as_str().unwrap().to_owned()
+    };
+    let go = |run_id: &str, verb: &str, reason: &[&str]| {
+        let mut args = vec![
+            verb,
+            run_id,
+            "--token-file",
+            ops_arg,
+            "--config",
+            config_arg,
+        ];
+        args.extend_from_slice(reason);
+        stepgate(&args)
+    };
+
+    // Walked through to the end: the engineer who started it continues it.
+    let walked = step_run();
+    let first = go(&walked, "continue", &[]);
+    assert_eq!(first.status.code(), Some(8), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stdout).contains("before step `Mitigate: unexplained drift`"),
+        "{}",
+        text(&first.stdout)
+    );
+    let waiting = text(&stepgate(&["approvals", "--config", config_arg]).stdout);
+    assert!(
+        waiting.contains("paused before step `Mitigate: unexplained drift`")
+            && waiting.contains("db.query plaza: SELECT"),
+        "the operator sees what the run read so far: {waiting}"
+    );
+    let last = go(&walked, "continue", &[]);
+    assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
+    assert!(
+        text(&last.stdout).contains("SEV-0"),
+        "{}",
+        text(&last.stdout)
+    );
+    let shown = text(&stepgate(&["show", &walked, "--config", config_arg]).stdout);
+    assert_eq!(shown.matches("runbook.step").count(), 2, "{shown}");
+
+    // Aborted at the first pause: nothing after it runs.
+    let aborted = step_run();
+    let no_reason = go(&aborted, "abort", &[]);
+    assert_eq!(no_reason.status.code(), Some(2));
+    let stopped = go(&aborted, "abort", &["--reason", "wrong alert"]);
+    assert_eq!(stopped.status.code(), Some(7), "{}", text(&stopped.stderr));
+    assert!(
+        text(&stopped.stdout).contains("aborted before step `Triage`")
+            && text(&stopped.stdout).contains("wrong alert"),
+        "{}",
+        text(&stopped.stdout)
+    );
+    let again = go(&aborted, "continue", &[]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        text(&again.stderr).contains("not parked at a step"),
+        "{}",
+        text(&again.stderr)
+    );
+}

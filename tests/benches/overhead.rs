@@ -61,6 +61,7 @@ async fn stepgate_loop(
                 progress: Box::new(Quiet),
                 run_id: None,
                 started_by: "bench".into(),
+                step_mode: false,
             },
         )
         .await;

@@ -329,6 +329,7 @@ pub async fn run(
                 progress: Box::new(Quiet),
                 run_id: None,
                 started_by: "test".into(),
+                step_mode: false,
             },
         )
         .await

@@ -1,7 +1,7 @@
 //! `stepgate:playbook/runbook`: the run itself. Always granted. `now` and
 //! `sleep` are journaled (a replay answers them from the journal, so time
 //! is deterministic); `confirm` is a human decision and passes the write
-//! gate like any write.
+//! gate like any write. In step mode, `step` pauses for an operator.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +30,10 @@ impl Host for CallCtx {
         let mut name = name;
         name.truncate(200);
         tracing::info!(run = %self.run_id, step = %name, "step");
-        self.journal.enter_step(name);
+        self.journal.enter_step(name.clone());
+        if self.step_mode() {
+            infallible(self.pause_at_step(&name).await)?;
+        }
         Ok(())
     }
 

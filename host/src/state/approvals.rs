@@ -170,6 +170,9 @@ fn string_list(text: &str) -> Result<Vec<String>, StateError> {
     serde_json::from_str(text).map_err(|e| StateError::Corrupt(format!("a group list: {e}")))
 }
 
+/// The `op` of a step-mode pause's request.
+pub const STEP_PAUSE: &str = "runbook.step";
+
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.trim().as_bytes()))
 }
@@ -396,7 +399,7 @@ impl StateStore {
             return Err(DecisionError::NoReason);
         }
         let row = sqlx::query(
-            "SELECT started_by, requirement, escalated FROM approval_requests WHERE run_id = $1 AND seq = $2",
+            "SELECT started_by, requirement, escalated, op FROM approval_requests WHERE run_id = $1 AND seq = $2",
         )
         .bind(run_id)
         .bind(seq as i64)
@@ -407,7 +410,10 @@ impl StateStore {
             seq,
         })?;
         let started_by: String = row.try_get(0)?;
-        if started_by == principal {
+        let op: String = row.try_get(3)?;
+        // A step-mode pause is not a write: the engineer walking the run
+        // through may continue it.
+        if started_by == principal && op != STEP_PAUSE {
             return Err(DecisionError::SelfApproval(principal));
         }
         let eligible = eligible_groups(

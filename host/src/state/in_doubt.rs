@@ -158,6 +158,7 @@ mod tests {
                 mode: "live",
                 alert: &serde_json::json!({}),
                 started_by: "ops",
+                step_mode: false,
             })
             .await
             .unwrap();

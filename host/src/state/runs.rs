@@ -53,6 +53,8 @@ pub struct RunRecord {
     pub ended_at: Option<i64>,
     pub exit_code: Option<i32>,
     pub outcome: Option<serde_json::Value>,
+    /// Paused at every step boundary (`stepgate run --step`).
+    pub step_mode: bool,
 }
 
 /// What [`StateStore::claim_run`] found.
@@ -84,6 +86,7 @@ pub struct NewRun<'a> {
     pub mode: &'a str,
     pub alert: &'a serde_json::Value,
     pub started_by: &'a str,
+    pub step_mode: bool,
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -104,18 +107,18 @@ fn run_record(row: &sqlx::any::AnyRow) -> Result<RunRecord, StateError> {
         outcome: row
             .try_get::<Option<String>, _>("outcome")?
             .map(|o| json(&o)),
+        step_mode: row.try_get::<i32, _>("step_mode")? != 0,
     })
 }
 
-const RUN_COLUMNS: &str =
-    "id, playbook, mode, status, alert, started_by, started_at, ended_at, exit_code, outcome";
+const RUN_COLUMNS: &str = "id, playbook, mode, status, alert, started_by, started_at, ended_at, exit_code, outcome, step_mode";
 
 impl StateStore {
     /// Records a new run, leased to this host.
     pub async fn start_run(&self, run: NewRun<'_>) -> Result<(), StateError> {
         sqlx::query(
-            "INSERT INTO runs (id, playbook, mode, status, alert, started_by, started_at, lease_owner, lease_until)
-             VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8)",
+            "INSERT INTO runs (id, playbook, mode, status, alert, started_by, started_at, lease_owner, lease_until, step_mode)
+             VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8, $9)",
         )
         .bind(run.id)
         .bind(run.playbook)
@@ -125,6 +128,7 @@ impl StateStore {
         .bind(now_ms())
         .bind(self.host())
         .bind(self.lease_until())
+        .bind(i32::from(run.step_mode))
         .execute(self.pool().await?)
         .await?;
         Ok(())
