@@ -88,6 +88,16 @@ impl Playbook for Hostile {
                 pager::page("ceo", Severity::Warning, "second page", "after the sleep")?;
                 Ok(Outcome::new("paged twice"))
             }
+            // For resume benchmarks: `n` flag reads, then a write that
+            // needs approval.
+            "call-loop-write" => {
+                let n = count(&alert);
+                for _ in 0..n {
+                    flags::get("BENCH_FLAG")?;
+                }
+                flags::set("PLAZA_TEST_FLAG", "1", "benchmark: a write after the reads")?;
+                Ok(Outcome::new(format!("{n} reads, one write")))
+            }
             // For benchmarks: `n` runs of the `sql` annotation on `plaza`.
             "query-loop" => {
                 let n = count(&alert);
