@@ -565,6 +565,12 @@ pub struct GateRule {
     /// Who is paged, in order, while the request waits.
     #[serde(default)]
     pub escalate: Vec<Escalation>,
+    /// Before an approved write goes out of a resumed run, read again what
+    /// the run read since its last write; if anything changed, the approval
+    /// is void and the run re-plans on fresh data. Turn off for plans built
+    /// on reads that change every time (a block number, a clock).
+    #[serde(default = "yes")]
+    pub recheck: bool,
 }
 
 impl GateRule {
@@ -576,6 +582,7 @@ impl GateRule {
             timeout: None,
             on_timeout: OnTimeout::Deny,
             escalate: Vec::new(),
+            recheck: true,
         }
     }
 }

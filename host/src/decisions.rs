@@ -79,6 +79,12 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
         if !p.groups.is_empty() {
             println!("    who:    principals of {}", p.groups.join(", "));
         }
+        println!(
+            "    plan:   {} (approve --plan {} binds your decision to it); the run read before asking:\n      {}",
+            &p.plan_digest[..p.plan_digest.len().min(12)],
+            &p.plan_digest[..p.plan_digest.len().min(12)],
+            p.plan.replace('\n', "\n      ")
+        );
         if let Some(at) = p
             .expires_at
             .and_then(chrono::DateTime::from_timestamp_millis)
@@ -121,22 +127,43 @@ pub async fn step(
         }
         .into());
     };
-    decide(config, run_id, pause.seq as u64, go_on, reason, token_file).await
+    let decision = Decision {
+        run_id,
+        seq: pause.seq as u64,
+        approve: go_on,
+        reason,
+        plan: None,
+    };
+    decide(config, decision, token_file).await
+}
+
+/// What `stepgate approve` / `deny` decide.
+pub struct Decision<'a> {
+    pub run_id: &'a str,
+    pub seq: u64,
+    pub approve: bool,
+    pub reason: &'a str,
+    /// The plan digest (a prefix) the approver looked at.
+    pub plan: Option<&'a str>,
 }
 
 pub async fn decide(
     config: Config,
-    run_id: &str,
-    seq: u64,
-    approve: bool,
-    reason: &str,
+    decision: Decision<'_>,
     token_file: Option<&PathBuf>,
 ) -> Result<u8, UsageError> {
+    let Decision {
+        run_id,
+        seq,
+        approve,
+        reason,
+        plan,
+    } = decision;
     let token = token(token_file)?;
     let runtime = Runtime::new(config)?;
     let status = runtime
         .state
-        .decide_approval(&token, run_id, seq, approve, reason)
+        .decide_approval_of_plan(&token, run_id, seq, approve, reason, plan)
         .await?;
     match status {
         ApprovalStatus::Pending { approvals, quorum } => {

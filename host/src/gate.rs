@@ -143,6 +143,11 @@ pub struct WriteRequest {
     pub reason: String,
     /// Who must approve, and what happens if nobody does in time.
     pub requirement: Requirement,
+    /// What the run read and decided before asking, one line a call: the
+    /// plan the approver approves.
+    pub plan: String,
+    /// SHA-256 of the journal before the write: the approval is bound to it.
+    pub plan_digest: String,
 }
 
 /// What an approval needs, resolved from the write's gate rule and the
@@ -161,6 +166,8 @@ pub struct Requirement {
     pub on_timeout: OnTimeout,
     /// Who is paged while it waits.
     pub escalate: Vec<Escalation>,
+    /// Re-read the plan's reads before the approved write goes out.
+    pub recheck: bool,
 }
 
 impl Default for Requirement {
@@ -172,6 +179,7 @@ impl Default for Requirement {
             timeout: None,
             on_timeout: OnTimeout::Deny,
             escalate: Vec::new(),
+            recheck: true,
         }
     }
 }
@@ -306,6 +314,7 @@ impl Gates {
             timeout: rule.timeout.or(self.timeout),
             on_timeout: rule.on_timeout,
             escalate: rule.escalate.clone(),
+            recheck: rule.recheck,
         }
     }
 
@@ -360,6 +369,8 @@ mod tests {
             detail: String::new(),
             reason: "because".into(),
             requirement: Requirement::default(),
+            plan: String::new(),
+            plan_digest: String::new(),
         }
     }
 

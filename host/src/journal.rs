@@ -44,6 +44,11 @@ pub struct Entry {
     /// the same key instead of waiting for an operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// For a write approved while its run was parked: how many of the
+    /// reads it was planned on were made again, and found unchanged, just
+    /// before it went out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rechecked: Option<u64>,
     pub duration_us: u64,
 }
 
@@ -57,6 +62,20 @@ impl Entry {
     pub fn is_write(&self) -> bool {
         self.effect == Effect::Write
     }
+}
+
+/// SHA-256 (hex) of what `entries` asked and got: the plan an approval is
+/// bound to. Timings and which URL answered are left out: they do not
+/// change what the run decided.
+pub fn plan_digest(entries: &[Entry]) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for e in entries {
+        let canonical = json!([e.seq, e.interface, e.op, e.args, e.gate, e.result]);
+        hash.update(canonical.to_string().as_bytes());
+        hash.update(b"\n");
+    }
+    hex::encode(hash.finalize())
 }
 
 /// What a run reports while it goes, for a terminal or a log.
@@ -206,5 +225,11 @@ impl Journal {
 
     pub fn into_parts(self) -> (Vec<Entry>, Vec<String>) {
         (self.entries, self.steps)
+    }
+
+    /// [`Journal::into_parts`], and the progress reporter back for a run
+    /// that goes on (a re-plan).
+    pub fn into_parts_and_progress(self) -> (Vec<Entry>, Vec<String>, Box<dyn Progress>) {
+        (self.entries, self.steps, self.progress)
     }
 }

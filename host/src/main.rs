@@ -93,6 +93,10 @@ enum Command {
         seq: u64,
         #[arg(long)]
         reason: String,
+        /// The plan digest you looked at (`stepgate approvals`, 8+ hex
+        /// digits): refused if the request's plan is not that one.
+        #[arg(long)]
+        plan: Option<String>,
         #[arg(long)]
         token_file: Option<PathBuf>,
         #[arg(long, default_value = "stepgate.toml")]
@@ -104,6 +108,8 @@ enum Command {
         seq: u64,
         #[arg(long)]
         reason: String,
+        #[arg(long)]
+        plan: Option<String>,
         #[arg(long)]
         token_file: Option<PathBuf>,
         #[arg(long, default_value = "stepgate.toml")]
@@ -261,6 +267,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command) -> Result<u8, UsageError> {
+    let approving = matches!(command, Command::Approve { .. });
     match command {
         Command::Run {
             playbook,
@@ -286,35 +293,26 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             run,
             seq,
             reason,
+            plan,
             token_file,
             config,
-        } => {
-            decisions::decide(
-                load_config(&config)?,
-                &run,
-                seq,
-                true,
-                &reason,
-                token_file.as_ref(),
-            )
-            .await
         }
-        Command::Deny {
+        | Command::Deny {
             run,
             seq,
             reason,
+            plan,
             token_file,
             config,
         } => {
-            decisions::decide(
-                load_config(&config)?,
-                &run,
+            let decision = decisions::Decision {
+                run_id: &run,
                 seq,
-                false,
-                &reason,
-                token_file.as_ref(),
-            )
-            .await
+                approve: approving,
+                reason: &reason,
+                plan: plan.as_deref(),
+            };
+            decisions::decide(load_config(&config)?, decision, token_file.as_ref()).await
         }
         Command::Resolve {
             run,

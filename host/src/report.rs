@@ -97,6 +97,9 @@ pub fn end_json(end: &RunEnd) -> Json {
         RunEnd::Stopped(stopped @ crate::run::Stopped::Aborted { .. }) => {
             json!({ "status": "aborted", "error": stopped.to_string() })
         }
+        RunEnd::Stopped(stopped @ crate::run::Stopped::Stale { .. }) => {
+            json!({ "status": "stale", "error": stopped.to_string() })
+        }
     }
 }
 
@@ -308,6 +311,7 @@ mod tests {
             result: json!({ "ok": "\"0x10\"" }),
             via: via.map(str::to_owned),
             idempotency_key: None,
+            rechecked: None,
             duration_us: 10,
         }
     }

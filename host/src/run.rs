@@ -108,6 +108,16 @@ pub enum Stopped {
     AtStep { seq: u64, step: String },
     #[error("aborted before step `{step}`: {why}")]
     Aborted { step: String, why: String },
+    #[error(
+        "the approval of write #{seq} is void: the world changed while it waited (#{read} {call} answered {was}, now {now})"
+    )]
+    Stale {
+        seq: u64,
+        read: u64,
+        call: String,
+        was: String,
+        now: String,
+    },
 }
 
 /// Refuses memory growth past the run's limit, naming the limit.
@@ -316,7 +326,12 @@ pub async fn run(
         Vec::new(),
     )
     .await
+    .0
 }
+
+/// How many times one resume re-plans a run whose approvals keep going
+/// stale before it gives up (the run ends as `stale`).
+pub const MAX_REPLANS: u32 = 3;
 
 /// Why a run cannot be resumed.
 #[derive(Debug, thiserror::Error)]
@@ -394,26 +409,47 @@ pub async fn resume(
         "dry-run" => Mode::DryRun,
         other => return Err(corrupt(format!("unknown mode `{other}`"))),
     };
-    let journal = state.journal(run_id).await?;
-    let request = RunRequest {
-        alert,
-        mode,
-        approver,
-        progress,
-        run_id: Some(run_id.to_owned()),
-        started_by: run.started_by,
-        step_mode: run.step_mode,
-    };
-    Ok(execute(
-        engine,
-        playbook,
-        backends,
-        Some(state),
-        run_id.to_owned(),
-        request,
-        journal,
-    )
-    .await)
+    let mut progress = progress;
+    let mut replans = 0;
+    loop {
+        let journal = state.journal(run_id).await?;
+        let request = RunRequest {
+            alert: alert.clone(),
+            mode,
+            approver: approver.clone(),
+            progress,
+            run_id: Some(run_id.to_owned()),
+            started_by: run.started_by.clone(),
+            step_mode: run.step_mode,
+        };
+        let (report, returned) = execute(
+            engine,
+            playbook,
+            backends.clone(),
+            Some(state.clone()),
+            run_id.to_owned(),
+            request,
+            journal,
+        )
+        .await;
+        progress = returned;
+        let RunEnd::Stopped(stopped @ Stopped::Stale { read, .. }) = &report.end else {
+            return Ok(report);
+        };
+        if replans == MAX_REPLANS {
+            return Ok(report);
+        }
+        // The approval was for a world that is gone: set the stale part of
+        // the plan aside and run on from it with fresh reads.
+        replans += 1;
+        progress.log("warn", &format!("{stopped}; re-planning on fresh data"));
+        state
+            .replan(run_id, *read, &crate::report::end_json(&report.end))
+            .await?;
+        if state.claim_run(run_id).await? != Claim::Taken {
+            return Ok(report);
+        }
+    }
 }
 
 fn mode_name(mode: Mode) -> &'static str {
@@ -463,7 +499,7 @@ async fn execute(
     run_id: String,
     request: RunRequest,
     replay: Vec<StoredEntry>,
-) -> RunReport {
+) -> (RunReport, Box<dyn Progress>) {
     let journal = match &state {
         Some(store) => Journal::durable(
             request.progress,
@@ -506,7 +542,7 @@ async fn execute(
     if let Err(e) = journal.flush().await {
         tracing::error!(run = %run_id, "cannot store the last reads of the run: {e}");
     }
-    let (journal, steps) = journal.into_parts();
+    let (journal, steps, progress) = journal.into_parts_and_progress();
     let report = RunReport {
         run_id,
         playbook: playbook.name.clone(),
@@ -530,5 +566,5 @@ async fn execute(
             tracing::error!(run = %report.run_id, "cannot record the end of the run: {e}");
         }
     }
-    report
+    (report, progress)
 }

@@ -10,6 +10,7 @@
 pub mod db;
 pub mod flags;
 pub mod pager;
+mod recheck;
 pub mod rpc;
 pub mod runbook;
 pub mod sql;
@@ -162,6 +163,10 @@ pub struct CallCtx {
     replay: std::collections::VecDeque<StoredEntry>,
     /// Pause at every step boundary ([`CallCtx::pause_at_step`]).
     step_mode: bool,
+    /// This run was resumed from a stored journal.
+    resumed: bool,
+    /// Reads re-checked before the write being made (for its entry).
+    rechecked: Option<u64>,
 }
 
 impl CallCtx {
@@ -193,6 +198,8 @@ impl CallCtx {
             describing: false,
             replay: Default::default(),
             step_mode: false,
+            resumed: false,
+            rechecked: None,
         }
     }
 
@@ -228,6 +235,8 @@ impl CallCtx {
                     detail: crate::report::so_far(self.journal.entries()),
                     reason: format!("step mode: go on into step `{name}`?"),
                     requirement: crate::gate::Requirement::default(),
+                    plan: String::new(),
+                    plan_digest: crate::journal::plan_digest(self.journal.entries()),
                 };
                 let asked = Instant::now();
                 let answer = self.approver.answer(&request).await;
@@ -267,6 +276,7 @@ impl CallCtx {
 
     /// Resumes a run: the first calls are answered from `journal`.
     pub fn with_replay(mut self, journal: Vec<StoredEntry>) -> CallCtx {
+        self.resumed = !journal.is_empty();
         self.replay = journal.into();
         self
     }
@@ -411,7 +421,10 @@ impl CallCtx {
                 Err(WitError::NotGranted(not_granted.to_string())),
             ),
             Ok(()) => {
-                let verdict = self.pass_gate(&call).await;
+                let (verdict, recheck) = self.pass_gate(&call).await;
+                if recheck {
+                    self.rechecked = Some(self.recheck_plan(info.seq).await?);
+                }
                 match verdict {
                     Verdict::Perform(decision) => {
                         if call.effect == Effect::Write {
@@ -471,12 +484,26 @@ impl CallCtx {
             .await
     }
 
-    async fn pass_gate(&mut self, call: &Call) -> Verdict {
+    /// The gate's verdict, and whether an approval must be re-checked
+    /// against fresh reads before the write goes out.
+    async fn pass_gate(&mut self, call: &Call) -> (Verdict, bool) {
         if call.effect == Effect::Read {
             // Reads are never gated; no request to build.
-            return Verdict::Perform(Decision::Auto);
+            return (Verdict::Perform(Decision::Auto), false);
         }
         let op = format!("{}.{}", call.interface, call.op);
+        // The plan is shown to and bound into approvals only.
+        let asks = self.mode == Mode::Live
+            && self.gates.policy(&op, &call.target) == crate::gate::Policy::Approve;
+        let entries = self.journal.entries();
+        let (plan, plan_digest) = if asks {
+            (
+                crate::report::so_far(entries),
+                crate::journal::plan_digest(entries),
+            )
+        } else {
+            Default::default()
+        };
         let request = WriteRequest {
             run_id: self.run_id.clone(),
             seq: self.journal.next_seq(),
@@ -486,6 +513,8 @@ impl CallCtx {
             target: call.target.clone(),
             detail: call.args.to_string(),
             reason: call.reason.clone(),
+            plan,
+            plan_digest,
         };
         let asked = Instant::now();
         let verdict = self
@@ -495,7 +524,12 @@ impl CallCtx {
         if self.mode == Mode::Live {
             self.human_wait += asked.elapsed();
         }
-        verdict
+        // An approval decided while the run was parked is checked against
+        // the world as it is now (a resumed run); one given on the spot is not.
+        let recheck = verdict == Verdict::Perform(Decision::Approved)
+            && self.resumed
+            && request.requirement.recheck;
+        (verdict, recheck)
     }
 
     /// Caps the result, journals the call, and hands the outcome back.
@@ -525,6 +559,9 @@ impl CallCtx {
             Err(e) => json!({ "err": e }),
         };
         let entry = self.entry(&call, seq, decision, result, via, started);
+        if entry.is_write() {
+            self.rechecked = None;
+        }
         self.journal.record(entry).await.map_err(unrecorded)?;
         outcome.map_err(CapError::Wit)
     }
@@ -550,6 +587,11 @@ impl CallCtx {
             result,
             via,
             idempotency_key: call.keyed.then(|| idempotency_key(&self.run_id, seq)),
+            rechecked: if call.effect == Effect::Write {
+                self.rechecked
+            } else {
+                None
+            },
             duration_us: started.elapsed().as_micros() as u64,
         }
     }

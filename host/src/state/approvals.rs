@@ -86,6 +86,10 @@ pub enum DecisionError {
     #[error("`{0}` already decided this request")]
     Twice(String),
     #[error(
+        "the plan you name ({seen}) is not this request's (now {now}); look again with `stepgate approvals` (give at least 8 hex digits)"
+    )]
+    PlanChanged { seen: String, now: String },
+    #[error(
         "principal `{principal}` is in none of the groups that may decide this request ({groups}); `stepgate approvals` shows who may"
     )]
     NotInGroup { principal: String, groups: String },
@@ -130,6 +134,10 @@ pub struct PendingApproval {
     /// Escalation steps paged so far, of how many.
     pub escalated: i64,
     pub escalations: usize,
+    /// What the run read and decided before asking.
+    pub plan: String,
+    /// The digest an approval of this request is bound to.
+    pub plan_digest: String,
 }
 
 /// An escalation step whose time has come.
@@ -259,8 +267,8 @@ impl StateStore {
         started_by: &str,
     ) -> Result<ApprovalStatus, StateError> {
         sqlx::query(
-            "INSERT INTO approval_requests (run_id, seq, playbook, op, target, detail, reason, quorum, started_by, status, created_at, expires_at, requirement)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12)
+            "INSERT INTO approval_requests (run_id, seq, playbook, op, target, detail, reason, quorum, started_by, status, created_at, expires_at, requirement, plan, plan_digest)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13, $14)
              ON CONFLICT (run_id, seq) DO NOTHING",
         )
         .bind(&request.run_id)
@@ -283,19 +291,31 @@ impl StateStore {
             serde_json::to_string(&request.requirement)
                 .map_err(|e| StateError::Corrupt(format!("cannot encode a requirement: {e}")))?,
         )
+        .bind(&request.plan)
+        .bind(&request.plan_digest)
         .execute(self.pool().await?)
         .await?;
         // An approval is for the exact write that was put up: if the run
         // now asks for a different one at this position, it is void.
         let filed = sqlx::query(
-            "SELECT op, target, detail FROM approval_requests WHERE run_id = $1 AND seq = $2",
+            "SELECT op, target, detail, plan_digest FROM approval_requests WHERE run_id = $1 AND seq = $2",
         )
         .bind(&request.run_id)
         .bind(request.seq as i64)
         .fetch_one(self.pool().await?)
         .await?;
-        let (op, target, detail): (String, String, String) =
-            (filed.try_get(0)?, filed.try_get(1)?, filed.try_get(2)?);
+        let (op, target, detail, digest): (String, String, String, String) = (
+            filed.try_get(0)?,
+            filed.try_get(1)?,
+            filed.try_get(2)?,
+            filed.try_get(3)?,
+        );
+        if digest != request.plan_digest {
+            return Ok(ApprovalStatus::Denied {
+                by: "stepgate".to_owned(),
+                reason: "the run reached this write on a different plan (other reads or decisions before it) than the one put up for approval; the approval is void".to_owned(),
+            });
+        }
         if (op.as_str(), target.as_str(), detail.as_str())
             != (
                 request.op.as_str(),
@@ -388,6 +408,21 @@ impl StateStore {
         approve: bool,
         reason: &str,
     ) -> Result<ApprovalStatus, DecisionError> {
+        self.decide_approval_of_plan(token, run_id, seq, approve, reason, None)
+            .await
+    }
+
+    /// [`StateStore::decide_approval`], refused unless the request's plan
+    /// digest starts with `plan` (what the approver looked at), when given.
+    pub async fn decide_approval_of_plan(
+        &self,
+        token: &str,
+        run_id: &str,
+        seq: u64,
+        approve: bool,
+        reason: &str,
+        plan: Option<&str>,
+    ) -> Result<ApprovalStatus, DecisionError> {
         let (principal, role) = self
             .authenticate(token)
             .await?
@@ -399,7 +434,7 @@ impl StateStore {
             return Err(DecisionError::NoReason);
         }
         let row = sqlx::query(
-            "SELECT started_by, requirement, escalated, op FROM approval_requests WHERE run_id = $1 AND seq = $2",
+            "SELECT started_by, requirement, escalated, op, plan_digest FROM approval_requests WHERE run_id = $1 AND seq = $2",
         )
         .bind(run_id)
         .bind(seq as i64)
@@ -411,6 +446,15 @@ impl StateStore {
         })?;
         let started_by: String = row.try_get(0)?;
         let op: String = row.try_get(3)?;
+        let digest: String = row.try_get(4)?;
+        if let Some(seen) = plan.map(str::trim)
+            && (seen.len() < 8 || !digest.starts_with(seen))
+        {
+            return Err(DecisionError::PlanChanged {
+                seen: seen.to_owned(),
+                now: digest.chars().take(12).collect(),
+            });
+        }
         // A step-mode pause is not a write: the engineer walking the run
         // through may continue it.
         if started_by == principal && op != STEP_PAUSE {
@@ -437,6 +481,18 @@ impl StateStore {
             .await
     }
 
+    /// The plan digest of a request, if it exists.
+    async fn plan_digest(&self, run_id: &str, seq: u64) -> Result<String, StateError> {
+        Ok(sqlx::query_scalar(
+            "SELECT plan_digest FROM approval_requests WHERE run_id = $1 AND seq = $2",
+        )
+        .bind(run_id)
+        .bind(seq as i64)
+        .fetch_optional(self.pool().await?)
+        .await?
+        .unwrap_or_default())
+    }
+
     /// Records a decision by `principal`, who has been authenticated (or is
     /// the human at the terminal of a `stepgate run`), and audits it.
     pub async fn record_decision(
@@ -456,8 +512,9 @@ impl StateStore {
                 });
             }
         }
+        let digest = self.plan_digest(run_id, seq).await?;
         let inserted = sqlx::query(
-            "INSERT INTO approval_decisions (run_id, seq, principal, approve, reason, at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO approval_decisions (run_id, seq, principal, approve, reason, at, plan_digest) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(run_id)
         .bind(seq as i64)
@@ -465,6 +522,7 @@ impl StateStore {
         .bind(i32::from(approve))
         .bind(reason)
         .bind(now_ms())
+        .bind(&digest)
         .execute(self.pool().await?)
         .await;
         match inserted {
@@ -481,7 +539,7 @@ impl StateStore {
         self.append_audit(
             run_id,
             &serde_json::json!({
-                "approval": { "seq": seq, "principal": principal, "approve": approve, "reason": reason, "now": status },
+                "approval": { "seq": seq, "principal": principal, "approve": approve, "reason": reason, "plan_digest": digest, "now": status },
             }),
         )
         .await?;
@@ -494,7 +552,7 @@ impl StateStore {
             "SELECT r.run_id, r.seq, r.playbook, r.op, r.target, r.detail, r.reason, r.quorum, r.started_by,
                     (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 1),
                     (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 0),
-                    r.expires_at, r.requirement, r.escalated
+                    r.expires_at, r.requirement, r.escalated, r.plan, r.plan_digest
              FROM approval_requests r ORDER BY r.created_at, r.run_id, r.seq",
         )
         .fetch_all(self.pool().await?)
@@ -512,6 +570,8 @@ impl StateStore {
             let requirement = requirement(&row.try_get::<String, _>(12)?)?;
             let escalated: i64 = row.try_get(13)?;
             pending.push(PendingApproval {
+                plan: row.try_get(14)?,
+                plan_digest: row.try_get(15)?,
                 groups: eligible_groups(&requirement, escalated),
                 expires_at,
                 on_timeout: requirement.on_timeout,

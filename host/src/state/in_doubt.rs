@@ -146,6 +146,7 @@ mod tests {
             result: serde_json::Value::Null,
             via: None,
             idempotency_key: None,
+            rechecked: None,
             duration_us: 0,
         }
     }

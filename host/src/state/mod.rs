@@ -7,11 +7,13 @@
 //! It stores and loads; it calls nothing out and decides nothing. Split by
 //! what is stored: [`runs`] (runs and journal entries), [`audit`] (the
 //! hash-chained audit log), [`approvals`] (requests, decisions,
-//! principals), [`in_doubt`] (settling writes in doubt); flags live here.
+//! principals), [`in_doubt`] (settling writes in doubt), [`replan`]
+//! (setting aside a stale plan); flags live here.
 
 pub mod approvals;
 pub mod audit;
 pub mod in_doubt;
+pub mod replan;
 pub mod runs;
 
 use sqlx::AnyPool;

@@ -1,0 +1,107 @@
+//! The stale-plan check. An approval is given for a plan: the write, and
+//! what the run had read when it asked. When a resumed run is about to make
+//! an approved write, the reads since its last write are made again; if any
+//! answers differently, the world moved while humans decided (the drift
+//! closed, the job completed) and the approval is void: the run stops as
+//! [`Stopped::Stale`] and is re-planned on fresh data (see `run::resume`).
+//!
+//! Only reads that can be repeated exactly are checked: `db.query`,
+//! `flags.get` and `rpc.call` (read methods). `rpc.http` requests are not
+//! (their header values are not journaled), nor `runbook.now`/`sleep`.
+
+use serde_json::{Value as Json, json};
+
+use super::{CallCtx, CapError};
+use crate::backends::{BackendError, Backends};
+use crate::bindings::Value;
+use crate::config::Effect;
+use crate::journal::Entry;
+use crate::run::Stopped;
+
+impl CallCtx {
+    /// Re-reads what the run read since its last write; `Ok(n)` with the
+    /// number of reads checked when all answer as before.
+    pub(super) async fn recheck_plan(&self, write_seq: u64) -> Result<u64, CapError> {
+        let entries = self.journal.entries();
+        let since = entries
+            .iter()
+            .rposition(Entry::is_write)
+            .map_or(0, |i| i + 1);
+        let mut checked = 0;
+        for read in &entries[since..] {
+            let Some(now) = reread(&self.backends, read, self.limits.result_bytes).await else {
+                continue;
+            };
+            checked += 1;
+            if now != read.result {
+                return Err(Stopped::Stale {
+                    seq: write_seq,
+                    read: read.seq,
+                    call: format!("{} {}", read.name(), read.args),
+                    was: cut(&read.result),
+                    now: cut(&now),
+                }
+                .into());
+            }
+        }
+        Ok(checked)
+    }
+}
+
+fn cut(value: &Json) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text,
+    }
+}
+
+/// Makes a journaled read again and returns its result as the journal
+/// holds results (`{"ok": …}` or `{"err": …}`); `None` for a call that is
+/// not re-checked.
+async fn reread(backends: &Backends, entry: &Entry, limit: u64) -> Option<Json> {
+    if entry.effect != Effect::Read {
+        return None;
+    }
+    let text = |key: &str| {
+        entry
+            .args
+            .get(key)
+            .and_then(Json::as_str)
+            .map(str::to_owned)
+    };
+    let answer: Result<Json, BackendError> = match (entry.interface.as_str(), entry.op.as_str()) {
+        ("db", "query") => {
+            let (conn, sql) = (text("conn")?, text("sql")?);
+            let params: Vec<Value> =
+                serde_json::from_value(entry.args.get("params")?.clone()).ok()?;
+            match backends.db(&conn) {
+                Ok(db) => db.query(&sql, &params, limit).await.map(|rows| json!(rows)),
+                Err(e) => Err(e),
+            }
+        }
+        ("flags", "get") => {
+            let name = text("name")?;
+            match backends.flag_store(&name) {
+                Ok(store) => store.get(&name).await.map(|v| json!(v)),
+                Err(e) => Err(e),
+            }
+        }
+        ("rpc", "call") => {
+            let (endpoint, method) = (text("endpoint")?, text("method")?);
+            let params: Json = serde_json::from_str(&text("params")?).ok()?;
+            match backends.rpc(&endpoint) {
+                Ok(rpc) => rpc
+                    .call(entry.seq, &method, params, Effect::Read, limit)
+                    .await
+                    .map(|answered| json!(answered.value.to_string())),
+                Err(e) => Err(e),
+            }
+        }
+        _ => return None,
+    };
+    Some(match answer {
+        Ok(value) => json!({ "ok": value }),
+        Err(e) => json!({ "err": e.redacted(backends).into_wit() }),
+    })
+}

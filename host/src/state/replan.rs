@@ -1,0 +1,125 @@
+//! Re-planning a run whose approved write went stale: what it read on old
+//! data, and the approvals given for that plan, are set aside (kept in
+//! `superseded`, never deleted) and the run goes back to `parked` so it
+//! resumes from there on fresh data and asks again.
+
+use sqlx::Row;
+
+use super::{StateError, StateStore, now_ms};
+
+impl StateStore {
+    /// Sets aside journal entries from position `from` on and the approval
+    /// requests (with their decisions) of those positions, audits `why`,
+    /// and parks the run. Returns which re-plan of the run this is.
+    pub async fn replan(
+        &self,
+        run_id: &str,
+        from: u64,
+        why: &serde_json::Value,
+    ) -> Result<i64, StateError> {
+        let from = from as i64;
+        let mut tx = self.pool().await?.begin().await?;
+        let previous: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(replan) FROM superseded WHERE run_id = $1")
+                .bind(run_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let replan = previous.unwrap_or(0) + 1;
+        let mut set_aside = Vec::new();
+        for row in
+            sqlx::query("SELECT seq, phase, entry FROM journal WHERE run_id = $1 AND seq >= $2")
+                .bind(run_id)
+                .bind(from)
+                .fetch_all(&mut *tx)
+                .await?
+        {
+            let record = serde_json::json!({
+                "phase": row.try_get::<String, _>(1)?,
+                "entry": row.try_get::<String, _>(2)?,
+            });
+            set_aside.push(("journal", row.try_get::<i64, _>(0)?, record));
+        }
+        for row in sqlx::query(
+            "SELECT seq, op, target, detail, reason, plan_digest FROM approval_requests WHERE run_id = $1 AND seq >= $2",
+        )
+        .bind(run_id)
+        .bind(from)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let seq: i64 = row.try_get(0)?;
+            let decisions = sqlx::query(
+                "SELECT principal, approve, reason, at FROM approval_decisions WHERE run_id = $1 AND seq = $2 ORDER BY at",
+            )
+            .bind(run_id)
+            .bind(seq)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|d| {
+                Ok(serde_json::json!({
+                    "principal": d.try_get::<String, _>(0)?,
+                    "approve": d.try_get::<i32, _>(1)? != 0,
+                    "reason": d.try_get::<String, _>(2)?,
+                    "at": d.try_get::<i64, _>(3)?,
+                }))
+            })
+            .collect::<Result<Vec<_>, StateError>>()?;
+            let record = serde_json::json!({
+                "op": row.try_get::<String, _>(1)?,
+                "target": row.try_get::<String, _>(2)?,
+                "detail": row.try_get::<String, _>(3)?,
+                "reason": row.try_get::<String, _>(4)?,
+                "plan_digest": row.try_get::<String, _>(5)?,
+                "decisions": decisions,
+            });
+            set_aside.push(("approval", seq, record));
+        }
+        let at = now_ms();
+        for (kind, seq, record) in &set_aside {
+            sqlx::query(
+                "INSERT INTO superseded (run_id, replan, kind, seq, record, at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(run_id)
+            .bind(replan)
+            .bind(*kind)
+            .bind(*seq)
+            .bind(record.to_string())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for table in ["journal", "approval_decisions", "approval_requests"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE run_id = $1 AND seq >= $2"
+            )))
+            .bind(run_id)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE runs SET status = 'parked', ended_at = NULL, exit_code = NULL WHERE id = $1",
+        )
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.append_audit(
+            run_id,
+            &serde_json::json!({ "replanned": { "replan": replan, "from": from, "why": why } }),
+        )
+        .await?;
+        Ok(replan)
+    }
+
+    /// How many times run `run_id` has been re-planned.
+    pub async fn replans(&self, run_id: &str) -> Result<i64, StateError> {
+        let n: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(replan) FROM superseded WHERE run_id = $1")
+                .bind(run_id)
+                .fetch_one(self.pool().await?)
+                .await?;
+        Ok(n.unwrap_or(0))
+    }
+}

@@ -1,0 +1,204 @@
+//! An approval is bound to its plan: the write, and what the run read
+//! before asking. The approver sees the reads and their digest; when the
+//! run resumes, the reads are made again before the approved write goes
+//! out, and if the world changed meanwhile the approval is void and the run
+//! re-plans on fresh data and asks again. Both state stores.
+
+use std::sync::Arc;
+
+use stepgate::approvals::StoredApprover;
+use stepgate::gate::Mode;
+use stepgate::journal::Quiet;
+use stepgate::run::{RunEnd, RunReport, Stopped};
+use stepgate::runtime::Runtime;
+use stepgate::state::approvals::{DecisionError, Role};
+use stepgate_tests::servers::PgServer;
+use stepgate_tests::*;
+
+use stepgate_tests::Store as Kind;
+
+struct World {
+    _setup: Setup,
+    runtime: Runtime,
+    _pg: Option<PgServer>,
+}
+
+/// The hostile guest's `call-loop-write`: two reads of BENCH_FLAG, then
+/// `flags.set PLAZA_TEST_FLAG` behind an approval of one.
+fn world(kind: Kind, rule: &str) -> World {
+    let pg = (kind == Kind::Postgres).then(PgServer::start);
+    let state = stepgate_tests::servers::state_section(pg.as_ref());
+    let setup = Setup::new(&format!(
+        r#"
+{state}
+[db.plaza]
+url = "sqlite::memory:"
+[flags.plaza]
+kind = "builtin"
+names = ["PLAZA_*", "BENCH_*"]
+[playbooks.hostile]
+component = "{}"
+grants.db.plaza = {{}}
+grants.flags = {{ read = ["BENCH_*"], write = ["PLAZA_*"] }}
+[playbooks.hostile.gates]
+"flags.set" = {rule}
+"#,
+        stepgate_artifacts::HOSTILE
+    ));
+    let runtime = setup.runtime();
+    World {
+        _setup: setup,
+        runtime,
+        _pg: pg,
+    }
+}
+
+impl World {
+    async fn set_world(&self, value: &str) {
+        self.runtime
+            .state
+            .set_flag("BENCH_FLAG", value)
+            .await
+            .unwrap();
+    }
+
+    async fn parked_run(&self) -> String {
+        let approver = Arc::new(StoredApprover::new(self.runtime.state.clone(), "ops"));
+        let report = run(
+            &self.runtime,
+            "hostile",
+            alert("Hostile", &[("mode", "call-loop-write"), ("n", "2")], &[]),
+            Mode::Live,
+            approver,
+        )
+        .await;
+        assert!(
+            matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 3, .. })),
+            "{:?}",
+            report.end
+        );
+        report.run_id
+    }
+
+    async fn resume(&self, run_id: &str) -> RunReport {
+        self.runtime
+            .resume(run_id, None, Box::new(Quiet))
+            .await
+            .unwrap()
+    }
+
+    async fn written(&self) -> Option<String> {
+        self.runtime.state.flag("PLAZA_TEST_FLAG").await.unwrap()
+    }
+}
+
+async fn an_approval_of_a_stale_plan_is_void_and_the_run_asks_again(kind: Kind) {
+    let w = world(kind, r#"{ policy = "approve", quorum = 1 }"#);
+    let state = &w.runtime.state;
+    w.set_world("drifting").await;
+    let run_id = w.parked_run().await;
+
+    // The approver sees what the run read, and the digest it is bound to.
+    let pending = state.pending_approvals().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert!(
+        pending[0]
+            .plan
+            .contains("flags.get BENCH_FLAG → \"drifting\""),
+        "{}",
+        pending[0].plan
+    );
+    let digest = pending[0].plan_digest.clone();
+    assert_eq!(digest.len(), 64);
+    let amy = state.add_principal("amy", Role::Approver).await.unwrap();
+    assert!(matches!(
+        state
+            .decide_approval_of_plan(&amy, &run_id, 3, true, "ok", Some("deadbeef00"))
+            .await,
+        Err(DecisionError::PlanChanged { .. })
+    ));
+    state
+        .decide_approval_of_plan(
+            &amy,
+            &run_id,
+            3,
+            true,
+            "the drift is real",
+            Some(&digest[..12]),
+        )
+        .await
+        .unwrap();
+
+    // While it waited, the world moved: the approval is void, nothing is
+    // written, the run re-reads and asks again on the new plan.
+    w.set_world("closed").await;
+    let report = w.resume(&run_id).await;
+    assert!(
+        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 3, .. })),
+        "{:?}",
+        report.end
+    );
+    assert_eq!(w.written().await, None);
+    let pending = state.pending_approvals().await.unwrap();
+    assert_eq!(pending.len(), 1, "a new request on the new plan");
+    assert!(
+        pending[0].plan.contains("\"closed\""),
+        "{}",
+        pending[0].plan
+    );
+    assert_ne!(pending[0].plan_digest, digest);
+    assert_eq!(state.replans(&run_id).await.unwrap(), 1);
+    let audit = state.audit_records().await.unwrap();
+    let replanned = audit
+        .iter()
+        .find_map(|r| r.record.get("replanned"))
+        .expect("the re-plan is audited");
+    assert!(
+        replanned["why"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("#1 flags.get"),
+        "{replanned}"
+    );
+
+    // Approved again on the fresh plan, with the world unchanged: written,
+    // and the entry says its reads were checked.
+    state
+        .decide_approval(&amy, &run_id, 3, true, "still needed")
+        .await
+        .unwrap();
+    let report = w.resume(&run_id).await;
+    assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
+    assert_eq!(w.written().await.as_deref(), Some("1"));
+    assert_eq!(report.journal[2].rechecked, Some(2));
+}
+
+async fn a_rule_without_recheck_keeps_its_approval(kind: Kind) {
+    let w = world(
+        kind,
+        r#"{ policy = "approve", quorum = 1, recheck = false }"#,
+    );
+    w.set_world("drifting").await;
+    let run_id = w.parked_run().await;
+    let amy = w
+        .runtime
+        .state
+        .add_principal("amy", Role::Approver)
+        .await
+        .unwrap();
+    w.runtime
+        .state
+        .decide_approval(&amy, &run_id, 3, true, "go")
+        .await
+        .unwrap();
+    w.set_world("closed").await;
+    let report = w.resume(&run_id).await;
+    assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
+    assert_eq!(w.written().await.as_deref(), Some("1"));
+    assert_eq!(report.journal[2].rechecked, None);
+}
+
+stepgate_tests::on_both_stores!(
+    an_approval_of_a_stale_plan_is_void_and_the_run_asks_again,
+    a_rule_without_recheck_keeps_its_approval,
+);
