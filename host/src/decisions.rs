@@ -41,13 +41,43 @@ fn token(token_file: Option<&PathBuf>) -> Result<String> {
 }
 
 pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
-    let pending = config.state_store()?.pending_approvals().await?;
+    let store = config.state_store()?;
+    let pending = store.pending_approvals().await?;
+    // Runs stopped on a write in doubt wait for an operator too.
+    let mut in_doubt = Vec::new();
+    for run in store.runs(Some("in-doubt"), 1000).await? {
+        if let Some(write) = store.in_doubt(&run.id).await? {
+            in_doubt.push(write);
+        }
+    }
     if json {
-        println!("{}", serde_json::to_string_pretty(&pending)?);
+        let in_doubt: Vec<_> = in_doubt
+            .iter()
+            .map(
+                |d| serde_json::json!({ "run_id": d.run_id, "seq": d.entry.seq, "entry": d.entry }),
+            )
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "pending": pending, "in_doubt": in_doubt })
+            )?
+        );
         return Ok(exit::DONE);
     }
-    if pending.is_empty() {
+    if pending.is_empty() && in_doubt.is_empty() {
         println!("no approvals pending");
+    }
+    for d in &in_doubt {
+        println!(
+            "{} #{}  IN DOUBT: {} {} may or may not have reached its backend; check it, then `stepgate resolve {} {} retry|mark-done --reason …`",
+            d.run_id,
+            d.entry.seq,
+            d.entry.name(),
+            d.entry.args,
+            d.run_id,
+            d.entry.seq
+        );
     }
     for p in pending {
         if p.op == STEP_PAUSE {

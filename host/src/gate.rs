@@ -138,6 +138,10 @@ pub struct WriteRequest {
     pub playbook: String,
     pub op: String,
     pub target: String,
+    /// Finer targets within `target` that gate keys may name as
+    /// `op:target/finer`: the tables a `db.execute` changes, the method of
+    /// an `rpc.call`.
+    pub finer: Vec<String>,
     /// The exact write, human-readable.
     pub detail: String,
     pub reason: String,
@@ -284,30 +288,37 @@ impl Gates {
         self
     }
 
-    /// The rule for `op` on `target`: the most specific key wins.
-    fn rule(&self, op: &str, target: &str) -> &GateRule {
-        let exact = GateKey {
+    /// The rule for `op` on `target`: the most specific key wins:
+    /// `op:target/finer` (the strictest, if several finer targets have
+    /// rules: a statement that changes two tables), then `op:target`, then
+    /// `op`, then `default`.
+    fn rule(&self, op: &str, target: &str, finer: &[String]) -> &GateRule {
+        let key = |target: Option<String>| GateKey {
             op: op.to_owned(),
-            target: Some(target.to_owned()),
+            target,
         };
-        let general = GateKey {
-            op: op.to_owned(),
-            target: None,
+        let strictness = |rule: &&GateRule| match rule.policy {
+            Policy::Auto => 0,
+            Policy::Approve => 1,
+            Policy::Deny => 2,
         };
-        self.by_key
-            .get(&exact)
-            .or_else(|| self.by_key.get(&general))
+        finer
+            .iter()
+            .filter_map(|f| self.by_key.get(&key(Some(format!("{target}/{f}")))))
+            .max_by_key(strictness)
+            .or_else(|| self.by_key.get(&key(Some(target.to_owned()))))
+            .or_else(|| self.by_key.get(&key(None)))
             .unwrap_or(&self.default)
     }
 
-    /// The policy for `op` on `target`.
-    pub fn policy(&self, op: &str, target: &str) -> Policy {
-        self.rule(op, target).policy
+    /// The policy for `op` on `target` (and its finer targets).
+    pub fn policy(&self, op: &str, target: &str, finer: &[String]) -> Policy {
+        self.rule(op, target, finer).policy
     }
 
-    /// What approving `op` on `target` needs.
-    pub fn requirement(&self, op: &str, target: &str) -> Requirement {
-        let rule = self.rule(op, target);
+    /// What approving `op` on `target` (and its finer targets) needs.
+    pub fn requirement(&self, op: &str, target: &str, finer: &[String]) -> Requirement {
+        let rule = self.rule(op, target, finer);
         Requirement {
             quorum: rule.quorum.unwrap_or(self.quorum).max(1),
             groups: rule.groups.clone(),
@@ -332,7 +343,7 @@ impl Gates {
         if mode == Mode::DryRun {
             return Verdict::Simulate;
         }
-        match self.policy(&request.op, &request.target) {
+        match self.policy(&request.op, &request.target, &request.finer) {
             Policy::Auto => Verdict::Perform(Decision::Auto),
             Policy::Deny => Verdict::Refuse(format!(
                 "gate policy for {} on `{}` is deny",
@@ -366,6 +377,7 @@ mod tests {
             playbook: "p".into(),
             op: op.into(),
             target: target.into(),
+            finer: Vec::new(),
             detail: String::new(),
             reason: "because".into(),
             requirement: Requirement::default(),
@@ -469,7 +481,7 @@ mod tests {
             .unwrap()
             .with_quorum(3)
             .with_timeout(timeout);
-        let kill = g.requirement("flags.set", "KILL");
+        let kill = g.requirement("flags.set", "KILL", &[]);
         assert_eq!(
             (kill.quorum, kill.groups.as_slice()),
             (2, &["payments".to_owned()][..])
@@ -478,13 +490,52 @@ mod tests {
             (kill.timeout, kill.on_timeout),
             (timeout, OnTimeout::Approve)
         );
-        let other = g.requirement("flags.set", "OTHER");
+        let other = g.requirement("flags.set", "OTHER", &[]);
         assert_eq!((other.quorum, other.on_timeout), (3, OnTimeout::Deny));
         assert!(other.groups.is_empty());
     }
 
     #[test]
+    fn a_table_or_a_method_can_have_its_own_rule_and_the_strictest_wins() {
+        let g = gates(&[
+            ("db.execute:plaza", Policy::Auto),
+            ("db.execute:plaza/ledger_entries", Policy::Deny),
+            ("db.execute:plaza/escrow_holds", Policy::Approve),
+            ("rpc.call:base/eth_sendRawTransaction", Policy::Approve),
+            ("rpc.call", Policy::Auto),
+        ]);
+        let tables = |t: &[&str]| t.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            g.policy("db.execute", "plaza", &tables(&["orders"])),
+            Policy::Auto
+        );
+        assert_eq!(
+            g.policy("db.execute", "plaza", &tables(&["escrow_holds"])),
+            Policy::Approve
+        );
+        assert_eq!(
+            g.policy(
+                "db.execute",
+                "plaza",
+                &tables(&["escrow_holds", "ledger_entries"])
+            ),
+            Policy::Deny
+        );
+        assert_eq!(
+            g.policy("rpc.call", "base", &tables(&["eth_sendRawTransaction"])),
+            Policy::Approve
+        );
+        assert_eq!(
+            g.policy("rpc.call", "base", &tables(&["eth_sendTransaction"])),
+            Policy::Auto
+        );
+    }
+
+    #[test]
     fn unconfigured_writes_need_approval() {
-        assert_eq!(Gates::default().policy("db.execute", "x"), Policy::Approve);
+        assert_eq!(
+            Gates::default().policy("db.execute", "x", &[]),
+            Policy::Approve
+        );
     }
 }

@@ -323,10 +323,18 @@ pub async fn run(
         state,
         run_id,
         request,
-        Vec::new(),
+        Journaled::default(),
     )
     .await
     .0
+}
+
+/// What a resumed run answers from: its stored journal, and the write it
+/// was parked on past the journal's end (it must get back to it).
+#[derive(Default)]
+struct Journaled {
+    replay: Vec<StoredEntry>,
+    parked_on: Option<(u64, String)>,
 }
 
 /// How many times one resume re-plans a run whose approvals keep going
@@ -413,6 +421,12 @@ pub async fn resume(
     let mut replans = 0;
     loop {
         let journal = state.journal(run_id).await?;
+        // The write the run was parked on, past the end of its journal.
+        let last = journal.last().map_or(0, |e| e.entry.seq);
+        let parked_on = state
+            .parked_on(run_id)
+            .await?
+            .filter(|(seq, _)| *seq > last);
         let request = RunRequest {
             alert: alert.clone(),
             mode,
@@ -429,7 +443,10 @@ pub async fn resume(
             Some(state.clone()),
             run_id.to_owned(),
             request,
-            journal,
+            Journaled {
+                replay: journal,
+                parked_on,
+            },
         )
         .await;
         progress = returned;
@@ -498,8 +515,9 @@ async fn execute(
     state: Option<Arc<StateStore>>,
     run_id: String,
     request: RunRequest,
-    replay: Vec<StoredEntry>,
+    from: Journaled,
 ) -> (RunReport, Box<dyn Progress>) {
+    let Journaled { replay, parked_on } = from;
     let journal = match &state {
         Some(store) => Journal::durable(
             request.progress,
@@ -525,6 +543,7 @@ async fn execute(
         playbook.limits,
     )
     .with_replay(replay)
+    .with_parked_on(parked_on)
     .with_step_mode(request.step_mode);
     let mut store = new_store(engine, calls);
     let _lease = state
@@ -537,6 +556,23 @@ async fn execute(
             Ok(Err(error)) => RunEnd::Failed(error),
             Err(trap) => classify_trap(&trap, &store.data().output.text()),
         },
+    };
+    let end = match (end, store.data().calls.unreplayed()) {
+        // A resumed run that ended before asking for every call its journal
+        // holds did not decide as it did before.
+        (end @ (RunEnd::Done(_) | RunEnd::Failed(_)), Some(left)) => {
+            let ended = match &end {
+                RunEnd::Done(_) => "to finish".to_owned(),
+                RunEnd::Failed(e) => format!("to fail ({})", crate::report::error_text(e)),
+                _ => String::new(),
+            };
+            RunEnd::Stopped(Stopped::Diverged {
+                seq: left.0,
+                journaled: left.1,
+                asked: ended,
+            })
+        }
+        (end, _) => end,
     };
     let mut journal = store.into_data().calls.journal;
     if let Err(e) = journal.flush().await {

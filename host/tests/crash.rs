@@ -348,6 +348,15 @@ fn killed_while_a_write_was_in_flight_is_in_doubt_until_an_operator_marks_it_don
         text(&again.stderr)
     );
 
+    let listed = stepgate(&["approvals", "--config", world.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        text(&listed.stdout).contains(&format!("{run} #1  IN DOUBT: pager.page")),
+        "{}",
+        text(&listed.stdout)
+    );
+
     // Only an operator resolves, and a page needs the result it returns.
     let approver = principal(&world.config, "amy", "approver");
     let refused = resolve(
@@ -418,5 +427,64 @@ fn a_write_in_doubt_with_an_idempotency_key_is_sent_again_with_the_same_key() {
             .into_iter()
             .collect(),
         "with the same key, so PagerDuty holds two incidents, not three"
+    );
+}
+
+/// A parked run holds no process: the host that parked it exits (here with
+/// code 8, as after a kill it would simply be gone), and the decisions,
+/// made from other processes, carry the run on. Each page reaches the
+/// webhook once; a later sweep finds nothing to redo.
+#[test]
+fn a_parked_run_outlives_its_host_and_each_write_is_made_once() {
+    let hook = Hook::start(Duration::ZERO);
+    let world = setup(&hook, 0, Sink::Webhook);
+    let config = std::fs::read_to_string(&world.config)
+        .unwrap()
+        .replace(r#"default = "auto""#, r#"default = "approve""#);
+    std::fs::write(&world.config, config).unwrap();
+    let parked = spawn_live(&world).wait_with_output().unwrap();
+    assert_eq!(parked.status.code(), Some(8), "{}", text(&parked.stderr));
+    let run = serde_json::from_slice::<serde_json::Value>(&parked.stdout).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(hook.count(), 0);
+
+    let amy = principal(&world.config, "amy", "approver");
+    let approve = |seq: &str| {
+        stepgate(&[
+            "approve",
+            &run,
+            seq,
+            "--reason",
+            "page the CEO",
+            "--token-file",
+            amy.to_str().unwrap(),
+            "--config",
+            world.config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
+    };
+    let first = approve("1");
+    assert_eq!(first.status.code(), Some(8), "{}", text(&first.stderr));
+    assert_eq!(hook.count(), 1, "the first page went out; the second waits");
+    let second = approve("3");
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    assert_eq!(hook.count(), 2);
+
+    let sweep = stepgate(&["sweep", "--config", world.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(sweep.status.code(), Some(0), "{}", text(&sweep.stderr));
+    assert!(
+        text(&sweep.stdout).contains("nothing to do"),
+        "{}",
+        text(&sweep.stdout)
+    );
+    assert_eq!(
+        hook.count(),
+        2,
+        "each page reached the webhook exactly once"
     );
 }

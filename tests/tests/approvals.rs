@@ -493,3 +493,74 @@ async fn a_terminal_answer_is_one_recorded_decision() {
                 && r.record["approval"]["approve"] == false)
     );
 }
+
+/// A new version of the component deployed while a run is parked: the
+/// resumed run asks for other calls than its journal holds, and stops as
+/// diverged instead of making the approved write.
+#[tokio::test]
+async fn a_component_changed_under_a_parked_run_diverges() {
+    let w = world(Kind::Sqlite);
+    let run_id = w.parked_run().await;
+    for name in ["alice", "bob"] {
+        let token = w.principal(name, Role::Approver).await;
+        w.runtime
+            .state
+            .decide_approval(&token, &run_id, 1, true, "approved before the deploy")
+            .await
+            .unwrap();
+    }
+    let plaza = root().join("examples/systems/plaza");
+    let redeployed = Setup::new(&format!(
+        r#"
+[state]
+path = "{state}"
+[db.plaza]
+url = "sqlite::memory:"
+fixture_sql = ["{plaza}/schema.sql", "{plaza}/seed.sql"]
+[rpc.base]
+kind = "fixture"
+file = "{plaza}/rpc-fixture.json"
+methods = {{ eth_call = "read", eth_getTransactionCount = "read" }}
+[flags.plaza]
+kind = "builtin"
+names = ["PLAZA_*"]
+[pager.targets.ceo]
+kind = "file"
+path = "{{dir}}/pages.jsonl"
+[pager.channels.incident]
+kind = "file"
+path = "{{dir}}/pages.jsonl"
+[playbooks.hostile]
+component = "{component}"
+grants.db.plaza = {{}}
+grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount"]
+grants.flags = {{ read = ["PLAZA_*"], write = ["PLAZA_*"] }}
+grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
+"#,
+        state = w.setup.path("state.db").display(),
+        plaza = plaza.display(),
+        component = stepgate_artifacts::PLAZA_RECONCILIATION_DRIFT,
+    ));
+    let report = redeployed
+        .runtime()
+        .resume(&run_id, None, Box::new(Quiet))
+        .await
+        .unwrap();
+    match &report.end {
+        RunEnd::Stopped(Stopped::Diverged {
+            seq: 1,
+            journaled,
+            asked,
+        }) => {
+            assert!(journaled.starts_with("flags.set"), "{journaled}");
+            // The new version gives up at once on the old alert.
+            assert!(
+                asked.contains("to fail") && asked.contains("hot_wallet"),
+                "{asked}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.flag().await, None, "the approved write was not made");
+    assert!(redeployed.pages().is_empty());
+}

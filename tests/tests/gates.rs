@@ -21,6 +21,11 @@ grants.pager = { targets = ["ceo"], channels = ["incident"] }
 const NOT_GRANTED: &str = "grants.db.plaza = {}\n";
 
 fn setup(rpc_url: &str, grants: &str, policy: &str) -> Setup {
+    setup_gates(rpc_url, grants, &format!("default = \"{policy}\""))
+}
+
+/// [`setup`] with the playbook's gate table written out.
+fn setup_gates(rpc_url: &str, grants: &str, gates: &str) -> Setup {
     Setup::new(&format!(
         r#"
 {state_and_db}
@@ -32,7 +37,7 @@ methods = {{ eth_blockNumber = "read", eth_sendRawTransaction = "write" }}
 {flags_and_pager}
 [playbooks.hostile]
 component = "{component}"
-gates = {{ default = "{policy}" }}
+gates = {{ {gates} }}
 {grants}
 "#,
         flags_and_pager = FLAGS_AND_PAGER,
@@ -259,4 +264,34 @@ async fn not_granted_is_refused_in_every_mode() {
         })
         .await;
     }
+}
+
+/// A table, or an RPC method, can have its own rule: only the writes to
+/// `escrow_holds` and `eth_sendRawTransaction` are refused, the rest of
+/// the same operations' policy (auto) stands.
+#[tokio::test]
+async fn a_table_and_a_method_have_their_own_rules() {
+    let node = RpcNode::start(&[]).await;
+    let setup = setup_gates(
+        &node.url,
+        GRANTED,
+        r#"default = "auto", "db.execute:plaza/escrow_holds" = "deny", "rpc.call:base/eth_sendRawTransaction" = "deny""#,
+    );
+    let runtime = setup.runtime();
+    let report = run_unattended(
+        &runtime,
+        "hostile",
+        alert("Hostile", &[("mode", "every-capability")], &[]),
+        Mode::Live,
+    )
+    .await;
+    let refused: Vec<_> = gates(&report)
+        .into_iter()
+        .filter(|(_, gate)| gate == "denied")
+        .map(|(op, _)| op)
+        .collect();
+    assert_eq!(refused, ["db.execute", "rpc.call"]);
+    assert_eq!(released(&runtime).await, Value::Text("held".into()));
+    assert_eq!(node.calls("eth_sendRawTransaction"), 0);
+    assert_eq!(setup.flag("PLAZA_TEST_FLAG").await.as_deref(), Some("1"));
 }

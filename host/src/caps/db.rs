@@ -54,14 +54,18 @@ impl Host for CallCtx {
         params: Vec<Value>,
         reason: String,
     ) -> Result<u64, CapError> {
+        let tables = self.dialect(&conn).map(|d| sql::check_write(d, &sql));
         let call = Call::write(
             "db",
             "execute",
             &conn,
             json!({ "conn": conn, "sql": sql, "params": params, "reason": reason }),
             &reason,
-        );
-        let tables = self.dialect(&conn).map(|d| sql::check_write(d, &sql));
+        )
+        .finer(match &tables {
+            Some(Ok(tables)) => tables.clone(),
+            _ => Vec::new(),
+        });
         let scope = match &tables {
             Some(Ok(tables)) => self.scope.db_write(&conn, tables),
             // Unknown connection, or SQL that does not parse: the

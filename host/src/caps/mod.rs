@@ -88,6 +88,9 @@ pub struct Call {
     /// The backend takes an idempotency key ([`idempotency_key`]): sending
     /// the write twice has the effect of sending it once.
     pub keyed: bool,
+    /// Finer targets gate keys may name (`db.execute:conn/TABLE`,
+    /// `rpc.call:endpoint/METHOD`).
+    pub finer: Vec<String>,
 }
 
 /// The idempotency key of call `seq` of run `run_id`: the same write sent
@@ -111,6 +114,7 @@ impl Call {
             args,
             reason: String::new(),
             keyed: false,
+            finer: Vec::new(),
         }
     }
 
@@ -129,7 +133,14 @@ impl Call {
             args,
             reason: reason.to_owned(),
             keyed: false,
+            finer: Vec::new(),
         }
+    }
+
+    /// Names the finer targets of the write (see [`Call::finer`]).
+    pub fn finer(mut self, finer: Vec<String>) -> Call {
+        self.finer = finer;
+        self
     }
 
     /// Marks the write as keyed (see [`Call::keyed`]).
@@ -167,6 +178,8 @@ pub struct CallCtx {
     resumed: bool,
     /// Reads re-checked before the write being made (for its entry).
     rechecked: Option<u64>,
+    /// The write a resumed run was parked on.
+    parked_on: Option<(u64, String)>,
 }
 
 impl CallCtx {
@@ -200,6 +213,7 @@ impl CallCtx {
             step_mode: false,
             resumed: false,
             rechecked: None,
+            parked_on: None,
         }
     }
 
@@ -232,6 +246,7 @@ impl CallCtx {
                     playbook: self.playbook.clone(),
                     op: crate::state::approvals::STEP_PAUSE.to_owned(),
                     target: name.to_owned(),
+                    finer: Vec::new(),
                     detail: crate::report::so_far(self.journal.entries()),
                     reason: format!("step mode: go on into step `{name}`?"),
                     requirement: crate::gate::Requirement::default(),
@@ -279,6 +294,28 @@ impl CallCtx {
         self.resumed = !journal.is_empty();
         self.replay = journal.into();
         self
+    }
+
+    /// The run was parked on write `seq` (`call`): a resumed run must get
+    /// back to it.
+    pub fn with_parked_on(mut self, parked_on: Option<(u64, String)>) -> CallCtx {
+        self.parked_on = parked_on;
+        self
+    }
+
+    /// The first call a resumed run has not asked for again (its journal's,
+    /// or the write it was parked on): if the run ends with one left, it
+    /// did not decide as before.
+    pub fn unreplayed(&self) -> Option<(u64, String)> {
+        if let Some(left) = self.replay.front() {
+            return Some((
+                left.entry.seq,
+                format!("{} {}", left.entry.name(), left.entry.args),
+            ));
+        }
+        self.parked_on
+            .clone()
+            .filter(|(seq, _)| self.journal.next_seq() <= *seq)
     }
 
     /// Answers a call from the stored journal while there is one: the same
@@ -494,7 +531,7 @@ impl CallCtx {
         let op = format!("{}.{}", call.interface, call.op);
         // The plan is shown to and bound into approvals only.
         let asks = self.mode == Mode::Live
-            && self.gates.policy(&op, &call.target) == crate::gate::Policy::Approve;
+            && self.gates.policy(&op, &call.target, &call.finer) == crate::gate::Policy::Approve;
         let entries = self.journal.entries();
         let (plan, plan_digest) = if asks {
             (
@@ -508,9 +545,10 @@ impl CallCtx {
             run_id: self.run_id.clone(),
             seq: self.journal.next_seq(),
             playbook: self.playbook.clone(),
-            requirement: self.gates.requirement(&op, &call.target),
+            requirement: self.gates.requirement(&op, &call.target, &call.finer),
             op,
             target: call.target.clone(),
+            finer: call.finer.clone(),
             detail: call.args.to_string(),
             reason: call.reason.clone(),
             plan,

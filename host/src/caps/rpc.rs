@@ -39,6 +39,7 @@ impl Host for CallCtx {
             args: json!({ "endpoint": endpoint, "method": method, "params": params_json, "reason": reason }),
             reason,
             keyed: false,
+            finer: vec![method.clone()],
         };
         let scope = scope.map(|_| ());
         let params: serde_json::Value = match serde_json::from_str(&params_json) {
@@ -87,6 +88,7 @@ impl Host for CallCtx {
             }),
             reason,
             keyed: false,
+            finer: Vec::new(),
         };
         let scope = scope.map(|_| ());
         if let Some(reserved) = request

@@ -546,6 +546,21 @@ impl StateStore {
         Ok(status)
     }
 
+    /// The last write run `run_id` asked approval for (position and the
+    /// write), if any.
+    pub async fn parked_on(&self, run_id: &str) -> Result<Option<(u64, String)>, StateError> {
+        let row = sqlx::query(
+            "SELECT seq, op, detail FROM approval_requests WHERE run_id = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(run_id)
+        .fetch_optional(self.pool().await?)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let seq: i64 = row.try_get(0)?;
+        let (op, detail): (String, String) = (row.try_get(1)?, row.try_get(2)?);
+        Ok(Some((seq.max(0) as u64, format!("{op} {detail}"))))
+    }
+
     /// Requests still waiting for decisions.
     pub async fn pending_approvals(&self) -> Result<Vec<PendingApproval>, StateError> {
         let rows = sqlx::query(
