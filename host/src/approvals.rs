@@ -6,8 +6,10 @@
 //!
 //! `stepgate run --live` at a terminal keeps its prompt as a convenience on
 //! the same records: the request is filed, and the answer typed at the
-//! prompt is recorded as one decision by whoever started the run. A quorum
-//! above one still needs other principals, so the run parks.
+//! prompt is recorded as the decision of whoever started the run. The
+//! terminal is one person who started the run, so it is asked only about
+//! writes one approver of any group may settle; for a quorum above one or a
+//! rule naming groups, the run parks for the principals who may.
 
 use std::sync::Arc;
 
@@ -84,8 +86,14 @@ impl Approver for StoredApprover {
     async fn answer(&self, request: &WriteRequest) -> Answer {
         match self.store.request_approval(request, &self.started_by).await {
             Ok(ApprovalStatus::Pending { .. }) => match &self.terminal {
-                Some(terminal) => self.ask_terminal(&**terminal, request).await,
-                None => Answer::Pending,
+                // The terminal is one person, who started the run: it may
+                // settle only what one approver of any group may settle.
+                Some(terminal)
+                    if request.requirement.quorum <= 1 && request.requirement.groups.is_empty() =>
+                {
+                    self.ask_terminal(&**terminal, request).await
+                }
+                _ => Answer::Pending,
             },
             Ok(status) => answer(status),
             // No record, no write: refuse rather than perform unrecorded.

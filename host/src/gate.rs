@@ -289,26 +289,39 @@ impl Gates {
     }
 
     /// The rule for `op` on `target`: the most specific key wins:
-    /// `op:target/finer` (the strictest, if several finer targets have
-    /// rules: a statement that changes two tables), then `op:target`, then
-    /// `op`, then `default`.
+    /// `op:target/finer`, then `op:target`, then `op`, then `default`. A
+    /// write with several finer targets (a statement that changes two
+    /// tables) takes the strictest of their rules, each table without a
+    /// rule of its own counting with the rule above it: an `auto` for one
+    /// table never lets a write to another past its `approve`. Between two
+    /// approvals, the larger quorum wins.
     fn rule(&self, op: &str, target: &str, finer: &[String]) -> &GateRule {
         let key = |target: Option<String>| GateKey {
             op: op.to_owned(),
             target,
         };
-        let strictness = |rule: &&GateRule| match rule.policy {
-            Policy::Auto => 0,
-            Policy::Approve => 1,
-            Policy::Deny => 2,
+        let coarse = self
+            .by_key
+            .get(&key(Some(target.to_owned())))
+            .or_else(|| self.by_key.get(&key(None)))
+            .unwrap_or(&self.default);
+        let strictness = |rule: &&GateRule| {
+            let policy = match rule.policy {
+                Policy::Auto => 0,
+                Policy::Approve => 1,
+                Policy::Deny => 2,
+            };
+            (policy, rule.quorum.unwrap_or(self.quorum))
         };
         finer
             .iter()
-            .filter_map(|f| self.by_key.get(&key(Some(format!("{target}/{f}")))))
+            .map(|f| {
+                self.by_key
+                    .get(&key(Some(format!("{target}/{f}"))))
+                    .unwrap_or(coarse)
+            })
             .max_by_key(strictness)
-            .or_else(|| self.by_key.get(&key(Some(target.to_owned()))))
-            .or_else(|| self.by_key.get(&key(None)))
-            .unwrap_or(&self.default)
+            .unwrap_or(coarse)
     }
 
     /// The policy for `op` on `target` (and its finer targets).
@@ -528,6 +541,23 @@ mod tests {
         assert_eq!(
             g.policy("rpc.call", "base", &tables(&["eth_sendTransaction"])),
             Policy::Auto
+        );
+        // A table with a laxer rule does not carry a write to another.
+        let g = gates(&[
+            ("db.execute:plaza", Policy::Approve),
+            ("db.execute:plaza/audit_log", Policy::Auto),
+        ]);
+        assert_eq!(
+            g.policy("db.execute", "plaza", &tables(&["audit_log"])),
+            Policy::Auto
+        );
+        assert_eq!(
+            g.policy(
+                "db.execute",
+                "plaza",
+                &tables(&["ledger_entries", "audit_log"])
+            ),
+            Policy::Approve
         );
     }
 

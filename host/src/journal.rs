@@ -134,14 +134,12 @@ impl Journal {
 
     /// Stores a write as intended, before its backend is called (and every
     /// read before it, so the state shows what the write was based on).
-    /// Only the host holding the run's lease may: one that lost it (it
-    /// stalled so long another host took the run over) stops here.
+    /// Only the host holding the run's lease may (the store checks): one
+    /// that lost it (it stalled so long another host took the run over)
+    /// stops here.
     pub async fn intend(&mut self, entry: &Entry) -> Result<(), StateError> {
         self.flush().await?;
         if let Some(d) = &self.durable {
-            if !d.store.renew_lease(&d.run_id).await? {
-                return Err(StateError::LeaseLost(d.run_id.clone()));
-            }
             d.store.put_entry(&d.run_id, Phase::Intended, entry).await?;
         }
         Ok(())

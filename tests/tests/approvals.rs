@@ -419,10 +419,10 @@ async fn an_approval_does_not_carry_over_to_a_different_write() {
 }
 
 /// The terminal prompt of `stepgate run --live` files the same records: its
-/// answer is one decision by whoever started the run, so a quorum of two
-/// still needs another principal.
+/// answer is the decision of whoever started the run. It is one person, so
+/// it is asked only about a write one approver of any group may settle.
 #[tokio::test]
-async fn a_terminal_answer_is_one_recorded_decision() {
+async fn a_terminal_answer_is_a_recorded_decision_within_its_reach() {
     struct Keyboard(bool);
     #[async_trait::async_trait]
     impl stepgate::gate::Approver for Keyboard {
@@ -434,50 +434,37 @@ async fn a_terminal_answer_is_one_recorded_decision() {
             }
         }
     }
-    let w = world(Kind::Sqlite);
-    let state = &w.runtime.state;
-    let at_terminal = |yes| {
-        Arc::new(StoredApprover::new(state.clone(), "cli:pat").at_terminal(Arc::new(Keyboard(yes))))
+    let at_terminal = |w: &World, yes| {
+        Arc::new(
+            StoredApprover::new(w.runtime.state.clone(), "cli:pat")
+                .at_terminal(Arc::new(Keyboard(yes))),
+        )
     };
     let must_write = || alert("Hostile", &[("mode", "must-write")], &[]);
+
+    // One approver: the terminal settles it, both ways, on record.
+    let w = world_rules(
+        Kind::Sqlite,
+        "",
+        r#""flags.set" = { policy = "approve", quorum = 1 }"#,
+    );
+    let state = &w.runtime.state;
     let report = run(
         &w.runtime,
         "hostile",
         must_write(),
         Mode::Live,
-        at_terminal(true),
+        at_terminal(&w, true),
     )
     .await;
-    assert!(
-        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 1, .. })),
-        "{:?}",
-        report.end
-    );
-    assert_eq!(
-        state.approval_status(&report.run_id, 1).await.unwrap(),
-        Some(ApprovalStatus::Pending {
-            approvals: 1,
-            quorum: 2
-        })
-    );
-    let alice = w.principal("alice", Role::Approver).await;
-    state
-        .decide_approval(&alice, &report.run_id, 1, true, "second pair of eyes")
-        .await
-        .unwrap();
-    assert!(matches!(
-        w.resume(&report.run_id).await.end,
-        RunEnd::Done(_)
-    ));
+    assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
     assert_eq!(w.flag().await.as_deref(), Some("1"));
-
-    // A no at the terminal denies, on record.
     let report = run(
         &w.runtime,
         "hostile",
         must_write(),
         Mode::Live,
-        at_terminal(false),
+        at_terminal(&w, false),
     )
     .await;
     assert!(
@@ -486,12 +473,40 @@ async fn a_terminal_answer_is_one_recorded_decision() {
         report.end
     );
     let audit = state.audit_records().await.unwrap();
+    let decisions: Vec<_> = audit
+        .iter()
+        .filter(|r| r.record["approval"]["principal"] == "cli:pat")
+        .map(|r| r.record["approval"]["approve"].as_bool().unwrap())
+        .collect();
+    assert_eq!(decisions, [true, false]);
+
+    // A quorum of two: the terminal is not asked, the run parks.
+    let w = world(Kind::Sqlite);
+    let report = run(
+        &w.runtime,
+        "hostile",
+        must_write(),
+        Mode::Live,
+        at_terminal(&w, true),
+    )
+    .await;
     assert!(
-        audit
-            .iter()
-            .any(|r| r.record["approval"]["principal"] == "cli:pat"
-                && r.record["approval"]["approve"] == false)
+        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 1, .. })),
+        "{:?}",
+        report.end
     );
+    assert_eq!(
+        w.runtime
+            .state
+            .approval_status(&report.run_id, 1)
+            .await
+            .unwrap(),
+        Some(ApprovalStatus::Pending {
+            approvals: 0,
+            quorum: 2
+        })
+    );
+    assert_eq!(w.flag().await, None);
 }
 
 /// A new version of the component deployed while a run is parked: the
@@ -563,4 +578,47 @@ grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
     }
     assert_eq!(w.flag().await, None, "the approved write was not made");
     assert!(redeployed.pages().is_empty());
+}
+
+/// Decisions count in the order they were made: a denial recorded after
+/// the quorum was met (one that raced the settling approval) does not turn
+/// an approved, possibly performed, write into a denied one.
+#[tokio::test]
+async fn a_decision_after_the_settling_one_changes_nothing() {
+    let w = world_rules(
+        Kind::Sqlite,
+        "",
+        r#""flags.set" = { policy = "approve", quorum = 1 }"#,
+    );
+    let run_id = w.parked_run().await;
+    let alice = w.principal("alice", Role::Approver).await;
+    let state = &w.runtime.state;
+    state
+        .decide_approval(&alice, &run_id, 1, true, "go")
+        .await
+        .unwrap();
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", w.setup.path("state.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO approval_decisions (run_id, seq, principal, approve, reason, at, plan_digest) VALUES ($1, 1, 'bob', 0, 'late', $2, '')",
+        )
+        .bind(&run_id)
+        .bind(chrono_now_ms() + 1000)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    assert!(matches!(
+        state.approval_status(&run_id, 1).await.unwrap(),
+        Some(ApprovalStatus::Approved { .. })
+    ));
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

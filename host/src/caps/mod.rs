@@ -180,6 +180,8 @@ pub struct CallCtx {
     rechecked: Option<u64>,
     /// The write a resumed run was parked on.
     parked_on: Option<(u64, String)>,
+    /// The next write is a keyed write in doubt, sent again.
+    keyed_retry: bool,
 }
 
 impl CallCtx {
@@ -214,6 +216,7 @@ impl CallCtx {
             resumed: false,
             rechecked: None,
             parked_on: None,
+            keyed_retry: false,
         }
     }
 
@@ -343,8 +346,10 @@ impl CallCtx {
         if stored.phase == Phase::Intended {
             if entry.idempotency_key.is_some() {
                 // The backend folds a repeat into the first: send it again
-                // with the same key rather than ask an operator.
+                // with the same key rather than ask an operator. It may
+                // have gone out already: no re-check can take it back.
                 tracing::info!(run = %self.run_id, seq, "retrying a write in doubt with its idempotency key");
+                self.keyed_retry = true;
                 return None;
             }
             return Some(Err(Stopped::InDoubt {
@@ -459,7 +464,8 @@ impl CallCtx {
             ),
             Ok(()) => {
                 let (verdict, recheck) = self.pass_gate(&call).await;
-                if recheck {
+                let keyed_retry = std::mem::take(&mut self.keyed_retry);
+                if recheck && !keyed_retry {
                     self.rechecked = Some(self.recheck_plan(info.seq).await?);
                 }
                 match verdict {

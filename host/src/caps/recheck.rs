@@ -5,8 +5,10 @@
 //! closed, the job completed) and the approval is void: the run stops as
 //! [`Stopped::Stale`] and is re-planned on fresh data (see `run::resume`).
 //!
-//! Only reads that can be repeated exactly are checked: `db.query`,
-//! `flags.get` and `rpc.call` (read methods). `rpc.http` requests are not
+//! Only reads that were made and can be repeated exactly are checked:
+//! `db.query`, `flags.get` and `rpc.call` (read methods). A read that fails
+//! now where it answered before counts as a change: the run re-plans and
+//! the playbook meets the failure itself. `rpc.http` requests are not
 //! (their header values are not journaled), nor `runbook.now`/`sleep`.
 
 use serde_json::{Value as Json, json};
@@ -15,6 +17,7 @@ use super::{CallCtx, CapError};
 use crate::backends::{BackendError, Backends};
 use crate::bindings::Value;
 use crate::config::Effect;
+use crate::gate::Decision;
 use crate::journal::Entry;
 use crate::run::Stopped;
 
@@ -60,7 +63,9 @@ fn cut(value: &Json) -> String {
 /// holds results (`{"ok": …}` or `{"err": …}`); `None` for a call that is
 /// not re-checked.
 async fn reread(backends: &Backends, entry: &Entry, limit: u64) -> Option<Json> {
-    if entry.effect != Effect::Read {
+    // Only reads that were made: one refused (out of scope, bad SQL) is not
+    // made now either.
+    if entry.effect != Effect::Read || entry.gate != Decision::Auto {
         return None;
     }
     let text = |key: &str| {

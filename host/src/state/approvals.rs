@@ -159,6 +159,11 @@ pub struct DueEscalation {
 /// The groups that may decide a request that has been escalated
 /// `escalated` steps: the rule's, and those of each step paged so far.
 fn eligible_groups(requirement: &Requirement, escalated: i64) -> Vec<String> {
+    if requirement.groups.is_empty() {
+        // Any approver may decide; escalation pages more people, it never
+        // narrows who may.
+        return Vec::new();
+    }
     let paged = requirement.escalate.iter().take(escalated.max(0) as usize);
     let mut groups: Vec<String> = requirement.groups.clone();
     for step in paged {
@@ -310,7 +315,8 @@ impl StateStore {
             filed.try_get(2)?,
             filed.try_get(3)?,
         );
-        if digest != request.plan_digest {
+        // Requests filed before plans were recorded have none to compare.
+        if !digest.is_empty() && digest != request.plan_digest {
             return Ok(ApprovalStatus::Denied {
                 by: "stepgate".to_owned(),
                 reason: "the run reached this write on a different plan (other reads or decisions before it) than the one put up for approval; the approval is void".to_owned(),
@@ -362,6 +368,9 @@ impl StateStore {
         .bind(seq as i64)
         .fetch_all(pool)
         .await?;
+        // In the order they were made: the first denial before the quorum
+        // denies, the quorum before any denial approves, and nothing decided
+        // after that (a decision racing the settling one) changes it.
         let mut approvers = Vec::new();
         for decision in &decisions {
             let principal: String = decision.try_get(0)?;
@@ -373,30 +382,33 @@ impl StateStore {
                 }));
             }
             approvers.push(principal);
+            if approvers.len() as i64 >= i64::from(quorum) {
+                return Ok(Some(ApprovalStatus::Approved { by: approvers }));
+            }
         }
-        Ok(Some(if approvers.len() as i64 >= i64::from(quorum) {
-            ApprovalStatus::Approved { by: approvers }
-        } else if expires_at.is_some_and(|at| now_ms() > at) && on_timeout == OnTimeout::Approve {
-            // The rule says silence is consent.
-            approvers.push("timeout".to_owned());
-            ApprovalStatus::Approved { by: approvers }
-        } else if let Some(expired) = expires_at.filter(|at| now_ms() > *at) {
-            ApprovalStatus::Denied {
-                by: "timeout".to_owned(),
-                reason: format!(
-                    "no decision before the approval expired ({} of {quorum} approvals at {})",
-                    approvers.len(),
-                    chrono::DateTime::from_timestamp_millis(expired)
-                        .map(|t| t.to_rfc3339())
-                        .unwrap_or_default()
-                ),
-            }
-        } else {
-            ApprovalStatus::Pending {
-                approvals: approvers.len() as u32,
-                quorum: quorum.max(0) as u32,
-            }
-        }))
+        Ok(Some(
+            if expires_at.is_some_and(|at| now_ms() > at) && on_timeout == OnTimeout::Approve {
+                // The rule says silence is consent.
+                approvers.push("timeout".to_owned());
+                ApprovalStatus::Approved { by: approvers }
+            } else if let Some(expired) = expires_at.filter(|at| now_ms() > *at) {
+                ApprovalStatus::Denied {
+                    by: "timeout".to_owned(),
+                    reason: format!(
+                        "no decision before the approval expired ({} of {quorum} approvals at {})",
+                        approvers.len(),
+                        chrono::DateTime::from_timestamp_millis(expired)
+                            .map(|t| t.to_rfc3339())
+                            .unwrap_or_default()
+                    ),
+                }
+            } else {
+                ApprovalStatus::Pending {
+                    approvals: approvers.len() as u32,
+                    quorum: quorum.max(0) as u32,
+                }
+            },
+        ))
     }
 
     /// Records one principal's decision and says where the request stands.
@@ -684,5 +696,33 @@ impl StateStore {
         .execute(self.pool().await?)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Escalation;
+
+    #[test]
+    fn escalation_widens_who_may_decide_and_never_narrows_it() {
+        let step = Escalation {
+            after: std::time::Duration::from_secs(60),
+            page: "leads".into(),
+            groups: vec!["leads".into()],
+        };
+        let anyone = Requirement {
+            escalate: vec![step.clone()],
+            ..Requirement::default()
+        };
+        assert!(eligible_groups(&anyone, 0).is_empty());
+        assert!(eligible_groups(&anyone, 1).is_empty(), "still any approver");
+        let payments = Requirement {
+            groups: vec!["payments".into()],
+            escalate: vec![step],
+            ..Requirement::default()
+        };
+        assert_eq!(eligible_groups(&payments, 0), ["payments"]);
+        assert_eq!(eligible_groups(&payments, 1), ["leads", "payments"]);
     }
 }

@@ -19,6 +19,19 @@ impl StateStore {
     ) -> Result<i64, StateError> {
         let from = from as i64;
         let mut tx = self.pool().await?.begin().await?;
+        // Only a run that just stopped as stale, and whose host still held
+        // it then, is re-planned (finish_run checked the lease).
+        let parked = sqlx::query(
+            "UPDATE runs SET status = 'parked', ended_at = NULL, exit_code = NULL WHERE id = $1 AND status = 'stale'",
+        )
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        if parked.rows_affected() != 1 {
+            return Err(StateError::Corrupt(format!(
+                "run `{run_id}` is not stopped as stale; it is not re-planned"
+            )));
+        }
         let previous: Option<i64> =
             sqlx::query_scalar("SELECT MAX(replan) FROM superseded WHERE run_id = $1")
                 .bind(run_id)
@@ -33,10 +46,18 @@ impl StateStore {
                 .fetch_all(&mut *tx)
                 .await?
         {
-            let record = serde_json::json!({
-                "phase": row.try_get::<String, _>(1)?,
-                "entry": row.try_get::<String, _>(2)?,
-            });
+            let phase: String = row.try_get(1)?;
+            let entry: String = row.try_get(2)?;
+            let entry: crate::journal::Entry = serde_json::from_str(&entry)
+                .map_err(|e| StateError::Corrupt(format!("journal entry of {run_id}: {e}")))?;
+            // What was read can be read again; a write cannot be unsent.
+            if entry.is_write() {
+                return Err(StateError::Corrupt(format!(
+                    "run `{run_id}`: a re-plan from #{from} would set aside write #{} ({phase}); it is not re-planned",
+                    entry.seq
+                )));
+            }
+            let record = serde_json::json!({ "phase": phase, "entry": entry });
             set_aside.push(("journal", row.try_get::<i64, _>(0)?, record));
         }
         for row in sqlx::query(
@@ -98,12 +119,6 @@ impl StateStore {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "UPDATE runs SET status = 'parked', ended_at = NULL, exit_code = NULL WHERE id = $1",
-        )
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         self.append_audit(
             run_id,

@@ -216,6 +216,27 @@ impl StateStore {
         Ok(resumable)
     }
 
+    /// Renews this host's lease on run `id` inside `tx`, which also locks
+    /// the run's row until `tx` ends: every write to a run's records goes
+    /// through here, so a host that lost the run (another took it over
+    /// while it stalled) changes nothing of it.
+    async fn hold(&self, tx: &mut sqlx::AnyConnection, id: &str) -> Result<(), StateError> {
+        let held = sqlx::query(
+            "UPDATE runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'running'",
+        )
+        .bind(self.lease_until())
+        .bind(id)
+        .bind(self.host())
+        .execute(&mut *tx)
+        .await?;
+        if held.rows_affected() != 1 {
+            return Err(StateError::LeaseLost(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Records how the run ended and lets go of its lease; only the host
+    /// holding the lease may.
     pub async fn finish_run(
         &self,
         id: &str,
@@ -223,21 +244,27 @@ impl StateStore {
         exit_code: i32,
         outcome: &serde_json::Value,
     ) -> Result<(), StateError> {
-        sqlx::query(
-            "UPDATE runs SET status = $1, exit_code = $2, outcome = $3, ended_at = $4, lease_owner = NULL, lease_until = NULL WHERE id = $5",
+        let finished = sqlx::query(
+            "UPDATE runs SET status = $1, exit_code = $2, outcome = $3, ended_at = $4, lease_owner = NULL, lease_until = NULL
+             WHERE id = $5 AND lease_owner = $6 AND status = 'running'",
         )
         .bind(status)
         .bind(exit_code)
         .bind(outcome.to_string())
         .bind(now_ms())
         .bind(id)
+        .bind(self.host())
         .execute(self.pool().await?)
         .await?;
+        if finished.rows_affected() != 1 {
+            return Err(StateError::LeaseLost(id.to_owned()));
+        }
         Ok(())
     }
 
     /// Stores an entry in `phase`, replacing what was stored at its
-    /// position (an `intended` write becomes `done`).
+    /// position (an `intended` write becomes `done`). Only the host
+    /// holding the run's lease may.
     pub async fn put_entry(
         &self,
         run_id: &str,
@@ -246,6 +273,8 @@ impl StateStore {
     ) -> Result<(), StateError> {
         let text = serde_json::to_string(entry)
             .map_err(|e| StateError::Corrupt(format!("cannot encode a journal entry: {e}")))?;
+        let mut tx = self.pool().await?.begin().await?;
+        self.hold(&mut tx, run_id).await?;
         sqlx::query(
             "INSERT INTO journal (run_id, seq, phase, entry) VALUES ($1, $2, $3, $4)
              ON CONFLICT (run_id, seq) DO UPDATE SET phase = excluded.phase, entry = excluded.entry",
@@ -254,15 +283,18 @@ impl StateStore {
         .bind(entry.seq as i64)
         .bind(phase.as_str())
         .bind(text)
-        .execute(self.pool().await?)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Stores finished entries in one transaction, many rows a statement.
+    /// Stores finished entries in one transaction, many rows a statement;
+    /// only the host holding the run's lease may.
     pub async fn put_entries(&self, run_id: &str, entries: &[Entry]) -> Result<(), StateError> {
         const ROWS_PER_STATEMENT: usize = 200;
         let mut tx = self.pool().await?.begin().await?;
+        self.hold(&mut tx, run_id).await?;
         for chunk in entries.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::from("INSERT INTO journal (run_id, seq, phase, entry) VALUES ");
             for i in 0..chunk.len() {
@@ -342,5 +374,76 @@ impl StateStore {
                 Ok(StoredEntry { phase, entry })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Effect;
+    use crate::gate::Decision;
+
+    fn read(seq: u64) -> Entry {
+        Entry {
+            seq,
+            step: None,
+            interface: "flags".into(),
+            op: "get".into(),
+            args: serde_json::json!({ "name": "F" }),
+            effect: Effect::Read,
+            gate: Decision::Auto,
+            result: serde_json::json!({ "ok": null }),
+            via: None,
+            idempotency_key: None,
+            rechecked: None,
+            duration_us: 0,
+        }
+    }
+
+    /// Two hosts on one state store: once the first stalls past its lease,
+    /// the second takes the run, and the first can no longer change any of
+    /// the run's records.
+    #[tokio::test]
+    async fn a_host_that_lost_its_lease_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let first = StateStore::new(path.clone()).with_lease(std::time::Duration::from_millis(50));
+        let second = StateStore::new(path).with_lease(std::time::Duration::from_secs(30));
+        first
+            .start_run(NewRun {
+                id: "r1",
+                playbook: "p",
+                mode: "live",
+                alert: &serde_json::json!({}),
+                started_by: "ops",
+                step_mode: false,
+            })
+            .await
+            .unwrap();
+        first.put_entry("r1", Phase::Done, &read(1)).await.unwrap();
+        assert!(matches!(
+            second.claim_run("r1").await.unwrap(),
+            Claim::Held { .. }
+        ));
+
+        tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+        assert_eq!(second.resumable_runs().await.unwrap(), ["r1"]);
+        assert_eq!(second.claim_run("r1").await.unwrap(), Claim::Taken);
+        for refused in [
+            first.put_entry("r1", Phase::Done, &read(2)).await,
+            first.put_entries("r1", &[read(2)]).await,
+            first
+                .finish_run("r1", "crashed", 3, &serde_json::json!({}))
+                .await,
+        ] {
+            assert!(
+                matches!(refused, Err(StateError::LeaseLost(_))),
+                "{refused:?}"
+            );
+        }
+        assert!(!first.renew_lease("r1").await.unwrap());
+        second.put_entry("r1", Phase::Done, &read(2)).await.unwrap();
+        assert_eq!(second.journal("r1").await.unwrap().len(), 2);
+        assert_eq!(second.run("r1").await.unwrap().unwrap().status, "running");
     }
 }
