@@ -16,6 +16,10 @@ const GUESTS: &[(&str, &str)] = &[
     ("plaza-reconciliation-drift", "PLAZA_RECONCILIATION_DRIFT"),
     ("guest-hostile", "HOSTILE"),
     ("guest-unknown-import", "UNKNOWN_IMPORT"),
+    ("guest-drift", "DRIFT"),
+    ("guest-drift-threshold", "DRIFT_THRESHOLD_MOVED"),
+    ("guest-drift-reorder", "DRIFT_WRITES_SWAPPED"),
+    ("guest-drift-extra-write", "DRIFT_WRITE_ADDED"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -19,6 +19,7 @@ use stepgate::terminal::{TerminalProgress, TtyApprover, summary};
 
 mod decisions;
 mod history;
+mod testing;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,10 @@ enum Command {
         /// `stepgate continue RUN`) or abort.
         #[arg(long)]
         step: bool,
+        /// Also write the run (alert, journal, outcome) to this file, for
+        /// `stepgate replay` and `stepgate scenario from-journal`.
+        #[arg(long)]
+        record: Option<PathBuf>,
         /// Your operator token (else $STEPGATE_TOKEN): the run is started
         /// as that principal, who then cannot approve its writes. A live
         /// run without a terminal needs one.
@@ -134,6 +139,53 @@ enum Command {
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
     },
+    /// Run every scenario (PLAYBOOK/scenarios/*.toml) offline as a dry run
+    /// and compare what each playbook decides with what it expects.
+    Test {
+        /// Files or directories to search (default: playbooks).
+        paths: Vec<PathBuf>,
+        /// Also write a JUnit XML report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Rewrite the [expect] section of failing scenarios to what the
+        /// playbook now decides (review the diff before committing).
+        #[arg(long)]
+        update: bool,
+        /// Only scenarios whose `playbook/name` contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
+    /// Run a (possibly new) component against a recorded run, every call
+    /// answered from the recording: "same decisions", or where it differs.
+    Replay {
+        /// A recording (`run --record`, `export`).
+        file: PathBuf,
+        /// The component to replay (default: the recorded playbook's).
+        #[arg(long)]
+        playbook: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
+    /// Write a recorded run of the state store as a recording file.
+    Export {
+        run: String,
+        /// The file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
+    /// Scenario files.
+    Scenario {
+        #[command(subcommand)]
+        action: ScenarioAction,
+        #[arg(long, default_value = "stepgate.toml", global = true)]
+        config: PathBuf,
+    },
     /// Step mode: let a run parked before a step go on.
     Continue {
         run: String,
@@ -209,6 +261,19 @@ enum ResolutionArg {
 }
 
 #[derive(Subcommand)]
+enum ScenarioAction {
+    /// Turn a recording into a scenario: the alert, every answer the run
+    /// got, and what it decided as the expectation.
+    FromJournal {
+        /// A recording (`run --record`, `export`).
+        file: PathBuf,
+        /// Where to write it (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum PrincipalAction {
     /// Add a principal; prints its token once.
     Add {
@@ -275,6 +340,7 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             live,
             json,
             step,
+            record,
             token_file,
             config,
         } => {
@@ -282,6 +348,7 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
                 live,
                 json,
                 step,
+                record,
                 token_file,
             };
             run(&playbook, &alert, options, &config).await
@@ -335,6 +402,35 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             .await
         }
         Command::Sweep { json, config } => sweep(json, &config).await,
+        Command::Test {
+            paths,
+            junit,
+            update,
+            filter,
+            config,
+        } => {
+            let options = testing::TestOptions {
+                paths,
+                junit,
+                update,
+                filter,
+            };
+            testing::test(load_config(&config)?, options).await
+        }
+        Command::Replay {
+            file,
+            playbook,
+            json,
+            config,
+        } => testing::replay(load_config(&config)?, &file, playbook.as_deref(), json).await,
+        Command::Export { run, out, config } => {
+            testing::export(load_config(&config)?, &run, out.as_deref()).await
+        }
+        Command::Scenario { action, config } => match action {
+            ScenarioAction::FromJournal { file, out } => {
+                testing::scenario_from_journal(load_config(&config)?, &file, out.as_deref()).await
+            }
+        },
         Command::Continue {
             run,
             reason,
@@ -432,6 +528,7 @@ struct RunOptions {
     live: bool,
     json: bool,
     step: bool,
+    record: Option<PathBuf>,
     token_file: Option<PathBuf>,
 }
 
@@ -445,6 +542,7 @@ async fn run(
         live,
         json,
         step,
+        record,
         token_file,
     } = options;
     let config = load_config(config)?;
@@ -505,8 +603,14 @@ async fn run(
         started_by,
         step_mode: step,
     };
+    let alert = request.alert.clone();
     let report = runtime.run(&playbook, request).await;
     print_report(&report, json)?;
+    if let Some(path) = record {
+        let recording = stepgate::recording::Recording::of_report(&report, &alert, step);
+        std::fs::write(&path, recording.to_text())
+            .with_context(|| format!("cannot write the recording {}", path.display()))?;
+    }
     Ok(report.exit_code())
 }
 

@@ -12,6 +12,9 @@ use crate::run::{RunEnd, RunReport};
 pub mod exit {
     /// The playbook finished.
     pub const DONE: u8 = 0;
+    /// `stepgate test`: a scenario failed; `stepgate replay`: the playbook
+    /// no longer decides as recorded.
+    pub const CHECK_FAILED: u8 = 1;
     /// Bad config, usage, alert, or a playbook that would not load.
     pub const USAGE: u8 = 2;
     /// The playbook returned an error or crashed.

@@ -329,12 +329,16 @@ pub async fn run(
     .0
 }
 
-/// What a resumed run answers from: its stored journal, and the write it
-/// was parked on past the journal's end (it must get back to it).
+/// What a resumed (or replayed) run answers from: its stored journal, and
+/// the write it was parked on past the journal's end (it must get back to
+/// it).
 #[derive(Default)]
-struct Journaled {
-    replay: Vec<StoredEntry>,
-    parked_on: Option<(u64, String)>,
+pub(crate) struct Journaled {
+    pub replay: Vec<StoredEntry>,
+    pub parked_on: Option<(u64, String)>,
+    /// Replaying a recording: a call past the journal's end is a divergence,
+    /// never a live call.
+    pub only: bool,
 }
 
 /// How many times one resume re-plans a run whose approvals keep going
@@ -446,6 +450,7 @@ pub async fn resume(
             Journaled {
                 replay: journal,
                 parked_on,
+                only: false,
             },
         )
         .await;
@@ -508,7 +513,7 @@ impl Drop for LeaseKeeper {
 
 /// Runs the component for a recorded (or unrecorded) run, answering the
 /// first calls from `replay`, and records how it ended.
-async fn execute(
+pub(crate) async fn execute(
     engine: &Engine,
     playbook: &Playbook,
     backends: Arc<Backends>,
@@ -517,7 +522,11 @@ async fn execute(
     request: RunRequest,
     from: Journaled,
 ) -> (RunReport, Box<dyn Progress>) {
-    let Journaled { replay, parked_on } = from;
+    let Journaled {
+        replay,
+        parked_on,
+        only,
+    } = from;
     let journal = match &state {
         Some(store) => Journal::durable(
             request.progress,
@@ -543,6 +552,7 @@ async fn execute(
         playbook.limits,
     )
     .with_replay(replay)
+    .with_replay_only(only)
     .with_parked_on(parked_on)
     .with_step_mode(request.step_mode);
     let mut store = new_store(engine, calls);

@@ -56,6 +56,13 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(config: Config) -> Result<Runtime, RuntimeError> {
+        Runtime::with_backends_from(config, Backends::from_config)
+    }
+
+    fn with_backends_from(
+        config: Config,
+        build: impl FnOnce(&Config, Arc<StateStore>) -> Result<Backends, crate::backends::BuildError>,
+    ) -> Result<Runtime, RuntimeError> {
         let max_memory = config
             .playbooks
             .values()
@@ -73,12 +80,13 @@ impl Runtime {
                     source: source.into(),
                 })?,
         );
-        let backends = Arc::new(Backends::from_config(&config, state.clone()).map_err(
-            |source| RuntimeError::Backends {
-                config: config.source.display().to_string(),
-                source,
-            },
-        )?);
+        let backends =
+            Arc::new(
+                build(&config, state.clone()).map_err(|source| RuntimeError::Backends {
+                    config: config.source.display().to_string(),
+                    source,
+                })?,
+            );
         Ok(Runtime {
             config,
             engine,
@@ -86,6 +94,14 @@ impl Runtime {
             backends,
             state,
         })
+    }
+
+    /// A runtime that reaches nothing: no backend is built (no secret is
+    /// resolved, no connection made). Scenarios and replays bring their
+    /// own answers.
+    pub fn offline(config: Config) -> Result<Runtime, RuntimeError> {
+        let runtime = Runtime::with_backends_from(config, |_, _| Ok(Backends::default()))?;
+        Ok(runtime)
     }
 
     /// Replaces the backends (tests, embedders).
@@ -97,6 +113,24 @@ impl Runtime {
     /// Loads a playbook by config name, or a bare component by path (with
     /// no grants and the default gates).
     pub async fn playbook(&self, name_or_path: &str) -> Result<Playbook, RuntimeError> {
+        self.playbook_from(name_or_path, None).await
+    }
+
+    /// [`Runtime::playbook`], with its component read from `component`
+    /// instead (a new build of a configured playbook, with its grants).
+    pub async fn playbook_from(
+        &self,
+        name_or_path: &str,
+        component: Option<&Path>,
+    ) -> Result<Playbook, RuntimeError> {
+        let mut spec = self.spec(name_or_path)?;
+        if let Some(component) = component {
+            spec.path = component.to_owned();
+        }
+        Ok(playbook::load(&self.engine, &self.linker, spec).await?)
+    }
+
+    fn spec(&self, name_or_path: &str) -> Result<PlaybookSpec, RuntimeError> {
         let spec = match self.config.playbooks.get(name_or_path) {
             Some(pb) => PlaybookSpec {
                 name: name_or_path.to_owned(),
@@ -135,7 +169,7 @@ impl Runtime {
                 });
             }
         };
-        Ok(playbook::load(&self.engine, &self.linker, spec).await?)
+        Ok(spec)
     }
 
     /// Continues a recorded run that is still `running` (the host that ran

@@ -616,3 +616,63 @@ fn step_mode_parks_before_each_step_until_continued_or_aborted() {
         text(&again.stderr)
     );
 }
+
+/// The scenarios shipped with the playbooks pass against the demo config:
+/// what CI runs (`examples/ci/`).
+#[test]
+fn the_shipped_scenarios_pass() {
+    let out = stepgate(&[
+        "test",
+        "playbooks",
+        "--config",
+        "examples/stepgate.toml",
+        "--junit",
+        std::env::temp_dir()
+            .join(format!("stepgate-junit-{}.xml", std::process::id()))
+            .to_str()
+            .unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for name in ["drift-explained", "drift-unexplained", "ledger-violation"] {
+        assert!(
+            stdout.contains(&format!("ok    plaza-reconciliation-drift/{name}")),
+            "{stdout}"
+        );
+    }
+}
+
+/// The CI examples run the commands this README documents, on paths that
+/// exist.
+#[test]
+fn the_ci_examples_run_the_documented_commands() {
+    for file in [
+        "examples/ci/github-actions.yml",
+        "examples/ci/gitlab-ci.yml",
+    ] {
+        let job = std::fs::read_to_string(root().join(file)).unwrap();
+        assert!(
+            job.contains("stepgate test playbooks --config examples/stepgate.toml --junit"),
+            "{file}"
+        );
+        assert!(job.contains("stepgate replay"), "{file}");
+        assert!(
+            job.contains("rustup target add wasm32-wasip2")
+                || job.contains("targets: wasm32-wasip2"),
+            "{file}"
+        );
+        assert!(
+            job.contains("-p plaza-reconciliation-drift --target-dir target/guests"),
+            "{file}"
+        );
+    }
+    let demo = std::fs::read_to_string(root().join("examples/stepgate.toml")).unwrap();
+    assert!(
+        demo.contains("../target/guests/wasm32-wasip2/release/plaza_reconciliation_drift.wasm")
+    );
+    assert!(
+        root()
+            .join("playbooks/plaza-reconciliation-drift/Cargo.toml")
+            .exists()
+    );
+}

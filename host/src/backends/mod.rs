@@ -255,9 +255,35 @@ pub fn severity_name(severity: Severity) -> &'static str {
     }
 }
 
+/// Where `runbook.now` and `runbook.sleep` get time: the system clock, or
+/// a scenario's clock that starts where the scenario says and moves only
+/// when the playbook sleeps.
+#[async_trait::async_trait]
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+    async fn sleep(&self, wait: std::time::Duration);
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+#[async_trait::async_trait]
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64
+    }
+
+    async fn sleep(&self, wait: std::time::Duration) {
+        tokio::time::sleep(wait).await
+    }
+}
+
 /// Every configured backend, by name. Connections open on first use, so a
 /// backend a run never touches cannot fail it.
-#[derive(Default)]
 pub struct Backends {
     db: BTreeMap<String, Arc<dyn Database>>,
     rpc: BTreeMap<String, Arc<dyn RpcEndpoint>>,
@@ -265,6 +291,21 @@ pub struct Backends {
     targets: BTreeMap<String, Arc<dyn PagerSink>>,
     channels: BTreeMap<String, Arc<dyn PagerSink>>,
     redactor: Arc<Redactor>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for Backends {
+    fn default() -> Self {
+        Backends {
+            db: BTreeMap::new(),
+            rpc: BTreeMap::new(),
+            flags: Vec::new(),
+            targets: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            redactor: Arc::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
 }
 
 fn missing(kind: &str, name: &str) -> BackendError {
@@ -418,6 +459,16 @@ impl Backends {
     /// The redactor, for backends added by hand (tests, embedders).
     pub fn redactor(&self) -> Arc<Redactor> {
         self.redactor.clone()
+    }
+
+    /// Time for `runbook.now` and `runbook.sleep`.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn with_db(mut self, name: &str, db: Arc<dyn Database>) -> Self {

@@ -182,6 +182,8 @@ pub struct CallCtx {
     parked_on: Option<(u64, String)>,
     /// The next write is a keyed write in doubt, sent again.
     keyed_retry: bool,
+    /// Replaying a recording: nothing is ever called live.
+    replay_only: bool,
 }
 
 impl CallCtx {
@@ -217,6 +219,7 @@ impl CallCtx {
             rechecked: None,
             parked_on: None,
             keyed_retry: false,
+            replay_only: false,
         }
     }
 
@@ -299,6 +302,13 @@ impl CallCtx {
         self
     }
 
+    /// Replaying a recording: every call is answered from the journal, and
+    /// one past its end is a divergence.
+    pub fn with_replay_only(mut self, only: bool) -> CallCtx {
+        self.replay_only = only;
+        self
+    }
+
     /// The run was parked on write `seq` (`call`): a resumed run must get
     /// back to it.
     pub fn with_parked_on(mut self, parked_on: Option<(u64, String)>) -> CallCtx {
@@ -328,9 +338,19 @@ impl CallCtx {
     /// as intended but never done may or may not have happened (`in doubt`):
     /// both stop the run rather than guess.
     async fn replayed<T: DeserializeOwned>(&mut self, call: &Call) -> Option<Result<T, CapError>> {
-        let stored = self.replay.pop_front()?;
-        let entry = stored.entry;
         let seq = self.journal.next_seq();
+        let Some(stored) = self.replay.pop_front() else {
+            if self.replay_only {
+                return Some(Err(Stopped::Diverged {
+                    seq,
+                    journaled: "nothing: the recorded run made no more calls".to_owned(),
+                    asked: format!("{}.{} {}", call.interface, call.op, call.args),
+                }
+                .into()));
+            }
+            return None;
+        };
+        let entry = stored.entry;
         if entry.seq != seq
             || entry.interface != call.interface
             || entry.op != call.op

@@ -3,7 +3,7 @@
 //! is deterministic); `confirm` is a human decision and passes the write
 //! gate like any write. In step mode, `step` pauses for an operator.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -60,12 +60,10 @@ impl Host for CallCtx {
 
     async fn now(&mut self) -> wasmtime::Result<i64> {
         let call = Call::read("runbook", "now", "clock", json!({}));
+        let backends = self.backends.clone();
         let result = self
             .call(call, Ok(()), async move |_, _| {
-                let since_epoch = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
-                Ok(since_epoch.as_millis() as i64)
+                Ok(backends.clock().now_ms())
             })
             .await;
         infallible(result)
@@ -75,13 +73,14 @@ impl Host for CallCtx {
         let call = Call::read("runbook", "sleep", "clock", json!({ "millis": millis }));
         let wait = Duration::from_millis(millis);
         let remaining = self.remaining();
+        let backends = self.backends.clone();
         self.call(call, Ok(()), async move |_, _| {
             if wait >= remaining {
                 return Err(BackendError::Timeout(format!(
                     "a sleep of {wait:?} would pass the run's deadline ({remaining:?} left)"
                 )));
             }
-            tokio::time::sleep(wait).await;
+            backends.clock().sleep(wait).await;
             Ok(())
         })
         .await

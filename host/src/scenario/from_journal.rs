@@ -1,0 +1,228 @@
+//! A recorded run as a scenario: the alert, every read with the answer it
+//! got, and what the run decided as the expectation, so a real incident
+//! becomes a regression test in one command. The recording holds no
+//! secret (see `recording`), so neither does the scenario.
+
+use serde_json::Value as Json;
+
+use super::check::expect_from;
+use super::values::{json_to_toml, to_toml};
+use crate::bindings::{AlertStatus, Value};
+use crate::config::Effect;
+use crate::gate::Decision;
+use crate::journal::Entry;
+use crate::recording::Recording;
+
+fn string(s: &str) -> toml::Value {
+    toml::Value::String(s.to_owned())
+}
+
+fn arg<'a>(entry: &'a Entry, key: &str) -> &'a str {
+    entry.args.get(key).and_then(Json::as_str).unwrap_or("")
+}
+
+fn error_text(result: &Json) -> Option<String> {
+    let err = result.get("err")?;
+    let err: crate::bindings::WitError = serde_json::from_value(err.clone()).ok()?;
+    Some(crate::report::error_text(&err))
+}
+
+/// The scenario file (TOML text) of `recording`.
+pub fn scenario_of(recording: &Recording) -> String {
+    let mut doc = toml::Table::new();
+    doc.insert(
+        "description".into(),
+        string(&format!(
+            "Recorded run {} of {} ({})",
+            recording.run_id, recording.playbook, recording.mode
+        )),
+    );
+    doc.insert("playbook".into(), string(&recording.playbook));
+    let first_now = recording
+        .journal
+        .iter()
+        .find(|e| e.name() == "runbook.now")
+        .and_then(|e| e.result.get("ok")?.as_i64())
+        .and_then(chrono::DateTime::from_timestamp_millis);
+    if let Some(now) = first_now {
+        doc.insert("now".into(), string(&now.to_rfc3339()));
+    }
+    doc.insert("alert".into(), toml::Value::Table(alert_table(recording)));
+
+    let (mut db, mut rpc, mut http) = (Vec::new(), Vec::new(), Vec::new());
+    let mut flags = toml::Table::new();
+    let mut unset: Vec<toml::Value> = Vec::new();
+    for entry in &recording.journal {
+        if entry.gate == Decision::NotGranted || entry.gate == Decision::Invalid {
+            continue;
+        }
+        let ok = entry.result.get("ok");
+        let mut answer = toml::Table::new();
+        match (entry.name().as_str(), entry.effect) {
+            ("db.query", _) | ("db.execute", _) => {
+                let params: Vec<Value> = entry
+                    .args
+                    .get("params")
+                    .and_then(|p| serde_json::from_value(p.clone()).ok())
+                    .unwrap_or_default();
+                answer.insert("conn".into(), string(arg(entry, "conn")));
+                answer.insert("sql".into(), string(arg(entry, "sql")));
+                answer.insert(
+                    "params".into(),
+                    toml::Value::Array(params.iter().map(to_toml).collect()),
+                );
+                if let Some(why) = error_text(&entry.result) {
+                    answer.insert("error".into(), string(&why));
+                } else if entry.op == "execute" {
+                    answer.insert(
+                        "changed".into(),
+                        toml::Value::Integer(ok.and_then(Json::as_i64).unwrap_or(0)),
+                    );
+                } else {
+                    let rows: Option<crate::bindings::stepgate::playbook::db::Rows> =
+                        ok.and_then(|ok| serde_json::from_value(ok.clone()).ok());
+                    let rows = rows.unwrap_or(crate::bindings::stepgate::playbook::db::Rows {
+                        columns: Vec::new(),
+                        rows: Vec::new(),
+                    });
+                    answer.insert(
+                        "columns".into(),
+                        toml::Value::Array(rows.columns.iter().map(|c| string(c)).collect()),
+                    );
+                    answer.insert(
+                        "rows".into(),
+                        toml::Value::Array(
+                            rows.rows
+                                .iter()
+                                .map(|r| toml::Value::Array(r.iter().map(to_toml).collect()))
+                                .collect(),
+                        ),
+                    );
+                }
+                db.push(toml::Value::Table(answer));
+            }
+            ("rpc.call", Effect::Read) => {
+                let params: Json = serde_json::from_str(arg(entry, "params")).unwrap_or(Json::Null);
+                answer.insert("endpoint".into(), string(arg(entry, "endpoint")));
+                answer.insert("method".into(), string(arg(entry, "method")));
+                answer.insert("params".into(), json_to_toml(&params));
+                match error_text(&entry.result) {
+                    Some(why) => {
+                        answer.insert("error".into(), string(&why));
+                    }
+                    None => {
+                        let text = ok.and_then(Json::as_str).unwrap_or("null");
+                        let result: Json = serde_json::from_str(text).unwrap_or(Json::Null);
+                        answer.insert("result".into(), json_to_toml(&result));
+                    }
+                }
+                rpc.push(toml::Value::Table(answer));
+            }
+            ("rpc.http", Effect::Read) => {
+                let response: Option<crate::bindings::stepgate::playbook::rpc::HttpResponse> =
+                    ok.and_then(|ok| serde_json::from_value(ok.clone()).ok());
+                let Some(response) = response else { continue };
+                answer.insert("endpoint".into(), string(arg(entry, "endpoint")));
+                answer.insert("method".into(), string(arg(entry, "method")));
+                answer.insert("path".into(), string(arg(entry, "path")));
+                answer.insert(
+                    "status".into(),
+                    toml::Value::Integer(i64::from(response.status)),
+                );
+                answer.insert(
+                    "body".into(),
+                    string(&String::from_utf8_lossy(&response.body)),
+                );
+                http.push(toml::Value::Table(answer));
+            }
+            // A flag read, or a flag set (a dry run shows the value it finds).
+            ("flags.get", _) | ("flags.set", _) => {
+                let name = arg(entry, "name");
+                if flags.contains_key(name)
+                    || unset.contains(&string(name))
+                    || error_text(&entry.result).is_some()
+                {
+                    continue;
+                }
+                match ok.and_then(Json::as_str) {
+                    Some(value) => {
+                        flags.insert(name.to_owned(), string(value));
+                    }
+                    None => unset.push(string(name)),
+                }
+            }
+            _ => {}
+        }
+    }
+    if !db.is_empty() {
+        doc.insert("db".into(), toml::Value::Array(db));
+    }
+    if !rpc.is_empty() {
+        doc.insert("rpc".into(), toml::Value::Array(rpc));
+    }
+    if !http.is_empty() {
+        doc.insert("http".into(), toml::Value::Array(http));
+    }
+    if !flags.is_empty() {
+        doc.insert("flags".into(), toml::Value::Table(flags));
+    }
+    if !unset.is_empty() {
+        doc.insert("unset_flags".into(), toml::Value::Array(unset));
+    }
+    doc.insert(
+        "expect".into(),
+        toml::Value::Table(expect_from(
+            &recording.outcome,
+            &recording.steps,
+            &recording.journal,
+        )),
+    );
+    // Sections in reading order: what the scenario is, the alert, the
+    // world, then what is expected.
+    let mut text = String::new();
+    let mut head = toml::Table::new();
+    for key in ["description", "playbook", "now", "unset_flags"] {
+        if let Some(v) = doc.remove(key) {
+            head.insert(key.into(), v);
+        }
+    }
+    for key in ["", "alert", "flags", "db", "rpc", "http", "expect"] {
+        let section = if key.is_empty() {
+            std::mem::take(&mut head)
+        } else {
+            let Some(v) = doc.remove(key) else { continue };
+            let mut t = toml::Table::new();
+            t.insert(key.into(), v);
+            t
+        };
+        text.push_str(&toml::to_string(&section).unwrap_or_default());
+        text.push('\n');
+    }
+    text.trim_end().to_owned() + "\n"
+}
+
+fn alert_table(recording: &Recording) -> toml::Table {
+    let alert = &recording.alert;
+    let mut t = toml::Table::new();
+    t.insert("name".into(), string(&alert.name));
+    if alert.status == AlertStatus::Resolved {
+        t.insert("resolved".into(), toml::Value::Boolean(true));
+    }
+    let pairs = |list: &[(String, String)], skip: &str| {
+        toml::Value::Table(
+            list.iter()
+                .filter(|(k, _)| k != skip)
+                .map(|(k, v)| (k.clone(), string(v)))
+                .collect(),
+        )
+    };
+    t.insert("labels".into(), pairs(&alert.labels, "alertname"));
+    t.insert("annotations".into(), pairs(&alert.annotations, ""));
+    if let Some(at) = &alert.starts_at {
+        t.insert("starts_at".into(), string(at));
+    }
+    if let Some(f) = &alert.fingerprint {
+        t.insert("fingerprint".into(), string(f));
+    }
+    t
+}

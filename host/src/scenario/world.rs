@@ -1,0 +1,427 @@
+//! The outside world of a scenario: backends that answer from the
+//! scenario's answers and reach nothing. A read the scenario does not
+//! answer fails back to the playbook and is noted with a snippet to paste
+//! into the file, so the failure says exactly what is missing. Time starts
+//! at the scenario's `now` and moves only when the playbook sleeps.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use super::values::{from_toml, json_to_toml, to_toml, toml_to_json};
+use super::{Scenario, WorldSpec};
+use crate::backends::http::Answered;
+use crate::backends::{
+    BackendError, Backends, Clock, Database, FlagStore, Page, PagerSink, RpcEndpoint,
+};
+use crate::bindings::Value;
+use crate::bindings::stepgate::playbook::db::Rows;
+use crate::bindings::stepgate::playbook::rpc::{HttpRequest, HttpResponse};
+use crate::caps::sql::SqlDialect;
+use crate::config::{Config, Effect};
+use crate::secret::Secret;
+
+/// A read the scenario has no answer for, and what to add to the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unanswered {
+    pub call: String,
+    pub snippet: String,
+}
+
+/// The scenario's answers, shared by its backends.
+pub struct World {
+    spec: WorldSpec,
+    unanswered: Mutex<Vec<Unanswered>>,
+    /// How often each (kind, first matching answer) was asked: several
+    /// answers to the same question are given in order, the last one again
+    /// once they run out (a balance read before and after waiting a block).
+    asked: Mutex<std::collections::HashMap<(&'static str, usize), usize>>,
+}
+
+impl World {
+    /// The answer to give among `matching` (indices of answers to the same
+    /// question, in file order).
+    fn next_of(&self, kind: &'static str, matching: &[usize]) -> Option<usize> {
+        let first = *matching.first()?;
+        let mut asked = self.asked.lock().ok()?;
+        let n = asked.entry((kind, first)).or_insert(0);
+        let pick = matching[(*n).min(matching.len() - 1)];
+        *n += 1;
+        Some(pick)
+    }
+
+    /// Reads the scenario asked for and had no answer to, in order.
+    pub fn unanswered(&self) -> Vec<Unanswered> {
+        self.unanswered
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default()
+    }
+
+    fn missing(&self, call: String, snippet: String) -> BackendError {
+        let message = format!("the scenario has no answer for {call}");
+        if let Ok(mut u) = self.unanswered.lock() {
+            u.push(Unanswered { call, snippet });
+        }
+        BackendError::Failed(message)
+    }
+}
+
+/// SQL as matched: whitespace runs are one space, no final `;`.
+pub fn normalise_sql(sql: &str) -> String {
+    let joined = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    joined.trim_end_matches(';').trim_end().to_owned()
+}
+
+fn toml_line(key: &str, value: toml::Value) -> String {
+    let mut table = toml::Table::new();
+    table.insert(key.to_owned(), value);
+    toml::to_string(&table)
+        .unwrap_or_default()
+        .trim_end()
+        .to_owned()
+}
+
+/// The backends of a scenario: one per connection, endpoint, flag store and
+/// pager sink the config names, all answering from `world`.
+pub fn backends(config: &Config, scenario: &Scenario) -> (Backends, Arc<World>) {
+    let world = Arc::new(World {
+        spec: scenario.world.clone(),
+        unanswered: Mutex::new(Vec::new()),
+        asked: Mutex::new(Default::default()),
+    });
+    let mut backends =
+        Backends::default().with_clock(Arc::new(ScenarioClock(AtomicI64::new(scenario.now_ms))));
+    for (name, db) in &config.db {
+        let dialect = match &db.url {
+            Secret::Inline(url) => crate::config::db_dialect(url).unwrap_or(SqlDialect::Postgres),
+            // Not resolved offline: production databases are PostgreSQL.
+            _ => SqlDialect::Postgres,
+        };
+        backends = backends.with_db(
+            name,
+            Arc::new(ScenarioDb {
+                world: world.clone(),
+                conn: name.clone(),
+                dialect,
+            }),
+        );
+    }
+    for name in config.rpc.keys() {
+        backends = backends.with_rpc(
+            name,
+            Arc::new(ScenarioRpc {
+                world: world.clone(),
+                endpoint: name.clone(),
+            }),
+        );
+    }
+    if !config.flags.is_empty() {
+        backends = backends.with_flags("scenario", "*", Arc::new(ScenarioFlags(world.clone())));
+    }
+    for name in config.pager.targets.keys() {
+        backends = backends.with_target(name, Arc::new(Unreachable));
+    }
+    for name in config.pager.channels.keys() {
+        backends = backends.with_channel(name, Arc::new(Unreachable));
+    }
+    (backends, world)
+}
+
+/// Starts at the scenario's `now`; a sleep moves it at once.
+struct ScenarioClock(AtomicI64);
+
+#[async_trait::async_trait]
+impl Clock for ScenarioClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    async fn sleep(&self, wait: Duration) {
+        self.0.fetch_add(wait.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+struct ScenarioDb {
+    world: Arc<World>,
+    conn: String,
+    dialect: SqlDialect,
+}
+
+impl ScenarioDb {
+    fn answer(&self, sql: &str, params: &[Value]) -> Option<&super::DbAnswer> {
+        let wanted = normalise_sql(sql);
+        let matching: Vec<usize> = (self.world.spec.db.iter().enumerate())
+            .filter(|(_, a)| {
+                a.conn == self.conn
+                    && normalise_sql(&a.sql) == wanted
+                    && a.params.len() == params.len()
+                    && a.params
+                        .iter()
+                        .zip(params)
+                        .all(|(a, p)| from_toml(a).as_ref() == Ok(p))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let pick = self.world.next_of("db", &matching)?;
+        self.world.spec.db.get(pick)
+    }
+
+    fn snippet(&self, sql: &str, params: &[Value], execute: bool) -> String {
+        let mut lines = vec![
+            "[[db]]".to_owned(),
+            toml_line("conn", toml::Value::String(self.conn.clone())),
+            toml_line("sql", toml::Value::String(normalise_sql(sql))),
+            toml_line(
+                "params",
+                toml::Value::Array(params.iter().map(to_toml).collect()),
+            ),
+        ];
+        if execute {
+            lines.push("changed = 0  # the rows the statement would change".into());
+        } else {
+            lines.push("columns = []  # the column names".into());
+            lines.push("rows = []     # one array of values a row".into());
+        }
+        lines.join("\n")
+    }
+}
+
+#[async_trait::async_trait]
+impl Database for ScenarioDb {
+    fn dialect(&self) -> SqlDialect {
+        self.dialect
+    }
+
+    async fn query(&self, sql: &str, params: &[Value], _max: u64) -> Result<Rows, BackendError> {
+        let Some(answer) = self.answer(sql, params) else {
+            let call = format!("db.query on `{}`: {}", self.conn, normalise_sql(sql));
+            return Err(self.world.missing(call, self.snippet(sql, params, false)));
+        };
+        if let Some(message) = &answer.error {
+            return Err(BackendError::Failed(message.clone()));
+        }
+        let rows = answer
+            .rows
+            .iter()
+            .map(|row| row.iter().map(from_toml).collect::<Result<Vec<_>, _>>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(BackendError::Invalid)?;
+        Ok(Rows {
+            columns: answer.columns.clone(),
+            rows,
+        })
+    }
+
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[Value],
+        commit: bool,
+    ) -> Result<u64, BackendError> {
+        if commit {
+            return Err(BackendError::Invalid("a scenario writes nothing".into()));
+        }
+        match self.answer(sql, params) {
+            Some(super::DbAnswer {
+                error: Some(message),
+                ..
+            }) => Err(BackendError::Failed(message.clone())),
+            Some(super::DbAnswer {
+                changed: Some(n), ..
+            }) => Ok(*n),
+            _ => {
+                let call = format!("db.execute on `{}`: {}", self.conn, normalise_sql(sql));
+                Err(self.world.missing(call, self.snippet(sql, params, true)))
+            }
+        }
+    }
+}
+
+struct ScenarioRpc {
+    world: Arc<World>,
+    endpoint: String,
+}
+
+#[async_trait::async_trait]
+impl RpcEndpoint for ScenarioRpc {
+    async fn call(
+        &self,
+        _id: u64,
+        method: &str,
+        params: Json,
+        _effect: Effect,
+        _max: u64,
+    ) -> Result<Answered<Json>, BackendError> {
+        let matching: Vec<usize> = (self.world.spec.rpc.iter().enumerate())
+            .filter(|(_, a)| {
+                a.endpoint == self.endpoint
+                    && a.method == method
+                    && toml_to_json(&a.params) == params
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let answer = self
+            .world
+            .next_of("rpc", &matching)
+            .and_then(|i| self.world.spec.rpc.get(i));
+        let via = "scenario".to_owned();
+        match answer {
+            Some(a) if a.error.is_some() => {
+                Err(BackendError::Failed(a.error.clone().unwrap_or_default()))
+            }
+            Some(a) => Ok(Answered {
+                value: a.result.as_ref().map(toml_to_json).unwrap_or(Json::Null),
+                via,
+            }),
+            None => {
+                let snippet = [
+                    "[[rpc]]".to_owned(),
+                    toml_line("endpoint", toml::Value::String(self.endpoint.clone())),
+                    toml_line("method", toml::Value::String(method.to_owned())),
+                    toml_line("params", json_to_toml(&params)),
+                    "result = \"\"  # the JSON-RPC result".to_owned(),
+                ]
+                .join("\n");
+                let call = format!("rpc.call {} {method} {params}", self.endpoint);
+                Err(self.world.missing(call, snippet))
+            }
+        }
+    }
+
+    async fn http(
+        &self,
+        request: &HttpRequest,
+        _effect: Effect,
+        _max: u64,
+    ) -> Result<Answered<HttpResponse>, BackendError> {
+        let answer = self.world.spec.http.iter().find(|a| {
+            a.endpoint == self.endpoint
+                && a.method.eq_ignore_ascii_case(&request.method)
+                && a.path == request.path
+        });
+        match answer {
+            Some(a) => Ok(Answered {
+                value: HttpResponse {
+                    status: a.status,
+                    headers: a.headers.clone().into_iter().collect(),
+                    body: a.body.clone().into_bytes(),
+                },
+                via: "scenario".to_owned(),
+            }),
+            None => {
+                let snippet = [
+                    "[[http]]".to_owned(),
+                    toml_line("endpoint", toml::Value::String(self.endpoint.clone())),
+                    toml_line("method", toml::Value::String(request.method.clone())),
+                    toml_line("path", toml::Value::String(request.path.clone())),
+                    "status = 200".to_owned(),
+                    "body = \"\"  # the response body".to_owned(),
+                ]
+                .join("\n");
+                let call = format!(
+                    "rpc.http {} {} {}",
+                    self.endpoint, request.method, request.path
+                );
+                Err(self.world.missing(call, snippet))
+            }
+        }
+    }
+}
+
+struct ScenarioFlags(Arc<World>);
+
+#[async_trait::async_trait]
+impl FlagStore for ScenarioFlags {
+    async fn get(&self, name: &str) -> Result<Option<String>, BackendError> {
+        if let Some(value) = self.0.spec.flags.get(name) {
+            return Ok(Some(value.clone()));
+        }
+        if self.0.spec.unset_flags.iter().any(|f| f == name) {
+            return Ok(None);
+        }
+        let snippet = format!(
+            "[flags]\n{}  # or list it in unset_flags = [...]",
+            toml_line(name, toml::Value::String(String::new()))
+        );
+        Err(self.0.missing(format!("flags.get {name}"), snippet))
+    }
+
+    async fn set(&self, _name: &str, _value: &str) -> Result<Option<String>, BackendError> {
+        Err(BackendError::Invalid("a scenario writes nothing".into()))
+    }
+}
+
+/// Pages are never sent from a scenario (a dry run plans them).
+struct Unreachable;
+
+#[async_trait::async_trait]
+impl PagerSink for Unreachable {
+    async fn page(&self, _page: &Page<'_>) -> Result<String, BackendError> {
+        Err(BackendError::Invalid("a scenario pages nobody".into()))
+    }
+
+    async fn notify(&self, _: &str, _: &str, _: &str) -> Result<(), BackendError> {
+        Err(BackendError::Invalid("a scenario notifies nobody".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_matches_whatever_its_layout() {
+        assert_eq!(
+            normalise_sql("SELECT held\n   FROM balances\tWHERE id = ?1 ;\n"),
+            "SELECT held FROM balances WHERE id = ?1"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_to_one_question_come_in_order_then_the_last_again() {
+        let answer = |n: i64| super::super::DbAnswer {
+            conn: "ledger".into(),
+            sql: "SELECT n FROM t".into(),
+            params: vec![],
+            columns: vec!["n".into()],
+            rows: vec![vec![toml::Value::Integer(n)]],
+            changed: None,
+            error: None,
+        };
+        let world = Arc::new(World {
+            spec: WorldSpec {
+                db: vec![answer(1), answer(2)],
+                ..WorldSpec::default()
+            },
+            unanswered: Mutex::new(Vec::new()),
+            asked: Mutex::new(Default::default()),
+        });
+        let db = ScenarioDb {
+            world: world.clone(),
+            conn: "ledger".into(),
+            dialect: SqlDialect::Sqlite,
+        };
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(
+                db.query("SELECT n  FROM t", &[], 1 << 20)
+                    .await
+                    .unwrap()
+                    .rows[0][0]
+                    .clone(),
+            );
+        }
+        assert_eq!(got, [Value::Int(1), Value::Int(2), Value::Int(2)]);
+        let missing = db.query("SELECT other FROM t", &[], 1 << 20).await;
+        assert!(matches!(missing, Err(BackendError::Failed(m)) if m.contains("no answer")));
+        assert_eq!(world.unanswered().len(), 1);
+        assert!(
+            world.unanswered()[0]
+                .snippet
+                .contains("sql = \"SELECT other FROM t\"")
+        );
+    }
+}
