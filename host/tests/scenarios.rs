@@ -237,7 +237,7 @@ fn an_unanswered_read_fails_with_the_snippet_to_add() {
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains(
-            "unanswered read: db.query on `ledger`: SELECT held FROM balances WHERE id = ?1"
+            "the scenario does not answer db.query on `ledger`: SELECT held FROM balances WHERE id = ?1"
         ),
         "{out}"
     );
@@ -332,4 +332,76 @@ fn a_recorded_run_becomes_a_passing_scenario() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("ok    drift/from-incident"), "{out}");
     let _ = Path::new(".");
+}
+
+/// A live scenario: writes pass their gates, the approvers decide as the
+/// scenario says, and a denial or a failing pager is the playbook's to
+/// handle: here the drift fixture gives up, and the scenario says so.
+#[test]
+fn a_live_scenario_plays_out_approvals_and_failures() {
+    let f = Fixture::new();
+    let live = |world: &str, expect: &str| {
+        let body = SCENARIO[..SCENARIO.find("[expect]").unwrap()].replace(
+            "unset_flags = [\"KILL_SWITCH\"]",
+            "unset_flags = [\"KILL_SWITCH\"]\nmode = \"live\"",
+        );
+        std::fs::write(f.scenario(), format!("{body}{world}\n{expect}")).unwrap();
+        f.test(&[])
+    };
+    let denied = r#"
+[[approvals]]
+call = "flags.set"
+target = "KILL_SWITCH"
+decision = "deny"
+by = "alice"
+reason = "not during the freeze"
+"#;
+    let (code, out) = live(
+        denied,
+        r#"[expect]
+status = "failed"
+writes = [
+  { call = "flags.set", args = { name = "KILL_SWITCH", value = "1", reason = "held 500 is over 100" }, gate = "denied" },
+]"#,
+    );
+    assert_eq!(code, Some(0), "{out}");
+
+    // Approved, but the pager is down: the flag is set, the page fails.
+    let approved_pager_down = r#"
+[[approvals]]
+call = "flags.set"
+decision = "approve"
+
+[pager]
+fail = ["ceo"]
+"#;
+    let (code, out) = live(
+        approved_pager_down,
+        r#"[expect]
+status = "failed"
+writes = [
+  { call = "flags.set", args = { name = "KILL_SWITCH", value = "1", reason = "held 500 is over 100" }, gate = "approved" },
+  { call = "pager.page", args = { target = "ceo", severity = "critical", summary = "drift over threshold", details = "held 500" }, gate = "auto" },
+]"#,
+    );
+    assert_eq!(code, Some(1), "pager.page needs approval by default: {out}");
+    assert!(
+        out.contains("the scenario does not answer an approval of pager.page on `ceo`"),
+        "{out}"
+    );
+    assert!(out.contains("decision = \"approve\""), "{out}");
+
+    let with_page = format!(
+        "{approved_pager_down}\n[[approvals]]\ncall = \"pager.page\"\ndecision = \"approve\"\n"
+    );
+    let (code, out) = live(
+        &with_page,
+        r#"[expect]
+status = "failed"
+writes = [
+  { call = "flags.set", args = { name = "KILL_SWITCH", value = "1", reason = "held 500 is over 100" }, gate = "approved" },
+  { call = "pager.page", args = { target = "ceo", severity = "critical", summary = "drift over threshold", details = "held 500" }, gate = "approved" },
+]"#,
+    );
+    assert_eq!(code, Some(0), "{out}");
 }

@@ -7,21 +7,29 @@ use serde_json::Value as Json;
 
 use super::Expect;
 use super::values::{json_to_toml, toml_to_json};
+use crate::gate::Decision;
 use crate::journal::Entry;
 use crate::report::end_json;
 use crate::run::RunReport;
 
-/// The writes a run planned: `interface.op` and the arguments journaled.
-fn writes(journal: &[Entry]) -> Vec<(String, Json)> {
+/// The writes a run planned or made: `interface.op`, the arguments
+/// journaled, and the gate decision unless it was a dry run.
+fn writes(journal: &[Entry]) -> Vec<(String, Json, Option<String>)> {
     journal
         .iter()
         .filter(|e| e.is_write())
-        .map(|e| (e.name(), e.args.clone()))
+        .map(|e| {
+            let gate = (e.gate != Decision::DryRun).then(|| e.gate.as_str().to_owned());
+            (e.name(), e.args.clone(), gate)
+        })
         .collect()
 }
 
-fn write_line(seq: usize, (call, args): &(String, Json)) -> String {
-    format!("#{} {call} {args}", seq + 1)
+fn write_line(seq: usize, call: &str, args: &Json, gate: Option<&str>) -> String {
+    match gate {
+        Some(gate) => format!("#{} {call} {args} [{gate}]", seq + 1),
+        None => format!("#{} {call} {args}", seq + 1),
+    }
 }
 
 /// Lines that differ, `-` expected then `+` got, position by position.
@@ -83,16 +91,21 @@ pub fn differences(expect: &Expect, report: &RunReport) -> Vec<String> {
     if let Some(steps) = &expect.steps {
         list_diff("steps", steps, &report.steps, &mut out);
     }
+    let actual = writes(&report.journal);
     let expected: Vec<String> = expect
         .writes
         .iter()
         .enumerate()
-        .map(|(i, w)| write_line(i, &(w.call.clone(), toml_to_json(&w.args))))
+        .map(|(i, w)| write_line(i, &w.call, &toml_to_json(&w.args), w.gate.as_deref()))
         .collect();
-    let got: Vec<String> = writes(&report.journal)
+    // The gate is compared where the expectation names it.
+    let got: Vec<String> = actual
         .iter()
         .enumerate()
-        .map(|(i, w)| write_line(i, w))
+        .map(|(i, (call, args, gate))| {
+            let named = expect.writes.get(i).is_some_and(|w| w.gate.is_some());
+            write_line(i, call, args, gate.as_deref().filter(|_| named))
+        })
         .collect();
     list_diff("writes", &expected, &got, &mut out);
     out
@@ -123,10 +136,13 @@ pub fn expect_from(outcome: &Json, steps: &[String], journal: &[Entry]) -> toml:
     );
     let writes = writes(journal)
         .into_iter()
-        .map(|(call, args)| {
+        .map(|(call, args, gate)| {
             let mut w = toml::Table::new();
             w.insert("call".into(), toml::Value::String(call));
             w.insert("args".into(), json_to_toml(&args));
+            if let Some(gate) = gate {
+                w.insert("gate".into(), toml::Value::String(gate));
+            }
             toml::Value::Table(w)
         })
         .collect();

@@ -48,6 +48,12 @@ pub fn scenario_of(recording: &Recording) -> String {
         doc.insert("now".into(), string(&now.to_rfc3339()));
     }
     doc.insert("alert".into(), toml::Value::Table(alert_table(recording)));
+    let live = recording.mode == "live";
+    if live {
+        doc.insert("mode".into(), string("live"));
+    }
+    let mut approvals = Vec::new();
+    let mut failing: Vec<toml::Value> = Vec::new();
 
     let (mut db, mut rpc, mut http) = (Vec::new(), Vec::new(), Vec::new());
     let mut flags = toml::Table::new();
@@ -57,6 +63,35 @@ pub fn scenario_of(recording: &Recording) -> String {
             continue;
         }
         let ok = entry.result.get("ok");
+        if live && entry.is_write() {
+            // What the approvers decided, and pager sinks that failed.
+            let decision = match entry.gate {
+                Decision::Approved => Some("approve"),
+                Decision::Denied
+                    if error_text(&entry.result).is_some_and(|e| e.contains("timeout")) =>
+                {
+                    Some("timeout")
+                }
+                Decision::Denied => Some("deny"),
+                _ => None,
+            };
+            if let Some(decision) = decision {
+                let mut a = toml::Table::new();
+                a.insert("call".into(), string(&entry.name()));
+                a.insert("target".into(), string(target_of(entry)));
+                a.insert("decision".into(), string(decision));
+                if let Some(why) = error_text(&entry.result) {
+                    a.insert("reason".into(), string(&why));
+                }
+                approvals.push(toml::Value::Table(a));
+            }
+            if entry.interface == "pager"
+                && error_text(&entry.result).is_some()
+                && entry.gate != Decision::Denied
+            {
+                failing.push(string(target_of(entry)));
+            }
+        }
         let mut answer = toml::Table::new();
         match (entry.name().as_str(), entry.effect) {
             ("db.query", _) | ("db.execute", _) => {
@@ -169,6 +204,14 @@ pub fn scenario_of(recording: &Recording) -> String {
     if !unset.is_empty() {
         doc.insert("unset_flags".into(), toml::Value::Array(unset));
     }
+    if !approvals.is_empty() {
+        doc.insert("approvals".into(), toml::Value::Array(approvals));
+    }
+    if !failing.is_empty() {
+        let mut pager = toml::Table::new();
+        pager.insert("fail".into(), toml::Value::Array(failing));
+        doc.insert("pager".into(), toml::Value::Table(pager));
+    }
     doc.insert(
         "expect".into(),
         toml::Value::Table(expect_from(
@@ -181,12 +224,22 @@ pub fn scenario_of(recording: &Recording) -> String {
     // world, then what is expected.
     let mut text = String::new();
     let mut head = toml::Table::new();
-    for key in ["description", "playbook", "now", "unset_flags"] {
+    for key in ["description", "playbook", "mode", "now", "unset_flags"] {
         if let Some(v) = doc.remove(key) {
             head.insert(key.into(), v);
         }
     }
-    for key in ["", "alert", "flags", "db", "rpc", "http", "expect"] {
+    for key in [
+        "",
+        "alert",
+        "flags",
+        "db",
+        "rpc",
+        "http",
+        "approvals",
+        "pager",
+        "expect",
+    ] {
         let section = if key.is_empty() {
             std::mem::take(&mut head)
         } else {
@@ -199,6 +252,17 @@ pub fn scenario_of(recording: &Recording) -> String {
         text.push('\n');
     }
     text.trim_end().to_owned() + "\n"
+}
+
+/// What a write acts on, as its gate key and approval name it.
+fn target_of(entry: &Entry) -> &str {
+    if entry.name() == "runbook.confirm" {
+        return "confirm";
+    }
+    ["name", "conn", "endpoint", "target", "channel"]
+        .iter()
+        .find_map(|key| entry.args.get(*key).and_then(Json::as_str))
+        .unwrap_or("")
 }
 
 fn alert_table(recording: &Recording) -> toml::Table {

@@ -36,6 +36,10 @@ pub struct Scenario {
     pub alert: Alert,
     /// What `runbook.now` answers first (ms since the epoch); sleeps move it.
     pub now_ms: i64,
+    /// A dry run (the default: every write planned), or live: writes pass
+    /// their gates, approvers decide as `[[approvals]]` says, and the world
+    /// answers the writes too.
+    pub mode: crate::gate::Mode,
     pub world: WorldSpec,
     pub expect: Option<Expect>,
 }
@@ -58,6 +62,49 @@ pub struct WorldSpec {
     pub flags: BTreeMap<String, String>,
     #[serde(default)]
     pub unset_flags: Vec<String>,
+    /// Live scenarios: what the approvers decide, write by write.
+    #[serde(default)]
+    pub approvals: Vec<ApprovalAnswer>,
+    /// Live scenarios: pager targets and channels that fail.
+    #[serde(default)]
+    pub pager: PagerWorld,
+}
+
+/// An approver's decision on a write of a live scenario, matched by
+/// `interface.op` and, if given, target (flag, connection, endpoint, pager
+/// target).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalAnswer {
+    pub call: String,
+    pub target: Option<String>,
+    pub decision: ApprovalDecision,
+    #[serde(default = "someone")]
+    pub by: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+fn someone() -> String {
+    "an approver".to_owned()
+}
+
+/// What the approvers did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalDecision {
+    Approve,
+    Deny,
+    /// Nobody decided in time.
+    Timeout,
+}
+
+/// Pager sinks that fail.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerWorld {
+    #[serde(default)]
+    pub fail: Vec<String>,
 }
 
 /// One database answer, matched by connection, SQL (whitespace and a final
@@ -131,12 +178,14 @@ pub struct Expect {
     pub writes: Vec<ExpectedWrite>,
 }
 
-/// A planned write: `interface.op` and its arguments as journaled.
+/// A planned write: `interface.op` and its arguments as journaled, and in
+/// a live scenario its gate decision (`auto`, `approved`, `denied`…).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedWrite {
     pub call: String,
     pub args: toml::Value,
+    pub gate: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +209,8 @@ struct ScenarioFile {
     playbook: Option<String>,
     /// RFC 3339, e.g. "2026-11-23T09:00:00Z".
     now: Option<String>,
+    /// `dry-run` (default) or `live`.
+    mode: Option<String>,
     alert: Option<AlertSpec>,
     /// An Alertmanager payload or a single alert (JSON), relative to the file.
     alert_file: Option<PathBuf>,
@@ -220,6 +271,15 @@ impl Scenario {
                 .timestamp_millis(),
             None => DEFAULT_NOW_MS,
         };
+        let mode = match file.mode.as_deref() {
+            None | Some("dry-run") => crate::gate::Mode::DryRun,
+            Some("live") => crate::gate::Mode::Live,
+            Some(other) => {
+                return Err(error(format!(
+                    "mode = {other:?}: use \"dry-run\" or \"live\""
+                )));
+            }
+        };
         for answer in &file.world.db {
             for value in answer.params.iter().chain(answer.rows.iter().flatten()) {
                 values::from_toml(value)
@@ -233,6 +293,7 @@ impl Scenario {
             description: file.description,
             alert,
             now_ms,
+            mode,
             world: file.world,
             expect: file.expect,
         })

@@ -1,12 +1,12 @@
-//! Running scenarios: each one a dry run of its playbook (real grants and
-//! gates from the config) against its own world, all of them at once.
+//! Running scenarios: each one a run of its playbook (real grants and gates
+//! from the config; a dry run unless the scenario says live) against its
+//! own world, all of them at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Scenario, check, world};
-use crate::gate::{Mode, NoApprover};
 use crate::journal::Quiet;
 use crate::playbook::Playbook;
 use crate::run::{RunReport, RunRequest};
@@ -42,8 +42,8 @@ pub async fn run_one(runtime: &Runtime, playbook: &Playbook, scenario: Scenario)
         None,
         RunRequest {
             alert: scenario.alert.clone(),
-            mode: Mode::DryRun,
-            approver: Arc::new(NoApprover),
+            mode: scenario.mode,
+            approver: world::approver(world.clone()),
             progress: Box::new(Quiet),
             run_id: Some(format!("scenario-{}", scenario.name)),
             started_by: "stepgate test".to_owned(),
@@ -55,7 +55,7 @@ pub async fn run_one(runtime: &Runtime, playbook: &Playbook, scenario: Scenario)
     let mut problems = Vec::new();
     if let Some(first) = unanswered.first() {
         problems.push(format!(
-            "unanswered read: {}\n  add to {}:\n{}",
+            "the scenario does not answer {}\n  add to {}:\n{}",
             first.call,
             scenario.path.display(),
             indent(&first.snippet, "    ")

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 use super::values::{from_toml, json_to_toml, to_toml, toml_to_json};
-use super::{Scenario, WorldSpec};
+use super::{ApprovalDecision, Scenario, WorldSpec};
 use crate::backends::http::Answered;
 use crate::backends::{
     BackendError, Backends, Clock, Database, FlagStore, Page, PagerSink, RpcEndpoint,
@@ -21,6 +21,7 @@ use crate::bindings::stepgate::playbook::db::Rows;
 use crate::bindings::stepgate::playbook::rpc::{HttpRequest, HttpResponse};
 use crate::caps::sql::SqlDialect;
 use crate::config::{Config, Effect};
+use crate::gate::{Approver, WriteRequest};
 use crate::secret::Secret;
 
 /// A read the scenario has no answer for, and what to add to the file.
@@ -38,6 +39,8 @@ pub struct World {
     /// answers to the same question are given in order, the last one again
     /// once they run out (a balance read before and after waiting a block).
     asked: Mutex<std::collections::HashMap<(&'static str, usize), usize>>,
+    /// Flags a live scenario has set.
+    set_flags: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl World {
@@ -91,6 +94,7 @@ pub fn backends(config: &Config, scenario: &Scenario) -> (Backends, Arc<World>) 
         spec: scenario.world.clone(),
         unanswered: Mutex::new(Vec::new()),
         asked: Mutex::new(Default::default()),
+        set_flags: Mutex::new(Default::default()),
     });
     let mut backends =
         Backends::default().with_clock(Arc::new(ScenarioClock(AtomicI64::new(scenario.now_ms))));
@@ -122,12 +126,48 @@ pub fn backends(config: &Config, scenario: &Scenario) -> (Backends, Arc<World>) 
         backends = backends.with_flags("scenario", "*", Arc::new(ScenarioFlags(world.clone())));
     }
     for name in config.pager.targets.keys() {
-        backends = backends.with_target(name, Arc::new(Unreachable));
+        backends = backends.with_target(name, Arc::new(ScenarioPager(world.clone())));
     }
     for name in config.pager.channels.keys() {
-        backends = backends.with_channel(name, Arc::new(Unreachable));
+        backends = backends.with_channel(name, Arc::new(ScenarioPager(world.clone())));
     }
     (backends, world)
+}
+
+/// The approvers of a live scenario: they decide as `[[approvals]]` says.
+pub fn approver(world: Arc<World>) -> Arc<dyn Approver> {
+    Arc::new(ScenarioApprover(world))
+}
+
+struct ScenarioApprover(Arc<World>);
+
+#[async_trait::async_trait]
+impl Approver for ScenarioApprover {
+    async fn decide(&self, request: &WriteRequest) -> Result<(), String> {
+        let answer = self.0.spec.approvals.iter().find(|a| {
+            a.call == request.op && a.target.as_ref().is_none_or(|t| *t == request.target)
+        });
+        match answer {
+            Some(a) => match a.decision {
+                ApprovalDecision::Approve => Ok(()),
+                ApprovalDecision::Deny => Err(format!("denied by {}: {}", a.by, a.reason)),
+                ApprovalDecision::Timeout => {
+                    Err("denied by timeout: no decision before the approval expired".to_owned())
+                }
+            },
+            None => {
+                let snippet = [
+                    "[[approvals]]".to_owned(),
+                    toml_line("call", toml::Value::String(request.op.clone())),
+                    toml_line("target", toml::Value::String(request.target.clone())),
+                    "decision = \"approve\"  # or deny, timeout".to_owned(),
+                ]
+                .join("\n");
+                let call = format!("an approval of {} on `{}`", request.op, request.target);
+                Err(self.0.missing(call, snippet).to_string())
+            }
+        }
+    }
 }
 
 /// Starts at the scenario's `now`; a sleep moves it at once.
@@ -215,15 +255,13 @@ impl Database for ScenarioDb {
         })
     }
 
+    /// A dry run's row count, or a live scenario's write: the same answer.
     async fn execute(
         &self,
         sql: &str,
         params: &[Value],
-        commit: bool,
+        _commit: bool,
     ) -> Result<u64, BackendError> {
-        if commit {
-            return Err(BackendError::Invalid("a scenario writes nothing".into()));
-        }
         match self.answer(sql, params) {
             Some(super::DbAnswer {
                 error: Some(message),
@@ -336,6 +374,15 @@ struct ScenarioFlags(Arc<World>);
 #[async_trait::async_trait]
 impl FlagStore for ScenarioFlags {
     async fn get(&self, name: &str) -> Result<Option<String>, BackendError> {
+        if let Some(value) = self
+            .0
+            .set_flags
+            .lock()
+            .ok()
+            .and_then(|f| f.get(name).cloned())
+        {
+            return Ok(Some(value));
+        }
         if let Some(value) = self.0.spec.flags.get(name) {
             return Ok(Some(value.clone()));
         }
@@ -349,22 +396,40 @@ impl FlagStore for ScenarioFlags {
         Err(self.0.missing(format!("flags.get {name}"), snippet))
     }
 
-    async fn set(&self, _name: &str, _value: &str) -> Result<Option<String>, BackendError> {
-        Err(BackendError::Invalid("a scenario writes nothing".into()))
+    /// A live scenario's flag write: later reads see it.
+    async fn set(&self, name: &str, value: &str) -> Result<Option<String>, BackendError> {
+        let previous = self.get(name).await?;
+        if let Ok(mut set) = self.0.set_flags.lock() {
+            set.insert(name.to_owned(), value.to_owned());
+        }
+        Ok(previous)
     }
 }
 
-/// Pages are never sent from a scenario (a dry run plans them).
-struct Unreachable;
+/// A live scenario's pager: a page goes through unless the scenario makes
+/// its target fail.
+struct ScenarioPager(Arc<World>);
+
+impl ScenarioPager {
+    fn reach(&self, name: &str) -> Result<(), BackendError> {
+        if self.0.spec.pager.fail.iter().any(|f| f == name) {
+            return Err(BackendError::Failed(format!(
+                "`{name}` cannot be reached (the scenario says so)"
+            )));
+        }
+        Ok(())
+    }
+}
 
 #[async_trait::async_trait]
-impl PagerSink for Unreachable {
-    async fn page(&self, _page: &Page<'_>) -> Result<String, BackendError> {
-        Err(BackendError::Invalid("a scenario pages nobody".into()))
+impl PagerSink for ScenarioPager {
+    async fn page(&self, page: &Page<'_>) -> Result<String, BackendError> {
+        self.reach(page.target)?;
+        Ok(format!("page-{}", page.dedup_key))
     }
 
-    async fn notify(&self, _: &str, _: &str, _: &str) -> Result<(), BackendError> {
-        Err(BackendError::Invalid("a scenario notifies nobody".into()))
+    async fn notify(&self, channel: &str, _: &str, _: &str) -> Result<(), BackendError> {
+        self.reach(channel)
     }
 }
 
@@ -398,6 +463,7 @@ mod tests {
             },
             unanswered: Mutex::new(Vec::new()),
             asked: Mutex::new(Default::default()),
+            set_flags: Mutex::new(Default::default()),
         });
         let db = ScenarioDb {
             world: world.clone(),
