@@ -65,6 +65,12 @@ pub struct Config {
     /// Playbooks by name.
     #[serde(default)]
     pub playbooks: BTreeMap<String, PlaybookConfig>,
+    /// `stepgate serve`.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Which playbook answers which alert, tried in order.
+    #[serde(default)]
+    pub routes: Vec<AlertRoute>,
     /// The directory relative paths are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -90,6 +96,87 @@ pub struct StateConfig {
 
 fn default_lease() -> Duration {
     Duration::from_secs(30)
+}
+
+/// `stepgate serve`: where it listens and how much it runs at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port, e.g. "0.0.0.0:9094".
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Runs at once, all playbooks together.
+    #[serde(default = "default_max_runs")]
+    pub max_runs: usize,
+    /// Alerts accepted and waiting for a run; past it a hook answers 503
+    /// and the sender retries.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// How often parked runs, orphaned runs and escalations are looked at.
+    #[serde(default = "default_sweep_every", deserialize_with = "de_duration")]
+    pub sweep_every: Duration,
+    /// A pager channel told of every write that waits for approval.
+    pub notify: Option<String>,
+    /// The URL approvers reach this server at, for the messages they get.
+    pub public_url: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9094".to_owned()
+}
+
+fn default_max_runs() -> usize {
+    8
+}
+
+fn default_queue() -> usize {
+    1000
+}
+
+fn default_sweep_every() -> Duration {
+    Duration::from_secs(15)
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            max_runs: default_max_runs(),
+            queue: default_queue(),
+            sweep_every: default_sweep_every(),
+            notify: None,
+            public_url: None,
+        }
+    }
+}
+
+/// One alert route: alerts matching every matcher start the playbook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRoute {
+    /// Alertmanager-style matchers on labels: `alertname=X`,
+    /// `severity=~"critical|page"`, `env!=staging`.
+    #[serde(default, rename = "match")]
+    pub matchers: Vec<String>,
+    pub playbook: String,
+    /// `dry-run` (default) or `live`.
+    #[serde(default)]
+    pub mode: RouteMode,
+    /// Also try the routes after this one.
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
+    /// When the alert resolves, deny the run's pending approvals (the
+    /// incident ended on its own; a human starts it again if needed).
+    #[serde(default)]
+    pub cancel_on_resolved: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteMode {
+    #[default]
+    DryRun,
+    Live,
 }
 
 fn default_state_path() -> PathBuf {
@@ -778,6 +865,33 @@ impl Config {
         }
     }
 
+    /// The routes, parsed (they were checked at load).
+    pub fn routes(&self) -> Result<Vec<crate::routing::Route>, ConfigError> {
+        self.routes
+            .iter()
+            .enumerate()
+            .map(|(index, route)| {
+                let matchers = route
+                    .matchers
+                    .iter()
+                    .map(|m| crate::routing::Matcher::parse(m))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|message| self.invalid(format!("routes[{index}].match"), message))?;
+                Ok(crate::routing::Route {
+                    index,
+                    matchers,
+                    playbook: route.playbook.clone(),
+                    mode: match route.mode {
+                        RouteMode::DryRun => crate::gate::Mode::DryRun,
+                        RouteMode::Live => crate::gate::Mode::Live,
+                    },
+                    continue_matching: route.continue_matching,
+                    cancel_on_resolved: route.cancel_on_resolved,
+                })
+            })
+            .collect()
+    }
+
     /// The state store, not opened yet.
     pub fn state_store(&self) -> Result<crate::state::StateStore, crate::secret::SecretError> {
         Ok(crate::state::StateStore::at(self.state_location()?).with_lease(self.state.lease))
@@ -833,6 +947,37 @@ impl Config {
         }
         for (name, playbook) in &self.playbooks {
             self.validate_playbook(name, playbook)?;
+        }
+        self.validate_server()
+    }
+
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        self.routes()?;
+        for (i, route) in self.routes.iter().enumerate() {
+            if !self.playbooks.contains_key(&route.playbook) {
+                return Err(self.invalid(
+                    format!("routes[{i}].playbook"),
+                    format!(
+                        "no playbook `{}` is configured (known: {})",
+                        route.playbook,
+                        known(self.playbooks.keys())
+                    ),
+                ));
+            }
+        }
+        if let Some(channel) = &self.server.notify
+            && !self.pager.channels.contains_key(channel)
+        {
+            return Err(self.invalid(
+                "server.notify",
+                format!(
+                    "no pager channel `{channel}` is configured; add a [pager.channels.{channel}] table (known: {})",
+                    known(self.pager.channels.keys())
+                ),
+            ));
+        }
+        if self.server.max_runs == 0 || self.server.queue == 0 {
+            return Err(self.invalid("server", "max_runs and queue are at least 1"));
         }
         Ok(())
     }
@@ -1237,6 +1382,37 @@ default = "auto"
         assert!(err.contains("already timed out"), "{err}");
         let err = rule(r#"{ policy = "approve", quorum = 0 }"#);
         assert!(err.contains("at least 1"), "{err}");
+    }
+
+    #[test]
+    fn routes_name_configured_playbooks_with_valid_matchers() {
+        let base = "[playbooks.p]\ncomponent = \"p.wasm\"\n";
+        let config = parse(&format!(
+            "{base}[[routes]]\nmatch = [\"alertname=A\", \"severity=~crit.*\"]\nplaybook = \"p\"\nmode = \"live\"\n"
+        ))
+        .unwrap();
+        let routes = config.routes().unwrap();
+        assert_eq!(routes[0].mode, crate::gate::Mode::Live);
+        let err = parse(&format!("{base}[[routes]]\nplaybook = \"q\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("routes[0].playbook") && err.contains("no playbook `q`"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{base}[[routes]]\nmatch = [\"severity=~(\"]\nplaybook = \"p\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("routes[0].match") && err.contains("regex"),
+            "{err}"
+        );
+        let err = parse(&format!("{base}[server]\nnotify = \"nowhere\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.notify"), "{err}");
     }
 
     #[test]

@@ -139,6 +139,16 @@ enum Command {
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
     },
+    /// Serve: alerts in over HTTP (Alertmanager webhooks), runs out,
+    /// approvals over the REST API; resumes what is ready at start and
+    /// every `server.sweep_every`.
+    Serve {
+        /// Address and port (default: `server.listen`, 127.0.0.1:9094).
+        #[arg(long)]
+        listen: Option<String>,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
     /// Run every scenario (PLAYBOOK/scenarios/*.toml) offline as a dry run
     /// and compare what each playbook decides with what it expects.
     Test {
@@ -402,6 +412,7 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             .await
         }
         Command::Sweep { json, config } => sweep(json, &config).await,
+        Command::Serve { listen, config } => serve(listen, &config).await,
         Command::Test {
             paths,
             junit,
@@ -625,6 +636,39 @@ async fn resume(run_id: &str, json: bool, config: &Path) -> Result<u8, UsageErro
     let report = runtime.resume(run_id, None, progress).await?;
     print_report(&report, json)?;
     Ok(report.exit_code())
+}
+
+async fn serve(listen: Option<String>, config: &Path) -> Result<u8, UsageError> {
+    let config = load_config(config)?;
+    let addr = listen.unwrap_or_else(|| config.server.listen.clone());
+    let runtime = std::sync::Arc::new(Runtime::new(config)?);
+    let server = stepgate::server::Server::start(runtime).await?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    eprintln!(
+        "stepgate: serving on http://{} (POST /hooks/alertmanager, /api/…, /metrics)",
+        listener.local_addr().map(|a| a.to_string()).unwrap_or(addr)
+    );
+    let shutdown = async {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate => {}
+        }
+        eprintln!(
+            "stepgate: stopping: no new requests; runs in flight keep their leases and resume on the next start"
+        );
+    };
+    server.serve(listener, shutdown).await?;
+    Ok(exit::DONE)
 }
 
 async fn sweep(json: bool, config: &Path) -> Result<u8, UsageError> {

@@ -301,6 +301,7 @@ pub async fn run(
                 alert: &alert,
                 started_by: &request.started_by,
                 step_mode: request.step_mode,
+                fingerprint: None,
             })
             .await;
         if let Err(e) = started {
@@ -339,6 +340,29 @@ pub(crate) struct Journaled {
     /// Replaying a recording: a call past the journal's end is a divergence,
     /// never a live call.
     pub only: bool,
+}
+
+/// Runs a playbook whose run record the caller has already stored (the
+/// server stores it first, so dedup sees the run before it starts).
+pub async fn run_recorded(
+    engine: &Engine,
+    playbook: &Playbook,
+    backends: Arc<Backends>,
+    state: Arc<StateStore>,
+    run_id: String,
+    request: RunRequest,
+) -> RunReport {
+    execute(
+        engine,
+        playbook,
+        backends,
+        Some(state),
+        run_id,
+        request,
+        Journaled::default(),
+    )
+    .await
+    .0
 }
 
 /// How many times one resume re-plans a run whose approvals keep going

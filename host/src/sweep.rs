@@ -42,7 +42,7 @@ pub struct Escalated {
 /// Sweeps once; `progress` makes the reporter of each resumed run.
 pub async fn sweep(
     runtime: &Runtime,
-    progress: &dyn Fn(&str) -> Box<dyn Progress>,
+    progress: &(dyn Fn(&str) -> Box<dyn Progress> + Sync),
 ) -> Result<SweepReport, StateError> {
     let mut report = SweepReport::default();
     for due in runtime.state.due_escalations().await? {

@@ -25,4 +25,6 @@ fn the_readme_config_reference_parses() {
     assert!(config.rpc.contains_key("loa_admin"));
     assert!(config.flags.contains_key("loa_finn"));
     assert!(config.pager.targets.contains_key("on-call"));
+    assert_eq!(config.routes().expect("the README's routes parse").len(), 1);
+    assert_eq!(config.server.notify.as_deref(), Some("incident"));
 }

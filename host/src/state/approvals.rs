@@ -138,6 +138,8 @@ pub struct PendingApproval {
     pub plan: String,
     /// The digest an approval of this request is bound to.
     pub plan_digest: String,
+    /// When it was filed (ms since the epoch).
+    pub created_at: i64,
 }
 
 /// An escalation step whose time has come.
@@ -579,7 +581,7 @@ impl StateStore {
             "SELECT r.run_id, r.seq, r.playbook, r.op, r.target, r.detail, r.reason, r.quorum, r.started_by,
                     (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 1),
                     (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 0),
-                    r.expires_at, r.requirement, r.escalated, r.plan, r.plan_digest
+                    r.expires_at, r.requirement, r.escalated, r.plan, r.plan_digest, r.created_at
              FROM approval_requests r ORDER BY r.created_at, r.run_id, r.seq",
         )
         .fetch_all(self.pool().await?)
@@ -597,6 +599,7 @@ impl StateStore {
             let requirement = requirement(&row.try_get::<String, _>(12)?)?;
             let escalated: i64 = row.try_get(13)?;
             pending.push(PendingApproval {
+                created_at: row.try_get(16)?,
                 plan: row.try_get(14)?,
                 plan_digest: row.try_get(15)?,
                 groups: eligible_groups(&requirement, escalated),

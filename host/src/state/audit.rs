@@ -60,7 +60,7 @@ impl StateStore {
         let text = record.to_string();
         let mut last_error = None;
         for _ in 0..APPEND_ATTEMPTS {
-            let mut tx = self.pool().await?.begin().await?;
+            let mut tx = self.begin_write().await?;
             let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *tx)
                 .await?;

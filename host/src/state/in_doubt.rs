@@ -70,7 +70,7 @@ impl StateStore {
                 run_id: run_id.to_owned(),
                 seq,
             })?;
-        let mut tx = self.pool().await?.begin().await?;
+        let mut tx = self.begin_write().await?;
         match resolution {
             Resolution::Retry => {
                 sqlx::query("DELETE FROM journal WHERE run_id = $1 AND seq = $2")
@@ -160,6 +160,7 @@ mod tests {
                 alert: &serde_json::json!({}),
                 started_by: "ops",
                 step_mode: false,
+                fingerprint: None,
             })
             .await
             .unwrap();

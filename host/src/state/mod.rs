@@ -13,6 +13,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod in_doubt;
+pub mod inbox;
 pub mod replan;
 pub mod runs;
 
@@ -140,6 +141,20 @@ impl StateStore {
         self.pool.get_or_try_init(|| self.open()).await
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`): a transaction that reads first and writes
+    /// after would otherwise fail with "database is locked" when another
+    /// connection wrote in between, whatever the busy timeout.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StateError> {
+        let pool = self.pool().await?;
+        Ok(match self.location {
+            StateLocation::Sqlite(_) => pool.begin_with("BEGIN IMMEDIATE").await?,
+            StateLocation::Postgres(_) => pool.begin().await?,
+        })
+    }
+
     async fn open(&self) -> Result<AnyPool, StateError> {
         // Idempotent; installs the SQLite and PostgreSQL drivers.
         sqlx::any::install_default_drivers();
@@ -199,7 +214,7 @@ impl StateStore {
 
     /// Sets a built-in flag and returns its previous value.
     pub async fn set_flag(&self, name: &str, value: &str) -> Result<Option<String>, StateError> {
-        let mut tx = self.pool().await?.begin().await?;
+        let mut tx = self.begin_write().await?;
         let previous: Option<String> =
             sqlx::query_scalar("SELECT value FROM flags WHERE name = $1")
                 .bind(name)

@@ -18,7 +18,7 @@ impl StateStore {
         why: &serde_json::Value,
     ) -> Result<i64, StateError> {
         let from = from as i64;
-        let mut tx = self.pool().await?.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Only a run that just stopped as stale, and whose host still held
         // it then, is re-planned (finish_run checked the lease).
         let parked = sqlx::query(

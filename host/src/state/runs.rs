@@ -87,6 +87,8 @@ pub struct NewRun<'a> {
     pub alert: &'a serde_json::Value,
     pub started_by: &'a str,
     pub step_mode: bool,
+    /// The alert's fingerprint, for dedup (server runs).
+    pub fingerprint: Option<&'a str>,
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -117,8 +119,8 @@ impl StateStore {
     /// Records a new run, leased to this host.
     pub async fn start_run(&self, run: NewRun<'_>) -> Result<(), StateError> {
         sqlx::query(
-            "INSERT INTO runs (id, playbook, mode, status, alert, started_by, started_at, lease_owner, lease_until, step_mode)
-             VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO runs (id, playbook, mode, status, alert, started_by, started_at, lease_owner, lease_until, step_mode, fingerprint)
+             VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(run.id)
         .bind(run.playbook)
@@ -129,6 +131,7 @@ impl StateStore {
         .bind(self.host())
         .bind(self.lease_until())
         .bind(i32::from(run.step_mode))
+        .bind(run.fingerprint)
         .execute(self.pool().await?)
         .await?;
         Ok(())
@@ -273,7 +276,7 @@ impl StateStore {
     ) -> Result<(), StateError> {
         let text = serde_json::to_string(entry)
             .map_err(|e| StateError::Corrupt(format!("cannot encode a journal entry: {e}")))?;
-        let mut tx = self.pool().await?.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.hold(&mut tx, run_id).await?;
         sqlx::query(
             "INSERT INTO journal (run_id, seq, phase, entry) VALUES ($1, $2, $3, $4)
@@ -293,7 +296,7 @@ impl StateStore {
     /// only the host holding the run's lease may.
     pub async fn put_entries(&self, run_id: &str, entries: &[Entry]) -> Result<(), StateError> {
         const ROWS_PER_STATEMENT: usize = 200;
-        let mut tx = self.pool().await?.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.hold(&mut tx, run_id).await?;
         for chunk in entries.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::from("INSERT INTO journal (run_id, seq, phase, entry) VALUES ");
@@ -417,6 +420,7 @@ mod tests {
                 alert: &serde_json::json!({}),
                 started_by: "ops",
                 step_mode: false,
+                fingerprint: None,
             })
             .await
             .unwrap();

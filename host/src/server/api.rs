@@ -1,0 +1,316 @@
+//! The REST API, JSON in and out, every call with a bearer token
+//! (`Authorization: Bearer sg_…`) of a principal: 401 without a valid one,
+//! 403 without the role. Reading needs any role; deciding approvals the
+//! approver role (and not to have started the run); resolving writes in
+//! doubt and starting runs the operator role. The same state-store calls
+//! as the CLI, so the rules are the same.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value as Json_, json};
+
+use super::{Shared, dispatch};
+use crate::state::approvals::{ApprovalStatus, DecisionError, Role};
+use crate::state::in_doubt::Resolution;
+use crate::state::now_ms;
+
+/// An API error: its status and a message that says what to do.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<crate::state::StateError> for ApiError {
+    fn from(e: crate::state::StateError) -> Self {
+        tracing::error!("state store: {e}");
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the state store failed; retry".into(),
+        )
+    }
+}
+
+impl From<DecisionError> for ApiError {
+    fn from(e: DecisionError) -> Self {
+        let status = match &e {
+            DecisionError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            DecisionError::NotAnApprover(_)
+            | DecisionError::NotAnOperator(_)
+            | DecisionError::SelfApproval(_)
+            | DecisionError::NotInGroup { .. } => StatusCode::FORBIDDEN,
+            DecisionError::Unknown { .. } => StatusCode::NOT_FOUND,
+            DecisionError::Decided { .. }
+            | DecisionError::Twice(_)
+            | DecisionError::PlanChanged { .. }
+            | DecisionError::NotInDoubt { .. } => StatusCode::CONFLICT,
+            DecisionError::NoReason => StatusCode::BAD_REQUEST,
+            DecisionError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// The bearer token of a request.
+fn token(headers: &HeaderMap) -> Result<String, ApiError> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "send `Authorization: Bearer TOKEN` (a principal's token)".into(),
+            )
+        })
+}
+
+/// The principal calling, with at least the role `allowed` accepts.
+async fn caller(
+    shared: &Shared,
+    headers: &HeaderMap,
+    allowed: fn(Role) -> bool,
+) -> Result<(String, Role, String), ApiError> {
+    let token = token(headers)?;
+    let (name, role) = shared
+        .runtime
+        .state
+        .authenticate(&token)
+        .await?
+        .ok_or(ApiError(
+            StatusCode::UNAUTHORIZED,
+            DecisionError::Unauthenticated.to_string(),
+        ))?;
+    if !allowed(role) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("principal `{name}` does not have the role this needs"),
+        ));
+    }
+    Ok((name, role, token))
+}
+
+fn anyone(_: Role) -> bool {
+    true
+}
+
+pub async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.runtime.state.runs(None, 1).await {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the state store is not reachable: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let pending = shared
+        .runtime
+        .state
+        .pending_approvals()
+        .await
+        .unwrap_or_default();
+    let oldest = pending
+        .iter()
+        .map(|p| (now_ms() - p.created_at) / 1000)
+        .max()
+        .unwrap_or(0);
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.render(pending.len() as i64, oldest),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct RunsQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn runs(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Json_>, ApiError> {
+    caller(&shared, &headers, anyone).await?;
+    let runs = shared
+        .runtime
+        .state
+        .runs(q.status.as_deref(), q.limit.unwrap_or(50).clamp(1, 1000))
+        .await?;
+    Ok(Json(json!(runs)))
+}
+
+pub async fn show_run(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Json_>, ApiError> {
+    caller(&shared, &headers, anyone).await?;
+    let state = &shared.runtime.state;
+    let run = state
+        .run(&id)
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no run `{id}`")))?;
+    let journal = state.journal(&id).await?;
+    Ok(Json(json!({ "run": run, "journal": journal })))
+}
+
+pub async fn approvals(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Json<Json_>, ApiError> {
+    caller(&shared, &headers, anyone).await?;
+    Ok(Json(json!(shared.runtime.state.pending_approvals().await?)))
+}
+
+#[derive(Deserialize)]
+pub struct DecideBody {
+    approve: bool,
+    reason: String,
+    /// The plan digest (8+ hex digits) the approver looked at.
+    plan: Option<String>,
+}
+
+pub async fn decide(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((id, seq)): Path<(String, u64)>,
+    Json(body): Json<DecideBody>,
+) -> Result<Json<Json_>, ApiError> {
+    let (_, _, token) = caller(&shared, &headers, Role::may_approve).await?;
+    let status = shared
+        .runtime
+        .state
+        .decide_approval_of_plan(
+            &token,
+            &id,
+            seq,
+            body.approve,
+            &body.reason,
+            body.plan.as_deref(),
+        )
+        .await?;
+    let settled = !matches!(status, ApprovalStatus::Pending { .. });
+    if settled {
+        dispatch::resume(shared.clone(), id.clone());
+    }
+    Ok(Json(json!({ "status": status, "resuming": settled })))
+}
+
+#[derive(Deserialize)]
+pub struct ResolveBody {
+    /// `retry` or `mark-done`.
+    resolution: String,
+    reason: String,
+    /// With mark-done: what the playbook gets back.
+    result: Option<Json_>,
+}
+
+pub async fn resolve(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((id, seq)): Path<(String, u64)>,
+    Json(body): Json<ResolveBody>,
+) -> Result<Json<Json_>, ApiError> {
+    let (_, _, token) = caller(&shared, &headers, Role::may_operate).await?;
+    let state = &shared.runtime.state;
+    let resolution = match body.resolution.as_str() {
+        "retry" => Resolution::Retry,
+        "mark-done" => {
+            let entry = state
+                .in_doubt(&id)
+                .await?
+                .filter(|d| d.entry.seq == seq)
+                .ok_or_else(|| {
+                    ApiError::from(DecisionError::NotInDoubt {
+                        run_id: id.clone(),
+                        seq,
+                    })
+                })?
+                .entry;
+            Resolution::MarkDone(
+                crate::caps::resolved_result(&entry.interface, &entry.op, body.result)
+                    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
+            )
+        }
+        other => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("resolution `{other}`: use retry or mark-done"),
+            ));
+        }
+    };
+    state
+        .resolve_in_doubt(&token, &id, seq, &resolution, &body.reason)
+        .await?;
+    dispatch::resume(shared.clone(), id.clone());
+    Ok(Json(json!({ "resolved": seq, "resuming": true })))
+}
+
+#[derive(Deserialize)]
+pub struct StartBody {
+    playbook: String,
+    /// An Alertmanager payload or a single alert.
+    alert: Json_,
+    #[serde(default)]
+    live: bool,
+}
+
+/// Starts a run by hand, in the caller's name (who then cannot approve
+/// its writes).
+pub async fn start_run(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(body): Json<StartBody>,
+) -> Result<(StatusCode, Json<Json_>), ApiError> {
+    let (name, _, _) = caller(&shared, &headers, Role::may_operate).await?;
+    let alerts = crate::alert::parse(&body.alert.to_string())
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let alert = crate::alert::pick(alerts)
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "the payload holds no alert".into()))?;
+    let playbook = shared
+        .playbook(&body.playbook)
+        .await
+        .map_err(|why| ApiError(StatusCode::BAD_REQUEST, why))?;
+    let run_id = crate::run::new_run_id();
+    let mode = if body.live {
+        crate::gate::Mode::Live
+    } else {
+        crate::gate::Mode::DryRun
+    };
+    let request = crate::run::RunRequest {
+        alert,
+        mode,
+        approver: Arc::new(crate::approvals::StoredApprover::new(
+            shared.runtime.state.clone(),
+            &name,
+        )),
+        progress: Box::new(crate::journal::Quiet),
+        run_id: Some(run_id.clone()),
+        started_by: name,
+        step_mode: false,
+    };
+    let shared2 = shared.clone();
+    tokio::spawn(async move {
+        let _permit = shared2.runs.clone().acquire_owned().await;
+        let report = shared2.runtime.run(&playbook, request).await;
+        shared2.metrics.run(&report, 0.0, &report.journal);
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": run_id }))))
+}

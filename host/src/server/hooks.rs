@@ -1,0 +1,65 @@
+//! The webhooks: an Alertmanager notification (version 4) or a plain JSON
+//! alert. An alert is answered 2xx only once it is stored; a malformed one
+//! gets 400 and a message; a full queue gets 503 (nothing is stored, and
+//! the sender retries); a store that cannot record gets 500.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::Shared;
+
+pub async fn alertmanager(State(shared): State<Arc<Shared>>, body: String) -> Response {
+    accept(&shared, "alertmanager", &body).await
+}
+
+pub async fn generic(State(shared): State<Arc<Shared>>, body: String) -> Response {
+    accept(&shared, "generic", &body).await
+}
+
+fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+async fn accept(shared: &Shared, source: &str, body: &str) -> Response {
+    let alerts = match crate::alert::parse(body) {
+        Ok(alerts) => alerts,
+        Err(e) => {
+            shared.metrics.alert("none", "malformed");
+            return answer(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() }));
+        }
+    };
+    // Room in the queue first: an alert that is stored must be dispatched.
+    let permits = match shared.queue.try_reserve_many(alerts.len()) {
+        Ok(permits) => permits,
+        Err(_) => {
+            shared.metrics.alert("none", "queue-full");
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "the run queue is full; retry later" }),
+            );
+        }
+    };
+    let accepted = match shared.runtime.state.accept_alerts(source, alerts).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::error!("cannot store accepted alerts: {e}");
+            return answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": "the alert could not be stored; retry" }),
+            );
+        }
+    };
+    let ids: Vec<String> = accepted.iter().map(|a| a.id.clone()).collect();
+    for (permit, alert) in permits.zip(accepted) {
+        permit.send(alert);
+    }
+    answer(
+        StatusCode::ACCEPTED,
+        json!({ "accepted": ids.len(), "ids": ids }),
+    )
+}

@@ -1,0 +1,151 @@
+//! Alerts `stepgate serve` accepted, kept before the hook answers so a
+//! restart loses none, and what became of each; and the lookups dedup
+//! needs (the open run of a fingerprint).
+
+use sqlx::Row;
+
+use super::{StateError, StateStore, now_ms};
+use crate::bindings::Alert;
+
+/// An accepted alert.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub id: String,
+    pub alert: Alert,
+    pub fingerprint: String,
+}
+
+/// What became of an accepted alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Started,
+    Attached,
+    Unrouted,
+    Resolved,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Started => "started",
+            Disposition::Attached => "attached",
+            Disposition::Unrouted => "unrouted",
+            Disposition::Resolved => "resolved",
+        }
+    }
+}
+
+/// Alertmanager's fingerprint, or for an alert that has none, one made
+/// the same way from its labels: the same alert always gets the same one.
+pub fn fingerprint(alert: &Alert) -> String {
+    if let Some(f) = alert.fingerprint.as_ref().filter(|f| !f.is_empty()) {
+        return f.clone();
+    }
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for (k, v) in &alert.labels {
+        hash.update(k.as_bytes());
+        hash.update([0xff]);
+        hash.update(v.as_bytes());
+        hash.update([0xff]);
+    }
+    hex::encode(&hash.finalize()[..8])
+}
+
+impl StateStore {
+    /// Stores alerts as accepted, all or none.
+    pub async fn accept_alerts(
+        &self,
+        source: &str,
+        alerts: Vec<Alert>,
+    ) -> Result<Vec<Accepted>, StateError> {
+        let mut tx = self.begin_write().await?;
+        let mut accepted = Vec::with_capacity(alerts.len());
+        let at = now_ms();
+        for alert in alerts {
+            let id = format!("a{at:012x}{:08x}", rand::random::<u32>());
+            let fingerprint = fingerprint(&alert);
+            let text = serde_json::to_string(&alert)
+                .map_err(|e| StateError::Corrupt(format!("cannot encode an alert: {e}")))?;
+            sqlx::query(
+                "INSERT INTO inbox (id, received_at, source, alert, fingerprint, status) VALUES ($1, $2, $3, $4, $5, 'new')",
+            )
+            .bind(&id)
+            .bind(at)
+            .bind(source)
+            .bind(text)
+            .bind(&fingerprint)
+            .execute(&mut *tx)
+            .await?;
+            accepted.push(Accepted {
+                id,
+                alert,
+                fingerprint,
+            });
+        }
+        tx.commit().await?;
+        Ok(accepted)
+    }
+
+    /// Accepted alerts not dispatched yet (a restart left them), oldest first.
+    pub async fn undispatched(&self) -> Result<Vec<Accepted>, StateError> {
+        let rows = sqlx::query(
+            "SELECT id, alert, fingerprint FROM inbox WHERE status = 'new' ORDER BY received_at, id",
+        )
+        .fetch_all(self.pool().await?)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let text: String = row.try_get(1)?;
+                Ok(Accepted {
+                    id: row.try_get(0)?,
+                    alert: serde_json::from_str(&text)
+                        .map_err(|e| StateError::Corrupt(format!("an accepted alert: {e}")))?,
+                    fingerprint: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records what became of an accepted alert.
+    pub async fn dispose(
+        &self,
+        id: &str,
+        disposition: Disposition,
+        run_ids: &[String],
+    ) -> Result<(), StateError> {
+        sqlx::query("UPDATE inbox SET status = $1, run_ids = $2 WHERE id = $3")
+            .bind(disposition.as_str())
+            .bind(serde_json::to_string(run_ids).unwrap_or_default())
+            .bind(id)
+            .execute(self.pool().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// The run of `playbook` still open (running or parked) for alerts
+    /// with `fingerprint`, if any.
+    pub async fn open_run(
+        &self,
+        fingerprint: &str,
+        playbook: &str,
+    ) -> Result<Option<String>, StateError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM runs WHERE fingerprint = $1 AND playbook = $2 AND status IN ('running', 'parked') ORDER BY started_at DESC LIMIT 1",
+        )
+        .bind(fingerprint)
+        .bind(playbook)
+        .fetch_optional(self.pool().await?)
+        .await?)
+    }
+
+    /// Records that the alert of run `run_id` resolved.
+    pub async fn mark_resolved(&self, run_id: &str) -> Result<(), StateError> {
+        sqlx::query("UPDATE runs SET resolved_at = $1 WHERE id = $2 AND resolved_at IS NULL")
+            .bind(now_ms())
+            .bind(run_id)
+            .execute(self.pool().await?)
+            .await?;
+        Ok(())
+    }
+}

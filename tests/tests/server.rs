@@ -1,0 +1,365 @@
+//! `stepgate serve` over real HTTP on loopback: Alertmanager notifications
+//! in, one run per fingerprint, approvals over the REST API with bearer
+//! tokens, a resolved alert cancelling what waits, nothing accepted lost
+//! across a restart, and the metrics. Both state stores.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+use stepgate::runtime::Runtime;
+use stepgate::server::Server;
+use stepgate::state::approvals::Role;
+use stepgate_tests::servers::PgServer;
+use stepgate_tests::*;
+
+use stepgate_tests::Store as Kind;
+
+struct Running {
+    setup: Setup,
+    runtime: Arc<Runtime>,
+    url: String,
+    client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _pg: Option<PgServer>,
+}
+
+fn config(kind: Kind) -> (Setup, Option<PgServer>) {
+    let pg = (kind == Kind::Postgres).then(PgServer::start);
+    let state = stepgate_tests::servers::state_section(pg.as_ref());
+    let setup = Setup::new(&format!(
+        r#"
+{state}
+[db.plaza]
+url = "sqlite::memory:"
+[flags.plaza]
+kind = "builtin"
+names = ["PLAZA_*"]
+[pager.channels.approvers]
+kind = "file"
+path = "{{dir}}/pages.jsonl"
+[server]
+sweep_every = "200ms"
+notify = "approvers"
+public_url = "https://stepgate.example"
+[playbooks.hostile]
+component = "{}"
+grants.db.plaza = {{}}
+grants.flags.write = ["PLAZA_*"]
+gates = {{ default = "approve" }}
+[[routes]]
+match = ["alertname=Hostile"]
+playbook = "hostile"
+mode = "live"
+cancel_on_resolved = true
+"#,
+        stepgate_artifacts::HOSTILE
+    ));
+    (setup, pg)
+}
+
+async fn start(setup: Setup, pg: Option<PgServer>) -> Running {
+    let runtime = Arc::new(setup.runtime());
+    let server = Server::start(runtime.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        setup,
+        runtime,
+        url,
+        client: reqwest::Client::new(),
+        stop: Some(stop),
+        _pg: pg,
+    }
+}
+
+/// An Alertmanager v4 notification of one alert.
+fn notification(fingerprint: &str, status: &str, name: &str) -> Json {
+    json!({
+        "version": "4",
+        "status": status,
+        "groupKey": "{}:{alertname=\"Hostile\"}",
+        "receiver": "stepgate",
+        "commonLabels": { "alertname": name },
+        "alerts": [{
+            "status": status,
+            "labels": { "alertname": name, "mode": "must-write" },
+            "annotations": { "summary": "test" },
+            "startsAt": "2026-11-23T09:00:00Z",
+            "fingerprint": fingerprint,
+        }],
+    })
+}
+
+impl Running {
+    async fn hook(&self, body: &Json) -> reqwest::Response {
+        self.client
+            .post(format!("{}/hooks/alertmanager", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn decide(
+        &self,
+        token: Option<&str>,
+        run: &str,
+        seq: u64,
+        approve: bool,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/api/runs/{run}/approvals/{seq}", self.url))
+            .json(&json!({ "approve": approve, "reason": "checked the drift by hand" }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Polls the runs until `done` says so, for up to 20 s.
+    async fn runs_until(&self, token: &str, done: impl Fn(&[Json]) -> bool) -> Vec<Json> {
+        let started = Instant::now();
+        loop {
+            let runs: Vec<Json> = self.get("/api/runs", token).await.json().await.unwrap();
+            if done(&runs) {
+                return runs;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "runs never got there: {runs:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn status_of(runs: &[Json]) -> Vec<&str> {
+    runs.iter()
+        .map(|r| r["status"].as_str().unwrap_or(""))
+        .collect()
+}
+
+async fn a_burst_of_one_alert_is_one_run_approved_over_the_api(kind: Kind) {
+    let (setup, pg) = config(kind);
+    let s = start(setup, pg).await;
+    let state = &s.runtime.state;
+    let viewer = state.add_principal("vic", Role::Viewer).await.unwrap();
+    let alice = state.add_principal("alice", Role::Approver).await.unwrap();
+
+    for _ in 0..5 {
+        let answer = s.hook(&notification("fp-1", "firing", "Hostile")).await;
+        assert_eq!(answer.status(), 202);
+    }
+    let runs = s
+        .runs_until(&viewer, |runs| status_of(runs) == ["parked"])
+        .await;
+    let run_id = runs[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(runs[0]["started_by"], "alertmanager");
+    // The other four joined the open run (once the dispatcher saw them).
+    let started = Instant::now();
+    while !state.undispatched().await.unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let attached = state
+        .audit_records()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.record.get("attached").is_some())
+        .count();
+    assert_eq!(attached, 4);
+    let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
+    assert_eq!(runs.len(), 1, "one run for one fingerprint: {runs:?}");
+    // The approvers were told, with the exact write and how to approve.
+    let told = std::fs::read_to_string(s.setup.path("pages.jsonl")).unwrap();
+    assert!(
+        told.contains(&format!("stepgate approve {run_id} 1")),
+        "{told}"
+    );
+    assert!(
+        told.contains("https://stepgate.example/api/runs/"),
+        "{told}"
+    );
+    assert!(told.contains("PLAZA_TEST_FLAG"), "{told}");
+
+    // No token, a viewer's, then an approver's.
+    assert_eq!(s.decide(None, &run_id, 1, true).await.status(), 401);
+    assert_eq!(
+        s.decide(Some("sg_forged"), &run_id, 1, true).await.status(),
+        401
+    );
+    assert_eq!(
+        s.decide(Some(&viewer), &run_id, 1, true).await.status(),
+        403
+    );
+    let approved = s.decide(Some(&alice), &run_id, 1, true).await;
+    assert_eq!(approved.status(), 200);
+    let body: Json = approved.json().await.unwrap();
+    assert_eq!(body["resuming"], true);
+    s.runs_until(&viewer, |runs| status_of(runs) == ["done"])
+        .await;
+    assert_eq!(
+        state.flag("PLAZA_TEST_FLAG").await.unwrap().as_deref(),
+        Some("1")
+    );
+    assert_eq!(s.decide(Some(&alice), &run_id, 1, true).await.status(), 409);
+
+    let shown: Json = s
+        .get(&format!("/api/runs/{run_id}"), &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["journal"][0]["entry"]["gate"], "approved");
+    assert_eq!(s.get("/api/runs/r-nope", &viewer).await.status(), 404);
+
+    // Malformed and unrouted alerts.
+    let bad = s
+        .client
+        .post(format!("{}/hooks/alertmanager", s.url))
+        .body("{\"alerts\": 7}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("the alert is"));
+    assert_eq!(
+        s.hook(&notification("fp-2", "firing", "Other"))
+            .await
+            .status(),
+        202
+    );
+
+    let metrics = s.metrics().await;
+    for line in [
+        r#"stepgate_alerts_total{route="0:hostile",outcome="started"} 1"#,
+        r#"stepgate_alerts_total{route="0:hostile",outcome="attached"} 4"#,
+        r#"stepgate_alerts_total{route="none",outcome="malformed"} 1"#,
+        r#"stepgate_runs_total{playbook="hostile",status="parked"} 1"#,
+        r#"stepgate_runs_total{playbook="hostile",status="done"} 1"#,
+        r#"stepgate_gate_decisions_total{decision="approved"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    // The unrouted one is counted once the dispatcher has seen it.
+    let started = Instant::now();
+    while !s.metrics().await.contains(r#"outcome="unrouted"} 1"#) {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        s.client
+            .get(format!("{}/readyz", s.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+async fn a_resolved_alert_cancels_what_its_run_waits_for(kind: Kind) {
+    let (setup, pg) = config(kind);
+    let s = start(setup, pg).await;
+    let viewer = s
+        .runtime
+        .state
+        .add_principal("vic", Role::Viewer)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.hook(&notification("fp-9", "firing", "Hostile"))
+            .await
+            .status(),
+        202
+    );
+    s.runs_until(&viewer, |runs| status_of(runs) == ["parked"])
+        .await;
+    assert_eq!(
+        s.hook(&notification("fp-9", "resolved", "Hostile"))
+            .await
+            .status(),
+        202
+    );
+    let runs = s
+        .runs_until(&viewer, |runs| status_of(runs) == ["failed"])
+        .await;
+    let run_id = runs[0]["id"].as_str().unwrap();
+    let shown: Json = s
+        .get(&format!("/api/runs/{run_id}"), &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let result = shown["journal"][0]["entry"]["result"].to_string();
+    assert!(result.contains("the alert resolved"), "{result}");
+    assert_eq!(s.runtime.state.flag("PLAZA_TEST_FLAG").await.unwrap(), None);
+}
+
+stepgate_tests::on_both_stores!(
+    a_burst_of_one_alert_is_one_run_approved_over_the_api,
+    a_resolved_alert_cancels_what_its_run_waits_for,
+);
+
+/// An alert stored before the server stopped, never dispatched, is
+/// dispatched when the next one starts.
+#[tokio::test]
+async fn an_accepted_alert_survives_a_restart() {
+    let (setup, pg) = config(Kind::Sqlite);
+    {
+        let runtime = setup.runtime();
+        runtime
+            .state
+            .accept_alerts(
+                "alertmanager",
+                vec![alert("Hostile", &[("mode", "must-write")], &[])],
+            )
+            .await
+            .unwrap();
+    }
+    let s = start(setup, pg).await;
+    let viewer = s
+        .runtime
+        .state
+        .add_principal("vic", Role::Viewer)
+        .await
+        .unwrap();
+    s.runs_until(&viewer, |runs| status_of(runs) == ["parked"])
+        .await;
+    assert!(s.runtime.state.undispatched().await.unwrap().is_empty());
+}
