@@ -334,3 +334,101 @@ impl Drop for Ganache {
         let _ = self.child.wait();
     }
 }
+
+/// Prometheus Alertmanager (Debian's `prometheus-alertmanager`, installed by
+/// `scripts/test-servers`) on 127.0.0.1, clustering off, sending every
+/// notification (resolved ones too) to one webhook.
+pub struct Alertmanager {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+fn alertmanager_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("ALERTMANAGER_BIN") {
+        return PathBuf::from(bin);
+    }
+    for candidate in [
+        "/usr/bin/prometheus-alertmanager",
+        "/usr/local/bin/alertmanager",
+    ] {
+        if Path::new(candidate).exists() {
+            return PathBuf::from(candidate);
+        }
+    }
+    panic!(
+        "Alertmanager is not installed: run scripts/test-servers (apt-get install prometheus-alertmanager) or set ALERTMANAGER_BIN"
+    );
+}
+
+impl Alertmanager {
+    /// Groups by alert name and `hot_wallet`, waits `group_wait` before the
+    /// first notification of a group.
+    pub async fn start(webhook: &str) -> Alertmanager {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "route:\n  receiver: stepgate\n  group_by: ['alertname', 'hot_wallet']\n  group_wait: 200ms\n  group_interval: 500ms\n  repeat_interval: 1h\nreceivers:\n  - name: stepgate\n    webhook_configs:\n      - url: '{webhook}'\n        send_resolved: true\n"
+            ),
+        )
+        .expect("write the Alertmanager config");
+        let port = free_port();
+        let child = Command::new(alertmanager_bin())
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start Alertmanager");
+        let am = Alertmanager {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let client = reqwest_client();
+        let started = Instant::now();
+        loop {
+            let ready = client.get(format!("{}/-/ready", am.url)).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "Alertmanager did not get ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        am
+    }
+
+    /// Posts alerts the way Prometheus does (`POST /api/v2/alerts`).
+    pub async fn post(&self, alerts: &serde_json::Value) {
+        let answer = reqwest_client()
+            .post(format!("{}/api/v2/alerts", self.url))
+            .json(alerts)
+            .send()
+            .await
+            .expect("post to Alertmanager");
+        assert!(
+            answer.status().is_success(),
+            "Alertmanager refused the alerts: {}",
+            answer.status()
+        );
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
