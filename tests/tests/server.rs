@@ -363,3 +363,59 @@ async fn an_accepted_alert_survives_a_restart() {
         .await;
     assert!(s.runtime.state.undispatched().await.unwrap().is_empty());
 }
+
+/// Two replicas on one PostgreSQL state store, the same alerts posted to
+/// both at once: one run per fingerprint, whichever replica started it.
+#[tokio::test]
+async fn two_replicas_start_one_run_per_alert() {
+    let (setup, pg) = config(Kind::Postgres);
+    let other = Arc::new(setup.runtime());
+    let a = start(setup, pg).await;
+    let b_server = Server::start(other.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(b_server.serve(listener, std::future::pending()));
+
+    let viewer = a
+        .runtime
+        .state
+        .add_principal("vic", Role::Viewer)
+        .await
+        .unwrap();
+    let mut posts = Vec::new();
+    for i in 0..20 {
+        let url = if i % 2 == 0 {
+            a.url.clone()
+        } else {
+            b_url.clone()
+        };
+        let body = notification(&format!("fp-{}", i % 4), "firing", "Hostile");
+        let client = a.client.clone();
+        posts.push(tokio::spawn(async move {
+            client
+                .post(format!("{url}/hooks/alertmanager"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for post in posts {
+        assert_eq!(post.await.unwrap(), 202);
+    }
+    let runs = a
+        .runs_until(&viewer, |runs| {
+            runs.len() >= 4 && runs.iter().all(|r| r["status"] == "parked")
+        })
+        .await;
+    let started = Instant::now();
+    while !(a.runtime.state.undispatched().await.unwrap().is_empty()
+        && other.state.undispatched().await.unwrap().is_empty())
+    {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let runs_now: Vec<Json> = a.get("/api/runs", &viewer).await.json().await.unwrap();
+    assert_eq!(runs_now.len(), 4, "one run per fingerprint: {runs:?}");
+}

@@ -74,10 +74,8 @@ async fn try_dispatch(
     let mut run_ids = Vec::new();
     for route in routes {
         let route_name = format!("{}:{}", route.index, route.playbook);
-        if let Some(open) = state
-            .open_run(&accepted.fingerprint, &route.playbook)
-            .await?
-        {
+        let (open, run_id) = open_or_start(state, accepted, route, resolved).await?;
+        if let Some(open) = open {
             state
                 .append_audit(
                     &open,
@@ -95,29 +93,12 @@ async fn try_dispatch(
             run_ids.push(open);
             continue;
         }
-        if resolved {
-            // Nothing open: the incident ended before anything ran.
+        let Some(run_id) = run_id else {
+            // Resolved with nothing open: the incident ended before anything ran.
             shared.metrics.alert(&route_name, "resolved");
             disposition = Disposition::Resolved;
             continue;
-        }
-        let run_id = new_run_id();
-        let alert_json = serde_json::to_value(&accepted.alert).unwrap_or_default();
-        state
-            .start_run(NewRun {
-                id: &run_id,
-                playbook: &route.playbook,
-                mode: if route.mode == Mode::Live {
-                    "live"
-                } else {
-                    "dry-run"
-                },
-                alert: &alert_json,
-                started_by: ALERTS,
-                step_mode: false,
-                fingerprint: Some(&accepted.fingerprint),
-            })
-            .await?;
+        };
         shared.metrics.alert(&route_name, "started");
         disposition = Disposition::Started;
         run_ids.push(run_id.clone());
@@ -166,6 +147,51 @@ async fn try_dispatch(
         });
     }
     state.dispose(&accepted.id, disposition, &run_ids).await
+}
+
+/// The open run of the alert's fingerprint on this route, or the id of a
+/// run just stored for it (none for a resolved alert). The store allows
+/// one open run per fingerprint and playbook, so when another replica
+/// stored one first, this alert joins that one.
+async fn open_or_start(
+    state: &crate::state::StateStore,
+    accepted: &Accepted,
+    route: &crate::routing::Route,
+    resolved: bool,
+) -> Result<(Option<String>, Option<String>), crate::state::StateError> {
+    let open = state
+        .open_run(&accepted.fingerprint, &route.playbook)
+        .await?;
+    if open.is_some() || resolved {
+        return Ok((open, None));
+    }
+    let run_id = new_run_id();
+    let alert_json = serde_json::to_value(&accepted.alert).unwrap_or_default();
+    let stored = state
+        .start_run(NewRun {
+            id: &run_id,
+            playbook: &route.playbook,
+            mode: if route.mode == Mode::Live {
+                "live"
+            } else {
+                "dry-run"
+            },
+            alert: &alert_json,
+            started_by: ALERTS,
+            step_mode: false,
+            fingerprint: Some(&accepted.fingerprint),
+        })
+        .await;
+    match stored {
+        Ok(()) => Ok((None, Some(run_id))),
+        Err(e) if e.is_conflict() => Ok((
+            state
+                .open_run(&accepted.fingerprint, &route.playbook)
+                .await?,
+            None,
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 /// The alert of run `run_id` resolved and its route says so: every

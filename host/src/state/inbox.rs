@@ -123,15 +123,15 @@ impl StateStore {
         Ok(())
     }
 
-    /// The run of `playbook` still open (running or parked) for alerts
-    /// with `fingerprint`, if any.
+    /// The run of `playbook` still open (running, parked, or in doubt) for
+    /// alerts with `fingerprint`, if any.
     pub async fn open_run(
         &self,
         fingerprint: &str,
         playbook: &str,
     ) -> Result<Option<String>, StateError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM runs WHERE fingerprint = $1 AND playbook = $2 AND status IN ('running', 'parked') ORDER BY started_at DESC LIMIT 1",
+            "SELECT id FROM runs WHERE fingerprint = $1 AND playbook = $2 AND status IN ('running', 'parked', 'in-doubt') ORDER BY started_at DESC LIMIT 1",
         )
         .bind(fingerprint)
         .bind(playbook)
@@ -147,5 +147,42 @@ impl StateStore {
             .execute(self.pool().await?)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::runs::NewRun;
+
+    fn new_run<'a>(id: &'a str, alert: &'a serde_json::Value) -> NewRun<'a> {
+        NewRun {
+            id,
+            playbook: "p",
+            mode: "live",
+            alert,
+            started_by: "alertmanager",
+            step_mode: false,
+            fingerprint: Some("fp-1"),
+        }
+    }
+
+    /// The store keeps one open run per fingerprint and playbook, whoever
+    /// inserts the second; once the first ends, a new one may start.
+    #[tokio::test]
+    async fn one_open_run_per_fingerprint_and_playbook() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("s.db"));
+        let alert = serde_json::json!({});
+        store.start_run(new_run("r1", &alert)).await.unwrap();
+        let second = store.start_run(new_run("r2", &alert)).await.unwrap_err();
+        assert!(second.is_conflict(), "{second}");
+        assert_eq!(
+            store.open_run("fp-1", "p").await.unwrap().as_deref(),
+            Some("r1")
+        );
+        store.finish_run("r1", "done", 0, &alert).await.unwrap();
+        assert_eq!(store.open_run("fp-1", "p").await.unwrap(), None);
+        store.start_run(new_run("r3", &alert)).await.unwrap();
     }
 }

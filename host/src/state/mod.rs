@@ -42,6 +42,13 @@ pub enum StateError {
     LeaseLost(String),
 }
 
+impl StateError {
+    /// A row that would break a unique rule (another replica got there first).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StateError::Query(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
 /// Where the state lives.
 #[derive(Clone)]
 pub enum StateLocation {
