@@ -34,7 +34,7 @@ pub(crate) fn given_token(token_file: Option<&PathBuf>) -> Result<Option<String>
 }
 
 /// The caller's bearer token, which this command needs.
-fn token(token_file: Option<&PathBuf>) -> Result<String> {
+pub(crate) fn token(token_file: Option<&PathBuf>) -> Result<String> {
     given_token(token_file)?.ok_or_else(|| {
         anyhow!("this needs your token: pass --token-file FILE or set STEPGATE_TOKEN")
     })
@@ -175,6 +175,36 @@ pub struct Decision<'a> {
     pub reason: &'a str,
     /// The plan digest (a prefix) the approver looked at.
     pub plan: Option<&'a str>,
+}
+
+/// `approve` / `deny --server URL`: the server decides and resumes.
+pub async fn decide_remote(
+    server: &str,
+    decision: Decision<'_>,
+    token_file: Option<&PathBuf>,
+) -> Result<u8, UsageError> {
+    let remote = crate::remote::Remote::new(server, token(token_file)?);
+    let answer = remote
+        .post(
+            &format!("/api/runs/{}/approvals/{}", decision.run_id, decision.seq),
+            &serde_json::json!({ "approve": decision.approve, "reason": decision.reason, "plan": decision.plan }),
+        )
+        .await?;
+    match serde_json::from_value::<ApprovalStatus>(answer["status"].clone()) {
+        Ok(ApprovalStatus::Pending { approvals, quorum }) => {
+            println!("recorded: {approvals} of {quorum} approvals; the run stays parked")
+        }
+        Ok(ApprovalStatus::Approved { by }) => println!(
+            "approved by {}; the server resumes run {}",
+            by.join(", "),
+            decision.run_id
+        ),
+        Ok(ApprovalStatus::Denied { by, .. }) => {
+            println!("denied by {by}; the server resumes run {}", decision.run_id)
+        }
+        Err(_) => println!("{answer}"),
+    }
+    Ok(exit::DONE)
 }
 
 pub async fn decide(

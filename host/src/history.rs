@@ -6,7 +6,7 @@ use anyhow::Result;
 use stepgate::config::Config;
 use stepgate::report::{describe_call, exit};
 use stepgate::state::StateStore;
-use stepgate::state::runs::Phase;
+use stepgate::state::runs::{Phase, RunRecord, StoredEntry};
 
 use crate::UsageError;
 
@@ -20,13 +20,28 @@ fn time(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// Where `runs` and `show` read from: the state store, or a server.
+pub enum Source<'a> {
+    Local(&'a Config),
+    Server(crate::remote::Remote),
+}
+
 pub async fn runs(
-    config: &Config,
+    source: Source<'_>,
     status: Option<&str>,
     limit: i64,
     json: bool,
 ) -> Result<u8, UsageError> {
-    let runs = store(config)?.runs(status, limit).await?;
+    let runs: Vec<RunRecord> = match source {
+        Source::Local(config) => store(config)?.runs(status, limit).await?,
+        Source::Server(remote) => {
+            let query = match status {
+                Some(s) => format!("/api/runs?limit={limit}&status={s}"),
+                None => format!("/api/runs?limit={limit}"),
+            };
+            serde_json::from_value(remote.get(&query).await?)?
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(exit::DONE);
@@ -54,15 +69,26 @@ pub async fn runs(
     Ok(exit::DONE)
 }
 
-pub async fn show(config: &Config, id: &str, json: bool) -> Result<u8, UsageError> {
-    let store = store(config)?;
-    let Some(run) = store.run(id).await? else {
-        return Err(anyhow::anyhow!(
-            "no run `{id}` in the state store; `stepgate runs` lists them"
-        )
-        .into());
+pub async fn show(source: Source<'_>, id: &str, json: bool) -> Result<u8, UsageError> {
+    let (run, journal): (RunRecord, Vec<StoredEntry>) = match source {
+        Source::Local(config) => {
+            let store = store(config)?;
+            let Some(run) = store.run(id).await? else {
+                return Err(anyhow::anyhow!(
+                    "no run `{id}` in the state store; `stepgate runs` lists them"
+                )
+                .into());
+            };
+            (run, store.journal(id).await?)
+        }
+        Source::Server(remote) => {
+            let shown = remote.get(&format!("/api/runs/{id}")).await?;
+            (
+                serde_json::from_value(shown["run"].clone())?,
+                serde_json::from_value(shown["journal"].clone())?,
+            )
+        }
     };
-    let journal = store.journal(id).await?;
     if json {
         let document = serde_json::json!({ "run": run, "journal": journal });
         println!("{}", serde_json::to_string_pretty(&document)?);

@@ -19,6 +19,7 @@ use stepgate::terminal::{TerminalProgress, TtyApprover, summary};
 
 mod decisions;
 mod history;
+mod remote;
 mod testing;
 
 #[derive(Parser)]
@@ -102,6 +103,9 @@ enum Command {
         /// digits): refused if the request's plan is not that one.
         #[arg(long)]
         plan: Option<String>,
+        /// Decide through a running `stepgate serve` (its REST API).
+        #[arg(long, env = "STEPGATE_SERVER")]
+        server: Option<String>,
         #[arg(long)]
         token_file: Option<PathBuf>,
         #[arg(long, default_value = "stepgate.toml")]
@@ -115,6 +119,8 @@ enum Command {
         reason: String,
         #[arg(long)]
         plan: Option<String>,
+        #[arg(long, env = "STEPGATE_SERVER")]
+        server: Option<String>,
         #[arg(long)]
         token_file: Option<PathBuf>,
         #[arg(long, default_value = "stepgate.toml")]
@@ -242,6 +248,12 @@ enum Command {
         limit: i64,
         #[arg(long)]
         json: bool,
+        /// Read from a running `stepgate serve` instead of the state store.
+        #[arg(long, env = "STEPGATE_SERVER")]
+        server: Option<String>,
+        /// Your token, for --server (else $STEPGATE_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
     },
@@ -250,6 +262,10 @@ enum Command {
         run: String,
         #[arg(long)]
         json: bool,
+        #[arg(long, env = "STEPGATE_SERVER")]
+        server: Option<String>,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
     },
@@ -371,6 +387,7 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             seq,
             reason,
             plan,
+            server,
             token_file,
             config,
         }
@@ -379,6 +396,7 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             seq,
             reason,
             plan,
+            server,
             token_file,
             config,
         } => {
@@ -389,7 +407,14 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
                 reason: &reason,
                 plan: plan.as_deref(),
             };
-            decisions::decide(load_config(&config)?, decision, token_file.as_ref()).await
+            match server {
+                Some(server) => {
+                    decisions::decide_remote(&server, decision, token_file.as_ref()).await
+                }
+                None => {
+                    decisions::decide(load_config(&config)?, decision, token_file.as_ref()).await
+                }
+            }
         }
         Command::Resolve {
             run,
@@ -487,10 +512,24 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             status,
             limit,
             json,
+            server,
+            token_file,
             config,
-        } => history::runs(&load_config(&config)?, status.as_deref(), limit, json).await,
-        Command::Show { run, json, config } => {
-            history::show(&load_config(&config)?, &run, json).await
+        } => {
+            let config = load_config(&config)?;
+            let source = source(&config, server, token_file.as_ref())?;
+            history::runs(source, status.as_deref(), limit, json).await
+        }
+        Command::Show {
+            run,
+            json,
+            server,
+            token_file,
+            config,
+        } => {
+            let config = load_config(&config)?;
+            let source = source(&config, server, token_file.as_ref())?;
+            history::show(source, &run, json).await
         }
         Command::Audit { action, config } => {
             let config = load_config(&config)?;
@@ -500,6 +539,20 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             }
         }
     }
+}
+
+/// Where `runs` and `show` read: a server if one is named, else the store.
+fn source<'a>(
+    config: &'a Config,
+    server: Option<String>,
+    token_file: Option<&PathBuf>,
+) -> Result<history::Source<'a>, UsageError> {
+    Ok(match server {
+        Some(url) => {
+            history::Source::Server(remote::Remote::new(&url, decisions::token(token_file)?))
+        }
+        None => history::Source::Local(config),
+    })
 }
 
 /// The config at `path`; if it is the default name and absent, an empty one

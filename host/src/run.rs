@@ -583,14 +583,23 @@ pub(crate) async fn execute(
     let _lease = state
         .as_ref()
         .map(|s| LeaseKeeper::start(s.clone(), &run_id));
-    let end = match playbook.pre.instantiate_async(&mut store).await {
-        Err(e) => classify_trap(&e, &store.data().output.text()),
-        Ok(instance) => match instance.call_run(&mut store, &request.alert).await {
-            Ok(Ok(outcome)) => RunEnd::Done(outcome),
-            Ok(Err(error)) => RunEnd::Failed(error),
-            Err(trap) => classify_trap(&trap, &store.data().output.text()),
+    // Every log line of the run (steps, calls, the host's own) carries
+    // its run id and playbook.
+    let span = tracing::info_span!("run", run = %run_id, playbook = %playbook.name);
+    let end = tracing::Instrument::instrument(
+        async {
+            match playbook.pre.instantiate_async(&mut store).await {
+                Err(e) => classify_trap(&e, &store.data().output.text()),
+                Ok(instance) => match instance.call_run(&mut store, &request.alert).await {
+                    Ok(Ok(outcome)) => RunEnd::Done(outcome),
+                    Ok(Err(error)) => RunEnd::Failed(error),
+                    Err(trap) => classify_trap(&trap, &store.data().output.text()),
+                },
+            }
         },
-    };
+        span,
+    )
+    .await;
     let end = match (end, store.data().calls.unreplayed()) {
         // A resumed run that ended before asking for every call its journal
         // holds did not decide as it did before.

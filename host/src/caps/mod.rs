@@ -519,6 +519,13 @@ impl CallCtx {
             Ok((value, via)) => (Ok(value), via),
             Err(e) => (Err(e), None),
         };
+        tracing::debug!(
+            seq = info.seq,
+            call = %format_args!("{}.{}", call.interface, call.op),
+            gate = decision.as_str(),
+            ok = outcome.is_ok(),
+            "call"
+        );
         self.record(call, info.seq, decision, started, outcome, via)
             .await
     }

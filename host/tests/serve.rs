@@ -1,0 +1,234 @@
+//! `stepgate serve` as a process, and the CLI against it (`--server`):
+//! an alert posted to the hook parks on its write, `stepgate approve
+//! --server` decides it through the REST API, `runs`/`show --server` see
+//! it through, and SIGTERM stops the server cleanly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn stepgate(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .env_remove("STEPGATE_TOKEN")
+        .env_remove("STEPGATE_SERVER")
+        .output()
+        .unwrap()
+}
+
+fn principal(dir: &Path, name: &str, role: &str) -> PathBuf {
+    let out = stepgate(dir, &["principal", "add", name, "--role", role]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let file = dir.join(format!("{name}.token"));
+    std::fs::write(&file, &out.stdout).unwrap();
+    file
+}
+
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_cli_decides_through_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("stepgate.toml"),
+        format!(
+            r#"
+[state]
+path = "state.db"
+[db.plaza]
+url = "sqlite::memory:"
+[flags.plaza]
+kind = "builtin"
+names = ["PLAZA_*"]
+[server]
+sweep_every = "200ms"
+[playbooks.hostile]
+component = "{}"
+grants.db.plaza = {{}}
+grants.flags.write = ["PLAZA_*"]
+gates = {{ default = "approve" }}
+[[routes]]
+match = ["alertname=Hostile"]
+playbook = "hostile"
+mode = "live"
+"#,
+            stepgate_artifacts::HOSTILE
+        ),
+    )
+    .unwrap();
+    let viewer = principal(d, "vic", "viewer");
+    let alice = principal(d, "alice", "approver");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = Served(
+        Command::new(env!("CARGO_BIN_EXE_stepgate"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    rt.block_on(async {
+        let started = Instant::now();
+        while client.get(format!("{url}/healthz")).send().await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the server never came up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let posted = client
+            .post(format!("{url}/hooks/generic"))
+            .body(r#"{"labels": {"alertname": "Hostile", "mode": "must-write"}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 202);
+    });
+
+    let runs = |status: &str| -> Vec<serde_json::Value> {
+        let out = stepgate(
+            d,
+            &[
+                "runs",
+                "--json",
+                "--status",
+                status,
+                "--server",
+                &url,
+                "--token-file",
+                viewer.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let wait_for = |status: &str| -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(run) = runs(status).first() {
+                return run["id"].as_str().unwrap().to_owned();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no {status} run"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let run_id = wait_for("parked");
+
+    // A viewer may not decide; the approver may, through the server.
+    let refused = stepgate(
+        d,
+        &[
+            "approve",
+            &run_id,
+            "1",
+            "--reason",
+            "ok",
+            "--server",
+            &url,
+            "--token-file",
+            viewer.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("HTTP 403"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let approved = stepgate(
+        d,
+        &[
+            "approve",
+            &run_id,
+            "1",
+            "--reason",
+            "the runbook says so",
+            "--server",
+            &url,
+            "--token-file",
+            alice.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        approved.status.code(),
+        Some(0),
+        "{}",
+        text(&approved.stderr)
+    );
+    assert!(
+        text(&approved.stdout).contains("approved by alice; the server resumes"),
+        "{}",
+        text(&approved.stdout)
+    );
+    assert_eq!(wait_for("done"), run_id);
+    let shown = stepgate(
+        d,
+        &[
+            "show",
+            &run_id,
+            "--server",
+            &url,
+            "--token-file",
+            viewer.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        text(&shown.stdout).contains("flags.set") && text(&shown.stdout).contains("approved"),
+        "{}",
+        text(&shown.stdout)
+    );
+    let no_token = stepgate(d, &["runs", "--server", &url]);
+    assert_eq!(no_token.status.code(), Some(2));
+
+    // SIGTERM: it stops taking requests and exits.
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
