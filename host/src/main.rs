@@ -691,11 +691,27 @@ async fn resume(run_id: &str, json: bool, config: &Path) -> Result<u8, UsageErro
     Ok(report.exit_code())
 }
 
-async fn serve(listen: Option<String>, config: &Path) -> Result<u8, UsageError> {
-    let config = load_config(config)?;
+async fn serve(listen: Option<String>, config_path: &Path) -> Result<u8, UsageError> {
+    let config = load_config(config_path)?;
     let addr = listen.unwrap_or_else(|| config.server.listen.clone());
     let runtime = std::sync::Arc::new(Runtime::new(config)?);
-    let server = stepgate::server::Server::start(runtime).await?;
+    let server =
+        stepgate::server::Server::start_from(runtime, Some(config_path.to_owned())).await?;
+    // SIGHUP: read the config again; a bad one is refused, the old one stays.
+    let shared = server.shared.clone();
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match shared.reload() {
+                Ok(()) => eprintln!("stepgate: config reloaded"),
+                Err(why) => eprintln!("stepgate: config NOT reloaded, the old one stays: {why}"),
+            }
+        }
+    });
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

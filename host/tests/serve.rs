@@ -80,6 +80,7 @@ mode = "live"
     .unwrap();
     let viewer = principal(d, "vic", "viewer");
     let alice = principal(d, "alice", "approver");
+    let admin = principal(d, "ada", "admin");
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut server = Served(
@@ -210,8 +211,70 @@ mode = "live"
     let no_token = stepgate(d, &["runs", "--server", &url]);
     assert_eq!(no_token.status.code(), Some(2));
 
-    // SIGTERM: it stops taking requests and exits.
+    // Reload: a bad config is refused and the old routes stay; a good one
+    // adds a route, live at once.
     let pid = server.0.id().to_string();
+    let config = std::fs::read_to_string(d.join("stepgate.toml")).unwrap();
+    std::fs::write(
+        d.join("stepgate.toml"),
+        config.replace("[[routes]]", "[[routes]]\nbogus = 1"),
+    )
+    .unwrap();
+    let reload = |token: &Path| {
+        rt.block_on(async {
+            client
+                .post(format!("{url}/-/reload"))
+                .bearer_auth(std::fs::read_to_string(token).unwrap().trim())
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    assert_eq!(reload(&viewer).status(), 403);
+    let refused = reload(&admin);
+    assert_eq!(refused.status(), 422);
+    assert!(rt.block_on(refused.text()).unwrap().contains("bogus"));
+    std::fs::write(
+        d.join("stepgate.toml"),
+        format!("{config}\n[[routes]]\nmatch = [\"alertname=Other\"]\nplaybook = \"hostile\"\n"),
+    )
+    .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let post = |name: &str| {
+        rt.block_on(async {
+            client
+                .post(format!("{url}/hooks/generic"))
+                .body(format!(
+                    r#"{{"labels": {{"alertname": "{name}", "mode": "fine"}}}}"#
+                ))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let started = Instant::now();
+    loop {
+        // Until the SIGHUP is taken, Other goes unrouted; then it runs.
+        assert_eq!(post("Other"), 202);
+        std::thread::sleep(Duration::from_millis(200));
+        let done = runs("done");
+        if done.iter().any(|r| r["alert"]["name"] == "Other") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the reloaded route never ran"
+        );
+    }
+
+    // SIGTERM: it stops taking requests and exits.
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])

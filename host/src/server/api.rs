@@ -82,7 +82,7 @@ async fn caller(
 ) -> Result<(String, Role, String), ApiError> {
     let token = token(headers)?;
     let (name, role) = shared
-        .runtime
+        .runtime()
         .state
         .authenticate(&token)
         .await?
@@ -104,7 +104,7 @@ fn anyone(_: Role) -> bool {
 }
 
 pub async fn ready(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.runtime.state.runs(None, 1).await {
+    match shared.runtime().state.runs(None, 1).await {
         Ok(_) => (StatusCode::OK, "ready").into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -116,7 +116,7 @@ pub async fn ready(State(shared): State<Arc<Shared>>) -> Response {
 
 pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let pending = shared
-        .runtime
+        .runtime()
         .state
         .pending_approvals()
         .await
@@ -149,7 +149,7 @@ pub async fn runs(
 ) -> Result<Json<Json_>, ApiError> {
     caller(&shared, &headers, anyone).await?;
     let runs = shared
-        .runtime
+        .runtime()
         .state
         .runs(q.status.as_deref(), q.limit.unwrap_or(50).clamp(1, 1000))
         .await?;
@@ -162,7 +162,7 @@ pub async fn show_run(
     Path(id): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
     caller(&shared, &headers, anyone).await?;
-    let state = &shared.runtime.state;
+    let state = &shared.runtime().state;
     let run = state
         .run(&id)
         .await?
@@ -176,7 +176,9 @@ pub async fn approvals(
     headers: HeaderMap,
 ) -> Result<Json<Json_>, ApiError> {
     caller(&shared, &headers, anyone).await?;
-    Ok(Json(json!(shared.runtime.state.pending_approvals().await?)))
+    Ok(Json(json!(
+        shared.runtime().state.pending_approvals().await?
+    )))
 }
 
 #[derive(Deserialize)]
@@ -195,7 +197,7 @@ pub async fn decide(
 ) -> Result<Json<Json_>, ApiError> {
     let (_, _, token) = caller(&shared, &headers, Role::may_approve).await?;
     let status = shared
-        .runtime
+        .runtime()
         .state
         .decide_approval_of_plan(
             &token,
@@ -229,7 +231,7 @@ pub async fn resolve(
     Json(body): Json<ResolveBody>,
 ) -> Result<Json<Json_>, ApiError> {
     let (_, _, token) = caller(&shared, &headers, Role::may_operate).await?;
-    let state = &shared.runtime.state;
+    let state = &shared.runtime().state;
     let resolution = match body.resolution.as_str() {
         "retry" => Resolution::Retry,
         "mark-done" => {
@@ -284,7 +286,7 @@ pub async fn start_run(
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let alert = crate::alert::pick(alerts)
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "the payload holds no alert".into()))?;
-    let playbook = shared
+    let (runtime, playbook) = shared
         .playbook(&body.playbook)
         .await
         .map_err(|why| ApiError(StatusCode::BAD_REQUEST, why))?;
@@ -298,7 +300,7 @@ pub async fn start_run(
         alert,
         mode,
         approver: Arc::new(crate::approvals::StoredApprover::new(
-            shared.runtime.state.clone(),
+            runtime.state.clone(),
             &name,
         )),
         progress: Box::new(crate::journal::Quiet),
@@ -306,11 +308,28 @@ pub async fn start_run(
         started_by: name,
         step_mode: false,
     };
+    let runs = shared.runs.clone();
     let shared2 = shared.clone();
     tokio::spawn(async move {
-        let _permit = shared2.runs.clone().acquire_owned().await;
-        let report = shared2.runtime.run(&playbook, request).await;
+        let _permit = runs.acquire_owned().await;
+        let report = runtime.run(&playbook, request).await;
         shared2.metrics.run(&report, 0.0, &report.journal);
     });
     Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": run_id }))))
+}
+
+/// `POST /-/reload` (admins): the config file read again, put in force only
+/// if it is valid.
+pub async fn reload(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Json<Json_>, ApiError> {
+    caller(&shared, &headers, |role| role == Role::Admin).await?;
+    shared.reload().map_err(|why| {
+        ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the config was not reloaded: {why}"),
+        )
+    })?;
+    Ok(Json(json!({ "reloaded": true })))
 }

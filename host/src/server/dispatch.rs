@@ -60,8 +60,9 @@ async fn try_dispatch(
     shared: &Arc<Shared>,
     accepted: &Accepted,
 ) -> Result<(), crate::state::StateError> {
-    let state = &shared.runtime.state;
-    let routes = routes_for(&shared.routes, &accepted.alert);
+    let state = &shared.runtime().state;
+    let in_force = shared.routes();
+    let routes = routes_for(&in_force, &accepted.alert);
     if routes.is_empty() {
         shared.metrics.alert("none", "unrouted");
         tracing::info!(alert = %accepted.alert.name, "no route matches");
@@ -108,12 +109,13 @@ async fn try_dispatch(
         tokio::spawn(async move {
             let _permit = permit;
             let started = Instant::now();
-            let loaded = match shared.playbook(&playbook).await {
-                Ok(p) => p,
+            // The runtime this run keeps, whatever a reload does meanwhile.
+            let (runtime, loaded) = match shared.playbook(&playbook).await {
+                Ok(both) => both,
                 Err(why) => {
                     tracing::error!(run = %run_id, "playbook `{playbook}` does not load: {why}");
                     let _ = shared
-                        .runtime
+                        .runtime()
                         .state
                         .finish_run(
                             &run_id,
@@ -128,17 +130,17 @@ async fn try_dispatch(
             let request = RunRequest {
                 alert,
                 mode,
-                approver: Arc::new(StoredApprover::new(shared.runtime.state.clone(), ALERTS)),
+                approver: Arc::new(StoredApprover::new(runtime.state.clone(), ALERTS)),
                 progress: Box::new(Quiet),
                 run_id: Some(run_id.clone()),
                 started_by: ALERTS.to_owned(),
                 step_mode: false,
             };
             let report = crate::run::run_recorded(
-                &shared.runtime.engine,
+                &runtime.engine,
                 &loaded,
-                shared.runtime.backends.clone(),
-                shared.runtime.state.clone(),
+                runtime.backends.clone(),
+                runtime.state.clone(),
                 run_id,
                 request,
             )
@@ -200,7 +202,7 @@ async fn cancel_pending(
     shared: &Arc<Shared>,
     run_id: &str,
 ) -> Result<(), crate::state::StateError> {
-    let state = &shared.runtime.state;
+    let state = &shared.runtime().state;
     let mut cancelled = false;
     for pending in state
         .pending_approvals()
@@ -231,13 +233,17 @@ pub fn resume(shared: Arc<Shared>, run_id: String) {
         let _permit = shared.runs.clone().acquire_owned().await;
         let started = Instant::now();
         let before = shared
-            .runtime
+            .runtime()
             .state
             .journal(&run_id)
             .await
             .map(|j| j.len())
             .unwrap_or(0);
-        match shared.runtime.resume(&run_id, None, Box::new(Quiet)).await {
+        match shared
+            .runtime()
+            .resume(&run_id, None, Box::new(Quiet))
+            .await
+        {
             Ok(report) => ended(&shared, &report, started, before).await,
             Err(e) => tracing::info!(run = %run_id, "not resumed: {e}"),
         }
@@ -257,11 +263,11 @@ async fn ended(shared: &Shared, report: &RunReport, started: Instant, replayed: 
 }
 
 async fn notify_approvers(shared: &Shared, run_id: &str, seq: u64) {
-    let settings = &shared.runtime.config.server;
+    let settings = &shared.runtime().config.server;
     let Some(channel) = &settings.notify else {
         return;
     };
-    let Ok(pending) = shared.runtime.state.pending_approvals().await else {
+    let Ok(pending) = shared.runtime().state.pending_approvals().await else {
         return;
     };
     let Some(p) = pending
@@ -279,7 +285,7 @@ async fn notify_approvers(shared: &Shared, run_id: &str, seq: u64) {
         "Approval needed: {} wants {} on `{}` (run {run_id} #{seq}, {} of {} approvals)\nwrite: {}\nreason: {}\napprove: stepgate approve {run_id} {seq} --reason \"…\"{url}",
         p.playbook, p.op, p.target, p.approvals, p.quorum, p.detail, p.reason
     );
-    let sent = match shared.runtime.backends.channel(channel) {
+    let sent = match shared.runtime().backends.channel(channel) {
         Ok(sink) => {
             sink.notify(channel, &message, &format!("{run_id}-{seq}-approval"))
                 .await
@@ -287,7 +293,7 @@ async fn notify_approvers(shared: &Shared, run_id: &str, seq: u64) {
         Err(e) => Err(e),
     };
     if let Err(e) = sent {
-        tracing::warn!(run = %run_id, "approvers not told of write #{seq}: {}", e.redacted(&shared.runtime.backends));
+        tracing::warn!(run = %run_id, "approvers not told of write #{seq}: {}", e.redacted(&shared.runtime().backends));
     }
 }
 
@@ -297,7 +303,7 @@ pub async fn sweeper(shared: Arc<Shared>, every: Duration) {
     loop {
         let quiet = |_: &str| -> Box<dyn crate::journal::Progress> { Box::new(Quiet) };
         let started = Instant::now();
-        match crate::sweep::sweep(&shared.runtime, &quiet).await {
+        match crate::sweep::sweep(&shared.runtime(), &quiet).await {
             Ok(report) => {
                 for resumed in &report.resumed {
                     ended(&shared, resumed, started, 0).await;

@@ -44,7 +44,7 @@ async fn accept(shared: &Shared, source: &str, body: &str) -> Response {
             );
         }
     };
-    let accepted = match shared.runtime.state.accept_alerts(source, alerts).await {
+    let accepted = match shared.runtime().state.accept_alerts(source, alerts).await {
         Ok(accepted) => accepted,
         Err(e) => {
             tracing::error!("cannot store accepted alerts: {e}");

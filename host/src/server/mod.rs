@@ -16,7 +16,8 @@ pub mod hooks;
 pub mod metrics;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -29,38 +30,84 @@ use crate::state::inbox::Accepted;
 
 /// What every handler and the dispatcher share.
 pub struct Shared {
-    pub runtime: Arc<Runtime>,
-    pub routes: Vec<Route>,
+    /// The runtime and routes in force; a reload swaps them, and what runs
+    /// keeps the ones it started with.
+    current: RwLock<(Arc<Runtime>, Arc<Vec<Route>>)>,
+    /// The config file, for reloads.
+    config_path: Option<PathBuf>,
     /// Accepted alerts waiting for the dispatcher.
     pub queue: mpsc::Sender<Accepted>,
     /// Runs at once.
     pub runs: Arc<Semaphore>,
     pub metrics: metrics::Metrics,
     /// Loaded playbooks, by name (loading is describe() and grant checks).
-    playbooks: Mutex<HashMap<String, Arc<Playbook>>>,
+    playbooks: Mutex<HashMap<String, (Arc<Runtime>, Arc<Playbook>)>>,
 }
 
 impl Shared {
-    /// The playbook `name`, loaded once.
-    pub async fn playbook(&self, name: &str) -> Result<Arc<Playbook>, String> {
-        if let Some(p) = self
-            .playbooks
-            .lock()
-            .ok()
-            .and_then(|m| m.get(name).cloned())
+    /// The runtime in force.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        match self.current.read() {
+            Ok(current) => current.0.clone(),
+            Err(poisoned) => poisoned.into_inner().0.clone(),
+        }
+    }
+
+    /// The routes in force.
+    pub fn routes(&self) -> Arc<Vec<Route>> {
+        match self.current.read() {
+            Ok(current) => current.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
+    }
+
+    /// Reads the config file again and, if it is valid and builds, puts it
+    /// in force: routes, playbooks, backends, limits. A bad config changes
+    /// nothing and says why. Runs in flight finish with what they started
+    /// with; the state store cannot move without a restart.
+    pub fn reload(&self) -> Result<(), String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or("this server was not started from a config file")?;
+        let config = crate::config::Config::load(path).map_err(|e| e.to_string())?;
+        let old = self.runtime();
+        if (&config.state.path, config.state.url.is_some())
+            != (&old.config.state.path, old.config.state.url.is_some())
         {
-            return Ok(p);
+            return Err(
+                "the new config moves the state store; restart the server to do that".into(),
+            );
         }
-        let loaded = Arc::new(
-            self.runtime
-                .playbook(name)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+        let routes = config.routes().map_err(|e| e.to_string())?;
+        let runtime = Runtime::new(config).map_err(|e| e.to_string())?;
+        if let Ok(mut current) = self.current.write() {
+            *current = (Arc::new(runtime), Arc::new(routes));
+        }
+        if let Ok(mut playbooks) = self.playbooks.lock() {
+            playbooks.clear();
+        }
+        tracing::info!("config reloaded from {}", path.display());
+        Ok(())
+    }
+
+    /// The runtime in force and playbook `name` loaded by it (once per
+    /// runtime: a playbook is bound to the engine that compiled it).
+    pub async fn playbook(&self, name: &str) -> Result<(Arc<Runtime>, Arc<Playbook>), String> {
+        let runtime = self.runtime();
+        let cached = self.playbooks.lock().ok().and_then(|m| {
+            m.get(name)
+                .filter(|(by, _)| Arc::ptr_eq(by, &runtime))
+                .map(|(_, p)| p.clone())
+        });
+        if let Some(p) = cached {
+            return Ok((runtime, p));
+        }
+        let loaded = Arc::new(runtime.playbook(name).await.map_err(|e| e.to_string())?);
         if let Ok(mut m) = self.playbooks.lock() {
-            m.insert(name.to_owned(), loaded.clone());
+            m.insert(name.to_owned(), (runtime.clone(), loaded.clone()));
         }
-        Ok(loaded)
+        Ok((runtime, loaded))
     }
 }
 
@@ -89,18 +136,27 @@ impl Server {
     /// Builds the server and starts its dispatcher and sweeper: alerts
     /// accepted before a restart are dispatched first.
     pub async fn start(runtime: Arc<Runtime>) -> Result<Server, ServeError> {
+        Server::start_from(runtime, None).await
+    }
+
+    /// [`Server::start`] for a config read from `config_path`, which
+    /// SIGHUP and `POST /-/reload` read again.
+    pub async fn start_from(
+        runtime: Arc<Runtime>,
+        config_path: Option<PathBuf>,
+    ) -> Result<Server, ServeError> {
         let routes = runtime.config.routes()?;
         let settings = runtime.config.server.clone();
         let (queue, inbox) = mpsc::channel(settings.queue);
         let shared = Arc::new(Shared {
-            runtime,
-            routes,
+            current: RwLock::new((runtime, Arc::new(routes))),
+            config_path,
             queue,
             runs: Arc::new(Semaphore::new(settings.max_runs)),
             metrics: metrics::Metrics::default(),
             playbooks: Mutex::new(HashMap::new()),
         });
-        let leftover = shared.runtime.state.undispatched().await?;
+        let leftover = shared.runtime().state.undispatched().await?;
         tokio::spawn(dispatch::dispatcher(shared.clone(), leftover, inbox));
         tokio::spawn(dispatch::sweeper(shared.clone(), settings.sweep_every));
         let router = Router::new()
@@ -114,6 +170,7 @@ impl Server {
             .route("/api/approvals", get(api::approvals))
             .route("/api/runs/{id}/approvals/{seq}", post(api::decide))
             .route("/api/runs/{id}/resolve/{seq}", post(api::resolve))
+            .route("/-/reload", post(api::reload))
             .with_state(shared.clone());
         Ok(Server { shared, router })
     }
