@@ -28,6 +28,9 @@ use crate::routing::Route;
 use crate::runtime::Runtime;
 use crate::state::inbox::Accepted;
 
+/// A playbook and the runtime (engine) that loaded it.
+type Loaded = (Arc<Runtime>, Arc<Playbook>);
+
 /// What every handler and the dispatcher share.
 pub struct Shared {
     /// The runtime and routes in force; a reload swaps them, and what runs
@@ -41,7 +44,7 @@ pub struct Shared {
     pub runs: Arc<Semaphore>,
     pub metrics: metrics::Metrics,
     /// Loaded playbooks, by name (loading is describe() and grant checks).
-    playbooks: Mutex<HashMap<String, (Arc<Runtime>, Arc<Playbook>)>>,
+    playbooks: Mutex<HashMap<String, Loaded>>,
 }
 
 impl Shared {
@@ -93,7 +96,7 @@ impl Shared {
 
     /// The runtime in force and playbook `name` loaded by it (once per
     /// runtime: a playbook is bound to the engine that compiled it).
-    pub async fn playbook(&self, name: &str) -> Result<(Arc<Runtime>, Arc<Playbook>), String> {
+    pub async fn playbook(&self, name: &str) -> Result<Loaded, String> {
         let runtime = self.runtime();
         let cached = self.playbooks.lock().ok().and_then(|m| {
             m.get(name)
