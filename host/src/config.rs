@@ -71,6 +71,9 @@ pub struct Config {
     /// Which playbook answers which alert, tried in order.
     #[serde(default)]
     pub routes: Vec<AlertRoute>,
+    /// Routine runs on a cron schedule (UTC).
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
     /// The directory relative paths are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -169,6 +172,35 @@ pub struct AlertRoute {
     /// incident ended on its own; a human starts it again if needed).
     #[serde(default)]
     pub cancel_on_resolved: bool,
+}
+
+/// A routine run: the playbook, started on a cron expression (UTC; five
+/// fields, or six with seconds first), as if by an alert named after the
+/// schedule. Dry run unless it says live. A schedule never overlaps itself:
+/// a tick while its last run is open is skipped (and recorded).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub name: String,
+    pub cron: String,
+    pub playbook: String,
+    #[serde(default)]
+    pub mode: RouteMode,
+    /// After downtime, run once at start if ticks were missed (they are
+    /// recorded either way).
+    #[serde(default)]
+    pub catch_up: bool,
+    /// Labels of the alert the run gets (`alertname` is the schedule's name).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ScheduleConfig {
+    pub fn parsed(&self) -> Result<croner::Cron, String> {
+        self.cron
+            .parse::<croner::Cron>()
+            .map_err(|e| format!("`{}` is not a cron expression: {e}", self.cron))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -962,6 +994,28 @@ impl Config {
                         route.playbook,
                         known(self.playbooks.keys())
                     ),
+                ));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, schedule) in self.schedules.iter().enumerate() {
+            schedule
+                .parsed()
+                .map_err(|m| self.invalid(format!("schedules[{i}].cron"), m))?;
+            if !self.playbooks.contains_key(&schedule.playbook) {
+                return Err(self.invalid(
+                    format!("schedules[{i}].playbook"),
+                    format!(
+                        "no playbook `{}` is configured (known: {})",
+                        schedule.playbook,
+                        known(self.playbooks.keys())
+                    ),
+                ));
+            }
+            if !names.insert(&schedule.name) {
+                return Err(self.invalid(
+                    format!("schedules[{i}].name"),
+                    format!("two schedules are named `{}`", schedule.name),
                 ));
             }
         }

@@ -27,4 +27,5 @@ fn the_readme_config_reference_parses() {
     assert!(config.pager.targets.contains_key("on-call"));
     assert_eq!(config.routes().expect("the README's routes parse").len(), 1);
     assert_eq!(config.server.notify.as_deref(), Some("incident"));
+    assert!(config.schedules[0].parsed().is_ok());
 }

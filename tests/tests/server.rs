@@ -419,3 +419,63 @@ async fn two_replicas_start_one_run_per_alert() {
     let runs_now: Vec<Json> = a.get("/api/runs", &viewer).await.json().await.unwrap();
     assert_eq!(runs_now.len(), 4, "one run per fingerprint: {runs:?}");
 }
+
+/// Schedules: a tick every second never overlaps its open run; ticks
+/// missed while no server ran are recorded and, with `catch_up`, run once
+/// at start.
+#[tokio::test]
+async fn schedules_tick_without_overlapping_and_catch_up() {
+    let (setup, pg) = config(Kind::Sqlite);
+    let extra = r#"
+[[schedules]]
+name = "every-second"
+cron = "* * * * * *"
+playbook = "hostile"
+mode = "live"
+labels = { mode = "must-write" }
+
+[[schedules]]
+name = "minutely"
+cron = "* * * * *"
+playbook = "hostile"
+mode = "live"
+catch_up = true
+labels = { mode = "must-write" }
+"#;
+    let path = setup.path("stepgate.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}{extra}")).unwrap();
+    {
+        // The last minutely tick was ten minutes ago.
+        let runtime = setup.runtime();
+        let ago = chrono::Utc::now().timestamp_millis() - 10 * 60 * 1000;
+        runtime
+            .state
+            .set_schedule_tick("minutely", ago)
+            .await
+            .unwrap();
+    }
+    let s = start(setup, pg).await;
+    let viewer = s
+        .runtime
+        .state
+        .add_principal("vic", Role::Viewer)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
+    let named = |name: &str| runs.iter().filter(|r| r["alert"]["name"] == name).count();
+    assert_eq!(named("every-second"), 1, "{runs:?}");
+    assert_eq!(named("minutely"), 1, "caught up once: {runs:?}");
+    let audit = s.runtime.state.audit_records().await.unwrap();
+    let missed = audit
+        .iter()
+        .find_map(|r| r.record.get("missed_ticks").and_then(Json::as_u64))
+        .expect("the missed ticks are recorded");
+    assert!((9..=11).contains(&missed), "{missed}");
+    let joined = audit
+        .iter()
+        .filter(|r| r.record.get("attached").is_some())
+        .count();
+    assert!(joined >= 2, "later ticks joined the open run: {joined}");
+}

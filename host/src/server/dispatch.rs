@@ -70,10 +70,21 @@ async fn try_dispatch(
             .dispose(&accepted.id, Disposition::Unrouted, &[])
             .await;
     }
+    start_on(shared, accepted, &routes).await
+}
+
+/// Joins or starts the runs of an accepted alert on `routes` (an alert's
+/// matching routes, or a schedule's own), and records what became of it.
+pub(super) async fn start_on(
+    shared: &Arc<Shared>,
+    accepted: &Accepted,
+    routes: &[&crate::routing::Route],
+) -> Result<(), crate::state::StateError> {
+    let state = &shared.runtime().state;
     let resolved = accepted.alert.status == AlertStatus::Resolved;
     let mut disposition = Disposition::Attached;
     let mut run_ids = Vec::new();
-    for route in routes {
+    for &route in routes {
         let route_name = format!("{}:{}", route.index, route.playbook);
         let (open, run_id) = open_or_start(state, accepted, route, resolved).await?;
         if let Some(open) = open {

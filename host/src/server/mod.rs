@@ -7,13 +7,14 @@
 //! REST API with their bearer tokens, and parked runs resume at once.
 //!
 //! Split by concern: [`hooks`] (accepting alerts), [`dispatch`] (routing,
-//! dedup, starting and resuming runs), [`api`] (the REST API and its
-//! auth), [`metrics`].
+//! dedup, starting and resuming runs), [`schedule`] (routine runs on cron
+//! schedules), [`api`] (the REST API and its auth), [`metrics`].
 
 pub mod api;
 pub mod dispatch;
 pub mod hooks;
 pub mod metrics;
+pub mod schedule;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -162,6 +163,7 @@ impl Server {
         let leftover = shared.runtime().state.undispatched().await?;
         tokio::spawn(dispatch::dispatcher(shared.clone(), leftover, inbox));
         tokio::spawn(dispatch::sweeper(shared.clone(), settings.sweep_every));
+        tokio::spawn(schedule::scheduler(shared.clone()));
         let router = Router::new()
             .route("/hooks/alertmanager", post(hooks::alertmanager))
             .route("/hooks/generic", post(hooks::generic))

@@ -150,6 +150,31 @@ impl StateStore {
     }
 }
 
+impl StateStore {
+    /// When schedule `name` last fired, if ever.
+    pub async fn schedule_last_tick(&self, name: &str) -> Result<Option<i64>, StateError> {
+        Ok(
+            sqlx::query_scalar("SELECT last_tick FROM schedules WHERE name = $1")
+                .bind(name)
+                .fetch_optional(self.pool().await?)
+                .await?,
+        )
+    }
+
+    /// Records that schedule `name` fired (or was looked at) at `at`.
+    pub async fn set_schedule_tick(&self, name: &str, at: i64) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO schedules (name, last_tick) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET last_tick = excluded.last_tick",
+        )
+        .bind(name)
+        .bind(at)
+        .execute(self.pool().await?)
+        .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
