@@ -736,7 +736,15 @@ async fn serve(listen: Option<String>, config_path: &Path) -> Result<u8, UsageEr
             "stepgate: stopping: no new requests; runs in flight keep their leases and resume on the next start"
         );
     };
+    let shared = server.shared.clone();
     server.serve(listener, shutdown).await?;
+    if stepgate::server::Server::park_runs(&shared, std::time::Duration::from_secs(30)).await {
+        eprintln!("stepgate: every run is parked; they resume at the next start");
+    } else {
+        eprintln!(
+            "stepgate: some runs were still busy after 30 s; another host (or the next start) takes them over when their leases lapse"
+        );
+    }
     Ok(exit::DONE)
 }
 

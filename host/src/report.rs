@@ -46,7 +46,9 @@ impl RunReport {
             RunEnd::Failed(_) | RunEnd::Crashed(_) => exit::PLAYBOOK_ERROR,
             RunEnd::Limit(_) => exit::LIMIT,
             RunEnd::Stopped(
-                crate::run::Stopped::Parked { .. } | crate::run::Stopped::AtStep { .. },
+                crate::run::Stopped::Parked { .. }
+                | crate::run::Stopped::AtStep { .. }
+                | crate::run::Stopped::HostStopping { .. },
             ) => exit::PARKED,
             RunEnd::Stopped(_) => exit::STOPPED,
         }
@@ -93,7 +95,9 @@ pub fn end_json(end: &RunEnd) -> Json {
             json!({ "status": "diverged", "error": stopped.to_string() })
         }
         RunEnd::Stopped(
-            stopped @ (crate::run::Stopped::Parked { .. } | crate::run::Stopped::AtStep { .. }),
+            stopped @ (crate::run::Stopped::Parked { .. }
+            | crate::run::Stopped::AtStep { .. }
+            | crate::run::Stopped::HostStopping { .. }),
         ) => {
             json!({ "status": "parked", "error": stopped.to_string() })
         }

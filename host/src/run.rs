@@ -25,6 +25,22 @@ use crate::report::end_json;
 use crate::state::StateStore;
 use crate::state::runs::{Claim, NewRun, StoredEntry};
 
+/// Set when this process is stopping (`stepgate serve` got SIGTERM): every
+/// run parks at its next capability call, so it resumes from its journal
+/// on the next start instead of being cut off mid-step. Process-wide on
+/// purpose: it is the process that stops.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Parks every run of this process at its next call.
+pub fn park_all_runs() {
+    STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether this process is stopping.
+pub fn stopping() -> bool {
+    STOPPING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// A limit a run broke. The message names the limit and how to raise it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitExceeded {
@@ -108,6 +124,10 @@ pub enum Stopped {
     AtStep { seq: u64, step: String },
     #[error("aborted before step `{step}`: {why}")]
     Aborted { step: String, why: String },
+    #[error(
+        "the host is stopping: the run is parked before call #{seq} and resumes from its journal on the next start"
+    )]
+    HostStopping { seq: u64 },
     #[error(
         "the approval of write #{seq} is void: the world changed while it waited (#{read} {call} answered {was}, now {now})"
     )]

@@ -295,3 +295,110 @@ mode = "live"
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// SIGTERM in the middle of a run: the run parks at its next call, the
+/// server exits, and the next start resumes it from its journal to the end.
+#[test]
+fn a_run_in_flight_parks_on_sigterm_and_finishes_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("stepgate.toml"),
+        format!(
+            r#"
+[state]
+path = "state.db"
+[db.plaza]
+url = "sqlite::memory:"
+[pager.targets.ceo]
+kind = "file"
+path = "pages.jsonl"
+[server]
+sweep_every = "200ms"
+[playbooks.hostile]
+component = "{}"
+grants.db.plaza = {{}}
+grants.pager.targets = ["ceo"]
+[[routes]]
+match = ["alertname=Hostile"]
+playbook = "hostile"
+"#,
+            stepgate_artifacts::HOSTILE
+        ),
+    )
+    .unwrap();
+    let serve = |port: u16| {
+        Served(
+            Command::new(env!("CARGO_BIN_EXE_stepgate"))
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .current_dir(d)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let runs = || -> Vec<serde_json::Value> {
+        let out = stepgate(d, &["runs", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let port = free_port();
+    let mut first = serve(port);
+    let url = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        while client.get(format!("{url}/healthz")).send().await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let posted = client
+            .post(format!("{url}/hooks/generic"))
+            .body(
+                r#"{"labels": {"alertname": "Hostile", "mode": "page-sleep-page", "ms": "1500"}}"#,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 202);
+    });
+    // The run is in its sleep: stop the host.
+    let started = Instant::now();
+    while runs().first().is_none_or(|r| r["status"] != "running") {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = first.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = first.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let parked = runs();
+    assert_eq!(parked[0]["status"], "parked", "{parked:?}");
+    assert!(
+        parked[0]["outcome"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("host is stopping"),
+        "{parked:?}"
+    );
+
+    // The next start resumes it from its journal.
+    let _second = serve(free_port());
+    let started = Instant::now();
+    while runs()[0]["status"] != "done" {
+        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", runs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let shown = stepgate(d, &["show", runs()[0]["id"].as_str().unwrap(), "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["journal"].as_array().unwrap().len(), 3);
+}

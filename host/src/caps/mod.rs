@@ -415,6 +415,12 @@ impl CallCtx {
                 "describe() called {interface}.{op}; describe must not call any import"
             )));
         }
+        if crate::run::stopping() {
+            return Err(Stopped::HostStopping {
+                seq: self.journal.next_seq(),
+            }
+            .into());
+        }
         self.calls += 1;
         if self.calls > self.limits.calls {
             return Err(LimitExceeded::Calls {

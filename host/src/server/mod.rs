@@ -43,6 +43,8 @@ pub struct Shared {
     pub queue: mpsc::Sender<Accepted>,
     /// Runs at once.
     pub runs: Arc<Semaphore>,
+    /// The permits `runs` started with.
+    max_runs: u32,
     pub metrics: metrics::Metrics,
     /// Loaded playbooks, by name (loading is describe() and grant checks).
     playbooks: Mutex<HashMap<String, Loaded>>,
@@ -157,6 +159,7 @@ impl Server {
             config_path,
             queue,
             runs: Arc::new(Semaphore::new(settings.max_runs)),
+            max_runs: u32::try_from(settings.max_runs).unwrap_or(u32::MAX),
             metrics: metrics::Metrics::default(),
             playbooks: Mutex::new(HashMap::new()),
         });
@@ -181,7 +184,7 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` completes, then stops taking
-    /// requests; runs in flight keep their leases until they end.
+    /// requests.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -191,5 +194,16 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(ServeError::Serve)
+    }
+
+    /// After [`Server::serve`] returned, for a process that stops: every
+    /// run parks at its next call (and resumes from its journal at the
+    /// next start); waits up to `grace` for them. A run still busy after
+    /// it (a long backend call) keeps its lease until that lapses.
+    pub async fn park_runs(shared: &Shared, grace: std::time::Duration) -> bool {
+        crate::run::park_all_runs();
+        tokio::time::timeout(grace, shared.runs.acquire_many(shared.max_runs))
+            .await
+            .is_ok()
     }
 }
