@@ -111,8 +111,8 @@ pub struct ServerConfig {
     /// Runs at once, all playbooks together.
     #[serde(default = "default_max_runs")]
     pub max_runs: usize,
-    /// Alerts accepted and waiting for a run; past it a hook answers 503
-    /// and the sender retries.
+    /// Notifications accepted and waiting for the dispatcher; past it a
+    /// hook answers 503 and the sender retries.
     #[serde(default = "default_queue")]
     pub queue: usize,
     /// How often parked runs, orphaned runs and escalations are looked at.
@@ -122,6 +122,9 @@ pub struct ServerConfig {
     pub notify: Option<String>,
     /// The URL approvers reach this server at, for the messages they get.
     pub public_url: Option<String>,
+    /// If set, the hooks take only requests with `Authorization: Bearer`
+    /// this token (Alertmanager: `http_config.authorization.credentials`).
+    pub hook_token: Option<Secret>,
 }
 
 fn default_listen() -> String {
@@ -149,6 +152,7 @@ impl Default for ServerConfig {
             sweep_every: default_sweep_every(),
             notify: None,
             public_url: None,
+            hook_token: None,
         }
     }
 }

@@ -56,11 +56,18 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(config: Config) -> Result<Runtime, RuntimeError> {
-        Runtime::with_backends_from(config, Backends::from_config)
+        Runtime::with_backends_from(config, None, Backends::from_config)
+    }
+
+    /// A runtime for `config` on an existing state store (a reload: the
+    /// store, and the host its leases name, stay the same).
+    pub fn with_state(config: Config, state: Arc<StateStore>) -> Result<Runtime, RuntimeError> {
+        Runtime::with_backends_from(config, Some(state), Backends::from_config)
     }
 
     fn with_backends_from(
         config: Config,
+        state: Option<Arc<StateStore>>,
         build: impl FnOnce(&Config, Arc<StateStore>) -> Result<Backends, crate::backends::BuildError>,
     ) -> Result<Runtime, RuntimeError> {
         let max_memory = config
@@ -72,14 +79,17 @@ impl Runtime {
             .unwrap_or(Limits::default().memory);
         let engine = Engine::new(&config.engine, max_memory).map_err(LoadError::from)?;
         let linker = playbook::linker(&engine)?;
-        let state = Arc::new(
-            config
-                .state_store()
-                .map_err(|source| RuntimeError::Backends {
-                    config: config.source.display().to_string(),
-                    source: source.into(),
-                })?,
-        );
+        let state = match state {
+            Some(state) => state,
+            None => Arc::new(
+                config
+                    .state_store()
+                    .map_err(|source| RuntimeError::Backends {
+                        config: config.source.display().to_string(),
+                        source: source.into(),
+                    })?,
+            ),
+        };
         let backends =
             Arc::new(
                 build(&config, state.clone()).map_err(|source| RuntimeError::Backends {
@@ -100,7 +110,13 @@ impl Runtime {
     /// resolved, no connection made). Scenarios and replays bring their
     /// own answers.
     pub fn offline(config: Config) -> Result<Runtime, RuntimeError> {
-        let runtime = Runtime::with_backends_from(config, |_, _| Ok(Backends::default()))?;
+        // Its state store is a scratch file, never opened unless used: no
+        // state URL (a secret) is resolved.
+        let scratch = Arc::new(StateStore::new(
+            std::env::temp_dir().join(format!("stepgate-offline-{}.db", std::process::id())),
+        ));
+        let runtime =
+            Runtime::with_backends_from(config, Some(scratch), |_, _| Ok(Backends::default()))?;
         Ok(runtime)
     }
 

@@ -15,6 +15,9 @@ use stepgate_tests::*;
 
 use stepgate_tests::Store as Kind;
 
+/// The hooks' token in `config`.
+const HOOK_TOKEN: &str = "s3cret-hook";
+
 struct Running {
     setup: Setup,
     runtime: Arc<Runtime>,
@@ -42,6 +45,7 @@ path = "{{dir}}/pages.jsonl"
 sweep_every = "200ms"
 notify = "approvers"
 public_url = "https://stepgate.example"
+hook_token = "s3cret-hook"
 [playbooks.hostile]
 component = "{}"
 grants.db.plaza = {{}}
@@ -99,6 +103,7 @@ impl Running {
     async fn hook(&self, body: &Json) -> reqwest::Response {
         self.client
             .post(format!("{}/hooks/alertmanager", self.url))
+            .bearer_auth(HOOK_TOKEN)
             .json(body)
             .send()
             .await
@@ -191,7 +196,7 @@ async fn a_burst_of_one_alert_is_one_run_approved_over_the_api(kind: Kind) {
     assert_eq!(runs[0]["started_by"], "alertmanager");
     // The other four joined the open run (once the dispatcher saw them).
     let started = Instant::now();
-    while !state.undispatched().await.unwrap().is_empty() {
+    while state.in_inbox().await.unwrap() != 0 {
         assert!(started.elapsed() < Duration::from_secs(20));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -249,9 +254,19 @@ async fn a_burst_of_one_alert_is_one_run_approved_over_the_api(kind: Kind) {
     assert_eq!(s.get("/api/runs/r-nope", &viewer).await.status(), 404);
 
     // Malformed and unrouted alerts.
+    // Without the hooks' token: refused, nothing stored.
+    let anonymous = s
+        .client
+        .post(format!("{}/hooks/alertmanager", s.url))
+        .json(&notification("fp-3", "firing", "Hostile"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
     let bad = s
         .client
         .post(format!("{}/hooks/alertmanager", s.url))
+        .bearer_auth(HOOK_TOKEN)
         .body("{\"alerts\": 7}")
         .send()
         .await
@@ -361,7 +376,7 @@ async fn an_accepted_alert_survives_a_restart() {
         .unwrap();
     s.runs_until(&viewer, |runs| status_of(runs) == ["parked"])
         .await;
-    assert!(s.runtime.state.undispatched().await.unwrap().is_empty());
+    assert_eq!(s.runtime.state.in_inbox().await.unwrap(), 0);
 }
 
 /// Two replicas on one PostgreSQL state store, the same alerts posted to
@@ -394,6 +409,7 @@ async fn two_replicas_start_one_run_per_alert() {
         posts.push(tokio::spawn(async move {
             client
                 .post(format!("{url}/hooks/alertmanager"))
+                .bearer_auth(HOOK_TOKEN)
                 .json(&body)
                 .send()
                 .await
@@ -410,8 +426,8 @@ async fn two_replicas_start_one_run_per_alert() {
         })
         .await;
     let started = Instant::now();
-    while !(a.runtime.state.undispatched().await.unwrap().is_empty()
-        && other.state.undispatched().await.unwrap().is_empty())
+    while a.runtime.state.in_inbox().await.unwrap() != 0
+        || other.state.in_inbox().await.unwrap() != 0
     {
         assert!(started.elapsed() < Duration::from_secs(20));
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -478,4 +494,51 @@ labels = { mode = "must-write" }
         .filter(|r| r.record.get("attached").is_some())
         .count();
     assert!(joined >= 2, "later ticks joined the open run: {joined}");
+}
+
+/// A run started by hand over the API is the operator's: they cannot
+/// approve its writes; another approver does.
+#[tokio::test]
+async fn an_operator_starts_a_run_over_the_api_and_cannot_approve_it() {
+    let (setup, pg) = config(Kind::Sqlite);
+    let s = start(setup, pg).await;
+    let state = &s.runtime.state;
+    let ops = state.add_principal("ops", Role::Operator).await.unwrap();
+    let alice = state.add_principal("alice", Role::Approver).await.unwrap();
+    let start_run = |token: String| {
+        let (client, url) = (s.client.clone(), s.url.clone());
+        async move {
+            client
+                .post(format!("{url}/api/runs"))
+                .bearer_auth(token)
+                .json(&json!({ "playbook": "hostile", "alert": { "labels": { "alertname": "Hostile", "mode": "must-write" } }, "live": true }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        start_run(alice.clone()).await.status(),
+        403,
+        "approvers do not start runs"
+    );
+    let started = start_run(ops.clone()).await;
+    assert_eq!(started.status(), 202);
+    let run_id = started.json::<Json>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        state.run(&run_id).await.unwrap().is_some(),
+        "the run answered exists"
+    );
+    let runs = s
+        .runs_until(&ops, |runs| status_of(runs) == ["parked"])
+        .await;
+    assert_eq!(runs[0]["started_by"], "ops");
+    let own = s.decide(Some(&ops), &run_id, 1, true).await;
+    assert_eq!(own.status(), 403);
+    assert!(own.text().await.unwrap().contains("started this run"));
+    assert_eq!(s.decide(Some(&alice), &run_id, 1, true).await.status(), 200);
+    s.runs_until(&ops, |runs| status_of(runs) == ["done"]).await;
 }

@@ -290,12 +290,33 @@ pub async fn start_run(
         .playbook(&body.playbook)
         .await
         .map_err(|why| ApiError(StatusCode::BAD_REQUEST, why))?;
-    let run_id = crate::run::new_run_id();
     let mode = if body.live {
         crate::gate::Mode::Live
     } else {
         crate::gate::Mode::DryRun
     };
+    // A slot first, then the record: the run id answered exists, and its
+    // lease starts when the run does.
+    let permit = shared.runs.clone().acquire_owned().await.map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is stopping".into(),
+        )
+    })?;
+    let run_id = crate::run::new_run_id();
+    let alert_json = serde_json::to_value(&alert).unwrap_or_default();
+    runtime
+        .state
+        .start_run(crate::state::runs::NewRun {
+            id: &run_id,
+            playbook: &playbook.name,
+            mode: if body.live { "live" } else { "dry-run" },
+            alert: &alert_json,
+            started_by: &name,
+            step_mode: false,
+            fingerprint: None,
+        })
+        .await?;
     let request = crate::run::RunRequest {
         alert,
         mode,
@@ -308,12 +329,21 @@ pub async fn start_run(
         started_by: name,
         step_mode: false,
     };
-    let runs = shared.runs.clone();
+    let id = run_id.clone();
     let shared2 = shared.clone();
     tokio::spawn(async move {
-        let _permit = runs.acquire_owned().await;
-        let report = runtime.run(&playbook, request).await;
-        shared2.metrics.run(&report, 0.0, &report.journal);
+        let _permit = permit;
+        let started = std::time::Instant::now();
+        let report = crate::run::run_recorded(
+            &runtime.engine,
+            &playbook,
+            runtime.backends.clone(),
+            runtime.state.clone(),
+            id,
+            request,
+        )
+        .await;
+        dispatch::ended(&shared2, &report, started, 0).await;
     });
     Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": run_id }))))
 }

@@ -1,44 +1,63 @@
-//! From an accepted alert to a run: route it, join it to the open run of
-//! the same fingerprint and playbook if there is one (a resolved alert is
-//! recorded there, and may cancel the run's pending approvals), else store
-//! a new run and start it when a run slot is free. One dispatcher per
-//! server, so dedup sees every run it started. Also the sweeper, which
-//! resumes what the state store says is ready.
+//! From an accepted alert to a run: claim it (so one dispatcher, of any
+//! replica, handles it), route it, join it to the open run of the same
+//! fingerprint and playbook if there is one (a resolved alert is recorded
+//! there, and may cancel the run's pending approvals), else take a run
+//! slot, store the run and start it. The run is stored only once a slot is
+//! free, so its lease starts when it does. Also the sweeper, which resumes
+//! what the state store says is ready and re-dispatches alerts a failure
+//! left behind.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::Shared;
 use crate::approvals::StoredApprover;
 use crate::bindings::AlertStatus;
 use crate::gate::Mode;
 use crate::journal::Quiet;
-use crate::routing::routes_for;
+use crate::routing::{Route, routes_for};
 use crate::run::{RunEnd, RunReport, RunRequest, Stopped, new_run_id};
+use crate::state::StateError;
 use crate::state::inbox::{Accepted, Disposition};
 use crate::state::runs::NewRun;
 
 /// Who starts runs for alerts.
 pub const ALERTS: &str = "alertmanager";
 
+/// Alerts not dispatched this long after they were accepted are looked at
+/// again by the sweeper.
+const REDISPATCH_AFTER: Duration = Duration::from_secs(5);
+
 pub async fn dispatcher(
     shared: Arc<Shared>,
     leftover: Vec<Accepted>,
-    mut inbox: mpsc::Receiver<Accepted>,
+    mut inbox: mpsc::Receiver<Vec<Accepted>>,
 ) {
     for accepted in leftover {
         dispatch(&shared, accepted).await;
     }
-    while let Some(accepted) = inbox.recv().await {
-        dispatch(&shared, accepted).await;
+    while let Some(batch) = inbox.recv().await {
+        for accepted in batch {
+            dispatch(&shared, accepted).await;
+        }
     }
 }
 
-/// Dispatches one alert, trying again on a state-store failure; one that
-/// still fails stays `new` in the inbox and is dispatched at the next start.
+/// Dispatches one alert if this dispatcher claims it, trying again on a
+/// state-store failure; one that still fails goes back to the inbox, where
+/// the sweeper finds it.
 async fn dispatch(shared: &Arc<Shared>, accepted: Accepted) {
+    let state = shared.runtime().state.clone();
+    match state.claim_alert(&accepted.id).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(alert = %accepted.id, "cannot claim an accepted alert ({e}); the sweeper tries again");
+            return;
+        }
+    }
     let mut wait = Duration::from_millis(50);
     for attempt in 1..=5 {
         match try_dispatch(shared, &accepted).await {
@@ -48,172 +67,229 @@ async fn dispatch(shared: &Arc<Shared>, accepted: Accepted) {
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
-            Err(e) => tracing::error!(
-                alert = %accepted.id,
-                "cannot dispatch an accepted alert: {e}; it stays in the inbox and is dispatched at the next start"
-            ),
+            Err(e) => {
+                tracing::error!(alert = %accepted.id, "cannot dispatch an accepted alert: {e}; the sweeper tries again");
+                let _ = state.release_alert(&accepted.id).await;
+            }
         }
     }
 }
 
-async fn try_dispatch(
-    shared: &Arc<Shared>,
-    accepted: &Accepted,
-) -> Result<(), crate::state::StateError> {
-    let state = &shared.runtime().state;
+async fn try_dispatch(shared: &Arc<Shared>, accepted: &Accepted) -> Result<(), StateError> {
     let in_force = shared.routes();
     let routes = routes_for(&in_force, &accepted.alert);
     if routes.is_empty() {
         shared.metrics.alert("none", "unrouted");
         tracing::info!(alert = %accepted.alert.name, "no route matches");
-        return state
+        return shared
+            .runtime()
+            .state
             .dispose(&accepted.id, Disposition::Unrouted, &[])
             .await;
     }
     start_on(shared, accepted, &routes).await
 }
 
-/// Joins or starts the runs of an accepted alert on `routes` (an alert's
-/// matching routes, or a schedule's own), and records what became of it.
+/// A run stored and holding its slot, to be spawned once the alert's fate
+/// is recorded.
+struct Starting {
+    run_id: String,
+    route: Route,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Joins or starts the runs of a claimed alert on `routes` (its matching
+/// routes, or a schedule's own), records what became of it, then starts
+/// the new runs. A run stored whose start the store could not record is
+/// not spawned here: it is `running` with a lease nobody renews, and the
+/// sweeper takes it over when the lease lapses.
 pub(super) async fn start_on(
     shared: &Arc<Shared>,
     accepted: &Accepted,
-    routes: &[&crate::routing::Route],
-) -> Result<(), crate::state::StateError> {
-    let state = &shared.runtime().state;
+    routes: &[&Route],
+) -> Result<(), StateError> {
+    let state = shared.runtime().state.clone();
     let resolved = accepted.alert.status == AlertStatus::Resolved;
     let mut disposition = Disposition::Attached;
     let mut run_ids = Vec::new();
+    let mut starting = Vec::new();
     for &route in routes {
         let route_name = format!("{}:{}", route.index, route.playbook);
-        let (open, run_id) = open_or_start(state, accepted, route, resolved).await?;
-        if let Some(open) = open {
-            state
-                .append_audit(
-                    &open,
-                    &serde_json::json!({ "attached": { "alert": accepted.id, "status": if resolved { "resolved" } else { "firing" } } }),
-                )
-                .await?;
-            if resolved {
-                state.mark_resolved(&open).await?;
-                if route.cancel_on_resolved {
-                    cancel_pending(shared, &open).await?;
+        match open_or_start(shared, accepted, route, resolved).await? {
+            Found::Open(open) => {
+                state
+                    .append_audit(
+                        &open,
+                        &serde_json::json!({ "attached": { "alert": accepted.id, "status": if resolved { "resolved" } else { "firing" } } }),
+                    )
+                    .await?;
+                if resolved {
+                    state.mark_resolved(&open).await?;
+                    if route.cancel_on_resolved {
+                        cancel_pending(shared, &open).await?;
+                    }
+                    disposition = Disposition::Resolved;
                 }
+                shared.metrics.alert(&route_name, "attached");
+                run_ids.push(open);
+            }
+            Found::Nothing => {
+                // Resolved with nothing open: the incident ended before anything ran.
+                shared.metrics.alert(&route_name, "resolved");
                 disposition = Disposition::Resolved;
             }
-            shared.metrics.alert(&route_name, "attached");
-            run_ids.push(open);
-            continue;
+            Found::Started(run_id, permit) => {
+                shared.metrics.alert(&route_name, "started");
+                disposition = Disposition::Started;
+                run_ids.push(run_id.clone());
+                starting.push(Starting {
+                    run_id,
+                    route: route.clone(),
+                    permit,
+                });
+            }
         }
-        let Some(run_id) = run_id else {
-            // Resolved with nothing open: the incident ended before anything ran.
-            shared.metrics.alert(&route_name, "resolved");
-            disposition = Disposition::Resolved;
-            continue;
-        };
-        shared.metrics.alert(&route_name, "started");
-        disposition = Disposition::Started;
-        run_ids.push(run_id.clone());
-        let permit = shared.runs.clone().acquire_owned().await;
-        let shared = shared.clone();
-        let (playbook, mode, alert) = (route.playbook.clone(), route.mode, accepted.alert.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let started = Instant::now();
-            // The runtime this run keeps, whatever a reload does meanwhile.
-            let (runtime, loaded) = match shared.playbook(&playbook).await {
-                Ok(both) => both,
-                Err(why) => {
-                    tracing::error!(run = %run_id, "playbook `{playbook}` does not load: {why}");
-                    let _ = shared
-                        .runtime()
-                        .state
-                        .finish_run(
-                            &run_id,
-                            "crashed",
-                            3,
-                            &serde_json::json!({ "status": "crashed", "error": why }),
-                        )
-                        .await;
-                    return;
-                }
-            };
-            let request = RunRequest {
-                alert,
-                mode,
-                approver: Arc::new(StoredApprover::new(runtime.state.clone(), ALERTS)),
-                progress: Box::new(Quiet),
-                run_id: Some(run_id.clone()),
-                started_by: ALERTS.to_owned(),
-                step_mode: false,
-            };
-            let report = crate::run::run_recorded(
-                &runtime.engine,
-                &loaded,
-                runtime.backends.clone(),
-                runtime.state.clone(),
-                run_id,
-                request,
-            )
-            .await;
-            ended(&shared, &report, started, 0).await;
-        });
     }
-    state.dispose(&accepted.id, disposition, &run_ids).await
+    state.dispose(&accepted.id, disposition, &run_ids).await?;
+    for run in starting {
+        spawn_run(shared.clone(), run, accepted.alert.clone());
+    }
+    Ok(())
 }
 
-/// The open run of the alert's fingerprint on this route, or the id of a
-/// run just stored for it (none for a resolved alert). The store allows
-/// one open run per fingerprint and playbook, so when another replica
-/// stored one first, this alert joins that one.
+/// What a route found for an alert.
+enum Found {
+    /// The open run it joins.
+    Open(String),
+    /// A run stored for it, with its slot.
+    Started(String, OwnedSemaphorePermit),
+    /// Resolved, and nothing open.
+    Nothing,
+}
+
+/// The open run of the alert's fingerprint on this route, or a run stored
+/// for it once a slot is free. The store allows one open run per
+/// fingerprint and playbook, so when another replica stored one first,
+/// this alert joins that one.
 async fn open_or_start(
-    state: &crate::state::StateStore,
+    shared: &Arc<Shared>,
     accepted: &Accepted,
-    route: &crate::routing::Route,
+    route: &Route,
     resolved: bool,
-) -> Result<(Option<String>, Option<String>), crate::state::StateError> {
-    let open = state
-        .open_run(&accepted.fingerprint, &route.playbook)
-        .await?;
-    if open.is_some() || resolved {
-        return Ok((open, None));
+) -> Result<Found, StateError> {
+    let state = shared.runtime().state.clone();
+    for _ in 0..3 {
+        if let Some(open) = state
+            .open_run(&accepted.fingerprint, &route.playbook)
+            .await?
+        {
+            return Ok(Found::Open(open));
+        }
+        if resolved {
+            return Ok(Found::Nothing);
+        }
+        let permit = shared
+            .runs
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StateError::Corrupt("the run slots are closed".into()))?;
+        let run_id = new_run_id();
+        let alert_json = serde_json::to_value(&accepted.alert).unwrap_or_default();
+        let stored = state
+            .start_run(NewRun {
+                id: &run_id,
+                playbook: &route.playbook,
+                mode: if route.mode == Mode::Live {
+                    "live"
+                } else {
+                    "dry-run"
+                },
+                alert: &alert_json,
+                started_by: ALERTS,
+                step_mode: false,
+                fingerprint: Some(&accepted.fingerprint),
+            })
+            .await;
+        match stored {
+            Ok(()) => return Ok(Found::Started(run_id, permit)),
+            // Another replica stored one a moment ago: join it (look again).
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e),
+        }
     }
-    let run_id = new_run_id();
-    let alert_json = serde_json::to_value(&accepted.alert).unwrap_or_default();
-    let stored = state
-        .start_run(NewRun {
-            id: &run_id,
-            playbook: &route.playbook,
-            mode: if route.mode == Mode::Live {
-                "live"
-            } else {
-                "dry-run"
-            },
-            alert: &alert_json,
-            started_by: ALERTS,
+    Err(StateError::Corrupt(format!(
+        "alert {}: the open run of its fingerprint kept changing; it is dispatched again",
+        accepted.id
+    )))
+}
+
+/// Runs a stored run in the background, in the slot it holds, with the
+/// runtime in force now (kept for the whole run, whatever a reload does).
+fn spawn_run(shared: Arc<Shared>, run: Starting, alert: crate::bindings::Alert) {
+    tokio::spawn(async move {
+        let Starting {
+            run_id,
+            route,
+            permit,
+        } = run;
+        let _permit = permit;
+        let started = Instant::now();
+        let (runtime, loaded) = match shared.playbook(&route.playbook).await {
+            Ok(both) => both,
+            Err(why) => {
+                tracing::error!(run = %run_id, "playbook `{}` does not load: {why}", route.playbook);
+                let _ = shared
+                    .runtime()
+                    .state
+                    .finish_run(
+                        &run_id,
+                        "crashed",
+                        3,
+                        &serde_json::json!({ "status": "crashed", "error": why }),
+                    )
+                    .await;
+                return;
+            }
+        };
+        let request = RunRequest {
+            alert,
+            mode: route.mode,
+            approver: Arc::new(StoredApprover::new(runtime.state.clone(), ALERTS)),
+            progress: Box::new(Quiet),
+            run_id: Some(run_id.clone()),
+            started_by: ALERTS.to_owned(),
             step_mode: false,
-            fingerprint: Some(&accepted.fingerprint),
-        })
+        };
+        let report = crate::run::run_recorded(
+            &runtime.engine,
+            &loaded,
+            runtime.backends.clone(),
+            runtime.state.clone(),
+            run_id,
+            request,
+        )
         .await;
-    match stored {
-        Ok(()) => Ok((None, Some(run_id))),
-        Err(e) if e.is_conflict() => Ok((
-            state
-                .open_run(&accepted.fingerprint, &route.playbook)
-                .await?,
-            None,
-        )),
-        Err(e) => Err(e),
-    }
+        ended(&shared, &report, started, 0).await;
+        // The alert resolved while the run was still reading: what it
+        // waits for now is cancelled as the route says.
+        if route.cancel_on_resolved
+            && matches!(report.end, RunEnd::Stopped(Stopped::Parked { .. }))
+            && runtime
+                .state
+                .resolved(&report.run_id)
+                .await
+                .unwrap_or(false)
+        {
+            let _ = cancel_pending(&shared, &report.run_id).await;
+        }
+    });
 }
 
 /// The alert of run `run_id` resolved and its route says so: every
 /// approval it waits for is denied, and the run resumes to hear it.
-async fn cancel_pending(
-    shared: &Arc<Shared>,
-    run_id: &str,
-) -> Result<(), crate::state::StateError> {
-    let state = &shared.runtime().state;
+async fn cancel_pending(shared: &Arc<Shared>, run_id: &str) -> Result<(), StateError> {
+    let state = shared.runtime().state.clone();
     let mut cancelled = false;
     for pending in state
         .pending_approvals()
@@ -263,7 +339,7 @@ pub fn resume(shared: Arc<Shared>, run_id: String) {
 
 /// After a run ended or parked: metrics, and the approvers told of a write
 /// that waits for them.
-async fn ended(shared: &Shared, report: &RunReport, started: Instant, replayed: usize) {
+pub(super) async fn ended(shared: &Shared, report: &RunReport, started: Instant, replayed: usize) {
     let new_calls = report.journal.get(replayed..).unwrap_or_default();
     shared
         .metrics
@@ -309,9 +385,19 @@ async fn notify_approvers(shared: &Shared, run_id: &str, seq: u64) {
 }
 
 /// Every `every`: take over orphaned runs, resume parked runs whose
-/// approval is settled, page due escalations.
+/// approval is settled, page due escalations, and hand the dispatcher
+/// again the alerts a failure left in the inbox.
 pub async fn sweeper(shared: Arc<Shared>, every: Duration) {
     loop {
+        match shared.runtime().state.undispatched(REDISPATCH_AFTER).await {
+            Ok(left) if !left.is_empty() => {
+                // Claims keep a second copy from dispatching twice; a full
+                // queue waits for the next sweep.
+                let _ = shared.queue.try_send(left);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot read the inbox: {e}"),
+        }
         let quiet = |_: &str| -> Box<dyn crate::journal::Progress> { Box::new(Quiet) };
         let started = Instant::now();
         match crate::sweep::sweep(&shared.runtime(), &quiet).await {

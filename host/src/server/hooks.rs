@@ -7,25 +7,40 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::Shared;
 
-pub async fn alertmanager(State(shared): State<Arc<Shared>>, body: String) -> Response {
-    accept(&shared, "alertmanager", &body).await
+pub async fn alertmanager(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    accept(&shared, &headers, "alertmanager", &body).await
 }
 
-pub async fn generic(State(shared): State<Arc<Shared>>, body: String) -> Response {
-    accept(&shared, "generic", &body).await
+pub async fn generic(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    accept(&shared, &headers, "generic", &body).await
 }
 
 fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn accept(shared: &Shared, source: &str, body: &str) -> Response {
+async fn accept(shared: &Shared, headers: &HeaderMap, source: &str, body: &str) -> Response {
+    if !shared.hook_allowed(headers) {
+        shared.metrics.alert("none", "unauthorized");
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            json!({ "error": "this hook takes `Authorization: Bearer` the server's hook token" }),
+        );
+    }
     let alerts = match crate::alert::parse(body) {
         Ok(alerts) => alerts,
         Err(e) => {
@@ -34,8 +49,9 @@ async fn accept(shared: &Shared, source: &str, body: &str) -> Response {
         }
     };
     // Room in the queue first: an alert that is stored must be dispatched.
-    let permits = match shared.queue.try_reserve_many(alerts.len()) {
-        Ok(permits) => permits,
+    // One place a notification, however many alerts it holds.
+    let permit = match shared.queue.try_reserve() {
+        Ok(permit) => permit,
         Err(_) => {
             shared.metrics.alert("none", "queue-full");
             return answer(
@@ -55,9 +71,7 @@ async fn accept(shared: &Shared, source: &str, body: &str) -> Response {
         }
     };
     let ids: Vec<String> = accepted.iter().map(|a| a.id.clone()).collect();
-    for (permit, alert) in permits.zip(accepted) {
-        permit.send(alert);
-    }
+    permit.send(accepted);
     answer(
         StatusCode::ACCEPTED,
         json!({ "accepted": ids.len(), "ids": ids }),

@@ -39,8 +39,10 @@ pub struct Shared {
     current: RwLock<(Arc<Runtime>, Arc<Vec<Route>>)>,
     /// The config file, for reloads.
     config_path: Option<PathBuf>,
-    /// Accepted alerts waiting for the dispatcher.
-    pub queue: mpsc::Sender<Accepted>,
+    /// The hooks' bearer token, resolved (SHA-256 of it), if one is set.
+    hook_token: RwLock<Option<[u8; 32]>>,
+    /// Accepted notifications (their alerts) waiting for the dispatcher.
+    pub queue: mpsc::Sender<Vec<Accepted>>,
     /// Runs at once.
     pub runs: Arc<Semaphore>,
     /// The permits `runs` started with.
@@ -86,9 +88,15 @@ impl Shared {
             );
         }
         let routes = config.routes().map_err(|e| e.to_string())?;
-        let runtime = Runtime::new(config).map_err(|e| e.to_string())?;
+        // The same state store (and so the same host in its leases): runs
+        // stored before the reload still belong to this host.
+        let runtime = Runtime::with_state(config, old.state.clone()).map_err(|e| e.to_string())?;
+        let hook_token = hook_token(&runtime)?;
         if let Ok(mut current) = self.current.write() {
             *current = (Arc::new(runtime), Arc::new(routes));
+        }
+        if let Ok(mut token) = self.hook_token.write() {
+            *token = hook_token;
         }
         if let Ok(mut playbooks) = self.playbooks.lock() {
             playbooks.clear();
@@ -117,6 +125,43 @@ impl Shared {
     }
 }
 
+/// The SHA-256 of the hooks' token of `runtime`'s config, if it sets one.
+fn hook_token(runtime: &Runtime) -> Result<Option<[u8; 32]>, String> {
+    let Some(secret) = &runtime.config.server.hook_token else {
+        return Ok(None);
+    };
+    let token = secret
+        .resolve(
+            "server.hook_token",
+            &runtime.config.base_dir,
+            &runtime.backends.redactor(),
+        )
+        .map_err(|e| e.to_string())?;
+    use sha2::Digest;
+    Ok(Some(sha2::Sha256::digest(token.trim().as_bytes()).into()))
+}
+
+impl Shared {
+    /// Whether a hook request carries the hooks' token (when one is set).
+    pub fn hook_allowed(&self, headers: &axum::http::HeaderMap) -> bool {
+        let expected = match self.hook_token.read() {
+            Ok(token) => *token,
+            Err(poisoned) => *poisoned.into_inner(),
+        };
+        let Some(expected) = expected else {
+            return true;
+        };
+        let given = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        use sha2::Digest;
+        let given: [u8; 32] = sha2::Sha256::digest(given.trim().as_bytes()).into();
+        given == expected
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{0}")]
@@ -130,6 +175,8 @@ pub enum ServeError {
     State(#[from] crate::state::StateError),
     #[error("the server stopped: {0}")]
     Serve(std::io::Error),
+    #[error("server.hook_token: {0}")]
+    HookToken(String),
 }
 
 /// A server ready to serve: its router and the dispatcher behind it.
@@ -154,16 +201,22 @@ impl Server {
         let routes = runtime.config.routes()?;
         let settings = runtime.config.server.clone();
         let (queue, inbox) = mpsc::channel(settings.queue);
+        let token = hook_token(&runtime).map_err(ServeError::HookToken)?;
         let shared = Arc::new(Shared {
             current: RwLock::new((runtime, Arc::new(routes))),
             config_path,
+            hook_token: RwLock::new(token),
             queue,
             runs: Arc::new(Semaphore::new(settings.max_runs)),
             max_runs: u32::try_from(settings.max_runs).unwrap_or(u32::MAX),
             metrics: metrics::Metrics::default(),
             playbooks: Mutex::new(HashMap::new()),
         });
-        let leftover = shared.runtime().state.undispatched().await?;
+        let leftover = shared
+            .runtime()
+            .state
+            .undispatched(std::time::Duration::ZERO)
+            .await?;
         tokio::spawn(dispatch::dispatcher(shared.clone(), leftover, inbox));
         tokio::spawn(dispatch::sweeper(shared.clone(), settings.sweep_every));
         tokio::spawn(schedule::scheduler(shared.clone()));

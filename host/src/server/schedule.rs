@@ -154,8 +154,12 @@ async fn fire(shared: &Arc<Shared>, schedule: &Schedule, at: DateTime<Utc>) {
             return;
         }
     };
+    match state.claim_alert(&accepted.id).await {
+        Ok(true) => {}
+        _ => return,
+    }
     if let Err(e) = dispatch::start_on(shared, &accepted, &[&schedule.route]).await {
-        tracing::error!(schedule = %name, "tick not dispatched: {e}; it is dispatched at the next start");
+        tracing::error!(schedule = %name, "tick not dispatched: {e}");
     }
     if let Err(e) = state.set_schedule_tick(name, at.timestamp_millis()).await {
         tracing::warn!(schedule = %name, "cannot record the tick: {e}");

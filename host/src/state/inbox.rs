@@ -7,6 +7,9 @@ use sqlx::Row;
 use super::{StateError, StateStore, now_ms};
 use crate::bindings::Alert;
 
+/// A claim on an accepted alert older than this is a dead host's.
+const STALE_CLAIM_MS: i64 = 5 * 60 * 1000;
+
 /// An accepted alert.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -87,11 +90,23 @@ impl StateStore {
         Ok(accepted)
     }
 
-    /// Accepted alerts not dispatched yet (a restart left them), oldest first.
-    pub async fn undispatched(&self) -> Result<Vec<Accepted>, StateError> {
+    /// Accepted alerts nobody dispatched (a restart or a failure left
+    /// them), oldest first: `new` ones accepted more than `older_than` ago,
+    /// and ones whose claim is so old its host must have died. Schedule
+    /// ticks are not among them: they have no route to go by.
+    pub async fn undispatched(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<Vec<Accepted>, StateError> {
+        let now = now_ms();
         let rows = sqlx::query(
-            "SELECT id, alert, fingerprint FROM inbox WHERE status = 'new' ORDER BY received_at, id",
+            "SELECT id, alert, fingerprint FROM inbox
+             WHERE source <> 'schedule'
+               AND ((status = 'new' AND received_at <= $1) OR (status = 'dispatching' AND claimed_at < $2))
+             ORDER BY received_at, id",
         )
+        .bind(now - older_than.as_millis() as i64)
+        .bind(now - STALE_CLAIM_MS)
         .fetch_all(self.pool().await?)
         .await?;
         rows.iter()
@@ -105,6 +120,51 @@ impl StateStore {
                 })
             })
             .collect()
+    }
+
+    /// Accepted alerts whose fate is not recorded yet (waiting, or being
+    /// dispatched).
+    pub async fn in_inbox(&self) -> Result<i64, StateError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE status IN ('new', 'dispatching')")
+                .fetch_one(self.pool().await?)
+                .await?,
+        )
+    }
+
+    /// Takes an accepted alert for this dispatcher; false if another has it
+    /// (or it was dispatched already).
+    pub async fn claim_alert(&self, id: &str) -> Result<bool, StateError> {
+        let now = now_ms();
+        let claimed = sqlx::query(
+            "UPDATE inbox SET status = 'dispatching', claimed_at = $1
+             WHERE id = $2 AND (status = 'new' OR (status = 'dispatching' AND claimed_at < $3))",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(now - STALE_CLAIM_MS)
+        .execute(self.pool().await?)
+        .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    /// Gives a claimed alert back to the inbox (its dispatch failed).
+    pub async fn release_alert(&self, id: &str) -> Result<(), StateError> {
+        sqlx::query("UPDATE inbox SET status = 'new', claimed_at = NULL WHERE id = $1 AND status = 'dispatching'")
+            .bind(id)
+            .execute(self.pool().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the alert of run `run_id` has resolved.
+    pub async fn resolved(&self, run_id: &str) -> Result<bool, StateError> {
+        let at: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT resolved_at FROM runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_optional(self.pool().await?)
+                .await?;
+        Ok(at.flatten().is_some())
     }
 
     /// Records what became of an accepted alert.
@@ -190,6 +250,36 @@ mod tests {
             step_mode: false,
             fingerprint: Some("fp-1"),
         }
+    }
+
+    /// An alert is dispatched by whoever claims it first; one given back
+    /// after a failed dispatch is found again, one dispatched is not.
+    #[tokio::test]
+    async fn an_accepted_alert_is_claimed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("s.db"));
+        let alert = Alert {
+            name: "A".into(),
+            status: crate::bindings::AlertStatus::Firing,
+            labels: vec![("alertname".into(), "A".into())],
+            annotations: vec![],
+            starts_at: None,
+            fingerprint: None,
+        };
+        let accepted = store.accept_alerts("generic", vec![alert]).await.unwrap();
+        let id = &accepted[0].id;
+        let any = std::time::Duration::ZERO;
+        assert_eq!(store.undispatched(any).await.unwrap().len(), 1);
+        assert!(store.claim_alert(id).await.unwrap());
+        assert!(!store.claim_alert(id).await.unwrap(), "claimed once");
+        assert!(store.undispatched(any).await.unwrap().is_empty());
+        assert_eq!(store.in_inbox().await.unwrap(), 1);
+        store.release_alert(id).await.unwrap();
+        assert_eq!(store.undispatched(any).await.unwrap().len(), 1);
+        assert!(store.claim_alert(id).await.unwrap());
+        store.dispose(id, Disposition::Unrouted, &[]).await.unwrap();
+        assert_eq!(store.in_inbox().await.unwrap(), 0);
+        assert!(!store.claim_alert(id).await.unwrap());
     }
 
     /// The store keeps one open run per fingerprint and playbook, whoever
