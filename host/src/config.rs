@@ -176,6 +176,10 @@ pub struct AlertRoute {
     /// incident ended on its own; a human starts it again if needed).
     #[serde(default)]
     pub cancel_on_resolved: bool,
+    /// Step mode: the run parks before every step until an operator
+    /// continues it (a new playbook's first real incidents).
+    #[serde(default)]
+    pub step: bool,
 }
 
 /// A routine run: the playbook, started on a cron expression (UTC; five
@@ -923,6 +927,7 @@ impl Config {
                     },
                     continue_matching: route.continue_matching,
                     cancel_on_resolved: route.cancel_on_resolved,
+                    step_mode: route.step,
                 })
             })
             .collect()

@@ -70,7 +70,8 @@ pub async fn runs(
 }
 
 pub async fn show(source: Source<'_>, id: &str, json: bool) -> Result<u8, UsageError> {
-    let (run, journal): (RunRecord, Vec<StoredEntry>) = match source {
+    type Deciders = std::collections::BTreeMap<i64, Vec<String>>;
+    let (run, journal, deciders): (RunRecord, Vec<StoredEntry>, Deciders) = match source {
         Source::Local(config) => {
             let store = store(config)?;
             let Some(run) = store.run(id).await? else {
@@ -79,18 +80,19 @@ pub async fn show(source: Source<'_>, id: &str, json: bool) -> Result<u8, UsageE
                 )
                 .into());
             };
-            (run, store.journal(id).await?)
+            (run, store.journal(id).await?, store.deciders(id).await?)
         }
         Source::Server(remote) => {
             let shown = remote.get(&format!("/api/runs/{id}")).await?;
             (
                 serde_json::from_value(shown["run"].clone())?,
                 serde_json::from_value(shown["journal"].clone())?,
+                serde_json::from_value(shown["deciders"].clone()).unwrap_or_default(),
             )
         }
     };
     if json {
-        let document = serde_json::json!({ "run": run, "journal": journal });
+        let document = serde_json::json!({ "run": run, "journal": journal, "deciders": deciders });
         println!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(exit::DONE);
     }
@@ -117,8 +119,12 @@ pub async fn show(source: Source<'_>, id: &str, json: bool) -> Result<u8, UsageE
             Phase::Done => "",
             Phase::Intended => " IN DOUBT (intended, never recorded as done)",
         };
+        let by = deciders
+            .get(&(entry.seq as i64))
+            .map(|who| format!(" (by {})", who.join(", ")))
+            .unwrap_or_default();
         println!(
-            "  #{:<3} {:<14} {:<6} {:<12} {asked} → {answer}{phase}",
+            "  #{:<3} {:<14} {:<6} {:<12} {asked} → {answer}{phase}{by}",
             entry.seq,
             entry.name(),
             entry.effect,

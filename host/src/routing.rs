@@ -100,6 +100,8 @@ pub struct Route {
     pub continue_matching: bool,
     /// When the alert resolves, deny the run's pending approvals.
     pub cancel_on_resolved: bool,
+    /// Runs start in step mode.
+    pub step_mode: bool,
 }
 
 /// The routes an alert takes, in order.
@@ -146,6 +148,7 @@ mod tests {
             mode: Mode::DryRun,
             continue_matching,
             cancel_on_resolved: false,
+            step_mode: false,
         }
     }
 

@@ -485,7 +485,7 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
     let shown = text(&show.stdout);
     assert!(shown.contains("▶ Triage"), "{shown}");
     assert!(
-        shown.contains("#6   flags.set") && shown.contains("approved"),
+        shown.contains("#6   flags.set") && shown.contains("(by alice)"),
         "{shown}"
     );
 

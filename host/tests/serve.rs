@@ -204,7 +204,7 @@ mode = "live"
         ],
     );
     assert!(
-        text(&shown.stdout).contains("flags.set") && text(&shown.stdout).contains("approved"),
+        text(&shown.stdout).contains("flags.set") && text(&shown.stdout).contains("(by alice)"),
         "{}",
         text(&shown.stdout)
     );

@@ -542,3 +542,85 @@ async fn an_operator_starts_a_run_over_the_api_and_cannot_approve_it() {
     assert_eq!(s.decide(Some(&alice), &run_id, 1, true).await.status(), 200);
     s.runs_until(&ops, |runs| status_of(runs) == ["done"]).await;
 }
+
+/// A route in step mode: the Plaza run parks before each step, the
+/// approvers are told what it has read so far, and continuing over the API
+/// walks it through.
+#[tokio::test]
+async fn a_step_mode_route_walks_a_run_step_by_step() {
+    let plaza = root().join("examples/systems/plaza");
+    let setup = Setup::new(&format!(
+        r#"
+[state]
+path = "state.db"
+[db.plaza]
+url = "sqlite::memory:"
+fixture_sql = ["{plaza}/schema.sql", "{plaza}/seed.sql"]
+[rpc.base]
+kind = "fixture"
+file = "{plaza}/rpc-fixture.json"
+methods = {{ eth_call = "read", eth_getTransactionCount = "read" }}
+[flags.plaza]
+kind = "builtin"
+names = ["PLAZA_*"]
+[pager.targets.ceo]
+kind = "file"
+path = "{{dir}}/pages.jsonl"
+[pager.channels.incident]
+kind = "file"
+path = "{{dir}}/pages.jsonl"
+[server]
+notify = "incident"
+[playbooks.plaza]
+component = "{component}"
+grants.db.plaza = {{}}
+grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount"]
+grants.flags = {{ read = ["PLAZA_*"], write = ["PLAZA_CUSTODIED_MODE_DISABLED"] }}
+grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
+[[routes]]
+match = ["alertname=ReconciliationDriftHigh"]
+playbook = "plaza"
+step = true
+"#,
+        plaza = plaza.display(),
+        component = stepgate_artifacts::PLAZA_RECONCILIATION_DRIFT,
+    ));
+    let s = start(setup, None).await;
+    let alice = s
+        .runtime
+        .state
+        .add_principal("alice", Role::Approver)
+        .await
+        .unwrap();
+    let payload =
+        std::fs::read_to_string(root().join("examples/alerts/plaza-drift-unexplained.json"))
+            .unwrap();
+    let posted = s
+        .client
+        .post(format!("{}/hooks/alertmanager", s.url))
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 202);
+    let runs = s
+        .runs_until(&alice, |runs| status_of(runs) == ["parked"])
+        .await;
+    let run_id = runs[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(runs[0]["step_mode"], true);
+    let told = std::fs::read_to_string(s.setup.path("pages.jsonl")).unwrap();
+    assert!(told.contains("paused before step `Triage`"), "{told}");
+    // Continue before Triage; it then parks before the mitigation, and the
+    // message shows what it read.
+    assert_eq!(s.decide(Some(&alice), &run_id, 1, true).await.status(), 200);
+    let started = Instant::now();
+    loop {
+        let told = std::fs::read_to_string(s.setup.path("pages.jsonl")).unwrap();
+        if told.contains("paused before step `Mitigate: unexplained drift`") {
+            assert!(told.contains("db.query plaza"), "{told}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{told}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -168,7 +168,10 @@ pub async fn show_run(
         .await?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no run `{id}`")))?;
     let journal = state.journal(&id).await?;
-    Ok(Json(json!({ "run": run, "journal": journal })))
+    let deciders = state.deciders(&id).await?;
+    Ok(Json(
+        json!({ "run": run, "journal": journal, "deciders": deciders }),
+    ))
 }
 
 pub async fn approvals(

@@ -207,7 +207,7 @@ async fn open_or_start(
                 },
                 alert: &alert_json,
                 started_by: ALERTS,
-                step_mode: false,
+                step_mode: route.step_mode,
                 fingerprint: Some(&accepted.fingerprint),
             })
             .await;
@@ -259,7 +259,7 @@ fn spawn_run(shared: Arc<Shared>, run: Starting, alert: crate::bindings::Alert) 
             progress: Box::new(Quiet),
             run_id: Some(run_id.clone()),
             started_by: ALERTS.to_owned(),
-            step_mode: false,
+            step_mode: route.step_mode,
         };
         let report = crate::run::run_recorded(
             &runtime.engine,
@@ -344,7 +344,8 @@ pub(super) async fn ended(shared: &Shared, report: &RunReport, started: Instant,
     shared
         .metrics
         .run(report, started.elapsed().as_secs_f64(), new_calls);
-    if let RunEnd::Stopped(Stopped::Parked { seq, .. }) = &report.end {
+    if let RunEnd::Stopped(Stopped::Parked { seq, .. } | Stopped::AtStep { seq, .. }) = &report.end
+    {
         notify_approvers(shared, &report.run_id, *seq).await;
     }
 }
@@ -368,10 +369,17 @@ async fn notify_approvers(shared: &Shared, run_id: &str, seq: u64) {
         .as_deref()
         .map(|u| format!("\n  or POST {}/api/runs/{run_id}/approvals/{seq} {{\"approve\": true, \"reason\": \"…\"}}", u.trim_end_matches('/')))
         .unwrap_or_default();
-    let message = format!(
-        "Approval needed: {} wants {} on `{}` (run {run_id} #{seq}, {} of {} approvals)\nwrite: {}\nreason: {}\napprove: stepgate approve {run_id} {seq} --reason \"…\"{url}",
-        p.playbook, p.op, p.target, p.approvals, p.quorum, p.detail, p.reason
-    );
+    let message = if p.op == crate::state::approvals::STEP_PAUSE {
+        format!(
+            "Step mode: {} is paused before step `{}` (run {run_id})\nso far:\n{}\ngo on: stepgate continue {run_id}   stop: stepgate abort {run_id} --reason \"…\"{url}",
+            p.playbook, p.target, p.detail
+        )
+    } else {
+        format!(
+            "Approval needed: {} wants {} on `{}` (run {run_id} #{seq}, {} of {} approvals)\nwrite: {}\nreason: {}\napprove: stepgate approve {run_id} {seq} --reason \"…\"{url}",
+            p.playbook, p.op, p.target, p.approvals, p.quorum, p.detail, p.reason
+        )
+    };
     let sent = match shared.runtime().backends.channel(channel) {
         Ok(sink) => {
             sink.notify(channel, &message, &format!("{run_id}-{seq}-approval"))

@@ -60,6 +60,7 @@ pub async fn scheduler(shared: Arc<Shared>) {
                 },
                 continue_matching: false,
                 cancel_on_resolved: false,
+                step_mode: false,
             };
             Some(Schedule {
                 config: config.clone(),

@@ -560,6 +560,34 @@ impl StateStore {
         Ok(status)
     }
 
+    /// Who decided what on each of run `run_id`'s approval requests, by
+    /// journal position: `principal` or `principal (no)`, in order.
+    pub async fn deciders(
+        &self,
+        run_id: &str,
+    ) -> Result<std::collections::BTreeMap<i64, Vec<String>>, StateError> {
+        let rows = sqlx::query(
+            "SELECT seq, principal, approve FROM approval_decisions WHERE run_id = $1 ORDER BY seq, at, principal",
+        )
+        .bind(run_id)
+        .fetch_all(self.pool().await?)
+        .await?;
+        let mut by_seq: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+        for row in &rows {
+            let principal: String = row.try_get(1)?;
+            let approve: i32 = row.try_get(2)?;
+            by_seq
+                .entry(row.try_get(0)?)
+                .or_default()
+                .push(if approve != 0 {
+                    principal
+                } else {
+                    format!("{principal} (no)")
+                });
+        }
+        Ok(by_seq)
+    }
+
     /// The last write run `run_id` asked approval for (position and the
     /// write), if any.
     pub async fn parked_on(&self, run_id: &str) -> Result<Option<(u64, String)>, StateError> {
