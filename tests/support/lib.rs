@@ -385,3 +385,39 @@ pub fn call_ctx(runtime: &Runtime, playbook: &str, mode: Mode) -> stepgate::caps
         config.limits_for(pb),
     )
 }
+
+/// The Plaza example system as backends, for a config that goes on with a
+/// playbook section: its SQLite fixture as `db.plaza`, its RPC fixture as
+/// `rpc.base`, built-in `PLAZA_*` flags, and a file pager (target `ceo`,
+/// channel `incident`) writing `pages.jsonl` in the setup's dir.
+pub fn plaza_example_backends() -> String {
+    let plaza = root().join("examples/systems/plaza");
+    let plaza = plaza.display();
+    format!(
+        r#"
+[db.plaza]
+url = "sqlite::memory:"
+fixture_sql = ["{plaza}/schema.sql", "{plaza}/seed.sql"]
+[rpc.base]
+kind = "fixture"
+file = "{plaza}/rpc-fixture.json"
+methods = {{ eth_call = "read", eth_getTransactionCount = "read" }}
+[flags.plaza]
+kind = "builtin"
+names = ["PLAZA_*"]
+[pager.targets.ceo]
+kind = "file"
+path = "{{dir}}/pages.jsonl"
+[pager.channels.incident]
+kind = "file"
+path = "{{dir}}/pages.jsonl"
+"#
+    )
+}
+
+/// The grants the Plaza playbook declares, for its `[playbooks.NAME]`.
+pub const PLAZA_GRANTS: &str = r#"grants.db.plaza = {}
+grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount"]
+grants.flags = { read = ["PLAZA_*"], write = ["PLAZA_CUSTODIED_MODE_DISABLED"] }
+grants.pager = { targets = ["ceo"], channels = ["incident"] }
+"#;

@@ -49,36 +49,17 @@ async fn eventually<F: std::future::Future<Output = bool>>(
 
 #[tokio::test]
 async fn alertmanager_alerts_become_one_approved_plaza_run() {
-    let plaza = root().join("examples/systems/plaza");
     let setup = Setup::new(&format!(
         r#"
 [state]
 path = "state.db"
-[db.plaza]
-url = "sqlite::memory:"
-fixture_sql = ["{plaza}/schema.sql", "{plaza}/seed.sql"]
-[rpc.base]
-kind = "fixture"
-file = "{plaza}/rpc-fixture.json"
-methods = {{ eth_call = "read", eth_getTransactionCount = "read" }}
-[flags.plaza]
-kind = "builtin"
-names = ["PLAZA_*"]
-[pager.targets.ceo]
-kind = "file"
-path = "{{dir}}/pages.jsonl"
-[pager.channels.incident]
-kind = "file"
-path = "{{dir}}/pages.jsonl"
+{backends}
 [server]
 sweep_every = "500ms"
 notify = "incident"
 [playbooks.plaza-reconciliation-drift]
 component = "{component}"
-grants.db.plaza = {{}}
-grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount"]
-grants.flags = {{ read = ["PLAZA_*"], write = ["{FLAG}"] }}
-grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
+{grants}
 [playbooks.plaza-reconciliation-drift.gates]
 default = "approve"
 "pager.page" = "auto"
@@ -88,8 +69,9 @@ match = ["alertname=ReconciliationDriftHigh"]
 playbook = "plaza-reconciliation-drift"
 mode = "live"
 "#,
-        plaza = plaza.display(),
+        backends = plaza_example_backends(),
         component = stepgate_artifacts::PLAZA_RECONCILIATION_DRIFT,
+        grants = PLAZA_GRANTS,
     ));
     let runtime = Arc::new(setup.runtime());
     let server = Server::start(runtime.clone()).await.unwrap();

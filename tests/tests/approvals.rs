@@ -524,37 +524,14 @@ async fn a_component_changed_under_a_parked_run_diverges() {
             .await
             .unwrap();
     }
-    let plaza = root().join("examples/systems/plaza");
+    // The same playbook name, a different component: Plaza, with the
+    // grants it declares.
     let redeployed = Setup::new(&format!(
-        r#"
-[state]
-path = "{state}"
-[db.plaza]
-url = "sqlite::memory:"
-fixture_sql = ["{plaza}/schema.sql", "{plaza}/seed.sql"]
-[rpc.base]
-kind = "fixture"
-file = "{plaza}/rpc-fixture.json"
-methods = {{ eth_call = "read", eth_getTransactionCount = "read" }}
-[flags.plaza]
-kind = "builtin"
-names = ["PLAZA_*"]
-[pager.targets.ceo]
-kind = "file"
-path = "{{dir}}/pages.jsonl"
-[pager.channels.incident]
-kind = "file"
-path = "{{dir}}/pages.jsonl"
-[playbooks.hostile]
-component = "{component}"
-grants.db.plaza = {{}}
-grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount"]
-grants.flags = {{ read = ["PLAZA_*"], write = ["PLAZA_*"] }}
-grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
-"#,
+        "[state]\npath = \"{state}\"\n{backends}\n[playbooks.hostile]\ncomponent = \"{component}\"\n{grants}",
         state = w.setup.path("state.db").display(),
-        plaza = plaza.display(),
+        backends = plaza_example_backends(),
         component = stepgate_artifacts::PLAZA_RECONCILIATION_DRIFT,
+        grants = PLAZA_GRANTS,
     ));
     let report = redeployed
         .runtime()

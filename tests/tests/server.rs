@@ -548,42 +548,11 @@ async fn an_operator_starts_a_run_over_the_api_and_cannot_approve_it() {
 /// walks it through.
 #[tokio::test]
 async fn a_step_mode_route_walks_a_run_step_by_step() {
-    let plaza = root().join("examples/systems/plaza");
     let setup = Setup::new(&format!(
-        r#"
-[state]
-path = "state.db"
-[db.plaza]
-url = "sqlite::memory:"
-fixture_sql = ["{plaza}/schema.sql", "{plaza}/seed.sql"]
-[rpc.base]
-kind = "fixture"
-file = "{plaza}/rpc-fixture.json"
-methods = {{ eth_call = "read", eth_getTransactionCount = "read" }}
-[flags.plaza]
-kind = "builtin"
-names = ["PLAZA_*"]
-[pager.targets.ceo]
-kind = "file"
-path = "{{dir}}/pages.jsonl"
-[pager.channels.incident]
-kind = "file"
-path = "{{dir}}/pages.jsonl"
-[server]
-notify = "incident"
-[playbooks.plaza]
-component = "{component}"
-grants.db.plaza = {{}}
-grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount"]
-grants.flags = {{ read = ["PLAZA_*"], write = ["PLAZA_CUSTODIED_MODE_DISABLED"] }}
-grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
-[[routes]]
-match = ["alertname=ReconciliationDriftHigh"]
-playbook = "plaza"
-step = true
-"#,
-        plaza = plaza.display(),
+        "[state]\npath = \"state.db\"\n{backends}\n[server]\nnotify = \"incident\"\n[playbooks.plaza]\ncomponent = \"{component}\"\n{grants}\n[[routes]]\nmatch = [\"alertname=ReconciliationDriftHigh\"]\nplaybook = \"plaza\"\nstep = true\n",
+        backends = plaza_example_backends(),
         component = stepgate_artifacts::PLAZA_RECONCILIATION_DRIFT,
+        grants = PLAZA_GRANTS,
     ));
     let s = start(setup, None).await;
     let alice = s
