@@ -32,6 +32,37 @@ fn principal(dir: &Path, name: &str, role: &str) -> PathBuf {
 
 struct Served(Child);
 
+impl Served {
+    /// `stepgate serve` in `dir` on a free loopback port, once it answers
+    /// `/healthz`; and its URL.
+    fn start(dir: &Path, rt: &tokio::runtime::Runtime) -> (Served, String) {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let served = Served(
+            Command::new(env!("CARGO_BIN_EXE_stepgate"))
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        rt.block_on(async {
+            let client = reqwest::Client::new();
+            let started = Instant::now();
+            while client.get(format!("{url}/healthz")).send().await.is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the server never came up"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        (served, url)
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -81,29 +112,10 @@ mode = "live"
     let viewer = principal(d, "vic", "viewer");
     let alice = principal(d, "alice", "approver");
     let admin = principal(d, "ada", "admin");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut server = Served(
-        Command::new(env!("CARGO_BIN_EXE_stepgate"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .current_dir(d)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut server, url) = Served::start(d, &rt);
     let client = reqwest::Client::new();
     rt.block_on(async {
-        let started = Instant::now();
-        while client.get(format!("{url}/healthz")).send().await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the server never came up"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         let posted = client
             .post(format!("{url}/hooks/generic"))
             .body(r#"{"labels": {"alertname": "Hostile", "mode": "must-write"}}"#)
@@ -327,33 +339,14 @@ playbook = "hostile"
         ),
     )
     .unwrap();
-    let serve = |port: u16| {
-        Served(
-            Command::new(env!("CARGO_BIN_EXE_stepgate"))
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .current_dir(d)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
     let runs = || -> Vec<serde_json::Value> {
         let out = stepgate(d, &["runs", "--json"]);
         serde_json::from_slice(&out.stdout).unwrap_or_default()
     };
-    let port = free_port();
-    let mut first = serve(port);
-    let url = format!("http://127.0.0.1:{port}");
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut first, url) = Served::start(d, &rt);
     rt.block_on(async {
         let client = reqwest::Client::new();
-        let started = Instant::now();
-        while client.get(format!("{url}/healthz")).send().await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         let posted = client
             .post(format!("{url}/hooks/generic"))
             .body(
@@ -392,7 +385,7 @@ playbook = "hostile"
     );
 
     // The next start resumes it from its journal.
-    let _second = serve(free_port());
+    let _second = Served::start(d, &rt);
     let started = Instant::now();
     while runs()[0]["status"] != "done" {
         assert!(started.elapsed() < Duration::from_secs(30), "{:?}", runs());

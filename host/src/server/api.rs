@@ -60,18 +60,12 @@ impl From<DecisionError> for ApiError {
 
 /// The bearer token of a request.
 fn token(headers: &HeaderMap) -> Result<String, ApiError> {
-    headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::UNAUTHORIZED,
-                "send `Authorization: Bearer TOKEN` (a principal's token)".into(),
-            )
-        })
+    super::bearer(headers).map(str::to_owned).ok_or_else(|| {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "send `Authorization: Bearer TOKEN` (a principal's token)".into(),
+        )
+    })
 }
 
 /// The principal calling, with at least the role `allowed` accepts.

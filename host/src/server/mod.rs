@@ -125,6 +125,16 @@ impl Shared {
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header, trimmed, if any.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 /// The SHA-256 of the hooks' token of `runtime`'s config, if it sets one.
 fn hook_token(runtime: &Runtime) -> Result<Option<[u8; 32]>, String> {
     let Some(secret) = &runtime.config.server.hook_token else {
@@ -151,11 +161,7 @@ impl Shared {
         let Some(expected) = expected else {
             return true;
         };
-        let given = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let given = bearer(headers).unwrap_or("");
         use sha2::Digest;
         let given: [u8; 32] = sha2::Sha256::digest(given.trim().as_bytes()).into();
         given == expected
