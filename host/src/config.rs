@@ -653,6 +653,10 @@ pub struct PlaybookConfig {
     /// write is denied. Unset: it waits as long as it takes.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub approval_timeout: Option<Duration>,
+    /// Runs of this playbook a server executes at once (besides the
+    /// server's own `max_runs`); parked runs do not count. Unset: only the
+    /// server's limit.
+    pub max_runs: Option<usize>,
 }
 
 fn one() -> u32 {
@@ -1042,6 +1046,12 @@ impl Config {
         if self.server.max_runs == 0 || self.server.queue == 0 {
             return Err(self.invalid("server", "max_runs and queue are at least 1"));
         }
+        if let Some((name, _)) = self.playbooks.iter().find(|(_, p)| p.max_runs == Some(0)) {
+            return Err(self.invalid(
+                format!("playbooks.{name}.max_runs"),
+                "at least 1 (leave it out for no limit of its own)",
+            ));
+        }
         Ok(())
     }
 
@@ -1388,6 +1398,16 @@ grants.rpc.base.methods = ["eth_sendRawTransaction"]
         .to_string();
         assert!(err.contains("eth_sendRawTransaction"), "{err}");
         assert!(err.contains("[rpc.base.methods]"), "{err}");
+    }
+
+    #[test]
+    fn a_playbook_run_limit_of_zero_is_refused() {
+        let err = parse("[playbooks.p]\ncomponent = \"p.wasm\"\nmax_runs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("playbooks.p.max_runs"), "{err}");
+        let ok = parse("[playbooks.p]\ncomponent = \"p.wasm\"\nmax_runs = 2\n").unwrap();
+        assert_eq!(ok.playbooks["p"].max_runs, Some(2));
     }
 
     #[test]

@@ -252,6 +252,50 @@ pub async fn decide(
     }
 }
 
+/// `stepgate cancel`: ends run `run_id` for good.
+pub async fn cancel(
+    config: Config,
+    run_id: &str,
+    reason: &str,
+    token_file: Option<&PathBuf>,
+) -> Result<u8, UsageError> {
+    let token = token(token_file)?;
+    let cancelled = config
+        .state_store()?
+        .cancel_run(&token, run_id, reason)
+        .await?;
+    print_cancelled(&serde_json::json!(cancelled));
+    Ok(exit::DONE)
+}
+
+/// `stepgate cancel --server URL`.
+pub async fn cancel_remote(
+    server: &str,
+    run_id: &str,
+    reason: &str,
+    token_file: Option<&PathBuf>,
+) -> Result<u8, UsageError> {
+    let remote = crate::remote::Remote::new(server, token(token_file)?);
+    let answer = remote
+        .post(
+            &format!("/api/runs/{run_id}/cancel"),
+            &serde_json::json!({ "reason": reason }),
+        )
+        .await?;
+    print_cancelled(&answer);
+    Ok(exit::DONE)
+}
+
+fn print_cancelled(cancelled: &serde_json::Value) {
+    println!(
+        "run {} cancelled by {} (it was {}); {} approval request(s) denied",
+        cancelled["run_id"].as_str().unwrap_or("?"),
+        cancelled["by"].as_str().unwrap_or("?"),
+        cancelled["was"].as_str().unwrap_or("?"),
+        cancelled["approvals_denied"]
+    );
+}
+
 /// `stepgate resolve`: `mark_done` is `None` for retry, else the result
 /// the operator gave (if any).
 pub async fn resolve(

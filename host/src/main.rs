@@ -202,6 +202,20 @@ enum Command {
         #[arg(long, default_value = "stepgate.toml", global = true)]
         config: PathBuf,
     },
+    /// End an open run for good (operators): what it waits for is
+    /// denied, and a run executing now stops before its next write.
+    Cancel {
+        run: String,
+        #[arg(long)]
+        reason: String,
+        /// Cancel through a running `stepgate serve` (its REST API).
+        #[arg(long, env = "STEPGATE_SERVER")]
+        server: Option<String>,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
     /// Step mode: let a run parked before a step go on.
     Continue {
         run: String,
@@ -416,6 +430,20 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
                 }
             }
         }
+        Command::Cancel {
+            run,
+            reason,
+            server,
+            token_file,
+            config,
+        } => match server {
+            Some(server) => {
+                decisions::cancel_remote(&server, &run, &reason, token_file.as_ref()).await
+            }
+            None => {
+                decisions::cancel(load_config(&config)?, &run, &reason, token_file.as_ref()).await
+            }
+        },
         Command::Resolve {
             run,
             seq,

@@ -44,6 +44,21 @@ pub async fn sweep(
     runtime: &Runtime,
     progress: &(dyn Fn(&str) -> Box<dyn Progress> + Sync),
 ) -> Result<SweepReport, StateError> {
+    let mut report = escalations(runtime).await?;
+    for run_id in runtime.state.resumable_runs().await? {
+        match runtime.resume(&run_id, None, progress(&run_id)).await {
+            Ok(resumed) => report.resumed.push(resumed),
+            // Another host took it first: not an error.
+            Err(ResumeFailed::Resume(crate::run::ResumeError::Held { .. })) => {}
+            Err(e) => report.errors.push(format!("run {run_id}: {e}")),
+        }
+    }
+    Ok(report)
+}
+
+/// Pages the escalation steps that are due (each claimed first, so once
+/// across hosts); resumes nothing.
+pub async fn escalations(runtime: &Runtime) -> Result<SweepReport, StateError> {
     let mut report = SweepReport::default();
     for due in runtime.state.due_escalations().await? {
         if !runtime.state.claim_escalation(&due).await? {
@@ -55,14 +70,6 @@ pub async fn sweep(
                 runtime.state.release_escalation(&due).await?;
                 report.errors.push(why);
             }
-        }
-    }
-    for run_id in runtime.state.resumable_runs().await? {
-        match runtime.resume(&run_id, None, progress(&run_id)).await {
-            Ok(resumed) => report.resumed.push(resumed),
-            // Another host took it first: not an error.
-            Err(ResumeFailed::Resume(crate::run::ResumeError::Held { .. })) => {}
-            Err(e) => report.errors.push(format!("run {run_id}: {e}")),
         }
     }
     Ok(report)

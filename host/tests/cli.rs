@@ -181,6 +181,44 @@ fn live_without_a_terminal_parks_the_write_that_needs_approval() {
         !dir.path().join("var/pages.jsonl").exists(),
         "the run stopped before paging"
     );
+
+    // `stepgate cancel` ends it for good: operators only, with a reason.
+    let listed = stepgate(&["runs", "--json", "--config", config.to_str().unwrap()]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let run_id = listed[0]["id"].as_str().unwrap().to_owned();
+    let viewer = principal(&config, "vic", "viewer");
+    let cancel = |token: &Path| {
+        stepgate(&[
+            "cancel",
+            &run_id,
+            "--reason",
+            "handled by hand",
+            "--token-file",
+            token.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+    };
+    let refused = cancel(&viewer);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(text(&refused.stderr).contains("operator or admin role"));
+    let cancelled = cancel(&ops);
+    assert_eq!(
+        cancelled.status.code(),
+        Some(0),
+        "{}",
+        text(&cancelled.stderr)
+    );
+    assert!(
+        text(&cancelled.stdout)
+            .contains("cancelled by ops (it was parked); 1 approval request(s) denied"),
+        "{}",
+        text(&cancelled.stdout)
+    );
+    let again = cancel(&ops);
+    assert!(text(&again.stderr).contains("already ended (cancelled)"));
+    let approvals = stepgate(&["approvals", "--config", config.to_str().unwrap()]);
+    assert!(!text(&approvals.stdout).contains(&run_id));
 }
 
 #[test]

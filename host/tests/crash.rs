@@ -6,104 +6,12 @@
 //! case it is sent again with the same key. The pager is a webhook on
 //! loopback that records what reaches it.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A webhook that records requests and answers the first after `delay`.
-struct Hook {
-    url: String,
-    received: Arc<AtomicUsize>,
-    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Hook {
-    fn start(delay_first: Duration) -> Hook {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let received = Arc::new(AtomicUsize::new(0));
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let counter = received.clone();
-        let recorded = bodies.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let counter = counter.clone();
-                let recorded = recorded.clone();
-                std::thread::spawn(move || {
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    // Headers, then the body by content-length.
-                    loop {
-                        let Ok(n) = stream.read(&mut buf) else { return };
-                        if n == 0 {
-                            return;
-                        }
-                        request.extend_from_slice(&buf[..n]);
-                        let text = String::from_utf8_lossy(&request).to_string();
-                        if let Some(end) = text.find("\r\n\r\n") {
-                            let length = text[..end]
-                                .lines()
-                                .find_map(|l| {
-                                    let (k, v) = l.split_once(':')?;
-                                    k.eq_ignore_ascii_case("content-length")
-                                        .then(|| v.trim().parse::<usize>().ok())?
-                                })
-                                .unwrap_or(0);
-                            if request.len() >= end + 4 + length {
-                                let body = serde_json::from_slice(&request[end + 4..])
-                                    .unwrap_or(serde_json::Value::Null);
-                                recorded.lock().unwrap().push(body);
-                                break;
-                            }
-                        }
-                    }
-                    let n = counter.fetch_add(1, Ordering::SeqCst);
-                    if n == 0 {
-                        std::thread::sleep(delay_first);
-                    }
-                    let _ = stream.write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
-                    );
-                });
-            }
-        });
-        Hook {
-            url,
-            received,
-            bodies,
-        }
-    }
-
-    /// The distinct `dedup_key`s received.
-    fn dedup_keys(&self) -> std::collections::BTreeSet<String> {
-        self.bodies
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|b| b["dedup_key"].as_str().map(str::to_owned))
-            .collect()
-    }
-
-    fn count(&self) -> usize {
-        self.received.load(Ordering::SeqCst)
-    }
-
-    fn wait_for(&self, n: usize) {
-        let started = Instant::now();
-        while self.count() < n {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the webhook never saw request {n}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
+mod support;
+use support::hook::Hook;
 
 /// How the pager target `ceo` is reached.
 #[derive(Clone, Copy)]

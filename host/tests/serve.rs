@@ -4,8 +4,11 @@
 //! it through, and SIGTERM stops the server cleanly.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
+use support::served::Served;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -28,54 +31,6 @@ fn principal(dir: &Path, name: &str, role: &str) -> PathBuf {
     let file = dir.join(format!("{name}.token"));
     std::fs::write(&file, &out.stdout).unwrap();
     file
-}
-
-struct Served(Child);
-
-impl Served {
-    /// `stepgate serve` in `dir` on a free loopback port, once it answers
-    /// `/healthz`; and its URL.
-    fn start(dir: &Path, rt: &tokio::runtime::Runtime) -> (Served, String) {
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let served = Served(
-            Command::new(env!("CARGO_BIN_EXE_stepgate"))
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .current_dir(dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        rt.block_on(async {
-            let client = reqwest::Client::new();
-            let started = Instant::now();
-            while client.get(format!("{url}/healthz")).send().await.is_err() {
-                assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "the server never came up"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        });
-        (served, url)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -314,31 +269,12 @@ mode = "live"
 fn a_run_in_flight_parks_on_sigterm_and_finishes_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(
-        d.join("stepgate.toml"),
-        format!(
-            r#"
-[state]
-path = "state.db"
-[db.plaza]
-url = "sqlite::memory:"
-[pager.targets.ceo]
-kind = "file"
-path = "pages.jsonl"
-[server]
-sweep_every = "200ms"
-[playbooks.hostile]
-component = "{}"
-grants.db.plaza = {{}}
-grants.pager.targets = ["ceo"]
-[[routes]]
-match = ["alertname=Hostile"]
-playbook = "hostile"
-"#,
-            stepgate_artifacts::HOSTILE
-        ),
-    )
-    .unwrap();
+    support::served::write_hostile_config(
+        d,
+        "path = \"state.db\"",
+        "kind = \"file\"\npath = \"pages.jsonl\"",
+        "dry-run",
+    );
     let runs = || -> Vec<serde_json::Value> {
         let out = stepgate(d, &["runs", "--json"]);
         serde_json::from_slice(&out.stdout).unwrap_or_default()

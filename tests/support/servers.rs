@@ -212,7 +212,11 @@ fn ganache_bin() -> PathBuf {
     if let Ok(bin) = std::env::var("GANACHE") {
         return PathBuf::from(bin);
     }
-    crate::root().join("tests/node/node_modules/.bin/ganache")
+    // The crate this is compiled into (host or tests) sits in the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("tests/node/node_modules/.bin/ganache")
 }
 
 impl Ganache {

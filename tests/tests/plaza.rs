@@ -356,3 +356,54 @@ gates = {{ default = "auto" }}
             .contains("SEV-0")
     );
 }
+
+/// What a run logs is findable by run, step and call: every call's log
+/// line sits under `run{run=… playbook=…}:step{step=…}:call{seq=… call=…}`.
+#[tokio::test]
+async fn every_log_line_of_a_run_names_its_run_step_and_call() {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("stepgate=debug"))
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let node = RpcNode::start(&[(UNEXPLAINED, vec![wallet(HELD - 20_000_000, 81, 81)])]).await;
+    let setup = setup(&node.url, "auto", &[]);
+    let runtime = setup.runtime();
+    let report = run_unattended(&runtime, PLAYBOOK, drift_alert(UNEXPLAINED), Mode::DryRun).await;
+    assert_eq!(report.journal.len(), 8);
+
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let run = format!("run{{run={} playbook={PLAYBOOK}}}", report.run_id);
+    let calls: Vec<&str> = text.lines().filter(|l| l.contains("call made")).collect();
+    assert_eq!(calls.len(), 8, "one line per call:\n{text}");
+    for (seq, line) in calls.iter().enumerate() {
+        assert!(line.contains(&run), "no run span: {line}");
+        assert!(
+            line.contains(&format!(":call{{seq={} call=", seq + 1)),
+            "no call span: {line}"
+        );
+    }
+    assert!(calls[0].contains(":step{step=Triage}:call{seq=1 call=db.query}"));
+    assert!(
+        calls[5].contains(":step{step=Mitigate: unexplained drift}:call{seq=6 call=flags.set}"),
+        "{}",
+        calls[5]
+    );
+    let steps = text.lines().filter(|l| l.contains(" step")).count();
+    assert!(steps >= 2, "the steps are logged:\n{text}");
+}

@@ -152,6 +152,15 @@ impl Running {
         }
     }
 
+    /// A viewer's token.
+    async fn viewer(&self) -> String {
+        self.runtime
+            .state
+            .add_principal("vic", Role::Viewer)
+            .await
+            .unwrap()
+    }
+
     async fn metrics(&self) -> String {
         self.client
             .get(format!("{}/metrics", self.url))
@@ -311,12 +320,7 @@ async fn a_burst_of_one_alert_is_one_run_approved_over_the_api(kind: Kind) {
 async fn a_resolved_alert_cancels_what_its_run_waits_for(kind: Kind) {
     let (setup, pg) = config(kind);
     let s = start(setup, pg).await;
-    let viewer = s
-        .runtime
-        .state
-        .add_principal("vic", Role::Viewer)
-        .await
-        .unwrap();
+    let viewer = s.viewer().await;
     assert_eq!(
         s.hook(&notification("fp-9", "firing", "Hostile"))
             .await
@@ -349,6 +353,7 @@ async fn a_resolved_alert_cancels_what_its_run_waits_for(kind: Kind) {
 stepgate_tests::on_both_stores!(
     a_burst_of_one_alert_is_one_run_approved_over_the_api,
     a_resolved_alert_cancels_what_its_run_waits_for,
+    an_operator_cancels_a_parked_run,
 );
 
 /// An alert stored before the server stopped, never dispatched, is
@@ -368,12 +373,7 @@ async fn an_accepted_alert_survives_a_restart() {
             .unwrap();
     }
     let s = start(setup, pg).await;
-    let viewer = s
-        .runtime
-        .state
-        .add_principal("vic", Role::Viewer)
-        .await
-        .unwrap();
+    let viewer = s.viewer().await;
     s.runs_until(&viewer, |runs| status_of(runs) == ["parked"])
         .await;
     assert_eq!(s.runtime.state.in_inbox().await.unwrap(), 0);
@@ -472,12 +472,7 @@ labels = { mode = "must-write" }
             .unwrap();
     }
     let s = start(setup, pg).await;
-    let viewer = s
-        .runtime
-        .state
-        .add_principal("vic", Role::Viewer)
-        .await
-        .unwrap();
+    let viewer = s.viewer().await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
     let named = |name: &str| runs.iter().filter(|r| r["alert"]["name"] == name).count();
@@ -592,4 +587,229 @@ async fn a_step_mode_route_walks_a_run_step_by_step() {
         assert!(started.elapsed() < Duration::from_secs(20), "{told}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A tick stored but not dispatched (the server died in between, or the
+/// dispatch failed) is dispatched at the next start, on its schedule's
+/// route: here a dry run, although an alert route for the same name would
+/// run it live.
+#[tokio::test]
+async fn a_schedule_tick_left_in_the_inbox_runs_on_its_schedule_route() {
+    let (setup, pg) = config(Kind::Sqlite);
+    let path = setup.path("stepgate.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let extra = r#"
+[[schedules]]
+name = "Hostile"
+cron = "0 0 1 1 *"
+playbook = "hostile"
+labels = { mode = "must-write" }
+"#;
+    std::fs::write(&path, format!("{text}{extra}")).unwrap();
+    {
+        let runtime = setup.runtime();
+        let mut tick = alert("Hostile", &[("mode", "must-write")], &[]);
+        tick.fingerprint = Some("schedule:Hostile".into());
+        runtime
+            .state
+            .accept_alerts(stepgate::state::inbox::SCHEDULE, vec![tick])
+            .await
+            .unwrap();
+    }
+    let s = start(setup, pg).await;
+    let viewer = s.viewer().await;
+    let runs = s
+        .runs_until(&viewer, |runs| status_of(runs) == ["done"])
+        .await;
+    assert_eq!(runs[0]["mode"], "dry-run", "{runs:?}");
+    assert_eq!(s.runtime.state.in_inbox().await.unwrap(), 0);
+}
+
+/// A server whose `Slow` alerts run the hostile playbook's
+/// page-sleep-page in `mode`, with `server` and `playbook` settings added;
+/// pages go to `pages.jsonl`.
+fn slow_setup(server: &str, playbook: &str, mode: &str) -> Setup {
+    Setup::new(&format!(
+        r#"
+[state]
+path = "state.db"
+[db.plaza]
+url = "sqlite::memory:"
+[pager.targets.ceo]
+kind = "file"
+path = "{{dir}}/pages.jsonl"
+[server]
+sweep_every = "200ms"
+{server}
+[playbooks.hostile]
+component = "{}"
+grants.db.plaza = {{}}
+grants.pager.targets = ["ceo"]
+{playbook}
+[[routes]]
+match = ["alertname=Slow"]
+playbook = "hostile"
+mode = "{mode}"
+"#,
+        stepgate_artifacts::HOSTILE
+    ))
+}
+
+/// A `Slow` alert of `fingerprint` that pages, sleeps `ms`, pages again.
+fn slow_alert(fingerprint: &str, ms: u64) -> Json {
+    json!({
+        "version": "4", "status": "firing", "groupKey": "{}:{alertname=\"Slow\"}",
+        "alerts": [{
+            "status": "firing",
+            "labels": { "alertname": "Slow", "mode": "page-sleep-page", "ms": ms.to_string(), "fp": fingerprint },
+            "fingerprint": fingerprint,
+        }],
+    })
+}
+
+/// `max_runs` on a playbook: its runs execute one at a time (each is
+/// stored when it gets its slot, so their lifetimes do not overlap), while
+/// the server's own limit would allow eight.
+#[tokio::test]
+async fn a_playbook_limit_runs_its_runs_one_at_a_time() {
+    let setup = slow_setup("max_runs = 8", "max_runs = 1", "dry-run");
+    let s = start(setup, None).await;
+    let viewer = s.viewer().await;
+    for i in 0..3 {
+        let body = slow_alert(&format!("slow-{i}"), 300);
+        assert_eq!(s.hook(&body).await.status(), 202);
+    }
+    let mut runs = s
+        .runs_until(&viewer, |runs| {
+            runs.len() == 3 && runs.iter().all(|r| r["status"] == "done")
+        })
+        .await;
+    runs.sort_by_key(|r| r["started_at"].as_i64());
+    for pair in runs.windows(2) {
+        let (ended, next) = (pair[0]["ended_at"].as_i64(), pair[1]["started_at"].as_i64());
+        assert!(
+            ended.unwrap() <= next.unwrap(),
+            "two runs of the playbook overlapped: {pair:?}"
+        );
+    }
+}
+
+impl Running {
+    async fn cancel(&self, token: Option<&str>, run: &str, reason: &str) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/api/runs/{run}/cancel", self.url))
+            .json(&json!({ "reason": reason }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+/// An operator cancels a parked run over the API: it ends for good, its
+/// approval request is denied (nobody is asked any more), the write is
+/// never made, and the next alert of the fingerprint starts a new run.
+async fn an_operator_cancels_a_parked_run(kind: Kind) {
+    let (setup, pg) = config(kind);
+    let s = start(setup, pg).await;
+    let state = &s.runtime.state;
+    let viewer = state.add_principal("vic", Role::Viewer).await.unwrap();
+    let ops = state.add_principal("olga", Role::Operator).await.unwrap();
+    assert_eq!(
+        s.hook(&notification("fp-c", "firing", "Hostile"))
+            .await
+            .status(),
+        202
+    );
+    let runs = s
+        .runs_until(&viewer, |runs| status_of(runs) == ["parked"])
+        .await;
+    let run_id = runs[0]["id"].as_str().unwrap().to_owned();
+
+    assert_eq!(s.cancel(None, &run_id, "not needed").await.status(), 401);
+    assert_eq!(
+        s.cancel(Some(&viewer), &run_id, "not needed")
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(s.cancel(Some(&ops), &run_id, " ").await.status(), 400);
+    assert_eq!(
+        s.cancel(Some(&ops), "r-nope", "not needed").await.status(),
+        404
+    );
+    let answer = s
+        .cancel(Some(&ops), &run_id, "fixed by hand; the flag must stay off")
+        .await;
+    assert_eq!(answer.status(), 200);
+    let body: Json = answer.json().await.unwrap();
+    assert_eq!(body["was"], "parked");
+    assert_eq!(body["by"], "olga");
+    assert_eq!(body["approvals_denied"], 1);
+    assert_eq!(s.cancel(Some(&ops), &run_id, "again").await.status(), 409);
+
+    let shown: Json = s
+        .get(&format!("/api/runs/{run_id}"), &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["run"]["status"], "cancelled", "{shown}");
+    assert_eq!(shown["run"]["exit_code"], 7);
+    let pending: Vec<Json> = s.get("/api/approvals", &viewer).await.json().await.unwrap();
+    assert!(pending.is_empty(), "{pending:?}");
+    // The sweep leaves it alone: the write is never made.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(s.setup.flag("PLAZA_TEST_FLAG").await, None);
+    let audit = state.audit_records().await.unwrap();
+    assert!(
+        audit.iter().any(|r| r.record["cancelled"]["by"] == "olga"),
+        "the cancel is audited"
+    );
+    // Cancelled is not open: the alert firing again starts a new run.
+    assert_eq!(
+        s.hook(&notification("fp-c", "firing", "Hostile"))
+            .await
+            .status(),
+        202
+    );
+    s.runs_until(&viewer, |runs| {
+        status_of(runs).contains(&"parked") && runs.len() == 2
+    })
+    .await;
+}
+
+/// A run cancelled while it executes stops before its next write: the
+/// page after the sleep is never sent.
+#[tokio::test]
+async fn a_run_cancelled_while_it_executes_makes_no_more_writes() {
+    let setup = slow_setup("", "gates = { default = \"auto\" }", "live");
+    let s = start(setup, None).await;
+    let state = &s.runtime.state;
+    let viewer = state.add_principal("vic", Role::Viewer).await.unwrap();
+    let ops = state.add_principal("olga", Role::Operator).await.unwrap();
+    assert_eq!(s.hook(&slow_alert("slow", 1500)).await.status(), 202);
+    let pages = || {
+        std::fs::read_to_string(s.setup.path("pages.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let started = Instant::now();
+    while pages() < 1 {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
+    let run_id = runs[0]["id"].as_str().unwrap().to_owned();
+    let answer = s.cancel(Some(&ops), &run_id, "wrong wallet").await;
+    assert_eq!(answer.status(), 200);
+    let body: Json = answer.json().await.unwrap();
+    assert_eq!(body["was"], "running");
+    // Past the sleep: the second page was not sent, and the record stays.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(pages(), 1, "no write after the cancel");
+    let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
+    assert_eq!(status_of(&runs), ["cancelled"], "{runs:?}");
 }

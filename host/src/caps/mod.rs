@@ -184,6 +184,9 @@ pub struct CallCtx {
     keyed_retry: bool,
     /// Replaying a recording: nothing is ever called live.
     replay_only: bool,
+    /// The span of the step the playbook is in (a child of the run's);
+    /// each call's span is its child. None before the first step.
+    step_span: tracing::Span,
 }
 
 impl CallCtx {
@@ -220,7 +223,14 @@ impl CallCtx {
             parked_on: None,
             keyed_retry: false,
             replay_only: false,
+            step_span: tracing::Span::none(),
         }
+    }
+
+    /// The playbook entered step `name`: later calls log under its span.
+    /// Called from within the run's span, which becomes its parent.
+    pub fn enter_step_span(&mut self, name: &str) {
+        self.step_span = tracing::info_span!("step", step = %name);
     }
 
     /// Step mode: [`CallCtx::pause_at_step`] at every step boundary.
@@ -467,6 +477,29 @@ impl CallCtx {
         F: FnOnce(Action, CallInfo) -> Fut,
         Fut: Future<Output = Result<(T, Option<String>), BackendError>>,
     {
+        // Everything logged while the call is made (gate, backend, journal)
+        // is under run → step → call.
+        let span = self.step_span.in_scope(|| {
+            tracing::info_span!(
+                "call",
+                seq = self.journal.next_seq(),
+                call = %format_args!("{}.{}", call.interface, call.op)
+            )
+        });
+        tracing::Instrument::instrument(self.call_in_span(call, scope, perform), span).await
+    }
+
+    async fn call_in_span<T, F, Fut>(
+        &mut self,
+        call: Call,
+        scope: Result<(), NotGranted>,
+        perform: F,
+    ) -> Result<T, CapError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Action, CallInfo) -> Fut,
+        Fut: Future<Output = Result<(T, Option<String>), BackendError>>,
+    {
         if call.effect == Effect::Write && call.reason.trim().is_empty() && scope.is_ok() {
             let why = format!(
                 "{}.{} is a write and every write needs a reason; pass one",
@@ -525,13 +558,7 @@ impl CallCtx {
             Ok((value, via)) => (Ok(value), via),
             Err(e) => (Err(e), None),
         };
-        tracing::debug!(
-            seq = info.seq,
-            call = %format_args!("{}.{}", call.interface, call.op),
-            gate = decision.as_str(),
-            ok = outcome.is_ok(),
-            "call"
-        );
+        tracing::debug!(gate = decision.as_str(), ok = outcome.is_ok(), "call made");
         self.record(call, info.seq, decision, started, outcome, via)
             .await
     }

@@ -29,7 +29,8 @@ impl Host for CallCtx {
     async fn step(&mut self, name: String) -> wasmtime::Result<()> {
         let mut name = name;
         name.truncate(200);
-        tracing::info!(run = %self.run_id, step = %name, "step");
+        self.enter_step_span(&name);
+        self.step_span.in_scope(|| tracing::info!("step"));
         self.journal.enter_step(name.clone());
         if self.step_mode() {
             infallible(self.pause_at_step(&name).await)?;
@@ -53,7 +54,8 @@ impl Host for CallCtx {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        tracing::debug!(run = %self.run_id, level, message = %message, "playbook log");
+        self.step_span
+            .in_scope(|| tracing::debug!(level, message = %message, "playbook log"));
         self.journal.log(level, &message);
         Ok(())
     }

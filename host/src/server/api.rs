@@ -46,11 +46,12 @@ impl From<DecisionError> for ApiError {
             | DecisionError::NotAnOperator(_)
             | DecisionError::SelfApproval(_)
             | DecisionError::NotInGroup { .. } => StatusCode::FORBIDDEN,
-            DecisionError::Unknown { .. } => StatusCode::NOT_FOUND,
+            DecisionError::Unknown { .. } | DecisionError::UnknownRun(_) => StatusCode::NOT_FOUND,
             DecisionError::Decided { .. }
             | DecisionError::Twice(_)
             | DecisionError::PlanChanged { .. }
-            | DecisionError::NotInDoubt { .. } => StatusCode::CONFLICT,
+            | DecisionError::NotInDoubt { .. }
+            | DecisionError::Ended { .. } => StatusCode::CONFLICT,
             DecisionError::NoReason => StatusCode::BAD_REQUEST,
             DecisionError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -263,6 +264,28 @@ pub async fn resolve(
 }
 
 #[derive(Deserialize)]
+pub struct CancelBody {
+    reason: String,
+}
+
+/// Cancels an open run (operators): it ends for good, and what it waits
+/// for is denied. A run executing on any replica stops at its next write.
+pub async fn cancel(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<CancelBody>,
+) -> Result<Json<Json_>, ApiError> {
+    let (_, _, token) = caller(&shared, &headers, Role::may_operate).await?;
+    let cancelled = shared
+        .runtime()
+        .state
+        .cancel_run(&token, &id, &body.reason)
+        .await?;
+    Ok(Json(json!(cancelled)))
+}
+
+#[derive(Deserialize)]
 pub struct StartBody {
     playbook: String,
     /// An Alertmanager payload or a single alert.
@@ -294,12 +317,10 @@ pub async fn start_run(
     };
     // A slot first, then the record: the run id answered exists, and its
     // lease starts when the run does.
-    let permit = shared.runs.clone().acquire_owned().await.map_err(|_| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is stopping".into(),
-        )
-    })?;
+    let slot = shared
+        .slot(&playbook.name)
+        .await
+        .map_err(|closed| ApiError(StatusCode::SERVICE_UNAVAILABLE, closed.to_string()))?;
     let run_id = crate::run::new_run_id();
     let alert_json = serde_json::to_value(&alert).unwrap_or_default();
     runtime
@@ -329,7 +350,7 @@ pub async fn start_run(
     let id = run_id.clone();
     let shared2 = shared.clone();
     tokio::spawn(async move {
-        let _permit = permit;
+        let _slot = slot;
         let started = std::time::Instant::now();
         let report = crate::run::run_recorded(
             &runtime.engine,

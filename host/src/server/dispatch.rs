@@ -10,9 +10,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 
 use super::Shared;
+use super::slots::Slot;
 use crate::approvals::StoredApprover;
 use crate::bindings::AlertStatus;
 use crate::gate::Mode;
@@ -48,7 +49,7 @@ pub async fn dispatcher(
 /// Dispatches one alert if this dispatcher claims it, trying again on a
 /// state-store failure; one that still fails goes back to the inbox, where
 /// the sweeper finds it.
-async fn dispatch(shared: &Arc<Shared>, accepted: Accepted) {
+pub(super) async fn dispatch(shared: &Arc<Shared>, accepted: Accepted) {
     let state = shared.runtime().state.clone();
     match state.claim_alert(&accepted.id).await {
         Ok(true) => {}
@@ -76,6 +77,20 @@ async fn dispatch(shared: &Arc<Shared>, accepted: Accepted) {
 }
 
 async fn try_dispatch(shared: &Arc<Shared>, accepted: &Accepted) -> Result<(), StateError> {
+    if let Some(schedule) = accepted.schedule() {
+        let Some(route) = super::schedule::route_of(&shared.runtime().config, schedule) else {
+            tracing::info!(
+                schedule,
+                "a tick of a schedule no longer configured; not run"
+            );
+            return shared
+                .runtime()
+                .state
+                .dispose(&accepted.id, Disposition::Unrouted, &[])
+                .await;
+        };
+        return start_on(shared, accepted, &[&route]).await;
+    }
     let in_force = shared.routes();
     let routes = routes_for(&in_force, &accepted.alert);
     if routes.is_empty() {
@@ -95,7 +110,7 @@ async fn try_dispatch(shared: &Arc<Shared>, accepted: &Accepted) -> Result<(), S
 struct Starting {
     run_id: String,
     route: Route,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 }
 
 /// Joins or starts the runs of a claimed alert on `routes` (its matching
@@ -103,7 +118,7 @@ struct Starting {
 /// the new runs. A run stored whose start the store could not record is
 /// not spawned here: it is `running` with a lease nobody renews, and the
 /// sweeper takes it over when the lease lapses.
-pub(super) async fn start_on(
+async fn start_on(
     shared: &Arc<Shared>,
     accepted: &Accepted,
     routes: &[&Route],
@@ -138,14 +153,14 @@ pub(super) async fn start_on(
                 shared.metrics.alert(&route_name, "resolved");
                 disposition = Disposition::Resolved;
             }
-            Found::Started(run_id, permit) => {
+            Found::Started(run_id, slot) => {
                 shared.metrics.alert(&route_name, "started");
                 disposition = Disposition::Started;
                 run_ids.push(run_id.clone());
                 starting.push(Starting {
                     run_id,
                     route: route.clone(),
-                    permit,
+                    slot,
                 });
             }
         }
@@ -162,7 +177,7 @@ enum Found {
     /// The open run it joins.
     Open(String),
     /// A run stored for it, with its slot.
-    Started(String, OwnedSemaphorePermit),
+    Started(String, Slot),
     /// Resolved, and nothing open.
     Nothing,
 }
@@ -188,12 +203,10 @@ async fn open_or_start(
         if resolved {
             return Ok(Found::Nothing);
         }
-        let permit = shared
-            .runs
-            .clone()
-            .acquire_owned()
+        let slot = shared
+            .slot(&route.playbook)
             .await
-            .map_err(|_| StateError::Corrupt("the run slots are closed".into()))?;
+            .map_err(|closed| StateError::Corrupt(closed.to_string()))?;
         let run_id = new_run_id();
         let alert_json = serde_json::to_value(&accepted.alert).unwrap_or_default();
         let stored = state
@@ -212,7 +225,7 @@ async fn open_or_start(
             })
             .await;
         match stored {
-            Ok(()) => return Ok(Found::Started(run_id, permit)),
+            Ok(()) => return Ok(Found::Started(run_id, slot)),
             // Another replica stored one a moment ago: join it (look again).
             Err(e) if e.is_conflict() => continue,
             Err(e) => return Err(e),
@@ -231,9 +244,9 @@ fn spawn_run(shared: Arc<Shared>, run: Starting, alert: crate::bindings::Alert) 
         let Starting {
             run_id,
             route,
-            permit,
+            slot,
         } = run;
-        let _permit = permit;
+        let _slot = slot;
         let started = Instant::now();
         let (runtime, loaded) = match shared.playbook(&route.playbook).await {
             Ok(both) => both,
@@ -314,27 +327,40 @@ async fn cancel_pending(shared: &Arc<Shared>, run_id: &str) -> Result<(), StateE
     Ok(())
 }
 
-/// Resumes run `run_id` in the background, when a run slot is free.
+/// Resumes run `run_id` in the background once it has a slot (its
+/// playbook's and the server's). A run this process is resuming already is
+/// left to that.
 pub fn resume(shared: Arc<Shared>, run_id: String) {
+    if !shared.resuming(&run_id) {
+        return;
+    }
     tokio::spawn(async move {
-        let _permit = shared.runs.clone().acquire_owned().await;
-        let started = Instant::now();
-        let before = shared
-            .runtime()
-            .state
-            .journal(&run_id)
-            .await
-            .map(|j| j.len())
-            .unwrap_or(0);
-        match shared
-            .runtime()
-            .resume(&run_id, None, Box::new(Quiet))
-            .await
-        {
-            Ok(report) => ended(&shared, &report, started, before).await,
-            Err(e) => tracing::info!(run = %run_id, "not resumed: {e}"),
-        }
+        resume_in_slot(&shared, &run_id).await;
+        shared.resumed(&run_id);
     });
+}
+
+async fn resume_in_slot(shared: &Arc<Shared>, run_id: &str) {
+    let state = shared.runtime().state.clone();
+    let playbook = match state.run(run_id).await {
+        Ok(Some(record)) => record.playbook,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(run = %run_id, "not resumed: {e}; the sweeper tries again");
+            return;
+        }
+    };
+    let Ok(_slot) = shared.slot(&playbook).await else {
+        return;
+    };
+    let started = Instant::now();
+    let before = state.journal(run_id).await.map(|j| j.len()).unwrap_or(0);
+    match shared.runtime().resume(run_id, None, Box::new(Quiet)).await {
+        Ok(report) => ended(shared, &report, started, before).await,
+        // Another host (or replica) has it: not this one's to resume.
+        Err(crate::runtime::ResumeFailed::Resume(crate::run::ResumeError::Held { .. })) => {}
+        Err(e) => tracing::info!(run = %run_id, "not resumed: {e}"),
+    }
 }
 
 /// After a run ended or parked: metrics, and the approvers told of a write
@@ -392,9 +418,9 @@ async fn notify_approvers(shared: &Shared, run_id: &str, seq: u64) {
     }
 }
 
-/// Every `every`: take over orphaned runs, resume parked runs whose
-/// approval is settled, page due escalations, and hand the dispatcher
-/// again the alerts a failure left in the inbox.
+/// Every `every`: page due escalations, take over orphaned runs and resume
+/// parked runs whose approval is settled (each in a slot, like any run),
+/// and hand the dispatcher again the alerts a failure left in the inbox.
 pub async fn sweeper(shared: Arc<Shared>, every: Duration) {
     loop {
         match shared.runtime().state.undispatched(REDISPATCH_AFTER).await {
@@ -406,18 +432,22 @@ pub async fn sweeper(shared: Arc<Shared>, every: Duration) {
             Ok(_) => {}
             Err(e) => tracing::warn!("cannot read the inbox: {e}"),
         }
-        let quiet = |_: &str| -> Box<dyn crate::journal::Progress> { Box::new(Quiet) };
-        let started = Instant::now();
-        match crate::sweep::sweep(&shared.runtime(), &quiet).await {
+        let runtime = shared.runtime();
+        match crate::sweep::escalations(&runtime).await {
             Ok(report) => {
-                for resumed in &report.resumed {
-                    ended(&shared, resumed, started, 0).await;
-                }
                 for error in &report.errors {
                     tracing::warn!("sweep: {error}");
                 }
             }
             Err(e) => tracing::warn!("sweep failed: {e}"),
+        }
+        match runtime.state.resumable_runs().await {
+            Ok(ready) => {
+                for run_id in ready {
+                    resume(shared.clone(), run_id);
+                }
+            }
+            Err(e) => tracing::warn!("sweep: cannot list resumable runs: {e}"),
         }
         tokio::time::sleep(every).await;
     }

@@ -7,7 +7,8 @@
 //! REST API with their bearer tokens, and parked runs resume at once.
 //!
 //! Split by concern: [`hooks`] (accepting alerts), [`dispatch`] (routing,
-//! dedup, starting and resuming runs), [`schedule`] (routine runs on cron
+//! dedup, starting and resuming runs), [`slots`] (how many runs execute at
+//! once, in all and per playbook), [`schedule`] (routine runs on cron
 //! schedules), [`api`] (the REST API and its auth), [`metrics`].
 
 pub mod api;
@@ -15,14 +16,15 @@ pub mod dispatch;
 pub mod hooks;
 pub mod metrics;
 pub mod schedule;
+pub mod slots;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::routing::{get, post};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::playbook::Playbook;
 use crate::routing::Route;
@@ -43,10 +45,11 @@ pub struct Shared {
     hook_token: RwLock<Option<[u8; 32]>>,
     /// Accepted notifications (their alerts) waiting for the dispatcher.
     pub queue: mpsc::Sender<Vec<Accepted>>,
-    /// Runs at once.
-    pub runs: Arc<Semaphore>,
-    /// The permits `runs` started with.
-    max_runs: u32,
+    /// Runs executing at once, in all and per playbook.
+    pub slots: slots::Slots,
+    /// Runs this process is resuming now (so two triggers, say an approval
+    /// and a sweep, do not resume one run twice here).
+    resuming: Mutex<HashSet<String>>,
     pub metrics: metrics::Metrics,
     /// Loaded playbooks, by name (loading is describe() and grant checks).
     playbooks: Mutex<HashMap<String, Loaded>>,
@@ -103,6 +106,34 @@ impl Shared {
         }
         tracing::info!("config reloaded from {}", path.display());
         Ok(())
+    }
+
+    /// Waits for a slot to run playbook `name` in: its own limit (as the
+    /// config in force says) and the server's.
+    pub async fn slot(&self, name: &str) -> Result<slots::Slot, slots::Closed> {
+        let limit = self
+            .runtime()
+            .config
+            .playbooks
+            .get(name)
+            .and_then(|p| p.max_runs);
+        self.slots.take(name, limit).await
+    }
+
+    /// Marks run `id` as being resumed by this process; false if it
+    /// already is. [`Shared::resumed`] unmarks it.
+    fn resuming(&self, id: &str) -> bool {
+        match self.resuming.lock() {
+            Ok(mut set) => set.insert(id.to_owned()),
+            Err(poisoned) => poisoned.into_inner().insert(id.to_owned()),
+        }
+    }
+
+    fn resumed(&self, id: &str) {
+        match self.resuming.lock() {
+            Ok(mut set) => set.remove(id),
+            Err(poisoned) => poisoned.into_inner().remove(id),
+        };
     }
 
     /// The runtime in force and playbook `name` loaded by it (once per
@@ -213,8 +244,8 @@ impl Server {
             config_path,
             hook_token: RwLock::new(token),
             queue,
-            runs: Arc::new(Semaphore::new(settings.max_runs)),
-            max_runs: u32::try_from(settings.max_runs).unwrap_or(u32::MAX),
+            slots: slots::Slots::new(settings.max_runs),
+            resuming: Mutex::new(HashSet::new()),
             metrics: metrics::Metrics::default(),
             playbooks: Mutex::new(HashMap::new()),
         });
@@ -237,6 +268,7 @@ impl Server {
             .route("/api/approvals", get(api::approvals))
             .route("/api/runs/{id}/approvals/{seq}", post(api::decide))
             .route("/api/runs/{id}/resolve/{seq}", post(api::resolve))
+            .route("/api/runs/{id}/cancel", post(api::cancel))
             .route("/-/reload", post(api::reload))
             .with_state(shared.clone());
         Ok(Server { shared, router })
@@ -261,8 +293,6 @@ impl Server {
     /// it (a long backend call) keeps its lease until that lapses.
     pub async fn park_runs(shared: &Shared, grace: std::time::Duration) -> bool {
         crate::run::park_all_runs();
-        tokio::time::timeout(grace, shared.runs.acquire_many(shared.max_runs))
-            .await
-            .is_ok()
+        shared.slots.drained(grace).await
     }
 }

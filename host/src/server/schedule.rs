@@ -1,6 +1,7 @@
 //! Routine runs on cron schedules (UTC): each tick becomes an alert named
-//! after its schedule, stored and dispatched like any other, on the
-//! schedule's own route. Its fingerprint is the schedule's, so a tick while
+//! after its schedule, stored and dispatched like any other (a tick whose
+//! dispatch fails stays in the inbox and the sweeper dispatches it again),
+//! on the schedule's own route, never on the alert routes. Its fingerprint is the schedule's, so a tick while
 //! the last run is still open joins it instead of starting another: a
 //! schedule never overlaps itself. Ticks missed while no server ran are
 //! recorded at start, and run once then if the schedule says `catch_up`.
@@ -12,8 +13,9 @@ use chrono::{DateTime, Utc};
 
 use super::{Shared, dispatch};
 use crate::bindings::{Alert, AlertStatus};
-use crate::config::{RouteMode, ScheduleConfig};
+use crate::config::{Config, RouteMode, ScheduleConfig};
 use crate::routing::Route;
+use crate::state::inbox::SCHEDULE;
 
 /// The most missed ticks counted after downtime.
 const MAX_COUNTED: usize = 100_000;
@@ -21,7 +23,6 @@ const MAX_COUNTED: usize = 100_000;
 struct Schedule {
     config: ScheduleConfig,
     cron: croner::Cron,
-    route: Route,
 }
 
 fn alert(schedule: &ScheduleConfig, at: DateTime<Utc>) -> Alert {
@@ -40,6 +41,32 @@ fn alert(schedule: &ScheduleConfig, at: DateTime<Utc>) -> Alert {
     }
 }
 
+/// The route the ticks of the `i`th schedule go by.
+fn route(i: usize, config: &ScheduleConfig) -> Route {
+    Route {
+        index: 1000 + i,
+        matchers: Vec::new(),
+        playbook: config.playbook.clone(),
+        mode: match config.mode {
+            RouteMode::DryRun => crate::gate::Mode::DryRun,
+            RouteMode::Live => crate::gate::Mode::Live,
+        },
+        continue_matching: false,
+        cancel_on_resolved: false,
+        step_mode: false,
+    }
+}
+
+/// The route of schedule `name` in `config`, if it still has one.
+pub fn route_of(config: &Config, name: &str) -> Option<Route> {
+    config
+        .schedules
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.name == name)
+        .map(|(i, s)| route(i, s))
+}
+
 /// Runs the schedules of the config in force when the server started.
 pub async fn scheduler(shared: Arc<Shared>) {
     let schedules: Vec<Schedule> = shared
@@ -47,25 +74,10 @@ pub async fn scheduler(shared: Arc<Shared>) {
         .config
         .schedules
         .iter()
-        .enumerate()
-        .filter_map(|(i, config)| {
-            let cron = config.parsed().ok()?;
-            let route = Route {
-                index: 1000 + i,
-                matchers: Vec::new(),
-                playbook: config.playbook.clone(),
-                mode: match config.mode {
-                    RouteMode::DryRun => crate::gate::Mode::DryRun,
-                    RouteMode::Live => crate::gate::Mode::Live,
-                },
-                continue_matching: false,
-                cancel_on_resolved: false,
-                step_mode: false,
-            };
+        .filter_map(|config| {
             Some(Schedule {
                 config: config.clone(),
-                cron,
-                route,
+                cron: config.parsed().ok()?,
             })
         })
         .collect();
@@ -140,12 +152,13 @@ async fn catch_up(shared: &Arc<Shared>, schedule: &Schedule, now: DateTime<Utc>)
     }
 }
 
-/// One tick: stored, then joined to the open run or started.
+/// One tick: stored (from then on it is not lost), then dispatched like
+/// an alert: joined to the open run or started.
 async fn fire(shared: &Arc<Shared>, schedule: &Schedule, at: DateTime<Utc>) {
     let state = shared.runtime().state.clone();
     let name = &schedule.config.name;
     let stored = state
-        .accept_alerts("schedule", vec![alert(&schedule.config, at)])
+        .accept_alerts(SCHEDULE, vec![alert(&schedule.config, at)])
         .await;
     let accepted = match stored {
         Ok(mut accepted) if !accepted.is_empty() => accepted.remove(0),
@@ -155,14 +168,8 @@ async fn fire(shared: &Arc<Shared>, schedule: &Schedule, at: DateTime<Utc>) {
             return;
         }
     };
-    match state.claim_alert(&accepted.id).await {
-        Ok(true) => {}
-        _ => return,
-    }
-    if let Err(e) = dispatch::start_on(shared, &accepted, &[&schedule.route]).await {
-        tracing::error!(schedule = %name, "tick not dispatched: {e}");
-    }
     if let Err(e) = state.set_schedule_tick(name, at.timestamp_millis()).await {
         tracing::warn!(schedule = %name, "cannot record the tick: {e}");
     }
+    dispatch::dispatch(shared, accepted).await;
 }

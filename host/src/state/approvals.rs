@@ -103,6 +103,10 @@ pub enum DecisionError {
         "run `{run_id}` is not in doubt about write #{seq}; `stepgate show {run_id}` shows where it stands"
     )]
     NotInDoubt { run_id: String, seq: u64 },
+    #[error("no run `{0}`; `stepgate runs` lists them")]
+    UnknownRun(String),
+    #[error("run `{run_id}` has already ended ({status}); there is nothing to cancel")]
+    Ended { run_id: String, status: String },
     #[error(transparent)]
     State(#[from] StateError),
 }

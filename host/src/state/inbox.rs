@@ -10,12 +10,25 @@ use crate::bindings::Alert;
 /// A claim on an accepted alert older than this is a dead host's.
 const STALE_CLAIM_MS: i64 = 5 * 60 * 1000;
 
+/// The source of the alerts a schedule's ticks are.
+pub const SCHEDULE: &str = "schedule";
+
 /// An accepted alert.
 #[derive(Debug, Clone)]
 pub struct Accepted {
     pub id: String,
     pub alert: Alert,
     pub fingerprint: String,
+    /// Who sent it: a hook's name, or [`SCHEDULE`].
+    pub source: String,
+}
+
+impl Accepted {
+    /// The schedule whose tick this is, if it is one (it goes by that
+    /// schedule's route, never by the alert routes).
+    pub fn schedule(&self) -> Option<&str> {
+        (self.source == SCHEDULE).then_some(self.alert.name.as_str())
+    }
 }
 
 /// What became of an accepted alert.
@@ -84,6 +97,7 @@ impl StateStore {
                 id,
                 alert,
                 fingerprint,
+                source: source.to_owned(),
             });
         }
         tx.commit().await?;
@@ -93,16 +107,15 @@ impl StateStore {
     /// Accepted alerts nobody dispatched (a restart or a failure left
     /// them), oldest first: `new` ones accepted more than `older_than` ago,
     /// and ones whose claim is so old its host must have died. Schedule
-    /// ticks are not among them: they have no route to go by.
+    /// ticks among them go by their schedule's route ([`Accepted::schedule`]).
     pub async fn undispatched(
         &self,
         older_than: std::time::Duration,
     ) -> Result<Vec<Accepted>, StateError> {
         let now = now_ms();
         let rows = sqlx::query(
-            "SELECT id, alert, fingerprint FROM inbox
-             WHERE source <> 'schedule'
-               AND ((status = 'new' AND received_at <= $1) OR (status = 'dispatching' AND claimed_at < $2))
+            "SELECT id, alert, fingerprint, source FROM inbox
+             WHERE ((status = 'new' AND received_at <= $1) OR (status = 'dispatching' AND claimed_at < $2))
              ORDER BY received_at, id",
         )
         .bind(now - older_than.as_millis() as i64)
@@ -117,6 +130,7 @@ impl StateStore {
                     alert: serde_json::from_str(&text)
                         .map_err(|e| StateError::Corrupt(format!("an accepted alert: {e}")))?,
                     fingerprint: row.try_get(2)?,
+                    source: row.try_get(3)?,
                 })
             })
             .collect()

@@ -12,6 +12,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod cancel;
 pub mod in_doubt;
 pub mod inbox;
 pub mod replan;
