@@ -14,6 +14,7 @@ use std::process::Command;
 /// (package, constant name)
 const GUESTS: &[(&str, &str)] = &[
     ("plaza-reconciliation-drift", "PLAZA_RECONCILIATION_DRIFT"),
+    ("rgs-stuck-rollbacks", "RGS_STUCK_ROLLBACKS"),
     ("guest-hostile", "HOSTILE"),
     ("guest-unknown-import", "UNKNOWN_IMPORT"),
     ("guest-drift", "DRIFT"),

@@ -86,7 +86,7 @@ pub use rust_decimal::Decimal;
 pub mod prelude {
     pub use crate::{
         Alert, AlertStatus, Decimal, Description, Error, Outcome, Playbook, Result, Severity,
-        Value, db, flags, pager, params, rpc, runbook, step,
+        Value, db, flags, http, pager, params, rpc, runbook, step,
     };
 }
 
@@ -129,6 +129,19 @@ impl Error {
     /// Whether a gate or a human refused a write.
     pub fn is_denied(&self) -> bool {
         matches!(self, Error::Denied(_))
+    }
+
+    /// What went wrong, for people: `timeout: the query ran past 10s`.
+    pub fn message(&self) -> String {
+        let (kind, text) = match self {
+            Error::NotGranted(t) => ("not granted", t),
+            Error::Denied(t) => ("denied", t),
+            Error::Invalid(t) => ("invalid", t),
+            Error::Timeout(t) => ("timeout", t),
+            Error::Backend(t) => ("backend", t),
+            Error::Failed(t) => ("failed", t),
+        };
+        format!("{kind}: {text}")
     }
 }
 
@@ -183,6 +196,11 @@ impl Description {
             endpoint: endpoint.into(),
             method: method.into(),
         }))
+    }
+    /// An HTTP route on an admin API endpoint, exactly as the config
+    /// lists it: `.http("loa_admin", "POST /api/v1/admin/feature-flags")`.
+    pub fn http(self, endpoint: &str, route: &str) -> Self {
+        self.rpc(endpoint, route)
     }
     pub fn flag_read(self, glob: &str) -> Self {
         self.needs(Capability::FlagRead(glob.into()))
@@ -501,6 +519,73 @@ pub mod rpc {
         };
         let result = wit::call(endpoint, method, &params, reason)?;
         Ok(serde_json::from_str(&result)?)
+    }
+}
+
+/// HTTP admin APIs named in the operator's config, with JSON bodies.
+pub mod http {
+    use super::*;
+    use crate::bindings::stepgate::playbook::rpc as wit;
+
+    /// An answer: its status and its body as JSON (`null` when empty or
+    /// not JSON).
+    #[derive(Debug, Clone)]
+    pub struct Response {
+        pub status: u16,
+        pub body: serde_json::Value,
+    }
+
+    impl Response {
+        /// Whether the status is 2xx.
+        pub fn ok(&self) -> bool {
+            (200..300).contains(&self.status)
+        }
+    }
+
+    /// `GET path` on `endpoint`: a read.
+    pub fn get(endpoint: &str, path: &str) -> Result<Response> {
+        request(endpoint, "GET", path, None, "")
+    }
+
+    /// `POST path` with `body` as JSON: a write unless the config classes
+    /// the route a read; `reason` is required for a write.
+    pub fn post(
+        endpoint: &str,
+        path: &str,
+        body: &serde_json::Value,
+        reason: &str,
+    ) -> Result<Response> {
+        request(endpoint, "POST", path, Some(body), reason)
+    }
+
+    fn request(
+        endpoint: &str,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        reason: &str,
+    ) -> Result<Response> {
+        let (headers, body) = match body {
+            Some(json) => (
+                vec![("content-type".to_owned(), "application/json".to_owned())],
+                serde_json::to_vec(json)?,
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let answer = wit::http(
+            endpoint,
+            &wit::HttpRequest {
+                method: method.to_owned(),
+                path: path.to_owned(),
+                headers,
+                body,
+            },
+            reason,
+        )?;
+        Ok(Response {
+            status: answer.status,
+            body: serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null),
+        })
     }
 }
 

@@ -1,0 +1,204 @@
+//! The shipped playbooks against their example systems
+//! (`examples/systems/<system>/`) and the example config
+//! (`examples/stepgate.toml`):
+//!
+//! - every route of the example config takes the alerts of the scenarios of
+//!   the playbook it names, and every scenario's alert reaches its playbook;
+//! - every playbook, run as a dry run against a real PostgreSQL loaded with
+//!   its system's schema and seed, plans what its escalation scenario
+//!   expects: the same writes, to the same targets, with the same values
+//!   (free text, which carries live counts and ages, aside) and the same
+//!   severity.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+use stepgate::config::Config;
+use stepgate::gate::Mode;
+use stepgate::runtime::Runtime;
+use stepgate::scenario::Scenario;
+use stepgate_tests::servers::PgServer;
+use stepgate_tests::*;
+
+/// One playbook's escalation case on its system's database.
+struct Escalation {
+    playbook: &'static str,
+    /// The scenario (under `playbooks/<playbook>/scenarios/`) whose plan the
+    /// seeded system must produce.
+    scenario: &'static str,
+}
+
+/// A system with a PostgreSQL copy: its database (as the example config
+/// names it) and its playbooks' escalation scenarios.
+struct System {
+    name: &'static str,
+    database: &'static str,
+    escalations: &'static [Escalation],
+}
+
+const SYSTEMS: &[System] = &[System {
+    name: "rgs",
+    database: "yantra",
+    escalations: &[Escalation {
+        playbook: "rgs-stuck-rollbacks",
+        scenario: "every-operator-wallet-down",
+    }],
+}];
+
+/// The example config's PostgreSQL connections point at this prefix.
+const EXAMPLE_PG: &str = "postgres://stepgate@127.0.0.1:5432/";
+
+fn example_config_text() -> String {
+    std::fs::read_to_string(root().join("examples/stepgate.toml")).unwrap()
+}
+
+/// The example config with its PostgreSQL connections on `pg` and its
+/// state store in `state_dir`.
+fn example_config(pg: Option<&PgServer>, state_dir: &Path) -> Config {
+    let mut text = example_config_text().replace(
+        "path = \"var/stepgate-state.db\"",
+        &format!("path = \"{}\"", state_dir.join("state.db").display()),
+    );
+    if let Some(pg) = pg {
+        text = text.replace(
+            EXAMPLE_PG,
+            &format!("postgres://postgres@127.0.0.1:{}/", pg.port),
+        );
+    }
+    let examples = root().join("examples");
+    Config::parse(&text, &examples.join("stepgate.toml"), &examples).unwrap()
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let files = stepgate::scenario::discover(&[root().join("playbooks")]).unwrap();
+    files.iter().map(|f| Scenario::load(f).unwrap()).collect()
+}
+
+#[test]
+fn every_route_takes_the_alerts_of_its_playbooks_scenarios() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(None, dir.path());
+    let routes = config.routes().unwrap();
+    let scenarios = scenarios();
+    let mut routed = BTreeSet::new();
+    for scenario in &scenarios {
+        let taken = stepgate::routing::routes_for(&routes, &scenario.alert);
+        let playbooks: Vec<&str> = taken.iter().map(|r| r.playbook.as_str()).collect();
+        assert!(
+            playbooks.contains(&scenario.playbook.as_str()),
+            "the alert of {} ({}) is routed to {playbooks:?}, not to {}",
+            scenario.path.display(),
+            scenario.alert.name,
+            scenario.playbook
+        );
+        for route in taken {
+            routed.insert(route.index);
+        }
+    }
+    for route in &routes {
+        assert!(
+            routed.contains(&route.index),
+            "route #{} (to {}) takes the alert of no scenario of its playbook",
+            route.index,
+            route.playbook
+        );
+    }
+    // Every playbook of the example config has scenarios, and routes.
+    for name in config.playbooks.keys() {
+        let count = scenarios.iter().filter(|s| &s.playbook == name).count();
+        assert!(count >= 3, "{name} has {count} scenario(s); at least 3");
+        assert!(
+            routes.iter().any(|r| &r.playbook == name),
+            "no route reaches {name}"
+        );
+    }
+}
+
+/// The planned writes of a run or of an expectation, free text aside:
+/// `call` and the arguments that decide (targets, names, values, SQL and
+/// its parameters).
+fn decisions(writes: impl Iterator<Item = (String, Json)>) -> Vec<String> {
+    writes
+        .map(|(call, mut args)| {
+            if let Some(args) = args.as_object_mut() {
+                for free_text in ["details", "message", "reason"] {
+                    args.remove(free_text);
+                }
+            }
+            format!("{call} {args}")
+        })
+        .collect()
+}
+
+fn escalation_plan_on_postgres(system: &System, pg: &PgServer, runtime: &Runtime) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for case in system.escalations {
+        let path: PathBuf = root()
+            .join("playbooks")
+            .join(case.playbook)
+            .join("scenarios")
+            .join(format!("{}.toml", case.scenario));
+        let scenario = Scenario::load(&path).unwrap();
+        let expect = scenario.expect.clone().expect("the scenario has [expect]");
+        let report = rt.block_on(run_unattended(
+            runtime,
+            case.playbook,
+            scenario.alert.clone(),
+            Mode::DryRun,
+        ));
+        let outcome = match &report.end {
+            stepgate::run::RunEnd::Done(outcome) => outcome.clone(),
+            other => panic!(
+                "{} on {} did not finish: {other:?}\n(PostgreSQL on port {})",
+                case.playbook, system.name, pg.port
+            ),
+        };
+        assert_eq!(
+            outcome.severity, expect.severity,
+            "{}: severity on the seeded system",
+            case.playbook
+        );
+        let got = decisions(
+            report
+                .journal
+                .iter()
+                .filter(|e| e.is_write())
+                .map(|e| (format!("{}.{}", e.interface, e.op), e.args.clone())),
+        );
+        let expected = decisions(expect.writes.iter().map(|w| {
+            (
+                w.call.clone(),
+                stepgate::scenario::values::toml_to_json(&w.args),
+            )
+        }));
+        assert_eq!(
+            got, expected,
+            "{}: the plan on the seeded {} database is not the one {} expects",
+            case.playbook, system.name, case.scenario
+        );
+    }
+}
+
+#[test]
+fn every_playbook_plans_its_escalation_on_its_seeded_postgres_system() {
+    let pg = PgServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for system in SYSTEMS {
+        let dir = root().join("examples/systems").join(system.name);
+        let schema = std::fs::read_to_string(dir.join("schema.sql")).unwrap();
+        let seed = std::fs::read_to_string(dir.join("seed.sql")).unwrap();
+        rt.block_on(async {
+            pg.exec("postgres", &format!("CREATE DATABASE {}", system.database))
+                .await;
+            pg.exec(system.database, &schema).await;
+            pg.exec(system.database, &seed).await;
+        });
+    }
+    drop(rt);
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(example_config(Some(&pg), state.path())).unwrap();
+    for system in SYSTEMS {
+        escalation_plan_on_postgres(system, &pg, &runtime);
+    }
+}
