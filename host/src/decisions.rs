@@ -294,6 +294,11 @@ fn print_cancelled(cancelled: &serde_json::Value) {
         cancelled["was"].as_str().unwrap_or("?"),
         cancelled["approvals_denied"]
     );
+    if let Some(seq) = cancelled["unsettled_write"].as_i64() {
+        println!(
+            "write #{seq} was intended but never recorded done: check its backend to see whether it was made"
+        );
+    }
 }
 
 /// `stepgate resolve`: `mark_done` is `None` for retry, else the result

@@ -23,6 +23,18 @@ async fn runs(pg: &str) -> Vec<(String, String, Option<String>, Option<String>)>
         .unwrap()
 }
 
+/// Pages recorded done in the journal, over all runs.
+async fn pages_done(pg: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(pg).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT count(*) FROM journal WHERE phase = 'done' AND entry::jsonb->>'interface' = 'pager'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+}
+
 /// The pid in a lease owner (`host:pid:random`).
 fn pid_of(owner: &str) -> u32 {
     owner.split(':').nth(1).unwrap().parse().unwrap()
@@ -36,7 +48,7 @@ fn a_replica_killed_mid_run_leaves_one_run_per_alert_and_every_write_once() {
     let dir = tempfile::tempdir().unwrap();
     support::served::write_hostile_config(
         dir.path(),
-        &format!("url = \"{state_url}\"\nlease = \"1s\""),
+        &format!("url = \"{state_url}\"\nlease = \"3s\""),
         &format!("kind = \"webhook\"\nurl = \"{}\"", hook.url),
         "live",
     );
@@ -73,9 +85,17 @@ fn a_replica_killed_mid_run_leaves_one_run_per_alert_and_every_write_once() {
         }
     });
 
-    // Both runs are in their sleep, each after its first page: kill the
-    // replica holding the first of them.
+    // Both runs are in their sleep, each after its first page (recorded
+    // done): kill the replica holding the first of them.
     hook.wait_for(2);
+    let started = Instant::now();
+    while rt.block_on(pages_done(&state_url)) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the first pages were never recorded done"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let running = rt.block_on(runs(&state_url));
     assert_eq!(running.len(), 2, "one run per fingerprint: {running:?}");
     let owner = running[0]

@@ -759,8 +759,18 @@ async fn an_operator_cancels_a_parked_run(kind: Kind) {
     assert_eq!(shown["run"]["exit_code"], 7);
     let pending: Vec<Json> = s.get("/api/approvals", &viewer).await.json().await.unwrap();
     assert!(pending.is_empty(), "{pending:?}");
-    // The sweep leaves it alone: the write is never made.
+    // The sweep leaves it alone: it stays cancelled, nothing more is
+    // journaled, and the write is never made.
+    let journaled = state.journal(&run_id).await.unwrap().len();
     tokio::time::sleep(Duration::from_millis(600)).await;
+    let shown: Json = s
+        .get(&format!("/api/runs/{run_id}"), &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["run"]["status"], "cancelled", "{shown}");
+    assert_eq!(state.journal(&run_id).await.unwrap().len(), journaled);
     assert_eq!(s.setup.flag("PLAZA_TEST_FLAG").await, None);
     let audit = state.audit_records().await.unwrap();
     assert!(
@@ -789,7 +799,7 @@ async fn a_run_cancelled_while_it_executes_makes_no_more_writes() {
     let state = &s.runtime.state;
     let viewer = state.add_principal("vic", Role::Viewer).await.unwrap();
     let ops = state.add_principal("olga", Role::Operator).await.unwrap();
-    assert_eq!(s.hook(&slow_alert("slow", 1500)).await.status(), 202);
+    assert_eq!(s.hook(&slow_alert("slow", 5000)).await.status(), 202);
     let pages = || {
         std::fs::read_to_string(s.setup.path("pages.jsonl"))
             .unwrap_or_default()
@@ -808,8 +818,52 @@ async fn a_run_cancelled_while_it_executes_makes_no_more_writes() {
     let body: Json = answer.json().await.unwrap();
     assert_eq!(body["was"], "running");
     // Past the sleep: the second page was not sent, and the record stays.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(6000)).await;
     assert_eq!(pages(), 1, "no write after the cancel");
     let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
     assert_eq!(status_of(&runs), ["cancelled"], "{runs:?}");
+}
+
+/// A playbook at its `max_runs` holds up only its own runs: an alert for
+/// another playbook, posted after, runs to its end while the second run of
+/// the busy playbook still waits for its slot.
+#[tokio::test]
+async fn a_playbook_at_its_limit_holds_up_no_other_playbook() {
+    let setup = slow_setup("", "max_runs = 1", "dry-run");
+    let path = setup.path("stepgate.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            r#"{text}
+[playbooks.other]
+component = "{}"
+grants.db.plaza = {{}}
+grants.pager.targets = ["ceo"]
+[[routes]]
+match = ["alertname=Other"]
+playbook = "other"
+"#,
+            stepgate_artifacts::HOSTILE
+        ),
+    )
+    .unwrap();
+    let s = start(setup, None).await;
+    let viewer = s.viewer().await;
+    assert_eq!(s.hook(&slow_alert("slow-1", 3000)).await.status(), 202);
+    assert_eq!(s.hook(&slow_alert("slow-2", 3000)).await.status(), 202);
+    let other = json!({
+        "version": "4", "status": "firing",
+        "alerts": [{ "status": "firing", "labels": { "alertname": "Other", "mode": "fine" }, "fingerprint": "other-1" }],
+    });
+    assert_eq!(s.hook(&other).await.status(), 202);
+    let runs = s
+        .runs_until(&viewer, |runs| {
+            runs.iter()
+                .any(|r| r["playbook"] == "other" && r["status"] == "done")
+        })
+        .await;
+    let slow: Vec<&Json> = runs.iter().filter(|r| r["playbook"] == "hostile").collect();
+    assert_eq!(slow.len(), 1, "the second slow run still waits: {runs:?}");
+    assert_eq!(slow[0]["status"], "running");
 }

@@ -51,7 +51,8 @@ impl From<DecisionError> for ApiError {
             | DecisionError::Twice(_)
             | DecisionError::PlanChanged { .. }
             | DecisionError::NotInDoubt { .. }
-            | DecisionError::Ended { .. } => StatusCode::CONFLICT,
+            | DecisionError::Ended { .. }
+            | DecisionError::Busy { .. } => StatusCode::CONFLICT,
             DecisionError::NoReason => StatusCode::BAD_REQUEST,
             DecisionError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -349,7 +350,9 @@ pub async fn start_run(
     };
     let id = run_id.clone();
     let shared2 = shared.clone();
+    let executing = shared.executing(&run_id);
     tokio::spawn(async move {
+        let _executing = executing;
         let _slot = slot;
         let started = std::time::Instant::now();
         let report = crate::run::run_recorded(

@@ -2,18 +2,22 @@
 //! replica, handles it), route it, join it to the open run of the same
 //! fingerprint and playbook if there is one (a resolved alert is recorded
 //! there, and may cancel the run's pending approvals), else take a run
-//! slot, store the run and start it. The run is stored only once a slot is
-//! free, so its lease starts when it does. Also the sweeper, which resumes
-//! what the state store says is ready and re-dispatches alerts a failure
-//! left behind.
+//! slot, store the run and start it.
+//!
+//! Alerts go through [`lanes`](super::lanes): one fingerprint at a time, in
+//! order, different fingerprints side by side. Every wait (for a run slot,
+//! for the playbook to load) happens before any run of the alert is
+//! stored, so a run's lease starts when it does and no sweep takes it for
+//! an orphan. Also the sweeper, which resumes what the state store says is
+//! ready and re-dispatches alerts a failure left behind.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::Shared;
 use super::slots::Slot;
+use super::{Executing, Loaded, Shared};
 use crate::approvals::StoredApprover;
 use crate::bindings::AlertStatus;
 use crate::gate::Mode;
@@ -31,25 +35,36 @@ pub const ALERTS: &str = "alertmanager";
 /// again by the sweeper.
 const REDISPATCH_AFTER: Duration = Duration::from_secs(5);
 
+/// Fingerprints dispatched side by side, at most.
+const MAX_LANES: usize = 256;
+
+/// A claim on an alert is renewed this often while it is dispatched.
+const CLAIM_RENEWAL: Duration = Duration::from_secs(60);
+
 pub async fn dispatcher(
     shared: Arc<Shared>,
     leftover: Vec<Accepted>,
     mut inbox: mpsc::Receiver<Vec<Accepted>>,
 ) {
+    let for_lanes = shared.clone();
+    let lanes = super::lanes::Lanes::new(MAX_LANES, move |accepted| {
+        let shared = for_lanes.clone();
+        async move { dispatch(&shared, accepted).await }
+    });
     for accepted in leftover {
-        dispatch(&shared, accepted).await;
+        lanes.push(accepted).await;
     }
     while let Some(batch) = inbox.recv().await {
         for accepted in batch {
-            dispatch(&shared, accepted).await;
+            lanes.push(accepted).await;
         }
     }
 }
 
 /// Dispatches one alert if this dispatcher claims it, trying again on a
 /// state-store failure; one that still fails goes back to the inbox, where
-/// the sweeper finds it.
-pub(super) async fn dispatch(shared: &Arc<Shared>, accepted: Accepted) {
+/// the sweeper finds it. The claim is renewed while the alert waits.
+async fn dispatch(shared: &Arc<Shared>, accepted: Accepted) {
     let state = shared.runtime().state.clone();
     match state.claim_alert(&accepted.id).await {
         Ok(true) => {}
@@ -59,10 +74,19 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, accepted: Accepted) {
             return;
         }
     }
+    let renewer = {
+        let (state, id) = (state.clone(), accepted.id.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CLAIM_RENEWAL).await;
+                let _ = state.touch_claim(&id).await;
+            }
+        })
+    };
     let mut wait = Duration::from_millis(50);
     for attempt in 1..=5 {
         match try_dispatch(shared, &accepted).await {
-            Ok(()) => return,
+            Ok(()) => break,
             Err(e) if attempt < 5 => {
                 tracing::warn!(alert = %accepted.id, "dispatch failed ({e}); trying again");
                 tokio::time::sleep(wait).await;
@@ -74,11 +98,13 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, accepted: Accepted) {
             }
         }
     }
+    renewer.abort();
 }
 
 async fn try_dispatch(shared: &Arc<Shared>, accepted: &Accepted) -> Result<(), StateError> {
     if let Some(schedule) = accepted.schedule() {
-        let Some(route) = super::schedule::route_of(&shared.runtime().config, schedule) else {
+        let config = shared.runtime().config.clone();
+        let Some(route) = super::schedule::route_of(&config, schedule) else {
             tracing::info!(
                 schedule,
                 "a tick of a schedule no longer configured; not run"
@@ -89,6 +115,20 @@ async fn try_dispatch(shared: &Arc<Shared>, accepted: &Accepted) -> Result<(), S
                 .dispose(&accepted.id, Disposition::Unrouted, &[])
                 .await;
         };
+        if super::schedule::superseded(&config, schedule, &accepted.alert) {
+            tracing::warn!(
+                schedule,
+                "a tick a later one superseded before it ran; recorded as missed"
+            );
+            shared
+                .metrics
+                .alert(&format!("schedule:{schedule}"), "missed");
+            return shared
+                .runtime()
+                .state
+                .dispose(&accepted.id, Disposition::Missed, &[])
+                .await;
+        }
         return start_on(shared, accepted, &[&route]).await;
     }
     let in_force = shared.routes();
@@ -111,13 +151,20 @@ struct Starting {
     run_id: String,
     route: Route,
     slot: Slot,
+    loaded: Result<Loaded, String>,
+    executing: Option<Executing>,
 }
 
 /// Joins or starts the runs of a claimed alert on `routes` (its matching
 /// routes, or a schedule's own), records what became of it, then starts
-/// the new runs. A run stored whose start the store could not record is
-/// not spawned here: it is `running` with a lease nobody renews, and the
-/// sweeper takes it over when the lease lapses.
+/// the new runs.
+///
+/// First every route finds its open run, or waits for a slot and loads its
+/// playbook; only then are the new runs stored, one after the other, and
+/// spawned right after the alert's fate is recorded: no stored run waits.
+/// A run stored whose start the store could not record is not spawned: it
+/// is `running` with a lease nobody renews, and the sweeper takes it over
+/// when the lease lapses.
 async fn start_on(
     shared: &Arc<Shared>,
     accepted: &Accepted,
@@ -127,41 +174,52 @@ async fn start_on(
     let resolved = accepted.alert.status == AlertStatus::Resolved;
     let mut disposition = Disposition::Attached;
     let mut run_ids = Vec::new();
-    let mut starting = Vec::new();
+    let mut ready = Vec::new();
     for &route in routes {
-        let route_name = format!("{}:{}", route.index, route.playbook);
-        match open_or_start(shared, accepted, route, resolved).await? {
-            Found::Open(open) => {
-                state
-                    .append_audit(
-                        &open,
-                        &serde_json::json!({ "attached": { "alert": accepted.id, "status": if resolved { "resolved" } else { "firing" } } }),
-                    )
-                    .await?;
+        match state
+            .open_run(&accepted.fingerprint, &route.playbook)
+            .await?
+        {
+            Some(open) => {
+                attach(shared, accepted, route, &open).await?;
                 if resolved {
-                    state.mark_resolved(&open).await?;
-                    if route.cancel_on_resolved {
-                        cancel_pending(shared, &open).await?;
-                    }
                     disposition = Disposition::Resolved;
                 }
-                shared.metrics.alert(&route_name, "attached");
                 run_ids.push(open);
             }
-            Found::Nothing => {
+            None if resolved => {
                 // Resolved with nothing open: the incident ended before anything ran.
-                shared.metrics.alert(&route_name, "resolved");
+                shared.metrics.alert(&route_name(route), "resolved");
                 disposition = Disposition::Resolved;
             }
-            Found::Started(run_id, slot) => {
-                shared.metrics.alert(&route_name, "started");
+            None => {
+                let slot = shared
+                    .slot(&route.playbook)
+                    .await
+                    .map_err(|closed| StateError::Corrupt(closed.to_string()))?;
+                let loaded = shared.playbook(&route.playbook).await;
+                ready.push((route, slot, loaded));
+            }
+        }
+    }
+    let mut starting = Vec::new();
+    for (route, slot, loaded) in ready {
+        match store_run(shared, accepted, route).await? {
+            Stored::New(run_id) => {
+                shared.metrics.alert(&route_name(route), "started");
                 disposition = Disposition::Started;
                 run_ids.push(run_id.clone());
                 starting.push(Starting {
+                    executing: shared.executing(&run_id),
                     run_id,
                     route: route.clone(),
                     slot,
+                    loaded,
                 });
+            }
+            Stored::Joined(open) => {
+                attach(shared, accepted, route, &open).await?;
+                run_ids.push(open);
             }
         }
     }
@@ -172,41 +230,54 @@ async fn start_on(
     Ok(())
 }
 
-/// What a route found for an alert.
-enum Found {
-    /// The open run it joins.
-    Open(String),
-    /// A run stored for it, with its slot.
-    Started(String, Slot),
-    /// Resolved, and nothing open.
-    Nothing,
+fn route_name(route: &Route) -> String {
+    format!("{}:{}", route.index, route.playbook)
 }
 
-/// The open run of the alert's fingerprint on this route, or a run stored
-/// for it once a slot is free. The store allows one open run per
-/// fingerprint and playbook, so when another replica stored one first,
-/// this alert joins that one.
-async fn open_or_start(
+/// Attaches the alert to open run `open` (audited); a resolved alert is
+/// recorded on it and, if the route says so, cancels what it waits for.
+async fn attach(
     shared: &Arc<Shared>,
     accepted: &Accepted,
     route: &Route,
-    resolved: bool,
-) -> Result<Found, StateError> {
+    open: &str,
+) -> Result<(), StateError> {
+    let state = shared.runtime().state.clone();
+    let resolved = accepted.alert.status == AlertStatus::Resolved;
+    state
+        .append_audit(
+            open,
+            &serde_json::json!({ "attached": { "alert": accepted.id, "status": if resolved { "resolved" } else { "firing" } } }),
+        )
+        .await?;
+    if resolved {
+        state.mark_resolved(open).await?;
+        if route.cancel_on_resolved {
+            cancel_pending(shared, open).await?;
+        }
+    }
+    shared.metrics.alert(&route_name(route), "attached");
+    Ok(())
+}
+
+/// What storing a run for an alert came to.
+enum Stored {
+    /// The run, stored.
+    New(String),
+    /// Another replica stored one for the fingerprint a moment ago.
+    Joined(String),
+}
+
+/// Stores a run of `route` for the alert; the store allows one open run
+/// per fingerprint and playbook, so when another replica stored one first,
+/// the alert joins that one.
+async fn store_run(
+    shared: &Arc<Shared>,
+    accepted: &Accepted,
+    route: &Route,
+) -> Result<Stored, StateError> {
     let state = shared.runtime().state.clone();
     for _ in 0..3 {
-        if let Some(open) = state
-            .open_run(&accepted.fingerprint, &route.playbook)
-            .await?
-        {
-            return Ok(Found::Open(open));
-        }
-        if resolved {
-            return Ok(Found::Nothing);
-        }
-        let slot = shared
-            .slot(&route.playbook)
-            .await
-            .map_err(|closed| StateError::Corrupt(closed.to_string()))?;
         let run_id = new_run_id();
         let alert_json = serde_json::to_value(&accepted.alert).unwrap_or_default();
         let stored = state
@@ -225,9 +296,15 @@ async fn open_or_start(
             })
             .await;
         match stored {
-            Ok(()) => return Ok(Found::Started(run_id, slot)),
-            // Another replica stored one a moment ago: join it (look again).
-            Err(e) if e.is_conflict() => continue,
+            Ok(()) => return Ok(Stored::New(run_id)),
+            Err(e) if e.is_conflict() => {
+                if let Some(open) = state
+                    .open_run(&accepted.fingerprint, &route.playbook)
+                    .await?
+                {
+                    return Ok(Stored::Joined(open));
+                }
+            }
             Err(e) => return Err(e),
         }
     }
@@ -238,17 +315,20 @@ async fn open_or_start(
 }
 
 /// Runs a stored run in the background, in the slot it holds, with the
-/// runtime in force now (kept for the whole run, whatever a reload does).
+/// runtime and playbook loaded for it (kept for the whole run, whatever a
+/// reload does).
 fn spawn_run(shared: Arc<Shared>, run: Starting, alert: crate::bindings::Alert) {
     tokio::spawn(async move {
         let Starting {
             run_id,
             route,
             slot,
+            loaded,
+            executing,
         } = run;
-        let _slot = slot;
+        let _executing = executing;
         let started = Instant::now();
-        let (runtime, loaded) = match shared.playbook(&route.playbook).await {
+        let (runtime, loaded) = match loaded {
             Ok(both) => both,
             Err(why) => {
                 tracing::error!(run = %run_id, "playbook `{}` does not load: {why}", route.playbook);
@@ -283,6 +363,8 @@ fn spawn_run(shared: Arc<Shared>, run: Starting, alert: crate::bindings::Alert) 
             request,
         )
         .await;
+        // A run that ended or parked holds no slot while approvers are told.
+        drop(slot);
         ended(&shared, &report, started, 0).await;
         // The alert resolved while the run was still reading: what it
         // waits for now is cancelled as the route says.
@@ -331,12 +413,14 @@ async fn cancel_pending(shared: &Arc<Shared>, run_id: &str) -> Result<(), StateE
 /// playbook's and the server's). A run this process is resuming already is
 /// left to that.
 pub fn resume(shared: Arc<Shared>, run_id: String) {
-    if !shared.resuming(&run_id) {
+    // A run this process executes already (started, or being resumed) is
+    // left to that execution; the mark goes when the task ends, panic or not.
+    let Some(executing) = shared.executing(&run_id) else {
         return;
-    }
+    };
     tokio::spawn(async move {
+        let _executing = executing;
         resume_in_slot(&shared, &run_id).await;
-        shared.resumed(&run_id);
     });
 }
 
@@ -350,12 +434,14 @@ async fn resume_in_slot(shared: &Arc<Shared>, run_id: &str) {
             return;
         }
     };
-    let Ok(_slot) = shared.slot(&playbook).await else {
+    let Ok(slot) = shared.slot(&playbook).await else {
         return;
     };
     let started = Instant::now();
     let before = state.journal(run_id).await.map(|j| j.len()).unwrap_or(0);
-    match shared.runtime().resume(run_id, None, Box::new(Quiet)).await {
+    let resumed = shared.runtime().resume(run_id, None, Box::new(Quiet)).await;
+    drop(slot);
+    match resumed {
         Ok(report) => ended(shared, &report, started, before).await,
         // Another host (or replica) has it: not this one's to resume.
         Err(crate::runtime::ResumeFailed::Resume(crate::run::ResumeError::Held { .. })) => {}

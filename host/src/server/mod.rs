@@ -14,6 +14,7 @@
 pub mod api;
 pub mod dispatch;
 pub mod hooks;
+pub mod lanes;
 pub mod metrics;
 pub mod schedule;
 pub mod slots;
@@ -34,6 +35,25 @@ use crate::state::inbox::Accepted;
 /// A playbook and the runtime (engine) that loaded it.
 type Loaded = (Arc<Runtime>, Arc<Playbook>);
 
+/// The runs this process executes now, by id.
+type ExecutingSet = Arc<Mutex<HashSet<String>>>;
+
+/// This process executes a run (started or resumed); dropped when the task
+/// ends, however it ends.
+pub struct Executing {
+    set: ExecutingSet,
+    run_id: String,
+}
+
+impl Drop for Executing {
+    fn drop(&mut self) {
+        match self.set.lock() {
+            Ok(mut set) => set.remove(&self.run_id),
+            Err(poisoned) => poisoned.into_inner().remove(&self.run_id),
+        };
+    }
+}
+
 /// What every handler and the dispatcher share.
 pub struct Shared {
     /// The runtime and routes in force; a reload swaps them, and what runs
@@ -47,9 +67,10 @@ pub struct Shared {
     pub queue: mpsc::Sender<Vec<Accepted>>,
     /// Runs executing at once, in all and per playbook.
     pub slots: slots::Slots,
-    /// Runs this process is resuming now (so two triggers, say an approval
-    /// and a sweep, do not resume one run twice here).
-    resuming: Mutex<HashSet<String>>,
+    /// Runs this process executes now: a trigger to resume one of them
+    /// (an approval, a sweep) is left to that execution. The lease cannot
+    /// tell two executions in one process apart.
+    executing: ExecutingSet,
     pub metrics: metrics::Metrics,
     /// Loaded playbooks, by name (loading is describe() and grant checks).
     playbooks: Mutex<HashMap<String, Loaded>>,
@@ -120,20 +141,17 @@ impl Shared {
         self.slots.take(name, limit).await
     }
 
-    /// Marks run `id` as being resumed by this process; false if it
-    /// already is. [`Shared::resumed`] unmarks it.
-    fn resuming(&self, id: &str) -> bool {
-        match self.resuming.lock() {
+    /// Marks run `id` as executing in this process, until the mark is
+    /// dropped; `None` if it already is.
+    pub fn executing(&self, id: &str) -> Option<Executing> {
+        let inserted = match self.executing.lock() {
             Ok(mut set) => set.insert(id.to_owned()),
             Err(poisoned) => poisoned.into_inner().insert(id.to_owned()),
-        }
-    }
-
-    fn resumed(&self, id: &str) {
-        match self.resuming.lock() {
-            Ok(mut set) => set.remove(id),
-            Err(poisoned) => poisoned.into_inner().remove(id),
         };
+        inserted.then(|| Executing {
+            set: self.executing.clone(),
+            run_id: id.to_owned(),
+        })
     }
 
     /// The runtime in force and playbook `name` loaded by it (once per
@@ -245,7 +263,7 @@ impl Server {
             hook_token: RwLock::new(token),
             queue,
             slots: slots::Slots::new(settings.max_runs),
-            resuming: Mutex::new(HashSet::new()),
+            executing: Arc::new(Mutex::new(HashSet::new())),
             metrics: metrics::Metrics::default(),
             playbooks: Mutex::new(HashMap::new()),
         });

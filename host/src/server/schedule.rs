@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Shared, dispatch};
+use super::Shared;
 use crate::bindings::{Alert, AlertStatus};
 use crate::config::{Config, RouteMode, ScheduleConfig};
 use crate::routing::Route;
@@ -65,6 +65,29 @@ pub fn route_of(config: &Config, name: &str) -> Option<Route> {
         .enumerate()
         .find(|(_, s)| s.name == name)
         .map(|(i, s)| route(i, s))
+}
+
+/// Whether a tick of schedule `name` (`alert`) was superseded: the
+/// schedule's next tick after it is due already, and the schedule does not
+/// catch up. Such a tick is recorded as missed, not run late.
+pub fn superseded(config: &Config, name: &str, alert: &Alert) -> bool {
+    let Some(schedule) = config.schedules.iter().find(|s| s.name == name) else {
+        return false;
+    };
+    if schedule.catch_up {
+        return false;
+    }
+    let (Ok(cron), Some(at)) = (
+        schedule.parsed(),
+        alert
+            .starts_at
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok()),
+    ) else {
+        return false;
+    };
+    cron.find_next_occurrence(&at.with_timezone(&Utc), false)
+        .is_ok_and(|next| next <= Utc::now())
 }
 
 /// Runs the schedules of the config in force when the server started.
@@ -171,5 +194,41 @@ async fn fire(shared: &Arc<Shared>, schedule: &Schedule, at: DateTime<Utc>) {
     if let Err(e) = state.set_schedule_tick(name, at.timestamp_millis()).await {
         tracing::warn!(schedule = %name, "cannot record the tick: {e}");
     }
-    dispatch::dispatch(shared, accepted).await;
+    // The dispatcher runs it (the scheduler waits for nothing); a full
+    // queue leaves it to the sweeper, from the inbox.
+    let _ = shared.queue.try_send(vec![accepted]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(catch_up: bool) -> Config {
+        let text = format!(
+            "[playbooks.p]\ncomponent = \"p.wasm\"\n[[schedules]]\nname = \"minutely\"\ncron = \"* * * * *\"\nplaybook = \"p\"\ncatch_up = {catch_up}\n"
+        );
+        Config::parse(
+            &text,
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("/"),
+        )
+        .unwrap()
+    }
+
+    fn tick(minutes_ago: i64) -> Alert {
+        let mut schedule = config(false).schedules.remove(0);
+        schedule.labels.clear();
+        alert(
+            &schedule,
+            Utc::now() - chrono::Duration::minutes(minutes_ago),
+        )
+    }
+
+    #[test]
+    fn a_tick_a_later_one_superseded_is_missed_unless_the_schedule_catches_up() {
+        assert!(superseded(&config(false), "minutely", &tick(10)));
+        assert!(!superseded(&config(true), "minutely", &tick(10)));
+        assert!(!superseded(&config(false), "minutely", &tick(0)));
+        assert!(!superseded(&config(false), "gone", &tick(10)));
+    }
 }

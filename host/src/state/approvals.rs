@@ -107,6 +107,8 @@ pub enum DecisionError {
     UnknownRun(String),
     #[error("run `{run_id}` has already ended ({status}); there is nothing to cancel")]
     Ended { run_id: String, status: String },
+    #[error("run `{run_id}` cannot be cancelled yet: {what}")]
+    Busy { run_id: String, what: String },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -614,7 +616,9 @@ impl StateStore {
                     (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 1),
                     (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 0),
                     r.expires_at, r.requirement, r.escalated, r.plan, r.plan_digest, r.created_at
-             FROM approval_requests r ORDER BY r.created_at, r.run_id, r.seq",
+             FROM approval_requests r
+             WHERE NOT EXISTS (SELECT 1 FROM runs x WHERE x.id = r.run_id AND x.status = 'cancelled')
+             ORDER BY r.created_at, r.run_id, r.seq",
         )
         .fetch_all(self.pool().await?)
         .await?;
@@ -658,7 +662,8 @@ impl StateStore {
     /// have not been paged.
     pub async fn due_escalations(&self) -> Result<Vec<DueEscalation>, StateError> {
         let rows = sqlx::query(
-            "SELECT run_id, seq, created_at, requirement, escalated FROM approval_requests",
+            "SELECT r.run_id, r.seq, r.created_at, r.requirement, r.escalated FROM approval_requests r
+             WHERE NOT EXISTS (SELECT 1 FROM runs x WHERE x.id = r.run_id AND x.status = 'cancelled')",
         )
         .fetch_all(self.pool().await?)
         .await?;

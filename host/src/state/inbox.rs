@@ -38,6 +38,8 @@ pub enum Disposition {
     Attached,
     Unrouted,
     Resolved,
+    /// A schedule tick a later tick superseded before it was dispatched.
+    Missed,
 }
 
 impl Disposition {
@@ -47,6 +49,7 @@ impl Disposition {
             Disposition::Attached => "attached",
             Disposition::Unrouted => "unrouted",
             Disposition::Resolved => "resolved",
+            Disposition::Missed => "missed",
         }
     }
 }
@@ -162,6 +165,17 @@ impl StateStore {
         Ok(claimed.rows_affected() == 1)
     }
 
+    /// Renews this dispatcher's claim on an alert it is still dispatching
+    /// (waiting for a run slot), so nobody takes it for a dead host's.
+    pub async fn touch_claim(&self, id: &str) -> Result<(), StateError> {
+        sqlx::query("UPDATE inbox SET claimed_at = $1 WHERE id = $2 AND status = 'dispatching'")
+            .bind(now_ms())
+            .bind(id)
+            .execute(self.pool().await?)
+            .await?;
+        Ok(())
+    }
+
     /// Gives a claimed alert back to the inbox (its dispatch failed).
     pub async fn release_alert(&self, id: &str) -> Result<(), StateError> {
         sqlx::query("UPDATE inbox SET status = 'new', claimed_at = NULL WHERE id = $1 AND status = 'dispatching'")
@@ -205,7 +219,7 @@ impl StateStore {
         playbook: &str,
     ) -> Result<Option<String>, StateError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM runs WHERE fingerprint = $1 AND playbook = $2 AND status IN ('running', 'parked', 'in-doubt') ORDER BY started_at DESC LIMIT 1",
+            "SELECT id FROM runs WHERE fingerprint = $1 AND playbook = $2 AND status IN ('running', 'parked', 'in-doubt', 'stale') ORDER BY started_at DESC LIMIT 1",
         )
         .bind(fingerprint)
         .bind(playbook)

@@ -1,0 +1,197 @@
+//! Dispatch lanes: the alerts of one fingerprint are dispatched one at a
+//! time, in the order they arrived (a `resolved` after its `firing`), while
+//! alerts of different fingerprints go side by side. So an alert that waits
+//! for a run slot (its playbook at its `max_runs`) holds up no other
+//! incident, and none overtakes its own earlier notification.
+//!
+//! A lane is a task with a queue; it ends when its queue is empty. At most
+//! `max` lanes are open at once; past that, the dispatcher waits. An alert
+//! already queued (the sweeper hands over again what waits too long) is
+//! not queued twice.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::state::inbox::Accepted;
+
+type Open = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Accepted>>>>;
+type Queued = Arc<Mutex<HashSet<String>>>;
+
+/// The open lanes, by fingerprint.
+pub struct Lanes<F> {
+    open: Open,
+    /// The ids of the alerts queued or being dispatched.
+    queued: Queued,
+    limit: Arc<Semaphore>,
+    /// Dispatches one alert.
+    dispatch: F,
+}
+
+fn lock(open: &Open) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Accepted>>> {
+    match open.lock() {
+        Ok(map) => map,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl<F, Fut> Lanes<F>
+where
+    F: Fn(Accepted) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    pub fn new(max: usize, dispatch: F) -> Lanes<F> {
+        Lanes {
+            open: Arc::new(Mutex::new(HashMap::new())),
+            queued: Arc::new(Mutex::new(HashSet::new())),
+            limit: Arc::new(Semaphore::new(max.max(1))),
+            dispatch,
+        }
+    }
+
+    /// Queues `accepted` behind the earlier alerts of its fingerprint, or
+    /// opens a lane for it.
+    pub async fn push(&self, accepted: Accepted) {
+        let fresh = match self.queued.lock() {
+            Ok(mut ids) => ids.insert(accepted.id.clone()),
+            Err(poisoned) => poisoned.into_inner().insert(accepted.id.clone()),
+        };
+        if !fresh {
+            return;
+        }
+        let mut accepted = accepted;
+        loop {
+            {
+                let mut open = lock(&self.open);
+                if let Some(lane) = open.get(&accepted.fingerprint) {
+                    match lane.send(accepted) {
+                        Ok(()) => return,
+                        // The lane just ended: open a new one.
+                        Err(mpsc::error::SendError(back)) => {
+                            open.remove(&back.fingerprint);
+                            accepted = back;
+                        }
+                    }
+                }
+            }
+            let Ok(permit) = self.limit.clone().acquire_owned().await else {
+                return;
+            };
+            let (sender, receiver) = mpsc::unbounded_channel();
+            {
+                let mut open = lock(&self.open);
+                if open.contains_key(&accepted.fingerprint) {
+                    // Another push opened it while this one waited.
+                    continue;
+                }
+                let fingerprint = accepted.fingerprint.clone();
+                if sender.send(accepted).is_err() {
+                    return;
+                }
+                open.insert(fingerprint.clone(), sender);
+                tokio::spawn(lane(
+                    self.open.clone(),
+                    self.queued.clone(),
+                    fingerprint,
+                    receiver,
+                    self.dispatch.clone(),
+                    permit,
+                ));
+            }
+            return;
+        }
+    }
+}
+
+/// Dispatches the lane's alerts in order; closes the lane once its queue
+/// is empty (checked under the map's lock, so no alert is left behind).
+async fn lane<F, Fut>(
+    open: Open,
+    queued: Queued,
+    fingerprint: String,
+    mut queue: mpsc::UnboundedReceiver<Accepted>,
+    dispatch: F,
+    _permit: OwnedSemaphorePermit,
+) where
+    F: Fn(Accepted) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        let next = match queue.try_recv() {
+            Ok(next) => next,
+            Err(_) => {
+                let mut map = lock(&open);
+                match queue.try_recv() {
+                    Ok(next) => next,
+                    Err(_) => {
+                        map.remove(&fingerprint);
+                        return;
+                    }
+                }
+            }
+        };
+        let id = next.id.clone();
+        dispatch(next).await;
+        match queued.lock() {
+            Ok(mut ids) => ids.remove(&id),
+            Err(poisoned) => poisoned.into_inner().remove(&id),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::{Alert, AlertStatus};
+    use std::time::Duration;
+
+    fn accepted(id: &str, fingerprint: &str) -> Accepted {
+        Accepted {
+            id: id.into(),
+            alert: Alert {
+                name: "A".into(),
+                status: AlertStatus::Firing,
+                labels: Vec::new(),
+                annotations: Vec::new(),
+                starts_at: None,
+                fingerprint: Some(fingerprint.into()),
+            },
+            fingerprint: fingerprint.into(),
+            source: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_fingerprint_in_order_while_another_is_not_held_up() {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let (s, g) = (seen.clone(), gate.clone());
+        let lanes = Lanes::new(8, move |a: Accepted| {
+            let (seen, gate) = (s.clone(), g.clone());
+            async move {
+                // The first alert of `slow` waits (as for a run slot).
+                if a.id == "slow-1" {
+                    gate.notified().await;
+                }
+                seen.lock().unwrap().push(a.id);
+            }
+        });
+        lanes.push(accepted("slow-1", "slow")).await;
+        lanes.push(accepted("slow-2", "slow")).await;
+        // Handed over again while it waits: queued once.
+        lanes.push(accepted("slow-2", "slow")).await;
+        lanes.push(accepted("fast-1", "fast")).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*seen.lock().unwrap(), ["fast-1"], "fast is not held up");
+        gate.notify_one();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*seen.lock().unwrap(), ["fast-1", "slow-1", "slow-2"]);
+        // Both lanes closed once empty; a new alert opens a lane again.
+        assert!(lock(&lanes.open).is_empty());
+        lanes.push(accepted("slow-3", "slow")).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(seen.lock().unwrap().len(), 4);
+    }
+}
