@@ -15,6 +15,9 @@ use std::process::Command;
 const GUESTS: &[(&str, &str)] = &[
     ("plaza-reconciliation-drift", "PLAZA_RECONCILIATION_DRIFT"),
     ("rgs-stuck-rollbacks", "RGS_STUCK_ROLLBACKS"),
+    ("rgs-credential-leak", "RGS_CREDENTIAL_LEAK"),
+    ("rgs-db-connections", "RGS_DB_CONNECTIONS"),
+    ("rgs-pending-queue", "RGS_PENDING_QUEUE"),
     ("guest-hostile", "HOSTILE"),
     ("guest-unknown-import", "UNKNOWN_IMPORT"),
     ("guest-drift", "DRIFT"),

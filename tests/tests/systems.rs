@@ -27,6 +27,17 @@ struct Escalation {
     /// The scenario (under `playbooks/<playbook>/scenarios/`) whose plan the
     /// seeded system must produce.
     scenario: &'static str,
+    /// Sessions left idle in a transaction on the system's database while
+    /// the playbook runs (what no seed file can hold).
+    idle_transactions: usize,
+}
+
+const fn case(playbook: &'static str, scenario: &'static str) -> Escalation {
+    Escalation {
+        playbook,
+        scenario,
+        idle_transactions: 0,
+    }
 }
 
 /// A system with a PostgreSQL copy: its database (as the example config
@@ -40,10 +51,15 @@ struct System {
 const SYSTEMS: &[System] = &[System {
     name: "rgs",
     database: "yantra",
-    escalations: &[Escalation {
-        playbook: "rgs-stuck-rollbacks",
-        scenario: "every-operator-wallet-down",
-    }],
+    escalations: &[
+        case("rgs-stuck-rollbacks", "every-operator-wallet-down"),
+        case("rgs-credential-leak", "active-key-used-from-a-new-ip"),
+        case("rgs-pending-queue", "one-operator-swamps-the-queue"),
+        Escalation {
+            idle_transactions: 2,
+            ..case("rgs-db-connections", "idle-in-transaction-sessions")
+        },
+    ],
 }];
 
 /// The example config's PostgreSQL connections point at this prefix.
@@ -131,6 +147,24 @@ fn decisions(writes: impl Iterator<Item = (String, Json)>) -> Vec<String> {
         .collect()
 }
 
+/// `n` sessions on `database`, each idle inside an open transaction until
+/// dropped.
+async fn idle_transactions(pg: &PgServer, database: &str, n: usize) -> Vec<sqlx::PgConnection> {
+    use sqlx::Connection;
+    let mut sessions = Vec::new();
+    for _ in 0..n {
+        let mut conn = sqlx::PgConnection::connect(&pg.url(database))
+            .await
+            .unwrap();
+        sqlx::raw_sql("BEGIN; SELECT 1;")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sessions.push(conn);
+    }
+    sessions
+}
+
 fn escalation_plan_on_postgres(system: &System, pg: &PgServer, runtime: &Runtime) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     for case in system.escalations {
@@ -141,6 +175,11 @@ fn escalation_plan_on_postgres(system: &System, pg: &PgServer, runtime: &Runtime
             .join(format!("{}.toml", case.scenario));
         let scenario = Scenario::load(&path).unwrap();
         let expect = scenario.expect.clone().expect("the scenario has [expect]");
+        let _idle = rt.block_on(idle_transactions(
+            pg,
+            system.database,
+            case.idle_transactions,
+        ));
         let report = rt.block_on(run_unattended(
             runtime,
             case.playbook,

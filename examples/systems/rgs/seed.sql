@@ -42,6 +42,11 @@ INSERT INTO wallet_calls (operator_id, endpoint, transaction_uuid, amount_micro,
 SELECT 'op-bravo', 'ROLLBACK', md5('bravo-rb-' || g)::uuid, 1000000, 'USD', 'TIMEOUT', NULL, NULL, false, 3, '198.51.100.7', now() - interval '1 minute'
 FROM generate_series(1, 5) AS g;
 
+-- op-alpha's key three days ago, from its usual IP.
+INSERT INTO wallet_calls (operator_id, endpoint, transaction_uuid, amount_micro, currency, status, response_status, response_body, succeeded, credential_id, source_ip, created_at)
+SELECT 'op-alpha', 'BET', md5('alpha-bet3d-' || g)::uuid, 2500000, 'EUR', 'RS_OK', 200, '{"status":"RS_OK"}', true, 2, '203.0.113.10', now() - interval '3 days' + (interval '1 minute' * g)
+FROM generate_series(1, 20) AS g;
+
 -- op-alpha's key in the last 24 hours: its usual IP, then a new one.
 INSERT INTO wallet_calls (operator_id, endpoint, transaction_uuid, amount_micro, currency, status, response_status, response_body, succeeded, credential_id, source_ip, created_at)
 SELECT 'op-alpha', 'BET', md5('alpha-bet24-' || g)::uuid, 2500000, 'EUR', 'RS_OK', 200, '{"status":"RS_OK"}', true, 2, '203.0.113.10', now() - interval '20 hours' + (interval '1 minute' * g)

@@ -533,12 +533,14 @@ pub mod http {
     pub struct Response {
         pub status: u16,
         pub body: serde_json::Value,
+        /// A write in a dry run: nothing was sent (the status is 0).
+        pub dry_run: bool,
     }
 
     impl Response {
-        /// Whether the status is 2xx.
+        /// Whether the status is 2xx, or the write was planned in a dry run.
         pub fn ok(&self) -> bool {
-            (200..300).contains(&self.status)
+            self.dry_run || (200..300).contains(&self.status)
         }
     }
 
@@ -584,6 +586,10 @@ pub mod http {
         )?;
         Ok(Response {
             status: answer.status,
+            dry_run: answer
+                .headers
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("x-stepgate-dry-run") && v == "true"),
             body: serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null),
         })
     }

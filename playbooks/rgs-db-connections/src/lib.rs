@@ -1,0 +1,235 @@
+//! RGS: DB connection exhaustion (SEV1: rgs-server becomes unavailable).
+//!
+//! Codifies playbook 7 of the RGS incident response playbooks:
+//!
+//! - **Detect**: `prisma_pool_wait_time_ms` p99 > 500 (`PrismaPoolWaitHigh`).
+//! - **Triage**: connections to `yantra` against `max_connections`; their
+//!   states (idle in transaction?); the oldest idle-in-transaction sessions
+//!   and what they last ran.
+//! - **Mitigate**: short term, restart the RGS pods (drops connections and
+//!   forces a fresh pool) through the RGS admin API, approved by a human,
+//!   when the database side is saturated or holds idle-in-transaction
+//!   sessions; page on-call either way. Medium and long term (max
+//!   connections, PgBouncer, the query that holds transactions open) go on
+//!   the checklist.
+
+use stepgate_sdk::prelude::*;
+
+const DB: &str = "rgs";
+const ONCALL: &str = "rgs-oncall";
+/// The RGS admin API (config name) and its restart route.
+const ADMIN: &str = "rgs_admin";
+const RESTART: &str = "/admin/pods/restart";
+
+/// Triage 1 and 2, verbatim.
+const CONNECTIONS: &str =
+    "SELECT count(*) AS connections FROM pg_stat_activity WHERE datname='yantra'";
+const BY_STATE: &str = "SELECT coalesce(state, 'unknown') AS state, count(*) AS connections \
+     FROM pg_stat_activity WHERE datname='yantra' GROUP BY 1 ORDER BY 2 DESC";
+const MAX_CONNECTIONS: &str =
+    "SELECT setting::bigint AS max_connections FROM pg_settings WHERE name='max_connections'";
+/// Long term: the sessions holding a transaction open, oldest first.
+const IDLE_IN_TRANSACTION: &str = "SELECT pid, EXTRACT(EPOCH FROM now() - xact_start)::bigint AS open_seconds, \
+     left(query, 200) AS query FROM pg_stat_activity \
+     WHERE datname='yantra' AND state='idle in transaction' ORDER BY xact_start LIMIT 20";
+
+/// Connections at or past this share of `max_connections` is saturation.
+const SATURATED_PERCENT: i64 = 90;
+
+struct DbConnections;
+
+struct Triage {
+    connections: i64,
+    max_connections: i64,
+    idle_in_transaction: Vec<(i64, i64, String)>,
+    states: String,
+}
+
+impl Triage {
+    fn saturated(&self) -> bool {
+        self.connections * 100 >= self.max_connections * SATURATED_PERCENT
+    }
+}
+
+impl Playbook for DbConnections {
+    fn describe() -> Description {
+        Description::new("rgs-db-connections", "1.0.0")
+            .summary(
+                "RGS playbook 7, DB connection exhaustion (SEV1): counts connections to yantra against \
+                 max_connections and finds idle-in-transaction sessions; restarts the RGS pods \
+                 (approved) when the database side is saturated or stuck, and pages on-call.",
+            )
+            .answers("PrismaPoolWaitHigh")
+            .db_read(DB)
+            .http(ADMIN, &format!("POST {RESTART}"))
+            .page(ONCALL)
+    }
+
+    fn run(alert: Alert) -> Result<Outcome> {
+        let triage = match step("Triage", triage) {
+            Ok(triage) => triage,
+            Err(e) => {
+                return step("Escalate: triage failed", || -> Result<Outcome> {
+                    pager::page(
+                        ONCALL,
+                        Severity::Critical,
+                        "SEV1 RGS DB connection exhaustion: the database does not answer triage",
+                        &format!(
+                            "alert {}: pg_stat_activity could not be read ({}). Restart the RGS pods by hand if /readyz is 503 across pods.",
+                            alert.name,
+                            e.message()
+                        ),
+                    )?;
+                    Ok(Outcome::new(format!("Triage failed: {}", e.message()))
+                        .severity("SEV1")
+                        .todo("Check the database host: is it up, is it at max_connections?")
+                        .todo("Restart the RGS pods (drops connections, forces a fresh pool)")
+                        .todo("Post-mortem within 5 business days (every SEV1)"))
+                });
+            }
+        };
+        step("Mitigate", || mitigate(&alert, &triage))
+    }
+}
+
+stepgate_sdk::playbook!(DbConnections);
+
+fn triage() -> Result<Triage> {
+    let connections: i64 = db::query(DB, CONNECTIONS, params![])?
+        .first()?
+        .get("connections")?;
+    let max_connections: i64 = db::query(DB, MAX_CONNECTIONS, params![])?
+        .first()?
+        .get("max_connections")?;
+    let states = db::query(DB, BY_STATE, params![])?
+        .iter()
+        .map(|row| -> Result<String> {
+            Ok(format!(
+                "{} {}",
+                row.get::<String>("state")?,
+                row.get::<i64>("connections")?
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .join(", ");
+    let idle_in_transaction = db::query(DB, IDLE_IN_TRANSACTION, params![])?
+        .iter()
+        .map(|row| -> Result<(i64, i64, String)> {
+            Ok((
+                row.get("pid")?,
+                row.get("open_seconds")?,
+                row.get::<Option<String>>("query")?.unwrap_or_default(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    runbook::info(&format!(
+        "{connections} of {max_connections} connections to yantra ({states}); {} idle in transaction",
+        idle_in_transaction.len()
+    ));
+    Ok(Triage {
+        connections,
+        max_connections,
+        idle_in_transaction,
+        states,
+    })
+}
+
+fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
+    let stuck = !triage.idle_in_transaction.is_empty();
+    let db_side = triage.saturated() || stuck;
+    let mut checklist = Vec::new();
+    let mut restarted = false;
+    if db_side {
+        let why = if triage.saturated() {
+            format!(
+                "{} of {} connections are in use",
+                triage.connections, triage.max_connections
+            )
+        } else {
+            format!(
+                "{} session(s) idle in transaction hold connections",
+                triage.idle_in_transaction.len()
+            )
+        };
+        let reason = format!(
+            "RGS playbook 7 (DB connection exhaustion), Mitigate short-term: restart the RGS pods to drop connections and force a fresh pool; {why}"
+        );
+        let body = serde_json::json!({ "service": "rgs-server", "action": "restart" });
+        match http::post(ADMIN, RESTART, &body, &reason) {
+            Ok(answer) if answer.ok() => restarted = true,
+            Ok(answer) => checklist.push(format!(
+                "The admin API answered {} to the restart: restart the RGS pods by hand",
+                answer.status
+            )),
+            Err(e) if e.is_denied() => checklist.push(format!(
+                "The restart was refused ({}): restart the RGS pods by hand if they stay unavailable",
+                e.message()
+            )),
+            Err(e) => checklist.push(format!(
+                "The restart failed ({}): restart the RGS pods by hand",
+                e.message()
+            )),
+        }
+    } else {
+        checklist.push(
+            "The database side is healthy: look for pods stuck holding connections (infinite loop, slow query)".to_owned(),
+        );
+    }
+    let summary = format!(
+        "{} of {} connections to yantra, {} idle in transaction{}",
+        triage.connections,
+        triage.max_connections,
+        triage.idle_in_transaction.len(),
+        if db_side {
+            ""
+        } else {
+            ": database side healthy"
+        }
+    );
+    pager::page(
+        ONCALL,
+        Severity::Critical,
+        &format!(
+            "SEV1 RGS DB connection exhaustion: {}",
+            if db_side {
+                "restarting the RGS pods"
+            } else {
+                "database side healthy, check the pods"
+            }
+        ),
+        &format!(
+            "alert {}: {summary} ({}). Oldest idle in transaction: {}",
+            alert.name,
+            triage.states,
+            triage
+                .idle_in_transaction
+                .first()
+                .map(|(pid, secs, query)| format!("pid {pid}, open {secs} s: {query}"))
+                .unwrap_or_else(|| "none".into())
+        ),
+    )?;
+    if stuck {
+        checklist.push(
+            "Identify the query that holds transactions open (Prisma logs at debug level); the oldest ones are in the page".into(),
+        );
+    }
+    checklist.extend([
+        "Medium term: raise Postgres max_connections or put PgBouncer in front".to_owned(),
+        "RCA: saturation curve (connection count over time), the query that held transactions open, whether PgBouncer would have absorbed it".to_owned(),
+        "Post-mortem within 5 business days (every SEV1)".to_owned(),
+    ]);
+    let mut outcome = Outcome::new(summary)
+        .severity("SEV1")
+        .field("connections", triage.connections)
+        .field("max_connections", triage.max_connections)
+        .field(
+            "idle_in_transaction",
+            triage.idle_in_transaction.len() as i64,
+        )
+        .field("saturated", triage.saturated())
+        .field("pods_restarted", restarted);
+    for item in checklist {
+        outcome = outcome.todo(item);
+    }
+    Ok(outcome)
+}
