@@ -30,6 +30,9 @@ struct Escalation {
     /// Sessions left idle in a transaction on the system's database while
     /// the playbook runs (what no seed file can hold).
     idle_transactions: usize,
+    /// Text replaced in the example config for this case: another corner of
+    /// the example world (a provider that is down).
+    config: &'static [(&'static str, &'static str)],
 }
 
 const fn case(playbook: &'static str, scenario: &'static str) -> Escalation {
@@ -37,6 +40,7 @@ const fn case(playbook: &'static str, scenario: &'static str) -> Escalation {
         playbook,
         scenario,
         idle_transactions: 0,
+        config: &[],
     }
 }
 
@@ -48,19 +52,36 @@ struct System {
     escalations: &'static [Escalation],
 }
 
-const SYSTEMS: &[System] = &[System {
-    name: "rgs",
-    database: "yantra",
-    escalations: &[
-        case("rgs-stuck-rollbacks", "every-operator-wallet-down"),
-        case("rgs-credential-leak", "active-key-used-from-a-new-ip"),
-        case("rgs-pending-queue", "one-operator-swamps-the-queue"),
-        Escalation {
-            idle_transactions: 2,
-            ..case("rgs-db-connections", "idle-in-transaction-sessions")
-        },
-    ],
-}];
+const SYSTEMS: &[System] = &[
+    System {
+        name: "rgs",
+        database: "yantra",
+        escalations: &[
+            case("rgs-stuck-rollbacks", "every-operator-wallet-down"),
+            case("rgs-credential-leak", "active-key-used-from-a-new-ip"),
+            case("rgs-pending-queue", "one-operator-swamps-the-queue"),
+            Escalation {
+                idle_transactions: 2,
+                ..case("rgs-db-connections", "idle-in-transaction-sessions")
+            },
+        ],
+    },
+    System {
+        name: "fiatrails",
+        database: "fiatrails",
+        escalations: &[
+            case("fiatrails-dlq", "rpc-back-replay-and-mark"),
+            case("fiatrails-no-mints", "escrow-paused"),
+            Escalation {
+                config: &[(
+                    "systems/fiatrails/rpc.json",
+                    "systems/fiatrails/rpc-down.json",
+                )],
+                ..case("fiatrails-rpc-failover", "provider-down-fallback-up")
+            },
+        ],
+    },
+];
 
 /// The example config's PostgreSQL connections point at this prefix.
 const EXAMPLE_PG: &str = "postgres://stepgate@127.0.0.1:5432/";
@@ -69,9 +90,9 @@ fn example_config_text() -> String {
     std::fs::read_to_string(root().join("examples/stepgate.toml")).unwrap()
 }
 
-/// The example config with its PostgreSQL connections on `pg` and its
-/// state store in `state_dir`.
-fn example_config(pg: Option<&PgServer>, state_dir: &Path) -> Config {
+/// The example config with its PostgreSQL connections on `pg`, its state
+/// store in `state_dir`, and `replaced` text replaced.
+fn example_config(pg: Option<&PgServer>, state_dir: &Path, replaced: &[(&str, &str)]) -> Config {
     let mut text = example_config_text().replace(
         "path = \"var/stepgate-state.db\"",
         &format!("path = \"{}\"", state_dir.join("state.db").display()),
@@ -81,6 +102,10 @@ fn example_config(pg: Option<&PgServer>, state_dir: &Path) -> Config {
             EXAMPLE_PG,
             &format!("postgres://postgres@127.0.0.1:{}/", pg.port),
         );
+    }
+    for (from, to) in replaced {
+        assert!(text.contains(from), "the example config has no `{from}`");
+        text = text.replace(from, to);
     }
     let examples = root().join("examples");
     Config::parse(&text, &examples.join("stepgate.toml"), &examples).unwrap()
@@ -94,7 +119,7 @@ fn scenarios() -> Vec<Scenario> {
 #[test]
 fn every_route_takes_the_alerts_of_its_playbooks_scenarios() {
     let dir = tempfile::tempdir().unwrap();
-    let config = example_config(None, dir.path());
+    let config = example_config(None, dir.path(), &[]);
     let routes = config.routes().unwrap();
     let scenarios = scenarios();
     let mut routed = BTreeSet::new();
@@ -165,9 +190,11 @@ async fn idle_transactions(pg: &PgServer, database: &str, n: usize) -> Vec<sqlx:
     sessions
 }
 
-fn escalation_plan_on_postgres(system: &System, pg: &PgServer, runtime: &Runtime) {
+fn escalation_plan_on_postgres(system: &System, pg: &PgServer) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     for case in system.escalations {
+        let state = tempfile::tempdir().unwrap();
+        let runtime = &Runtime::new(example_config(Some(pg), state.path(), case.config)).unwrap();
         let path: PathBuf = root()
             .join("playbooks")
             .join(case.playbook)
@@ -235,9 +262,7 @@ fn every_playbook_plans_its_escalation_on_its_seeded_postgres_system() {
         });
     }
     drop(rt);
-    let state = tempfile::tempdir().unwrap();
-    let runtime = Runtime::new(example_config(Some(&pg), state.path())).unwrap();
     for system in SYSTEMS {
-        escalation_plan_on_postgres(system, &pg, &runtime);
+        escalation_plan_on_postgres(system, &pg);
     }
 }
