@@ -50,12 +50,16 @@ struct System {
     name: &'static str,
     database: &'static str,
     escalations: &'static [Escalation],
+    /// The base URLs of the example config's HTTP endpoints for this system,
+    /// answered in the test from `examples/systems/<system>/api.json`.
+    apis: &'static [&'static str],
 }
 
 const SYSTEMS: &[System] = &[
     System {
         name: "rgs",
         database: "yantra",
+        apis: &[],
         escalations: &[
             case("rgs-stuck-rollbacks", "every-operator-wallet-down"),
             case("rgs-credential-leak", "active-key-used-from-a-new-ip"),
@@ -69,6 +73,7 @@ const SYSTEMS: &[System] = &[
     System {
         name: "fiatrails",
         database: "fiatrails",
+        apis: &[],
         escalations: &[
             case("fiatrails-dlq", "rpc-back-replay-and-mark"),
             case("fiatrails-no-mints", "escrow-paused"),
@@ -79,6 +84,16 @@ const SYSTEMS: &[System] = &[
                 )],
                 ..case("fiatrails-rpc-failover", "provider-down-fallback-up")
             },
+        ],
+    },
+    System {
+        name: "loa-finn",
+        database: "loa_finn",
+        apis: &["http://127.0.0.1:8090", "http://127.0.0.1:8091"],
+        escalations: &[
+            case("loafinn-treasury-compromise", "mints-to-one-account"),
+            case("loafinn-dlq-overflow", "two-finalized-one-unknown"),
+            case("loafinn-gate-rollback", "gate-2-to-1"),
         ],
     },
 ];
@@ -190,11 +205,46 @@ async fn idle_transactions(pg: &PgServer, database: &str, n: usize) -> Vec<sqlx:
     sessions
 }
 
+/// Serves `examples/systems/<system>/api.json` (`"METHOD /path"` → status
+/// and JSON body) on loopback: the admin and partner APIs of the example
+/// system, which has no running services. Returns its base URL.
+async fn example_api(system: &str) -> String {
+    use axum::http::{Method, StatusCode, Uri};
+    let file = root()
+        .join("examples/systems")
+        .join(system)
+        .join("api.json");
+    let routes: serde_json::Map<String, Json> =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let routes = std::sync::Arc::new(routes);
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri| {
+        let routes = routes.clone();
+        async move {
+            match routes.get(&format!("{method} {}", uri.path())) {
+                Some(answer) => (
+                    StatusCode::from_u16(answer["status"].as_u64().unwrap_or(200) as u16).unwrap(),
+                    axum::Json(answer["body"].clone()),
+                ),
+                None => (StatusCode::NOT_FOUND, axum::Json(Json::Null)),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
 fn escalation_plan_on_postgres(system: &System, pg: &PgServer) {
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = (!system.apis.is_empty()).then(|| rt.block_on(example_api(system.name)));
     for case in system.escalations {
         let state = tempfile::tempdir().unwrap();
-        let runtime = &Runtime::new(example_config(Some(pg), state.path(), case.config)).unwrap();
+        let mut replaced: Vec<(&str, &str)> = case.config.to_vec();
+        if let Some(api) = &api {
+            replaced.extend(system.apis.iter().map(|from| (*from, api.as_str())));
+        }
+        let runtime = &Runtime::new(example_config(Some(pg), state.path(), &replaced)).unwrap();
         let path: PathBuf = root()
             .join("playbooks")
             .join(case.playbook)

@@ -1,0 +1,192 @@
+//! loa-finn: billing DLQ overflow (`billing_pending_reconciliation_count >
+//! 10`, entries in `billing:dlq:poison`).
+//!
+//! Codifies runbook section 2, "DLQ Overflow":
+//!
+//! - **Circuit breaker**: billing circuit-breaks after a DLQ overflow;
+//!   verify the conservation guard is `degraded` and new reserves get 503.
+//! - **Investigate**: arrakis health, Redis connectivity, the poison
+//!   entries' errors.
+//! - **Admin resolution**, per poisoned entry: its billing WAL entry must
+//!   exist; arrakis confirms the finalize → mark it FINALIZE_ACKED; arrakis
+//!   has no record → void it and release its held credits. Each is a
+//!   database write a human approves; nothing is resolved while arrakis is
+//!   down.
+//! - Clearing the queue and watching the guard return to `ready` stay with
+//!   humans (checklist). The runbook assigns no severity; the outcome says
+//!   CRITICAL while the breaker is tripped.
+
+use stepgate_sdk::prelude::*;
+
+const DB: &str = "loa_finn";
+const ADMIN: &str = "loa_admin";
+const BILLING_HEALTH: &str = "/api/v1/admin/billing/health";
+const ARRAKIS: &str = "arrakis";
+const INCIDENTS: &str = "loa-incidents";
+
+const POISON: &str = "SELECT p.entry_id, p.wal_entry_id, p.error, (w.id IS NOT NULL) AS wal_exists \
+     FROM billing_dlq_poison p LEFT JOIN wal_entries w ON w.id = p.wal_entry_id \
+     WHERE p.resolution IS NULL ORDER BY p.created_at LIMIT 100";
+const ACK: &str = "UPDATE billing_dlq_poison SET resolution = 'FINALIZE_ACKED' \
+     WHERE entry_id = $1 AND resolution IS NULL";
+const VOID: &str = "UPDATE billing_dlq_poison SET resolution = 'VOIDED' WHERE entry_id = $1 AND resolution IS NULL";
+const RELEASE: &str = "UPDATE held_credits SET released_at = now() \
+     WHERE wal_entry_id = $1 AND released_at IS NULL";
+
+struct DlqOverflow;
+
+struct Poisoned {
+    entry: String,
+    wal: Option<i64>,
+    wal_exists: bool,
+    error: String,
+}
+
+impl Playbook for DlqOverflow {
+    fn describe() -> Description {
+        Description::new("loafinn-dlq-overflow", "1.0.0")
+            .summary(
+                "loa-finn runbook 2, DLQ overflow: verifies the billing circuit breaker tripped, checks \
+                 arrakis, and resolves each poisoned entry (FINALIZE_ACKED when arrakis finalized it, \
+                 else void and release its held credits), every resolution approved.",
+            )
+            .answers("BillingPendingReconciliationHigh")
+            .db_read(DB)
+            .db_write(DB)
+            .http(ADMIN, &format!("GET {BILLING_HEALTH}"))
+            .http(ARRAKIS, "GET /health")
+            .http(ARRAKIS, "GET /api/finalizations/*")
+            .notify(INCIDENTS)
+    }
+
+    fn run(alert: Alert) -> Result<Outcome> {
+        let (guard, arrakis_up, redis) =
+            step("Circuit breaker and investigation", || -> Result<_> {
+                let health = http::get(ADMIN, BILLING_HEALTH);
+                let (guard, redis) = match &health {
+                    Ok(answer) if answer.ok() => (
+                        answer.body["conservation_guard"]
+                            .as_str()
+                            .unwrap_or("unknown")
+                            .to_owned(),
+                        answer.body["redis"]
+                            .as_str()
+                            .unwrap_or("unknown")
+                            .to_owned(),
+                    ),
+                    Ok(answer) => (
+                        format!("unknown (billing health answered {})", answer.status),
+                        "unknown".into(),
+                    ),
+                    Err(e) => (format!("unknown ({})", e.message()), "unknown".into()),
+                };
+                let arrakis_up = matches!(http::get(ARRAKIS, "/health"), Ok(a) if a.ok());
+                Ok((guard, arrakis_up, redis))
+            })?;
+        let entries = step("Poisoned entries", || -> Result<Vec<Poisoned>> {
+            db::query(DB, POISON, params![])?
+                .iter()
+                .map(|row| {
+                    Ok(Poisoned {
+                        entry: row.get("entry_id")?,
+                        wal: row.get("wal_entry_id")?,
+                        wal_exists: row.get("wal_exists")?,
+                        error: row.get("error")?,
+                    })
+                })
+                .collect()
+        })?;
+        let tripped = guard == "degraded";
+        let mut checklist = Vec::new();
+        if !tripped {
+            checklist.push(format!(
+                "The conservation guard is `{guard}`, not `degraded`: the circuit breaker did not trip; check that new reserves are refused"
+            ));
+        }
+        let (mut acked, mut voided) = (0i64, 0i64);
+        if !entries.is_empty() {
+            step("Admin resolution", || -> Result<()> {
+                if !arrakis_up {
+                    checklist.insert(0, "arrakis does not answer /health: fix it first (curl https://arrakis.honeyjar.xyz/health), then resolve the poisoned entries".into());
+                    return Ok(());
+                }
+                for e in &entries {
+                    let Some(wal) = e.wal.filter(|_| e.wal_exists) else {
+                        checklist.push(format!(
+                            "{}: its billing WAL entry does not exist; resolve it by hand",
+                            e.entry
+                        ));
+                        continue;
+                    };
+                    let answer = http::get(ARRAKIS, &format!("/api/finalizations/{wal}"))?;
+                    let finalized = answer.ok() && answer.body["status"] == "finalized";
+                    if finalized {
+                        let reason = format!(
+                            "loa-finn runbook, DLQ Overflow, admin resolution: arrakis confirms the finalize of WAL entry {wal}; mark {} FINALIZE_ACKED",
+                            e.entry
+                        );
+                        db::execute(DB, ACK, params![e.entry.as_str()], &reason)?;
+                        acked += 1;
+                    } else if answer.status == 404 {
+                        let reason = format!(
+                            "loa-finn runbook, DLQ Overflow, admin resolution: arrakis has no record of WAL entry {wal}; void {}",
+                            e.entry
+                        );
+                        db::execute(DB, VOID, params![e.entry.as_str()], &reason)?;
+                        let reason = format!(
+                            "loa-finn runbook, DLQ Overflow, admin resolution: release the credits held by voided entry {} (WAL {wal})",
+                            e.entry
+                        );
+                        db::execute(DB, RELEASE, params![wal], &reason)?;
+                        voided += 1;
+                    } else {
+                        checklist.push(format!(
+                            "{}: arrakis answered {} for WAL entry {wal}; resolve it by hand",
+                            e.entry, answer.status
+                        ));
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        let errors = {
+            let mut errors: Vec<&str> = entries.iter().map(|e| e.error.as_str()).collect();
+            errors.sort();
+            errors.dedup();
+            errors.join("; ")
+        };
+        let summary = format!(
+            "{} poisoned entr{} (errors: {}); guard {guard}, arrakis {}, redis {redis}; acked {acked}, voided {voided}",
+            entries.len(),
+            if entries.len() == 1 { "y" } else { "ies" },
+            if errors.is_empty() { "none" } else { &errors },
+            if arrakis_up { "up" } else { "DOWN" }
+        );
+        step("Notify", || {
+            pager::notify(
+                INCIDENTS,
+                &format!(
+                    "loa-finn billing DLQ overflow (alert {}): {summary}",
+                    alert.name
+                ),
+            )
+        })?;
+        checklist.extend([
+            "Clear the poison queue once every entry is resolved".to_owned(),
+            "Verify the conservation guard goes back to `ready`, and monitor the DLQ depth for 1 hour".to_owned(),
+        ]);
+        let mut outcome = Outcome::new(summary)
+            .severity(if tripped { "CRITICAL" } else { "WARNING" })
+            .field("poisoned", entries.len() as i64)
+            .field("conservation_guard", guard.as_str())
+            .field("arrakis_up", arrakis_up)
+            .field("acked", acked)
+            .field("voided", voided);
+        for item in checklist {
+            outcome = outcome.todo(item);
+        }
+        Ok(outcome)
+    }
+}
+
+stepgate_sdk::playbook!(DlqOverflow);
