@@ -87,6 +87,16 @@ const SYSTEMS: &[System] = &[
         ],
     },
     System {
+        name: "exchange",
+        database: "exchange",
+        apis: &[],
+        escalations: &[
+            case("exchange-ledger-invariant", "double-posting-two-symbols"),
+            case("exchange-settlement-lag", "btc-over-t3-eth-over-t2"),
+            case("exchange-split-brain", "two-live-leaders"),
+        ],
+    },
+    System {
         name: "loa-finn",
         database: "loa_finn",
         apis: &["http://127.0.0.1:8090", "http://127.0.0.1:8091"],
@@ -205,6 +215,22 @@ async fn idle_transactions(pg: &PgServer, database: &str, n: usize) -> Vec<sqlx:
     sessions
 }
 
+/// Time that starts at a scenario's `now` and runs on.
+struct ScenarioTime {
+    start_ms: i64,
+    since: std::time::Instant,
+}
+
+#[async_trait::async_trait]
+impl stepgate::backends::Clock for ScenarioTime {
+    fn now_ms(&self) -> i64 {
+        self.start_ms + self.since.elapsed().as_millis() as i64
+    }
+    async fn sleep(&self, wait: std::time::Duration) {
+        tokio::time::sleep(wait).await
+    }
+}
+
 /// Serves `examples/systems/<system>/api.json` (`"METHOD /path"` → status
 /// and JSON body) on loopback: the admin and partner APIs of the example
 /// system, which has no running services. Returns its base URL.
@@ -244,13 +270,24 @@ fn escalation_plan_on_postgres(system: &System, pg: &PgServer) {
         if let Some(api) = &api {
             replaced.extend(system.apis.iter().map(|from| (*from, api.as_str())));
         }
-        let runtime = &Runtime::new(example_config(Some(pg), state.path(), &replaced)).unwrap();
         let path: PathBuf = root()
             .join("playbooks")
             .join(case.playbook)
             .join("scenarios")
             .join(format!("{}.toml", case.scenario));
         let scenario = Scenario::load(&path).unwrap();
+        let mut runtime = Runtime::new(example_config(Some(pg), state.path(), &replaced)).unwrap();
+        // The playbook's clock starts at the scenario's time (the alert's
+        // age is part of its decision); the database keeps its own.
+        let backends = std::sync::Arc::try_unwrap(runtime.backends)
+            .ok()
+            .expect("a fresh runtime's backends are its own");
+        runtime.backends =
+            std::sync::Arc::new(backends.with_clock(std::sync::Arc::new(ScenarioTime {
+                start_ms: scenario.now_ms,
+                since: std::time::Instant::now(),
+            })));
+        let runtime = &runtime;
         let expect = scenario.expect.clone().expect("the scenario has [expect]");
         let _idle = rt.block_on(idle_transactions(
             pg,

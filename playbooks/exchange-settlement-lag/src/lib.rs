@@ -1,0 +1,204 @@
+//! Spot exchange: settlement lag spike (SEV2, SEV1 if prolonged).
+//!
+//! Codifies runbook §3.2:
+//!
+//! - **Signal**: settlement lag p99 over T2 (throttle) or T3 (halt), the
+//!   thresholds of the ops policy (`ops_policy` in the exchange database).
+//! - **Immediate actions**: verify Postgres (connections, lock waits) and
+//!   the ledger consumer's Kafka lag and errors; then apply the policy:
+//!   throttle new orders of a symbol over T2, `SOFT_HALT` one over T3. Each
+//!   control is approved, with the reason and the ticket id.
+//! - Prolonged (the alert has fired for 30 minutes or more): SEV1.
+//! - Scaling the consumers, shedding analytics, a DB failover: checklist.
+
+use exchange_controls::{Mode, ONCALL, set_mode, throttle, ticket};
+use stepgate_sdk::prelude::*;
+
+const DB: &str = "exchange";
+const INCIDENTS: &str = "exchange-incidents";
+
+const POLICY: &str = "SELECT name, value FROM ops_policy \
+     WHERE name IN ('settlement_lag_t2_ms', 'settlement_lag_t3_ms') ORDER BY name";
+const LAG: &str = "SELECT symbol, max(lag_ms_p99) AS lag_ms FROM settlement_lag \
+     WHERE measured_at > now() - interval '5 minutes' GROUP BY 1 ORDER BY 2 DESC";
+const PG_HEALTH: &str = "SELECT count(*) AS connections, \
+     count(*) FILTER (WHERE wait_event_type = 'Lock') AS lock_waits FROM pg_stat_activity";
+const KAFKA: &str = "SELECT coalesce(sum(lag), 0)::bigint AS lag, coalesce(sum(errors_5m), 0)::bigint AS errors \
+     FROM kafka_consumer_lag WHERE consumer = 'ledger'";
+
+/// Minutes of firing after which the spike counts as prolonged.
+const PROLONGED_MINUTES: i64 = 30;
+
+struct SettlementLag;
+
+/// Milliseconds since the epoch of an RFC 3339 UTC time (`…Z`), if it is one.
+fn epoch_ms(rfc3339: &str) -> Option<i64> {
+    let (date, time) = rfc3339.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (h, min) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let s: f64 = t.next().unwrap_or("0").parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + min) * 60_000 + (s * 1000.0) as i64)
+}
+
+impl Playbook for SettlementLag {
+    fn describe() -> Description {
+        Description::new("exchange-settlement-lag", "1.0.0")
+            .summary(
+                "Spot exchange §3.2, settlement lag spike: checks Postgres and the ledger consumer's \
+                 Kafka lag, then applies the ops policy: throttle new orders over T2, SOFT_HALT over T3 \
+                 (approved); SEV1 once the spike lasts 30 minutes.",
+            )
+            .answers("SettlementLagHigh")
+            .db_read(DB)
+            .http(exchange_controls::ADMIN, &format!("POST {}", exchange_controls::THROTTLE))
+            .http(exchange_controls::ADMIN, &format!("POST {}", exchange_controls::SYMBOL_MODE))
+            .page(ONCALL)
+            .notify(INCIDENTS)
+    }
+
+    fn run(alert: Alert) -> Result<Outcome> {
+        let ticket = ticket(&alert);
+        let prolonged = alert
+            .starts_at
+            .as_deref()
+            .and_then(epoch_ms)
+            .is_some_and(|start| runbook::now_millis() - start >= PROLONGED_MINUTES * 60_000);
+        let severity = if prolonged { "SEV1" } else { "SEV2" };
+        let triage = step("Verify Postgres, Kafka and the policy", || -> Result<_> {
+            let mut t2 = None;
+            let mut t3 = None;
+            for row in db::query(DB, POLICY, params![])?.iter() {
+                let (name, value): (String, i64) = (row.get("name")?, row.get("value")?);
+                match name.as_str() {
+                    "settlement_lag_t2_ms" => t2 = Some(value),
+                    "settlement_lag_t3_ms" => t3 = Some(value),
+                    _ => {}
+                }
+            }
+            let (t2, t3) = t2.zip(t3).ok_or_else(|| {
+                Error::failed("ops_policy has no settlement_lag_t2_ms / settlement_lag_t3_ms")
+            })?;
+            let lags = db::query(DB, LAG, params![])?
+                .iter()
+                .map(|r| -> Result<(String, i64)> { Ok((r.get("symbol")?, r.get("lag_ms")?)) })
+                .collect::<Result<Vec<_>>>()?;
+            let pg = db::query(DB, PG_HEALTH, params![])?;
+            let pg = pg.first()?;
+            let pg = format!(
+                "Postgres: {} connection(s), {} waiting on locks",
+                pg.get::<i64>("connections")?,
+                pg.get::<i64>("lock_waits")?
+            );
+            let kafka = db::query(DB, KAFKA, params![])?;
+            let kafka = kafka.first()?;
+            let kafka = format!(
+                "ledger consumer: lag {}, {} error(s) in 5 min",
+                kafka.get::<i64>("lag")?,
+                kafka.get::<i64>("errors")?
+            );
+            Ok((t2, t3, lags, pg, kafka))
+        });
+        let (t2, t3, lags, pg, kafka) = match triage {
+            Ok(t) => t,
+            Err(e) => {
+                return step("Escalate: triage failed", || -> Result<Outcome> {
+                    pager::page(
+                        ONCALL,
+                        Severity::Critical,
+                        &format!(
+                            "{severity} spot exchange settlement lag ({ticket}): triage failed, apply the policy by hand"
+                        ),
+                        &format!("alert {}: {}", alert.name, e.message()),
+                    )?;
+                    Ok(Outcome::new(format!("Triage failed: {}", e.message()))
+                        .severity(severity)
+                        .todo("Read the settlement lag per symbol and apply the policy by hand: throttle over T2, SOFT_HALT over T3"))
+                });
+            }
+        };
+        step("Apply policy", || -> Result<Outcome> {
+            let mut throttled = Vec::new();
+            let mut halted = Vec::new();
+            let mut checklist = Vec::new();
+            for (symbol, lag) in &lags {
+                let (mode, done) = if *lag > t3 {
+                    let reason = format!(
+                        "Spot exchange runbook §3.2: settlement lag p99 of {symbol} is {lag} ms, over T3 ({t3} ms): SOFT_HALT"
+                    );
+                    (
+                        "SOFT_HALT",
+                        set_mode(symbol, Mode::SoftHalt, &reason, &ticket)
+                            .map(|()| halted.push(symbol.clone())),
+                    )
+                } else if *lag > t2 {
+                    let reason = format!(
+                        "Spot exchange runbook §3.2: settlement lag p99 of {symbol} is {lag} ms, over T2 ({t2} ms): throttle new orders"
+                    );
+                    (
+                        "throttle",
+                        throttle(symbol, &reason, &ticket).map(|()| throttled.push(symbol.clone())),
+                    )
+                } else {
+                    continue;
+                };
+                if let Err(why) = done {
+                    checklist.push(format!(
+                        "{symbol}: {mode} NOT applied ({why}): do it by hand"
+                    ));
+                }
+            }
+            let summary = format!(
+                "Settlement lag over T2 {t2} ms / T3 {t3} ms: throttled [{}], SOFT_HALT [{}]. {pg}; {kafka}",
+                throttled.join(", "),
+                halted.join(", ")
+            );
+            let text = format!(
+                "{severity} settlement lag ({ticket}, alert {}): {summary}",
+                alert.name
+            );
+            if prolonged || !halted.is_empty() {
+                pager::page(
+                    ONCALL,
+                    Severity::Critical,
+                    &format!("{severity} spot exchange settlement lag ({ticket})"),
+                    &text,
+                )?;
+            } else {
+                pager::notify(INCIDENTS, &text)?;
+            }
+            checklist.extend([
+                "Recovery: scale the ledger consumers if horizontally safe".to_owned(),
+                "Reduce nonessential workloads (analytics sinks)".to_owned(),
+                "If the DB is overloaded: add resources or fail over (only if tested)".to_owned(),
+                "Lift the throttles and halts once the lag is back under T2".to_owned(),
+            ]);
+            let mut outcome = Outcome::new(summary)
+                .severity(severity)
+                .field("t2_ms", t2)
+                .field("t3_ms", t3)
+                .field("throttled", throttled.join(","))
+                .field("soft_halted", halted.join(","))
+                .field("prolonged", prolonged)
+                .field("worst_lag_ms", lags.first().map_or(0, |(_, l)| *l));
+            for item in checklist {
+                outcome = outcome.todo(item);
+            }
+            Ok(outcome)
+        })
+    }
+}
+
+stepgate_sdk::playbook!(SettlementLag);

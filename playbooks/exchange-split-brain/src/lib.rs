@@ -1,0 +1,174 @@
+//! Spot exchange: split brain suspected (SEV1).
+//!
+//! Codifies runbook §3.3:
+//!
+//! - **Signal**: duplicate seq, divergent state hashes from the standby, or
+//!   conflicting leadership / fencing-token anomalies; the alert names the
+//!   `symbol` (or symbols, comma-separated) and the engine `group`.
+//! - **Immediate actions**: `HARD_HALT` the affected symbols (approved by
+//!   two), then confirm only one leader holds the lease and the fencing
+//!   token; evidence (WAL + lease logs) is preserved by humans.
+//! - **Recovery** (checklist): the authoritative leader is the one with the
+//!   highest durable seq and a valid fencing token; restart or replace the
+//!   other; resume in `CANCEL_ONLY`, then NORMAL after validation.
+//! - **Gate G1**: a stale-leader rejection (`FENCING_TOKEN`) means: verify
+//!   the lease / token source before any manual recovery.
+
+use exchange_controls::{Mode, ONCALL, set_mode, ticket};
+use stepgate_sdk::prelude::*;
+
+const DB: &str = "exchange";
+
+const LEASES: &str = "SELECT node, fencing_token, durable_seq, (lease_until > now()) AS live \
+     FROM engine_leases WHERE symbol_group = $1 ORDER BY fencing_token DESC";
+
+struct SplitBrain;
+
+struct Lease {
+    node: String,
+    token: i64,
+    seq: i64,
+    live: bool,
+}
+
+impl Playbook for SplitBrain {
+    fn describe() -> Description {
+        Description::new("exchange-split-brain", "1.0.0")
+            .summary(
+                "Spot exchange §3.3, split brain suspected (SEV1): HARD_HALTs the affected symbols (two \
+                 approvers), reads the engine leases and fencing tokens, names the authoritative leader \
+                 and pages on-call.",
+            )
+            .answers("SplitBrainSuspected")
+            .db_read(DB)
+            .http(exchange_controls::ADMIN, &format!("POST {}", exchange_controls::SYMBOL_MODE))
+            .page(ONCALL)
+    }
+
+    fn run(alert: Alert) -> Result<Outcome> {
+        let ticket = ticket(&alert);
+        let symbols: Vec<String> = alert
+            .label("symbol")
+            .ok_or_else(|| {
+                Error::failed("the alert has no `symbol` label: which symbols are affected?")
+            })?
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let group = alert.label("group").unwrap_or("majors").to_owned();
+        let signal = alert.label("reason").unwrap_or("duplicate seq").to_owned();
+        let mut checklist = Vec::new();
+        let halted = step("Immediate 1: HARD_HALT", || {
+            let mut halted = Vec::new();
+            for symbol in &symbols {
+                let reason = format!(
+                    "Spot exchange runbook §3.3, immediate action 1: HARD_HALT {symbol}, split brain suspected ({signal})"
+                );
+                match set_mode(symbol, Mode::HardHalt, &reason, &ticket) {
+                    Ok(()) => halted.push(symbol.clone()),
+                    Err(why) => checklist.push(format!(
+                        "{symbol} is NOT hard-halted ({why}): do it by hand, now"
+                    )),
+                }
+            }
+            halted
+        });
+        let leases = step(
+            "Immediate 2: confirm one leader",
+            || -> Result<Vec<Lease>> {
+                db::query(DB, LEASES, params![group.as_str()])?
+                    .iter()
+                    .map(|r| {
+                        Ok(Lease {
+                            node: r.get("node")?,
+                            token: r.get("fencing_token")?,
+                            seq: r.get("durable_seq")?,
+                            live: r.get("live")?,
+                        })
+                    })
+                    .collect()
+            },
+        );
+        step("Escalate", || -> Result<Outcome> {
+            let (finding, confirmed, authoritative) = match &leases {
+                Ok(leases) => {
+                    let live: Vec<&Lease> = leases.iter().filter(|l| l.live).collect();
+                    // Highest durable seq, then the highest (newest) fencing token.
+                    let best = live
+                        .iter()
+                        .max_by_key(|l| (l.seq, l.token))
+                        .map(|l| l.node.clone());
+                    let text = leases
+                        .iter()
+                        .map(|l| {
+                            format!(
+                                "{} token {} seq {}{}",
+                                l.node,
+                                l.token,
+                                l.seq,
+                                if l.live { " LIVE" } else { "" }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    (
+                        format!("{} live lease(s) in group {group}: {text}", live.len()),
+                        live.len() > 1,
+                        best,
+                    )
+                }
+                Err(e) => (
+                    format!("the leases could not be read ({})", e.message()),
+                    false,
+                    None,
+                ),
+            };
+            if signal.contains("FENCING_TOKEN") {
+                checklist.insert(0, "Gate G1: a stale leader was rejected (FENCING_TOKEN): verify the lease/token source first, before any manual recovery".into());
+            }
+            match (&leases, confirmed, &authoritative) {
+                (Err(_), _, _) => checklist.push(format!("Confirm by hand that only one leader of {group} holds the lease and the fencing token")),
+                (Ok(_), true, Some(node)) => checklist.push(format!(
+                    "Split brain confirmed: {node} has the highest durable seq and a valid fencing token; restart or replace the other node(s) and resync them from snapshot + WAL"
+                )),
+                (Ok(_), _, Some(node)) => checklist.push(format!("One live leader ({node}): find where the {signal} came from before resuming")),
+                (Ok(_), _, None) => checklist.push(format!("No live leader in {group}: recover leadership before resuming")),
+            }
+            checklist.extend([
+                "Preserve the evidence: WAL + lease logs".to_owned(),
+                "Resume in CANCEL_ONLY first, then NORMAL after validation".to_owned(),
+                "Postmortem required (SEV1)".to_owned(),
+            ]);
+            pager::page(
+                ONCALL,
+                Severity::Critical,
+                &format!(
+                    "SEV1 spot exchange split brain {} ({ticket}): {} hard-halted",
+                    if confirmed { "CONFIRMED" } else { "suspected" },
+                    halted.join(", ")
+                ),
+                &format!("alert {} ({signal}): {finding}", alert.name),
+            )?;
+            let mut outcome = Outcome::new(format!(
+                "Split brain {}: {finding}",
+                if confirmed {
+                    "confirmed"
+                } else {
+                    "not confirmed"
+                }
+            ))
+            .severity("SEV1")
+            .field("hard_halted", halted.join(","))
+            .field("split_brain_confirmed", confirmed)
+            .field("authoritative_leader", authoritative.unwrap_or_default())
+            .field("ticket", ticket.as_str());
+            for item in checklist {
+                outcome = outcome.todo(item);
+            }
+            Ok(outcome)
+        })
+    }
+}
+
+stepgate_sdk::playbook!(SplitBrain);
