@@ -14,6 +14,9 @@ use std::process::Command;
 /// (package, constant name)
 const GUESTS: &[(&str, &str)] = &[
     ("plaza-reconciliation-drift", "PLAZA_RECONCILIATION_DRIFT"),
+    ("plaza-rpc-outage", "PLAZA_RPC_OUTAGE"),
+    ("plaza-notify-saturation", "PLAZA_NOTIFY_SATURATION"),
+    ("plaza-hot-wallet-compromise", "PLAZA_HOT_WALLET_COMPROMISE"),
     ("rgs-stuck-rollbacks", "RGS_STUCK_ROLLBACKS"),
     ("rgs-credential-leak", "RGS_CREDENTIAL_LEAK"),
     ("rgs-db-connections", "RGS_DB_CONNECTIONS"),

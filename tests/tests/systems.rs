@@ -55,7 +55,40 @@ struct System {
     apis: &'static [&'static str],
 }
 
+/// The Plaza demo's in-memory SQLite database, and the same on PostgreSQL.
+const PLAZA_ON_SQLITE: &str = "url = \"sqlite::memory:\"\nfixture_sql = [\"systems/plaza/schema.sql\", \"systems/plaza/seed.sql\"]";
+const PLAZA_ON_POSTGRES: &str = "url = \"postgres://stepgate@127.0.0.1:5432/plaza\"";
+
 const SYSTEMS: &[System] = &[
+    System {
+        name: "plaza",
+        database: "plaza",
+        apis: &[],
+        escalations: &[
+            Escalation {
+                config: &[(PLAZA_ON_SQLITE, PLAZA_ON_POSTGRES)],
+                ..case("plaza-reconciliation-drift", "drift-unexplained")
+            },
+            Escalation {
+                config: &[
+                    (
+                        "systems/plaza/rpc-fixture.json",
+                        "systems/plaza/rpc-down.json",
+                    ),
+                    (
+                        "systems/plaza/rpc-secondary.json",
+                        "systems/plaza/rpc-down.json",
+                    ),
+                ],
+                ..case("plaza-rpc-outage", "both-providers-out-past-5-minutes")
+            },
+            Escalation {
+                idle_transactions: 2,
+                ..case("plaza-notify-saturation", "idle-in-transaction")
+            },
+            case("plaza-hot-wallet-compromise", "unexpected-outflow"),
+        ],
+    },
     System {
         name: "rgs",
         database: "yantra",
@@ -122,15 +155,15 @@ fn example_config(pg: Option<&PgServer>, state_dir: &Path, replaced: &[(&str, &s
         "path = \"var/stepgate-state.db\"",
         &format!("path = \"{}\"", state_dir.join("state.db").display()),
     );
+    for (from, to) in replaced {
+        assert!(text.contains(from), "the example config has no `{from}`");
+        text = text.replace(from, to);
+    }
     if let Some(pg) = pg {
         text = text.replace(
             EXAMPLE_PG,
             &format!("postgres://postgres@127.0.0.1:{}/", pg.port),
         );
-    }
-    for (from, to) in replaced {
-        assert!(text.contains(from), "the example config has no `{from}`");
-        text = text.replace(from, to);
     }
     let examples = root().join("examples");
     Config::parse(&text, &examples.join("stepgate.toml"), &examples).unwrap()

@@ -31,28 +31,6 @@ const PROLONGED_MINUTES: i64 = 30;
 
 struct SettlementLag;
 
-/// Milliseconds since the epoch of an RFC 3339 UTC time (`…Z`), if it is one.
-fn epoch_ms(rfc3339: &str) -> Option<i64> {
-    let (date, time) = rfc3339.trim_end_matches('Z').split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let mut t = time.split(':');
-    let (h, min) = (
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?.parse::<i64>().ok()?,
-    );
-    let s: f64 = t.next().unwrap_or("0").parse().ok()?;
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 24 + h) * 60 + min) * 60_000 + (s * 1000.0) as i64)
-}
-
 impl Playbook for SettlementLag {
     fn describe() -> Description {
         Description::new("exchange-settlement-lag", "1.0.0")
@@ -72,9 +50,7 @@ impl Playbook for SettlementLag {
     fn run(alert: Alert) -> Result<Outcome> {
         let ticket = ticket(&alert);
         let prolonged = alert
-            .starts_at
-            .as_deref()
-            .and_then(epoch_ms)
+            .starts_at_ms()
             .is_some_and(|start| runbook::now_millis() - start >= PROLONGED_MINUTES * 60_000);
         let severity = if prolonged { "SEV1" } else { "SEV2" };
         let triage = step("Verify Postgres, Kafka and the policy", || -> Result<_> {

@@ -101,7 +101,7 @@ impl Playbook for ReconciliationDrift {
         let wallet = wallet(&alert)?;
         let limits = thresholds(&alert)?;
 
-        let (violations, mut reading) = step("Triage", || -> Result<_> {
+        let triage = step("Triage", || -> Result<_> {
             let violations = ledger_violations()?;
             let reading = read_world(&wallet)?;
             runbook::info(&format!(
@@ -112,7 +112,11 @@ impl Playbook for ReconciliationDrift {
                 reading.in_flight
             ));
             Ok((violations, reading))
-        })?;
+        });
+        let (violations, mut reading) = match triage {
+            Ok(both) => both,
+            Err(e) => return triage_failed(&alert, &e),
+        };
 
         if violations > 0 {
             let why =
@@ -288,6 +292,48 @@ fn parse_quantity(hex: &str) -> Result<u128> {
     }
     u128::from_str_radix(digits, 16)
         .map_err(|_| Error::failed(format!("`{hex}` is not a hex quantity that fits 128 bits")))
+}
+
+/// The ledger or the chain did not answer: the drift the worker reported
+/// cannot be checked. Unsure between SEV-1 and SEV-0, the runbook escalates
+/// a level: propose the custodied-mode pause (a human approves it or not)
+/// and page the CEO.
+fn triage_failed(alert: &Alert, error: &Error) -> Result<Outcome> {
+    step("Mitigate: drift unverified", || -> Result<Outcome> {
+        let why = format!("the drift could not be verified ({})", error.message());
+        let reason = format!(
+            "Plaza runbook, Reconciliation drift, Mitigation: {why}; unsure, so escalate one level: pause new orders in custodied mode"
+        );
+        let paused = flags::set(FLAG, "1", &reason);
+        let details = format!(
+            "alert {} ({}): {why}. Custodied mode paused: {}. Verify the drift by hand: ledger sum-zero query, hot-wallet balance on Basescan.",
+            alert.name,
+            alert.fingerprint.as_deref().unwrap_or("no fingerprint"),
+            if paused.is_ok() { "yes" } else { "NO" }
+        );
+        pager::page(
+            "ceo",
+            Severity::Critical,
+            "SEV-0 Plaza reconciliation drift unverified: triage failed, custodied mode paused",
+            &details,
+        )?;
+        pager::notify(
+            "incident",
+            &format!("SEV-0 Plaza reconciliation drift (unverified): {details}"),
+        )?;
+        let outcome = Outcome::new(format!("Drift unverified: {why}"))
+            .severity("SEV-0")
+            .field("postmortem_required", true)
+            .todo("Verify the drift by hand: the ledger sum-zero query, the hot-wallet USDC balance, in-flight transactions on Basescan")
+            .todo("Lift PLAZA_CUSTODIED_MODE_DISABLED if the drift turns out bounded and explained");
+        Ok(match paused {
+            Ok(_) => outcome,
+            Err(e) => outcome.todo(format!(
+                "Custodied mode is NOT paused ({}): decide by hand",
+                e.message()
+            )),
+        })
+    })
 }
 
 /// SEV-0: pause custodied mode, page the CEO, tell the incident channel.

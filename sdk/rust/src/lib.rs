@@ -251,6 +251,32 @@ impl Alert {
     pub fn annotation(&self, key: &str) -> Option<&str> {
         find(&self.annotations, key)
     }
+
+    /// When the alert started firing, in milliseconds since the Unix epoch
+    /// (`startsAt`, RFC 3339 in UTC as Alertmanager sends it), if known.
+    /// Compare with [`runbook::now_millis`] for how long it has fired.
+    pub fn starts_at_ms(&self) -> Option<i64> {
+        utc_ms(self.starts_at.as_deref()?)
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as milliseconds since the Unix epoch.
+fn utc_ms(rfc3339: &str) -> Option<i64> {
+    let (date, time) = rfc3339.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':').map(|p| p.parse::<f64>().ok());
+    let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some(days * 86_400_000 + ((h * 3600.0 + min * 60.0 + sec) * 1000.0).round() as i64)
 }
 
 fn find<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -672,6 +698,15 @@ pub fn step<T>(name: &str, f: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alert_start_times_parse_as_utc_milliseconds() {
+        assert_eq!(utc_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(utc_ms("2026-11-23T09:00:00Z"), Some(1_795_424_400_000));
+        assert_eq!(utc_ms("2024-02-29T12:30:15.250Z"), Some(1_709_209_815_250));
+        assert_eq!(utc_ms("2026-11-23T09:00:00+02:00"), None, "UTC only");
+        assert_eq!(utc_ms("yesterday"), None);
+    }
 
     #[test]
     fn decimals_never_come_from_floats() {

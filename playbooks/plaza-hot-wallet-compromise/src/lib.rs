@@ -1,0 +1,207 @@
+//! Plaza: hot-wallet compromise, suspected (SEV-0).
+//!
+//! Codifies the Plaza runbook's "Hot-wallet compromise (suspected)":
+//!
+//! - **Symptom**: an unauthorized signing event in the MPC audit log, or an
+//!   unexpected outflow from the hot wallet.
+//! - **Triage**, as the runbook orders it: pause the API (stop plaza-api
+//!   through its admin endpoint); pause the escrow contract if contract
+//!   mode is in use (`PlazaEscrow.pause()`, sent from the cold multisig:
+//!   a write two approvers decide); take a balance snapshot (ETH and USDC of
+//!   the hot wallet); page the CEO (SEV-0: all hands).
+//! - **Mitigation** (checklist): sweep the rest to cold through a fresh
+//!   signer, rotate the MPC key, notify customers, file the report counsel
+//!   directs; resume only after a full reconciliation and a forensic.
+
+use stepgate_sdk::prelude::*;
+
+const RPC: &str = "base";
+const ADMIN: &str = "plaza_admin";
+const STOP: &str = "/admin/api/stop";
+const FLAG_CONTRACT_MODE: &str = "PLAZA_CONTRACT_MODE_ENABLED";
+/// USDC on Base, and the example deployment's PlazaEscrow and cold multisig.
+const BASE_USDC: &str = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913";
+const ESCROW: &str = "0x9fe46736679d2d9a65f0992f2272de9f3c7fa6e0";
+const COLD_MULTISIG: &str = "0xc01dc01dc01dc01dc01dc01dc01dc01dc01dc01d";
+/// `paused()`, `pause()`, `balanceOf(address)`.
+const PAUSED: &str = "0x5c975abb";
+const PAUSE: &str = "0x8456cb59";
+const BALANCE_OF: &str = "0x70a08231";
+
+struct HotWalletCompromise;
+
+fn address(alert: &Alert, key: &str, default: Option<&str>) -> Result<String> {
+    let value = alert
+        .label(key)
+        .or(default)
+        .ok_or_else(|| Error::failed(format!("the alert has no `{key}` label")))?;
+    let hex = value.strip_prefix("0x").unwrap_or("");
+    if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(value.to_owned())
+    } else {
+        Err(Error::failed(format!(
+            "`{key}` = `{value}` is not an address"
+        )))
+    }
+}
+
+fn quantity(hex: &str) -> Result<u128> {
+    let digits = hex.trim_start_matches("0x").trim_start_matches('0');
+    if digits.is_empty() {
+        return Ok(0);
+    }
+    u128::from_str_radix(digits, 16)
+        .map_err(|_| Error::failed(format!("`{hex}` is not a quantity")))
+}
+
+/// ETH (18 decimals) and USDC (6) of the hot wallet.
+fn snapshot(wallet: &str) -> Result<(Decimal, Decimal)> {
+    let wei = quantity(&rpc::call::<String>(
+        RPC,
+        "eth_getBalance",
+        (wallet, "latest"),
+    )?)?;
+    let data = format!(
+        "{BALANCE_OF}{:0>64}",
+        wallet.trim_start_matches("0x").to_ascii_lowercase()
+    );
+    let usdc = quantity(&rpc::call::<String>(
+        RPC,
+        "eth_call",
+        (
+            serde_json::json!({ "to": BASE_USDC, "data": data }),
+            "latest",
+        ),
+    )?)?;
+    let eth = Decimal::from_i128_with_scale(wei as i128, 18);
+    let usdc = Decimal::from_i128_with_scale(usdc as i128, 6);
+    Ok((eth.normalize(), usdc))
+}
+
+impl Playbook for HotWalletCompromise {
+    fn describe() -> Description {
+        Description::new("plaza-hot-wallet-compromise", "1.0.0")
+            .summary(
+                "Plaza runbook \"Hot-wallet compromise (suspected)\" (SEV-0): stops plaza-api, pauses the \
+                 escrow contract from the cold multisig (two approvers), snapshots the hot wallet's ETH and \
+                 USDC, and pages the CEO; the sweep, key rotation and customer notice stay with humans.",
+            )
+            .answers("HotWalletUnauthorizedSigning")
+            .answers("HotWalletUnexpectedOutflow")
+            .http(ADMIN, &format!("POST {STOP}"))
+            .rpc(RPC, "eth_call")
+            .rpc(RPC, "eth_getBalance")
+            .rpc(RPC, "eth_sendTransaction")
+            .flag_read(FLAG_CONTRACT_MODE)
+            .page("ceo")
+            .notify("incident")
+    }
+
+    fn run(alert: Alert) -> Result<Outcome> {
+        let wallet = address(&alert, "hot_wallet", None)?;
+        let escrow = address(&alert, "escrow", Some(ESCROW))?;
+        let mut checklist = Vec::new();
+        let api_stopped = step("Triage 1: pause the API", || {
+            let reason = "Plaza runbook, Hot-wallet compromise, Triage: pause the API (systemctl stop plaza-api); new orders cannot place";
+            let body = serde_json::json!({ "service": "plaza-api", "action": "stop" });
+            match http::post(ADMIN, STOP, &body, reason) {
+                Ok(answer) if answer.ok() => true,
+                Ok(answer) => {
+                    checklist.push(format!("plaza-api is NOT stopped (the admin endpoint answered {}): systemctl stop plaza-api", answer.status));
+                    false
+                }
+                Err(e) => {
+                    checklist.push(format!(
+                        "plaza-api is NOT stopped ({}): systemctl stop plaza-api",
+                        e.message()
+                    ));
+                    false
+                }
+            }
+        });
+        let contract = step("Triage 2: pause the contract", || -> Result<String> {
+            if flags::get(FLAG_CONTRACT_MODE)?.as_deref() == Some("0") {
+                return Ok("contract mode not in use".into());
+            }
+            let paused = rpc::call::<String>(
+                RPC,
+                "eth_call",
+                (
+                    serde_json::json!({ "to": escrow, "data": PAUSED }),
+                    "latest",
+                ),
+            )
+            .and_then(|w| quantity(&w));
+            if matches!(paused, Ok(1)) {
+                return Ok("already paused".into());
+            }
+            let reason = format!(
+                "Plaza runbook, Hot-wallet compromise, Triage: pause PlazaEscrow {escrow} from the cold multisig (contract mode in use{})",
+                if paused.is_err() {
+                    ", paused() unreadable"
+                } else {
+                    ""
+                }
+            );
+            let tx = serde_json::json!({ "from": COLD_MULTISIG, "to": escrow, "data": PAUSE });
+            match rpc::send::<serde_json::Value>(RPC, "eth_sendTransaction", (tx,), &reason) {
+                Ok(_) => Ok("paused".into()),
+                Err(e) => {
+                    checklist.push(format!("PlazaEscrow is NOT paused ({}): key holders pause it from the cold multisig", e.message()));
+                    Ok("NOT paused".into())
+                }
+            }
+        })?;
+        let balances = step("Triage 3: balance snapshot", || snapshot(&wallet));
+        step("Escalate", || -> Result<Outcome> {
+            let snap = match &balances {
+                Ok((eth, usdc)) => format!("hot wallet {wallet}: {eth} ETH, {usdc} USDC"),
+                Err(e) => {
+                    checklist.push(format!("Take the balance snapshot by hand (cast balance {wallet}; balanceOf on USDC): {}", e.message()));
+                    format!("hot wallet {wallet}: snapshot failed ({})", e.message())
+                }
+            };
+            let details = format!(
+                "alert {} ({}): API stopped: {}; escrow: {contract}; {snap}",
+                alert.name,
+                alert.fingerprint.as_deref().unwrap_or("no fingerprint"),
+                if api_stopped { "yes" } else { "NO" }
+            );
+            pager::page(
+                "ceo",
+                Severity::Critical,
+                "SEV-0 Plaza hot-wallet compromise suspected: all hands",
+                &details,
+            )?;
+            pager::notify(
+                "incident",
+                &format!("SEV-0 Plaza hot-wallet compromise: {details}"),
+            )?;
+            checklist.extend([
+                "Sweep the remaining hot-wallet balance to cold via a fresh signer (coordinate with the cold multisig key holders)".to_owned(),
+                "Rotate the MPC signing key (infra/secrets/mpc.env) and restart the API".to_owned(),
+                "Notify customers per the incident-communication plan in docs/legal/".to_owned(),
+                "File the jurisdictional report counsel directs".to_owned(),
+                "Resume only after a full ledger reconciliation against on-chain state and a documented forensic".to_owned(),
+                "Postmortem required (SEV-0); public".to_owned(),
+            ]);
+            let mut outcome = Outcome::new(format!(
+                "Hot-wallet compromise suspected: {snap}; escrow {contract}"
+            ))
+            .severity("SEV-0")
+            .field("api_stopped", api_stopped)
+            .field("escrow", contract.as_str());
+            if let Ok((eth, usdc)) = &balances {
+                outcome = outcome
+                    .field("hot_wallet_eth", *eth)
+                    .field("hot_wallet_usdc", *usdc);
+            }
+            for item in checklist {
+                outcome = outcome.todo(item);
+            }
+            Ok(outcome)
+        })
+    }
+}
+
+stepgate_sdk::playbook!(HotWalletCompromise);
