@@ -29,12 +29,16 @@
 //!   intended before they happen), the hash-chained audit log, built-in
 //!   flags; SQLite or PostgreSQL. Runs are leased to the host running
 //!   them, so no run is ever run by two hosts.
+//! - [`authoring`] is for playbook authors, not runs: `stepgate new` and
+//!   `stepgate build` in Rust, Python and JavaScript, and telling a built
+//!   component's language.
 //! - [`sweep`] is what a host does at start and every little while: take
 //!   over runs whose host died, resume parked runs whose approval is
 //!   settled, page due escalations.
 
 pub mod alert;
 pub mod approvals;
+pub mod authoring;
 pub mod backends;
 pub mod bindings;
 pub mod caps;

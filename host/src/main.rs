@@ -74,6 +74,33 @@ enum Command {
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
     },
+    /// Make a new playbook folder in Rust, Python or JavaScript (a working
+    /// `describe` and `run`, one scenario) and register it in the config.
+    New {
+        /// The playbook's name: lowercase letters, digits and dashes.
+        name: String,
+        /// rust, python or js.
+        #[arg(long, default_value = "rust")]
+        lang: stepgate::authoring::Language,
+        /// The folder to make it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// stepgate's Rust SDK (sdk/rust), for Rust playbooks.
+        #[arg(long, env = "STEPGATE_RUST_SDK")]
+        rust_sdk: Option<PathBuf>,
+        /// The config to register it in (made if absent).
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+    },
+    /// Build a playbook folder into a component with its language's
+    /// toolchain (cargo, componentize-py, componentize-js).
+    Build {
+        /// The playbook folder (Cargo.toml, app.py or app.js).
+        dir: PathBuf,
+        /// Where to write the component (default: DIR/target/NAME.wasm).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Continue a run whose host stopped (crashed, killed): answered from
     /// its journal up to where it stopped, then live. A write in doubt or a
     /// changed playbook stops it (exit code 7).
@@ -394,6 +421,14 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             run(&playbook, &alert, options, &config).await
         }
         Command::Inspect { component, config } => inspect(&component, &config).await,
+        Command::New {
+            name,
+            lang,
+            dir,
+            rust_sdk,
+            config,
+        } => new_playbook(&name, lang, &dir, rust_sdk, &config),
+        Command::Build { dir, out } => build_playbook(&dir, out.as_deref()),
         Command::Resume { run, json, config } => resume(&run, json, &config).await,
         Command::Approvals { json, config } => decisions::list(&load_config(&config)?, json).await,
         Command::Approve {
@@ -860,9 +895,16 @@ async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
     println!("summary:  {}", d.summary);
     println!("alerts:   {}", d.alerts.join(", "));
     println!(
-        "file:     {} ({} bytes)",
+        "file:     {} ({} bytes, {:.1} MB)",
         playbook.path.display(),
-        playbook.size
+        playbook.size,
+        playbook.size as f64 / 1e6
+    );
+    let bytes = std::fs::read(&playbook.path)
+        .with_context(|| format!("cannot read {}", playbook.path.display()))?;
+    println!(
+        "language: {}",
+        stepgate::authoring::Producers::of_component(&bytes).describe()
     );
     println!("capabilities:");
     for capability in &d.capabilities {
@@ -872,5 +914,59 @@ async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
     for import in &playbook.imports {
         println!("  {import}");
     }
+    Ok(exit::DONE)
+}
+
+fn new_playbook(
+    name: &str,
+    language: stepgate::authoring::Language,
+    dir: &Path,
+    rust_sdk: Option<PathBuf>,
+    config: &Path,
+) -> Result<u8, UsageError> {
+    use stepgate::authoring::Language;
+    use stepgate::authoring::scaffold::{NewPlaybook, scaffold};
+    // The SDK this binary was built from, when it is still there.
+    let rust_sdk = rust_sdk.or_else(|| {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/rust");
+        here.canonicalize().ok()
+    });
+    if language == Language::Rust && rust_sdk.is_none() {
+        return Err(anyhow::anyhow!(
+            "a Rust playbook needs stepgate's Rust SDK: pass --rust-sdk PATH/TO/stepgate/sdk/rust"
+        )
+        .into());
+    }
+    let made = scaffold(&NewPlaybook {
+        name,
+        language,
+        parent: dir,
+        config,
+        rust_sdk: rust_sdk.as_deref(),
+    })?;
+    println!("made {} ({language}):", made.dir.display());
+    for file in &made.files {
+        println!("  {}", file.display());
+    }
+    println!("registered `{name}` in {}", config.display());
+    println!("next:");
+    println!("  stepgate build {}", made.dir.display());
+    println!(
+        "  stepgate test {} --config {}",
+        made.dir.display(),
+        config.display()
+    );
+    Ok(exit::DONE)
+}
+
+fn build_playbook(dir: &Path, out: Option<&Path>) -> Result<u8, UsageError> {
+    let built = stepgate::authoring::toolchain::build(dir, out)?;
+    println!(
+        "built {} ({}, {:.1} MB) in {:.1} s",
+        built.component.display(),
+        built.language,
+        built.size as f64 / 1e6,
+        built.took.as_secs_f64()
+    );
     Ok(exit::DONE)
 }

@@ -1,0 +1,437 @@
+//! `stepgate new NAME --lang rust|python|js`: a playbook folder that builds,
+//! describes itself, runs, and passes its one scenario, in the language the
+//! author knows; and its entry in the operator's config, so `stepgate
+//! build` then `stepgate test` work straight away.
+//!
+//! Every language gets the same playbook (a flag read, a gated flag write
+//! with a reason, an outcome with a severity and a checklist) and the same
+//! scenario: the scaffold is a small parity test of its own.
+
+use std::path::{Path, PathBuf};
+
+use super::Language;
+use super::toolchain::default_output;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    #[error(
+        "`{0}` is not a playbook name: use lowercase letters, digits and dashes, starting with a letter (e.g. `payments-stuck`)"
+    )]
+    BadName(String),
+    #[error("{0} already exists: pick another name or remove it")]
+    Exists(PathBuf),
+    #[error("config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What `stepgate new` was asked.
+pub struct NewPlaybook<'a> {
+    pub name: &'a str,
+    pub language: Language,
+    /// The folder the playbook folder goes into.
+    pub parent: &'a Path,
+    /// The config to register it in (made if absent).
+    pub config: &'a Path,
+    /// The Rust SDK (`sdk/rust` of stepgate), for Rust playbooks.
+    pub rust_sdk: Option<&'a Path>,
+}
+
+/// What was made.
+pub struct Scaffolded {
+    pub dir: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub component: PathBuf,
+}
+
+/// Makes the playbook folder and registers it in the config.
+pub fn scaffold(request: &NewPlaybook) -> Result<Scaffolded, ScaffoldError> {
+    let name = request.name;
+    if !valid_name(name) {
+        return Err(ScaffoldError::BadName(name.to_owned()));
+    }
+    let dir = request.parent.join(name);
+    if dir.exists() {
+        return Err(ScaffoldError::Exists(dir));
+    }
+    let vars = Vars::new(name, request.rust_sdk);
+    let mut files = Vec::new();
+    for (path, template) in templates(request.language) {
+        let path = dir.join(path);
+        write(&path, &vars.fill(template))?;
+        files.push(path);
+    }
+    let scenario = dir.join("scenarios").join("critical-alert.toml");
+    write(&scenario, &vars.fill(SCENARIO))?;
+    files.push(scenario);
+    let component = default_output(&dir);
+    register(request.config, name, &vars.flag, &component)?;
+    Ok(Scaffolded {
+        dir,
+        files,
+        component,
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+}
+
+fn write(path: &Path, text: &str) -> Result<(), ScaffoldError> {
+    let fail = |source| ScaffoldError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    std::fs::write(path, text).map_err(fail)
+}
+
+/// The values templates are filled with.
+struct Vars {
+    name: String,
+    /// `PAYMENTS_STUCK_PAUSED`
+    flag: String,
+    /// `payments_stuck`
+    snake: String,
+    /// `PaymentsStuck`
+    camel: String,
+    rust_sdk: String,
+}
+
+impl Vars {
+    fn new(name: &str, rust_sdk: Option<&Path>) -> Vars {
+        let snake = name.replace('-', "_");
+        let camel = name
+            .split('-')
+            .map(|part| {
+                let mut chars = part.chars();
+                chars
+                    .next()
+                    .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                    .unwrap_or_default()
+            })
+            .collect();
+        Vars {
+            name: name.to_owned(),
+            flag: format!("{}_PAUSED", snake.to_ascii_uppercase()),
+            snake,
+            camel,
+            rust_sdk: rust_sdk
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "../stepgate/sdk/rust".to_owned()),
+        }
+    }
+
+    fn fill(&self, template: &str) -> String {
+        template
+            .replace("{{name}}", &self.name)
+            .replace("{{flag}}", &self.flag)
+            .replace("{{snake}}", &self.snake)
+            .replace("{{camel}}", &self.camel)
+            .replace("{{rust_sdk}}", &self.rust_sdk)
+    }
+}
+
+/// Adds the playbook, its flag store and its grants to the config (made if
+/// absent). The edited config must still load: if it does not, the file is
+/// left as it was and the error says why.
+fn register(config: &Path, name: &str, flag: &str, component: &Path) -> Result<(), ScaffoldError> {
+    let fail = |message: String| ScaffoldError::Config {
+        path: config.to_owned(),
+        message,
+    };
+    let before = match std::fs::read_to_string(config) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    let doc: toml_edit::DocumentMut = before
+        .as_deref()
+        .unwrap_or("")
+        .parse()
+        .map_err(|e: toml_edit::TomlError| fail(e.to_string()))?;
+    if doc.get("playbooks").and_then(|p| p.get(name)).is_some() {
+        return Err(fail(format!("it already has [playbooks.{name}]")));
+    }
+    let base = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let component = relative_to(component, base);
+    let entry = format!(
+        "\n# `stepgate new {name}`: the built-in flag store for its kill switch,\n\
+         # the component `stepgate build` writes, and what it may touch.\n\
+         [flags.{name}]\nkind = \"builtin\"\nnames = [\"{flag}\"]\n\n\
+         [playbooks.{name}]\ncomponent = {component:?}\n\n\
+         [playbooks.{name}.grants]\nflags.read = [\"{flag}\"]\nflags.write = [\"{flag}\"]\n"
+    );
+    // Appended as text: the operator's file keeps its order and comments,
+    // and the new tables read as one block.
+    let mut text = before.unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&entry);
+    crate::config::Config::parse(&text, config, base)
+        .map_err(|e| fail(format!("adding `{name}` would make it invalid: {e}")))?;
+    std::fs::write(config, text).map_err(|source| ScaffoldError::Write {
+        path: config.to_owned(),
+        source,
+    })
+}
+
+/// `path` relative to `base` when it lies under it, else as given.
+fn relative_to(path: &Path, base: &Path) -> String {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let (path, base) = (abs(path), abs(base));
+    path.strip_prefix(&base)
+        .map(Path::to_owned)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn templates(language: Language) -> &'static [(&'static str, &'static str)] {
+    match language {
+        Language::Rust => &[
+            ("Cargo.toml", RUST_CARGO),
+            ("src/lib.rs", RUST_LIB),
+            ("README.md", RUST_README),
+            (".gitignore", "target/\n"),
+        ],
+        Language::Python => &[
+            ("app.py", PYTHON_APP),
+            ("README.md", PYTHON_README),
+            (".gitignore", "target/\n__pycache__/\n"),
+        ],
+        Language::JavaScript => &[
+            ("app.js", JS_APP),
+            ("README.md", JS_README),
+            (".gitignore", "target/\n"),
+        ],
+    }
+}
+
+const SCENARIO: &str = r#"description = "A critical alert while {{name}} is not paused: pause it (a gated write), then a human follows up"
+now = "2026-11-23T09:00:00Z"
+
+[alert]
+name = "{{camel}}Critical"
+fingerprint = "example-1"
+labels = { severity = "critical" }
+
+[flags]
+{{flag}} = "0"
+
+[expect]
+status = "done"
+severity = "SEV-1"
+steps = ["Triage", "Mitigate"]
+
+[expect.fields]
+was_paused = false
+
+[[expect.writes]]
+call = "flags.set"
+
+[expect.writes.args]
+name = "{{flag}}"
+reason = "{{name}} runbook, step 2: pause while the alert is critical"
+value = "1"
+"#;
+
+const RUST_CARGO: &str = r#"[package]
+name = "{{name}}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+stepgate-sdk = { path = "{{rust_sdk}}" }
+
+# A playbook builds on its own, not as part of a surrounding workspace.
+[workspace]
+"#;
+
+const RUST_LIB: &str = r#"//! {{name}}: what incident it handles, and which runbook section it codifies.
+
+use stepgate_sdk::prelude::*;
+
+const PAUSED: &str = "{{flag}}";
+
+struct {{camel}};
+
+impl Playbook for {{camel}} {
+    fn describe() -> Description {
+        Description::new("{{name}}", "0.1.0")
+            .summary("Pauses {{name}} while its alert is critical.")
+            .answers("{{camel}}Critical")
+            .flag_read(PAUSED)
+            .flag_write(PAUSED)
+    }
+
+    fn run(alert: Alert) -> Result<Outcome> {
+        let (paused, critical) = step("Triage", || -> Result<_> {
+            let paused = flags::get(PAUSED)?.as_deref() == Some("1");
+            Ok((paused, alert.label("severity") == Some("critical")))
+        })?;
+        if !critical {
+            return Ok(Outcome::new("Not critical: nothing to do").severity("SEV-3"));
+        }
+        if !paused {
+            step("Mitigate", || {
+                flags::set(PAUSED, "1", "{{name}} runbook, step 2: pause while the alert is critical")
+            })?;
+        }
+        Ok(Outcome::new(format!("{} paused while the alert is critical", "{{name}}"))
+            .severity("SEV-1")
+            .field("was_paused", paused)
+            .todo("Find the cause, then unpause: set {{flag}} to 0"))
+    }
+}
+
+stepgate_sdk::playbook!({{camel}});
+"#;
+
+const PYTHON_APP: &str = r#""""{{name}}: what incident it handles, and which runbook section it codifies."""
+
+import stepgate
+from stepgate import Description, Outcome, flags, step
+
+PAUSED = "{{flag}}"
+
+
+class {{camel}}(stepgate.Playbook):
+    def describe(self):
+        return (
+            Description("{{name}}", "0.1.0")
+            .summary("Pauses {{name}} while its alert is critical.")
+            .answers("{{camel}}Critical")
+            .flag_read(PAUSED)
+            .flag_write(PAUSED)
+        )
+
+    def run(self, alert):
+        with step("Triage"):
+            paused = flags.get(PAUSED) == "1"
+            critical = alert.label("severity") == "critical"
+        if not critical:
+            return Outcome("Not critical: nothing to do").severity("SEV-3")
+        if not paused:
+            with step("Mitigate"):
+                flags.set(PAUSED, "1", "{{name}} runbook, step 2: pause while the alert is critical")
+        return (
+            Outcome("{{name}} paused while the alert is critical")
+            .severity("SEV-1")
+            .field("was_paused", paused)
+            .todo("Find the cause, then unpause: set {{flag}} to 0")
+        )
+
+
+WitWorld = stepgate.export({{camel}})
+"#;
+
+const JS_APP: &str = r#"// {{name}}: what incident it handles, and which runbook section it codifies.
+
+import { playbook, Description, Outcome, flags, step } from './stepgate.js';
+
+const PAUSED = '{{flag}}';
+
+export const { describe, run } = playbook({
+  describe() {
+    return new Description('{{name}}', '0.1.0')
+      .summary('Pauses {{name}} while its alert is critical.')
+      .answers('{{camel}}Critical')
+      .flagRead(PAUSED)
+      .flagWrite(PAUSED);
+  },
+
+  run(alert) {
+    const [paused, critical] = step('Triage', () => [
+      flags.get(PAUSED) === '1',
+      alert.label('severity') === 'critical',
+    ]);
+    if (!critical) return new Outcome('Not critical: nothing to do').severity('SEV-3');
+    if (!paused) {
+      step('Mitigate', () =>
+        flags.set(PAUSED, '1', '{{name}} runbook, step 2: pause while the alert is critical'));
+    }
+    return new Outcome('{{name}} paused while the alert is critical')
+      .severity('SEV-1')
+      .field('was_paused', paused)
+      .todo('Find the cause, then unpause: set {{flag}} to 0');
+  },
+});
+"#;
+
+const RUST_README: &str = "# {{name}}\n\nA stepgate playbook in Rust (`src/lib.rs`, the `stepgate-sdk` crate).\n\n\
+```sh\nstepgate build {{name}}        # cargo build --release --target wasm32-wasip2\n\
+stepgate test {{name}}         # its scenarios, offline\nstepgate inspect {{name}}\n```\n";
+
+const PYTHON_README: &str = "# {{name}}\n\nA stepgate playbook in Python (`app.py`, `import stepgate`).\n\n\
+```sh\nstepgate build {{name}}        # componentize-py (pip install componentize-py==0.25.1)\n\
+stepgate test {{name}}         # its scenarios, offline\nstepgate inspect {{name}}\n```\n";
+
+const JS_README: &str = "# {{name}}\n\nA stepgate playbook in JavaScript (`app.js`, `./stepgate.js` is added at build time).\n\n\
+```sh\nstepgate build {{name}}        # componentize-js (npm install @bytecodealliance/componentize-js@0.23.0)\n\
+stepgate test {{name}}         # its scenarios, offline\nstepgate inspect {{name}}\n```\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_spelled_for_each_language() {
+        assert!(valid_name("payments-stuck2"));
+        for bad in ["Payments", "-x", "x-", "pay ments", "", "9lives", "a_b"] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        let vars = Vars::new("payments-stuck", None);
+        assert_eq!(vars.flag, "PAYMENTS_STUCK_PAUSED");
+        assert_eq!(vars.camel, "PaymentsStuck");
+        assert_eq!(vars.snake, "payments_stuck");
+    }
+
+    #[test]
+    fn registering_keeps_the_config_and_refuses_a_second_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("stepgate.toml");
+        std::fs::write(
+            &config,
+            "# mine\n[flags.other]\nkind = \"builtin\"\nnames = [\"OTHER_*\"]\n",
+        )
+        .unwrap();
+        let component = dir.path().join("playbooks/p/target/p.wasm");
+        register(&config, "p", "P_PAUSED", &component).unwrap();
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.starts_with("# mine"), "{text}");
+        assert!(
+            text.contains("component = \"playbooks/p/target/p.wasm\""),
+            "{text}"
+        );
+        let loaded = crate::config::Config::load(&config).unwrap();
+        assert!(loaded.playbooks.contains_key("p"));
+        let again = register(&config, "p", "P_PAUSED", &component)
+            .unwrap_err()
+            .to_string();
+        assert!(again.contains("already has [playbooks.p]"), "{again}");
+        assert_eq!(
+            std::fs::read_to_string(&config).unwrap(),
+            text,
+            "left as it was"
+        );
+    }
+}

@@ -1,0 +1,310 @@
+//! `stepgate build`: a playbook folder in, a component out, through the
+//! toolchain of its language (cargo for Rust, componentize-py for Python,
+//! componentize-js for JavaScript).
+//!
+//! The WIT contract and the Python and JavaScript SDKs are compiled into
+//! this binary and written to a scratch directory for each build, so a
+//! playbook is always built against the contract the host that builds it
+//! speaks. Python and JavaScript components are built with no WASI imports
+//! at all: the host's capabilities are the only way out of the sandbox.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::Language;
+
+/// The WIT contract, as this host speaks it.
+const WIT: &[(&str, &str)] = &[
+    ("types.wit", include_str!("../../../wit/types.wit")),
+    ("db.wit", include_str!("../../../wit/db.wit")),
+    ("rpc.wit", include_str!("../../../wit/rpc.wit")),
+    ("flags.wit", include_str!("../../../wit/flags.wit")),
+    ("pager.wit", include_str!("../../../wit/pager.wit")),
+    ("runbook.wit", include_str!("../../../wit/runbook.wit")),
+    ("world.wit", include_str!("../../../wit/world.wit")),
+];
+
+/// The Python SDK (`import stepgate`).
+pub const PYTHON_SDK: &str = include_str!("../../../sdk/python/stepgate.py");
+/// The JavaScript SDK (`import ... from './stepgate.js'`).
+pub const JS_SDK: &str = include_str!("../../../sdk/js/stepgate.js");
+
+/// Pinned toolchain versions, for messages.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(
+        "{0} is not a playbook folder: it needs Cargo.toml (Rust), app.py (Python) or app.js (JavaScript); `stepgate new NAME --lang rust|python|js` makes one"
+    )]
+    NotAPlaybook(PathBuf),
+    #[error("{tool} not found (looked in ${env}, PATH and node_modules/.bin): {install}")]
+    ToolMissing {
+        tool: &'static str,
+        env: &'static str,
+        install: String,
+    },
+    #[error("{tool} failed to build {dir} ({status}):\n{output}")]
+    Failed {
+        tool: String,
+        dir: PathBuf,
+        status: String,
+        output: String,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let context = context.into();
+    move |source| BuildError::Io { context, source }
+}
+
+/// A built playbook.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub language: Language,
+    pub component: PathBuf,
+    pub size: u64,
+    pub took: Duration,
+}
+
+/// Where `stepgate build DIR` writes the component unless told:
+/// `DIR/target/NAME.wasm`, NAME the folder's name.
+pub fn default_output(dir: &Path) -> PathBuf {
+    let name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "playbook".to_owned());
+    dir.join("target").join(format!("{name}.wasm"))
+}
+
+/// Builds the playbook folder `dir` into `out` (default:
+/// [`default_output`]).
+pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, BuildError> {
+    let language =
+        Language::of_folder(dir).ok_or_else(|| BuildError::NotAPlaybook(dir.to_owned()))?;
+    let out = out
+        .map(Path::to_owned)
+        .unwrap_or_else(|| default_output(dir));
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(io(format!("cannot create {}", parent.display())))?;
+    }
+    let out = absolute(&out)?;
+    let started = Instant::now();
+    let scratch = tempfile::tempdir().map_err(io("cannot make a scratch directory"))?;
+    match language {
+        Language::Rust => build_rust(dir, &out)?,
+        Language::Python => build_python(dir, scratch.path(), &out)?,
+        Language::JavaScript => build_js(dir, scratch.path(), &out)?,
+    }
+    let size = std::fs::metadata(&out)
+        .map_err(io(format!("{} was not written", out.display())))?
+        .len();
+    Ok(Built {
+        language,
+        component: out,
+        size,
+        took: started.elapsed(),
+    })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, BuildError> {
+    std::path::absolute(path).map_err(io(format!("cannot resolve {}", path.display())))
+}
+
+/// Writes the WIT contract into `dir/wit` and returns that path.
+fn write_wit(scratch: &Path) -> Result<PathBuf, BuildError> {
+    let wit = scratch.join("wit");
+    std::fs::create_dir_all(&wit).map_err(io("cannot write the WIT contract"))?;
+    for (name, text) in WIT {
+        std::fs::write(wit.join(name), text).map_err(io("cannot write the WIT contract"))?;
+    }
+    Ok(wit)
+}
+
+fn build_python(dir: &Path, scratch: &Path, out: &Path) -> Result<(), BuildError> {
+    let tool = find_tool(
+        "componentize-py",
+        "STEPGATE_COMPONENTIZE_PY",
+        dir,
+        format!("pip install {COMPONENTIZE_PY}"),
+    )?;
+    let wit = write_wit(scratch)?;
+    let sdk = scratch.join("sdk");
+    std::fs::create_dir_all(&sdk).map_err(io("cannot write the Python SDK"))?;
+    std::fs::write(sdk.join("stepgate.py"), PYTHON_SDK)
+        .map_err(io("cannot write the Python SDK"))?;
+    let mut command = Command::new(&tool);
+    command
+        .arg("-d")
+        .arg(&wit)
+        .args(["-w", "playbook", "componentize", "--stub-wasi", "-p"])
+        .arg(&sdk)
+        .arg("-p")
+        .arg(absolute(dir)?)
+        .arg("app")
+        .arg("-o")
+        .arg(out)
+        // No __pycache__ in the author's folder.
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    run(command, "componentize-py", dir)
+}
+
+fn build_js(dir: &Path, scratch: &Path, out: &Path) -> Result<(), BuildError> {
+    let tool = find_tool(
+        "componentize-js",
+        "STEPGATE_COMPONENTIZE_JS",
+        dir,
+        format!("npm install {COMPONENTIZE_JS} (or npm ci in stepgate's sdk/js)"),
+    )?;
+    let wit = write_wit(scratch)?;
+    // componentize-js reads modules under its working directory: the
+    // playbook's sources and the SDK go into one staging directory.
+    let stage = scratch.join("app");
+    copy_sources(dir, &stage)?;
+    std::fs::write(stage.join("stepgate.js"), JS_SDK).map_err(io("cannot write the JS SDK"))?;
+    let mut command = Command::new(&tool);
+    command
+        .current_dir(&stage)
+        .arg("app.js")
+        .arg("--wit")
+        .arg(&wit)
+        .args([
+            "-n",
+            "playbook",
+            "-d",
+            "stdio",
+            "random",
+            "clocks",
+            "http",
+            "fetch-event",
+            "-o",
+        ])
+        .arg(out);
+    run(command, "componentize-js", dir)
+}
+
+/// Copies the `.js`/`.mjs` files of `from` (and its folders, except
+/// `node_modules`, `target` and hidden ones) into `to`.
+fn copy_sources(from: &Path, to: &Path) -> Result<(), BuildError> {
+    std::fs::create_dir_all(to).map_err(io(format!("cannot create {}", to.display())))?;
+    let entries = std::fs::read_dir(from).map_err(io(format!("cannot read {}", from.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io(format!("cannot read {}", from.display())))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if !(name.starts_with('.') || name == "node_modules" || name == "target") {
+                copy_sources(&path, &to.join(&name))?;
+            }
+        } else if name.ends_with(".js") || name.ends_with(".mjs") {
+            std::fs::copy(&path, to.join(&name))
+                .map_err(io(format!("cannot copy {}", path.display())))?;
+        }
+    }
+    Ok(())
+}
+
+fn build_rust(dir: &Path, out: &Path) -> Result<(), BuildError> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(dir.join("Cargo.toml"))
+        .output()
+        .map_err(io("cannot run cargo"))?;
+    if !output.status.success() {
+        return Err(BuildError::Failed {
+            tool: "cargo".into(),
+            dir: dir.to_owned(),
+            status: output.status.to_string(),
+            output: String::from_utf8_lossy(&output.stderr).into_owned()
+                + "\n(if the wasm32-wasip2 target is missing: rustup target add wasm32-wasip2)",
+        });
+    }
+    // The artifact cargo reports: wherever the target directory is.
+    let wasm = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .flat_map(|m| {
+            m["filenames"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|f| f.as_str().map(PathBuf::from))
+        })
+        .rfind(|f| f.extension().is_some_and(|e| e == "wasm"))
+        .ok_or_else(|| BuildError::Failed {
+            tool: "cargo".into(),
+            dir: dir.to_owned(),
+            status: "no component".into(),
+            output: "cargo built no .wasm: is the crate a `cdylib`?".into(),
+        })?;
+    std::fs::copy(&wasm, out).map_err(io(format!("cannot copy {}", wasm.display())))?;
+    Ok(())
+}
+
+fn run(mut command: Command, tool: &str, dir: &Path) -> Result<(), BuildError> {
+    let output = command.output().map_err(io(format!("cannot run {tool}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    Err(BuildError::Failed {
+        tool: tool.to_owned(),
+        dir: dir.to_owned(),
+        status: output.status.to_string(),
+        output: text,
+    })
+}
+
+/// A toolchain executable: `$env`, else on PATH, else in a
+/// `node_modules/.bin` above the playbook folder or the working directory.
+fn find_tool(
+    tool: &'static str,
+    env: &'static str,
+    dir: &Path,
+    install: String,
+) -> Result<PathBuf, BuildError> {
+    if let Some(path) = std::env::var_os(env) {
+        return Ok(PathBuf::from(path));
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    // Above the playbook or the working directory: a project's own
+    // node_modules, or the pinned toolchain of a stepgate checkout.
+    let mut above = Vec::new();
+    for start in [
+        absolute(dir)?,
+        std::env::current_dir().map_err(io("no working directory"))?,
+    ] {
+        for ancestor in start.ancestors() {
+            above.push(ancestor.join("node_modules/.bin"));
+            above.push(ancestor.join("sdk/js/node_modules/.bin"));
+        }
+    }
+    on_path
+        .into_iter()
+        .chain(above)
+        .map(|d| d.join(tool))
+        .find(|candidate| candidate.is_file())
+        .ok_or(BuildError::ToolMissing { tool, env, install })
+}

@@ -1,0 +1,165 @@
+//! `stepgate new`, `build`, `test` and `inspect` as a playbook author uses
+//! them, in each language: the scaffold builds with its toolchain, passes
+//! its scenario, and `inspect` names the language. Also: the TypeScript
+//! declarations shipped in `sdk/js/types` are what `jco guest-types`
+//! makes of the WIT today.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Runs `stepgate ARGS` in `dir`. Rust scaffolds build in a shared target
+/// directory, so the guest dependencies compile once across runs.
+fn stepgate(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(args)
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", root().join("target/scaffolds"))
+        // The pinned JavaScript toolchain (`npm ci --prefix sdk/js`); the
+        // scaffold lives outside the checkout, where it would not be found.
+        .env(
+            "STEPGATE_COMPONENTIZE_JS",
+            root().join("sdk/js/node_modules/.bin/componentize-js"),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(output: Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{what} failed:\n{text}");
+    text
+}
+
+#[test]
+fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
+    let work = tempfile::tempdir().unwrap();
+    for (lang, language) in [("python", "Python"), ("js", "JavaScript"), ("rust", "Rust")] {
+        let name = format!("stuck-{lang}");
+        let made = ok(
+            stepgate(
+                work.path(),
+                &["new", &name, "--lang", lang, "--dir", "playbooks"],
+            ),
+            "stepgate new",
+        );
+        assert!(made.contains("registered"), "{made}");
+        let folder = format!("playbooks/{name}");
+        let built = ok(stepgate(work.path(), &["build", &folder]), "stepgate build");
+        assert!(built.contains(&format!("({language},")), "{built}");
+        let tested = ok(stepgate(work.path(), &["test", &folder]), "stepgate test");
+        assert!(
+            tested.contains(&format!("ok    {name}/critical-alert")),
+            "{tested}"
+        );
+        assert!(
+            tested.contains("1 scenarios: 1 passed, 0 failed"),
+            "{tested}"
+        );
+        let inspected = ok(
+            stepgate(work.path(), &["inspect", &name]),
+            "stepgate inspect",
+        );
+        assert!(
+            inspected.contains(&format!("language: {language}")),
+            "{inspected}"
+        );
+        assert!(inspected.contains(" MB)"), "the size: {inspected}");
+    }
+    // One config, three playbooks; a fourth with a taken name is refused
+    // and the config is left as it was.
+    let config = std::fs::read_to_string(work.path().join("stepgate.toml")).unwrap();
+    let again = stepgate(
+        work.path(),
+        &["new", "stuck-js", "--lang", "python", "--dir", "other"],
+    );
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already has [playbooks.stuck-js]"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("stepgate.toml")).unwrap(),
+        config
+    );
+}
+
+#[test]
+fn bad_names_and_folders_are_refused_with_what_to_do() {
+    let work = tempfile::tempdir().unwrap();
+    let bad = stepgate(work.path(), &["new", "Payments Stuck", "--lang", "python"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lowercase letters"));
+    let lang = stepgate(work.path(), &["new", "x", "--lang", "cobol"]);
+    assert_eq!(lang.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&lang.stderr).contains("rust, python or js"));
+    let not_a_playbook = stepgate(work.path(), &["build", "."]);
+    assert_eq!(not_a_playbook.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&not_a_playbook.stderr).contains("stepgate new NAME"),
+        "{}",
+        String::from_utf8_lossy(&not_a_playbook.stderr)
+    );
+    assert!(
+        !work.path().join("stepgate.toml").exists(),
+        "nothing written"
+    );
+}
+
+#[test]
+fn the_shipped_typescript_declarations_match_the_wit() {
+    let out = tempfile::tempdir().unwrap();
+    let jco = root().join("sdk/js/node_modules/.bin/jco");
+    assert!(jco.exists(), "run `npm ci --prefix sdk/js` (.ci/run does)");
+    let status = Command::new(jco)
+        .arg("guest-types")
+        .arg(root().join("wit"))
+        .args(["-n", "playbook", "-o"])
+        .arg(out.path())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let shipped = root().join("sdk/js/types");
+    let generated = files(out.path());
+    assert_eq!(generated, files(&shipped), "the same files");
+    assert!(generated.len() >= 7, "the world and its six interfaces");
+    for file in generated {
+        assert_eq!(
+            std::fs::read_to_string(out.path().join(&file)).unwrap(),
+            std::fs::read_to_string(shipped.join(&file)).unwrap(),
+            "sdk/js/types/{file} is stale: regenerate with \
+             `sdk/js/node_modules/.bin/jco guest-types wit -n playbook -o sdk/js/types`"
+        );
+    }
+}
+
+/// The files under `dir`, relative, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
+}

@@ -1,0 +1,143 @@
+// Types for stepgate.js, the JavaScript playbook SDK. The WIT-level types
+// (Value, Error, Alert, Outcome, Description) are generated from the WIT
+// by `jco guest-types` into ./types; these are the helpers over them.
+
+/// <reference path="./types/playbook.d.ts" />
+
+import type * as wit from 'stepgate:playbook/types@0.1.0';
+
+export type ErrorKind = wit.Error['tag'];
+export type Severity = 'critical' | 'error' | 'warning' | 'info';
+/** A value a statement parameter or an outcome field can take. Money is a Decimal. */
+export type Param = null | undefined | boolean | bigint | number | string | Decimal | Uint8Array;
+
+export class StepgateError extends Error {
+  constructor(kind: ErrorKind, text: string);
+  readonly kind: ErrorKind;
+  readonly text: string;
+  readonly payload: wit.Error;
+  static failed(text: string): StepgateError;
+  isDenied(): boolean;
+}
+
+export class Decimal {
+  constructor(units: bigint | number | string, scale: number);
+  readonly units: bigint;
+  readonly scale: number;
+  static fromUnits(units: bigint | number, scale: number): Decimal;
+  static parse(text: string): Decimal;
+  rescale(scale: number): Decimal;
+  add(other: Decimal): Decimal;
+  sub(other: Decimal): Decimal;
+  cmp(other: Decimal): -1 | 0 | 1;
+  gt(other: Decimal): boolean;
+  abs(): Decimal;
+  toString(): string;
+}
+
+export class Description {
+  constructor(name: string, version: string);
+  summary(text: string): this;
+  answers(alert: string): this;
+  dbRead(conn: string): this;
+  dbWrite(conn: string): this;
+  rpc(endpoint: string, method: string): this;
+  http(endpoint: string, route: string): this;
+  flagRead(glob: string): this;
+  flagWrite(glob: string): this;
+  page(target: string): this;
+  notify(channel: string): this;
+  toWit(): wit.Description;
+}
+
+export class Outcome {
+  constructor(summary: string);
+  severity(severity: string): this;
+  field(name: string, value: Param): this;
+  todo(item: string): this;
+  toWit(): wit.Outcome;
+}
+
+export class Alert {
+  readonly name: string;
+  readonly resolved: boolean;
+  readonly labels: Record<string, string>;
+  readonly annotations: Record<string, string>;
+  readonly startsAt: string | null;
+  readonly fingerprint: string | null;
+  label(key: string): string | null;
+  annotation(key: string): string | null;
+}
+
+export interface Implementation {
+  describe(): Description;
+  run(alert: Alert): Outcome;
+}
+
+export function playbook(impl: Implementation): {
+  describe(): wit.Description;
+  run(alert: wit.Alert): { tag: 'ok'; val: wit.Outcome } | { tag: 'err'; val: wit.Error };
+};
+
+export function step<T>(name: string, f: () => T): T;
+
+export const runbook: {
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+  nowMillis(): bigint;
+  sleep(millis: bigint | number): void;
+  confirm(question: string): boolean;
+};
+
+export class Row {
+  readonly columns: string[];
+  value(column: string): wit.Value;
+  get(column: string): null | boolean | bigint | number | string | Decimal | Uint8Array;
+  int(column: string): bigint;
+  decimal(column: string): Decimal;
+  text(column: string): string;
+  bool(column: string): boolean;
+}
+
+export class Rows implements Iterable<Row> {
+  readonly columns: string[];
+  readonly rows: Row[];
+  readonly length: number;
+  [Symbol.iterator](): Iterator<Row>;
+  first(): Row;
+}
+
+export const db: {
+  query(conn: string, sql: string, params?: Param[]): Rows;
+  execute(conn: string, sql: string, params: Param[], reason: string): bigint;
+};
+
+export function canonicalJson(value: unknown): string;
+
+export const rpc: {
+  call(endpoint: string, method: string, params?: unknown): any;
+  send(endpoint: string, method: string, params: unknown, reason: string): any;
+};
+
+export interface Response {
+  status: number;
+  body: any;
+  dryRun: boolean;
+  ok(): boolean;
+}
+
+export const http: {
+  get(endpoint: string, path: string): Response;
+  post(endpoint: string, path: string, body: unknown, reason: string): Response;
+};
+
+export const flags: {
+  get(name: string): string | null;
+  set(name: string, value: string, reason: string): string | null;
+};
+
+export const pager: {
+  page(target: string, severity: Severity, summary: string, details: string): string;
+  notify(channel: string, message: string): void;
+};

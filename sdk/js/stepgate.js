@@ -1,0 +1,441 @@
+// stepgate: write incident playbooks in JavaScript.
+//
+// A playbook is a WebAssembly component that the stepgate host runs step by
+// step: every database query, RPC call, flag change and page goes through
+// the host, which checks it against the operator's grants, simulates writes
+// in a dry run, asks a human where policy says so, and journals everything.
+// This module hides the WIT bindings (componentize-js imports them as
+// `stepgate:playbook/...@0.1.0`): you write plain JavaScript.
+//
+//   import { playbook, Description, Outcome, Decimal, db, flags, step } from './stepgate.js';
+//
+//   export const { describe, run } = playbook({
+//     describe() {
+//       return new Description('drift-check', '1.0.0')
+//         .answers('ReconciliationDriftHigh').dbRead('plaza').flagWrite('PLAZA_CUSTODIED_MODE_DISABLED');
+//     },
+//     run(alert) {
+//       const held = step('Triage', () =>
+//         db.query('plaza', 'SELECT sum(amount) AS held FROM escrow_holds').first().decimal('held'));
+//       if (held.gt(Decimal.parse('1000'))) {
+//         step('Mitigate', () => flags.set('PLAZA_CUSTODIED_MODE_DISABLED', '1', 'runbook: unexplained drift'));
+//       }
+//       return new Outcome(`${held} USDC held`).severity('SEV-1').field('held_usdc', held);
+//     },
+//   });
+//
+// Build it with `stepgate build DIR` (componentize-js, with this module and
+// the WIT contract the host speaks). Money is a `Decimal` (a BigInt and a
+// scale), never a JS number. 64-bit integers are BigInt. A failed call
+// throws a `StepgateError` carrying the WIT error; anything thrown out of
+// `run` ends the run as a clean playbook error (`failed`), never a crash.
+
+import * as wdb from 'stepgate:playbook/db@0.1.0';
+import * as wflags from 'stepgate:playbook/flags@0.1.0';
+import * as wpager from 'stepgate:playbook/pager@0.1.0';
+import * as wrpc from 'stepgate:playbook/rpc@0.1.0';
+import * as wrunbook from 'stepgate:playbook/runbook@0.1.0';
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+const KINDS = ['not-granted', 'denied', 'invalid', 'timeout', 'backend', 'failed'];
+
+/** A stepgate call failed, or the playbook could not finish. `kind` is the
+ *  WIT error case, `text` what the host said; `message` is "kind: text". */
+export class StepgateError extends Error {
+  constructor(kind, text) {
+    super(`${kind.replace('-', ' ')}: ${text}`);
+    this.name = 'StepgateError';
+    this.kind = kind;
+    this.text = text;
+  }
+  /** The WIT error: componentize-js maps a thrown object's `payload` to `err`. */
+  get payload() {
+    return { tag: this.kind, val: this.text };
+  }
+  static failed(text) {
+    return new StepgateError('failed', text);
+  }
+  isDenied() {
+    return this.kind === 'denied';
+  }
+}
+
+function isWitError(p) {
+  return p != null && typeof p === 'object' && KINDS.includes(p.tag) && typeof p.val === 'string';
+}
+
+/** Calls a WIT import; its error (a ComponentError with a `payload`) comes
+ *  back as a StepgateError. */
+function wit(f, ...args) {
+  try {
+    return f(...args);
+  } catch (e) {
+    if (e != null && typeof e === 'object' && 'payload' in e && isWitError(e.payload)) {
+      throw new StepgateError(e.payload.tag, e.payload.val);
+    }
+    throw e;
+  }
+}
+
+/** What `run` returns for anything thrown out of it. */
+function toErr(e) {
+  if (e instanceof StepgateError) return e.payload;
+  if (e != null && typeof e === 'object' && 'payload' in e && isWitError(e.payload)) return e.payload;
+  if (e != null && typeof e === 'object' && typeof e.message === 'string') {
+    return { tag: 'failed', val: `${e.name || 'Error'}: ${e.message}` };
+  }
+  return { tag: 'failed', val: String(e) };
+}
+
+// ---------------------------------------------------------------------------
+// Money
+// ---------------------------------------------------------------------------
+
+/** An exact decimal: `units / 10^scale`, units a BigInt. */
+export class Decimal {
+  constructor(units, scale) {
+    this.units = BigInt(units);
+    this.scale = scale;
+  }
+  /** From integer units: `Decimal.fromUnits(1500000n, 6)` is 1.500000. */
+  static fromUnits(units, scale) {
+    return new Decimal(units, scale);
+  }
+  /** From text: "-12.50" (a JS number is refused: it may not be exact). */
+  static parse(text) {
+    const m = /^([+-]?)(\d+)(?:\.(\d+))?$/.exec(String(text).trim());
+    if (!m) throw new StepgateError('invalid', `not a decimal: ${JSON.stringify(text)}`);
+    const frac = m[3] || '';
+    const units = BigInt(m[2] + frac);
+    return new Decimal(m[1] === '-' ? -units : units, frac.length);
+  }
+  rescale(scale) {
+    if (scale < this.scale) throw new StepgateError('invalid', 'rescaling would round');
+    return new Decimal(this.units * 10n ** BigInt(scale - this.scale), scale);
+  }
+  static #aligned(a, b) {
+    const scale = Math.max(a.scale, b.scale);
+    return [a.rescale(scale), b.rescale(scale), scale];
+  }
+  add(other) {
+    const [a, b, scale] = Decimal.#aligned(this, other);
+    return new Decimal(a.units + b.units, scale);
+  }
+  sub(other) {
+    const [a, b, scale] = Decimal.#aligned(this, other);
+    return new Decimal(a.units - b.units, scale);
+  }
+  cmp(other) {
+    const [a, b] = Decimal.#aligned(this, other);
+    return a.units < b.units ? -1 : a.units > b.units ? 1 : 0;
+  }
+  gt(other) {
+    return this.cmp(other) > 0;
+  }
+  abs() {
+    return new Decimal(this.units < 0n ? -this.units : this.units, this.scale);
+  }
+  toString() {
+    const negative = this.units < 0n;
+    let digits = (negative ? -this.units : this.units).toString();
+    if (this.scale > 0) {
+      digits = digits.padStart(this.scale + 1, '0');
+      digits = `${digits.slice(0, -this.scale)}.${digits.slice(-this.scale)}`;
+    }
+    return negative ? `-${digits}` : digits;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Values
+// ---------------------------------------------------------------------------
+
+function toValue(v) {
+  if (v === null || v === undefined) return { tag: 'null' };
+  if (typeof v === 'boolean') return { tag: 'boolean', val: v };
+  if (typeof v === 'bigint') return { tag: 'int', val: v };
+  if (typeof v === 'number') return Number.isInteger(v) ? { tag: 'int', val: BigInt(v) } : { tag: 'float', val: v };
+  if (typeof v === 'string') return { tag: 'text', val: v };
+  if (v instanceof Decimal) return { tag: 'decimal', val: v.toString() };
+  if (ArrayBuffer.isView(v)) return { tag: 'bytes', val: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) };
+  throw new StepgateError('invalid', `cannot pass ${typeof v} to stepgate: use null, boolean, bigint, string, Decimal or bytes`);
+}
+
+function fromValue(v) {
+  switch (v.tag) {
+    case 'null':
+      return null;
+    case 'decimal':
+      return Decimal.parse(v.val);
+    default:
+      return v.val;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Description, outcome, alert, export
+// ---------------------------------------------------------------------------
+
+/** What a playbook says about itself: `describe()` returns one. */
+export class Description {
+  constructor(name, version) {
+    Object.assign(this, { name, version, text: '', alerts: [], capabilities: [] });
+  }
+  summary(text) {
+    this.text = text;
+    return this;
+  }
+  answers(alert) {
+    this.alerts.push(alert);
+    return this;
+  }
+  #needs(tag, val) {
+    this.capabilities.push({ tag, val });
+    return this;
+  }
+  dbRead(conn) { return this.#needs('db-read', conn); }
+  dbWrite(conn) { return this.#needs('db-write', conn); }
+  rpc(endpoint, method) { return this.#needs('rpc', { endpoint, method }); }
+  /** An HTTP route on an endpoint, e.g. `'POST /admin/dlq/replay'`. */
+  http(endpoint, route) { return this.rpc(endpoint, route); }
+  flagRead(glob) { return this.#needs('flag-read', glob); }
+  flagWrite(glob) { return this.#needs('flag-write', glob); }
+  page(target) { return this.#needs('page', target); }
+  notify(channel) { return this.#needs('notify', channel); }
+  toWit() {
+    const { name, version, text: summary, alerts, capabilities } = this;
+    return { name, version, summary, alerts, capabilities };
+  }
+}
+
+/** What a playbook reports when it finishes. */
+export class Outcome {
+  constructor(summary) {
+    Object.assign(this, { summary, level: undefined, fields: [], checklist: [] });
+  }
+  severity(severity) {
+    this.level = severity;
+    return this;
+  }
+  /** A named figure; money as a Decimal. */
+  field(name, value) {
+    this.fields.push([name, value]);
+    return this;
+  }
+  /** Something a human must still do. */
+  todo(item) {
+    this.checklist.push(item);
+    return this;
+  }
+  toWit() {
+    return {
+      summary: this.summary,
+      severity: this.level,
+      fields: this.fields.map(([k, v]) => [k, toValue(v)]),
+      checklist: [...this.checklist],
+    };
+  }
+}
+
+/** The alert that started the run. */
+export class Alert {
+  constructor(wit) {
+    this.name = wit.name;
+    this.resolved = wit.status === 'resolved';
+    this.labels = Object.fromEntries(wit.labels);
+    this.annotations = Object.fromEntries(wit.annotations);
+    this.startsAt = wit.startsAt ?? null;
+    this.fingerprint = wit.fingerprint ?? null;
+  }
+  label(key) {
+    return this.labels[key] ?? null;
+  }
+  annotation(key) {
+    return this.annotations[key] ?? null;
+  }
+}
+
+/** The world's exports for `impl` ({ describe(), run(alert) }):
+ *  `export const { describe, run } = playbook({...})`. */
+export function playbook(impl) {
+  return {
+    describe() {
+      return impl.describe().toWit();
+    },
+    run(alert) {
+      let outcome;
+      try {
+        outcome = impl.run(new Alert(alert));
+      } catch (e) {
+        return { tag: 'err', val: toErr(e) };
+      }
+      if (!(outcome instanceof Outcome)) {
+        return { tag: 'err', val: { tag: 'failed', val: 'run() did not return an Outcome' } };
+      }
+      return { tag: 'ok', val: outcome.toWit() };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Steps and the run itself
+// ---------------------------------------------------------------------------
+
+/** Runs `f` as the step `name`: every call in it is shown and journaled
+ *  under that name. Returns what `f` returns. */
+export function step(name, f) {
+  wrunbook.step(name);
+  return f();
+}
+
+export const runbook = {
+  info: (message) => wrunbook.log('info', message),
+  warn: (message) => wrunbook.log('warn', message),
+  error: (message) => wrunbook.log('error', message),
+  /** Milliseconds since the Unix epoch (BigInt), from the host. */
+  nowMillis: () => wrunbook.now(),
+  sleep: (millis) => wit(wrunbook.sleep, BigInt(millis)),
+  confirm: (question) => wit(wrunbook.confirm, question),
+};
+
+// ---------------------------------------------------------------------------
+// Capabilities
+// ---------------------------------------------------------------------------
+
+/** One row, values by column name. */
+export class Row {
+  constructor(columns, values) {
+    this.columns = columns;
+    this.values = values;
+  }
+  value(column) {
+    const i = this.columns.indexOf(column);
+    if (i < 0) throw new StepgateError('invalid', `no column \`${column}\`; the row has ${this.columns.join(', ')}`);
+    return this.values[i];
+  }
+  /** The value as JS: null, boolean, BigInt, number (float), string, Decimal, bytes. */
+  get(column) {
+    return fromValue(this.value(column));
+  }
+  #typed(column, expected, convert) {
+    const v = this.value(column);
+    let out;
+    try {
+      out = convert(v);
+    } catch {
+      out = undefined;
+    }
+    if (out === undefined) throw new StepgateError('invalid', `column \`${column}\`: expected ${expected}, got ${v.tag}`);
+    return out;
+  }
+  /** An integer, as BigInt. */
+  int(column) {
+    return this.#typed(column, 'an integer', (v) =>
+      v.tag === 'int' ? BigInt(v.val) : v.tag === 'decimal' || v.tag === 'text' ? BigInt(v.val) : undefined);
+  }
+  /** An exact decimal; a float is refused (money is never a float). */
+  decimal(column) {
+    return this.#typed(column, 'an exact decimal (a float is refused: money is never a float)', (v) =>
+      v.tag === 'decimal' || v.tag === 'text' ? Decimal.parse(v.val) : v.tag === 'int' ? new Decimal(v.val, 0) : undefined);
+  }
+  text(column) {
+    return this.#typed(column, 'text', (v) =>
+      v.tag === 'text' || v.tag === 'decimal' || v.tag === 'timestamp' ? v.val : undefined);
+  }
+  bool(column) {
+    return this.#typed(column, 'a boolean', (v) =>
+      v.tag === 'boolean' ? v.val : v.tag === 'int' ? BigInt(v.val) !== 0n : undefined);
+  }
+}
+
+/** The rows a query returned. */
+export class Rows {
+  constructor(wit) {
+    this.columns = wit.columns;
+    this.rows = wit.rows.map((values) => new Row(wit.columns, values));
+  }
+  get length() {
+    return this.rows.length;
+  }
+  [Symbol.iterator]() {
+    return this.rows[Symbol.iterator]();
+  }
+  /** The first row; `invalid` if there is none. */
+  first() {
+    if (this.rows.length === 0) throw new StepgateError('invalid', 'the query returned no rows');
+    return this.rows[0];
+  }
+}
+
+/** Databases named in the operator's config. Parameters are bound by the
+ *  host: `$1` (PostgreSQL) or `?1` (SQLite), never spliced in. */
+export const db = {
+  query: (conn, sql, params = []) => new Rows(wit(wdb.query, conn, sql, params.map(toValue))),
+  /** A write: rows changed (BigInt; in a dry run, the rows it would change). */
+  execute: (conn, sql, params, reason) => wit(wdb.execute, conn, sql, params.map(toValue), reason),
+};
+
+/** JSON as the Rust SDK writes it: compact, object keys sorted. */
+export function canonicalJson(value) {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value instanceof Decimal) return JSON.stringify(value.toString());
+  if (value !== null && typeof value === 'object') {
+    const keys = Object.keys(value).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(',')}}`;
+  }
+  if (typeof value === 'bigint') return value.toString();
+  return JSON.stringify(value);
+}
+
+/** JSON-RPC methods on endpoints named in the config. */
+export const rpc = {
+  /** A read method; its decoded `result`. */
+  call: (endpoint, method, params) => rpc.send(endpoint, method, params, ''),
+  /** A method the config classes as a write; `reason` is required. */
+  send: (endpoint, method, params, reason) =>
+    JSON.parse(wit(wrpc.call, endpoint, method, params == null ? '[]' : canonicalJson(params), reason)),
+};
+
+function request(endpoint, method, path, body, reason) {
+  const headers = body === undefined ? [] : [['content-type', 'application/json']];
+  const raw = body === undefined ? new Uint8Array() : new TextEncoder().encode(canonicalJson(body));
+  const answer = wit(wrpc.http, endpoint, { method, path, headers, body: raw }, reason);
+  let parsed = null;
+  try {
+    parsed = answer.body.length ? JSON.parse(new TextDecoder().decode(answer.body)) : null;
+  } catch {
+    parsed = null;
+  }
+  const dryRun = answer.headers.some(([k, v]) => k.toLowerCase() === 'x-stepgate-dry-run' && v === 'true');
+  return {
+    status: answer.status,
+    body: parsed,
+    dryRun,
+    /** Whether the status is 2xx, or the write was planned in a dry run. */
+    ok() {
+      return dryRun || (answer.status >= 200 && answer.status < 300);
+    },
+  };
+}
+
+/** HTTP admin APIs named in the config, with JSON bodies. */
+export const http = {
+  get: (endpoint, path) => request(endpoint, 'GET', path, undefined, ''),
+  post: (endpoint, path, body, reason) => request(endpoint, 'POST', path, body, reason),
+};
+
+/** Feature flags and kill switches. */
+export const flags = {
+  get: (name) => wit(wflags.get, name) ?? null,
+  /** Sets a flag; returns the value it had before. */
+  set: (name, value, reason) => wit(wflags.set, name, value, reason) ?? null,
+};
+
+/** Paging humans and posting to channels. Severity: 'critical', 'error', 'warning', 'info'. */
+export const pager = {
+  page: (target, severity, summary, details) => wit(wpager.page, target, severity, summary, details),
+  notify: (channel, message) => wit(wpager.notify, channel, message),
+};

@@ -1,0 +1,528 @@
+"""stepgate: write incident playbooks in Python.
+
+A playbook is a WebAssembly component that the stepgate host runs step by
+step: every database query, RPC call, flag change and page goes through the
+host, which checks it against the operator's grants, simulates writes in a
+dry run, asks a human where policy says so, and journals everything. This
+module hides the generated WIT bindings: you write plain Python.
+
+    import stepgate
+    from stepgate import Decimal, Description, Outcome, Severity, db, flags, pager, step
+
+    class DriftCheck(stepgate.Playbook):
+        def describe(self):
+            return (Description("drift-check", "1.0.0")
+                    .answers("ReconciliationDriftHigh")
+                    .db_read("plaza")
+                    .flag_write("PLAZA_CUSTODIED_MODE_DISABLED"))
+
+        def run(self, alert):
+            with step("Triage"):
+                held = db.query("plaza", "SELECT sum(amount) AS held FROM escrow_holds").first().decimal("held")
+            if held > Decimal(1000):
+                with step("Mitigate"):
+                    flags.set("PLAZA_CUSTODIED_MODE_DISABLED", "1", "runbook: unexplained drift")
+            return Outcome(f"{held} USDC held").severity("SEV-1").field("held_usdc", held)
+
+    WitWorld = stepgate.export(DriftCheck)
+
+Build it with `stepgate build DIR` (componentize-py, with this module and
+the WIT contract the host speaks). Money is `Decimal`, never `float`: the
+host carries decimals as exact text. A failed call raises `stepgate.Error`,
+which carries the WIT error's kind; an exception that escapes `run` ends the
+run as a clean playbook error (`failed`), never a crash.
+"""
+
+import json
+import sys
+from decimal import Decimal
+
+from componentize_py_types import Err
+from wit_world.imports import db as _db
+from wit_world.imports import flags as _flags
+from wit_world.imports import pager as _pager
+from wit_world.imports import rpc as _rpc
+from wit_world.imports import runbook as _runbook
+from wit_world.imports import types as _t
+
+__all__ = [
+    "Alert", "Decimal", "Description", "Error", "Outcome", "Playbook", "Row", "Rows",
+    "Severity", "db", "export", "from_units", "flags", "http", "pager", "rpc", "runbook", "step",
+]
+
+# A playbook has no stdout: `print` (and tracebacks on stderr) go to the
+# run's log, under the current step. Other stdlib I/O (files, sockets,
+# `time.time()`) is not there at all: use the capabilities and
+# `runbook.now_millis()`.
+class _LogStream:
+    def __init__(self, level):
+        self._level, self._pending = level, ""
+
+    def write(self, text):
+        self._pending += text
+        while "\n" in self._pending:
+            line, self._pending = self._pending.split("\n", 1)
+            if line:
+                _runbook.log(self._level, line)
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+sys.stdout = _LogStream(_runbook.Level.INFO)
+sys.stderr = _LogStream(_runbook.Level.WARN)
+
+Severity = _pager.Severity
+"""How urgently a page needs a human: CRITICAL, ERROR, WARNING, INFO."""
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+_KINDS = {
+    _t.Error_NotGranted: "not granted",
+    _t.Error_Denied: "denied",
+    _t.Error_Invalid: "invalid",
+    _t.Error_Timeout: "timeout",
+    _t.Error_Backend: "backend",
+    _t.Error_Failed: "failed",
+}
+_CASES = {kind: case for case, kind in _KINDS.items()}
+
+
+class Error(Exception):
+    """A stepgate call failed, or the playbook could not finish.
+
+    `kind` is the WIT error case ("not granted", "denied", "invalid",
+    "timeout", "backend", "failed"), `text` what the host said.
+    """
+
+    def __init__(self, kind, text):
+        super().__init__(f"{kind}: {text}")
+        self.kind = kind
+        self.text = text
+
+    @staticmethod
+    def failed(text):
+        """The playbook's own failure."""
+        return Error("failed", text)
+
+    def is_denied(self):
+        """Whether a gate or a human refused a write."""
+        return self.kind == "denied"
+
+    def message(self):
+        """What went wrong, for people: `timeout: the query ran past 10s`."""
+        return f"{self.kind}: {self.text}"
+
+    def to_wit(self):
+        return _CASES[self.kind](self.text)
+
+
+def _wit(call, *args):
+    """Calls a WIT import; its error comes back as `Error`."""
+    try:
+        return call(*args)
+    except Err as e:
+        raise Error(_KINDS.get(type(e.value), "failed"), getattr(e.value, "value", str(e.value))) from None
+
+
+# ---------------------------------------------------------------------------
+# Values
+# ---------------------------------------------------------------------------
+
+def _to_value(v):
+    if v is None:
+        return _t.Value_Null()
+    if isinstance(v, bool):
+        return _t.Value_Boolean(v)
+    if isinstance(v, int):
+        return _t.Value_Int(v)
+    if isinstance(v, Decimal):
+        return _t.Value_Decimal(str(v))
+    if isinstance(v, float):
+        return _t.Value_Float(v)
+    if isinstance(v, str):
+        return _t.Value_Text(v)
+    if isinstance(v, (bytes, bytearray)):
+        return _t.Value_Bytes(bytes(v))
+    raise Error("invalid", f"cannot pass a {type(v).__name__} to stepgate: use None, bool, int, Decimal, str or bytes")
+
+
+def from_units(units, scale):
+    """An exact decimal from integer units: `from_units(1500000, 6)` is
+    `Decimal("1.500000")` (USDC micro-units), the scale kept as written."""
+    return Decimal(units).scaleb(-scale)
+
+
+def _from_value(v):
+    if isinstance(v, _t.Value_Null):
+        return None
+    if isinstance(v, _t.Value_Decimal):
+        return Decimal(v.value)
+    return v.value
+
+
+# ---------------------------------------------------------------------------
+# Description, outcome, alert
+# ---------------------------------------------------------------------------
+
+class Description:
+    """What a playbook says about itself: `describe()` returns one."""
+
+    def __init__(self, name, version):
+        self.name, self.version = name, version
+        self._summary, self.alerts, self.capabilities = "", [], []
+
+    def summary(self, text):
+        self._summary = text
+        return self
+
+    def answers(self, alert):
+        self.alerts.append(alert)
+        return self
+
+    def db_read(self, conn):
+        return self._needs(_t.Capability_DbRead(conn))
+
+    def db_write(self, conn):
+        return self._needs(_t.Capability_DbWrite(conn))
+
+    def rpc(self, endpoint, method):
+        return self._needs(_t.Capability_Rpc(_t.RpcMethod(endpoint, method)))
+
+    def http(self, endpoint, route):
+        """An HTTP route on an endpoint, e.g. `"POST /admin/dlq/replay"`."""
+        return self.rpc(endpoint, route)
+
+    def flag_read(self, glob):
+        return self._needs(_t.Capability_FlagRead(glob))
+
+    def flag_write(self, glob):
+        return self._needs(_t.Capability_FlagWrite(glob))
+
+    def page(self, target):
+        return self._needs(_t.Capability_Page(target))
+
+    def notify(self, channel):
+        return self._needs(_t.Capability_Notify(channel))
+
+    def _needs(self, capability):
+        self.capabilities.append(capability)
+        return self
+
+    def to_wit(self):
+        return _t.Description(self.name, self.version, self._summary, list(self.alerts), list(self.capabilities))
+
+
+class Outcome:
+    """What a playbook reports when it finishes."""
+
+    def __init__(self, summary):
+        self.summary, self._severity, self.fields, self.checklist = summary, None, [], []
+
+    def severity(self, severity):
+        self._severity = severity
+        return self
+
+    def field(self, name, value):
+        """A named figure; money as `Decimal`."""
+        self.fields.append((name, value))
+        return self
+
+    def todo(self, item):
+        """Something a human must still do."""
+        self.checklist.append(item)
+        return self
+
+    def to_wit(self):
+        return _t.Outcome(
+            self.summary, self._severity, [(k, _to_value(v)) for k, v in self.fields], list(self.checklist)
+        )
+
+
+class Alert:
+    """The alert that started the run."""
+
+    def __init__(self, wit):
+        self.name = wit.name
+        self.resolved = wit.status == _t.AlertStatus.RESOLVED
+        self.labels = dict(wit.labels)
+        self.annotations = dict(wit.annotations)
+        self.starts_at = wit.starts_at
+        self.fingerprint = wit.fingerprint
+
+    def label(self, key):
+        return self.labels.get(key)
+
+    def annotation(self, key):
+        return self.annotations.get(key)
+
+
+class Playbook:
+    """Subclass it: `describe()` returns a `Description`, `run(alert)` an
+    `Outcome`. Then `WitWorld = stepgate.export(YourPlaybook)`."""
+
+    def describe(self):
+        raise NotImplementedError("describe()")
+
+    def run(self, alert):
+        raise NotImplementedError("run(alert)")
+
+
+def export(playbook_class):
+    """The class componentize-py exports, wrapping your playbook: an
+    exception escaping `run` becomes the WIT error (`failed` unless it is a
+    `stepgate.Error`)."""
+    import wit_world
+
+    playbook = playbook_class()
+
+    class WitWorld(wit_world.WitWorld):
+        def describe(self):
+            return playbook.describe().to_wit()
+
+        def run(self, alert):
+            try:
+                outcome = playbook.run(Alert(alert))
+            except Error as e:
+                raise Err(e.to_wit()) from None
+            except Exception as e:  # noqa: BLE001 - every failure becomes a clean playbook error
+                raise Err(_t.Error_Failed(f"{type(e).__name__}: {e}")) from None
+            if not isinstance(outcome, Outcome):
+                raise Err(_t.Error_Failed(f"run() returned {type(outcome).__name__}, not an Outcome"))
+            return outcome.to_wit()
+
+    return WitWorld
+
+
+# ---------------------------------------------------------------------------
+# Steps and the run itself
+# ---------------------------------------------------------------------------
+
+class step:
+    """Marks a step: `with step("Triage"): ...`. Every call in it is shown
+    and journaled under that name."""
+
+    def __init__(self, name):
+        _runbook.step(name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class runbook:
+    """Logs, time, waits and human decisions."""
+
+    @staticmethod
+    def log(level, message):
+        _runbook.log(getattr(_runbook.Level, level.upper()), message)
+
+    @staticmethod
+    def info(message):
+        _runbook.log(_runbook.Level.INFO, message)
+
+    @staticmethod
+    def warn(message):
+        _runbook.log(_runbook.Level.WARN, message)
+
+    @staticmethod
+    def now_millis():
+        """Milliseconds since the Unix epoch, from the host (a replay sees the same time)."""
+        return _runbook.now()
+
+    @staticmethod
+    def sleep(millis):
+        _wit(_runbook.sleep, millis)
+
+    @staticmethod
+    def confirm(question):
+        return _wit(_runbook.confirm, question)
+
+
+# ---------------------------------------------------------------------------
+# Capabilities
+# ---------------------------------------------------------------------------
+
+class Row:
+    """One row, values by column name: `row["held"]`, or typed with
+    `row.int("n")`, `row.decimal("amount")`, `row.text("id")`."""
+
+    def __init__(self, columns, values):
+        self._columns, self._values = columns, values
+
+    def value(self, column):
+        try:
+            return self._values[self._columns.index(column)]
+        except ValueError:
+            raise Error("invalid", f"no column `{column}`; the row has {', '.join(self._columns)}") from None
+
+    def __getitem__(self, column):
+        return _from_value(self.value(column))
+
+    def _typed(self, column, expected, convert):
+        v = self.value(column)
+        try:
+            out = convert(v)
+        except (ValueError, ArithmeticError):
+            out = None
+        if out is None:
+            raise Error("invalid", f"column `{column}`: expected {expected}, got {type(v).__name__.removeprefix('Value_').lower()}")
+        return out
+
+    def int(self, column):
+        def convert(v):
+            if isinstance(v, _t.Value_Int):
+                return v.value
+            if isinstance(v, (_t.Value_Decimal, _t.Value_Text)):
+                return int(v.value)
+            return None
+        return self._typed(column, "an integer", convert)
+
+    def decimal(self, column):
+        """An exact decimal; a float is refused (money is never a float)."""
+        def convert(v):
+            if isinstance(v, (_t.Value_Decimal, _t.Value_Text)):
+                return Decimal(v.value)
+            if isinstance(v, _t.Value_Int):
+                return Decimal(v.value)
+            return None
+        return self._typed(column, "an exact decimal (a float is refused: money is never a float)", convert)
+
+    def text(self, column):
+        def convert(v):
+            if isinstance(v, (_t.Value_Text, _t.Value_Decimal, _t.Value_Timestamp)):
+                return v.value
+            return None
+        return self._typed(column, "text", convert)
+
+    def bool(self, column):
+        def convert(v):
+            if isinstance(v, _t.Value_Boolean):
+                return v.value
+            if isinstance(v, _t.Value_Int):
+                return v.value != 0
+            return None
+        return self._typed(column, "a boolean", convert)
+
+
+class Rows:
+    """The rows a query returned."""
+
+    def __init__(self, wit):
+        self.columns = list(wit.columns)
+        self._rows = [Row(self.columns, values) for values in wit.rows]
+
+    def __len__(self):
+        return len(self._rows)
+
+    def __iter__(self):
+        return iter(self._rows)
+
+    def first(self):
+        """The first row; `invalid` if there is none."""
+        if not self._rows:
+            raise Error("invalid", "the query returned no rows")
+        return self._rows[0]
+
+
+class db:
+    """Databases named in the operator's config. Parameters are bound by
+    the host: `$1` (PostgreSQL) or `?1` (SQLite), never spliced in."""
+
+    @staticmethod
+    def query(conn, sql, params=()):
+        return Rows(_wit(_db.query, conn, sql, [_to_value(p) for p in params]))
+
+    @staticmethod
+    def execute(conn, sql, params, reason):
+        """A write: rows changed (in a dry run, the rows it would change)."""
+        return _wit(_db.execute, conn, sql, [_to_value(p) for p in params], reason)
+
+
+def _json(value):
+    """JSON as the Rust SDK writes it: compact, keys sorted."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+class rpc:
+    """JSON-RPC methods on endpoints named in the config."""
+
+    @staticmethod
+    def call(endpoint, method, params=None):
+        """A read method; its decoded `result`."""
+        return rpc.send(endpoint, method, params, "")
+
+    @staticmethod
+    def send(endpoint, method, params, reason):
+        """A method the config classes as a write; `reason` is required."""
+        text = _wit(_rpc.call, endpoint, method, "[]" if params is None else _json(params), reason)
+        return json.loads(text)
+
+
+class Response:
+    """An HTTP answer: its status and its body as JSON (None when empty or
+    not JSON). `dry_run`: a write in a dry run, nothing was sent."""
+
+    def __init__(self, status, body, dry_run):
+        self.status, self.body, self.dry_run = status, body, dry_run
+
+    def ok(self):
+        """Whether the status is 2xx, or the write was planned in a dry run."""
+        return self.dry_run or 200 <= self.status < 300
+
+
+class http:
+    """HTTP admin APIs named in the config, with JSON bodies."""
+
+    @staticmethod
+    def get(endpoint, path):
+        return http._request(endpoint, "GET", path, None, "")
+
+    @staticmethod
+    def post(endpoint, path, body, reason):
+        return http._request(endpoint, "POST", path, body, reason)
+
+    @staticmethod
+    def _request(endpoint, method, path, body, reason):
+        headers, raw = [], b""
+        if body is not None:
+            headers, raw = [("content-type", "application/json")], _json(body).encode()
+        answer = _wit(_rpc.http, endpoint, _rpc.HttpRequest(method, path, headers, raw), reason)
+        try:
+            parsed = json.loads(answer.body) if answer.body else None
+        except ValueError:
+            parsed = None
+        dry_run = any(k.lower() == "x-stepgate-dry-run" and v == "true" for k, v in answer.headers)
+        return Response(answer.status, parsed, dry_run)
+
+
+class flags:
+    """Feature flags and kill switches."""
+
+    @staticmethod
+    def get(name):
+        return _wit(_flags.get, name)
+
+    @staticmethod
+    def set(name, value, reason):
+        """Sets a flag; returns the value it had before."""
+        return _wit(_flags.set, name, value, reason)
+
+
+class pager:
+    """Paging humans and posting to channels."""
+
+    @staticmethod
+    def page(target, severity, summary, details):
+        """Pages `target`; returns the page id."""
+        return _wit(_pager.page, target, severity, summary, details)
+
+    @staticmethod
+    def notify(channel, message):
+        _wit(_pager.notify, channel, message)
