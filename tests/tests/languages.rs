@@ -197,3 +197,42 @@ async fn python_and_js_playbooks_needing_an_ungranted_capability_are_refused_at_
         }
     }
 }
+
+#[tokio::test]
+async fn a_js_playbook_importing_what_the_host_does_not_give_is_refused_at_load() {
+    // componentize-js's default build imports wasi:http (for `fetch`);
+    // `stepgate build` turns that off, this build leaves it on.
+    let stage = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("tests/lang-guests/js-hostile/app.js"),
+        stage.path().join("app.js"),
+    )
+    .unwrap();
+    std::fs::write(
+        stage.path().join("stepgate.js"),
+        stepgate::authoring::toolchain::JS_SDK,
+    )
+    .unwrap();
+    let component = stage.path().join("fetching.wasm");
+    let status =
+        std::process::Command::new(root().join("sdk/js/node_modules/.bin/componentize-js"))
+            .current_dir(stage.path())
+            .arg("app.js")
+            .arg("--wit")
+            .arg(root().join("wit"))
+            .args(["-n", "playbook", "-o"])
+            .arg(&component)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("componentize-js (npm ci --prefix sdk/js)");
+    assert!(status.success());
+    let setup = hostile_setup(&component, "grants.pager.targets = [\"ceo\"]");
+    match setup.runtime().playbook("hostile").await {
+        Err(RuntimeError::Load(e @ LoadError::UnknownImport { .. })) => {
+            let text = e.to_string();
+            assert!(text.contains("wasi:http"), "names the import: {text}");
+        }
+        Err(other) => panic!("refused for its import, not {other}"),
+        Ok(_) => panic!("a component importing wasi:http loaded"),
+    }
+}
