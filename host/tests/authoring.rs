@@ -94,6 +94,10 @@ fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
         std::fs::read_to_string(work.path().join("stepgate.toml")).unwrap(),
         config
     );
+    assert!(
+        !work.path().join("other").exists(),
+        "no half-made playbook left"
+    );
 }
 
 #[test]

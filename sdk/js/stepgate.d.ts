@@ -67,6 +67,7 @@ export class Alert {
   readonly fingerprint: string | null;
   label(key: string): string | null;
   annotation(key: string): string | null;
+  startsAtMs(): number | null;
 }
 
 export interface Implementation {

@@ -106,7 +106,10 @@ export class Decimal {
   }
   /** From text: "-12.50" (a JS number is refused: it may not be exact). */
   static parse(text) {
-    const m = /^([+-]?)(\d+)(?:\.(\d+))?$/.exec(String(text).trim());
+    if (typeof text !== 'string') {
+      throw new StepgateError('invalid', `Decimal.parse takes text, not a ${typeof text}: a JS number may not be exact`);
+    }
+    const m = /^([+-]?)(\d+)(?:\.(\d+))?$/.exec(text.trim());
     if (!m) throw new StepgateError('invalid', `not a decimal: ${JSON.stringify(text)}`);
     const frac = m[3] || '';
     const units = BigInt(m[2] + frac);
@@ -255,6 +258,14 @@ export class Alert {
   }
   annotation(key) {
     return this.annotations[key] ?? null;
+  }
+  /** When the alert started firing, in milliseconds since the Unix epoch
+   *  (`startsAt`, RFC 3339 in UTC), or null. Compare with
+   *  `runbook.nowMillis()` for how long it has fired. */
+  startsAtMs() {
+    if (typeof this.startsAt !== 'string' || !this.startsAt.endsWith('Z')) return null;
+    const ms = Date.parse(this.startsAt);
+    return Number.isNaN(ms) ? null : ms;
   }
 }
 

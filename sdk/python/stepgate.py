@@ -33,6 +33,7 @@ which carries the WIT error's kind; an exception that escapes `run` ends the
 run as a clean playbook error (`failed`), never a crash.
 """
 
+import datetime
 import json
 import sys
 from decimal import Decimal
@@ -70,8 +71,9 @@ class _LogStream:
         pass
 
 
-sys.stdout = _LogStream(_runbook.Level.INFO)
-sys.stderr = _LogStream(_runbook.Level.WARN)
+if sys.platform == "wasi":  # inside the component, not in the SDK's own tests
+    sys.stdout = _LogStream(_runbook.Level.INFO)
+    sys.stderr = _LogStream(_runbook.Level.WARN)
 
 Severity = _pager.Severity
 """How urgently a page needs a human: CRITICAL, ERROR, WARNING, INFO."""
@@ -259,6 +261,18 @@ class Alert:
 
     def annotation(self, key):
         return self.annotations.get(key)
+
+    def starts_at_ms(self):
+        """When the alert started firing, in milliseconds since the Unix
+        epoch (`startsAt`, RFC 3339 in UTC), or None. Compare with
+        `runbook.now_millis()` for how long it has fired."""
+        if not self.starts_at or not self.starts_at.endswith("Z"):
+            return None
+        try:
+            parsed = datetime.datetime.fromisoformat(self.starts_at[:-1] + "+00:00")
+        except ValueError:
+            return None
+        return round(parsed.timestamp() * 1000)
 
 
 class Playbook:

@@ -59,6 +59,10 @@ pub fn scaffold(request: &NewPlaybook) -> Result<Scaffolded, ScaffoldError> {
         return Err(ScaffoldError::Exists(dir));
     }
     let vars = Vars::new(name, request.rust_sdk);
+    let component = default_output(&dir);
+    // The config is checked before anything is written: a refused entry
+    // leaves no half-made playbook behind.
+    let config_text = registered(request.config, name, &vars.flag, &component)?;
     let mut files = Vec::new();
     for (path, template) in templates(request.language) {
         let path = dir.join(path);
@@ -68,8 +72,10 @@ pub fn scaffold(request: &NewPlaybook) -> Result<Scaffolded, ScaffoldError> {
     let scenario = dir.join("scenarios").join("critical-alert.toml");
     write(&scenario, &vars.fill(SCENARIO))?;
     files.push(scenario);
-    let component = default_output(&dir);
-    register(request.config, name, &vars.flag, &component)?;
+    std::fs::write(request.config, config_text).map_err(|source| ScaffoldError::Write {
+        path: request.config.to_owned(),
+        source,
+    })?;
     Ok(Scaffolded {
         dir,
         files,
@@ -142,10 +148,14 @@ impl Vars {
     }
 }
 
-/// Adds the playbook, its flag store and its grants to the config (made if
-/// absent). The edited config must still load: if it does not, the file is
-/// left as it was and the error says why.
-fn register(config: &Path, name: &str, flag: &str, component: &Path) -> Result<(), ScaffoldError> {
+/// The config (made if absent) with the playbook, its flag store and its
+/// grants added. It must still load: if it would not, the error says why.
+fn registered(
+    config: &Path,
+    name: &str,
+    flag: &str,
+    component: &Path,
+) -> Result<String, ScaffoldError> {
     let fail = |message: String| ScaffoldError::Config {
         path: config.to_owned(),
         message,
@@ -184,10 +194,7 @@ fn register(config: &Path, name: &str, flag: &str, component: &Path) -> Result<(
     text.push_str(&entry);
     crate::config::Config::parse(&text, config, base)
         .map_err(|e| fail(format!("adding `{name}` would make it invalid: {e}")))?;
-    std::fs::write(config, text).map_err(|source| ScaffoldError::Write {
-        path: config.to_owned(),
-        source,
-    })
+    Ok(text)
 }
 
 /// `path` relative to `base` when it lies under it, else as given.
@@ -406,7 +413,7 @@ mod tests {
     }
 
     #[test]
-    fn registering_keeps_the_config_and_refuses_a_second_entry() {
+    fn registering_keeps_the_config_and_refuses_a_second_entry_of_a_name() {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("stepgate.toml");
         std::fs::write(
@@ -415,8 +422,8 @@ mod tests {
         )
         .unwrap();
         let component = dir.path().join("playbooks/p/target/p.wasm");
-        register(&config, "p", "P_PAUSED", &component).unwrap();
-        let text = std::fs::read_to_string(&config).unwrap();
+        let text = registered(&config, "p", "P_PAUSED", &component).unwrap();
+        std::fs::write(&config, &text).unwrap();
         assert!(text.starts_with("# mine"), "{text}");
         assert!(
             text.contains("component = \"playbooks/p/target/p.wasm\""),
@@ -424,14 +431,9 @@ mod tests {
         );
         let loaded = crate::config::Config::load(&config).unwrap();
         assert!(loaded.playbooks.contains_key("p"));
-        let again = register(&config, "p", "P_PAUSED", &component)
+        let again = registered(&config, "p", "P_PAUSED", &component)
             .unwrap_err()
             .to_string();
         assert!(again.contains("already has [playbooks.p]"), "{again}");
-        assert_eq!(
-            std::fs::read_to_string(&config).unwrap(),
-            text,
-            "left as it was"
-        );
     }
 }

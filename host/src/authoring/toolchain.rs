@@ -77,10 +77,15 @@ pub struct Built {
 /// Where `stepgate build DIR` writes the component unless told:
 /// `DIR/target/NAME.wasm`, NAME the folder's name.
 pub fn default_output(dir: &Path) -> PathBuf {
+    // By its path, so it is known before the folder exists (`stepgate new`
+    // registers it first); `.` and `..` by where they lead.
     let name = dir
-        .canonicalize()
-        .ok()
-        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| {
+            let real = dir.canonicalize().ok()?;
+            Some(real.file_name()?.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "playbook".to_owned());
     dir.join("target").join(format!("{name}.wasm"))
 }
@@ -307,4 +312,23 @@ fn find_tool(
         .map(|d| d.join(tool))
         .find(|candidate| candidate.is_file())
         .ok_or(BuildError::ToolMissing { tool, env, install })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_output_is_named_after_the_folder_even_before_it_exists() {
+        assert_eq!(
+            default_output(Path::new("playbooks/payments-stuck")),
+            Path::new("playbooks/payments-stuck/target/payments-stuck.wasm")
+        );
+        let here = std::env::current_dir().unwrap();
+        let name = here.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            default_output(Path::new(".")),
+            Path::new(".").join("target").join(format!("{name}.wasm"))
+        );
+    }
 }

@@ -1,0 +1,129 @@
+// Unit tests of the JavaScript SDK in node, the host faked
+// (test/hooks.mjs). In sdk/js:
+// `node --import ./test/register.mjs --test test/stepgate.test.mjs`
+// (scripts/test runs it).
+
+import assert from 'node:assert/strict';
+import { beforeEach, test } from 'node:test';
+
+import {
+  Alert, Decimal, Description, Outcome, StepgateError, canonicalJson, db, flags, http, playbook,
+} from '../stepgate.js';
+
+/** A ComponentError as componentize-js throws it for an import's err. */
+function componentError(tag, val) {
+  const e = new Error('[object Object] (see error.payload)');
+  e.payload = { tag, val };
+  return e;
+}
+
+beforeEach(() => {
+  globalThis.host = { db: {}, flags: {}, pager: {}, rpc: {}, runbook: { step() {} } };
+});
+
+test('decimals are exact text, never JS numbers', () => {
+  assert.equal(Decimal.fromUnits(5075000000n, 6).toString(), '5075.000000');
+  assert.equal(Decimal.fromUnits(5n, 6).toString(), '0.000005');
+  assert.equal(Decimal.fromUnits(-5n, 6).toString(), '-0.000005');
+  assert.equal(Decimal.parse('-12.500000').toString(), '-12.500000');
+  assert.equal(Decimal.parse('0.1').add(Decimal.parse('0.2')).toString(), '0.3');
+  assert.equal(Decimal.parse('1.50').sub(Decimal.parse('2')).toString(), '-0.50');
+  assert.equal(Decimal.parse('1000.000001').cmp(Decimal.parse('1000')), 1);
+  assert.throws(() => Decimal.parse(1.5), (e) => e instanceof StepgateError && e.kind === 'invalid');
+  assert.throws(() => Decimal.parse('1e5'), /not a decimal/);
+});
+
+test('JSON is written as the Rust SDK writes it', () => {
+  assert.equal(
+    canonicalJson({ flag: 'credits', enabled: false, n: [2n, { b: 1, a: Decimal.parse('1.50') }] }),
+    '{"enabled":false,"flag":"credits","n":[2,{"a":"1.50","b":1}]}',
+  );
+});
+
+test("a host error throws a StepgateError with the WIT error's kind", () => {
+  globalThis.host.flags.set = () => {
+    throw componentError('denied', 'needs two approvers');
+  };
+  assert.throws(
+    () => flags.set('X', '1', 'why'),
+    (e) => e instanceof StepgateError && e.isDenied() && e.message === 'denied: needs two approvers',
+  );
+  globalThis.host.flags.get = () => {
+    throw componentError('not-granted', 'flag-read X');
+  };
+  assert.throws(() => flags.get('X'), { message: 'not granted: flag-read X' });
+});
+
+test('rows by column name, parameters as WIT values, money never a float', () => {
+  let sent;
+  globalThis.host.db.query = (conn, sql, params) => {
+    sent = params;
+    return {
+      columns: ['id', 'held', 'ratio', 'n'],
+      rows: [[{ tag: 'text', val: 'a' }, { tag: 'decimal', val: '12.500000' }, { tag: 'float', val: 0.1 }, { tag: 'int', val: 7n }]],
+    };
+  };
+  const rows = db.query('ledger', 'SELECT 1', [Decimal.parse('2.0'), 3, 1.5, null, true]);
+  assert.deepEqual(sent, [
+    { tag: 'decimal', val: '2.0' }, { tag: 'int', val: 3n }, { tag: 'float', val: 1.5 }, { tag: 'null' }, { tag: 'boolean', val: true },
+  ]);
+  const row = rows.first();
+  assert.equal(row.decimal('held').toString(), '12.500000');
+  assert.equal(row.int('n'), 7n);
+  assert.equal(row.text('id'), 'a');
+  assert.throws(() => row.decimal('ratio'), /money is never a float/);
+  assert.throws(() => row.get('nope'), { message: 'invalid: no column `nope`; the row has id, held, ratio, n' });
+});
+
+test('an HTTP write in a dry run is ok, its body canonical JSON', () => {
+  let request;
+  globalThis.host.rpc.http = (endpoint, req) => {
+    request = req;
+    return { status: 0, headers: [['x-stepgate-dry-run', 'true']], body: new Uint8Array() };
+  };
+  const answer = http.post('admin', '/flags', { flag: 'x402', enabled: false }, 'step 2');
+  assert.equal(new TextDecoder().decode(request.body), '{"enabled":false,"flag":"x402"}');
+  assert.deepEqual(request.headers, [['content-type', 'application/json']]);
+  assert.ok(answer.dryRun && answer.ok());
+});
+
+test('describe, an outcome, and every throw as a clean playbook error', () => {
+  const world = (run) =>
+    playbook({
+      describe: () => new Description('p', '1').answers('A').http('admin', 'POST /x').page('ceo'),
+      run,
+    });
+  const alert = { name: 'A', status: 'firing', labels: [['severity', 'critical']], annotations: [], fingerprint: 'fp' };
+  assert.deepEqual(world(() => null).describe().capabilities, [
+    { tag: 'rpc', val: { endpoint: 'admin', method: 'POST /x' } },
+    { tag: 'page', val: 'ceo' },
+  ]);
+  assert.deepEqual(
+    world((a) => new Outcome(a.label('severity')).severity('SEV-1').field('held', Decimal.parse('1.50')).field('n', 2)).run(alert),
+    {
+      tag: 'ok',
+      val: {
+        summary: 'critical', severity: 'SEV-1', checklist: [],
+        fields: [['held', { tag: 'decimal', val: '1.50' }], ['n', { tag: 'int', val: 2n }]],
+      },
+    },
+  );
+  for (const [run, expected] of [
+    [() => { throw new TypeError('boom'); }, { tag: 'failed', val: 'TypeError: boom' }],
+    [() => { throw new StepgateError('timeout', '10s'); }, { tag: 'timeout', val: '10s' }],
+    [() => { throw componentError('denied', 'no'); }, { tag: 'denied', val: 'no' }],
+    [() => { throw 'a string'; }, { tag: 'failed', val: 'a string' }],
+    [() => 'done', { tag: 'failed', val: 'run() did not return an Outcome' }],
+  ]) {
+    assert.deepEqual(world(run).run(alert), { tag: 'err', val: expected });
+  }
+});
+
+test('alert start times are UTC milliseconds', () => {
+  const at = (startsAt) => new Alert({ name: 'A', status: 'firing', labels: [], annotations: [], startsAt }).startsAtMs();
+  assert.equal(at('2026-11-23T09:00:00Z'), 1795424400000);
+  assert.equal(at('2024-02-29T12:30:15.250Z'), 1709209815250);
+  assert.equal(at('2026-11-23T09:00:00+02:00'), null);
+  assert.equal(at('yesterday'), null);
+  assert.equal(at(undefined), null);
+});

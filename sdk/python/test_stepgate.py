@@ -1,0 +1,150 @@
+"""Unit tests of the Python SDK in plain CPython: the real bindings
+componentize-py generates from wit/, with the host's functions replaced by
+fakes. `python3 sdk/python/test_stepgate.py` (scripts/test runs it)."""
+
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+import unittest
+from decimal import Decimal
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+_bindings = tempfile.TemporaryDirectory()
+subprocess.run(
+    ["componentize-py", "-d", str(ROOT / "wit"), "-w", "playbook", "bindings", _bindings.name],
+    check=True,
+    stdout=subprocess.DEVNULL,
+)
+sys.path[:0] = [_bindings.name, str(ROOT / "sdk" / "python")]
+
+import stepgate  # noqa: E402
+from componentize_py_types import Err  # noqa: E402
+from stepgate import Decimal as SdkDecimal, Description, Error, Outcome, db, flags, from_units, http  # noqa: E402
+from wit_world.imports import types as t  # noqa: E402
+
+
+class Money(unittest.TestCase):
+    def test_units_keep_their_scale_as_text(self):
+        self.assertIs(SdkDecimal, Decimal)
+        self.assertEqual(str(from_units(5075000000, 6)), "5075.000000")
+        self.assertEqual(str(from_units(0, 6)), "0.000000")
+        self.assertEqual(str(from_units(5, 6)), "0.000005")
+        self.assertEqual(str(from_units(-15, 2)), "-0.15")
+
+    def test_values_are_typed_and_a_float_is_never_money(self):
+        self.assertEqual(stepgate._to_value(True), t.Value_Boolean(True))
+        self.assertEqual(stepgate._to_value(3), t.Value_Int(3))
+        self.assertEqual(stepgate._to_value(Decimal("1.50")), t.Value_Decimal("1.50"))
+        self.assertEqual(stepgate._to_value(None), t.Value_Null())
+        with self.assertRaises(Error) as raised:
+            stepgate._to_value(object())
+        self.assertEqual(raised.exception.kind, "invalid")
+        row = stepgate.Row(["held", "ratio", "n"], [t.Value_Decimal("12.500000"), t.Value_Float(0.1), t.Value_Int(7)])
+        self.assertEqual(row.decimal("held"), Decimal("12.500000"))
+        self.assertEqual(row.decimal("n"), Decimal(7))
+        with self.assertRaises(Error) as raised:
+            row.decimal("ratio")
+        self.assertIn("money is never a float", raised.exception.text)
+        with self.assertRaises(Error) as raised:
+            row.int("nope")
+        self.assertEqual(raised.exception.message(), "invalid: no column `nope`; the row has held, ratio, n")
+
+
+class Calls(unittest.TestCase):
+    def setUp(self):
+        self.saved = (stepgate._flags.set, stepgate._db.query, stepgate._rpc.http)
+
+    def tearDown(self):
+        stepgate._flags.set, stepgate._db.query, stepgate._rpc.http = self.saved
+
+    def test_a_host_error_is_an_exception_with_its_kind(self):
+        def refuse(name, value, reason):
+            raise Err(t.Error_Denied("needs two approvers"))
+
+        stepgate._flags.set = refuse
+        with self.assertRaises(Error) as raised:
+            flags.set("X", "1", "why")
+        self.assertTrue(raised.exception.is_denied())
+        self.assertEqual(raised.exception.message(), "denied: needs two approvers")
+        self.assertEqual(raised.exception.to_wit(), t.Error_Denied("needs two approvers"))
+
+    def test_rows_by_column_name_and_params_bound(self):
+        seen = []
+
+        def query(conn, sql, params):
+            seen.append((conn, sql, params))
+            return stepgate._db.Rows(["id", "amount"], [[t.Value_Text("a"), t.Value_Decimal("1.5")]])
+
+        stepgate._db.query = query
+        rows = db.query("ledger", "SELECT id, amount FROM t WHERE x = $1", [Decimal("2.0")])
+        self.assertEqual(seen[0][2], [t.Value_Decimal("2.0")])
+        self.assertEqual(len(rows), 1)
+        self.assertEqual(rows.first()["amount"], Decimal("1.5"))
+        self.assertEqual(rows.first().text("id"), "a")
+
+    def test_http_bodies_are_written_as_the_rust_sdk_writes_them(self):
+        sent = []
+
+        def fake(endpoint, request, reason):
+            sent.append(request)
+            return stepgate._rpc.HttpResponse(0, [("x-stepgate-dry-run", "true")], b"")
+
+        stepgate._rpc.http = fake
+        answer = http.post("admin", "/flags", {"flag": "credits", "enabled": False, "n": [1, "é"]}, "runbook step 1")
+        self.assertEqual(sent[0].body, '{"enabled":false,"flag":"credits","n":[1,"é"]}'.encode())
+        self.assertEqual(sent[0].headers, [("content-type", "application/json")])
+        self.assertTrue(answer.dry_run and answer.ok())
+        self.assertEqual(json.loads(sent[0].body)["flag"], "credits")
+
+
+class Export(unittest.TestCase):
+    def world(self, run):
+        class P(stepgate.Playbook):
+            def describe(self):
+                return Description("p", "1").answers("A").db_read("ledger").http("admin", "POST /x").page("ceo")
+
+        P.run = lambda self, alert: run(alert)
+        return stepgate.export(P)()
+
+    def alert(self):
+        return t.Alert("A", t.AlertStatus.FIRING, [("alertname", "A"), ("severity", "critical")], [], None, "fp")
+
+    def test_alert_start_times_are_utc_milliseconds(self):
+        for starts_at, expected in [
+            ("2026-11-23T09:00:00Z", 1_795_424_400_000),
+            ("2024-02-29T12:30:15.250Z", 1_709_209_815_250),
+            ("2026-11-23T09:00:00+02:00", None),
+            ("yesterday", None),
+            (None, None),
+        ]:
+            wit = t.Alert("A", t.AlertStatus.FIRING, [], [], starts_at, None)
+            self.assertEqual(stepgate.Alert(wit).starts_at_ms(), expected, starts_at)
+
+    def test_describe_and_an_outcome(self):
+        world = self.world(lambda alert: Outcome(f"{alert.label('severity')}").severity("SEV-1").field("held", Decimal("1.50")).todo("x"))
+        described = world.describe()
+        self.assertEqual(described.alerts, ["A"])
+        self.assertEqual(described.capabilities[1], t.Capability_Rpc(t.RpcMethod("admin", "POST /x")))
+        self.assertEqual(world.run(self.alert()), t.Outcome("critical", "SEV-1", [("held", t.Value_Decimal("1.50"))], ["x"]))
+
+    def test_every_exception_becomes_a_clean_playbook_error(self):
+        def boom(alert):
+            raise ValueError("the ledger does not add up")
+
+        def timeout(alert):
+            raise Error("timeout", "10s")
+
+        for run, expected in [
+            (boom, t.Error_Failed("ValueError: the ledger does not add up")),
+            (timeout, t.Error_Timeout("10s")),
+            (lambda alert: "done", t.Error_Failed("run() returned str, not an Outcome")),
+        ]:
+            with self.assertRaises(Err) as raised:
+                self.world(run).run(self.alert())
+            self.assertEqual(raised.exception.value, expected)
+
+
+if __name__ == "__main__":
+    unittest.main()
