@@ -16,7 +16,7 @@
 //   API's `replay-dlq`, approved), and the permanent ones are marked failed
 //   (a database write, approved).
 
-import { playbook, Description, Outcome, StepgateError, db, http, pager, rpc, step } from './stepgate.js';
+import { playbook, byCodePoint, Description, Outcome, StepgateError, db, http, pager, rpc, step } from './stepgate.js';
 
 const DB = 'fiatrails';
 const RPC = 'fiatrails_rpc';
@@ -65,16 +65,26 @@ export const { describe, run } = playbook({
   },
 
   run(alert) {
+    // As Rust's `usize::from_str`: digits after an optional `+`, within 64 bits.
     const annotated = alert.annotation('threshold');
-    const threshold = annotated !== null && /^\d+$/.test(annotated) ? Number(annotated) : DEFAULT_THRESHOLD;
+    const threshold =
+      annotated !== null && /^\+?\d+$/.test(annotated) && BigInt(annotated) < 2n ** 64n
+        ? BigInt(annotated)
+        : BigInt(DEFAULT_THRESHOLD);
     const [items, rpcUp] = step('Diagnosis', () => {
       const items = [...db.query(DB, OPEN_ITEMS)].map((row) => ({
         id: row.text('id'),
         lastError: row.text('last_error'),
       }));
+      // The block number is a hex string; anything else means the node
+      // is not answering properly (the Rust original decodes a String).
       let probe;
       try {
-        probe = { ok: rpc.call(RPC, 'eth_blockNumber') };
+        const block = rpc.call(RPC, 'eth_blockNumber');
+        if (typeof block !== 'string') {
+          throw new StepgateError('invalid', `JSON: invalid type: ${JSON.stringify(block)}, expected a string`);
+        }
+        probe = { ok: block };
       } catch (e) {
         if (!(e instanceof StepgateError)) throw e;
         probe = { err: e.message };
@@ -93,7 +103,7 @@ export const { describe, run } = playbook({
         .field('wait_for_fix', count(Class.WAIT_FOR_FIX))
         .field('unknown', count(Class.UNKNOWN))
         .field('rpc_up', 'ok' in rpcUp);
-    if (items.length <= threshold) {
+    if (BigInt(items.length) <= threshold) {
       return base(
         `${items.length} item(s) in the DLQ, not over ${threshold}: the auto-retry is draining it`,
       ).severity('WARNING');
@@ -103,7 +113,7 @@ export const { describe, run } = playbook({
       let replayed = 0;
       let marked = 0n;
       // Permanent failures do not depend on the RPC.
-      const permanentErrors = [...new Set(byClass.get(Class.PERMANENT).map((i) => i.lastError))].sort();
+      const permanentErrors = [...new Set(byClass.get(Class.PERMANENT).map((i) => i.lastError))].sort(byCodePoint);
       for (const error of permanentErrors) {
         const reason = `FiatRails runbook, Dead-Letter Queue Processing: \`${error}\` is permanent; mark those items failed`;
         try {

@@ -86,7 +86,7 @@ class TreasuryCompromise(stepgate.Playbook):
                 ONCALL,
                 Severity.CRITICAL,
                 "loa-finn treasury compromise: mints and x402 frozen, rotate the treasury address",
-                f"alert {alert.name} ({alert.fingerprint or 'no fingerprint'}): frozen: "
+                f"alert {alert.name} ({'no fingerprint' if alert.fingerprint is None else alert.fingerprint}): frozen: "
                 f"{', '.join(frozen) if frozen else 'NOTHING'}. {audit_text}",
             )
             checklist += [

@@ -61,8 +61,8 @@ export class Outcome {
 export class Alert {
   readonly name: string;
   readonly resolved: boolean;
-  readonly labels: Record<string, string>;
-  readonly annotations: Record<string, string>;
+  readonly labels: Map<string, string>;
+  readonly annotations: Map<string, string>;
   readonly startsAt: string | null;
   readonly fingerprint: string | null;
   label(key: string): string | null;
@@ -115,6 +115,7 @@ export const db: {
 };
 
 export function canonicalJson(value: unknown): string;
+export function byCodePoint(a: string, b: string): number;
 
 export const rpc: {
   call(endpoint: string, method: string, params?: unknown): any;

@@ -97,6 +97,9 @@ function toErr(e) {
 /** An exact decimal: `units / 10^scale`, units a BigInt. */
 export class Decimal {
   constructor(units, scale) {
+    if (!Number.isInteger(scale) || scale < 0 || scale > 28) {
+      throw new StepgateError('invalid', `a decimal's scale is a whole number from 0 to 28, not ${scale}`);
+    }
     this.units = BigInt(units);
     this.scale = scale;
   }
@@ -156,15 +159,54 @@ export class Decimal {
 // Values
 // ---------------------------------------------------------------------------
 
+const I64 = [-(2n ** 63n), 2n ** 63n - 1n];
+
+function int64(n) {
+  if (n < I64[0] || n > I64[1]) throw new StepgateError('invalid', `${n} does not fit a 64-bit integer`);
+  return { tag: 'int', val: n };
+}
+
+/** Text as Rust's `i64::from_str` reads it: digits, an optional sign. */
+function strictInt(text) {
+  if (!/^[+-]?[0-9]+$/.test(text)) return undefined;
+  const n = BigInt(text);
+  return n < I64[0] || n > I64[1] ? undefined : n;
+}
+
+// A JS number is an int when it is a safe whole number (a count), else a
+// float; money is a Decimal, big integers are BigInt.
 function toValue(v) {
   if (v === null || v === undefined) return { tag: 'null' };
   if (typeof v === 'boolean') return { tag: 'boolean', val: v };
-  if (typeof v === 'bigint') return { tag: 'int', val: v };
-  if (typeof v === 'number') return Number.isInteger(v) ? { tag: 'int', val: BigInt(v) } : { tag: 'float', val: v };
+  if (typeof v === 'bigint') return int64(v);
+  if (typeof v === 'number') {
+    if (Number.isSafeInteger(v)) return { tag: 'int', val: BigInt(v) };
+    if (Number.isInteger(v)) throw new StepgateError('invalid', `${v} is past 2^53: pass a BigInt`);
+    return { tag: 'float', val: v };
+  }
   if (typeof v === 'string') return { tag: 'text', val: v };
   if (v instanceof Decimal) return { tag: 'decimal', val: v.toString() };
   if (ArrayBuffer.isView(v)) return { tag: 'bytes', val: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) };
   throw new StepgateError('invalid', `cannot pass ${typeof v} to stepgate: use null, boolean, bigint, string, Decimal or bytes`);
+}
+
+/** A value as the Rust SDK's messages show it: `Value::Text("x")`. */
+function debug(v) {
+  const casePart = v.tag.charAt(0).toUpperCase() + v.tag.slice(1);
+  switch (v.tag) {
+    case 'null':
+      return 'Value::Null';
+    case 'text':
+    case 'decimal':
+    case 'timestamp':
+      return `Value::${casePart}(${JSON.stringify(v.val)})`;
+    case 'bytes':
+      return `Value::Bytes([${Array.from(v.val).join(', ')}])`;
+    case 'float':
+      return `Value::Float(${Number.isInteger(v.val) ? v.val.toFixed(1) : v.val})`;
+    default:
+      return `Value::${casePart}(${v.val})`;
+  }
 }
 
 function fromValue(v) {
@@ -248,22 +290,24 @@ export class Alert {
   constructor(wit) {
     this.name = wit.name;
     this.resolved = wit.status === 'resolved';
-    this.labels = Object.fromEntries(wit.labels);
-    this.annotations = Object.fromEntries(wit.annotations);
+    this.labels = new Map(wit.labels);
+    this.annotations = new Map(wit.annotations);
     this.startsAt = wit.startsAt ?? null;
     this.fingerprint = wit.fingerprint ?? null;
   }
   label(key) {
-    return this.labels[key] ?? null;
+    return this.labels.get(key) ?? null;
   }
   annotation(key) {
-    return this.annotations[key] ?? null;
+    return this.annotations.get(key) ?? null;
   }
   /** When the alert started firing, in milliseconds since the Unix epoch
    *  (`startsAt`, RFC 3339 in UTC), or null. Compare with
    *  `runbook.nowMillis()` for how long it has fired. */
   startsAtMs() {
-    if (typeof this.startsAt !== 'string' || !this.startsAt.endsWith('Z')) return null;
+    if (typeof this.startsAt !== 'string' || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/.test(this.startsAt)) {
+      return null;
+    }
     const ms = Date.parse(this.startsAt);
     return Number.isNaN(ms) ? null : ms;
   }
@@ -339,13 +383,13 @@ export class Row {
     } catch {
       out = undefined;
     }
-    if (out === undefined) throw new StepgateError('invalid', `column \`${column}\`: expected ${expected}, got ${v.tag}`);
+    if (out === undefined) throw new StepgateError('invalid', `column \`${column}\` holds ${debug(v)}, expected ${expected}`);
     return out;
   }
   /** An integer, as BigInt. */
   int(column) {
     return this.#typed(column, 'an integer', (v) =>
-      v.tag === 'int' ? BigInt(v.val) : v.tag === 'decimal' || v.tag === 'text' ? BigInt(v.val) : undefined);
+      v.tag === 'int' ? BigInt(v.val) : v.tag === 'decimal' || v.tag === 'text' ? strictInt(v.val) : undefined);
   }
   /** An exact decimal; a float is refused (money is never a float). */
   decimal(column) {
@@ -389,16 +433,52 @@ export const db = {
   execute: (conn, sql, params, reason) => wit(wdb.execute, conn, sql, params.map(toValue), reason),
 };
 
-/** JSON as the Rust SDK writes it: compact, object keys sorted. */
+/** Orders strings by code point, as Rust orders `str` (JS's own sort
+ *  compares UTF-16 code units, which differs past U+FFFF). */
+export function byCodePoint(a, b) {
+  const x = Array.from(a);
+  const y = Array.from(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i += 1) {
+    const d = x[i].codePointAt(0) - y[i].codePointAt(0);
+    if (d !== 0) return d;
+  }
+  return x.length - y.length;
+}
+
+/** JSON as the Rust SDK writes it: compact, object keys sorted by code
+ *  point, a Decimal as its text; what JSON cannot hold is refused. */
 export function canonicalJson(value) {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
   if (value instanceof Decimal) return JSON.stringify(value.toString());
+  if (value !== null && typeof value === 'object' && typeof value.toJSON === 'function') {
+    return canonicalJson(value.toJSON());
+  }
+  if (Array.isArray(value)) return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
   if (value !== null && typeof value === 'object') {
-    const keys = Object.keys(value).sort();
+    const keys = Object.keys(value).filter((k) => value[k] !== undefined).sort(byCodePoint);
     return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(',')}}`;
   }
   if (typeof value === 'bigint') return value.toString();
+  if (typeof value === 'number' && !Number.isFinite(value)) {
+    throw new StepgateError('invalid', `JSON: ${value} is not a number JSON can hold`);
+  }
+  if (value === undefined || typeof value === 'function' || typeof value === 'symbol') {
+    throw new StepgateError('invalid', `JSON: cannot write ${typeof value}`);
+  }
   return JSON.stringify(value);
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** JSON as strictly as the Rust SDK reads it: UTF-8 only, no byte-order
+ *  mark. A failure is `invalid`. */
+function parseJson(text) {
+  try {
+    const s = typeof text === 'string' ? text : UTF8.decode(text);
+    if (s.startsWith('\uFEFF')) throw new Error('a byte-order mark');
+    return JSON.parse(s);
+  } catch (e) {
+    throw new StepgateError('invalid', `JSON: ${e.message}`);
+  }
 }
 
 /** JSON-RPC methods on endpoints named in the config. */
@@ -407,7 +487,7 @@ export const rpc = {
   call: (endpoint, method, params) => rpc.send(endpoint, method, params, ''),
   /** A method the config classes as a write; `reason` is required. */
   send: (endpoint, method, params, reason) =>
-    JSON.parse(wit(wrpc.call, endpoint, method, params == null ? '[]' : canonicalJson(params), reason)),
+    parseJson(wit(wrpc.call, endpoint, method, params == null ? '[]' : canonicalJson(params), reason)),
 };
 
 function request(endpoint, method, path, body, reason) {
@@ -416,7 +496,7 @@ function request(endpoint, method, path, body, reason) {
   const answer = wit(wrpc.http, endpoint, { method, path, headers, body: raw }, reason);
   let parsed = null;
   try {
-    parsed = answer.body.length ? JSON.parse(new TextDecoder().decode(answer.body)) : null;
+    parsed = answer.body.length ? parseJson(answer.body) : null;
   } catch {
     parsed = null;
   }

@@ -35,6 +35,7 @@ run as a clean playbook error (`failed`), never a crash.
 
 import datetime
 import json
+import re
 import sys
 from decimal import Decimal
 
@@ -102,6 +103,8 @@ class Error(Exception):
     """
 
     def __init__(self, kind, text):
+        if kind not in _CASES:
+            kind, text = "failed", f"{kind}: {text}"
         super().__init__(f"{kind}: {text}")
         self.kind = kind
         self.text = text
@@ -135,15 +138,29 @@ def _wit(call, *args):
 # Values
 # ---------------------------------------------------------------------------
 
+_I64 = (-(2**63), 2**63 - 1)
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _decimal_text(d):
+    """A decimal as plain digits, never exponent notation ("0.0000001",
+    not "1E-7"), as the Rust SDK writes it. NaN and infinities are refused."""
+    if not d.is_finite():
+        raise Error("invalid", f"{d} is not an amount")
+    return format(d, "f")
+
+
 def _to_value(v):
     if v is None:
         return _t.Value_Null()
     if isinstance(v, bool):
         return _t.Value_Boolean(v)
     if isinstance(v, int):
+        if not _I64[0] <= v <= _I64[1]:
+            raise Error("invalid", f"{v} does not fit a 64-bit integer")
         return _t.Value_Int(v)
     if isinstance(v, Decimal):
-        return _t.Value_Decimal(str(v))
+        return _t.Value_Decimal(_decimal_text(v))
     if isinstance(v, float):
         return _t.Value_Float(v)
     if isinstance(v, str):
@@ -157,6 +174,21 @@ def from_units(units, scale):
     """An exact decimal from integer units: `from_units(1500000, 6)` is
     `Decimal("1.500000")` (USDC micro-units), the scale kept as written."""
     return Decimal(units).scaleb(-scale)
+
+
+def _debug(v):
+    """A value as the Rust SDK's messages show it: `Value::Text("x")`."""
+    case = type(v).__name__.removeprefix("Value_")
+    if isinstance(v, _t.Value_Null):
+        return "Value::Null"
+    if isinstance(v, _t.Value_Boolean):
+        return f"Value::Boolean({'true' if v.value else 'false'})"
+    if isinstance(v, _t.Value_Bytes):
+        return f"Value::Bytes([{', '.join(str(b) for b in v.value)}])"
+    if isinstance(v, (_t.Value_Text, _t.Value_Decimal, _t.Value_Timestamp)):
+        quoted = v.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+        return f'Value::{case}("{quoted}")'
+    return f"Value::{case}({v.value!r})"
 
 
 def _from_value(v):
@@ -245,6 +277,9 @@ class Outcome:
         )
 
 
+_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
+
+
 class Alert:
     """The alert that started the run."""
 
@@ -266,7 +301,7 @@ class Alert:
         """When the alert started firing, in milliseconds since the Unix
         epoch (`startsAt`, RFC 3339 in UTC), or None. Compare with
         `runbook.now_millis()` for how long it has fired."""
-        if not self.starts_at or not self.starts_at.endswith("Z"):
+        if not self.starts_at or not _UTC.fullmatch(self.starts_at):
             return None
         try:
             parsed = datetime.datetime.fromisoformat(self.starts_at[:-1] + "+00:00")
@@ -301,13 +336,13 @@ def export(playbook_class):
         def run(self, alert):
             try:
                 outcome = playbook.run(Alert(alert))
+                if not isinstance(outcome, Outcome):
+                    raise Error.failed(f"run() returned {type(outcome).__name__}, not an Outcome")
+                return outcome.to_wit()
             except Error as e:
                 raise Err(e.to_wit()) from None
             except Exception as e:  # noqa: BLE001 - every failure becomes a clean playbook error
                 raise Err(_t.Error_Failed(f"{type(e).__name__}: {e}")) from None
-            if not isinstance(outcome, Outcome):
-                raise Err(_t.Error_Failed(f"run() returned {type(outcome).__name__}, not an Outcome"))
-            return outcome.to_wit()
 
     return WitWorld
 
@@ -386,15 +421,16 @@ class Row:
         except (ValueError, ArithmeticError):
             out = None
         if out is None:
-            raise Error("invalid", f"column `{column}`: expected {expected}, got {type(v).__name__.removeprefix('Value_').lower()}")
+            raise Error("invalid", f"column `{column}` holds {_debug(v)}, expected {expected}")
         return out
 
     def int(self, column):
         def convert(v):
             if isinstance(v, _t.Value_Int):
                 return v.value
-            if isinstance(v, (_t.Value_Decimal, _t.Value_Text)):
-                return int(v.value)
+            if isinstance(v, (_t.Value_Decimal, _t.Value_Text)) and _INTEGER.fullmatch(v.value):
+                n = int(v.value)
+                return n if _I64[0] <= n <= _I64[1] else None
             return None
         return self._typed(column, "an integer", convert)
 
@@ -402,7 +438,8 @@ class Row:
         """An exact decimal; a float is refused (money is never a float)."""
         def convert(v):
             if isinstance(v, (_t.Value_Decimal, _t.Value_Text)):
-                return Decimal(v.value)
+                d = Decimal(v.value)
+                return d if d.is_finite() else None
             if isinstance(v, _t.Value_Int):
                 return Decimal(v.value)
             return None
@@ -460,8 +497,53 @@ class db:
 
 
 def _json(value):
-    """JSON as the Rust SDK writes it: compact, keys sorted."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    """JSON as the Rust SDK writes it: compact, keys sorted, a Decimal as
+    its text; NaN and infinities refused."""
+
+    def decimal(v):
+        if isinstance(v, Decimal):
+            return _decimal_text(v)
+        raise Error("invalid", f"cannot write a {type(v).__name__} as JSON")
+
+    try:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False, default=decimal)
+    except ValueError as e:
+        raise Error("invalid", f"JSON: {e}") from None
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(text):
+    """JSON as strictly as the Rust SDK reads it (serde_json): no NaN, no
+    byte-order mark, no nesting past 128. A failure is `invalid`."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        if text.startswith("\ufeff"):
+            raise ValueError("a byte-order mark")
+        if text.count("[") + text.count("{") > 128 and _depth(text) > 128:
+            raise ValueError("nested too deep")
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:
+        raise Error("invalid", f"JSON: {e}") from None
+
+
+def _depth(text):
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (c == "\\", c != '"')
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
 
 
 class rpc:
@@ -476,7 +558,7 @@ class rpc:
     def send(endpoint, method, params, reason):
         """A method the config classes as a write; `reason` is required."""
         text = _wit(_rpc.call, endpoint, method, "[]" if params is None else _json(params), reason)
-        return json.loads(text)
+        return _parse_json(text)
 
 
 class Response:
@@ -509,8 +591,8 @@ class http:
             headers, raw = [("content-type", "application/json")], _json(body).encode()
         answer = _wit(_rpc.http, endpoint, _rpc.HttpRequest(method, path, headers, raw), reason)
         try:
-            parsed = json.loads(answer.body) if answer.body else None
-        except ValueError:
+            parsed = _parse_json(answer.body) if answer.body else None
+        except Error:
             parsed = None
         dry_run = any(k.lower() == "x-stepgate-dry-run" and v == "true" for k, v in answer.headers)
         return Response(answer.status, parsed, dry_run)

@@ -47,6 +47,22 @@ class Money(unittest.TestCase):
         with self.assertRaises(Error) as raised:
             row.decimal("ratio")
         self.assertIn("money is never a float", raised.exception.text)
+        self.assertEqual(stepgate._to_value(from_units(1, 7)), t.Value_Decimal("0.0000001"))
+        with self.assertRaises(Error):
+            stepgate._to_value(2**63)
+        with self.assertRaises(Error) as raised:
+            row.decimal("ratio")
+        self.assertEqual(
+            raised.exception.message(),
+            "invalid: column `ratio` holds Value::Float(0.1), expected an exact decimal (a float is refused: money is never a float)",
+        )
+        odd = stepgate.Row(["a", "b", "c"], [t.Value_Text(" 1_000 "), t.Value_Text("NaN"), t.Value_Null()])
+        for column, get in [("a", odd.int), ("b", odd.decimal), ("c", odd.int)]:
+            with self.assertRaises(Error, msg=column):
+                get(column)
+        with self.assertRaises(Error) as raised:
+            odd.text("c")
+        self.assertEqual(raised.exception.text, "column `c` holds Value::Null, expected text")
         with self.assertRaises(Error) as raised:
             row.int("nope")
         self.assertEqual(raised.exception.message(), "invalid: no column `nope`; the row has held, ratio, n")
@@ -97,6 +113,20 @@ class Calls(unittest.TestCase):
         self.assertEqual(sent[0].headers, [("content-type", "application/json")])
         self.assertTrue(answer.dry_run and answer.ok())
         self.assertEqual(json.loads(sent[0].body)["flag"], "credits")
+
+
+class Json(unittest.TestCase):
+    def test_read_as_strictly_as_serde_json(self):
+        self.assertEqual(stepgate._parse_json(b'{"a":[1,2.5,"x"]}'), {"a": [1, 2.5, "x"]})
+        for bad in [b'{"n":NaN}', b"\xef\xbb\xbf{}", b"[" * 200 + b"]" * 200, b"\xff"]:
+            with self.assertRaises(Error, msg=bad[:10]) as raised:
+                stepgate._parse_json(bad)
+            self.assertEqual(raised.exception.kind, "invalid")
+
+    def test_written_as_serde_json_writes_it(self):
+        self.assertEqual(stepgate._json({"b": Decimal("1E-7"), "a": [True, None]}), '{"a":[true,null],"b":"0.0000001"}')
+        with self.assertRaises(Error):
+            stepgate._json({"x": float("nan")})
 
 
 class Export(unittest.TestCase):

@@ -7,9 +7,9 @@
 //! toolchain; the Rust figure is the artifacts crate's, not measured
 //! here); cold compile (wasmtime, nothing cached: the first load of a new
 //! build); load from the compile cache (a new host process's first load:
-//! read, deserialize, link, `describe`); instantiate to first call (a fresh
-//! instance and its first export call, `describe`, median of many: what
-//! every run pays before the playbook's own code); and the median time of
+//! read, deserialize, link, `describe`); instantiate + first export call (a
+//! fresh instance and a call of `describe`, which calls no import; median
+//! of many: what every run pays before the playbook's own code); and the median time of
 //! a whole scenario run (dry run, offline, answers from the scenario).
 
 use std::path::Path;
@@ -116,7 +116,7 @@ async fn measure(label: &str, name: &str, component: &Path, build: Option<Durati
 
     println!(
         "{label:<40} {:>8.2} MB  build {:>9}  cold compile {:>10}  from cache {:>9}  \
-         instantiate→first call {:>8} (first {:>8})  scenario run {:>8}",
+         instantiate+first export call {:>8} (first {:>8})  scenario run {:>8}",
         size as f64 / 1e6,
         build.map(ms).unwrap_or_else(|| "-".into()),
         ms(cold),

@@ -111,6 +111,9 @@ struct Vars {
     snake: String,
     /// `PaymentsStuck`
     camel: String,
+    /// `PaymentsStuckPlaybook`: never a name the SDKs use (`Outcome`, `Alert`).
+    type_name: String,
+    /// The SDK's path as a TOML string, quoted.
     rust_sdk: String,
 }
 
@@ -127,14 +130,21 @@ impl Vars {
                     .unwrap_or_default()
             })
             .collect();
+        let rust_sdk = rust_sdk
+            .map(|p| {
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.to_owned())
+                    .display()
+                    .to_string()
+            })
+            .unwrap_or_else(|| "../stepgate/sdk/rust".to_owned());
         Vars {
             name: name.to_owned(),
             flag: format!("{}_PAUSED", snake.to_ascii_uppercase()),
             snake,
+            type_name: format!("{camel}Playbook"),
             camel,
-            rust_sdk: rust_sdk
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "../stepgate/sdk/rust".to_owned()),
+            rust_sdk: toml_string(&rust_sdk),
         }
     }
 
@@ -144,6 +154,7 @@ impl Vars {
             .replace("{{flag}}", &self.flag)
             .replace("{{snake}}", &self.snake)
             .replace("{{camel}}", &self.camel)
+            .replace("{{type}}", &self.type_name)
             .replace("{{rust_sdk}}", &self.rust_sdk)
     }
 }
@@ -177,12 +188,12 @@ fn registered(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let component = relative_to(component, base);
+    let component = toml_string(&relative_to(component, base));
     let entry = format!(
         "\n# `stepgate new {name}`: the built-in flag store for its kill switch,\n\
          # the component `stepgate build` writes, and what it may touch.\n\
          [flags.{name}]\nkind = \"builtin\"\nnames = [\"{flag}\"]\n\n\
-         [playbooks.{name}]\ncomponent = {component:?}\n\n\
+         [playbooks.{name}]\ncomponent = {component}\n\n\
          [playbooks.{name}.grants]\nflags.read = [\"{flag}\"]\nflags.write = [\"{flag}\"]\n"
     );
     // Appended as text: the operator's file keeps its order and comments,
@@ -195,6 +206,11 @@ fn registered(
     crate::config::Config::parse(&text, config, base)
         .map_err(|e| fail(format!("adding `{name}` would make it invalid: {e}")))?;
     Ok(text)
+}
+
+/// `text` as a TOML string, quoted and escaped.
+fn toml_string(text: &str) -> String {
+    toml_edit::Value::from(text).to_string().trim().to_owned()
 }
 
 /// `path` relative to `base` when it lies under it, else as given.
@@ -267,7 +283,7 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
-stepgate-sdk = { path = "{{rust_sdk}}" }
+stepgate-sdk = { path = {{rust_sdk}} }
 
 # A playbook builds on its own, not as part of a surrounding workspace.
 [workspace]
@@ -279,9 +295,9 @@ use stepgate_sdk::prelude::*;
 
 const PAUSED: &str = "{{flag}}";
 
-struct {{camel}};
+struct {{type}};
 
-impl Playbook for {{camel}} {
+impl Playbook for {{type}} {
     fn describe() -> Description {
         Description::new("{{name}}", "0.1.0")
             .summary("Pauses {{name}} while its alert is critical.")
@@ -310,7 +326,7 @@ impl Playbook for {{camel}} {
     }
 }
 
-stepgate_sdk::playbook!({{camel}});
+stepgate_sdk::playbook!({{type}});
 "#;
 
 const PYTHON_APP: &str = r#""""{{name}}: what incident it handles, and which runbook section it codifies."""
@@ -321,7 +337,7 @@ from stepgate import Description, Outcome, flags, step
 PAUSED = "{{flag}}"
 
 
-class {{camel}}(stepgate.Playbook):
+class {{type}}(stepgate.Playbook):
     def describe(self):
         return (
             Description("{{name}}", "0.1.0")
@@ -348,7 +364,7 @@ class {{camel}}(stepgate.Playbook):
         )
 
 
-WitWorld = stepgate.export({{camel}})
+WitWorld = stepgate.export({{type}})
 "#;
 
 const JS_APP: &str = r#"// {{name}}: what incident it handles, and which runbook section it codifies.
@@ -410,6 +426,11 @@ mod tests {
         assert_eq!(vars.flag, "PAYMENTS_STUCK_PAUSED");
         assert_eq!(vars.camel, "PaymentsStuck");
         assert_eq!(vars.snake, "payments_stuck");
+        assert_eq!(vars.type_name, "PaymentsStuckPlaybook");
+        for path in [r#"C:\sdk "x""#, "/home/é/sdk/rust", "it's"] {
+            let doc: toml::Table = toml::from_str(&format!("p = {}", toml_string(path))).unwrap();
+            assert_eq!(doc["p"].as_str(), Some(path), "round trip");
+        }
     }
 
     #[test]

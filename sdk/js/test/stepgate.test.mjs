@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { beforeEach, test } from 'node:test';
 
 import {
-  Alert, Decimal, Description, Outcome, StepgateError, canonicalJson, db, flags, http, playbook,
+  Alert, Decimal, Description, Outcome, StepgateError, byCodePoint, canonicalJson, db, flags, http, playbook, rpc,
 } from '../stepgate.js';
 
 /** A ComponentError as componentize-js throws it for an import's err. */
@@ -31,6 +31,17 @@ test('decimals are exact text, never JS numbers', () => {
   assert.equal(Decimal.parse('1000.000001').cmp(Decimal.parse('1000')), 1);
   assert.throws(() => Decimal.parse(1.5), (e) => e instanceof StepgateError && e.kind === 'invalid');
   assert.throws(() => Decimal.parse('1e5'), /not a decimal/);
+});
+
+test('JSON is read strictly and keys sort by code point', () => {
+  assert.ok(byCodePoint('\u{FF01}', '\u{1F600}') < 0, 'U+FF01 before U+1F600, as in Rust');
+  assert.equal(canonicalJson({ '\u{1F600}': 1, '\u{FF01}': 2, skipped: undefined }), '{"\u{FF01}":2,"\u{1F600}":1}');
+  assert.throws(() => canonicalJson({ x: NaN }), (e) => e instanceof StepgateError && e.kind === 'invalid');
+  globalThis.host.rpc.call = () => 'not json';
+  assert.throws(() => rpc.call('node', 'eth_blockNumber'), (e) => e instanceof StepgateError && e.kind === 'invalid');
+  assert.throws(() => new Decimal(5n, -2), /scale/);
+  const alert = new Alert({ name: 'A', status: 'firing', labels: [['a', 'b']], annotations: [] });
+  assert.equal(alert.label('constructor'), null);
 });
 
 test('JSON is written as the Rust SDK writes it', () => {
@@ -71,7 +82,10 @@ test('rows by column name, parameters as WIT values, money never a float', () =>
   assert.equal(row.decimal('held').toString(), '12.500000');
   assert.equal(row.int('n'), 7n);
   assert.equal(row.text('id'), 'a');
-  assert.throws(() => row.decimal('ratio'), /money is never a float/);
+  assert.throws(() => row.decimal('ratio'), {
+    message: 'invalid: column `ratio` holds Value::Float(0.1), expected an exact decimal (a float is refused: money is never a float)',
+  });
+  assert.throws(() => row.int('id'), { message: 'invalid: column `id` holds Value::Text("a"), expected an integer' });
   assert.throws(() => row.get('nope'), { message: 'invalid: no column `nope`; the row has id, held, ratio, n' });
 });
 

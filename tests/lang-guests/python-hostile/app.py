@@ -1,6 +1,6 @@
 """A Python playbook that misbehaves on purpose, by the alert's `mode`
-label: `raise` (an exception escapes run), `denied-write` (pages, which its
-grants may not allow, and lets the error escape), `spin` (never returns),
+label: `raise` (an exception escapes run), `page` (pages, and lets any
+error escape), `spin` (never returns),
 anything else finishes. It declares a page to `ceo`: loaded without that
 grant it must be refused."""
 
