@@ -124,7 +124,29 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// If set, the hooks take only requests with `Authorization: Bearer`
     /// this token (Alertmanager: `http_config.authorization.credentials`).
+    /// Required when `listen` is not a loopback address.
     pub hook_token: Option<Secret>,
+    /// Connections open at once; more wait in the kernel's backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that sends or takes nothing this long is closed.
+    #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// The largest request body any route takes, e.g. "1MiB".
+    #[serde(default = "default_body_limit", deserialize_with = "de_size")]
+    pub body_limit: u64,
+}
+
+fn default_max_connections() -> usize {
+    512
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_body_limit() -> u64 {
+    1 << 20
 }
 
 fn default_listen() -> String {
@@ -153,6 +175,9 @@ impl Default for ServerConfig {
             notify: None,
             public_url: None,
             hook_token: None,
+            max_connections: default_max_connections(),
+            idle_timeout: default_idle_timeout(),
+            body_limit: default_body_limit(),
         }
     }
 }
@@ -283,6 +308,10 @@ pub struct LimitsConfig {
     /// Bytes one call may return to the playbook, e.g. "4MiB".
     #[serde(default, deserialize_with = "de_opt_size")]
     pub result_bytes: Option<u64>,
+    /// Bytes of arguments one call may pass (SQL, names, bodies, reasons,
+    /// messages, together), e.g. "256KiB".
+    #[serde(default, deserialize_with = "de_opt_size")]
+    pub argument_bytes: Option<u64>,
 }
 
 /// Limits with every value decided.
@@ -292,6 +321,7 @@ pub struct Limits {
     pub deadline: Duration,
     pub calls: u64,
     pub result_bytes: u64,
+    pub argument_bytes: u64,
 }
 
 impl Default for Limits {
@@ -301,6 +331,7 @@ impl Default for Limits {
             deadline: Duration::from_secs(300),
             calls: 10_000,
             result_bytes: 4 << 20,
+            argument_bytes: 256 << 10,
         }
     }
 }
@@ -313,6 +344,7 @@ impl LimitsConfig {
             deadline: self.deadline.unwrap_or(base.deadline),
             calls: self.calls.unwrap_or(base.calls),
             result_bytes: self.result_bytes.unwrap_or(base.result_bytes),
+            argument_bytes: self.argument_bytes.unwrap_or(base.argument_bytes),
         }
     }
 }
@@ -453,8 +485,9 @@ impl RouteConfig {
         }
     }
 
-    /// The HTTP method, the path glob, and the class.
-    pub fn parts(&self) -> Result<(String, String, Effect), String> {
+    /// The HTTP method, the path glob, the class, and whether a query
+    /// string is allowed (the route ends in `?*`).
+    pub fn parts(&self) -> Result<(String, String, Effect, bool), String> {
         let text = self.route().trim();
         let (verb, path) = text.split_once(' ').ok_or_else(|| {
             format!("route `{text}` must be `METHOD /path`, e.g. \"GET /api/v1/health\"")
@@ -467,6 +500,15 @@ impl RouteConfig {
             return Err(format!("route `{text}`: `{verb}` is not an HTTP method"));
         }
         let path = path.trim();
+        let (path, query) = match path.strip_suffix("?*") {
+            Some(path) => (path, true),
+            None => (path, false),
+        };
+        if path.contains(['?', '#']) {
+            return Err(format!(
+                "route `{text}`: a route's path holds no `?` or `#`; end it in `?*` to allow any query string"
+            ));
+        }
         if !path.starts_with('/') {
             return Err(format!("route `{text}`: the path must start with `/`"));
         }
@@ -476,7 +518,7 @@ impl RouteConfig {
             RouteConfig::Plain(_) if matches!(verb.as_str(), "GET" | "HEAD") => Effect::Read,
             RouteConfig::Plain(_) => Effect::Write,
         };
-        Ok((verb, path.to_owned(), effect))
+        Ok((verb, path.to_owned(), effect, query))
     }
 }
 
@@ -1124,7 +1166,7 @@ impl Config {
 
     fn validate_playbook(&self, name: &str, playbook: &PlaybookConfig) -> Result<(), ConfigError> {
         let at = |rest: &str| format!("playbooks.{name}.{rest}");
-        for conn in playbook.grants.db.keys() {
+        for (conn, grant) in &playbook.grants.db {
             if !self.db.contains_key(conn) {
                 return Err(self.invalid(
                     at(&format!("grants.db.{conn}")),
@@ -1133,6 +1175,11 @@ impl Config {
                         known(self.db.keys())
                     ),
                 ));
+            }
+            // A name that is no table name could never match; say so now.
+            for table in &grant.tables {
+                crate::backends::table::parse_config(SqlDialect::Postgres, table)
+                    .map_err(|why| self.invalid(at(&format!("grants.db.{conn}.tables")), why))?;
             }
         }
         for (endpoint, grant) in &playbook.grants.rpc {
@@ -1317,6 +1364,10 @@ fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
         Some(Size::Number(n)) => Ok(Some(n)),
         Some(Size::Text(t)) => parse_size(&t).map(Some).map_err(serde::de::Error::custom),
     }
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    de_opt_size(d)?.ok_or_else(|| serde::de::Error::custom("a size is required, e.g. \"1MiB\""))
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -4,6 +4,7 @@
 //! its run right away.
 
 use std::path::PathBuf;
+use stepgate::{errln, outln};
 
 use anyhow::{Context, Result, anyhow};
 
@@ -57,7 +58,7 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
                 |d| serde_json::json!({ "run_id": d.run_id, "seq": d.entry.seq, "entry": d.entry }),
             )
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({ "pending": pending, "in_doubt": in_doubt })
@@ -66,10 +67,10 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
         return Ok(exit::DONE);
     }
     if pending.is_empty() && in_doubt.is_empty() {
-        println!("no approvals pending");
+        outln!("no approvals pending");
     }
     for d in &in_doubt {
-        println!(
+        outln!(
             "{} #{}  IN DOUBT: {} {} may or may not have reached its backend; check it, then `stepgate resolve {} {} retry|mark-done --reason …`",
             d.run_id,
             d.entry.seq,
@@ -81,7 +82,7 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
     }
     for p in pending {
         if p.op == STEP_PAUSE {
-            println!(
+            outln!(
                 "{} #{}  {} is paused before step `{}` (step mode; started by {}): `stepgate continue {}` or `abort`\n    so far:\n      {}",
                 p.run_id,
                 p.seq,
@@ -93,7 +94,7 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
             );
             continue;
         }
-        println!(
+        outln!(
             "{} #{}  {} wants {} on `{}` ({} of {} approvals; started by {})\n    write:  {}\n    reason: {}",
             p.run_id,
             p.seq,
@@ -107,9 +108,9 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
             p.reason
         );
         if !p.groups.is_empty() {
-            println!("    who:    principals of {}", p.groups.join(", "));
+            outln!("    who:    principals of {}", p.groups.join(", "));
         }
-        println!(
+        outln!(
             "    plan:   {} (approve --plan {} binds your decision to it); the run read before asking:\n      {}",
             &p.plan_digest[..p.plan_digest.len().min(12)],
             &p.plan_digest[..p.plan_digest.len().min(12)],
@@ -119,7 +120,7 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
             .expires_at
             .and_then(chrono::DateTime::from_timestamp_millis)
         {
-            println!(
+            outln!(
                 "    until:  {} (then {})",
                 at.to_rfc3339(),
                 match p.on_timeout {
@@ -129,7 +130,7 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
             );
         }
         if p.escalations > 0 {
-            println!("    escalated: {} of {} steps", p.escalated, p.escalations);
+            outln!("    escalated: {} of {} steps", p.escalated, p.escalations);
         }
     }
     Ok(exit::DONE)
@@ -192,17 +193,17 @@ pub async fn decide_remote(
         .await?;
     match serde_json::from_value::<ApprovalStatus>(answer["status"].clone()) {
         Ok(ApprovalStatus::Pending { approvals, quorum }) => {
-            println!("recorded: {approvals} of {quorum} approvals; the run stays parked")
+            outln!("recorded: {approvals} of {quorum} approvals; the run stays parked")
         }
-        Ok(ApprovalStatus::Approved { by }) => println!(
+        Ok(ApprovalStatus::Approved { by }) => outln!(
             "approved by {}; the server resumes run {}",
             by.join(", "),
             decision.run_id
         ),
         Ok(ApprovalStatus::Denied { by, .. }) => {
-            println!("denied by {by}; the server resumes run {}", decision.run_id)
+            outln!("denied by {by}; the server resumes run {}", decision.run_id)
         }
-        Err(_) => println!("{answer}"),
+        Err(_) => outln!("{answer}"),
     }
     Ok(exit::DONE)
 }
@@ -227,11 +228,11 @@ pub async fn decide(
         .await?;
     match status {
         ApprovalStatus::Pending { approvals, quorum } => {
-            println!("recorded: {approvals} of {quorum} approvals; the run stays parked");
+            outln!("recorded: {approvals} of {quorum} approvals; the run stays parked");
             Ok(exit::DONE)
         }
         settled => {
-            println!(
+            outln!(
                 "{}; resuming run {run_id}",
                 match &settled {
                     ApprovalStatus::Approved { by } => format!("approved by {}", by.join(", ")),
@@ -287,7 +288,7 @@ pub async fn cancel_remote(
 }
 
 fn print_cancelled(cancelled: &serde_json::Value) {
-    println!(
+    outln!(
         "run {} cancelled by {} (it was {}); {} approval request(s) denied",
         cancelled["run_id"].as_str().unwrap_or("?"),
         cancelled["by"].as_str().unwrap_or("?"),
@@ -295,7 +296,7 @@ fn print_cancelled(cancelled: &serde_json::Value) {
         cancelled["approvals_denied"]
     );
     if let Some(seq) = cancelled["unsettled_write"].as_i64() {
-        println!(
+        outln!(
             "write #{seq} was intended but never recorded done: check its backend to see whether it was made"
         );
     }
@@ -338,7 +339,7 @@ pub async fn resolve(
         .state
         .resolve_in_doubt(&token, run_id, seq, &resolution, reason)
         .await?;
-    println!(
+    outln!(
         "write #{seq} {}; resuming run {run_id}",
         match resolution {
             Resolution::Retry => "will be sent again",
@@ -368,14 +369,14 @@ pub async fn add_principal(
         .state_store()?
         .add_principal_in(name, role, groups)
         .await?;
-    eprintln!("principal `{name}` added; its token (shown only now, stored hashed):");
-    println!("{token}");
+    errln!("principal `{name}` added; its token (shown only now, stored hashed):");
+    outln!("{token}");
     Ok(exit::DONE)
 }
 
 pub async fn revoke_principal(config: &Config, name: &str) -> Result<u8, UsageError> {
     if config.state_store()?.revoke_principal(name).await? {
-        println!("principal `{name}` revoked");
+        outln!("principal `{name}` revoked");
         Ok(exit::DONE)
     } else {
         Err(anyhow!("no principal `{name}`").into())

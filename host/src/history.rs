@@ -2,6 +2,7 @@
 //! recorded. Only reads; prints text or JSON and picks the exit code.
 
 use anyhow::Result;
+use stepgate::{errln, outln};
 
 use stepgate::config::Config;
 use stepgate::report::{describe_call, exit};
@@ -43,11 +44,11 @@ pub async fn runs(
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&runs)?);
+        outln!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(exit::DONE);
     }
     if runs.is_empty() {
-        println!("no runs recorded");
+        outln!("no runs recorded");
     }
     for run in runs {
         let summary = run
@@ -56,7 +57,7 @@ pub async fn runs(
             .and_then(|o| o.get("summary").or_else(|| o.get("error")))
             .and_then(|s| s.as_str())
             .unwrap_or("");
-        println!(
+        outln!(
             "{}  {}  {:<8} {:<7} {:<28} {}",
             run.id,
             time(run.started_at),
@@ -93,10 +94,10 @@ pub async fn show(source: Source<'_>, id: &str, json: bool) -> Result<u8, UsageE
     };
     if json {
         let document = serde_json::json!({ "run": run, "journal": journal, "deciders": deciders });
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        outln!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(exit::DONE);
     }
-    println!(
+    outln!(
         "run {} — {} ({}), started {} by {}",
         run.id,
         run.playbook,
@@ -104,14 +105,14 @@ pub async fn show(source: Source<'_>, id: &str, json: bool) -> Result<u8, UsageE
         time(run.started_at),
         run.started_by
     );
-    println!("status: {}", run.status);
+    outln!("status: {}", run.status);
     let mut step = None;
     for stored in &journal {
         let entry = &stored.entry;
         if entry.step != step {
             step = entry.step.clone();
             if let Some(name) = &step {
-                println!("▶ {name}");
+                outln!("▶ {name}");
             }
         }
         let (asked, answer) = describe_call(entry);
@@ -123,7 +124,7 @@ pub async fn show(source: Source<'_>, id: &str, json: bool) -> Result<u8, UsageE
             .get(&(entry.seq as i64))
             .map(|who| format!(" (by {})", who.join(", ")))
             .unwrap_or_default();
-        println!(
+        outln!(
             "  #{:<3} {:<14} {:<6} {:<12} {asked} → {answer}{phase}{by}",
             entry.seq,
             entry.name(),
@@ -132,7 +133,7 @@ pub async fn show(source: Source<'_>, id: &str, json: bool) -> Result<u8, UsageE
         );
     }
     if let Some(outcome) = &run.outcome {
-        println!("outcome: {}", serde_json::to_string(outcome)?);
+        outln!("outcome: {}", serde_json::to_string(outcome)?);
     }
     Ok(exit::DONE)
 }
@@ -140,11 +141,11 @@ pub async fn show(source: Source<'_>, id: &str, json: bool) -> Result<u8, UsageE
 pub async fn audit_verify(config: &Config) -> Result<u8, UsageError> {
     match store(config)?.verify_audit().await? {
         Ok(n) => {
-            println!("audit log intact: {n} records");
+            outln!("audit log intact: {n} records");
             Ok(exit::DONE)
         }
         Err(broken) => {
-            eprintln!("audit log BROKEN at {broken}");
+            errln!("audit log BROKEN at {broken}");
             Ok(exit::AUDIT_BROKEN)
         }
     }
@@ -152,7 +153,7 @@ pub async fn audit_verify(config: &Config) -> Result<u8, UsageError> {
 
 pub async fn audit_export(config: &Config) -> Result<u8, UsageError> {
     for record in store(config)?.audit_records().await? {
-        println!("{}", serde_json::to_string(&record)?);
+        outln!("{}", serde_json::to_string(&record)?);
     }
     Ok(exit::DONE)
 }

@@ -23,6 +23,8 @@
 //!   requests in the state store and parks the run until they are decided.
 //! - [`backends`] are the drivers behind a trait per capability; they decide
 //!   no policy.
+//! - [`inert`] makes text from playbooks, alerts and backends safe to show
+//!   a human (terminal escapes, bidi overrides, Slack markup).
 //! - [`secret`] resolves URLs, keys and headers from env or files and masks
 //!   them in everything the host shows.
 //! - [`state`] is the host's own store: runs, journals (writes stored as
@@ -46,6 +48,7 @@ pub mod config;
 pub mod engine;
 pub mod gate;
 pub mod guest_output;
+pub mod inert;
 pub mod journal;
 pub mod playbook;
 pub mod recording;

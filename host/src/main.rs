@@ -16,6 +16,7 @@ use stepgate::report::exit;
 use stepgate::run::RunRequest;
 use stepgate::runtime::Runtime;
 use stepgate::terminal::{TerminalProgress, TtyApprover, summary};
+use stepgate::{errln, out, outln};
 
 mod decisions;
 mod history;
@@ -385,14 +386,14 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(exit::USAGE);
         }
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => ExitCode::from(code),
         Err(UsageError(e)) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::from(exit::USAGE)
         }
     }
@@ -642,7 +643,7 @@ fn read_alert(source: &str) -> Result<stepgate::bindings::Alert> {
     let count = alerts.len();
     let alert = stepgate::alert::pick(alerts).context("the payload holds no alert")?;
     if count > 1 {
-        eprintln!(
+        errln!(
             "note: the payload holds {count} alerts; this run answers `{}`",
             alert.name
         );
@@ -691,7 +692,7 @@ async fn run(
     let mode = if live { Mode::Live } else { Mode::DryRun };
     if !playbook.description.alerts.is_empty() && !playbook.description.alerts.contains(&alert.name)
     {
-        eprintln!(
+        errln!(
             "note: `{}` does not list alert `{}` among those it answers ({})",
             playbook.name,
             alert.name,
@@ -701,7 +702,7 @@ async fn run(
     let progress: Box<dyn stepgate::journal::Progress> = if json {
         Box::new(Quiet)
     } else {
-        eprintln!(
+        errln!(
             "stepgate: {} v{} — {} for alert {}{}",
             playbook.name,
             playbook.description.version,
@@ -746,7 +747,7 @@ async fn resume(run_id: &str, json: bool, config: &Path) -> Result<u8, UsageErro
     let progress: Box<dyn stepgate::journal::Progress> = if json {
         Box::new(Quiet)
     } else {
-        eprintln!("stepgate: resuming run {run_id} (calls in its journal are answered from it)");
+        errln!("stepgate: resuming run {run_id} (calls in its journal are answered from it)");
         Box::new(TerminalProgress::new(std::io::stderr()))
     };
     let report = runtime.resume(run_id, None, progress).await?;
@@ -770,15 +771,15 @@ async fn serve(listen: Option<String>, config_path: &Path) -> Result<u8, UsageEr
         };
         while hangups.recv().await.is_some() {
             match shared.reload() {
-                Ok(()) => eprintln!("stepgate: config reloaded"),
-                Err(why) => eprintln!("stepgate: config NOT reloaded, the old one stays: {why}"),
+                Ok(()) => errln!("stepgate: config reloaded"),
+                Err(why) => errln!("stepgate: config NOT reloaded, the old one stays: {why}"),
             }
         }
     });
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    eprintln!(
+    errln!(
         "stepgate: serving on http://{} (POST /hooks/alertmanager, /api/…, /metrics)",
         listener.local_addr().map(|a| a.to_string()).unwrap_or(addr)
     );
@@ -795,16 +796,16 @@ async fn serve(listen: Option<String>, config_path: &Path) -> Result<u8, UsageEr
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate => {}
         }
-        eprintln!(
+        errln!(
             "stepgate: stopping: no new requests; runs in flight keep their leases and resume on the next start"
         );
     };
     let shared = server.shared.clone();
     server.serve(listener, shutdown).await?;
     if stepgate::server::Server::park_runs(&shared, std::time::Duration::from_secs(30)).await {
-        eprintln!("stepgate: every run is parked; they resume at the next start");
+        errln!("stepgate: every run is parked; they resume at the next start");
     } else {
-        eprintln!(
+        errln!(
             "stepgate: some runs were still busy after 30 s; another host (or the next start) takes them over when their leases lapse"
         );
     }
@@ -817,14 +818,14 @@ async fn sweep(json: bool, config: &Path) -> Result<u8, UsageError> {
         if json {
             Box::new(Quiet)
         } else {
-            eprintln!("stepgate: resuming run {run_id}");
+            errln!("stepgate: resuming run {run_id}");
             Box::new(TerminalProgress::new(std::io::stderr()))
         }
     };
     let report = stepgate::sweep::sweep(&runtime, &progress).await?;
     if json {
         let resumed: Vec<_> = report.resumed.iter().map(|r| r.to_json()).collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "escalated": report.escalated,
@@ -834,13 +835,16 @@ async fn sweep(json: bool, config: &Path) -> Result<u8, UsageError> {
         );
     } else {
         for e in &report.escalated {
-            println!(
+            outln!(
                 "escalated run {} #{} (step {}): paged `{}`",
-                e.run_id, e.seq, e.step, e.paged
+                e.run_id,
+                e.seq,
+                e.step,
+                e.paged
             );
         }
         for r in &report.resumed {
-            println!(
+            outln!(
                 "resumed run {}: {} (exit code {})",
                 r.run_id,
                 stepgate::report::end_json(&r.end)["status"]
@@ -850,10 +854,10 @@ async fn sweep(json: bool, config: &Path) -> Result<u8, UsageError> {
             );
         }
         for e in &report.errors {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
         }
         if report.escalated.is_empty() && report.resumed.is_empty() && report.errors.is_empty() {
-            println!("nothing to do");
+            outln!("nothing to do");
         }
     }
     Ok(if report.errors.is_empty() {
@@ -865,10 +869,10 @@ async fn sweep(json: bool, config: &Path) -> Result<u8, UsageError> {
 
 pub(crate) fn print_report(report: &stepgate::run::RunReport, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        outln!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
-        print!("{}", summary(report));
-        eprintln!(
+        out!("{}", summary(report));
+        errln!(
             "run {} ended with exit code {}",
             report.run_id,
             report.exit_code()
@@ -890,11 +894,11 @@ async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
     let runtime = Runtime::new(config)?;
     let playbook = runtime.playbook(component).await?;
     let d = &playbook.description;
-    println!("name:     {}", d.name);
-    println!("version:  {}", d.version);
-    println!("summary:  {}", d.summary);
-    println!("alerts:   {}", d.alerts.join(", "));
-    println!(
+    outln!("name:     {}", d.name);
+    outln!("version:  {}", d.version);
+    outln!("summary:  {}", d.summary);
+    outln!("alerts:   {}", d.alerts.join(", "));
+    outln!(
         "file:     {} ({} bytes, {:.1} MB)",
         playbook.path.display(),
         playbook.size,
@@ -902,17 +906,17 @@ async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
     );
     let bytes = std::fs::read(&playbook.path)
         .with_context(|| format!("cannot read {}", playbook.path.display()))?;
-    println!(
+    outln!(
         "language: {}",
         stepgate::authoring::Producers::of_component(&bytes).describe()
     );
-    println!("capabilities:");
+    outln!("capabilities:");
     for capability in &d.capabilities {
-        println!("  {capability:?}");
+        outln!("  {capability:?}");
     }
-    println!("imports:");
+    outln!("imports:");
     for import in &playbook.imports {
-        println!("  {import}");
+        outln!("  {import}");
     }
     Ok(exit::DONE)
 }
@@ -944,14 +948,14 @@ fn new_playbook(
         config,
         rust_sdk: rust_sdk.as_deref(),
     })?;
-    println!("made {} ({language}):", made.dir.display());
+    outln!("made {} ({language}):", made.dir.display());
     for file in &made.files {
-        println!("  {}", file.display());
+        outln!("  {}", file.display());
     }
-    println!("registered `{name}` in {}", config.display());
-    println!("next:");
-    println!("  stepgate build {}", made.dir.display());
-    println!(
+    outln!("registered `{name}` in {}", config.display());
+    outln!("next:");
+    outln!("  stepgate build {}", made.dir.display());
+    outln!(
         "  stepgate test {} --config {}",
         made.dir.display(),
         config.display()
@@ -961,7 +965,7 @@ fn new_playbook(
 
 fn build_playbook(dir: &Path, out: Option<&Path>) -> Result<u8, UsageError> {
     let built = stepgate::authoring::toolchain::build(dir, out)?;
-    println!(
+    outln!(
         "built {} ({}, {:.1} MB) in {:.1} s",
         built.component.display(),
         built.language,

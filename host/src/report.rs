@@ -232,7 +232,11 @@ pub fn describe_call(entry: &Entry) -> (String, String) {
     if let Some(via) = entry.via.as_deref().filter(|v| !v.starts_with("url #1 ")) {
         answer.push_str(&format!(" (via {via})"));
     }
-    (asked, answer)
+    // Every part came from a playbook or a backend: one inert line each.
+    (
+        crate::inert::line(&asked).into_owned(),
+        crate::inert::line(&answer).into_owned(),
+    )
 }
 
 fn describe_ok(entry: &Entry, ok: &Json) -> String {

@@ -168,6 +168,18 @@ impl ResourceLimiter for MemoryLimiter {
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
+
+    fn instances(&self) -> usize {
+        crate::engine::CORE_INSTANCES_PER_COMPONENT as usize
+    }
+
+    fn memories(&self) -> usize {
+        crate::engine::MEMORIES_PER_COMPONENT as usize
+    }
+
+    fn tables(&self) -> usize {
+        crate::engine::TABLES_PER_COMPONENT as usize
+    }
 }
 
 /// A run's store data: its capability context and an empty, deny-all WASI.

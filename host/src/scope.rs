@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use globset::GlobSet;
 
+use crate::backends::SqlDialect;
+use crate::backends::http_path::NormalPath;
+use crate::backends::table;
 use crate::bindings::Capability;
 use crate::config::{Config, Effect, Grants, glob_set};
 
@@ -31,6 +34,8 @@ struct Route {
     verb: String,
     path: globset::GlobMatcher,
     effect: Effect,
+    /// Whether the request may carry a query string (route ends in `?*`).
+    query: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -99,13 +104,14 @@ impl Scope {
                     .filter(|r| grant.routes.iter().any(|g| g == r.route()))
                     .filter_map(|r| {
                         // Bad routes are refused at config load.
-                        let (verb, path, effect) = r.parts().ok()?;
+                        let (verb, path, effect, query) = r.parts().ok()?;
                         let path = globset::Glob::new(&path).ok()?.compile_matcher();
                         Some(Route {
                             text: r.route().to_owned(),
                             verb,
                             path,
                             effect,
+                            query,
                         })
                     })
                     .collect();
@@ -121,7 +127,7 @@ impl Scope {
                 .map(|(name, g)| {
                     let scope = DbScope {
                         write: g.write,
-                        tables: g.tables.iter().map(|t| t.to_ascii_lowercase()).collect(),
+                        tables: g.tables.iter().cloned().collect(),
                     };
                     (name.clone(), scope)
                 })
@@ -157,8 +163,16 @@ impl Scope {
         }
     }
 
-    /// `tables` are every table the statement changes (CTEs included).
-    pub fn db_write(&self, conn: &str, tables: &[String]) -> Result<(), NotGranted> {
+    /// `tables` are every table the statement changes (CTEs included), in
+    /// their canonical form (see [`table`]); each grant is read the same
+    /// way for the connection's `dialect`, so `escrow_holds` covers
+    /// `public.escrow_holds` and never `archive.escrow_holds`.
+    pub fn db_write(
+        &self,
+        conn: &str,
+        dialect: SqlDialect,
+        tables: &[String],
+    ) -> Result<(), NotGranted> {
         self.db_read(conn)?;
         let grant = &self.db[conn];
         if !grant.write {
@@ -167,8 +181,13 @@ impl Scope {
                 format!("`write = true` under {}.db.{conn}]", self.grants_key()),
             ));
         }
+        let granted: BTreeSet<String> = grant
+            .tables
+            .iter()
+            .filter_map(|t| table::parse_config(dialect, t).ok())
+            .collect();
         for table in tables {
-            if !grant.tables.contains(&table.to_ascii_lowercase()) {
+            if !granted.contains(table) {
                 return Err(self.refuse(
                     format!("writing table `{table}` on connection `{conn}`"),
                     format!(
@@ -182,21 +201,35 @@ impl Scope {
     }
 
     /// The class of an HTTP request on `endpoint`, if a granted route
-    /// matches its method and path.
-    pub fn http(&self, endpoint: &str, verb: &str, path: &str) -> Result<Effect, NotGranted> {
+    /// matches its method, its path and its query (a route allows a query
+    /// string only if it ends in `?*`). `path` is in normal form (see
+    /// [`http_path`]): the form that is sent.
+    pub fn http(
+        &self,
+        endpoint: &str,
+        verb: &str,
+        path: &NormalPath,
+    ) -> Result<Effect, NotGranted> {
         let verb = verb.to_ascii_uppercase();
-        let path_only = path.split(['?', '#']).next().unwrap_or(path);
+        let target = path.target();
         self.http
             .get(endpoint)
             .into_iter()
             .flatten()
-            .find(|r| r.verb == verb && r.path.is_match(path_only))
+            .find(|r| {
+                r.verb == verb && r.path.is_match(&path.path) && (r.query || path.query.is_none())
+            })
             .map(|r| r.effect)
             .ok_or_else(|| {
+                let query_hint = if path.query.is_some() {
+                    " ending in `?*` (the request carries a query string)"
+                } else {
+                    ""
+                };
                 self.refuse(
-                    format!("`{verb} {path_only}` on HTTP endpoint `{endpoint}`"),
+                    format!("`{verb} {target}` on HTTP endpoint `{endpoint}`"),
                     format!(
-                        "a matching route to `routes` under {}.rpc.{endpoint}] (and to the endpoint's own `routes`)",
+                        "a matching route{query_hint} to `routes` under {}.rpc.{endpoint}] (and to the endpoint's own `routes`)",
                         self.grants_key()
                     ),
                 )
@@ -319,6 +352,7 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::http_path;
     use crate::bindings::RpcMethod;
     use std::path::Path;
 
@@ -365,20 +399,26 @@ grants.pager = { targets = ["ceo"], channels = ["incident"] }
             "{e}"
         );
         let t = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        assert!(s.db_write("ledger", &t(&["escrow_holds"])).is_ok());
+        let d = SqlDialect::Postgres;
+        assert!(s.db_write("ledger", d, &t(&["escrow_holds"])).is_ok());
+        // A table of the same name in another schema is another table.
+        assert!(
+            s.db_write("ledger", d, &t(&["archive.escrow_holds"]))
+                .is_err()
+        );
         // A statement that also changes an unlisted table (a CTE) is refused.
         assert!(
-            s.db_write("ledger", &t(&["escrow_holds", "ledger_entries"]))
+            s.db_write("ledger", d, &t(&["escrow_holds", "ledger_entries"]))
                 .is_err()
         );
         assert!(
-            s.db_write("ledger", &t(&["ledger_entries"]))
+            s.db_write("ledger", d, &t(&["ledger_entries"]))
                 .unwrap_err()
                 .to_string()
                 .contains("tables")
         );
         assert!(
-            s.db_write("other", &t(&["x"]))
+            s.db_write("other", d, &t(&["x"]))
                 .unwrap_err()
                 .to_string()
                 .contains("write = true")
@@ -401,29 +441,39 @@ grants.pager = { targets = ["ceo"], channels = ["incident"] }
 [rpc.admin]
 kind = "http"
 urls = ["http://127.0.0.1:1"]
-routes = ["GET /api/v1/admin/feature-flags", "POST /api/v1/admin/feature-flags", { route = "POST /graphql", effect = "read" }, "GET /health/*"]
+routes = ["GET /api/v1/admin/feature-flags?*", "POST /api/v1/admin/feature-flags", { route = "POST /graphql", effect = "read" }, "GET /health/*", "POST /admin/pods/restart"]
 [playbooks.p]
 component = "p.wasm"
-grants.rpc.admin.routes = ["GET /api/v1/admin/feature-flags", "POST /graphql", "GET /health/*"]
+grants.rpc.admin.routes = ["GET /api/v1/admin/feature-flags?*", "POST /graphql", "GET /health/*", "POST /admin/pods/restart"]
 "#,
             Path::new("t.toml"),
             Path::new("."),
         )
         .unwrap();
         let s = Scope::new("p", &config.playbooks["p"].grants, &config);
+        let http =
+            |e: &str, verb: &str, path: &str| s.http(e, verb, &http_path::normalise(path).unwrap());
         assert_eq!(
-            s.http("admin", "get", "/api/v1/admin/feature-flags?x=1"),
+            http("admin", "get", "/api/v1/admin/feature-flags?x=1"),
             Ok(Effect::Read)
         );
-        assert_eq!(s.http("admin", "POST", "/graphql"), Ok(Effect::Read));
-        assert_eq!(s.http("admin", "GET", "/health/db"), Ok(Effect::Read));
+        assert_eq!(http("admin", "POST", "/graphql"), Ok(Effect::Read));
+        assert_eq!(http("admin", "GET", "/health/db"), Ok(Effect::Read));
         // Listed on the endpoint but not granted to this playbook.
-        let e = s
-            .http("admin", "POST", "/api/v1/admin/feature-flags")
-            .unwrap_err();
+        let e = http("admin", "POST", "/api/v1/admin/feature-flags").unwrap_err();
         assert!(e.to_string().contains("routes"), "{e}");
-        assert!(s.http("admin", "DELETE", "/graphql").is_err());
-        assert!(s.http("other", "GET", "/health/db").is_err());
+        assert!(http("admin", "DELETE", "/graphql").is_err());
+        assert!(http("other", "GET", "/health/db").is_err());
+        // A query string needs a route that allows one.
+        assert_eq!(
+            http("admin", "POST", "/admin/pods/restart"),
+            Ok(Effect::Write)
+        );
+        let e = http("admin", "POST", "/admin/pods/restart?all=true").unwrap_err();
+        assert!(e.to_string().contains("?*"), "{e}");
+        // The normal form is what is matched: no way out of the route.
+        assert!(http("admin", "POST", "/graphql/../admin/pods/restart").is_ok());
+        assert!(http("admin", "POST", "/admin/pods/restart/../stop").is_err());
     }
 
     #[test]

@@ -1,31 +1,38 @@
 //! The terminal face of a run: live progress on stderr, the approval
 //! prompt, and the closing summary on stdout.
+//!
+//! Every value here came from a playbook, an alert or a backend: each is
+//! shown through [`inert::line`] (one line, no control or bidi character),
+//! and the streams themselves through [`inert::Writer`].
 
 use std::io::{BufRead, Write};
 
 use crate::gate::{Approver, Decision, Mode, WriteRequest};
+use crate::inert::{self, line};
 use crate::journal::{Entry, Progress};
 use crate::report::{describe_call, error_text, value_json};
 use crate::run::{RunEnd, RunReport};
 
 /// Prints each step and call as it happens.
 pub struct TerminalProgress<W: Write + Send + Sync> {
-    out: W,
+    out: inert::Writer<W>,
 }
 
 impl<W: Write + Send + Sync> TerminalProgress<W> {
     pub fn new(out: W) -> Self {
-        TerminalProgress { out }
+        TerminalProgress {
+            out: inert::Writer::new(out),
+        }
     }
 }
 
 impl<W: Write + Send + Sync> Progress for TerminalProgress<W> {
     fn step(&mut self, name: &str) {
-        let _ = writeln!(self.out, "▶ {name}");
+        let _ = writeln!(self.out, "▶ {}", line(name));
     }
 
     fn log(&mut self, level: &str, message: &str) {
-        let _ = writeln!(self.out, "    {level:<5} {message}");
+        let _ = writeln!(self.out, "    {level:<5} {}", line(message));
     }
 
     fn call(&mut self, entry: &Entry) {
@@ -38,12 +45,14 @@ pub fn call_line(entry: &Entry) -> String {
     let (asked, answer) = describe_call(entry);
     let effect = if entry.is_write() { "WRITE" } else { "read" };
     format!(
-        "  #{:<3} {:<16} {:<5}  {:<11} {:>8}  {asked} → {answer}",
+        "  #{:<3} {:<16} {:<5}  {:<11} {:>8}  {} → {}",
         entry.seq,
-        entry.name(),
+        line(&entry.name()),
         effect,
         entry.gate.as_str(),
         format_duration(entry.duration_us),
+        line(&asked),
+        line(&answer),
     )
 }
 
@@ -67,30 +76,38 @@ pub fn summary(report: &RunReport) -> String {
                 outcome
                     .severity
                     .as_deref()
-                    .map(|s| format!("{s} — "))
+                    .map(|s| format!("{} — ", line(s)))
                     .unwrap_or_default(),
-                outcome.summary
+                line(&outcome.summary)
             ));
             for (name, value) in &outcome.fields {
                 let shown = match value_json(value) {
                     serde_json::Value::String(s) => s,
                     other => other.to_string(),
                 };
-                out.push_str(&format!("  {name} = {shown}\n"));
+                out.push_str(&format!("  {} = {}\n", line(name), line(&shown)));
             }
             if !outcome.checklist.is_empty() {
                 out.push_str("Still to do by a human:\n");
                 for item in &outcome.checklist {
-                    out.push_str(&format!("  [ ] {item}\n"));
+                    out.push_str(&format!("  [ ] {}\n", line(item)));
                 }
             }
         }
-        RunEnd::Failed(error) => {
-            out.push_str(&format!("The playbook gave up: {}\n", error_text(error)))
+        RunEnd::Failed(error) => out.push_str(&format!(
+            "The playbook gave up: {}\n",
+            line(&error_text(error))
+        )),
+        RunEnd::Limit(limit) => {
+            out.push_str(&format!("Run stopped: {}\n", line(&limit.to_string())))
         }
-        RunEnd::Limit(limit) => out.push_str(&format!("Run stopped: {limit}\n")),
-        RunEnd::Crashed(message) => out.push_str(&format!("The playbook crashed: {message}\n")),
-        RunEnd::Stopped(stopped) => out.push_str(&format!("The run stopped: {stopped}\n")),
+        RunEnd::Crashed(message) => {
+            out.push_str(&format!("The playbook crashed: {}\n", line(message)))
+        }
+        RunEnd::Stopped(stopped) => out.push_str(&format!(
+            "The run stopped: {}\n",
+            line(&stopped.to_string())
+        )),
     }
     let writes: Vec<&Entry> = report.writes().collect();
     let heading = match report.mode {
@@ -117,14 +134,15 @@ pub fn summary(report: &RunReport) -> String {
                 .and_then(|r| r.as_str())
                 .unwrap_or("");
             out.push_str(&format!(
-                "  #{} {:<12} {} {asked}",
+                "  #{} {:<12} {} {}",
                 entry.seq,
                 done,
-                entry.name()
+                line(&entry.name()),
+                line(&asked)
             ));
             if !reason.is_empty() && entry.name() != "pager.page" && entry.name() != "pager.notify"
             {
-                out.push_str(&format!(" (reason: {reason})"));
+                out.push_str(&format!(" (reason: {})", line(reason)));
             }
             out.push('\n');
         }
@@ -139,19 +157,28 @@ pub struct TtyApprover;
 impl Approver for TtyApprover {
     async fn decide(&self, request: &WriteRequest) -> Result<(), String> {
         let prompt = if request.op == crate::state::approvals::STEP_PAUSE {
+            let so_far: Vec<String> = request
+                .detail
+                .lines()
+                .map(|l| line(l).into_owned())
+                .collect();
             format!(
                 "\n  STEP MODE — next step: `{}`\n  so far:\n    {}\n  Go on? [y/N] ",
-                request.target,
-                request.detail.replace('\n', "\n    ")
+                line(&request.target),
+                so_far.join("\n    ")
             )
         } else {
             format!(
                 "\n  APPROVAL NEEDED — playbook `{}` wants to {} on `{}`\n    exact write: {}\n    reason: {}\n  Approve? [y/N] ",
-                request.playbook, request.op, request.target, request.detail, request.reason
+                line(&request.playbook),
+                line(&request.op),
+                line(&request.target),
+                line(&request.detail),
+                line(&request.reason)
             )
         };
         let answer = tokio::task::spawn_blocking(move || {
-            eprint!("{prompt}");
+            inert::print_err(format_args!("{prompt}"));
             let _ = std::io::stderr().flush();
             let mut line = String::new();
             std::io::stdin().lock().read_line(&mut line).map(|_| line)

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use stepgate::{errln, out, outln};
 
 use anyhow::{Context, Result, anyhow};
 
@@ -65,17 +66,17 @@ pub async fn test(config: Config, options: TestOptions) -> Result<u8, UsageError
     for v in &verdicts {
         let id = format!("{}/{}", v.scenario.playbook, v.scenario.name);
         if v.passed() {
-            println!("ok    {id} ({:.1} ms)", v.elapsed.as_secs_f64() * 1e3);
+            outln!("ok    {id} ({:.1} ms)", v.elapsed.as_secs_f64() * 1e3);
         } else {
-            println!("FAIL  {id} ({})", v.scenario.path.display());
+            outln!("FAIL  {id} ({})", v.scenario.path.display());
             for problem in &v.problems {
                 for line in problem.lines() {
-                    println!("      {line}");
+                    outln!("      {line}");
                 }
             }
         }
     }
-    println!(
+    outln!(
         "{} scenarios: {} passed, {failed} failed in {:.2} s ({:.0} scenarios/s)",
         verdicts.len(),
         verdicts.len() - failed,
@@ -100,7 +101,7 @@ pub async fn test(config: Config, options: TestOptions) -> Result<u8, UsageError
 fn update(verdicts: &[Verdict]) -> Result<()> {
     for v in verdicts.iter().filter(|v| !v.passed()) {
         let (Some(report), true) = (&v.report, v.unanswered.is_empty()) else {
-            eprintln!(
+            errln!(
                 "not updated: {} (answer its reads first)",
                 v.scenario.path.display()
             );
@@ -112,7 +113,7 @@ fn update(verdicts: &[Verdict]) -> Result<()> {
             .map_err(|e| anyhow!("{}: {e}", v.scenario.path.display()))?;
         std::fs::write(&v.scenario.path, updated)
             .with_context(|| format!("cannot write {}", v.scenario.path.display()))?;
-        eprintln!(
+        errln!(
             "updated: {} (review the diff before you commit it)",
             v.scenario.path.display()
         );
@@ -182,21 +183,21 @@ pub async fn replay(
                 serde_json::json!({ "verdict": "outcome-changed", "recorded": recorded, "now": now })
             }
         };
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&verdict).map_err(anyhow::Error::from)?
         );
     } else {
         match &verdict {
-            ReplayVerdict::Same { calls } => println!(
+            ReplayVerdict::Same { calls } => outln!(
                 "same decisions: {calls} calls and the outcome as recorded in run {} ({:.1} ms)",
                 recording.run_id,
                 took.as_secs_f64() * 1e3
             ),
             ReplayVerdict::Diverged { seq, recorded, now } => {
-                println!("diverged at call #{seq}:\n  - recorded: {recorded}\n  + now:      {now}")
+                outln!("diverged at call #{seq}:\n  - recorded: {recorded}\n  + now:      {now}")
             }
-            ReplayVerdict::OutcomeChanged { recorded, now } => println!(
+            ReplayVerdict::OutcomeChanged { recorded, now } => outln!(
                 "same calls, another outcome:\n  - recorded: {recorded}\n  + now:      {now}"
             ),
         }
@@ -232,12 +233,12 @@ pub async fn scenario_from_journal(
         let runtime = Arc::new(Runtime::offline(config)?);
         let verdicts = stepgate::scenario::run::run_all(runtime, vec![scenario]).await;
         for v in verdicts.iter().filter(|v| !v.passed()) {
-            eprintln!(
+            errln!(
                 "note: as a dry run the scenario does not yet pass (a live run's answers, a denied write): review it, then `stepgate test --update {}`",
                 out.display()
             );
             for problem in &v.problems {
-                eprintln!("  {problem}");
+                errln!("  {problem}");
             }
         }
     }
@@ -250,7 +251,7 @@ fn write_or_print(out: Option<&Path>, text: &str) -> Result<()> {
             std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
         }
         None => {
-            print!("{text}");
+            out!("{text}");
             Ok(())
         }
     }

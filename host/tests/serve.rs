@@ -73,6 +73,7 @@ mode = "live"
     rt.block_on(async {
         let posted = client
             .post(format!("{url}/hooks/generic"))
+            .header("content-type", "application/json")
             .body(r#"{"labels": {"alertname": "Hostile", "mode": "must-write"}}"#)
             .send()
             .await
@@ -217,6 +218,7 @@ mode = "live"
         rt.block_on(async {
             client
                 .post(format!("{url}/hooks/generic"))
+                .header("content-type", "application/json")
                 .body(format!(
                     r#"{{"labels": {{"alertname": "{name}", "mode": "fine"}}}}"#
                 ))
@@ -285,6 +287,7 @@ fn a_run_in_flight_parks_on_sigterm_and_finishes_after_restart() {
         let client = reqwest::Client::new();
         let posted = client
             .post(format!("{url}/hooks/generic"))
+            .header("content-type", "application/json")
             .body(
                 r#"{"labels": {"alertname": "Hostile", "mode": "page-sleep-page", "ms": "1500"}}"#,
             )

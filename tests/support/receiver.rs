@@ -39,6 +39,8 @@ pub struct Reply {
     pub status: u16,
     pub body: String,
     pub delay: Duration,
+    /// A `Location` header (for redirects).
+    pub location: Option<String>,
 }
 
 impl Reply {
@@ -47,6 +49,7 @@ impl Reply {
             status: 200,
             body: body.into(),
             delay: Duration::ZERO,
+            location: None,
         }
     }
 
@@ -55,6 +58,15 @@ impl Reply {
             status,
             body: body.into(),
             delay: Duration::ZERO,
+            location: None,
+        }
+    }
+
+    /// A redirect to `location` with `status` (301, 302, 307, 308).
+    pub fn redirect(status: u16, location: impl Into<String>) -> Reply {
+        Reply {
+            location: Some(location.into()),
+            ..Reply::status(status, "")
         }
     }
 
@@ -158,9 +170,14 @@ async fn record(
     };
     let reply = (shared.responder)(&received, n);
     tokio::time::sleep(reply.delay).await;
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().unwrap());
+    if let Some(location) = &reply.location {
+        headers.insert("location", location.parse().unwrap());
+    }
     (
         StatusCode::from_u16(reply.status).unwrap(),
-        [("content-type", "application/json")],
+        headers,
         reply.body,
     )
 }

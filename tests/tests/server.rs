@@ -276,6 +276,7 @@ async fn a_burst_of_one_alert_is_one_run_approved_over_the_api(kind: Kind) {
         .client
         .post(format!("{}/hooks/alertmanager", s.url))
         .bearer_auth(HOOK_TOKEN)
+        .header("content-type", "application/json")
         .body("{\"alerts\": 7}")
         .send()
         .await
@@ -562,6 +563,7 @@ async fn a_step_mode_route_walks_a_run_step_by_step() {
     let posted = s
         .client
         .post(format!("{}/hooks/alertmanager", s.url))
+        .header("content-type", "application/json")
         .body(payload)
         .send()
         .await

@@ -95,7 +95,7 @@ impl Transport {
             timeout,
             retries,
             backoff,
-            client: reqwest::Client::new(),
+            client: client(),
         }
     }
 
@@ -318,6 +318,17 @@ fn via(i: usize, url: &Url) -> String {
         Some(port) => format!("url #{} ({host}:{port})", i + 1),
         None => format!("url #{} ({host})", i + 1),
     }
+}
+
+/// The HTTP client of every transport. It never follows a redirect: the
+/// scope checked one path on one origin, and a redirect would send the
+/// request (and the endpoint's secret headers) somewhere else. The
+/// playbook sees the 3xx answer instead.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// `base` + `path`, keeping the base's own path and query.

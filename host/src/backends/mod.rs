@@ -22,10 +22,12 @@ pub mod fixture_rpc;
 pub mod http;
 pub mod http_api;
 pub mod http_flags;
+pub mod http_path;
 pub mod json_rpc;
 pub mod postgres;
 pub mod sqlite;
 pub mod state_flags;
+pub mod table;
 pub mod webhook_pager;
 
 use std::collections::BTreeMap;
@@ -132,18 +134,30 @@ impl<'a> RowsBuilder<'a> {
         self.rows.columns = columns;
     }
 
-    pub fn push(&mut self, values: Vec<Value>) -> Result<(), BackendError> {
+    /// Adds one row, decoding it value by value with `decode(i)`: the row
+    /// cap is checked before the row, the byte limit after every value, so
+    /// a row of several huge values stops at the first one past the limit.
+    pub fn push_with(
+        &mut self,
+        columns: usize,
+        mut decode: impl FnMut(usize) -> Result<Value, BackendError>,
+    ) -> Result<(), BackendError> {
         if self.rows.rows.len() as u64 >= self.settings.max_rows {
             return Err(BackendError::Invalid(format!(
                 "the query on `{}` returned more than {} rows; add a LIMIT or aggregate in SQL (the cap is `max_rows` under [db.{}])",
                 self.settings.name, self.settings.max_rows, self.settings.name
             )));
         }
-        self.bytes += values.iter().map(value_size).sum::<u64>();
-        if self.bytes > self.max_bytes {
-            return Err(BackendError::TooLarge {
-                what: format!("db.query on `{}`", self.settings.name),
-            });
+        let mut values = Vec::with_capacity(columns.min(1024));
+        for i in 0..columns {
+            let value = decode(i)?;
+            self.bytes += value_size(&value);
+            if self.bytes > self.max_bytes {
+                return Err(BackendError::TooLarge {
+                    what: format!("db.query on `{}`", self.settings.name),
+                });
+            }
+            values.push(value);
         }
         self.rows.rows.push(values);
         Ok(())
@@ -152,6 +166,32 @@ impl<'a> RowsBuilder<'a> {
     pub fn finish(self) -> Rows {
         self.rows
     }
+}
+
+/// Reads a query's rows from `stream` into [`Rows`], held to the row cap
+/// and the byte limit as they come (see [`RowsBuilder`]). `decode` maps
+/// one column of a row; `classify` says what a driver error means.
+pub async fn collect_rows<R, S>(
+    settings: &DbSettings,
+    max_bytes: u64,
+    mut stream: S,
+    classify: impl Fn(sqlx::Error) -> BackendError,
+    decode: impl Fn(&R, usize) -> Result<Value, BackendError>,
+) -> Result<Rows, BackendError>
+where
+    R: sqlx::Row,
+    S: futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
+{
+    use futures_util::TryStreamExt;
+    use sqlx::Column;
+    let mut rows = RowsBuilder::new(settings, max_bytes);
+    while let Some(row) = stream.try_next().await.map_err(&classify)? {
+        if rows.needs_columns() {
+            rows.set_columns(row.columns().iter().map(|c| c.name().to_owned()).collect());
+        }
+        rows.push_with(row.columns().len(), |i| decode(&row, i))?;
+    }
+    Ok(rows.finish())
 }
 
 /// Roughly what a value costs the guest, for the result cap.
@@ -175,9 +215,25 @@ pub trait Database: Send + Sync {
         params: &[Value],
         max_bytes: u64,
     ) -> Result<Rows, BackendError>;
-    /// Runs a write in a transaction, committed only if `commit`.
-    async fn execute(&self, sql: &str, params: &[Value], commit: bool)
-    -> Result<u64, BackendError>;
+    /// Runs a write in a transaction, committed only if `commit`. `tables`
+    /// are the canonical names (see [`table`]) of the tables the checker
+    /// and the scope approved: a driver confirms in the engine that the
+    /// statement changed no other table, or rolls it back and says so.
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[Value],
+        tables: &[String],
+        commit: bool,
+    ) -> Result<u64, BackendError>;
+    /// Refuses a statement that calls a function with side effects, judged
+    /// by what the engine knows of each function (its catalog), not by its
+    /// name alone. `functions` are the names the SQL checker found. A driver
+    /// that vets functions in the engine while it prepares (SQLite's
+    /// authorizer) has nothing to do here.
+    async fn vet_functions(&self, _functions: &[String]) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// An RPC endpoint: a JSON-RPC node or an HTTP API.

@@ -1,11 +1,17 @@
 //! PostgreSQL through sqlx: the production database backend.
 //!
 //! Every session of the pool starts with `default_transaction_read_only =
-//! on` and the connection's `statement_timeout`, so a read runs in a
-//! read-only transaction in one round trip, and even a statement the parser
-//! let through cannot write or run long. Writes open their transaction with
-//! `BEGIN READ WRITE` and commit only when told to (a dry run rolls back,
-//! and reports the real number of rows it would change). Parameters are
+//! on` and the connection's `statement_timeout`. A read runs in an
+//! explicit `BEGIN READ ONLY` transaction that is rolled back, so even a
+//! statement the parser let through cannot write or run long. Writes open
+//! their transaction with `BEGIN READ WRITE`, confirm from the engine's own
+//! per-transaction statistics that only the approved tables changed, and
+//! commit only when told to (a dry run rolls back, and reports the real
+//! number of rows it would change). After every call the session is reset
+//! (settings, advisory locks, cursors) before the pool hands it out again.
+//! Statements travel in the extended protocol, in which PostgreSQL itself
+//! refuses more than one statement. Functions are vetted by what the
+//! catalog says of them (VOLATILE is refused), not by name. Parameters are
 //! always bound. Values map without loss: NUMERIC to decimal text,
 //! timestamptz to RFC 3339, json/jsonb to text, bytea to bytes.
 //!
@@ -18,17 +24,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
 use futures_util::TryStreamExt;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{
-    PgArgumentBuffer, PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgTypeInfo,
-    PgTypeKind, Postgres as Pg,
+    PgArgumentBuffer, PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow,
+    PgTypeInfo, PgTypeKind, Postgres as Pg,
 };
 use sqlx::types::{BigDecimal, JsonValue, Uuid};
 use sqlx::{Arguments, AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
 
-use super::{BackendError, Database, DbSettings, RowsBuilder, SqlDialect};
+use super::{BackendError, Database, DbSettings, SqlDialect, collect_rows, table};
 use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::db::Rows;
+
+/// Schema, table and rows changed, from `pg_stat_xact_user_tables`.
+type TableChanges = (String, String, i64);
 
 /// SQLSTATE of a statement cancelled by `statement_timeout`.
 const QUERY_CANCELED: &str = "57014";
@@ -127,42 +137,135 @@ impl Postgres {
         params: &[Value],
         max_bytes: u64,
     ) -> Result<Rows, BackendError> {
-        let pool = self.pool().await?;
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(|e| self.failed("connect", e))?;
-        let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
-        let mut stream = query.fetch(&mut *conn);
-        let mut rows = RowsBuilder::new(&self.settings, max_bytes);
-        while let Some(row) = stream.try_next().await.map_err(|e| self.classify(e))? {
-            if rows.needs_columns() {
-                rows.set_columns(row.columns().iter().map(|c| c.name().to_owned()).collect());
-            }
-            rows.push(decode_row(&row)?)?;
+        let mut conn = self.acquire().await?;
+        let result = async {
+            sqlx::raw_sql("BEGIN READ ONLY")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.failed("begin read-only transaction", e))?;
+            let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
+            let stream = query.fetch(&mut *conn);
+            let classify = |e| self.classify(e);
+            collect_rows(&self.settings, max_bytes, stream, classify, decode).await
         }
-        Ok(rows.finish())
+        .await;
+        self.release(conn, "ROLLBACK").await;
+        result
     }
 
-    async fn write(&self, sql: &str, params: &[Value], commit: bool) -> Result<u64, BackendError> {
-        let pool = self.pool().await?;
-        let mut tx = pool
-            .begin_with("BEGIN READ WRITE")
-            .await
-            .map_err(|e| self.failed("begin", e))?;
-        let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
-        let done = query
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.classify(e))?;
-        if commit {
-            tx.commit().await.map_err(|e| self.failed("commit", e))?;
-        } else {
-            tx.rollback()
+    async fn write(
+        &self,
+        sql: &str,
+        params: &[Value],
+        tables: &[String],
+        commit: bool,
+    ) -> Result<u64, BackendError> {
+        let mut conn = self.acquire().await?;
+        let result = async {
+            sqlx::raw_sql("BEGIN READ WRITE")
+                .execute(&mut *conn)
                 .await
-                .map_err(|e| self.failed("rollback", e))?;
+                .map_err(|e| self.failed("begin", e))?;
+            let before = self.changes(&mut conn).await?;
+            let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
+            let done = query
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.classify(e))?;
+            self.confirm_tables(&mut conn, &before, tables).await?;
+            Ok(done.rows_affected())
         }
-        Ok(done.rows_affected())
+        .await;
+        let end = if commit && result.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        if end == "COMMIT" {
+            sqlx::raw_sql("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.failed("commit", e))?;
+            self.release(conn, "").await;
+        } else {
+            self.release(conn, "ROLLBACK").await;
+        }
+        result
+    }
+
+    async fn acquire(&self) -> Result<PoolConnection<Pg>, BackendError> {
+        let pool = self.pool().await?;
+        pool.acquire().await.map_err(|e| self.failed("connect", e))
+    }
+
+    /// Ends the open transaction (`end`, or nothing) and resets what a
+    /// statement could have left on the session past it: settings (a
+    /// function that turned `default_transaction_read_only` off), session
+    /// advisory locks, open cursors, listens. A connection that cannot be
+    /// reset is closed, never handed back to the pool.
+    async fn release(&self, mut conn: PoolConnection<Pg>, end: &str) {
+        let reset = format!(
+            "{end}{sep}CLOSE ALL; RESET ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all()",
+            sep = if end.is_empty() { "" } else { "; " }
+        );
+        let done = tokio::time::timeout(
+            NETWORK_GRACE,
+            sqlx::raw_sql(AssertSqlSafe(reset)).execute(&mut *conn),
+        )
+        .await;
+        if !matches!(done, Ok(Ok(_))) {
+            tracing::warn!(database = %self.name(), "could not reset a session; closing it");
+            let _ = conn.close().await;
+        }
+    }
+
+    /// Rows changed per table as the session's statistics count them
+    /// (`pg_stat_xact_user_tables`: this transaction, plus earlier ones of
+    /// this session not yet reported), for the tables with any.
+    async fn changes(&self, conn: &mut PgConnection) -> Result<Vec<TableChanges>, BackendError> {
+        let counting: String = sqlx::query_scalar("SELECT current_setting('track_counts')")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| self.failed("read track_counts", e))?;
+        if counting != "on" {
+            return Err(BackendError::Invalid(format!(
+                "database `{}` has track_counts off, so stepgate cannot confirm which tables a write changed; turn track_counts on for the stepgate role",
+                self.name()
+            )));
+        }
+        sqlx::query_as(
+            "SELECT schemaname::text, relname::text, n_tup_ins + n_tup_upd + n_tup_del \
+             FROM pg_catalog.pg_stat_xact_user_tables WHERE n_tup_ins + n_tup_upd + n_tup_del > 0",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| self.failed("read the transaction's table statistics", e))
+    }
+
+    /// Confirms, in the open transaction, that the statement changed rows
+    /// of the approved `tables` only: every table whose count of changed
+    /// rows grew since `before` must be one of them. The statistics see
+    /// every change (triggers, cascades, functions).
+    async fn confirm_tables(
+        &self,
+        conn: &mut PgConnection,
+        before: &[TableChanges],
+        tables: &[String],
+    ) -> Result<(), BackendError> {
+        for (schema, relation, rows) in self.changes(conn).await? {
+            let earlier = before
+                .iter()
+                .find(|(s, r, _)| *s == schema && *r == relation)
+                .map_or(0, |(_, _, n)| *n);
+            let name = table::from_engine(SqlDialect::Postgres, &schema, &relation);
+            if rows > earlier && !tables.contains(&name) {
+                return Err(BackendError::Invalid(format!(
+                    "the statement changed table `{name}` on `{}`, which the checked statement does not name (a trigger, a cascade or a function); it was rolled back. Grant and name that table, or change the statement",
+                    self.name()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A bad statement is the playbook's to fix, a cancelled one a timeout,
@@ -215,11 +318,97 @@ impl Database for Postgres {
         &self,
         sql: &str,
         params: &[Value],
+        tables: &[String],
         commit: bool,
     ) -> Result<u64, BackendError> {
-        self.bounded(self.write(sql, params, commit)).await
+        self.bounded(self.write(sql, params, tables, commit)).await
+    }
+
+    async fn vet_functions(&self, functions: &[String]) -> Result<(), BackendError> {
+        let unknown: Vec<&String> = functions
+            .iter()
+            .filter(|f| !SYNTAX_FUNCTIONS.contains(&f.as_str()))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let pool = self.pool().await?;
+        let found: Vec<(String, bool)> = self
+            .bounded(async {
+                sqlx::query_as(
+                    "SELECT proname::text, bool_or(provolatile = 'v') FROM pg_catalog.pg_proc \
+                     WHERE proname = ANY($1) GROUP BY proname",
+                )
+                .bind(unknown.iter().map(|f| f.as_str()).collect::<Vec<_>>())
+                .fetch_all(pool)
+                .await
+                .map_err(|e| self.failed("look up functions", e))
+            })
+            .await?;
+        for name in unknown {
+            match found.iter().find(|(n, _)| n == name) {
+                None => {
+                    return Err(BackendError::Invalid(format!(
+                        "the SQL calls `{name}()`, which database `{}` does not know as a function",
+                        self.name()
+                    )));
+                }
+                Some((_, true)) if !VOLATILE_ALLOWED.contains(&name.as_str()) => {
+                    return Err(BackendError::Invalid(format!(
+                        "the SQL calls `{name}()`, which database `{}` declares VOLATILE (it may change data or state); a playbook's SQL may call only stable and immutable functions, and volatile ones that only read (random, clock_timestamp, pg_notification_queue_usage, sizes and WAL positions)",
+                        self.name(),
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 }
+
+/// Names sqlparser reads as function calls that PostgreSQL treats as
+/// syntax (no `pg_proc` entry): safe by construction.
+const SYNTAX_FUNCTIONS: &[&str] = &[
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    "current_timestamp",
+    "current_date",
+    "current_time",
+    "localtime",
+    "localtimestamp",
+    "current_user",
+    "current_role",
+    "session_user",
+    "user",
+    "current_catalog",
+];
+
+/// VOLATILE functions that only read: a clock, a random source, or the
+/// server's own state (sizes, WAL positions, the NOTIFY queue, locks) that
+/// a runbook's diagnosis asks for.
+const VOLATILE_ALLOWED: &[&str] = &[
+    "random",
+    "clock_timestamp",
+    "timeofday",
+    "gen_random_uuid",
+    "pg_notification_queue_usage",
+    "pg_database_size",
+    "pg_relation_size",
+    "pg_total_relation_size",
+    "pg_table_size",
+    "pg_indexes_size",
+    "pg_current_wal_lsn",
+    "pg_last_wal_receive_lsn",
+    "pg_last_wal_replay_lsn",
+    "pg_last_xact_replay_timestamp",
+    "pg_is_in_recovery",
+    "pg_blocking_pids",
+    "pg_current_snapshot",
+    "txid_current_snapshot",
+    "pg_stat_get_activity",
+];
 
 /// The display scale (`dscale`) from a binary NUMERIC value's header:
 /// ndigits, weight, sign, dscale, each 16 bits.
@@ -276,10 +465,6 @@ fn arguments(params: &[Value]) -> Result<PgArguments, BackendError> {
         added.map_err(|e| bad_param(i, "cannot bind", e))?;
     }
     Ok(args)
-}
-
-fn decode_row(row: &PgRow) -> Result<Vec<Value>, BackendError> {
-    (0..row.columns().len()).map(|i| decode(row, i)).collect()
 }
 
 fn decode(row: &PgRow, i: usize) -> Result<Value, BackendError> {

@@ -5,12 +5,18 @@
 //! carries `dedup_key` = run id + call sequence, so PagerDuty folds a
 //! retried page into the first: it is the only sink that retries. URLs,
 //! routing keys and headers are secrets and never appear in an error.
+//!
+//! Every text in a page or notice came from a playbook or an alert: Slack
+//! gets it through [`inert::slack`] (no mention or link markup survives),
+//! PagerDuty and webhooks through [`inert::text`] (no control or bidi
+//! character).
 
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 
 use super::http::{Request, Transport};
 use super::{BackendError, Page, PagerSink};
+use crate::inert;
 
 /// Bytes a sink's answer may take.
 const MAX_ANSWER: u64 = 64 << 10;
@@ -69,10 +75,13 @@ impl PagerDuty {
             "event_action": "trigger",
             "dedup_key": page.dedup_key,
             "payload": {
-                "summary": page.summary,
+                "summary": inert::text(page.summary),
                 "source": self.source,
                 "severity": page.severity,
-                "custom_details": { "target": page.target, "details": page.details },
+                "custom_details": {
+                    "target": page.target,
+                    "details": inert::text(page.details),
+                },
             },
         })
     }
@@ -117,9 +126,9 @@ impl PagerSink for Slack {
         let text = format!(
             "[{}] page for {}: {}\n{}\n(dedup key {})",
             page.severity.to_ascii_uppercase(),
-            page.target,
-            page.summary,
-            page.details,
+            inert::slack(page.target),
+            inert::slack(page.summary),
+            inert::slack(page.details),
             page.dedup_key
         );
         post(&self.transport, &json!({ "text": text }), false, "page").await?;
@@ -129,7 +138,7 @@ impl PagerSink for Slack {
     async fn notify(&self, _: &str, message: &str, _: &str) -> Result<(), BackendError> {
         post(
             &self.transport,
-            &json!({ "text": message }),
+            &json!({ "text": inert::slack(message) }),
             false,
             "notice",
         )
@@ -155,6 +164,12 @@ impl PagerSink for Webhook {
         let mut body = serde_json::to_value(page)
             .map_err(|e| BackendError::Failed(format!("cannot encode the page: {e}")))?;
         body["kind"] = json!("page");
+        for field in ["summary", "details"] {
+            let shown = body.get(field).and_then(Json::as_str).map(inert::text);
+            if let Some(shown) = shown.map(|t| t.into_owned()) {
+                body[field] = json!(shown);
+            }
+        }
         post(&self.transport, &body, false, "page").await?;
         Ok(page.dedup_key.clone())
     }
@@ -165,7 +180,7 @@ impl PagerSink for Webhook {
         message: &str,
         dedup_key: &str,
     ) -> Result<(), BackendError> {
-        let body = json!({ "kind": "notice", "channel": channel, "message": message, "dedup_key": dedup_key });
+        let body = json!({ "kind": "notice", "channel": channel, "message": inert::text(message), "dedup_key": dedup_key });
         post(&self.transport, &body, false, "notice").await?;
         Ok(())
     }

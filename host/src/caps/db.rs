@@ -31,18 +31,24 @@ impl Host for CallCtx {
             &conn,
             json!({ "conn": conn, "sql": sql, "params": params }),
         );
-        let scope = self.scope.db_read(&conn);
-        if let (Ok(()), Some(dialect)) = (&scope, self.dialect(&conn))
-            && let Err(why) = sql::check_read(dialect, &sql)
-        {
-            return self.reject(call, scope, WitError::Invalid(why)).await;
+        if self.oversized(&call).is_some() {
+            return self
+                .reject(call, Ok(()), WitError::Invalid(String::new()))
+                .await;
         }
+        let scope = self.scope.db_read(&conn);
+        let checked = match (&scope, self.dialect(&conn)) {
+            (Ok(()), Some(dialect)) => match sql::check_read(dialect, &sql) {
+                Ok(checked) => checked,
+                Err(why) => return self.reject(call, scope, WitError::Invalid(why)).await,
+            },
+            _ => sql::Checked::default(),
+        };
         let backends = self.backends.clone();
         self.call(call, scope, async move |_, info| {
-            backends
-                .db(&conn)?
-                .query(&sql, &params, info.result_limit)
-                .await
+            let db = backends.db(&conn)?;
+            db.vet_functions(&checked.functions).await?;
+            db.query(&sql, &params, info.result_limit).await
         })
         .await
     }
@@ -54,7 +60,14 @@ impl Host for CallCtx {
         params: Vec<Value>,
         reason: String,
     ) -> Result<u64, CapError> {
-        let tables = self.dialect(&conn).map(|d| sql::check_write(d, &sql));
+        let dialect = self.dialect(&conn);
+        if sql.len() as u64 > self.limits.argument_bytes {
+            let call = Call::write("db", "execute", &conn, json!({ "sql": sql }), &reason);
+            return self
+                .reject(call, Ok(()), WitError::Invalid(String::new()))
+                .await;
+        }
+        let checked = dialect.map(|d| sql::check_write(d, &sql));
         let call = Call::write(
             "db",
             "execute",
@@ -62,24 +75,30 @@ impl Host for CallCtx {
             json!({ "conn": conn, "sql": sql, "params": params, "reason": reason }),
             &reason,
         )
-        .finer(match &tables {
-            Some(Ok(tables)) => tables.clone(),
+        .finer(match &checked {
+            Some(Ok(checked)) => checked.tables.clone(),
             _ => Vec::new(),
         });
-        let scope = match &tables {
-            Some(Ok(tables)) => self.scope.db_write(&conn, tables),
+        let scope = match (&checked, dialect) {
+            (Some(Ok(checked)), Some(dialect)) => {
+                self.scope.db_write(&conn, dialect, &checked.tables)
+            }
             // Unknown connection, or SQL that does not parse: the
             // connection grant decides first, then the SQL error.
             _ => self.scope.db_read(&conn),
         };
-        if let (Ok(()), Some(Err(why))) = (&scope, tables) {
-            return self.reject(call, scope, WitError::Invalid(why)).await;
-        }
+        let checked = match (&scope, checked) {
+            (Ok(()), Some(Err(why))) => {
+                return self.reject(call, scope, WitError::Invalid(why)).await;
+            }
+            (_, Some(Ok(checked))) => checked,
+            _ => sql::Checked::default(),
+        };
         let backends = self.backends.clone();
         self.call(call, scope, async move |action, _| {
-            backends
-                .db(&conn)?
-                .execute(&sql, &params, action == Action::Perform)
+            let db = backends.db(&conn)?;
+            db.vet_functions(&checked.functions).await?;
+            db.execute(&sql, &params, &checked.tables, action == Action::Perform)
                 .await
         })
         .await

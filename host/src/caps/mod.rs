@@ -418,6 +418,12 @@ impl CallCtx {
         self.limits.deadline.saturating_sub(self.elapsed())
     }
 
+    /// The size of a call's arguments, if it is over the per-call limit.
+    fn oversized(&self, call: &Call) -> Option<u64> {
+        let size = json_size(&call.args) + call.reason.len() as u64 + call.target.len() as u64;
+        (size > self.limits.argument_bytes).then_some(size)
+    }
+
     /// Counts a call; breaking the limit ends the run.
     fn admit(&mut self, interface: &str, op: &str) -> Result<(), CapError> {
         if self.describing {
@@ -500,6 +506,11 @@ impl CallCtx {
         F: FnOnce(Action, CallInfo) -> Fut,
         Fut: Future<Output = Result<(T, Option<String>), BackendError>>,
     {
+        if self.oversized(&call).is_some() {
+            return self
+                .reject(call, Ok(()), WitError::Invalid(String::new()))
+                .await;
+        }
         if call.effect == Effect::Write && call.reason.trim().is_empty() && scope.is_ok() {
             let why = format!(
                 "{}.{} is a write and every write needs a reason; pass one",
@@ -567,10 +578,22 @@ impl CallCtx {
     /// (the call itself is wrong). No backend and no approver is involved.
     pub async fn reject<T: Serialize + DeserializeOwned>(
         &mut self,
-        call: Call,
-        scope: Result<(), NotGranted>,
-        error: WitError,
+        mut call: Call,
+        mut scope: Result<(), NotGranted>,
+        mut error: WitError,
     ) -> Result<T, CapError> {
+        if let Some(size) = self.oversized(&call) {
+            // The journal keeps the size of what was passed, not the bytes.
+            error = WitError::Invalid(format!(
+                "the arguments of {}.{} are {size} bytes, over the limit of {} bytes per call (`argument_bytes` under [limits]); pass less, e.g. values as parameters or a shorter text",
+                call.interface, call.op, self.limits.argument_bytes
+            ));
+            scope = Ok(());
+            call.args = serde_json::json!({ "oversized_bytes": size });
+            call.target = cut_text(&call.target, 200);
+            call.reason = cut_text(&call.reason, 200);
+            call.finer.clear();
+        }
         self.admit(call.interface, call.op)?;
         if let Some(answer) = self.replayed(&call).await {
             return answer;
@@ -720,6 +743,19 @@ impl CallCtx {
 }
 
 /// The length of `value` as JSON text, without building the text.
+/// `text` cut to at most `max` bytes, at a character boundary, marked
+/// when cut.
+pub fn cut_text(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{} [cut]", &text[..cut])
+}
+
 fn json_size(value: &Json) -> u64 {
     struct Count(u64);
     impl std::io::Write for Count {

@@ -6,6 +6,7 @@
 use serde_json::json;
 
 use super::{Action, Call, CallCtx, CapError};
+use crate::backends::http_path;
 use crate::bindings::WitError;
 use crate::bindings::stepgate::playbook::rpc::{Host, HttpRequest, HttpResponse};
 use crate::config::Effect;
@@ -70,7 +71,17 @@ impl Host for CallCtx {
         request: HttpRequest,
         reason: String,
     ) -> Result<HttpResponse, CapError> {
-        let scope = self.scope.http(&endpoint, &request.method, &request.path);
+        let mut request = request;
+        // The scope checks the normal form of the path, and that form is
+        // what is sent; a path without one is refused.
+        let normal = http_path::normalise(&request.path);
+        let scope = match &normal {
+            Ok(normal) => self.scope.http(&endpoint, &request.method, normal),
+            Err(_) => Ok(Effect::Write),
+        };
+        if let Ok(normal) = &normal {
+            request.path = normal.target();
+        }
         let effect = *scope.as_ref().unwrap_or(&Effect::Write);
         let header_names: Vec<&str> = request.headers.iter().map(|(n, _)| n.as_str()).collect();
         let call = Call {
@@ -91,6 +102,9 @@ impl Host for CallCtx {
             finer: Vec::new(),
         };
         let scope = scope.map(|_| ());
+        if let Err(why) = normal {
+            return self.reject(call, scope, WitError::Invalid(why)).await;
+        }
         if let Some(reserved) = request
             .headers
             .iter()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Action, Call, CallCtx, CapError};
+use super::{Action, Call, CallCtx, CapError, cut_text};
 use crate::backends::BackendError;
 use crate::bindings::WitError;
 use crate::bindings::stepgate::playbook::runbook::{Host, Level};
@@ -15,6 +15,9 @@ use crate::bindings::stepgate::playbook::runbook::{Host, Level};
 /// Longest log line kept; the rest is cut, so a playbook cannot flood the
 /// terminal or the journal.
 const MAX_LOG_LINE: usize = 4096;
+
+/// Longest step name kept.
+const MAX_STEP_NAME: usize = 200;
 
 /// A call that cannot return a WIT error: anything but a trap is a bug.
 fn infallible<T>(result: Result<T, CapError>) -> wasmtime::Result<T> {
@@ -27,8 +30,8 @@ fn infallible<T>(result: Result<T, CapError>) -> wasmtime::Result<T> {
 
 impl Host for CallCtx {
     async fn step(&mut self, name: String) -> wasmtime::Result<()> {
-        let mut name = name;
-        name.truncate(200);
+        infallible(self.admit("runbook", "step"))?;
+        let name = cut_text(&name, MAX_STEP_NAME);
         self.enter_step_span(&name);
         self.step_span.in_scope(|| tracing::info!("step"));
         self.journal.enter_step(name.clone());
@@ -39,15 +42,8 @@ impl Host for CallCtx {
     }
 
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str(" [cut]");
-        }
+        infallible(self.admit("runbook", "log"))?;
+        let message = cut_text(&message, MAX_LOG_LINE);
         let level = match level {
             Level::Debug => "debug",
             Level::Info => "info",

@@ -21,6 +21,7 @@ use sqlparser::dialect::{Dialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 
 pub use crate::backends::SqlDialect;
+use crate::backends::table::{self, Ident};
 
 fn parser(dialect: SqlDialect) -> Box<dyn Dialect> {
     match dialect {
@@ -78,8 +79,8 @@ fn forbidden(name: &ObjectName) -> Option<String> {
 }
 
 /// What a walk over a statement found.
-#[derive(Default)]
 struct Findings {
+    dialect: SqlDialect,
     /// Tables changed by INSERT, UPDATE or DELETE anywhere in the tree.
     written: Vec<String>,
     /// A data-modifying statement whose table cannot be told.
@@ -89,7 +90,40 @@ struct Findings {
     locks: bool,
     select_into: bool,
     function: Option<String>,
+    /// Every function the statement calls, as the engine would name it.
+    functions: Vec<String>,
     statements: usize,
+}
+
+impl Findings {
+    fn new(dialect: SqlDialect) -> Findings {
+        Findings {
+            dialect,
+            written: Vec::new(),
+            unknown_write: false,
+            other: None,
+            locks: false,
+            select_into: false,
+            function: None,
+            functions: Vec::new(),
+            statements: 0,
+        }
+    }
+
+    fn saw_function(&mut self, name: &ObjectName) {
+        if self.function.is_none() {
+            self.function = forbidden(name);
+        }
+        if let Some(ObjectNamePart::Identifier(ident)) = name.0.last() {
+            let name = match (self.dialect, ident.quote_style) {
+                (SqlDialect::Postgres, Some(_)) => ident.value.clone(),
+                _ => ident.value.to_ascii_lowercase(),
+            };
+            if !self.functions.contains(&name) {
+                self.functions.push(name);
+            }
+        }
+    }
 }
 
 impl Visitor for Findings {
@@ -100,16 +134,16 @@ impl Visitor for Findings {
         let table = match statement {
             Statement::Query(_) => return ControlFlow::Continue(()),
             Statement::Insert(insert) => match &insert.table {
-                TableObject::TableName(name) => table_name(name),
+                TableObject::TableName(name) => table_name(self.dialect, name),
                 _ => None,
             },
             Statement::Update(update) if update.table.joins.is_empty() => {
-                first_table(std::slice::from_ref(&update.table))
+                first_table(self.dialect, std::slice::from_ref(&update.table))
             }
             Statement::Update(_) => None,
             Statement::Delete(delete) if delete.tables.is_empty() => match &delete.from {
                 FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables) => {
-                    first_table(tables)
+                    first_table(self.dialect, tables)
                 }
             },
             Statement::Delete(_) => None,
@@ -139,10 +173,8 @@ impl Visitor for Findings {
     }
 
     fn pre_visit_expr(&mut self, expr: &sqlparser::ast::Expr) -> ControlFlow<()> {
-        if let sqlparser::ast::Expr::Function(f) = expr
-            && self.function.is_none()
-        {
-            self.function = forbidden(&f.name);
+        if let sqlparser::ast::Expr::Function(f) = expr {
+            self.saw_function(&f.name);
         }
         ControlFlow::Continue(())
     }
@@ -157,10 +189,8 @@ impl Visitor for Findings {
             | TableFactor::Function { name, .. } => Some(name),
             _ => None,
         };
-        if let Some(name) = name
-            && self.function.is_none()
-        {
-            self.function = forbidden(name);
+        if let Some(name) = name {
+            self.saw_function(name);
         }
         ControlFlow::Continue(())
     }
@@ -192,6 +222,11 @@ impl Findings {
 }
 
 fn walk(dialect: SqlDialect, sql: &str) -> Result<(Statement, Findings), String> {
+    // Engines stop reading at a NUL (and a driver may loop on it); what the
+    // checker reads past it would not be what runs.
+    if sql.contains('\0') {
+        return Err("the SQL holds a NUL character".to_owned());
+    }
     let mut statements = Parser::parse_sql(&*parser(dialect), sql)
         .map_err(|e| format!("the SQL does not parse: {e}"))?;
     let statement = match statements.len() {
@@ -203,51 +238,82 @@ fn walk(dialect: SqlDialect, sql: &str) -> Result<(Statement, Findings), String>
             ));
         }
     };
-    let mut findings = Findings::default();
+    let mut findings = Findings::new(dialect);
     let _ = statement.visit(&mut findings);
     Ok((statement, findings))
 }
 
-/// What a check concluded: the tables a write changes (none for a read),
-/// or why the statement is refused.
-type Verdict = Result<Vec<String>, String>;
+/// What the checker approved: the tables a write changes (none for a
+/// read), canonical (see [`table`]), and every function the statement
+/// calls, for the engine to vet (see `Database::vet_functions`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Checked {
+    pub tables: Vec<String>,
+    pub functions: Vec<String>,
+}
+
+/// What a check concluded: what it approved, or why the statement is refused.
+type Verdict = Result<Checked, String>;
+
+/// The longest SQL text whose verdict is kept.
+const CACHED_TEXT_MAX: usize = 16 << 10;
+/// The bytes of SQL text the verdict cache holds at most.
+const CACHE_BYTES: usize = 4 << 20;
 
 /// Playbooks send the same statement text over and over (values travel as
 /// parameters), so verdicts are kept per (dialect, kind, text). The check is
-/// a pure function of those, so a cached verdict is the verdict. Bounded: a
-/// playbook that sends endless distinct texts only clears the cache.
+/// a pure function of those, so a cached verdict is the verdict. Bounded in
+/// bytes: a text over [`CACHED_TEXT_MAX`] is never kept, and a playbook that
+/// sends endless distinct texts only clears the cache.
 fn cached(dialect: SqlDialect, write: bool, sql: &str, check: impl FnOnce() -> Verdict) -> Verdict {
-    const CAPACITY: usize = 1024;
     type Key = (SqlDialect, bool, String);
-    static VERDICTS: LazyLock<Mutex<HashMap<Key, Verdict>>> = LazyLock::new(Default::default);
+    #[derive(Default)]
+    struct Cache {
+        verdicts: HashMap<Key, Verdict>,
+        bytes: usize,
+    }
+    static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(Default::default);
+    if sql.len() > CACHED_TEXT_MAX {
+        return check();
+    }
     let key = (dialect, write, sql.to_owned());
-    if let Some(verdict) = VERDICTS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+    if let Some(verdict) = CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .verdicts
+        .get(&key)
+    {
         return verdict.clone();
     }
     let verdict = check();
-    let mut verdicts = VERDICTS.lock().unwrap_or_else(|e| e.into_inner());
-    if verdicts.len() >= CAPACITY {
-        verdicts.clear();
+    let size = sql.len()
+        + match &verdict {
+            Ok(c) => c.tables.iter().chain(&c.functions).map(String::len).sum(),
+            Err(e) => e.len(),
+        };
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.bytes + size > CACHE_BYTES {
+        cache.verdicts.clear();
+        cache.bytes = 0;
     }
-    verdicts.insert(key, verdict.clone());
+    if cache.verdicts.insert(key, verdict.clone()).is_none() {
+        cache.bytes += size;
+    }
     verdict
 }
 
 /// Checks that `sql` is one statement that only reads.
-pub fn check_read(dialect: SqlDialect, sql: &str) -> Result<(), String> {
-    cached(dialect, false, sql, || {
-        check_read_uncached(dialect, sql).map(|()| Vec::new())
-    })
-    .map(|_| ())
+pub fn check_read(dialect: SqlDialect, sql: &str) -> Result<Checked, String> {
+    cached(dialect, false, sql, || check_read_uncached(dialect, sql))
 }
 
 /// Checks that `sql` is one INSERT, UPDATE or DELETE (a `WITH` in front
-/// allowed) and returns every table it changes, lowercased, without schema.
-pub fn check_write(dialect: SqlDialect, sql: &str) -> Result<Vec<String>, String> {
+/// allowed) and returns every table it changes, canonical (see [`table`]).
+pub fn check_write(dialect: SqlDialect, sql: &str) -> Result<Checked, String> {
     cached(dialect, true, sql, || check_write_uncached(dialect, sql))
 }
 
-fn check_read_uncached(dialect: SqlDialect, sql: &str) -> Result<(), String> {
+fn check_read_uncached(dialect: SqlDialect, sql: &str) -> Verdict {
     let (statement, findings) = walk(dialect, sql)?;
     if !matches!(statement, Statement::Query(_)) {
         return Err(format!(
@@ -260,10 +326,14 @@ fn check_read_uncached(dialect: SqlDialect, sql: &str) -> Result<(), String> {
             "the query modifies data (in a CTE or subquery); db.query only reads".to_owned(),
         );
     }
-    findings.common()
+    findings.common()?;
+    Ok(Checked {
+        tables: Vec::new(),
+        functions: findings.functions,
+    })
 }
 
-fn check_write_uncached(dialect: SqlDialect, sql: &str) -> Result<Vec<String>, String> {
+fn check_write_uncached(dialect: SqlDialect, sql: &str) -> Verdict {
     let (statement, findings) = walk(dialect, sql)?;
     let is_dml = match &statement {
         Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => true,
@@ -286,21 +356,34 @@ fn check_write_uncached(dialect: SqlDialect, sql: &str) -> Result<Vec<String>, S
     let mut tables = findings.written;
     tables.sort();
     tables.dedup();
-    Ok(tables)
+    Ok(Checked {
+        tables,
+        functions: findings.functions,
+    })
 }
 
-fn first_table(tables: &[TableWithJoins]) -> Option<String> {
+fn first_table(dialect: SqlDialect, tables: &[TableWithJoins]) -> Option<String> {
     match &tables.first()?.relation {
-        TableFactor::Table { name, .. } => table_name(name),
+        TableFactor::Table { name, .. } => table_name(dialect, name),
         _ => None,
     }
 }
 
-fn table_name(name: &ObjectName) -> Option<String> {
-    match name.0.last()? {
-        ObjectNamePart::Identifier(ident) => Some(ident.value.to_ascii_lowercase()),
-        _ => None,
-    }
+/// The canonical name of a table (see [`table`]); `None` for a name that
+/// cannot be told (a function, a three-part name), which the check refuses.
+fn table_name(dialect: SqlDialect, name: &ObjectName) -> Option<String> {
+    let parts = name
+        .0
+        .iter()
+        .map(|part| match part {
+            ObjectNamePart::Identifier(ident) => Some(Ident {
+                value: ident.value.clone(),
+                quoted: ident.quote_style.is_some(),
+            }),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    table::canonical(dialect, &parts)
 }
 
 /// The statement's leading keyword(s), for messages.
@@ -336,7 +419,7 @@ mod tests {
             "WITH t AS (SELECT * FROM escrow_holds) SELECT COUNT(*) FROM t",
             "SELECT a FROM x UNION SELECT b FROM y",
         ] {
-            assert_eq!(check_read(D, sql), Ok(()), "{sql}");
+            assert!(check_read(D, sql).is_ok(), "{sql}");
         }
     }
 
@@ -368,6 +451,7 @@ mod tests {
     #[test]
     fn execute_names_the_changed_table() {
         let t = |names: &[&str]| Ok(names.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+        let check_write = |d, sql| check_write(d, sql).map(|c| c.tables);
         assert_eq!(
             check_write(D, "INSERT INTO Escrow_Holds (id) VALUES (?1)"),
             t(&["escrow_holds"])
@@ -430,12 +514,15 @@ mod tests {
             assert!(err.contains(needle), "{sql}: {err}");
         }
         // Ordinary functions stay allowed.
+        let checked = check_read(
+            P,
+            "SELECT COUNT(*), COALESCE(SUM(amount), 0), now() - MIN(created_at) FROM pending_wallet_jobs",
+        )
+        .unwrap();
+        // Every function is named for the engine to vet.
         assert_eq!(
-            check_read(
-                P,
-                "SELECT COUNT(*), COALESCE(SUM(amount), 0), now() - MIN(created_at) FROM pending_wallet_jobs"
-            ),
-            Ok(())
+            checked.functions,
+            ["count", "coalesce", "sum", "now", "min"]
         );
     }
 

@@ -119,12 +119,22 @@ fn base_config() -> wasmtime::Config {
     config
 }
 
+/// What one component may take of the pool: enough for the Rust, Python
+/// and JavaScript guests, far less than the pool, so one component cannot
+/// fill it (the store's limiter holds the same numbers, see `run`).
+pub const CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+pub const MEMORIES_PER_COMPONENT: u32 = 8;
+pub const TABLES_PER_COMPONENT: u32 = 64;
+
 fn pooling_config(instances: u32, max_memory: u64) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         .total_core_instances(instances * 8)
         .total_memories(instances * 2)
         .total_tables(instances * 8)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_memory_size(max_memory as usize);
     pool
 }

@@ -260,6 +260,7 @@ impl Database for ScenarioDb {
         &self,
         sql: &str,
         params: &[Value],
+        _tables: &[String],
         _commit: bool,
     ) -> Result<u64, BackendError> {
         match self.answer(sql, params) {

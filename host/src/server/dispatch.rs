@@ -318,7 +318,9 @@ async fn store_run(
 /// runtime and playbook loaded for it (kept for the whole run, whatever a
 /// reload does).
 fn spawn_run(shared: Arc<Shared>, run: Starting, alert: crate::bindings::Alert) {
-    tokio::spawn(async move {
+    let state = shared.runtime().state.clone();
+    let id = run.run_id.clone();
+    tokio::spawn(contained(state, id, async move {
         let Starting {
             run_id,
             route,
@@ -378,7 +380,7 @@ fn spawn_run(shared: Arc<Shared>, run: Starting, alert: crate::bindings::Alert) 
         {
             let _ = cancel_pending(&shared, &report.run_id).await;
         }
-    });
+    }));
 }
 
 /// The alert of run `run_id` resolved and its route says so: every
@@ -409,6 +411,34 @@ async fn cancel_pending(shared: &Arc<Shared>, run_id: &str) -> Result<(), StateE
     Ok(())
 }
 
+/// Runs `work`, the execution of run `run_id`. A panic in it (a bug of the
+/// host, never the playbook's: a guest's trap is an ordinary end) ends the
+/// run as crashed, with the panic's message, instead of leaving it leased
+/// for the sweep to take over and panic again, forever.
+pub async fn contained(
+    state: Arc<crate::state::StateStore>,
+    run_id: String,
+    work: impl std::future::Future<Output = ()>,
+) {
+    use futures_util::FutureExt;
+    let Err(panic) = std::panic::AssertUnwindSafe(work).catch_unwind().await else {
+        return;
+    };
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    tracing::error!(run = %run_id, "the host panicked while running it: {what}; the run is ended as crashed");
+    let outcome = serde_json::json!({
+        "status": "crashed",
+        "error": format!("the host panicked while running this run: {what}"),
+    });
+    if let Err(e) = state.finish_run(&run_id, "crashed", 3, &outcome).await {
+        tracing::error!(run = %run_id, "cannot record the crash: {e}");
+    }
+}
+
 /// Resumes run `run_id` in the background once it has a slot (its
 /// playbook's and the server's). A run this process is resuming already is
 /// left to that.
@@ -418,10 +448,11 @@ pub fn resume(shared: Arc<Shared>, run_id: String) {
     let Some(executing) = shared.executing(&run_id) else {
         return;
     };
-    tokio::spawn(async move {
+    let state = shared.runtime().state.clone();
+    tokio::spawn(contained(state, run_id.clone(), async move {
         let _executing = executing;
         resume_in_slot(&shared, &run_id).await;
-    });
+    }));
 }
 
 async fn resume_in_slot(shared: &Arc<Shared>, run_id: &str) {
@@ -536,5 +567,38 @@ pub async fn sweeper(shared: Arc<Shared>, every: Duration) {
             Err(e) => tracing::warn!("sweep: cannot list resumable runs: {e}"),
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{StateStore, runs::NewRun};
+
+    #[tokio::test]
+    async fn a_host_panic_ends_the_run_instead_of_looping() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(StateStore::new(dir.path().join("state.db")));
+        let alert = serde_json::json!({});
+        state
+            .start_run(NewRun {
+                id: "r-panics",
+                playbook: "p",
+                mode: "dry-run",
+                alert: &alert,
+                started_by: "test",
+                step_mode: false,
+                fingerprint: None,
+            })
+            .await
+            .unwrap();
+        contained(state.clone(), "r-panics".into(), async {
+            panic!("a host bug");
+        })
+        .await;
+        let record = state.run("r-panics").await.unwrap().unwrap();
+        assert_eq!(record.status, "crashed");
+        // Not leased: the sweep has nothing to take over.
+        assert!(state.resumable_runs().await.unwrap().is_empty());
     }
 }

@@ -1,7 +1,8 @@
 //! The webhooks: an Alertmanager notification (version 4) or a plain JSON
 //! alert. An alert is answered 2xx only once it is stored; a malformed one
-//! gets 400 and a message; a full queue gets 503 (nothing is stored, and
-//! the sender retries); a store that cannot record gets 500.
+//! gets 400 and a message, one that is not `application/json` 415; a full
+//! queue gets 503 (nothing is stored, and the sender retries); a store that
+//! cannot record gets 500. Bodies are capped by `server.body_limit` (413).
 
 use std::sync::Arc;
 
@@ -29,6 +30,16 @@ pub async fn generic(
     accept(&shared, &headers, "generic", &body).await
 }
 
+/// Whether the request says its body is JSON (`application/json`, with
+/// or without parameters such as `charset`).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
 fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     (status, Json(body)).into_response()
 }
@@ -39,6 +50,13 @@ async fn accept(shared: &Shared, headers: &HeaderMap, source: &str, body: &str) 
         return answer(
             StatusCode::UNAUTHORIZED,
             json!({ "error": "this hook takes `Authorization: Bearer` the server's hook token" }),
+        );
+    }
+    if !is_json(headers) {
+        shared.metrics.alert("none", "malformed");
+        return answer(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            json!({ "error": "the hooks take `Content-Type: application/json` only" }),
         );
     }
     let alerts = match crate::alert::parse(body) {

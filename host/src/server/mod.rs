@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod dispatch;
+pub mod edge;
 pub mod hooks;
 pub mod lanes;
 pub mod metrics;
@@ -232,12 +233,17 @@ pub enum ServeError {
     Serve(std::io::Error),
     #[error("server.hook_token: {0}")]
     HookToken(String),
+    #[error(
+        "refusing to listen on {addr} without a hook token: anyone who reaches this address could start runs. Set `hook_token` under [server] (e.g. hook_token = {{ env = \"STEPGATE_HOOK_TOKEN\" }}), or listen on 127.0.0.1"
+    )]
+    HookTokenRequired { addr: String },
 }
 
 /// A server ready to serve: its router and the dispatcher behind it.
 pub struct Server {
     pub shared: Arc<Shared>,
     router: Router,
+    settings: crate::config::ServerConfig,
 }
 
 impl Server {
@@ -288,8 +294,15 @@ impl Server {
             .route("/api/runs/{id}/resolve/{seq}", post(api::resolve))
             .route("/api/runs/{id}/cancel", post(api::cancel))
             .route("/-/reload", post(api::reload))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                usize::try_from(settings.body_limit).unwrap_or(usize::MAX),
+            ))
             .with_state(shared.clone());
-        Ok(Server { shared, router })
+        Ok(Server {
+            shared,
+            router,
+            settings,
+        })
     }
 
     /// Serves on `listener` until `shutdown` completes, then stops taking
@@ -299,6 +312,23 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        let addr = listener.local_addr().map_err(ServeError::Serve)?;
+        let has_token = self
+            .shared
+            .hook_token
+            .read()
+            .map(|t| t.is_some())
+            .unwrap_or(true);
+        if !addr.ip().is_loopback() && !has_token {
+            return Err(ServeError::HookTokenRequired {
+                addr: addr.to_string(),
+            });
+        }
+        let listener = edge::Guarded::new(
+            listener,
+            self.settings.max_connections,
+            self.settings.idle_timeout,
+        );
         axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await

@@ -116,8 +116,120 @@ impl Playbook for Hostile {
                 }
                 Ok(Outcome::new(format!("{n} calls")))
             }
+            // Attacks, driven by the alert: what the call is comes from
+            // labels and annotations, and the outcome's `result` says how
+            // the host answered ("ok: …" or the error kind and message).
+            "db-query" => {
+                let answer = db::query(conn(&alert), text(&alert, "sql"), values(&alert))
+                    .map(|rows| format!("{} rows", rows.len()));
+                Ok(answered(answer))
+            }
+            "db-execute" => {
+                let answer = db::execute(
+                    conn(&alert),
+                    text(&alert, "sql"),
+                    values(&alert),
+                    text(&alert, "reason"),
+                )
+                .map(|n| format!("{n} changed"));
+                Ok(answered(answer))
+            }
+            "http" => {
+                let endpoint = alert.label("endpoint").unwrap_or("admin");
+                let path = text(&alert, "path");
+                let answer = match alert.label("method").unwrap_or("POST") {
+                    "GET" => http::get(endpoint, path),
+                    _ => http::post(
+                        endpoint,
+                        path,
+                        &serde_json::json!({ "from": "hostile" }),
+                        text(&alert, "reason"),
+                    ),
+                }
+                .map(|r| format!("status {}", r.status));
+                Ok(answered(answer))
+            }
+            "flag-set" => {
+                let answer = flags::set(
+                    text(&alert, "name"),
+                    text(&alert, "value"),
+                    text(&alert, "reason"),
+                )
+                .map(|was| format!("was {was:?}"));
+                Ok(answered(answer))
+            }
+            // Shows hostile text everywhere a human reads a run: a step
+            // name, a log line, the outcome's summary, field and checklist.
+            "show" => {
+                let shown = text(&alert, "text");
+                step(shown, || runbook::info(shown));
+                Ok(Outcome::new(shown)
+                    .severity(shown)
+                    .field(shown, shown)
+                    .todo(shown))
+            }
+            // `n` bytes of SQL in one call: refused by size, never parsed.
+            "big-args" => {
+                let n: usize = alert
+                    .label("n")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1 << 20);
+                let sql = format!("SELECT '{}'", "x".repeat(n));
+                Ok(answered(
+                    db::query("plaza", &sql, params![]).map(|_| "ran".to_owned()),
+                ))
+            }
+            // Steps and logs count as calls: this ends on the call limit.
+            "step-flood" => loop {
+                step("again", || runbook::debug("again"));
+            },
             other => Err(Error::failed(format!("unknown mode `{other}`"))),
         }
+    }
+}
+
+/// The `conn` label (default `plaza`).
+fn conn(alert: &Alert) -> &str {
+    alert.label("conn").unwrap_or("plaza")
+}
+
+/// An annotation, or "".
+fn text<'a>(alert: &'a Alert, key: &str) -> &'a str {
+    alert.annotation(key).unwrap_or("")
+}
+
+/// The `params` annotation: a JSON array of strings, integers and nulls.
+fn values(alert: &Alert) -> Vec<Value> {
+    let params: Vec<serde_json::Value> =
+        serde_json::from_str(text(alert, "params")).unwrap_or_default();
+    params
+        .into_iter()
+        .map(|p| match p {
+            serde_json::Value::String(s) => Value::from(s),
+            serde_json::Value::Number(n) => Value::from(n.as_i64().unwrap_or(0)),
+            _ => Value::Null,
+        })
+        .collect()
+}
+
+/// The outcome of an attack: `result` is "ok: …" or the error.
+fn answered(answer: Result<String>) -> Outcome {
+    let result = match answer {
+        Ok(what) => format!("ok: {what}"),
+        Err(e) => kind(Err::<(), _>(e)),
+    };
+    Outcome::new("attacked").field("result", result)
+}
+
+fn kind<T>(r: Result<T>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(Error::NotGranted(m)) => format!("not-granted: {m}"),
+        Err(Error::Denied(m)) => format!("denied: {m}"),
+        Err(Error::Invalid(m)) => format!("invalid: {m}"),
+        Err(Error::Timeout(m)) => format!("timeout: {m}"),
+        Err(Error::Backend(m)) => format!("backend: {m}"),
+        Err(Error::Failed(m)) => format!("failed: {m}"),
     }
 }
 
@@ -134,13 +246,9 @@ fn count(alert: &Alert) -> u32 {
 fn every_capability() -> Outcome {
     fn kind<T>(r: Result<T>) -> String {
         match r {
-            Ok(_) => "ok".into(),
             Err(Error::NotGranted(_)) => "not-granted".into(),
             Err(Error::Denied(_)) => "denied".into(),
-            Err(Error::Invalid(m)) => format!("invalid: {m}"),
-            Err(Error::Timeout(m)) => format!("timeout: {m}"),
-            Err(Error::Backend(m)) => format!("backend: {m}"),
-            Err(Error::Failed(m)) => format!("failed: {m}"),
+            other => crate::kind(other),
         }
     }
     let reason = "hostile test: exercising the gate";

@@ -1,11 +1,19 @@
 //! SQLite through sqlx: the embedded default for demos, tests and small
 //! deployments.
 //!
-//! Reads run with `PRAGMA query_only` on, inside a transaction that is
-//! rolled back, so even a statement the parser let through cannot write.
-//! Writes run in a transaction that commits only when told to (a dry run
-//! rolls back, and reports the real number of rows it would change).
-//! Parameters are always bound.
+//! Every playbook statement runs under [`guard`]: SQLite itself confirms
+//! it is the one statement the checker approved, and an authorizer holds
+//! it to what the call may do while it is prepared (reads only in
+//! `db.query`; in `db.execute`, changes to the approved tables only).
+//! Reads also run with `PRAGMA query_only` on, inside a transaction that
+//! is rolled back. Writes run in a transaction that commits only when told
+//! to (a dry run rolls back, and reports the real number of rows it would
+//! change). Parameters are always bound, and statements are prepared anew
+//! for each call, so no statement prepared under one call's authorizer runs
+//! under another's. Each call runs in a task of its own: a caller that goes
+//! away cannot leave a connection half-guarded.
+
+pub mod guard;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -19,9 +27,14 @@ use sqlx::sqlite::{
 use sqlx::{Arguments, AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
 
-use super::{BackendError, Database, DbSettings, RowsBuilder, SqlDialect};
+use super::{BackendError, Database, DbSettings, SqlDialect, collect_rows};
 use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::db::Rows;
+use guard::{Access, Guard};
+
+/// The longest string, blob or row a write may build (reads are held to
+/// the call's result limit).
+const WRITE_VALUE_MAX: u64 = 16 << 20;
 
 pub struct Sqlite {
     settings: DbSettings,
@@ -42,15 +55,15 @@ impl Sqlite {
     }
 
     fn failed(&self, what: &str, e: impl std::fmt::Display) -> BackendError {
-        BackendError::Failed(format!("database `{}`: {what}: {e}", self.settings.name))
+        failed(&self.settings, what, e)
     }
 
-    fn timeout(&self) -> Duration {
-        self.settings.statement_timeout
-    }
-
-    async fn pool(&self) -> Result<&SqlitePool, BackendError> {
-        self.pool.get_or_try_init(|| self.open()).await
+    async fn worker(&self) -> Result<Worker, BackendError> {
+        let pool = self.pool.get_or_try_init(|| self.open()).await?;
+        Ok(Worker {
+            settings: self.settings.clone(),
+            pool: pool.clone(),
+        })
     }
 
     async fn open(&self) -> Result<SqlitePool, BackendError> {
@@ -99,25 +112,21 @@ impl Sqlite {
         }
         Ok(pool)
     }
+}
 
-    async fn read(
-        &self,
-        conn: &mut sqlx::SqliteConnection,
-        sql: &str,
-        params: &[Value],
-        max_bytes: u64,
-    ) -> Result<Rows, BackendError> {
-        let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
-        let mut stream = query.fetch(&mut *conn);
-        let mut rows = RowsBuilder::new(&self.settings, max_bytes);
-        while let Some(row) = stream.try_next().await.map_err(|e| self.classify(e))? {
-            if rows.needs_columns() {
-                rows.set_columns(row.columns().iter().map(|c| c.name().to_owned()).collect());
-            }
-            rows.push(decode_row(&row)?)?;
-        }
-        Ok(rows.finish())
-    }
+fn failed(settings: &DbSettings, what: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Failed(format!("database `{}`: {what}: {e}", settings.name))
+}
+
+/// Runs `work` in a task of its own and waits for it.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, BackendError>> + Send + 'static,
+) -> Result<T, BackendError> {
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        Err(BackendError::Failed(format!(
+            "the database task failed: {e}"
+        )))
+    })
 }
 
 #[async_trait::async_trait]
@@ -132,8 +141,47 @@ impl Database for Sqlite {
         params: &[Value],
         max_bytes: u64,
     ) -> Result<Rows, BackendError> {
-        let pool = self.pool().await?;
-        let mut conn = pool
+        let worker = self.worker().await?;
+        let (sql, params) = (sql.to_owned(), params.to_vec());
+        detached(async move { worker.query(&sql, &params, max_bytes).await }).await
+    }
+
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[Value],
+        tables: &[String],
+        commit: bool,
+    ) -> Result<u64, BackendError> {
+        let worker = self.worker().await?;
+        let (sql, params, tables) = (sql.to_owned(), params.to_vec(), tables.to_vec());
+        detached(async move { worker.execute(&sql, &params, tables, commit).await }).await
+    }
+}
+
+/// One call's hold on the pool.
+struct Worker {
+    settings: DbSettings,
+    pool: SqlitePool,
+}
+
+impl Worker {
+    fn failed(&self, what: &str, e: impl std::fmt::Display) -> BackendError {
+        failed(&self.settings, what, e)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.settings.statement_timeout
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[Value],
+        max_bytes: u64,
+    ) -> Result<Rows, BackendError> {
+        let mut conn = self
+            .pool
             .acquire()
             .await
             .map_err(|e| self.failed("connect", e))?;
@@ -142,9 +190,14 @@ impl Database for Sqlite {
             .await
             .map_err(|e| self.failed("begin read-only transaction", e))?;
         let result = self
-            .with_deadline(&mut conn, async |conn| {
-                self.read(conn, sql, params, max_bytes).await
-            })
+            .guarded(
+                &mut conn,
+                Access::Read,
+                sql,
+                params,
+                max_bytes,
+                async |conn| self.read(conn, sql, params, max_bytes).await,
+            )
             .await;
         let reset = sqlx::raw_sql("ROLLBACK; PRAGMA query_only = OFF")
             .execute(&mut *conn)
@@ -156,19 +209,53 @@ impl Database for Sqlite {
         result
     }
 
+    async fn read(
+        &self,
+        conn: &mut SqliteConnection,
+        sql: &str,
+        params: &[Value],
+        max_bytes: u64,
+    ) -> Result<Rows, BackendError> {
+        let query =
+            sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?).persistent(false);
+        let stream = query.fetch(&mut *conn);
+        let decode = |row: &SqliteRow, i| decode(row, i).map_err(classify);
+        collect_rows(
+            &self.settings,
+            max_bytes,
+            stream,
+            |e| self.classify(e),
+            decode,
+        )
+        .await
+    }
+
     async fn execute(
         &self,
         sql: &str,
         params: &[Value],
+        tables: Vec<String>,
         commit: bool,
     ) -> Result<u64, BackendError> {
-        let pool = self.pool().await?;
-        let mut tx = pool.begin().await.map_err(|e| self.failed("begin", e))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| self.failed("begin", e))?;
+        let access = Access::Write { tables };
         let done = self
-            .with_deadline(&mut tx, async |conn| {
-                let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
-                query.execute(conn).await.map_err(|e| self.classify(e))
-            })
+            .guarded(
+                &mut tx,
+                access,
+                sql,
+                params,
+                WRITE_VALUE_MAX,
+                async |conn| {
+                    let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?)
+                        .persistent(false);
+                    query.execute(conn).await.map_err(|e| self.classify(e))
+                },
+            )
             .await?;
         if commit {
             tx.commit().await.map_err(|e| self.failed("commit", e))?;
@@ -179,27 +266,41 @@ impl Database for Sqlite {
         }
         Ok(done.rows_affected())
     }
-}
 
-impl Sqlite {
-    /// Runs `work` under the statement timeout. SQLite has no server to
-    /// cancel a statement, so a progress handler interrupts the statement
-    /// itself once the deadline passes (a dropped future would leave it
-    /// running on sqlx's worker thread).
-    async fn with_deadline<T>(
+    /// Runs `work` under the [`guard`] for `sql` and under the statement
+    /// timeout. SQLite has no server to cancel a statement, so a progress
+    /// handler interrupts the statement itself once the deadline passes.
+    async fn guarded<T>(
         &self,
         conn: &mut SqliteConnection,
+        access: Access,
+        sql: &str,
+        params: &[Value],
+        max_length: u64,
         work: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
+        let guard = Guard::install(conn, access, sql, params.len(), max_length).await?;
         let deadline = Instant::now() + self.timeout();
-        conn.lock_handle()
+        let timed = conn
+            .lock_handle()
             .await
-            .map_err(|e| self.failed("lock connection", e))?
-            .set_progress_handler(PROGRESS_STEPS, move || Instant::now() < deadline);
-        let result = work(&mut *conn).await;
+            .map(|mut handle| {
+                handle.set_progress_handler(PROGRESS_STEPS, move || Instant::now() < deadline)
+            })
+            .map_err(|e| self.failed("lock connection", e));
+        let result = match timed {
+            Ok(()) => work(&mut *conn).await,
+            Err(e) => Err(e),
+        };
         if let Ok(mut handle) = conn.lock_handle().await {
             handle.remove_progress_handler();
         }
+        // An authorizer's refusal says more than SQLite's "not authorized".
+        let result = match (result, guard.refused()) {
+            (Err(_), Some(why)) => Err(BackendError::Invalid(why)),
+            (result, _) => result,
+        };
+        guard.remove(conn).await?;
         result
     }
 
@@ -253,12 +354,6 @@ fn arguments(params: &[Value]) -> Result<SqliteArguments, BackendError> {
         added.map_err(|e| BackendError::Invalid(format!("cannot bind parameter: {e}")))?;
     }
     Ok(args)
-}
-
-fn decode_row(row: &SqliteRow) -> Result<Vec<Value>, BackendError> {
-    (0..row.columns().len())
-        .map(|i| decode(row, i).map_err(classify))
-        .collect()
 }
 
 /// Maps the stored value by its storage class, refined by the column's
@@ -320,7 +415,7 @@ mod tests {
         )
         .unwrap();
         let db = Sqlite::new(settings("t", vec![schema]), "sqlite::memory:", dir.path());
-        db.pool().await.unwrap();
+        db.worker().await.unwrap();
         db
     }
 
@@ -375,7 +470,7 @@ mod tests {
     async fn dry_write_rolls_back_and_reports_rows() {
         let db = db().await;
         let n = db
-            .execute("UPDATE t SET note = 'x'", &[], false)
+            .execute("UPDATE t SET note = 'x'", &[], &["t".into()], false)
             .await
             .unwrap();
         assert_eq!(n, 2);
@@ -388,6 +483,7 @@ mod tests {
             .execute(
                 "UPDATE t SET note = ?1 WHERE id = 1",
                 &[Value::Text("y".into())],
+                &["t".into()],
                 true,
             )
             .await
