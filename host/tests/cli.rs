@@ -714,3 +714,56 @@ fn the_ci_examples_run_the_documented_commands() {
             .exists()
     );
 }
+
+/// Text a playbook shows (a step name, a log line, its outcome) reaches
+/// the terminal inert: no escape sequence, no bidi override, no carriage
+/// return that could overwrite a line (issue #15, §3).
+#[test]
+fn hostile_text_reaches_the_terminal_inert() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = hostile_config(dir.path());
+    let hostile = "\u{1b}[2J\u{1b}[Happroved by alice\r\u{202e}0001\u{9b}31m";
+    let alert = dir.path().join("show.json");
+    let body = serde_json::json!({
+        "labels": { "alertname": "Hostile", "mode": "show" },
+        "annotations": { "text": hostile },
+    });
+    std::fs::write(&alert, body.to_string()).unwrap();
+    for extra in [&[][..], &["--json"][..]] {
+        let out = run("hostile", alert.to_str().unwrap(), &config, extra);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("approved by alice"));
+        for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let shown = text(bytes);
+            assert!(
+                !shown.chars().any(stepgate::inert::is_unsafe),
+                "{name} {extra:?} carries unsafe characters: {shown:?}"
+            );
+        }
+        if extra == ["--json"] {
+            // Still JSON, with the same text in it.
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert!(json.to_string().contains("approved by alice"));
+        }
+    }
+}
+
+/// `stepgate … | head -1`: a closed stdout ends the output quietly.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = hostile_config(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(["inspect", "hostile", "--config", config.to_str().unwrap()])
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}

@@ -16,6 +16,7 @@ use stepgate::bindings::Value;
 use stepgate::gate::Mode;
 use stepgate::run::{LimitExceeded, RunEnd, RunReport};
 use stepgate::runtime::Runtime;
+use stepgate::server::Server;
 use stepgate_tests::receiver::{Receiver, Reply};
 use stepgate_tests::servers::PgServer;
 use stepgate_tests::{Setup, Store as Kind, alert, field, run_unattended};
@@ -81,12 +82,17 @@ headers = {{ "x-api-key" = "admin-secret" }}
 kind = "builtin"
 names = ["PLAZA_*"]
 
+[pager.channels.ops]
+kind = "slack"
+url = "{admin_url}/slack"
+
 [playbooks.hostile]
 component = "{component}"
 gates = {{ default = "auto" }}
 grants.db.plaza = {{ write = true, tables = ["escrow_holds"] }}
 grants.rpc.admin.routes = ["POST /admin/x", "GET /health", "GET /search?*"]
 grants.flags = {{ write = ["PLAZA_*"] }}
+grants.pager = {{ channels = ["ops"] }}
 
 [playbooks.reader]
 component = "{component}"
@@ -351,6 +357,57 @@ async fn postgres_functions_schemas_and_sessions() {
     )
     .await;
     assert_eq!(field(&report, "result"), "ok: 1 changed");
+    // A dry-run INSERT moves no sequence (it is counted, not run).
+    for (sql, rows) in [
+        (
+            "INSERT INTO escrow_holds (order_id, state, amount) VALUES ('o', 'held', 1), ('p', 'held', 2)",
+            2,
+        ),
+        (
+            "INSERT INTO escrow_holds (order_id, state, amount) SELECT order_id, 'copy', amount FROM escrow_holds",
+            2,
+        ),
+    ] {
+        let report = run_unattended(
+            &t.runtime,
+            "hostile",
+            alert(
+                "Hostile",
+                &[("mode", "db-execute")],
+                &[("sql", sql), ("reason", "dry")],
+            ),
+            Mode::DryRun,
+        )
+        .await;
+        assert_eq!(
+            field(&report, "result"),
+            format!("ok: {rows} changed").as_str()
+        );
+    }
+    let untouched = sqlx_scalar(pg, "SELECT last_value = 2 FROM escrow_holds_id_seq").await;
+    assert!(untouched, "a dry-run INSERT moved the sequence");
+    let bad = run_unattended(
+        &t.runtime,
+        "hostile",
+        alert(
+            "Hostile",
+            &[("mode", "db-execute")],
+            &[
+                (
+                    "sql",
+                    "INSERT INTO escrow_holds (no_such_column) VALUES (1)",
+                ),
+                ("reason", "dry"),
+            ],
+        ),
+        Mode::DryRun,
+    )
+    .await;
+    refused(
+        field(&bad, "result").as_str().unwrap(),
+        "invalid",
+        "dry insert of a bad column",
+    );
     let unlocked = sqlx_scalar(
         pg,
         "SELECT COUNT(*) = 1 FROM (SELECT 1 FROM escrow_holds WHERE id = 1 FOR UPDATE NOWAIT) l",
@@ -490,4 +547,63 @@ async fn what_a_human_reads_is_inert() {
     );
     assert!(!shown.contains("alice\r"), "{shown:?}");
     assert!(shown.contains("\\u202E"), "{shown}");
+}
+
+/// A Slack message carries no mention or link markup from a playbook.
+#[tokio::test]
+async fn slack_messages_carry_no_markup() {
+    let slack = Receiver::always(Reply::ok("ok")).await;
+    let t = target(Kind::Sqlite, &slack.url);
+    let hostile = "<!channel> wire it to <https://evil.example|the treasury> & \u{1b}[2J";
+    let report = t
+        .attack("hostile", "notify", &[], &[("text", hostile)])
+        .await;
+    assert_eq!(field(&report, "result"), "ok: sent");
+    let sent = slack.requests();
+    assert_eq!(sent.len(), 1);
+    let text = sent[0].json()["text"].as_str().unwrap().to_owned();
+    assert!(!text.contains('<') && !text.contains('>'), "{text}");
+    assert!(text.contains("&lt;!channel&gt;"), "{text}");
+    assert!(!text.chars().any(stepgate::inert::is_unsafe), "{text:?}");
+}
+
+/// The server's edges: JSON only, bodies capped, and no listening beyond
+/// loopback without a hook token.
+#[tokio::test]
+async fn the_server_edges_hold() {
+    let t = target(Kind::Sqlite, "http://127.0.0.1:9");
+    let server = Server::start(Arc::new(t.setup.runtime())).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/generic", listener.local_addr().unwrap());
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    let client = reqwest::Client::new();
+    let alert = r#"{"labels": {"alertname": "Unrouted"}}"#;
+    let post = |content_type: &'static str, body: String| {
+        let request = client.post(&url).body(body);
+        let request = if content_type.is_empty() {
+            request
+        } else {
+            request.header("content-type", content_type)
+        };
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post("", alert.to_owned()).await, 415);
+    assert_eq!(post("text/plain", alert.to_owned()).await, 415);
+    let huge = format!(
+        r#"{{"labels": {{"alertname": "{}"}}}}"#,
+        "x".repeat(2 << 20)
+    );
+    assert_eq!(post("application/json", huge).await, 413);
+    assert_eq!(
+        post("application/json; charset=utf-8", alert.to_owned()).await,
+        202
+    );
+    // Beyond loopback, no hook token: refused before it listens.
+    let server = Server::start(Arc::new(t.setup.runtime())).await.unwrap();
+    let open = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let refused = server
+        .serve(open, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("hook_token"), "{refused}");
 }

@@ -37,6 +37,35 @@ use super::{BackendError, Database, DbSettings, SqlDialect, collect_rows, table}
 use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::db::Rows;
 
+/// How a dry run counts what an INSERT would add.
+enum DryInsert {
+    /// `INSERT … VALUES`: this many rows.
+    Rows(u64),
+    /// `INSERT … SELECT`: the rows this read-only count returns.
+    Query(String),
+}
+
+/// How to count a plain `INSERT` (not one inside a data-modifying `WITH`)
+/// without running it; `None` for any other statement.
+fn dry_insert(sql: &str) -> Option<DryInsert> {
+    use sqlparser::ast::{SetExpr, Statement};
+    let mut statements =
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+            .ok()?;
+    let Statement::Insert(insert) = statements.pop()? else {
+        return None;
+    };
+    let source = insert.source?;
+    match source.body.as_ref() {
+        SetExpr::Values(values) if source.with.is_none() && source.order_by.is_none() => {
+            Some(DryInsert::Rows(values.rows.len() as u64))
+        }
+        _ => Some(DryInsert::Query(format!(
+            "SELECT count(*) FROM ({source}) AS stepgate_dry_run"
+        ))),
+    }
+}
+
 /// Schema, table and rows changed, from `pg_stat_xact_user_tables`.
 type TableChanges = (String, String, i64);
 
@@ -160,6 +189,9 @@ impl Postgres {
         tables: &[String],
         commit: bool,
     ) -> Result<u64, BackendError> {
+        if !commit && let Some(count) = dry_insert(sql) {
+            return self.count_dry_insert(sql, params, count).await;
+        }
         let mut conn = self.acquire().await?;
         let result = async {
             sqlx::raw_sql("BEGIN READ WRITE")
@@ -190,6 +222,45 @@ impl Postgres {
         } else {
             self.release(conn, "ROLLBACK").await;
         }
+        result
+    }
+
+    /// A dry-run INSERT, counted without running it: running it would move
+    /// the sequences behind the table's defaults, which no rollback undoes.
+    /// PostgreSQL parses and plans the INSERT itself (so a bad column or
+    /// type is still reported), and the rows are counted from its VALUES,
+    /// or by its SELECT in a read-only transaction. With ON CONFLICT the
+    /// count is the most it would insert.
+    async fn count_dry_insert(
+        &self,
+        sql: &str,
+        params: &[Value],
+        count: DryInsert,
+    ) -> Result<u64, BackendError> {
+        use sqlx::{Executor, SqlSafeStr};
+        let mut conn = self.acquire().await?;
+        let result = async {
+            (&mut *conn)
+                .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
+                .await
+                .map_err(|e| self.classify(e))?;
+            match count {
+                DryInsert::Rows(n) => Ok(n),
+                DryInsert::Query(count) => {
+                    sqlx::raw_sql("BEGIN READ ONLY")
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| self.failed("begin read-only transaction", e))?;
+                    let n: i64 = sqlx::query_scalar_with(AssertSqlSafe(count), arguments(params)?)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(|e| self.classify(e))?;
+                    Ok(u64::try_from(n).unwrap_or(0))
+                }
+            }
+        }
+        .await;
+        self.release(conn, "ROLLBACK").await;
         result
     }
 

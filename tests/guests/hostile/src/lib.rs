@@ -158,6 +158,12 @@ impl Playbook for Hostile {
                 .map(|was| format!("was {was:?}"));
                 Ok(answered(answer))
             }
+            "notify" => {
+                let channel = alert.label("channel").unwrap_or("ops");
+                let answer =
+                    pager::notify(channel, text(&alert, "text")).map(|()| "sent".to_owned());
+                Ok(answered(answer))
+            }
             // Shows hostile text everywhere a human reads a run: a step
             // name, a log line, the outcome's summary, field and checklist.
             "show" => {
