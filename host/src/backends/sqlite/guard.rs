@@ -7,8 +7,10 @@
 //! the checker approved, and holds it there while it runs:
 //!
 //! - the text is exactly one statement (the prepare tail holds nothing but
-//!   blanks and comments), and its parameters are plain `?`, `?N` or `$N`
-//!   within the values given;
+//!   blanks and comments), of the kind the call runs (a read SQLite calls
+//!   read-only and asks about as a SELECT; a write it asks about as a
+//!   change), and its parameters are plain `?`, `?N` or `$N` within the
+//!   values given;
 //! - an authorizer ([`sqlite3_set_authorizer`]) allows, while the statement
 //!   is prepared, only what the call may do: reading any table; calling a
 //!   function on [`FUNCTIONS`], the side-effect-free core set; and, for
@@ -25,6 +27,7 @@
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use libsqlite3_sys::{
@@ -32,6 +35,7 @@ use libsqlite3_sys::{
     SQLITE_LIMIT_LENGTH, SQLITE_OK, SQLITE_READ, SQLITE_RECURSIVE, SQLITE_SELECT, SQLITE_UPDATE,
     sqlite3, sqlite3_bind_parameter_count, sqlite3_bind_parameter_name, sqlite3_errmsg,
     sqlite3_finalize, sqlite3_limit, sqlite3_prepare_v3, sqlite3_set_authorizer, sqlite3_stmt,
+    sqlite3_stmt_readonly,
 };
 use sqlx::sqlite::SqliteConnection;
 
@@ -192,6 +196,11 @@ pub enum Access {
 struct Policy {
     access: Access,
     refused: Mutex<Option<String>>,
+    /// SQLite asked about a SELECT (reads) or a change (writes): a
+    /// statement it asked nothing of (VACUUM has no authorizer code) is
+    /// not the kind the checker approved.
+    saw_select: AtomicBool,
+    saw_change: AtomicBool,
 }
 
 impl Policy {
@@ -203,7 +212,11 @@ impl Policy {
         db: Option<&str>,
     ) -> Result<(), String> {
         match action {
-            SQLITE_SELECT | SQLITE_READ | SQLITE_RECURSIVE => Ok(()),
+            SQLITE_SELECT => {
+                self.saw_select.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            SQLITE_READ | SQLITE_RECURSIVE => Ok(()),
             // SQLite asks this for ANALYZE; it is never a playbook's call.
             SQLITE_ANALYZE => Err("ANALYZE".to_owned()),
             SQLITE_FUNCTION => {
@@ -228,7 +241,10 @@ impl Policy {
                     arg1.unwrap_or(""),
                 );
                 match &self.access {
-                    Access::Write { tables } if tables.contains(&name) => Ok(()),
+                    Access::Write { tables } if tables.contains(&name) => {
+                        self.saw_change.store(true, Ordering::Relaxed);
+                        Ok(())
+                    }
                     Access::Write { .. } => Err(format!(
                         "{verb} table `{name}`, which the checked statement does not name (a trigger or a part the checker read differently)"
                     )),
@@ -238,6 +254,23 @@ impl Policy {
                 }
             }
             other => Err(action_name(other).to_owned()),
+        }
+    }
+}
+
+impl Policy {
+    /// The statement SQLite prepared is of the kind the call runs: a read
+    /// that SQLite itself calls read-only and asked about as a SELECT, or
+    /// a write it asked about as a change.
+    fn confirm_kind(&self, read_only: bool) -> Result<(), String> {
+        let kind_ok = match self.access {
+            Access::Read => read_only && self.saw_select.load(Ordering::Relaxed),
+            Access::Write { .. } => self.saw_change.load(Ordering::Relaxed),
+        };
+        if kind_ok {
+            Ok(())
+        } else {
+            Err("SQLite reads this statement as another kind than the checker did; stepgate refuses SQL that the checker and the engine read differently".to_owned())
         }
     }
 }
@@ -311,6 +344,8 @@ impl Guard {
         let policy = Arc::new(Policy {
             access,
             refused: Mutex::new(None),
+            saw_select: AtomicBool::new(false),
+            saw_change: AtomicBool::new(false),
         });
         let mut handle = conn
             .lock_handle()
@@ -331,7 +366,8 @@ impl Guard {
             old_length,
         };
         // SAFETY: as above.
-        let confirmed = unsafe { confirm_one_statement(db, sql, params) };
+        let confirmed = unsafe { confirm_one_statement(db, sql, params) }
+            .and_then(|read_only| guard.policy.confirm_kind(read_only));
         if let Err(why) = confirmed {
             let why = guard.refused().unwrap_or(why);
             // SAFETY: as above.
@@ -374,11 +410,16 @@ impl Guard {
 }
 
 /// Prepares `sql` (under the installed authorizer) and checks that it is
-/// one statement with plain, in-range parameters.
+/// one statement with plain, in-range parameters; says whether SQLite
+/// calls it read-only.
 ///
 /// # Safety
 /// `db` must be a locked, open connection handle.
-unsafe fn confirm_one_statement(db: *mut sqlite3, sql: &str, params: usize) -> Result<(), String> {
+unsafe fn confirm_one_statement(
+    db: *mut sqlite3,
+    sql: &str,
+    params: usize,
+) -> Result<bool, String> {
     if sql.contains('\0') {
         // SQLite stops at a NUL; sqlx would prepare the rest forever.
         return Err("the SQL holds a NUL character".to_owned());
@@ -400,6 +441,8 @@ unsafe fn confirm_one_statement(db: *mut sqlite3, sql: &str, params: usize) -> R
     }
     // SAFETY: `stmt` is a live statement until finalized below.
     let checked = unsafe { check_parameters(stmt, params) };
+    // SAFETY: as above.
+    let read_only = unsafe { sqlite3_stmt_readonly(stmt) } != 0;
     // SAFETY: finalized once.
     unsafe { sqlite3_finalize(stmt) };
     checked?;
@@ -408,7 +451,7 @@ unsafe fn confirm_one_statement(db: *mut sqlite3, sql: &str, params: usize) -> R
         .min(sql.len());
     let rest = &sql.as_bytes()[used..];
     if rest.is_empty() {
-        return Ok(());
+        return Ok(read_only);
     }
     // Whatever follows must prepare to nothing (blanks and comments only).
     let mut next: *mut sqlite3_stmt = ptr::null_mut();
@@ -429,7 +472,7 @@ unsafe fn confirm_one_statement(db: *mut sqlite3, sql: &str, params: usize) -> R
         unsafe { sqlite3_finalize(next) };
     }
     if rc == SQLITE_OK && next.is_null() {
-        Ok(())
+        Ok(read_only)
     } else {
         Err("SQLite reads this text as more than one statement, though the checker read one; stepgate refuses SQL that the checker and the engine read differently".to_owned())
     }

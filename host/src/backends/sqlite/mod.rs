@@ -465,6 +465,45 @@ mod tests {
         assert_eq!(count.rows[0][0], Value::Int(2));
     }
 
+    /// What the parser never sees, the engine still holds: VACUUM (which
+    /// asks SQLite's authorizer nothing), ATTACH, PRAGMA, a second
+    /// statement, a write to a table outside the approved ones.
+    #[tokio::test]
+    async fn the_engine_refuses_what_the_call_is_not() {
+        let db = db().await;
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy.db");
+        let vacuum = format!("VACUUM INTO '{}'", copy.display());
+        let attach = format!("ATTACH DATABASE '{}' AS x", copy.display());
+        for sql in [
+            vacuum.as_str(),
+            attach.as_str(),
+            "PRAGMA query_only = OFF",
+            "SELECT 1; SELECT 2",
+        ] {
+            let read = db.query(sql, &[], 1 << 20).await;
+            assert!(
+                matches!(read, Err(BackendError::Invalid(_))),
+                "{sql}: {read:?}"
+            );
+            let write = db.execute(sql, &[], &["t".into()], true).await;
+            assert!(
+                matches!(write, Err(BackendError::Invalid(_))),
+                "{sql}: {write:?}"
+            );
+        }
+        assert!(!copy.exists(), "VACUUM INTO or ATTACH wrote a file");
+        let other = db
+            .execute("DELETE FROM t", &[], &["other".into()], true)
+            .await;
+        assert!(matches!(other, Err(BackendError::Invalid(_))), "{other:?}");
+        let count = db
+            .query("SELECT COUNT(*) FROM t", &[], 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(count.rows[0][0], Value::Int(2));
+    }
+
     #[tokio::test]
     async fn dry_write_rolls_back_and_reports_rows() {
         let db = db().await;
