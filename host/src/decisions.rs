@@ -4,6 +4,7 @@
 //! its run right away.
 
 use std::path::PathBuf;
+use stepgate::inert::line;
 use stepgate::{errln, outln};
 
 use anyhow::{Context, Result, anyhow};
@@ -87,10 +88,14 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
                 p.run_id,
                 p.seq,
                 p.playbook,
-                p.target,
+                line(&p.target),
                 p.started_by,
                 p.run_id,
-                p.detail.replace('\n', "\n      ")
+                p.detail
+                    .lines()
+                    .map(|l| line(l).into_owned())
+                    .collect::<Vec<_>>()
+                    .join("\n      ")
             );
             continue;
         }
@@ -100,12 +105,12 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
             p.seq,
             p.playbook,
             p.op,
-            p.target,
+            line(&p.target),
             p.approvals,
             p.quorum,
             p.started_by,
-            p.detail,
-            p.reason
+            line(&p.detail),
+            line(&p.reason)
         );
         if !p.groups.is_empty() {
             outln!("    who:    principals of {}", p.groups.join(", "));

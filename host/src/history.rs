@@ -2,6 +2,7 @@
 //! recorded. Only reads; prints text or JSON and picks the exit code.
 
 use anyhow::Result;
+use stepgate::inert::line;
 use stepgate::{errln, outln};
 
 use stepgate::config::Config;
@@ -64,7 +65,7 @@ pub async fn runs(
             run.status,
             run.mode,
             run.playbook,
-            summary.chars().take(60).collect::<String>()
+            line(&summary.chars().take(60).collect::<String>())
         );
     }
     Ok(exit::DONE)
@@ -112,7 +113,7 @@ pub async fn show(source: Source<'_>, id: &str, json: bool) -> Result<u8, UsageE
         if entry.step != step {
             step = entry.step.clone();
             if let Some(name) = &step {
-                outln!("▶ {name}");
+                outln!("▶ {}", line(name));
             }
         }
         let (asked, answer) = describe_call(entry);

@@ -8,6 +8,7 @@
 //! once: every run and every escalation step is claimed before it is acted
 //! on, so each happens once.
 
+use crate::inert::line;
 use serde::Serialize;
 
 use crate::backends::Page;
@@ -80,11 +81,18 @@ async fn escalate(runtime: &Runtime, due: &DueEscalation) -> Result<Escalated, S
     let step = due.index + 1;
     let summary = format!(
         "Approval waiting: {} wants {} on `{}` (run {} #{})",
-        due.playbook, due.op, due.target, due.run_id, due.seq
+        due.playbook,
+        due.op,
+        line(&due.target),
+        due.run_id,
+        due.seq
     );
     let details = format!(
         "write: {}\nreason: {}\ndecide: stepgate approve {} {} --reason \"…\" (or deny)\nescalation step {step}",
-        due.detail, due.reason, due.run_id, due.seq
+        line(&due.detail),
+        line(&due.reason),
+        due.run_id,
+        due.seq
     );
     let page = Page {
         dedup_key: format!("{}-{}-escalation-{step}", due.run_id, due.seq),

@@ -606,4 +606,12 @@ async fn the_server_edges_hold() {
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("hook_token"), "{refused}");
+    // A blank token would match a request that carries none: refused.
+    std::fs::write(t.setup.path("blank-token"), "   \n").unwrap();
+    let config = std::fs::read_to_string(&t.setup.config).unwrap()
+        + "\n[server]\nhook_token = { file = \"blank-token\" }\n";
+    std::fs::write(&t.setup.config, config).unwrap();
+    let blank = Server::start(Arc::new(t.setup.runtime())).await;
+    let err = blank.err().expect("a blank hook token was taken");
+    assert!(err.to_string().contains("empty"), "{err}");
 }

@@ -11,6 +11,7 @@
 //! an orphan. Also the sweeper, which resumes what the state store says is
 //! ready and re-dispatches alerts a failure left behind.
 
+use crate::inert::line;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -515,12 +516,24 @@ async fn notify_approvers(shared: &Shared, run_id: &str, seq: u64) {
     let message = if p.op == crate::state::approvals::STEP_PAUSE {
         format!(
             "Step mode: {} is paused before step `{}` (run {run_id})\nso far:\n{}\ngo on: stepgate continue {run_id}   stop: stepgate abort {run_id} --reason \"…\"{url}",
-            p.playbook, p.target, p.detail
+            p.playbook,
+            line(&p.target),
+            p.detail
+                .lines()
+                .map(|l| line(l).into_owned())
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     } else {
         format!(
             "Approval needed: {} wants {} on `{}` (run {run_id} #{seq}, {} of {} approvals)\nwrite: {}\nreason: {}\napprove: stepgate approve {run_id} {seq} --reason \"…\"{url}",
-            p.playbook, p.op, p.target, p.approvals, p.quorum, p.detail, p.reason
+            p.playbook,
+            p.op,
+            line(&p.target),
+            p.approvals,
+            p.quorum,
+            line(&p.detail),
+            line(&p.reason)
         )
     };
     let sent = match shared.runtime().backends.channel(channel) {

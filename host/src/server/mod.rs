@@ -197,6 +197,10 @@ fn hook_token(runtime: &Runtime) -> Result<Option<[u8; 32]>, String> {
             &runtime.backends.redactor(),
         )
         .map_err(|e| e.to_string())?;
+    if token.trim().is_empty() {
+        // An empty token would match a request without one.
+        return Err("the token is empty; set a long random value".to_owned());
+    }
     use sha2::Digest;
     Ok(Some(sha2::Sha256::digest(token.trim().as_bytes()).into()))
 }
