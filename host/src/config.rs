@@ -132,6 +132,11 @@ pub struct ServerConfig {
     /// A connection that sends or takes nothing this long is closed.
     #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
+    /// A request's headers must arrive within this of its first byte, and
+    /// then its body within the same time; a client that trickles is cut
+    /// off (a body past it is answered 408).
+    #[serde(default = "default_request_timeout", deserialize_with = "de_duration")]
+    pub request_timeout: Duration,
     /// The largest request body any route takes, e.g. "1MiB".
     #[serde(default = "default_body_limit", deserialize_with = "de_size")]
     pub body_limit: u64,
@@ -142,6 +147,10 @@ fn default_max_connections() -> usize {
 }
 
 fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_request_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
@@ -177,6 +186,7 @@ impl Default for ServerConfig {
             hook_token: None,
             max_connections: default_max_connections(),
             idle_timeout: default_idle_timeout(),
+            request_timeout: default_request_timeout(),
             body_limit: default_body_limit(),
         }
     }

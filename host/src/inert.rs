@@ -9,8 +9,9 @@
 //!
 //! - [`text`] rewrites every control character (but newline and tab),
 //!   DEL, the C1 controls, the bidirectional overrides and isolates, the
-//!   zero-width characters and the line and paragraph separators as a
-//!   visible `\uXXXX`. The same escape is valid inside a JSON string, so
+//!   zero-width and other invisible characters (soft hyphen, fillers,
+//!   variation selectors, tags) and the line and paragraph separators as
+//!   a visible `\uXXXX` (a surrogate pair beyond U+FFFF). The same escape is valid inside a JSON string, so
 //!   the filter keeps `--json` output valid JSON with the same meaning.
 //! - [`line`] also shows newline and tab as `\n` and `\t`, for a value
 //!   that must stay on its own line (a field, a reason, a step name).
@@ -28,9 +29,22 @@ use std::io::{self, Write};
 /// Whether `c` must not reach a terminal as itself.
 pub fn is_unsafe(c: char) -> bool {
     matches!(c,
+        // C0 (but newline and tab), DEL and C1 controls.
         '\u{0}'..='\u{8}' | '\u{b}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
-        | '\u{61c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
-        | '\u{2060}'..='\u{2069}' | '\u{feff}'
+        // Invisible or bidirectional format characters: soft hyphen,
+        // Arabic letter mark, Mongolian vowel separator, zero-width
+        // marks, LRM/RLM, line and paragraph separators, embeddings and
+        // overrides, word joiner and invisible operators, isolates,
+        // byte-order mark, interlinear annotation marks.
+        | '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}'
+        | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}'
+        | '\u{fff9}'..='\u{fffb}'
+        // Hangul fillers: render as blank space of a letter's width.
+        | '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}'
+        // Variation selectors and tags: invisible, and tags can smuggle
+        // a whole hidden ASCII text.
+        | '\u{fe00}'..='\u{fe0f}' | '\u{e0000}'..='\u{e007f}'
+        | '\u{e0100}'..='\u{e01ef}'
     )
 }
 
@@ -43,7 +57,11 @@ fn escape(text: &str, also: impl Fn(char) -> Option<&'static str>) -> Cow<'_, st
         if let Some(shown) = also(c) {
             out.push_str(shown);
         } else if is_unsafe(c) {
-            out.push_str(&format!("\\u{:04X}", u32::from(c)));
+            // UTF-16 units, as JSON spells a character beyond U+FFFF (a
+            // surrogate pair), so the escape means the same inside JSON.
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04X}"));
+            }
         } else {
             out.push(c);
         }
@@ -152,13 +170,21 @@ mod tests {
             "ok\\u001B[2J\\u001B[H approved by alice\\u000D\\u202E0001\\u007F\\u009B"
         );
         assert_eq!(text("plain text\n"), "plain text\n");
+        // Invisible letters, fillers and tags (a hidden ASCII text) show.
+        assert_eq!(
+            text("pay\u{ad}\u{3164}\u{115f}\u{180e}\u{fe0f}\u{e0041}"),
+            "pay\\u00AD\\u3164\\u115F\\u180E\\uFE0F\\uDB40\\uDC41"
+        );
+        assert_eq!(text("é ü 中文 🙂"), "é ü 中文 🙂");
         assert!(matches!(text("plain"), Cow::Borrowed(_)));
         assert_eq!(line("two\nlines\tand tab"), "two\\nlines\\tand tab");
     }
 
     #[test]
     fn the_filter_keeps_json_valid_and_equal() {
-        let value = serde_json::json!({ "reason": "a\u{1b}[31m\u{202e}b\u{7f}\u{85}" });
+        let value = serde_json::json!({
+            "reason": "a\u{1b}[31m\u{202e}b\u{7f}\u{85}\u{e0041}\u{ad}\u{3164}\u{fe0f}"
+        });
         let printed = value.to_string();
         let filtered = text(&printed);
         assert!(!filtered.chars().any(is_unsafe));

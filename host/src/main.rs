@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use stepgate::approvals::StoredApprover;
 use stepgate::config::Config;
 use stepgate::gate::Mode;
+use stepgate::inert::line;
 use stepgate::journal::Quiet;
 use stepgate::report::exit;
 use stepgate::run::RunRequest;
@@ -645,7 +646,7 @@ fn read_alert(source: &str) -> Result<stepgate::bindings::Alert> {
     if count > 1 {
         errln!(
             "note: the payload holds {count} alerts; this run answers `{}`",
-            alert.name
+            line(&alert.name)
         );
     }
     Ok(alert)
@@ -695,8 +696,8 @@ async fn run(
         errln!(
             "note: `{}` does not list alert `{}` among those it answers ({})",
             playbook.name,
-            alert.name,
-            playbook.description.alerts.join(", ")
+            line(&alert.name),
+            line(&playbook.description.alerts.join(", "))
         );
     }
     let progress: Box<dyn stepgate::journal::Progress> = if json {
@@ -705,9 +706,9 @@ async fn run(
         errln!(
             "stepgate: {} v{} — {} for alert {}{}",
             playbook.name,
-            playbook.description.version,
+            line(&playbook.description.version),
             mode,
-            alert.name,
+            line(&alert.name),
             if mode == Mode::DryRun {
                 " (nothing will be written; add --live to act)"
             } else {
@@ -840,7 +841,7 @@ async fn sweep(json: bool, config: &Path) -> Result<u8, UsageError> {
                 e.run_id,
                 e.seq,
                 e.step,
-                e.paged
+                line(&e.paged)
             );
         }
         for r in &report.resumed {
@@ -894,10 +895,10 @@ async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
     let runtime = Runtime::new(config)?;
     let playbook = runtime.playbook(component).await?;
     let d = &playbook.description;
-    outln!("name:     {}", d.name);
-    outln!("version:  {}", d.version);
-    outln!("summary:  {}", d.summary);
-    outln!("alerts:   {}", d.alerts.join(", "));
+    outln!("name:     {}", line(&d.name));
+    outln!("version:  {}", line(&d.version));
+    outln!("summary:  {}", line(&d.summary));
+    outln!("alerts:   {}", line(&d.alerts.join(", ")));
     outln!(
         "file:     {} ({} bytes, {:.1} MB)",
         playbook.path.display(),
@@ -912,7 +913,7 @@ async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
     );
     outln!("capabilities:");
     for capability in &d.capabilities {
-        outln!("  {capability:?}");
+        outln!("  {}", line(&format!("{capability:?}")));
     }
     outln!("imports:");
     for import in &playbook.imports {

@@ -105,7 +105,13 @@ impl Scope {
                     .filter_map(|r| {
                         // Bad routes are refused at config load.
                         let (verb, path, effect, query) = r.parts().ok()?;
-                        let path = globset::Glob::new(&path).ok()?.compile_matcher();
+                        // `*` stays inside one path segment; `**` crosses
+                        // segments, as the route says when it means to.
+                        let path = globset::GlobBuilder::new(&path)
+                            .literal_separator(true)
+                            .build()
+                            .ok()?
+                            .compile_matcher();
                         Some(Route {
                             text: r.route().to_owned(),
                             verb,
@@ -464,6 +470,9 @@ grants.rpc.admin.routes = ["GET /api/v1/admin/feature-flags?*", "POST /graphql",
         assert!(e.to_string().contains("routes"), "{e}");
         assert!(http("admin", "DELETE", "/graphql").is_err());
         assert!(http("other", "GET", "/health/db").is_err());
+        // `*` is one segment: a glob never reaches a deeper, other path.
+        assert!(http("admin", "GET", "/health/db/extra").is_err());
+        assert!(http("admin", "GET", "/health/x/admin/pods/restart").is_err());
         // A query string needs a route that allows one.
         assert_eq!(
             http("admin", "POST", "/admin/pods/restart"),

@@ -37,8 +37,15 @@ CREATE SCHEMA archive;
 CREATE TABLE archive.escrow_holds (id INT PRIMARY KEY, state TEXT NOT NULL);
 INSERT INTO archive.escrow_holds VALUES (1, 'held');
 CREATE FUNCTION evil() RETURNS int LANGUAGE sql AS $$ INSERT INTO ledger_entries (account, amount) VALUES ('evil', 1) RETURNING 1 $$;
+CREATE FUNCTION public.random(n int) RETURNS int LANGUAGE sql AS $$ INSERT INTO ledger_entries (account, amount) VALUES ('random', n) RETURNING n $$;
+CREATE FUNCTION archive.coalesce(n int) RETURNS int LANGUAGE sql AS $$ INSERT INTO ledger_entries (account, amount) VALUES ('coalesce', n) RETURNING n $$;
 CREATE FUNCTION mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO ledger_entries (account, amount) VALUES ('trigger', 1); RETURN NEW; END $$;
 CREATE TRIGGER hold_audit AFTER UPDATE ON escrow_holds FOR EACH ROW WHEN (NEW.state = 'trigger') EXECUTE FUNCTION mark();
+CREATE CONSTRAINT TRIGGER hold_later AFTER UPDATE ON escrow_holds DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.state = 'deferred') EXECUTE FUNCTION mark();
+CREATE TABLE scratch (n INT);
+INSERT INTO scratch VALUES (1), (2);
+CREATE FUNCTION wipe() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN TRUNCATE scratch; RETURN NEW; END $$;
+CREATE TRIGGER hold_wipe AFTER UPDATE ON escrow_holds FOR EACH ROW WHEN (NEW.state = 'truncate') EXECUTE FUNCTION wipe();
 INSERT INTO escrow_holds (order_id, state, amount) VALUES ('order:1', 'held', 5), ('order:2', 'held', 7);
 INSERT INTO ledger_entries (account, amount) VALUES ('hot', 12), ('cold', 30);
 ";
@@ -298,7 +305,47 @@ async fn postgres_functions_schemas_and_sessions() {
         )
         .await;
     refused(&answer, "invalid", "unicode-escaped set_config");
+    // A writing function named like a built-in that may be called
+    // (random is volatile but only reads) or like syntax (coalesce):
+    // judged by its own catalog entry, whatever it is called, and the
+    // built-in itself still passes.
+    for sql in [
+        "SELECT random(1)",
+        "SELECT public.random(1)",
+        "SELECT archive.coalesce(1)",
+    ] {
+        let answer = t.sql("reader", "db-query", sql).await;
+        refused(&answer, "invalid", sql);
+        let answer = t
+            .sql(
+                "hostile",
+                "db-execute",
+                &format!("UPDATE escrow_holds SET amount = amount WHERE id = ({sql})"),
+            )
+            .await;
+        refused(&answer, "invalid", sql);
+    }
+    let answer = t
+        .sql(
+            "reader",
+            "db-query",
+            "SELECT pg_catalog.random() < 2, coalesce(1, 2)",
+        )
+        .await;
+    assert!(answer.starts_with("ok"), "{answer}");
     assert_eq!(t.count("ledger_entries").await, ledger);
+    // A trigger that waits for the COMMIT (deferred), or that changes a
+    // table without changing rows the statistics count (TRUNCATE): fired
+    // and seen before the commit, refused, rolled back.
+    for (state, table) in [("deferred", "ledger_entries"), ("truncate", "scratch")] {
+        let sql = format!("UPDATE escrow_holds SET state = '{state}' WHERE id = 1");
+        let answer = t.sql("hostile", "db-execute", &sql).await;
+        refused(&answer, "invalid", state);
+        assert!(answer.contains(table), "{answer}");
+    }
+    assert_eq!(t.count("scratch").await, 2);
+    assert_eq!(t.count("ledger_entries").await, ledger);
+    assert_eq!(t.states().await[0], Value::Text("held".into()));
     // Same table name, another schema: not covered by the grant.
     let answer = t
         .sql(
@@ -357,7 +404,8 @@ async fn postgres_functions_schemas_and_sessions() {
     )
     .await;
     assert_eq!(field(&report, "result"), "ok: 1 changed");
-    // A dry-run INSERT moves no sequence (it is counted, not run).
+    // A dry run moves no sequence: an INSERT in any form, and an UPDATE
+    // that sets a column to its default, are counted, not run.
     for (sql, rows) in [
         (
             "INSERT INTO escrow_holds (order_id, state, amount) VALUES ('o', 'held', 1), ('p', 'held', 2)",
@@ -365,6 +413,25 @@ async fn postgres_functions_schemas_and_sessions() {
         ),
         (
             "INSERT INTO escrow_holds (order_id, state, amount) SELECT order_id, 'copy', amount FROM escrow_holds",
+            2,
+        ),
+        (
+            "WITH src AS (SELECT order_id, amount FROM escrow_holds) \
+             INSERT INTO escrow_holds (order_id, state, amount) SELECT order_id, 'cte', amount FROM src",
+            2,
+        ),
+        (
+            "INSERT INTO escrow_holds (order_id, state, amount) VALUES ('o', 'held', 1) \
+             ON CONFLICT (id) DO UPDATE SET state = 'conflict'",
+            1,
+        ),
+        (
+            "UPDATE escrow_holds SET id = DEFAULT WHERE order_id = 'order:1'",
+            1,
+        ),
+        (
+            "UPDATE escrow_holds AS e SET id = DEFAULT FROM ledger_entries l \
+             WHERE l.account = 'hot' AND e.amount > 0",
             2,
         ),
     ] {
@@ -385,7 +452,7 @@ async fn postgres_functions_schemas_and_sessions() {
         );
     }
     let untouched = sqlx_scalar(pg, "SELECT last_value = 2 FROM escrow_holds_id_seq").await;
-    assert!(untouched, "a dry-run INSERT moved the sequence");
+    assert!(untouched, "a dry run moved the sequence");
     let bad = run_unattended(
         &t.runtime,
         "hostile",
@@ -489,6 +556,55 @@ async fn http_paths_stay_inside_their_route() {
     assert!(elsewhere.requests().is_empty(), "a redirect was followed");
     let paths: Vec<String> = admin.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(paths, ["/search?q=x", "/admin/x", "/health"]);
+
+    // Headers: none that changes what the request means (its method, its
+    // URL, who sent it) gets through, whatever its case; an ordinary one
+    // is sent, and the journal (what an approver reads) holds its value.
+    let with_header = |method: &'static str, path: &'static str, header: &'static str| async move {
+        t.attack(
+            "hostile",
+            "http",
+            &[("method", method)],
+            &[
+                ("path", path),
+                ("header", header),
+                ("reason", "hostile test"),
+            ],
+        )
+        .await
+    };
+    for header in [
+        "X-HTTP-Method-Override: DELETE",
+        "x-method-override: POST",
+        "X-Original-URL: /admin/stop",
+        "X-Rewrite-URL: /admin/stop",
+        "X-Forwarded-For: 10.0.0.1",
+        "Forwarded: for=10.0.0.1",
+        "Authorization: Bearer stolen",
+        "Transfer-Encoding: chunked",
+        "X-Request-Id: a\r\nX-Injected: 1",
+    ] {
+        let report = with_header("GET", "/health", header).await;
+        refused(
+            field(&report, "result").as_str().unwrap(),
+            "invalid",
+            header,
+        );
+    }
+    assert_eq!(admin.requests().len(), 3, "a refused header was sent");
+    let report = with_header("POST", "/admin/x", "X-Request-Id: incident-42").await;
+    assert_eq!(field(&report, "result"), "ok: status 200");
+    let sent = admin.requests();
+    let last = sent.last().unwrap();
+    assert_eq!(
+        last.headers.get("x-request-id").map(String::as_str),
+        Some("incident-42")
+    );
+    let entry = report.journal.last().unwrap();
+    assert_eq!(
+        entry.args["headers"],
+        serde_json::json!([["X-Request-Id", "incident-42"]])
+    );
 }
 
 /// Oversized arguments are refused before they are parsed or journaled;
@@ -614,4 +730,97 @@ async fn the_server_edges_hold() {
     let blank = Server::start(Arc::new(t.setup.runtime())).await;
     let err = blank.err().expect("a blank hook token was taken");
     assert!(err.to_string().contains("empty"), "{err}");
+}
+
+/// A client that trickles its request a byte at a time, never idle long
+/// enough for the idle timeout, is cut off by the request timeout: its
+/// headers, then its body, must arrive in time.
+#[tokio::test]
+async fn a_trickling_client_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = target(Kind::Sqlite, "http://127.0.0.1:9");
+    let config = std::fs::read_to_string(&t.setup.config).unwrap()
+        + "\n[server]\nrequest_timeout = \"500ms\"\nidle_timeout = \"30s\"\n";
+    std::fs::write(&t.setup.config, config).unwrap();
+    let server = Server::start(Arc::new(t.setup.runtime())).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server.serve(listener, std::future::pending()));
+
+    // Sends `head` then one byte of `drip` every 50 ms for at most 20 s;
+    // what the server answered if it answered or closed before the drip
+    // ran out, `None` if it let the client trickle on.
+    async fn trickle(addr: std::net::SocketAddr, head: &str, drip: u8) -> Option<String> {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut read, mut write) = stream.into_split();
+        write.write_all(head.as_bytes()).await.unwrap();
+        let dripping = async move {
+            for _ in 0..400 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if write.write_all(&[drip]).await.is_err() {
+                    // Closed by the server: wait for the read side.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let mut answer = Vec::new();
+        tokio::select! {
+            _ = read.read_to_end(&mut answer) => {
+                Some(String::from_utf8_lossy(&answer).into_owned())
+            }
+            () = dripping => None,
+        }
+    }
+
+    // Headers that never end: the connection is closed (hyper answers
+    // nothing, or 408).
+    let answer = trickle(addr, "POST /hooks/generic HTTP/1.1\r\nX-Slow: ", b'a')
+        .await
+        .expect("a client trickling its headers was never cut off");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // A body that never ends: 408, and the request never reached a route.
+    let head = "POST /hooks/generic HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n";
+    let answer = trickle(addr, head, b' ')
+        .await
+        .expect("a client trickling its body was never cut off");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+}
+
+/// A server listening beyond loopback keeps its hook token: a reload to a
+/// config without one is refused, and the hooks still ask for it.
+#[tokio::test]
+async fn a_reload_cannot_take_the_hook_token_away() {
+    let t = target(Kind::Sqlite, "http://127.0.0.1:9");
+    let before = std::fs::read_to_string(&t.setup.config).unwrap();
+    std::fs::write(
+        &t.setup.config,
+        format!("{before}\n[server]\nhook_token = \"hook-s3cret\"\n"),
+    )
+    .unwrap();
+    let server = Server::start_from(Arc::new(t.setup.runtime()), Some(t.setup.config.clone()))
+        .await
+        .unwrap();
+    let shared = server.shared.clone();
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    let client = reqwest::Client::new();
+    let hook = format!("http://127.0.0.1:{port}/hooks/generic");
+    let post = || {
+        client
+            .post(&hook)
+            .header("content-type", "application/json")
+            .body(r#"{"labels": {"alertname": "Unrouted"}}"#)
+            .send()
+    };
+    // Serving (and so marked as listening beyond loopback) once it answers.
+    assert_eq!(post().await.unwrap().status(), 401);
+    std::fs::write(&t.setup.config, &before).unwrap();
+    let refused = shared.reload().unwrap_err();
+    assert!(refused.contains("hook_token"), "{refused}");
+    assert_eq!(post().await.unwrap().status(), 401);
 }

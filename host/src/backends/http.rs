@@ -217,7 +217,8 @@ impl Transport {
     }
 
     async fn attempt(&self, base: &Url, request: &Request<'_>) -> Result<Response, Attempt> {
-        let url = join(base, request.path);
+        let url =
+            join(base, request.path).map_err(|why| Attempt::Stop(BackendError::Invalid(why)))?;
         let mut builder = self
             .client
             .request(request.method.clone(), url)
@@ -332,9 +333,14 @@ fn client() -> reqwest::Client {
 }
 
 /// `base` + `path`, keeping the base's own path and query.
-fn join(base: &Url, path: &str) -> Url {
+///
+/// A playbook's query string (allowed only on `?*` routes) is added after
+/// the base's own parameters, never in place of them, and may not name a
+/// parameter the base sets: a server that reads the last of two values
+/// would otherwise take the playbook's over the operator's.
+fn join(base: &Url, path: &str) -> Result<Url, String> {
     if path.is_empty() {
-        return base.clone();
+        return Ok(base.clone());
     }
     let mut url = base.clone();
     let (path, query) = match path.split_once('?') {
@@ -347,10 +353,27 @@ fn join(base: &Url, path: &str) -> Url {
         path.trim_start_matches('/')
     );
     url.set_path(&joined);
-    if let Some(query) = query {
-        url.set_query(Some(query));
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        let fixed: Vec<String> = base.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        let mut theirs = base.clone();
+        theirs.set_query(Some(query));
+        let clash = theirs
+            .query_pairs()
+            .map(|(k, _)| k.into_owned())
+            .find(|k| fixed.contains(k));
+        if let Some(name) = clash {
+            return Err(format!(
+                "the query parameter `{}` is set by the endpoint's URL; a playbook may not set it",
+                crate::inert::line(&name)
+            ));
+        }
+        let combined = match base.query().filter(|q| !q.is_empty()) {
+            Some(own) => format!("{own}&{query}"),
+            None => query.to_owned(),
+        };
+        url.set_query(Some(&combined));
     }
-    url
+    Ok(url)
 }
 
 /// Parses a resolved URL; the message never quotes it.
@@ -402,11 +425,27 @@ mod tests {
     fn paths_join_onto_the_base_path() {
         let base = Url::parse("https://api.example/v1/").unwrap();
         assert_eq!(
-            join(&base, "/admin/flags?x=1").as_str(),
+            join(&base, "/admin/flags?x=1").unwrap().as_str(),
             "https://api.example/v1/admin/flags?x=1"
         );
         let bare = Url::parse("http://127.0.0.1:8545").unwrap();
-        assert_eq!(join(&bare, "").as_str(), "http://127.0.0.1:8545/");
+        assert_eq!(join(&bare, "").unwrap().as_str(), "http://127.0.0.1:8545/");
         assert_eq!(via(1, &bare), "url #2 (127.0.0.1:8545)");
+    }
+
+    #[test]
+    fn a_playbook_query_adds_to_the_base_query_and_never_replaces_it() {
+        let base = Url::parse("https://api.example/v1?tenant=plaza&key=k").unwrap();
+        assert_eq!(
+            join(&base, "/rows?limit=5").unwrap().as_str(),
+            "https://api.example/v1/rows?tenant=plaza&key=k&limit=5"
+        );
+        assert_eq!(
+            join(&base, "/rows").unwrap().as_str(),
+            "https://api.example/v1/rows?tenant=plaza&key=k"
+        );
+        let err = join(&base, "/rows?limit=5&tenant=other").unwrap_err();
+        assert!(err.contains("`tenant`"), "{err}");
+        assert!(join(&base, "/rows?%74enant=other").is_err());
     }
 }

@@ -44,6 +44,7 @@ use crate::config::{Config, FlagStoreConfig, PagerSinkConfig, RpcKind, db_dialec
 use crate::secret::{Redactor, Secret, SecretError};
 use crate::state::StateStore;
 use http::{Answered, Transport};
+use table::FunctionName;
 
 /// A backend's failure, classed for the playbook.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -231,7 +232,7 @@ pub trait Database: Send + Sync {
     /// name alone. `functions` are the names the SQL checker found. A driver
     /// that vets functions in the engine while it prepares (SQLite's
     /// authorizer) has nothing to do here.
-    async fn vet_functions(&self, _functions: &[String]) -> Result<(), BackendError> {
+    async fn vet_functions(&self, _functions: &[FunctionName]) -> Result<(), BackendError> {
         Ok(())
     }
 }

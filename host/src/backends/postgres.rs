@@ -18,6 +18,7 @@
 //! The URL is a secret: it never appears in an error; the connection is
 //! named instead.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -32,37 +33,111 @@ use sqlx::types::{BigDecimal, JsonValue, Uuid};
 use sqlx::{Arguments, AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
 
+use super::table::FunctionName;
 use super::{BackendError, Database, DbSettings, SqlDialect, collect_rows, table};
 use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::db::Rows;
 
-/// How a dry run counts what an INSERT would add.
-enum DryInsert {
-    /// `INSERT … VALUES`: this many rows.
+/// How a dry run counts what a statement would change without running it.
+///
+/// Running it and rolling back is not enough where the statement itself
+/// draws from a sequence (an INSERT's column defaults, `SET col =
+/// DEFAULT`): sequences are not transactional, so a rollback leaves them
+/// moved. Those statements are counted instead.
+enum DryCount {
+    /// `INSERT … VALUES` or `DEFAULT VALUES`: this many rows.
     Rows(u64),
-    /// `INSERT … SELECT`: the rows this read-only count returns.
+    /// The rows this read-only count returns.
     Query(String),
 }
 
-/// How to count a plain `INSERT` (not one inside a data-modifying `WITH`)
-/// without running it; `None` for any other statement.
-fn dry_insert(sql: &str) -> Option<DryInsert> {
+/// How to count a statement that would draw from a sequence if it ran;
+/// `None` for one that a rolled-back run leaves no trace of.
+fn dry_count(sql: &str) -> Option<DryCount> {
     use sqlparser::ast::{SetExpr, Statement};
     let mut statements =
         sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
             .ok()?;
-    let Statement::Insert(insert) = statements.pop()? else {
-        return None;
-    };
-    let source = insert.source?;
-    match source.body.as_ref() {
-        SetExpr::Values(values) if source.with.is_none() && source.order_by.is_none() => {
-            Some(DryInsert::Rows(values.rows.len() as u64))
+    match statements.pop()? {
+        Statement::Insert(insert) => Some(insert_count(&insert, "")),
+        // `WITH … INSERT`: the CTEs go with the count.
+        Statement::Query(query) => match (query.body.as_ref(), &query.with) {
+            (SetExpr::Insert(Statement::Insert(insert)), Some(with)) => {
+                Some(insert_count(insert, &format!("{with} ")))
+            }
+            _ => None,
+        },
+        Statement::Update(update) if sets_default(&update.assignments) => {
+            Some(DryCount::Query(update_count(&update)))
         }
-        _ => Some(DryInsert::Query(format!(
-            "SELECT count(*) FROM ({source}) AS stepgate_dry_run"
-        ))),
+        _ => None,
     }
+}
+
+fn insert_count(insert: &sqlparser::ast::Insert, with: &str) -> DryCount {
+    use sqlparser::ast::SetExpr;
+    match &insert.source {
+        None => DryCount::Rows(1),
+        Some(source) => match source.body.as_ref() {
+            SetExpr::Values(values)
+                if with.is_empty() && source.with.is_none() && source.order_by.is_none() =>
+            {
+                DryCount::Rows(values.rows.len() as u64)
+            }
+            _ => DryCount::Query(format!(
+                "{with}SELECT count(*) FROM ({source}) AS stepgate_dry_run"
+            )),
+        },
+    }
+}
+
+/// Whether an assignment sets a column to its `DEFAULT`.
+fn sets_default(assignments: &[sqlparser::ast::Assignment]) -> bool {
+    use sqlparser::ast::{Expr, Visit, Visitor};
+    struct FindDefault;
+    impl Visitor for FindDefault {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::Identifier(ident)
+                    if ident.quote_style.is_none()
+                        && ident.value.eq_ignore_ascii_case("default") =>
+                {
+                    ControlFlow::Break(())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    assignments
+        .iter()
+        .any(|a| a.value.visit(&mut FindDefault).is_break())
+}
+
+/// `SELECT count(DISTINCT target.ctid) …`: the rows an UPDATE would change.
+fn update_count(update: &sqlparser::ast::Update) -> String {
+    use sqlparser::ast::{TableFactor, UpdateTableFromKind};
+    let target = match &update.table.relation {
+        TableFactor::Table {
+            alias: Some(alias), ..
+        } => alias.name.to_string(),
+        TableFactor::Table { name, .. } => name.to_string(),
+        other => other.to_string(),
+    };
+    let mut from = update.table.to_string();
+    if let Some(UpdateTableFromKind::AfterSet(more) | UpdateTableFromKind::BeforeSet(more)) =
+        &update.from
+    {
+        for table in more {
+            from.push_str(&format!(", {table}"));
+        }
+    }
+    let filter = update
+        .selection
+        .as_ref()
+        .map(|w| format!(" WHERE {w}"))
+        .unwrap_or_default();
+    format!("SELECT count(DISTINCT {target}.ctid) FROM {from}{filter}")
 }
 
 /// Schema, table and rows changed, from `pg_stat_xact_user_tables`.
@@ -188,8 +263,8 @@ impl Postgres {
         tables: &[String],
         commit: bool,
     ) -> Result<u64, BackendError> {
-        if !commit && let Some(count) = dry_insert(sql) {
-            return self.count_dry_insert(sql, params, count).await;
+        if !commit && let Some(count) = dry_count(sql) {
+            return self.count_dry_run(sql, params, count).await;
         }
         let mut conn = self.acquire().await?;
         let result = async {
@@ -224,17 +299,17 @@ impl Postgres {
         result
     }
 
-    /// A dry-run INSERT, counted without running it: running it would move
-    /// the sequences behind the table's defaults, which no rollback undoes.
-    /// PostgreSQL parses and plans the INSERT itself (so a bad column or
-    /// type is still reported), and the rows are counted from its VALUES,
-    /// or by its SELECT in a read-only transaction. With ON CONFLICT the
-    /// count is the most it would insert.
-    async fn count_dry_insert(
+    /// A dry run of a statement that would draw from a sequence (see
+    /// [`DryCount`]), counted without running it. PostgreSQL parses and
+    /// plans the statement itself (so a bad column or type is still
+    /// reported), and the rows are counted from its VALUES, or by a count
+    /// query in a read-only transaction. With ON CONFLICT the count is the
+    /// most it would insert.
+    async fn count_dry_run(
         &self,
         sql: &str,
         params: &[Value],
-        count: DryInsert,
+        count: DryCount,
     ) -> Result<u64, BackendError> {
         use sqlx::{Executor, SqlSafeStr};
         let mut conn = self.acquire().await?;
@@ -244,8 +319,20 @@ impl Postgres {
                 .await
                 .map_err(|e| self.classify(e))?;
             match count {
-                DryInsert::Rows(n) => Ok(n),
-                DryInsert::Query(count) => {
+                DryCount::Rows(n) => Ok(n),
+                DryCount::Query(count) => {
+                    // Every parameter is bound, whether or not the count
+                    // uses it (one in an UPDATE's SET, an ON CONFLICT).
+                    let count = if params.is_empty() {
+                        count
+                    } else {
+                        let all: Vec<String> =
+                            (1..=params.len()).map(|n| format!("${n}")).collect();
+                        format!(
+                            "SELECT ({count}) WHERE pg_catalog.num_nulls({}) >= 0",
+                            all.join(", ")
+                        )
+                    };
                     sqlx::raw_sql("BEGIN READ ONLY")
                         .execute(&mut *conn)
                         .await
@@ -303,9 +390,17 @@ impl Postgres {
                 self.name()
             )));
         }
+        // A partition's changes count as its partitioned table's (the
+        // table the statement and the grant name).
         sqlx::query_as(
-            "SELECT schemaname::text, relname::text, n_tup_ins + n_tup_upd + n_tup_del \
-             FROM pg_catalog.pg_stat_xact_user_tables WHERE n_tup_ins + n_tup_upd + n_tup_del > 0",
+            "SELECT rn.nspname::text, r.relname::text, \
+                    sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::int8 \
+             FROM pg_catalog.pg_stat_xact_user_tables s \
+             JOIN pg_catalog.pg_class r \
+               ON r.oid = coalesce(pg_catalog.pg_partition_root(s.relid), s.relid) \
+             JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
+             WHERE s.n_tup_ins + s.n_tup_upd + s.n_tup_del > 0 \
+             GROUP BY 1, 2",
         )
         .fetch_all(&mut *conn)
         .await
@@ -313,15 +408,27 @@ impl Postgres {
     }
 
     /// Confirms, in the open transaction, that the statement changed rows
-    /// of the approved `tables` only: every table whose count of changed
-    /// rows grew since `before` must be one of them. The statistics see
-    /// every change (triggers, cascades, functions).
+    /// of the approved `tables` only, by two witnesses:
+    ///
+    /// - every table whose count of changed rows grew since `before` (the
+    ///   statistics see every row change: triggers, cascades, functions);
+    /// - every table the transaction holds a lock on that is taken only to
+    ///   change it (RowExclusiveLock and stronger): this sees what the
+    ///   statistics do not count, a TRUNCATE, DDL, a foreign table.
+    ///
+    /// Deferred constraint triggers are fired first (`SET CONSTRAINTS ALL
+    /// IMMEDIATE`), so that nothing the statement set off waits for the
+    /// COMMIT, after the check.
     async fn confirm_tables(
         &self,
         conn: &mut PgConnection,
         before: &[TableChanges],
         tables: &[String],
     ) -> Result<(), BackendError> {
+        sqlx::raw_sql("SET CONSTRAINTS ALL IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.classify(e))?;
         for (schema, relation, rows) in self.changes(conn).await? {
             let earlier = before
                 .iter()
@@ -329,13 +436,37 @@ impl Postgres {
                 .map_or(0, |(_, _, n)| *n);
             let name = table::from_engine(SqlDialect::Postgres, &schema, &relation);
             if rows > earlier && !tables.contains(&name) {
-                return Err(BackendError::Invalid(format!(
-                    "the statement changed table `{name}` on `{}`, which the checked statement does not name (a trigger, a cascade or a function); it was rolled back. Grant and name that table, or change the statement",
-                    self.name()
-                )));
+                return Err(self.outside_grant(&name));
+            }
+        }
+        let locked: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT rn.nspname::text, r.relname::text \
+             FROM pg_catalog.pg_locks l \
+             JOIN pg_catalog.pg_class c ON c.oid = l.relation \
+             JOIN pg_catalog.pg_class r \
+               ON r.oid = coalesce(pg_catalog.pg_partition_root(c.oid), c.oid) \
+             JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
+             WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' \
+               AND l.mode NOT IN ('AccessShareLock', 'RowShareLock') \
+               AND c.relkind IN ('r', 'p', 'f', 'm')",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| self.failed("read the transaction's locks", e))?;
+        for (schema, relation) in locked {
+            let name = table::from_engine(SqlDialect::Postgres, &schema, &relation);
+            if !tables.contains(&name) {
+                return Err(self.outside_grant(&name));
             }
         }
         Ok(())
+    }
+
+    fn outside_grant(&self, table: &str) -> BackendError {
+        BackendError::Invalid(format!(
+            "the statement changed table `{table}` on `{}`, which the checked statement does not name (a trigger, a cascade or a function); it was rolled back. Grant and name that table, or change the statement",
+            self.name()
+        ))
     }
 
     /// A bad statement is the playbook's to fix, a cancelled one a timeout,
@@ -394,42 +525,57 @@ impl Database for Postgres {
         self.bounded(self.write(sql, params, tables, commit)).await
     }
 
-    async fn vet_functions(&self, functions: &[String]) -> Result<(), BackendError> {
-        let unknown: Vec<&String> = functions
+    async fn vet_functions(&self, functions: &[FunctionName]) -> Result<(), BackendError> {
+        // An unqualified name PostgreSQL parses as syntax has no catalog
+        // entry; a qualified one (`public.coalesce`) is a real function.
+        let asked: Vec<&FunctionName> = functions
             .iter()
-            .filter(|f| !SYNTAX_FUNCTIONS.contains(&f.as_str()))
+            .filter(|f| f.schema.is_some() || !SYNTAX_FUNCTIONS.contains(&f.name.as_str()))
             .collect();
-        if unknown.is_empty() {
+        if asked.is_empty() {
             return Ok(());
         }
+        let names: Vec<&str> = asked.iter().map(|f| f.name.as_str()).collect();
         let pool = self.pool().await?;
-        let found: Vec<(String, bool)> = self
+        // Every function of each name, in every schema: an unqualified
+        // call may resolve to any of them (search_path, overloading).
+        let found: Vec<(String, String, bool)> = self
             .bounded(async {
                 sqlx::query_as(
-                    "SELECT proname::text, bool_or(provolatile = 'v') FROM pg_catalog.pg_proc \
-                     WHERE proname = ANY($1) GROUP BY proname",
+                    "SELECT p.proname::text, n.nspname::text, p.provolatile = 'v' \
+                     FROM pg_catalog.pg_proc p \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+                     WHERE p.proname = ANY($1)",
                 )
-                .bind(unknown.iter().map(|f| f.as_str()).collect::<Vec<_>>())
+                .bind(names)
                 .fetch_all(pool)
                 .await
                 .map_err(|e| self.failed("look up functions", e))
             })
             .await?;
-        for name in unknown {
-            match found.iter().find(|(n, _)| n == name) {
-                None => {
-                    return Err(BackendError::Invalid(format!(
-                        "the SQL calls `{name}()`, which database `{}` does not know as a function",
-                        self.name()
-                    )));
-                }
-                Some((_, true)) if !VOLATILE_ALLOWED.contains(&name.as_str()) => {
-                    return Err(BackendError::Invalid(format!(
-                        "the SQL calls `{name}()`, which database `{}` declares VOLATILE (it may change data or state); a playbook's SQL may call only stable and immutable functions, and volatile ones that only read (random, clock_timestamp, pg_notification_queue_usage, sizes and WAL positions)",
-                        self.name(),
-                    )));
-                }
-                Some(_) => {}
+        for function in asked {
+            let candidates: Vec<&(String, String, bool)> = found
+                .iter()
+                .filter(|(name, schema, _)| {
+                    *name == function.name && function.schema.as_ref().is_none_or(|s| s == schema)
+                })
+                .collect();
+            if candidates.is_empty() {
+                return Err(BackendError::Invalid(format!(
+                    "the SQL calls `{function}()`, which database `{}` does not know as a function",
+                    self.name()
+                )));
+            }
+            // A volatile function may be called only if it is one of the
+            // built-ins that only read; a same-named one elsewhere is not.
+            let unsafe_volatile = candidates.iter().any(|(name, schema, volatile)| {
+                *volatile && !(schema == "pg_catalog" && VOLATILE_ALLOWED.contains(&name.as_str()))
+            });
+            if unsafe_volatile {
+                return Err(BackendError::Invalid(format!(
+                    "the SQL calls `{function}()`, which database `{}` declares VOLATILE (it may change data or state); a playbook's SQL may call only stable and immutable functions, and volatile built-ins that only read (random, clock_timestamp, pg_notification_queue_usage, sizes and WAL positions)",
+                    self.name(),
+                )));
             }
         }
         Ok(())

@@ -15,7 +15,12 @@
 //! - a part that is not a plain lowercase identifier is written quoted
 //!   (`"Escrow Holds"`), so no two tables share a canonical text.
 //!
-//! This module only names tables; it decides nothing.
+//! Functions are named here too ([`FunctionName`]), for the engine-side
+//! check of what a statement calls; their schema is kept as written,
+//! default or not, because PostgreSQL looks an unqualified function up in
+//! `pg_catalog` first and `public.f` in `public` only.
+//!
+//! This module only names tables and functions; it decides nothing.
 
 use super::SqlDialect;
 
@@ -84,6 +89,60 @@ pub fn canonical(dialect: SqlDialect, parts: &[Ident]) -> Option<String> {
             &fold(dialect, table),
         )),
         _ => None,
+    }
+}
+
+/// A function a statement calls, folded as the engine folds it: its
+/// schema if the SQL named one, and its name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FunctionName {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+impl FunctionName {
+    /// The function named by `parts` (`[f]`, `[schema, f]` or
+    /// `[database, schema, f]`); `None` for any other shape.
+    pub fn from_parts(dialect: SqlDialect, parts: &[Ident]) -> Option<FunctionName> {
+        if parts.iter().any(|p| p.value.is_empty()) {
+            return None;
+        }
+        let (schema, name) = match parts {
+            [name] => (None, name),
+            [schema, name] | [_, schema, name] => (Some(fold(dialect, schema)), name),
+            _ => return None,
+        };
+        Some(FunctionName {
+            schema,
+            name: fold(dialect, name),
+        })
+    }
+
+    /// An unqualified function.
+    pub fn bare(name: &str) -> FunctionName {
+        FunctionName {
+            schema: None,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The bytes it takes (for bounded caches).
+    pub fn len(&self) -> usize {
+        self.name.len() + self.schema.as_ref().map_or(0, String::len)
+    }
+
+    /// Whether the name is empty (never, for a parsed one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{}.{}", render(schema), render(&self.name)),
+            None => write!(f, "{}", render(&self.name)),
+        }
     }
 }
 

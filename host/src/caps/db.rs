@@ -25,17 +25,18 @@ impl Host for CallCtx {
         sql: String,
         params: Vec<Value>,
     ) -> Result<Rows, CapError> {
+        // Measured before the arguments are copied into the journal entry.
+        let size = args_size(&conn, &sql, &params, "");
+        if self.over_limit(size) {
+            let call = Call::read("db", "query", &conn, json!({}));
+            return self.reject_oversized(call, size).await;
+        }
         let call = Call::read(
             "db",
             "query",
             &conn,
             json!({ "conn": conn, "sql": sql, "params": params }),
         );
-        if self.oversized(&call).is_some() {
-            return self
-                .reject(call, Ok(()), WitError::Invalid(String::new()))
-                .await;
-        }
         let scope = self.scope.db_read(&conn);
         let checked = match (&scope, self.dialect(&conn)) {
             (Ok(()), Some(dialect)) => match sql::check_read(dialect, &sql) {
@@ -61,11 +62,10 @@ impl Host for CallCtx {
         reason: String,
     ) -> Result<u64, CapError> {
         let dialect = self.dialect(&conn);
-        if sql.len() as u64 > self.limits.argument_bytes {
-            let call = Call::write("db", "execute", &conn, json!({ "sql": sql }), &reason);
-            return self
-                .reject(call, Ok(()), WitError::Invalid(String::new()))
-                .await;
+        let size = args_size(&conn, &sql, &params, &reason);
+        if self.over_limit(size) {
+            let call = Call::write("db", "execute", &conn, json!({}), &reason);
+            return self.reject_oversized(call, size).await;
         }
         let checked = dialect.map(|d| sql::check_write(d, &sql));
         let call = Call::write(
@@ -103,4 +103,9 @@ impl Host for CallCtx {
         })
         .await
     }
+}
+
+/// The bytes a db call's arguments take, as the journal would keep them.
+fn args_size(conn: &str, sql: &str, params: &[Value], reason: &str) -> u64 {
+    (conn.len() + sql.len() + reason.len()) as u64 + super::json_size(&params)
 }

@@ -583,16 +583,8 @@ impl CallCtx {
         mut error: WitError,
     ) -> Result<T, CapError> {
         if let Some(size) = self.oversized(&call) {
-            // The journal keeps the size of what was passed, not the bytes.
-            error = WitError::Invalid(format!(
-                "the arguments of {}.{} are {size} bytes, over the limit of {} bytes per call (`argument_bytes` under [limits]); pass less, e.g. values as parameters or a shorter text",
-                call.interface, call.op, self.limits.argument_bytes
-            ));
+            (call, error) = self.shrunk(call, size);
             scope = Ok(());
-            call.args = serde_json::json!({ "oversized_bytes": size });
-            call.target = cut_text(&call.target, 200);
-            call.reason = cut_text(&call.reason, 200);
-            call.finer.clear();
         }
         self.admit(call.interface, call.op)?;
         if let Some(answer) = self.replayed(&call).await {
@@ -608,6 +600,36 @@ impl CallCtx {
         };
         self.record(call, seq, decision, Instant::now(), Err(error), None)
             .await
+    }
+
+    /// Refuses a call whose arguments (`size` bytes, measured before any
+    /// copy of them was made) are over the per-call limit. `call` carries
+    /// no arguments yet; the journal keeps the size, not the bytes.
+    pub async fn reject_oversized<T: Serialize + DeserializeOwned>(
+        &mut self,
+        call: Call,
+        size: u64,
+    ) -> Result<T, CapError> {
+        let (call, error) = self.shrunk(call, size);
+        self.reject(call, Ok(()), error).await
+    }
+
+    /// Whether arguments of `size` bytes are over the per-call limit.
+    pub fn over_limit(&self, size: u64) -> bool {
+        size > self.limits.argument_bytes
+    }
+
+    /// `call` as the journal keeps an oversized call, and the error.
+    fn shrunk(&self, mut call: Call, size: u64) -> (Call, WitError) {
+        let error = WitError::Invalid(format!(
+            "the arguments of {}.{} are {size} bytes, over the limit of {} bytes per call (`argument_bytes` under [limits]); pass less, e.g. values as parameters or a shorter text",
+            call.interface, call.op, self.limits.argument_bytes
+        ));
+        call.args = serde_json::json!({ "oversized_bytes": size });
+        call.target = cut_text(&call.target, 200);
+        call.reason = cut_text(&call.reason, 200);
+        call.finer.clear();
+        (call, error)
     }
 
     /// The gate's verdict, and whether an approval must be re-checked
@@ -756,7 +778,7 @@ pub fn cut_text(text: &str, max: usize) -> String {
     format!("{} [cut]", &text[..cut])
 }
 
-fn json_size(value: &Json) -> u64 {
+pub fn json_size(value: &impl Serialize) -> u64 {
     struct Count(u64);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -11,16 +11,77 @@ use crate::bindings::WitError;
 use crate::bindings::stepgate::playbook::rpc::{Host, HttpRequest, HttpResponse};
 use crate::config::Effect;
 
-/// Request headers a playbook may not set: the host owns auth and framing.
+/// Request headers a playbook may not set. The host owns auth and
+/// framing; and no header may change what the request means to the
+/// server or a proxy in front of it (its method, its path, who sent it),
+/// because the route's class was decided from the method and path the
+/// host checked.
 const RESERVED_HEADERS: &[&str] = &[
     "authorization",
-    "proxy-authorization",
     "cookie",
     "host",
     "content-length",
     "transfer-encoding",
     "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "forwarded",
+    "via",
+    "x-http-method",
+    "x-host",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
 ];
+
+/// Header name prefixes a playbook may not use, for the same reasons:
+/// proxy credentials and hop headers, forwarding metadata, rewritten URLs
+/// and methods (`X-Original-URL`, `X-Rewrite-URL`), and the reserved
+/// `sec-` and `x-envoy-` families.
+const RESERVED_PREFIXES: &[&str] = &[
+    "proxy-",
+    "x-forwarded-",
+    "x-original-",
+    "x-rewrite-",
+    "x-envoy-",
+    "sec-",
+];
+
+/// Why a playbook may not send header `name` with `value`, if it may not.
+fn refused_header(name: &str, value: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    let valid_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid_name {
+        return Some(format!(
+            "header name `{}` is not a valid HTTP token",
+            name.escape_debug()
+        ));
+    }
+    if RESERVED_HEADERS.contains(&lower.as_str())
+        || RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p))
+        || lower.contains("override")
+    {
+        return Some(format!(
+            "header `{name}` is set by the host or changes what the request means (auth, framing, \
+             forwarding, method or URL overrides); a playbook may not set it"
+        ));
+    }
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Some(format!(
+            "the value of header `{name}` holds a control character; header values are one line"
+        ));
+    }
+    None
+}
 
 impl Host for CallCtx {
     async fn call(
@@ -83,7 +144,6 @@ impl Host for CallCtx {
             request.path = normal.target();
         }
         let effect = *scope.as_ref().unwrap_or(&Effect::Write);
-        let header_names: Vec<&str> = request.headers.iter().map(|(n, _)| n.as_str()).collect();
         let call = Call {
             interface: "rpc",
             op: "http",
@@ -93,7 +153,9 @@ impl Host for CallCtx {
                 "endpoint": endpoint,
                 "method": request.method,
                 "path": request.path,
-                "headers": header_names,
+                // Names and values: the approver sees every header sent,
+                // and they count against the argument limit.
+                "headers": request.headers,
                 "body": String::from_utf8_lossy(&request.body),
                 "reason": reason,
             }),
@@ -105,15 +167,11 @@ impl Host for CallCtx {
         if let Err(why) = normal {
             return self.reject(call, scope, WitError::Invalid(why)).await;
         }
-        if let Some(reserved) = request
+        if let Some(why) = request
             .headers
             .iter()
-            .find(|(name, _)| RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()))
+            .find_map(|(name, value)| refused_header(name, value))
         {
-            let why = format!(
-                "header `{}` is set by the host from the endpoint's config, not by a playbook",
-                reserved.0
-            );
             return self.reject(call, scope, WitError::Invalid(why)).await;
         }
         let backends = self.backends.clone();
@@ -134,5 +192,44 @@ impl Host for CallCtx {
             Ok((answered.value, Some(answered.via)))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused_header;
+
+    #[test]
+    fn headers_that_change_a_requests_meaning_are_refused() {
+        for name in [
+            "Authorization",
+            "X-HTTP-Method-Override",
+            "X-Method-Override",
+            "x-http-method",
+            "X-Original-URL",
+            "X-Rewrite-URL",
+            "X-Forwarded-For",
+            "X-Forwarded-Host",
+            "Forwarded",
+            "Proxy-Authorization",
+            "X-Real-IP",
+            "Transfer-Encoding",
+            "Upgrade",
+            "Sec-WebSocket-Key",
+            "bad name",
+            "x:y",
+            "",
+        ] {
+            assert!(refused_header(name, "v").is_some(), "{name} was allowed");
+        }
+    }
+
+    #[test]
+    fn ordinary_headers_pass_and_values_stay_one_line() {
+        for name in ["Content-Type", "Accept", "Idempotency-Key", "X-Request-Id"] {
+            assert_eq!(refused_header(name, "a\tb"), None, "{name}");
+        }
+        assert!(refused_header("X-Request-Id", "a\r\nX-Injected: 1").is_some());
+        assert!(refused_header("X-Request-Id", "a\0b").is_some());
     }
 }

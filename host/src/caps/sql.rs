@@ -21,7 +21,7 @@ use sqlparser::dialect::{Dialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 
 pub use crate::backends::SqlDialect;
-use crate::backends::table::{self, Ident};
+use crate::backends::table::{self, FunctionName, Ident};
 
 fn parser(dialect: SqlDialect) -> Box<dyn Dialect> {
     match dialect {
@@ -91,7 +91,7 @@ struct Findings {
     select_into: bool,
     function: Option<String>,
     /// Every function the statement calls, as the engine would name it.
-    functions: Vec<String>,
+    functions: Vec<FunctionName>,
     statements: usize,
 }
 
@@ -114,14 +114,12 @@ impl Findings {
         if self.function.is_none() {
             self.function = forbidden(name);
         }
-        if let Some(ObjectNamePart::Identifier(ident)) = name.0.last() {
-            let name = match (self.dialect, ident.quote_style) {
-                (SqlDialect::Postgres, Some(_)) => ident.value.clone(),
-                _ => ident.value.to_ascii_lowercase(),
-            };
-            if !self.functions.contains(&name) {
-                self.functions.push(name);
-            }
+        match idents(name).and_then(|parts| FunctionName::from_parts(self.dialect, &parts)) {
+            Some(function) if !self.functions.contains(&function) => self.functions.push(function),
+            Some(_) => {}
+            // A name the engine could not be asked about is refused.
+            None if self.function.is_none() => self.function = Some(name.to_string()),
+            None => {}
         }
     }
 }
@@ -249,7 +247,7 @@ fn walk(dialect: SqlDialect, sql: &str) -> Result<(Statement, Findings), String>
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checked {
     pub tables: Vec<String>,
-    pub functions: Vec<String>,
+    pub functions: Vec<FunctionName>,
 }
 
 /// What a check concluded: what it approved, or why the statement is refused.
@@ -288,7 +286,10 @@ fn cached(dialect: SqlDialect, write: bool, sql: &str, check: impl FnOnce() -> V
     let verdict = check();
     let size = sql.len()
         + match &verdict {
-            Ok(c) => c.tables.iter().chain(&c.functions).map(String::len).sum(),
+            Ok(c) => {
+                c.tables.iter().map(String::len).sum::<usize>()
+                    + c.functions.iter().map(FunctionName::len).sum::<usize>()
+            }
             Err(e) => e.len(),
         };
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
@@ -372,8 +373,12 @@ fn first_table(dialect: SqlDialect, tables: &[TableWithJoins]) -> Option<String>
 /// The canonical name of a table (see [`table`]); `None` for a name that
 /// cannot be told (a function, a three-part name), which the check refuses.
 fn table_name(dialect: SqlDialect, name: &ObjectName) -> Option<String> {
-    let parts = name
-        .0
+    table::canonical(dialect, &idents(name)?)
+}
+
+/// The parts of a name as written; `None` if one is not an identifier.
+fn idents(name: &ObjectName) -> Option<Vec<Ident>> {
+    name.0
         .iter()
         .map(|part| match part {
             ObjectNamePart::Identifier(ident) => Some(Ident {
@@ -382,8 +387,7 @@ fn table_name(dialect: SqlDialect, name: &ObjectName) -> Option<String> {
             }),
             _ => None,
         })
-        .collect::<Option<Vec<_>>>()?;
-    table::canonical(dialect, &parts)
+        .collect()
 }
 
 /// The statement's leading keyword(s), for messages.
@@ -520,9 +524,18 @@ mod tests {
         )
         .unwrap();
         // Every function is named for the engine to vet.
+        let names: Vec<String> = checked.functions.iter().map(|f| f.to_string()).collect();
+        assert_eq!(names, ["count", "coalesce", "sum", "now", "min"]);
+        // A schema is kept as written, the default one too.
+        let checked = check_read(
+            P,
+            r#"SELECT public.lower(x), "Ops"."Audit"(1), pg_catalog.now() FROM t"#,
+        )
+        .unwrap();
+        let names: Vec<String> = checked.functions.iter().map(|f| f.to_string()).collect();
         assert_eq!(
-            checked.functions,
-            ["count", "coalesce", "sum", "now", "min"]
+            names,
+            [r#"public.lower"#, r#""Ops"."Audit""#, "pg_catalog.now"]
         );
     }
 

@@ -4,9 +4,13 @@
 //! - At most `server.max_connections` connections are open at once; the
 //!   next one waits in the kernel's backlog until one closes.
 //! - A connection that sends or takes nothing for `server.idle_timeout`
-//!   (a slow-loris client, a stalled body, an idle keep-alive) is closed.
-//! - Bodies are capped by `server.body_limit` on every route (set on the
-//!   router, see `Server::start_from`).
+//!   (a stalled client, an idle keep-alive) is closed.
+//! - A request's headers must all arrive within `server.request_timeout`
+//!   of its first byte (hyper's header read timeout, which needs the
+//!   timer [`serve`] gives it), and then its body within the same time
+//!   ([`whole_body`]): a client that trickles a byte at a time, never idle
+//!   long enough to be cut off, is cut off by these.
+//! - Bodies are capped by `server.body_limit` on every route.
 //!
 //! It holds connections to limits; it knows no route.
 
@@ -17,7 +21,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::serve::Listener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -69,6 +83,107 @@ impl Listener for Guarded {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
     }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then waits
+/// for the connections still open to finish their requests.
+///
+/// This is `axum::serve` with one difference that matters at the edge:
+/// HTTP/1 connections get a timer, so hyper enforces
+/// `header_timeout` on every request's headers.
+pub async fn serve(
+    mut listener: Guarded,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, _addr) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        // The router takes hyper's body as it comes.
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+    // Stop taking connections, then let the open ones finish.
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// What [`whole_body`] holds a request body to.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// The whole body must arrive within this, from the end of the headers.
+    pub timeout: Duration,
+    /// The largest body, in bytes.
+    pub limit: usize,
+}
+
+/// Middleware: reads the whole request body within its time and size
+/// limits before the route sees it (every route takes a small body), so
+/// a body sent a byte at a time cannot hold a connection: 408 past the
+/// time, 413 past the size.
+pub async fn whole_body(
+    State(limits): State<BodyLimits>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, limits.limit);
+    let bytes = match tokio::time::timeout(limits.timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the request body is over the limit of {} bytes (server.body_limit)\n",
+                        limits.limit
+                    ),
+                )
+                    .into_response()
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read\n",
+                )
+                    .into_response()
+            };
+        }
+        Err(_) => {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} (server.request_timeout)\n",
+                    humantime::format_duration(limits.timeout)
+                ),
+            )
+                .into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// A connection that fails with `TimedOut` once it has made no progress

@@ -64,6 +64,9 @@ pub struct Shared {
     config_path: Option<PathBuf>,
     /// The hooks' bearer token, resolved (SHA-256 of it), if one is set.
     hook_token: RwLock<Option<[u8; 32]>>,
+    /// Whether the server listens beyond loopback: then no reload may
+    /// take the hook token away.
+    exposed: std::sync::atomic::AtomicBool,
     /// Accepted notifications (their alerts) waiting for the dispatcher.
     pub queue: mpsc::Sender<Vec<Accepted>>,
     /// Runs executing at once, in all and per playbook.
@@ -117,6 +120,9 @@ impl Shared {
         // stored before the reload still belong to this host.
         let runtime = Runtime::with_state(config, old.state.clone()).map_err(|e| e.to_string())?;
         let hook_token = hook_token(&runtime)?;
+        if hook_token.is_none() && self.exposed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("the new config has no server.hook_token, and this server listens beyond loopback: anyone who reaches it could start runs. Keep `hook_token` under [server]".into());
+        }
         if let Ok(mut current) = self.current.write() {
             *current = (Arc::new(runtime), Arc::new(routes));
         }
@@ -271,6 +277,7 @@ impl Server {
             current: RwLock::new((runtime, Arc::new(routes))),
             config_path,
             hook_token: RwLock::new(token),
+            exposed: std::sync::atomic::AtomicBool::new(false),
             queue,
             slots: slots::Slots::new(settings.max_runs),
             executing: Arc::new(Mutex::new(HashSet::new())),
@@ -285,6 +292,7 @@ impl Server {
         tokio::spawn(dispatch::dispatcher(shared.clone(), leftover, inbox));
         tokio::spawn(dispatch::sweeper(shared.clone(), settings.sweep_every));
         tokio::spawn(schedule::scheduler(shared.clone()));
+        let body_limit = usize::try_from(settings.body_limit).unwrap_or(usize::MAX);
         let router = Router::new()
             .route("/hooks/alertmanager", post(hooks::alertmanager))
             .route("/hooks/generic", post(hooks::generic))
@@ -298,8 +306,13 @@ impl Server {
             .route("/api/runs/{id}/resolve/{seq}", post(api::resolve))
             .route("/api/runs/{id}/cancel", post(api::cancel))
             .route("/-/reload", post(api::reload))
-            .layer(axum::extract::DefaultBodyLimit::max(
-                usize::try_from(settings.body_limit).unwrap_or(usize::MAX),
+            .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+            .layer(axum::middleware::from_fn_with_state(
+                edge::BodyLimits {
+                    timeout: settings.request_timeout,
+                    limit: body_limit,
+                },
+                edge::whole_body,
             ))
             .with_state(shared.clone());
         Ok(Server {
@@ -317,26 +330,37 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let addr = listener.local_addr().map_err(ServeError::Serve)?;
-        let has_token = self
-            .shared
-            .hook_token
-            .read()
-            .map(|t| t.is_some())
-            .unwrap_or(true);
-        if !addr.ip().is_loopback() && !has_token {
-            return Err(ServeError::HookTokenRequired {
-                addr: addr.to_string(),
-            });
+        if !addr.ip().is_loopback() {
+            // Marked before the token is looked at, so that a reload in
+            // between cannot take the token away unseen.
+            self.shared
+                .exposed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let has_token = self
+                .shared
+                .hook_token
+                .read()
+                .map(|t| t.is_some())
+                .unwrap_or(false);
+            if !has_token {
+                return Err(ServeError::HookTokenRequired {
+                    addr: addr.to_string(),
+                });
+            }
         }
         let listener = edge::Guarded::new(
             listener,
             self.settings.max_connections,
             self.settings.idle_timeout,
         );
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServeError::Serve)
+        edge::serve(
+            listener,
+            self.router,
+            self.settings.request_timeout,
+            shutdown,
+        )
+        .await;
+        Ok(())
     }
 
     /// After [`Server::serve`] returned, for a process that stops: every

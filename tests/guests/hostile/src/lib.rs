@@ -137,9 +137,31 @@ impl Playbook for Hostile {
             "http" => {
                 let endpoint = alert.label("endpoint").unwrap_or("admin");
                 let path = text(&alert, "path");
-                let answer = match alert.label("method").unwrap_or("POST") {
-                    "GET" => http::get(endpoint, path),
-                    _ => http::post(
+                let method = alert.label("method").unwrap_or("POST");
+                let answer = match (alert.annotation("header"), method) {
+                    // A request with a header of the playbook's choosing
+                    // (`Name: value`), through the raw interface.
+                    (Some(header), _) => {
+                        use stepgate_sdk::bindings::stepgate::playbook::rpc as raw;
+                        let (name, value) = header.split_once(':').unwrap_or((header, ""));
+                        raw::http(
+                            endpoint,
+                            &raw::HttpRequest {
+                                method: method.to_owned(),
+                                path: path.to_owned(),
+                                headers: vec![(name.trim().to_owned(), value.trim().to_owned())],
+                                body: Vec::new(),
+                            },
+                            text(&alert, "reason"),
+                        )
+                        .map(|r| http::Response {
+                            status: r.status,
+                            body: serde_json::Value::Null,
+                            dry_run: false,
+                        })
+                    }
+                    (None, "GET") => http::get(endpoint, path),
+                    (None, _) => http::post(
                         endpoint,
                         path,
                         &serde_json::json!({ "from": "hostile" }),
