@@ -94,11 +94,7 @@ impl Playbook for SplitBrain {
             let (finding, confirmed, authoritative) = match &leases {
                 Ok(leases) => {
                     let live: Vec<&Lease> = leases.iter().filter(|l| l.live).collect();
-                    // Highest durable seq, then the highest (newest) fencing token.
-                    let best = live
-                        .iter()
-                        .max_by_key(|l| (l.seq, l.token))
-                        .map(|l| l.node.clone());
+                    let best = authoritative(leases);
                     let text = leases
                         .iter()
                         .map(|l| {
@@ -133,6 +129,9 @@ impl Playbook for SplitBrain {
                     "Split brain confirmed: {node} has the highest durable seq and a valid fencing token; restart or replace the other node(s) and resync them from snapshot + WAL"
                 )),
                 (Ok(_), _, Some(node)) => checklist.push(format!("One live leader ({node}): find where the {signal} came from before resuming")),
+                (Ok(leases), _, None) if leases.iter().any(|l| l.live) => checklist.push(format!(
+                    "No live leader of {group} both holds the newest fencing token and has the highest durable seq: do NOT promote any node; verify the lease/token source, decide by hand from the WAL"
+                )),
                 (Ok(_), _, None) => checklist.push(format!("No live leader in {group}: recover leadership before resuming")),
             }
             checklist.extend([
@@ -168,6 +167,24 @@ impl Playbook for SplitBrain {
             }
             Ok(outcome)
         })
+    }
+}
+
+/// The authoritative leader, as the runbook defines it: a live lease
+/// with a valid fencing token (the newest issued, so the node has not
+/// been fenced out) and the highest durable seq among live leases. A
+/// stale leader (an older token), however far ahead its seq, is never
+/// chosen; if no node meets both, there is none.
+fn authoritative(leases: &[Lease]) -> Option<String> {
+    let newest_token = leases.iter().map(|l| l.token).max()?;
+    let highest_live_seq = leases.iter().filter(|l| l.live).map(|l| l.seq).max()?;
+    let valid: Vec<&Lease> = leases
+        .iter()
+        .filter(|l| l.live && l.token == newest_token && l.seq == highest_live_seq)
+        .collect();
+    match valid.as_slice() {
+        [one] => Some(one.node.clone()),
+        _ => None,
     }
 }
 
