@@ -66,6 +66,18 @@ class TreasuryCompromise(stepgate.Playbook):
 
     def run(self, alert):
         checklist = []
+        # The humans first: the freeze waits for two approvers.
+        with step("Tell on-call"):
+            try:
+                pager.page(
+                    ONCALL,
+                    Severity.CRITICAL,
+                    "loa-finn treasury compromise: stepgate asks two approvers to freeze credit mints and x402",
+                    f"alert {alert.name}: approve or deny the freeze in stepgate now; a second page follows with "
+                    "what was frozen and the mint audit",
+                )
+            except Error as e:
+                checklist.append(f"On-call was NOT paged at the start ({e.message()}): call them")
         with step("Immediate actions: freeze"):
             frozen = self.freeze(checklist)
         audit = None
@@ -85,7 +97,8 @@ class TreasuryCompromise(stepgate.Playbook):
             pager.page(
                 ONCALL,
                 Severity.CRITICAL,
-                "loa-finn treasury compromise: mints and x402 frozen, rotate the treasury address",
+                f"loa-finn treasury compromise: {'frozen as listed' if frozen else 'NOTHING frozen'}, "
+                "rotate the treasury address",
                 f"alert {alert.name} ({'no fingerprint' if alert.fingerprint is None else alert.fingerprint}): frozen: "
                 f"{', '.join(frozen) if frozen else 'NOTHING'}. {audit_text}",
             )

@@ -214,6 +214,89 @@ fn every_route_takes_the_alerts_of_its_playbooks_scenarios() {
     }
 }
 
+/// The write's target as its gate sees it, from its journaled arguments.
+fn gate_target(call: &str, args: &Json) -> String {
+    let key = match call {
+        "db.execute" => "conn",
+        "rpc.call" | "rpc.http" => "endpoint",
+        "flags.set" => "name",
+        "pager.page" => "target",
+        "pager.notify" => "channel",
+        _ => "",
+    };
+    args[key].as_str().unwrap_or_default().to_owned()
+}
+
+/// House rule: humans are told before a run can park on an approval.
+/// In every scenario of every shipped playbook, a write the example
+/// config's gates send to an approver comes after a page or notice the
+/// gates let out at once, and the example config announces every parked
+/// write (`server.notify`).
+#[test]
+fn humans_are_told_before_a_run_parks_on_an_approval() {
+    use stepgate::gate::{Gates, Policy};
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(None, dir.path(), &[]);
+    assert!(
+        config.server.notify.is_some(),
+        "the example config announces no parked write: set server.notify"
+    );
+    // Playbooks not yet brought under the rule (they rely on
+    // `server.notify` alone): the list may only shrink, so each of them
+    // must still break it.
+    const NOT_YET: &[&str] = &[
+        "fiatrails-dlq",
+        "fiatrails-no-mints",
+        "fiatrails-rpc-failover",
+        "loafinn-dlq-overflow",
+        "loafinn-gate-rollback",
+        "plaza-notify-saturation",
+        "plaza-reconciliation-drift",
+        "plaza-rpc-outage",
+        "rgs-pending-queue",
+        "rgs-stuck-rollbacks",
+    ];
+    let mut still_breaking = BTreeSet::new();
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for scenario in scenarios() {
+        let Some(expect) = &scenario.expect else {
+            continue;
+        };
+        let gates = Gates::from_config(&config.playbooks[&scenario.playbook].gates).unwrap();
+        let policy = |call: &str, args: &Json| gates.policy(call, &gate_target(call, args), &[]);
+        let mut told = false;
+        for write in &expect.writes {
+            let args: Json = serde_json::to_value(&write.args).unwrap();
+            let call = write.call.as_str();
+            if matches!(call, "pager.page" | "pager.notify") && policy(call, &args) == Policy::Auto
+            {
+                told = true;
+            }
+            if policy(call, &args) == Policy::Approve {
+                if !told && NOT_YET.contains(&scenario.playbook.as_str()) {
+                    still_breaking.insert(scenario.playbook.clone());
+                } else if !told {
+                    broken.push(format!(
+                        "{}: {call} parks for approval before any human is paged or told",
+                        scenario.path.display()
+                    ));
+                }
+                checked += 1;
+                break;
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+    for name in NOT_YET {
+        assert!(
+            still_breaking.contains(*name),
+            "{name} now tells its humans first: take it off NOT_YET"
+        );
+    }
+    assert!(checked > 10, "only {checked} scenarios park on an approval");
+}
+
 /// The planned writes of a run or of an expectation, free text aside:
 /// `call` and the arguments that decide (targets, names, values, SQL and
 /// its parameters).

@@ -3,8 +3,18 @@
 //! `WithdrawalsHalt`. Every action carries the reason and a ticket id, as
 //! the runbook requires ("all actions must be audited with reason + ticket
 //! id"). A library, not a playbook: each exchange playbook links it.
+//!
+//! A symbol's mode is state that several playbooks (and humans) set, so a
+//! mode is only ever raised: [`raise_mode`] reads the current modes first
+//! and never replaces a stronger one (a split brain's HARD_HALT is not
+//! lowered to the SOFT_HALT a ledger alert asks for).
 
 use stepgate_sdk::prelude::*;
+
+/// The exchange database the playbooks read.
+pub const DB: &str = "exchange";
+/// Every symbol's current trading mode, as the engine reports it.
+pub const MODES: &str = "SELECT symbol, mode FROM engine_positions ORDER BY symbol";
 
 /// The admin API's config name.
 pub const ADMIN: &str = "exchange_admin";
@@ -23,6 +33,29 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// How strongly the mode holds trading back.
+    fn strength(self) -> u8 {
+        match self {
+            Mode::CancelOnly => 1,
+            Mode::SoftHalt => 2,
+            Mode::HardHalt => 3,
+        }
+    }
+
+    /// Whether a symbol now in `current` (as the engine spells it) is
+    /// already held at least as strongly as this mode. A mode this library
+    /// does not know is taken as stronger: it is left for a human.
+    fn covered_by(self, current: &str) -> bool {
+        let strength = match current {
+            "NORMAL" => 0,
+            "CANCEL_ONLY" => Mode::CancelOnly.strength(),
+            "SOFT_HALT" => Mode::SoftHalt.strength(),
+            "HARD_HALT" => Mode::HardHalt.strength(),
+            _ => u8::MAX,
+        };
+        strength >= self.strength()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::CancelOnly => "CANCEL_ONLY",
@@ -80,4 +113,69 @@ pub fn throttle(symbol: &str, reason: &str, ticket: &str) -> Done {
         serde_json::json!({ "symbol": symbol, "reason": reason, "ticket": ticket }),
         reason,
     )
+}
+
+/// What [`raise_mode`] did.
+#[derive(Debug, Default)]
+pub struct Raised {
+    /// Modes set (or planned in a dry run): `BTC-USDT CANCEL_ONLY`.
+    pub set: Vec<String>,
+    /// Symbols already held as strongly or more: `ETH-USDT stays HARD_HALT`.
+    pub kept: Vec<String>,
+    /// What was not done, and what a human must do instead.
+    pub not_done: Vec<String>,
+}
+
+/// Sets `symbol` (or every symbol, [`ALL_SYMBOLS`]) to `mode`, but never
+/// lowers a mode: the current modes are read first, a symbol already at
+/// `mode` or stronger is kept as it is, and for [`ALL_SYMBOLS`] the
+/// symbols held more strongly are left out (each other one is set by
+/// name). If the current modes cannot be read, nothing is set: a human
+/// checks and sets it.
+pub fn raise_mode(symbol: &str, mode: Mode, reason: &str, ticket: &str) -> Raised {
+    let mut raised = Raised::default();
+    let current: Vec<(String, String)> = match db::query(DB, MODES, params![]).and_then(|rows| {
+        rows.iter()
+            .map(|r| Ok((r.get("symbol")?, r.get("mode")?)))
+            .collect::<Result<Vec<_>>>()
+    }) {
+        Ok(current) => current,
+        Err(e) => {
+            raised.not_done.push(format!(
+                "{symbol} is NOT set to {}: its current mode could not be read ({}), and a stronger halt must not be lowered; check the mode and set {} by hand",
+                mode.as_str(),
+                e.message(),
+                mode.as_str()
+            ));
+            return raised;
+        }
+    };
+    let stronger: Vec<&(String, String)> = current
+        .iter()
+        .filter(|(s, m)| (symbol == ALL_SYMBOLS || s == symbol) && mode.covered_by(m))
+        .collect();
+    for (s, m) in &stronger {
+        raised.kept.push(format!("{s} stays {m}"));
+    }
+    let targets: Vec<String> = if stronger.is_empty() {
+        vec![symbol.to_owned()]
+    } else if symbol == ALL_SYMBOLS {
+        current
+            .iter()
+            .filter(|(_, m)| !mode.covered_by(m))
+            .map(|(s, _)| s.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for target in targets {
+        match set_mode(&target, mode, reason, ticket) {
+            Ok(()) => raised.set.push(format!("{target} {}", mode.as_str())),
+            Err(why) => raised.not_done.push(format!(
+                "{target} is NOT set to {} ({why}): do it by hand",
+                mode.as_str()
+            )),
+        }
+    }
+    raised
 }

@@ -14,7 +14,7 @@
 //! Every control is a write two approvers decide (money at risk), with the
 //! reason and the incident's ticket id.
 
-use exchange_controls::{ALL_SYMBOLS, Mode, ONCALL, halt_withdrawals, set_mode, ticket};
+use exchange_controls::{ALL_SYMBOLS, Mode, ONCALL, halt_withdrawals, raise_mode, ticket};
 use stepgate_sdk::prelude::*;
 
 const DB: &str = "exchange";
@@ -93,6 +93,26 @@ impl Playbook for LedgerInvariant {
     fn run(alert: Alert) -> Result<Outcome> {
         let ticket = ticket(&alert);
         let mut checklist = Vec::new();
+        // The humans first: the controls below wait for two approvers.
+        step("Tell on-call", || {
+            let told = pager::page(
+                ONCALL,
+                Severity::Critical,
+                &format!(
+                    "SEV1 spot exchange ledger invariant violation ({ticket}): stepgate asks two approvers to halt withdrawals and contain trading"
+                ),
+                &format!(
+                    "alert {}: approve or deny the withdrawal halt and the symbol modes in stepgate now; a second page follows with what was done and found",
+                    alert.name
+                ),
+            );
+            if let Err(e) = told {
+                checklist.push(format!(
+                    "On-call was NOT paged at the start ({}): call them",
+                    e.message()
+                ));
+            }
+        });
         let halted = step("Immediate 1: halt withdrawals", || {
             halt_withdrawals(
                 "Spot exchange runbook §3.1, immediate action 1: HALT withdrawals (mandatory) on a ledger invariant violation",
@@ -130,13 +150,12 @@ impl Playbook for LedgerInvariant {
                     "Spot exchange runbook §3.1, immediate action 2: {} for {symbol}; {scope}",
                     mode.as_str()
                 );
-                match set_mode(&symbol, mode, &reason, &ticket) {
-                    Ok(()) => modes.push(format!("{symbol} {}", mode.as_str())),
-                    Err(why) => checklist.push(format!(
-                        "{symbol} is NOT set to {} ({why}): do it by hand",
-                        mode.as_str()
-                    )),
-                }
+                // Read before overwrite: a stronger halt (a split brain's
+                // HARD_HALT) is kept, never lowered.
+                let raised = raise_mode(&symbol, mode, &reason, &ticket);
+                modes.extend(raised.set);
+                modes.extend(raised.kept);
+                checklist.extend(raised.not_done);
             }
             (scope, modes)
         });
@@ -194,12 +213,26 @@ impl Playbook for LedgerInvariant {
                 ONCALL,
                 Severity::Critical,
                 &format!(
-                    "SEV1 spot exchange ledger invariant violation ({ticket}): withdrawals halted, trading contained"
+                    "SEV1 spot exchange ledger invariant violation ({ticket}): withdrawals {}, trading {}",
+                    if halted.is_ok() {
+                        "halted"
+                    } else {
+                        "NOT halted"
+                    },
+                    if modes.is_empty() {
+                        "NOT contained"
+                    } else {
+                        "contained"
+                    }
                 ),
                 &format!(
                     "alert {}: {scope}. {evidence}. Modes: {}",
                     alert.name,
-                    modes.join(", ")
+                    if modes.is_empty() {
+                        "NONE set".to_owned()
+                    } else {
+                        modes.join(", ")
+                    }
                 ),
             )?;
             checklist.extend([

@@ -11,7 +11,7 @@
 //! - Prolonged (the alert has fired for 30 minutes or more): SEV1.
 //! - Scaling the consumers, shedding analytics, a DB failover: checklist.
 
-use exchange_controls::{Mode, ONCALL, set_mode, throttle, ticket};
+use exchange_controls::{Mode, ONCALL, raise_mode, throttle, ticket};
 use stepgate_sdk::prelude::*;
 
 const DB: &str = "exchange";
@@ -108,17 +108,45 @@ impl Playbook for SettlementLag {
         step("Apply policy", || -> Result<Outcome> {
             let mut throttled = Vec::new();
             let mut halted = Vec::new();
+            let mut kept = Vec::new();
+            let mut over_t3 = false;
             let mut checklist = Vec::new();
+            // The humans first: throttles and halts wait for an approver.
+            let over = |limit: i64| -> Vec<&str> {
+                lags.iter()
+                    .filter(|(_, lag)| *lag > limit)
+                    .map(|(s, _)| s.as_str())
+                    .collect()
+            };
+            let (to_halt, to_throttle) = (over(t3), over(t2));
+            if !to_throttle.is_empty() {
+                let told = pager::notify(
+                    INCIDENTS,
+                    &format!(
+                        "{severity} settlement lag ({ticket}): stepgate asks an approver to SOFT_HALT [{}] (over T3 {t3} ms) and throttle the others of [{}] (over T2 {t2} ms); decide in stepgate now",
+                        to_halt.join(", "),
+                        to_throttle.join(", ")
+                    ),
+                );
+                if let Err(e) = told {
+                    checklist.push(format!(
+                        "{INCIDENTS} was NOT told before the throttles ({}): tell them",
+                        e.message()
+                    ));
+                }
+            }
             for (symbol, lag) in &lags {
                 let (mode, done) = if *lag > t3 {
                     let reason = format!(
                         "Spot exchange runbook §3.2: settlement lag p99 of {symbol} is {lag} ms, over T3 ({t3} ms): SOFT_HALT"
                     );
-                    (
-                        "SOFT_HALT",
-                        set_mode(symbol, Mode::SoftHalt, &reason, &ticket)
-                            .map(|()| halted.push(symbol.clone())),
-                    )
+                    over_t3 = true;
+                    // Read before overwrite: a stronger halt is kept.
+                    let raised = raise_mode(symbol, Mode::SoftHalt, &reason, &ticket);
+                    halted.extend(raised.set.iter().map(|_| symbol.clone()));
+                    kept.extend(raised.kept);
+                    checklist.extend(raised.not_done);
+                    continue;
                 } else if *lag > t2 {
                     let reason = format!(
                         "Spot exchange runbook §3.2: settlement lag p99 of {symbol} is {lag} ms, over T2 ({t2} ms): throttle new orders"
@@ -136,8 +164,13 @@ impl Playbook for SettlementLag {
                     ));
                 }
             }
+            let already = if kept.is_empty() {
+                String::new()
+            } else {
+                format!(", already held more strongly [{}]", kept.join(", "))
+            };
             let summary = format!(
-                "Settlement lag over T2 {t2} ms / T3 {t3} ms: throttled [{}], SOFT_HALT [{}]. {pg}; {kafka}",
+                "Settlement lag over T2 {t2} ms / T3 {t3} ms: throttled [{}], SOFT_HALT [{}]{already}. {pg}; {kafka}",
                 throttled.join(", "),
                 halted.join(", ")
             );
@@ -145,7 +178,8 @@ impl Playbook for SettlementLag {
                 "{severity} settlement lag ({ticket}, alert {}): {summary}",
                 alert.name
             );
-            if prolonged || !halted.is_empty() {
+            // Over T3 pages, whether the halt was made, kept or failed.
+            if prolonged || over_t3 {
                 pager::page(
                     ONCALL,
                     Severity::Critical,

@@ -59,6 +59,27 @@ impl Playbook for SplitBrain {
         let group = alert.label("group").unwrap_or("majors").to_owned();
         let signal = alert.label("reason").unwrap_or("duplicate seq").to_owned();
         let mut checklist = Vec::new();
+        // The humans first: the HARD_HALT waits for two approvers.
+        step("Tell on-call", || {
+            let told = pager::page(
+                ONCALL,
+                Severity::Critical,
+                &format!(
+                    "SEV1 spot exchange split brain suspected ({ticket}): stepgate asks two approvers to HARD_HALT {}",
+                    symbols.join(", ")
+                ),
+                &format!(
+                    "alert {} ({signal}): approve or deny the HARD_HALT in stepgate now; a second page follows with the leases and the authoritative leader",
+                    alert.name
+                ),
+            );
+            if let Err(e) = told {
+                checklist.push(format!(
+                    "On-call was NOT paged at the start ({}): call them",
+                    e.message()
+                ));
+            }
+        });
         let halted = step("Immediate 1: HARD_HALT", || {
             let mut halted = Vec::new();
             for symbol in &symbols {

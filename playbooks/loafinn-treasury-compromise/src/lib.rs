@@ -59,6 +59,24 @@ impl Playbook for TreasuryCompromise {
 
     fn run(alert: Alert) -> Result<Outcome> {
         let mut checklist = Vec::new();
+        // The humans first: the freeze waits for two approvers.
+        step("Tell on-call", || {
+            let told = pager::page(
+                ONCALL,
+                Severity::Critical,
+                "loa-finn treasury compromise: stepgate asks two approvers to freeze credit mints and x402",
+                &format!(
+                    "alert {}: approve or deny the freeze in stepgate now; a second page follows with what was frozen and the mint audit",
+                    alert.name
+                ),
+            );
+            if let Err(e) = told {
+                checklist.push(format!(
+                    "On-call was NOT paged at the start ({}): call them",
+                    e.message()
+                ));
+            }
+        });
         let frozen = step("Immediate actions: freeze", || -> Result<Vec<String>> {
             let current = http::get(ADMIN, FLAGS);
             let mut frozen = Vec::new();
@@ -124,7 +142,14 @@ impl Playbook for TreasuryCompromise {
             pager::page(
                 ONCALL,
                 Severity::Critical,
-                "loa-finn treasury compromise: mints and x402 frozen, rotate the treasury address",
+                &format!(
+                    "loa-finn treasury compromise: {}, rotate the treasury address",
+                    if frozen.is_empty() {
+                        "NOTHING frozen"
+                    } else {
+                        "frozen as listed"
+                    }
+                ),
                 &format!(
                     "alert {} ({}): frozen: {}. {audit_text}",
                     alert.name,

@@ -101,6 +101,25 @@ impl Playbook for HotWalletCompromise {
         let wallet = address(&alert, "hot_wallet", None)?;
         let escrow = address(&alert, "escrow", Some(ESCROW))?;
         let mut checklist = Vec::new();
+        // The humans first: stopping the API and pausing the escrow wait
+        // for two approvers.
+        step("Tell the CEO", || {
+            let told = pager::page(
+                "ceo",
+                Severity::Critical,
+                "SEV-0 Plaza hot-wallet compromise suspected: all hands; stepgate asks two approvers to stop plaza-api and pause the escrow",
+                &format!(
+                    "alert {} on hot wallet {wallet}: approve or deny the API stop and the escrow pause in stepgate now; a second page follows with what was done and the balance snapshot",
+                    alert.name
+                ),
+            );
+            if let Err(e) = told {
+                checklist.push(format!(
+                    "The CEO was NOT paged at the start ({}): call them",
+                    e.message()
+                ));
+            }
+        });
         let api_stopped = step("Triage 1: pause the API", || {
             let reason = "Plaza runbook, Hot-wallet compromise, Triage: pause the API (systemctl stop plaza-api); new orders cannot place";
             let body = serde_json::json!({ "service": "plaza-api", "action": "stop" });

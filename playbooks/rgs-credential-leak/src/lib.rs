@@ -154,6 +154,24 @@ fn mitigate(
     let mut checklist = Vec::new();
     let mut revoked = credential.revoked;
     if !credential.revoked {
+        // The humans first: the revocation waits for an approver.
+        let told = pager::page(
+            ONCALL,
+            Severity::Critical,
+            &format!(
+                "SEV1 RGS operator credential leak: {operator} key {kid}; stepgate asks to revoke it now"
+            ),
+            &format!(
+                "alert {}: approve or deny the revocation of credential {} in stepgate now; a second page follows with the usage evidence",
+                alert.name, credential.id
+            ),
+        );
+        if let Err(e) = told {
+            checklist.push(format!(
+                "On-call was NOT paged before the revocation ({}): call them",
+                e.message()
+            ));
+        }
         let reason = format!(
             "RGS playbook 3 (operator credential leak), Mitigate: immediate revocation of {operator}'s key {kid} (credential {})",
             credential.id

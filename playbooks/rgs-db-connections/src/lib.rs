@@ -154,6 +154,22 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
         let reason = format!(
             "RGS playbook 7 (DB connection exhaustion), Mitigate short-term: restart the RGS pods to drop connections and force a fresh pool; {why}"
         );
+        // The humans first: the restart waits for an approver.
+        let told = pager::page(
+            ONCALL,
+            Severity::Critical,
+            "SEV1 RGS DB connection exhaustion: stepgate asks to restart the RGS pods",
+            &format!(
+                "alert {}: {why}; approve or deny the pod restart in stepgate now; a second page follows with what was done",
+                alert.name
+            ),
+        );
+        if let Err(e) = told {
+            checklist.push(format!(
+                "On-call was NOT paged before the restart ({}): call them",
+                e.message()
+            ));
+        }
         let body = serde_json::json!({ "service": "rgs-server", "action": "restart" });
         match http::post(ADMIN, RESTART, &body, &reason) {
             Ok(answer) if answer.ok() => restarted = true,
@@ -191,10 +207,10 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
         Severity::Critical,
         &format!(
             "SEV1 RGS DB connection exhaustion: {}",
-            if db_side {
-                "restarting the RGS pods"
-            } else {
-                "database side healthy, check the pods"
+            match (db_side, restarted) {
+                (true, true) => "RGS pods restarted",
+                (true, false) => "RGS pods NOT restarted, restart them by hand",
+                (false, _) => "database side healthy, check the pods",
             }
         ),
         &format!(
