@@ -31,20 +31,20 @@ pub fn is_unsafe(c: char) -> bool {
     matches!(c,
         // C0 (but newline and tab), DEL and C1 controls.
         '\u{0}'..='\u{8}' | '\u{b}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
-        // Invisible or bidirectional format characters: soft hyphen,
-        // Arabic letter mark, Mongolian vowel separator, zero-width
-        // marks, LRM/RLM, line and paragraph separators, embeddings and
-        // overrides, word joiner and invisible operators, isolates,
-        // byte-order mark, interlinear annotation marks.
-        | '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}'
-        | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}'
-        | '\u{fff9}'..='\u{fffb}'
-        // Hangul fillers: render as blank space of a letter's width.
-        | '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}'
-        // Variation selectors and tags: invisible, and tags can smuggle
-        // a whole hidden ASCII text.
-        | '\u{fe00}'..='\u{fe0f}' | '\u{e0000}'..='\u{e007f}'
-        | '\u{e0100}'..='\u{e01ef}'
+        // Unicode's default-ignorable code points (they render as nothing:
+        // soft hyphen, combining grapheme joiner, Arabic letter mark,
+        // Hangul and Khmer fillers, Mongolian selectors, zero-width marks,
+        // bidirectional embeddings, overrides and isolates, invisible
+        // operators, variation selectors, byte-order mark, shorthand
+        // format controls, musical format controls, tags), the line and
+        // paragraph separators, and the interlinear annotation marks.
+        | '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}'
+        | '\u{17b4}' | '\u{17b5}' | '\u{180b}'..='\u{180f}'
+        | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}'
+        | '\u{feff}' | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}'
+        | '\u{1bca0}'..='\u{1bca3}' | '\u{1d173}'..='\u{1d17a}'
+        | '\u{e0000}'..='\u{e0fff}'
     )
 }
 
@@ -172,8 +172,8 @@ mod tests {
         assert_eq!(text("plain text\n"), "plain text\n");
         // Invisible letters, fillers and tags (a hidden ASCII text) show.
         assert_eq!(
-            text("pay\u{ad}\u{3164}\u{115f}\u{180e}\u{fe0f}\u{e0041}"),
-            "pay\\u00AD\\u3164\\u115F\\u180E\\uFE0F\\uDB40\\uDC41"
+            text("pay\u{ad}\u{3164}\u{115f}\u{180e}\u{fe0f}\u{e0041}\u{34f}\u{1d173}"),
+            "pay\\u00AD\\u3164\\u115F\\u180E\\uFE0F\\uDB40\\uDC41\\u034F\\uD834\\uDD73"
         );
         assert_eq!(text("é ü 中文 🙂"), "é ü 中文 🙂");
         assert!(matches!(text("plain"), Cow::Borrowed(_)));

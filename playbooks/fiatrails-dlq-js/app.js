@@ -155,7 +155,7 @@ export const { describe, run } = playbook({
       }
       checklist.push('Watch the DLQ depth for the next hour; the auto-retry runs every 10 minutes');
       const summary =
-        `${items.length} DLQ item(s): ${retry.length} safe to retry (${'ok' in rpcUp ? 'replayed' : 'held: the RPC is down'}), ` +
+        `${items.length} DLQ item(s): ${retry.length} safe to retry (${replayState(rpcUp, retry.length, replayed)}), ` +
         `${count(Class.PERMANENT)} permanent (marked failed: ${marked}), ${count(Class.WAIT_FOR_FIX)} waiting for a contract fix, ` +
         `${count(Class.UNKNOWN)} unknown`;
       pager.notify(INCIDENTS, `CRITICAL DLQGrowing (alert ${alert.name}): ${summary}`);
@@ -165,3 +165,10 @@ export const { describe, run } = playbook({
     });
   },
 });
+
+// What happened to the safe items, from the replay's own result.
+function replayState(rpcUp, safe, replayed) {
+  if (!('ok' in rpcUp)) return 'held: the RPC is down';
+  if (safe === 0) return 'none to replay';
+  return replayed > 0 ? 'replayed' : 'NOT replayed';
+}

@@ -42,6 +42,11 @@ CREATE FUNCTION archive.coalesce(n int) RETURNS int LANGUAGE sql AS $$ INSERT IN
 CREATE FUNCTION mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO ledger_entries (account, amount) VALUES ('trigger', 1); RETURN NEW; END $$;
 CREATE TRIGGER hold_audit AFTER UPDATE ON escrow_holds FOR EACH ROW WHEN (NEW.state = 'trigger') EXECUTE FUNCTION mark();
 CREATE CONSTRAINT TRIGGER hold_later AFTER UPDATE ON escrow_holds DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.state = 'deferred') EXECUTE FUNCTION mark();
+CREATE TABLE hold_notes (hold_id INT REFERENCES escrow_holds (id) ON DELETE CASCADE, note TEXT);
+CREATE TABLE events (id INT, kind TEXT, year INT) PARTITION BY LIST (year);
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES IN (2026);
+INSERT INTO events VALUES (1, 'x', 2026);
+CREATE TABLE archive_log (id SERIAL PRIMARY KEY, hold_id INT, state TEXT);
 CREATE TABLE scratch (n INT);
 INSERT INTO scratch VALUES (1), (2);
 CREATE FUNCTION wipe() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN TRUNCATE scratch; RETURN NEW; END $$;
@@ -427,6 +432,11 @@ async fn postgres_functions_schemas_and_sessions() {
         ),
         (
             "UPDATE escrow_holds SET id = DEFAULT WHERE order_id = 'order:1'",
+            1,
+        ),
+        (
+            "WITH o AS (SELECT 'order:1' AS id) UPDATE escrow_holds SET id = DEFAULT \
+             WHERE order_id IN (SELECT id FROM o)",
             1,
         ),
         (
@@ -823,4 +833,70 @@ async fn a_reload_cannot_take_the_hook_token_away() {
     let refused = shared.reload().unwrap_err();
     assert!(refused.contains("hook_token"), "{refused}");
     assert_eq!(post().await.unwrap().status(), 401);
+}
+
+/// PostgreSQL: what the engine-side checks must let through. A cascade
+/// that matches no row locks its table and changes nothing; a partition
+/// may be granted by its own name; a dry run of a statement whose `WITH`
+/// changes data is run and rolled back.
+#[tokio::test]
+async fn legitimate_postgres_writes_pass_the_engine_checks() {
+    let mut t = target(Kind::Postgres, "http://127.0.0.1:9");
+    let config = std::fs::read_to_string(&t.setup.config).unwrap().replace(
+        r#"tables = ["escrow_holds"]"#,
+        r#"tables = ["escrow_holds", "events_2026", "archive_log"]"#,
+    );
+    std::fs::write(&t.setup.config, config).unwrap();
+    t.runtime = t.setup.runtime();
+    let answer = t
+        .sql(
+            "hostile",
+            "db-execute",
+            "DELETE FROM escrow_holds WHERE id = 2",
+        )
+        .await;
+    assert_eq!(answer, "ok: 1 changed");
+    let answer = t
+        .sql(
+            "hostile",
+            "db-execute",
+            "UPDATE events_2026 SET kind = 'y' WHERE id = 1",
+        )
+        .await;
+    assert_eq!(answer, "ok: 1 changed");
+    let moved = "WITH moved AS (DELETE FROM escrow_holds WHERE id = 1 RETURNING id, state) \
+                 INSERT INTO archive_log (hold_id, state) SELECT id, state FROM moved";
+    let report = run_unattended(
+        &t.runtime,
+        "hostile",
+        alert(
+            "Hostile",
+            &[("mode", "db-execute")],
+            &[("sql", moved), ("reason", "dry")],
+        ),
+        Mode::DryRun,
+    )
+    .await;
+    assert_eq!(field(&report, "result"), "ok: 1 changed");
+    assert_eq!(t.count("escrow_holds").await, 1);
+    assert_eq!(t.count("archive_log").await, 0);
+    // A cascade that does change a row of an ungranted table: refused.
+    let db = t.db().await;
+    db.execute(
+        "INSERT INTO hold_notes VALUES (1, 'n')",
+        &[],
+        &["hold_notes".to_owned()],
+        true,
+    )
+    .await
+    .unwrap();
+    let answer = t
+        .sql(
+            "hostile",
+            "db-execute",
+            "DELETE FROM escrow_holds WHERE id = 1",
+        )
+        .await;
+    refused(&answer, "invalid", "cascade into hold_notes");
+    assert!(answer.contains("hold_notes"), "{answer}");
 }

@@ -246,7 +246,6 @@ fn humans_are_told_before_a_run_parks_on_an_approval() {
     // must still break it.
     const NOT_YET: &[&str] = &[
         "fiatrails-dlq",
-        "fiatrails-no-mints",
         "fiatrails-rpc-failover",
         "loafinn-dlq-overflow",
         "loafinn-gate-rollback",

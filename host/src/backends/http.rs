@@ -354,13 +354,14 @@ fn join(base: &Url, path: &str) -> Result<Url, String> {
     );
     url.set_path(&joined);
     if let Some(query) = query.filter(|q| !q.is_empty()) {
-        let fixed: Vec<String> = base.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        let fixed: Vec<String> = base.query_pairs().map(|(k, _)| lenient(&k)).collect();
+        // Read as the most lenient server would: `;` separates too.
         let mut theirs = base.clone();
-        theirs.set_query(Some(query));
+        theirs.set_query(Some(&query.replace(';', "&")));
         let clash = theirs
             .query_pairs()
             .map(|(k, _)| k.into_owned())
-            .find(|k| fixed.contains(k));
+            .find(|k| fixed.contains(&lenient(k)));
         if let Some(name) = clash {
             return Err(format!(
                 "the query parameter `{}` is set by the endpoint's URL; a playbook may not set it",
@@ -374,6 +375,19 @@ fn join(base: &Url, path: &str) -> Result<Url, String> {
         url.set_query(Some(&combined));
     }
     Ok(url)
+}
+
+/// A query parameter's name as lenient servers read it: PHP and Rails
+/// drop an array suffix (`tenant[]`) and PHP reads `.` and ` ` as `_`;
+/// case is folded too, so no spelling of a name the URL sets gets by.
+fn lenient(name: &str) -> String {
+    let name = name.split('[').next().unwrap_or(name);
+    name.chars()
+        .map(|c| match c {
+            '.' | ' ' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
 /// Parses a resolved URL; the message never quotes it.
@@ -447,5 +461,13 @@ mod tests {
         let err = join(&base, "/rows?limit=5&tenant=other").unwrap_err();
         assert!(err.contains("`tenant`"), "{err}");
         assert!(join(&base, "/rows?%74enant=other").is_err());
+        // Spellings a lenient server reads as `tenant` or `key`.
+        for query in ["limit=5;tenant=x", "tenant[]=x", "TENANT=x", "ke%79=x"] {
+            assert!(join(&base, &format!("/rows?{query}")).is_err(), "{query}");
+        }
+        let api = Url::parse("https://api.example/v1?api_key=k").unwrap();
+        for query in ["api.key=x", "api%20key=x", "api+key=x"] {
+            assert!(join(&api, &format!("/rows?{query}")).is_err(), "{query}");
+        }
     }
 }

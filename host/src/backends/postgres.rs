@@ -52,7 +52,9 @@ enum DryCount {
 }
 
 /// How to count a statement that would draw from a sequence if it ran;
-/// `None` for one that a rolled-back run leaves no trace of.
+/// `None` for one that a rolled-back run leaves no trace of, or that
+/// cannot be counted without running it: a `WITH` that itself changes
+/// data (a count query runs read-only) is run and rolled back.
 fn dry_count(sql: &str) -> Option<DryCount> {
     use sqlparser::ast::{SetExpr, Statement};
     let mut statements =
@@ -60,18 +62,45 @@ fn dry_count(sql: &str) -> Option<DryCount> {
             .ok()?;
     match statements.pop()? {
         Statement::Insert(insert) => Some(insert_count(&insert, "")),
-        // `WITH … INSERT`: the CTEs go with the count.
-        Statement::Query(query) => match (query.body.as_ref(), &query.with) {
-            (SetExpr::Insert(Statement::Insert(insert)), Some(with)) => {
-                Some(insert_count(insert, &format!("{with} ")))
-            }
-            _ => None,
-        },
         Statement::Update(update) if sets_default(&update.assignments) => {
-            Some(DryCount::Query(update_count(&update)))
+            Some(DryCount::Query(update_count(&update, "")))
+        }
+        // `WITH … INSERT` or `WITH … UPDATE`: the CTEs go with the count,
+        // if they only read.
+        Statement::Query(query) => {
+            let with = query.with.as_ref()?;
+            if changes_data(with) {
+                return None;
+            }
+            let with = format!("{with} ");
+            match query.body.as_ref() {
+                SetExpr::Insert(Statement::Insert(insert)) => Some(insert_count(insert, &with)),
+                SetExpr::Update(Statement::Update(update)) if sets_default(&update.assignments) => {
+                    Some(DryCount::Query(update_count(update, &with)))
+                }
+                _ => None,
+            }
         }
         _ => None,
     }
+}
+
+/// Whether a `WITH` holds a statement that changes data.
+fn changes_data(with: &sqlparser::ast::With) -> bool {
+    use sqlparser::ast::{Statement, Visit, Visitor};
+    struct FindWrite;
+    impl Visitor for FindWrite {
+        type Break = ();
+        fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
+            match statement {
+                Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
+                    ControlFlow::Break(())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    with.visit(&mut FindWrite).is_break()
 }
 
 fn insert_count(insert: &sqlparser::ast::Insert, with: &str) -> DryCount {
@@ -114,8 +143,10 @@ fn sets_default(assignments: &[sqlparser::ast::Assignment]) -> bool {
         .any(|a| a.value.visit(&mut FindDefault).is_break())
 }
 
-/// `SELECT count(DISTINCT target.ctid) …`: the rows an UPDATE would change.
-fn update_count(update: &sqlparser::ast::Update) -> String {
+/// `SELECT count(DISTINCT (target.tableoid, target.ctid)) …`: the rows an
+/// UPDATE would change (a row's `ctid` is unique only within its own
+/// partition or inherited table, hence the pair).
+fn update_count(update: &sqlparser::ast::Update, with: &str) -> String {
     use sqlparser::ast::{TableFactor, UpdateTableFromKind};
     let target = match &update.table.relation {
         TableFactor::Table {
@@ -137,11 +168,13 @@ fn update_count(update: &sqlparser::ast::Update) -> String {
         .as_ref()
         .map(|w| format!(" WHERE {w}"))
         .unwrap_or_default();
-    format!("SELECT count(DISTINCT {target}.ctid) FROM {from}{filter}")
+    format!("{with}SELECT count(DISTINCT ({target}.tableoid, {target}.ctid)) FROM {from}{filter}")
 }
 
-/// Schema, table and rows changed, from `pg_stat_xact_user_tables`.
-type TableChanges = (String, String, i64);
+/// Schema and table, the schema and table of the partitioned table it is a
+/// partition of (itself if none), and rows changed, from
+/// `pg_stat_xact_user_tables`.
+type TableChanges = (String, String, String, String, i64);
 
 /// SQLSTATE of a statement cancelled by `statement_timeout`.
 const QUERY_CANCELED: &str = "57014";
@@ -390,17 +423,18 @@ impl Postgres {
                 self.name()
             )));
         }
-        // A partition's changes count as its partitioned table's (the
-        // table the statement and the grant name).
+        // Each table with the partitioned table it belongs to, if any: a
+        // grant may name either.
         sqlx::query_as(
-            "SELECT rn.nspname::text, r.relname::text, \
-                    sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::int8 \
+            "SELECT n.nspname::text, c.relname::text, rn.nspname::text, r.relname::text, \
+                    s.n_tup_ins + s.n_tup_upd + s.n_tup_del \
              FROM pg_catalog.pg_stat_xact_user_tables s \
+             JOIN pg_catalog.pg_class c ON c.oid = s.relid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_class r \
                ON r.oid = coalesce(pg_catalog.pg_partition_root(s.relid), s.relid) \
              JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
-             WHERE s.n_tup_ins + s.n_tup_upd + s.n_tup_del > 0 \
-             GROUP BY 1, 2",
+             WHERE s.n_tup_ins + s.n_tup_upd + s.n_tup_del > 0",
         )
         .fetch_all(&mut *conn)
         .await
@@ -412,9 +446,14 @@ impl Postgres {
     ///
     /// - every table whose count of changed rows grew since `before` (the
     ///   statistics see every row change: triggers, cascades, functions);
-    /// - every table the transaction holds a lock on that is taken only to
-    ///   change it (RowExclusiveLock and stronger): this sees what the
-    ///   statistics do not count, a TRUNCATE, DDL, a foreign table.
+    /// - every table the transaction holds a lock on that only a change
+    ///   the statistics do not count takes: a TRUNCATE or DDL (the
+    ///   stronger lock modes), a write to a foreign table (its
+    ///   RowExclusiveLock). A RowExclusiveLock on an ordinary table is not
+    ///   evidence (a cascade that matched no row takes one); its changed
+    ///   rows are.
+    ///
+    /// A partition counts as itself or as its partitioned table.
     ///
     /// Deferred constraint triggers are fired first (`SET CONSTRAINTS ALL
     /// IMMEDIATE`), so that nothing the statement set off waits for the
@@ -429,37 +468,53 @@ impl Postgres {
             .execute(&mut *conn)
             .await
             .map_err(|e| self.classify(e))?;
-        for (schema, relation, rows) in self.changes(conn).await? {
+        for (schema, relation, root_schema, root, rows) in self.changes(conn).await? {
             let earlier = before
                 .iter()
-                .find(|(s, r, _)| *s == schema && *r == relation)
-                .map_or(0, |(_, _, n)| *n);
-            let name = table::from_engine(SqlDialect::Postgres, &schema, &relation);
-            if rows > earlier && !tables.contains(&name) {
-                return Err(self.outside_grant(&name));
+                .find(|(s, r, ..)| *s == schema && *r == relation)
+                .map_or(0, |(.., n)| *n);
+            if rows > earlier {
+                self.granted(tables, (&schema, &relation), (&root_schema, &root))?;
             }
         }
-        let locked: Vec<(String, String)> = sqlx::query_as(
-            "SELECT DISTINCT rn.nspname::text, r.relname::text \
+        let locked: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT DISTINCT n.nspname::text, c.relname::text, rn.nspname::text, r.relname::text \
              FROM pg_catalog.pg_locks l \
              JOIN pg_catalog.pg_class c ON c.oid = l.relation \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_class r \
                ON r.oid = coalesce(pg_catalog.pg_partition_root(c.oid), c.oid) \
              JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
              WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' \
-               AND l.mode NOT IN ('AccessShareLock', 'RowShareLock') \
-               AND c.relkind IN ('r', 'p', 'f', 'm')",
+               AND c.relkind IN ('r', 'p', 'f', 'm') \
+               AND (l.mode IN ('ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', \
+                               'ExclusiveLock', 'AccessExclusiveLock') \
+                    OR (l.mode = 'RowExclusiveLock' AND c.relkind = 'f'))",
         )
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| self.failed("read the transaction's locks", e))?;
-        for (schema, relation) in locked {
-            let name = table::from_engine(SqlDialect::Postgres, &schema, &relation);
-            if !tables.contains(&name) {
-                return Err(self.outside_grant(&name));
-            }
+        for (schema, relation, root_schema, root) in locked {
+            self.granted(tables, (&schema, &relation), (&root_schema, &root))?;
         }
         Ok(())
+    }
+
+    /// A table changed by the statement must be approved by its own name
+    /// or by its partitioned table's.
+    fn granted(
+        &self,
+        tables: &[String],
+        (schema, relation): (&str, &str),
+        (root_schema, root): (&str, &str),
+    ) -> Result<(), BackendError> {
+        let name = table::from_engine(SqlDialect::Postgres, schema, relation);
+        let root = table::from_engine(SqlDialect::Postgres, root_schema, root);
+        if tables.contains(&name) || tables.contains(&root) {
+            Ok(())
+        } else {
+            Err(self.outside_grant(&name))
+        }
     }
 
     fn outside_grant(&self, table: &str) -> BackendError {

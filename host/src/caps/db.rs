@@ -107,5 +107,9 @@ impl Host for CallCtx {
 
 /// The bytes a db call's arguments take, as the journal would keep them.
 fn args_size(conn: &str, sql: &str, params: &[Value], reason: &str) -> u64 {
-    (conn.len() + sql.len() + reason.len()) as u64 + super::json_size(&params)
+    // As JSON, escapes included: what the journal entry would hold.
+    super::json_size(&conn)
+        + super::json_size(&sql)
+        + super::json_size(&reason)
+        + super::json_size(&params)
 }

@@ -88,16 +88,19 @@ impl Listener for Guarded {
 /// Serves `router` on `listener` until `shutdown` completes, then waits
 /// for the connections still open to finish their requests.
 ///
-/// This is `axum::serve` with one difference that matters at the edge:
-/// HTTP/1 connections get a timer, so hyper enforces
-/// `header_timeout` on every request's headers.
+/// This is `axum::serve` with two differences that matter at the edge:
+/// connections get a timer, so hyper enforces `header_timeout` on every
+/// request's headers; and only HTTP/1 is spoken.
 pub async fn serve(
     mut listener: Guarded,
     router: Router,
     header_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 only: the header timeout is HTTP/1's, and an HTTP/2
+    // connection would carry many bodies (each buffered by `whole_body`)
+    // for one connection slot.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())

@@ -120,15 +120,21 @@ impl Shared {
         // stored before the reload still belong to this host.
         let runtime = Runtime::with_state(config, old.state.clone()).map_err(|e| e.to_string())?;
         let hook_token = hook_token(&runtime)?;
+        // Checked and swapped under the token's lock: `serve` marks the
+        // server exposed before it reads the token, so either it sees the
+        // new (missing) token and refuses to start, or this sees it exposed.
+        let mut token = self
+            .hook_token
+            .write()
+            .map_err(|_| "the hook token's lock is poisoned; restart the server")?;
         if hook_token.is_none() && self.exposed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err("the new config has no server.hook_token, and this server listens beyond loopback: anyone who reaches it could start runs. Keep `hook_token` under [server]".into());
         }
         if let Ok(mut current) = self.current.write() {
             *current = (Arc::new(runtime), Arc::new(routes));
         }
-        if let Ok(mut token) = self.hook_token.write() {
-            *token = hook_token;
-        }
+        *token = hook_token;
+        drop(token);
         if let Ok(mut playbooks) = self.playbooks.lock() {
             playbooks.clear();
         }

@@ -193,9 +193,12 @@ impl Playbook for Dlq {
                 "{} DLQ item(s): {} safe to retry ({}), {} permanent (marked failed: {marked}), {} waiting for a contract fix, {} unknown",
                 items.len(),
                 retry.len(),
-                match &rpc {
-                    Ok(_) => "replayed",
-                    Err(_) => "held: the RPC is down",
+                // What happened to them, from the replay's own result.
+                match (&rpc, retry.is_empty(), replayed > 0) {
+                    (Err(_), _, _) => "held: the RPC is down",
+                    (Ok(_), true, _) => "none to replay",
+                    (Ok(_), false, true) => "replayed",
+                    (Ok(_), false, false) => "NOT replayed",
                 },
                 count(Class::Permanent),
                 count(Class::WaitForFix),

@@ -5,10 +5,18 @@
 //! - **Diagnosis**: is the API up (`GET /health`)? is the escrow contract
 //!   paused (`paused()` over `eth_call`)? is the test user compliant
 //!   (`isCompliant(address)` on the UserRegistry)?
-//! - **Remediation**: paused → unpause (a transaction the config classes a
-//!   write, decided by the admin group: it needs the ADMIN role); compliance
-//!   blocking all → review the compliance settings (checklist); neither →
-//!   check the M-PESA webhooks (checklist).
+//! - **Remediation**: paused → find who paused it and when first (the
+//!   escrow's `Paused(address)` events over `eth_getLogs`): the runbook's
+//!   own upgrade rollback pauses on purpose. Only when the pauser is known
+//!   is an unpause proposed, a transaction the config classes a write and
+//!   the admin group decides, its reason naming who paused and when;
+//!   compliance blocking all → review the compliance settings (checklist);
+//!   neither → check the M-PESA webhooks (checklist).
+//!
+//! The deployment's addresses come from the alert's labels (`escrow`,
+//! `user_registry`, `test_user`, and `admin_account` for an unpause): no
+//! address is built in, so a missing one is refused by name, never filled
+//! in with a test chain's.
 
 use stepgate_sdk::prelude::*;
 
@@ -16,23 +24,23 @@ const RPC: &str = "fiatrails_rpc";
 const API: &str = "fiatrails_admin";
 const INCIDENTS: &str = "fiatrails-incidents";
 
-/// The example deployment's contracts and the compliant test user; an
-/// alert can name others (`escrow`, `user_registry`, `test_user`).
-const ESCROW: &str = "0x5fbdb2315678afecb367f032d93f642f64180aa3";
-const USER_REGISTRY: &str = "0xe7f1725e7734ce288f8367e1bb143e90bb3f0512";
-const TEST_USER: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
-/// The escrow's admin account (its key stays with the node).
-const ADMIN_ACCOUNT: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
-
 /// `paused()`, `unpause()`, `isCompliant(address)`.
 const PAUSED: &str = "0x5c975abb";
 const UNPAUSE: &str = "0x3f4ba83a";
 const IS_COMPLIANT: &str = "0xa200e5d0";
+/// keccak256("Paused(address)"): OpenZeppelin Pausable's event.
+const PAUSED_EVENT: &str = "0x62e78cea01bee320cd4e420270b5ea74000d11b0c9f74754ebdbfc544b05a258";
 
 struct NoMints;
 
-fn address(alert: &Alert, key: &str, default: &str) -> Result<String> {
-    let value = alert.label(key).unwrap_or(default);
+/// The address in label `key`; a missing or malformed one is refused by
+/// name (there is no default: a test chain's address must never stand in).
+fn address(alert: &Alert, key: &str) -> Result<String> {
+    let value = alert.label(key).ok_or_else(|| {
+        Error::failed(format!(
+            "the alert has no `{key}` label: add the deployment's address to the alert rule's labels (stepgate has no default address)"
+        ))
+    })?;
     let hex = value.strip_prefix("0x").unwrap_or("");
     if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
         Ok(value.to_ascii_lowercase())
@@ -41,6 +49,35 @@ fn address(alert: &Alert, key: &str, default: &str) -> Result<String> {
             "`{key}` = `{value}` is not an address"
         )))
     }
+}
+
+/// Who paused the escrow last, and in which block: the newest
+/// `Paused(address)` event it emitted. `None` when it emitted none.
+fn last_pauser(escrow: &str) -> Result<Option<(String, String)>> {
+    let logs: Vec<serde_json::Value> = rpc::call(
+        RPC,
+        "eth_getLogs",
+        (serde_json::json!({
+            "address": escrow,
+            "topics": [PAUSED_EVENT],
+            "fromBlock": "earliest",
+            "toBlock": "latest",
+        }),),
+    )?;
+    let Some(last) = logs.last() else {
+        return Ok(None);
+    };
+    let data = last["data"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("0x");
+    let block = last["blockNumber"].as_str().unwrap_or("unknown block");
+    if data.len() != 64 || !data.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::failed(format!(
+            "a Paused event of {escrow} carries no address (`{data}`)"
+        )));
+    }
+    Ok(Some((format!("0x{}", &data[24..]), block.to_owned())))
 }
 
 /// A 32-byte ABI word read as a boolean.
@@ -65,20 +102,21 @@ impl Playbook for NoMints {
         Description::new("fiatrails-no-mints", "1.0.0")
             .summary(
                 "FiatRails NoSuccessfulMints: checks the API's health, whether the escrow is paused \
-                 and whether compliance blocks the test user; unpauses the escrow (the admin group \
-                 decides) when it is paused.",
+                 and whether compliance blocks the test user; when it is paused, finds who paused it \
+                 and proposes the unpause to the admin group with that in its reason.",
             )
             .answers("NoSuccessfulMints")
             .rpc(RPC, "eth_call")
+            .rpc(RPC, "eth_getLogs")
             .rpc(RPC, "eth_sendTransaction")
             .http(API, "GET /health")
             .notify(INCIDENTS)
     }
 
     fn run(alert: Alert) -> Result<Outcome> {
-        let escrow = address(&alert, "escrow", ESCROW)?;
-        let registry = address(&alert, "user_registry", USER_REGISTRY)?;
-        let user = address(&alert, "test_user", TEST_USER)?;
+        let escrow = address(&alert, "escrow")?;
+        let registry = address(&alert, "user_registry")?;
+        let user = address(&alert, "test_user")?;
         let diagnosis = step("Diagnosis", || -> Result<_> {
             let health = http::get(API, "/health");
             let paused = eth_call(&escrow, PAUSED).and_then(|w| word_is_true(&w));
@@ -116,35 +154,7 @@ impl Playbook for NoMints {
                         "Check the RPC first (HighRPCErrorRate), then run this playbook again",
                     )
                 }
-                (Ok(true), _) => {
-                    let reason = format!(
-                        "FiatRails runbook, NoSuccessfulMints remediation 1: the escrow {escrow} is paused; unpause it (requires the ADMIN role)"
-                    );
-                    let tx =
-                        serde_json::json!({ "from": ADMIN_ACCOUNT, "to": escrow, "data": UNPAUSE });
-                    let sent =
-                        rpc::send::<serde_json::Value>(RPC, "eth_sendTransaction", (tx,), &reason);
-                    pager::notify(
-                        INCIDENTS,
-                        &format!(
-                            "WARNING NoSuccessfulMints: the escrow {escrow} is paused; unpause {}",
-                            match &sent {
-                                Ok(_) => "sent".to_owned(),
-                                Err(e) => format!("NOT sent ({})", e.message()),
-                            }
-                        ),
-                    )?;
-                    let outcome = base(format!("The escrow {escrow} is paused"))
-                        .field("unpaused", sent.is_ok());
-                    match sent {
-                        Ok(_) => outcome
-                            .todo("Confirm a mint succeeds after the unpause; find out who paused the escrow and why"),
-                        Err(e) => outcome.todo(format!(
-                            "The unpause was not sent ({}): an admin decides whether to unpause (cast send <ESCROW> \"unpause()\")",
-                            e.message()
-                        )),
-                    }
-                }
+                (Ok(true), _) => paused_escrow(&alert, &escrow, base)?,
                 (Ok(false), Some(Ok(false))) => {
                     pager::notify(
                         INCIDENTS,
@@ -175,6 +185,63 @@ impl Playbook for NoMints {
             Ok(outcome)
         })
     }
+}
+
+/// The escrow is paused: who paused it decides what is proposed.
+fn paused_escrow(alert: &Alert, escrow: &str, base: impl Fn(String) -> Outcome) -> Result<Outcome> {
+    let pauser = last_pauser(escrow);
+    let (by, block) = match pauser {
+        Ok(Some(found)) => found,
+        known => {
+            let why = match known {
+                Err(e) => format!("the Paused events could not be read ({})", e.message()),
+                _ => "the escrow emitted no Paused event".to_owned(),
+            };
+            pager::notify(
+                INCIDENTS,
+                &format!(
+                    "WARNING NoSuccessfulMints: the escrow {escrow} is paused and who paused it is unknown ({why}); no unpause is proposed"
+                ),
+            )?;
+            return Ok(base(format!("The escrow {escrow} is paused; who paused it is unknown"))
+                .field("unpause_proposed", false)
+                .todo(format!("Find who paused the escrow and why ({why}); the upgrade rollback pauses on purpose"))
+                .todo("Unpause only once the pause is known not to be deliberate (cast send <ESCROW> \"unpause()\" from the ADMIN account)"));
+        }
+    };
+    let admin = address(alert, "admin_account")?;
+    let reason = format!(
+        "FiatRails runbook, NoSuccessfulMints remediation 1: the escrow {escrow} was paused by {by} in block {block}; unpause it (requires the ADMIN role) only if that pause was not deliberate (an upgrade rollback pauses on purpose)"
+    );
+    let told = pager::notify(
+        INCIDENTS,
+        &format!(
+            "WARNING NoSuccessfulMints: the escrow {escrow} was paused by {by} in block {block}; the admin group decides on an unpause in stepgate now"
+        ),
+    );
+    let tx = serde_json::json!({ "from": admin, "to": escrow, "data": UNPAUSE });
+    let sent = rpc::send::<serde_json::Value>(RPC, "eth_sendTransaction", (tx,), &reason);
+    let mut outcome = base(format!(
+        "The escrow {escrow} is paused (by {by}, block {block})"
+    ))
+    .field("paused_by", by.as_str())
+    .field("unpause_proposed", true)
+    .field("unpaused", sent.is_ok());
+    if let Err(e) = told {
+        outcome = outcome.todo(format!(
+            "The incident room was NOT told ({}): tell them",
+            e.message()
+        ));
+    }
+    Ok(match sent {
+        Ok(_) => outcome.todo(format!(
+            "Confirm a mint succeeds after the unpause; confirm with {by} why they paused"
+        )),
+        Err(e) => outcome.todo(format!(
+            "The unpause was not sent ({}): ask {by} why they paused; an admin decides whether to unpause (cast send <ESCROW> \"unpause()\")",
+            e.message()
+        )),
+    })
 }
 
 stepgate_sdk::playbook!(NoMints);

@@ -24,14 +24,23 @@ const BILLING_HEALTH: &str = "/api/v1/admin/billing/health";
 const ARRAKIS: &str = "arrakis";
 const INCIDENTS: &str = "loa-incidents";
 
-const POISON: &str = "SELECT p.entry_id, p.wal_entry_id, p.error, (w.id IS NOT NULL) AS wal_exists \
+/// Unresolved entries, and voided ones whose credits are still held (a
+/// resolution left half done, by an earlier version or by hand): a re-run
+/// finishes those.
+const POISON: &str = "SELECT p.entry_id, p.wal_entry_id, p.error, (w.id IS NOT NULL) AS wal_exists, \
+     (p.resolution IS NOT NULL) AS voided \
      FROM billing_dlq_poison p LEFT JOIN wal_entries w ON w.id = p.wal_entry_id \
-     WHERE p.resolution IS NULL ORDER BY p.created_at LIMIT 100";
+     WHERE p.resolution IS NULL OR (p.resolution = 'VOIDED' AND EXISTS \
+     (SELECT 1 FROM held_credits h WHERE h.wal_entry_id = p.wal_entry_id AND h.released_at IS NULL)) \
+     ORDER BY p.created_at LIMIT 100";
 const ACK: &str = "UPDATE billing_dlq_poison SET resolution = 'FINALIZE_ACKED' \
      WHERE entry_id = $1 AND resolution IS NULL";
-const VOID: &str = "UPDATE billing_dlq_poison SET resolution = 'VOIDED' WHERE entry_id = $1 AND resolution IS NULL";
-const RELEASE: &str = "UPDATE held_credits SET released_at = now() \
-     WHERE wal_entry_id = $1 AND released_at IS NULL";
+/// Voiding an entry and releasing its held credits, as one statement: one
+/// approval, one transaction, so a refusal can never leave one without the
+/// other. On an entry already voided it releases what is still held.
+const VOID_AND_RELEASE: &str = "WITH voided AS (UPDATE billing_dlq_poison SET resolution = 'VOIDED' \
+     WHERE entry_id = $1 AND resolution IS NULL RETURNING entry_id) \
+     UPDATE held_credits SET released_at = now() WHERE wal_entry_id = $2 AND released_at IS NULL";
 
 struct DlqOverflow;
 
@@ -40,6 +49,8 @@ struct Poisoned {
     wal: Option<i64>,
     wal_exists: bool,
     error: String,
+    /// Voided already, its credits still held: only the release is left.
+    voided: bool,
 }
 
 impl Playbook for DlqOverflow {
@@ -92,6 +103,7 @@ impl Playbook for DlqOverflow {
                         wal: row.get("wal_entry_id")?,
                         wal_exists: row.get("wal_exists")?,
                         error: row.get("error")?,
+                        voided: row.get("voided")?,
                     })
                 })
                 .collect()
@@ -118,32 +130,62 @@ impl Playbook for DlqOverflow {
                         ));
                         continue;
                     };
+                    if e.voided {
+                        let reason = format!(
+                            "loa-finn runbook, DLQ Overflow, admin resolution: {} was voided but the credits of WAL entry {wal} are still held; release them",
+                            e.entry
+                        );
+                        let released = db::execute(
+                            DB,
+                            VOID_AND_RELEASE,
+                            params![e.entry.as_str(), wal],
+                            &reason,
+                        );
+                        match released {
+                            Ok(_) => voided += 1,
+                            Err(err) => checklist.push(format!(
+                                "{}: voided, but its held credits (WAL {wal}) are NOT released ({}): release them by hand",
+                                e.entry,
+                                err.message()
+                            )),
+                        }
+                        continue;
+                    }
                     let answer = http::get(ARRAKIS, &format!("/api/finalizations/{wal}"))?;
                     let finalized = answer.ok() && answer.body["status"] == "finalized";
-                    if finalized {
-                        let reason = format!(
-                            "loa-finn runbook, DLQ Overflow, admin resolution: arrakis confirms the finalize of WAL entry {wal}; mark {} FINALIZE_ACKED",
-                            e.entry
-                        );
-                        db::execute(DB, ACK, params![e.entry.as_str()], &reason)?;
-                        acked += 1;
+                    let (sql, args, reason) = if finalized {
+                        (
+                            ACK,
+                            params![e.entry.as_str()],
+                            format!(
+                                "loa-finn runbook, DLQ Overflow, admin resolution: arrakis confirms the finalize of WAL entry {wal}; mark {} FINALIZE_ACKED",
+                                e.entry
+                            ),
+                        )
                     } else if answer.status == 404 {
-                        let reason = format!(
-                            "loa-finn runbook, DLQ Overflow, admin resolution: arrakis has no record of WAL entry {wal}; void {}",
-                            e.entry
-                        );
-                        db::execute(DB, VOID, params![e.entry.as_str()], &reason)?;
-                        let reason = format!(
-                            "loa-finn runbook, DLQ Overflow, admin resolution: release the credits held by voided entry {} (WAL {wal})",
-                            e.entry
-                        );
-                        db::execute(DB, RELEASE, params![wal], &reason)?;
-                        voided += 1;
+                        (
+                            VOID_AND_RELEASE,
+                            params![e.entry.as_str(), wal],
+                            format!(
+                                "loa-finn runbook, DLQ Overflow, admin resolution: arrakis has no record of WAL entry {wal}; void {} and release the credits it holds, together",
+                                e.entry
+                            ),
+                        )
                     } else {
                         checklist.push(format!(
                             "{}: arrakis answered {} for WAL entry {wal}; resolve it by hand",
                             e.entry, answer.status
                         ));
+                        continue;
+                    };
+                    match db::execute(DB, sql, args, &reason) {
+                        Ok(_) if finalized => acked += 1,
+                        Ok(_) => voided += 1,
+                        Err(err) => checklist.push(format!(
+                            "{}: NOT resolved ({}): resolve it by hand",
+                            e.entry,
+                            err.message()
+                        )),
                     }
                 }
                 Ok(())
