@@ -522,9 +522,9 @@ impl RouteConfig {
         if !path.starts_with('/') {
             return Err(format!("route `{text}`: the path must start with `/`"));
         }
-        if path.contains("[!") || path.contains("[^") {
+        if path.contains('[') {
             return Err(format!(
-                "route `{text}`: a negated character class (`[!…]`) can match `/` and so reach other paths; list the paths, or use `*` (one segment)"
+                "route `{text}`: a character class (`[…]`) can match `/` and so reach other paths; list the paths, or use `*` (one segment)"
             ));
         }
         check_glob(path)?;

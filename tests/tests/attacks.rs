@@ -47,6 +47,12 @@ CREATE TABLE events (id INT, kind TEXT, year INT) PARTITION BY LIST (year);
 CREATE TABLE events_2026 PARTITION OF events FOR VALUES IN (2026);
 INSERT INTO events VALUES (1, 'x', 2026);
 CREATE TABLE archive_log (id SERIAL PRIMARY KEY, hold_id INT, state TEXT);
+CREATE TABLE logs (id INT, year INT, q INT) PARTITION BY LIST (year);
+CREATE TABLE logs_2026 PARTITION OF logs FOR VALUES IN (2026) PARTITION BY LIST (q);
+CREATE TABLE logs_2026_q1 PARTITION OF logs_2026 FOR VALUES IN (1);
+INSERT INTO logs VALUES (1, 2026, 1);
+CREATE FUNCTION share() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN GRANT SELECT ON scratch TO PUBLIC; RETURN NEW; END $$;
+CREATE TRIGGER hold_share AFTER UPDATE ON escrow_holds FOR EACH ROW WHEN (NEW.state = 'grant') EXECUTE FUNCTION share();
 CREATE TABLE scratch (n INT);
 INSERT INTO scratch VALUES (1), (2);
 CREATE FUNCTION wipe() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN TRUNCATE scratch; RETURN NEW; END $$;
@@ -340,9 +346,14 @@ async fn postgres_functions_schemas_and_sessions() {
     assert!(answer.starts_with("ok"), "{answer}");
     assert_eq!(t.count("ledger_entries").await, ledger);
     // A trigger that waits for the COMMIT (deferred), or that changes a
-    // table without changing rows the statistics count (TRUNCATE): fired
-    // and seen before the commit, refused, rolled back.
-    for (state, table) in [("deferred", "ledger_entries"), ("truncate", "scratch")] {
+    // table without changing rows the statistics count (TRUNCATE, a GRANT
+    // that writes the catalog): fired and seen before the commit, refused,
+    // rolled back.
+    for (state, table) in [
+        ("deferred", "ledger_entries"),
+        ("truncate", "scratch"),
+        ("grant", "pg_catalog."),
+    ] {
         let sql = format!("UPDATE escrow_holds SET state = '{state}' WHERE id = 1");
         let answer = t.sql("hostile", "db-execute", &sql).await;
         refused(&answer, "invalid", state);
@@ -844,7 +855,7 @@ async fn legitimate_postgres_writes_pass_the_engine_checks() {
     let mut t = target(Kind::Postgres, "http://127.0.0.1:9");
     let config = std::fs::read_to_string(&t.setup.config).unwrap().replace(
         r#"tables = ["escrow_holds"]"#,
-        r#"tables = ["escrow_holds", "events_2026", "archive_log"]"#,
+        r#"tables = ["escrow_holds", "events_2026", "archive_log", "logs_2026"]"#,
     );
     std::fs::write(&t.setup.config, config).unwrap();
     t.runtime = t.setup.runtime();
@@ -861,6 +872,15 @@ async fn legitimate_postgres_writes_pass_the_engine_checks() {
             "hostile",
             "db-execute",
             "UPDATE events_2026 SET kind = 'y' WHERE id = 1",
+        )
+        .await;
+    assert_eq!(answer, "ok: 1 changed");
+    // A partition that is itself partitioned: its rows land a level down.
+    let answer = t
+        .sql(
+            "hostile",
+            "db-execute",
+            "UPDATE logs_2026 SET id = 2 WHERE id = 1",
         )
         .await;
     assert_eq!(answer, "ok: 1 changed");

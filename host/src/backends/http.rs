@@ -354,14 +354,16 @@ fn join(base: &Url, path: &str) -> Result<Url, String> {
     );
     url.set_path(&joined);
     if let Some(query) = query.filter(|q| !q.is_empty()) {
-        let fixed: Vec<String> = base.query_pairs().map(|(k, _)| lenient(&k)).collect();
         // Read as the most lenient server would: `;` separates too.
-        let mut theirs = base.clone();
-        theirs.set_query(Some(&query.replace(';', "&")));
-        let clash = theirs
-            .query_pairs()
-            .map(|(k, _)| k.into_owned())
-            .find(|k| fixed.contains(&lenient(k)));
+        let names = |query: &str| -> Vec<String> {
+            let mut url = base.clone();
+            url.set_query(Some(&query.replace(';', "&")));
+            url.query_pairs().map(|(k, _)| k.into_owned()).collect()
+        };
+        let fixed = names(base.query().unwrap_or_default());
+        let clash = names(query)
+            .into_iter()
+            .find(|theirs| fixed.iter().any(|own| clashes(own, theirs)));
         if let Some(name) = clash {
             return Err(format!(
                 "the query parameter `{}` is set by the endpoint's URL; a playbook may not set it",
@@ -377,17 +379,34 @@ fn join(base: &Url, path: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// A query parameter's name as lenient servers read it: PHP and Rails
-/// drop an array suffix (`tenant[]`) and PHP reads `.` and ` ` as `_`;
-/// case is folded too, so no spelling of a name the URL sets gets by.
+/// A query parameter's name as lenient servers read it: PHP cuts it at a
+/// NUL, drops leading spaces, reads `.` and ` ` (and an unclosed `[`) as
+/// `_`; case is folded too.
 fn lenient(name: &str) -> String {
-    let name = name.split('[').next().unwrap_or(name);
+    let name = name.split('\0').next().unwrap_or_default();
+    let name = name.trim_start_matches(' ');
+    let name = if name.contains('[') && !name.contains(']') {
+        name.replacen('[', "_", 1)
+    } else {
+        name.to_owned()
+    };
     name.chars()
         .map(|c| match c {
             '.' | ' ' => '_',
             c => c.to_ascii_lowercase(),
         })
         .collect()
+}
+
+/// Whether a playbook's parameter `theirs` would override the URL's own
+/// parameter `own` on a lenient server: the same name, or the same root
+/// where one side is a plain value (`tenant[]=x` or `tenant[a]=x` replaces
+/// `tenant`, and `filter=x` replaces `filter[tenant]`); two different keys
+/// of one array (`filter[tenant]`, `filter[state]`) do not clash.
+fn clashes(own: &str, theirs: &str) -> bool {
+    let (own, theirs) = (lenient(own), lenient(theirs));
+    let root = |name: &str| name.split('[').next().unwrap_or(name).to_owned();
+    own == theirs || (root(&own) == root(&theirs) && (!own.contains('[') || !theirs.contains('[')))
 }
 
 /// Parses a resolved URL; the message never quotes it.
@@ -466,8 +485,25 @@ mod tests {
             assert!(join(&base, &format!("/rows?{query}")).is_err(), "{query}");
         }
         let api = Url::parse("https://api.example/v1?api_key=k").unwrap();
-        for query in ["api.key=x", "api%20key=x", "api+key=x"] {
+        for query in [
+            "api.key=x",
+            "api%20key=x",
+            "api+key=x",
+            "+api_key=x",
+            "api[key=x",
+            "api_key%00=x",
+            "api_key[x]=y",
+        ] {
             assert!(join(&api, &format!("/rows?{query}")).is_err(), "{query}");
         }
+        // Another key of the URL's own array is no clash; the array's
+        // own key, or the array replaced by a value, is.
+        let jsonapi = Url::parse("https://api.example/v1?filter[tenant]=acme").unwrap();
+        assert!(join(&jsonapi, "/rows?filter[state]=open&page[size]=10").is_ok());
+        assert!(join(&jsonapi, "/rows?filter[tenant]=x").is_err());
+        assert!(join(&jsonapi, "/rows?filter=x").is_err());
+        // The URL's own `;`-separated parameters count too.
+        let semi = Url::parse("https://api.example/v1?a=1;tenant=acme").unwrap();
+        assert!(join(&semi, "/rows?tenant=x").is_err());
     }
 }

@@ -18,6 +18,7 @@
 //! The URL is a secret: it never appears in an error; the connection is
 //! named instead.
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -171,10 +172,18 @@ fn update_count(update: &sqlparser::ast::Update, with: &str) -> String {
     format!("{with}SELECT count(DISTINCT ({target}.tableoid, {target}.ctid)) FROM {from}{filter}")
 }
 
-/// Schema and table, the schema and table of the partitioned table it is a
-/// partition of (itself if none), and rows changed, from
-/// `pg_stat_xact_user_tables`.
+/// Schema and table, the schema and table of one of its ancestors (every
+/// partitioned table above it, and itself), and rows changed, from
+/// `pg_stat_xact_all_tables`: one row per ancestor.
 type TableChanges = (String, String, String, String, i64);
+
+/// A relation `c` (with namespace `n`) joined to each of its ancestors
+/// `ac` (with namespace `an`): itself, and every partitioned table above
+/// it, to any depth.
+const ANCESTORS: &str = "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     LEFT JOIN LATERAL pg_catalog.pg_partition_ancestors(c.oid) AS a(relid) ON true \
+     JOIN pg_catalog.pg_class ac ON ac.oid = coalesce(a.relid, c.oid) \
+     JOIN pg_catalog.pg_namespace an ON an.oid = ac.relnamespace";
 
 /// SQLSTATE of a statement cancelled by `statement_timeout`.
 const QUERY_CANCELED: &str = "57014";
@@ -410,8 +419,9 @@ impl Postgres {
     }
 
     /// Rows changed per table as the session's statistics count them
-    /// (`pg_stat_xact_user_tables`: this transaction, plus earlier ones of
-    /// this session not yet reported), for the tables with any.
+    /// (`pg_stat_xact_all_tables`: this transaction, plus earlier ones of
+    /// this session not yet reported), for the tables with any, system
+    /// catalogs included and TOAST tables left out.
     async fn changes(&self, conn: &mut PgConnection) -> Result<Vec<TableChanges>, BackendError> {
         let counting: String = sqlx::query_scalar("SELECT current_setting('track_counts')")
             .fetch_one(&mut *conn)
@@ -423,19 +433,15 @@ impl Postgres {
                 self.name()
             )));
         }
-        // Each table with the partitioned table it belongs to, if any: a
-        // grant may name either.
-        sqlx::query_as(
-            "SELECT n.nspname::text, c.relname::text, rn.nspname::text, r.relname::text, \
+        // Each table with its ancestors: a grant may name any of them.
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT n.nspname::text, c.relname::text, an.nspname::text, ac.relname::text, \
                     s.n_tup_ins + s.n_tup_upd + s.n_tup_del \
-             FROM pg_catalog.pg_stat_xact_user_tables s \
-             JOIN pg_catalog.pg_class c ON c.oid = s.relid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             JOIN pg_catalog.pg_class r \
-               ON r.oid = coalesce(pg_catalog.pg_partition_root(s.relid), s.relid) \
-             JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
-             WHERE s.n_tup_ins + s.n_tup_upd + s.n_tup_del > 0",
-        )
+             FROM pg_catalog.pg_stat_xact_all_tables s \
+             JOIN pg_catalog.pg_class c ON c.oid = s.relid {ANCESTORS} \
+             WHERE s.n_tup_ins + s.n_tup_upd + s.n_tup_del > 0 \
+               AND s.schemaname NOT LIKE 'pg\\_toast%'"
+        )))
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| self.failed("read the transaction's table statistics", e))
@@ -445,7 +451,9 @@ impl Postgres {
     /// of the approved `tables` only, by two witnesses:
     ///
     /// - every table whose count of changed rows grew since `before` (the
-    ///   statistics see every row change: triggers, cascades, functions);
+    ///   statistics see every row change: triggers, cascades, functions,
+    ///   and the system catalog's own rows, so a GRANT or ALTER ROLE a
+    ///   trigger runs shows too; TOAST tables are their owners');
     /// - every table the transaction holds a lock on that only a change
     ///   the statistics do not count takes: a TRUNCATE or DDL (the
     ///   stronger lock modes), a write to a foreign table (its
@@ -453,7 +461,7 @@ impl Postgres {
     ///   evidence (a cascade that matched no row takes one); its changed
     ///   rows are.
     ///
-    /// A partition counts as itself or as its partitioned table.
+    /// A partition counts as itself or as any partitioned table above it.
     ///
     /// Deferred constraint triggers are fired first (`SET CONSTRAINTS ALL
     /// IMMEDIATE`), so that nothing the statement set off waits for the
@@ -468,52 +476,69 @@ impl Postgres {
             .execute(&mut *conn)
             .await
             .map_err(|e| self.classify(e))?;
-        for (schema, relation, root_schema, root, rows) in self.changes(conn).await? {
-            let earlier = before
-                .iter()
-                .find(|(s, r, ..)| *s == schema && *r == relation)
-                .map_or(0, |(.., n)| *n);
-            if rows > earlier {
-                self.granted(tables, (&schema, &relation), (&root_schema, &root))?;
-            }
-        }
-        let locked: Vec<(String, String, String, String)> = sqlx::query_as(
-            "SELECT DISTINCT n.nspname::text, c.relname::text, rn.nspname::text, r.relname::text \
+        // Locks first: a TRUNCATE is then named by its own table, not by
+        // the catalog rows it rewrote.
+        let locked: Vec<(String, String, String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT DISTINCT n.nspname::text, c.relname::text, an.nspname::text, ac.relname::text \
              FROM pg_catalog.pg_locks l \
-             JOIN pg_catalog.pg_class c ON c.oid = l.relation \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             JOIN pg_catalog.pg_class r \
-               ON r.oid = coalesce(pg_catalog.pg_partition_root(c.oid), c.oid) \
-             JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
+             JOIN pg_catalog.pg_class c ON c.oid = l.relation {ANCESTORS} \
              WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' \
                AND c.relkind IN ('r', 'p', 'f', 'm') \
                AND (l.mode IN ('ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', \
                                'ExclusiveLock', 'AccessExclusiveLock') \
-                    OR (l.mode = 'RowExclusiveLock' AND c.relkind = 'f'))",
-        )
+                    OR (l.mode = 'RowExclusiveLock' AND c.relkind = 'f'))"
+        )))
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| self.failed("read the transaction's locks", e))?;
-        for (schema, relation, root_schema, root) in locked {
-            self.granted(tables, (&schema, &relation), (&root_schema, &root))?;
+        let mut held: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for (schema, relation, ancestor_schema, ancestor) in locked {
+            held.entry((schema, relation))
+                .or_default()
+                .push(table::from_engine(
+                    SqlDialect::Postgres,
+                    &ancestor_schema,
+                    &ancestor,
+                ));
+        }
+        for ((schema, relation), names) in &held {
+            self.granted(tables, schema, relation, names)?;
+        }
+        let mut changed: BTreeMap<(String, String), (i64, Vec<String>)> = BTreeMap::new();
+        for (schema, relation, ancestor_schema, ancestor, rows) in self.changes(conn).await? {
+            let entry = changed.entry((schema, relation)).or_default();
+            entry.0 = rows;
+            entry.1.push(table::from_engine(
+                SqlDialect::Postgres,
+                &ancestor_schema,
+                &ancestor,
+            ));
+        }
+        for ((schema, relation), (rows, names)) in &changed {
+            let earlier = before
+                .iter()
+                .find(|(s, r, ..)| s == schema && r == relation)
+                .map_or(0, |(.., n)| *n);
+            if *rows > earlier {
+                self.granted(tables, schema, relation, names)?;
+            }
         }
         Ok(())
     }
 
     /// A table changed by the statement must be approved by its own name
-    /// or by its partitioned table's.
+    /// or by the name of a partitioned table above it (`names`, canonical).
     fn granted(
         &self,
         tables: &[String],
-        (schema, relation): (&str, &str),
-        (root_schema, root): (&str, &str),
+        schema: &str,
+        relation: &str,
+        names: &[String],
     ) -> Result<(), BackendError> {
-        let name = table::from_engine(SqlDialect::Postgres, schema, relation);
-        let root = table::from_engine(SqlDialect::Postgres, root_schema, root);
-        if tables.contains(&name) || tables.contains(&root) {
+        if names.iter().any(|n| tables.contains(n)) {
             Ok(())
         } else {
-            Err(self.outside_grant(&name))
+            Err(self.outside_grant(&table::from_engine(SqlDialect::Postgres, schema, relation)))
         }
     }
 

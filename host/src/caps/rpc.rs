@@ -135,11 +135,23 @@ impl Host for CallCtx {
         if let Err(why) = normal {
             return self.reject(call, scope, WitError::Invalid(why)).await;
         }
-        if let Some(why) = request
+        let mut seen = std::collections::BTreeSet::new();
+        let duplicate = request
             .headers
             .iter()
-            .find_map(|(name, value)| refused_header(name, value))
-        {
+            .find(|(name, _)| !seen.insert(name.to_ascii_lowercase()))
+            .map(|(name, _)| {
+                format!(
+                    "header `{}` is set twice; a proxy and the server may read different ones",
+                    crate::inert::line(name)
+                )
+            });
+        if let Some(why) = duplicate.or_else(|| {
+            request
+                .headers
+                .iter()
+                .find_map(|(name, value)| refused_header(name, value))
+        }) {
             return self.reject(call, scope, WitError::Invalid(why)).await;
         }
         let backends = self.backends.clone();

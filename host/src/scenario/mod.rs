@@ -62,6 +62,9 @@ pub struct WorldSpec {
     pub flags: BTreeMap<String, String>,
     #[serde(default)]
     pub unset_flags: Vec<String>,
+    /// Flags whose store fails when they are read (it does not answer).
+    #[serde(default)]
+    pub failing_flags: Vec<String>,
     /// Live scenarios: what the approvers decide, write by write.
     #[serde(default)]
     pub approvals: Vec<ApprovalAnswer>,

@@ -384,6 +384,11 @@ impl FlagStore for ScenarioFlags {
         {
             return Ok(Some(value));
         }
+        if self.0.spec.failing_flags.iter().any(|f| f == name) {
+            return Err(BackendError::Failed(format!(
+                "the flag store does not answer for `{name}` (failing_flags in the scenario)"
+            )));
+        }
         if let Some(value) = self.0.spec.flags.get(name) {
             return Ok(Some(value.clone()));
         }

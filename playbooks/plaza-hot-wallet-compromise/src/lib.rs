@@ -4,11 +4,19 @@
 //!
 //! - **Symptom**: an unauthorized signing event in the MPC audit log, or an
 //!   unexpected outflow from the hot wallet.
-//! - **Triage**, as the runbook orders it: pause the API (stop plaza-api
-//!   through its admin endpoint); pause the escrow contract if contract
-//!   mode is in use (`PlazaEscrow.pause()`, sent from the cold multisig:
-//!   a write two approvers decide); take a balance snapshot (ETH and USDC of
-//!   the hot wallet); page the CEO (SEV-0: all hands).
+//! - **Triage**, as the runbook orders it: page the CEO first (SEV-0: all
+//!   hands); pause the API (stop plaza-api through its admin endpoint, a
+//!   write two approvers decide); pause the escrow contract if contract
+//!   mode is in use: `PlazaEscrow.pause()` must come from the cold
+//!   multisig, which the runbook keeps offline, so the playbook reads
+//!   `paused()` and, if it is not paused, proposes the exact transaction to
+//!   the key holders (checklist) instead of sending it; take a balance
+//!   snapshot (ETH and USDC of the hot wallet); page the CEO again with
+//!   what was done.
+//! - A flag store that does not answer does not stop the run: contract
+//!   mode is then taken as in use.
+//! - Addresses come from the alert's labels (`hot_wallet`, `escrow`); there
+//!   are no defaults.
 //! - **Mitigation** (checklist): sweep the rest to cold through a fresh
 //!   signer, rotate the MPC key, notify customers, file the report counsel
 //!   directs; resume only after a full reconciliation and a forensic.
@@ -19,10 +27,8 @@ const RPC: &str = "base";
 const ADMIN: &str = "plaza_admin";
 const STOP: &str = "/admin/api/stop";
 const FLAG_CONTRACT_MODE: &str = "PLAZA_CONTRACT_MODE_ENABLED";
-/// USDC on Base, and the example deployment's PlazaEscrow and cold multisig.
+/// USDC on Base (the token's own, mainnet address).
 const BASE_USDC: &str = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913";
-const ESCROW: &str = "0x9fe46736679d2d9a65f0992f2272de9f3c7fa6e0";
-const COLD_MULTISIG: &str = "0xc01dc01dc01dc01dc01dc01dc01dc01dc01dc01d";
 /// `paused()`, `pause()`, `balanceOf(address)`.
 const PAUSED: &str = "0x5c975abb";
 const PAUSE: &str = "0x8456cb59";
@@ -30,11 +36,13 @@ const BALANCE_OF: &str = "0x70a08231";
 
 struct HotWalletCompromise;
 
-fn address(alert: &Alert, key: &str, default: Option<&str>) -> Result<String> {
-    let value = alert
-        .label(key)
-        .or(default)
-        .ok_or_else(|| Error::failed(format!("the alert has no `{key}` label")))?;
+/// The address in label `key`; there is no default address.
+fn address(alert: &Alert, key: &str) -> Result<String> {
+    let value = alert.label(key).ok_or_else(|| {
+        Error::failed(format!(
+            "the alert has no `{key}` label: add the deployment's address to the alert rule's labels"
+        ))
+    })?;
     let hex = value.strip_prefix("0x").unwrap_or("");
     if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
         Ok(value.to_owned())
@@ -82,34 +90,34 @@ impl Playbook for HotWalletCompromise {
     fn describe() -> Description {
         Description::new("plaza-hot-wallet-compromise", "1.0.0")
             .summary(
-                "Plaza runbook \"Hot-wallet compromise (suspected)\" (SEV-0): stops plaza-api, pauses the \
-                 escrow contract from the cold multisig (two approvers), snapshots the hot wallet's ETH and \
-                 USDC, and pages the CEO; the sweep, key rotation and customer notice stay with humans.",
+                "Plaza runbook \"Hot-wallet compromise (suspected)\" (SEV-0): pages the CEO, stops plaza-api \
+                 (two approvers), reads whether the escrow is paused and proposes the pause to the cold \
+                 multisig's key holders, snapshots the hot wallet's ETH and USDC, and pages the CEO again; \
+                 the sweep, key rotation and customer notice stay with humans.",
             )
             .answers("HotWalletUnauthorizedSigning")
             .answers("HotWalletUnexpectedOutflow")
             .http(ADMIN, &format!("POST {STOP}"))
             .rpc(RPC, "eth_call")
             .rpc(RPC, "eth_getBalance")
-            .rpc(RPC, "eth_sendTransaction")
             .flag_read(FLAG_CONTRACT_MODE)
             .page("ceo")
             .notify("incident")
     }
 
     fn run(alert: Alert) -> Result<Outcome> {
-        let wallet = address(&alert, "hot_wallet", None)?;
-        let escrow = address(&alert, "escrow", Some(ESCROW))?;
+        let wallet = address(&alert, "hot_wallet")?;
+        // Needed only if contract mode is in use; its absence is named there.
+        let escrow = address(&alert, "escrow");
         let mut checklist = Vec::new();
-        // The humans first: stopping the API and pausing the escrow wait
-        // for two approvers.
+        // The humans first: stopping the API waits for two approvers.
         step("Tell the CEO", || {
             let told = pager::page(
                 "ceo",
                 Severity::Critical,
-                "SEV-0 Plaza hot-wallet compromise suspected: all hands; stepgate asks two approvers to stop plaza-api and pause the escrow",
+                "SEV-0 Plaza hot-wallet compromise suspected: all hands; stepgate asks two approvers to stop plaza-api",
                 &format!(
-                    "alert {} on hot wallet {wallet}: approve or deny the API stop and the escrow pause in stepgate now; a second page follows with what was done and the balance snapshot",
+                    "alert {} on hot wallet {wallet}: approve or deny the API stop in stepgate now; the escrow pause goes to the cold multisig's key holders; a second page follows with what was done and the balance snapshot",
                     alert.name
                 ),
             );
@@ -139,9 +147,26 @@ impl Playbook for HotWalletCompromise {
             }
         });
         let contract = step("Triage 2: pause the contract", || -> Result<String> {
-            if flags::get(FLAG_CONTRACT_MODE)?.as_deref() == Some("0") {
-                return Ok("contract mode not in use".into());
+            match flags::get(FLAG_CONTRACT_MODE) {
+                Ok(mode) if mode.as_deref() == Some("0") => {
+                    return Ok("contract mode not in use".into());
+                }
+                Ok(_) => {}
+                Err(e) => checklist.push(format!(
+                    "{FLAG_CONTRACT_MODE} could not be read ({}): contract mode is taken as in use",
+                    e.message()
+                )),
             }
+            let escrow = match &escrow {
+                Ok(escrow) => escrow,
+                Err(e) => {
+                    checklist.push(format!(
+                        "PlazaEscrow is NOT checked ({}): key holders check paused() and pause it from the cold multisig",
+                        e.message()
+                    ));
+                    return Ok("NOT checked (no `escrow` label)".into());
+                }
+            };
             let paused = rpc::call::<String>(
                 RPC,
                 "eth_call",
@@ -151,23 +176,26 @@ impl Playbook for HotWalletCompromise {
                 ),
             )
             .and_then(|w| quantity(&w));
-            if matches!(paused, Ok(1)) {
-                return Ok("already paused".into());
-            }
-            let reason = format!(
-                "Plaza runbook, Hot-wallet compromise, Triage: pause PlazaEscrow {escrow} from the cold multisig (contract mode in use{})",
-                if paused.is_err() {
-                    ", paused() unreadable"
-                } else {
-                    ""
-                }
-            );
-            let tx = serde_json::json!({ "from": COLD_MULTISIG, "to": escrow, "data": PAUSE });
-            match rpc::send::<serde_json::Value>(RPC, "eth_sendTransaction", (tx,), &reason) {
-                Ok(_) => Ok("paused".into()),
-                Err(e) => {
-                    checklist.push(format!("PlazaEscrow is NOT paused ({}): key holders pause it from the cold multisig", e.message()));
-                    Ok("NOT paused".into())
+            match paused {
+                Ok(1) => Ok("already paused".into()),
+                // The cold multisig is offline by design: the pause is
+                // proposed to its key holders, never sent from here.
+                known => {
+                    checklist.insert(
+                        0,
+                        format!(
+                            "Key holders: pause PlazaEscrow now from the cold multisig: to {escrow}, data {PAUSE} (pause()), then confirm paused() returns 1"
+                        ),
+                    );
+                    Ok(match known {
+                        Ok(_) => {
+                            "NOT paused: pause proposed to the cold multisig's key holders".into()
+                        }
+                        Err(e) => format!(
+                            "paused() unreadable ({}): pause proposed to the cold multisig's key holders",
+                            e.message()
+                        ),
+                    })
                 }
             }
         })?;

@@ -243,9 +243,13 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
     let mut marked = 0u64;
     let mut refused = Vec::new();
     let mut checklist = Vec::new();
+    // Every active operator at once: the runbook says the fault is ours
+    // (the retry path), so no operator's jobs are overridden and no
+    // operator is told their wallet is failing.
+    let ours = triage.all_operators();
     for op in &triage.operators {
         for (error, jobs) in &op.errors {
-            if classify(error) != Class::Override {
+            if ours || classify(error) != Class::Override {
                 continue;
             }
             let reason = format!(
@@ -267,7 +271,7 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
                 Err(e) => return Err(e),
             }
         }
-        if op.has(Class::WalletDown) {
+        if !ours && op.has(Class::WalletDown) {
             pager::notify(
                 OPERATORS,
                 &format!(
