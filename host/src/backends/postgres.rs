@@ -185,6 +185,24 @@ const ANCESTORS: &str = "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespac
      JOIN pg_catalog.pg_class ac ON ac.oid = coalesce(a.relid, c.oid) \
      JOIN pg_catalog.pg_namespace an ON an.oid = ac.relnamespace";
 
+/// The marker of the error PostgreSQL raises for a row over the result
+/// limit (see [`row_capped`]).
+const ROW_OVER_LIMIT: &str = "stepgate: a row over the result limit";
+
+/// `sql` (one checked query) wrapped so that PostgreSQL itself refuses a
+/// row larger than `max_bytes` before it sends it: the driver receives a
+/// row whole, so a cap applied as rows arrive would come after the host
+/// had buffered it. The size is the row's own datum size; an oversized row
+/// fails the statement (a cast of the marker text to an integer).
+fn row_capped(sql: &str, max_bytes: u64) -> String {
+    let sql = sql.trim_end().trim_end_matches(';');
+    format!(
+        "SELECT stepgate_row.* FROM ({sql}\n) AS stepgate_row \
+         WHERE CASE WHEN pg_catalog.pg_column_size(stepgate_row.*) <= {max_bytes} THEN true \
+         ELSE ('{ROW_OVER_LIMIT}: ' || pg_catalog.pg_column_size(stepgate_row.*)::text)::int IS NULL END"
+    )
+}
+
 /// SQLSTATE of a statement cancelled by `statement_timeout`.
 const QUERY_CANCELED: &str = "57014";
 
@@ -288,7 +306,8 @@ impl Postgres {
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| self.failed("begin read-only transaction", e))?;
-            let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
+            let capped = row_capped(sql, max_bytes);
+            let query = sqlx::query_with(AssertSqlSafe(capped), arguments(params)?);
             let stream = query.fetch(&mut *conn);
             let classify = |e| self.classify(e);
             collect_rows(&self.settings, max_bytes, stream, classify, decode).await
@@ -555,6 +574,11 @@ impl Postgres {
         match e {
             sqlx::Error::Database(db) if db.code().as_deref() == Some(QUERY_CANCELED) => {
                 self.timed_out()
+            }
+            sqlx::Error::Database(db) if db.message().contains(ROW_OVER_LIMIT) => {
+                BackendError::TooLarge {
+                    what: format!("a row read from `{}`", self.name()),
+                }
             }
             sqlx::Error::Database(db) => BackendError::Invalid(format!(
                 "database `{}` refused the statement: {db}",
