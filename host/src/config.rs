@@ -1335,7 +1335,9 @@ fn check_glob(glob: &str) -> Result<(), String> {
 fn parse_message(e: &toml::de::Error) -> String {
     let message = e.to_string();
     if message.contains("unknown field") {
-        format!("{message}\nhint: check the spelling against the config reference in README.md")
+        format!(
+            "{message}\nhint: check the spelling against the config reference in docs/configuration.md"
+        )
     } else {
         message
     }

@@ -111,7 +111,7 @@ fn json_output_has_the_documented_shape() {
     assert_eq!(doc["outcome"]["severity"], "SEV-0");
     assert_eq!(doc["outcome"]["fields"]["drift_usdc"], "20.000000");
     let journal = doc["journal"].as_array().unwrap();
-    assert_eq!(journal.len(), 8);
+    assert_eq!(journal.len(), 10);
     for (i, entry) in journal.iter().enumerate() {
         for key in [
             "seq",
@@ -128,9 +128,11 @@ fn json_output_has_the_documented_shape() {
         }
         assert_eq!(entry["seq"], i as u64 + 1);
     }
-    assert_eq!(journal[5]["interface"], "flags");
-    assert_eq!(journal[5]["effect"], "write");
-    assert_eq!(journal[5]["gate"], "dry-run");
+    // The CEO is paged first (#7), then custodied mode paused (#8).
+    assert_eq!(journal[6]["interface"], "pager");
+    assert_eq!(journal[7]["interface"], "flags");
+    assert_eq!(journal[7]["effect"], "write");
+    assert_eq!(journal[7]["gate"], "dry-run");
 }
 
 #[test]
@@ -176,10 +178,13 @@ fn live_without_a_terminal_parks_the_write_that_needs_approval() {
     );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
-    assert!(stdout.contains("#6 waits for approval"), "{stdout}");
+    assert!(stdout.contains("#8 waits for approval"), "{stdout}");
+    // Humans first: the CEO was paged before the run parked, once.
+    let pages = std::fs::read_to_string(dir.path().join("var/pages.jsonl")).unwrap();
+    assert_eq!(pages.lines().count(), 1, "{pages}");
     assert!(
-        !dir.path().join("var/pages.jsonl").exists(),
-        "the run stopped before paging"
+        pages.contains("stepgate asks to pause custodied mode"),
+        "{pages}"
     );
 
     // `stepgate cancel` ends it for good: operators only, with a reason.
@@ -439,7 +444,7 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
     let pending = stepgate(&["approvals", "--config", config_arg]);
     let listed = text(&pending.stdout);
     assert!(
-        listed.contains(&format!("{run_id} #6")) && listed.contains("flags.set"),
+        listed.contains(&format!("{run_id} #8")) && listed.contains("flags.set"),
         "{listed}"
     );
 
@@ -447,7 +452,7 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
     let own = stepgate(&[
         "approve",
         &run_id,
-        "6",
+        "8",
         "--reason",
         "mine",
         "--token-file",
@@ -469,7 +474,7 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
     let bad = stepgate(&[
         "approve",
         &run_id,
-        "6",
+        "8",
         "--reason",
         "go",
         "--token-file",
@@ -487,7 +492,7 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
     let approved = stepgate(&[
         "approve",
         &run_id,
-        "6",
+        "8",
         "--reason",
         "runbook step: pause custodied mode",
         "--token-file",
@@ -509,8 +514,8 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
     let pages = std::fs::read_to_string(dir.path().join("var/pages.jsonl")).unwrap();
     assert_eq!(
         pages.lines().count(),
-        2,
-        "the page and the notice went out once"
+        3,
+        "the first page, the page with what was done and the notice went out once"
     );
 
     let runs = stepgate(&["runs", "--config", config_arg]);
@@ -523,14 +528,14 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
     let shown = text(&show.stdout);
     assert!(shown.contains("▶ Triage"), "{shown}");
     assert!(
-        shown.contains("#6   flags.set") && shown.contains("(by alice)"),
+        shown.contains("#8   flags.set") && shown.contains("(by alice)"),
         "{shown}"
     );
 
     let verify = stepgate(&["audit", "verify", "--config", config_arg]);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stderr));
     assert!(
-        text(&verify.stdout).contains("intact: 4 records"),
+        text(&verify.stdout).contains("intact: 5 records"),
         "{}",
         text(&verify.stdout)
     );
@@ -539,9 +544,12 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines[0]["record"]["approval"]["principal"], "alice");
-    assert_eq!(lines[1]["record"]["entry"]["op"], "set");
-    assert_eq!(lines[1]["record"]["started_by"], "ops");
+    // The page that told the CEO before the run parked, the approval,
+    // then the write it allowed.
+    assert_eq!(lines[0]["record"]["entry"]["op"], "page");
+    assert_eq!(lines[1]["record"]["approval"]["principal"], "alice");
+    assert_eq!(lines[2]["record"]["entry"]["op"], "set");
+    assert_eq!(lines[2]["record"]["started_by"], "ops");
 
     // Someone edits the approval record.
     let state = dir.path().join("var/stepgate-state.db");
@@ -550,7 +558,7 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
         let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", state.display()))
             .await
             .unwrap();
-        sqlx::query("UPDATE audit SET record = replace(record, 'alice', 'mallory') WHERE seq = 1")
+        sqlx::query("UPDATE audit SET record = replace(record, 'alice', 'mallory') WHERE seq = 2")
             .execute(&mut conn)
             .await
             .unwrap();
@@ -558,7 +566,7 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
     let verify = stepgate(&["audit", "verify", "--config", config_arg]);
     assert_eq!(verify.status.code(), Some(6));
     assert!(
-        text(&verify.stderr).contains("audit record 1"),
+        text(&verify.stderr).contains("audit record 2"),
         "{}",
         text(&verify.stderr)
     );

@@ -7,27 +7,35 @@
 //
 // Codifies the runbook's alert response and its "Dead-Letter Queue
 // Processing" section:
-// - Diagnosis: read the DLQ items; is the RPC up (`eth_blockNumber`)?
+// - Diagnosis: read the DLQ items (with each intent's user); which RPC
+//   provider does the API use now (FIATRAILS_RPC_PROVIDER), and does it
+//   answer (`eth_blockNumber`)?
 // - Classify each item by its last error: RPC down or a nonce issue → safe
-//   to retry; user not compliant → permanent (mark failed, a human tells
-//   the user and refunds the intent); a contract bug → wait for the fix.
-// - Remediation: fix the RPC first: while it is down nothing is replayed.
-//   Otherwise the safe items are replayed in one bulk replay (the admin
-//   API's `replay-dlq`, approved), and the permanent ones are marked failed
-//   (a database write, approved).
+//   to retry; user not compliant → re-checked (`isCompliant` on the
+//   UserRegistry: attestations lag); a contract bug → wait for the fix.
+// - Remediation: the incident channel is told first. While the RPC is down
+//   nothing is replayed and nobody is marked failed. Otherwise the safe
+//   items and the users compliant again are replayed in one bulk replay
+//   (approved), and the items of users still not compliant are marked
+//   failed (one approved database write, by item id).
 
-import { playbook, byCodePoint, Description, Outcome, StepgateError, db, http, pager, rpc, step } from './stepgate.js';
+import { playbook, Description, Fate, Outcome, StepgateError, db, flags, http, pager, rpc, step } from './stepgate.js';
 
 const DB = 'fiatrails';
-const RPC = 'fiatrails_rpc';
+const PRIMARY = 'fiatrails_rpc';
+const FALLBACK = 'fiatrails_rpc_fallback';
+const PROVIDER = 'FIATRAILS_RPC_PROVIDER';
 const ADMIN = 'fiatrails_admin';
 const REPLAY = '/admin/dlq/replay';
 const INCIDENTS = 'fiatrails-incidents';
+const IS_COMPLIANT = '0xa200e5d0';
 
 const OPEN_ITEMS =
-  'SELECT id, operation, intent_id, attempts, last_error FROM dlq_items ' +
-  "WHERE status = 'open' ORDER BY created_at LIMIT 500";
-const MARK_FAILED = "UPDATE dlq_items SET status = 'failed' WHERE status = 'open' AND last_error = $1";
+  'SELECT d.id, d.last_error, m.user_address FROM dlq_items d ' +
+  'LEFT JOIN mint_intents m ON m.intent_id = d.intent_id ' +
+  "WHERE d.status = 'open' ORDER BY d.created_at LIMIT 500";
+const MARK_FAILED =
+  "UPDATE dlq_items SET status = 'failed' " + "WHERE status = 'open' AND id = ANY(string_to_array($1, ','))";
 
 /** The alert's threshold (items) unless it says otherwise. */
 const DEFAULT_THRESHOLD = 10;
@@ -35,7 +43,7 @@ const DEFAULT_THRESHOLD = 10;
 /** The classes, in the order the runbook treats them. */
 const Class = Object.freeze({
   RETRY: 'retry', // RPC was down, or a nonce issue since resolved: safe to retry.
-  PERMANENT: 'permanent', // The user is not compliant.
+  PERMANENT: 'permanent', // The user was not compliant: re-checked.
   WAIT_FOR_FIX: 'wait-for-fix', // A contract bug: wait for the upgrade.
   UNKNOWN: 'unknown', // Nobody knows: a human looks.
 });
@@ -48,18 +56,114 @@ function classify(error) {
   return Class.UNKNOWN;
 }
 
+const isAddress = (hex) => hex.length === 40 && /^[0-9a-fA-F]*$/.test(hex);
+
+/** A JSON-RPC read whose result must be a string, as Rust's
+ *  `rpc::call::<String>` decodes it: `{ ok }` or `{ err }`. */
+function callString(endpoint, method, params) {
+  try {
+    const result = rpc.call(endpoint, method, params);
+    if (typeof result !== 'string') {
+      throw new StepgateError('invalid', `JSON: invalid type: ${JSON.stringify(result)}, expected a string`);
+    }
+    return { ok: result };
+  } catch (e) {
+    if (!(e instanceof StepgateError)) throw e;
+    return { err: e.message };
+  }
+}
+
+/** The provider the API uses now, and whether it answers. */
+function probe() {
+  let endpoint = PRIMARY;
+  let unsure = null;
+  try {
+    const p = flags.get(PROVIDER);
+    if (p === 'fallback') endpoint = FALLBACK;
+    else if (p !== null && p !== 'primary') unsure = `${PROVIDER} is \`${p}\`, neither primary nor fallback`;
+  } catch (e) {
+    if (!(e instanceof StepgateError)) throw e;
+    unsure = `${PROVIDER} could not be read (${e.message})`;
+  }
+  return { endpoint, block: callString(endpoint, 'eth_blockNumber'), unsure };
+}
+
+const up = (rpcState) => 'ok' in rpcState.block;
+
+/** Whether `user` is compliant now: `{ ok: bool }` or `{ err }`. */
+function compliant(rpcState, registry, user) {
+  const hex = user.startsWith('0x') ? user.slice(2) : user;
+  if (!isAddress(hex)) return { err: `\`${user}\` is not an address` };
+  const call = { to: registry, data: `${IS_COMPLIANT}${hex.toLowerCase().padStart(64, '0')}` };
+  const word = callString(rpcState.endpoint, 'eth_call', [call, 'latest']);
+  if ('err' in word) return word;
+  const digits = word.ok.replace(/^0x/, '').replace(/^0+/, '');
+  if (digits === '') return { ok: false };
+  if (digits === '1') return { ok: true };
+  return { err: `isCompliant answered \`${word.ok}\`, not a boolean` };
+}
+
+/** The UserRegistry from the alert's `user_registry` label. */
+function registry(alert) {
+  const value = alert.label('user_registry');
+  if (value === null) {
+    return { err: 'the alert has no `user_registry` label (add the UserRegistry\'s address to the alert rule)' };
+  }
+  const hex = value.startsWith('0x') ? value.slice(2) : '';
+  if (isAddress(hex)) return { ok: value.toLowerCase() };
+  return { err: `\`user_registry\` = \`${value}\` is not an address` };
+}
+
+/** Re-checks every item refused as not compliant; nothing is marked
+ *  failed without a fresh `false` from the UserRegistry. */
+function recheck(alert, rpcState, byClass, checklist) {
+  const out = { retry: byClass.get(Class.RETRY).map((i) => i.id), failed: [], again: 0, held: 0 };
+  const refused = byClass.get(Class.PERMANENT);
+  if (refused.length === 0) return out;
+  if (!up(rpcState)) {
+    out.held = refused.length;
+    return out;
+  }
+  const reg = registry(alert);
+  if ('err' in reg) {
+    checklist.push(
+      `${refused.length} item(s) failed as not compliant and were NOT re-checked: ${reg.err}; re-check with isCompliant(address) before marking them failed`,
+    );
+    out.held = refused.length;
+    return out;
+  }
+  for (const item of refused) {
+    const answer = item.user === null ? { err: 'its intent has no user address' } : compliant(rpcState, reg.ok, item.user);
+    if ('err' in answer) {
+      out.held += 1;
+      checklist.push(`${item.id}: compliance NOT re-checked (${answer.err}); check isCompliant by hand before marking it failed`);
+    } else if (answer.ok) {
+      out.again += 1;
+      out.retry.push(item.id);
+    } else {
+      out.failed.push(item.id);
+    }
+  }
+  return out;
+}
+
 export const { describe, run } = playbook({
   describe() {
     return new Description('fiatrails-dlq', '1.0.0')
       .summary(
-        'FiatRails DLQGrowing: classifies the dead-letter items by their last error, replays ' +
-          'the safe ones in one approved bulk replay once the RPC answers, marks permanent ' +
-          'failures (users no longer compliant) failed, and leaves contract bugs for the fix.',
+        'FiatRails DLQGrowing: classifies the dead-letter items by their last error, ' +
+          're-checks the compliance of users refused as not compliant, replays the safe ones ' +
+          'in one approved bulk replay once the RPC provider the API uses answers, marks the ' +
+          'users still not compliant failed, and leaves contract bugs for the fix.',
       )
       .answers('DLQGrowing')
       .dbRead(DB)
       .dbWrite(DB)
-      .rpc(RPC, 'eth_blockNumber')
+      .flagRead(PROVIDER)
+      .rpc(PRIMARY, 'eth_blockNumber')
+      .rpc(PRIMARY, 'eth_call')
+      .rpc(FALLBACK, 'eth_blockNumber')
+      .rpc(FALLBACK, 'eth_call')
       .http(ADMIN, `POST ${REPLAY}`)
       .notify(INCIDENTS);
   },
@@ -71,25 +175,12 @@ export const { describe, run } = playbook({
       annotated !== null && /^\+?\d+$/.test(annotated) && BigInt(annotated) < 2n ** 64n
         ? BigInt(annotated)
         : BigInt(DEFAULT_THRESHOLD);
-    const [items, rpcUp] = step('Diagnosis', () => {
-      const items = [...db.query(DB, OPEN_ITEMS)].map((row) => ({
-        id: row.text('id'),
-        lastError: row.text('last_error'),
-      }));
-      // The block number is a hex string; anything else means the node
-      // is not answering properly (the Rust original decodes a String).
-      let probe;
-      try {
-        const block = rpc.call(RPC, 'eth_blockNumber');
-        if (typeof block !== 'string') {
-          throw new StepgateError('invalid', `JSON: invalid type: ${JSON.stringify(block)}, expected a string`);
-        }
-        probe = { ok: block };
-      } catch (e) {
-        if (!(e instanceof StepgateError)) throw e;
-        probe = { err: e.message };
-      }
-      return [items, probe];
+    const [items, rpcState] = step('Diagnosis', () => {
+      const items = [...db.query(DB, OPEN_ITEMS)].map((row) => {
+        const user = row.get('user_address');
+        return { id: row.text('id'), lastError: row.text('last_error'), user: user === null ? null : row.text('user_address') };
+      });
+      return [items, probe()];
     });
     const byClass = new Map(Object.values(Class).map((c) => [c, []]));
     for (const item of items) byClass.get(classify(item.lastError)).push(item);
@@ -102,47 +193,54 @@ export const { describe, run } = playbook({
         .field('permanent', count(Class.PERMANENT))
         .field('wait_for_fix', count(Class.WAIT_FOR_FIX))
         .field('unknown', count(Class.UNKNOWN))
-        .field('rpc_up', 'ok' in rpcUp);
+        .field('rpc_up', up(rpcState))
+        .field('rpc_provider', rpcState.endpoint);
     if (BigInt(items.length) <= threshold) {
       return base(
         `${items.length} item(s) in the DLQ, not over ${threshold}: the auto-retry is draining it`,
       ).severity('WARNING');
     }
+    const checklist = [];
+    if (rpcState.unsure !== null) {
+      checklist.push(`Which RPC provider the API uses is not known (${rpcState.unsure}); stepgate probed ${rpcState.endpoint}`);
+    }
+    const { retry, failed, again, held } = step('Re-check compliance', () => recheck(alert, rpcState, byClass, checklist));
     return step('Remediation', () => {
-      const checklist = [];
-      let replayed = 0;
-      let marked = 0n;
-      // Permanent failures do not depend on the RPC.
-      const permanentErrors = [...new Set(byClass.get(Class.PERMANENT).map((i) => i.lastError))].sort(byCodePoint);
-      for (const error of permanentErrors) {
-        const reason = `FiatRails runbook, Dead-Letter Queue Processing: \`${error}\` is permanent; mark those items failed`;
+      if (up(rpcState) && (retry.length > 0 || failed.length > 0)) {
+        // The humans first: both writes wait for an approver.
+        const asks = [];
+        if (retry.length > 0) asks.push(`replay ${retry.length} item(s)`);
+        if (failed.length > 0) asks.push(`mark ${failed.length} failed (users still not compliant)`);
         try {
-          marked += db.execute(DB, MARK_FAILED, [error], reason);
+          pager.notify(
+            INCIDENTS,
+            `CRITICAL DLQGrowing (alert ${alert.name}): stepgate asks an approver to ${asks.join(' and ')}; decide in stepgate now`,
+          );
         } catch (e) {
-          if (!(e instanceof StepgateError && e.isDenied())) throw e;
-          checklist.push(`Marking \`${error}\` items failed was refused (${e.message})`);
+          if (!(e instanceof StepgateError)) throw e;
+          checklist.push(`${INCIDENTS} was NOT told before the approvals (${e.message}): tell them`);
         }
       }
-      if (marked > 0n) {
-        checklist.push('Notify the users no longer compliant, and refund their intents (refundIntent, operator key)');
+      let marked = null;
+      if (failed.length > 0) {
+        const reason = `FiatRails runbook, Dead-Letter Queue Processing: ${failed.length} item(s) failed as \`User not compliant\` and the UserRegistry still says not compliant; mark them failed`;
+        marked = Fate.of(() => db.execute(DB, MARK_FAILED, [failed.join(',')], reason));
+        if (marked.whyNot() !== null) {
+          checklist.push(`Marking ${failed.join(', ')} failed was not done (${marked.whyNot()}): do it by hand`);
+        } else {
+          checklist.push('Notify the users no longer compliant, and refund their intents (refundIntent, operator key)');
+        }
       }
-      const retry = byClass.get(Class.RETRY).map((i) => i.id);
-      if ('err' in rpcUp) {
+      let replayed = null;
+      if (!up(rpcState)) {
         checklist.unshift(
-          `Fix the RPC first (it does not answer: ${rpcUp.err}; see HighRPCErrorRate), then replay the ${retry.length} safe item(s)`,
+          `Fix the RPC first (${rpcState.endpoint} does not answer: ${rpcState.block.err}; see HighRPCErrorRate), then replay the ${retry.length} safe item(s) and re-check the ${count(Class.PERMANENT)} not compliant`,
         );
       } else if (retry.length > 0) {
-        const reason = `FiatRails runbook, DLQGrowing remediation 3 / bulk replay: ${retry.length} item(s) failed on RPC or nonce errors and the RPC answers again (block ${rpcUp.ok}); replay them`;
-        try {
-          const answer = http.post(ADMIN, REPLAY, { item_ids: retry }, reason);
-          if (answer.ok()) {
-            replayed = retry.length;
-          } else {
-            checklist.push(`The bulk replay answered ${answer.status}: replay by hand (node scripts/replay-dlq.js)`);
-          }
-        } catch (e) {
-          if (!(e instanceof StepgateError && e.isDenied())) throw e;
-          checklist.push(`The bulk replay was refused (${e.message})`);
+        const reason = `FiatRails runbook, DLQGrowing remediation 3 / bulk replay: ${retry.length} item(s) failed on RPC or nonce errors or are compliant again, and ${rpcState.endpoint} answers (block ${rpcState.block.ok}); replay them`;
+        replayed = Fate.ofHttp(() => http.post(ADMIN, REPLAY, { item_ids: retry }, reason));
+        if (replayed.whyNot() !== null) {
+          checklist.push(`The bulk replay was not done (${replayed.whyNot()}): replay by hand (node scripts/replay-dlq.js)`);
         }
       }
       if (count(Class.WAIT_FOR_FIX) > 0) {
@@ -154,21 +252,24 @@ export const { describe, run } = playbook({
         checklist.push(`${count(Class.UNKNOWN)} item(s) with an unknown error: inspect them by hand`);
       }
       checklist.push('Watch the DLQ depth for the next hour; the auto-retry runs every 10 minutes');
+      // What was done, from each write's own result.
+      let replaySaid;
+      if (replayed !== null) replaySaid = replayed.say('replayed');
+      else replaySaid = up(rpcState) ? 'nothing to send' : 'held: the RPC is down';
+      const markedSaid = marked !== null ? marked.say('marked failed') : 'none marked failed';
       const summary =
-        `${items.length} DLQ item(s): ${retry.length} safe to retry (${replayState(rpcUp, retry.length, replayed)}), ` +
-        `${count(Class.PERMANENT)} permanent (marked failed: ${marked}), ${count(Class.WAIT_FOR_FIX)} waiting for a contract fix, ` +
-        `${count(Class.UNKNOWN)} unknown`;
+        `${items.length} DLQ item(s): ${retry.length} to replay, ${replaySaid}; ` +
+        `${count(Class.PERMANENT)} refused as not compliant: ${again} compliant again, ${held} not re-checked, ${failed.length} still not, ${markedSaid}; ` +
+        `${count(Class.WAIT_FOR_FIX)} waiting for a contract fix; ${count(Class.UNKNOWN)} unknown`;
       pager.notify(INCIDENTS, `CRITICAL DLQGrowing (alert ${alert.name}): ${summary}`);
-      const outcome = base(summary).field('replayed', replayed).field('marked_failed', marked);
+      // Counts of what passed: made, or planned in a dry run.
+      const passed = (fate, n) => (fate !== null && fate.passed() ? n : 0);
+      const outcome = base(summary)
+        .field('replayed', passed(replayed, retry.length))
+        .field('marked_failed', passed(marked, failed.length))
+        .field('compliant_again', again);
       for (const item of checklist) outcome.todo(item);
       return outcome;
     });
   },
 });
-
-// What happened to the safe items, from the replay's own result.
-function replayState(rpcUp, safe, replayed) {
-  if (!('ok' in rpcUp)) return 'held: the RPC is down';
-  if (safe === 0) return 'none to replay';
-  return replayed > 0 ? 'replayed' : 'NOT replayed';
-}

@@ -17,7 +17,7 @@ The loa-finn runbook assigns no severity levels; the outcome says CRITICAL.
 """
 
 import stepgate
-from stepgate import Description, Error, Outcome, Severity, db, from_units, http, pager, step
+from stepgate import Description, Error, Outcome, Severity, db, from_units, http, pager, runbook, step
 
 DB = "loa_finn"
 ADMIN = "loa_admin"
@@ -78,8 +78,9 @@ class TreasuryCompromise(stepgate.Playbook):
                 )
             except Error as e:
                 checklist.append(f"On-call was NOT paged at the start ({e.message()}): call them")
+        not_frozen = []
         with step("Immediate actions: freeze"):
-            frozen = self.freeze(checklist)
+            frozen = self.freeze(checklist, not_frozen)
         audit = None
         with step("Immediate actions: audit recent mints"):
             try:
@@ -93,12 +94,18 @@ class TreasuryCompromise(stepgate.Playbook):
                 f"{mints} credit mint(s) for {usdc(minted)} USDC to {accounts} account(s) in 24 h; "
                 f"top: {'; '.join(top)}"
             )
+        dry_run = runbook.dry_run()
+        if not frozen:
+            told = "NOTHING frozen"
+        elif dry_run:
+            told = "freeze planned as listed (dry run, nothing written)"
+        else:
+            told = "frozen as listed"
         with step("Escalate"):
             pager.page(
                 ONCALL,
                 Severity.CRITICAL,
-                f"loa-finn treasury compromise: {'frozen as listed' if frozen else 'NOTHING frozen'}, "
-                "rotate the treasury address",
+                f"loa-finn treasury compromise: {told}, rotate the treasury address",
                 f"alert {alert.name} ({'no fingerprint' if alert.fingerprint is None else alert.fingerprint}): frozen: "
                 f"{', '.join(frozen) if frozen else 'NOTHING'}. {audit_text}",
             )
@@ -108,7 +115,16 @@ class TreasuryCompromise(stepgate.Playbook):
                 "Recovery: verify the new treasury address, re-enable the flags one at a time, monitor for 1 hour",
             ]
             outcome = (
-                Outcome(f"Treasury compromise: frozen {', '.join(frozen)}; {audit_text}")
+                Outcome(
+                    f"Treasury compromise{' (dry run, nothing written)' if dry_run else ''}: "
+                    f"frozen {', '.join(frozen) if frozen else 'NOTHING'}"
+                    + (
+                        f"; NOT frozen: {', '.join(not_frozen)} (refused or failed, see the checklist)"
+                        if not_frozen
+                        else ""
+                    )
+                    + f"; {audit_text}"
+                )
                 .severity("CRITICAL")
                 .field("frozen", ",".join(frozen))
             )
@@ -121,7 +137,7 @@ class TreasuryCompromise(stepgate.Playbook):
                 outcome.todo(item)
             return outcome
 
-    def freeze(self, checklist):
+    def freeze(self, checklist, not_frozen):
         try:
             current = http.get(ADMIN, FLAGS)
         except Error:
@@ -139,11 +155,15 @@ class TreasuryCompromise(stepgate.Playbook):
             try:
                 answer = http.post(ADMIN, FLAGS, {"flag": flag, "enabled": False}, reason)
             except Error as e:
+                not_frozen.append(flag)
                 checklist.append(f"`{flag}` is NOT off ({e.message()}): disable it by hand (POST {FLAGS})")
                 continue
-            if answer.ok():
+            if answer.dry_run:
+                frozen.append(f"{flag} (dry run: planned)")
+            elif answer.ok():
                 frozen.append(flag)
             else:
+                not_frozen.append(flag)
                 checklist.append(
                     f"The flag API answered {answer.status} to `{flag}` off: disable it by hand (POST {FLAGS})"
                 )

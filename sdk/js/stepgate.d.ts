@@ -20,6 +20,21 @@ export class StepgateError extends Error {
   isDenied(): boolean;
 }
 
+export type FateKind = 'made' | 'planned' | 'refused' | 'failed';
+
+/** What became of a write, in the words an outcome or a page may use. */
+export class Fate {
+  constructor(kind: FateKind, why?: string | null);
+  readonly kind: FateKind;
+  readonly why: string | null;
+  static of(write: () => unknown): Fate;
+  static ofHttp(write: () => { status: number; dryRun: boolean; ok(): boolean }): Fate;
+  static fromError(e: StepgateError): Fate;
+  passed(): boolean;
+  whyNot(): string | null;
+  say(done: string): string;
+}
+
 export class Decimal {
   constructor(units: bigint | number | string, scale: number);
   readonly units: bigint;
@@ -89,6 +104,8 @@ export const runbook: {
   nowMillis(): bigint;
   sleep(millis: bigint | number): void;
   confirm(question: string): boolean;
+  /** Whether this run is a dry run (writes planned, none made): for wording only. */
+  dryRun(): boolean;
 };
 
 export class Row {

@@ -354,6 +354,9 @@ export const runbook = {
   nowMillis: () => wrunbook.now(),
   sleep: (millis) => wit(wrunbook.sleep, BigInt(millis)),
   confirm: (question) => wit(wrunbook.confirm, question),
+  /** Whether this run is a dry run (writes planned, none made). For
+   *  wording only: say "planned", not "done"; decide the same way. */
+  dryRun: () => wrunbook.dryRun(),
 };
 
 // ---------------------------------------------------------------------------
@@ -524,6 +527,63 @@ export const flags = {
   /** Sets a flag; returns the value it had before. */
   set: (name, value, reason) => wit(wflags.set, name, value, reason) ?? null,
 };
+
+/** What became of a write, in the words an outcome or a page may use: no
+ *  message claims a write that was refused, failed or only planned in a
+ *  dry run. `kind`: 'made', 'planned', 'refused' or 'failed'. */
+export class Fate {
+  constructor(kind, why = null) {
+    this.kind = kind;
+    this.why = why;
+  }
+  /** Makes one write (`write()`) and returns its fate. Anything thrown
+   *  that is not a StepgateError is rethrown. */
+  static of(write) {
+    try {
+      write();
+    } catch (e) {
+      if (!(e instanceof StepgateError)) throw e;
+      return Fate.fromError(e);
+    }
+    return new Fate(wrunbook.dryRun() ? 'planned' : 'made');
+  }
+  /** As `of`, for an HTTP write: an answer other than 2xx is a failure. */
+  static ofHttp(write) {
+    let answer;
+    try {
+      answer = write();
+    } catch (e) {
+      if (!(e instanceof StepgateError)) throw e;
+      return Fate.fromError(e);
+    }
+    if (answer.dryRun) return new Fate('planned');
+    if (answer.ok()) return new Fate('made');
+    return new Fate('failed', `the endpoint answered HTTP ${answer.status}`);
+  }
+  static fromError(e) {
+    return new Fate(e.isDenied() ? 'refused' : 'failed', e.message);
+  }
+  /** Made, or planned in a dry run: decide on this. */
+  passed() {
+    return this.kind === 'made' || this.kind === 'planned';
+  }
+  whyNot() {
+    return this.passed() ? null : this.why;
+  }
+  /** For "halted": "halted", "would be halted (dry run)", "NOT halted (refused: …)", "NOT halted (failed: …)". */
+  say(done) {
+    switch (this.kind) {
+      case 'made':
+        return done;
+      case 'planned':
+        return `would be ${done} (dry run)`;
+      case 'refused':
+        return `NOT ${done} (refused: ${this.why})`;
+      default:
+        return `NOT ${done} (failed: ${this.why})`;
+    }
+  }
+}
 
 /** Paging humans and posting to channels. Severity: 'critical', 'error', 'warning', 'info'. */
 export const pager = {

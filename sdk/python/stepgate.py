@@ -393,6 +393,12 @@ class runbook:
     def confirm(question):
         return _wit(_runbook.confirm, question)
 
+    @staticmethod
+    def dry_run():
+        """Whether this run is a dry run (writes planned, none made). For
+        wording only: say "planned", not "done"; decide the same way."""
+        return _runbook.dry_run()
+
 
 # ---------------------------------------------------------------------------
 # Capabilities

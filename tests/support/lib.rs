@@ -70,13 +70,19 @@ pub fn plaza_fixture_sql() -> Vec<PathBuf> {
 }
 
 /// What the chain shows for one wallet at one moment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct WalletState {
     /// USDC balance in micro-units.
     pub usdc_micro: u128,
     pub pending_nonce: u64,
     pub latest_nonce: u64,
+    /// USDC (micro-units) a pending `transfer` moves to the wallet: what
+    /// the pending block shows.
+    pub incoming_micro: u128,
 }
+
+/// USDC on Base, the token the Plaza playbook reads by default.
+pub const BASE_USDC: &str = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913";
 
 /// A JSON-RPC 2.0 node on loopback that answers the methods the Plaza
 /// playbook and the gate tests use. Each wallet has a list of states: the
@@ -203,6 +209,28 @@ async fn answer(State(node): State<Arc<NodeState>>, Json(request): Json<Json_>) 
                 state.latest_nonce
             };
             json!(format!("0x{nonce:x}"))
+        }
+        "eth_getBlockByNumber" if params[0] == "pending" => {
+            // Each wallet's pending transfer in, as of the last balance read.
+            let wallets = node.wallets.lock().unwrap();
+            let transactions: Vec<Json_> = wallets
+                .iter()
+                .filter_map(|(address, (states, seen))| {
+                    let state = states[seen.saturating_sub(1).min(states.len() - 1)];
+                    (state.incoming_micro > 0).then(|| {
+                        json!({
+                            "from": "0x3333333333333333333333333333333333333333",
+                            "to": BASE_USDC,
+                            "input": format!(
+                                "0xa9059cbb{:0>64}{:064x}",
+                                address.trim_start_matches("0x"),
+                                state.incoming_micro
+                            ),
+                        })
+                    })
+                })
+                .collect();
+            json!({ "number": "0x1a2b3d", "transactions": transactions })
         }
         "eth_sendRawTransaction" => json!(format!("0x{:064x}", 0xfeed)),
         other => return rpc_error(id, -32601, &format!("method {other} not found")),
@@ -402,7 +430,7 @@ fixture_sql = ["{plaza}/schema.sql", "{plaza}/seed.sql"]
 [rpc.base]
 kind = "fixture"
 file = "{plaza}/rpc-fixture.json"
-methods = {{ eth_call = "read", eth_getTransactionCount = "read" }}
+methods = {{ eth_call = "read", eth_getTransactionCount = "read", eth_getBlockByNumber = "read" }}
 [flags.plaza]
 kind = "builtin"
 names = ["PLAZA_*"]
@@ -418,7 +446,7 @@ path = "{{dir}}/pages.jsonl"
 
 /// The grants the Plaza playbook declares, for its `[playbooks.NAME]`.
 pub const PLAZA_GRANTS: &str = r#"grants.db.plaza = {}
-grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount"]
+grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount", "eth_getBlockByNumber"]
 grants.flags = { read = ["PLAZA_*"], write = ["PLAZA_CUSTODIED_MODE_DISABLED"] }
 grants.pager = { targets = ["ceo"], channels = ["incident"] }
 "#;

@@ -22,6 +22,15 @@ fn wallet(usdc_micro: u128, pending: u64, latest: u64) -> WalletState {
         usdc_micro,
         pending_nonce: pending,
         latest_nonce: latest,
+        incoming_micro: 0,
+    }
+}
+
+/// A wallet with a USDC transfer of `incoming_micro` to it in flight.
+fn wallet_in(usdc_micro: u128, pending: u64, latest: u64, incoming_micro: u128) -> WalletState {
+    WalletState {
+        incoming_micro,
+        ..wallet(usdc_micro, pending, latest)
     }
 }
 
@@ -35,13 +44,13 @@ fn setup(rpc_url: &str, flag_policy: &str, extra_sql: &[PathBuf]) -> Setup {
 kind = "json-rpc"
 urls = ["{rpc_url}"]
 timeout = "5s"
-methods = {{ eth_call = "read", eth_getTransactionCount = "read" }}
+methods = {{ eth_call = "read", eth_getTransactionCount = "read", eth_getBlockByNumber = "read" }}
 
 {flags_and_pager}
 [playbooks.{PLAYBOOK}]
 component = "{component}"
 grants.db.plaza = {{}}
-grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount"]
+grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount", "eth_getBlockByNumber"]
 grants.flags.write = ["{FLAG}"]
 grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
 gates = {{ default = "deny", "flags.set" = "{flag_policy}", "pager.page" = "auto", "pager.notify" = "auto" }}
@@ -68,12 +77,16 @@ fn triage() -> Vec<(String, String, String)> {
         read("rpc.call"),
         read("rpc.call"),
         read("rpc.call"),
+        read("rpc.call"),
     ]
 }
 
 fn mitigation(gate_flag: &str, gate_pager: &str) -> Vec<(String, String, String)> {
     let write = |op: &str, gate: &str| (op.to_owned(), "write".to_owned(), gate.to_owned());
+    // The CEO first (the pause may wait for an approver), then the pause,
+    // then what was done.
     vec![
+        write("pager.page", gate_pager),
         write("flags.set", gate_flag),
         write("pager.page", gate_pager),
         write("pager.notify", gate_pager),
@@ -109,7 +122,7 @@ async fn unexplained_drift_dry_run_plans_the_writes_and_makes_none() {
     // Nothing was written.
     assert_eq!(setup.flag(FLAG).await, None);
     assert!(setup.pages().is_empty());
-    let flag_entry = &report.journal[5];
+    let flag_entry = &report.journal[7];
     assert_eq!(flag_entry.args["value"], "1");
     assert!(
         flag_entry.args["reason"]
@@ -132,17 +145,20 @@ async fn unexplained_drift_live_pauses_custodied_mode_and_pages_the_ceo() {
     assert_eq!(severity(&report).as_deref(), Some("SEV-0"));
     assert_eq!(setup.flag(FLAG).await.as_deref(), Some("1"));
     let pages = setup.pages();
-    assert_eq!(pages.len(), 2, "{pages:?}");
-    assert_eq!(pages[0]["kind"], "page");
-    assert_eq!(pages[0]["page"]["target"], "ceo");
-    assert_eq!(pages[0]["page"]["severity"], "critical");
-    assert_eq!(
-        pages[0]["page"]["dedup_key"],
-        format!("{}-7", report.run_id),
-        "dedup key is run id + call sequence"
-    );
-    assert_eq!(pages[1]["kind"], "notify");
-    assert_eq!(pages[1]["channel"], "incident");
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    // The CEO is paged before the pause, and again with what was done.
+    for (page, seq) in [(&pages[0], 7), (&pages[1], 9)] {
+        assert_eq!(page["kind"], "page");
+        assert_eq!(page["page"]["target"], "ceo");
+        assert_eq!(page["page"]["severity"], "critical");
+        assert_eq!(
+            page["page"]["dedup_key"],
+            format!("{}-{seq}", report.run_id),
+            "dedup key is run id + call sequence"
+        );
+    }
+    assert_eq!(pages[2]["kind"], "notify");
+    assert_eq!(pages[2]["channel"], "incident");
 }
 
 #[tokio::test]
@@ -157,7 +173,11 @@ async fn live_run_whose_flag_write_is_refused_still_pages_and_says_so() {
     expected.extend(mitigation("denied", "auto"));
     assert_eq!(journal_shape(&report), expected);
     assert_eq!(setup.flag(FLAG).await, None);
-    assert_eq!(setup.pages().len(), 2);
+    assert_eq!(
+        setup.pages().len(),
+        3,
+        "the CEO first, then what was done, twice"
+    );
     let RunEnd::Done(outcome) = &report.end else {
         panic!("{:?}", report.end)
     };
@@ -199,7 +219,13 @@ async fn explained_drift_waits_a_block_and_clears_without_writing() {
 
 #[tokio::test]
 async fn explained_drift_still_pending_is_sev1_and_writes_nothing_live() {
-    let node = RpcNode::start(&[(EXPLAINED, vec![wallet(HELD - 20_000_000, 44, 42)])]).await;
+    // A 20 USDC transfer to the wallet is in flight: it accounts for the
+    // 20 USDC the wallet is short.
+    let node = RpcNode::start(&[(
+        EXPLAINED,
+        vec![wallet_in(HELD - 20_000_000, 44, 42, 20_000_000)],
+    )])
+    .await;
     let setup = setup(&node.url, "auto", &[]);
     let runtime = setup.runtime();
     let report = run_unattended(&runtime, PLAYBOOK, drift_alert(EXPLAINED), Mode::Live).await;
@@ -212,7 +238,35 @@ async fn explained_drift_still_pending_is_sev1_and_writes_nothing_live() {
         .filter(|e| e.name() == "runbook.sleep")
         .count();
     assert_eq!(sleeps, 3, "waits at most three blocks");
+    assert_eq!(field(&report, "unaccounted_usdc"), "0.000000");
     assert!(setup.pages().is_empty());
+}
+
+#[tokio::test]
+async fn transactions_in_flight_that_do_not_account_for_the_drift_explain_nothing() {
+    // Two transactions in flight, but the only USDC moving is 5 in: the
+    // wallet stays 20 short, so after three blocks the drift is
+    // unexplained (SEV-0), not "explained by something in flight".
+    let node = RpcNode::start(&[(
+        EXPLAINED,
+        vec![wallet_in(HELD - 20_000_000, 44, 42, 5_000_000)],
+    )])
+    .await;
+    let setup = setup(&node.url, "auto", &[]);
+    let runtime = setup.runtime();
+    let report = run_unattended(&runtime, PLAYBOOK, drift_alert(EXPLAINED), Mode::DryRun).await;
+    assert_eq!(severity(&report).as_deref(), Some("SEV-0"));
+    assert_eq!(field(&report, "unaccounted_usdc"), "15.000000");
+    assert_eq!(
+        node.calls("eth_getBlockByNumber"),
+        4,
+        "read, three blocks, read"
+    );
+    let names: Vec<String> = report.writes().map(|e| e.name()).collect();
+    assert_eq!(
+        names,
+        ["pager.page", "flags.set", "pager.page", "pager.notify"]
+    );
 }
 
 #[tokio::test]
@@ -223,7 +277,7 @@ async fn drift_beyond_the_operational_buffer_is_sev0_even_with_transactions_in_f
     let report = run_unattended(&runtime, PLAYBOOK, drift_alert(EXPLAINED), Mode::DryRun).await;
     assert_eq!(severity(&report).as_deref(), Some("SEV-0"));
     assert_eq!(field(&report, "drift_usdc"), "900.000000");
-    assert_eq!(report.writes().count(), 3);
+    assert_eq!(report.writes().count(), 4);
 }
 
 #[tokio::test]
@@ -248,7 +302,9 @@ async fn corrupted_ledger_is_sev0_whatever_the_wallet_says() {
     assert_eq!(severity(&report).as_deref(), Some("SEV-0"));
     assert_eq!(field(&report, "ledger_violations"), 1);
     assert_eq!(field(&report, "drift_usdc"), "0.000000");
-    assert_eq!(report.writes().count(), 3);
+    // Halt releases (a page), the CEO, the pause, what was done (twice).
+    assert_eq!(report.writes().count(), 5);
+    assert_eq!(report.steps[0], "Halt releases");
 }
 
 #[tokio::test]
@@ -292,7 +348,7 @@ fixture_sql = {sql}
 [rpc.base]
 kind = "json-rpc"
 urls = ["{rpc}"]
-methods = {{ eth_call = "read", eth_getTransactionCount = "read" }}
+methods = {{ eth_call = "read", eth_getTransactionCount = "read", eth_getBlockByNumber = "read" }}
 [flags.plaza]
 kind = "envfile"
 names = ["PLAZA_*"]
@@ -307,7 +363,7 @@ url = "{slack}/services/T0/B0/X"
 [playbooks.{PLAYBOOK}]
 component = "{component}"
 grants.db.plaza = {{}}
-grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount"]
+grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount", "eth_getBlockByNumber"]
 grants.flags.write = ["{FLAG}"]
 grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
 gates = {{ default = "auto" }}
@@ -342,11 +398,13 @@ gates = {{ default = "auto" }}
         format!("PLAZA_PORT=8080\n{FLAG}=1\n")
     );
     let pages = pagerduty.requests();
-    assert_eq!(pages.len(), 1);
-    let event = pages[0].json();
-    assert_eq!(event["routing_key"], "R0UT1NG");
-    assert_eq!(event["dedup_key"], format!("{}-7", report.run_id));
-    assert_eq!(event["payload"]["severity"], "critical");
+    assert_eq!(pages.len(), 2, "the CEO before the pause, and after");
+    for (page, seq) in pages.iter().zip([7, 9]) {
+        let event = page.json();
+        assert_eq!(event["routing_key"], "R0UT1NG");
+        assert_eq!(event["dedup_key"], format!("{}-{seq}", report.run_id));
+        assert_eq!(event["payload"]["severity"], "critical");
+    }
     let notices = slack.requests();
     assert_eq!(notices.len(), 1);
     assert!(

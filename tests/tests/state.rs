@@ -52,12 +52,12 @@ fixture_sql = {sql}
 [rpc.base]
 kind = "json-rpc"
 urls = ["{rpc_url}"]
-methods = {{ eth_call = "read", eth_getTransactionCount = "read" }}
+methods = {{ eth_call = "read", eth_getTransactionCount = "read", eth_getBlockByNumber = "read" }}
 {FLAGS_AND_PAGER}
 [playbooks.plaza]
 component = "{plaza}"
 grants.db.plaza = {{}}
-grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount"]
+grants.rpc.base.methods = ["eth_call", "eth_getTransactionCount", "eth_getBlockByNumber"]
 grants.flags.write = ["PLAZA_CUSTODIED_MODE_DISABLED"]
 grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
 gates = {{ default = "auto" }}
@@ -83,6 +83,7 @@ async fn node() -> RpcNode {
             usdc_micro: 12_480_000_000,
             pending_nonce: 81,
             latest_nonce: 81,
+            ..WalletState::default()
         }],
     )])
     .await
@@ -131,20 +132,23 @@ async fn a_live_run_is_recorded_and_its_writes_audited(kind: Kind) {
             )
         })
         .collect();
-    assert_eq!(ops, ["flags.set", "pager.page", "pager.notify"]);
+    assert_eq!(
+        ops,
+        ["pager.page", "flags.set", "pager.page", "pager.notify"]
+    );
     assert!(
         audit
             .iter()
             .all(|r| r.run_id == report.run_id && r.record["started_by"] == "test")
     );
     assert!(
-        audit[0].record["entry"]["args"]["reason"]
+        audit[1].record["entry"]["args"]["reason"]
             .as_str()
             .unwrap()
             .contains("Plaza runbook"),
         "every write is audited with its reason"
     );
-    assert_eq!(store.verify_audit().await.unwrap(), Ok(3));
+    assert_eq!(store.verify_audit().await.unwrap(), Ok(4));
 
     // Edit, delete, reorder: each is found, at the record it touched.
     s.tamper("UPDATE audit SET record = replace(record, 'auto', 'approved') WHERE seq = 2")

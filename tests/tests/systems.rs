@@ -98,8 +98,8 @@ const SYSTEMS: &[System] = &[
             case("rgs-credential-leak", "active-key-used-from-a-new-ip"),
             case("rgs-pending-queue", "one-operator-swamps-the-queue"),
             Escalation {
-                idle_transactions: 2,
-                ..case("rgs-db-connections", "idle-in-transaction-sessions")
+                idle_transactions: 6,
+                ..case("rgs-db-connections", "many-idle-in-transaction")
             },
         ],
     },
@@ -241,21 +241,6 @@ fn humans_are_told_before_a_run_parks_on_an_approval() {
         config.server.notify.is_some(),
         "the example config announces no parked write: set server.notify"
     );
-    // Playbooks not yet brought under the rule (they rely on
-    // `server.notify` alone): the list may only shrink, so each of them
-    // must still break it.
-    const NOT_YET: &[&str] = &[
-        "fiatrails-dlq",
-        "fiatrails-rpc-failover",
-        "loafinn-dlq-overflow",
-        "loafinn-gate-rollback",
-        "plaza-notify-saturation",
-        "plaza-reconciliation-drift",
-        "plaza-rpc-outage",
-        "rgs-pending-queue",
-        "rgs-stuck-rollbacks",
-    ];
-    let mut still_breaking = BTreeSet::new();
     let mut checked = 0;
     let mut broken = Vec::new();
     for scenario in scenarios() {
@@ -273,9 +258,7 @@ fn humans_are_told_before_a_run_parks_on_an_approval() {
                 told = true;
             }
             if policy(call, &args) == Policy::Approve {
-                if !told && NOT_YET.contains(&scenario.playbook.as_str()) {
-                    still_breaking.insert(scenario.playbook.clone());
-                } else if !told {
+                if !told {
                     broken.push(format!(
                         "{}: {call} parks for approval before any human is paged or told",
                         scenario.path.display()
@@ -287,13 +270,217 @@ fn humans_are_told_before_a_run_parks_on_an_approval() {
         }
     }
     assert!(broken.is_empty(), "{}", broken.join("\n"));
-    for name in NOT_YET {
-        assert!(
-            still_breaking.contains(*name),
-            "{name} now tells its humans first: take it off NOT_YET"
-        );
+    assert!(checked > 20, "only {checked} scenarios park on an approval");
+}
+
+/// The writes of an expectation that change the system (not pages or
+/// notices to humans), as `call target`.
+fn system_writes(expect: &stepgate::scenario::Expect) -> Vec<(String, String, Option<String>)> {
+    expect
+        .writes
+        .iter()
+        .filter(|w| !matches!(w.call.as_str(), "pager.page" | "pager.notify"))
+        .map(|w| {
+            let args: Json = serde_json::to_value(&w.args).unwrap();
+            (w.call.clone(), gate_target(&w.call, &args), w.gate.clone())
+        })
+        .collect()
+}
+
+/// House rule: an outcome never claims a write that was refused, failed
+/// or only planned. Every scenario pins its outcome's summary; a dry run
+/// that plans a change says so in it, and a live run whose change was
+/// refused says that.
+#[test]
+fn an_outcome_never_claims_a_write_that_was_not_made() {
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for scenario in scenarios() {
+        let Some(expect) = &scenario.expect else {
+            continue;
+        };
+        let path = scenario.path.display();
+        if expect.status != "done" {
+            if expect.error.is_none() {
+                broken.push(format!(
+                    "{path}: a run that does not finish pins its `error`"
+                ));
+            }
+            continue;
+        }
+        let Some(summary) = &expect.summary else {
+            broken.push(format!("{path}: the expectation pins no `summary`"));
+            continue;
+        };
+        let writes = system_writes(expect);
+        if writes.is_empty() {
+            continue;
+        }
+        checked += 1;
+        if scenario.mode == stepgate::gate::Mode::DryRun && !summary.contains("dry run") {
+            broken.push(format!(
+                "{path}: a dry run plans {} but its summary does not say it was a dry run: {summary}",
+                writes.iter().map(|(c, t, _)| format!("{c} {t}")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let refused = writes
+            .iter()
+            .any(|(_, _, gate)| gate.as_deref() == Some("denied"));
+        if refused && !summary.contains("refused") && !summary.contains("NOT") {
+            broken.push(format!(
+                "{path}: a write was refused but the summary does not say so: {summary}"
+            ));
+        }
     }
-    assert!(checked > 10, "only {checked} scenarios park on an approval");
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+    assert!(checked > 30, "only {checked} scenarios plan a change");
+}
+
+/// House rule: every write has a `mode = "live"` scenario in which an
+/// approver refuses it, so the refused branch runs: for each playbook,
+/// each change it plans in any scenario (call and target) that the
+/// example config sends to an approver.
+#[test]
+fn every_write_has_a_live_scenario_where_it_is_refused() {
+    use stepgate::gate::{Gates, Policy};
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(None, dir.path(), &[]);
+    let mut planned: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut refused: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for scenario in scenarios() {
+        let Some(expect) = &scenario.expect else {
+            continue;
+        };
+        let gates = Gates::from_config(&config.playbooks[&scenario.playbook].gates).unwrap();
+        for (call, target, gate) in system_writes(expect) {
+            if gates.policy(&call, &target, &[]) != Policy::Approve {
+                continue;
+            }
+            let key = (scenario.playbook.clone(), call, target);
+            if scenario.mode == stepgate::gate::Mode::Live && gate.as_deref() == Some("denied") {
+                refused.insert(key.clone());
+            }
+            planned.insert(key);
+        }
+    }
+    let missing: Vec<String> = planned
+        .difference(&refused)
+        .map(|(p, c, t)| format!("{p}: {c} {t}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "writes with no live scenario that refuses them:\n{}",
+        missing.join("\n")
+    );
+    assert!(planned.len() > 15, "only {} approved writes", planned.len());
+}
+
+/// House rule, the failure branch: every playbook that makes a change an
+/// approver decides has a `mode = "live"` scenario in which the change is
+/// approved and then fails, and whose summary says it failed.
+#[test]
+fn every_playbook_has_a_live_scenario_where_an_approved_write_fails() {
+    use stepgate::gate::{Gates, Policy};
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(None, dir.path(), &[]);
+    let mut writers = BTreeSet::new();
+    let mut failing = BTreeSet::new();
+    for scenario in scenarios() {
+        let Some(expect) = &scenario.expect else {
+            continue;
+        };
+        let gates = Gates::from_config(&config.playbooks[&scenario.playbook].gates).unwrap();
+        let writes = system_writes(expect);
+        if writes
+            .iter()
+            .any(|(call, target, _)| gates.policy(call, target, &[]) == Policy::Approve)
+        {
+            writers.insert(scenario.playbook.clone());
+        }
+        let approved = writes
+            .iter()
+            .any(|(_, _, gate)| gate.as_deref() == Some("approved"));
+        let said = expect
+            .summary
+            .as_deref()
+            .is_some_and(|s| s.contains("failed"));
+        if scenario.mode == stepgate::gate::Mode::Live && approved && said {
+            failing.insert(scenario.playbook.clone());
+        }
+    }
+    let missing: Vec<&String> = writers.difference(&failing).collect();
+    assert!(
+        missing.is_empty(),
+        "playbooks with no live scenario where an approved write fails: {missing:?}"
+    );
+    assert!(writers.len() > 15, "only {} playbooks write", writers.len());
+}
+
+/// Addresses, keys and hosts of local test chains (Anvil, Hardhat and
+/// ganache's deterministic accounts, the contracts the first of them
+/// deploys, the default node port): a playbook never falls back on one.
+const TEST_CHAIN: &[&str] = &[
+    "f39fd6e51aad88f6f4ce6ab8827279cfffb92266",
+    "70997970c51812dc3a010c7d01b50e0d17dc79c8",
+    "3c44cdddb6a900fa2b585dd299e03d12fa4293bc",
+    "90f79bf6eb2c4f870365e785982e1f101e93b906",
+    "15d34aaf54267db7d7c367839aaf71a00a2c6a65",
+    "9965507d1a55bcc2695c58ba16fb37d819b0a4dc",
+    "976ea74026e726554db657fa54763abd0c3a0aa9",
+    "14dc79964da2c08b23698b3d3cc7ca32193d9955",
+    "23618e81e3f5cdf7f54c3d65f7fbc0abf5b21e8f",
+    "a0ee7a142d267c1f36714e4a8f75612f20a79720",
+    "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "90f8bf6a479f320ead074411a4b0e7944ea8c9c1",
+    "4f3edf983ac636a65a842ce7c78d9aa706d3b113bce9c46f30d7d21715b23b1d",
+    "5fbdb2315678afecb367f032d93f642f64180aa3",
+    "e7f1725e7734ce288f8367e1bb143e90bb3f0512",
+    "9fe46736679d2d9a65f0992f2272de9f3c7fa6e0",
+    "cf7ed3acca5a467e9e704c703e8d87f634fb0fc9",
+    ":8545",
+];
+
+/// House rule: no hard-coded address, host or key of a test chain as a
+/// default in any playbook's code (its scenarios may use them as data).
+#[test]
+fn no_playbook_falls_back_on_a_test_chain() {
+    let mut sources = Vec::new();
+    let mut stack = vec![root().join("playbooks")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if name != "scenarios" && name != "target" {
+                    stack.push(path);
+                }
+            } else if ["rs", "py", "js"]
+                .iter()
+                .any(|ext| path.extension().is_some_and(|e| e == *ext))
+            {
+                sources.push(path);
+            }
+        }
+    }
+    assert!(
+        sources.len() > 15,
+        "found only {} playbook sources",
+        sources.len()
+    );
+    let mut found = Vec::new();
+    for path in &sources {
+        let text = std::fs::read_to_string(path).unwrap().to_ascii_lowercase();
+        for needle in TEST_CHAIN {
+            if text.contains(needle) {
+                found.push(format!("{}: {needle}", path.display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "test-chain defaults in playbooks:\n{}",
+        found.join("\n")
+    );
 }
 
 /// The planned writes of a run or of an expectation, free text aside:
@@ -377,9 +564,17 @@ async fn example_api(system: &str) -> String {
 }
 
 fn escalation_plan_on_postgres(system: &System, pg: &PgServer) {
+    for case in system.escalations {
+        escalation_plan_on_postgres_case(system, case, pg);
+    }
+}
+
+/// Runs `case` as a dry run against `system`'s seeded database on `pg` and
+/// asserts it plans what its scenario expects.
+fn escalation_plan_on_postgres_case(system: &System, case: &Escalation, pg: &PgServer) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let api = (!system.apis.is_empty()).then(|| rt.block_on(example_api(system.name)));
-    for case in system.escalations {
+    {
         let state = tempfile::tempdir().unwrap();
         let mut replaced: Vec<(&str, &str)> = case.config.to_vec();
         if let Some(api) = &api {
@@ -467,4 +662,88 @@ fn every_playbook_plans_its_escalation_on_its_seeded_postgres_system() {
     for system in SYSTEMS {
         escalation_plan_on_postgres(system, &pg);
     }
+}
+
+/// Plaza with its money as NUMERIC(20,6) USDC, the usual PostgreSQL
+/// choice, instead of integer micro-units: the reconciliation-drift
+/// playbook reads the same amounts and plans the same writes (it once
+/// failed triage on `12500.000000` and paused custodied mode as
+/// "unverified").
+#[test]
+fn plaza_money_as_numeric_usdc_plans_as_integer_micro_units() {
+    const NUMERIC: &str = "ALTER TABLE ledger_entries ALTER COLUMN amount TYPE numeric(20, 6) USING amount / 1000000.0; \
+         ALTER TABLE escrow_holds ALTER COLUMN amount TYPE numeric(20, 6) USING amount / 1000000.0";
+    const UNBALANCED: &str = "INSERT INTO ledger_entries (id, txn_id, account_id, amount, direction, created_at) \
+         VALUES (9, 't-1004', 'escrow:order:1001', 5.000000, 1, '2026-11-23T08:00:00Z')";
+    let pg = PgServer::start();
+    let dir = root().join("examples/systems/plaza");
+    let schema = std::fs::read_to_string(dir.join("schema.sql")).unwrap();
+    let seed = std::fs::read_to_string(dir.join("seed.sql")).unwrap();
+    for (scenario, unbalanced) in [("drift-unexplained", false), ("numeric-money", true)] {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            pg.exec("postgres", "DROP DATABASE IF EXISTS plaza").await;
+            pg.exec("postgres", "CREATE DATABASE plaza").await;
+            pg.exec("plaza", &schema).await;
+            pg.exec("plaza", &seed).await;
+            pg.exec("plaza", NUMERIC).await;
+            if unbalanced {
+                pg.exec("plaza", UNBALANCED).await;
+            }
+        });
+        drop(rt);
+        let system = System {
+            name: "plaza",
+            database: "plaza",
+            apis: &[],
+            escalations: &[],
+        };
+        let case = Escalation {
+            config: &[(PLAZA_ON_SQLITE, PLAZA_ON_POSTGRES)],
+            ..case("plaza-reconciliation-drift", scenario)
+        };
+        escalation_plan_on_postgres_case(&system, &case, &pg);
+    }
+}
+
+/// House rule: a threshold the runbook does not state is a named,
+/// documented setting. Every shipped playbook has a README with its
+/// settings and local choices, and every number a playbook names at its
+/// top level (`const NAME: i64 = …`) is listed in it.
+#[test]
+fn every_playbook_lists_its_settings_and_local_choices() {
+    let mut broken = Vec::new();
+    let mut named = 0;
+    for entry in std::fs::read_dir(root().join("playbooks")).unwrap() {
+        let dir = entry.unwrap().path();
+        let Some(lib) = Some(dir.join("src/lib.rs")).filter(|l| l.exists()) else {
+            continue;
+        };
+        let source = std::fs::read_to_string(&lib).unwrap();
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap_or_default();
+        if source.contains("stepgate_sdk::playbook!") && !readme.contains("## Local choices") {
+            broken.push(format!(
+                "{}: no README with `## Local choices`",
+                dir.display()
+            ));
+        }
+        for line in source.lines() {
+            let line = line.trim_start_matches("pub ");
+            let Some(rest) = line.strip_prefix("const ") else {
+                continue;
+            };
+            let Some((name, ty)) = rest.split_once(':') else {
+                continue;
+            };
+            let ty = ty.split('=').next().unwrap_or("").trim();
+            if ["i64", "u64", "u32", "usize", "f64", "i32"].contains(&ty) {
+                named += 1;
+                if !readme.contains(&format!("`{name}`")) {
+                    broken.push(format!("{}: `{name}` is not in its README", dir.display()));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+    assert!(named > 10, "only {named} named numbers found");
 }

@@ -400,17 +400,38 @@ export const { describe, run } = playbook({
 });
 "#;
 
-const RUST_README: &str = "# {{name}}\n\nA stepgate playbook in Rust (`src/lib.rs`, the `stepgate-sdk` crate).\n\n\
+/// A new playbook's README: what it is and its commands, then the
+/// sections every playbook's README has (the house rules ask for its
+/// settings and local choices).
+macro_rules! readme {
+    ($intro:literal) => {
+        concat!(
+            $intro,
+            "\n## Settings from the alert\n\nThe labels and annotations it reads.\n\n",
+            "## Local choices\n\nThresholds the runbook does not state, each a named constant an ",
+            "annotation may override (see the house rules in stepgate's docs/playbooks.md).\n\n",
+            "## Left to humans\n\nRunbook steps no capability covers: they stay on the checklist.\n"
+        )
+    };
+}
+
+const RUST_README: &str = readme!(
+    "# {{name}}\n\nA stepgate playbook in Rust (`src/lib.rs`, the `stepgate-sdk` crate).\n\n\
 ```sh\nstepgate build {{name}}        # cargo build --release --target wasm32-wasip2\n\
-stepgate test {{name}}         # its scenarios, offline\nstepgate inspect {{name}}\n```\n";
+stepgate test {{name}}         # its scenarios, offline\nstepgate inspect {{name}}\n```\n"
+);
 
-const PYTHON_README: &str = "# {{name}}\n\nA stepgate playbook in Python (`app.py`, `import stepgate`).\n\n\
+const PYTHON_README: &str = readme!(
+    "# {{name}}\n\nA stepgate playbook in Python (`app.py`, `import stepgate`).\n\n\
 ```sh\nstepgate build {{name}}        # componentize-py (pip install componentize-py==0.25.1)\n\
-stepgate test {{name}}         # its scenarios, offline\nstepgate inspect {{name}}\n```\n";
+stepgate test {{name}}         # its scenarios, offline\nstepgate inspect {{name}}\n```\n"
+);
 
-const JS_README: &str = "# {{name}}\n\nA stepgate playbook in JavaScript (`app.js`, `./stepgate.js` is added at build time).\n\n\
+const JS_README: &str = readme!(
+    "# {{name}}\n\nA stepgate playbook in JavaScript (`app.js`, `./stepgate.js` is added at build time).\n\n\
 ```sh\nstepgate build {{name}}        # componentize-js (npm install @bytecodealliance/componentize-js@0.23.0)\n\
-stepgate test {{name}}         # its scenarios, offline\nstepgate inspect {{name}}\n```\n";
+stepgate test {{name}}         # its scenarios, offline\nstepgate inspect {{name}}\n```\n"
+);
 
 #[cfg(test)]
 mod tests {

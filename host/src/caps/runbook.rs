@@ -2,6 +2,7 @@
 //! `sleep` are journaled (a replay answers them from the journal, so time
 //! is deterministic); `confirm` is a human decision and passes the write
 //! gate like any write. In step mode, `step` pauses for an operator.
+//! `dry-run` tells the playbook its run's mode, for wording only.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use super::{Action, Call, CallCtx, CapError, cut_text};
 use crate::backends::BackendError;
 use crate::bindings::WitError;
 use crate::bindings::stepgate::playbook::runbook::{Host, Level};
+use crate::gate::Mode;
 
 /// Longest log line kept; the rest is cut, so a playbook cannot flood the
 /// terminal or the journal.
@@ -103,5 +105,12 @@ impl Host for CallCtx {
             Err(CapError::Wit(WitError::Denied(_))) => Ok(false),
             other => other,
         }
+    }
+
+    async fn dry_run(&mut self) -> wasmtime::Result<bool> {
+        // Not journaled: the mode is the run's own, and a resumed or
+        // replayed run keeps the mode it was recorded with.
+        infallible(self.admit("runbook", "dry-run"))?;
+        Ok(self.mode == Mode::DryRun)
     }
 }

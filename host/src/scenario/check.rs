@@ -1,5 +1,6 @@
 //! What a scenario run decided, against what its file expects: the
-//! outcome, every field, the steps and the ordered writes. Differences are
+//! outcome (its summary, checklist and fields, or the error it ended
+//! with), the steps and the ordered writes. Differences are
 //! lines a human reads in a CI log (`-` expected, `+` got); the expected
 //! section can be written from a run (`--update`, `scenario from-journal`).
 
@@ -74,6 +75,31 @@ pub fn differences(expect: &Expect, report: &RunReport) -> Vec<String> {
             severity.unwrap_or("none")
         ));
     }
+    if let Some(summary) = &expect.summary {
+        let got = outcome.get("summary").and_then(Json::as_str).unwrap_or("");
+        if got != summary {
+            out.push(format!("summary:\n  - {summary}\n  + {got}"));
+        }
+    }
+    if let Some(error) = &expect.error {
+        let got = outcome.get("error").and_then(Json::as_str).unwrap_or("");
+        if got != error {
+            out.push(format!("error:\n  - {error}\n  + {got}"));
+        }
+    }
+    if let Some(checklist) = &expect.checklist {
+        let got: Vec<String> = outcome
+            .get("checklist")
+            .and_then(Json::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        list_diff("checklist", checklist, &got, &mut out);
+    }
     if let Some(fields) = &expect.fields {
         let got = outcome
             .get("fields")
@@ -126,6 +152,23 @@ pub fn expect_from(outcome: &Json, steps: &[String], journal: &[Entry]) -> toml:
     );
     if let Some(severity) = outcome.get("severity").and_then(Json::as_str) {
         expect.insert("severity".into(), toml::Value::String(severity.to_owned()));
+    }
+    if let Some(summary) = outcome.get("summary").and_then(Json::as_str) {
+        expect.insert("summary".into(), toml::Value::String(summary.to_owned()));
+    }
+    if let Some(error) = outcome.get("error").and_then(Json::as_str) {
+        expect.insert("error".into(), toml::Value::String(error.to_owned()));
+    }
+    if let Some(checklist) = outcome.get("checklist").and_then(Json::as_array) {
+        expect.insert(
+            "checklist".into(),
+            toml::Value::Array(
+                checklist
+                    .iter()
+                    .filter_map(|i| i.as_str().map(|s| toml::Value::String(s.to_owned())))
+                    .collect(),
+            ),
+        );
     }
     if let Some(fields) = outcome.get("fields") {
         expect.insert("fields".into(), json_to_toml(fields));

@@ -65,6 +65,9 @@ pub struct WorldSpec {
     /// Flags whose store fails when they are read (it does not answer).
     #[serde(default)]
     pub failing_flags: Vec<String>,
+    /// Live scenarios: flags whose store refuses a write (reads answer).
+    #[serde(default)]
+    pub failing_flag_writes: Vec<String>,
     /// Live scenarios: what the approvers decide, write by write.
     #[serde(default)]
     pub approvals: Vec<ApprovalAnswer>,
@@ -173,6 +176,14 @@ pub struct Expect {
     /// `done`, `failed`, `limit`, `crashed`.
     pub status: String,
     pub severity: Option<String>,
+    /// The outcome's summary, when given: what the on-call engineer reads
+    /// first, so what it claims was done is pinned.
+    pub summary: Option<String>,
+    /// The outcome's checklist, in order, when given.
+    pub checklist: Option<Vec<String>>,
+    /// Why the run did not finish (a `failed` playbook's message, a
+    /// limit), when given: a refusal names what is missing.
+    pub error: Option<String>,
     /// Every field of the outcome, when given.
     pub fields: Option<BTreeMap<String, toml::Value>>,
     /// Every step, in order, when given.

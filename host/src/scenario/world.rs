@@ -78,13 +78,15 @@ pub fn normalise_sql(sql: &str) -> String {
     joined.trim_end_matches(';').trim_end().to_owned()
 }
 
+/// `key = value` on one line, the value inline (`[{ to = "0x…" }]`, never
+/// a `[[key]]` section, which would swallow the lines after it when
+/// pasted into a scenario).
 fn toml_line(key: &str, value: toml::Value) -> String {
     let mut table = toml::Table::new();
-    table.insert(key.to_owned(), value);
-    toml::to_string(&table)
-        .unwrap_or_default()
-        .trim_end()
-        .to_owned()
+    table.insert(key.to_owned(), toml::Value::Boolean(true));
+    let line = toml::to_string(&table).unwrap_or_default();
+    let key = line.trim_end().strip_suffix("true").unwrap_or("");
+    format!("{key}{value}")
 }
 
 /// The backends of a scenario: one per connection, endpoint, flag store and
@@ -405,6 +407,11 @@ impl FlagStore for ScenarioFlags {
     /// A live scenario's flag write: later reads see it.
     async fn set(&self, name: &str, value: &str) -> Result<Option<String>, BackendError> {
         let previous = self.get(name).await?;
+        if self.0.spec.failing_flag_writes.iter().any(|f| f == name) {
+            return Err(BackendError::Failed(format!(
+                "the flag store refuses the write of `{name}` (failing_flag_writes in the scenario)"
+            )));
+        }
         if let Ok(mut set) = self.0.set_flags.lock() {
             set.insert(name.to_owned(), value.to_owned());
         }
@@ -442,6 +449,24 @@ impl PagerSink for ScenarioPager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hint_line_keeps_its_value_inline() {
+        let params = toml::Value::Array(vec![toml::Value::Table(toml::Table::from_iter([(
+            "to".to_owned(),
+            toml::Value::String("0x5f".into()),
+        )]))]);
+        let line = toml_line("params", params);
+        assert_eq!(line, r#"params = [{ to = "0x5f" }]"#);
+        let hint = format!("[[rpc]]\n{line}\nresult = \"\"\n");
+        let parsed: toml::Table = toml::from_str(&hint).unwrap();
+        let rpc = &parsed["rpc"][0];
+        assert!(
+            rpc.get("result").is_some(),
+            "result stays in the [[rpc]] entry"
+        );
+        assert_eq!(toml_line("a.b", toml::Value::Integer(1)), r#""a.b" = 1"#);
+    }
 
     #[test]
     fn sql_matches_whatever_its_layout() {

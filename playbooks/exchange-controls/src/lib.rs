@@ -77,19 +77,12 @@ pub fn ticket(alert: &Alert) -> String {
         .unwrap_or_else(|| format!("INC-{}", alert.fingerprint.as_deref().unwrap_or("unknown")))
 }
 
-/// What became of a control: made (or planned in a dry run), or not, and why.
-pub type Done = std::result::Result<(), String>;
-
-fn post(path: &str, body: serde_json::Value, reason: &str) -> Done {
-    match http::post(ADMIN, path, &body, reason) {
-        Ok(answer) if answer.ok() => Ok(()),
-        Ok(answer) => Err(format!("the admin API answered {}", answer.status)),
-        Err(e) => Err(e.message()),
-    }
+fn post(path: &str, body: serde_json::Value, reason: &str) -> Fate {
+    Fate::of_http(&http::post(ADMIN, path, &body, reason))
 }
 
 /// `WithdrawalsHalt(on)`.
-pub fn halt_withdrawals(reason: &str, ticket: &str) -> Done {
+pub fn halt_withdrawals(reason: &str, ticket: &str) -> Fate {
     post(
         WITHDRAWALS_HALT,
         serde_json::json!({ "on": true, "reason": reason, "ticket": ticket }),
@@ -98,7 +91,7 @@ pub fn halt_withdrawals(reason: &str, ticket: &str) -> Done {
 }
 
 /// `SetSymbolMode(symbol, mode)`; `symbol` may be [`ALL_SYMBOLS`].
-pub fn set_mode(symbol: &str, mode: Mode, reason: &str, ticket: &str) -> Done {
+pub fn set_mode(symbol: &str, mode: Mode, reason: &str, ticket: &str) -> Fate {
     post(
         SYMBOL_MODE,
         serde_json::json!({ "symbol": symbol, "mode": mode.as_str(), "reason": reason, "ticket": ticket }),
@@ -107,7 +100,7 @@ pub fn set_mode(symbol: &str, mode: Mode, reason: &str, ticket: &str) -> Done {
 }
 
 /// Throttles new orders of `symbol`.
-pub fn throttle(symbol: &str, reason: &str, ticket: &str) -> Done {
+pub fn throttle(symbol: &str, reason: &str, ticket: &str) -> Fate {
     post(
         THROTTLE,
         serde_json::json!({ "symbol": symbol, "reason": reason, "ticket": ticket }),
@@ -118,8 +111,11 @@ pub fn throttle(symbol: &str, reason: &str, ticket: &str) -> Done {
 /// What [`raise_mode`] did.
 #[derive(Debug, Default)]
 pub struct Raised {
-    /// Modes set (or planned in a dry run): `BTC-USDT CANCEL_ONLY`.
+    /// Modes set, or planned in a dry run: `BTC-USDT CANCEL_ONLY`, or
+    /// `BTC-USDT CANCEL_ONLY (dry run: planned)`.
     pub set: Vec<String>,
+    /// The symbols of `set`, by name.
+    pub symbols: Vec<String>,
     /// Symbols already held as strongly or more: `ETH-USDT stays HARD_HALT`.
     pub kept: Vec<String>,
     /// What was not done, and what a human must do instead.
@@ -169,12 +165,19 @@ pub fn raise_mode(symbol: &str, mode: Mode, reason: &str, ticket: &str) -> Raise
         Vec::new()
     };
     for target in targets {
-        match set_mode(&target, mode, reason, ticket) {
-            Ok(()) => raised.set.push(format!("{target} {}", mode.as_str())),
-            Err(why) => raised.not_done.push(format!(
-                "{target} is NOT set to {} ({why}): do it by hand",
-                mode.as_str()
+        let fate = set_mode(&target, mode, reason, ticket);
+        match &fate {
+            Fate::Made => raised.set.push(format!("{target} {}", mode.as_str())),
+            Fate::Planned => raised
+                .set
+                .push(format!("{target} {} (dry run: planned)", mode.as_str())),
+            not => raised.not_done.push(format!(
+                "{target} is {}: do it by hand",
+                not.say(&format!("set to {}", mode.as_str()))
             )),
+        }
+        if fate.passed() {
+            raised.symbols.push(target);
         }
     }
     raised

@@ -119,7 +119,7 @@ impl Playbook for LedgerInvariant {
                 &ticket,
             )
         });
-        if let Err(why) = &halted {
+        if let Some(why) = halted.why_not() {
             checklist.push(format!(
                 "Withdrawals are NOT halted ({why}): halt them by hand, now"
             ));
@@ -162,11 +162,7 @@ impl Playbook for LedgerInvariant {
         step("Escalate", || -> Result<Outcome> {
             let mut outcome = Outcome::new(format!(
                 "Ledger invariant violation, {scope}: withdrawals {}, {}",
-                if halted.is_ok() {
-                    "halted"
-                } else {
-                    "NOT halted"
-                },
+                halted.say("halted"),
                 if modes.is_empty() {
                     "no symbol mode set".to_owned()
                 } else {
@@ -174,7 +170,7 @@ impl Playbook for LedgerInvariant {
                 }
             ))
             .severity("SEV1")
-            .field("withdrawals_halted", halted.is_ok())
+            .field("withdrawals_halted", halted.passed())
             .field("symbol_modes", modes.join(","))
             .field("ticket", ticket.as_str());
             let evidence = match &findings {
@@ -214,15 +210,11 @@ impl Playbook for LedgerInvariant {
                 Severity::Critical,
                 &format!(
                     "SEV1 spot exchange ledger invariant violation ({ticket}): withdrawals {}, trading {}",
-                    if halted.is_ok() {
-                        "halted"
-                    } else {
-                        "NOT halted"
-                    },
-                    if modes.is_empty() {
-                        "NOT contained"
-                    } else {
-                        "contained"
+                    halted.say("halted"),
+                    match (modes.is_empty(), runbook::dry_run()) {
+                        (true, _) => "NOT contained",
+                        (false, true) => "would be contained (dry run)",
+                        (false, false) => "contained",
                     }
                 ),
                 &format!(

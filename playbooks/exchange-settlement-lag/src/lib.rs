@@ -26,7 +26,9 @@ const PG_HEALTH: &str = "SELECT count(*) AS connections, \
 const KAFKA: &str = "SELECT coalesce(sum(lag), 0)::bigint AS lag, coalesce(sum(errors_5m), 0)::bigint AS errors \
      FROM kafka_consumer_lag WHERE consumer = 'ledger'";
 
-/// Minutes of firing after which the spike counts as prolonged.
+/// Minutes of firing after which the spike counts as prolonged (a local
+/// choice: the runbook says "SEV1 if prolonged" and gives no number); the
+/// alert's `prolonged_minutes` annotation overrides it.
 const PROLONGED_MINUTES: i64 = 30;
 
 struct SettlementLag;
@@ -49,9 +51,17 @@ impl Playbook for SettlementLag {
 
     fn run(alert: Alert) -> Result<Outcome> {
         let ticket = ticket(&alert);
-        let prolonged = alert
-            .starts_at_ms()
-            .is_some_and(|start| runbook::now_millis() - start >= PROLONGED_MINUTES * 60_000);
+        let prolonged_minutes = match alert.annotation("prolonged_minutes") {
+            Some(text) => text.parse::<i64>().ok().filter(|m| *m > 0).ok_or_else(|| {
+                Error::failed(format!(
+                    "`prolonged_minutes` is `{text}`, not a positive number of minutes"
+                ))
+            })?,
+            None => PROLONGED_MINUTES,
+        };
+        let prolonged = alert.starts_at_ms().is_some_and(|start| {
+            runbook::now_millis() - start >= prolonged_minutes.saturating_mul(60_000)
+        });
         let severity = if prolonged { "SEV1" } else { "SEV2" };
         let triage = step("Verify Postgres, Kafka and the policy", || -> Result<_> {
             let mut t2 = None;
@@ -110,6 +120,7 @@ impl Playbook for SettlementLag {
             let mut halted = Vec::new();
             let mut kept = Vec::new();
             let mut over_t3 = false;
+            let mut not_applied: Vec<String> = Vec::new();
             let mut checklist = Vec::new();
             // The humans first: throttles and halts wait for an approver.
             let over = |limit: i64| -> Vec<&str> {
@@ -143,7 +154,10 @@ impl Playbook for SettlementLag {
                     over_t3 = true;
                     // Read before overwrite: a stronger halt is kept.
                     let raised = raise_mode(symbol, Mode::SoftHalt, &reason, &ticket);
-                    halted.extend(raised.set.iter().map(|_| symbol.clone()));
+                    if !raised.not_done.is_empty() {
+                        not_applied.push(format!("SOFT_HALT {symbol}"));
+                    }
+                    halted.extend(raised.symbols);
                     kept.extend(raised.kept);
                     checklist.extend(raised.not_done);
                     continue;
@@ -151,26 +165,39 @@ impl Playbook for SettlementLag {
                     let reason = format!(
                         "Spot exchange runbook §3.2: settlement lag p99 of {symbol} is {lag} ms, over T2 ({t2} ms): throttle new orders"
                     );
-                    (
-                        "throttle",
-                        throttle(symbol, &reason, &ticket).map(|()| throttled.push(symbol.clone())),
-                    )
+                    ("throttle", throttle(symbol, &reason, &ticket))
                 } else {
                     continue;
                 };
-                if let Err(why) = done {
-                    checklist.push(format!(
-                        "{symbol}: {mode} NOT applied ({why}): do it by hand"
-                    ));
+                match done.why_not() {
+                    None => throttled.push(symbol.clone()),
+                    Some(why) => {
+                        not_applied.push(format!("{mode} {symbol}"));
+                        checklist.push(format!(
+                            "{symbol}: {mode} NOT applied ({why}): do it by hand"
+                        ))
+                    }
                 }
             }
-            let already = if kept.is_empty() {
+            let mut already = if kept.is_empty() {
                 String::new()
             } else {
                 format!(", already held more strongly [{}]", kept.join(", "))
             };
+            if !not_applied.is_empty() {
+                already.push_str(&format!(
+                    ", NOT applied [{}] (refused or failed, see the checklist)",
+                    not_applied.join(", ")
+                ));
+            }
+            // What was done, from each write's result; a dry run says so.
+            let done = if runbook::dry_run() {
+                "dry run, nothing written; planned: "
+            } else {
+                ""
+            };
             let summary = format!(
-                "Settlement lag over T2 {t2} ms / T3 {t3} ms: throttled [{}], SOFT_HALT [{}]{already}. {pg}; {kafka}",
+                "Settlement lag over T2 {t2} ms / T3 {t3} ms: {done}throttled [{}], SOFT_HALT [{}]{already}. {pg}; {kafka}",
                 throttled.join(", "),
                 halted.join(", ")
             );

@@ -80,17 +80,21 @@ impl Playbook for SplitBrain {
                 ));
             }
         });
+        let mut not_halted = Vec::new();
         let halted = step("Immediate 1: HARD_HALT", || {
             let mut halted = Vec::new();
             for symbol in &symbols {
                 let reason = format!(
                     "Spot exchange runbook §3.3, immediate action 1: HARD_HALT {symbol}, split brain suspected ({signal})"
                 );
-                match set_mode(symbol, Mode::HardHalt, &reason, &ticket) {
-                    Ok(()) => halted.push(symbol.clone()),
-                    Err(why) => checklist.push(format!(
-                        "{symbol} is NOT hard-halted ({why}): do it by hand, now"
-                    )),
+                match set_mode(symbol, Mode::HardHalt, &reason, &ticket).why_not() {
+                    None => halted.push(symbol.clone()),
+                    Some(why) => {
+                        not_halted.push(symbol.clone());
+                        checklist.push(format!(
+                            "{symbol} is NOT hard-halted ({why}): do it by hand, now"
+                        ))
+                    }
                 }
             }
             halted
@@ -164,19 +168,20 @@ impl Playbook for SplitBrain {
                 ONCALL,
                 Severity::Critical,
                 &format!(
-                    "SEV1 spot exchange split brain {} ({ticket}): {} hard-halted",
+                    "SEV1 spot exchange split brain {} ({ticket}): {}",
                     if confirmed { "CONFIRMED" } else { "suspected" },
-                    halted.join(", ")
+                    hard_halted(&halted, &not_halted)
                 ),
                 &format!("alert {} ({signal}): {finding}", alert.name),
             )?;
             let mut outcome = Outcome::new(format!(
-                "Split brain {}: {finding}",
+                "Split brain {}: {finding}; {}",
                 if confirmed {
                     "confirmed"
                 } else {
                     "not confirmed"
-                }
+                },
+                hard_halted(&halted, &not_halted)
             ))
             .severity("SEV1")
             .field("hard_halted", halted.join(","))
@@ -188,6 +193,24 @@ impl Playbook for SplitBrain {
             }
             Ok(outcome)
         })
+    }
+}
+
+/// What the HARD_HALT step did, from the writes' results: halted (or
+/// planned in a dry run), and not halted (refused or failed).
+fn hard_halted(halted: &[String], not_halted: &[String]) -> String {
+    let done = match (halted.is_empty(), runbook::dry_run()) {
+        (true, _) => "NOTHING hard-halted".to_owned(),
+        (false, true) => format!("would hard-halt {} (dry run)", halted.join(", ")),
+        (false, false) => format!("{} hard-halted", halted.join(", ")),
+    };
+    if not_halted.is_empty() {
+        done
+    } else {
+        format!(
+            "{done}; NOT hard-halted: {} (refused or failed, see the checklist)",
+            not_halted.join(", ")
+        )
     }
 }
 

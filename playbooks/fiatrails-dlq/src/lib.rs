@@ -3,30 +3,44 @@
 //! Codifies the runbook's alert response and its "Dead-Letter Queue
 //! Processing" section:
 //!
-//! - **Diagnosis**: read the DLQ items; is the RPC up (`eth_blockNumber`)?
+//! - **Diagnosis**: read the DLQ items (with each intent's user); which RPC
+//!   provider does the API use now (`FIATRAILS_RPC_PROVIDER`, set by the
+//!   HighRPCErrorRate failover), and does it answer (`eth_blockNumber`)?
 //! - **Classify** each item by its last error: RPC down or a nonce issue →
-//!   safe to retry; user not compliant → permanent (mark failed, the user
-//!   is told and the intent refunded by a human); a contract bug → wait for
-//!   the fix.
-//! - **Remediation**: fix the RPC first: while it is down nothing is
-//!   replayed. Otherwise the safe items are replayed in one bulk replay
-//!   (the admin API's `replay-dlq`, approved), and the permanent ones are
-//!   marked failed (a database write, approved).
+//!   safe to retry; user not compliant → re-checked (`isCompliant` on the
+//!   UserRegistry: KYC attestations lag, so a user refused an hour ago may
+//!   be compliant now); a contract bug → wait for the fix.
+//! - **Remediation**: the incident channel is told first. While the RPC is
+//!   down nothing is replayed and nobody is marked failed (the re-check
+//!   needs it). Otherwise the safe items and the users compliant again are
+//!   replayed in one bulk replay (the admin API's `replay-dlq`, approved),
+//!   and the items of users still not compliant are marked failed (one
+//!   approved database write, by item id).
+//!
+//! The UserRegistry's address comes from the alert's `user_registry`
+//! label; without it no item is marked failed (a human re-checks).
 
 use std::collections::BTreeMap;
 
 use stepgate_sdk::prelude::*;
 
 const DB: &str = "fiatrails";
-const RPC: &str = "fiatrails_rpc";
+const PRIMARY: &str = "fiatrails_rpc";
+const FALLBACK: &str = "fiatrails_rpc_fallback";
+/// Which provider the API uses: unset or `primary`, or `fallback`.
+const PROVIDER: &str = "FIATRAILS_RPC_PROVIDER";
 const ADMIN: &str = "fiatrails_admin";
 const REPLAY: &str = "/admin/dlq/replay";
 const INCIDENTS: &str = "fiatrails-incidents";
+/// `isCompliant(address)` on the UserRegistry.
+const IS_COMPLIANT: &str = "0xa200e5d0";
 
-const OPEN_ITEMS: &str = "SELECT id, operation, intent_id, attempts, last_error FROM dlq_items \
-     WHERE status = 'open' ORDER BY created_at LIMIT 500";
-const MARK_FAILED: &str =
-    "UPDATE dlq_items SET status = 'failed' WHERE status = 'open' AND last_error = $1";
+const OPEN_ITEMS: &str = "SELECT d.id, d.last_error, m.user_address FROM dlq_items d \
+     LEFT JOIN mint_intents m ON m.intent_id = d.intent_id \
+     WHERE d.status = 'open' ORDER BY d.created_at LIMIT 500";
+/// `$1`: the ids, comma-separated (one statement, one approval).
+const MARK_FAILED: &str = "UPDATE dlq_items SET status = 'failed' \
+     WHERE status = 'open' AND id = ANY(string_to_array($1, ','))";
 
 /// The alert's threshold (items) unless it says otherwise.
 const DEFAULT_THRESHOLD: usize = 10;
@@ -35,7 +49,7 @@ const DEFAULT_THRESHOLD: usize = 10;
 enum Class {
     /// RPC was down, or a nonce issue since resolved: safe to retry.
     Retry,
-    /// The user is not compliant: permanent.
+    /// The user was not compliant: re-checked before anything is done.
     Permanent,
     /// A contract bug: wait for the upgrade.
     WaitForFix,
@@ -59,6 +73,72 @@ fn classify(error: &str) -> Class {
 struct Item {
     id: String,
     last_error: String,
+    user: Option<String>,
+}
+
+/// The provider the API uses now, and whether it answers (its block).
+struct Rpc {
+    endpoint: &'static str,
+    block: std::result::Result<String, String>,
+    /// Why the provider in use is not known for sure, if it is not.
+    unsure: Option<String>,
+}
+
+impl Rpc {
+    fn up(&self) -> bool {
+        self.block.is_ok()
+    }
+}
+
+fn probe() -> Rpc {
+    let (endpoint, unsure) = match flags::get(PROVIDER) {
+        Ok(Some(p)) if p == "fallback" => (FALLBACK, None),
+        Ok(None) => (PRIMARY, None),
+        Ok(Some(p)) if p == "primary" => (PRIMARY, None),
+        Ok(Some(p)) => (
+            PRIMARY,
+            Some(format!("{PROVIDER} is `{p}`, neither primary nor fallback")),
+        ),
+        Err(e) => (
+            PRIMARY,
+            Some(format!("{PROVIDER} could not be read ({})", e.message())),
+        ),
+    };
+    let block = rpc::call::<String>(endpoint, "eth_blockNumber", ()).map_err(|e| e.message());
+    Rpc {
+        endpoint,
+        block,
+        unsure,
+    }
+}
+
+/// Whether `user` is compliant now, as the UserRegistry says.
+fn compliant(rpc: &Rpc, registry: &str, user: &str) -> std::result::Result<bool, String> {
+    let hex = user.trim_start_matches("0x");
+    if hex.len() != 40 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("`{user}` is not an address"));
+    }
+    let call = serde_json::json!({ "to": registry, "data": format!("{IS_COMPLIANT}{:0>64}", hex.to_ascii_lowercase()) });
+    let word: String =
+        rpc::call(rpc.endpoint, "eth_call", (call, "latest")).map_err(|e| e.message())?;
+    match word.trim_start_matches("0x").trim_start_matches('0') {
+        "" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(format!("isCompliant answered `{word}`, not a boolean")),
+    }
+}
+
+/// The UserRegistry from the alert's `user_registry` label.
+fn registry(alert: &Alert) -> std::result::Result<String, String> {
+    let value = alert.label("user_registry").ok_or(
+        "the alert has no `user_registry` label (add the UserRegistry's address to the alert rule)",
+    )?;
+    let hex = value.strip_prefix("0x").unwrap_or("");
+    if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(format!("`user_registry` = `{value}` is not an address"))
+    }
 }
 
 struct Dlq;
@@ -67,14 +147,19 @@ impl Playbook for Dlq {
     fn describe() -> Description {
         Description::new("fiatrails-dlq", "1.0.0")
             .summary(
-                "FiatRails DLQGrowing: classifies the dead-letter items by their last error, replays \
-                 the safe ones in one approved bulk replay once the RPC answers, marks permanent \
-                 failures (users no longer compliant) failed, and leaves contract bugs for the fix.",
+                "FiatRails DLQGrowing: classifies the dead-letter items by their last error, \
+                 re-checks the compliance of users refused as not compliant, replays the safe ones \
+                 in one approved bulk replay once the RPC provider the API uses answers, marks the \
+                 users still not compliant failed, and leaves contract bugs for the fix.",
             )
             .answers("DLQGrowing")
             .db_read(DB)
             .db_write(DB)
-            .rpc(RPC, "eth_blockNumber")
+            .flag_read(PROVIDER)
+            .rpc(PRIMARY, "eth_blockNumber")
+            .rpc(PRIMARY, "eth_call")
+            .rpc(FALLBACK, "eth_blockNumber")
+            .rpc(FALLBACK, "eth_call")
             .http(ADMIN, &format!("POST {REPLAY}"))
             .notify(INCIDENTS)
     }
@@ -91,11 +176,11 @@ impl Playbook for Dlq {
                     Ok(Item {
                         id: row.get("id")?,
                         last_error: row.get("last_error")?,
+                        user: row.get("user_address")?,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let rpc = rpc::call::<String>(RPC, "eth_blockNumber", ()).map_err(|e| e.message());
-            Ok((items, rpc))
+            Ok((items, probe()))
         })?;
         let mut by_class: BTreeMap<Class, Vec<&Item>> = BTreeMap::new();
         for item in &items {
@@ -113,7 +198,8 @@ impl Playbook for Dlq {
                 .field("permanent", count(Class::Permanent))
                 .field("wait_for_fix", count(Class::WaitForFix))
                 .field("unknown", count(Class::Unknown))
-                .field("rpc_up", rpc.is_ok())
+                .field("rpc_up", rpc.up())
+                .field("rpc_provider", rpc.endpoint)
         };
         if items.len() <= threshold {
             return Ok(base(format!(
@@ -122,57 +208,104 @@ impl Playbook for Dlq {
             ))
             .severity("WARNING"));
         }
+        let mut checklist = Vec::new();
+        if let Some(why) = &rpc.unsure {
+            checklist.push(format!(
+                "Which RPC provider the API uses is not known ({why}); stepgate probed {}",
+                rpc.endpoint
+            ));
+        }
+        let Rechecked {
+            retry,
+            failed,
+            again,
+            held,
+        } = step("Re-check compliance", || {
+            recheck(&alert, &rpc, &by_class, &mut checklist)
+        });
         step("Remediation", || -> Result<Outcome> {
-            let mut checklist = Vec::new();
-            let mut replayed = 0i64;
-            let mut marked = 0u64;
-            // Permanent failures do not depend on the RPC.
-            let mut permanent_errors: Vec<&str> = by_class
-                .get(&Class::Permanent)
-                .map(|items| items.iter().map(|i| i.last_error.as_str()).collect())
-                .unwrap_or_default();
-            permanent_errors.sort();
-            permanent_errors.dedup();
-            for error in permanent_errors {
-                let reason = format!(
-                    "FiatRails runbook, Dead-Letter Queue Processing: `{error}` is permanent; mark those items failed"
+            if rpc.up() && (!retry.is_empty() || !failed.is_empty()) {
+                // The humans first: both writes wait for an approver.
+                let mut asks = Vec::new();
+                if !retry.is_empty() {
+                    asks.push(format!("replay {} item(s)", retry.len()));
+                }
+                if !failed.is_empty() {
+                    asks.push(format!(
+                        "mark {} failed (users still not compliant)",
+                        failed.len()
+                    ));
+                }
+                let told = pager::notify(
+                    INCIDENTS,
+                    &format!(
+                        "CRITICAL DLQGrowing (alert {}): stepgate asks an approver to {}; decide in stepgate now",
+                        alert.name,
+                        asks.join(" and ")
+                    ),
                 );
-                match db::execute(DB, MARK_FAILED, params![error], &reason) {
-                    Ok(n) => marked += n,
-                    Err(e) if e.is_denied() => checklist.push(format!(
-                        "Marking `{error}` items failed was refused ({})",
+                if let Err(e) = told {
+                    checklist.push(format!(
+                        "{INCIDENTS} was NOT told before the approvals ({}): tell them",
                         e.message()
-                    )),
-                    Err(e) => return Err(e),
+                    ));
                 }
             }
-            if marked > 0 {
-                checklist.push("Notify the users no longer compliant, and refund their intents (refundIntent, operator key)".to_owned());
-            }
-            let retry: Vec<String> = by_class
-                .get(&Class::Retry)
-                .map(|items| items.iter().map(|i| i.id.clone()).collect())
-                .unwrap_or_default();
-            match (&rpc, retry.is_empty()) {
-                (Err(e), _) => checklist.insert(
-                    0,
-                    format!("Fix the RPC first (it does not answer: {e}; see HighRPCErrorRate), then replay the {} safe item(s)", retry.len()),
-                ),
-                (Ok(_), true) => {}
-                (Ok(block), false) => {
+            let marked = if failed.is_empty() {
+                None
+            } else {
+                let reason = format!(
+                    "FiatRails runbook, Dead-Letter Queue Processing: {} item(s) failed as `User not compliant` and the UserRegistry still says not compliant; mark them failed",
+                    failed.len()
+                );
+                let fate = Fate::of(&db::execute(
+                    DB,
+                    MARK_FAILED,
+                    params![failed.join(",")],
+                    &reason,
+                ));
+                if let Some(why) = fate.why_not() {
+                    checklist.push(format!(
+                        "Marking {} failed was not done ({why}): do it by hand",
+                        failed.join(", ")
+                    ));
+                } else {
+                    checklist.push("Notify the users no longer compliant, and refund their intents (refundIntent, operator key)".to_owned());
+                }
+                Some(fate)
+            };
+            let replayed = match (rpc.up(), retry.is_empty()) {
+                (false, _) => {
+                    checklist.insert(
+                        0,
+                        format!(
+                            "Fix the RPC first ({} does not answer: {}; see HighRPCErrorRate), then replay the {} safe item(s) and re-check the {} not compliant",
+                            rpc.endpoint,
+                            rpc.block.as_ref().err().map_or("", String::as_str),
+                            retry.len(),
+                            count(Class::Permanent)
+                        ),
+                    );
+                    None
+                }
+                (true, true) => None,
+                (true, false) => {
                     let reason = format!(
-                        "FiatRails runbook, DLQGrowing remediation 3 / bulk replay: {} item(s) failed on RPC or nonce errors and the RPC answers again (block {block}); replay them",
-                        retry.len()
+                        "FiatRails runbook, DLQGrowing remediation 3 / bulk replay: {} item(s) failed on RPC or nonce errors or are compliant again, and {} answers (block {}); replay them",
+                        retry.len(),
+                        rpc.endpoint,
+                        rpc.block.as_ref().map_or("?", String::as_str)
                     );
                     let body = serde_json::json!({ "item_ids": retry });
-                    match http::post(ADMIN, REPLAY, &body, &reason) {
-                        Ok(answer) if answer.ok() => replayed = retry.len() as i64,
-                        Ok(answer) => checklist.push(format!("The bulk replay answered {}: replay by hand (node scripts/replay-dlq.js)", answer.status)),
-                        Err(e) if e.is_denied() => checklist.push(format!("The bulk replay was refused ({})", e.message())),
-                        Err(e) => return Err(e),
+                    let fate = Fate::of_http(&http::post(ADMIN, REPLAY, &body, &reason));
+                    if let Some(why) = fate.why_not() {
+                        checklist.push(format!(
+                            "The bulk replay was not done ({why}): replay by hand (node scripts/replay-dlq.js)"
+                        ));
                     }
+                    Some(fate)
                 }
-            }
+            };
             if count(Class::WaitForFix) > 0 {
                 checklist.push(format!(
                     "{} item(s) hit a contract bug: they wait for the upgrade; check the intent status on-chain (getIntentStatus) before any replay",
@@ -189,18 +322,22 @@ impl Playbook for Dlq {
                 "Watch the DLQ depth for the next hour; the auto-retry runs every 10 minutes"
                     .to_owned(),
             );
+            // What was done, from each write's own result.
+            let replay_said = match (&replayed, rpc.up()) {
+                (Some(fate), _) => fate.say("replayed"),
+                (None, false) => "held: the RPC is down".to_owned(),
+                (None, true) => "nothing to send".to_owned(),
+            };
+            let marked_said = match &marked {
+                Some(fate) => fate.say("marked failed"),
+                None => "none marked failed".to_owned(),
+            };
             let summary = format!(
-                "{} DLQ item(s): {} safe to retry ({}), {} permanent (marked failed: {marked}), {} waiting for a contract fix, {} unknown",
+                "{} DLQ item(s): {} to replay, {replay_said}; {} refused as not compliant: {again} compliant again, {held} not re-checked, {} still not, {marked_said}; {} waiting for a contract fix; {} unknown",
                 items.len(),
                 retry.len(),
-                // What happened to them, from the replay's own result.
-                match (&rpc, retry.is_empty(), replayed > 0) {
-                    (Err(_), _, _) => "held: the RPC is down",
-                    (Ok(_), true, _) => "none to replay",
-                    (Ok(_), false, true) => "replayed",
-                    (Ok(_), false, false) => "NOT replayed",
-                },
                 count(Class::Permanent),
+                failed.len(),
                 count(Class::WaitForFix),
                 count(Class::Unknown)
             );
@@ -208,15 +345,92 @@ impl Playbook for Dlq {
                 INCIDENTS,
                 &format!("CRITICAL DLQGrowing (alert {}): {summary}", alert.name),
             )?;
+            // Counts of what passed: made, or planned in a dry run.
+            let passed = |fate: &Option<Fate>, n: usize| match fate {
+                Some(fate) if fate.passed() => n as i64,
+                _ => 0,
+            };
             let mut outcome = base(summary)
-                .field("replayed", replayed)
-                .field("marked_failed", marked as i64);
+                .field("replayed", passed(&replayed, retry.len()))
+                .field("marked_failed", passed(&marked, failed.len()))
+                .field("compliant_again", again as i64);
             for item in checklist {
                 outcome = outcome.todo(item);
             }
             Ok(outcome)
         })
     }
+}
+
+/// The compliance re-check's result.
+#[derive(Default)]
+struct Rechecked {
+    /// Ids to replay: safe to retry, and users compliant again.
+    retry: Vec<String>,
+    /// Ids to mark failed: the users are still not compliant.
+    failed: Vec<String>,
+    /// Users compliant again (their items are in `retry`).
+    again: usize,
+    /// Items not re-checked: left open, on the checklist.
+    held: usize,
+}
+
+/// Re-checks every item refused as not compliant: KYC attestations lag,
+/// so the refusal may no longer hold. Nothing is marked failed without a
+/// fresh `false` from the UserRegistry.
+fn recheck(
+    alert: &Alert,
+    rpc: &Rpc,
+    by_class: &BTreeMap<Class, Vec<&Item>>,
+    checklist: &mut Vec<String>,
+) -> Rechecked {
+    let mut out = Rechecked {
+        retry: by_class
+            .get(&Class::Retry)
+            .map(|items| items.iter().map(|i| i.id.clone()).collect())
+            .unwrap_or_default(),
+        ..Rechecked::default()
+    };
+    let refused = by_class.get(&Class::Permanent).cloned().unwrap_or_default();
+    if refused.is_empty() {
+        return out;
+    }
+    let registry = match (rpc.up(), registry(alert)) {
+        (false, _) => {
+            out.held = refused.len();
+            return out;
+        }
+        (true, Err(why)) => {
+            checklist.push(format!(
+                "{} item(s) failed as not compliant and were NOT re-checked: {why}; re-check with isCompliant(address) before marking them failed",
+                refused.len()
+            ));
+            out.held = refused.len();
+            return out;
+        }
+        (true, Ok(registry)) => registry,
+    };
+    for item in refused {
+        let answer = match &item.user {
+            Some(user) => compliant(rpc, &registry, user),
+            None => Err("its intent has no user address".to_owned()),
+        };
+        match answer {
+            Ok(true) => {
+                out.again += 1;
+                out.retry.push(item.id.clone());
+            }
+            Ok(false) => out.failed.push(item.id.clone()),
+            Err(why) => {
+                out.held += 1;
+                checklist.push(format!(
+                    "{}: compliance NOT re-checked ({why}); check isCompliant by hand before marking it failed",
+                    item.id
+                ));
+            }
+        }
+    }
+    out
 }
 
 stepgate_sdk::playbook!(Dlq);

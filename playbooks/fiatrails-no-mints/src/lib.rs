@@ -220,26 +220,31 @@ fn paused_escrow(alert: &Alert, escrow: &str, base: impl Fn(String) -> Outcome) 
         ),
     );
     let tx = serde_json::json!({ "from": admin, "to": escrow, "data": UNPAUSE });
-    let sent = rpc::send::<serde_json::Value>(RPC, "eth_sendTransaction", (tx,), &reason);
+    let sent = Fate::of(&rpc::send::<serde_json::Value>(
+        RPC,
+        "eth_sendTransaction",
+        (tx,),
+        &reason,
+    ));
     let mut outcome = base(format!(
-        "The escrow {escrow} is paused (by {by}, block {block})"
+        "The escrow {escrow} is paused (by {by}, block {block}); the unpause transaction {}",
+        sent.say("sent")
     ))
     .field("paused_by", by.as_str())
     .field("unpause_proposed", true)
-    .field("unpaused", sent.is_ok());
+    .field("unpaused", sent.passed());
     if let Err(e) = told {
         outcome = outcome.todo(format!(
             "The incident room was NOT told ({}): tell them",
             e.message()
         ));
     }
-    Ok(match sent {
-        Ok(_) => outcome.todo(format!(
-            "Confirm a mint succeeds after the unpause; confirm with {by} why they paused"
+    Ok(match sent.why_not() {
+        None => outcome.todo(format!(
+            "Confirm paused() reads false once the transaction is mined and a mint succeeds; confirm with {by} why they paused"
         )),
-        Err(e) => outcome.todo(format!(
-            "The unpause was not sent ({}): ask {by} why they paused; an admin decides whether to unpause (cast send <ESCROW> \"unpause()\")",
-            e.message()
+        Some(why) => outcome.todo(format!(
+            "The unpause was not sent ({why}): ask {by} why they paused; an admin decides whether to unpause (cast send <ESCROW> \"unpause()\")"
         )),
     })
 }

@@ -77,29 +77,43 @@ impl Playbook for RpcFailover {
                     let reason = format!(
                         "FiatRails runbook, HighRPCErrorRate, Remediation 1 (RPC provider issue): switch to the fallback RPC; {seen}"
                     );
-                    let switched = flags::set(FLAG, "fallback", &reason);
+                    // The humans first: the switch waits for an approver.
+                    let told = pager::notify(
+                        INCIDENTS,
+                        &format!(
+                            "CRITICAL HighRPCErrorRate{rate}: {seen}. stepgate asks an approver to switch the api to the fallback RPC ({FLAG}=fallback); decide in stepgate now"
+                        ),
+                    );
+                    let switched = Fate::of(&flags::set(FLAG, "fallback", &reason));
                     pager::notify(
                         INCIDENTS,
                         &format!(
-                            "CRITICAL HighRPCErrorRate{rate}: {seen}. Switched to the fallback RPC: {}",
-                            if switched.is_ok() {
-                                "yes, restart the api"
+                            "CRITICAL HighRPCErrorRate{rate}: {seen}. The api {} to the fallback RPC{}",
+                            switched.say("switched"),
+                            if switched == Fate::Made {
+                                ": restart the api"
                             } else {
-                                "NO"
+                                ""
                             }
                         ),
                     )?;
-                    let outcome = base(format!(
-                        "The RPC provider is down; the fallback answers: {seen}"
-                    ));
-                    Ok(match switched {
-                        Ok(_) => outcome
-                            .field("switched", true)
+                    let mut outcome = base(format!(
+                        "The RPC provider is down; the fallback answers: {seen}; {}",
+                        switched.say("switched to the fallback")
+                    ))
+                    .field("switched", switched.passed());
+                    if let Err(e) = told {
+                        outcome = outcome.todo(format!(
+                            "{INCIDENTS} was NOT told before the approval ({}): tell them",
+                            e.message()
+                        ));
+                    }
+                    Ok(match switched.why_not() {
+                        None => outcome
                             .todo("Restart the api so it takes the fallback RPC (docker compose restart api)")
                             .todo("Switch back once the provider answers and its error rate is under 5%"),
-                        Err(e) => outcome
-                            .field("switched", false)
-                            .todo(format!("The switch was not made ({}): set RPC_URL to the fallback by hand", e.message())),
+                        Some(why) => outcome
+                            .todo(format!("The switch was not made ({why}): set RPC_URL to the fallback by hand")),
                     })
                 }
                 (Err(_), Err(_)) => {

@@ -115,12 +115,28 @@ impl Playbook for DlqOverflow {
                 "The conservation guard is `{guard}`, not `degraded`: the circuit breaker did not trip; check that new reserves are refused"
             ));
         }
-        let (mut acked, mut voided) = (0i64, 0i64);
+        let (mut acked, mut voided, mut not_done) = (0i64, 0i64, 0i64);
         if !entries.is_empty() {
             step("Admin resolution", || -> Result<()> {
                 if !arrakis_up {
                     checklist.insert(0, "arrakis does not answer /health: fix it first (curl https://arrakis.honeyjar.xyz/health), then resolve the poisoned entries".into());
                     return Ok(());
+                }
+                // The humans first: every resolution waits for an approver.
+                let told = pager::notify(
+                    INCIDENTS,
+                    &format!(
+                        "loa-finn billing DLQ overflow (alert {}): stepgate asks an approver to resolve {} poisoned entr{} (FINALIZE_ACKED when arrakis finalized it, else void and release its credits); decide in stepgate now",
+                        alert.name,
+                        entries.len(),
+                        if entries.len() == 1 { "y" } else { "ies" }
+                    ),
+                );
+                if let Err(e) = told {
+                    checklist.push(format!(
+                        "{INCIDENTS} was NOT told before the approvals ({}): tell them",
+                        e.message()
+                    ));
                 }
                 for e in &entries {
                     let Some(wal) = e.wal.filter(|_| e.wal_exists) else {
@@ -143,11 +159,14 @@ impl Playbook for DlqOverflow {
                         );
                         match released {
                             Ok(_) => voided += 1,
-                            Err(err) => checklist.push(format!(
+                            Err(err) => {
+                                not_done += 1;
+                                checklist.push(format!(
                                 "{}: voided, but its held credits (WAL {wal}) are NOT released ({}): release them by hand",
                                 e.entry,
                                 err.message()
-                            )),
+                            ))
+                            }
                         }
                         continue;
                     }
@@ -181,11 +200,14 @@ impl Playbook for DlqOverflow {
                     match db::execute(DB, sql, args, &reason) {
                         Ok(_) if finalized => acked += 1,
                         Ok(_) => voided += 1,
-                        Err(err) => checklist.push(format!(
-                            "{}: NOT resolved ({}): resolve it by hand",
-                            e.entry,
-                            err.message()
-                        )),
+                        Err(err) => {
+                            not_done += 1;
+                            checklist.push(format!(
+                                "{}: NOT resolved ({}): resolve it by hand",
+                                e.entry,
+                                err.message()
+                            ))
+                        }
                     }
                 }
                 Ok(())
@@ -198,11 +220,23 @@ impl Playbook for DlqOverflow {
             errors.join("; ")
         };
         let summary = format!(
-            "{} poisoned entr{} (errors: {}); guard {guard}, arrakis {}, redis {redis}; acked {acked}, voided {voided}",
+            "{} poisoned entr{} (errors: {}); guard {guard}, arrakis {}, redis {redis}; acked {acked}, voided {voided}{}{}",
             entries.len(),
             if entries.len() == 1 { "y" } else { "ies" },
             if errors.is_empty() { "none" } else { &errors },
-            if arrakis_up { "up" } else { "DOWN" }
+            if arrakis_up { "up" } else { "DOWN" },
+            if runbook::dry_run() && acked + voided > 0 {
+                " (dry run: planned, nothing written)"
+            } else {
+                ""
+            },
+            if not_done > 0 {
+                format!(
+                    "; {not_done} resolution(s) NOT made (refused or failed, see the checklist)"
+                )
+            } else {
+                String::new()
+            }
         );
         step("Notify", || {
             pager::notify(

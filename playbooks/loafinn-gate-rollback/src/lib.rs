@@ -77,30 +77,51 @@ impl Playbook for GateRollback {
             &format!("Roll back gate {from} to {to}"),
             || -> Result<Outcome> {
                 let mut disabled = Vec::new();
-                let mut already = Vec::new();
+                let mut not_disabled = Vec::new();
                 let mut checklist = Vec::new();
-                for flag in *flags {
-                    if current.body.get(*flag).and_then(|v| v.as_bool()) == Some(false) {
-                        already.push(*flag);
-                        continue;
+                let (already, to_disable): (Vec<&str>, Vec<&str>) =
+                    flags.iter().partition(|flag| {
+                        current.body.get(**flag).and_then(|v| v.as_bool()) == Some(false)
+                    });
+                if !to_disable.is_empty() {
+                    // The humans first: each flag waits for an approver.
+                    let told = pager::notify(
+                        INCIDENTS,
+                        &format!(
+                            "loa-finn gate rollback {from} → {to} (alert {}): stepgate asks an approver to disable {}; decide in stepgate now",
+                            alert.name,
+                            to_disable.join(", ")
+                        ),
+                    );
+                    if let Err(e) = told {
+                        checklist.push(format!(
+                            "{INCIDENTS} was NOT told before the approvals ({}): tell them",
+                            e.message()
+                        ));
                     }
+                }
+                for flag in to_disable {
                     let reason = format!(
                         "loa-finn runbook, Gate Rollback: gate {from} rolls back to {to}, which disables `{flag}`"
                     );
                     let body = serde_json::json!({ "flag": flag, "enabled": false });
-                    match http::post(ADMIN, FLAGS, &body, &reason) {
-                        Ok(answer) if answer.ok() => disabled.push(*flag),
-                        Ok(answer) => checklist.push(format!(
-                            "`{flag}`: the flag API answered {}; disable it by hand",
-                            answer.status
-                        )),
-                        Err(e) => {
-                            checklist.push(format!("`{flag}` is NOT disabled ({})", e.message()))
+                    match Fate::of_http(&http::post(ADMIN, FLAGS, &body, &reason)).why_not() {
+                        None => disabled.push(flag),
+                        Some(why) => {
+                            not_disabled.push(flag);
+                            checklist.push(format!(
+                                "`{flag}` is NOT disabled ({why}): disable it by hand (POST {FLAGS})"
+                            ))
                         }
                     }
                 }
                 let summary = format!(
-                    "Gate {from} → {to}: disabled {}{}",
+                    "Gate {from} → {to}: {} {}{}{}",
+                    if runbook::dry_run() {
+                        "would disable (dry run)"
+                    } else {
+                        "disabled"
+                    },
                     if disabled.is_empty() {
                         "nothing".to_owned()
                     } else {
@@ -110,6 +131,14 @@ impl Playbook for GateRollback {
                         String::new()
                     } else {
                         format!(" (already off: {})", already.join(", "))
+                    },
+                    if not_disabled.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; NOT disabled: {} (refused or failed, see the checklist)",
+                            not_disabled.join(", ")
+                        )
                     }
                 );
                 pager::notify(

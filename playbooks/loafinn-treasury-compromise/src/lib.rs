@@ -77,6 +77,7 @@ impl Playbook for TreasuryCompromise {
                 ));
             }
         });
+        let mut not_frozen: Vec<String> = Vec::new();
         let frozen = step("Immediate actions: freeze", || -> Result<Vec<String>> {
             let current = http::get(ADMIN, FLAGS);
             let mut frozen = Vec::new();
@@ -92,15 +93,24 @@ impl Playbook for TreasuryCompromise {
                 let reason = format!("loa-finn runbook, Treasury Compromise, {why}");
                 let body = serde_json::json!({ "flag": flag, "enabled": false });
                 match http::post(ADMIN, FLAGS, &body, &reason) {
+                    Ok(answer) if answer.dry_run => {
+                        frozen.push(format!("{flag} (dry run: planned)"))
+                    }
                     Ok(answer) if answer.ok() => frozen.push(flag.to_owned()),
-                    Ok(answer) => checklist.push(format!(
-                        "The flag API answered {} to `{flag}` off: disable it by hand (POST {FLAGS})",
-                        answer.status
-                    )),
-                    Err(e) => checklist.push(format!(
-                        "`{flag}` is NOT off ({}): disable it by hand (POST {FLAGS})",
-                        e.message()
-                    )),
+                    Ok(answer) => {
+                        not_frozen.push(flag.to_owned());
+                        checklist.push(format!(
+                            "The flag API answered {} to `{flag}` off: disable it by hand (POST {FLAGS})",
+                            answer.status
+                        ))
+                    }
+                    Err(e) => {
+                        not_frozen.push(flag.to_owned());
+                        checklist.push(format!(
+                            "`{flag}` is NOT off ({}): disable it by hand (POST {FLAGS})",
+                            e.message()
+                        ))
+                    }
                 }
             }
             Ok(frozen)
@@ -144,10 +154,10 @@ impl Playbook for TreasuryCompromise {
                 Severity::Critical,
                 &format!(
                     "loa-finn treasury compromise: {}, rotate the treasury address",
-                    if frozen.is_empty() {
-                        "NOTHING frozen"
-                    } else {
-                        "frozen as listed"
+                    match (frozen.is_empty(), runbook::dry_run()) {
+                        (true, _) => "NOTHING frozen",
+                        (false, true) => "freeze planned as listed (dry run, nothing written)",
+                        (false, false) => "frozen as listed",
                     }
                 ),
                 &format!(
@@ -166,8 +176,25 @@ impl Playbook for TreasuryCompromise {
                 "Recovery: verify the new treasury address, re-enable the flags one at a time, monitor for 1 hour".to_owned(),
             ]);
             let mut outcome = Outcome::new(format!(
-                "Treasury compromise: frozen {}; {audit_text}",
-                frozen.join(", ")
+                "Treasury compromise{}: frozen {}{}; {audit_text}",
+                if runbook::dry_run() {
+                    " (dry run, nothing written)"
+                } else {
+                    ""
+                },
+                if frozen.is_empty() {
+                    "NOTHING".to_owned()
+                } else {
+                    frozen.join(", ")
+                },
+                if not_frozen.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; NOT frozen: {} (refused or failed, see the checklist)",
+                        not_frozen.join(", ")
+                    )
+                }
             ))
             .severity("CRITICAL")
             .field("frozen", frozen.join(","));

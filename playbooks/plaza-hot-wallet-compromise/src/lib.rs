@@ -131,20 +131,13 @@ impl Playbook for HotWalletCompromise {
         let api_stopped = step("Triage 1: pause the API", || {
             let reason = "Plaza runbook, Hot-wallet compromise, Triage: pause the API (systemctl stop plaza-api); new orders cannot place";
             let body = serde_json::json!({ "service": "plaza-api", "action": "stop" });
-            match http::post(ADMIN, STOP, &body, reason) {
-                Ok(answer) if answer.ok() => true,
-                Ok(answer) => {
-                    checklist.push(format!("plaza-api is NOT stopped (the admin endpoint answered {}): systemctl stop plaza-api", answer.status));
-                    false
-                }
-                Err(e) => {
-                    checklist.push(format!(
-                        "plaza-api is NOT stopped ({}): systemctl stop plaza-api",
-                        e.message()
-                    ));
-                    false
-                }
+            let fate = Fate::of_http(&http::post(ADMIN, STOP, &body, reason));
+            if let Some(why) = fate.why_not() {
+                checklist.push(format!(
+                    "plaza-api is NOT stopped ({why}): systemctl stop plaza-api"
+                ));
             }
+            fate
         });
         let contract = step("Triage 2: pause the contract", || -> Result<String> {
             match flags::get(FLAG_CONTRACT_MODE) {
@@ -209,10 +202,10 @@ impl Playbook for HotWalletCompromise {
                 }
             };
             let details = format!(
-                "alert {} ({}): API stopped: {}; escrow: {contract}; {snap}",
+                "alert {} ({}): plaza-api {}; escrow: {contract}; {snap}",
                 alert.name,
                 alert.fingerprint.as_deref().unwrap_or("no fingerprint"),
-                if api_stopped { "yes" } else { "NO" }
+                api_stopped.say("stopped")
             );
             pager::page(
                 "ceo",
@@ -233,10 +226,11 @@ impl Playbook for HotWalletCompromise {
                 "Postmortem required (SEV-0); public".to_owned(),
             ]);
             let mut outcome = Outcome::new(format!(
-                "Hot-wallet compromise suspected: {snap}; escrow {contract}"
+                "Hot-wallet compromise suspected: plaza-api {}; {snap}; escrow {contract}",
+                api_stopped.say("stopped")
             ))
             .severity("SEV-0")
-            .field("api_stopped", api_stopped)
+            .field("api_stopped", api_stopped.passed())
             .field("escrow", contract.as_str());
             if let Ok((eth, usdc)) = &balances {
                 outcome = outcome

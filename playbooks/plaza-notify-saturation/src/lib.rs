@@ -25,7 +25,9 @@ const STUCK: &str = "SELECT pid, usename, EXTRACT(EPOCH FROM now() - xact_start)
 const QUEUE: &str =
     "SELECT (pg_notification_queue_usage() * 100)::numeric(6, 2)::text AS percent_used";
 
-/// NOTIFY queue use at which the restart is due, percent.
+/// NOTIFY queue use at which the restart is due, percent (a local choice:
+/// the runbook says "queue full" and gives no number); the alert's
+/// `queue_full_percent` annotation overrides it.
 const QUEUE_FULL_PERCENT: f64 = 50.0;
 
 struct NotifySaturation;
@@ -46,6 +48,18 @@ impl Playbook for NotifySaturation {
     }
 
     fn run(alert: Alert) -> Result<Outcome> {
+        let full_at = match alert.annotation("queue_full_percent") {
+            Some(text) => text
+                .parse::<f64>()
+                .ok()
+                .filter(|p| (0.0..=100.0).contains(p))
+                .ok_or_else(|| {
+                    Error::failed(format!(
+                        "`queue_full_percent` is `{text}`, not a percentage from 0 to 100"
+                    ))
+                })?,
+            None => QUEUE_FULL_PERCENT,
+        };
         let triage = step("Triage", || -> Result<_> {
             let stuck = db::query(DB, STUCK, params![])?
                 .iter()
@@ -62,7 +76,12 @@ impl Playbook for NotifySaturation {
             let used: String = db::query(DB, QUEUE, params![])?
                 .first()?
                 .get("percent_used")?;
-            Ok((stuck, used.parse::<f64>().unwrap_or(0.0)))
+            let used = used.parse::<f64>().map_err(|_| {
+                Error::failed(format!(
+                    "the NOTIFY queue use reads `{used}`, not a percentage"
+                ))
+            })?;
+            Ok((stuck, used))
         });
         let (stuck, used) = match triage {
             Ok(t) => t,
@@ -83,10 +102,10 @@ impl Playbook for NotifySaturation {
             }
         };
         step("Mitigation", || -> Result<Outcome> {
-            let saturated = used >= QUEUE_FULL_PERCENT;
+            let saturated = used >= full_at;
             let explained = !stuck.is_empty() || saturated;
             let mut checklist = Vec::new();
-            let mut restarted = false;
+            let mut restarted = None;
             if explained {
                 let why = if stuck.is_empty() {
                     format!("the NOTIFY queue is {used:.2}% full")
@@ -99,32 +118,44 @@ impl Playbook for NotifySaturation {
                 let reason = format!(
                     "Plaza runbook, LISTEN/NOTIFY saturation, Mitigation: restart plaza-api ({why}); clients reconnect with backoff"
                 );
-                let body = serde_json::json!({ "service": "plaza-api", "action": "restart" });
-                match http::post(ADMIN, RESTART, &body, &reason) {
-                    Ok(answer) if answer.ok() => restarted = true,
-                    Ok(answer) => checklist.push(format!(
-                        "The admin endpoint answered {}: restart plaza-api by hand",
-                        answer.status
-                    )),
-                    Err(e) => checklist.push(format!(
-                        "plaza-api was NOT restarted ({}): restart it by hand",
+                // The humans first: the restart waits for an approver.
+                let told = pager::notify(
+                    INCIDENT,
+                    &format!(
+                        "SEV-1 Plaza NOTIFY saturation (alert {}): {why}; stepgate asks an approver to restart plaza-api (live connections drop, clients reconnect); decide in stepgate now",
+                        alert.name
+                    ),
+                );
+                if let Err(e) = told {
+                    checklist.push(format!(
+                        "#{INCIDENT} was NOT told before the approval ({}): tell them",
                         e.message()
-                    )),
+                    ));
                 }
+                let body = serde_json::json!({ "service": "plaza-api", "action": "restart" });
+                let fate = Fate::of_http(&http::post(ADMIN, RESTART, &body, &reason));
+                if let Some(why) = fate.why_not() {
+                    checklist.push(format!(
+                        "plaza-api is NOT restarted ({why}): restart it by hand"
+                    ));
+                }
+                restarted = Some(fate);
             } else {
                 checklist.push("No stuck transaction and the NOTIFY queue is not full: check Redis for stuck cache locks and that the broker process runs (systemctl status plaza-api)".to_owned());
             }
             let summary = format!(
                 "{} transaction(s) idle in transaction, NOTIFY queue {used:.2}% full{}",
                 stuck.len(),
-                if explained { "" } else { ": not the database" }
+                match &restarted {
+                    Some(fate) => format!("; plaza-api {}", fate.say("restarted")),
+                    None => ": not the database".to_owned(),
+                }
             );
             pager::notify(
                 INCIDENT,
                 &format!(
-                    "SEV-1 Plaza NOTIFY saturation (alert {}): {summary}. plaza-api restart: {}. Oldest: {}",
+                    "SEV-1 Plaza NOTIFY saturation (alert {}): {summary}. Oldest: {}",
                     alert.name,
-                    if restarted { "yes" } else { "no" },
                     stuck.first().map(String::as_str).unwrap_or("none")
                 ),
             )?;
@@ -133,7 +164,10 @@ impl Playbook for NotifySaturation {
                 .severity("SEV-1")
                 .field("idle_in_transaction", stuck.len() as i64)
                 .field("queue_percent_used", format!("{used:.2}"))
-                .field("api_restarted", restarted);
+                .field(
+                    "api_restarted",
+                    restarted.as_ref().is_some_and(Fate::passed),
+                );
             for item in checklist {
                 outcome = outcome.todo(item);
             }

@@ -12,13 +12,30 @@
 //!   query), confirm the magnitude against the live RPC, list in-flight
 //!   transactions on the hot wallet.
 //! - **Mitigation**: explained → wait one block, re-check. Unexplained →
-//!   pause new orders in custodied mode (`PLAZA_CUSTODIED_MODE_DISABLED=1`),
-//!   page the CEO, and leave the audit-log pull and the MPC signer rotation
-//!   to humans (on the outcome's checklist).
+//!   page the CEO (first: the pause waits for an approver), pause new
+//!   orders in custodied mode (`PLAZA_CUSTODIED_MODE_DISABLED=1`), and
+//!   leave the audit-log pull and the MPC signer rotation to humans (on
+//!   the outcome's checklist).
+//! - **LedgerSumZeroViolation** (alert table: "Halt releases; run the
+//!   Reconciliation drift runbook"): the page and the checklist lead with
+//!   halting releases, which the runbook names no switch for, so a human
+//!   does it; then the drift runbook runs.
 //! - **Postmortem**: required for SEV-0.
 //!
-//! Amounts are USDC in integer micro-units (6 decimals) in the database and
-//! on chain, and [`Decimal`] everywhere in between.
+//! **What explains a drift.** Only transactions in flight whose USDC
+//! transfers account for it: the pending block's `transfer` calls on the
+//! USDC contract from and to the hot wallet are summed, and the drift is
+//! explained when the held sum matches the wallet once they land (within
+//! the tolerance). A transaction in flight that moves a different amount,
+//! or whose amount the node does not show, explains nothing: unsure, the
+//! runbook escalates a level.
+//!
+//! **Money columns.** A ledger may store USDC as integer micro-units (6
+//! decimals, as on chain) or as NUMERIC USDC (`12500.000000`); both are
+//! read exactly. An integer is micro-units and a decimal with a fraction
+//! is USDC, unless the alert's `ledger_amount_unit` annotation says
+//! `micro` or `usdc` (a local choice, for a NUMERIC column of whole
+//! numbers).
 
 use std::time::Duration;
 
@@ -42,6 +59,8 @@ const BASE_BLOCK_MS: u64 = 2_000;
 /// How many blocks to wait for in-flight transactions before calling the
 /// drift unexplained.
 const MAX_BLOCK_WAITS: u32 = 3;
+/// ERC-20 `transfer(address,uint256)`.
+const TRANSFER: &str = "0xa9059cbb";
 
 /// The runbook's ledger check, verbatim: empty means the ledger sums clean.
 const LEDGER_SUM_ZERO: &str = "SELECT account_id, SUM(amount * direction) AS imbalance \
@@ -56,13 +75,41 @@ struct ReconciliationDrift;
 struct Reading {
     held: Decimal,
     wallet: Decimal,
+    /// Transactions the hot wallet sent that are not mined yet.
     in_flight: u64,
+    /// USDC transfers in the pending block: to the hot wallet, and from it.
+    /// `None` when the node does not show the pending block.
+    pending: Option<(Decimal, Decimal)>,
 }
 
 impl Reading {
     fn drift(&self) -> Decimal {
         (self.held - self.wallet).abs()
     }
+
+    /// The drift left once the transfers in flight land; `None` when
+    /// their amounts are unknown.
+    fn unaccounted(&self) -> Option<Decimal> {
+        let (incoming, outgoing) = self.pending?;
+        Some((self.held - (self.wallet + incoming - outgoing)).abs())
+    }
+
+    /// Whether transfers in flight account for the drift.
+    fn explained(&self, tolerance: Decimal) -> bool {
+        let moving = self
+            .pending
+            .is_some_and(|(incoming, outgoing)| !incoming.is_zero() || !outgoing.is_zero());
+        moving && self.unaccounted().is_some_and(|left| left <= tolerance)
+    }
+}
+
+/// How the ledger stores money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// Integers are micro-units, decimals with a fraction USDC.
+    Auto,
+    Micro,
+    Usdc,
 }
 
 /// The runbook's thresholds, from the alert or the defaults.
@@ -70,6 +117,7 @@ struct Thresholds {
     tolerance: Decimal,
     buffer: Decimal,
     block: Duration,
+    unit: Unit,
 }
 
 /// What the wallet checks need from the alert.
@@ -92,6 +140,7 @@ impl Playbook for ReconciliationDrift {
             .db_read(DB)
             .rpc(RPC, "eth_call")
             .rpc(RPC, "eth_getTransactionCount")
+            .rpc(RPC, "eth_getBlockByNumber")
             .flag_write(FLAG)
             .page("ceo")
             .notify("incident")
@@ -100,40 +149,71 @@ impl Playbook for ReconciliationDrift {
     fn run(alert: Alert) -> Result<Outcome> {
         let wallet = wallet(&alert)?;
         let limits = thresholds(&alert)?;
+        let mut checklist = Vec::new();
+        if alert.name == "LedgerSumZeroViolation" {
+            // The alert table's first action, before any reading: the
+            // humans halt releases (the runbook names no switch for it).
+            step("Halt releases", || {
+                let told = pager::page(
+                    "ceo",
+                    Severity::Critical,
+                    "SEV-0 Plaza ledger sum-zero violation: HALT RELEASES now",
+                    &format!(
+                        "alert {} ({}): a ledger transaction failed sum-zero. The alert table says halt releases first (by hand: stepgate has no switch for it), then the reconciliation-drift runbook runs; a second page follows with what it finds",
+                        alert.name,
+                        alert.fingerprint.as_deref().unwrap_or("no fingerprint")
+                    ),
+                );
+                if let Err(e) = told {
+                    checklist.push(format!(
+                        "The CEO and on-call were NOT paged to halt releases ({}): call them",
+                        e.message()
+                    ));
+                }
+            });
+            checklist.push(
+                "Halt releases now, by hand (no release may leave until the ledger sums clean)"
+                    .to_owned(),
+            );
+        }
 
         let triage = step("Triage", || -> Result<_> {
-            let violations = ledger_violations()?;
-            let reading = read_world(&wallet)?;
+            let violations = ledger_violations(limits.unit)?;
+            let reading = read_world(&wallet, limits.unit)?;
             runbook::info(&format!(
-                "held {} USDC, hot wallet {} USDC, drift {} USDC, {} in-flight tx",
+                "held {} USDC, hot wallet {} USDC, drift {} USDC, {} in-flight tx, {}",
                 reading.held,
                 reading.wallet,
                 reading.drift(),
-                reading.in_flight
+                reading.in_flight,
+                pending_text(&reading)
             ));
             Ok((violations, reading))
         });
         let (violations, mut reading) = match triage {
             Ok(both) => both,
-            Err(e) => return triage_failed(&alert, &e),
+            Err(e) => return triage_failed(&alert, &e, checklist),
         };
 
         if violations > 0 {
             let why =
                 format!("the ledger does not sum to zero: {violations} account(s) unbalanced");
-            return mitigate_unexplained(&alert, &reading, &limits, violations, &why);
+            return mitigate_unexplained(&alert, &reading, &limits, violations, &why, checklist);
         }
         if reading.drift() <= limits.tolerance {
-            return Ok(outcome(
-                format!(
-                    "Drift of {} USDC is within the {} USDC tolerance; nothing to do",
-                    reading.drift(),
-                    limits.tolerance
+            return Ok(todos(
+                outcome(
+                    format!(
+                        "Drift of {} USDC is within the {} USDC tolerance; nothing to do",
+                        reading.drift(),
+                        limits.tolerance
+                    ),
+                    None,
+                    &reading,
+                    &limits,
+                    violations,
                 ),
-                None,
-                &reading,
-                &limits,
-                violations,
+                checklist,
             ));
         }
         if reading.drift() > limits.buffer {
@@ -142,50 +222,74 @@ impl Playbook for ReconciliationDrift {
                 reading.drift(),
                 limits.buffer
             );
-            return mitigate_unexplained(&alert, &reading, &limits, violations, &why);
+            return mitigate_unexplained(&alert, &reading, &limits, violations, &why, checklist);
         }
 
-        // Bounded drift: explained only while transactions are in flight.
+        // Bounded drift: wait while transactions are in flight, a block
+        // at a time, and re-check.
         let mut waits = 0;
-        while reading.in_flight > 0 && reading.drift() > limits.tolerance && waits < MAX_BLOCK_WAITS
+        while (reading.in_flight > 0 || reading.explained(limits.tolerance))
+            && reading.drift() > limits.tolerance
+            && waits < MAX_BLOCK_WAITS
         {
             reading = step("Wait one block and re-check", || -> Result<Reading> {
                 runbook::sleep(limits.block)?;
-                read_world(&wallet)
+                read_world(&wallet, limits.unit)
             })?;
             waits += 1;
         }
         if reading.drift() <= limits.tolerance {
-            return Ok(outcome(
-                format!(
-                    "Drift was explained by in-flight transactions and cleared after {waits} block(s)"
+            return Ok(todos(
+                outcome(
+                    format!(
+                        "Drift was explained by in-flight transactions and cleared after {waits} block(s)"
+                    ),
+                    Some("SEV-1"),
+                    &reading,
+                    &limits,
+                    violations,
                 ),
-                Some("SEV-1"),
-                &reading,
-                &limits,
-                violations,
+                checklist,
             ));
         }
-        if reading.in_flight > 0 {
-            return Ok(outcome(
-                format!(
-                    "Drift of {} USDC is bounded and explained by {} in-flight transaction(s); still pending after {waits} block(s)",
-                    reading.drift(),
-                    reading.in_flight
-                ),
-                Some("SEV-1"),
-                &reading,
-                &limits,
-                violations,
-            )
-            .todo("Watch the in-flight transactions on Basescan and re-check the drift once they confirm")
-            .todo("Read the reconciliation log: journalctl -u plaza-api -g reconciliation | tail -200"));
+        if reading.explained(limits.tolerance) {
+            return Ok(todos(
+                outcome(
+                    format!(
+                        "Drift of {} USDC is bounded and explained: the USDC transfers in flight ({}) account for it; still pending after {waits} block(s)",
+                        reading.drift(),
+                        pending_text(&reading)
+                    ),
+                    Some("SEV-1"),
+                    &reading,
+                    &limits,
+                    violations,
+                )
+                .todo("Watch the in-flight transactions on Basescan and re-check the drift once they confirm; if they drop, the drift is unexplained (SEV-0)")
+                .todo("Read the reconciliation log: journalctl -u plaza-api -g reconciliation | tail -200"),
+                checklist,
+            ));
         }
-        let why = format!(
-            "drift of {} USDC with no transaction in flight on the hot wallet",
-            reading.drift()
-        );
-        mitigate_unexplained(&alert, &reading, &limits, violations, &why)
+        let moving = reading
+            .pending
+            .is_some_and(|(incoming, outgoing)| !incoming.is_zero() || !outgoing.is_zero());
+        let why = match (moving, reading.unaccounted()) {
+            (true, Some(left)) => format!(
+                "drift of {} USDC that the transfers in flight do not account for ({}; {left} USDC unaccounted)",
+                reading.drift(),
+                pending_text(&reading)
+            ),
+            _ if reading.in_flight == 0 => format!(
+                "drift of {} USDC with no transaction in flight on the hot wallet",
+                reading.drift()
+            ),
+            _ => format!(
+                "drift of {} USDC with {} transaction(s) in flight whose amounts the node does not show: unsure, escalated",
+                reading.drift(),
+                reading.in_flight
+            ),
+        };
+        mitigate_unexplained(&alert, &reading, &limits, violations, &why, checklist)
     }
 }
 
@@ -230,33 +334,132 @@ fn thresholds(alert: &Alert) -> Result<Thresholds> {
             .map_err(|_| Error::failed(format!("`block_time_ms` is `{text}`, not milliseconds")))?,
         None => BASE_BLOCK_MS,
     };
+    let unit = match alert.annotation("ledger_amount_unit") {
+        None => Unit::Auto,
+        Some("micro") => Unit::Micro,
+        Some("usdc") => Unit::Usdc,
+        Some(other) => {
+            return Err(Error::failed(format!(
+                "`ledger_amount_unit` is `{other}`: say `micro` (integer micro-units) or `usdc`"
+            )));
+        }
+    };
     Ok(Thresholds {
         tolerance: read("tolerance_usdc", DEFAULT_TOLERANCE_USDC)?,
         buffer: read("operational_buffer_usdc", DEFAULT_BUFFER_USDC)?,
         block: Duration::from_millis(block_ms),
+        unit,
     })
 }
 
-fn ledger_violations() -> Result<u64> {
+/// An amount of USDC from a ledger column, as [`Unit`] says it is
+/// stored. A float is refused: money is never a float.
+fn usdc(row: &db::Row<'_>, column: &str, unit: Unit) -> Result<Decimal> {
+    let (amount, micro) = match (row.value(column)?, unit) {
+        (Value::Int(n), unit) => (Decimal::from(*n), unit != Unit::Usdc),
+        (Value::Decimal(text), unit) => {
+            let amount: Decimal = text.parse().map_err(|_| {
+                Error::failed(format!("`{column}` is `{text}`, not a decimal amount"))
+            })?;
+            let micro = match unit {
+                Unit::Micro => true,
+                Unit::Usdc => false,
+                Unit::Auto => !text.contains('.'),
+            };
+            (amount, micro)
+        }
+        (other, _) => {
+            return Err(Error::failed(format!(
+                "`{column}` holds {other:?}: an amount must be an integer (micro-units) or a decimal (USDC), never a float or text"
+            )));
+        }
+    };
+    let mut amount = amount;
+    if micro {
+        // Exactly a millionth: the digits stay, the point moves.
+        amount
+            .set_scale(amount.scale() + USDC_SCALE)
+            .map_err(|_| Error::failed(format!("`{column}` is too precise to be USDC")))?;
+    }
+    // Shown with USDC's 6 decimals, never rounded.
+    if amount.scale() < USDC_SCALE {
+        amount.rescale(USDC_SCALE);
+    }
+    Ok(amount)
+}
+
+fn ledger_violations(unit: Unit) -> Result<u64> {
     let rows = db::query(DB, LEDGER_SUM_ZERO, params![])?;
     for row in rows.iter() {
         let account: String = row.get("account_id")?;
-        let imbalance: i64 = row.get("imbalance")?;
+        let imbalance = usdc(&row, "imbalance", unit)?;
         runbook::warn(&format!(
-            "ledger account {account} is off by {} USDC",
-            Decimal::new(imbalance, USDC_SCALE)
+            "ledger account {account} is off by {imbalance} USDC"
         ));
     }
     Ok(rows.len() as u64)
 }
 
-fn read_world(wallet: &Wallet) -> Result<Reading> {
-    let held_micro: i64 = db::query(DB, HELD_SUM, params![])?.first()?.get("held")?;
+fn read_world(wallet: &Wallet, unit: Unit) -> Result<Reading> {
+    let held = db::query(DB, HELD_SUM, params![])?;
     Ok(Reading {
-        held: Decimal::new(held_micro, USDC_SCALE),
+        held: usdc(&held.first()?, "held", unit)?,
         wallet: usdc_balance(wallet)?,
         in_flight: in_flight(&wallet.address)?,
+        pending: pending_transfers(wallet),
     })
+}
+
+/// The USDC moving in the pending block: `transfer` calls on the token
+/// to the hot wallet (from anyone) and from it. `None` when the node
+/// does not show the pending block, or shows something this cannot read.
+fn pending_transfers(wallet: &Wallet) -> Option<(Decimal, Decimal)> {
+    let block: serde_json::Value =
+        rpc::call(RPC, "eth_getBlockByNumber", ("pending", true)).ok()?;
+    let (mut incoming, mut outgoing) = (Decimal::new(0, USDC_SCALE), Decimal::new(0, USDC_SCALE));
+    let hot = wallet.address.to_ascii_lowercase();
+    let token = wallet.token.to_ascii_lowercase();
+    for tx in block.get("transactions")?.as_array()? {
+        let to = tx
+            .get("to")
+            .and_then(|t| t.as_str())
+            .map(str::to_ascii_lowercase);
+        let input = tx.get("input").and_then(|i| i.as_str()).unwrap_or("");
+        if to.as_deref() != Some(token.as_str()) || !input.starts_with(TRANSFER) {
+            continue;
+        }
+        // transfer(address to, uint256 amount): two 32-byte words.
+        let args = input.get(TRANSFER.len()..)?;
+        let (recipient, amount) = (args.get(24..64)?, args.get(64..128)?);
+        let amount = parse_quantity(&format!("0x{amount}")).ok()?;
+        let amount = Decimal::new(i64::try_from(amount).ok()?, USDC_SCALE);
+        let from = tx.get("from").and_then(|f| f.as_str()).unwrap_or("");
+        if format!("0x{}", recipient.to_ascii_lowercase()) == hot {
+            incoming += amount;
+        }
+        if from.eq_ignore_ascii_case(&hot) {
+            outgoing += amount;
+        }
+    }
+    Some((incoming, outgoing))
+}
+
+/// The transfers in flight, for people.
+fn pending_text(reading: &Reading) -> String {
+    match reading.pending {
+        Some((incoming, outgoing)) => {
+            format!("{incoming} USDC coming in and {outgoing} USDC going out in flight")
+        }
+        None => "the node does not show the transfers in flight".to_owned(),
+    }
+}
+
+/// `outcome` with `checklist` first on its checklist.
+fn todos(mut outcome: Outcome, checklist: Vec<String>) -> Outcome {
+    for item in checklist {
+        outcome = outcome.todo(item);
+    }
+    outcome
 }
 
 /// `balanceOf(hot_wallet)` on the USDC contract.
@@ -298,42 +501,83 @@ fn parse_quantity(hex: &str) -> Result<u128> {
 /// cannot be checked. Unsure between SEV-1 and SEV-0, the runbook escalates
 /// a level: propose the custodied-mode pause (a human approves it or not)
 /// and page the CEO.
-fn triage_failed(alert: &Alert, error: &Error) -> Result<Outcome> {
+fn triage_failed(alert: &Alert, error: &Error, checklist: Vec<String>) -> Result<Outcome> {
     step("Mitigate: drift unverified", || -> Result<Outcome> {
         let why = format!("the drift could not be verified ({})", error.message());
         let reason = format!(
             "Plaza runbook, Reconciliation drift, Mitigation: {why}; unsure, so escalate one level: pause new orders in custodied mode"
         );
-        let paused = flags::set(FLAG, "1", &reason);
+        let (paused, mut checklist) = pause_custodied(alert, &why, &reason, checklist);
         let details = format!(
-            "alert {} ({}): {why}. Custodied mode paused: {}. Verify the drift by hand: ledger sum-zero query, hot-wallet balance on Basescan.",
+            "alert {} ({}): {why}. Custodied mode {}. Verify the drift by hand: ledger sum-zero query, hot-wallet balance on Basescan.",
             alert.name,
             alert.fingerprint.as_deref().unwrap_or("no fingerprint"),
-            if paused.is_ok() { "yes" } else { "NO" }
+            paused.say("paused")
         );
         pager::page(
             "ceo",
             Severity::Critical,
-            "SEV-0 Plaza reconciliation drift unverified: triage failed, custodied mode paused",
+            &format!(
+                "SEV-0 Plaza reconciliation drift unverified: triage failed, custodied mode {}",
+                paused.say("paused")
+            ),
             &details,
         )?;
         pager::notify(
             "incident",
             &format!("SEV-0 Plaza reconciliation drift (unverified): {details}"),
         )?;
-        let outcome = Outcome::new(format!("Drift unverified: {why}"))
+        checklist.extend([
+            "Verify the drift by hand: the ledger sum-zero query, the hot-wallet USDC balance, in-flight transactions on Basescan".to_owned(),
+            "Lift PLAZA_CUSTODIED_MODE_DISABLED if the drift turns out bounded and explained".to_owned(),
+        ]);
+        Ok(todos(
+            Outcome::new(format!(
+                "Drift unverified: {why}; custodied mode {}",
+                paused.say("paused")
+            ))
             .severity("SEV-0")
-            .field("postmortem_required", true)
-            .todo("Verify the drift by hand: the ledger sum-zero query, the hot-wallet USDC balance, in-flight transactions on Basescan")
-            .todo("Lift PLAZA_CUSTODIED_MODE_DISABLED if the drift turns out bounded and explained");
-        Ok(match paused {
-            Ok(_) => outcome,
-            Err(e) => outcome.todo(format!(
-                "Custodied mode is NOT paused ({}): decide by hand",
-                e.message()
-            )),
-        })
+            .field("custodied_mode_paused", paused.passed())
+            .field("postmortem_required", true),
+            checklist,
+        ))
     })
+}
+
+/// The humans first (the CEO is paged: the pause waits for an approver),
+/// then `PLAZA_CUSTODIED_MODE_DISABLED=1`. Returns the pause's fate and
+/// the checklist with what a human must do if it was not made.
+fn pause_custodied(
+    alert: &Alert,
+    why: &str,
+    reason: &str,
+    mut checklist: Vec<String>,
+) -> (Fate, Vec<String>) {
+    let told = pager::page(
+        "ceo",
+        Severity::Critical,
+        "SEV-0 Plaza reconciliation drift: stepgate asks to pause custodied mode",
+        &format!(
+            "alert {}: {why}. Approve or deny the custodied-mode pause ({FLAG}=1) in stepgate now; a second page follows with what was done",
+            alert.name
+        ),
+    );
+    if let Err(e) = told {
+        checklist.push(format!(
+            "The CEO was NOT paged before the pause ({}): call them",
+            e.message()
+        ));
+    }
+    let paused = Fate::of(&flags::set(FLAG, "1", reason));
+    match paused.why_not() {
+        None => checklist.push(format!(
+            "Reload plaza-api so {FLAG}=1 takes effect (new orders fall through to contract mode)"
+        )),
+        Some(why) => checklist.push(format!(
+            "Custodied mode is NOT paused ({why}): set {FLAG}=1 and reload plaza-api by hand, or decide otherwise"
+        )),
+    }
+    (paused, checklist)
 }
 
 /// SEV-0: pause custodied mode, page the CEO, tell the incident channel.
@@ -343,51 +587,55 @@ fn mitigate_unexplained(
     limits: &Thresholds,
     violations: u64,
     why: &str,
+    checklist: Vec<String>,
 ) -> Result<Outcome> {
     step("Mitigate: unexplained drift", || -> Result<Outcome> {
         let reason = format!(
             "Plaza runbook, Reconciliation drift, Mitigation (unexplained): pause new orders in custodied mode; {why}"
         );
-        let paused = flags::set(FLAG, "1", &reason);
-        if let Err(e) = &paused {
-            runbook::error(&format!("could not set {FLAG}=1: {e}"));
-        }
+        let (paused, mut checklist) = pause_custodied(alert, why, &reason, checklist);
         let details = format!(
-            "alert {} ({}): {why}. Held in escrow {} USDC, hot wallet {} USDC, {} in-flight tx. Custodied mode paused: {}.",
+            "alert {} ({}): {why}. Held in escrow {} USDC, hot wallet {} USDC, {} in-flight tx. Custodied mode {}.",
             alert.name,
             alert.fingerprint.as_deref().unwrap_or("no fingerprint"),
             reading.held,
             reading.wallet,
             reading.in_flight,
-            if paused.is_ok() { "yes" } else { "NO" },
+            paused.say("paused"),
         );
         pager::page(
             "ceo",
             Severity::Critical,
-            "SEV-0 Plaza reconciliation drift: custodied mode paused, decision needed on customer communications",
+            &format!(
+                "SEV-0 Plaza reconciliation drift: custodied mode {}, decision needed on customer communications",
+                paused.say("paused")
+            ),
             &details,
         )?;
         pager::notify(
             "incident",
             &format!("SEV-0 Plaza reconciliation drift: {details}"),
         )?;
-
-        let mut outcome = outcome(
-            format!("Unexplained drift: {why}"),
-            Some("SEV-0"),
-            reading,
-            limits,
-            violations,
-        );
-        outcome = match paused {
-            Ok(_) => outcome.todo(format!("Reload plaza-api so {FLAG}=1 takes effect (new orders fall through to contract mode)")),
-            Err(e) => outcome.todo(format!("Custodied mode is NOT paused ({e}): set {FLAG}=1 and reload plaza-api by hand")),
-        };
-        Ok(outcome
-            .todo("Pull the audit log for the last 24 hours; look for unauthorized signer use")
-            .todo("Rotate the MPC signer: new signing key, sweep all hot-wallet balance to cold; resume only after the discrepancy is reconciled")
-            .todo("CEO decides on customer communications")
-            .todo("Postmortem required (SEV-0); public postmortem if the drift was real"))
+        checklist.extend([
+            "Pull the audit log for the last 24 hours; look for unauthorized signer use".to_owned(),
+            "Rotate the MPC signer: new signing key, sweep all hot-wallet balance to cold; resume only after the discrepancy is reconciled".to_owned(),
+            "CEO decides on customer communications".to_owned(),
+            "Postmortem required (SEV-0); public postmortem if the drift was real".to_owned(),
+        ]);
+        Ok(todos(
+            outcome(
+                format!(
+                    "Unexplained drift: {why}; custodied mode {}",
+                    paused.say("paused")
+                ),
+                Some("SEV-0"),
+                reading,
+                limits,
+                violations,
+            )
+            .field("custodied_mode_paused", paused.passed()),
+            checklist,
+        ))
     })
 }
 
@@ -405,6 +653,12 @@ fn outcome(
         .field("tolerance_usdc", limits.tolerance)
         .field("operational_buffer_usdc", limits.buffer)
         .field("in_flight_txs", reading.in_flight as i64)
+        .field(
+            "unaccounted_usdc",
+            reading
+                .unaccounted()
+                .map_or_else(|| "unknown".to_owned(), |d| d.to_string()),
+        )
         .field("ledger_violations", violations as i64)
         .field("postmortem_required", severity == Some("SEV-0"));
     if let Some(severity) = severity {

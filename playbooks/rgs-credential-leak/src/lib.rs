@@ -13,6 +13,10 @@
 //!   page on-call, tell the operator's compliance contact; the replacement
 //!   key, the 7-day audit and any player notice stay with humans (the
 //!   outcome's checklist).
+//! - A key revoked before that still signs calls after its revocation is
+//!   the worst case: the revocation is not enforced somewhere (a cached
+//!   key, a verifier that never reloaded). It is escalated as such, never
+//!   reported as "already revoked".
 
 use std::collections::BTreeSet;
 
@@ -38,6 +42,10 @@ const IPS_KNOWN: &str = "SELECT DISTINCT source_ip FROM wallet_calls \
      WHERE credential_id=$1 AND created_at <= now() - interval '24h' \
      AND created_at > now() - interval '8 days' AND source_ip IS NOT NULL";
 const COMPLIANCE: &str = "SELECT name, compliance_contact FROM operators WHERE id=$1";
+/// Calls a revoked credential signed after its revocation.
+const SIGNED_AFTER_REVOCATION: &str = "SELECT count(w.id) AS calls, max(w.created_at)::text AS last_call \
+     FROM operator_credentials c JOIN wallet_calls w ON w.credential_id = c.id \
+     WHERE c.id=$1 AND c.revoked_at IS NOT NULL AND w.created_at > c.revoked_at";
 /// Mitigate: immediate revocation (only if not revoked already).
 const REVOKE: &str =
     "UPDATE operator_credentials SET revoked_at=now() WHERE id=$1 AND revoked_at IS NULL";
@@ -53,6 +61,8 @@ struct Credential {
 struct Usage {
     calls: i64,
     new_ips: Vec<String>,
+    /// Calls signed after the key's revocation, and the last one's time.
+    after_revocation: (i64, Option<String>),
 }
 
 impl Playbook for CredentialLeak {
@@ -141,7 +151,13 @@ fn usage(operator: &str, credential: i64) -> Result<Usage> {
             new_ips.push(ip);
         }
     }
-    Ok(Usage { calls, new_ips })
+    let after = db::query(DB, SIGNED_AFTER_REVOCATION, params![credential])?;
+    let after = after.first()?;
+    Ok(Usage {
+        calls,
+        new_ips,
+        after_revocation: (after.get("calls")?, after.get("last_call")?),
+    })
 }
 
 fn mitigate(
@@ -152,7 +168,7 @@ fn mitigate(
     usage: Option<&Usage>,
 ) -> Result<Outcome> {
     let mut checklist = Vec::new();
-    let mut revoked = credential.revoked;
+    let mut revocation = None;
     if !credential.revoked {
         // The humans first: the revocation waits for an approver.
         let told = pager::page(
@@ -176,14 +192,30 @@ fn mitigate(
             "RGS playbook 3 (operator credential leak), Mitigate: immediate revocation of {operator}'s key {kid} (credential {})",
             credential.id
         );
-        match db::execute(DB, REVOKE, params![credential.id], &reason) {
-            Ok(_) => revoked = true,
-            Err(e) if e.is_denied() => checklist.push(format!(
-                "The revocation was refused ({}): revoke {kid} in the portal or decide otherwise",
-                e.message()
-            )),
-            Err(e) => return Err(e),
+        let fate = Fate::of(&db::execute(DB, REVOKE, params![credential.id], &reason));
+        if let Some(why) = fate.why_not() {
+            checklist.push(format!(
+                "{kid} is NOT revoked ({why}): revoke it in the portal, or decide otherwise"
+            ));
         }
+        revocation = Some(fate);
+    }
+    // Revoked, and still signing: the revocation is not enforced.
+    let still_signing = match usage {
+        Some(Usage {
+            after_revocation: (calls, last),
+            ..
+        }) if credential.revoked && *calls > 0 => Some(format!(
+            "REVOKED BUT STILL SIGNING: {calls} call(s) after its revocation, the last at {}",
+            last.as_deref().unwrap_or("?")
+        )),
+        _ => None,
+    };
+    if still_signing.is_some() {
+        checklist.insert(
+            0,
+            format!("{kid} is revoked yet still signs: block it at the edge now (WAF / API gateway deny on kid {kid}), then find the verifier that does not enforce the revocation (cached keys? a replica that never reloaded?)"),
+        );
     }
     let evidence = match usage {
         Some(u) if u.new_ips.is_empty() => {
@@ -196,22 +228,27 @@ fn mitigate(
         ),
         None => "usage in the last 24 h unknown (the query failed)".to_owned(),
     };
+    let revoked_said = match (&revocation, &still_signing) {
+        (Some(fate), _) => fate.say("revoked"),
+        (None, Some(signing)) => signing.clone(),
+        (None, None) => "already revoked".to_owned(),
+    };
     let details = format!(
-        "alert {} ({}): {operator}'s key {kid}: {evidence}. Revoked: {}.",
+        "alert {} ({}): {operator}'s key {kid}: {evidence}; {revoked_said}",
         alert.name,
         alert.fingerprint.as_deref().unwrap_or("no fingerprint"),
-        if credential.revoked {
-            "already"
-        } else if revoked {
-            "now"
-        } else {
-            "NO"
-        }
     );
     pager::page(
         ONCALL,
         Severity::Critical,
-        &format!("SEV1 RGS operator credential leak: {operator} key {kid}"),
+        &format!(
+            "SEV1 RGS operator credential leak: {operator} key {kid}{}",
+            if still_signing.is_some() {
+                ": REVOKED BUT STILL SIGNING"
+            } else {
+                ""
+            }
+        ),
         &details,
     )?;
     let contact: Option<String> = db::query(DB, COMPLIANCE, params![operator])?
@@ -226,10 +263,11 @@ fn mitigate(
             &format!(
                 "To {contact} ({operator} compliance): your RGS API key {kid} is suspected leaked and {}. {evidence}. \
                  A replacement key comes through a secure channel.",
-                if revoked {
-                    "is revoked"
-                } else {
-                    "is NOT revoked yet"
+                // External: the write's fate, never an internal reason.
+                match &revocation {
+                    Some(Fate::Made) | None => "has been revoked",
+                    Some(Fate::Planned) => "will be revoked",
+                    Some(_) => "is not revoked yet",
                 }
             ),
         )?,
@@ -248,15 +286,22 @@ fn mitigate(
         "RCA: source of the leak, dwell time (first misuse to revocation), transactions to roll back, whether MFA / IP allow-list would have prevented it".into(),
         "Post-mortem within 5 business days (every SEV1)".into(),
     ]);
-    let mut outcome = Outcome::new(format!("{operator}'s key {kid}: {evidence}"))
-        .severity("SEV1")
-        .field("credential_id", credential.id)
-        .field("already_revoked", credential.revoked)
-        .field("revoked", revoked);
+    let mut outcome = Outcome::new(format!(
+        "{operator}'s key {kid}: {evidence}; {revoked_said}"
+    ))
+    .severity("SEV1")
+    .field("credential_id", credential.id)
+    .field("already_revoked", credential.revoked)
+    .field(
+        "revoked",
+        credential.revoked || revocation.as_ref().is_some_and(Fate::passed),
+    )
+    .field("still_signing", still_signing.is_some());
     if let Some(u) = usage {
         outcome = outcome
             .field("calls_24h", u.calls)
-            .field("new_source_ips", u.new_ips.join(","));
+            .field("new_source_ips", u.new_ips.join(","))
+            .field("calls_after_revocation", u.after_revocation.0);
     }
     for item in checklist {
         outcome = outcome.todo(item);

@@ -8,10 +8,21 @@
 //!   and what they last ran.
 //! - **Mitigate**: short term, restart the RGS pods (drops connections and
 //!   forces a fresh pool) through the RGS admin API, approved by a human,
-//!   when the database side is saturated or holds idle-in-transaction
-//!   sessions; page on-call either way. Medium and long term (max
-//!   connections, PgBouncer, the query that holds transactions open) go on
-//!   the checklist.
+//!   when the database side is saturated or enough sessions sit idle in a
+//!   transaction to hold the pools (a few are ended one by one by a human,
+//!   not by restarting every pod); page on-call either way. Medium and
+//!   long term (max connections, PgBouncer, the query that holds
+//!   transactions open) go on the checklist.
+//!
+//! Local choices (the runbook states no number): saturation is
+//! [`SATURATED_PERCENT`] of `max_connections`; the restart for idle
+//! sessions needs [`RESTART_AT_IDLE_IN_TRANSACTION`] of them, or the
+//! alert's `restart_at_idle_in_transaction` annotation.
+//!
+//! Triage needs one connection to a database that may have none left:
+//! the stepgate role must hold a reserved slot (PostgreSQL 16+:
+//! `reserved_connections` and `pg_use_reserved_connections`), or triage
+//! fails and the page says so.
 
 use stepgate_sdk::prelude::*;
 
@@ -34,7 +45,11 @@ const IDLE_IN_TRANSACTION: &str = "SELECT pid, EXTRACT(EPOCH FROM now() - xact_s
      WHERE datname='yantra' AND state='idle in transaction' ORDER BY xact_start LIMIT 20";
 
 /// Connections at or past this share of `max_connections` is saturation.
-const SATURATED_PERCENT: i64 = 90;
+pub const SATURATED_PERCENT: i64 = 90;
+/// Sessions idle in a transaction that justify restarting every pod
+/// (fewer are ended one by one); the alert's
+/// `restart_at_idle_in_transaction` annotation overrides it.
+pub const RESTART_AT_IDLE_IN_TRANSACTION: usize = 5;
 
 struct DbConnections;
 
@@ -75,14 +90,15 @@ impl Playbook for DbConnections {
                         Severity::Critical,
                         "SEV1 RGS DB connection exhaustion: the database does not answer triage",
                         &format!(
-                            "alert {}: pg_stat_activity could not be read ({}). Restart the RGS pods by hand if /readyz is 503 across pods.",
+                            "alert {}: pg_stat_activity could not be read ({}). If the database is out of connections, stepgate's role has no reserved slot. Restart the RGS pods by hand if /readyz is 503 across pods.",
                             alert.name,
                             e.message()
                         ),
                     )?;
                     Ok(Outcome::new(format!("Triage failed: {}", e.message()))
                         .severity("SEV1")
-                        .todo("Check the database host: is it up, is it at max_connections?")
+                        .todo("Check the database host: is it up, is it at max_connections? (connect with a reserved or superuser slot)")
+                        .todo("Give stepgate's database role a reserved connection (PostgreSQL 16+: reserved_connections and GRANT pg_use_reserved_connections), so the next triage runs on a full database")
                         .todo("Restart the RGS pods (drops connections, forces a fresh pool)")
                         .todo("Post-mortem within 5 business days (every SEV1)"))
                 });
@@ -136,9 +152,25 @@ fn triage() -> Result<Triage> {
 
 fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
     let stuck = !triage.idle_in_transaction.is_empty();
-    let db_side = triage.saturated() || stuck;
+    let restart_at = alert
+        .annotation("restart_at_idle_in_transaction")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(RESTART_AT_IDLE_IN_TRANSACTION);
+    let db_side = triage.saturated() || triage.idle_in_transaction.len() >= restart_at;
     let mut checklist = Vec::new();
-    let mut restarted = false;
+    let mut restarted = None;
+    if stuck && !db_side {
+        checklist.push(format!(
+            "{} session(s) idle in transaction, fewer than {restart_at}: no pod restart; end them one by one (SELECT pg_terminate_backend(pid) for pid {}) and watch the pool wait",
+            triage.idle_in_transaction.len(),
+            triage
+                .idle_in_transaction
+                .iter()
+                .map(|(pid, _, _)| pid.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if db_side {
         let why = if triage.saturated() {
             format!(
@@ -171,22 +203,14 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
             ));
         }
         let body = serde_json::json!({ "service": "rgs-server", "action": "restart" });
-        match http::post(ADMIN, RESTART, &body, &reason) {
-            Ok(answer) if answer.ok() => restarted = true,
-            Ok(answer) => checklist.push(format!(
-                "The admin API answered {} to the restart: restart the RGS pods by hand",
-                answer.status
-            )),
-            Err(e) if e.is_denied() => checklist.push(format!(
-                "The restart was refused ({}): restart the RGS pods by hand if they stay unavailable",
-                e.message()
-            )),
-            Err(e) => checklist.push(format!(
-                "The restart failed ({}): restart the RGS pods by hand",
-                e.message()
-            )),
+        let fate = Fate::of_http(&http::post(ADMIN, RESTART, &body, &reason));
+        if let Some(why) = fate.why_not() {
+            checklist.push(format!(
+                "The RGS pods were NOT restarted ({why}): restart them by hand if they stay unavailable"
+            ));
         }
-    } else {
+        restarted = Some(fate);
+    } else if !stuck {
         checklist.push(
             "The database side is healthy: look for pods stuck holding connections (infinite loop, slow query)".to_owned(),
         );
@@ -196,10 +220,10 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
         triage.connections,
         triage.max_connections,
         triage.idle_in_transaction.len(),
-        if db_side {
-            ""
-        } else {
-            ": database side healthy"
+        match (&restarted, stuck) {
+            (Some(fate), _) => format!("; RGS pods {}", fate.say("restarted")),
+            (None, true) => ": too few to restart every pod, end them one by one".to_owned(),
+            (None, false) => ": database side healthy".to_owned(),
         }
     );
     pager::page(
@@ -207,10 +231,10 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
         Severity::Critical,
         &format!(
             "SEV1 RGS DB connection exhaustion: {}",
-            match (db_side, restarted) {
-                (true, true) => "RGS pods restarted",
-                (true, false) => "RGS pods NOT restarted, restart them by hand",
-                (false, _) => "database side healthy, check the pods",
+            match (&restarted, stuck) {
+                (Some(fate), _) => format!("RGS pods {}", fate.say("restarted")),
+                (None, true) => "sessions idle in transaction, end them by hand".to_owned(),
+                (None, false) => "database side healthy, check the pods".to_owned(),
             }
         ),
         &format!(
@@ -243,7 +267,10 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
             triage.idle_in_transaction.len() as i64,
         )
         .field("saturated", triage.saturated())
-        .field("pods_restarted", restarted);
+        .field(
+            "pods_restarted",
+            restarted.as_ref().is_some_and(Fate::passed),
+        );
     for item in checklist {
         outcome = outcome.todo(item);
     }

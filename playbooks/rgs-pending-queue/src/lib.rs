@@ -7,11 +7,17 @@
 //! - **Triage**: the runbook's query (open jobs by endpoint and operator);
 //!   whether attempts still increment (a job attempted in the last 5 min);
 //!   whether one operator swamps the queue.
-//! - **Mitigate**: runner stopped → restart the RGS through its admin API
-//!   (approved; a graceful shutdown drains the queue, a forced kill leaves
-//!   jobs for the next process, both safe). Single-operator swamp → treat
-//!   as an operator outage: notify the operator (the circuit breaker should
-//!   stop new inflow). Genuine backlog → scale out (checklist).
+//! - **Mitigate**, in this order: single-operator swamp → treat as an
+//!   operator outage: notify the operator (the circuit breaker should stop
+//!   new inflow); it comes first because one operator's failing wallet
+//!   puts its jobs in backoff, which looks like a stopped runner. Runner
+//!   stopped → restart the RGS through its admin API (approved, incidents
+//!   told first; a graceful shutdown drains the queue, a forced kill
+//!   leaves jobs for the next process, both safe). Genuine backlog → scale
+//!   out (checklist).
+//!
+//! Local choice (the runbook states no number): one operator holding
+//! [`SWAMP_PERCENT`] of the queue swamps it.
 
 use stepgate_sdk::prelude::*;
 
@@ -32,7 +38,7 @@ const ATTEMPTS: &str = "SELECT count(*) AS depth, \
 /// The alert's threshold unless it says otherwise.
 const DEFAULT_THRESHOLD: i64 = 1000;
 /// One operator holding this share of the queue swamps it.
-const SWAMP_PERCENT: i64 = 80;
+pub const SWAMP_PERCENT: i64 = 80;
 
 struct PendingQueue;
 
@@ -140,27 +146,8 @@ fn triage() -> Result<Triage> {
 
 fn mitigate(alert: &Alert, threshold: i64, triage: &Triage) -> Result<Outcome> {
     let mut checklist = Vec::new();
-    let mut restarted = false;
-    let diagnosis = if triage.runner_stopped() {
-        let reason = format!(
-            "RGS playbook 6 (pending job queue growth), Mitigate: the runner is stopped (no attempt in 5 min on {} open jobs); restart the RGS",
-            triage.depth
-        );
-        let body = serde_json::json!({ "service": "rgs-server", "action": "restart" });
-        match http::post(ADMIN, RESTART, &body, &reason) {
-            Ok(answer) if answer.ok() => restarted = true,
-            Ok(answer) => checklist.push(format!(
-                "The admin API answered {} to the restart: restart the RGS by hand",
-                answer.status
-            )),
-            Err(e) if e.is_denied() => checklist.push(format!(
-                "The restart was refused ({}): restart the RGS by hand",
-                e.message()
-            )),
-            Err(e) => return Err(e),
-        }
-        "runner stopped".to_owned()
-    } else if let Some((operator, jobs)) = triage.swamp() {
+    let mut restarted = None;
+    let diagnosis = if let Some((operator, jobs)) = triage.swamp() {
         pager::notify(
             OPERATORS,
             &format!(
@@ -173,6 +160,35 @@ fn mitigate(alert: &Alert, threshold: i64, triage: &Triage) -> Result<Outcome> {
             "{operator} swamps the queue: follow the circuit-breaker playbook (§5); the breaker should stop new inflow"
         ));
         format!("{operator} swamps the queue")
+    } else if triage.runner_stopped() {
+        // The humans first: the restart waits for an approver.
+        let told = pager::notify(
+            INCIDENTS,
+            &format!(
+                "SEV2 RGS pending job queue (alert {}): {} open jobs and no attempt in 5 min, the runner looks stopped; stepgate asks an approver to restart the RGS; decide in stepgate now",
+                alert.name, triage.depth
+            ),
+        );
+        if let Err(e) = told {
+            checklist.push(format!(
+                "{INCIDENTS} was NOT told before the approval ({}): tell them",
+                e.message()
+            ));
+        }
+        let reason = format!(
+            "RGS playbook 6 (pending job queue growth), Mitigate: the runner is stopped (no attempt in 5 min on {} open jobs, no single operator swamps the queue); restart the RGS",
+            triage.depth
+        );
+        let body = serde_json::json!({ "service": "rgs-server", "action": "restart" });
+        let fate = Fate::of_http(&http::post(ADMIN, RESTART, &body, &reason));
+        if let Some(why) = fate.why_not() {
+            checklist.push(format!(
+                "The RGS is NOT restarted ({why}): restart it by hand"
+            ));
+        }
+        let said = format!("runner stopped, RGS {}", fate.say("restarted"));
+        restarted = Some(fate);
+        said
     } else {
         checklist.push(
             "Genuine backlog: scale horizontally (add rgs-server pods) or raise PendingJobRunner concurrency".into(),
@@ -206,7 +222,10 @@ fn mitigate(alert: &Alert, threshold: i64, triage: &Triage) -> Result<Outcome> {
                 .map(|(o, _)| o.clone())
                 .unwrap_or_default(),
         )
-        .field("runner_restarted", restarted);
+        .field(
+            "runner_restarted",
+            restarted.as_ref().is_some_and(Fate::passed),
+        );
     for item in checklist {
         outcome = outcome.todo(item);
     }

@@ -247,6 +247,64 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
     // (the retry path), so no operator's jobs are overridden and no
     // operator is told their wallet is failing.
     let ours = triage.all_operators();
+    // The humans first: they are paged or told before any override
+    // parks the run for approval.
+    let summary = format!(
+        "{} stuck rollback(s) across {} operator(s) ({} active), queue {}",
+        triage.stuck(),
+        triage.operators.len(),
+        triage.active_operators,
+        if triage.growing { "growing" } else { "stable" }
+    );
+    let overrides_due: i64 = triage
+        .operators
+        .iter()
+        .flat_map(|op| op.errors.iter())
+        .filter(|(error, _)| !ours && classify(error) == Class::Override)
+        .map(|(_, jobs)| *jobs)
+        .sum();
+    let details = format!(
+        "alert {} ({}): {summary}. {}{}",
+        alert.name,
+        alert.fingerprint.as_deref().unwrap_or("no fingerprint"),
+        triage
+            .operators
+            .iter()
+            .map(|o| format!("{}: {} job(s), {}", o.id, o.jobs, o.errors_text()))
+            .collect::<Vec<_>>()
+            .join("; "),
+        if overrides_due > 0 {
+            format!(
+                ". stepgate asks an approver to mark {overrides_due} job(s) completed by manual override (the operator has no stake to refund); decide in stepgate now"
+            )
+        } else {
+            String::new()
+        }
+    );
+    if triage.all_operators() {
+        pager::page(
+            ONCALL,
+            Severity::Critical,
+            "SEV1 RGS stuck rollbacks at every operator: likely a bug in the retry path, revert to the prior version",
+            &details,
+        )?;
+        checklist.insert(
+            0,
+            "Revert rgs-server to the prior version (every operator at once points at the retry path) and file SEV1".into(),
+        );
+    } else if severity == "SEV1" {
+        pager::page(
+            ONCALL,
+            Severity::Critical,
+            "SEV1 RGS stuck rollbacks: more than 1% of pending jobs, across operators",
+            &details,
+        )?;
+    } else {
+        pager::notify(
+            INCIDENTS,
+            &format!("{severity} RGS stuck rollbacks: {details}"),
+        )?;
+    }
     for op in &triage.operators {
         for (error, jobs) in &op.errors {
             if ours || classify(error) != Class::Override {
@@ -265,10 +323,8 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
                 &reason,
             ) {
                 Ok(n) => marked += n,
-                Err(e) if e.is_denied() => {
-                    refused.push(format!("{} ({error}): {}", op.id, e.message()))
-                }
-                Err(e) => return Err(e),
+                // Refused or failed: the jobs stay pending, a human decides.
+                Err(e) => refused.push(format!("{} ({error}): {}", op.id, e.message())),
             }
         }
         if !ours && op.has(Class::WalletDown) {
@@ -301,51 +357,9 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
             ));
         }
     }
-    let summary = format!(
-        "{} stuck rollback(s) across {} operator(s) ({} active), queue {}",
-        triage.stuck(),
-        triage.operators.len(),
-        triage.active_operators,
-        if triage.growing { "growing" } else { "stable" }
-    );
-    let details = format!(
-        "alert {} ({}): {summary}. {}",
-        alert.name,
-        alert.fingerprint.as_deref().unwrap_or("no fingerprint"),
-        triage
-            .operators
-            .iter()
-            .map(|o| format!("{}: {} job(s), {}", o.id, o.jobs, o.errors_text()))
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    if triage.all_operators() {
-        pager::page(
-            ONCALL,
-            Severity::Critical,
-            "SEV1 RGS stuck rollbacks at every operator: likely a bug in the retry path, revert to the prior version",
-            &details,
-        )?;
-        checklist.insert(
-            0,
-            "Revert rgs-server to the prior version (every operator at once points at the retry path) and file SEV1".into(),
-        );
-    } else if severity == "SEV1" {
-        pager::page(
-            ONCALL,
-            Severity::Critical,
-            "SEV1 RGS stuck rollbacks: more than 1% of pending jobs, across operators",
-            &details,
-        )?;
-    } else {
-        pager::notify(
-            INCIDENTS,
-            &format!("{severity} RGS stuck rollbacks: {details}"),
-        )?;
-    }
     for r in &refused {
         checklist.push(format!(
-            "The manual override was refused for {r}; decide by hand"
+            "The manual override was NOT made for {r}; decide by hand"
         ));
     }
     checklist.extend([
@@ -356,7 +370,18 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
     if severity == "SEV1" {
         checklist.push("Post-mortem within 5 business days (every SEV1)".into());
     }
-    let mut outcome = Outcome::new(summary)
+    let mut overridden = match (marked, runbook::dry_run()) {
+        (0, _) => String::new(),
+        (n, true) => format!("; {n} job(s) would be marked completed by manual override (dry run)"),
+        (n, false) => format!("; {n} job(s) marked completed by manual override"),
+    };
+    if !refused.is_empty() {
+        overridden.push_str(&format!(
+            "; {} manual override(s) NOT made (refused or failed, see the checklist)",
+            refused.len()
+        ));
+    }
+    let mut outcome = Outcome::new(format!("{summary}{overridden}"))
         .severity(severity)
         .field("stuck_rollbacks", triage.stuck())
         .field("operators_affected", triage.operators.len() as i64)

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { beforeEach, test } from 'node:test';
 
 import {
-  Alert, Decimal, Description, Outcome, StepgateError, byCodePoint, canonicalJson, db, flags, http, playbook, rpc,
+  Alert, Decimal, Description, Fate, Outcome, StepgateError, byCodePoint, canonicalJson, db, flags, http, playbook, rpc,
 } from '../stepgate.js';
 
 /** A ComponentError as componentize-js throws it for an import's err. */
@@ -99,6 +99,28 @@ test('an HTTP write in a dry run is ok, its body canonical JSON', () => {
   assert.equal(new TextDecoder().decode(request.body), '{"enabled":false,"flag":"x402"}');
   assert.deepEqual(request.headers, [['content-type', 'application/json']]);
   assert.ok(answer.dryRun && answer.ok());
+});
+
+test('a fate never claims a write that was refused, failed or only planned', () => {
+  let dry = true;
+  globalThis.host.runbook.dryRun = () => dry;
+  globalThis.host.db.execute = () => 2n;
+  const write = () => db.execute('c', 'UPDATE t SET x = 1', [], 'why');
+  assert.equal(Fate.of(write).say('marked'), 'would be marked (dry run)');
+  dry = false;
+  assert.equal(Fate.of(write).say('marked'), 'marked');
+  globalThis.host.db.execute = () => {
+    throw componentError('denied', 'policy');
+  };
+  const refused = Fate.of(write);
+  assert.equal(refused.say('marked'), 'NOT marked (refused: denied: policy)');
+  assert.ok(!refused.passed());
+  globalThis.host.rpc.http = () => ({ status: 503, headers: [], body: new Uint8Array() });
+  const failed = Fate.ofHttp(() => http.post('admin', '/replay', {}, 'why'));
+  assert.equal(failed.say('replayed'), 'NOT replayed (failed: the endpoint answered HTTP 503)');
+  assert.throws(() => Fate.of(() => {
+    throw new TypeError('a bug');
+  }), TypeError);
 });
 
 test('describe, an outcome, and every throw as a clean playbook error', () => {

@@ -85,7 +85,7 @@ pub use rust_decimal::Decimal;
 /// Everything a playbook usually needs.
 pub mod prelude {
     pub use crate::{
-        Alert, AlertStatus, Decimal, Description, Error, Outcome, Playbook, Result, Severity,
+        Alert, AlertStatus, Decimal, Description, Error, Fate, Outcome, Playbook, Result, Severity,
         Value, db, flags, http, pager, params, rpc, runbook, step,
     };
 }
@@ -142,6 +142,78 @@ impl Error {
             Error::Failed(t) => ("failed", t),
         };
         format!("{kind}: {text}")
+    }
+}
+
+/// What became of a write, in the words an outcome or a page may use: a
+/// house rule is that no message claims a write that was refused, failed
+/// or only planned in a dry run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// The write was made.
+    Made,
+    /// A dry run: the write was planned and shown, not made.
+    Planned,
+    /// A gate or a human refused it; the text says who and why.
+    Refused(String),
+    /// It could not be made (the backend failed or answered no).
+    Failed(String),
+}
+
+impl Fate {
+    /// The fate of a write from its result (a dry run's success is
+    /// [`Fate::Planned`]).
+    pub fn of<T>(result: &Result<T>) -> Fate {
+        match result {
+            Ok(_) if runbook::dry_run() => Fate::Planned,
+            Ok(_) => Fate::Made,
+            Err(e) => Fate::from_error(e),
+        }
+    }
+
+    /// The fate of an HTTP write: an answer other than 2xx is a failure.
+    pub fn of_http(result: &Result<http::Response>) -> Fate {
+        match result {
+            Ok(answer) if answer.dry_run => Fate::Planned,
+            Ok(answer) if answer.ok() => Fate::Made,
+            Ok(answer) => Fate::Failed(format!("the endpoint answered HTTP {}", answer.status)),
+            Err(e) => Fate::from_error(e),
+        }
+    }
+
+    /// The fate of a write that returned `error`.
+    pub fn from_error(error: &Error) -> Fate {
+        if error.is_denied() {
+            Fate::Refused(error.message())
+        } else {
+            Fate::Failed(error.message())
+        }
+    }
+
+    /// Whether the write passed: made, or planned in a dry run. Decide
+    /// on this, so a dry run follows the path a live run would.
+    pub fn passed(&self) -> bool {
+        matches!(self, Fate::Made | Fate::Planned)
+    }
+
+    /// Why the write did not pass, if it did not.
+    pub fn why_not(&self) -> Option<&str> {
+        match self {
+            Fate::Made | Fate::Planned => None,
+            Fate::Refused(why) | Fate::Failed(why) => Some(why),
+        }
+    }
+
+    /// `done` as the fate allows it to be said: for "halted", "halted",
+    /// "would be halted (dry run)", "NOT halted (refused: …)" or
+    /// "NOT halted (failed: …)".
+    pub fn say(&self, done: &str) -> String {
+        match self {
+            Fate::Made => done.to_owned(),
+            Fate::Planned => format!("would be {done} (dry run)"),
+            Fate::Refused(why) => format!("NOT {done} (refused: {why})"),
+            Fate::Failed(why) => format!("NOT {done} (failed: {why})"),
+        }
     }
 }
 
@@ -686,6 +758,13 @@ pub mod runbook {
     pub fn confirm(question: &str) -> Result<bool> {
         wit::confirm(question)
     }
+
+    /// Whether this run is a dry run: every write is planned, none made.
+    /// For wording only ("halt planned", never "halted" for a write that
+    /// was not made); decide the same way in both modes.
+    pub fn dry_run() -> bool {
+        wit::dry_run()
+    }
 }
 
 /// Runs `f` as the step `name`: the host shows and journals every call in
@@ -706,6 +785,22 @@ mod tests {
         assert_eq!(utc_ms("2024-02-29T12:30:15.250Z"), Some(1_709_209_815_250));
         assert_eq!(utc_ms("2026-11-23T09:00:00+02:00"), None, "UTC only");
         assert_eq!(utc_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn a_fate_never_claims_a_write_that_was_not_made() {
+        assert_eq!(Fate::Made.say("halted"), "halted");
+        assert_eq!(Fate::Planned.say("halted"), "would be halted (dry run)");
+        let refused = Fate::from_error(&Error::Denied("policy".into()));
+        assert_eq!(
+            refused.say("halted"),
+            "NOT halted (refused: denied: policy)"
+        );
+        let failed = Fate::from_error(&Error::Timeout("10s".into()));
+        assert_eq!(failed.say("halted"), "NOT halted (failed: timeout: 10s)");
+        assert!(Fate::Made.passed() && Fate::Planned.passed());
+        assert!(!refused.passed() && !failed.passed());
+        assert_eq!(failed.why_not(), Some("timeout: 10s"));
     }
 
     #[test]

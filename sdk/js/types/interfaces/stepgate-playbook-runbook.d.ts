@@ -26,6 +26,14 @@ declare module 'stepgate:playbook/runbook@0.1.0' {
    * so in the plan) and a live run asks the approver.
    */
   export function confirm(question: string): boolean;
+  /**
+   * Whether this run is a dry run: every write is planned and shown,
+   * none is made. For wording only, so an outcome or a page says
+   * "planned", never "halted", for a write that was not made; decide
+   * the same way in both modes, or the dry run stops showing what a
+   * live run would do.
+   */
+  export function dryRun(): boolean;
   export type Error = import('stepgate:playbook/types@0.1.0').Error;
   /**
    * How much a log line matters.
