@@ -97,7 +97,14 @@ function compliant(rpcState, registry, user) {
   const call = { to: registry, data: `${IS_COMPLIANT}${hex.toLowerCase().padStart(64, '0')}` };
   const word = callString(rpcState.endpoint, 'eth_call', [call, 'latest']);
   if ('err' in word) return word;
-  const digits = word.ok.replace(/^0x/, '').replace(/^0+/, '');
+  // Exactly one 32-byte word, 0 or 1: an empty `0x` is not a "no".
+  const hexWord = word.ok.startsWith('0x') ? word.ok.slice(2) : '';
+  if (hexWord.length !== 64 || !/^[0-9a-fA-F]*$/.test(hexWord)) {
+    return {
+      err: `isCompliant answered \`${word.ok}\`, not one 32-byte word (is \`user_registry\` the UserRegistry on this network?)`,
+    };
+  }
+  const digits = hexWord.replace(/^0+/, '');
   if (digits === '') return { ok: false };
   if (digits === '1') return { ok: true };
   return { err: `isCompliant answered \`${word.ok}\`, not a boolean` };
@@ -133,7 +140,10 @@ function recheck(alert, rpcState, byClass, checklist) {
     return out;
   }
   for (const item of refused) {
-    const answer = item.user === null ? { err: 'its intent has no user address' } : compliant(rpcState, reg.ok, item.user);
+    let answer;
+    if (item.id.includes(',')) answer = { err: 'its id contains a comma' };
+    else if (item.user === null) answer = { err: 'its intent has no user address' };
+    else answer = compliant(rpcState, reg.ok, item.user);
     if ('err' in answer) {
       out.held += 1;
       checklist.push(`${item.id}: compliance NOT re-checked (${answer.err}); check isCompliant by hand before marking it failed`);
@@ -169,7 +179,7 @@ export const { describe, run } = playbook({
   },
 
   run(alert) {
-    // As Rust's `usize::from_str`: digits after an optional `+`, within 64 bits.
+    // As Rust's `u64::from_str`: digits after an optional `+`, within 64 bits.
     const annotated = alert.annotation('threshold');
     const threshold =
       annotated !== null && /^\+?\d+$/.test(annotated) && BigInt(annotated) < 2n ** 64n
@@ -222,12 +232,18 @@ export const { describe, run } = playbook({
         }
       }
       let marked = null;
+      let markedRows = 0n;
       if (failed.length > 0) {
         const reason = `FiatRails runbook, Dead-Letter Queue Processing: ${failed.length} item(s) failed as \`User not compliant\` and the UserRegistry still says not compliant; mark them failed`;
         marked = Fate.of(() => db.execute(DB, MARK_FAILED, [failed.join(',')], reason));
+        // The rows it changed: an item the auto-retry resolved meanwhile is no longer open.
+        markedRows = marked.passed() ? BigInt(marked.value ?? 0n) : 0n;
         if (marked.whyNot() !== null) {
           checklist.push(`Marking ${failed.join(', ')} failed was not done (${marked.whyNot()}): do it by hand`);
         } else {
+          if (markedRows < BigInt(failed.length)) {
+            checklist.push(`Only ${markedRows} of ${failed.length} item(s) were still open to mark failed: check the others' status`);
+          }
           checklist.push('Notify the users no longer compliant, and refund their intents (refundIntent, operator key)');
         }
       }
@@ -256,17 +272,22 @@ export const { describe, run } = playbook({
       let replaySaid;
       if (replayed !== null) replaySaid = replayed.say('replayed');
       else replaySaid = up(rpcState) ? 'nothing to send' : 'held: the RPC is down';
-      const markedSaid = marked !== null ? marked.say('marked failed') : 'none marked failed';
+      let markedSaid = 'none marked failed';
+      if (marked !== null && marked.passed() && markedRows < BigInt(failed.length)) {
+        markedSaid = `only ${markedRows} ${marked.say('marked failed')}`;
+      } else if (marked !== null) {
+        markedSaid = marked.say('marked failed');
+      }
       const summary =
         `${items.length} DLQ item(s): ${retry.length} to replay, ${replaySaid}; ` +
         `${count(Class.PERMANENT)} refused as not compliant: ${again} compliant again, ${held} not re-checked, ${failed.length} still not, ${markedSaid}; ` +
         `${count(Class.WAIT_FOR_FIX)} waiting for a contract fix; ${count(Class.UNKNOWN)} unknown`;
-      pager.notify(INCIDENTS, `CRITICAL DLQGrowing (alert ${alert.name}): ${summary}`);
+      pager.notifyOrNote(INCIDENTS, `CRITICAL DLQGrowing (alert ${alert.name}): ${summary}`, checklist);
       // Counts of what passed: made, or planned in a dry run.
       const passed = (fate, n) => (fate !== null && fate.passed() ? n : 0);
       const outcome = base(summary)
         .field('replayed', passed(replayed, retry.length))
-        .field('marked_failed', passed(marked, failed.length))
+        .field('marked_failed', marked !== null && marked.passed() ? markedRows : 0n)
         .field('compliant_again', again);
       for (const item of checklist) outcome.todo(item);
       return outcome;

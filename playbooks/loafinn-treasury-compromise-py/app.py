@@ -97,17 +97,22 @@ class TreasuryCompromise(stepgate.Playbook):
         dry_run = runbook.dry_run()
         if not frozen:
             told = "NOTHING frozen"
+        elif not_frozen:
+            told = "only partly frozen"
         elif dry_run:
             told = "freeze planned as listed (dry run, nothing written)"
         else:
             told = "frozen as listed"
         with step("Escalate"):
-            pager.page(
+            pager.page_or_note(
                 ONCALL,
                 Severity.CRITICAL,
                 f"loa-finn treasury compromise: {told}, rotate the treasury address",
                 f"alert {alert.name} ({'no fingerprint' if alert.fingerprint is None else alert.fingerprint}): frozen: "
-                f"{', '.join(frozen) if frozen else 'NOTHING'}. {audit_text}",
+                f"{', '.join(frozen) if frozen else 'NOTHING'}"
+                + (f"; NOT frozen: {', '.join(not_frozen)}" if not_frozen else "")
+                + f". {audit_text}",
+                checklist,
             )
             checklist += [
                 "Rotate the treasury address: update SSM /loa-finn/production/TREASURY_ADDRESS, redeploy the ECS "

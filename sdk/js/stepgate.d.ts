@@ -24,9 +24,11 @@ export type FateKind = 'made' | 'planned' | 'refused' | 'failed';
 
 /** What became of a write, in the words an outcome or a page may use. */
 export class Fate {
-  constructor(kind: FateKind, why?: string | null);
+  constructor(kind: FateKind, why?: string | null, value?: unknown);
   readonly kind: FateKind;
   readonly why: string | null;
+  /** What the write returned, when it passed (a db.execute's row count). */
+  readonly value: unknown;
   static of(write: () => unknown): Fate;
   static ofHttp(write: () => { status: number; dryRun: boolean; ok(): boolean }): Fate;
   static fromError(e: StepgateError): Fate;
@@ -159,4 +161,8 @@ export const flags: {
 export const pager: {
   page(target: string, severity: Severity, summary: string, details: string): string;
   notify(channel: string, message: string): void;
+  /** Pages, or says on `checklist` that the page did not go out. */
+  pageOrNote(target: string, severity: Severity, summary: string, details: string, checklist: string[]): void;
+  /** Posts, or says on `checklist` that the notice did not go out. */
+  notifyOrNote(channel: string, message: string, checklist: string[]): void;
 };

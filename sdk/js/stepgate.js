@@ -532,20 +532,23 @@ export const flags = {
  *  message claims a write that was refused, failed or only planned in a
  *  dry run. `kind`: 'made', 'planned', 'refused' or 'failed'. */
 export class Fate {
-  constructor(kind, why = null) {
+  constructor(kind, why = null, value = null) {
     this.kind = kind;
     this.why = why;
+    /** What the write returned, when it passed (a db.execute's row count). */
+    this.value = value;
   }
   /** Makes one write (`write()`) and returns its fate. Anything thrown
    *  that is not a StepgateError is rethrown. */
   static of(write) {
+    let value;
     try {
-      write();
+      value = write();
     } catch (e) {
       if (!(e instanceof StepgateError)) throw e;
       return Fate.fromError(e);
     }
-    return new Fate(wrunbook.dryRun() ? 'planned' : 'made');
+    return new Fate(wrunbook.dryRun() ? 'planned' : 'made', null, value ?? null);
   }
   /** As `of`, for an HTTP write: an answer other than 2xx is a failure. */
   static ofHttp(write) {
@@ -589,4 +592,23 @@ export class Fate {
 export const pager = {
   page: (target, severity, summary, details) => wit(wpager.page, target, severity, summary, details),
   notify: (channel, message) => wit(wpager.notify, channel, message),
+  /** Pages `target`; if the page does not go out, says so on `checklist`,
+   *  so a failing pager never costs a run its outcome. */
+  pageOrNote: (target, severity, summary, details, checklist) => {
+    try {
+      pager.page(target, severity, summary, details);
+    } catch (e) {
+      if (!(e instanceof StepgateError)) throw e;
+      checklist.push(`${target} was NOT told (${e.message}): tell them by hand: ${summary}`);
+    }
+  },
+  /** Posts `message` to `channel`, or says on `checklist` that it did not go out. */
+  notifyOrNote: (channel, message, checklist) => {
+    try {
+      pager.notify(channel, message);
+    } catch (e) {
+      if (!(e instanceof StepgateError)) throw e;
+      checklist.push(`${channel} was NOT told (${e.message}): tell them by hand: ${message}`);
+    }
+  },
 };

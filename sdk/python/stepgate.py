@@ -628,3 +628,20 @@ class pager:
     @staticmethod
     def notify(channel, message):
         _wit(_pager.notify, channel, message)
+
+    @staticmethod
+    def page_or_note(target, severity, summary, details, checklist):
+        """Pages `target`; if the page does not go out, says so on
+        `checklist`, so a failing pager never costs a run its outcome."""
+        try:
+            pager.page(target, severity, summary, details)
+        except Error as e:
+            checklist.append(f"{target} was NOT told ({e.message()}): tell them by hand: {summary}")
+
+    @staticmethod
+    def notify_or_note(channel, message, checklist):
+        """Posts `message` to `channel`, or says on `checklist` that it did not go out."""
+        try:
+            pager.notify(channel, message)
+        except Error as e:
+            checklist.append(f"{channel} was NOT told ({e.message()}): tell them by hand: {message}")

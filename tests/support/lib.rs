@@ -76,9 +76,9 @@ pub struct WalletState {
     pub usdc_micro: u128,
     pub pending_nonce: u64,
     pub latest_nonce: u64,
-    /// USDC (micro-units) a pending `transfer` moves to the wallet: what
-    /// the pending block shows.
-    pub incoming_micro: u128,
+    /// USDC (micro-units) a pending `transfer` from the wallet (a payout)
+    /// moves out of it: what the pending block shows.
+    pub outgoing_micro: u128,
 }
 
 /// USDC on Base, the token the Plaza playbook reads by default.
@@ -211,20 +211,20 @@ async fn answer(State(node): State<Arc<NodeState>>, Json(request): Json<Json_>) 
             json!(format!("0x{nonce:x}"))
         }
         "eth_getBlockByNumber" if params[0] == "pending" => {
-            // Each wallet's pending transfer in, as of the last balance read.
+            // Each wallet's pending payout, as of the last balance read.
             let wallets = node.wallets.lock().unwrap();
             let transactions: Vec<Json_> = wallets
                 .iter()
                 .filter_map(|(address, (states, seen))| {
                     let state = states[seen.saturating_sub(1).min(states.len() - 1)];
-                    (state.incoming_micro > 0).then(|| {
+                    (state.outgoing_micro > 0).then(|| {
                         json!({
-                            "from": "0x3333333333333333333333333333333333333333",
+                            "from": address,
                             "to": BASE_USDC,
                             "input": format!(
                                 "0xa9059cbb{:0>64}{:064x}",
-                                address.trim_start_matches("0x"),
-                                state.incoming_micro
+                                "4444444444444444444444444444444444444444",
+                                state.outgoing_micro
                             ),
                         })
                     })

@@ -22,14 +22,14 @@ fn wallet(usdc_micro: u128, pending: u64, latest: u64) -> WalletState {
         usdc_micro,
         pending_nonce: pending,
         latest_nonce: latest,
-        incoming_micro: 0,
+        outgoing_micro: 0,
     }
 }
 
-/// A wallet with a USDC transfer of `incoming_micro` to it in flight.
-fn wallet_in(usdc_micro: u128, pending: u64, latest: u64, incoming_micro: u128) -> WalletState {
+/// A wallet with a payout of `outgoing_micro` USDC from it in flight.
+fn wallet_out(usdc_micro: u128, pending: u64, latest: u64, outgoing_micro: u128) -> WalletState {
     WalletState {
-        incoming_micro,
+        outgoing_micro,
         ..wallet(usdc_micro, pending, latest)
     }
 }
@@ -219,11 +219,11 @@ async fn explained_drift_waits_a_block_and_clears_without_writing() {
 
 #[tokio::test]
 async fn explained_drift_still_pending_is_sev1_and_writes_nothing_live() {
-    // A 20 USDC transfer to the wallet is in flight: it accounts for the
-    // 20 USDC the wallet is short.
+    // A 20 USDC payout is in flight: the ledger released its hold, the
+    // wallet still holds it until it lands.
     let node = RpcNode::start(&[(
         EXPLAINED,
-        vec![wallet_in(HELD - 20_000_000, 44, 42, 20_000_000)],
+        vec![wallet_out(HELD + 20_000_000, 44, 42, 20_000_000)],
     )])
     .await;
     let setup = setup(&node.url, "auto", &[]);
@@ -244,19 +244,20 @@ async fn explained_drift_still_pending_is_sev1_and_writes_nothing_live() {
 
 #[tokio::test]
 async fn transactions_in_flight_that_do_not_account_for_the_drift_explain_nothing() {
-    // Two transactions in flight, but the only USDC moving is 5 in: the
-    // wallet stays 20 short, so after three blocks the drift is
-    // unexplained (SEV-0), not "explained by something in flight".
+    // Two transactions in flight, but the only USDC they move is a 5 USDC
+    // payout: the wallet is 20 short and would be 25 short once it lands,
+    // so after three blocks the drift is unexplained (SEV-0), not
+    // "explained by something in flight".
     let node = RpcNode::start(&[(
         EXPLAINED,
-        vec![wallet_in(HELD - 20_000_000, 44, 42, 5_000_000)],
+        vec![wallet_out(HELD - 20_000_000, 44, 42, 5_000_000)],
     )])
     .await;
     let setup = setup(&node.url, "auto", &[]);
     let runtime = setup.runtime();
     let report = run_unattended(&runtime, PLAYBOOK, drift_alert(EXPLAINED), Mode::DryRun).await;
     assert_eq!(severity(&report).as_deref(), Some("SEV-0"));
-    assert_eq!(field(&report, "unaccounted_usdc"), "15.000000");
+    assert_eq!(field(&report, "unaccounted_usdc"), "25.000000");
     assert_eq!(
         node.calls("eth_getBlockByNumber"),
         4,

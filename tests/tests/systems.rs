@@ -273,16 +273,33 @@ fn humans_are_told_before_a_run_parks_on_an_approval() {
     assert!(checked > 20, "only {checked} scenarios park on an approval");
 }
 
+/// A write that changes the system: call, gate target, which write of
+/// that target it is (the route, the statement, the method), and its gate
+/// decision in a live scenario.
+type SystemWrite = (String, String, String, Option<String>);
+
 /// The writes of an expectation that change the system (not pages or
-/// notices to humans), as `call target`.
-fn system_writes(expect: &stepgate::scenario::Expect) -> Vec<(String, String, Option<String>)> {
+/// notices to humans).
+fn system_writes(expect: &stepgate::scenario::Expect) -> Vec<SystemWrite> {
     expect
         .writes
         .iter()
         .filter(|w| !matches!(w.call.as_str(), "pager.page" | "pager.notify"))
         .map(|w| {
             let args: Json = serde_json::to_value(&w.args).unwrap();
-            (w.call.clone(), gate_target(&w.call, &args), w.gate.clone())
+            let text = |key: &str| args[key].as_str().unwrap_or_default().to_owned();
+            let which = match w.call.as_str() {
+                "rpc.http" => format!("{} {}", text("method"), text("path")),
+                "db.execute" => text("sql"),
+                "rpc.call" => text("method"),
+                _ => String::new(),
+            };
+            (
+                w.call.clone(),
+                gate_target(&w.call, &args),
+                which,
+                w.gate.clone(),
+            )
         })
         .collect()
 }
@@ -320,12 +337,12 @@ fn an_outcome_never_claims_a_write_that_was_not_made() {
         if scenario.mode == stepgate::gate::Mode::DryRun && !summary.contains("dry run") {
             broken.push(format!(
                 "{path}: a dry run plans {} but its summary does not say it was a dry run: {summary}",
-                writes.iter().map(|(c, t, _)| format!("{c} {t}")).collect::<Vec<_>>().join(", ")
+                writes.iter().map(|(c, t, _, _)| format!("{c} {t}")).collect::<Vec<_>>().join(", ")
             ));
         }
         let refused = writes
             .iter()
-            .any(|(_, _, gate)| gate.as_deref() == Some("denied"));
+            .any(|(_, _, _, gate)| gate.as_deref() == Some("denied"));
         if refused && !summary.contains("refused") && !summary.contains("NOT") {
             broken.push(format!(
                 "{path}: a write was refused but the summary does not say so: {summary}"
@@ -345,18 +362,18 @@ fn every_write_has_a_live_scenario_where_it_is_refused() {
     use stepgate::gate::{Gates, Policy};
     let dir = tempfile::tempdir().unwrap();
     let config = example_config(None, dir.path(), &[]);
-    let mut planned: BTreeSet<(String, String, String)> = BTreeSet::new();
-    let mut refused: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut planned: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+    let mut refused: BTreeSet<(String, String, String, String)> = BTreeSet::new();
     for scenario in scenarios() {
         let Some(expect) = &scenario.expect else {
             continue;
         };
         let gates = Gates::from_config(&config.playbooks[&scenario.playbook].gates).unwrap();
-        for (call, target, gate) in system_writes(expect) {
+        for (call, target, which, gate) in system_writes(expect) {
             if gates.policy(&call, &target, &[]) != Policy::Approve {
                 continue;
             }
-            let key = (scenario.playbook.clone(), call, target);
+            let key = (scenario.playbook.clone(), call, target, which);
             if scenario.mode == stepgate::gate::Mode::Live && gate.as_deref() == Some("denied") {
                 refused.insert(key.clone());
             }
@@ -365,7 +382,7 @@ fn every_write_has_a_live_scenario_where_it_is_refused() {
     }
     let missing: Vec<String> = planned
         .difference(&refused)
-        .map(|(p, c, t)| format!("{p}: {c} {t}"))
+        .map(|(p, c, t, w)| format!("{p}: {c} {t} {w}"))
         .collect();
     assert!(
         missing.is_empty(),
@@ -376,8 +393,9 @@ fn every_write_has_a_live_scenario_where_it_is_refused() {
 }
 
 /// House rule, the failure branch: every playbook that makes a change an
-/// approver decides has a `mode = "live"` scenario in which the change is
-/// approved and then fails, and whose summary says it failed.
+/// approver decides has a `mode = "live"` scenario in which a change is
+/// approved and then fails, and whose summary says so in the words a
+/// failure gets (`NOT … (failed: …)`, or `refused or failed` for a list).
 #[test]
 fn every_playbook_has_a_live_scenario_where_an_approved_write_fails() {
     use stepgate::gate::{Gates, Policy};
@@ -393,17 +411,17 @@ fn every_playbook_has_a_live_scenario_where_an_approved_write_fails() {
         let writes = system_writes(expect);
         if writes
             .iter()
-            .any(|(call, target, _)| gates.policy(call, target, &[]) == Policy::Approve)
+            .any(|(call, target, _, _)| gates.policy(call, target, &[]) == Policy::Approve)
         {
             writers.insert(scenario.playbook.clone());
         }
         let approved = writes
             .iter()
-            .any(|(_, _, gate)| gate.as_deref() == Some("approved"));
+            .any(|(_, _, _, gate)| gate.as_deref() == Some("approved"));
         let said = expect
             .summary
             .as_deref()
-            .is_some_and(|s| s.contains("failed"));
+            .is_some_and(|s| s.contains("(failed:") || s.contains("refused or failed"));
         if scenario.mode == stepgate::gate::Mode::Live && approved && said {
             failing.insert(scenario.playbook.clone());
         }
@@ -438,6 +456,7 @@ const TEST_CHAIN: &[&str] = &[
     "9fe46736679d2d9a65f0992f2272de9f3c7fa6e0",
     "cf7ed3acca5a467e9e704c703e8d87f634fb0fc9",
     ":8545",
+    "31337",
 ];
 
 /// House rule: no hard-coded address, host or key of a test chain as a

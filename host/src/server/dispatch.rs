@@ -178,7 +178,7 @@ async fn start_on(
     let mut ready = Vec::new();
     for &route in routes {
         match state
-            .open_run(&accepted.fingerprint, &route.playbook)
+            .open_run(&accepted.fingerprint, &route.playbook, accepted.received_at)
             .await?
         {
             Some(open) => {
@@ -300,7 +300,7 @@ async fn store_run(
             Ok(()) => return Ok(Stored::New(run_id)),
             Err(e) if e.is_conflict() => {
                 if let Some(open) = state
-                    .open_run(&accepted.fingerprint, &route.playbook)
+                    .open_run(&accepted.fingerprint, &route.playbook, accepted.received_at)
                     .await?
                 {
                     return Ok(Stored::Joined(open));

@@ -158,6 +158,7 @@ mod tests {
                 starts_at: None,
                 fingerprint: Some(fingerprint.into()),
             },
+            received_at: 0,
             fingerprint: fingerprint.into(),
             source: "test".into(),
         }

@@ -21,6 +21,8 @@ pub struct Accepted {
     pub fingerprint: String,
     /// Who sent it: a hook's name, or [`SCHEDULE`].
     pub source: String,
+    /// When it was accepted (ms since the epoch).
+    pub received_at: i64,
 }
 
 impl Accepted {
@@ -101,6 +103,7 @@ impl StateStore {
                 alert,
                 fingerprint,
                 source: source.to_owned(),
+                received_at: at,
             });
         }
         tx.commit().await?;
@@ -117,7 +120,7 @@ impl StateStore {
     ) -> Result<Vec<Accepted>, StateError> {
         let now = now_ms();
         let rows = sqlx::query(
-            "SELECT id, alert, fingerprint, source FROM inbox
+            "SELECT id, alert, fingerprint, source, received_at FROM inbox
              WHERE ((status = 'new' AND received_at <= $1) OR (status = 'dispatching' AND claimed_at < $2))
              ORDER BY received_at, id",
         )
@@ -134,6 +137,7 @@ impl StateStore {
                         .map_err(|e| StateError::Corrupt(format!("an accepted alert: {e}")))?,
                     fingerprint: row.try_get(2)?,
                     source: row.try_get(3)?,
+                    received_at: row.try_get(4)?,
                 })
             })
             .collect()
@@ -211,18 +215,25 @@ impl StateStore {
         Ok(())
     }
 
-    /// The run of `playbook` still open (running, parked, or in doubt) for
-    /// alerts with `fingerprint`, if any.
+    /// The run of `playbook` that answers an alert with `fingerprint`
+    /// accepted at `received_at`: one still open (running, parked, or in
+    /// doubt), or one that started after the alert arrived, whatever its
+    /// state. A delivery dispatched late (its replica died holding it) is
+    /// a repeat of the alert that run answered, not a new incident.
     pub async fn open_run(
         &self,
         fingerprint: &str,
         playbook: &str,
+        received_at: i64,
     ) -> Result<Option<String>, StateError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM runs WHERE fingerprint = $1 AND playbook = $2 AND status IN ('running', 'parked', 'in-doubt', 'stale') ORDER BY started_at DESC LIMIT 1",
+            "SELECT id FROM runs WHERE fingerprint = $1 AND playbook = $2 \
+             AND (status IN ('running', 'parked', 'in-doubt', 'stale') OR started_at >= $3) \
+             ORDER BY started_at DESC LIMIT 1",
         )
         .bind(fingerprint)
         .bind(playbook)
+        .bind(received_at)
         .fetch_optional(self.pool().await?)
         .await?)
     }
@@ -320,12 +331,33 @@ mod tests {
         store.start_run(new_run("r1", &alert)).await.unwrap();
         let second = store.start_run(new_run("r2", &alert)).await.unwrap_err();
         assert!(second.is_conflict(), "{second}");
+        let before = now_ms() - 60_000;
         assert_eq!(
-            store.open_run("fp-1", "p").await.unwrap().as_deref(),
+            store
+                .open_run("fp-1", "p", before)
+                .await
+                .unwrap()
+                .as_deref(),
             Some("r1")
         );
         store.finish_run("r1", "done", 0, &alert).await.unwrap();
-        assert_eq!(store.open_run("fp-1", "p").await.unwrap(), None);
+        // An alert accepted before r1 started is a repeat of r1's alert,
+        // even once r1 ended; one accepted after it is a new incident.
+        assert_eq!(
+            store
+                .open_run("fp-1", "p", before)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("r1")
+        );
+        assert_eq!(
+            store
+                .open_run("fp-1", "p", now_ms() + 60_000)
+                .await
+                .unwrap(),
+            None
+        );
         store.start_run(new_run("r3", &alert)).await.unwrap();
     }
 }

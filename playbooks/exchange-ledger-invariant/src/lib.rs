@@ -125,6 +125,7 @@ impl Playbook for LedgerInvariant {
             ));
         }
         let findings = step("Diagnosis", diagnose);
+        let mut not_set = Vec::new();
         let (scope, modes) = step("Immediate 2: contain trading", || {
             let targets: Vec<(String, Mode)> = match &findings {
                 Ok(f) if !f.symbols.is_empty() => f
@@ -155,18 +156,29 @@ impl Playbook for LedgerInvariant {
                 let raised = raise_mode(&symbol, mode, &reason, &ticket);
                 modes.extend(raised.set);
                 modes.extend(raised.kept);
+                if !raised.not_done.is_empty() {
+                    not_set.push(symbol.clone());
+                }
                 checklist.extend(raised.not_done);
             }
             (scope, modes)
         });
         step("Escalate", || -> Result<Outcome> {
             let mut outcome = Outcome::new(format!(
-                "Ledger invariant violation, {scope}: withdrawals {}, {}",
+                "Ledger invariant violation, {scope}: withdrawals {}, {}{}",
                 halted.say("halted"),
                 if modes.is_empty() {
                     "no symbol mode set".to_owned()
                 } else {
                     modes.join(", ")
+                },
+                if not_set.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; NOT set: {} (see the checklist for why)",
+                        not_set.join(", ")
+                    )
                 }
             ))
             .severity("SEV1")
@@ -205,16 +217,17 @@ impl Playbook for LedgerInvariant {
                     format!("the ledger could not be read ({})", e.message())
                 }
             };
-            pager::page(
+            pager::page_or_note(
                 ONCALL,
                 Severity::Critical,
                 &format!(
                     "SEV1 spot exchange ledger invariant violation ({ticket}): withdrawals {}, trading {}",
                     halted.say("halted"),
-                    match (modes.is_empty(), runbook::dry_run()) {
-                        (true, _) => "NOT contained",
-                        (false, true) => "would be contained (dry run)",
-                        (false, false) => "contained",
+                    match (modes.is_empty(), not_set.is_empty(), runbook::dry_run()) {
+                        (true, _, _) => "NOT contained",
+                        (false, false, _) => "only partly contained (see the checklist)",
+                        (false, true, true) => "would be contained (dry run)",
+                        (false, true, false) => "contained",
                     }
                 ),
                 &format!(
@@ -226,7 +239,8 @@ impl Playbook for LedgerInvariant {
                         modes.join(", ")
                     }
                 ),
-            )?;
+                &mut checklist,
+            );
             checklist.extend([
                 "Diagnosis: missing/double postings (unique constraint hits? consumer retries?), the latest deployments and config changes, integrity roots".to_owned(),
                 "Recovery: if safe, replay settlement from the last good offset with idempotency keys; if corrupted, stop trading, rebuild balances from the ledger, apply correction entries".to_owned(),

@@ -207,14 +207,15 @@ impl Playbook for SettlementLag {
             );
             // Over T3 pages, whether the halt was made, kept or failed.
             if prolonged || over_t3 {
-                pager::page(
+                pager::page_or_note(
                     ONCALL,
                     Severity::Critical,
                     &format!("{severity} spot exchange settlement lag ({ticket})"),
                     &text,
-                )?;
+                    &mut checklist,
+                );
             } else {
-                pager::notify(INCIDENTS, &text)?;
+                pager::notify_or_note(INCIDENTS, &text, &mut checklist);
             }
             checklist.extend([
                 "Recovery: scale the ledger consumers if horizontally safe".to_owned(),

@@ -47,11 +47,11 @@ impl Playbook for SplitBrain {
 
     fn run(alert: Alert) -> Result<Outcome> {
         let ticket = ticket(&alert);
+        // A missing label is named to the humans, never a reason not to
+        // page them: they halt by hand what the alert does not name.
         let symbols: Vec<String> = alert
             .label("symbol")
-            .ok_or_else(|| {
-                Error::failed("the alert has no `symbol` label: which symbols are affected?")
-            })?
+            .unwrap_or("")
             .split(',')
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
@@ -59,14 +59,27 @@ impl Playbook for SplitBrain {
         let group = alert.label("group").unwrap_or("majors").to_owned();
         let signal = alert.label("reason").unwrap_or("duplicate seq").to_owned();
         let mut checklist = Vec::new();
+        if symbols.is_empty() {
+            checklist.push(
+                "The alert names no symbol (`symbol` label): HARD_HALT the affected symbols by hand, now"
+                    .to_owned(),
+            );
+        }
         // The humans first: the HARD_HALT waits for two approvers.
         step("Tell on-call", || {
             let told = pager::page(
                 ONCALL,
                 Severity::Critical,
                 &format!(
-                    "SEV1 spot exchange split brain suspected ({ticket}): stepgate asks two approvers to HARD_HALT {}",
-                    symbols.join(", ")
+                    "SEV1 spot exchange split brain suspected ({ticket}): {}",
+                    if symbols.is_empty() {
+                        "the alert names no symbol, HARD_HALT the affected ones by hand".to_owned()
+                    } else {
+                        format!(
+                            "stepgate asks two approvers to HARD_HALT {}",
+                            symbols.join(", ")
+                        )
+                    }
                 ),
                 &format!(
                     "alert {} ({signal}): approve or deny the HARD_HALT in stepgate now; a second page follows with the leases and the authoritative leader",
@@ -164,7 +177,7 @@ impl Playbook for SplitBrain {
                 "Resume in CANCEL_ONLY first, then NORMAL after validation".to_owned(),
                 "Postmortem required (SEV1)".to_owned(),
             ]);
-            pager::page(
+            pager::page_or_note(
                 ONCALL,
                 Severity::Critical,
                 &format!(
@@ -173,7 +186,8 @@ impl Playbook for SplitBrain {
                     hard_halted(&halted, &not_halted)
                 ),
                 &format!("alert {} ({signal}): {finding}", alert.name),
-            )?;
+                &mut checklist,
+            );
             let mut outcome = Outcome::new(format!(
                 "Split brain {}: {finding}; {}",
                 if confirmed {

@@ -43,7 +43,7 @@ const MARK_FAILED: &str = "UPDATE dlq_items SET status = 'failed' \
      WHERE status = 'open' AND id = ANY(string_to_array($1, ','))";
 
 /// The alert's threshold (items) unless it says otherwise.
-const DEFAULT_THRESHOLD: usize = 10;
+const DEFAULT_THRESHOLD: u64 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Class {
@@ -114,14 +114,22 @@ fn probe() -> Rpc {
 
 /// Whether `user` is compliant now, as the UserRegistry says.
 fn compliant(rpc: &Rpc, registry: &str, user: &str) -> std::result::Result<bool, String> {
-    let hex = user.trim_start_matches("0x");
+    let hex = user.strip_prefix("0x").unwrap_or(user);
     if hex.len() != 40 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(format!("`{user}` is not an address"));
     }
     let call = serde_json::json!({ "to": registry, "data": format!("{IS_COMPLIANT}{:0>64}", hex.to_ascii_lowercase()) });
     let word: String =
         rpc::call(rpc.endpoint, "eth_call", (call, "latest")).map_err(|e| e.message())?;
-    match word.trim_start_matches("0x").trim_start_matches('0') {
+    // Exactly one 32-byte word, 0 or 1: an empty `0x` (no contract at the
+    // address: a wrong label or network) is not a "no".
+    let digits = word.strip_prefix("0x").unwrap_or("");
+    if digits.len() != 64 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "isCompliant answered `{word}`, not one 32-byte word (is `user_registry` the UserRegistry on this network?)"
+        ));
+    }
+    match digits.trim_start_matches('0') {
         "" => Ok(false),
         "1" => Ok(true),
         _ => Err(format!("isCompliant answered `{word}`, not a boolean")),
@@ -165,7 +173,7 @@ impl Playbook for Dlq {
     }
 
     fn run(alert: Alert) -> Result<Outcome> {
-        let threshold = alert
+        let threshold: u64 = alert
             .annotation("threshold")
             .and_then(|t| t.parse().ok())
             .unwrap_or(DEFAULT_THRESHOLD);
@@ -201,7 +209,7 @@ impl Playbook for Dlq {
                 .field("rpc_up", rpc.up())
                 .field("rpc_provider", rpc.endpoint)
         };
-        if items.len() <= threshold {
+        if items.len() as u64 <= threshold {
             return Ok(base(format!(
                 "{} item(s) in the DLQ, not over {threshold}: the auto-retry is draining it",
                 items.len()
@@ -258,21 +266,26 @@ impl Playbook for Dlq {
                     "FiatRails runbook, Dead-Letter Queue Processing: {} item(s) failed as `User not compliant` and the UserRegistry still says not compliant; mark them failed",
                     failed.len()
                 );
-                let fate = Fate::of(&db::execute(
-                    DB,
-                    MARK_FAILED,
-                    params![failed.join(",")],
-                    &reason,
-                ));
+                let result = db::execute(DB, MARK_FAILED, params![failed.join(",")], &reason);
+                let fate = Fate::of(&result);
+                // The rows it changed: an item the auto-retry resolved while
+                // the approval waited is no longer open.
+                let rows = result.unwrap_or(0);
                 if let Some(why) = fate.why_not() {
                     checklist.push(format!(
                         "Marking {} failed was not done ({why}): do it by hand",
                         failed.join(", ")
                     ));
                 } else {
+                    if rows < failed.len() as u64 {
+                        checklist.push(format!(
+                            "Only {rows} of {} item(s) were still open to mark failed: check the others' status",
+                            failed.len()
+                        ));
+                    }
                     checklist.push("Notify the users no longer compliant, and refund their intents (refundIntent, operator key)".to_owned());
                 }
-                Some(fate)
+                Some((fate, rows))
             };
             let replayed = match (rpc.up(), retry.is_empty()) {
                 (false, _) => {
@@ -329,7 +342,10 @@ impl Playbook for Dlq {
                 (None, true) => "nothing to send".to_owned(),
             };
             let marked_said = match &marked {
-                Some(fate) => fate.say("marked failed"),
+                Some((fate, rows)) if fate.passed() && *rows < failed.len() as u64 => {
+                    format!("only {rows} {}", fate.say("marked failed"))
+                }
+                Some((fate, _)) => fate.say("marked failed"),
                 None => "none marked failed".to_owned(),
             };
             let summary = format!(
@@ -341,10 +357,11 @@ impl Playbook for Dlq {
                 count(Class::WaitForFix),
                 count(Class::Unknown)
             );
-            pager::notify(
+            pager::notify_or_note(
                 INCIDENTS,
                 &format!("CRITICAL DLQGrowing (alert {}): {summary}", alert.name),
-            )?;
+                &mut checklist,
+            );
             // Counts of what passed: made, or planned in a dry run.
             let passed = |fate: &Option<Fate>, n: usize| match fate {
                 Some(fate) if fate.passed() => n as i64,
@@ -352,7 +369,13 @@ impl Playbook for Dlq {
             };
             let mut outcome = base(summary)
                 .field("replayed", passed(&replayed, retry.len()))
-                .field("marked_failed", passed(&marked, failed.len()))
+                .field(
+                    "marked_failed",
+                    match &marked {
+                        Some((fate, rows)) if fate.passed() => *rows as i64,
+                        _ => 0,
+                    },
+                )
                 .field("compliant_again", again as i64);
             for item in checklist {
                 outcome = outcome.todo(item);
@@ -412,6 +435,8 @@ fn recheck(
     };
     for item in refused {
         let answer = match &item.user {
+            // The ids are marked failed as one comma-separated list.
+            _ if item.id.contains(',') => Err("its id contains a comma".to_owned()),
             Some(user) => compliant(rpc, &registry, user),
             None => Err("its intent has no user address".to_owned()),
         };

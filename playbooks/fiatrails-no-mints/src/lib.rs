@@ -232,7 +232,7 @@ fn paused_escrow(alert: &Alert, escrow: &str, base: impl Fn(String) -> Outcome) 
     ))
     .field("paused_by", by.as_str())
     .field("unpause_proposed", true)
-    .field("unpaused", sent.passed());
+    .field("unpause_sent", sent.passed());
     if let Err(e) = told {
         outcome = outcome.todo(format!(
             "The incident room was NOT told ({}): tell them",

@@ -73,49 +73,28 @@ impl Playbook for RpcFailover {
                     .field("in_use", current.as_str())
             };
             match (&primary, &fallback) {
-                (Err(_), Ok(_)) if current != "fallback" => {
-                    let reason = format!(
+                (Err(_), Ok(_)) if current != "fallback" => switch(
+                    "fallback",
+                    &format!(
                         "FiatRails runbook, HighRPCErrorRate, Remediation 1 (RPC provider issue): switch to the fallback RPC; {seen}"
-                    );
-                    // The humans first: the switch waits for an approver.
-                    let told = pager::notify(
-                        INCIDENTS,
-                        &format!(
-                            "CRITICAL HighRPCErrorRate{rate}: {seen}. stepgate asks an approver to switch the api to the fallback RPC ({FLAG}=fallback); decide in stepgate now"
-                        ),
-                    );
-                    let switched = Fate::of(&flags::set(FLAG, "fallback", &reason));
-                    pager::notify(
-                        INCIDENTS,
-                        &format!(
-                            "CRITICAL HighRPCErrorRate{rate}: {seen}. The api {} to the fallback RPC{}",
-                            switched.say("switched"),
-                            if switched == Fate::Made {
-                                ": restart the api"
-                            } else {
-                                ""
-                            }
-                        ),
-                    )?;
-                    let mut outcome = base(format!(
-                        "The RPC provider is down; the fallback answers: {seen}; {}",
-                        switched.say("switched to the fallback")
-                    ))
-                    .field("switched", switched.passed());
-                    if let Err(e) = told {
-                        outcome = outcome.todo(format!(
-                            "{INCIDENTS} was NOT told before the approval ({}): tell them",
-                            e.message()
-                        ));
-                    }
-                    Ok(match switched.why_not() {
-                        None => outcome
-                            .todo("Restart the api so it takes the fallback RPC (docker compose restart api)")
-                            .todo("Switch back once the provider answers and its error rate is under 5%"),
-                        Some(why) => outcome
-                            .todo(format!("The switch was not made ({why}): set RPC_URL to the fallback by hand")),
-                    })
-                }
+                    ),
+                    &format!("CRITICAL HighRPCErrorRate{rate}: {seen}"),
+                    base(format!(
+                        "The RPC provider is down; the fallback answers: {seen}"
+                    )),
+                ),
+                // On the fallback, which fails, while the provider answers
+                // again: back to the provider.
+                (Ok(_), Err(_)) if current == "fallback" => switch(
+                    "primary",
+                    &format!(
+                        "FiatRails runbook, HighRPCErrorRate: the api is on the fallback RPC, which does not answer, and the provider answers again; switch back to the provider; {seen}"
+                    ),
+                    &format!("CRITICAL HighRPCErrorRate{rate}: {seen}"),
+                    base(format!(
+                        "The fallback in use is down; the provider answers: {seen}"
+                    )),
+                ),
                 (Err(_), Err(_)) => {
                     pager::page(
                         INFRASTRUCTURE,
@@ -154,6 +133,63 @@ impl Playbook for RpcFailover {
             }
         })
     }
+}
+
+/// Tells the incident channel, then switches `FLAG` to `to` (a write an
+/// approver decides), says what became of it, and returns `outcome` with
+/// what a human does next.
+fn switch(to: &str, reason: &str, headline: &str, outcome: Outcome) -> Result<Outcome> {
+    let mut checklist = Vec::new();
+    // The humans first: the switch waits for an approver.
+    let told = pager::notify(
+        INCIDENTS,
+        &format!(
+            "{headline}. stepgate asks an approver to switch the api to the {to} RPC ({FLAG}={to}); decide in stepgate now"
+        ),
+    );
+    let switched = Fate::of(&flags::set(FLAG, to, reason));
+    pager::notify_or_note(
+        INCIDENTS,
+        &format!(
+            "{headline}. The api {} to the {to} RPC{}",
+            switched.say("switched"),
+            if switched == Fate::Made {
+                ": restart the api"
+            } else {
+                ""
+            }
+        ),
+        &mut checklist,
+    );
+    let mut outcome = outcome;
+    outcome.summary = format!(
+        "{}; {}",
+        outcome.summary,
+        switched.say(&format!("switched to the {to}"))
+    );
+    let mut outcome = outcome.field("switched", switched.passed());
+    if let Err(e) = told {
+        checklist.insert(
+            0,
+            format!(
+                "{INCIDENTS} was NOT told before the approval ({}): tell them",
+                e.message()
+            ),
+        );
+    }
+    match switched.why_not() {
+        None => checklist.extend([
+            "Restart the api so it takes the new RPC (docker compose restart api)".to_owned(),
+            "Watch the error rate; switch again once the other provider answers and its error rate is under 5%".to_owned(),
+        ]),
+        Some(why) => checklist.push(format!(
+            "The switch was not made ({why}): set RPC_URL to the {to} by hand"
+        )),
+    }
+    for item in checklist {
+        outcome = outcome.todo(item);
+    }
+    Ok(outcome)
 }
 
 stepgate_sdk::playbook!(RpcFailover);

@@ -38,9 +38,15 @@ const ACK: &str = "UPDATE billing_dlq_poison SET resolution = 'FINALIZE_ACKED' \
 /// Voiding an entry and releasing its held credits, as one statement: one
 /// approval, one transaction, so a refusal can never leave one without the
 /// other. On an entry already voided it releases what is still held.
+///
+/// The credits are released only if the entry is voided, by this statement
+/// or before it: an entry someone marked FINALIZE_ACKED while the approval
+/// waited keeps its credits (the finalize happened).
 const VOID_AND_RELEASE: &str = "WITH voided AS (UPDATE billing_dlq_poison SET resolution = 'VOIDED' \
      WHERE entry_id = $1 AND resolution IS NULL RETURNING entry_id) \
-     UPDATE held_credits SET released_at = now() WHERE wal_entry_id = $2 AND released_at IS NULL";
+     UPDATE held_credits SET released_at = now() WHERE wal_entry_id = $2 AND released_at IS NULL \
+     AND (EXISTS (SELECT 1 FROM voided) OR EXISTS (SELECT 1 FROM billing_dlq_poison \
+     WHERE entry_id = $1 AND resolution = 'VOIDED'))";
 
 struct DlqOverflow;
 
@@ -170,7 +176,17 @@ impl Playbook for DlqOverflow {
                         }
                         continue;
                     }
-                    let answer = http::get(ARRAKIS, &format!("/api/finalizations/{wal}"))?;
+                    let answer = match http::get(ARRAKIS, &format!("/api/finalizations/{wal}")) {
+                        Ok(answer) => answer,
+                        Err(err) => {
+                            checklist.push(format!(
+                                "{}: arrakis could not be asked about WAL entry {wal} ({}): resolve it by hand",
+                                e.entry,
+                                err.message()
+                            ));
+                            continue;
+                        }
+                    };
                     let finalized = answer.ok() && answer.body["status"] == "finalized";
                     let (sql, args, reason) = if finalized {
                         (
@@ -198,6 +214,14 @@ impl Playbook for DlqOverflow {
                         continue;
                     };
                     match db::execute(DB, sql, args, &reason) {
+                        // No row: someone resolved it while the approval waited.
+                        Ok(0) if finalized => {
+                            not_done += 1;
+                            checklist.push(format!(
+                                "{}: NOT acked (it was resolved meanwhile): check its resolution",
+                                e.entry
+                            ))
+                        }
                         Ok(_) if finalized => acked += 1,
                         Ok(_) => voided += 1,
                         Err(err) => {

@@ -141,10 +141,11 @@ impl Playbook for GateRollback {
                         )
                     }
                 );
-                pager::notify(
+                pager::notify_or_note(
                     INCIDENTS,
                     &format!("loa-finn gate rollback (alert {}): {summary}", alert.name),
-                )?;
+                    &mut checklist,
+                );
                 checklist.extend([
                     format!("Verify the endpoints of {} answer 503", flags.join(", ")),
                     format!("Verify gate {to}'s features still work"),

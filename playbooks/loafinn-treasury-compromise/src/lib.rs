@@ -149,28 +149,36 @@ impl Playbook for TreasuryCompromise {
             }
         };
         step("Escalate", || -> Result<Outcome> {
-            pager::page(
+            pager::page_or_note(
                 ONCALL,
                 Severity::Critical,
                 &format!(
                     "loa-finn treasury compromise: {}, rotate the treasury address",
-                    match (frozen.is_empty(), runbook::dry_run()) {
-                        (true, _) => "NOTHING frozen",
-                        (false, true) => "freeze planned as listed (dry run, nothing written)",
-                        (false, false) => "frozen as listed",
+                    match (frozen.is_empty(), not_frozen.is_empty(), runbook::dry_run()) {
+                        (true, _, _) => "NOTHING frozen",
+                        (false, false, _) => "only partly frozen",
+                        (false, true, true) =>
+                            "freeze planned as listed (dry run, nothing written)",
+                        (false, true, false) => "frozen as listed",
                     }
                 ),
                 &format!(
-                    "alert {} ({}): frozen: {}. {audit_text}",
+                    "alert {} ({}): frozen: {}{}. {audit_text}",
                     alert.name,
                     alert.fingerprint.as_deref().unwrap_or("no fingerprint"),
                     if frozen.is_empty() {
                         "NOTHING".to_owned()
                     } else {
                         frozen.join(", ")
+                    },
+                    if not_frozen.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; NOT frozen: {}", not_frozen.join(", "))
                     }
                 ),
-            )?;
+                &mut checklist,
+            );
             checklist.extend([
                 "Rotate the treasury address: update SSM /loa-finn/production/TREASURY_ADDRESS, redeploy the ECS service, restart or wait 60 s for the x402 quote cache".to_owned(),
                 "Recovery: verify the new treasury address, re-enable the flags one at a time, monitor for 1 hour".to_owned(),

@@ -54,7 +54,10 @@ fn address(alert: &Alert, key: &str) -> Result<String> {
 }
 
 fn quantity(hex: &str) -> Result<u128> {
-    let digits = hex.trim_start_matches("0x").trim_start_matches('0');
+    let digits = hex
+        .strip_prefix("0x")
+        .unwrap_or(hex)
+        .trim_start_matches('0');
     if digits.is_empty() {
         return Ok(0);
     }
@@ -81,9 +84,14 @@ fn snapshot(wallet: &str) -> Result<(Decimal, Decimal)> {
             "latest",
         ),
     )?)?;
-    let eth = Decimal::from_i128_with_scale(wei as i128, 18);
-    let usdc = Decimal::from_i128_with_scale(usdc as i128, 6);
-    Ok((eth.normalize(), usdc))
+    // A node's answer is hostile: a balance too large for a Decimal is an
+    // error, never a panic or a wrapped number.
+    let exact = |units: u128, scale: u32| -> Result<Decimal> {
+        let units = i128::try_from(units)
+            .map_err(|_| Error::failed(format!("a balance of {units} units is out of range")))?;
+        Ok(Decimal::try_from_i128_with_scale(units, scale)?)
+    };
+    Ok((exact(wei, 18)?.normalize(), exact(usdc, 6)?))
 }
 
 impl Playbook for HotWalletCompromise {
@@ -106,7 +114,12 @@ impl Playbook for HotWalletCompromise {
     }
 
     fn run(alert: Alert) -> Result<Outcome> {
-        let wallet = address(&alert, "hot_wallet")?;
+        // A missing label is named in the pages, never a reason not to page.
+        let wallet = address(&alert, "hot_wallet");
+        let wallet_text = match &wallet {
+            Ok(wallet) => wallet.clone(),
+            Err(e) => format!("an unknown hot wallet ({})", e.message()),
+        };
         // Needed only if contract mode is in use; its absence is named there.
         let escrow = address(&alert, "escrow");
         let mut checklist = Vec::new();
@@ -117,7 +130,7 @@ impl Playbook for HotWalletCompromise {
                 Severity::Critical,
                 "SEV-0 Plaza hot-wallet compromise suspected: all hands; stepgate asks two approvers to stop plaza-api",
                 &format!(
-                    "alert {} on hot wallet {wallet}: approve or deny the API stop in stepgate now; the escrow pause goes to the cold multisig's key holders; a second page follows with what was done and the balance snapshot",
+                    "alert {} on hot wallet {wallet_text}: approve or deny the API stop in stepgate now; the escrow pause goes to the cold multisig's key holders; a second page follows with what was done and the balance snapshot",
                     alert.name
                 ),
             );
@@ -128,7 +141,72 @@ impl Playbook for HotWalletCompromise {
                 ));
             }
         });
-        let api_stopped = step("Triage 1: pause the API", || {
+        let contract = step(
+            "Triage 1: pause the contract (read; proposed to the cold multisig)",
+            || -> Result<String> {
+                match flags::get(FLAG_CONTRACT_MODE) {
+                Ok(mode) if mode.as_deref() == Some("0") => {
+                    return Ok("contract mode not in use".into());
+                }
+                Ok(_) => {}
+                Err(e) => checklist.push(format!(
+                    "{FLAG_CONTRACT_MODE} could not be read ({}): contract mode is taken as in use",
+                    e.message()
+                )),
+            }
+                let escrow = match &escrow {
+                    Ok(escrow) => escrow,
+                    Err(e) => {
+                        checklist.push(format!(
+                        "PlazaEscrow is NOT checked ({}): key holders check paused() and pause it from the cold multisig",
+                        e.message()
+                    ));
+                        return Ok("NOT checked (no `escrow` label)".into());
+                    }
+                };
+                let paused = rpc::call::<String>(
+                    RPC,
+                    "eth_call",
+                    (
+                        serde_json::json!({ "to": escrow, "data": PAUSED }),
+                        "latest",
+                    ),
+                )
+                .and_then(|w| quantity(&w));
+                match paused {
+                    Ok(1) => Ok("already paused".into()),
+                    // The cold multisig is offline by design: the pause is
+                    // proposed to its key holders, never sent from here.
+                    known => {
+                        let proposal = format!(
+                            "Key holders: pause PlazaEscrow now from the cold multisig: to {escrow}, data {PAUSE} (pause()), then confirm paused() returns 1"
+                        );
+                        // At once, not behind the API stop's approval.
+                        if let Err(e) = pager::notify(
+                            "incident",
+                            &format!("SEV-0 Plaza hot-wallet compromise: {proposal}"),
+                        ) {
+                            checklist.push(format!(
+                            "#incident was NOT told of the escrow pause ({}): call the key holders",
+                            e.message()
+                        ));
+                        }
+                        checklist.insert(0, proposal);
+                        Ok(match known {
+                            Ok(_) => {
+                                "NOT paused: pause proposed to the cold multisig's key holders"
+                                    .into()
+                            }
+                            Err(e) => format!(
+                                "paused() unreadable ({}): pause proposed to the cold multisig's key holders",
+                                e.message()
+                            ),
+                        })
+                    }
+                }
+            },
+        )?;
+        let api_stopped = step("Triage 2: pause the API", || {
             let reason = "Plaza runbook, Hot-wallet compromise, Triage: pause the API (systemctl stop plaza-api); new orders cannot place";
             let body = serde_json::json!({ "service": "plaza-api", "action": "stop" });
             let fate = Fate::of_http(&http::post(ADMIN, STOP, &body, reason));
@@ -139,66 +217,19 @@ impl Playbook for HotWalletCompromise {
             }
             fate
         });
-        let contract = step("Triage 2: pause the contract", || -> Result<String> {
-            match flags::get(FLAG_CONTRACT_MODE) {
-                Ok(mode) if mode.as_deref() == Some("0") => {
-                    return Ok("contract mode not in use".into());
-                }
-                Ok(_) => {}
-                Err(e) => checklist.push(format!(
-                    "{FLAG_CONTRACT_MODE} could not be read ({}): contract mode is taken as in use",
-                    e.message()
-                )),
-            }
-            let escrow = match &escrow {
-                Ok(escrow) => escrow,
-                Err(e) => {
-                    checklist.push(format!(
-                        "PlazaEscrow is NOT checked ({}): key holders check paused() and pause it from the cold multisig",
-                        e.message()
-                    ));
-                    return Ok("NOT checked (no `escrow` label)".into());
-                }
-            };
-            let paused = rpc::call::<String>(
-                RPC,
-                "eth_call",
-                (
-                    serde_json::json!({ "to": escrow, "data": PAUSED }),
-                    "latest",
-                ),
-            )
-            .and_then(|w| quantity(&w));
-            match paused {
-                Ok(1) => Ok("already paused".into()),
-                // The cold multisig is offline by design: the pause is
-                // proposed to its key holders, never sent from here.
-                known => {
-                    checklist.insert(
-                        0,
-                        format!(
-                            "Key holders: pause PlazaEscrow now from the cold multisig: to {escrow}, data {PAUSE} (pause()), then confirm paused() returns 1"
-                        ),
-                    );
-                    Ok(match known {
-                        Ok(_) => {
-                            "NOT paused: pause proposed to the cold multisig's key holders".into()
-                        }
-                        Err(e) => format!(
-                            "paused() unreadable ({}): pause proposed to the cold multisig's key holders",
-                            e.message()
-                        ),
-                    })
-                }
-            }
-        })?;
-        let balances = step("Triage 3: balance snapshot", || snapshot(&wallet));
+        let balances = step("Triage 3: balance snapshot", || match &wallet {
+            Ok(wallet) => snapshot(wallet),
+            Err(e) => Err(e.clone()),
+        });
         step("Escalate", || -> Result<Outcome> {
             let snap = match &balances {
-                Ok((eth, usdc)) => format!("hot wallet {wallet}: {eth} ETH, {usdc} USDC"),
+                Ok((eth, usdc)) => format!("hot wallet {wallet_text}: {eth} ETH, {usdc} USDC"),
                 Err(e) => {
-                    checklist.push(format!("Take the balance snapshot by hand (cast balance {wallet}; balanceOf on USDC): {}", e.message()));
-                    format!("hot wallet {wallet}: snapshot failed ({})", e.message())
+                    checklist.push(format!("Take the balance snapshot by hand (cast balance <hot wallet>; balanceOf on USDC): {}", e.message()));
+                    format!(
+                        "hot wallet {wallet_text}: snapshot failed ({})",
+                        e.message()
+                    )
                 }
             };
             let details = format!(
@@ -207,16 +238,18 @@ impl Playbook for HotWalletCompromise {
                 alert.fingerprint.as_deref().unwrap_or("no fingerprint"),
                 api_stopped.say("stopped")
             );
-            pager::page(
+            pager::page_or_note(
                 "ceo",
                 Severity::Critical,
                 "SEV-0 Plaza hot-wallet compromise suspected: all hands",
                 &details,
-            )?;
-            pager::notify(
+                &mut checklist,
+            );
+            pager::notify_or_note(
                 "incident",
                 &format!("SEV-0 Plaza hot-wallet compromise: {details}"),
-            )?;
+                &mut checklist,
+            );
             checklist.extend([
                 "Sweep the remaining hot-wallet balance to cold via a fresh signer (coordinate with the cold multisig key holders)".to_owned(),
                 "Rotate the MPC signing key (infra/secrets/mpc.env) and restart the API".to_owned(),

@@ -151,14 +151,15 @@ impl Playbook for NotifySaturation {
                     None => ": not the database".to_owned(),
                 }
             );
-            pager::notify(
+            pager::notify_or_note(
                 INCIDENT,
                 &format!(
                     "SEV-1 Plaza NOTIFY saturation (alert {}): {summary}. Oldest: {}",
                     alert.name,
                     stuck.first().map(String::as_str).unwrap_or("none")
                 ),
-            )?;
+                &mut checklist,
+            );
             checklist.push("If saturation persists: schedule the split to a dedicated broker (plaza-api --role broker-only on a separate host)".into());
             let mut outcome = Outcome::new(summary)
                 .severity("SEV-1")

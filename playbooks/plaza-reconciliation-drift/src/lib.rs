@@ -22,13 +22,16 @@
 //!   does it; then the drift runbook runs.
 //! - **Postmortem**: required for SEV-0.
 //!
-//! **What explains a drift.** Only transactions in flight whose USDC
-//! transfers account for it: the pending block's `transfer` calls on the
-//! USDC contract from and to the hot wallet are summed, and the drift is
-//! explained when the held sum matches the wallet once they land (within
-//! the tolerance). A transaction in flight that moves a different amount,
-//! or whose amount the node does not show, explains nothing: unsure, the
-//! runbook escalates a level.
+//! **What explains a drift.** Only the hot wallet's own transactions in
+//! flight, whose USDC transfers account for it (the runbook: "pending
+//! sweeps and pending payouts account for some drift"): the pending
+//! block's `transfer` calls on the USDC contract sent *from* the hot wallet
+//! are summed, and the drift is explained when the held sum matches the
+//! wallet once they land (within the tolerance). Transfers *to* the wallet
+//! are not counted: anyone can broadcast one that never lands, and "explain"
+//! a theft. A transaction in flight that moves a different amount, or whose
+//! amount the node does not show, explains nothing: unsure, the runbook
+//! escalates a level.
 //!
 //! **Money columns.** A ledger may store USDC as integer micro-units (6
 //! decimals, as on chain) or as NUMERIC USDC (`12500.000000`); both are
@@ -77,9 +80,9 @@ struct Reading {
     wallet: Decimal,
     /// Transactions the hot wallet sent that are not mined yet.
     in_flight: u64,
-    /// USDC transfers in the pending block: to the hot wallet, and from it.
-    /// `None` when the node does not show the pending block.
-    pending: Option<(Decimal, Decimal)>,
+    /// USDC the hot wallet's own pending transfers move out of it. `None`
+    /// when the node does not show the pending block.
+    pending: Option<Decimal>,
 }
 
 impl Reading {
@@ -90,15 +93,13 @@ impl Reading {
     /// The drift left once the transfers in flight land; `None` when
     /// their amounts are unknown.
     fn unaccounted(&self) -> Option<Decimal> {
-        let (incoming, outgoing) = self.pending?;
-        Some((self.held - (self.wallet + incoming - outgoing)).abs())
+        let outgoing = self.pending?;
+        Some((self.held - (self.wallet - outgoing)).abs())
     }
 
     /// Whether transfers in flight account for the drift.
     fn explained(&self, tolerance: Decimal) -> bool {
-        let moving = self
-            .pending
-            .is_some_and(|(incoming, outgoing)| !incoming.is_zero() || !outgoing.is_zero());
+        let moving = self.pending.is_some_and(|outgoing| !outgoing.is_zero());
         moving && self.unaccounted().is_some_and(|left| left <= tolerance)
     }
 }
@@ -159,7 +160,7 @@ impl Playbook for ReconciliationDrift {
                     Severity::Critical,
                     "SEV-0 Plaza ledger sum-zero violation: HALT RELEASES now",
                     &format!(
-                        "alert {} ({}): a ledger transaction failed sum-zero. The alert table says halt releases first (by hand: stepgate has no switch for it), then the reconciliation-drift runbook runs; a second page follows with what it finds",
+                        "alert {} ({}): a ledger transaction failed sum-zero. The alert table says halt releases first (by hand: stepgate has no switch for it), then the reconciliation-drift runbook runs (its outcome is in stepgate; a second page follows only if custodied mode must be paused)",
                         alert.name,
                         alert.fingerprint.as_deref().unwrap_or("no fingerprint")
                     ),
@@ -232,10 +233,15 @@ impl Playbook for ReconciliationDrift {
             && reading.drift() > limits.tolerance
             && waits < MAX_BLOCK_WAITS
         {
-            reading = step("Wait one block and re-check", || -> Result<Reading> {
+            let again = step("Wait one block and re-check", || -> Result<Reading> {
                 runbook::sleep(limits.block)?;
                 read_world(&wallet, limits.unit)
-            })?;
+            });
+            reading = match again {
+                Ok(reading) => reading,
+                // The drift can no longer be checked: escalate as at triage.
+                Err(e) => return triage_failed(&alert, &e, checklist),
+            };
             waits += 1;
         }
         if reading.drift() <= limits.tolerance {
@@ -270,9 +276,7 @@ impl Playbook for ReconciliationDrift {
                 checklist,
             ));
         }
-        let moving = reading
-            .pending
-            .is_some_and(|(incoming, outgoing)| !incoming.is_zero() || !outgoing.is_zero());
+        let moving = reading.pending.is_some_and(|outgoing| !outgoing.is_zero());
         let why = match (moving, reading.unaccounted()) {
             (true, Some(left)) => format!(
                 "drift of {} USDC that the transfers in flight do not account for ({}; {left} USDC unaccounted)",
@@ -410,45 +414,46 @@ fn read_world(wallet: &Wallet, unit: Unit) -> Result<Reading> {
     })
 }
 
-/// The USDC moving in the pending block: `transfer` calls on the token
-/// to the hot wallet (from anyone) and from it. `None` when the node
-/// does not show the pending block, or shows something this cannot read.
-fn pending_transfers(wallet: &Wallet) -> Option<(Decimal, Decimal)> {
+/// The USDC the hot wallet's own pending transactions move out: its
+/// `transfer` calls on the token in the pending block. `None` when the
+/// node does not show the pending block. A transaction this cannot read
+/// (not a transfer, a short or odd call) is skipped: it moves no USDC.
+fn pending_transfers(wallet: &Wallet) -> Option<Decimal> {
     let block: serde_json::Value =
         rpc::call(RPC, "eth_getBlockByNumber", ("pending", true)).ok()?;
-    let (mut incoming, mut outgoing) = (Decimal::new(0, USDC_SCALE), Decimal::new(0, USDC_SCALE));
-    let hot = wallet.address.to_ascii_lowercase();
-    let token = wallet.token.to_ascii_lowercase();
+    let mut outgoing = Decimal::new(0, USDC_SCALE);
     for tx in block.get("transactions")?.as_array()? {
-        let to = tx
-            .get("to")
-            .and_then(|t| t.as_str())
-            .map(str::to_ascii_lowercase);
-        let input = tx.get("input").and_then(|i| i.as_str()).unwrap_or("");
-        if to.as_deref() != Some(token.as_str()) || !input.starts_with(TRANSFER) {
+        let text = |key: &str| tx.get(key).and_then(|v| v.as_str()).unwrap_or("");
+        let (from, to, input) = (text("from"), text("to"), text("input"));
+        if !from.eq_ignore_ascii_case(&wallet.address) || !to.eq_ignore_ascii_case(&wallet.token) {
             continue;
         }
-        // transfer(address to, uint256 amount): two 32-byte words.
-        let args = input.get(TRANSFER.len()..)?;
-        let (recipient, amount) = (args.get(24..64)?, args.get(64..128)?);
-        let amount = parse_quantity(&format!("0x{amount}")).ok()?;
-        let amount = Decimal::new(i64::try_from(amount).ok()?, USDC_SCALE);
-        let from = tx.get("from").and_then(|f| f.as_str()).unwrap_or("");
-        if format!("0x{}", recipient.to_ascii_lowercase()) == hot {
-            incoming += amount;
-        }
-        if from.eq_ignore_ascii_case(&hot) {
+        if let Some(amount) = transfer_amount(input) {
             outgoing += amount;
         }
     }
-    Some((incoming, outgoing))
+    Some(outgoing)
+}
+
+/// The USDC a `transfer(address,uint256)` call moves, if `input` is one.
+fn transfer_amount(input: &str) -> Option<Decimal> {
+    // 0x, the selector, two 32-byte words.
+    if input.len() != 2 + 8 + 128 || !input.is_char_boundary(10) {
+        return None;
+    }
+    let (selector, args) = input.split_at(10);
+    if !selector.eq_ignore_ascii_case(TRANSFER) {
+        return None;
+    }
+    let units = parse_quantity(&format!("0x{}", args.get(64..)?)).ok()?;
+    Some(Decimal::new(i64::try_from(units).ok()?, USDC_SCALE))
 }
 
 /// The transfers in flight, for people.
 fn pending_text(reading: &Reading) -> String {
     match reading.pending {
-        Some((incoming, outgoing)) => {
-            format!("{incoming} USDC coming in and {outgoing} USDC going out in flight")
+        Some(outgoing) => {
+            format!("{outgoing} USDC going out in the hot wallet's transfers in flight")
         }
         None => "the node does not show the transfers in flight".to_owned(),
     }
@@ -514,7 +519,7 @@ fn triage_failed(alert: &Alert, error: &Error, checklist: Vec<String>) -> Result
             alert.fingerprint.as_deref().unwrap_or("no fingerprint"),
             paused.say("paused")
         );
-        pager::page(
+        pager::page_or_note(
             "ceo",
             Severity::Critical,
             &format!(
@@ -522,11 +527,13 @@ fn triage_failed(alert: &Alert, error: &Error, checklist: Vec<String>) -> Result
                 paused.say("paused")
             ),
             &details,
-        )?;
-        pager::notify(
+            &mut checklist,
+        );
+        pager::notify_or_note(
             "incident",
             &format!("SEV-0 Plaza reconciliation drift (unverified): {details}"),
-        )?;
+            &mut checklist,
+        );
         checklist.extend([
             "Verify the drift by hand: the ledger sum-zero query, the hot-wallet USDC balance, in-flight transactions on Basescan".to_owned(),
             "Lift PLAZA_CUSTODIED_MODE_DISABLED if the drift turns out bounded and explained".to_owned(),
@@ -603,7 +610,7 @@ fn mitigate_unexplained(
             reading.in_flight,
             paused.say("paused"),
         );
-        pager::page(
+        pager::page_or_note(
             "ceo",
             Severity::Critical,
             &format!(
@@ -611,11 +618,13 @@ fn mitigate_unexplained(
                 paused.say("paused")
             ),
             &details,
-        )?;
-        pager::notify(
+            &mut checklist,
+        );
+        pager::notify_or_note(
             "incident",
             &format!("SEV-0 Plaza reconciliation drift: {details}"),
-        )?;
+            &mut checklist,
+        );
         checklist.extend([
             "Pull the audit log for the last 24 hours; look for unauthorized signer use".to_owned(),
             "Rotate the MPC signer: new signing key, sweep all hot-wallet balance to cold; resume only after the discrepancy is reconciled".to_owned(),

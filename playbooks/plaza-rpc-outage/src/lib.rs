@@ -33,7 +33,10 @@ const FOR_WINDOW_MS: i64 = 10 * 60 * 1000;
 /// A Prometheus-style duration of one unit: `90s`, `5m`, `1h`.
 fn duration_ms(text: &str) -> Option<i64> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    // The unit is the last character, whatever the text (never a panic on
+    // a multi-byte one: it is simply not a unit).
+    let unit_at = text.char_indices().last()?.0;
+    let (number, unit) = text.split_at(unit_at);
     let n: i64 = number.parse().ok().filter(|n| *n >= 0)?;
     let unit_ms = match unit {
         "s" => 1_000,
@@ -162,14 +165,15 @@ impl Playbook for RpcOutage {
                     }
                 ),
             };
-            pager::notify(
+            pager::notify_or_note(
                 INCIDENT,
                 &format!(
                     "SEV-1 Plaza RPC outage (alert {}, {} min): {summary}",
                     alert.name,
                     minutes.map_or("?".to_owned(), |m| m.to_string()),
                 ),
-            )?;
+                &mut checklist,
+            );
             if primary.is_ok() && secondary.is_ok() {
                 checklist.push("Both providers answer stepgate: confirm from the worker's box that they answer there too (curl the provider; local network, DNS, the box's firewall), and read the payout worker's logs".into());
             } else if !both_out {

@@ -238,7 +238,7 @@ fn mitigate(
         alert.name,
         alert.fingerprint.as_deref().unwrap_or("no fingerprint"),
     );
-    pager::page(
+    pager::page_or_note(
         ONCALL,
         Severity::Critical,
         &format!(
@@ -250,7 +250,8 @@ fn mitigate(
             }
         ),
         &details,
-    )?;
+        &mut checklist,
+    );
     let contact: Option<String> = db::query(DB, COMPLIANCE, params![operator])?
         .iter()
         .next()

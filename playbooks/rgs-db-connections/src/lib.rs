@@ -17,7 +17,9 @@
 //! Local choices (the runbook states no number): saturation is
 //! [`SATURATED_PERCENT`] of `max_connections`; the restart for idle
 //! sessions needs [`RESTART_AT_IDLE_IN_TRANSACTION`] of them, or the
-//! alert's `restart_at_idle_in_transaction` annotation.
+//! alert's `restart_at_idle_in_transaction` annotation; a session counts as
+//! holding a connection once idle in a transaction for
+//! [`IDLE_FOR_SECONDS`] (`idle_in_transaction_seconds`).
 //!
 //! Triage needs one connection to a database that may have none left:
 //! the stepgate role must hold a reserved slot (PostgreSQL 16+:
@@ -42,7 +44,8 @@ const MAX_CONNECTIONS: &str =
 /// Long term: the sessions holding a transaction open, oldest first.
 const IDLE_IN_TRANSACTION: &str = "SELECT pid, EXTRACT(EPOCH FROM now() - xact_start)::bigint AS open_seconds, \
      left(query, 200) AS query FROM pg_stat_activity \
-     WHERE datname='yantra' AND state='idle in transaction' ORDER BY xact_start LIMIT 20";
+     WHERE datname='yantra' AND state='idle in transaction' \
+     AND xact_start < now() - make_interval(secs => $1) ORDER BY xact_start LIMIT 20";
 
 /// Connections at or past this share of `max_connections` is saturation.
 pub const SATURATED_PERCENT: i64 = 90;
@@ -50,6 +53,33 @@ pub const SATURATED_PERCENT: i64 = 90;
 /// (fewer are ended one by one); the alert's
 /// `restart_at_idle_in_transaction` annotation overrides it.
 pub const RESTART_AT_IDLE_IN_TRANSACTION: usize = 5;
+/// A session idle in a transaction for less than this (seconds) is a
+/// client between two statements, not one holding a connection; the
+/// alert's `idle_in_transaction_seconds` annotation overrides it.
+pub const IDLE_FOR_SECONDS: i64 = 60;
+
+/// A whole-number setting from the alert's annotation `key`, at least
+/// `min`; a bad value is refused by name, never replaced by the default.
+fn setting<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
+    alert: &Alert,
+    key: &str,
+    default: T,
+    min: T,
+) -> Result<T> {
+    match alert.annotation(key) {
+        None => Ok(default),
+        Some(text) => text
+            .trim()
+            .parse::<T>()
+            .ok()
+            .filter(|v| *v >= min)
+            .ok_or_else(|| {
+                Error::failed(format!(
+                    "the `{key}` annotation is `{text}`: a whole number of at least {min}"
+                ))
+            }),
+    }
+}
 
 struct DbConnections;
 
@@ -81,7 +111,14 @@ impl Playbook for DbConnections {
     }
 
     fn run(alert: Alert) -> Result<Outcome> {
-        let triage = match step("Triage", triage) {
+        let idle_for = setting(&alert, "idle_in_transaction_seconds", IDLE_FOR_SECONDS, 0)?;
+        let restart_at = setting(
+            &alert,
+            "restart_at_idle_in_transaction",
+            RESTART_AT_IDLE_IN_TRANSACTION,
+            1,
+        )?;
+        let triage = match step("Triage", || triage(idle_for)) {
             Ok(triage) => triage,
             Err(e) => {
                 return step("Escalate: triage failed", || -> Result<Outcome> {
@@ -104,13 +141,13 @@ impl Playbook for DbConnections {
                 });
             }
         };
-        step("Mitigate", || mitigate(&alert, &triage))
+        step("Mitigate", || mitigate(&alert, &triage, restart_at))
     }
 }
 
 stepgate_sdk::playbook!(DbConnections);
 
-fn triage() -> Result<Triage> {
+fn triage(idle_for: i64) -> Result<Triage> {
     let connections: i64 = db::query(DB, CONNECTIONS, params![])?
         .first()?
         .get("connections")?;
@@ -128,7 +165,7 @@ fn triage() -> Result<Triage> {
         })
         .collect::<Result<Vec<_>>>()?
         .join(", ");
-    let idle_in_transaction = db::query(DB, IDLE_IN_TRANSACTION, params![])?
+    let idle_in_transaction = db::query(DB, IDLE_IN_TRANSACTION, params![idle_for])?
         .iter()
         .map(|row| -> Result<(i64, i64, String)> {
             Ok((
@@ -150,12 +187,8 @@ fn triage() -> Result<Triage> {
     })
 }
 
-fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
+fn mitigate(alert: &Alert, triage: &Triage, restart_at: usize) -> Result<Outcome> {
     let stuck = !triage.idle_in_transaction.is_empty();
-    let restart_at = alert
-        .annotation("restart_at_idle_in_transaction")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(RESTART_AT_IDLE_IN_TRANSACTION);
     let db_side = triage.saturated() || triage.idle_in_transaction.len() >= restart_at;
     let mut checklist = Vec::new();
     let mut restarted = None;
@@ -226,7 +259,7 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
             (None, false) => ": database side healthy".to_owned(),
         }
     );
-    pager::page(
+    pager::page_or_note(
         ONCALL,
         Severity::Critical,
         &format!(
@@ -247,7 +280,8 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
                 .map(|(pid, secs, query)| format!("pid {pid}, open {secs} s: {query}"))
                 .unwrap_or_else(|| "none".into())
         ),
-    )?;
+        &mut checklist,
+    );
     if stuck {
         checklist.push(
             "Identify the query that holds transactions open (Prisma logs at debug level); the oldest ones are in the page".into(),

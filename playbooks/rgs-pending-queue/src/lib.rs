@@ -30,10 +30,12 @@ const RESTART: &str = "/admin/pods/restart";
 /// Triage 1, verbatim.
 const BY_ENDPOINT_OPERATOR: &str = "SELECT endpoint, operator_id, count(*) AS jobs FROM pending_wallet_jobs \
      WHERE completed_at IS NULL GROUP BY 1,2 ORDER BY 3 DESC LIMIT 20";
-/// Triage 2: are attempts incrementing?
-const ATTEMPTS: &str = "SELECT count(*) AS depth, \
+/// Triage 2: are attempts incrementing? Per operator, so a swamping
+/// operator's jobs in backoff do not hide (or fake) a stopped runner.
+/// The 5 minutes are a local choice (see the README).
+const ATTEMPTS: &str = "SELECT operator_id, count(*) AS depth, \
      count(*) FILTER (WHERE last_attempt_at > now() - interval '5 minutes') AS attempted_recently \
-     FROM pending_wallet_jobs WHERE completed_at IS NULL";
+     FROM pending_wallet_jobs WHERE completed_at IS NULL GROUP BY 1 ORDER BY 1";
 
 /// The alert's threshold unless it says otherwise.
 const DEFAULT_THRESHOLD: i64 = 1000;
@@ -47,12 +49,23 @@ struct Triage {
     attempted_recently: i64,
     /// (operator, jobs) over all endpoints, largest first.
     operators: Vec<(String, i64)>,
+    /// (operator, open jobs, attempted in the last 5 minutes).
+    attempts: Vec<(String, i64, i64)>,
     breakdown: String,
 }
 
 impl Triage {
+    /// No job attempted in 5 minutes, judged on the jobs of every operator
+    /// but a swamping one (whose jobs may all sit in backoff behind its
+    /// failing wallet); with only that operator's jobs, it cannot be told.
     fn runner_stopped(&self) -> bool {
-        self.depth > 0 && self.attempted_recently == 0
+        let swamping = self.swamp().map(|(operator, _)| operator.as_str());
+        let (open, attempted) = self
+            .attempts
+            .iter()
+            .filter(|(operator, _, _)| Some(operator.as_str()) != swamping)
+            .fold((0, 0), |(o, a), (_, open, tried)| (o + open, a + tried));
+        open > 0 && attempted == 0
     }
 
     fn swamp(&self) -> Option<&(String, i64)> {
@@ -134,12 +147,21 @@ fn triage() -> Result<Triage> {
         }
     }
     operators.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let row = db::query(DB, ATTEMPTS, params![])?;
-    let row = row.first()?;
+    let attempts = db::query(DB, ATTEMPTS, params![])?
+        .iter()
+        .map(|row| -> Result<(String, i64, i64)> {
+            Ok((
+                row.get("operator_id")?,
+                row.get("depth")?,
+                row.get("attempted_recently")?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Triage {
-        depth: row.get("depth")?,
-        attempted_recently: row.get("attempted_recently")?,
+        depth: attempts.iter().map(|(_, open, _)| open).sum(),
+        attempted_recently: attempts.iter().map(|(_, _, tried)| tried).sum(),
         operators,
+        attempts,
         breakdown: breakdown.join(", "),
     })
 }
@@ -147,25 +169,33 @@ fn triage() -> Result<Triage> {
 fn mitigate(alert: &Alert, threshold: i64, triage: &Triage) -> Result<Outcome> {
     let mut checklist = Vec::new();
     let mut restarted = None;
-    let diagnosis = if let Some((operator, jobs)) = triage.swamp() {
-        pager::notify(
+    let mut diagnosis = Vec::new();
+    if let Some((operator, jobs)) = triage.swamp() {
+        let told = pager::notify(
             OPERATORS,
             &format!(
                 "{operator}: {jobs} of our {} pending wallet jobs are yours and are not clearing; \
                  please check your wallet service (we treat it as an outage on your side)",
                 triage.depth
             ),
-        )?;
+        );
+        if let Err(e) = told {
+            checklist.push(format!(
+                "{operator} was NOT told ({}): tell their ops contact",
+                e.message()
+            ));
+        }
         checklist.push(format!(
-            "{operator} swamps the queue: follow the circuit-breaker playbook (§5); the breaker should stop new inflow"
+            "{operator} swamps the queue: follow the circuit-breaker playbook (§5); the breaker should stop new inflow; check its failed WalletCall rows before calling it their outage"
         ));
-        format!("{operator} swamps the queue")
-    } else if triage.runner_stopped() {
+        diagnosis.push(format!("{operator} swamps the queue"));
+    }
+    if triage.runner_stopped() {
         // The humans first: the restart waits for an approver.
         let told = pager::notify(
             INCIDENTS,
             &format!(
-                "SEV2 RGS pending job queue (alert {}): {} open jobs and no attempt in 5 min, the runner looks stopped; stepgate asks an approver to restart the RGS; decide in stepgate now",
+                "SEV2 RGS pending job queue (alert {}): {} open jobs and none of the other operators' jobs attempted in 5 min, the runner looks stopped; stepgate asks an approver to restart the RGS; decide in stepgate now",
                 alert.name, triage.depth
             ),
         );
@@ -176,7 +206,7 @@ fn mitigate(alert: &Alert, threshold: i64, triage: &Triage) -> Result<Outcome> {
             ));
         }
         let reason = format!(
-            "RGS playbook 6 (pending job queue growth), Mitigate: the runner is stopped (no attempt in 5 min on {} open jobs, no single operator swamps the queue); restart the RGS",
+            "RGS playbook 6 (pending job queue growth), Mitigate: the runner is stopped (no attempt in 5 min on {} open jobs, judged without a swamping operator's jobs); restart the RGS",
             triage.depth
         );
         let body = serde_json::json!({ "service": "rgs-server", "action": "restart" });
@@ -186,26 +216,28 @@ fn mitigate(alert: &Alert, threshold: i64, triage: &Triage) -> Result<Outcome> {
                 "The RGS is NOT restarted ({why}): restart it by hand"
             ));
         }
-        let said = format!("runner stopped, RGS {}", fate.say("restarted"));
+        diagnosis.push(format!("runner stopped, RGS {}", fate.say("restarted")));
         restarted = Some(fate);
-        said
-    } else {
+    }
+    if diagnosis.is_empty() {
         checklist.push(
             "Genuine backlog: scale horizontally (add rgs-server pods) or raise PendingJobRunner concurrency".into(),
         );
-        "genuine backlog".to_owned()
-    };
+        diagnosis.push("genuine backlog".to_owned());
+    }
+    let diagnosis = diagnosis.join("; ");
     let summary = format!(
         "{} pending wallet job(s), over {threshold}: {diagnosis}",
         triage.depth
     );
-    pager::notify(
+    pager::notify_or_note(
         INCIDENTS,
         &format!(
             "SEV2 RGS pending job queue (alert {}): {summary}. {} attempted in the last 5 min. Top: {}",
             alert.name, triage.attempted_recently, triage.breakdown
         ),
-    )?;
+        &mut checklist,
+    );
     checklist.extend([
         "RCA: depth-over-time curve, drain rate once mitigated, and a monitor that would catch this earlier".to_owned(),
     ]);

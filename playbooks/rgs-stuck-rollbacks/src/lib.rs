@@ -282,28 +282,31 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
         }
     );
     if triage.all_operators() {
-        pager::page(
+        pager::page_or_note(
             ONCALL,
             Severity::Critical,
             "SEV1 RGS stuck rollbacks at every operator: likely a bug in the retry path, revert to the prior version",
             &details,
-        )?;
+            &mut checklist,
+        );
         checklist.insert(
             0,
             "Revert rgs-server to the prior version (every operator at once points at the retry path) and file SEV1".into(),
         );
     } else if severity == "SEV1" {
-        pager::page(
+        pager::page_or_note(
             ONCALL,
             Severity::Critical,
             "SEV1 RGS stuck rollbacks: more than 1% of pending jobs, across operators",
             &details,
-        )?;
+            &mut checklist,
+        );
     } else {
-        pager::notify(
+        pager::notify_or_note(
             INCIDENTS,
             &format!("{severity} RGS stuck rollbacks: {details}"),
-        )?;
+            &mut checklist,
+        );
     }
     for op in &triage.operators {
         for (error, jobs) in &op.errors {
@@ -328,7 +331,7 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
             }
         }
         if !ours && op.has(Class::WalletDown) {
-            pager::notify(
+            pager::notify_or_note(
                 OPERATORS,
                 &format!(
                     "{}: your wallet is failing our ROLLBACK calls ({}); {} rollback(s) pending, oldest {} min. \
@@ -338,7 +341,8 @@ fn mitigate(alert: &Alert, triage: &Triage) -> Result<Outcome> {
                     op.jobs,
                     op.oldest_minutes
                 ),
-            )?;
+                &mut checklist,
+            );
         }
         if op.has(Class::CircuitOpen) {
             checklist.push(format!(

@@ -723,6 +723,36 @@ pub mod pager {
     pub fn notify(channel: &str, message: &str) -> Result<()> {
         wit::notify(channel, message)
     }
+
+    /// Pages `target`; if the page does not go out, says so on `checklist`
+    /// (with what it said), so a failing pager never costs a run its
+    /// outcome and checklist.
+    pub fn page_or_note(
+        target: &str,
+        severity: Severity,
+        summary: &str,
+        details: &str,
+        checklist: &mut Vec<String>,
+    ) {
+        if let Err(e) = page(target, severity, summary, details) {
+            checklist.push(not_sent(target, &e, summary));
+        }
+    }
+
+    /// Posts `message` to `channel`; if it does not go out, says so on
+    /// `checklist`, as [`page_or_note`].
+    pub fn notify_or_note(channel: &str, message: &str, checklist: &mut Vec<String>) {
+        if let Err(e) = notify(channel, message) {
+            checklist.push(not_sent(channel, &e, message));
+        }
+    }
+
+    fn not_sent(to: &str, error: &Error, said: &str) -> String {
+        format!(
+            "{to} was NOT told ({}): tell them by hand: {said}",
+            error.message()
+        )
+    }
 }
 
 /// The run itself: logs, time, waits and human decisions.
