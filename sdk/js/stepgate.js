@@ -541,30 +541,30 @@ export class Fate {
   /** Makes one write (`write()`) and returns its fate. Anything thrown
    *  that is not a StepgateError is rethrown. */
   static of(write) {
-    let value;
-    try {
-      value = write();
-    } catch (e) {
-      if (!(e instanceof StepgateError)) throw e;
-      return Fate.fromError(e);
-    }
-    return new Fate(wrunbook.dryRun() ? 'planned' : 'made', null, value ?? null);
+    const done = Fate.#attempt(write);
+    if ('fate' in done) return done.fate;
+    return new Fate(wrunbook.dryRun() ? 'planned' : 'made', null, done.value ?? null);
   }
   /** As `of`, for an HTTP write: an answer other than 2xx is a failure. */
   static ofHttp(write) {
-    let answer;
-    try {
-      answer = write();
-    } catch (e) {
-      if (!(e instanceof StepgateError)) throw e;
-      return Fate.fromError(e);
-    }
+    const done = Fate.#attempt(write);
+    if ('fate' in done) return done.fate;
+    const answer = done.value;
     if (answer.dryRun) return new Fate('planned');
     if (answer.ok()) return new Fate('made');
     return new Fate('failed', `the endpoint answered HTTP ${answer.status}`);
   }
   static fromError(e) {
     return new Fate(e.isDenied() ? 'refused' : 'failed', e.message);
+  }
+  /** Runs `write`: `{ value }`, or `{ fate }` for a StepgateError it threw. */
+  static #attempt(write) {
+    try {
+      return { value: write() };
+    } catch (e) {
+      if (!(e instanceof StepgateError)) throw e;
+      return { fate: Fate.fromError(e) };
+    }
   }
   /** Made, or planned in a dry run: decide on this. */
   passed() {

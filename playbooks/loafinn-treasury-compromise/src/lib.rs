@@ -149,6 +149,11 @@ impl Playbook for TreasuryCompromise {
             }
         };
         step("Escalate", || -> Result<Outcome> {
+            let frozen_text = if frozen.is_empty() {
+                "NOTHING".to_owned()
+            } else {
+                frozen.join(", ")
+            };
             pager::page_or_note(
                 ONCALL,
                 Severity::Critical,
@@ -166,11 +171,7 @@ impl Playbook for TreasuryCompromise {
                     "alert {} ({}): frozen: {}{}. {audit_text}",
                     alert.name,
                     alert.fingerprint.as_deref().unwrap_or("no fingerprint"),
-                    if frozen.is_empty() {
-                        "NOTHING".to_owned()
-                    } else {
-                        frozen.join(", ")
-                    },
+                    frozen_text,
                     if not_frozen.is_empty() {
                         String::new()
                     } else {
@@ -190,11 +191,7 @@ impl Playbook for TreasuryCompromise {
                 } else {
                     ""
                 },
-                if frozen.is_empty() {
-                    "NOTHING".to_owned()
-                } else {
-                    frozen.join(", ")
-                },
+                frozen_text,
                 if not_frozen.is_empty() {
                     String::new()
                 } else {
