@@ -28,6 +28,60 @@ pub struct TestOptions {
     pub filter: Option<String>,
 }
 
+/// Before the scenarios run, each playbook's component is compared with
+/// the source folder its scenarios live in (`FOLDER/scenarios/*.toml`): a
+/// Python or JavaScript component that is missing or older than its source
+/// is built (into the path the config names); a Rust one is reported, since
+/// its build belongs to the author's cargo workspace.
+fn build_out_of_date(config: &Config, scenarios: &[Scenario]) -> Result<(), UsageError> {
+    use stepgate::authoring::{Language, toolchain};
+    let mut seen = std::collections::BTreeSet::new();
+    for scenario in scenarios {
+        if !seen.insert(scenario.playbook.clone()) {
+            continue;
+        }
+        let Some(configured) = config.playbooks.get(&scenario.playbook) else {
+            continue;
+        };
+        let Some(folder) = scenario
+            .path
+            .parent()
+            .filter(|d| d.file_name().is_some_and(|n| n == "scenarios"))
+            .and_then(Path::parent)
+        else {
+            continue;
+        };
+        let Some(language) = Language::of_folder(folder) else {
+            continue;
+        };
+        let component = config.resolve(&configured.component);
+        let Some(why) = toolchain::out_of_date(folder, &component) else {
+            continue;
+        };
+        if language == Language::Rust {
+            errln!(
+                "warning: {} is out of date ({why}): its scenarios run the old build; rebuild it (`stepgate build {}` or your cargo build)",
+                scenario.playbook,
+                folder.display()
+            );
+            continue;
+        }
+        errln!("building {} ({why})", scenario.playbook);
+        let built = toolchain::build(folder, Some(&component)).map_err(|e| {
+            anyhow!(
+                "{} is out of date ({why}) and did not build: {e}",
+                scenario.playbook
+            )
+        })?;
+        errln!(
+            "built {} in {:.1} s",
+            built.component.display(),
+            built.took.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 pub async fn test(config: Config, options: TestOptions) -> Result<u8, UsageError> {
     let paths = if options.paths.is_empty() {
         vec![PathBuf::from("playbooks")]
@@ -58,6 +112,7 @@ pub async fn test(config: Config, options: TestOptions) -> Result<u8, UsageError
         )
         .into());
     }
+    build_out_of_date(&config, &scenarios)?;
     let runtime = Arc::new(Runtime::offline(config)?);
     let started = Instant::now();
     let verdicts = stepgate::scenario::run::run_all(runtime, scenarios).await;

@@ -83,6 +83,8 @@ export class Alert {
   readonly startsAt: string | null;
   readonly fingerprint: string | null;
   label(key: string): string | null;
+  /** The annotation `key` as a positive whole number, or `fallback`. */
+  setting(key: string, fallback: number): number;
   annotation(key: string): string | null;
   startsAtMs(): number | null;
 }

@@ -301,6 +301,16 @@ export class Alert {
   annotation(key) {
     return this.annotations.get(key) ?? null;
   }
+  /** A named setting: the annotation `key` as a positive whole number, or
+   *  `fallback` without it. Anything else throws a playbook error. */
+  setting(key, fallback) {
+    const text = this.annotations.get(key);
+    if (text === undefined) return fallback;
+    if (/^\s*[0-9]+\s*$/.test(text) && Number(text) > 0) return Number(text);
+    throw StepgateError.failed(
+      `the annotation \`${key}\` is \`${text}\`, not a positive whole number (leave it out for the default, ${fallback})`,
+    );
+  }
   /** When the alert started firing, in milliseconds since the Unix epoch
    *  (`startsAt`, RFC 3339 in UTC), or null. Compare with
    *  `runbook.nowMillis()` for how long it has fired. */

@@ -297,6 +297,18 @@ class Alert:
     def annotation(self, key):
         return self.annotations.get(key)
 
+    def setting(self, key, default):
+        """A named setting: the annotation `key` as a positive whole number,
+        or `default` without it. Anything else raises a playbook error."""
+        text = self.annotations.get(key)
+        if text is None:
+            return default
+        if text.strip().isascii() and text.strip().isdigit() and int(text) > 0:
+            return int(text)
+        raise Error.failed(
+            f"the annotation `{key}` is `{text}`, not a positive whole number (leave it out for the default, {default})"
+        )
+
     def starts_at_ms(self):
         """When the alert started firing, in milliseconds since the Unix
         epoch (`startsAt`, RFC 3339 in UTC), or None. Compare with

@@ -152,6 +152,17 @@ class Export(unittest.TestCase):
             wit = t.Alert("A", t.AlertStatus.FIRING, [], [], starts_at, None)
             self.assertEqual(stepgate.Alert(wit).starts_at_ms(), expected, starts_at)
 
+    def test_a_setting_is_a_positive_whole_annotation_or_its_default(self):
+        def alert(annotations):
+            return stepgate.Alert(t.Alert("A", t.AlertStatus.FIRING, [], annotations, None, None))
+
+        self.assertEqual(alert([]).setting("lookback", 7), 7)
+        self.assertEqual(alert([("lookback", "120")]).setting("lookback", 7), 120)
+        for bad in ["0", "-3", "1.5", "²", "many"]:
+            with self.assertRaises(stepgate.Error) as raised:
+                alert([("lookback", bad)]).setting("lookback", 7)
+            self.assertIn("`lookback`", raised.exception.message())
+
     def test_describe_and_an_outcome(self):
         world = self.world(lambda alert: Outcome(f"{alert.label('severity')}").severity("SEV-1").field("held", Decimal("1.50")).todo("x"))
         described = world.describe()

@@ -87,6 +87,10 @@ const SYSTEMS: &[System] = &[
                 ..case("plaza-notify-saturation", "idle-in-transaction")
             },
             case("plaza-hot-wallet-compromise", "unexpected-outflow"),
+            Escalation {
+                config: &[(PLAZA_ON_SQLITE, PLAZA_ON_POSTGRES)],
+                ..case("plaza-resolver-key-compromise", "two-unauthorized-releases")
+            },
         ],
     },
     System {
@@ -97,6 +101,7 @@ const SYSTEMS: &[System] = &[
             case("rgs-stuck-rollbacks", "every-operator-wallet-down"),
             case("rgs-credential-leak", "active-key-used-from-a-new-ip"),
             case("rgs-pending-queue", "one-operator-swamps-the-queue"),
+            case("rgs-reconciliation-drift", "unexplained"),
             Escalation {
                 idle_transactions: 6,
                 ..case("rgs-db-connections", "many-idle-in-transaction")
@@ -127,6 +132,7 @@ const SYSTEMS: &[System] = &[
             case("exchange-ledger-invariant", "double-posting-two-symbols"),
             case("exchange-settlement-lag", "btc-over-t3-eth-over-t2"),
             case("exchange-split-brain", "two-live-leaders"),
+            case("exchange-postgres-failover", "corruption-no-archiving"),
         ],
     },
     System {
@@ -726,43 +732,102 @@ fn plaza_money_as_numeric_usdc_plans_as_integer_micro_units() {
 }
 
 /// House rule: a threshold the runbook does not state is a named,
-/// documented setting. Every shipped playbook has a README with its
-/// settings and local choices, and every number a playbook names at its
-/// top level (`const NAME: i64 = …`) is listed in it.
+/// documented setting. Every shipped playbook, in any language, has a
+/// README with its settings and local choices, and every number a playbook
+/// names at its top level (Rust `const NAME: i64 = …`, Python `NAME = 10`,
+/// JavaScript `const NAME = 10;`) is listed in it. A port (`NAME-py`,
+/// `NAME-js`) shares its original's README.
 #[test]
 fn every_playbook_lists_its_settings_and_local_choices() {
     let mut broken = Vec::new();
     let mut named = 0;
+    let mut languages = BTreeSet::new();
     for entry in std::fs::read_dir(root().join("playbooks")).unwrap() {
         let dir = entry.unwrap().path();
-        let Some(lib) = Some(dir.join("src/lib.rs")).filter(|l| l.exists()) else {
+        let Some((language, source)) = ["src/lib.rs", "app.py", "app.js"]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|f| f.exists())
+            .map(|f| {
+                (
+                    f.extension().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(f).unwrap(),
+                )
+            })
+        else {
             continue;
         };
-        let source = std::fs::read_to_string(&lib).unwrap();
-        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap_or_default();
-        if source.contains("stepgate_sdk::playbook!") && !readme.contains("## Local choices") {
+        let is_playbook = match language.as_str() {
+            "rs" => source.contains("stepgate_sdk::playbook!"),
+            "py" => source.contains("stepgate.export("),
+            _ => source.contains("playbook({"),
+        };
+        if !is_playbook {
+            continue;
+        }
+        languages.insert(language.clone());
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let original = ["-py", "-js"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .map(|o| root().join("playbooks").join(o))
+            .filter(|o| o.join("README.md").exists());
+        let readme = std::fs::read_to_string(original.as_ref().unwrap_or(&dir).join("README.md"))
+            .unwrap_or_default();
+        if !readme.contains("## Local choices") {
             broken.push(format!(
                 "{}: no README with `## Local choices`",
                 dir.display()
             ));
         }
         for line in source.lines() {
-            let line = line.trim_start_matches("pub ");
-            let Some(rest) = line.strip_prefix("const ") else {
-                continue;
-            };
-            let Some((name, ty)) = rest.split_once(':') else {
-                continue;
-            };
-            let ty = ty.split('=').next().unwrap_or("").trim();
-            if ["i64", "u64", "u32", "usize", "f64", "i32"].contains(&ty) {
+            if let Some(constant) = named_number(&language, line) {
                 named += 1;
-                if !readme.contains(&format!("`{name}`")) {
-                    broken.push(format!("{}: `{name}` is not in its README", dir.display()));
+                if !readme.contains(&format!("`{constant}`")) {
+                    broken.push(format!(
+                        "{}: `{constant}` is not in its README",
+                        dir.display()
+                    ));
                 }
             }
         }
     }
     assert!(broken.is_empty(), "{}", broken.join("\n"));
     assert!(named > 10, "only {named} named numbers found");
+    assert_eq!(languages.len(), 3, "playbooks in {languages:?} only");
+}
+
+/// The name of a number a top-level source line names, if it does.
+fn named_number(language: &str, line: &str) -> Option<String> {
+    let is_number = |text: &str| {
+        let text = text.trim().trim_end_matches(';').trim();
+        !text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '_' || c == '.')
+    };
+    let is_name = |text: &str| {
+        !text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    };
+    match language {
+        "rs" => {
+            let rest = line.trim_start_matches("pub ").strip_prefix("const ")?;
+            let (name, ty) = rest.split_once(':')?;
+            let ty = ty.split('=').next().unwrap_or("").trim();
+            ["i64", "u64", "u32", "usize", "f64", "i32"]
+                .contains(&ty)
+                .then(|| name.to_owned())
+        }
+        "py" => {
+            let (name, value) = line.split_once(" = ")?;
+            (is_name(name) && is_number(value)).then(|| name.to_owned())
+        }
+        _ => {
+            let (name, value) = line.strip_prefix("const ")?.split_once(" = ")?;
+            (is_name(name) && is_number(value)).then(|| name.to_owned())
+        }
+    }
 }

@@ -19,3 +19,15 @@ CREATE TABLE escrow_holds (
     state       TEXT    NOT NULL CHECK (state IN ('held', 'released', 'refunded')),
     created_at  TEXT    NOT NULL
 );
+
+-- The releases Plaza's resolver service made on the escrow contract
+-- (contract mode): what plaza-resolver-key-compromise holds the chain's
+-- Released events against. order_id is the bytes32 order id as 0x-hex.
+CREATE TABLE contract_releases (
+    id          INTEGER PRIMARY KEY,
+    escrow      TEXT    NOT NULL,
+    order_id    TEXT    NOT NULL,
+    recipient   TEXT    NOT NULL,
+    amount      BIGINT  NOT NULL CHECK (amount > 0),
+    released_at TEXT    NOT NULL
+);

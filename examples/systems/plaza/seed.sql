@@ -18,3 +18,7 @@ INSERT INTO escrow_holds (id, order_id, amount, state, created_at) VALUES
   (2, 'order:1002', 6500000000, 'held',     '2026-11-22T11:30:04Z'),
   (3, 'order:1003', 2000000000, 'held',     '2026-11-23T07:15:03Z'),
   (4, 'order:0990', 1250000000, 'released', '2026-11-20T09:00:02Z');
+
+-- One release the resolver service made on the escrow.
+INSERT INTO contract_releases (id, escrow, order_id, recipient, amount, released_at) VALUES
+  (1, '0x4e0c2a7b1f6e3d5a9b8c7d6e5f4a3b2c1d0e9f8a', '0x00000000000000000000000000000000000000000000000000000000000003f2', '0x3b9f2c1d4e5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c', 2000000000, '2026-11-23T07:20:00Z');

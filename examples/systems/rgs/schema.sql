@@ -7,7 +7,9 @@ CREATE TABLE operators (
     id                 text PRIMARY KEY,
     name               text NOT NULL,
     compliance_contact text,
-    active             boolean NOT NULL DEFAULT true
+    active             boolean NOT NULL DEFAULT true,
+    -- New settlements halted for this operator (§8, an unexplained drift).
+    settlements_halted boolean NOT NULL DEFAULT false
 );
 
 -- Wallet calls the RGS still owes an operator: bets, wins, rollbacks.
@@ -54,3 +56,25 @@ CREATE TABLE wallet_calls (
     created_at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX wallet_calls_operator ON wallet_calls (operator_id, created_at);
+
+-- Each operator's wallet circuit breaker (§5): open when the operator's
+-- wallet failed too often; the operator acknowledges an outage in the
+-- operator portal (§10).
+CREATE TABLE circuit_breakers (
+    operator_id              text PRIMARY KEY REFERENCES operators (id),
+    state                    text NOT NULL CHECK (state IN ('closed', 'open', 'half-open')),
+    opened_at                timestamptz,
+    operator_acknowledged_at timestamptz
+);
+
+-- What the daily reconcile cron (scripts/reconcile.ts) found per operator,
+-- currency and day; status MAJOR_DRIFT is its exit code 2 (§8).
+CREATE TABLE reconciliations (
+    operator_id  text NOT NULL REFERENCES operators (id),
+    currency     text NOT NULL,
+    day          date NOT NULL,
+    ours_micro   bigint NOT NULL,
+    theirs_micro bigint NOT NULL,
+    status       text NOT NULL CHECK (status IN ('OK', 'MINOR_DRIFT', 'MAJOR_DRIFT')),
+    PRIMARY KEY (operator_id, currency, day)
+);

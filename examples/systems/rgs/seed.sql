@@ -54,3 +54,16 @@ FROM generate_series(1, 30) AS g;
 INSERT INTO wallet_calls (operator_id, endpoint, transaction_uuid, amount_micro, currency, status, response_status, response_body, succeeded, credential_id, source_ip, created_at)
 SELECT 'op-alpha', 'BET', md5('alpha-leak-' || g)::uuid, 90000000, 'EUR', 'RS_OK', 200, '{"status":"RS_OK"}', true, 2, '192.0.2.66', now() - interval '2 hours' + (interval '1 minute' * g)
 FROM generate_series(1, 8) AS g;
+
+-- Circuit breakers: op-alpha's opened 75 minutes ago on its failing
+-- rollbacks, and op-alpha has not acknowledged the outage.
+INSERT INTO circuit_breakers (operator_id, state, opened_at, operator_acknowledged_at) VALUES
+    ('op-alpha', 'open', now() - interval '75 minutes', NULL),
+    ('op-bravo', 'closed', NULL, NULL);
+
+-- The reconcile of 2026-11-22: op-alpha's EUR is ours high by 10 EUR with
+-- no unsettled job that day to account for it (MAJOR_DRIFT); op-bravo's
+-- USD reconciles.
+INSERT INTO reconciliations (operator_id, currency, day, ours_micro, theirs_micro, status) VALUES
+    ('op-alpha', 'EUR', '2026-11-22', 1000500000, 990500000, 'MAJOR_DRIFT'),
+    ('op-bravo', 'USD', '2026-11-22', 512000000, 512000000, 'OK');

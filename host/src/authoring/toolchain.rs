@@ -113,12 +113,107 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, BuildError> {
     let size = std::fs::metadata(&out)
         .map_err(io(format!("{} was not written", out.display())))?
         .len();
+    if let Some(digest) = sdk_digest(language) {
+        std::fs::write(stamp(&out), digest)
+            .map_err(io(format!("cannot write {}", stamp(&out).display())))?;
+    }
     Ok(Built {
         language,
         component: out,
         size,
         took: started.elapsed(),
     })
+}
+
+/// The digest of what this binary compiles into a `language` playbook
+/// besides its own source: the WIT contract and the language's SDK. `None`
+/// for Rust, whose SDK is a crate its cargo build tracks.
+fn sdk_digest(language: Language) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let sdk = match language {
+        Language::Rust => return None,
+        Language::Python => PYTHON_SDK,
+        Language::JavaScript => JS_SDK,
+    };
+    let mut hash = Sha256::new();
+    for (name, text) in WIT {
+        hash.update(name.as_bytes());
+        hash.update(text.as_bytes());
+    }
+    hash.update(sdk.as_bytes());
+    Some(hex::encode(hash.finalize()))
+}
+
+/// Where a build records the SDK digest it was built with: beside the
+/// component, `NAME.wasm.sdk`.
+fn stamp(component: &Path) -> PathBuf {
+    let mut name = component.as_os_str().to_owned();
+    name.push(".sdk");
+    PathBuf::from(name)
+}
+
+/// Why the component `component` built from the playbook folder `dir` is
+/// out of date, or `None` when it is current: it is missing, a source file
+/// of the folder (`.rs`, `.py`, `.js`, `.mjs`, `Cargo.toml`; not
+/// `target/`, `scenarios/` nor hidden folders) changed after it was built,
+/// or (Python, JavaScript) it was built with another SDK or WIT contract
+/// than this binary's.
+pub fn out_of_date(dir: &Path, component: &Path) -> Option<String> {
+    let built = match std::fs::metadata(component).and_then(|m| m.modified()) {
+        Ok(built) => built,
+        Err(_) => return Some(format!("{} does not exist", component.display())),
+    };
+    if let Some(digest) = Language::of_folder(dir).and_then(sdk_digest)
+        && std::fs::read_to_string(stamp(component)).ok().as_deref() != Some(digest.as_str())
+    {
+        return Some(format!(
+            "{} was built with another SDK than this stepgate's",
+            component.display()
+        ));
+    }
+    let (newest, file) = newest_source(dir)?;
+    (newest > built).then(|| {
+        format!(
+            "{} changed after {} was built",
+            file.display(),
+            component.display()
+        )
+    })
+}
+
+/// The newest source file under `dir` and when it changed.
+fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let found = if path.is_dir() {
+            if name.starts_with('.')
+                || ["target", "scenarios", "node_modules", "__pycache__"].contains(&name.as_str())
+            {
+                continue;
+            }
+            newest_source(&path)
+        } else if [".rs", ".py", ".js", ".mjs"]
+            .iter()
+            .any(|e| name.ends_with(e))
+            || name == "Cargo.toml"
+        {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, path))
+        } else {
+            None
+        };
+        if let Some(found) = found
+            && newest.as_ref().is_none_or(|(t, _)| found.0 > *t)
+        {
+            newest = Some(found);
+        }
+    }
+    newest
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, BuildError> {
@@ -317,6 +412,44 @@ fn find_tool(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_component_is_out_of_date_when_missing_or_older_than_a_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let component = dir.path().join("target/p.wasm");
+        std::fs::write(dir.path().join("app.py"), "x = 1\n").unwrap();
+        assert!(
+            out_of_date(dir.path(), &component)
+                .unwrap()
+                .contains("does not exist")
+        );
+        std::fs::create_dir_all(component.parent().unwrap()).unwrap();
+        std::fs::write(&component, b"wasm").unwrap();
+        assert!(
+            out_of_date(dir.path(), &component)
+                .unwrap()
+                .contains("another SDK")
+        );
+        std::fs::write(stamp(&component), sdk_digest(Language::Python).unwrap()).unwrap();
+        let past = std::time::SystemTime::now() - Duration::from_secs(60);
+        let app = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("app.py"))
+            .unwrap();
+        app.set_modified(past).unwrap();
+        assert_eq!(out_of_date(dir.path(), &component), None);
+        // A scenario is not a source.
+        std::fs::create_dir_all(dir.path().join("scenarios")).unwrap();
+        std::fs::write(dir.path().join("scenarios/a.py"), "").unwrap();
+        assert_eq!(out_of_date(dir.path(), &component), None);
+        app.set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+            .unwrap();
+        assert!(
+            out_of_date(dir.path(), &component)
+                .unwrap()
+                .contains("app.py changed after")
+        );
+    }
 
     #[test]
     fn the_output_is_named_after_the_folder_even_before_it_exists() {

@@ -129,8 +129,20 @@ pub struct Raised {
 /// name). If the current modes cannot be read, nothing is set: a human
 /// checks and sets it.
 pub fn raise_mode(symbol: &str, mode: Mode, reason: &str, ticket: &str) -> Raised {
+    raise_mode_reading(DB, symbol, mode, reason, ticket)
+}
+
+/// [`raise_mode`], with the current modes read from the database `conn`
+/// (a standby, when the primary is what failed).
+pub fn raise_mode_reading(
+    conn: &str,
+    symbol: &str,
+    mode: Mode,
+    reason: &str,
+    ticket: &str,
+) -> Raised {
     let mut raised = Raised::default();
-    let current: Vec<(String, String)> = match db::query(DB, MODES, params![]).and_then(|rows| {
+    let current: Vec<(String, String)> = match db::query(conn, MODES, params![]).and_then(|rows| {
         rows.iter()
             .map(|r| Ok((r.get("symbol")?, r.get("mode")?)))
             .collect::<Result<Vec<_>>>()

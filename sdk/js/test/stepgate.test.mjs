@@ -155,6 +155,15 @@ test('describe, an outcome, and every throw as a clean playbook error', () => {
   }
 });
 
+test('a setting is a positive whole annotation or its default', () => {
+  const alert = (annotations) => new Alert({ name: 'A', status: 'firing', labels: [], annotations, startsAt: null });
+  assert.equal(alert([]).setting('lookback', 7), 7);
+  assert.equal(alert([['lookback', '120']]).setting('lookback', 7), 120);
+  for (const bad of ['0', '-3', '1.5', 'many', '']) {
+    assert.throws(() => alert([['lookback', bad]]).setting('lookback', 7), (e) => e instanceof StepgateError && e.message.includes('`lookback`'));
+  }
+});
+
 test('alert start times are UTC milliseconds', () => {
   const at = (startsAt) => new Alert({ name: 'A', status: 'firing', labels: [], annotations: [], startsAt }).startsAtMs();
   assert.equal(at('2026-11-23T09:00:00Z'), 1795424400000);

@@ -324,6 +324,20 @@ impl Alert {
         find(&self.annotations, key)
     }
 
+    /// A playbook's named setting: the annotation `key` as a positive whole
+    /// number, or `default` when the alert has no such annotation. An
+    /// annotation that is not a positive whole number is refused by name.
+    pub fn setting(&self, key: &str, default: i64) -> Result<i64> {
+        match self.annotation(key) {
+            None => Ok(default),
+            Some(text) => text.trim().parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                Error::failed(format!(
+                    "the annotation `{key}` is `{text}`, not a positive whole number (leave it out for the default, {default})"
+                ))
+            }),
+        }
+    }
+
     /// When the alert started firing, in milliseconds since the Unix epoch
     /// (`startsAt`, RFC 3339 in UTC as Alertmanager sends it), if known.
     /// Compare with [`runbook::now_millis`] for how long it has fired.
