@@ -32,6 +32,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("loafinn-treasury-compromise", "LOAFINN_TREASURY_COMPROMISE"),
     ("loafinn-dlq-overflow", "LOAFINN_DLQ_OVERFLOW"),
     ("loafinn-gate-rollback", "LOAFINN_GATE_ROLLBACK"),
+    ("loafinn-conservation-guard", "LOAFINN_CONSERVATION_GUARD"),
     ("exchange-ledger-invariant", "EXCHANGE_LEDGER_INVARIANT"),
     ("exchange-settlement-lag", "EXCHANGE_SETTLEMENT_LAG"),
     ("exchange-split-brain", "EXCHANGE_SPLIT_BRAIN"),

@@ -31,3 +31,24 @@ CREATE TABLE contract_releases (
     amount      BIGINT  NOT NULL CHECK (amount > 0),
     released_at TEXT    NOT NULL
 );
+
+-- Disputes and their arbitration (plaza-disputed-receipt). Times are
+-- RFC 3339 in UTC. arbitration_jobs mirrors the pgmq `arbitration.run`
+-- queue: one row per enqueued run.
+CREATE TABLE disputes (
+    urn              TEXT    PRIMARY KEY,
+    order_id         TEXT    NOT NULL,
+    opened_at        TEXT    NOT NULL,
+    verdict          TEXT,
+    screener_flagged BOOLEAN NOT NULL DEFAULT FALSE,
+    acknowledged_at  TEXT
+);
+
+CREATE TABLE arbitration_jobs (
+    id          INTEGER PRIMARY KEY,
+    dispute_urn TEXT    NOT NULL REFERENCES disputes (urn),
+    state       TEXT    NOT NULL CHECK (state IN ('queued', 'running', 'failed', 'done')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    enqueued_at TEXT    NOT NULL
+);

@@ -22,3 +22,10 @@ INSERT INTO escrow_holds (id, order_id, amount, state, created_at) VALUES
 -- One release the resolver service made on the escrow.
 INSERT INTO contract_releases (id, escrow, order_id, recipient, amount, released_at) VALUES
   (1, '0x4e0c2a7b1f6e3d5a9b8c7d6e5f4a3b2c1d0e9f8a', '0x00000000000000000000000000000000000000000000000000000000000003f2', '0x3b9f2c1d4e5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c', 2000000000, '2026-11-23T07:20:00Z');
+
+-- A dispute open since 08:40 without a verdict; its arbitration.run job
+-- failed three times on the LLM provider.
+INSERT INTO disputes (urn, order_id, opened_at, verdict, screener_flagged, acknowledged_at) VALUES
+  ('urn:plaza:dispute:7001', 'order:1002', '2026-11-23T08:40:00Z', NULL, FALSE, NULL);
+INSERT INTO arbitration_jobs (id, dispute_urn, state, attempts, last_error, enqueued_at) VALUES
+  (1, 'urn:plaza:dispute:7001', 'failed', 3, 'LLM provider: 529 overloaded', '2026-11-23T08:40:02Z');
