@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("plaza-rpc-outage", "PLAZA_RPC_OUTAGE"),
     ("plaza-notify-saturation", "PLAZA_NOTIFY_SATURATION"),
     ("plaza-hot-wallet-compromise", "PLAZA_HOT_WALLET_COMPROMISE"),
+    ("plaza-backup-restore", "PLAZA_BACKUP_RESTORE"),
     (
         "plaza-resolver-key-compromise",
         "PLAZA_RESOLVER_KEY_COMPROMISE",

@@ -52,3 +52,14 @@ CREATE TABLE arbitration_jobs (
     last_error  TEXT,
     enqueued_at TEXT    NOT NULL
 );
+
+-- Every run of the nightly backup script (pg_dump, age-encrypted, to R2):
+-- what plaza-platform-alerts and plaza-backup-restore read.
+CREATE TABLE backup_runs (
+    id          INTEGER PRIMARY KEY,
+    started_at  TEXT    NOT NULL,
+    finished_at TEXT,
+    succeeded   BOOLEAN NOT NULL,
+    error       TEXT,
+    object_key  TEXT
+);

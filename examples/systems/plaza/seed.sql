@@ -29,3 +29,8 @@ INSERT INTO disputes (urn, order_id, opened_at, verdict, screener_flagged, ackno
   ('urn:plaza:dispute:7001', 'order:1002', '2026-11-23T08:40:00Z', NULL, FALSE, NULL);
 INSERT INTO arbitration_jobs (id, dispute_urn, state, attempts, last_error, enqueued_at) VALUES
   (1, 'urn:plaza:dispute:7001', 'failed', 3, 'LLM provider: 529 overloaded', '2026-11-23T08:40:02Z');
+
+-- Nightly backups: the last two succeeded, tonight's has not run yet.
+INSERT INTO backup_runs (id, started_at, finished_at, succeeded, error, object_key) VALUES
+  (1, '2026-11-22T02:00:00Z', '2026-11-22T02:06:10Z', TRUE, NULL, 'pg/2026-11-22.sql.age'),
+  (2, '2026-11-23T02:00:00Z', '2026-11-23T02:06:40Z', TRUE, NULL, 'pg/2026-11-23.sql.age');
