@@ -91,6 +91,14 @@ const SYSTEMS: &[System] = &[
                 config: &[(PLAZA_ON_SQLITE, PLAZA_ON_POSTGRES)],
                 ..case("plaza-resolver-key-compromise", "two-unauthorized-releases")
             },
+            Escalation {
+                config: &[(PLAZA_ON_SQLITE, PLAZA_ON_POSTGRES)],
+                ..case("plaza-platform-alerts", "disk-no-slots")
+            },
+            Escalation {
+                config: &[(PLAZA_ON_SQLITE, PLAZA_ON_POSTGRES)],
+                ..case("plaza-backup-restore", "dry-run-plan")
+            },
         ],
     },
     System {
@@ -188,6 +196,14 @@ fn every_route_takes_the_alerts_of_its_playbooks_scenarios() {
     let scenarios = scenarios();
     let mut routed = BTreeSet::new();
     for scenario in &scenarios {
+        // A schedule's run gets an alert named after the schedule.
+        if config
+            .schedules
+            .iter()
+            .any(|s| s.name == scenario.alert.name && s.playbook == scenario.playbook)
+        {
+            continue;
+        }
         let taken = stepgate::routing::routes_for(&routes, &scenario.alert);
         let playbooks: Vec<&str> = taken.iter().map(|r| r.playbook.as_str()).collect();
         assert!(
