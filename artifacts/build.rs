@@ -19,6 +19,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("plaza-hot-wallet-compromise", "PLAZA_HOT_WALLET_COMPROMISE"),
     ("plaza-backup-restore", "PLAZA_BACKUP_RESTORE"),
     ("plaza-platform-alerts", "PLAZA_PLATFORM_ALERTS"),
+    ("plaza-hot-wallet-alerts", "PLAZA_HOT_WALLET_ALERTS"),
     (
         "plaza-resolver-key-compromise",
         "PLAZA_RESOLVER_KEY_COMPROMISE",

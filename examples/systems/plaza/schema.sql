@@ -63,3 +63,14 @@ CREATE TABLE backup_runs (
     error       TEXT,
     object_key  TEXT
 );
+
+-- On-chain payouts from the hot wallet (plaza-hot-wallet-alerts): state
+-- and the signer's or node's error when one failed.
+CREATE TABLE payouts (
+    id         INTEGER PRIMARY KEY,
+    order_id   TEXT    NOT NULL,
+    amount     BIGINT  NOT NULL CHECK (amount > 0),
+    state      TEXT    NOT NULL CHECK (state IN ('pending', 'sent', 'confirmed', 'failed')),
+    error      TEXT,
+    created_at TEXT    NOT NULL
+);
