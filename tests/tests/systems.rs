@@ -110,6 +110,7 @@ const SYSTEMS: &[System] = &[
             case("rgs-credential-leak", "active-key-used-from-a-new-ip"),
             case("rgs-pending-queue", "one-operator-swamps-the-queue"),
             case("rgs-reconciliation-drift", "unexplained"),
+            case("rgs-clock-skew", "window-unset"),
             Escalation {
                 idle_transactions: 6,
                 ..case("rgs-db-connections", "many-idle-in-transaction")

@@ -78,3 +78,15 @@ CREATE TABLE reconciliations (
     status       text NOT NULL CHECK (status IN ('OK', 'MINOR_DRIFT', 'MAJOR_DRIFT')),
     PRIMARY KEY (operator_id, currency, day)
 );
+
+-- Signed requests the RGS rejected, with the request's Timestamp header
+-- and our clock when it arrived (§4 clock skew, §3 replays).
+CREATE TABLE signature_rejections (
+    id          bigserial PRIMARY KEY,
+    operator_id text NOT NULL REFERENCES operators (id),
+    host        text NOT NULL,
+    reason      text NOT NULL,
+    request_ts  timestamptz NOT NULL,
+    server_ts   timestamptz NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);

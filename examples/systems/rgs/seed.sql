@@ -67,3 +67,8 @@ INSERT INTO circuit_breakers (operator_id, state, opened_at, operator_acknowledg
 INSERT INTO reconciliations (operator_id, currency, day, ours_micro, theirs_micro, status) VALUES
     ('op-alpha', 'EUR', '2026-11-22', 1000500000, 990500000, 'MAJOR_DRIFT'),
     ('op-bravo', 'USD', '2026-11-22', 512000000, 512000000, 'OK');
+
+-- Clock skew: op-bravo's pod bravo-2 runs 22 to 24 seconds ahead.
+INSERT INTO signature_rejections (operator_id, host, reason, request_ts, server_ts, created_at)
+SELECT 'op-bravo', 'bravo-2', 'clock_skew_outside_window', now() - interval '5 minutes' + (interval '1 second' * (22 + g % 3)), now() - interval '5 minutes', now() - interval '5 minutes'
+FROM generate_series(1, 40) AS g;
