@@ -29,6 +29,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("rgs-db-connections", "RGS_DB_CONNECTIONS"),
     ("rgs-pending-queue", "RGS_PENDING_QUEUE"),
     ("rgs-clock-skew", "RGS_CLOCK_SKEW"),
+    ("rgs-rng-recert", "RGS_RNG_RECERT"),
     ("rgs-reconciliation-drift", "RGS_RECONCILIATION_DRIFT"),
     ("fiatrails-rpc-failover", "FIATRAILS_RPC_FAILOVER"),
     ("fiatrails-dlq", "FIATRAILS_DLQ"),
