@@ -42,6 +42,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("exchange-settlement-lag", "EXCHANGE_SETTLEMENT_LAG"),
     ("exchange-split-brain", "EXCHANGE_SPLIT_BRAIN"),
     ("exchange-postgres-failover", "EXCHANGE_POSTGRES_FAILOVER"),
+    ("exchange-ws-overload", "EXCHANGE_WS_OVERLOAD"),
+    ("exchange-kafka-outage", "EXCHANGE_KAFKA_OUTAGE"),
     ("guest-hostile", "HOSTILE"),
     ("guest-unknown-import", "UNKNOWN_IMPORT"),
     ("guest-drift", "DRIFT"),

@@ -142,6 +142,7 @@ const SYSTEMS: &[System] = &[
             case("exchange-settlement-lag", "btc-over-t3-eth-over-t2"),
             case("exchange-split-brain", "two-live-leaders"),
             case("exchange-postgres-failover", "corruption-no-archiving"),
+            case("exchange-kafka-outage", "outage"),
         ],
     },
     System {

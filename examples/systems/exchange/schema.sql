@@ -47,3 +47,13 @@ CREATE TABLE engine_leases (
     durable_seq   bigint NOT NULL,
     lease_until   timestamptz NOT NULL
 );
+
+-- The Trading Core's transactional outbox: events waiting to be published
+-- to Kafka (§3.5).
+CREATE TABLE outbox (
+    id           bigserial PRIMARY KEY,
+    topic        text NOT NULL,
+    payload      jsonb NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz
+);

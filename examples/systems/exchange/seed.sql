@@ -39,3 +39,8 @@ INSERT INTO engine_leases (node, symbol_group, fencing_token, durable_seq, lease
     ('engine-a', 'majors', 42, 918244, now() + interval '20 seconds'),
     ('engine-b', 'majors', 41, 918240, now() + interval '15 seconds'),
     ('engine-c', 'alts', 17, 77120, now() + interval '20 seconds');
+
+-- Kafka has been down for 4 minutes: 1,800 events wait in the outbox.
+INSERT INTO outbox (topic, payload, created_at, published_at)
+SELECT 'trades', jsonb_build_object('seq', g), now() - interval '4 minutes' + (interval '100 milliseconds' * g), NULL
+FROM generate_series(1, 1800) AS g;
