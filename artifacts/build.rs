@@ -44,6 +44,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("exchange-postgres-failover", "EXCHANGE_POSTGRES_FAILOVER"),
     ("exchange-ws-overload", "EXCHANGE_WS_OVERLOAD"),
     ("exchange-kafka-outage", "EXCHANGE_KAFKA_OUTAGE"),
+    ("exchange-routine-checks", "EXCHANGE_ROUTINE_CHECKS"),
     ("guest-hostile", "HOSTILE"),
     ("guest-unknown-import", "UNKNOWN_IMPORT"),
     ("guest-drift", "DRIFT"),

@@ -143,6 +143,7 @@ const SYSTEMS: &[System] = &[
             case("exchange-split-brain", "two-live-leaders"),
             case("exchange-postgres-failover", "corruption-no-archiving"),
             case("exchange-kafka-outage", "outage"),
+            case("exchange-routine-checks", "daily-findings"),
         ],
     },
     System {
