@@ -34,6 +34,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("fiatrails-rpc-failover", "FIATRAILS_RPC_FAILOVER"),
     ("fiatrails-dlq", "FIATRAILS_DLQ"),
     ("fiatrails-no-mints", "FIATRAILS_NO_MINTS"),
+    ("fiatrails-slow-rpc", "FIATRAILS_SLOW_RPC"),
+    ("fiatrails-upgrade-rollback", "FIATRAILS_UPGRADE_ROLLBACK"),
     ("loafinn-treasury-compromise", "LOAFINN_TREASURY_COMPROMISE"),
     ("loafinn-dlq-overflow", "LOAFINN_DLQ_OVERFLOW"),
     ("loafinn-gate-rollback", "LOAFINN_GATE_ROLLBACK"),

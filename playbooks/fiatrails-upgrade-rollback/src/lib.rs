@@ -1,0 +1,167 @@
+//! FiatRails: contract upgrade rollback (a bad upgrade of the
+//! ComplianceManager's proxy), walked through in step mode:
+//!
+//! ```text
+//! stepgate run fiatrails-upgrade-rollback --alert rollback.json --live --step
+//! ```
+//!
+//! The runbook's procedure, each step checked before the next:
+//!
+//! 1. **Identify**: the proxy's current implementation (`implementation()`)
+//!    and the previous one, from the alert (taken from the deploy log); the
+//!    previous one must have code. Already rolled back: nothing to do.
+//! 2. **Test on a fork**: the operator confirms they rolled back on an Anvil
+//!    fork at the block before the upgrade and `isCompliant` answered
+//!    (stepgate cannot run a fork); no confirmation, no rollback.
+//! 3. **Execute**: pause the ComplianceManager (recommended; an approver may
+//!    refuse it), `upgradeTo(previous)`, read `implementation()` back, and
+//!    unpause only once it reads the previous implementation. Every
+//!    transaction is approved by two.
+//! 4. **Verify** (checklist): the smoke test, the events since the rollback,
+//!    30 minutes of dashboards, the incident report.
+//!
+//! Every address comes from the alert's labels; none is built in.
+
+use stepgate_sdk::prelude::*;
+
+const RPC: &str = "fiatrails_rpc";
+const INCIDENTS: &str = "fiatrails-incidents";
+
+const IMPLEMENTATION: &str = "0x5c60da1b";
+const UPGRADE_TO: &str = "0x3659cfe6";
+const PAUSE: &str = "0x8456cb59";
+const UNPAUSE: &str = "0x3f4ba83a";
+/// The runbook's gas limit for the upgrade.
+const UPGRADE_GAS: i64 = 500_000;
+
+struct UpgradeRollback;
+
+fn address(alert: &Alert, key: &str) -> Result<String> {
+    let value = alert.label(key).ok_or_else(|| {
+        Error::failed(format!("the alert has no `{key}` label: add the address to the rollback request (stepgate has no default address)"))
+    })?;
+    let hex = value.strip_prefix("0x").unwrap_or("");
+    if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(Error::failed(format!("`{key}` = `{value}` is not an address")))
+    }
+}
+
+/// The proxy's implementation: the last 20 bytes of one 32-byte word.
+fn implementation(proxy: &str) -> Result<String> {
+    let word: String = rpc::call(RPC, "eth_call", (serde_json::json!({ "to": proxy, "data": IMPLEMENTATION }), "latest"))?;
+    let hex = word.strip_prefix("0x").unwrap_or("");
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) || !hex.starts_with("000000000000000000000000") {
+        return Err(Error::failed(format!("implementation() answered `{word}`, not an address word (is `proxy` the proxy?)")));
+    }
+    Ok(format!("0x{}", hex[24..].to_ascii_lowercase()))
+}
+
+fn send(from: &str, to: &str, data: String, gas: Option<i64>, reason: &str) -> Fate {
+    let mut tx = serde_json::json!({ "from": from, "to": to, "data": data });
+    if let Some(gas) = gas {
+        tx["gas"] = serde_json::json!(format!("0x{gas:x}"));
+    }
+    Fate::of(&rpc::send::<serde_json::Value>(RPC, "eth_sendTransaction", (tx,), reason))
+}
+
+impl Playbook for UpgradeRollback {
+    fn describe() -> Description {
+        Description::new("fiatrails-upgrade-rollback", "1.0.0")
+            .summary(
+                "FiatRails contract upgrade rollback, for step mode: checks the proxy's implementation and the \
+                 previous one, asks for the fork test, then pauses, calls upgradeTo(previous), verifies and \
+                 unpauses (each transaction approved by two).",
+            )
+            .answers("ContractUpgradeRollback")
+            .rpc(RPC, "eth_call")
+            .rpc(RPC, "eth_getCode")
+            .rpc(RPC, "eth_sendTransaction")
+            .notify(INCIDENTS)
+    }
+
+    fn run(alert: Alert) -> Result<Outcome> {
+        let proxy = address(&alert, "proxy")?;
+        let previous = address(&alert, "previous_impl")?;
+        let manager = address(&alert, "compliance_manager")?;
+        let admin = address(&alert, "admin_account")?;
+        let upgrader = address(&alert, "upgrader_account")?;
+        let mut checklist = Vec::new();
+        let current = step("1. Identify the implementations", || -> Result<String> {
+            let current = implementation(&proxy)?;
+            let code: String = rpc::call(RPC, "eth_getCode", (previous.as_str(), "latest"))?;
+            if code.trim_start_matches("0x").is_empty() {
+                return Err(Error::failed(format!("the previous implementation {previous} has no code on this chain: check the deploy log")));
+            }
+            Ok(current)
+        })?;
+        let done = |summary: String, severity: &str, checklist: Vec<String>| {
+            checklist.into_iter().fold(Outcome::new(summary).severity(severity).field("proxy", proxy.as_str()), Outcome::todo)
+        };
+        if current == previous {
+            return Ok(done(format!("The proxy {proxy} already runs {previous}: nothing to roll back"), "WARNING", checklist));
+        }
+        pager::notify_or_note(
+            INCIDENTS,
+            &format!("FiatRails rollback of {proxy} from {current} to {previous}: the operator confirms the fork test, then stepgate asks two approvers to pause, upgrade and unpause; decide in stepgate now"),
+            &mut checklist,
+        );
+        let tested = step("2. Test the rollback on a fork", || {
+            runbook::confirm(&format!(
+                "Rolled {proxy} back to {previous} on an Anvil fork at the block before the upgrade, and isCompliant answered on a test user?"
+            ))
+        })?;
+        if !tested {
+            checklist.push("Test the rollback on a fork first (runbook step 2), then run this playbook again".to_owned());
+            return Ok(done(format!("Rollback of {proxy} NOT started: the fork test is not confirmed"), "CRITICAL", checklist));
+        }
+        step("3. Execute the rollback", || -> Result<Outcome> {
+            let reason = format!("FiatRails runbook, contract upgrade rollback: {proxy} from {current} back to {previous}");
+            let paused = send(&admin, &manager, PAUSE.to_owned(), None, &format!("{reason}: pause first (recommended)"));
+            if let Fate::Failed(why) = &paused {
+                checklist.push(format!("The pause failed ({why}): nothing else was sent; find out why before retrying"));
+                return Ok(done(format!("Rollback of {proxy} stopped: the ComplianceManager {}", paused.say("paused")), "CRITICAL", checklist));
+            }
+            let data = format!("{UPGRADE_TO}{:0>64}", previous.trim_start_matches("0x"));
+            let upgraded = send(&upgrader, &proxy, data, Some(UPGRADE_GAS), &reason);
+            let verified = match &upgraded {
+                Fate::Made => implementation(&proxy).map(|now| now == previous).unwrap_or(false),
+                _ => false,
+            };
+            let unpause = if !paused.passed() {
+                "not paused, so not unpaused".to_owned()
+            } else if verified || runbook::dry_run() {
+                let fate = send(&admin, &manager, UNPAUSE.to_owned(), None, &format!("{reason}: implementation() reads {previous}"));
+                if let Some(why) = fate.why_not() {
+                    checklist.push(format!("The ComplianceManager is NOT unpaused ({why}): unpause it once the rollback is verified"));
+                }
+                format!("ComplianceManager {}", fate.say("unpaused"))
+            } else {
+                checklist.push("The ComplianceManager stays PAUSED: the rollback is not verified".to_owned());
+                "ComplianceManager left paused (the rollback is not verified)".to_owned()
+            };
+            if let Some(why) = upgraded.why_not() {
+                checklist.push(format!("upgradeTo({previous}) is NOT done ({why}): the proxy still runs {current}"));
+            } else if !verified && !runbook::dry_run() {
+                checklist.push(format!("implementation() does not read {previous} after the upgrade: check the transaction"));
+            }
+            let summary = format!(
+                "Rollback of {proxy} from {current} to {previous}: ComplianceManager {}; upgrade {}{}; {unpause}",
+                paused.say("paused"),
+                upgraded.say("sent"),
+                if verified { ", verified" } else { "" }
+            );
+            pager::notify_or_note(INCIDENTS, &format!("FiatRails: {summary}"), &mut checklist);
+            checklist.extend([
+                "Smoke test the critical paths: node scripts/smoke-test.js".to_owned(),
+                format!("Check the events since the rollback block: cast logs --from-block <ROLLBACK_BLOCK> {proxy}"),
+                "Watch the dashboards for 30 minutes".to_owned(),
+                "Incident report: what went wrong in the upgrade, how it was detected, the rollback timeline, prevention".to_owned(),
+            ]);
+            Ok(done(summary, if verified { "WARNING" } else { "CRITICAL" }, checklist).field("verified", verified))
+        })
+    }
+}
+
+stepgate_sdk::playbook!(UpgradeRollback);
