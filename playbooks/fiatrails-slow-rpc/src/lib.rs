@@ -87,7 +87,11 @@ impl Playbook for SlowRpc {
                     "The provider in use keeps up with the other: if the chain is congested, raise the RPC timeout and lower the retry frequency".to_owned(),
                     "If the latency is regional, move the API to a geographically closer provider".to_owned(),
                 ]);
-                format!("The provider in use is within {lag_blocks} block(s) of the other ({seen}): chain congestion or regional latency; nothing switched")
+                let near = match heads {
+                    (Some(used), Some(best)) if used < best => format!("within {lag_blocks} block(s) of"),
+                    _ => "not behind".to_owned(),
+                };
+                format!("The provider in use is {near} the other ({seen}): chain congestion or regional latency; nothing switched")
             };
             pager::notify_or_note(INCIDENTS, &format!("FiatRails {}: {summary}", alert.name), &mut checklist);
             let mut outcome = Outcome::new(summary).severity("WARNING").field("provider_in_use", in_use);
