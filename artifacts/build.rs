@@ -35,6 +35,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("fiatrails-dlq", "FIATRAILS_DLQ"),
     ("fiatrails-no-mints", "FIATRAILS_NO_MINTS"),
     ("fiatrails-slow-rpc", "FIATRAILS_SLOW_RPC"),
+    ("fiatrails-hmac-rotation", "FIATRAILS_HMAC_ROTATION"),
     ("fiatrails-upgrade-rollback", "FIATRAILS_UPGRADE_ROLLBACK"),
     ("loafinn-treasury-compromise", "LOAFINN_TREASURY_COMPROMISE"),
     ("loafinn-dlq-overflow", "LOAFINN_DLQ_OVERFLOW"),

@@ -22,3 +22,25 @@ CREATE TABLE dlq_items (
     status      text NOT NULL DEFAULT 'open'
 );
 CREATE INDEX dlq_items_open ON dlq_items (created_at) WHERE status = 'open';
+
+-- HMAC secret rotations (fiatrails-hmac-rotation): secrets-manager
+-- references only, never a secret's value.
+CREATE TABLE hmac_rotations (
+    id             bigserial PRIMARY KEY,
+    reason         text NOT NULL CHECK (reason IN ('scheduled', 'compromise')),
+    old_secret_ref text NOT NULL,
+    new_secret_ref text NOT NULL,
+    phase          text NOT NULL CHECK (phase IN ('dual', 'revoked')),
+    started_at     timestamptz NOT NULL,
+    revoke_after   timestamptz NOT NULL,
+    revoked_at     timestamptz
+);
+
+-- The API's count of requests each secret verified, per hour (the
+-- runbook's fiatrails_hmac_verifications_total, by secret).
+CREATE TABLE hmac_verification_counts (
+    secret_ref    text NOT NULL,
+    hour          timestamptz NOT NULL,
+    verifications bigint NOT NULL,
+    PRIMARY KEY (secret_ref, hour)
+);

@@ -15,3 +15,11 @@ SELECT 'dlq-' || lpad(g::text, 3, '0'), 'executeMint', '0x' || lpad(to_hex(g), 6
             ELSE 'execution reverted: Escrow: bad state' END,
        '{"intentId":"0x' || lpad(to_hex(g), 64, '0') || '"}', now() - interval '20 minutes' + (interval '1 minute' * g)
 FROM generate_series(1, 14) AS g;
+
+-- A planned HMAC rotation, four days into its seven-day transition; both
+-- secrets still verify requests.
+INSERT INTO hmac_rotations (reason, old_secret_ref, new_secret_ref, phase, started_at, revoke_after) VALUES
+    ('scheduled', 'fiatrails/hmac-secret-v1', 'fiatrails/hmac-secret-v2', 'dual', now() - interval '4 days', now() + interval '3 days');
+INSERT INTO hmac_verification_counts (secret_ref, hour, verifications) VALUES
+    ('fiatrails/hmac-secret-v1', date_trunc('hour', now()) - interval '2 hours', 310),
+    ('fiatrails/hmac-secret-v2', date_trunc('hour', now()) - interval '2 hours', 4120);
