@@ -33,18 +33,6 @@ NONCE_FAILURES = (
 )
 
 
-def signer_address(alert):
-    """The API's signer, from the `signer` label: there is no default."""
-    value = alert.label("signer")
-    if value is None:
-        raise Error.failed(
-            "the alert has no `signer` label: add the API signer's address to the alert rule's labels "
-            "(stepgate has no default address)"
-        )
-    hex_part = value[2:] if value.startswith("0x") else ""
-    if len(hex_part) != 40 or any(c not in "0123456789abcdefABCDEF" for c in hex_part):
-        raise Error.failed(f"`signer` = `{value}` is not an address")
-    return value.lower()
 
 
 def quantity(text, what):
@@ -77,7 +65,7 @@ class NonceTooLow(stepgate.Playbook):
         )
 
     def run(self, alert):
-        signer = signer_address(alert)
+        signer = alert.address("signer")
         checklist = []
         with step("Diagnosis"):
             endpoint = FALLBACK if flags.get(PROVIDER) == "fallback" else PRIMARY

@@ -83,6 +83,8 @@ export class Alert {
   readonly startsAt: string | null;
   readonly fingerprint: string | null;
   label(key: string): string | null;
+  /** An Ethereum address from the label `key`, lower-cased; throws when missing or malformed. */
+  address(key: string): string;
   /** The annotation `key` as a positive whole number, or `fallback`. */
   setting(key: string, fallback: number): number;
   annotation(key: string): string | null;

@@ -301,6 +301,18 @@ export class Alert {
   annotation(key) {
     return this.annotations.get(key) ?? null;
   }
+  /** An Ethereum address from the label `key`, lower-cased. A missing or
+   *  malformed one throws a playbook error: there is no default address. */
+  address(key) {
+    const value = this.labels.get(key);
+    if (value === undefined) {
+      throw StepgateError.failed(
+        `the alert has no \`${key}\` label: add the address to the alert rule's labels (stepgate has no default address)`,
+      );
+    }
+    if (!/^0x[0-9a-fA-F]{40}$/.test(value)) throw StepgateError.failed(`\`${key}\` = \`${value}\` is not an address`);
+    return value.toLowerCase();
+  }
   /** A named setting: the annotation `key` as a positive whole number, or
    *  `fallback` without it. Anything else throws a playbook error. */
   setting(key, fallback) {

@@ -297,6 +297,21 @@ class Alert:
     def annotation(self, key):
         return self.annotations.get(key)
 
+    def address(self, key):
+        """An Ethereum address from the label `key`, lower-cased. A missing
+        or malformed one raises a playbook error: there is no default
+        address (a test chain's must never stand in)."""
+        value = self.labels.get(key)
+        if value is None:
+            raise Error.failed(
+                f"the alert has no `{key}` label: add the address to the alert rule's labels "
+                "(stepgate has no default address)"
+            )
+        digits = value[2:] if value.startswith("0x") else ""
+        if len(digits) != 40 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+            raise Error.failed(f"`{key}` = `{value}` is not an address")
+        return value.lower()
+
     def setting(self, key, default):
         """A named setting: the annotation `key` as a positive whole number,
         or `default` without it. Anything else raises a playbook error."""

@@ -152,6 +152,19 @@ class Export(unittest.TestCase):
             wit = t.Alert("A", t.AlertStatus.FIRING, [], [], starts_at, None)
             self.assertEqual(stepgate.Alert(wit).starts_at_ms(), expected, starts_at)
 
+    def test_an_address_label_is_checked_and_never_defaulted(self):
+        def alert(labels):
+            return stepgate.Alert(t.Alert("A", t.AlertStatus.FIRING, labels, [], None, None))
+
+        wallet = "0xAbCdEf0123456789aBcDeF0123456789AbCdEf01"
+        self.assertEqual(alert([("wallet", wallet)]).address("wallet"), wallet.lower())
+        with self.assertRaises(stepgate.Error) as raised:
+            alert([]).address("wallet")
+        self.assertIn("no `wallet` label", raised.exception.message())
+        for bad in ["0x1234", "ab" * 20, "0x" + "zz" * 20]:
+            with self.assertRaises(stepgate.Error):
+                alert([("wallet", bad)]).address("wallet")
+
     def test_a_setting_is_a_positive_whole_annotation_or_its_default(self):
         def alert(annotations):
             return stepgate.Alert(t.Alert("A", t.AlertStatus.FIRING, [], annotations, None, None))

@@ -30,7 +30,8 @@ const NONCRITICAL: &[&str] = &["analytics"];
 const OUTBOX: &str = "SELECT count(*) AS unpublished, \
      coalesce(EXTRACT(EPOCH FROM now() - min(created_at))::bigint, 0) AS oldest_seconds \
      FROM outbox WHERE published_at IS NULL";
-const LEDGER_LAG: &str = "SELECT coalesce(sum(lag), 0)::bigint AS lag FROM kafka_consumer_lag WHERE consumer = 'ledger'";
+const LEDGER_LAG: &str =
+    "SELECT coalesce(sum(lag), 0)::bigint AS lag FROM kafka_consumer_lag WHERE consumer = 'ledger'";
 
 struct KafkaOutage;
 
@@ -55,12 +56,20 @@ impl Playbook for KafkaOutage {
         let backlog = step("How far behind is publishing?", || {
             let outbox = db::query(DB, OUTBOX, params![]).and_then(|rows| {
                 let row = rows.first()?;
-                Ok((row.get::<i64>("unpublished")?, row.get::<i64>("oldest_seconds")?))
+                Ok((
+                    row.get::<i64>("unpublished")?,
+                    row.get::<i64>("oldest_seconds")?,
+                ))
             });
-            let lag = db::query(DB, LEDGER_LAG, params![]).and_then(|rows| rows.first()?.get::<i64>("lag"));
+            let lag = db::query(DB, LEDGER_LAG, params![])
+                .and_then(|rows| rows.first()?.get::<i64>("lag"));
             match (outbox, lag) {
-                (Ok((n, age)), Ok(lag)) => format!("{n} outbox row(s) unpublished (oldest {age} s), ledger consumer lag {lag}"),
-                (Ok((n, age)), Err(_)) => format!("{n} outbox row(s) unpublished (oldest {age} s), ledger lag unknown"),
+                (Ok((n, age)), Ok(lag)) => format!(
+                    "{n} outbox row(s) unpublished (oldest {age} s), ledger consumer lag {lag}"
+                ),
+                (Ok((n, age)), Err(_)) => {
+                    format!("{n} outbox row(s) unpublished (oldest {age} s), ledger lag unknown")
+                }
                 (Err(e), _) => format!("the outbox could not be read ({})", e.message()),
             }
         });
@@ -69,7 +78,10 @@ impl Playbook for KafkaOutage {
         step("Immediate actions", || -> Result<Outcome> {
             pager::notify_or_note(
                 INCIDENTS,
-                &format!("SEV2 spot exchange Kafka outage ({ticket}): the Trading Core keeps running; {backlog}; stepgate asks an approver to degrade the WS edge and pause {}; decide in stepgate now", NONCRITICAL.join(", ")),
+                &format!(
+                    "SEV2 spot exchange Kafka outage ({ticket}): the Trading Core keeps running; {backlog}; stepgate asks an approver to degrade the WS edge and pause {}; decide in stepgate now",
+                    NONCRITICAL.join(", ")
+                ),
                 &mut checklist,
             );
             let reason = format!("spot exchange runbook §3.5 ({ticket}): Kafka outage");
@@ -80,25 +92,45 @@ impl Playbook for KafkaOutage {
                 if let Some(why) = fate.why_not() {
                     checklist.push(format!("The WS edge is NOT degraded ({why}): tell clients by hand that updates pause and snapshots follow recovery"));
                 }
-                let told = if fate.passed() { " (clients told, snapshots after recovery)" } else { "" };
+                let told = if fate.passed() {
+                    " (clients told, snapshots after recovery)"
+                } else {
+                    ""
+                };
                 format!("the WS edge {}{told}", fate.say("degraded"))
             };
             let mut paused = Vec::new();
             for group in NONCRITICAL {
-                let fate = Fate::of_http(&http::post(ADMIN, PAUSE, &serde_json::json!({ "group": group, "reason": reason, "ticket": ticket }), &reason));
+                let fate = Fate::of_http(&http::post(
+                    ADMIN,
+                    PAUSE,
+                    &serde_json::json!({ "group": group, "reason": reason, "ticket": ticket }),
+                    &reason,
+                ));
                 if let Some(why) = fate.why_not() {
-                    checklist.push(format!("The `{group}` consumers are NOT paused ({why}): pause them by hand"));
+                    checklist.push(format!(
+                        "The `{group}` consumers are NOT paused ({why}): pause them by hand"
+                    ));
                 }
                 paused.push(format!("`{group}` consumers {}", fate.say("paused")));
             }
-            let summary = format!("Kafka outage ({ticket}): Trading Core kept running; {backlog}; {ws}; {}", paused.join("; "));
-            pager::notify_or_note(INCIDENTS, &format!("SEV2 spot exchange {summary}"), &mut checklist);
+            let summary = format!(
+                "Kafka outage ({ticket}): Trading Core kept running; {backlog}; {ws}; {}",
+                paused.join("; ")
+            );
+            pager::notify_or_note(
+                INCIDENTS,
+                &format!("SEV2 spot exchange {summary}"),
+                &mut checklist,
+            );
             checklist.extend([
                 "Restore the brokers; verify ISR and partitions are healthy".to_owned(),
                 "Resume outbox publishing and watch the backlog drain (throttle if the brokers struggle)".to_owned(),
                 "Validate the ledger consumer catches up (it is idempotent), then lift EXCHANGE_WS_DEGRADED and resume the analytics consumers".to_owned(),
             ]);
-            let mut outcome = Outcome::new(summary).severity("SEV2").field("ticket", ticket.as_str());
+            let mut outcome = Outcome::new(summary)
+                .severity("SEV2")
+                .field("ticket", ticket.as_str());
             for item in checklist {
                 outcome = outcome.todo(item);
             }

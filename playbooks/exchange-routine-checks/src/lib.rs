@@ -39,7 +39,11 @@ fn reconciliation() -> Result<Check> {
     let mut symbols = 0;
     for row in db::query(DB, SEQS, params![])?.iter() {
         symbols += 1;
-        let (symbol, engine, ledger): (String, i64, i64) = (row.get("symbol")?, row.get("engine_seq")?, row.get("ledger_seq")?);
+        let (symbol, engine, ledger): (String, i64, i64) = (
+            row.get("symbol")?,
+            row.get("engine_seq")?,
+            row.get("ledger_seq")?,
+        );
         if engine != ledger {
             behind.push(format!("{symbol} ledger {} behind", engine - ledger));
         }
@@ -49,13 +53,18 @@ fn reconciliation() -> Result<Check> {
         line: if behind.is_empty() {
             format!("reconciliation: {symbols} symbol(s), ledger seq = engine seq")
         } else {
-            format!("reconciliation: {} (settlement in flight unless it persists)", behind.join(", "))
+            format!(
+                "reconciliation: {} (settlement in flight unless it persists)",
+                behind.join(", ")
+            )
         },
     })
 }
 
 fn invariants() -> Result<Check> {
-    let unbalanced: i64 = db::query(DB, UNBALANCED, params![])?.first()?.get("unbalanced")?;
+    let unbalanced: i64 = db::query(DB, UNBALANCED, params![])?
+        .first()?
+        .get("unbalanced")?;
     Ok(Check {
         finding: unbalanced > 0,
         line: if unbalanced == 0 {
@@ -76,7 +85,9 @@ fn settlement_lag() -> Result<Check> {
             _ => {}
         }
     }
-    let (t2, t3) = t2.zip(t3).ok_or_else(|| Error::failed("ops_policy has no settlement_lag_t2_ms / _t3_ms"))?;
+    let (t2, t3) = t2
+        .zip(t3)
+        .ok_or_else(|| Error::failed("ops_policy has no settlement_lag_t2_ms / _t3_ms"))?;
     let mut over = Vec::new();
     let mut finding = false;
     for row in db::query(DB, LAG, params![])?.iter() {
@@ -119,22 +130,43 @@ impl Playbook for RoutineChecks {
         match cadence {
             "daily" => {
                 let checks = step("Daily checks", || {
-                    [("reconciliation", reconciliation as fn() -> Result<Check>), ("invariants", invariants), ("settlement lag", settlement_lag)]
-                        .into_iter()
-                        .map(|(name, check)| {
-                            check().unwrap_or_else(|e| Check { finding: true, line: format!("{name}: NOT checked ({})", e.message()) })
+                    [
+                        ("reconciliation", reconciliation as fn() -> Result<Check>),
+                        ("invariants", invariants),
+                        ("settlement lag", settlement_lag),
+                    ]
+                    .into_iter()
+                    .map(|(name, check)| {
+                        check().unwrap_or_else(|e| Check {
+                            finding: true,
+                            line: format!("{name}: NOT checked ({})", e.message()),
                         })
-                        .collect::<Vec<_>>()
+                    })
+                    .collect::<Vec<_>>()
                 });
                 let findings = checks.iter().filter(|c| c.finding).count();
-                let report = checks.iter().map(|c| c.line.as_str()).collect::<Vec<_>>().join("; ");
+                let report = checks
+                    .iter()
+                    .map(|c| c.line.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 let summary = format!("Daily checks: {report}");
                 step("Report", || {
                     if findings > 0 {
-                        pager::page_or_note(ONCALL, Severity::Error, &format!("Spot exchange daily checks: {findings} finding(s)"), &report, &mut checklist);
+                        pager::page_or_note(
+                            ONCALL,
+                            Severity::Error,
+                            &format!("Spot exchange daily checks: {findings} finding(s)"),
+                            &report,
+                            &mut checklist,
+                        );
                         checklist.push("A finding the live alerts did not raise: check the alert rules as well as the finding".to_owned());
                     }
-                    pager::notify_or_note(INCIDENTS, &format!("Spot exchange {summary}"), &mut checklist);
+                    pager::notify_or_note(
+                        INCIDENTS,
+                        &format!("Spot exchange {summary}"),
+                        &mut checklist,
+                    );
                 });
                 let mut outcome = Outcome::new(summary)
                     .severity(if findings > 0 { "SEV2" } else { "SEV3" })
@@ -146,16 +178,40 @@ impl Playbook for RoutineChecks {
             }
             "weekly" | "monthly" => {
                 let due: &[&str] = if cadence == "weekly" {
-                    &["Restore rehearsal in staging (restore, replay settlement from Kafka, reconcile)", "Chaos drill in staging"]
+                    &[
+                        "Restore rehearsal in staging (restore, replay settlement from Kafka, reconcile)",
+                        "Chaos drill in staging",
+                    ]
                 } else {
-                    &["DR exercise", "Access review: RBAC roles, MFA enrolment, JIT grants"]
+                    &[
+                        "DR exercise",
+                        "Access review: RBAC roles, MFA enrolment, JIT grants",
+                    ]
                 };
-                let summary = format!("{} checks due: {}", if cadence == "weekly" { "Weekly" } else { "Monthly" }, due.join("; "));
-                step("Remind", || pager::notify_or_note(INCIDENTS, &format!("Spot exchange {summary}"), &mut checklist));
+                let summary = format!(
+                    "{} checks due: {}",
+                    if cadence == "weekly" {
+                        "Weekly"
+                    } else {
+                        "Monthly"
+                    },
+                    due.join("; ")
+                );
+                step("Remind", || {
+                    pager::notify_or_note(
+                        INCIDENTS,
+                        &format!("Spot exchange {summary}"),
+                        &mut checklist,
+                    )
+                });
                 checklist.extend(due.iter().map(|d| (*d).to_owned()));
-                Ok(checklist.into_iter().fold(Outcome::new(summary).severity("SEV3"), Outcome::todo))
+                Ok(checklist
+                    .into_iter()
+                    .fold(Outcome::new(summary).severity("SEV3"), Outcome::todo))
             }
-            other => Err(Error::failed(format!("`cadence` is `{other}`: daily, weekly or monthly"))),
+            other => Err(Error::failed(format!(
+                "`cadence` is `{other}`: daily, weekly or monthly"
+            ))),
         }
     }
 }

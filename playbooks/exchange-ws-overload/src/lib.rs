@@ -30,13 +30,21 @@ struct WsOverload;
 
 /// One setting's change: its words for the summary, and a checklist line
 /// when it did not pass.
-fn tighten(name: &str, current: Option<String>, wanted: String, stricter: impl Fn(&str) -> bool, reason: &str) -> (String, Option<String>) {
+fn tighten(
+    name: &str,
+    current: Option<String>,
+    wanted: String,
+    stricter: impl Fn(&str) -> bool,
+    reason: &str,
+) -> (String, Option<String>) {
     if let Some(current) = current.as_deref().filter(|c| stricter(c)) {
         return (format!("{name} kept at {current}"), None);
     }
     let fate = Fate::of(&flags::set(name, &wanted, reason));
     let said = format!("{name} {}", fate.say(&format!("set to {wanted}")));
-    let todo = fate.why_not().map(|why| format!("{name} is NOT set to {wanted} ({why}): set it on the edge gateway by hand"));
+    let todo = fate.why_not().map(|why| {
+        format!("{name} is NOT set to {wanted} ({why}): set it on the edge gateway by hand")
+    });
     (said, todo)
 }
 
@@ -65,23 +73,47 @@ impl Playbook for WsOverload {
         let ticket = ticket(&alert);
         let depth = alert.setting("book_depth", BOOK_DEPTH)?;
         let rate = alert.setting("subscribe_per_second", SUBSCRIBE_PER_SECOND)?;
-        let severity = if alert.label("severity") == Some("critical") { "SEV2" } else { "SEV3" };
+        let severity = if alert.label("severity") == Some("critical") {
+            "SEV2"
+        } else {
+            "SEV3"
+        };
         let current = step("Read the edge settings", || -> Result<_> {
-            Ok((flags::get(CONFLATION)?, flags::get(DEPTH)?, flags::get(SUBSCRIBE)?))
+            Ok((
+                flags::get(CONFLATION)?,
+                flags::get(DEPTH)?,
+                flags::get(SUBSCRIBE)?,
+            ))
         })?;
         let mut checklist = Vec::new();
         step("Immediate actions", || -> Result<Outcome> {
             pager::notify_or_note(
                 INCIDENTS,
-                &format!("{severity} spot exchange WS fan-out overload ({ticket}): stepgate asks an approver to tighten conflation, book depth and subscription limits; decide in stepgate now"),
+                &format!(
+                    "{severity} spot exchange WS fan-out overload ({ticket}): stepgate asks an approver to tighten conflation, book depth and subscription limits; decide in stepgate now"
+                ),
                 &mut checklist,
             );
-            let reason = format!("spot exchange runbook §3.4 ({ticket}): WS fan-out overload, slow consumers closing");
+            let reason = format!(
+                "spot exchange runbook §3.4 ({ticket}): WS fan-out overload, slow consumers closing"
+            );
             let (conflation, depth_set, subscribe) = current;
             let changes = [
-                tighten(CONFLATION, conflation, "aggressive".to_owned(), |v| v == "aggressive", &reason),
+                tighten(
+                    CONFLATION,
+                    conflation,
+                    "aggressive".to_owned(),
+                    |v| v == "aggressive",
+                    &reason,
+                ),
                 tighten(DEPTH, depth_set, depth.to_string(), at_most(depth), &reason),
-                tighten(SUBSCRIBE, subscribe, rate.to_string(), at_most(rate), &reason),
+                tighten(
+                    SUBSCRIBE,
+                    subscribe,
+                    rate.to_string(),
+                    at_most(rate),
+                    &reason,
+                ),
             ];
             let mut said = Vec::new();
             for (words, todo) in changes {
@@ -89,14 +121,20 @@ impl Playbook for WsOverload {
                 checklist.extend(todo);
             }
             let summary = format!("WS fan-out overload ({ticket}): {}", said.join("; "));
-            pager::notify_or_note(INCIDENTS, &format!("{severity} spot exchange {summary}"), &mut checklist);
+            pager::notify_or_note(
+                INCIDENTS,
+                &format!("{severity} spot exchange {summary}"),
+                &mut checklist,
+            );
             checklist.extend([
                 "Scale the edge-gateway replicas".to_owned(),
                 "Add regional WS shards if one region carries the load".to_owned(),
                 "Validate that the trades channel is not being dropped (conflation is for book and candles only)".to_owned(),
                 "Restore the settings once the backlog per connection is back to normal".to_owned(),
             ]);
-            let mut outcome = Outcome::new(summary).severity(severity).field("ticket", ticket.as_str());
+            let mut outcome = Outcome::new(summary)
+                .severity(severity)
+                .field("ticket", ticket.as_str());
             for item in checklist {
                 outcome = outcome.todo(item);
             }

@@ -57,7 +57,9 @@ struct HmacRotation;
 fn reference(text: &str, what: &str) -> Result<String> {
     let ok = !text.is_empty()
         && text.len() <= 128
-        && text.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"/._-".contains(&c))
+        && text
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"/._-".contains(&c))
         && text.bytes().any(|c| c == b'/');
     if ok {
         Ok(text.to_owned())
@@ -94,30 +96,47 @@ fn open_rotations() -> Result<Vec<Open>> {
 }
 
 fn uses(secret_ref: &str) -> Option<i64> {
-    db::query(DB, USES, params![secret_ref]).and_then(|rows| rows.first()?.get("uses")).ok()
+    db::query(DB, USES, params![secret_ref])
+        .and_then(|rows| rows.first()?.get("uses"))
+        .ok()
 }
 
 fn outcome(summary: String, severity: &str, checklist: Vec<String>) -> Outcome {
-    checklist.into_iter().fold(Outcome::new(summary).severity(severity), Outcome::todo)
+    checklist
+        .into_iter()
+        .fold(Outcome::new(summary).severity(severity), Outcome::todo)
 }
 
 fn start(alert: &Alert) -> Result<Outcome> {
     let reason = match alert.label("reason") {
         Some(r @ ("scheduled" | "compromise")) => r.to_owned(),
-        other => return Err(Error::failed(format!("`reason` is {other:?}: scheduled or compromise"))),
+        other => {
+            return Err(Error::failed(format!(
+                "`reason` is {other:?}: scheduled or compromise"
+            )));
+        }
     };
-    let new = reference(alert.label("new_secret_ref").unwrap_or(""), "the `new_secret_ref` label")?;
+    let new = reference(
+        alert.label("new_secret_ref").unwrap_or(""),
+        "the `new_secret_ref` label",
+    )?;
     let compromise = reason == "compromise";
     let hours = if compromise {
         alert.setting("transition_hours", COMPROMISE_TRANSITION_HOURS)?
     } else {
         alert.setting("transition_hours", TRANSITION_HOURS)?
     };
-    let (old, open) = step("Read the current secret and open rotations", || -> Result<_> {
-        let old = flags::get(PRIMARY_REF)?
-            .ok_or_else(|| Error::failed(format!("{PRIMARY_REF} is unset: stepgate cannot tell which secret is being replaced")))?;
-        Ok((reference(&old, PRIMARY_REF)?, open_rotations()?))
-    })?;
+    let (old, open) = step(
+        "Read the current secret and open rotations",
+        || -> Result<_> {
+            let old = flags::get(PRIMARY_REF)?.ok_or_else(|| {
+                Error::failed(format!(
+                    "{PRIMARY_REF} is unset: stepgate cannot tell which secret is being replaced"
+                ))
+            })?;
+            Ok((reference(&old, PRIMARY_REF)?, open_rotations()?))
+        },
+    )?;
     if let Some(o) = open.first() {
         return Err(Error::failed(format!(
             "a rotation to {} is already in progress (until {}): finish it before starting another",
@@ -125,12 +144,22 @@ fn start(alert: &Alert) -> Result<Outcome> {
         )));
     }
     if new == old {
-        return Err(Error::failed(format!("{new} is already the primary secret")));
+        return Err(Error::failed(format!(
+            "{new} is already the primary secret"
+        )));
     }
     let mut checklist = Vec::new();
-    let told = format!("FiatRails HMAC rotation ({reason}) from {old} to {new}: the operator confirms the new secret is stored, then stepgate asks approvers to accept both secrets for {hours} h; decide in stepgate now");
+    let told = format!(
+        "FiatRails HMAC rotation ({reason}) from {old} to {new}: the operator confirms the new secret is stored, then stepgate asks approvers to accept both secrets for {hours} h; decide in stepgate now"
+    );
     if compromise {
-        pager::page_or_note(INFRA, Severity::Critical, "FiatRails HMAC secret suspected compromised: rotation started", &told, &mut checklist);
+        pager::page_or_note(
+            INFRA,
+            Severity::Critical,
+            "FiatRails HMAC secret suspected compromised: rotation started",
+            &told,
+            &mut checklist,
+        );
     }
     pager::notify_or_note(INCIDENTS, &told, &mut checklist);
     let stored = step("1. Generate and store the new secret", || {
@@ -140,48 +169,94 @@ fn start(alert: &Alert) -> Result<Outcome> {
     })?;
     if !stored {
         checklist.push(format!("Store the new secret as {new} first (never in an alert, a flag or a log), then start the rotation again"));
-        return Ok(outcome(format!("HMAC rotation to {new} NOT started: the new secret is not confirmed stored"), "WARNING", checklist));
+        return Ok(outcome(
+            format!("HMAC rotation to {new} NOT started: the new secret is not confirmed stored"),
+            "WARNING",
+            checklist,
+        ));
     }
-    step("2. Dual verification, the record, the clients", || -> Result<Outcome> {
-        let why = format!("FiatRails runbook, HMAC secret rotation ({reason}): accept {old} and {new} for {hours} h");
-        let dual = Fate::of(&flags::set(NEW_REF, &new, &why));
-        let (recorded, clients) = if dual.passed() {
-            let recorded = Fate::of(&db::execute(DB, RECORD, params![reason.as_str(), old.as_str(), new.as_str(), hours], &why));
-            if let Some(why) = recorded.why_not() {
-                checklist.push(format!("The rotation is NOT recorded ({why}): the daily phase run cannot revoke {old}; record it by hand"));
-            }
-            let clients = Fate::of(&pager::notify(
-                CLIENTS,
-                &format!("HMAC secret rotation in progress: please switch to the new secret within {hours} h; the old secret is revoked after that. Your account manager has the new secret."),
-            ));
-            if let Some(why) = clients.why_not() {
-                checklist.push(format!("The API's clients are NOT told ({why}): email them the revocation date"));
-            }
-            (recorded.say("recorded"), format!("clients {}", clients.say("told")))
-        } else {
-            checklist.push(format!("Dual verification is NOT on ({}): nothing else was done", dual.why_not().unwrap_or("")));
-            ("NOT recorded".to_owned(), "clients NOT told".to_owned())
-        };
-        if dual.passed() {
-            checklist.extend([
+    step(
+        "2. Dual verification, the record, the clients",
+        || -> Result<Outcome> {
+            let why = format!(
+                "FiatRails runbook, HMAC secret rotation ({reason}): accept {old} and {new} for {hours} h"
+            );
+            let dual = Fate::of(&flags::set(NEW_REF, &new, &why));
+            let (recorded, clients) = if dual.passed() {
+                let recorded = Fate::of(&db::execute(
+                    DB,
+                    RECORD,
+                    params![reason.as_str(), old.as_str(), new.as_str(), hours],
+                    &why,
+                ));
+                if let Some(why) = recorded.why_not() {
+                    checklist.push(format!("The rotation is NOT recorded ({why}): the daily phase run cannot revoke {old}; record it by hand"));
+                }
+                let clients = Fate::of(&pager::notify(
+                    CLIENTS,
+                    &format!(
+                        "HMAC secret rotation in progress: please switch to the new secret within {hours} h; the old secret is revoked after that. Your account manager has the new secret."
+                    ),
+                ));
+                if let Some(why) = clients.why_not() {
+                    checklist.push(format!(
+                        "The API's clients are NOT told ({why}): email them the revocation date"
+                    ));
+                }
+                (
+                    recorded.say("recorded"),
+                    format!("clients {}", clients.say("told")),
+                )
+            } else {
+                checklist.push(format!(
+                    "Dual verification is NOT on ({}): nothing else was done",
+                    dual.why_not().unwrap_or("")
+                ));
+                ("NOT recorded".to_owned(), "clients NOT told".to_owned())
+            };
+            if dual.passed() {
+                checklist.extend([
                 "Roll the API out with both secrets (blue-green or rolling) and watch the error rate: it must not move".to_owned(),
                 format!("The daily HmacRotationPhase run revokes {old} once the transition ends"),
             ]);
-        }
-        let summary = format!("HMAC rotation ({reason}) from {old} to {new}: dual verification {}; rotation {recorded}; {clients}", dual.say("on"));
-        pager::notify_or_note(INCIDENTS, &format!("FiatRails: {summary}"), &mut checklist);
-        Ok(outcome(summary, if compromise { "CRITICAL" } else { "WARNING" }, checklist))
-    })
+            }
+            let summary = format!(
+                "HMAC rotation ({reason}) from {old} to {new}: dual verification {}; rotation {recorded}; {clients}",
+                dual.say("on")
+            );
+            pager::notify_or_note(INCIDENTS, &format!("FiatRails: {summary}"), &mut checklist);
+            Ok(outcome(
+                summary,
+                if compromise { "CRITICAL" } else { "WARNING" },
+                checklist,
+            ))
+        },
+    )
 }
 
 fn phase() -> Result<Outcome> {
     let open = step("Read the open rotation", open_rotations)?;
     let Some(rotation) = open.into_iter().next() else {
-        return Ok(outcome("No HMAC rotation in progress".to_owned(), "INFO", Vec::new()));
+        return Ok(outcome(
+            "No HMAC rotation in progress".to_owned(),
+            "INFO",
+            Vec::new(),
+        ));
     };
-    let (old_uses, new_uses) = step("Which secret do clients use?", || (uses(&rotation.old), uses(&rotation.new)));
-    let shown = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_else(|| "unknown".to_owned());
-    let usage = format!("in 24 h {} verified {} request(s), {} verified {}", rotation.old, shown(old_uses), rotation.new, shown(new_uses));
+    let (old_uses, new_uses) = step("Which secret do clients use?", || {
+        (uses(&rotation.old), uses(&rotation.new))
+    });
+    let shown = |n: Option<i64>| {
+        n.map(|n| n.to_string())
+            .unwrap_or_else(|| "unknown".to_owned())
+    };
+    let usage = format!(
+        "in 24 h {} verified {} request(s), {} verified {}",
+        rotation.old,
+        shown(old_uses),
+        rotation.new,
+        shown(new_uses)
+    );
     let mut checklist = Vec::new();
     if rotation.seconds_left > 0 {
         let summary = format!(
@@ -190,7 +265,9 @@ fn phase() -> Result<Outcome> {
             rotation.seconds_left / 3600,
             rotation.revoke_after
         );
-        step("Report progress", || pager::notify_or_note(INCIDENTS, &format!("FiatRails: {summary}"), &mut checklist));
+        step("Report progress", || {
+            pager::notify_or_note(INCIDENTS, &format!("FiatRails: {summary}"), &mut checklist)
+        });
         return Ok(outcome(summary, "INFO", checklist));
     }
     let compromise = rotation.reason == "compromise";
@@ -199,7 +276,13 @@ fn phase() -> Result<Outcome> {
             "HMAC rotation to {}: the transition has ended but {usage}: revocation of {} held",
             rotation.new, rotation.old
         );
-        step("Hold the revocation", || pager::notify_or_note(INCIDENTS, &format!("FiatRails: {summary}; chase the clients still on it"), &mut checklist));
+        step("Hold the revocation", || {
+            pager::notify_or_note(
+                INCIDENTS,
+                &format!("FiatRails: {summary}; chase the clients still on it"),
+                &mut checklist,
+            )
+        });
         checklist.push(format!("Find the clients still signing with {} and get them to switch; the next daily run revokes once nobody does", rotation.old));
         return Ok(outcome(summary, "WARNING", checklist));
     }
@@ -212,19 +295,29 @@ fn phase() -> Result<Outcome> {
             ),
             &mut checklist,
         );
-        let why = format!("FiatRails runbook, HMAC secret rotation ({}): the transition has ended; {usage}", rotation.reason);
+        let why = format!(
+            "FiatRails runbook, HMAC secret rotation ({}): the transition has ended; {usage}",
+            rotation.reason
+        );
         let primary = Fate::of(&flags::set(PRIMARY_REF, &rotation.new, &why));
         let (cleared, closed) = if primary.passed() {
             let cleared = Fate::of(&flags::set(NEW_REF, "", &why));
             let closed = Fate::of(&db::execute(DB, CLOSE, params![rotation.id], &why));
-            for (fate, what) in [(&cleared, format!("{NEW_REF} is NOT cleared")), (&closed, "The rotation is NOT closed".to_owned())] {
+            for (fate, what) in [
+                (&cleared, format!("{NEW_REF} is NOT cleared")),
+                (&closed, "The rotation is NOT closed".to_owned()),
+            ] {
                 if let Some(why) = fate.why_not() {
                     checklist.push(format!("{what} ({why}): do it by hand"));
                 }
             }
             (cleared.say("cleared"), closed.say("closed"))
         } else {
-            checklist.push(format!("{} is NOT revoked ({}): it is still accepted", rotation.old, primary.why_not().unwrap_or("")));
+            checklist.push(format!(
+                "{} is NOT revoked ({}): it is still accepted",
+                rotation.old,
+                primary.why_not().unwrap_or("")
+            ));
             ("NOT cleared".to_owned(), "NOT closed".to_owned())
         };
         if primary.passed() {
@@ -239,10 +332,18 @@ fn phase() -> Result<Outcome> {
             rotation.new,
             rotation.old,
             primary.say("revoked"),
-            if compromise && old_uses.is_some_and(|n| n > 0) { " (compromised: revoked although clients still used it)" } else { "" }
+            if compromise && old_uses.is_some_and(|n| n > 0) {
+                " (compromised: revoked although clients still used it)"
+            } else {
+                ""
+            }
         );
         pager::notify_or_note(INCIDENTS, &format!("FiatRails: {summary}"), &mut checklist);
-        Ok(outcome(summary, if compromise { "CRITICAL" } else { "WARNING" }, checklist))
+        Ok(outcome(
+            summary,
+            if compromise { "CRITICAL" } else { "WARNING" },
+            checklist,
+        ))
     })
 }
 

@@ -33,24 +33,6 @@ const PAUSED_EVENT: &str = "0x62e78cea01bee320cd4e420270b5ea74000d11b0c9f74754eb
 
 struct NoMints;
 
-/// The address in label `key`; a missing or malformed one is refused by
-/// name (there is no default: a test chain's address must never stand in).
-fn address(alert: &Alert, key: &str) -> Result<String> {
-    let value = alert.label(key).ok_or_else(|| {
-        Error::failed(format!(
-            "the alert has no `{key}` label: add the deployment's address to the alert rule's labels (stepgate has no default address)"
-        ))
-    })?;
-    let hex = value.strip_prefix("0x").unwrap_or("");
-    if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(value.to_ascii_lowercase())
-    } else {
-        Err(Error::failed(format!(
-            "`{key}` = `{value}` is not an address"
-        )))
-    }
-}
-
 /// Who paused the escrow last, and in which block: the newest
 /// `Paused(address)` event it emitted. `None` when it emitted none.
 fn last_pauser(escrow: &str) -> Result<Option<(String, String)>> {
@@ -114,9 +96,9 @@ impl Playbook for NoMints {
     }
 
     fn run(alert: Alert) -> Result<Outcome> {
-        let escrow = address(&alert, "escrow")?;
-        let registry = address(&alert, "user_registry")?;
-        let user = address(&alert, "test_user")?;
+        let escrow = alert.address("escrow")?;
+        let registry = alert.address("user_registry")?;
+        let user = alert.address("test_user")?;
         let diagnosis = step("Diagnosis", || -> Result<_> {
             let health = http::get(API, "/health");
             let paused = eth_call(&escrow, PAUSED).and_then(|w| word_is_true(&w));
@@ -209,7 +191,7 @@ fn paused_escrow(alert: &Alert, escrow: &str, base: impl Fn(String) -> Outcome) 
                 .todo("Unpause only once the pause is known not to be deliberate (cast send <ESCROW> \"unpause()\" from the ADMIN account)"));
         }
     };
-    let admin = address(alert, "admin_account")?;
+    let admin = alert.address("admin_account")?;
     let reason = format!(
         "FiatRails runbook, NoSuccessfulMints remediation 1: the escrow {escrow} was paused by {by} in block {block}; unpause it (requires the ADMIN role) only if that pause was not deliberate (an upgrade rollback pauses on purpose)"
     );

@@ -51,12 +51,27 @@ impl Playbook for SlowRpc {
         let lag_blocks = alert.setting("lag_blocks", LAG_BLOCKS)?;
         let (in_use, other, heads) = step("Diagnosis: block lag", || -> Result<_> {
             let on_fallback = flags::get(PROVIDER)?.as_deref() == Some("fallback");
-            let (in_use, other) = if on_fallback { ("fallback", "primary") } else { ("primary", "fallback") };
+            let (in_use, other) = if on_fallback {
+                ("fallback", "primary")
+            } else {
+                ("primary", "fallback")
+            };
             let endpoint = |name: &str| if name == "primary" { PRIMARY } else { FALLBACK };
-            Ok((in_use, other, (head(endpoint(in_use)), head(endpoint(other)))))
+            Ok((
+                in_use,
+                other,
+                (head(endpoint(in_use)), head(endpoint(other))),
+            ))
         })?;
-        let shown = |h: Option<i64>| h.map(|b| format!("block {b}")).unwrap_or_else(|| "no answer".to_owned());
-        let seen = format!("{in_use} (in use) {}, {other} {}", shown(heads.0), shown(heads.1));
+        let shown = |h: Option<i64>| {
+            h.map(|b| format!("block {b}"))
+                .unwrap_or_else(|| "no answer".to_owned())
+        };
+        let seen = format!(
+            "{in_use} (in use) {}, {other} {}",
+            shown(heads.0),
+            shown(heads.1)
+        );
         let mut checklist = Vec::new();
         let slow = match heads {
             (None, Some(_)) => true,
@@ -67,20 +82,32 @@ impl Playbook for SlowRpc {
             let summary = if slow {
                 pager::notify_or_note(
                     INCIDENTS,
-                    &format!("FiatRails {}: the provider in use is slow ({seen}); stepgate asks an approver to switch the API to {other}; decide in stepgate now", alert.name),
+                    &format!(
+                        "FiatRails {}: the provider in use is slow ({seen}); stepgate asks an approver to switch the API to {other}; decide in stepgate now",
+                        alert.name
+                    ),
                     &mut checklist,
                 );
-                let reason = format!("FiatRails runbook, SlowRPCCalls: provider slow ({seen}): switch to the faster RPC");
+                let reason = format!(
+                    "FiatRails runbook, SlowRPCCalls: provider slow ({seen}): switch to the faster RPC"
+                );
                 let fate = Fate::of(&flags::set(PROVIDER, other, &reason));
                 if let Some(why) = fate.why_not() {
-                    checklist.push(format!("The API is NOT switched to {other} ({why}): switch it by hand"));
+                    checklist.push(format!(
+                        "The API is NOT switched to {other} ({why}): switch it by hand"
+                    ));
                 }
-                format!("The provider in use is slow ({seen}): the API {}", fate.say(&format!("switched to {other}")))
+                format!(
+                    "The provider in use is slow ({seen}): the API {}",
+                    fate.say(&format!("switched to {other}"))
+                )
             } else if heads.1.is_none() && heads.0.is_some() {
                 checklist.push(format!("The {other} provider does not answer either: no switch; if calls stay slow, look at the chain and the network"));
                 format!("No faster provider ({seen}): nothing switched")
             } else if heads.0.is_none() {
-                checklist.push("Neither provider answers: see HighRPCErrorRate and degraded mode".to_owned());
+                checklist.push(
+                    "Neither provider answers: see HighRPCErrorRate and degraded mode".to_owned(),
+                );
                 format!("Neither provider answers ({seen}): nothing switched")
             } else {
                 checklist.extend([
@@ -88,13 +115,23 @@ impl Playbook for SlowRpc {
                     "If the latency is regional, move the API to a geographically closer provider".to_owned(),
                 ]);
                 let near = match heads {
-                    (Some(used), Some(best)) if used < best => format!("within {lag_blocks} block(s) of"),
+                    (Some(used), Some(best)) if used < best => {
+                        format!("within {lag_blocks} block(s) of")
+                    }
                     _ => "not behind".to_owned(),
                 };
-                format!("The provider in use is {near} the other ({seen}): chain congestion or regional latency; nothing switched")
+                format!(
+                    "The provider in use is {near} the other ({seen}): chain congestion or regional latency; nothing switched"
+                )
             };
-            pager::notify_or_note(INCIDENTS, &format!("FiatRails {}: {summary}", alert.name), &mut checklist);
-            let mut outcome = Outcome::new(summary).severity("WARNING").field("provider_in_use", in_use);
+            pager::notify_or_note(
+                INCIDENTS,
+                &format!("FiatRails {}: {summary}", alert.name),
+                &mut checklist,
+            );
+            let mut outcome = Outcome::new(summary)
+                .severity("WARNING")
+                .field("provider_in_use", in_use);
             for item in checklist {
                 outcome = outcome.todo(item);
             }

@@ -36,24 +36,24 @@ const UPGRADE_GAS: i64 = 500_000;
 
 struct UpgradeRollback;
 
-fn address(alert: &Alert, key: &str) -> Result<String> {
-    let value = alert.label(key).ok_or_else(|| {
-        Error::failed(format!("the alert has no `{key}` label: add the address to the rollback request (stepgate has no default address)"))
-    })?;
-    let hex = value.strip_prefix("0x").unwrap_or("");
-    if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(value.to_ascii_lowercase())
-    } else {
-        Err(Error::failed(format!("`{key}` = `{value}` is not an address")))
-    }
-}
-
 /// The proxy's implementation: the last 20 bytes of one 32-byte word.
 fn implementation(proxy: &str) -> Result<String> {
-    let word: String = rpc::call(RPC, "eth_call", (serde_json::json!({ "to": proxy, "data": IMPLEMENTATION }), "latest"))?;
+    let word: String = rpc::call(
+        RPC,
+        "eth_call",
+        (
+            serde_json::json!({ "to": proxy, "data": IMPLEMENTATION }),
+            "latest",
+        ),
+    )?;
     let hex = word.strip_prefix("0x").unwrap_or("");
-    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) || !hex.starts_with("000000000000000000000000") {
-        return Err(Error::failed(format!("implementation() answered `{word}`, not an address word (is `proxy` the proxy?)")));
+    if hex.len() != 64
+        || !hex.chars().all(|c| c.is_ascii_hexdigit())
+        || !hex.starts_with("000000000000000000000000")
+    {
+        return Err(Error::failed(format!(
+            "implementation() answered `{word}`, not an address word (is `proxy` the proxy?)"
+        )));
     }
     Ok(format!("0x{}", hex[24..].to_ascii_lowercase()))
 }
@@ -63,7 +63,12 @@ fn send(from: &str, to: &str, data: String, gas: Option<i64>, reason: &str) -> F
     if let Some(gas) = gas {
         tx["gas"] = serde_json::json!(format!("0x{gas:x}"));
     }
-    Fate::of(&rpc::send::<serde_json::Value>(RPC, "eth_sendTransaction", (tx,), reason))
+    Fate::of(&rpc::send::<serde_json::Value>(
+        RPC,
+        "eth_sendTransaction",
+        (tx,),
+        reason,
+    ))
 }
 
 impl Playbook for UpgradeRollback {
@@ -82,29 +87,42 @@ impl Playbook for UpgradeRollback {
     }
 
     fn run(alert: Alert) -> Result<Outcome> {
-        let proxy = address(&alert, "proxy")?;
-        let previous = address(&alert, "previous_impl")?;
-        let manager = address(&alert, "compliance_manager")?;
-        let admin = address(&alert, "admin_account")?;
-        let upgrader = address(&alert, "upgrader_account")?;
+        let proxy = alert.address("proxy")?;
+        let previous = alert.address("previous_impl")?;
+        let manager = alert.address("compliance_manager")?;
+        let admin = alert.address("admin_account")?;
+        let upgrader = alert.address("upgrader_account")?;
         let mut checklist = Vec::new();
         let current = step("1. Identify the implementations", || -> Result<String> {
             let current = implementation(&proxy)?;
             let code: String = rpc::call(RPC, "eth_getCode", (previous.as_str(), "latest"))?;
             if code.trim_start_matches("0x").is_empty() {
-                return Err(Error::failed(format!("the previous implementation {previous} has no code on this chain: check the deploy log")));
+                return Err(Error::failed(format!(
+                    "the previous implementation {previous} has no code on this chain: check the deploy log"
+                )));
             }
             Ok(current)
         })?;
         let done = |summary: String, severity: &str, checklist: Vec<String>| {
-            checklist.into_iter().fold(Outcome::new(summary).severity(severity).field("proxy", proxy.as_str()), Outcome::todo)
+            checklist.into_iter().fold(
+                Outcome::new(summary)
+                    .severity(severity)
+                    .field("proxy", proxy.as_str()),
+                Outcome::todo,
+            )
         };
         if current == previous {
-            return Ok(done(format!("The proxy {proxy} already runs {previous}: nothing to roll back"), "WARNING", checklist));
+            return Ok(done(
+                format!("The proxy {proxy} already runs {previous}: nothing to roll back"),
+                "WARNING",
+                checklist,
+            ));
         }
         pager::notify_or_note(
             INCIDENTS,
-            &format!("FiatRails rollback of {proxy} from {current} to {previous}: the operator confirms the fork test, then stepgate asks two approvers to pause, upgrade and unpause; decide in stepgate now"),
+            &format!(
+                "FiatRails rollback of {proxy} from {current} to {previous}: the operator confirms the fork test, then stepgate asks two approvers to pause, upgrade and unpause; decide in stepgate now"
+            ),
             &mut checklist,
         );
         let tested = step("2. Test the rollback on a fork", || {
@@ -113,36 +131,72 @@ impl Playbook for UpgradeRollback {
             ))
         })?;
         if !tested {
-            checklist.push("Test the rollback on a fork first (runbook step 2), then run this playbook again".to_owned());
-            return Ok(done(format!("Rollback of {proxy} NOT started: the fork test is not confirmed"), "CRITICAL", checklist));
+            checklist.push(
+                "Test the rollback on a fork first (runbook step 2), then run this playbook again"
+                    .to_owned(),
+            );
+            return Ok(done(
+                format!("Rollback of {proxy} NOT started: the fork test is not confirmed"),
+                "CRITICAL",
+                checklist,
+            ));
         }
         step("3. Execute the rollback", || -> Result<Outcome> {
-            let reason = format!("FiatRails runbook, contract upgrade rollback: {proxy} from {current} back to {previous}");
-            let paused = send(&admin, &manager, PAUSE.to_owned(), None, &format!("{reason}: pause first (recommended)"));
+            let reason = format!(
+                "FiatRails runbook, contract upgrade rollback: {proxy} from {current} back to {previous}"
+            );
+            let paused = send(
+                &admin,
+                &manager,
+                PAUSE.to_owned(),
+                None,
+                &format!("{reason}: pause first (recommended)"),
+            );
             if let Fate::Failed(why) = &paused {
-                checklist.push(format!("The pause failed ({why}): nothing else was sent; find out why before retrying"));
-                return Ok(done(format!("Rollback of {proxy} stopped: the ComplianceManager {}", paused.say("paused")), "CRITICAL", checklist));
+                checklist.push(format!(
+                    "The pause failed ({why}): nothing else was sent; find out why before retrying"
+                ));
+                return Ok(done(
+                    format!(
+                        "Rollback of {proxy} stopped: the ComplianceManager {}",
+                        paused.say("paused")
+                    ),
+                    "CRITICAL",
+                    checklist,
+                ));
             }
             let data = format!("{UPGRADE_TO}{:0>64}", previous.trim_start_matches("0x"));
             let upgraded = send(&upgrader, &proxy, data, Some(UPGRADE_GAS), &reason);
             let verified = match &upgraded {
-                Fate::Made => implementation(&proxy).map(|now| now == previous).unwrap_or(false),
+                Fate::Made => implementation(&proxy)
+                    .map(|now| now == previous)
+                    .unwrap_or(false),
                 _ => false,
             };
             let unpause = if !paused.passed() {
                 "not paused, so not unpaused".to_owned()
             } else if verified || runbook::dry_run() {
-                let fate = send(&admin, &manager, UNPAUSE.to_owned(), None, &format!("{reason}: implementation() reads {previous}"));
+                let fate = send(
+                    &admin,
+                    &manager,
+                    UNPAUSE.to_owned(),
+                    None,
+                    &format!("{reason}: implementation() reads {previous}"),
+                );
                 if let Some(why) = fate.why_not() {
                     checklist.push(format!("The ComplianceManager is NOT unpaused ({why}): unpause it once the rollback is verified"));
                 }
                 format!("ComplianceManager {}", fate.say("unpaused"))
             } else {
-                checklist.push("The ComplianceManager stays PAUSED: the rollback is not verified".to_owned());
+                checklist.push(
+                    "The ComplianceManager stays PAUSED: the rollback is not verified".to_owned(),
+                );
                 "ComplianceManager left paused (the rollback is not verified)".to_owned()
             };
             if let Some(why) = upgraded.why_not() {
-                checklist.push(format!("upgradeTo({previous}) is NOT done ({why}): the proxy still runs {current}"));
+                checklist.push(format!(
+                    "upgradeTo({previous}) is NOT done ({why}): the proxy still runs {current}"
+                ));
             } else if !verified && !runbook::dry_run() {
                 checklist.push(format!("implementation() does not read {previous} after the upgrade: check the transaction"));
             }
@@ -159,7 +213,12 @@ impl Playbook for UpgradeRollback {
                 "Watch the dashboards for 30 minutes".to_owned(),
                 "Incident report: what went wrong in the upgrade, how it was detected, the rollback timeline, prevention".to_owned(),
             ]);
-            Ok(done(summary, if verified { "WARNING" } else { "CRITICAL" }, checklist).field("verified", verified))
+            Ok(done(
+                summary,
+                if verified { "WARNING" } else { "CRITICAL" },
+                checklist,
+            )
+            .field("verified", verified))
         })
     }
 }

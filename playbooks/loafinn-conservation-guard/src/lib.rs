@@ -34,11 +34,23 @@ const NEGATIVE_COSTS: &str = "SELECT count(*) AS entries, count(DISTINCT account
 
 /// The runbook's invariants and what each failing one means.
 const INVARIANTS: &[(&str, &str)] = &[
-    ("budget_conservation", "spending exceeds limits: find the accounts over budget"),
-    ("cost_non_negative", "a negative cost was recorded: likely a bug, check the latest deploy"),
-    ("reserve_within_allocation", "a reserve exceeds its allocation"),
+    (
+        "budget_conservation",
+        "spending exceeds limits: find the accounts over budget",
+    ),
+    (
+        "cost_non_negative",
+        "a negative cost was recorded: likely a bug, check the latest deploy",
+    ),
+    (
+        "reserve_within_allocation",
+        "a reserve exceeds its allocation",
+    ),
     ("entitlement_valid", "an entitlement is in an invalid state"),
-    ("rate_consistency", "the exchange rate drifted between reserve and commit"),
+    (
+        "rate_consistency",
+        "the exchange rate drifted between reserve and commit",
+    ),
 ];
 
 struct ConservationGuard;
@@ -65,12 +77,21 @@ impl Playbook for ConservationGuard {
             let health = http::get(ADMIN, HEALTH).ok().filter(|h| h.ok());
             let state = health
                 .as_ref()
-                .and_then(|h| h.body.get("conservation_guard")?.as_str().map(str::to_owned))
+                .and_then(|h| {
+                    h.body
+                        .get("conservation_guard")?
+                        .as_str()
+                        .map(str::to_owned)
+                })
                 .unwrap_or_else(|| "unknown".to_owned());
-            let invariant = alert
-                .label("invariant")
-                .map(str::to_owned)
-                .or_else(|| health.as_ref()?.body.get("invariant")?.as_str().map(str::to_owned));
+            let invariant = alert.label("invariant").map(str::to_owned).or_else(|| {
+                health
+                    .as_ref()?
+                    .body
+                    .get("invariant")?
+                    .as_str()
+                    .map(str::to_owned)
+            });
             let bypass = http::get(ADMIN, FLAGS)
                 .ok()
                 .filter(|f| f.ok())
@@ -94,7 +115,9 @@ impl Playbook for ConservationGuard {
             };
             let evidence = match negative {
                 Some((0, _)) => "no negative cost in the WAL in the last hour".to_owned(),
-                Some((entries, accounts)) => format!("{entries} negative-cost WAL entries from {accounts} account(s) in the last hour"),
+                Some((entries, accounts)) => format!(
+                    "{entries} negative-cost WAL entries from {accounts} account(s) in the last hour"
+                ),
                 None => "the WAL could not be read".to_owned(),
             };
             let bypass_said = match bypass {
@@ -112,7 +135,9 @@ impl Playbook for ConservationGuard {
             let summary = if degraded {
                 format!(
                     "Conservation guard degraded (the evaluator does not compile{}); {bypass_said}",
-                    fired_minutes.map(|m| format!(", {m} min")).unwrap_or_default()
+                    fired_minutes
+                        .map(|m| format!(", {m} min"))
+                        .unwrap_or_default()
                 )
             } else {
                 format!("Conservation guard {state}: {meaning}; {evidence}; {bypass_said}")
@@ -126,16 +151,23 @@ impl Playbook for ConservationGuard {
                     &mut checklist,
                 );
             }
-            pager::notify_or_note(INCIDENTS, &format!("loa-finn {}: {summary}", alert.name), &mut checklist);
+            pager::notify_or_note(
+                INCIDENTS,
+                &format!("loa-finn {}: {summary}", alert.name),
+                &mut checklist,
+            );
             if bypass == Some(true) {
                 checklist.push("Find who set EVALUATOR_BYPASS and why; unset it as soon as the invariant is understood".to_owned());
             }
             if degraded {
                 checklist.push("Check the constraint expressions for JavaScript syntax errors and review the latest deploy; the evaluator retries every 3 s".to_owned());
             } else {
-                checklist.push(format!("Fix the root cause of {meaning} (a code fix or a data correction)"));
+                checklist.push(format!(
+                    "Fix the root cause of {meaning} (a code fix or a data correction)"
+                ));
             }
-            checklist.push("Verify the `circuit=closed` log entry once the guard recovers".to_owned());
+            checklist
+                .push("Verify the `circuit=closed` log entry once the guard recovers".to_owned());
             let mut outcome = Outcome::new(summary)
                 .severity(severity)
                 .field("guard", state.as_str())

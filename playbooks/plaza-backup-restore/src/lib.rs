@@ -31,75 +31,87 @@ const LATEST_BACKUP: &str = "SELECT object_key, finished_at FROM backup_runs WHE
 
 struct BackupRestore;
 
-/// `YYYY-MM-DDTHH:MM:SSZ` as milliseconds since the epoch.
-fn utc_ms(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    if b.len() != 20 || b[19] != b'Z' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, min, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || s > 60 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 24 + h) * 60 + min) * 60_000 + s * 1000)
-}
-
 /// A manual step: the operator does it, then answers. `Ok(false)` when
 /// they say it did not work.
 fn manual(name: &str, what: &str) -> Result<bool> {
-    step(name, || runbook::confirm(&format!("{what}: done, and did it work?")))
+    step(name, || {
+        runbook::confirm(&format!("{what}: done, and did it work?"))
+    })
 }
 
 /// The sandbox order's id from the restored API's answer; anything but a
 /// plain id is refused (the restored box is a copy of production data).
 fn order_id(answer: &http::Response) -> Option<String> {
     let id = answer.body.get("id")?.as_str()?;
-    (!id.is_empty() && id.len() <= 64 && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'))
-        .then(|| id.to_owned())
+    (!id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'))
+    .then(|| id.to_owned())
 }
 
 /// The smoke test: each path's name and whether it passed (or why not).
 fn smoke_test() -> Vec<(&'static str, std::result::Result<(), String>)> {
-    let reason = "Plaza runbook, backup restore: smoke test on the restored database (sandbox order)";
+    let reason =
+        "Plaza runbook, backup restore: smoke test on the restored database (sandbox order)";
     let said = |r: Result<http::Response>| match r {
         Ok(a) if a.ok() => Ok(a),
         Ok(a) => Err(format!("answered HTTP {}", a.status)),
         Err(e) => Err(e.message()),
     };
     let mut results = Vec::new();
-    let order = said(http::post(RESTORED, "/v1/orders", &serde_json::json!({ "sandbox": true, "amount": "1.00" }), reason))
-        .and_then(|a| {
-            if a.dry_run {
-                // A dry run plans the order: no id to go on with, so the
-                // paths that use it are not tried.
-                return Ok(None);
-            }
-            order_id(&a).map(Some).ok_or_else(|| "answered no usable order id".to_owned())
-        });
-    results.push(("sandbox order", order.as_ref().map(|_| ()).map_err(Clone::clone)));
+    let order = said(http::post(
+        RESTORED,
+        "/v1/orders",
+        &serde_json::json!({ "sandbox": true, "amount": "1.00" }),
+        reason,
+    ))
+    .and_then(|a| {
+        if a.dry_run {
+            // A dry run plans the order: no id to go on with, so the
+            // paths that use it are not tried.
+            return Ok(None);
+        }
+        order_id(&a)
+            .map(Some)
+            .ok_or_else(|| "answered no usable order id".to_owned())
+    });
+    results.push((
+        "sandbox order",
+        order.as_ref().map(|_| ()).map_err(Clone::clone),
+    ));
     let Ok(Some(id)) = order else {
         return results;
     };
-    results.push(("read path", said(http::get(RESTORED, &format!("/v1/orders/{id}"))).map(|_| ())));
+    results.push((
+        "read path",
+        said(http::get(RESTORED, &format!("/v1/orders/{id}"))).map(|_| ()),
+    ));
     results.push((
         "funding path",
-        said(http::post(RESTORED, &format!("/v1/orders/{id}/fund"), &serde_json::json!({ "sandbox": true }), reason)).map(|_| ()),
+        said(http::post(
+            RESTORED,
+            &format!("/v1/orders/{id}/fund"),
+            &serde_json::json!({ "sandbox": true }),
+            reason,
+        ))
+        .map(|_| ()),
     ));
     results.push((
         "message delivery path",
-        said(http::post(RESTORED, &format!("/v1/orders/{id}/messages"), &serde_json::json!({ "body": "DR rehearsal" }), reason)).map(|_| ()),
+        said(http::post(
+            RESTORED,
+            &format!("/v1/orders/{id}/messages"),
+            &serde_json::json!({ "body": "DR rehearsal" }),
+            reason,
+        ))
+        .map(|_| ()),
     ));
-    results.push(("reputation lookup", said(http::get(RESTORED, "/v1/reputation/sandbox-agent")).map(|_| ())));
+    results.push((
+        "reputation lookup",
+        said(http::get(RESTORED, "/v1/reputation/sandbox-agent")).map(|_| ()),
+    ));
     results
 }
 
@@ -129,18 +141,29 @@ impl Playbook for BackupRestore {
         let mut checklist = Vec::new();
         let backup = step("Find the latest backup", || -> Result<_> {
             let rows = db::query(DB, LATEST_BACKUP, params![])?;
-            let row = rows.first().map_err(|_| Error::failed("no successful backup is recorded in backup_runs: there is nothing to restore"))?;
+            let row = rows.first().map_err(|_| {
+                Error::failed(
+                    "no successful backup is recorded in backup_runs: there is nothing to restore",
+                )
+            })?;
             let key: String = row.get("object_key")?;
             let finished: String = row.get("finished_at")?;
-            let age = utc_ms(&finished)
+            let age = utc_millis(&finished)
                 .map(|at| (started - at) / 60_000)
-                .ok_or_else(|| Error::failed(format!("backup_runs.finished_at `{finished}` is not RFC 3339 UTC")))?;
+                .ok_or_else(|| {
+                    Error::failed(format!(
+                        "backup_runs.finished_at `{finished}` is not RFC 3339 UTC"
+                    ))
+                })?;
             Ok((key, age))
         })?;
         let (key, age) = backup;
         pager::notify_or_note(
             INCIDENT,
-            &format!("Plaza DR rehearsal ({}) started: restoring s3://plaza-backups/{key} ({age} min old); the operator confirms each step in stepgate", alert.name),
+            &format!(
+                "Plaza DR rehearsal ({}) started: restoring s3://plaza-backups/{key} ({age} min old); the operator confirms each step in stepgate",
+                alert.name
+            ),
             &mut checklist,
         );
         let steps: [(&str, String); 5] = [
@@ -163,16 +186,29 @@ impl Playbook for BackupRestore {
         };
         let smoke_failed: Vec<String> = smoke
             .iter()
-            .filter_map(|(path, r)| r.as_ref().err().map(|why| format!("{path} NOT verified (failed: {why})")))
+            .filter_map(|(path, r)| {
+                r.as_ref()
+                    .err()
+                    .map(|why| format!("{path} NOT verified (failed: {why})"))
+            })
             .collect();
         let torn_down = manual("7. Tear down the test box", "Tear down the test box")?;
         let minutes = (runbook::now_millis() - started) / 60_000;
-        let dry = if runbook::dry_run() { " (dry run: the steps were planned, none confirmed)" } else { "" };
+        let dry = if runbook::dry_run() {
+            " (dry run: the steps were planned, none confirmed)"
+        } else {
+            ""
+        };
         let result = match failed_at {
             Some(name) => format!("NOT restored: the operator reported step `{name}` failed"),
             None if runbook::dry_run() => "the restore and the smoke test planned".to_owned(),
-            None if smoke_failed.is_empty() => format!("restored and smoke-tested ({} paths)", smoke.len()),
-            None => format!("restored, but the smoke test failed: {}", smoke_failed.join("; ")),
+            None if smoke_failed.is_empty() => {
+                format!("restored and smoke-tested ({} paths)", smoke.len())
+            }
+            None => format!(
+                "restored, but the smoke test failed: {}",
+                smoke_failed.join("; ")
+            ),
         };
         let clock = if runbook::dry_run() {
             "wall clock not measured".to_owned()
@@ -201,7 +237,11 @@ impl Playbook for BackupRestore {
             checklist.push("Nightly snapshots cannot meet a 15-minute RPO: plan intra-day snapshots once volume justifies".to_owned());
         }
         let mut outcome = Outcome::new(summary)
-            .severity(if failed_at.is_some() || !smoke_failed.is_empty() { "SEV-2" } else { "SEV-3" })
+            .severity(if failed_at.is_some() || !smoke_failed.is_empty() {
+                "SEV-2"
+            } else {
+                "SEV-3"
+            })
             .field("backup", key.as_str())
             .field("backup_age_minutes", age)
             .field("wall_clock_minutes", minutes)

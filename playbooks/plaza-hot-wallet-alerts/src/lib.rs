@@ -37,49 +37,18 @@ const HELD: &str = "SELECT CAST(coalesce(sum(amount), 0) AS BIGINT) AS held FROM
 
 struct HotWalletAlerts;
 
-fn address(alert: &Alert, key: &str) -> Result<String> {
-    let value = alert.label(key).ok_or_else(|| {
-        Error::failed(format!("the alert has no `{key}` label: add the hot wallet's address to the alert rule's labels (stepgate has no default address)"))
-    })?;
-    let hex = value.strip_prefix("0x").unwrap_or("");
-    if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(value.to_ascii_lowercase())
-    } else {
-        Err(Error::failed(format!("`{key}` = `{value}` is not an address")))
-    }
-}
-
-/// A JSON-RPC quantity or 32-byte word as a number; a node's answer is
-/// hostile, so anything out of range is an error.
+/// A JSON-RPC quantity as a signed amount (a node's answer is hostile:
+/// out of range is an error).
 fn quantity(hex: &str) -> Result<i128> {
-    let digits = hex.strip_prefix("0x").unwrap_or(hex).trim_start_matches('0');
-    if digits.is_empty() {
-        return Ok(0);
-    }
-    i128::from_str_radix(digits, 16).map_err(|_| Error::failed(format!("`{hex}` is not a quantity in range")))
+    i128::try_from(rpc::quantity(hex)?)
+        .map_err(|_| Error::failed(format!("`{hex}` is out of range")))
 }
 
+/// Micro-USDC as USDC.
 fn usdc(micro: i128) -> String {
-    let sign = if micro < 0 { "-" } else { "" };
-    let m = micro.unsigned_abs();
-    format!("{sign}{}.{:06}", m / 1_000_000, m % 1_000_000)
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for milliseconds since the epoch.
-fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    from_units(micro, 6)
+        .map(|d| d.to_string())
+        .unwrap_or_else(|_| format!("{micro} micro-USDC"))
 }
 
 /// The table's causes of a failed payout.
@@ -89,7 +58,12 @@ fn cause(error: &str) -> &'static str {
         "nonce conflicts"
     } else if e.contains("cap") || e.contains("rate limit") || e.contains("quota") {
         "signer cap saturation"
-    } else if e.contains("rpc") || e.contains("timeout") || e.contains("502") || e.contains("503") || e.contains("connection") {
+    } else if e.contains("rpc")
+        || e.contains("timeout")
+        || e.contains("502")
+        || e.contains("503")
+        || e.contains("connection")
+    {
         "Base RPC errors"
     } else {
         "other"
@@ -102,43 +76,62 @@ fn answers(endpoint: &str) -> bool {
 
 fn payout_failures(alert: &Alert, wallet: &str, checklist: &mut Vec<String>) -> Result<Outcome> {
     let window = alert.setting("window_minutes", FAILURE_WINDOW_MINUTES)?;
-    let since = rfc3339(runbook::now_millis() - window * 60_000);
-    let (summary, worst) = step("Check first", || -> Result<(String, Option<&'static str>)> {
-        let mut total = 0;
-        let mut by_cause: Vec<(&'static str, i64)> = Vec::new();
-        for row in db::query(DB, PAYOUTS, params![since.as_str()])?.iter() {
-            total += 1;
-            if row.get::<String>("state")? == "failed" {
-                let c = cause(&row.get::<String>("error").unwrap_or_default());
-                match by_cause.iter_mut().find(|(name, _)| *name == c) {
-                    Some((_, n)) => *n += 1,
-                    None => by_cause.push((c, 1)),
+    let since = utc_text(runbook::now_millis() - window * 60_000);
+    let (summary, worst) = step(
+        "Check first",
+        || -> Result<(String, Option<&'static str>)> {
+            let mut total = 0;
+            let mut by_cause: Vec<(&'static str, i64)> = Vec::new();
+            for row in db::query(DB, PAYOUTS, params![since.as_str()])?.iter() {
+                total += 1;
+                if row.get::<String>("state")? == "failed" {
+                    let c = cause(&row.get::<String>("error").unwrap_or_default());
+                    match by_cause.iter_mut().find(|(name, _)| *name == c) {
+                        Some((_, n)) => *n += 1,
+                        None => by_cause.push((c, 1)),
+                    }
                 }
             }
-        }
-        by_cause.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let failed: i64 = by_cause.iter().map(|(_, n)| n).sum();
-        let rpc_said = match (answers(RPC), answers(SECONDARY)) {
-            (true, true) => "both Base RPC providers answer".to_owned(),
-            (true, false) => "the secondary Base RPC provider does not answer".to_owned(),
-            (false, true) => "the primary Base RPC provider does not answer".to_owned(),
-            (false, false) => "NEITHER Base RPC provider answers".to_owned(),
-        };
-        let nonce = |tag: &str| -> Result<i128> { quantity(&rpc::call::<String>(RPC, "eth_getTransactionCount", (wallet, tag))?) };
-        let stuck = match (nonce("pending"), nonce("latest")) {
-            (Ok(p), Ok(l)) if p > l => format!("{} transaction(s) of the hot wallet stuck pending", p - l),
-            (Ok(_), Ok(_)) => "no transaction of the hot wallet is pending".to_owned(),
-            _ => "the hot wallet's nonces are unknown".to_owned(),
-        };
-        let causes = by_cause.iter().map(|(c, n)| format!("{c} {n}")).collect::<Vec<_>>().join(", ");
-        Ok((
-            format!(
-                "{failed} of {total} payout(s) failed in {window} min ({}); {rpc_said}; {stuck}",
-                if causes.is_empty() { "no failure recorded".to_owned() } else { causes }
-            ),
-            by_cause.first().map(|(c, _)| *c),
-        ))
-    })?;
+            by_cause.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            let failed: i64 = by_cause.iter().map(|(_, n)| n).sum();
+            let rpc_said = match (answers(RPC), answers(SECONDARY)) {
+                (true, true) => "both Base RPC providers answer".to_owned(),
+                (true, false) => "the secondary Base RPC provider does not answer".to_owned(),
+                (false, true) => "the primary Base RPC provider does not answer".to_owned(),
+                (false, false) => "NEITHER Base RPC provider answers".to_owned(),
+            };
+            let nonce = |tag: &str| -> Result<i128> {
+                quantity(&rpc::call::<String>(
+                    RPC,
+                    "eth_getTransactionCount",
+                    (wallet, tag),
+                )?)
+            };
+            let stuck = match (nonce("pending"), nonce("latest")) {
+                (Ok(p), Ok(l)) if p > l => {
+                    format!("{} transaction(s) of the hot wallet stuck pending", p - l)
+                }
+                (Ok(_), Ok(_)) => "no transaction of the hot wallet is pending".to_owned(),
+                _ => "the hot wallet's nonces are unknown".to_owned(),
+            };
+            let causes = by_cause
+                .iter()
+                .map(|(c, n)| format!("{c} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Ok((
+                format!(
+                    "{failed} of {total} payout(s) failed in {window} min ({}); {rpc_said}; {stuck}",
+                    if causes.is_empty() {
+                        "no failure recorded".to_owned()
+                    } else {
+                        causes
+                    }
+                ),
+                by_cause.first().map(|(c, _)| *c),
+            ))
+        },
+    )?;
     match worst {
         Some("Base RPC errors") => checklist.push("Base RPC errors lead: run the RPC outage section (plaza-rpc-outage answers RpcErrorRateHigh)".to_owned()),
         Some("signer cap saturation") => checklist.push("Signer cap saturation leads: slow the payout worker or raise the MPC signer's cap (a human decision)".to_owned()),
@@ -147,7 +140,13 @@ fn payout_failures(alert: &Alert, wallet: &str, checklist: &mut Vec<String>) -> 
     }
     step("Page on-call and the CEO", || {
         for target in [ONCALL, CEO] {
-            pager::page_or_note(target, Severity::Critical, &format!("Plaza {}: {summary}", alert.name), "critical: on-call + CEO (alert table)", checklist);
+            pager::page_or_note(
+                target,
+                Severity::Critical,
+                &format!("Plaza {}: {summary}", alert.name),
+                "critical: on-call + CEO (alert table)",
+                checklist,
+            );
         }
     });
     Ok(Outcome::new(format!("Payout failure rate high: {summary}")).severity("SEV-1"))
@@ -157,7 +156,14 @@ fn above_cap(alert: &Alert, wallet: &str, checklist: &mut Vec<String>) -> Result
     let cap = i128::from(alert.setting("cap_usdc", HOT_WALLET_CAP_USDC)?) * 1_000_000;
     let (balance, held, threshold) = step("Check first", || -> Result<_> {
         let data = format!("{BALANCE_OF}{:0>64}", wallet.trim_start_matches("0x"));
-        let balance = quantity(&rpc::call::<String>(RPC, "eth_call", (serde_json::json!({ "to": BASE_USDC, "data": data }), "latest"))?)?;
+        let balance = quantity(&rpc::call::<String>(
+            RPC,
+            "eth_call",
+            (
+                serde_json::json!({ "to": BASE_USDC, "data": data }),
+                "latest",
+            ),
+        )?)?;
         let held = db::query(DB, HELD, params![])
             .and_then(|rows| rows.first()?.get::<i64>("held"))
             .ok();
@@ -170,11 +176,16 @@ fn above_cap(alert: &Alert, wallet: &str, checklist: &mut Vec<String>) -> Result
             usdc(balance),
             usdc(balance - cap),
             usdc(cap),
-            held.map(|h| format!(" (escrow holds {} of it)", usdc(i128::from(h)))).unwrap_or_default(),
+            held.map(|h| format!(" (escrow holds {} of it)", usdc(i128::from(h))))
+                .unwrap_or_default(),
             threshold.as_deref().unwrap_or("unset")
         )
     } else {
-        format!("Hot wallet {wallet} holds {} USDC, no longer over the {} USDC cap", usdc(balance), usdc(cap))
+        format!(
+            "Hot wallet {wallet} holds {} USDC, no longer over the {} USDC cap",
+            usdc(balance),
+            usdc(cap)
+        )
     };
     if balance > cap {
         checklist.push(format!(
@@ -184,7 +195,11 @@ fn above_cap(alert: &Alert, wallet: &str, checklist: &mut Vec<String>) -> Result
         checklist.push("Review PLAZA_MODE_THRESHOLD_USD: a lower threshold routes large orders to contract mode instead of the hot wallet".to_owned());
     }
     step("Tell #plaza-alerts", || {
-        pager::notify_or_note(ALERTS, &format!("Plaza {}: {summary}", alert.name), checklist)
+        pager::notify_or_note(
+            ALERTS,
+            &format!("Plaza {}: {summary}", alert.name),
+            checklist,
+        )
     });
     Ok(Outcome::new(summary).severity(if balance > cap { "SEV-2" } else { "SEV-3" }))
 }
@@ -211,13 +226,15 @@ impl Playbook for HotWalletAlerts {
     }
 
     fn run(alert: Alert) -> Result<Outcome> {
-        let wallet = address(&alert, "hot_wallet")?;
+        let wallet = alert.address("hot_wallet")?;
         let mut checklist = Vec::new();
         let outcome = match alert.name.as_str() {
             "HotWalletAboveCap" => above_cap(&alert, &wallet, &mut checklist)?,
             _ => payout_failures(&alert, &wallet, &mut checklist)?,
         };
-        Ok(checklist.into_iter().fold(outcome.field("hot_wallet", wallet.as_str()), Outcome::todo))
+        Ok(checklist
+            .into_iter()
+            .fold(outcome.field("hot_wallet", wallet.as_str()), Outcome::todo))
     }
 }
 

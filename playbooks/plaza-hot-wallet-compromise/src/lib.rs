@@ -36,38 +36,9 @@ const BALANCE_OF: &str = "0x70a08231";
 
 struct HotWalletCompromise;
 
-/// The address in label `key`; there is no default address.
-fn address(alert: &Alert, key: &str) -> Result<String> {
-    let value = alert.label(key).ok_or_else(|| {
-        Error::failed(format!(
-            "the alert has no `{key}` label: add the deployment's address to the alert rule's labels"
-        ))
-    })?;
-    let hex = value.strip_prefix("0x").unwrap_or("");
-    if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(value.to_owned())
-    } else {
-        Err(Error::failed(format!(
-            "`{key}` = `{value}` is not an address"
-        )))
-    }
-}
-
-fn quantity(hex: &str) -> Result<u128> {
-    let digits = hex
-        .strip_prefix("0x")
-        .unwrap_or(hex)
-        .trim_start_matches('0');
-    if digits.is_empty() {
-        return Ok(0);
-    }
-    u128::from_str_radix(digits, 16)
-        .map_err(|_| Error::failed(format!("`{hex}` is not a quantity")))
-}
-
 /// ETH (18 decimals) and USDC (6) of the hot wallet.
 fn snapshot(wallet: &str) -> Result<(Decimal, Decimal)> {
-    let wei = quantity(&rpc::call::<String>(
+    let wei = rpc::quantity(&rpc::call::<String>(
         RPC,
         "eth_getBalance",
         (wallet, "latest"),
@@ -76,7 +47,7 @@ fn snapshot(wallet: &str) -> Result<(Decimal, Decimal)> {
         "{BALANCE_OF}{:0>64}",
         wallet.trim_start_matches("0x").to_ascii_lowercase()
     );
-    let usdc = quantity(&rpc::call::<String>(
+    let usdc = rpc::quantity(&rpc::call::<String>(
         RPC,
         "eth_call",
         (
@@ -115,13 +86,13 @@ impl Playbook for HotWalletCompromise {
 
     fn run(alert: Alert) -> Result<Outcome> {
         // A missing label is named in the pages, never a reason not to page.
-        let wallet = address(&alert, "hot_wallet");
+        let wallet = alert.address("hot_wallet");
         let wallet_text = match &wallet {
             Ok(wallet) => wallet.clone(),
             Err(e) => format!("an unknown hot wallet ({})", e.message()),
         };
         // Needed only if contract mode is in use; its absence is named there.
-        let escrow = address(&alert, "escrow");
+        let escrow = alert.address("escrow");
         let mut checklist = Vec::new();
         // The humans first: stopping the API waits for two approvers.
         step("Tell the CEO", || {
@@ -172,7 +143,7 @@ impl Playbook for HotWalletCompromise {
                         "latest",
                     ),
                 )
-                .and_then(|w| quantity(&w));
+                .and_then(|w| rpc::quantity(&w));
                 match paused {
                     Ok(1) => Ok("already paused".into()),
                     // The cold multisig is offline by design: the pause is

@@ -27,34 +27,13 @@ const INCIDENT: &str = "incident";
 /// The alert table's threshold: a backup older than this is stale.
 const BACKUP_STALE_HOURS: i64 = 36;
 
-const LAST_SUCCESS: &str =
-    "SELECT object_key, finished_at FROM backup_runs WHERE succeeded = TRUE ORDER BY finished_at DESC LIMIT 1";
+const LAST_SUCCESS: &str = "SELECT object_key, finished_at FROM backup_runs WHERE succeeded = TRUE ORDER BY finished_at DESC LIMIT 1";
 const LAST_RUN: &str =
     "SELECT started_at, succeeded, error FROM backup_runs ORDER BY started_at DESC LIMIT 1";
 const SLOTS: &str = "SELECT slot_name, active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained_bytes \
      FROM pg_replication_slots ORDER BY 3 DESC NULLS LAST";
 
 struct PlatformAlerts;
-
-/// `YYYY-MM-DDTHH:MM:SSZ` as milliseconds since the epoch.
-fn utc_ms(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    if b.len() != 20 || b[19] != b'Z' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, min, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || s > 60 {
-        return None;
-    }
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    Some(((days * 24 + h) * 60 + min) * 60_000 + s * 1000)
-}
 
 /// The latest successful backup: its key and age in hours.
 fn last_backup() -> Result<Option<(String, i64)>> {
@@ -64,20 +43,32 @@ fn last_backup() -> Result<Option<(String, i64)>> {
     };
     let key: String = row.get("object_key")?;
     let finished: String = row.get("finished_at")?;
-    let at = utc_ms(&finished)
-        .ok_or_else(|| Error::failed(format!("backup_runs.finished_at `{finished}` is not RFC 3339 UTC")))?;
+    let at = utc_millis(&finished).ok_or_else(|| {
+        Error::failed(format!(
+            "backup_runs.finished_at `{finished}` is not RFC 3339 UTC"
+        ))
+    })?;
     Ok(Some((key, (runbook::now_millis() - at) / 3_600_000)))
 }
 
 /// Which of the table's suspects a backup error points at.
 fn suspect(error: &str) -> &'static str {
     let e = error.to_ascii_lowercase();
-    if ["accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch", "403", "credential"]
+    if [
+        "accessdenied",
+        "invalidaccesskeyid",
+        "signaturedoesnotmatch",
+        "403",
+        "credential",
+    ]
+    .iter()
+    .any(|w| e.contains(w))
+    {
+        "the R2 credentials"
+    } else if ["age:", "recipient", "no identity"]
         .iter()
         .any(|w| e.contains(w))
     {
-        "the R2 credentials"
-    } else if ["age:", "recipient", "no identity"].iter().any(|w| e.contains(w)) {
         "the recipient age key"
     } else {
         "the backup script (its logs)"
@@ -86,10 +77,19 @@ fn suspect(error: &str) -> &'static str {
 
 fn backup_said(backup: &Result<Option<(String, i64)>>, stale_after: i64) -> (bool, String) {
     match backup {
-        Ok(Some((key, hours))) if *hours <= stale_after => (true, format!("the last backup ({key}) is {hours} h old: current")),
-        Ok(Some((key, hours))) => (false, format!("the last backup ({key}) is {hours} h old: NOT current")),
+        Ok(Some((key, hours))) if *hours <= stale_after => (
+            true,
+            format!("the last backup ({key}) is {hours} h old: current"),
+        ),
+        Ok(Some((key, hours))) => (
+            false,
+            format!("the last backup ({key}) is {hours} h old: NOT current"),
+        ),
         Ok(None) => (false, "NO successful backup is recorded".to_owned()),
-        Err(e) => (false, format!("the backup state is unknown ({})", e.message())),
+        Err(e) => (
+            false,
+            format!("the backup state is unknown ({})", e.message()),
+        ),
     }
 }
 
@@ -98,33 +98,53 @@ fn backup_stale(stale_after: i64, checklist: &mut Vec<String>) -> Result<String>
     let (_, said) = backup_said(&backup, stale_after);
     let last_run = db::query(DB, LAST_RUN, params![]).and_then(|rows| {
         let row = rows.first()?;
-        Ok((row.get::<String>("started_at")?, row.get::<bool>("succeeded")?, row.get::<String>("error").ok()))
+        Ok((
+            row.get::<String>("started_at")?,
+            row.get::<bool>("succeeded")?,
+            row.get::<String>("error").ok(),
+        ))
     });
     let cause = match &last_run {
         Ok((started, false, error)) => {
             let error = error.as_deref().unwrap_or("no error recorded");
             let who = suspect(error);
-            checklist.push(format!("Check {who} first: the run of {started} failed with `{error}`"));
+            checklist.push(format!(
+                "Check {who} first: the run of {started} failed with `{error}`"
+            ));
             format!("the last run ({started}) failed: `{error}`, which points at {who}")
         }
         Ok((started, true, _)) => format!("the last run ({started}) succeeded"),
         Err(_) => {
-            checklist.push("No backup run is recorded: is the nightly backup cron running at all?".to_owned());
+            checklist.push(
+                "No backup run is recorded: is the nightly backup cron running at all?".to_owned(),
+            );
             "no backup run is recorded at all".to_owned()
         }
     };
-    checklist.push("Rerun the backup by hand once the cause is fixed, and confirm the object lands in R2".to_owned());
+    checklist.push(
+        "Rerun the backup by hand once the cause is fixed, and confirm the object lands in R2"
+            .to_owned(),
+    );
     Ok(format!("Backup stale: {said}; {cause}"))
 }
 
 fn disk_free(alert: &Alert, stale_after: i64, checklist: &mut Vec<String>) -> Result<String> {
     let host = alert.label("instance").unwrap_or("the database host");
-    let free = alert.annotation("free_percent").map(|p| format!(" ({p}% free)")).unwrap_or_default();
+    let free = alert
+        .annotation("free_percent")
+        .map(|p| format!(" ({p}% free)"))
+        .unwrap_or_default();
     let backup = last_backup();
     let (current, said) = backup_said(&backup, stale_after);
     let slots = db::query(PG, SLOTS, params![]).and_then(|rows| {
         rows.iter()
-            .map(|r| Ok((r.get::<String>("slot_name")?, r.get::<bool>("active")?, r.get::<i64>("retained_bytes").unwrap_or(0))))
+            .map(|r| {
+                Ok((
+                    r.get::<String>("slot_name")?,
+                    r.get::<bool>("active")?,
+                    r.get::<i64>("retained_bytes").unwrap_or(0),
+                ))
+            })
             .collect::<Result<Vec<_>>>()
     });
     let slots_said = match &slots {
@@ -141,7 +161,10 @@ fn disk_free(alert: &Alert, stale_after: i64, checklist: &mut Vec<String>) -> Re
                     "Inactive replication slot(s) hold WAL back: {}; drop one only if its consumer is gone for good (SELECT pg_drop_replication_slot('<name>'))",
                     idle.join(", ")
                 ));
-                format!("inactive replication slot(s) hold WAL back: {}", idle.join(", "))
+                format!(
+                    "inactive replication slot(s) hold WAL back: {}",
+                    idle.join(", ")
+                )
             }
         }
         Err(e) => format!("the replication slots are unknown ({})", e.message()),
@@ -151,18 +174,30 @@ fn disk_free(alert: &Alert, stale_after: i64, checklist: &mut Vec<String>) -> Re
     } else {
         checklist.push("Do NOT truncate /var/lib/postgresql/wal: the backup is not current. Free old logs and backup tarballs first, take a backup, then clean up".to_owned());
     }
-    Ok(format!("Disk free critical on {host}{free}: {said}; {slots_said}"))
+    Ok(format!(
+        "Disk free critical on {host}{free}: {said}; {slots_said}"
+    ))
 }
 
 fn certificate(alert: &Alert, checklist: &mut Vec<String>) -> Result<String> {
-    let domain = alert.label("domain").or_else(|| alert.label("instance")).unwrap_or("a Plaza domain");
+    let domain = alert
+        .label("domain")
+        .or_else(|| alert.label("instance"))
+        .unwrap_or("a Plaza domain");
     let days = alert
         .annotation("expires_in_days")
         .map(|d| format!("expires in {d} day(s)"))
         .unwrap_or_else(|| "expires in under 3 days".to_owned());
-    checklist.push(format!("Read the ACME renewal log in Caddy for {domain}: why did renewal fail?"));
-    checklist.push("Force the renewal (caddy reload --force on the edge host), then confirm the new expiry".to_owned());
-    Ok(format!("TLS certificate of {domain} {days}: automatic renewal has failed"))
+    checklist.push(format!(
+        "Read the ACME renewal log in Caddy for {domain}: why did renewal fail?"
+    ));
+    checklist.push(
+        "Force the renewal (caddy reload --force on the edge host), then confirm the new expiry"
+            .to_owned(),
+    );
+    Ok(format!(
+        "TLS certificate of {domain} {days}: automatic renewal has failed"
+    ))
 }
 
 impl Playbook for PlatformAlerts {
@@ -190,15 +225,27 @@ impl Playbook for PlatformAlerts {
             "BackupStale" => backup_stale(stale_after, &mut checklist),
             "DiskFreeCritical" => disk_free(&alert, stale_after, &mut checklist),
             "CertificateExpiringCritical" => certificate(&alert, &mut checklist),
-            other => Err(Error::failed(format!("`{other}` is not an alert this playbook answers"))),
+            other => Err(Error::failed(format!(
+                "`{other}` is not an alert this playbook answers"
+            ))),
         })?;
         step("Page on-call and the CEO", || {
             let mut told = Vec::new();
             for target in [ONCALL, CEO] {
-                pager::page_or_note(target, Severity::Critical, &format!("Plaza {}: {summary}", alert.name), "critical: on-call + CEO (alert table)", &mut told);
+                pager::page_or_note(
+                    target,
+                    Severity::Critical,
+                    &format!("Plaza {}: {summary}", alert.name),
+                    "critical: on-call + CEO (alert table)",
+                    &mut told,
+                );
             }
-            pager::notify_or_note(INCIDENT, &format!("Plaza {}: {summary}", alert.name), &mut told);
-            told.extend(checklist.drain(..));
+            pager::notify_or_note(
+                INCIDENT,
+                &format!("Plaza {}: {summary}", alert.name),
+                &mut told,
+            );
+            told.append(&mut checklist);
             let mut outcome = Outcome::new(summary.clone()).severity("SEV-1");
             for item in told {
                 outcome = outcome.todo(item);

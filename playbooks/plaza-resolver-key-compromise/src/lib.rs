@@ -49,26 +49,11 @@ struct Release {
 
 struct ResolverKeyCompromise;
 
+/// Micro-USDC as USDC.
 fn usdc(micro: i128) -> String {
-    let sign = if micro < 0 { "-" } else { "" };
-    let micro = micro.unsigned_abs();
-    format!("{sign}{}.{:06}", micro / 1_000_000, micro % 1_000_000)
-}
-
-fn address(alert: &Alert, key: &str) -> Result<String> {
-    let value = alert.label(key).ok_or_else(|| {
-        Error::failed(format!(
-            "the alert has no `{key}` label: add the escrow contract's address to the alert rule's labels (stepgate has no default address)"
-        ))
-    })?;
-    let hex = value.strip_prefix("0x").unwrap_or("");
-    if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(value.to_ascii_lowercase())
-    } else {
-        Err(Error::failed(format!(
-            "`{key}` = `{value}` is not an address"
-        )))
-    }
+    from_units(micro, 6)
+        .map(|d| d.to_string())
+        .unwrap_or_else(|_| format!("{micro} micro-USDC"))
 }
 
 fn hex_word(text: &str) -> Option<&str> {
@@ -158,7 +143,7 @@ impl Playbook for ResolverKeyCompromise {
     }
 
     fn run(alert: Alert) -> Result<Outcome> {
-        let escrow = address(&alert, "escrow")?;
+        let escrow = alert.address("escrow")?;
         let lookback = alert.setting("lookback_blocks", LOOKBACK_BLOCKS)?;
         let inventory = step("Triage: inventory the releases", || -> Result<_> {
             let releases = recent_releases(&escrow, lookback)?;

@@ -60,10 +60,14 @@ fn verdict(hosts: &[Host], attack_after: i64) -> Verdict {
     if hosts.is_empty() {
         return Verdict::Nothing;
     }
-    if hosts.iter().any(|h| h.min.abs() > attack_after || h.max.abs() > attack_after) {
+    if hosts
+        .iter()
+        .any(|h| h.min.abs() > attack_after || h.max.abs() > attack_after)
+    {
         return Verdict::Attack;
     }
-    let operators: std::collections::BTreeSet<&str> = hosts.iter().map(|h| h.operator.as_str()).collect();
+    let operators: std::collections::BTreeSet<&str> =
+        hosts.iter().map(|h| h.operator.as_str()).collect();
     let ahead = hosts.iter().all(|h| h.min > 0);
     let behind = hosts.iter().all(|h| h.max < 0);
     if operators.len() > 1 && (ahead || behind) {
@@ -101,7 +105,9 @@ impl Playbook for ClockSkew {
     }
 
     fn run(alert: Alert) -> Result<Outcome> {
-        let max_window = alert.setting("max_window_seconds", MAX_WINDOW_SECONDS)?.min(MAX_WINDOW_SECONDS);
+        let max_window = alert
+            .setting("max_window_seconds", MAX_WINDOW_SECONDS)?
+            .min(MAX_WINDOW_SECONDS);
         let attack_after = alert.setting("attack_skew_seconds", ATTACK_SKEW_SECONDS)?;
         let hosts = step("Triage: whose clock?", || -> Result<Vec<Host>> {
             db::query(DB, REJECTIONS, params![])?
@@ -122,19 +128,34 @@ impl Playbook for ClockSkew {
         let current: Option<i64> = flags::get(WINDOW)?.and_then(|v| v.trim().parse().ok());
         let mut checklist = Vec::new();
         let found = verdict(&hosts, attack_after);
-        let worst = hosts.iter().map(|h| h.min.abs().max(h.max.abs())).max().unwrap_or(0);
+        let worst = hosts
+            .iter()
+            .map(|h| h.min.abs().max(h.max.abs()))
+            .max()
+            .unwrap_or(0);
         let (summary, severity) = step("Mitigate", || -> Result<(String, &str)> {
             Ok(match found {
                 Verdict::Nothing => {
-                    let s = "No clock-skew rejection in the last 30 minutes: the spike is over".to_owned();
-                    pager::notify_or_note(INCIDENTS, &format!("RGS {}: {s}", alert.name), &mut checklist);
+                    let s = "No clock-skew rejection in the last 30 minutes: the spike is over"
+                        .to_owned();
+                    pager::notify_or_note(
+                        INCIDENTS,
+                        &format!("RGS {}: {s}", alert.name),
+                        &mut checklist,
+                    );
                     (s, "SEV3")
                 }
                 Verdict::Attack => {
                     let s = format!(
                         "A request skewed {worst} s (over {attack_after} s): a replay or spoof attempt, not a clock; no window widened"
                     );
-                    pager::page_or_note(ONCALL, Severity::Critical, &format!("RGS clock skew: {s}"), "treat it as §3 (credential leak): check the key that signed it", &mut checklist);
+                    pager::page_or_note(
+                        ONCALL,
+                        Severity::Critical,
+                        &format!("RGS clock skew: {s}"),
+                        "treat it as §3 (credential leak): check the key that signed it",
+                        &mut checklist,
+                    );
                     checklist.push("Run §3 (operator credential leak) for the key that signed the skewed requests".to_owned());
                     (s, "SEV2")
                 }
@@ -144,21 +165,37 @@ impl Playbook for ClockSkew {
                         "Every affected operator is skewed {} by up to {worst} s: our clock drifts; no window widened",
                         direction(&all)
                     );
-                    pager::page_or_note(ONCALL, Severity::Error, &format!("RGS clock skew: {s}"), "restart ntpd/chronyd on the affected RGS host and check its NTP status", &mut checklist);
+                    pager::page_or_note(
+                        ONCALL,
+                        Severity::Error,
+                        &format!("RGS clock skew: {s}"),
+                        "restart ntpd/chronyd on the affected RGS host and check its NTP status",
+                        &mut checklist,
+                    );
                     checklist.push("Restart ntpd/chronyd on the affected RGS host; check the host's NTP status".to_owned());
                     (s, "SEV2")
                 }
                 Verdict::Operators => {
                     let mut said = Vec::new();
-                    let operators: std::collections::BTreeSet<&str> = hosts.iter().map(|h| h.operator.as_str()).collect();
+                    let operators: std::collections::BTreeSet<&str> =
+                        hosts.iter().map(|h| h.operator.as_str()).collect();
                     for op in &operators {
-                        let theirs: Vec<&Host> = hosts.iter().filter(|h| h.operator == *op).collect();
+                        let theirs: Vec<&Host> =
+                            hosts.iter().filter(|h| h.operator == *op).collect();
                         let names: Vec<&str> = theirs.iter().map(|h| h.host.as_str()).collect();
                         let n: i64 = theirs.iter().map(|h| h.rejections).sum();
-                        let text = format!("{op}: {n} rejection(s), {} on {}", direction(&theirs), names.join(", "));
+                        let text = format!(
+                            "{op}: {n} rejection(s), {} on {}",
+                            direction(&theirs),
+                            names.join(", ")
+                        );
                         pager::notify_or_note(
                             OPERATORS,
-                            &format!("{op}: {n} of your requests were rejected for clock skew ({}, hosts {}); please run Chrony or your cloud's NTP on them", direction(&theirs), names.join(", ")),
+                            &format!(
+                                "{op}: {n} of your requests were rejected for clock skew ({}, hosts {}); please run Chrony or your cloud's NTP on them",
+                                direction(&theirs),
+                                names.join(", ")
+                            ),
                             &mut checklist,
                         );
                         said.push(text);
@@ -168,14 +205,21 @@ impl Playbook for ClockSkew {
                         format!("{WINDOW} ({current} s) already covers it")
                     } else if needed > max_window {
                         checklist.push(format!("A {worst} s skew is beyond the {max_window} s the runbook allows: the operator must fix their clock"));
-                        format!("{WINDOW} NOT widened: {needed} s would pass the {max_window} s ceiling")
+                        format!(
+                            "{WINDOW} NOT widened: {needed} s would pass the {max_window} s ceiling"
+                        )
                     } else if let Some(current) = current {
                         pager::notify_or_note(
                             INCIDENTS,
-                            &format!("RGS {}: operator clock skew up to {worst} s; stepgate asks an approver to widen {WINDOW} from {current} to {needed} s (global, every operator); decide in stepgate now", alert.name),
+                            &format!(
+                                "RGS {}: operator clock skew up to {worst} s; stepgate asks an approver to widen {WINDOW} from {current} to {needed} s (global, every operator); decide in stepgate now",
+                                alert.name
+                            ),
                             &mut checklist,
                         );
-                        let reason = format!("RGS runbook §4: operator clock skew up to {worst} s; short-term widening, at most {max_window} s");
+                        let reason = format!(
+                            "RGS runbook §4: operator clock skew up to {worst} s; short-term widening, at most {max_window} s"
+                        );
                         let fate = Fate::of(&flags::set(WINDOW, &needed.to_string(), &reason));
                         if let Some(why) = fate.why_not() {
                             checklist.push(format!("{WINDOW} is NOT widened ({why}): the operator's requests keep failing until their clock is fixed"));
@@ -183,15 +227,27 @@ impl Playbook for ClockSkew {
                         if fate.passed() {
                             checklist.push(format!("Narrow {WINDOW} back to {current} s once the operator's clock is fixed"));
                         }
-                        format!("{WINDOW} {}", fate.say(&format!("widened from {current} to {needed} s")))
+                        format!(
+                            "{WINDOW} {}",
+                            fate.say(&format!("widened from {current} to {needed} s"))
+                        )
                     } else {
                         checklist.push(format!(
                             "{WINDOW} is unset (the RGS default applies): check the default, and widen it to {needed} s by hand only if that is wider"
                         ));
-                        format!("{WINDOW} NOT widened: it is unset, and the RGS default is not known here")
+                        format!(
+                            "{WINDOW} NOT widened: it is unset, and the RGS default is not known here"
+                        )
                     };
-                    let s = format!("Operator clock skew up to {worst} s ({}); {window}", said.join("; "));
-                    pager::notify_or_note(INCIDENTS, &format!("RGS {}: {s}", alert.name), &mut checklist);
+                    let s = format!(
+                        "Operator clock skew up to {worst} s ({}); {window}",
+                        said.join("; ")
+                    );
+                    pager::notify_or_note(
+                        INCIDENTS,
+                        &format!("RGS {}: {s}", alert.name),
+                        &mut checklist,
+                    );
                     (s, "SEV2")
                 }
             })

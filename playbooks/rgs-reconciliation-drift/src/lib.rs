@@ -50,10 +50,11 @@ struct Drift {
 
 struct ReconciliationDrift;
 
+/// Micro-units as the currency's units.
 fn units(micro: i64) -> String {
-    let sign = if micro < 0 { "-" } else { "" };
-    let m = micro.unsigned_abs();
-    format!("{sign}{}.{:06}", m / 1_000_000, m % 1_000_000)
+    from_units(i128::from(micro), 6)
+        .map(|d| d.to_string())
+        .unwrap_or_default()
 }
 
 /// A label that must be there, checked against `valid`.

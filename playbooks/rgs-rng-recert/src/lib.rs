@@ -28,7 +28,11 @@ struct RngRecert;
 
 /// A deploy id as the RGS names them: letters, digits, `.`, `_`, `-`.
 fn deploy_id(text: &str) -> bool {
-    !text.is_empty() && text.len() <= 64 && text.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
 }
 
 impl Playbook for RngRecert {
@@ -52,14 +56,23 @@ impl Playbook for RngRecert {
         let deploy = alert
             .label("deploy")
             .filter(|d| deploy_id(d))
-            .ok_or_else(|| Error::failed("the alert has no valid `deploy` label (the deploy id the RTP test failed on)"))?
+            .ok_or_else(|| {
+                Error::failed(
+                    "the alert has no valid `deploy` label (the deploy id the RTP test failed on)",
+                )
+            })?
             .to_owned();
         let commit = alert.label("commit").unwrap_or("unknown commit").to_owned();
         let mut checklist = Vec::new();
         let live = step("Which deploy is live?", || {
             let answer = http::get(ADMIN, CURRENT).ok().filter(|a| a.ok())?;
             let current = answer.body.get("deploy")?.as_str()?.to_owned();
-            let previous = answer.body.get("previous")?.as_str().filter(|p| deploy_id(p)).map(str::to_owned);
+            let previous = answer
+                .body
+                .get("previous")?
+                .as_str()
+                .filter(|p| deploy_id(p))
+                .map(str::to_owned);
             Some((current, previous))
         });
         let frozen = flags::get(FREEZE).ok().flatten().as_deref() == Some("1");
@@ -67,7 +80,9 @@ impl Playbook for RngRecert {
             pager::page_or_note(
                 ONCALL,
                 Severity::Critical,
-                &format!("RGS SEV1: RNG change without re-certification live in deploy {deploy} ({commit})"),
+                &format!(
+                    "RGS SEV1: RNG change without re-certification live in deploy {deploy} ({commit})"
+                ),
                 "stepgate asks an approver to roll it back and freeze deploys; decide in stepgate now",
                 &mut checklist,
             )
@@ -78,16 +93,29 @@ impl Playbook for RngRecert {
                     checklist.push(format!("The live deploy could not be read: roll back {deploy} by hand if it is still live"));
                     "NOT rolled back (the live deploy is unknown)".to_owned()
                 }
-                Some((current, _)) if *current != deploy => format!("no rollback needed ({current} is live, not {deploy})"),
+                Some((current, _)) if *current != deploy => {
+                    format!("no rollback needed ({current} is live, not {deploy})")
+                }
                 Some((_, None)) => {
-                    checklist.push(format!("No previous deploy is recorded: roll {deploy} back by hand"));
+                    checklist.push(format!(
+                        "No previous deploy is recorded: roll {deploy} back by hand"
+                    ));
                     "NOT rolled back (no previous deploy is recorded)".to_owned()
                 }
                 Some((_, Some(previous))) => {
-                    let reason = format!("RGS runbook §9: deploy {deploy} ({commit}) changed the RNG without re-certification");
-                    let fate = Fate::of_http(&http::post(ADMIN, ROLLBACK, &serde_json::json!({ "from": deploy, "to": previous }), &reason));
+                    let reason = format!(
+                        "RGS runbook §9: deploy {deploy} ({commit}) changed the RNG without re-certification"
+                    );
+                    let fate = Fate::of_http(&http::post(
+                        ADMIN,
+                        ROLLBACK,
+                        &serde_json::json!({ "from": deploy, "to": previous }),
+                        &reason,
+                    ));
                     if let Some(why) = fate.why_not() {
-                        checklist.push(format!("The rollback to {previous} is NOT done ({why}): roll back by hand, now"));
+                        checklist.push(format!(
+                            "The rollback to {previous} is NOT done ({why}): roll back by hand, now"
+                        ));
                     }
                     format!("deploy {}", fate.say(&format!("rolled back to {previous}")))
                 }
@@ -95,25 +123,40 @@ impl Playbook for RngRecert {
             let freeze = if frozen {
                 "deploys already frozen".to_owned()
             } else {
-                let fate = Fate::of(&flags::set(FREEZE, "1", &format!("RGS runbook §9: freeze deploys until the root cause of {deploy} is known")));
+                let fate = Fate::of(&flags::set(
+                    FREEZE,
+                    "1",
+                    &format!(
+                        "RGS runbook §9: freeze deploys until the root cause of {deploy} is known"
+                    ),
+                ));
                 if let Some(why) = fate.why_not() {
-                    checklist.push(format!("Deploys are NOT frozen ({why}): freeze them by hand"));
+                    checklist.push(format!(
+                        "Deploys are NOT frozen ({why}): freeze them by hand"
+                    ));
                 }
                 format!("deploys {}", fate.say("frozen"))
             };
-            let summary = format!("RNG change without re-certification in deploy {deploy} ({commit}): {rollback}; {freeze}");
+            let summary = format!(
+                "RNG change without re-certification in deploy {deploy} ({commit}): {rollback}; {freeze}"
+            );
             pager::notify_or_note(
                 COMPLIANCE,
-                &format!("RGS: {summary}. A re-certification conversation may be necessary; the exposure started with deploy {deploy}."),
+                &format!(
+                    "RGS: {summary}. A re-certification conversation may be necessary; the exposure started with deploy {deploy}."
+                ),
                 &mut checklist,
             );
             checklist.extend([
                 "RCA: how did the change reach main?".to_owned(),
                 "RCA: which gate failed (reviewer, admin override, CI bypass)?".to_owned(),
-                "Prevent it: required status checks, branch protection, CODEOWNERS on the RNG".to_owned(),
+                "Prevent it: required status checks, branch protection, CODEOWNERS on the RNG"
+                    .to_owned(),
                 format!("Lift {FREEZE} only once the root cause is fixed"),
             ]);
-            let mut outcome = Outcome::new(summary).severity("SEV1").field("deploy", deploy.as_str());
+            let mut outcome = Outcome::new(summary)
+                .severity("SEV1")
+                .field("deploy", deploy.as_str());
             for item in checklist {
                 outcome = outcome.todo(item);
             }

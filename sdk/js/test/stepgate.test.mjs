@@ -155,6 +155,16 @@ test('describe, an outcome, and every throw as a clean playbook error', () => {
   }
 });
 
+test('an address label is checked and never defaulted', () => {
+  const alert = (labels) => new Alert({ name: 'A', status: 'firing', labels, annotations: [], startsAt: null });
+  const wallet = '0xAbCdEf0123456789aBcDeF0123456789AbCdEf01';
+  assert.equal(alert([['wallet', wallet]]).address('wallet'), wallet.toLowerCase());
+  assert.throws(() => alert([]).address('wallet'), (e) => e instanceof StepgateError && e.message.includes('no `wallet` label'));
+  for (const bad of ['0x1234', 'ab'.repeat(20), `0x${'zz'.repeat(20)}`]) {
+    assert.throws(() => alert([['wallet', bad]]).address('wallet'), StepgateError);
+  }
+});
+
 test('a setting is a positive whole annotation or its default', () => {
   const alert = (annotations) => new Alert({ name: 'A', status: 'firing', labels: [], annotations, startsAt: null });
   assert.equal(alert([]).setting('lookback', 7), 7);

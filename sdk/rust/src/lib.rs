@@ -86,7 +86,8 @@ pub use rust_decimal::Decimal;
 pub mod prelude {
     pub use crate::{
         Alert, AlertStatus, Decimal, Description, Error, Fate, Outcome, Playbook, Result, Severity,
-        Value, db, flags, http, pager, params, rpc, runbook, step,
+        Value, db, flags, from_units, http, pager, params, rpc, runbook, step, utc_millis,
+        utc_text,
     };
 }
 
@@ -338,12 +339,70 @@ impl Alert {
         }
     }
 
+    /// An Ethereum address from the label `key`, lower-cased. A missing or
+    /// malformed one is refused by name: a playbook has no default address
+    /// (a test chain's must never stand in for production's).
+    pub fn address(&self, key: &str) -> Result<String> {
+        let value = self.label(key).ok_or_else(|| {
+            Error::failed(format!(
+                "the alert has no `{key}` label: add the address to the alert rule's labels (stepgate has no default address)"
+            ))
+        })?;
+        let hex = value.strip_prefix("0x").unwrap_or("");
+        if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            Ok(value.to_ascii_lowercase())
+        } else {
+            Err(Error::failed(format!(
+                "`{key}` = `{value}` is not an address"
+            )))
+        }
+    }
+
     /// When the alert started firing, in milliseconds since the Unix epoch
     /// (`startsAt`, RFC 3339 in UTC as Alertmanager sends it), if known.
     /// Compare with [`runbook::now_millis`] for how long it has fired.
     pub fn starts_at_ms(&self) -> Option<i64> {
         utc_ms(self.starts_at.as_deref()?)
     }
+}
+
+/// An amount in integer units (USDC micro-units, wei) as an exact decimal
+/// with `scale` places: `from_units(12_500_000_000, 6)` is `12500.000000`.
+/// An amount too large for a [`Decimal`] is an error, never a wrapped one.
+pub fn from_units(units: i128, scale: u32) -> Result<Decimal> {
+    Decimal::try_from_i128_with_scale(units, scale)
+        .map_err(|e| Error::failed(format!("{units} units at scale {scale}: {e}")))
+}
+
+/// An RFC 3339 time in UTC (`2026-11-23T09:00:00Z`, fractions allowed) as
+/// milliseconds since the Unix epoch; `None` for anything else (another
+/// offset, an impossible date). For times a system stores as text.
+pub fn utc_millis(rfc3339: &str) -> Option<i64> {
+    utc_ms(rfc3339)
+}
+
+/// Milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (whole
+/// seconds), the form [`utc_millis`] reads back; for comparing with times
+/// a system stores as text.
+pub fn utc_text(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // The civil date from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as milliseconds since the Unix epoch.
@@ -353,7 +412,12 @@ fn utc_ms(rfc3339: &str) -> Option<i64> {
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
     let mut t = time.split(':').map(|p| p.parse::<f64>().ok());
     let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0.0..24.0).contains(&h)
+        || !(0.0..60.0).contains(&min)
+        || !(0.0..61.0).contains(&sec)
+    {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -632,6 +696,21 @@ pub mod rpc {
         let result = wit::call(endpoint, method, &params, reason)?;
         Ok(serde_json::from_str(&result)?)
     }
+
+    /// A JSON-RPC quantity or 32-byte word (`0x2a`, `0x0000…02e90edd00`) as
+    /// a number. A node's answer is hostile: anything that is not hex, or
+    /// does not fit, is an error, never a wrapped number.
+    pub fn quantity(hex: &str) -> Result<u128> {
+        let digits = hex
+            .strip_prefix("0x")
+            .ok_or_else(|| Error::failed(format!("`{hex}` is not a hex quantity")))?
+            .trim_start_matches('0');
+        if digits.is_empty() {
+            return Ok(0);
+        }
+        u128::from_str_radix(digits, 16)
+            .map_err(|_| Error::failed(format!("`{hex}` is not a quantity in range")))
+    }
 }
 
 /// HTTP admin APIs named in the operator's config, with JSON bodies.
@@ -821,6 +900,79 @@ pub fn step<T>(name: &str, f: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_text_and_millis_round_trip() {
+        for ms in [0, 1_795_424_400_000, 1_709_209_815_000, 951_782_400_000] {
+            assert_eq!(utc_millis(&utc_text(ms)), Some(ms), "{}", utc_text(ms));
+        }
+        assert_eq!(utc_text(1_795_424_400_000), "2026-11-23T09:00:00Z");
+        assert_eq!(utc_millis("2026-11-23T25:00:00Z"), None, "no hour 25");
+    }
+
+    #[test]
+    fn an_address_label_is_checked_and_never_defaulted() {
+        let alert = |labels: &[(&str, &str)]| Alert {
+            name: "A".into(),
+            status: AlertStatus::Firing,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            annotations: Vec::new(),
+            starts_at: None,
+            fingerprint: None,
+        };
+        let wallet = "0xAbCdEf0123456789aBcDeF0123456789AbCdEf01";
+        assert_eq!(
+            alert(&[("wallet", wallet)]).address("wallet").unwrap(),
+            wallet.to_ascii_lowercase()
+        );
+        assert!(
+            alert(&[])
+                .address("wallet")
+                .unwrap_err()
+                .message()
+                .contains("no `wallet` label")
+        );
+        for bad in [
+            "0x1234",
+            "abcdef0123456789abcdef0123456789abcdef0123",
+            "0xZZcdef0123456789abcdef0123456789abcdef01",
+        ] {
+            assert!(
+                alert(&[("wallet", bad)]).address("wallet").is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn units_are_exact_decimals() {
+        assert_eq!(
+            from_units(12_500_000_000, 6).unwrap().to_string(),
+            "12500.000000"
+        );
+        assert_eq!(from_units(-5_000_000, 6).unwrap().to_string(), "-5.000000");
+        assert!(from_units(i128::MAX, 6).is_err());
+    }
+
+    #[test]
+    fn quantities_are_hex_or_refused() {
+        assert_eq!(rpc::quantity("0x2a").unwrap(), 42);
+        assert_eq!(rpc::quantity("0x0").unwrap(), 0);
+        assert_eq!(
+            rpc::quantity("0x00000000000000000000000000000000000000000000000000000002e90edd00")
+                .unwrap(),
+            12_500_000_000
+        );
+        assert!(rpc::quantity("2a").is_err(), "no 0x");
+        assert!(rpc::quantity("0xzz").is_err());
+        assert!(
+            rpc::quantity(&format!("0x1{}", "0".repeat(40))).is_err(),
+            "over u128"
+        );
+    }
 
     #[test]
     fn alert_start_times_parse_as_utc_milliseconds() {
