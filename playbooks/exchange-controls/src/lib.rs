@@ -16,6 +16,28 @@ pub const DB: &str = "exchange";
 /// Every symbol's current trading mode, as the engine reports it.
 pub const MODES: &str = "SELECT symbol, mode FROM engine_positions ORDER BY symbol";
 
+/// The ops policy's settlement-lag thresholds (runbook §3.2): T2 throttles,
+/// T3 halts.
+const SETTLEMENT_POLICY: &str = "SELECT name, value FROM ops_policy \
+     WHERE name IN ('settlement_lag_t2_ms', 'settlement_lag_t3_ms') ORDER BY name";
+
+/// T2 and T3 of the ops policy, in milliseconds; a policy without both is
+/// an error (no threshold is made up).
+pub fn settlement_lag_thresholds() -> Result<(i64, i64)> {
+    let (mut t2, mut t3) = (None, None);
+    for row in db::query(DB, SETTLEMENT_POLICY, params![])?.iter() {
+        let (name, value): (String, i64) = (row.get("name")?, row.get("value")?);
+        match name.as_str() {
+            "settlement_lag_t2_ms" => t2 = Some(value),
+            "settlement_lag_t3_ms" => t3 = Some(value),
+            _ => {}
+        }
+    }
+    t2.zip(t3).ok_or_else(|| {
+        Error::failed("ops_policy has no settlement_lag_t2_ms / settlement_lag_t3_ms")
+    })
+}
+
 /// The admin API's config name.
 pub const ADMIN: &str = "exchange_admin";
 pub const WITHDRAWALS_HALT: &str = "/admin/withdrawals/halt";

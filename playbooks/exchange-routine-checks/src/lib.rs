@@ -23,8 +23,6 @@ const UNBALANCED: &str = "SELECT count(*) AS unbalanced FROM (SELECT tx_id, asse
      GROUP BY tx_id, asset HAVING sum(amount) <> 0) AS t";
 const LAG: &str = "SELECT symbol, max(lag_ms_p99) AS lag_ms FROM settlement_lag \
      WHERE measured_at > now() - interval '24 hours' GROUP BY symbol ORDER BY symbol";
-const POLICY: &str = "SELECT name, value FROM ops_policy \
-     WHERE name IN ('settlement_lag_t2_ms', 'settlement_lag_t3_ms') ORDER BY name";
 
 struct RoutineChecks;
 
@@ -76,18 +74,7 @@ fn invariants() -> Result<Check> {
 }
 
 fn settlement_lag() -> Result<Check> {
-    let (mut t2, mut t3) = (None, None);
-    for row in db::query(DB, POLICY, params![])?.iter() {
-        let (name, value): (String, i64) = (row.get("name")?, row.get("value")?);
-        match name.as_str() {
-            "settlement_lag_t2_ms" => t2 = Some(value),
-            "settlement_lag_t3_ms" => t3 = Some(value),
-            _ => {}
-        }
-    }
-    let (t2, t3) = t2
-        .zip(t3)
-        .ok_or_else(|| Error::failed("ops_policy has no settlement_lag_t2_ms / _t3_ms"))?;
+    let (t2, t3) = exchange_controls::settlement_lag_thresholds()?;
     let mut over = Vec::new();
     let mut finding = false;
     for row in db::query(DB, LAG, params![])?.iter() {

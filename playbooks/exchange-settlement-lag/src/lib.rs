@@ -17,8 +17,6 @@ use stepgate_sdk::prelude::*;
 const DB: &str = "exchange";
 const INCIDENTS: &str = "exchange-incidents";
 
-const POLICY: &str = "SELECT name, value FROM ops_policy \
-     WHERE name IN ('settlement_lag_t2_ms', 'settlement_lag_t3_ms') ORDER BY name";
 const LAG: &str = "SELECT symbol, max(lag_ms_p99) AS lag_ms FROM settlement_lag \
      WHERE measured_at > now() - interval '5 minutes' GROUP BY 1 ORDER BY 2 DESC";
 const PG_HEALTH: &str = "SELECT count(*) AS connections, \
@@ -64,19 +62,7 @@ impl Playbook for SettlementLag {
         });
         let severity = if prolonged { "SEV1" } else { "SEV2" };
         let triage = step("Verify Postgres, Kafka and the policy", || -> Result<_> {
-            let mut t2 = None;
-            let mut t3 = None;
-            for row in db::query(DB, POLICY, params![])?.iter() {
-                let (name, value): (String, i64) = (row.get("name")?, row.get("value")?);
-                match name.as_str() {
-                    "settlement_lag_t2_ms" => t2 = Some(value),
-                    "settlement_lag_t3_ms" => t3 = Some(value),
-                    _ => {}
-                }
-            }
-            let (t2, t3) = t2.zip(t3).ok_or_else(|| {
-                Error::failed("ops_policy has no settlement_lag_t2_ms / settlement_lag_t3_ms")
-            })?;
+            let (t2, t3) = exchange_controls::settlement_lag_thresholds()?;
             let lags = db::query(DB, LAG, params![])?
                 .iter()
                 .map(|r| -> Result<(String, i64)> { Ok((r.get("symbol")?, r.get("lag_ms")?)) })
