@@ -23,6 +23,7 @@ const DB = 'fiatrails';
 const PRIMARY = 'fiatrails_rpc';
 const FALLBACK = 'fiatrails_rpc_fallback';
 const DEGRADED = 'FIATRAILS_DEGRADED_MODE';
+const PROVIDER = 'FIATRAILS_RPC_PROVIDER';
 const READ_ONLY = 'FIATRAILS_READ_ONLY';
 const INFRA = 'infrastructure';
 const INCIDENTS = 'fiatrails-incidents';
@@ -64,14 +65,25 @@ function rpcDown(alert) {
     primary: probe(PRIMARY),
     fallback: probe(FALLBACK),
     degraded: read(DEGRADED),
+    provider: read(PROVIDER),
   }));
   const answers = ['primary', 'fallback'].filter((p) => 'block' in seen[p]);
+  // The provider the API uses (after a failover, the fallback).
+  const inUse = seen.provider.value === 'fallback' ? 'fallback' : 'primary';
   if (seen.degraded.why) checklist.push(`${DEGRADED} could not be read (${seen.degraded.why}): check it by hand`);
   if (answers.length > 0 && !on(seen.degraded)) {
     return step('Not completely down', () => {
       const summary = `The RPC is not completely down (${answers.join(' and ')} answer${answers.length > 1 ? '' : 's'}): degraded mode stays off; a single provider down is the failover playbook's case`;
       pager.notifyOrNote(INCIDENTS, `FiatRails ${alert.name}: ${summary}`, checklist);
       return outcome(summary, 'WARNING', { degraded_mode: 'off' }, checklist);
+    });
+  }
+  if (answers.length > 0 && !answers.includes(inUse)) {
+    return step('Degraded mode stays on', () => {
+      const summary = `Degraded mode stays on: the ${answers.join(' and ')} answer${answers.length > 1 ? '' : 's'}, but the provider the API uses (${inUse}) does not`;
+      pager.notifyOrNote(INCIDENTS, `FiatRails ${alert.name}: ${summary}`, checklist);
+      checklist.push(`Fail the API over to ${answers[0]} first (fiatrails-rpc-failover); this alert's next run then switches degraded mode off`);
+      return outcome(summary, 'CRITICAL', { degraded_mode: 'on' }, checklist);
     });
   }
   if (answers.length > 0) {
@@ -100,18 +112,27 @@ function rpcDown(alert) {
       checklist,
     );
     let degraded;
-    if (on(seen.degraded)) {
+    // Made, planned (a dry run) or already on.
+    let isDegraded = on(seen.degraded);
+    if (isDegraded) {
       degraded = 'already on';
     } else {
       const fate = Fate.of(() => flags.set(DEGRADED, 'true', `FiatRails runbook, degraded mode: the RPC is completely down (${why})`));
       if (!fate.passed()) checklist.push(`Degraded mode is NOT on (${fate.whyNot()}): export DEGRADED_MODE=true and restart the API by hand`);
       degraded = fate.say('switched on');
+      isDegraded = fate.passed();
     }
-    const posted = Fate.of(() => pager.notify(STATUS, 'Minting is temporarily unavailable: new mint intents are accepted and will be processed when service returns.'));
-    if (!posted.passed()) checklist.push(`The status page is NOT updated (${posted.whyNot()}): post "Minting temporarily unavailable" with an ETA by hand`);
+    // The public post says intents are accepted: only true in degraded mode.
+    let posted = null;
+    if (isDegraded) {
+      posted = Fate.of(() => pager.notify(STATUS, 'Minting is temporarily unavailable: new mint intents are accepted and will be processed when service returns.'));
+      if (!posted.passed()) checklist.push(`The status page is NOT updated (${posted.whyNot()}): post "Minting temporarily unavailable" with an ETA by hand`);
+    } else {
+      checklist.push('The status page is NOT updated: degraded mode is not on, so "intents are accepted" would be false; post an outage notice by hand');
+    }
     checklist.push('Give the status page an ETA once the provider gives one');
     checklist.push('When the RPC answers again, this alert\'s next run switches degraded mode off');
-    const summary = `The RPC is completely down (${why}): degraded mode ${degraded}; status page ${posted.say('updated')}`;
+    const summary = `The RPC is completely down (${why}): degraded mode ${degraded}; status page ${posted === null ? 'NOT updated (degraded mode is not on)' : posted.say('updated')}`;
     pager.notifyOrNote(INCIDENTS, `FiatRails ${alert.name}: ${summary}`, checklist);
     return outcome(summary, 'CRITICAL', { degraded_mode: degraded }, checklist);
   });
@@ -129,11 +150,26 @@ function databaseDown(alert) {
     }
     return { down, readOnly: read(READ_ONLY) };
   });
+  if (seen.down === null && on(seen.readOnly)) {
+    return step('Recovery: leave read-only mode', () => {
+      pager.notifyOrNote(
+        INCIDENTS,
+        `FiatRails ${alert.name}: the database answers again; stepgate asks an approver to switch read-only mode off; decide in stepgate now`,
+        checklist,
+      );
+      const fate = Fate.of(() => flags.set(READ_ONLY, 'false', 'FiatRails runbook, degraded mode: the database answers again'));
+      if (!fate.passed()) checklist.push(`Read-only mode is NOT off (${fate.whyNot()}): unset READ_ONLY and restart the API by hand`);
+      checklist.push('Check idempotency keys and the DLQ for requests refused while read-only');
+      const summary = `The FiatRails database answers again: read-only mode ${fate.say('switched off')}`;
+      pager.notifyOrNote(INCIDENTS, `FiatRails ${alert.name}: ${summary}`, checklist);
+      return outcome(summary, 'WARNING', { read_only: fate.say('switched off') }, checklist);
+    });
+  }
   if (seen.down === null) {
     return step('The database answers', () => {
-      const summary = 'The FiatRails database answers: no read-only mode';
+      const summary = 'The FiatRails database answers: read-only mode stays off';
       pager.notifyOrNote(INCIDENTS, `FiatRails ${alert.name}: ${summary}; check the API's own connection pool`, checklist);
-      return outcome(summary, 'WARNING', { read_only: on(seen.readOnly) ? 'on' : 'off' }, checklist);
+      return outcome(summary, 'WARNING', { read_only: 'off' }, checklist);
     });
   }
   return step('Reject all writes', () => {
@@ -173,6 +209,7 @@ export const { describe, run } = playbook({
       .dbRead(DB)
       .rpc(PRIMARY, 'eth_blockNumber')
       .rpc(FALLBACK, 'eth_blockNumber')
+      .flagRead(PROVIDER)
       .flagRead(DEGRADED)
       .flagWrite(DEGRADED)
       .flagRead(READ_ONLY)

@@ -40,9 +40,12 @@ def quantity(text, what):
     if not isinstance(text, str) or not text.startswith("0x") or len(text) > 18:
         raise Error.failed(f"{what} answered `{text}`, not a quantity")
     try:
-        return int(text[2:], 16)
+        n = int(text[2:], 16)
     except ValueError:
         raise Error.failed(f"{what} answered `{text}`, not a quantity") from None
+    if n >= 2**63:
+        raise Error.failed(f"{what} answered `{text}`, out of range for a nonce")
+    return n
 
 
 class NonceTooLow(stepgate.Playbook):
@@ -95,9 +98,21 @@ class NonceTooLow(stepgate.Playbook):
                 pager.notify_or_note(INCIDENTS, f"FiatRails {alert.name}: {summary}", checklist)
                 checklist.append(f"Read the pending nonce of {signer} once the RPC answers; see HighRPCErrorRate")
                 return self.outcome(summary, "CRITICAL", checklist, signer, endpoint, override, None, None, failed_items)
+        if pending < latest:
+            # A provider whose pending count is behind its own latest is not
+            # believed: an override from it would be too low itself.
+            with step("Escalate: the provider contradicts itself"):
+                summary = (
+                    f"Nonce too low for {signer}: {endpoint} answered pending {pending} below latest {latest}; "
+                    "no override set"
+                )
+                pager.notify_or_note(INCIDENTS, f"FiatRails {alert.name}: {summary}", checklist)
+                checklist.append(f"Read the nonce of {signer} from another provider before setting {OVERRIDE} by hand")
+                return self.outcome(summary, "CRITICAL", checklist, signer, endpoint, override, pending, latest, failed_items)
         with step("Temporary workaround: the override"):
             in_flight = pending - latest
-            if override == str(pending):
+            current = override.strip() if isinstance(override, str) else None
+            if current is not None and current.isascii() and current.isdigit() and int(current) == pending:
                 summary = (
                     f"Nonce too low for {signer}: the override already holds the pending nonce {pending}; "
                     "nothing changed, the cause is elsewhere"

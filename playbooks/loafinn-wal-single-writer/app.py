@@ -83,7 +83,11 @@ class WalSingleWriter(stepgate.Playbook):
         checklist = []
         with step("Immediate actions"):
             too_many = instances is None or instances > 1 or alert.name == "WalLockConflict"
-            if too_many and writing:
+            none_running = not too_many and (desired == 0 or instances == 0)
+            if none_running:
+                severity = "CRITICAL"
+                state = f"desiredCount is {desired if desired is not None else instances}: NO instance runs ({wal}); billing {billing}: billing is down"
+            elif too_many and writing:
                 severity = "CRITICAL"
                 state = f"{tasks}; the first writer holds the lock and writes ({wal}); billing {billing}"
             elif too_many:
@@ -93,23 +97,23 @@ class WalSingleWriter(stepgate.Playbook):
                 severity = "WARNING"
                 state = f"desiredCount is back to {instances}; {wal}; billing {billing}"
             paged = ""
-            if too_many:
+            if too_many or none_running:
                 before = len(checklist)
                 pager.page_or_note(
                     ONCALL,
                     Severity.CRITICAL,
-                    "loa-finn WAL single-writer violation: scale the ECS service back to desiredCount 1 NOW",
+                    "loa-finn WAL single-writer: scale the ECS service to desiredCount 1 (never more) NOW",
                     f"alert {alert.name}: {state}. Never scale above 1 (WAL corruption risk).",
                     checklist,
                 )
                 if len(checklist) > before:
                     paged = "; on-call NOT paged (see the checklist)"
                 elif runbook.dry_run():
-                    paged = "; on-call would be paged (dry run) to scale back to 1"
+                    paged = "; on-call would be paged (dry run) to scale to 1"
                 else:
-                    paged = "; on-call paged to scale back to 1"
+                    paged = "; on-call paged to scale to 1"
                 checklist.append(
-                    "Scale back to 1: aws ecs update-service --cluster <cluster> --service loa-finn --desired-count 1 "
+                    "Scale to 1: aws ecs update-service --cluster <cluster> --service loa-finn --desired-count 1 "
                     "(stepgate has no ECS capability)"
                 )
                 if not writing:
@@ -117,7 +121,7 @@ class WalSingleWriter(stepgate.Playbook):
                         "After the scale-down, confirm the remaining task takes the writer lock (a `circuit=closed` "
                         "billing health and new WAL entries); restart it if it does not"
                     )
-                checklist.append("Find what raised desiredCount (autoscaling policy, a deploy, a manual change) and pin it to 1")
+                checklist.append("Find what changed desiredCount (autoscaling policy, a deploy, a manual change) and pin it to 1")
             summary = f"WAL single-writer: {state}{paged}"
             pager.notify_or_note(INCIDENTS, f"loa-finn {alert.name}: {summary}", checklist)
             outcome = (

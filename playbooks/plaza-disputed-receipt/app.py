@@ -114,7 +114,8 @@ class DisputedReceipt(stepgate.Playbook):
             jobs = db.query(DB, JOBS, [urn])
             job = None if len(jobs) == 0 else jobs.first()
         checklist = []
-        over = age is not None and age > budget
+        # An age that cannot be read is escalated: unsure means one level up.
+        over = age is None or age > budget
         severity = "SEV-1" if over else "SEV-2"
         waited = "an unknown time" if age is None else f"{age // 60} min"
         if verdict is not None:

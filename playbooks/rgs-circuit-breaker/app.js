@@ -37,7 +37,7 @@ const ESCALATE_MINUTES = 60;
 const FLAP_FAILURES = 5;
 
 const BREAKER =
-  'SELECT b.state, EXTRACT(EPOCH FROM now() - b.opened_at)::bigint AS open_seconds, ' +
+  'SELECT b.state, coalesce(EXTRACT(EPOCH FROM now() - b.opened_at)::bigint, 0) AS open_seconds, ' +
   'b.operator_acknowledged_at IS NOT NULL AS acknowledged, o.name, o.compliance_contact ' +
   'FROM circuit_breakers b JOIN operators o ON o.id = b.operator_id WHERE b.operator_id = $1';
 const FAILED_CALLS =
@@ -114,7 +114,8 @@ export const { describe, run } = playbook({
         answered: r.bool('answered'),
       }));
       return {
-        open: breaker.text('state') === 'open',
+        // half-open is still open: no bets reach the operator but probes.
+        open: breaker.text('state') !== 'closed',
         minutes: Number(breaker.int('open_seconds') / 60n),
         acknowledged: breaker.bool('acknowledged'),
         name: breaker.text('name'),

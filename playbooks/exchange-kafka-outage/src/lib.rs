@@ -73,7 +73,10 @@ impl Playbook for KafkaOutage {
                 (Err(e), _) => format!("the outbox could not be read ({})", e.message()),
             }
         });
-        let degraded = flags::get(DEGRADED)?.is_some_and(|v| v == "kafka");
+        // Another incident's degradation is kept, not overwritten (lifting
+        // this one later would clear it).
+        let degraded =
+            flags::get(DEGRADED)?.filter(|v| !matches!(v.as_str(), "" | "off" | "false" | "0"));
         let mut checklist = Vec::new();
         step("Immediate actions", || -> Result<Outcome> {
             pager::notify_or_note(
@@ -85,14 +88,17 @@ impl Playbook for KafkaOutage {
                 &mut checklist,
             );
             let reason = format!("spot exchange runbook §3.5 ({ticket}): Kafka outage");
-            let ws = if degraded {
-                "the WS edge already degraded".to_owned()
+            let ws = if let Some(earlier) = &degraded {
+                if earlier != "kafka" {
+                    checklist.push(format!("The WS edge was already degraded for `{earlier}`: it stays so; lift it only when both are over"));
+                }
+                format!("the WS edge already degraded (`{earlier}`)")
             } else {
                 let fate = Fate::of(&flags::set(DEGRADED, "kafka", &reason));
                 if let Some(why) = fate.why_not() {
                     checklist.push(format!("The WS edge is NOT degraded ({why}): tell clients by hand that updates pause and snapshots follow recovery"));
                 }
-                let told = if fate.passed() {
+                let told = if matches!(fate, Fate::Made) {
                     " (clients told, snapshots after recovery)"
                 } else {
                     ""

@@ -34,6 +34,7 @@ struct Check {
 
 fn reconciliation() -> Result<Check> {
     let mut behind = Vec::new();
+    let mut ahead = Vec::new();
     let mut symbols = 0;
     for row in db::query(DB, SEQS, params![])?.iter() {
         symbols += 1;
@@ -42,19 +43,35 @@ fn reconciliation() -> Result<Check> {
             row.get("engine_seq")?,
             row.get("ledger_seq")?,
         );
-        if engine != ledger {
-            behind.push(format!("{symbol} ledger {} behind", engine - ledger));
+        // In i128: the difference of two i64 seqs cannot overflow there.
+        let gap = i128::from(engine) - i128::from(ledger);
+        if gap > 0 {
+            behind.push(format!("{symbol} ledger {gap} behind"));
+        } else if gap < 0 {
+            // The ledger ahead of the engine: postings the engine never made
+            // (a double posting, §3.1's signal).
+            ahead.push(format!("{symbol} ledger {} AHEAD of the engine", -gap));
         }
     }
+    let mut said = Vec::new();
+    if !ahead.is_empty() {
+        said.push(format!(
+            "{} (§3.1: postings the engine never made)",
+            ahead.join(", ")
+        ));
+    }
+    if !behind.is_empty() {
+        said.push(format!(
+            "{} (settlement in flight unless it persists)",
+            behind.join(", ")
+        ));
+    }
     Ok(Check {
-        finding: false,
-        line: if behind.is_empty() {
+        finding: !ahead.is_empty(),
+        line: if said.is_empty() {
             format!("reconciliation: {symbols} symbol(s), ledger seq = engine seq")
         } else {
-            format!(
-                "reconciliation: {} (settlement in flight unless it persists)",
-                behind.join(", ")
-            )
+            format!("reconciliation: {}", said.join("; "))
         },
     })
 }

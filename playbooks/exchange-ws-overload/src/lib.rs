@@ -35,10 +35,21 @@ fn tighten(
     current: Option<String>,
     wanted: String,
     stricter: impl Fn(&str) -> bool,
+    unset_is_looser: bool,
     reason: &str,
 ) -> (String, Option<String>) {
     if let Some(current) = current.as_deref().filter(|c| stricter(c)) {
         return (format!("{name} kept at {current}"), None);
+    }
+    // Unset: the edge's own default applies, which stepgate does not know;
+    // setting a number could loosen it.
+    if current.is_none() && !unset_is_looser {
+        return (
+            format!("{name} NOT set (unset: the edge's default is not known here)"),
+            Some(format!(
+                "{name} is unset: check the edge gateway's default and set {wanted} by hand if the default is looser"
+            )),
+        );
     }
     let fate = Fate::of(&flags::set(name, &wanted, reason));
     let said = format!("{name} {}", fate.say(&format!("set to {wanted}")));
@@ -104,14 +115,24 @@ impl Playbook for WsOverload {
                     conflation,
                     "aggressive".to_owned(),
                     |v| v == "aggressive",
+                    // Aggressive is the strongest conflation: any default is looser.
+                    true,
                     &reason,
                 ),
-                tighten(DEPTH, depth_set, depth.to_string(), at_most(depth), &reason),
+                tighten(
+                    DEPTH,
+                    depth_set,
+                    depth.to_string(),
+                    at_most(depth),
+                    false,
+                    &reason,
+                ),
                 tighten(
                     SUBSCRIBE,
                     subscribe,
                     rate.to_string(),
                     at_most(rate),
+                    false,
                     &reason,
                 ),
             ];

@@ -126,15 +126,16 @@ fn start(alert: &Alert) -> Result<Outcome> {
     } else {
         alert.setting("transition_hours", TRANSITION_HOURS)?
     };
-    let (old, open) = step(
-        "Read the current secret and open rotations",
+    let (old, second, open) = step(
+        "Read the current secrets and open rotations",
         || -> Result<_> {
             let old = flags::get(PRIMARY_REF)?.ok_or_else(|| {
                 Error::failed(format!(
                     "{PRIMARY_REF} is unset: stepgate cannot tell which secret is being replaced"
                 ))
             })?;
-            Ok((reference(&old, PRIMARY_REF)?, open_rotations()?))
+            let second = flags::get(NEW_REF)?.filter(|v| !v.is_empty());
+            Ok((reference(&old, PRIMARY_REF)?, second, open_rotations()?))
         },
     )?;
     if let Some(o) = open.first() {
@@ -146,6 +147,12 @@ fn start(alert: &Alert) -> Result<Outcome> {
     if new == old {
         return Err(Error::failed(format!(
             "{new} is already the primary secret"
+        )));
+    }
+    // A second secret accepted by hand is not dropped for this one.
+    if let Some(second) = second.as_deref().filter(|s| *s != new) {
+        return Err(Error::failed(format!(
+            "{NEW_REF} already accepts {second}: finish or clear that rotation before starting one to {new}"
         )));
     }
     let mut checklist = Vec::new();
@@ -162,6 +169,7 @@ fn start(alert: &Alert) -> Result<Outcome> {
         );
     }
     pager::notify_or_note(INCIDENTS, &told, &mut checklist);
+    let severity = if compromise { "CRITICAL" } else { "WARNING" };
     let stored = step("1. Generate and store the new secret", || {
         runbook::confirm(&format!(
             "The new secret is generated (openssl rand -hex 32) and stored in the secrets manager as {new}, and the file is shredded?"
@@ -175,14 +183,38 @@ fn start(alert: &Alert) -> Result<Outcome> {
             checklist,
         ));
     }
+    let why = format!(
+        "FiatRails runbook, HMAC secret rotation ({reason}): accept {old} and {new} for {hours} h"
+    );
+    let (dual, dual_on) = step("2. Dual verification", || {
+        if second.as_deref() == Some(new.as_str()) {
+            return ("already on".to_owned(), true);
+        }
+        let fate = Fate::of(&flags::set(NEW_REF, &new, &why));
+        if let Some(why) = fate.why_not() {
+            checklist.push(format!(
+                "Dual verification is NOT on ({why}): nothing else was done"
+            ));
+        }
+        (fate.say("on"), fate.passed())
+    });
+    // The clients switch only once the API accepts both secrets: the
+    // rollout comes first (zero downtime).
+    let rolled_out = dual_on
+        && step("3. Roll out the API with both secrets", || {
+            runbook::confirm(&format!(
+                "The API is rolled out (blue-green or rolling) accepting both {old} and {new}, and its error rate is unchanged?"
+            ))
+        })?;
+    if dual_on && !rolled_out {
+        checklist.push(format!(
+            "Roll the API out accepting both secrets, then send HmacRotationStart again: it records the rotation and tells the clients ({NEW_REF} already holds {new})"
+        ));
+    }
     step(
-        "2. Dual verification, the record, the clients",
+        "4. Record the rotation, tell the clients",
         || -> Result<Outcome> {
-            let why = format!(
-                "FiatRails runbook, HMAC secret rotation ({reason}): accept {old} and {new} for {hours} h"
-            );
-            let dual = Fate::of(&flags::set(NEW_REF, &new, &why));
-            let (recorded, clients) = if dual.passed() {
+            let (recorded, clients) = if rolled_out {
                 let recorded = Fate::of(&db::execute(
                     DB,
                     RECORD,
@@ -203,33 +235,28 @@ fn start(alert: &Alert) -> Result<Outcome> {
                         "The API's clients are NOT told ({why}): email them the revocation date"
                     ));
                 }
+                checklist.push(format!(
+                    "The daily HmacRotationPhase run revokes {old} once the transition ends"
+                ));
                 (
                     recorded.say("recorded"),
                     format!("clients {}", clients.say("told")),
                 )
             } else {
-                checklist.push(format!(
-                    "Dual verification is NOT on ({}): nothing else was done",
-                    dual.why_not().unwrap_or("")
-                ));
                 ("NOT recorded".to_owned(), "clients NOT told".to_owned())
             };
-            if dual.passed() {
-                checklist.extend([
-                "Roll the API out with both secrets (blue-green or rolling) and watch the error rate: it must not move".to_owned(),
-                format!("The daily HmacRotationPhase run revokes {old} once the transition ends"),
-            ]);
-            }
+            let rollout = if !dual_on {
+                ""
+            } else if rolled_out {
+                "; rollout confirmed"
+            } else {
+                "; rollout NOT confirmed"
+            };
             let summary = format!(
-                "HMAC rotation ({reason}) from {old} to {new}: dual verification {}; rotation {recorded}; {clients}",
-                dual.say("on")
+                "HMAC rotation ({reason}) from {old} to {new}: dual verification {dual}{rollout}; rotation {recorded}; {clients}"
             );
             pager::notify_or_note(INCIDENTS, &format!("FiatRails: {summary}"), &mut checklist);
-            Ok(outcome(
-                summary,
-                if compromise { "CRITICAL" } else { "WARNING" },
-                checklist,
-            ))
+            Ok(outcome(summary, severity, checklist))
         },
     )
 }

@@ -20,7 +20,7 @@ const FALLBACK: &str = "fiatrails_rpc_fallback";
 const PROVIDER: &str = "FIATRAILS_RPC_PROVIDER";
 const INCIDENTS: &str = "fiatrails-incidents";
 
-/// The provider in use this many blocks behind the other is slow.
+/// The provider in use more than this many blocks behind the other is slow.
 const LAG_BLOCKS: i64 = 3;
 
 struct SlowRpc;

@@ -16,7 +16,8 @@
 //! 3. **Execute**: pause the ComplianceManager (recommended; an approver may
 //!    refuse it), `upgradeTo(previous)`, read `implementation()` back, and
 //!    unpause only once it reads the previous implementation. Every
-//!    transaction is approved by two.
+//!    transaction is approved by two, and counts as done only once its
+//!    receipt says it was mined with status 1.
 //! 4. **Verify** (checklist): the smoke test, the events since the rollback,
 //!    30 minutes of dashboards, the incident report.
 //!
@@ -33,6 +34,10 @@ const PAUSE: &str = "0x8456cb59";
 const UNPAUSE: &str = "0x3f4ba83a";
 /// The runbook's gas limit for the upgrade.
 const UPGRADE_GAS: i64 = 500_000;
+/// How long a sent transaction may take to be mined, and how often its
+/// receipt is read meanwhile.
+const RECEIPT_WAIT_SECONDS: i64 = 60;
+const RECEIPT_POLL_SECONDS: i64 = 3;
 
 struct UpgradeRollback;
 
@@ -58,16 +63,54 @@ fn implementation(proxy: &str) -> Result<String> {
     Ok(format!("0x{}", hex[24..].to_ascii_lowercase()))
 }
 
+/// Sends a transaction and waits for its receipt: a hash is not a done
+/// transaction. Made only once mined with status 1; a revert, or no
+/// receipt within [`RECEIPT_WAIT_SECONDS`], is a failure.
 fn send(from: &str, to: &str, data: String, gas: Option<i64>, reason: &str) -> Fate {
     let mut tx = serde_json::json!({ "from": from, "to": to, "data": data });
     if let Some(gas) = gas {
         tx["gas"] = serde_json::json!(format!("0x{gas:x}"));
     }
-    Fate::of(&rpc::send::<serde_json::Value>(
-        RPC,
-        "eth_sendTransaction",
-        (tx,),
-        reason,
+    let sent = rpc::send::<serde_json::Value>(RPC, "eth_sendTransaction", (tx,), reason);
+    let hash = match &sent {
+        Ok(serde_json::Value::String(hash)) if !runbook::dry_run() => hash.clone(),
+        Ok(other) if !runbook::dry_run() => {
+            return Fate::Failed(format!(
+                "eth_sendTransaction answered {other}, not a transaction hash"
+            ));
+        }
+        _ => return Fate::of(&sent),
+    };
+    let mut waited = 0;
+    while waited <= RECEIPT_WAIT_SECONDS {
+        let receipt = match rpc::call::<serde_json::Value>(
+            RPC,
+            "eth_getTransactionReceipt",
+            (hash.as_str(),),
+        ) {
+            Ok(receipt) => receipt,
+            Err(e) => {
+                return Fate::Failed(format!(
+                    "the receipt of {hash} could not be read ({})",
+                    e.message()
+                ));
+            }
+        };
+        match receipt.get("status").and_then(|s| s.as_str()) {
+            Some("0x1") => return Fate::Made,
+            Some(status) => return Fate::Failed(format!("{hash} reverted (status {status})")),
+            None if !receipt.is_null() => {
+                return Fate::Failed(format!("the receipt of {hash} has no status"));
+            }
+            None => {}
+        }
+        if runbook::sleep(std::time::Duration::from_secs(RECEIPT_POLL_SECONDS as u64)).is_err() {
+            break;
+        }
+        waited += RECEIPT_POLL_SECONDS;
+    }
+    Fate::Failed(format!(
+        "{hash} was not mined within {RECEIPT_WAIT_SECONDS} s: check it by hand"
     ))
 }
 
@@ -82,6 +125,7 @@ impl Playbook for UpgradeRollback {
             .answers("ContractUpgradeRollback")
             .rpc(RPC, "eth_call")
             .rpc(RPC, "eth_getCode")
+            .rpc(RPC, "eth_getTransactionReceipt")
             .rpc(RPC, "eth_sendTransaction")
             .notify(INCIDENTS)
     }

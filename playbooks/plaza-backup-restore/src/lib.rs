@@ -26,8 +26,8 @@ const INCIDENT: &str = "incident";
 const RTO_MINUTES: i64 = 240;
 const RPO_MINUTES: i64 = 15;
 
-const LATEST_BACKUP: &str = "SELECT object_key, finished_at FROM backup_runs WHERE succeeded = TRUE \
-     ORDER BY finished_at DESC LIMIT 1";
+const LATEST_BACKUP: &str = "SELECT object_key, finished_at FROM backup_runs \
+     WHERE succeeded = TRUE AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1";
 
 struct BackupRestore;
 
@@ -147,6 +147,20 @@ impl Playbook for BackupRestore {
                 )
             })?;
             let key: String = row.get("object_key")?;
+            // The key goes into commands an operator copies: a plain object
+            // key only.
+            if key.is_empty()
+                || key.len() > 256
+                || !key
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"/._-".contains(&c))
+                || key.contains("..")
+            {
+                return Err(Error::failed(format!(
+                    "backup_runs.object_key `{}` is not a plain object key: restore by hand",
+                    key.escape_debug()
+                )));
+            }
             let finished: String = row.get("finished_at")?;
             let age = utc_millis(&finished)
                 .map(|at| (started - at) / 60_000)
@@ -215,9 +229,16 @@ impl Playbook for BackupRestore {
         } else if failed_at.is_some() {
             format!("{minutes} min wall clock, no restore (RTO {rto} min: NOT met)")
         } else {
+            // The RTO is met by a restore that works, smoke test included.
             format!(
                 "{minutes} min wall clock (RTO {rto} min: {})",
-                if minutes <= rto { "met" } else { "MISSED" }
+                if !smoke_failed.is_empty() {
+                    "NOT met: the smoke test failed"
+                } else if minutes <= rto {
+                    "met"
+                } else {
+                    "MISSED"
+                }
             )
         };
         let summary = format!(

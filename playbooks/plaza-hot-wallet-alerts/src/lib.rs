@@ -76,24 +76,28 @@ fn answers(endpoint: &str) -> bool {
 
 fn payout_failures(alert: &Alert, wallet: &str, checklist: &mut Vec<String>) -> Result<Outcome> {
     let window = alert.setting("window_minutes", FAILURE_WINDOW_MINUTES)?;
-    let since = utc_text(runbook::now_millis() - window * 60_000);
+    let since = utc_text(runbook::now_millis().saturating_sub(window.saturating_mul(60_000)));
     let (summary, worst) = step(
         "Check first",
         || -> Result<(String, Option<&'static str>)> {
-            let mut total = 0;
-            let mut by_cause: Vec<(&'static str, i64)> = Vec::new();
-            for row in db::query(DB, PAYOUTS, params![since.as_str()])?.iter() {
-                total += 1;
-                if row.get::<String>("state")? == "failed" {
-                    let c = cause(&row.get::<String>("error").unwrap_or_default());
-                    match by_cause.iter_mut().find(|(name, _)| *name == c) {
-                        Some((_, n)) => *n += 1,
-                        None => by_cause.push((c, 1)),
+            // The payouts by cause; a database that does not answer must not
+            // keep the page from going out.
+            let counted = (|| -> Result<(i64, Vec<(&'static str, i64)>)> {
+                let mut total = 0;
+                let mut by_cause: Vec<(&'static str, i64)> = Vec::new();
+                for row in db::query(DB, PAYOUTS, params![since.as_str()])?.iter() {
+                    total += 1;
+                    if row.get::<String>("state")? == "failed" {
+                        let c = cause(&row.get::<String>("error").unwrap_or_default());
+                        match by_cause.iter_mut().find(|(name, _)| *name == c) {
+                            Some((_, n)) => *n += 1,
+                            None => by_cause.push((c, 1)),
+                        }
                     }
                 }
-            }
-            by_cause.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-            let failed: i64 = by_cause.iter().map(|(_, n)| n).sum();
+                by_cause.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+                Ok((total, by_cause))
+            })();
             let rpc_said = match (answers(RPC), answers(SECONDARY)) {
                 (true, true) => "both Base RPC providers answer".to_owned(),
                 (true, false) => "the secondary Base RPC provider does not answer".to_owned(),
@@ -114,6 +118,19 @@ fn payout_failures(alert: &Alert, wallet: &str, checklist: &mut Vec<String>) -> 
                 (Ok(_), Ok(_)) => "no transaction of the hot wallet is pending".to_owned(),
                 _ => "the hot wallet's nonces are unknown".to_owned(),
             };
+            let (total, by_cause) = match counted {
+                Ok(counted) => counted,
+                Err(e) => {
+                    return Ok((
+                        format!(
+                            "the payouts could not be read ({}); {rpc_said}; {stuck}",
+                            e.message()
+                        ),
+                        None,
+                    ));
+                }
+            };
+            let failed: i64 = by_cause.iter().map(|(_, n)| n).sum();
             let causes = by_cause
                 .iter()
                 .map(|(c, n)| format!("{c} {n}"))
@@ -136,7 +153,7 @@ fn payout_failures(alert: &Alert, wallet: &str, checklist: &mut Vec<String>) -> 
         Some("Base RPC errors") => checklist.push("Base RPC errors lead: run the RPC outage section (plaza-rpc-outage answers RpcErrorRateHigh)".to_owned()),
         Some("signer cap saturation") => checklist.push("Signer cap saturation leads: slow the payout worker or raise the MPC signer's cap (a human decision)".to_owned()),
         Some("nonce conflicts") => checklist.push("Nonce conflicts lead: find the stuck transaction and replace or cancel it with the same nonce (MPC signer)".to_owned()),
-        _ => checklist.push("Read the payout worker's errors: the failures match none of the table's causes".to_owned()),
+        _ => checklist.push("Read the payout worker's errors: the failures match none of the table's causes, or could not be read".to_owned()),
     }
     step("Page on-call and the CEO", || {
         for target in [ONCALL, CEO] {

@@ -27,7 +27,8 @@ const INCIDENT: &str = "incident";
 /// The alert table's threshold: a backup older than this is stale.
 const BACKUP_STALE_HOURS: i64 = 36;
 
-const LAST_SUCCESS: &str = "SELECT object_key, finished_at FROM backup_runs WHERE succeeded = TRUE ORDER BY finished_at DESC LIMIT 1";
+const LAST_SUCCESS: &str = "SELECT object_key, finished_at FROM backup_runs \
+     WHERE succeeded = TRUE AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1";
 const LAST_RUN: &str =
     "SELECT started_at, succeeded, error FROM backup_runs ORDER BY started_at DESC LIMIT 1";
 const SLOTS: &str = "SELECT slot_name, active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained_bytes \
@@ -96,16 +97,20 @@ fn backup_said(backup: &Result<Option<(String, i64)>>, stale_after: i64) -> (boo
 fn backup_stale(stale_after: i64, checklist: &mut Vec<String>) -> Result<String> {
     let backup = last_backup();
     let (_, said) = backup_said(&backup, stale_after);
+    // Ok(None): no run recorded; Err: the question was not answered.
     let last_run = db::query(DB, LAST_RUN, params![]).and_then(|rows| {
+        if rows.is_empty() {
+            return Ok(None);
+        }
         let row = rows.first()?;
-        Ok((
+        Ok(Some((
             row.get::<String>("started_at")?,
             row.get::<bool>("succeeded")?,
             row.get::<String>("error").ok(),
-        ))
+        )))
     });
     let cause = match &last_run {
-        Ok((started, false, error)) => {
+        Ok(Some((started, false, error))) => {
             let error = error.as_deref().unwrap_or("no error recorded");
             let who = suspect(error);
             checklist.push(format!(
@@ -113,8 +118,15 @@ fn backup_stale(stale_after: i64, checklist: &mut Vec<String>) -> Result<String>
             ));
             format!("the last run ({started}) failed: `{error}`, which points at {who}")
         }
-        Ok((started, true, _)) => format!("the last run ({started}) succeeded"),
-        Err(_) => {
+        Ok(Some((started, true, _))) => format!("the last run ({started}) succeeded"),
+        Err(e) => {
+            checklist.push(format!(
+                "Read the backup script's log by hand: its runs could not be read ({})",
+                e.message()
+            ));
+            format!("the backup runs could not be read ({})", e.message())
+        }
+        Ok(None) => {
             checklist.push(
                 "No backup run is recorded: is the nightly backup cron running at all?".to_owned(),
             );

@@ -8,8 +8,10 @@
 //!   (`contract_releases`): a release with no record, or with another
 //!   recipient or amount, is unauthorized. Their sum bounds the customer
 //!   impact (made whole from Plaza reserves).
-//! - **Escalation**: SEV-0 pages the CEO and the incident channel, with the
-//!   inventory and the exact transactions for the cold multisig.
+//! - **Escalation**: SEV-0 pages the CEO and on-call and tells the incident
+//!   channel, with the inventory and the exact transactions for the cold
+//!   multisig. An inventory that finds nothing does not stand the alert
+//!   down (the records it is held against are Plaza's own): still SEV-0.
 //! - Pausing the contract and rotating the resolver (`pause()`,
 //!   `setResolver(new)`, then `unpause()` once verified) are signed by the
 //!   cold multisig's key holders, which stepgate does not hold: they stay
@@ -23,6 +25,7 @@ use stepgate_sdk::prelude::*;
 const DB: &str = "plaza";
 const RPC: &str = "base";
 const CEO: &str = "ceo";
+const ONCALL: &str = "plaza-oncall";
 const INCIDENT: &str = "incident";
 
 /// How far back the inventory looks: 24 h of Base blocks (2 s each).
@@ -71,11 +74,12 @@ fn release(log: &serde_json::Value) -> Option<Release> {
         return None;
     }
     let data = hex_word(log.get("data")?.as_str()?)?;
-    // Amounts above 2^127 micro-USDC are no release Plaza could make.
-    let amount = i128::from_str_radix(data.get(32..)?, 16).ok()?;
-    if data[..32].chars().any(|c| c != '0') {
+    // Amounts of 2^64 micro-USDC and more are no release Plaza could make
+    // (and keep every sum of them in range).
+    if data[..48].chars().any(|c| c != '0') {
         return None;
     }
+    let amount = i128::from(u64::from_str_radix(&data[48..], 16).ok()?);
     Some(Release {
         order: format!("0x{}", order.to_ascii_lowercase()),
         to: format!("0x{}", to[24..].to_ascii_lowercase()),
@@ -87,9 +91,9 @@ fn release(log: &serde_json::Value) -> Option<Release> {
 /// The escrow's releases of the last `lookback` blocks.
 fn recent_releases(escrow: &str, lookback: i64) -> Result<Vec<Release>> {
     let head: String = rpc::call(RPC, "eth_blockNumber", ())?;
-    let head = i64::from_str_radix(head.trim_start_matches("0x"), 16)
+    let head = i64::try_from(rpc::quantity(&head)?)
         .map_err(|_| Error::failed(format!("eth_blockNumber answered `{head}`")))?;
-    let from = (head - lookback).max(0);
+    let from = head.saturating_sub(lookback).max(0);
     let logs: Vec<serde_json::Value> = rpc::call(
         RPC,
         "eth_getLogs",
@@ -139,6 +143,7 @@ impl Playbook for ResolverKeyCompromise {
             .rpc(RPC, "eth_blockNumber")
             .rpc(RPC, "eth_getLogs")
             .page(CEO)
+            .page(ONCALL)
             .notify(INCIDENT)
     }
 
@@ -176,12 +181,15 @@ impl Playbook for ResolverKeyCompromise {
                     ),
                     "inventory by hand: the escrow's Released events against Plaza's expected releases".to_owned(),
                 ),
+                // The alert says unauthorized calls were seen; an inventory
+                // that finds none does not clear it (the records it is held
+                // against are Plaza's own): SEV-0 until a human does.
                 Ok(unauthorized) if unauthorized.is_empty() => (
-                    "SEV-1",
+                    "SEV-0",
                     format!(
-                        "Resolver-key compromise alert on {escrow}: every Released event of the last {lookback} blocks matches a release Plaza made"
+                        "Resolver-key compromise alert on {escrow}: every Released event of the last {lookback} blocks matches a release Plaza recorded; the alert stands until a human clears it"
                     ),
-                    "no unauthorized release found: confirm the alert's source before standing down".to_owned(),
+                    "no unauthorized release found in the inventory: confirm the alert's source (the release monitor, an outside report) before standing down".to_owned(),
                 ),
                 Ok(unauthorized) => {
                     let total: i128 = unauthorized.iter().map(|r| r.amount).sum();
@@ -200,11 +208,12 @@ impl Playbook for ResolverKeyCompromise {
                     )
                 }
             };
-            if severity == "SEV-0" {
+            // SEV-0: all hands, the CEO and on-call.
+            for target in [CEO, ONCALL] {
                 pager::page_or_note(
-                    CEO,
+                    target,
                     Severity::Critical,
-                    &format!("SEV-0 {summary}: the cold multisig must pause the escrow now"),
+                    &format!("{severity} {summary}: the cold multisig must pause the escrow now"),
                     &format!("alert {}: {details}", alert.name),
                     &mut checklist,
                 );
@@ -214,20 +223,16 @@ impl Playbook for ResolverKeyCompromise {
                 &format!("{severity} {summary}. {details}"),
                 &mut checklist,
             );
-            if severity == "SEV-0" {
-                checklist.extend(multisig);
-                if let Ok(unauthorized) = &inventory {
-                    let total: i128 = unauthorized.iter().map(|r| r.amount).sum();
-                    checklist.push(format!(
-                        "Make whole the {} affected order(s) from Plaza reserves: {} USDC in all",
-                        unauthorized.len(),
-                        usdc(total)
-                    ));
-                }
-                checklist.push("Resume only after the new resolver is in place and verified; postmortem (public if customers lost funds)".to_owned());
-            } else {
-                checklist.push("Confirm where the alert came from (the release monitor, an outside report) before standing down".to_owned());
+            checklist.extend(multisig);
+            if let Ok(unauthorized) = &inventory {
+                let total: i128 = unauthorized.iter().map(|r| r.amount).sum();
+                checklist.push(format!(
+                    "Make whole the {} affected order(s) from Plaza reserves: {} USDC in all",
+                    unauthorized.len(),
+                    usdc(total)
+                ));
             }
+            checklist.push("Resume only after the new resolver is in place and verified; postmortem (public if customers lost funds)".to_owned());
             let mut outcome = Outcome::new(summary)
                 .severity(severity)
                 .field("escrow", escrow.as_str());

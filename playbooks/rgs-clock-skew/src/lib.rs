@@ -8,7 +8,7 @@
 //!   bidirectional? One host or all of the operator's?
 //! - **Attacker**: a single request far in the past or future (more than
 //!   [`ATTACK_SKEW_SECONDS`]) is a replay or spoof attempt, not a clock:
-//!   §3 (credential leak) applies; on-call is paged and no window is
+//!   §3 (credential leak, SEV1) applies; on-call is paged and no window is
 //!   widened.
 //! - **Our drift**: on-call (infra) is paged to restart chronyd on the
 //!   affected host; no window is widened.
@@ -62,7 +62,7 @@ fn verdict(hosts: &[Host], attack_after: i64) -> Verdict {
     }
     if hosts
         .iter()
-        .any(|h| h.min.abs() > attack_after || h.max.abs() > attack_after)
+        .any(|h| h.min.saturating_abs() > attack_after || h.max.saturating_abs() > attack_after)
     {
         return Verdict::Attack;
     }
@@ -125,12 +125,17 @@ impl Playbook for ClockSkew {
         })?;
         // Unset or unreadable: the RGS default applies, which stepgate does
         // not know, so it must not "widen" to a smaller value.
-        let current: Option<i64> = flags::get(WINDOW)?.and_then(|v| v.trim().parse().ok());
+        // An unreadable flag store must not stop the page for an attack or
+        // our own clock: the window is read leniently, and unknown is None.
+        let current: Option<i64> = flags::get(WINDOW)
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse().ok());
         let mut checklist = Vec::new();
         let found = verdict(&hosts, attack_after);
         let worst = hosts
             .iter()
-            .map(|h| h.min.abs().max(h.max.abs()))
+            .map(|h| h.min.saturating_abs().max(h.max.saturating_abs()))
             .max()
             .unwrap_or(0);
         let (summary, severity) = step("Mitigate", || -> Result<(String, &str)> {
@@ -157,7 +162,7 @@ impl Playbook for ClockSkew {
                         &mut checklist,
                     );
                     checklist.push("Run §3 (operator credential leak) for the key that signed the skewed requests".to_owned());
-                    (s, "SEV2")
+                    (s, "SEV1")
                 }
                 Verdict::Ours => {
                     let all: Vec<&Host> = hosts.iter().collect();
@@ -200,7 +205,7 @@ impl Playbook for ClockSkew {
                         );
                         said.push(text);
                     }
-                    let needed = worst + WINDOW_MARGIN_SECONDS;
+                    let needed = worst.saturating_add(WINDOW_MARGIN_SECONDS);
                     let window = if let Some(current) = current.filter(|c| needed <= *c) {
                         format!("{WINDOW} ({current} s) already covers it")
                     } else if needed > max_window {

@@ -51,8 +51,8 @@ struct Drift {
 struct ReconciliationDrift;
 
 /// Micro-units as the currency's units.
-fn units(micro: i64) -> String {
-    from_units(i128::from(micro), 6)
+fn units(micro: impl Into<i128>) -> String {
+    from_units(micro.into(), 6)
         .map(|d| d.to_string())
         .unwrap_or_default()
 }
@@ -154,7 +154,8 @@ impl Playbook for ReconciliationDrift {
         let operators: std::collections::BTreeSet<&str> =
             all.iter().map(|d| d.operator.as_str()).collect();
         let severity = if operators.len() > 1 { "SEV1" } else { "SEV2" };
-        let delta = drift.ours - drift.theirs;
+        // In i128: the difference of two i64 amounts cannot overflow there.
+        let delta = i128::from(drift.ours) - i128::from(drift.theirs);
         let who = format!("{} ({operator})", drift.name);
         let what = format!(
             "{who} {currency} {day}: ours {} vs theirs {} ({}{})",
@@ -175,7 +176,7 @@ impl Playbook for ReconciliationDrift {
                         "{jobs} pending wallet job(s) for {} not yet settled on their side",
                         units(amount)
                     ),
-                    amount == delta,
+                    i128::from(amount) == delta,
                 ))
             } else {
                 let (calls, amount) = count_sum(UNRETRIED, drift, day, "calls")?;
@@ -184,7 +185,7 @@ impl Playbook for ReconciliationDrift {
                         "{calls} failed wallet call(s) for {} never retried",
                         units(amount)
                     ),
-                    amount == -delta,
+                    i128::from(amount) == -delta,
                 ))
             }
         });
@@ -205,6 +206,20 @@ impl Playbook for ReconciliationDrift {
             return step("Explained", || -> Result<Outcome> {
                 let summary =
                     format!("{severity} {what}: explained by {found}; nothing halted{others}");
+                // SEV1 (several operators drift): on-call is paged whatever
+                // this operator's attribution says.
+                if severity == "SEV1" {
+                    pager::page_or_note(
+                        ONCALL,
+                        Severity::Critical,
+                        &format!(
+                            "RGS SEV1: MAJOR_DRIFT for {} operators on {day}",
+                            operators.len()
+                        ),
+                        &summary,
+                        &mut checklist,
+                    );
+                }
                 pager::notify_or_note(
                     INCIDENTS,
                     &format!("RGS {}: {summary}", alert.name),
@@ -282,13 +297,13 @@ impl Playbook for ReconciliationDrift {
 fn outcome(
     summary: String,
     severity: &str,
-    delta: i64,
+    delta: i128,
     explained: bool,
     checklist: Vec<String>,
 ) -> Outcome {
     let mut outcome = Outcome::new(summary)
         .severity(severity)
-        .field("drift_micro", delta)
+        .field("drift", units(delta))
         .field("explained", explained);
     for item in checklist {
         outcome = outcome.todo(item);

@@ -94,7 +94,14 @@ impl Playbook for RngRecert {
                     "NOT rolled back (the live deploy is unknown)".to_owned()
                 }
                 Some((current, _)) if *current != deploy => {
-                    format!("no rollback needed ({current} is live, not {deploy})")
+                    // A later deploy may still carry the change: whether it
+                    // does is not known here, so a human decides.
+                    checklist.push(format!(
+                        "{current} is live, not {deploy}: check whether it still carries commit {commit}; if it does, roll back to the deploy before {deploy} by hand, now"
+                    ));
+                    format!(
+                        "NOT rolled back ({current} is live, not {deploy}: whether it carries the change is unknown)"
+                    )
                 }
                 Some((_, None)) => {
                     checklist.push(format!(
