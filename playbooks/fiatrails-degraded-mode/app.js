@@ -17,7 +17,7 @@
 //
 // Flags are read first: a mode already on is not set again.
 
-import { playbook, Description, Fate, Outcome, StepgateError, db, flags, pager, rpc, step } from './stepgate.js';
+import { playbook, Description, Fate, Outcome, StepgateError, db, flags, pager, rpc, runbook, step } from './stepgate.js';
 
 const DB = 'fiatrails';
 const PRIMARY = 'fiatrails_rpc';
@@ -68,8 +68,14 @@ function rpcDown(alert) {
     provider: read(PROVIDER),
   }));
   const answers = ['primary', 'fallback'].filter((p) => 'block' in seen[p]);
-  // The provider the API uses (after a failover, the fallback).
-  const inUse = seen.provider.value === 'fallback' ? 'fallback' : 'primary';
+  // The provider the API uses (after a failover, the fallback); null when
+  // the flag cannot be read or holds neither name.
+  let inUse = null;
+  if (!seen.provider.why && [null, 'primary'].includes(seen.provider.value)) inUse = 'primary';
+  else if (seen.provider.value === 'fallback') inUse = 'fallback';
+  if (inUse === null) {
+    checklist.push(`${PROVIDER} is ${seen.provider.why ? `unreadable (${seen.provider.why})` : `\`${seen.provider.value}\``}: which provider the API uses is unknown`);
+  }
   if (seen.degraded.why) checklist.push(`${DEGRADED} could not be read (${seen.degraded.why}): check it by hand`);
   if (answers.length > 0 && !on(seen.degraded)) {
     return step('Not completely down', () => {
@@ -78,11 +84,15 @@ function rpcDown(alert) {
       return outcome(summary, 'WARNING', { degraded_mode: 'off' }, checklist);
     });
   }
-  if (answers.length > 0 && !answers.includes(inUse)) {
+  // Degraded mode ends only when the provider the API uses answers (or,
+  // when that is unknown, both do).
+  const recovered = inUse === null ? answers.length === 2 : answers.includes(inUse);
+  if (answers.length > 0 && !recovered) {
     return step('Degraded mode stays on', () => {
-      const summary = `Degraded mode stays on: the ${answers.join(' and ')} answer${answers.length > 1 ? '' : 's'}, but the provider the API uses (${inUse}) does not`;
+      const using = inUse === null ? 'the provider the API uses is unknown' : `the provider the API uses (${inUse}) does not`;
+      const summary = `Degraded mode stays on: the ${answers.join(' and ')} answer${answers.length > 1 ? '' : 's'}, but ${using}`;
       pager.notifyOrNote(INCIDENTS, `FiatRails ${alert.name}: ${summary}`, checklist);
-      checklist.push(`Fail the API over to ${answers[0]} first (fiatrails-rpc-failover); this alert's next run then switches degraded mode off`);
+      checklist.push(`Point the API at ${answers[0]} (${PROVIDER}=${answers[0]}); this alert's next run then switches degraded mode off`);
       return outcome(summary, 'CRITICAL', { degraded_mode: 'on' }, checklist);
     });
   }
@@ -154,10 +164,25 @@ function databaseDown(alert) {
     return step('Recovery: leave read-only mode', () => {
       pager.notifyOrNote(
         INCIDENTS,
-        `FiatRails ${alert.name}: the database answers again; stepgate asks an approver to switch read-only mode off; decide in stepgate now`,
+        `FiatRails ${alert.name}: the database answers stepgate again; the operator confirms it is restored and the API's own pool is healthy, then stepgate asks an approver to switch read-only mode off; decide in stepgate now`,
         checklist,
       );
-      const fate = Fate.of(() => flags.set(READ_ONLY, 'false', 'FiatRails runbook, degraded mode: the database answers again'));
+      // One answer to stepgate is not the API's pool, nor a finished
+      // restore: a human confirms both before writes come back.
+      let ready = false;
+      try {
+        ready = runbook.confirm("The database is restored (if it needed to be) and the API's own connection pool is healthy?");
+      } catch (e) {
+        if (!(e instanceof StepgateError)) throw e;
+        checklist.push(`The confirmation did not happen (${e.message}): switch read-only off by hand once the database is restored`);
+      }
+      if (!ready) {
+        checklist.push('Switch read-only off once the database is restored and the API reaches it (this alert\'s next run asks again)');
+        const summary = 'The FiatRails database answers stepgate, but its restore and the API\'s pool are NOT confirmed: read-only mode stays on';
+        pager.notifyOrNote(INCIDENTS, `FiatRails ${alert.name}: ${summary}`, checklist);
+        return outcome(summary, 'CRITICAL', { read_only: 'on' }, checklist);
+      }
+      const fate = Fate.of(() => flags.set(READ_ONLY, 'false', 'FiatRails runbook, degraded mode: the database is restored and the API reaches it'));
       if (!fate.passed()) checklist.push(`Read-only mode is NOT off (${fate.whyNot()}): unset READ_ONLY and restart the API by hand`);
       checklist.push('Check idempotency keys and the DLQ for requests refused while read-only');
       const summary = `The FiatRails database answers again: read-only mode ${fate.say('switched off')}`;
@@ -167,9 +192,11 @@ function databaseDown(alert) {
   }
   if (seen.down === null) {
     return step('The database answers', () => {
-      const summary = 'The FiatRails database answers: read-only mode stays off';
+      const state = seen.readOnly.why ? `unknown (${READ_ONLY} unreadable: ${seen.readOnly.why})` : 'off';
+      if (seen.readOnly.why) checklist.push(`Check ${READ_ONLY} by hand: the flag store did not answer`);
+      const summary = `The FiatRails database answers: read-only mode ${state}`;
       pager.notifyOrNote(INCIDENTS, `FiatRails ${alert.name}: ${summary}; check the API's own connection pool`, checklist);
-      return outcome(summary, 'WARNING', { read_only: 'off' }, checklist);
+      return outcome(summary, 'WARNING', { read_only: seen.readOnly.why ? 'unknown' : 'off' }, checklist);
     });
   }
   return step('Reject all writes', () => {

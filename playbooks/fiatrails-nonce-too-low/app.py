@@ -17,6 +17,8 @@ submitted a transaction with an old nonce):
   DLQ items that failed (the fiatrails-dlq playbook does that).
 """
 
+import re
+
 import stepgate
 from stepgate import Description, Error, Outcome, db, flags, pager, rpc, runbook, step
 
@@ -36,13 +38,11 @@ NONCE_FAILURES = (
 
 
 def quantity(text, what):
-    """A JSON-RPC quantity (`0x2a`) as an int; anything else is refused."""
-    if not isinstance(text, str) or not text.startswith("0x") or len(text) > 18:
+    """A JSON-RPC quantity (`0x2a`) as an int: hex digits only, no sign, below
+    2^63; anything else is refused."""
+    if not isinstance(text, str) or not re.fullmatch(r"0x[0-9a-fA-F]{1,16}", text):
         raise Error.failed(f"{what} answered `{text}`, not a quantity")
-    try:
-        n = int(text[2:], 16)
-    except ValueError:
-        raise Error.failed(f"{what} answered `{text}`, not a quantity") from None
+    n = int(text[2:], 16)
     if n >= 2**63:
         raise Error.failed(f"{what} answered `{text}`, out of range for a nonce")
     return n

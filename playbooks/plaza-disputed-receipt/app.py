@@ -116,6 +116,7 @@ class DisputedReceipt(stepgate.Playbook):
         checklist = []
         # An age that cannot be read is escalated: unsure means one level up.
         over = age is None or age > budget
+        self.headline = "dispute age unknown, escalated" if age is None else "arbitration budget breached"
         severity = "SEV-1" if over else "SEV-2"
         waited = "an unknown time" if age is None else f"{age // 60} min"
         if verdict is not None:

@@ -37,7 +37,7 @@ const ESCALATE_MINUTES = 60;
 const FLAP_FAILURES = 5;
 
 const BREAKER =
-  'SELECT b.state, coalesce(EXTRACT(EPOCH FROM now() - b.opened_at)::bigint, 0) AS open_seconds, ' +
+  'SELECT b.state, EXTRACT(EPOCH FROM now() - b.opened_at)::bigint AS open_seconds, ' +
   'b.operator_acknowledged_at IS NOT NULL AS acknowledged, o.name, o.compliance_contact ' +
   'FROM circuit_breakers b JOIN operators o ON o.id = b.operator_id WHERE b.operator_id = $1';
 const FAILED_CALLS =
@@ -116,7 +116,8 @@ export const { describe, run } = playbook({
       return {
         // half-open is still open: no bets reach the operator but probes.
         open: breaker.text('state') !== 'closed',
-        minutes: Number(breaker.int('open_seconds') / 60n),
+        // Unknown (no opened_at recorded) is taken as past every threshold.
+        minutes: breaker.get('open_seconds') === null ? null : Number(breaker.int('open_seconds') / 60n),
         acknowledged: breaker.bool('acknowledged'),
         name: breaker.text('name'),
         contact: breaker.get('compliance_contact'),
@@ -149,14 +150,15 @@ export const { describe, run } = playbook({
         return outcome(summary, 'SEV3', triage, checklist);
       });
     }
+    const age = triage.minutes === null ? 'for an unknown time' : `${triage.minutes} min`;
     return step('Mitigate: the wallet is down', () => {
       pager.notifyOrNote(
         OPERATORS,
-        `${who}: your wallet has failed ${triage.seen} and the RGS circuit breaker is open (${triage.minutes} min): no new bets reach you until it answers; it closes by itself after the cooldown and a successful probe`,
+        `${who}: your wallet has failed ${triage.seen} and the RGS circuit breaker is open (${age}): no new bets reach you until it answers; it closes by itself after the cooldown and a successful probe`,
         checklist,
       );
-      if (triage.minutes < walletDown) {
-        const summary = `The wallet of ${who} is down (${triage.seen}); the breaker stays open (${triage.minutes} min); the operator is told`;
+      if (triage.minutes !== null && triage.minutes < walletDown) {
+        const summary = `The wallet of ${who} is down (${triage.seen}); the breaker stays open (${age}); the operator is told`;
         checklist.push(`If it is still down at ${walletDown} min, this playbook posts the operator-portal banner (OperatorWalletDown)`);
         return outcome(summary, 'SEV2', triage, checklist);
       }
@@ -170,29 +172,29 @@ export const { describe, run } = playbook({
         if (!(e instanceof StepgateError)) throw e;
         checklist.push(`Count the pending winners by hand (${e.message})`);
       }
-      const escalate = triage.minutes >= escalateAfter && !triage.acknowledged;
+      const escalate = (triage.minutes === null || triage.minutes >= escalateAfter) && !triage.acknowledged;
       const message = `The wallet of ${triage.name} is down; bets are paused until it recovers. Pending winnings will be paid when it does.`;
       pager.notifyOrNote(
         INCIDENTS,
-        `RGS ${alert.name}: the wallet of ${who} is down ${triage.minutes} min with ${pending}; stepgate asks an approver to post the operator-portal banner; decide in stepgate now`,
+        `RGS ${alert.name}: the wallet of ${who} is down ${age} with ${pending}; stepgate asks an approver to post the operator-portal banner; decide in stepgate now`,
         checklist,
       );
       const banner = Fate.ofHttp(() =>
-        http.post(ADMIN, BANNER, { operator, message }, `RGS §10: the wallet of ${operator} has been down ${triage.minutes} min; post the incident banner so support can forward it to players`),
+        http.post(ADMIN, BANNER, { operator, message }, `RGS §10: the wallet of ${operator} has been down ${age}; post the incident banner so support can forward it to players`),
       );
       if (!banner.passed()) checklist.push(`The banner is NOT posted (${banner.whyNot()}): post it in the operator portal by hand`);
       if (escalate) {
         const contact = triage.contact ?? 'NO compliance contact on record';
         pager.notifyOrNote(
           OPERATORS,
-          `${who}: your wallet has been down ${triage.minutes} min without an acknowledgement; the RGS escalates to your compliance contact (${contact})`,
+          `${who}: your wallet has been down ${age} without an acknowledgement; the RGS escalates to your compliance contact (${contact})`,
           checklist,
         );
-        pager.pageOrNote(ONCALL, 'error', `RGS SEV2: ${who} wallet down ${triage.minutes} min, unacknowledged`, `escalate to the compliance contact: ${contact}`, checklist);
+        pager.pageOrNote(ONCALL, 'error', `RGS SEV2: ${who} wallet down ${age}, unacknowledged`, `escalate to the compliance contact: ${contact}`, checklist);
         if (triage.contact === null) checklist.push(`${who} has no compliance contact on record: find one through the account manager`);
       }
       const summary =
-        `The wallet of ${who} is down ${triage.minutes} min (${triage.seen}) with ${pending}; the breaker stays open; ` +
+        `The wallet of ${who} is down ${age} (${triage.seen}) with ${pending}; the breaker stays open; ` +
         `banner ${banner.say('posted')}` +
         (escalate ? `; unacknowledged past ${escalateAfter} min: the operator's compliance contact asked for` : '');
       pager.notifyOrNote(INCIDENTS, `RGS ${alert.name}: ${summary}`, checklist);
@@ -206,7 +208,7 @@ function outcome(summary, severity, triage, checklist) {
   const out = new Outcome(summary)
     .severity(severity)
     .field('cause', triage.open ? triage.cause : 'closed')
-    .field('open_minutes', BigInt(triage.minutes))
+    .field('open_minutes', BigInt(triage.minutes ?? -1))
     .field('failing_endpoints', triage.endpoints.join(','));
   for (const item of checklist) out.todo(item);
   return out;

@@ -318,7 +318,8 @@ export class Alert {
   setting(key, fallback) {
     const text = this.annotations.get(key);
     if (text === undefined) return fallback;
-    if (/^\s*[0-9]+\s*$/.test(text) && Number(text) > 0) return Number(text);
+    const n = Number(text);
+    if (/^\s*[0-9]+\s*$/.test(text) && Number.isSafeInteger(n) && n > 0) return n;
     throw StepgateError.failed(
       `the annotation \`${key}\` is \`${text}\`, not a positive whole number (leave it out for the default, ${fallback})`,
     );

@@ -318,8 +318,10 @@ class Alert:
         text = self.annotations.get(key)
         if text is None:
             return default
-        if text.strip().isascii() and text.strip().isdigit() and int(text) > 0:
-            return int(text)
+        digits = text.strip()
+        # At most 19 digits: within a signed 64-bit integer, as the host's.
+        if digits.isascii() and digits.isdigit() and len(digits) <= 19 and 0 < int(digits) < 2**63:
+            return int(digits)
         raise Error.failed(
             f"the annotation `{key}` is `{text}`, not a positive whole number (leave it out for the default, {default})"
         )

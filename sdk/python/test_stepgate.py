@@ -171,7 +171,7 @@ class Export(unittest.TestCase):
 
         self.assertEqual(alert([]).setting("lookback", 7), 7)
         self.assertEqual(alert([("lookback", "120")]).setting("lookback", 7), 120)
-        for bad in ["0", "-3", "1.5", "²", "many"]:
+        for bad in ["0", "-3", "1.5", "²", "many", "9" * 20, "9" * 5000]:
             with self.assertRaises(stepgate.Error) as raised:
                 alert([("lookback", bad)]).setting("lookback", 7)
             self.assertIn("`lookback`", raised.exception.message())

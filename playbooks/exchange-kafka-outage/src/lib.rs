@@ -132,7 +132,10 @@ impl Playbook for KafkaOutage {
             checklist.extend([
                 "Restore the brokers; verify ISR and partitions are healthy".to_owned(),
                 "Resume outbox publishing and watch the backlog drain (throttle if the brokers struggle)".to_owned(),
-                "Validate the ledger consumer catches up (it is idempotent), then lift EXCHANGE_WS_DEGRADED and resume the analytics consumers".to_owned(),
+                match &degraded {
+                    Some(earlier) if earlier != "kafka" => format!("Validate the ledger consumer catches up (it is idempotent), then resume the analytics consumers; leave EXCHANGE_WS_DEGRADED (`{earlier}`) to its own incident"),
+                    _ => "Validate the ledger consumer catches up (it is idempotent), then lift EXCHANGE_WS_DEGRADED and resume the analytics consumers".to_owned(),
+                },
             ]);
             let mut outcome = Outcome::new(summary)
                 .severity("SEV2")

@@ -38,6 +38,7 @@ fn tighten(
     unset_is_looser: bool,
     reason: &str,
 ) -> (String, Option<String>) {
+    let current = current.filter(|c| !c.trim().is_empty());
     if let Some(current) = current.as_deref().filter(|c| stricter(c)) {
         return (format!("{name} kept at {current}"), None);
     }

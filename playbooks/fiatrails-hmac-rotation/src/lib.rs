@@ -134,7 +134,16 @@ fn start(alert: &Alert) -> Result<Outcome> {
                     "{PRIMARY_REF} is unset: stepgate cannot tell which secret is being replaced"
                 ))
             })?;
-            let second = flags::get(NEW_REF)?.filter(|v| !v.is_empty());
+            // A flag that holds no reference is refused without echoing it:
+            // it may be a secret's value pasted by mistake.
+            let second = match flags::get(NEW_REF)?.filter(|v| !v.is_empty()) {
+                Some(v) => Some(reference(&v, NEW_REF).map_err(|_| {
+                    Error::failed(format!(
+                        "{NEW_REF} holds something that is not a secrets-manager reference (not shown): clear it first"
+                    ))
+                })?),
+                None => None,
+            };
             Ok((reference(&old, PRIMARY_REF)?, second, open_rotations()?))
         },
     )?;
@@ -156,10 +165,19 @@ fn start(alert: &Alert) -> Result<Outcome> {
         )));
     }
     let mut checklist = Vec::new();
-    let told = format!(
-        "FiatRails HMAC rotation ({reason}) from {old} to {new}: the operator confirms the new secret is stored, then stepgate asks approvers to accept both secrets for {hours} h; decide in stepgate now"
-    );
-    if compromise {
+    // Sent again after an unconfirmed rollout: dual verification is on
+    // already, the secret was confirmed stored then.
+    let resuming = second.as_deref() == Some(new.as_str());
+    let told = if resuming {
+        format!(
+            "FiatRails HMAC rotation ({reason}) from {old} to {new} resumed: dual verification is on; the operator confirms the rollout, then stepgate asks approvers to record it and tell the clients; decide in stepgate now"
+        )
+    } else {
+        format!(
+            "FiatRails HMAC rotation ({reason}) from {old} to {new}: the operator confirms the new secret is stored, then stepgate asks approvers to accept both secrets for {hours} h; decide in stepgate now"
+        )
+    };
+    if compromise && !resuming {
         pager::page_or_note(
             INFRA,
             Severity::Critical,
@@ -170,11 +188,12 @@ fn start(alert: &Alert) -> Result<Outcome> {
     }
     pager::notify_or_note(INCIDENTS, &told, &mut checklist);
     let severity = if compromise { "CRITICAL" } else { "WARNING" };
-    let stored = step("1. Generate and store the new secret", || {
-        runbook::confirm(&format!(
-            "The new secret is generated (openssl rand -hex 32) and stored in the secrets manager as {new}, and the file is shredded?"
-        ))
-    })?;
+    let stored = resuming
+        || step("1. Generate and store the new secret", || {
+            runbook::confirm(&format!(
+                "The new secret is generated (openssl rand -hex 32) and stored in the secrets manager as {new}, and the file is shredded?"
+            ))
+        })?;
     if !stored {
         checklist.push(format!("Store the new secret as {new} first (never in an alert, a flag or a log), then start the rotation again"));
         return Ok(outcome(
@@ -224,24 +243,31 @@ fn start(alert: &Alert) -> Result<Outcome> {
                 if let Some(why) = recorded.why_not() {
                     checklist.push(format!("The rotation is NOT recorded ({why}): the daily phase run cannot revoke {old}; record it by hand"));
                 }
-                let clients = Fate::of(&pager::notify(
-                    CLIENTS,
-                    &format!(
-                        "HMAC secret rotation in progress: please switch to the new secret within {hours} h; the old secret is revoked after that. Your account manager has the new secret."
-                    ),
-                ));
-                if let Some(why) = clients.why_not() {
-                    checklist.push(format!(
-                        "The API's clients are NOT told ({why}): email them the revocation date"
+                // The clients hear a revocation date only once something
+                // will enforce it: the recorded rotation.
+                let clients = if recorded.passed() {
+                    let clients = Fate::of(&pager::notify(
+                        CLIENTS,
+                        &format!(
+                            "HMAC secret rotation in progress: please switch to the new secret within {hours} h; the old secret is revoked after that. Your account manager has the new secret."
+                        ),
                     ));
-                }
-                checklist.push(format!(
-                    "The daily HmacRotationPhase run revokes {old} once the transition ends"
-                ));
-                (
-                    recorded.say("recorded"),
-                    format!("clients {}", clients.say("told")),
-                )
+                    if let Some(why) = clients.why_not() {
+                        checklist.push(format!(
+                            "The API's clients are NOT told ({why}): email them the revocation date"
+                        ));
+                    }
+                    checklist.push(format!(
+                        "The daily HmacRotationPhase run revokes {old} once the transition ends"
+                    ));
+                    clients.say("told")
+                } else {
+                    checklist.push(
+                        "Record the rotation, then tell the clients the revocation date".to_owned(),
+                    );
+                    "NOT told (nothing recorded)".to_owned()
+                };
+                (recorded.say("recorded"), format!("clients {clients}"))
             } else {
                 ("NOT recorded".to_owned(), "clients NOT told".to_owned())
             };
@@ -264,6 +290,21 @@ fn start(alert: &Alert) -> Result<Outcome> {
 fn phase() -> Result<Outcome> {
     let open = step("Read the open rotation", open_rotations)?;
     let Some(rotation) = open.into_iter().next() else {
+        // Dual verification on but nothing recorded (a rollout never
+        // confirmed, a record refused): the old secret would stay valid
+        // for ever.
+        let second = flags::get(NEW_REF).ok().flatten().filter(|v| !v.is_empty());
+        if second.is_some() {
+            let mut checklist = Vec::new();
+            let summary = format!(
+                "{NEW_REF} is set but no HMAC rotation is recorded: the old secret stays accepted until one is"
+            );
+            step("Report a rotation left half done", || {
+                pager::notify_or_note(INCIDENTS, &format!("FiatRails: {summary}"), &mut checklist)
+            });
+            checklist.push("Send HmacRotationStart again with the same new_secret_ref once the API is rolled out: it records the rotation and tells the clients".to_owned());
+            return Ok(outcome(summary, "WARNING", checklist));
+        }
         return Ok(outcome(
             "No HMAC rotation in progress".to_owned(),
             "INFO",

@@ -63,10 +63,41 @@ fn implementation(proxy: &str) -> Result<String> {
     Ok(format!("0x{}", hex[24..].to_ascii_lowercase()))
 }
 
+/// What became of a sent transaction. `Pending` is neither done nor not
+/// done: it was sent and may still be mined, so nothing may be claimed
+/// about the contract's state and it must not simply be sent again.
+enum Tx {
+    /// Made (mined with status 1), planned (a dry run), refused or failed
+    /// (never sent, or mined and reverted).
+    Settled(Fate),
+    Pending {
+        hash: String,
+        why: String,
+    },
+}
+
+impl Tx {
+    fn done(&self) -> bool {
+        matches!(self, Tx::Settled(Fate::Made))
+    }
+    fn passed(&self) -> bool {
+        matches!(self, Tx::Settled(fate) if fate.passed())
+    }
+    fn say(&self, done: &str) -> String {
+        match self {
+            Tx::Settled(fate) => fate.say(done),
+            Tx::Pending { hash, why } => {
+                format!("sent as {hash} but NOT confirmed ({why}): check it before sending again")
+            }
+        }
+    }
+}
+
 /// Sends a transaction and waits for its receipt: a hash is not a done
-/// transaction. Made only once mined with status 1; a revert, or no
-/// receipt within [`RECEIPT_WAIT_SECONDS`], is a failure.
-fn send(from: &str, to: &str, data: String, gas: Option<i64>, reason: &str) -> Fate {
+/// transaction. Made only once mined with status 1; mined with another
+/// status is a failure (reverted); no receipt within
+/// [`RECEIPT_WAIT_SECONDS`] is pending.
+fn send(from: &str, to: &str, data: String, gas: Option<i64>, reason: &str) -> Tx {
     let mut tx = serde_json::json!({ "from": from, "to": to, "data": data });
     if let Some(gas) = gas {
         tx["gas"] = serde_json::json!(format!("0x{gas:x}"));
@@ -75,43 +106,48 @@ fn send(from: &str, to: &str, data: String, gas: Option<i64>, reason: &str) -> F
     let hash = match &sent {
         Ok(serde_json::Value::String(hash)) if !runbook::dry_run() => hash.clone(),
         Ok(other) if !runbook::dry_run() => {
-            return Fate::Failed(format!(
+            return Tx::Settled(Fate::Failed(format!(
                 "eth_sendTransaction answered {other}, not a transaction hash"
-            ));
+            )));
         }
-        _ => return Fate::of(&sent),
+        _ => return Tx::Settled(Fate::of(&sent)),
+    };
+    let pending = |why: String| Tx::Pending {
+        hash: hash.clone(),
+        why,
     };
     let mut waited = 0;
-    while waited <= RECEIPT_WAIT_SECONDS {
+    loop {
         let receipt = match rpc::call::<serde_json::Value>(
             RPC,
             "eth_getTransactionReceipt",
             (hash.as_str(),),
         ) {
             Ok(receipt) => receipt,
-            Err(e) => {
-                return Fate::Failed(format!(
-                    "the receipt of {hash} could not be read ({})",
-                    e.message()
-                ));
-            }
+            Err(e) => return pending(format!("its receipt could not be read: {}", e.message())),
         };
         match receipt.get("status").and_then(|s| s.as_str()) {
-            Some("0x1") => return Fate::Made,
-            Some(status) => return Fate::Failed(format!("{hash} reverted (status {status})")),
-            None if !receipt.is_null() => {
-                return Fate::Failed(format!("the receipt of {hash} has no status"));
+            Some("0x1") => return Tx::Settled(Fate::Made),
+            Some(status) => {
+                return Tx::Settled(Fate::Failed(format!(
+                    "{hash} was mined and reverted (status {status})"
+                )));
             }
+            None if !receipt.is_null() => return pending("its receipt has no status".to_owned()),
             None => {}
         }
-        if runbook::sleep(std::time::Duration::from_secs(RECEIPT_POLL_SECONDS as u64)).is_err() {
-            break;
+        if waited >= RECEIPT_WAIT_SECONDS {
+            return pending(format!("not mined after {waited} s"));
+        }
+        if let Err(e) = runbook::sleep(std::time::Duration::from_secs(RECEIPT_POLL_SECONDS as u64))
+        {
+            return pending(format!(
+                "not mined after {waited} s; no more waiting: {}",
+                e.message()
+            ));
         }
         waited += RECEIPT_POLL_SECONDS;
     }
-    Fate::Failed(format!(
-        "{hash} was not mined within {RECEIPT_WAIT_SECONDS} s: check it by hand"
-    ))
 }
 
 impl Playbook for UpgradeRollback {
@@ -196,14 +232,22 @@ impl Playbook for UpgradeRollback {
                 None,
                 &format!("{reason}: pause first (recommended)"),
             );
-            if let Fate::Failed(why) = &paused {
-                checklist.push(format!(
-                    "The pause failed ({why}): nothing else was sent; find out why before retrying"
-                ));
+            match &paused {
+                Tx::Settled(Fate::Failed(why)) => {
+                    checklist.push(format!(
+                        "The pause failed ({why}): nothing else was sent; find out why before retrying"
+                    ));
+                }
+                Tx::Pending { hash, .. } => checklist.push(format!(
+                    "The pause was sent as {hash} but is not confirmed: nothing else was sent; check it, then run this playbook again"
+                )),
+                _ => {}
+            }
+            if matches!(paused, Tx::Pending { .. } | Tx::Settled(Fate::Failed(_))) {
                 return Ok(done(
                     format!(
-                        "Rollback of {proxy} stopped: the ComplianceManager {}",
-                        paused.say("paused")
+                        "Rollback of {proxy} stopped: the pause {}",
+                        paused.say("done")
                     ),
                     "CRITICAL",
                     checklist,
@@ -211,15 +255,13 @@ impl Playbook for UpgradeRollback {
             }
             let data = format!("{UPGRADE_TO}{:0>64}", previous.trim_start_matches("0x"));
             let upgraded = send(&upgrader, &proxy, data, Some(UPGRADE_GAS), &reason);
-            let verified = match &upgraded {
-                Fate::Made => implementation(&proxy)
+            let verified = upgraded.done()
+                && implementation(&proxy)
                     .map(|now| now == previous)
-                    .unwrap_or(false),
-                _ => false,
-            };
+                    .unwrap_or(false);
             let unpause = if !paused.passed() {
                 "not paused, so not unpaused".to_owned()
-            } else if verified || runbook::dry_run() {
+            } else if verified || (runbook::dry_run() && upgraded.passed()) {
                 let fate = send(
                     &admin,
                     &manager,
@@ -227,8 +269,11 @@ impl Playbook for UpgradeRollback {
                     None,
                     &format!("{reason}: implementation() reads {previous}"),
                 );
-                if let Some(why) = fate.why_not() {
-                    checklist.push(format!("The ComplianceManager is NOT unpaused ({why}): unpause it once the rollback is verified"));
+                if !fate.done() && !runbook::dry_run() {
+                    checklist.push(format!(
+                        "The ComplianceManager unpause is {}: unpause it once the rollback is verified",
+                        fate.say("done")
+                    ));
                 }
                 format!("ComplianceManager {}", fate.say("unpaused"))
             } else {
@@ -237,17 +282,23 @@ impl Playbook for UpgradeRollback {
                 );
                 "ComplianceManager left paused (the rollback is not verified)".to_owned()
             };
-            if let Some(why) = upgraded.why_not() {
-                checklist.push(format!(
-                    "upgradeTo({previous}) is NOT done ({why}): the proxy still runs {current}"
-                ));
-            } else if !verified && !runbook::dry_run() {
-                checklist.push(format!("implementation() does not read {previous} after the upgrade: check the transaction"));
+            match &upgraded {
+                Tx::Pending { hash, .. } => checklist.push(format!(
+                    "upgradeTo({previous}) was sent as {hash} but is not confirmed: check it before sending it again; implementation() decides what runs"
+                )),
+                Tx::Settled(fate) if !fate.passed() => checklist.push(format!(
+                    "upgradeTo({previous}) is {}: read implementation() before anything else",
+                    fate.say("done")
+                )),
+                _ if !verified && !runbook::dry_run() => checklist.push(format!(
+                    "implementation() does not read {previous} after the upgrade: check the transaction"
+                )),
+                _ => {}
             }
             let summary = format!(
                 "Rollback of {proxy} from {current} to {previous}: ComplianceManager {}; upgrade {}{}; {unpause}",
                 paused.say("paused"),
-                upgraded.say("sent"),
+                upgraded.say("done"),
                 if verified { ", verified" } else { "" }
             );
             pager::notify_or_note(INCIDENTS, &format!("FiatRails: {summary}"), &mut checklist);

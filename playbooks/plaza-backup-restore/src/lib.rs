@@ -169,6 +169,11 @@ impl Playbook for BackupRestore {
                         "backup_runs.finished_at `{finished}` is not RFC 3339 UTC"
                     ))
                 })?;
+            if age < 0 {
+                return Err(Error::failed(format!(
+                    "backup_runs.finished_at `{finished}` is in the future: the backup record is not trusted; restore by hand"
+                )));
+            }
             Ok((key, age))
         })?;
         let (key, age) = backup;

@@ -78,6 +78,12 @@ fn suspect(error: &str) -> &'static str {
 
 fn backup_said(backup: &Result<Option<(String, i64)>>, stale_after: i64) -> (bool, String) {
     match backup {
+        // A finish time in the future is not believed (a clock or a row
+        // gone wrong): no backup counts as current on it.
+        Ok(Some((key, hours))) if *hours < 0 => (
+            false,
+            format!("the last backup ({key}) has a finish time in the future: NOT trusted"),
+        ),
         Ok(Some((key, hours))) if *hours <= stale_after => (
             true,
             format!("the last backup ({key}) is {hours} h old: current"),

@@ -224,7 +224,7 @@ impl Playbook for ResolverKeyCompromise {
                 &mut checklist,
             );
             checklist.extend(multisig);
-            if let Ok(unauthorized) = &inventory {
+            if let Some(unauthorized) = inventory.as_ref().ok().filter(|u| !u.is_empty()) {
                 let total: i128 = unauthorized.iter().map(|r| r.amount).sum();
                 checklist.push(format!(
                     "Make whole the {} affected order(s) from Plaza reserves: {} USDC in all",

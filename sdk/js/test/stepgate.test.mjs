@@ -169,7 +169,7 @@ test('a setting is a positive whole annotation or its default', () => {
   const alert = (annotations) => new Alert({ name: 'A', status: 'firing', labels: [], annotations, startsAt: null });
   assert.equal(alert([]).setting('lookback', 7), 7);
   assert.equal(alert([['lookback', '120']]).setting('lookback', 7), 120);
-  for (const bad of ['0', '-3', '1.5', 'many', '']) {
+  for (const bad of ['0', '-3', '1.5', 'many', '', '9'.repeat(20), '9'.repeat(400)]) {
     assert.throws(() => alert([['lookback', bad]]).setting('lookback', 7), (e) => e instanceof StepgateError && e.message.includes('`lookback`'));
   }
 });

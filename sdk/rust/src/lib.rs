@@ -405,28 +405,72 @@ pub fn utc_text(ms: i64) -> String {
     )
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as milliseconds since the Unix epoch.
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as milliseconds since the Unix epoch:
+/// exactly that form, a real date (no 31 February), years 0 to 9999.
 fn utc_ms(rfc3339: &str) -> Option<i64> {
-    let (date, time) = rfc3339.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':').map(|p| p.parse::<f64>().ok());
-    let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
+    let b = rfc3339.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let digits = |from: usize, to: usize| -> Option<i64> {
+        let part = rfc3339.get(from..to)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (y, m, day) = (digits(0, 4)?, digits(5, 7)?, digits(8, 10)?);
+    let (h, min, sec) = (digits(11, 13)?, digits(14, 16)?, digits(17, 19)?);
+    // Then `Z`, or a fraction of a second and `Z`.
+    let rest = rfc3339.get(19..)?;
+    let millis = match rest.strip_prefix('.') {
+        None if rest == "Z" => 0,
+        None => return None,
+        Some(fraction) => {
+            let digits = fraction.strip_suffix('Z')?;
+            if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|c| c.is_ascii_digit())
+            {
+                return None;
+            }
+            format!("{digits:0<3}")[..3].parse::<i64>().ok()?
+        }
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&m)
-        || !(1..=31).contains(&day)
-        || !(0.0..24.0).contains(&h)
-        || !(0.0..60.0).contains(&min)
-        || !(0.0..61.0).contains(&sec)
+        || day < 1
+        || day > month_days[(m - 1) as usize]
+        || h > 23
+        || min > 59
+        || sec > 60
     {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
     let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
     let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    Some(days * 86_400_000 + ((h * 3600.0 + min * 60.0 + sec) * 1000.0).round() as i64)
+    Some(((days * 24 + h) * 60 + min) * 60_000 + sec * 1000 + millis)
 }
 
 fn find<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -701,10 +745,13 @@ pub mod rpc {
     /// a number. A node's answer is hostile: anything that is not hex, or
     /// does not fit, is an error, never a wrapped number.
     pub fn quantity(hex: &str) -> Result<u128> {
-        let digits = hex
+        // At least one hex digit, nothing else (no sign, no `0x` alone: a
+        // node answers `0x` for a contract that is not there).
+        let all = hex
             .strip_prefix("0x")
-            .ok_or_else(|| Error::failed(format!("`{hex}` is not a hex quantity")))?
-            .trim_start_matches('0');
+            .filter(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_hexdigit()))
+            .ok_or_else(|| Error::failed(format!("`{hex}` is not a hex quantity")))?;
+        let digits = all.trim_start_matches('0');
         if digits.is_empty() {
             return Ok(0);
         }
@@ -908,6 +955,15 @@ mod tests {
         }
         assert_eq!(utc_text(1_795_424_400_000), "2026-11-23T09:00:00Z");
         assert_eq!(utc_millis("2026-11-23T25:00:00Z"), None, "no hour 25");
+        assert_eq!(utc_millis("2026-02-31T00:00:00Z"), None, "no 31 February");
+        assert_eq!(utc_millis("2024-02-29T00:00:00Z"), Some(1_709_164_800_000));
+        assert_eq!(utc_millis("2026-11-23T+9:00:00Z"), None);
+        assert_eq!(utc_millis("2026-11-23T09:00:00-x:Z"), None);
+        assert_eq!(
+            utc_millis("99999999999999999-01-01T00:00:00Z"),
+            None,
+            "no overflow"
+        );
     }
 
     #[test]
@@ -967,6 +1023,8 @@ mod tests {
             12_500_000_000
         );
         assert!(rpc::quantity("2a").is_err(), "no 0x");
+        assert!(rpc::quantity("0x").is_err(), "no digits: no contract there");
+        assert!(rpc::quantity("0x+2a").is_err(), "no sign");
         assert!(rpc::quantity("0xzz").is_err());
         assert!(
             rpc::quantity(&format!("0x1{}", "0".repeat(40))).is_err(),
