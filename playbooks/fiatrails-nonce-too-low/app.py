@@ -20,7 +20,7 @@ submitted a transaction with an old nonce):
 import re
 
 import stepgate
-from stepgate import Description, Error, Outcome, db, flags, pager, rpc, runbook, step
+from stepgate import Description, Error, Fate, Outcome, db, flags, pager, rpc, step
 
 DB = "fiatrails"
 PRIMARY = "fiatrails_rpc"
@@ -89,25 +89,25 @@ class NonceTooLow(stepgate.Playbook):
                 pending = latest = None
                 nonce_error = e.message()
         items = "an unknown number of" if failed_items is None else str(failed_items)
+        # No override from a nonce that is unknown, or from a provider whose
+        # pending count is behind its own latest (it would be too low itself).
+        problem = None
         if pending is None:
-            with step("Escalate: nonce unknown"):
-                summary = (
-                    f"Nonce too low for {signer}: {endpoint} did not answer the nonce ({nonce_error}); "
-                    "no override set"
-                )
+            problem = (
+                f"{endpoint} did not answer the nonce ({nonce_error})",
+                f"Read the pending nonce of {signer} once the RPC answers; see HighRPCErrorRate",
+            )
+        elif pending < latest:
+            problem = (
+                f"{endpoint} answered pending {pending} below latest {latest}",
+                f"Read the nonce of {signer} from another provider before setting {OVERRIDE} by hand",
+            )
+        if problem is not None:
+            why, todo = problem
+            with step("Escalate: no nonce to trust"):
+                summary = f"Nonce too low for {signer}: {why}; no override set"
                 pager.notify_or_note(INCIDENTS, f"FiatRails {alert.name}: {summary}", checklist)
-                checklist.append(f"Read the pending nonce of {signer} once the RPC answers; see HighRPCErrorRate")
-                return self.outcome(summary, "CRITICAL", checklist, signer, endpoint, override, None, None, failed_items)
-        if pending < latest:
-            # A provider whose pending count is behind its own latest is not
-            # believed: an override from it would be too low itself.
-            with step("Escalate: the provider contradicts itself"):
-                summary = (
-                    f"Nonce too low for {signer}: {endpoint} answered pending {pending} below latest {latest}; "
-                    "no override set"
-                )
-                pager.notify_or_note(INCIDENTS, f"FiatRails {alert.name}: {summary}", checklist)
-                checklist.append(f"Read the nonce of {signer} from another provider before setting {OVERRIDE} by hand")
+                checklist.append(todo)
                 return self.outcome(summary, "CRITICAL", checklist, signer, endpoint, override, pending, latest, failed_items)
         with step("Temporary workaround: the override"):
             in_flight = pending - latest
@@ -136,18 +136,10 @@ class NonceTooLow(stepgate.Playbook):
                     f"FiatRails runbook, nonce too low, temporary workaround: the signer {signer} is at pending "
                     f"nonce {pending} (latest {latest}); the override is {override or 'unset'}"
                 )
-                try:
-                    flags.set(OVERRIDE, str(pending), reason)
-                    said = (
-                        f"{OVERRIDE} would be set to {pending} (dry run)"
-                        if runbook.dry_run()
-                        else f"{OVERRIDE} set to {pending}"
-                    )
-                except Error as e:
-                    why = ("refused: " if e.is_denied() else "failed: ") + e.message()
-                    said = f"{OVERRIDE} NOT set to {pending} ({why})"
+                fate = Fate.of(lambda: flags.set(OVERRIDE, str(pending), reason))
+                if not fate.passed():
                     checklist.append(f"Set {OVERRIDE}={pending} by hand, or restart the API once the nonce code is fixed")
-                summary = f"Nonce too low for {signer}: {said}"
+                summary = f"Nonce too low for {signer}: {OVERRIDE} {fate.say(f'set to {pending}')}"
                 pager.notify_or_note(INCIDENTS, f"FiatRails {alert.name}: {summary}", checklist)
             checklist += [
                 "Fix the API: always fetch the nonce with getTransactionCount(signer, 'pending')",

@@ -21,7 +21,7 @@ import datetime
 import re
 
 import stepgate
-from stepgate import Description, Error, Outcome, Severity, db, flags, http, pager, runbook, step
+from stepgate import Description, Error, Fate, Outcome, Severity, db, flags, http, pager, runbook, step
 
 DB = "plaza"
 PRIMARY_STATUS = "llm_primary_status"
@@ -165,12 +165,9 @@ class DisputedReceipt(stepgate.Playbook):
                         f"Plaza runbook, disputed receipt without a verdict: the primary LLM provider's status is "
                         f"{primary} and dispute {urn} has waited {waited}"
                     )
-                    try:
-                        flags.set(PROVIDER, "secondary", reason)
-                        switched = "would fail over to the secondary (dry run)" if runbook.dry_run() else "failed over to the secondary"
-                    except Error as e:
-                        why = ("refused: " if e.is_denied() else "failed: ") + e.message()
-                        switched = f"NOT failed over to the secondary ({why})"
+                    fate = Fate.of(lambda: flags.set(PROVIDER, "secondary", reason))
+                    switched = fate.say("switched to the secondary")
+                    if not fate.passed():
                         checklist.append(f"Fail the arbitrator over by hand: {PROVIDER}=secondary")
             for name, health in (("primary", primary), ("secondary", secondary)):
                 if health.startswith("unknown"):

@@ -48,7 +48,7 @@ from wit_world.imports import runbook as _runbook
 from wit_world.imports import types as _t
 
 __all__ = [
-    "Alert", "Decimal", "Description", "Error", "Outcome", "Playbook", "Row", "Rows",
+    "Alert", "Decimal", "Description", "Error", "Fate", "Outcome", "Playbook", "Row", "Rows",
     "Severity", "db", "export", "from_units", "flags", "http", "pager", "rpc", "runbook", "step",
 ]
 
@@ -594,6 +594,41 @@ class rpc:
         """A method the config classes as a write; `reason` is required."""
         text = _wit(_rpc.call, endpoint, method, "[]" if params is None else _json(params), reason)
         return _parse_json(text)
+
+
+class Fate:
+    """What became of a write, in words an outcome or a page may use: no
+    message claims a write that was refused, failed or only planned in a
+    dry run. `kind`: "made", "planned", "refused" or "failed"."""
+
+    def __init__(self, kind, why=None, value=None):
+        self.kind, self.why, self.value = kind, why, value
+
+    @staticmethod
+    def of(write):
+        """Makes one write (`write()`) and returns its fate; anything raised
+        that is not a stepgate Error is raised again."""
+        try:
+            value = write()
+        except Error as e:
+            return Fate("refused" if e.is_denied() else "failed", e.message())
+        return Fate("planned" if runbook.dry_run() else "made", None, value)
+
+    def passed(self):
+        """Made, or planned in a dry run: decide on this."""
+        return self.kind in ("made", "planned")
+
+    def why_not(self):
+        return None if self.passed() else self.why
+
+    def say(self, done):
+        """For "halted": "halted", "would be halted (dry run)",
+        "NOT halted (refused: …)", "NOT halted (failed: …)"."""
+        if self.kind == "made":
+            return done
+        if self.kind == "planned":
+            return f"would be {done} (dry run)"
+        return f"NOT {done} ({self.kind}: {self.why})"
 
 
 class Response:

@@ -115,6 +115,29 @@ class Calls(unittest.TestCase):
         self.assertEqual(json.loads(sent[0].body)["flag"], "credits")
 
 
+class Fates(unittest.TestCase):
+    def test_a_fate_never_claims_a_write_that_was_not_made(self):
+        def refused():
+            raise stepgate.Error("denied", "denied by alice: not now")
+
+        def failed():
+            raise stepgate.Error("backend", "timeout")
+
+        self.addCleanup(setattr, stepgate._runbook, "dry_run", stepgate._runbook.dry_run)
+        for dry_run, write, said in [
+            (False, lambda: "old", "halted"),
+            (True, lambda: "old", "would be halted (dry run)"),
+            (False, refused, "NOT halted (refused: denied: denied by alice: not now)"),
+            (False, failed, "NOT halted (failed: backend: timeout)"),
+        ]:
+            stepgate._runbook.dry_run = lambda d=dry_run: d
+            fate = stepgate.Fate.of(write)
+            self.assertEqual(fate.say("halted"), said)
+            self.assertEqual(fate.passed(), said in ("halted", "would be halted (dry run)"))
+        with self.assertRaises(ZeroDivisionError):
+            stepgate.Fate.of(lambda: 1 / 0)
+
+
 class Json(unittest.TestCase):
     def test_read_as_strictly_as_serde_json(self):
         self.assertEqual(stepgate._parse_json(b'{"a":[1,2.5,"x"]}'), {"a": [1, 2.5, "x"]})

@@ -81,17 +81,23 @@ impl Playbook for ConservationGuard {
                     h.body
                         .get("conservation_guard")?
                         .as_str()
+                        .and_then(plain)
                         .map(str::to_owned)
                 })
                 .unwrap_or_else(|| "unknown".to_owned());
-            let invariant = alert.label("invariant").map(str::to_owned).or_else(|| {
-                health
-                    .as_ref()?
-                    .body
-                    .get("invariant")?
-                    .as_str()
-                    .map(str::to_owned)
-            });
+            // From the alert or the health answer: a plain name only.
+            let invariant = alert
+                .plain_label("invariant")
+                .map(str::to_owned)
+                .or_else(|| {
+                    health
+                        .as_ref()?
+                        .body
+                        .get("invariant")?
+                        .as_str()
+                        .and_then(plain)
+                        .map(str::to_owned)
+                });
             let bypass = http::get(ADMIN, FLAGS)
                 .ok()
                 .filter(|f| f.ok())

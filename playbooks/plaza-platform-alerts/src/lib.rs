@@ -147,9 +147,10 @@ fn backup_stale(stale_after: i64, checklist: &mut Vec<String>) -> Result<String>
 }
 
 fn disk_free(alert: &Alert, stale_after: i64, checklist: &mut Vec<String>) -> Result<String> {
-    let host = alert.label("instance").unwrap_or("the database host");
+    let host = alert.plain_label("instance").unwrap_or("the database host");
     let free = alert
         .annotation("free_percent")
+        .and_then(plain)
         .map(|p| format!(" ({p}% free)"))
         .unwrap_or_default();
     let backup = last_backup();
@@ -199,11 +200,12 @@ fn disk_free(alert: &Alert, stale_after: i64, checklist: &mut Vec<String>) -> Re
 
 fn certificate(alert: &Alert, checklist: &mut Vec<String>) -> Result<String> {
     let domain = alert
-        .label("domain")
-        .or_else(|| alert.label("instance"))
+        .plain_label("domain")
+        .or_else(|| alert.plain_label("instance"))
         .unwrap_or("a Plaza domain");
     let days = alert
         .annotation("expires_in_days")
+        .and_then(plain)
         .map(|d| format!("expires in {d} day(s)"))
         .unwrap_or_else(|| "expires in under 3 days".to_owned());
     checklist.push(format!(

@@ -202,24 +202,26 @@ impl Playbook for ReconciliationDrift {
         } else {
             String::new()
         };
+        // SEV1 (several operators drift): on-call is paged in every branch.
+        let page_sev1 = |details: &str, checklist: &mut Vec<String>| {
+            if severity == "SEV1" {
+                pager::page_or_note(
+                    ONCALL,
+                    Severity::Critical,
+                    &format!(
+                        "RGS SEV1: MAJOR_DRIFT for {} operators on {day}",
+                        operators.len()
+                    ),
+                    details,
+                    checklist,
+                );
+            }
+        };
         if explained {
             return step("Explained", || -> Result<Outcome> {
                 let summary =
                     format!("{severity} {what}: explained by {found}; nothing halted{others}");
-                // SEV1 (several operators drift): on-call is paged whatever
-                // this operator's attribution says.
-                if severity == "SEV1" {
-                    pager::page_or_note(
-                        ONCALL,
-                        Severity::Critical,
-                        &format!(
-                            "RGS SEV1: MAJOR_DRIFT for {} operators on {day}",
-                            operators.len()
-                        ),
-                        &summary,
-                        &mut checklist,
-                    );
-                }
+                page_sev1(&summary, &mut checklist);
                 pager::notify_or_note(
                     INCIDENTS,
                     &format!("RGS {}: {summary}", alert.name),
@@ -234,18 +236,7 @@ impl Playbook for ReconciliationDrift {
             });
         }
         step("Mitigate: halt settlements", || -> Result<Outcome> {
-            if severity == "SEV1" {
-                pager::page_or_note(
-                    ONCALL,
-                    Severity::Critical,
-                    &format!(
-                        "RGS SEV1: MAJOR_DRIFT for {} operators on {day}",
-                        operators.len()
-                    ),
-                    &what,
-                    &mut checklist,
-                );
-            }
+            page_sev1(&what, &mut checklist);
             let halt = if drift.halted {
                 "settlements already halted".to_owned()
             } else {

@@ -62,7 +62,10 @@ impl Playbook for RngRecert {
                 )
             })?
             .to_owned();
-        let commit = alert.label("commit").unwrap_or("unknown commit").to_owned();
+        let commit = alert
+            .plain_label("commit")
+            .unwrap_or("unknown commit")
+            .to_owned();
         let mut checklist = Vec::new();
         let live = step("Which deploy is live?", || {
             let answer = http::get(ADMIN, CURRENT).ok().filter(|a| a.ok())?;

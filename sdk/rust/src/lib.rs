@@ -86,7 +86,7 @@ pub use rust_decimal::Decimal;
 pub mod prelude {
     pub use crate::{
         Alert, AlertStatus, Decimal, Description, Error, Fate, Outcome, Playbook, Result, Severity,
-        Value, db, flags, from_units, http, pager, params, rpc, runbook, step, utc_millis,
+        Value, db, flags, from_units, http, pager, params, plain, rpc, runbook, step, utc_millis,
         utc_text,
     };
 }
@@ -339,6 +339,13 @@ impl Alert {
         }
     }
 
+    /// The label `key` if it is a plain name (see [`plain`]): for a host, a
+    /// commit or an invariant a playbook shows humans. Anything else is
+    /// `None`, never passed on.
+    pub fn plain_label(&self, key: &str) -> Option<&str> {
+        self.label(key).and_then(plain)
+    }
+
     /// An Ethereum address from the label `key`, lower-cased. A missing or
     /// malformed one is refused by name: a playbook has no default address
     /// (a test chain's must never stand in for production's).
@@ -364,6 +371,18 @@ impl Alert {
     pub fn starts_at_ms(&self) -> Option<i64> {
         utc_ms(self.starts_at.as_deref()?)
     }
+}
+
+/// `text` if it is a plain name: 1 to 128 ASCII letters, digits and
+/// `._:/-`. For outside text a playbook puts in a message: no markup, no
+/// line breaks, no unbounded length.
+pub fn plain(text: &str) -> Option<&str> {
+    (!text.is_empty()
+        && text.len() <= 128
+        && text
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._:/-".contains(&c)))
+    .then_some(text)
 }
 
 /// An amount in integer units (USDC micro-units, wei) as an exact decimal
@@ -1000,6 +1019,17 @@ mod tests {
                 alert(&[("wallet", bad)]).address("wallet").is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn plain_names_only() {
+        assert_eq!(
+            plain("plaza-db-1.internal:5432"),
+            Some("plaza-db-1.internal:5432")
+        );
+        for bad in ["", "<b>x</b>", "a b", "line\nbreak", &"x".repeat(129)] {
+            assert_eq!(plain(bad), None, "{bad:?}");
         }
     }
 
