@@ -83,6 +83,14 @@ impl Approver for StoredApprover {
         }
     }
 
+    async fn preview(&self, run_id: &str, seq: u64, preview: serde_json::Value) {
+        // Shown to approvers, never decisive: a failure to keep it loses
+        // only the preview.
+        if let Err(e) = self.store.set_approval_preview(run_id, seq, &preview).await {
+            tracing::warn!("the preview of write #{seq} was not kept: {e}");
+        }
+    }
+
     async fn answer(&self, request: &WriteRequest) -> Answer {
         match self.store.request_approval(request, &self.started_by).await {
             Ok(ApprovalStatus::Pending { .. }) => match &self.terminal {

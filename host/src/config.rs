@@ -74,6 +74,12 @@ pub struct Config {
     /// Routine runs on a cron schedule (UTC).
     #[serde(default)]
     pub schedules: Vec<ScheduleConfig>,
+    /// Interactive approvals in Slack (`stepgate serve`).
+    pub slack: Option<SlackConfig>,
+    /// What the config says of principals (their tokens and roles are in
+    /// the state store): the Slack user each one is.
+    #[serde(default)]
+    pub principals: BTreeMap<String, PrincipalConfig>,
     /// The directory relative paths are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -140,6 +146,46 @@ pub struct ServerConfig {
     /// The largest request body any route takes, e.g. "1MiB".
     #[serde(default = "default_body_limit", deserialize_with = "de_size")]
     pub body_limit: u64,
+}
+
+/// `[slack]`: a write that parks is posted to `channel` with Approve and
+/// Deny buttons; Slack posts the clicks to `/hooks/slack/interactions`,
+/// signed with the app's signing secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The Slack app's signing secret: every interaction must carry its
+    /// `v0` HMAC signature.
+    pub signing_secret: Secret,
+    /// The bot token (`xoxb-…`) that posts and updates the messages.
+    pub bot_token: Secret,
+    /// The channel id approval requests are posted to.
+    pub channel: String,
+    /// Slack's Web API (a different one only for tests).
+    #[serde(default = "default_slack_api")]
+    pub api_url: String,
+}
+
+fn default_slack_api() -> String {
+    "https://slack.com/api".to_owned()
+}
+
+/// `[principals.NAME]`: who a principal is elsewhere.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    /// The Slack user id (`U…`) whose clicks decide as this principal.
+    pub slack: Option<String>,
+}
+
+impl Config {
+    /// The principal Slack user `user` decides as, if one is mapped.
+    pub fn principal_of_slack_user(&self, user: &str) -> Option<&str> {
+        self.principals
+            .iter()
+            .find(|(_, p)| p.slack.as_deref() == Some(user))
+            .map(|(name, _)| name.as_str())
+    }
 }
 
 fn default_max_connections() -> usize {
@@ -1055,6 +1101,37 @@ impl Config {
 
     fn validate_server(&self) -> Result<(), ConfigError> {
         self.routes()?;
+        let mut slack_users = std::collections::BTreeMap::new();
+        for (name, principal) in &self.principals {
+            if let Some(user) = &principal.slack {
+                if user.trim().is_empty() || user.trim() != user {
+                    return Err(self.invalid(
+                        format!("principals.{name}.slack"),
+                        "a Slack user id such as \"U0123ABCD\" (no spaces)",
+                    ));
+                }
+                if let Some(other) = slack_users.insert(user.as_str(), name.as_str()) {
+                    return Err(self.invalid(
+                        format!("principals.{name}.slack"),
+                        format!("Slack user {user} is already principal `{other}`; one Slack user decides as one principal"),
+                    ));
+                }
+            }
+        }
+        if let Some(slack) = &self.slack {
+            if slack.channel.trim().is_empty() {
+                return Err(self.invalid(
+                    "slack.channel",
+                    "the channel id to post approval requests to",
+                ));
+            }
+            if !(slack.api_url.starts_with("https://")
+                || slack.api_url.starts_with("http://127.0.0.1")
+                || slack.api_url.starts_with("http://localhost"))
+            {
+                return Err(self.invalid("slack.api_url", "Slack's Web API is reached over https (plain http only on loopback, for tests)"));
+            }
+        }
         for (i, route) in self.routes.iter().enumerate() {
             if !self.playbooks.contains_key(&route.playbook) {
                 return Err(self.invalid(

@@ -1,7 +1,8 @@
 //! `stepgate approvals`, `approve`, `deny`, `resolve` and `principal`:
 //! deciding parked writes and settling writes in doubt from the command line, through the same state-store
-//! records the server will use. A decision that settles a request resumes
-//! its run right away.
+//! records the server uses. A decision is recorded, never executed, by
+//! the approver: the server (or `stepgate sweep`) resumes the run, unless
+//! `--wait` asks this process to (step mode's `continue` always does).
 
 use std::path::PathBuf;
 use stepgate::inert::line;
@@ -170,7 +171,9 @@ pub async fn step(
         reason,
         plan: None,
     };
-    decide(config, decision, token_file).await
+    // Whoever walks a run through step by step is at this terminal: the
+    // run goes on here.
+    decide(config, decision, token_file, true).await
 }
 
 /// What `stepgate approve` / `deny` decide.
@@ -183,11 +186,13 @@ pub struct Decision<'a> {
     pub plan: Option<&'a str>,
 }
 
-/// `approve` / `deny --server URL`: the server decides and resumes.
+/// `approve` / `deny --server URL`: the server records the decision and
+/// resumes the run; with `wait`, this waits for where the run goes next.
 pub async fn decide_remote(
     server: &str,
     decision: Decision<'_>,
     token_file: Option<&PathBuf>,
+    wait: bool,
 ) -> Result<u8, UsageError> {
     let remote = crate::remote::Remote::new(server, token(token_file)?);
     let answer = remote
@@ -196,27 +201,59 @@ pub async fn decide_remote(
             &serde_json::json!({ "approve": decision.approve, "reason": decision.reason, "plan": decision.plan }),
         )
         .await?;
-    match serde_json::from_value::<ApprovalStatus>(answer["status"].clone()) {
+    let status = serde_json::from_value::<ApprovalStatus>(answer["status"].clone());
+    match &status {
         Ok(ApprovalStatus::Pending { approvals, quorum }) => {
             outln!("recorded: {approvals} of {quorum} approvals; the run stays parked")
         }
-        Ok(ApprovalStatus::Approved { by }) => outln!(
-            "approved by {}; the server resumes run {}",
-            by.join(", "),
+        Ok(settled) => outln!(
+            "{}; the server resumes run {}",
+            settled_by(settled),
             decision.run_id
         ),
-        Ok(ApprovalStatus::Denied { by, .. }) => {
-            outln!("denied by {by}; the server resumes run {}", decision.run_id)
-        }
         Err(_) => outln!("{answer}"),
     }
-    Ok(exit::DONE)
+    if !wait || matches!(status, Ok(ApprovalStatus::Pending { .. })) {
+        return Ok(exit::DONE);
+    }
+    // Until the decided write is journaled and the run stopped moving:
+    // ended, or parked again further on.
+    loop {
+        let shown = remote
+            .get(&format!("/api/runs/{}", decision.run_id))
+            .await?;
+        let past = shown["journal"]
+            .as_array()
+            .is_some_and(|j| j.iter().any(|e| e["entry"]["seq"] == decision.seq));
+        let status = shown["run"]["status"].as_str().unwrap_or("running");
+        if status != "running" && (past || !matches!(status, "parked" | "stale")) {
+            outln!("run {} is {status}", decision.run_id);
+            let code = shown["run"]["exit_code"].as_i64().unwrap_or(0);
+            return Ok(u8::try_from(code).unwrap_or(exit::PLAYBOOK_ERROR));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
 }
 
+fn settled_by(status: &ApprovalStatus) -> String {
+    match status {
+        ApprovalStatus::Approved { by } => format!("approved by {}", by.join(", ")),
+        ApprovalStatus::Denied { by, .. } => format!("denied by {by}"),
+        ApprovalStatus::Pending { approvals, quorum } => {
+            format!("{approvals} of {quorum} approvals")
+        }
+    }
+}
+
+/// `approve` / `deny`: records the decision in the state store, which
+/// needs the approver's token and nothing else (no backend secret). The
+/// run is resumed by the server or `stepgate sweep`; with `wait`, by this
+/// process, which then needs the config's backends.
 pub async fn decide(
     config: Config,
     decision: Decision<'_>,
     token_file: Option<&PathBuf>,
+    wait: bool,
 ) -> Result<u8, UsageError> {
     let Decision {
         run_id,
@@ -226,36 +263,37 @@ pub async fn decide(
         plan,
     } = decision;
     let token = token(token_file)?;
-    let runtime = Runtime::new(config)?;
-    let status = runtime
-        .state
+    let status = config
+        .state_store()?
         .decide_approval_of_plan(&token, run_id, seq, approve, reason, plan)
         .await?;
-    match status {
-        ApprovalStatus::Pending { approvals, quorum } => {
-            outln!("recorded: {approvals} of {quorum} approvals; the run stays parked");
-            Ok(exit::DONE)
-        }
-        settled => {
-            outln!(
-                "{}; resuming run {run_id}",
-                match &settled {
-                    ApprovalStatus::Approved { by } => format!("approved by {}", by.join(", ")),
-                    ApprovalStatus::Denied { by, .. } => format!("denied by {by}"),
-                    ApprovalStatus::Pending { .. } => unreachable!(),
-                }
-            );
-            let report = runtime
-                .resume(
-                    run_id,
-                    None,
-                    Box::new(TerminalProgress::new(std::io::stderr())),
-                )
-                .await?;
-            crate::print_report(&report, false)?;
-            Ok(report.exit_code())
-        }
+    if let ApprovalStatus::Pending { approvals, quorum } = status {
+        outln!("recorded: {approvals} of {quorum} approvals; the run stays parked");
+        return Ok(exit::DONE);
     }
+    if !wait {
+        outln!(
+            "{}; recorded. A running `stepgate serve` resumes run {run_id} (or run `stepgate sweep`; `--wait` resumes it here)",
+            settled_by(&status)
+        );
+        return Ok(exit::DONE);
+    }
+    outln!("{}; resuming run {run_id}", settled_by(&status));
+    resume_here(config, run_id).await
+}
+
+/// Resumes run `run_id` in this process and prints where it ended.
+async fn resume_here(config: Config, run_id: &str) -> Result<u8, UsageError> {
+    let runtime = Runtime::new(config)?;
+    let report = runtime
+        .resume(
+            run_id,
+            None,
+            Box::new(TerminalProgress::new(std::io::stderr())),
+        )
+        .await?;
+    crate::print_report(&report, false)?;
+    Ok(report.exit_code())
 }
 
 /// `stepgate cancel`: ends run `run_id` for good.

@@ -227,6 +227,11 @@ pub trait Approver: Send + Sync {
             Err(why) => Answer::Refused(why),
         }
     }
+
+    /// What the dry run of write `seq` says now (a flag's current value,
+    /// the rows a statement would change), kept for whoever decides its
+    /// pending request. Only a durable approver keeps it.
+    async fn preview(&self, _run_id: &str, _seq: u64, _preview: serde_json::Value) {}
 }
 
 /// Refuses everything: no human is attached (stdin is not a terminal).

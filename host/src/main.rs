@@ -121,7 +121,8 @@ enum Command {
         config: PathBuf,
     },
     /// Approve a parked write (your token: --token-file or $STEPGATE_TOKEN).
-    /// Once its quorum is met, the run resumes.
+    /// The decision is recorded; once the quorum is met, the server (or
+    /// `stepgate sweep`) resumes the run.
     Approve {
         run: String,
         /// The write's position in the run (`stepgate approvals` shows it).
@@ -135,12 +136,17 @@ enum Command {
         /// Decide through a running `stepgate serve` (its REST API).
         #[arg(long, env = "STEPGATE_SERVER")]
         server: Option<String>,
+        /// Wait for the run to go on and print how it ends (without
+        /// --server: resume it in this process, which needs the config's
+        /// backends).
+        #[arg(long)]
+        wait: bool,
         #[arg(long)]
         token_file: Option<PathBuf>,
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
     },
-    /// Deny a parked write; the run resumes and the playbook gets `denied`.
+    /// Deny a parked write; once resumed, the playbook gets `denied`.
     Deny {
         run: String,
         seq: u64,
@@ -150,6 +156,8 @@ enum Command {
         plan: Option<String>,
         #[arg(long, env = "STEPGATE_SERVER")]
         server: Option<String>,
+        #[arg(long)]
+        wait: bool,
         #[arg(long)]
         token_file: Option<PathBuf>,
         #[arg(long, default_value = "stepgate.toml")]
@@ -439,6 +447,7 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             reason,
             plan,
             server,
+            wait,
             token_file,
             config,
         }
@@ -448,6 +457,7 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             reason,
             plan,
             server,
+            wait,
             token_file,
             config,
         } => {
@@ -460,10 +470,11 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             };
             match server {
                 Some(server) => {
-                    decisions::decide_remote(&server, decision, token_file.as_ref()).await
+                    decisions::decide_remote(&server, decision, token_file.as_ref(), wait).await
                 }
                 None => {
-                    decisions::decide(load_config(&config)?, decision, token_file.as_ref()).await
+                    decisions::decide(load_config(&config)?, decision, token_file.as_ref(), wait)
+                        .await
                 }
             }
         }

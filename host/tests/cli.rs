@@ -507,10 +507,23 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
         text(&approved.stderr)
     );
     assert!(
-        text(&approved.stdout).contains("approved by alice; resuming"),
+        text(&approved.stdout).contains("approved by alice; recorded"),
         "{}",
         text(&approved.stdout)
     );
+    // The approver only recorded the decision: nothing was written yet,
+    // and the run is still parked until a host resumes it.
+    let pages = std::fs::read_to_string(dir.path().join("var/pages.jsonl")).unwrap();
+    assert_eq!(pages.lines().count(), 1, "only the page before parking");
+    let parked = stepgate(&["runs", "--status", "parked", "--config", config_arg]);
+    assert!(
+        text(&parked.stdout).contains(&run_id),
+        "{}",
+        text(&parked.stdout)
+    );
+
+    let sweep = stepgate(&["sweep", "--config", config_arg]);
+    assert_eq!(sweep.status.code(), Some(0), "{}", text(&sweep.stderr));
     let pages = std::fs::read_to_string(dir.path().join("var/pages.jsonl")).unwrap();
     assert_eq!(
         pages.lines().count(),

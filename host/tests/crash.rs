@@ -366,6 +366,7 @@ fn a_parked_run_outlives_its_host_and_each_write_is_made_once() {
             seq,
             "--reason",
             "page the CEO",
+            "--wait",
             "--token-file",
             amy.to_str().unwrap(),
             "--config",

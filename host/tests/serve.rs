@@ -144,6 +144,7 @@ mode = "live"
             "the runbook says so",
             "--server",
             &url,
+            "--wait",
             "--token-file",
             alice.to_str().unwrap(),
         ],
@@ -155,7 +156,8 @@ mode = "live"
         text(&approved.stderr)
     );
     assert!(
-        text(&approved.stdout).contains("approved by alice; the server resumes"),
+        text(&approved.stdout).contains("approved by alice; the server resumes")
+            && text(&approved.stdout).contains(&format!("run {run_id} is done")),
         "{}",
         text(&approved.stdout)
     );

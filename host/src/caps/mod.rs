@@ -556,6 +556,10 @@ impl CallCtx {
                     ),
                     Verdict::Refuse(why) => (Decision::Denied, Err(WitError::Denied(why))),
                     Verdict::Park => {
+                        // The write's dry run, for the approvers to see
+                        // beside it: what it would change, now.
+                        let simulated = perform(Action::Simulate, info).await;
+                        self.keep_preview(info.seq, simulated).await;
                         return Err(Stopped::Parked {
                             seq: info.seq,
                             call: format!("{}.{} {}", call.interface, call.op, call.args),
@@ -572,6 +576,23 @@ impl CallCtx {
         tracing::debug!(gate = decision.as_str(), ok = outcome.is_ok(), "call made");
         self.record(call, info.seq, decision, started, outcome, via)
             .await
+    }
+
+    /// Hands what a parked write's dry run said to the approver, redacted
+    /// and cut to a size a page can show.
+    async fn keep_preview<T: Serialize>(
+        &self,
+        seq: u64,
+        simulated: Result<(T, Option<String>), BackendError>,
+    ) {
+        let preview = match simulated {
+            Ok((value, _)) => match serde_json::to_string(&value) {
+                Ok(text) => json!({ "ok": cut_text(&self.backends.redact(&text), 4096) }),
+                Err(_) => return,
+            },
+            Err(e) => json!({ "error": cut_text(&e.redacted(&self.backends).to_string(), 1024) }),
+        };
+        self.approver.preview(&self.run_id, seq, preview).await;
     }
 
     /// Journals a call refused before the gate: out of scope, or `error`

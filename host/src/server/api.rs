@@ -40,23 +40,28 @@ impl From<crate::state::StateError> for ApiError {
 
 impl From<DecisionError> for ApiError {
     fn from(e: DecisionError) -> Self {
-        let status = match &e {
-            DecisionError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            DecisionError::NotAnApprover(_)
-            | DecisionError::NotAnOperator(_)
-            | DecisionError::SelfApproval(_)
-            | DecisionError::NotInGroup { .. } => StatusCode::FORBIDDEN,
-            DecisionError::Unknown { .. } | DecisionError::UnknownRun(_) => StatusCode::NOT_FOUND,
-            DecisionError::Decided { .. }
-            | DecisionError::Twice(_)
-            | DecisionError::PlanChanged { .. }
-            | DecisionError::NotInDoubt { .. }
-            | DecisionError::Ended { .. }
-            | DecisionError::Busy { .. } => StatusCode::CONFLICT,
-            DecisionError::NoReason => StatusCode::BAD_REQUEST,
-            DecisionError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError(status, e.to_string())
+        ApiError(decision_status(&e), e.to_string())
+    }
+}
+
+/// The HTTP status of a decision that was not taken, on every face of the
+/// server.
+pub fn decision_status(e: &DecisionError) -> StatusCode {
+    match e {
+        DecisionError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        DecisionError::NotAnApprover(_)
+        | DecisionError::NotAnOperator(_)
+        | DecisionError::SelfApproval(_)
+        | DecisionError::NotInGroup { .. } => StatusCode::FORBIDDEN,
+        DecisionError::Unknown { .. } | DecisionError::UnknownRun(_) => StatusCode::NOT_FOUND,
+        DecisionError::Decided { .. }
+        | DecisionError::Twice(_)
+        | DecisionError::PlanChanged { .. }
+        | DecisionError::NotInDoubt { .. }
+        | DecisionError::Ended { .. }
+        | DecisionError::Busy { .. } => StatusCode::CONFLICT,
+        DecisionError::NoReason => StatusCode::BAD_REQUEST,
+        DecisionError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -194,23 +199,21 @@ pub async fn decide(
     Path((id, seq)): Path<(String, u64)>,
     Json(body): Json<DecideBody>,
 ) -> Result<Json<Json_>, ApiError> {
-    let (_, _, token) = caller(&shared, &headers, Role::may_approve).await?;
-    let status = shared
-        .runtime()
-        .state
-        .decide_approval_of_plan(
-            &token,
-            &id,
+    let (principal, role, _) = caller(&shared, &headers, Role::may_approve).await?;
+    let status = super::decide(
+        &shared,
+        super::Decision {
+            principal: &principal,
+            role,
+            run_id: &id,
             seq,
-            body.approve,
-            &body.reason,
-            body.plan.as_deref(),
-        )
-        .await?;
+            approve: body.approve,
+            reason: &body.reason,
+            plan: body.plan.as_deref(),
+        },
+    )
+    .await?;
     let settled = !matches!(status, ApprovalStatus::Pending { .. });
-    if settled {
-        dispatch::resume(shared.clone(), id.clone());
-    }
     Ok(Json(json!({ "status": status, "resuming": settled })))
 }
 

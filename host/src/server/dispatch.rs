@@ -491,6 +491,7 @@ pub(super) async fn ended(shared: &Shared, report: &RunReport, started: Instant,
     if let RunEnd::Stopped(Stopped::Parked { seq, .. } | Stopped::AtStep { seq, .. }) = &report.end
     {
         notify_approvers(shared, &report.run_id, *seq).await;
+        super::slack::post_request(shared, &report.run_id, *seq).await;
     }
 }
 

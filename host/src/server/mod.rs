@@ -9,15 +9,19 @@
 //! Split by concern: [`hooks`] (accepting alerts), [`dispatch`] (routing,
 //! dedup, starting and resuming runs), [`slots`] (how many runs execute at
 //! once, in all and per playbook), [`schedule`] (routine runs on cron
-//! schedules), [`api`] (the REST API and its auth), [`metrics`].
+//! schedules), [`api`] (the REST API and its auth), [`console`] (the web
+//! console under `/ui/`), [`slack`] (approvals in Slack), [`metrics`]. Every face decides approvals
+//! through [`decide`]: it records the decision and resumes a settled run.
 
 pub mod api;
+pub mod console;
 pub mod dispatch;
 pub mod edge;
 pub mod hooks;
 pub mod lanes;
 pub mod metrics;
 pub mod schedule;
+pub mod slack;
 pub mod slots;
 
 use std::collections::{HashMap, HashSet};
@@ -187,6 +191,53 @@ impl Shared {
     }
 }
 
+/// One decision on an approval request by a principal already
+/// authenticated: a bearer token (the REST API), a console session, a
+/// Slack user mapped to a principal.
+pub struct Decision<'a> {
+    pub principal: &'a str,
+    pub role: crate::state::approvals::Role,
+    pub run_id: &'a str,
+    pub seq: u64,
+    pub approve: bool,
+    pub reason: &'a str,
+    /// The plan digest (8+ hex digits) the approver was shown.
+    pub plan: Option<&'a str>,
+}
+
+/// The one path every face of the server decides through: the state
+/// store's rules (role, groups, quorum, no self-approval, the plan digest)
+/// decide whether it counts; a decision that settles the request resumes
+/// the run here, in the background. The approver never executes anything.
+pub async fn decide(
+    shared: &Arc<Shared>,
+    d: Decision<'_>,
+) -> Result<crate::state::approvals::ApprovalStatus, crate::state::approvals::DecisionError> {
+    let status = shared
+        .runtime()
+        .state
+        .decide_approval_as(
+            d.principal,
+            d.role,
+            d.run_id,
+            d.seq,
+            d.approve,
+            d.reason,
+            d.plan,
+        )
+        .await?;
+    if !matches!(
+        status,
+        crate::state::approvals::ApprovalStatus::Pending { .. }
+    ) {
+        dispatch::resume(shared.clone(), d.run_id.to_owned());
+    }
+    // Slack's messages of the request say who decided, whatever the face.
+    let (shared, run_id, seq) = (shared.clone(), d.run_id.to_owned(), d.seq);
+    tokio::spawn(async move { slack::refresh(&shared, &run_id, seq).await });
+    Ok(status)
+}
+
 /// The token of an `Authorization: Bearer TOKEN` header, trimmed, if any.
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers
@@ -302,6 +353,7 @@ impl Server {
         let router = Router::new()
             .route("/hooks/alertmanager", post(hooks::alertmanager))
             .route("/hooks/generic", post(hooks::generic))
+            .route("/hooks/slack/interactions", post(slack::interactions))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(api::ready))
             .route("/metrics", get(api::metrics))
@@ -312,6 +364,7 @@ impl Server {
             .route("/api/runs/{id}/resolve/{seq}", post(api::resolve))
             .route("/api/runs/{id}/cancel", post(api::cancel))
             .route("/-/reload", post(api::reload))
+            .merge(console::routes())
             .layer(axum::extract::DefaultBodyLimit::max(body_limit))
             .layer(axum::middleware::from_fn_with_state(
                 edge::BodyLimits {

@@ -47,7 +47,7 @@ impl Role {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
             Role::Approver => "approver",
@@ -148,6 +148,44 @@ pub struct PendingApproval {
     pub created_at: i64,
 }
 
+/// One approval request as a whole, decided or not: what the console's
+/// plan page shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestView {
+    pub run_id: String,
+    pub seq: i64,
+    pub playbook: String,
+    pub op: String,
+    pub target: String,
+    pub detail: String,
+    pub reason: String,
+    pub started_by: String,
+    pub quorum: i32,
+    /// Groups that may decide now; empty: any approver.
+    pub groups: Vec<String>,
+    pub plan: String,
+    pub plan_digest: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub status: ApprovalStatus,
+    /// Each decision so far, in order.
+    pub decisions: Vec<DecisionRecord>,
+    /// What the write's dry run said when the run parked (JSON: `{"ok":
+    /// value}` or `{"error": text}`), and when.
+    pub preview: Option<serde_json::Value>,
+    pub previewed_at: Option<i64>,
+}
+
+/// One principal's decision on a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionRecord {
+    pub principal: String,
+    pub approve: bool,
+    pub reason: String,
+    pub at: i64,
+    pub plan_digest: String,
+}
+
 /// An escalation step whose time has come.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DueEscalation {
@@ -198,13 +236,19 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.trim().as_bytes()))
 }
 
-fn new_token() -> Result<String, StateError> {
+/// 32 random bytes from the kernel, as hex: tokens, session ids, CSRF
+/// tokens.
+pub(crate) fn random_hex() -> Result<String, StateError> {
     use std::io::Read;
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|e| StateError::Corrupt(format!("cannot read randomness for a token: {e}")))?;
-    Ok(format!("sg_{}", hex::encode(bytes)))
+    Ok(hex::encode(bytes))
+}
+
+fn new_token() -> Result<String, StateError> {
+    Ok(format!("sg_{}", random_hex()?))
 }
 
 impl StateStore {
@@ -259,6 +303,20 @@ impl StateStore {
         let role = Role::parse(&role)
             .ok_or_else(|| StateError::Corrupt(format!("principal {name} has role `{role}`")))?;
         Ok(Some((name, role)))
+    }
+
+    /// The role of principal `name`, if it exists and is not revoked.
+    pub async fn principal_role(&self, name: &str) -> Result<Option<Role>, StateError> {
+        let role: Option<String> =
+            sqlx::query_scalar("SELECT role FROM principals WHERE name = $1 AND revoked = 0")
+                .bind(name)
+                .fetch_optional(self.pool().await?)
+                .await?;
+        role.map(|role| {
+            Role::parse(&role)
+                .ok_or_else(|| StateError::Corrupt(format!("principal {name} has role `{role}`")))
+        })
+        .transpose()
     }
 
     /// The name of the operator (or admin) a token belongs to.
@@ -447,6 +505,25 @@ impl StateStore {
             .authenticate(token)
             .await?
             .ok_or(DecisionError::Unauthenticated)?;
+        self.decide_approval_as(&principal, role, run_id, seq, approve, reason, plan)
+            .await
+    }
+
+    /// [`StateStore::decide_approval_of_plan`] by a principal already
+    /// authenticated (a console session, a Slack user mapped to it): the
+    /// same rules, whatever face the decision came through.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decide_approval_as(
+        &self,
+        principal: &str,
+        role: Role,
+        run_id: &str,
+        seq: u64,
+        approve: bool,
+        reason: &str,
+        plan: Option<&str>,
+    ) -> Result<ApprovalStatus, DecisionError> {
+        let principal = principal.to_owned();
         if !role.may_approve() {
             return Err(DecisionError::NotAnApprover(principal));
         }
@@ -607,6 +684,108 @@ impl StateStore {
         let seq: i64 = row.try_get(0)?;
         let (op, detail): (String, String) = (row.try_get(1)?, row.try_get(2)?);
         Ok(Some((seq.max(0) as u64, format!("{op} {detail}"))))
+    }
+
+    /// Keeps what the dry run of parked write `seq` said (already
+    /// redacted and cut by the caller), for approvers to see beside it.
+    pub async fn set_approval_preview(
+        &self,
+        run_id: &str,
+        seq: u64,
+        preview: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        sqlx::query(
+            "UPDATE approval_requests SET preview = $1, previewed_at = $2 WHERE run_id = $3 AND seq = $4",
+        )
+        .bind(preview.to_string())
+        .bind(now_ms())
+        .bind(run_id)
+        .bind(seq as i64)
+        .execute(self.pool().await?)
+        .await?;
+        Ok(())
+    }
+
+    /// Approval request `seq` of run `run_id`, decided or not, with its
+    /// decisions.
+    pub async fn approval_request(
+        &self,
+        run_id: &str,
+        seq: u64,
+    ) -> Result<Option<RequestView>, StateError> {
+        let pool = self.pool().await?;
+        let Some(row) = sqlx::query(
+            "SELECT playbook, op, target, detail, reason, started_by, quorum, requirement, escalated,
+                    plan, plan_digest, created_at, expires_at, preview, previewed_at
+             FROM approval_requests WHERE run_id = $1 AND seq = $2",
+        )
+        .bind(run_id)
+        .bind(seq as i64)
+        .fetch_optional(pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let Some(status) = self.approval_status(run_id, seq).await? else {
+            return Ok(None);
+        };
+        let decisions = sqlx::query(
+            "SELECT principal, approve, reason, at, plan_digest FROM approval_decisions WHERE run_id = $1 AND seq = $2 ORDER BY at, principal",
+        )
+        .bind(run_id)
+        .bind(seq as i64)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|d| {
+            Ok(DecisionRecord {
+                principal: d.try_get("principal")?,
+                approve: d.try_get::<i32, _>("approve")? != 0,
+                reason: d.try_get("reason")?,
+                at: d.try_get("at")?,
+                plan_digest: d
+                    .try_get::<Option<String>, _>("plan_digest")?
+                    .unwrap_or_default(),
+            })
+        })
+        .collect::<Result<Vec<_>, StateError>>()?;
+        let requirement = requirement(&row.try_get::<String, _>("requirement")?)?;
+        Ok(Some(RequestView {
+            run_id: run_id.to_owned(),
+            seq: seq as i64,
+            playbook: row.try_get("playbook")?,
+            op: row.try_get("op")?,
+            target: row.try_get("target")?,
+            detail: row.try_get("detail")?,
+            reason: row.try_get("reason")?,
+            started_by: row.try_get("started_by")?,
+            quorum: row.try_get("quorum")?,
+            groups: eligible_groups(&requirement, row.try_get("escalated")?),
+            plan: row
+                .try_get::<Option<String>, _>("plan")?
+                .unwrap_or_default(),
+            plan_digest: row
+                .try_get::<Option<String>, _>("plan_digest")?
+                .unwrap_or_default(),
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+            status,
+            decisions,
+            preview: row
+                .try_get::<Option<String>, _>("preview")?
+                .and_then(|p| serde_json::from_str(&p).ok()),
+            previewed_at: row.try_get("previewed_at")?,
+        }))
+    }
+
+    /// Every approval request of run `run_id` (positions), oldest first.
+    pub async fn approval_seqs(&self, run_id: &str) -> Result<Vec<i64>, StateError> {
+        Ok(
+            sqlx::query_scalar("SELECT seq FROM approval_requests WHERE run_id = $1 ORDER BY seq")
+                .bind(run_id)
+                .fetch_all(self.pool().await?)
+                .await?,
+        )
     }
 
     /// Requests still waiting for decisions.

@@ -104,20 +104,18 @@ impl StateStore {
             sqlx::query("SELECT seq, at, run_id, record, prev_hash, hash FROM audit ORDER BY seq")
                 .fetch_all(self.pool().await?)
                 .await?;
-        rows.iter()
-            .map(|row| {
-                let record: String = row.try_get(3)?;
-                Ok(AuditRecord {
-                    seq: row.try_get(0)?,
-                    at: row.try_get(1)?,
-                    run_id: row.try_get(2)?,
-                    record: serde_json::from_str(&record)
-                        .unwrap_or(serde_json::Value::String(record)),
-                    prev_hash: row.try_get(4)?,
-                    hash: row.try_get(5)?,
-                })
-            })
-            .collect()
+        audit_rows(&rows)
+    }
+
+    /// The records of run `run_id`, in order.
+    pub async fn audit_records_of(&self, run_id: &str) -> Result<Vec<AuditRecord>, StateError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, run_id, record, prev_hash, hash FROM audit WHERE run_id = $1 ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(self.pool().await?)
+        .await?;
+        audit_rows(&rows)
     }
 
     /// Walks the chain: `Ok(n)` with the number of records if intact, or
@@ -155,6 +153,22 @@ impl StateStore {
         }
         Ok(Ok(rows.len() as u64))
     }
+}
+
+fn audit_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<AuditRecord>, StateError> {
+    rows.iter()
+        .map(|row| {
+            let record: String = row.try_get(3)?;
+            Ok(AuditRecord {
+                seq: row.try_get(0)?,
+                at: row.try_get(1)?,
+                run_id: row.try_get(2)?,
+                record: serde_json::from_str(&record).unwrap_or(serde_json::Value::String(record)),
+                prev_hash: row.try_get(4)?,
+                hash: row.try_get(5)?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

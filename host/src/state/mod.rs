@@ -17,6 +17,8 @@ pub mod in_doubt;
 pub mod inbox;
 pub mod replan;
 pub mod runs;
+pub mod sessions;
+pub mod slack;
 
 use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
