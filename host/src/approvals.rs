@@ -92,7 +92,32 @@ impl Approver for StoredApprover {
     }
 
     async fn answer(&self, request: &WriteRequest) -> Answer {
-        match self.store.request_approval(request, &self.started_by).await {
+        let filed = match self.store.request_approval(request, &self.started_by).await {
+            // A write that is the next of a whole plan someone approved is
+            // decided by that approval (if the run has kept to the plan).
+            Ok(ApprovalStatus::Pending { .. }) => {
+                match self
+                    .store
+                    .apply_plan_approvals(&request.run_id, request.seq)
+                    .await
+                {
+                    Ok(()) => self
+                        .store
+                        .approval_status(&request.run_id, request.seq)
+                        .await
+                        .and_then(|s| {
+                            s.ok_or_else(|| {
+                                crate::state::StateError::Corrupt(
+                                    "an approval request vanished".into(),
+                                )
+                            })
+                        }),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        match filed {
             Ok(ApprovalStatus::Pending { .. }) => match &self.terminal {
                 // The terminal is one person, who started the run: it may
                 // settle only what one approver of any group may settle.

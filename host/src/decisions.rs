@@ -54,6 +54,15 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
         }
     }
     if json {
+        let mut plans = Vec::new();
+        for p in &pending {
+            if let Some(plan) = store
+                .plan_at(&p.run_id, p.seq.max(0) as u64, &p.plan_digest)
+                .await?
+            {
+                plans.push(plan);
+            }
+        }
         let in_doubt: Vec<_> = in_doubt
             .iter()
             .map(
@@ -63,7 +72,7 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
         outln!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "pending": pending, "in_doubt": in_doubt })
+                &serde_json::json!({ "pending": pending, "in_doubt": in_doubt, "whole_plans": plans })
             )?
         );
         return Ok(exit::DONE);
@@ -137,6 +146,25 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
         }
         if p.escalations > 0 {
             outln!("    escalated: {} of {} steps", p.escalated, p.escalations);
+        }
+        if let Some(plan) = store
+            .plan_at(&p.run_id, p.seq.max(0) as u64, &p.plan_digest)
+            .await?
+            .filter(|plan| plan.writes.len() > 1)
+        {
+            outln!(
+                "    whole plan {}: the run would go on to make {} writes (a dry run of the rest):",
+                plan.digest.chars().take(12).collect::<String>(),
+                plan.writes.len()
+            );
+            for (i, w) in plan.writes.iter().enumerate() {
+                outln!("      {}. {} {}", i + 1, w.op, line(&w.detail));
+            }
+            outln!(
+                "    approve them as one: stepgate approve {} --all --plan {} --reason \"…\"",
+                p.run_id,
+                plan.digest.chars().take(12).collect::<String>()
+            );
         }
     }
     Ok(exit::DONE)
@@ -216,23 +244,7 @@ pub async fn decide_remote(
     if !wait || matches!(status, Ok(ApprovalStatus::Pending { .. })) {
         return Ok(exit::DONE);
     }
-    // Until the decided write is journaled and the run stopped moving:
-    // ended, or parked again further on.
-    loop {
-        let shown = remote
-            .get(&format!("/api/runs/{}", decision.run_id))
-            .await?;
-        let past = shown["journal"]
-            .as_array()
-            .is_some_and(|j| j.iter().any(|e| e["entry"]["seq"] == decision.seq));
-        let status = shown["run"]["status"].as_str().unwrap_or("running");
-        if status != "running" && (past || !matches!(status, "parked" | "stale")) {
-            outln!("run {} is {status}", decision.run_id);
-            let code = shown["run"]["exit_code"].as_i64().unwrap_or(0);
-            return Ok(u8::try_from(code).unwrap_or(exit::PLAYBOOK_ERROR));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
+    follow(&remote, decision.run_id, decision.seq).await
 }
 
 fn settled_by(status: &ApprovalStatus) -> String {
@@ -284,7 +296,11 @@ pub async fn decide(
 
 /// Resumes run `run_id` in this process and prints where it ended.
 async fn resume_here(config: Config, run_id: &str) -> Result<u8, UsageError> {
-    let runtime = Runtime::new(config)?;
+    resume_with(&Runtime::new(config)?, run_id).await
+}
+
+/// [`resume_here`] with a runtime already built.
+async fn resume_with(runtime: &Runtime, run_id: &str) -> Result<u8, UsageError> {
     let report = runtime
         .resume(
             run_id,
@@ -294,6 +310,152 @@ async fn resume_here(config: Config, run_id: &str) -> Result<u8, UsageError> {
         .await?;
     crate::print_report(&report, false)?;
     Ok(report.exit_code())
+}
+
+/// What `stepgate approve RUN --all --plan DIGEST` approves.
+pub struct WholePlan<'a> {
+    pub run_id: &'a str,
+    /// 8+ hex digits of the whole plan's digest.
+    pub digest: &'a str,
+    pub reason: &'a str,
+}
+
+fn print_whole_plan(plan: &stepgate::state::plans::RunPlan) {
+    outln!(
+        "approved the whole plan {} of run {}: {} write(s) from #{}, each passing while the run makes exactly these in this order:",
+        plan.digest.chars().take(12).collect::<String>(),
+        plan.run_id,
+        plan.writes.len(),
+        plan.from_seq
+    );
+    for (i, w) in plan.writes.iter().enumerate() {
+        outln!("  {}. {} {}", i + 1, w.op, line(&w.detail));
+    }
+}
+
+/// `approve --all`: records the caller's approval of run `run_id`'s whole
+/// plan; the write it waits on is decided by it at once.
+pub async fn approve_plan(
+    config: Config,
+    whole: WholePlan<'_>,
+    token_file: Option<&PathBuf>,
+    wait: bool,
+) -> Result<u8, UsageError> {
+    let token = token(token_file)?;
+    let store = config.state_store()?;
+    let (principal, role) = store
+        .authenticate(&token)
+        .await?
+        .ok_or(stepgate::state::approvals::DecisionError::Unauthenticated)?;
+    let plan = store
+        .approve_plan(&principal, role, whole.run_id, whole.digest, whole.reason)
+        .await?;
+    print_whole_plan(&plan);
+    let status = store
+        .approval_status(whole.run_id, plan.from_seq)
+        .await?
+        .ok_or_else(|| anyhow!("the run's request #{} is gone", plan.from_seq))?;
+    if let ApprovalStatus::Pending { approvals, quorum } = status {
+        outln!(
+            "write #{}: {approvals} of {quorum} approvals; the run stays parked",
+            plan.from_seq
+        );
+        return Ok(exit::DONE);
+    }
+    if !wait {
+        outln!(
+            "write #{}: {}; recorded. A running `stepgate serve` resumes run {} (or run `stepgate sweep`; `--wait` resumes it here)",
+            plan.from_seq,
+            settled_by(&status),
+            whole.run_id
+        );
+        return Ok(exit::DONE);
+    }
+    outln!(
+        "write #{}: {}; resuming run {}",
+        plan.from_seq,
+        settled_by(&status),
+        whole.run_id
+    );
+    resume_here(config, whole.run_id).await
+}
+
+/// `approve --all --server URL`.
+pub async fn approve_plan_remote(
+    server: &str,
+    whole: WholePlan<'_>,
+    token_file: Option<&PathBuf>,
+    wait: bool,
+) -> Result<u8, UsageError> {
+    let remote = crate::remote::Remote::new(server, token(token_file)?);
+    let answer = remote
+        .post(
+            &format!("/api/runs/{}/plan", whole.run_id),
+            &serde_json::json!({ "plan": whole.digest, "reason": whole.reason }),
+        )
+        .await?;
+    let plan: stepgate::state::plans::RunPlan = serde_json::from_value(answer["plan"].clone())
+        .map_err(|e| anyhow!("the server's answer is not a plan: {e}"))?;
+    print_whole_plan(&plan);
+    match serde_json::from_value::<ApprovalStatus>(answer["status"].clone()) {
+        Ok(ApprovalStatus::Pending { approvals, quorum }) => {
+            outln!(
+                "write #{}: {approvals} of {quorum} approvals; the run stays parked",
+                plan.from_seq
+            );
+            return Ok(exit::DONE);
+        }
+        Ok(settled) => outln!(
+            "write #{}: {}; the server resumes run {}",
+            plan.from_seq,
+            settled_by(&settled),
+            whole.run_id
+        ),
+        Err(_) => outln!("{answer}"),
+    }
+    if !wait {
+        return Ok(exit::DONE);
+    }
+    follow(&remote, whole.run_id, plan.from_seq).await
+}
+
+/// Polls the server until the decided write `seq` is journaled and the
+/// run stopped moving (ended, or parked again further on); its exit code.
+/// A run that asks again for `seq` (it re-planned) parks with exit code 8;
+/// after half an hour this stops following.
+async fn follow(remote: &crate::remote::Remote, run_id: &str, seq: u64) -> Result<u8, UsageError> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30 * 60);
+    loop {
+        let shown = remote.get(&format!("/api/runs/{run_id}")).await?;
+        let past = shown["journal"]
+            .as_array()
+            .is_some_and(|j| j.iter().any(|e| e["entry"]["seq"] == seq));
+        let status = shown["run"]["status"].as_str().unwrap_or("running");
+        if status != "running" && (past || !matches!(status, "parked" | "stale")) {
+            outln!("run {run_id} is {status}");
+            let code = shown["run"]["exit_code"].as_i64().unwrap_or(0);
+            return Ok(u8::try_from(code).unwrap_or(exit::PLAYBOOK_ERROR));
+        }
+        if status == "parked" {
+            let pending = remote.get("/api/approvals").await?;
+            let asks_again = pending
+                .as_array()
+                .is_some_and(|p| p.iter().any(|a| a["run_id"] == run_id && a["seq"] == seq));
+            if asks_again {
+                outln!(
+                    "run {run_id} asks again for write #{seq} (it re-planned on fresh data): `stepgate approvals` shows the new plan"
+                );
+                return Ok(exit::PARKED);
+            }
+        }
+        if std::time::Instant::now() > until {
+            return Err(anyhow!(
+                "run {run_id} has not moved on in 30 minutes; `stepgate show {run_id} --server …` shows where it stands"
+            )
+            .into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
 }
 
 /// `stepgate cancel`: ends run `run_id` for good.
@@ -389,15 +551,7 @@ pub async fn resolve(
             Resolution::MarkDone(_) => "recorded as done",
         }
     );
-    let report = runtime
-        .resume(
-            run_id,
-            None,
-            Box::new(TerminalProgress::new(std::io::stderr())),
-        )
-        .await?;
-    crate::print_report(&report, false)?;
-    Ok(report.exit_code())
+    resume_with(&runtime, run_id).await
 }
 
 pub async fn add_principal(

@@ -37,6 +37,9 @@
 //! - [`sweep`] is what a host does at start and every little while: take
 //!   over runs whose host died, resume parked runs whose approval is
 //!   settled, page due escalations.
+//! - [`server`] is `stepgate serve`: alerts in, runs out, and the faces
+//!   approvers decide through (the REST API, the web console, Slack), all
+//!   through one decision path that records and never executes.
 
 pub mod alert;
 pub mod approvals;

@@ -125,14 +125,22 @@ enum Command {
     /// `stepgate sweep`) resumes the run.
     Approve {
         run: String,
-        /// The write's position in the run (`stepgate approvals` shows it).
-        seq: u64,
+        /// The write's position in the run (`stepgate approvals` shows
+        /// it); not with --all.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        seq: Option<u64>,
         #[arg(long)]
         reason: String,
         /// The plan digest you looked at (`stepgate approvals`, 8+ hex
-        /// digits): refused if the request's plan is not that one.
-        #[arg(long)]
+        /// digits): refused if the request's plan is not that one. With
+        /// --all, the whole plan's digest.
+        #[arg(long, required_if_eq("all", "true"))]
         plan: Option<String>,
+        /// Approve the run's whole plan (every write it would make from
+        /// where it waits, as `stepgate approvals` lists them): each write
+        /// then passes while the run makes exactly those writes, in order.
+        #[arg(long)]
+        all: bool,
         /// Decide through a running `stepgate serve` (its REST API).
         #[arg(long, env = "STEPGATE_SERVER")]
         server: Option<String>,
@@ -443,13 +451,40 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
         Command::Approvals { json, config } => decisions::list(&load_config(&config)?, json).await,
         Command::Approve {
             run,
-            seq,
+            plan: Some(plan),
+            all: true,
+            reason,
+            server,
+            wait,
+            token_file,
+            config,
+            ..
+        } => {
+            let whole = decisions::WholePlan {
+                run_id: &run,
+                digest: &plan,
+                reason: &reason,
+            };
+            match server {
+                Some(server) => {
+                    decisions::approve_plan_remote(&server, whole, token_file.as_ref(), wait).await
+                }
+                None => {
+                    decisions::approve_plan(load_config(&config)?, whole, token_file.as_ref(), wait)
+                        .await
+                }
+            }
+        }
+        Command::Approve {
+            run,
+            seq: Some(seq),
             reason,
             plan,
             server,
             wait,
             token_file,
             config,
+            ..
         }
         | Command::Deny {
             run,
@@ -478,6 +513,10 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
                 }
             }
         }
+        Command::Approve { .. } => Err(anyhow::anyhow!(
+            "approve needs SEQ (one write), or --all --plan DIGEST (the whole plan)"
+        )
+        .into()),
         Command::Cancel {
             run,
             reason,

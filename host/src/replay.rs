@@ -73,6 +73,7 @@ pub async fn replay(
             replay: journal,
             parked_on: None,
             only: true,
+            predicting: false,
         },
     )
     .await;

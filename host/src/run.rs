@@ -372,6 +372,9 @@ pub(crate) struct Journaled {
     /// Replaying a recording: a call past the journal's end is a divergence,
     /// never a live call.
     pub only: bool,
+    /// A dry run that predicts the live run it continues (the playbook is
+    /// told it is live; every write is still simulated).
+    pub predicting: bool,
 }
 
 /// Runs a playbook whose run record the caller has already stored (the
@@ -507,6 +510,7 @@ pub async fn resume(
                 replay: journal,
                 parked_on,
                 only: false,
+                predicting: false,
             },
         )
         .await;
@@ -582,6 +586,7 @@ pub(crate) async fn execute(
         replay,
         parked_on,
         only,
+        predicting,
     } = from;
     let journal = match &state {
         Some(store) => Journal::durable(
@@ -609,6 +614,7 @@ pub(crate) async fn execute(
     )
     .with_replay(replay)
     .with_replay_only(only)
+    .predicting(predicting)
     .with_parked_on(parked_on)
     .with_step_mode(request.step_mode);
     let mut store = new_store(engine, calls);

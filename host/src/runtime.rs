@@ -45,6 +45,11 @@ pub enum ResumeFailed {
     Load(#[from] RuntimeError),
 }
 
+/// The most writes a whole plan lists.
+const MAX_PLANNED: usize = 100;
+/// The largest arguments (JSON bytes) of a write a whole plan lists.
+const MAX_PLANNED_BYTES: usize = 16 * 1024;
+
 pub struct Runtime {
     pub config: Config,
     pub engine: Engine,
@@ -211,7 +216,7 @@ impl Runtime {
                 &record.started_by,
             ))
         });
-        Ok(run::resume(
+        let report = run::resume(
             &self.engine,
             &playbook,
             self.backends.clone(),
@@ -220,18 +225,123 @@ impl Runtime {
             approver,
             progress,
         )
-        .await?)
+        .await?;
+        self.plan_ahead(&report).await;
+        Ok(report)
     }
 
     /// Runs a loaded playbook once.
     pub async fn run(&self, playbook: &Playbook, request: RunRequest) -> RunReport {
-        run::run(
+        let report = run::run(
             &self.engine,
             playbook,
             self.backends.clone(),
             Some(self.state.clone()),
             request,
         )
-        .await
+        .await;
+        self.plan_ahead(&report).await;
+        report
+    }
+
+    /// When `report` is of a live run parked on a write: a dry run of the
+    /// rest of it (its journal replayed, the parked write and every later
+    /// one simulated, reads made for real) lists the writes it would go on
+    /// to make, kept as the run's whole plan for approvers to approve as
+    /// one. Once per request and plan; a step-mode run has none. A failure
+    /// costs only the whole plan (logged): each write still asks.
+    pub async fn plan_ahead(&self, report: &RunReport) {
+        let run::RunEnd::Stopped(run::Stopped::Parked { seq, .. }) = &report.end else {
+            return;
+        };
+        if report.mode != crate::gate::Mode::Live {
+            return;
+        }
+        if let Err(why) = self.plan_ahead_of(&report.run_id, *seq).await {
+            tracing::warn!(run = %report.run_id, "no whole plan for the write #{seq}: {why}");
+        }
+    }
+
+    async fn plan_ahead_of(&self, run_id: &str, seq: u64) -> Result<(), String> {
+        let state = &self.state;
+        let record = state
+            .run(run_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the run is gone")?;
+        if record.step_mode {
+            return Ok(());
+        }
+        let Some(request) = state
+            .approval_request(run_id, seq)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        if state
+            .plan_at(run_id, seq, &request.plan_digest)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let alert = serde_json::from_value(record.alert.clone()).map_err(|e| e.to_string())?;
+        let playbook = self
+            .playbook(&record.playbook)
+            .await
+            .map_err(|e| e.to_string())?;
+        let journal = state.journal(run_id).await.map_err(|e| e.to_string())?;
+        let parked_on = state.parked_on(run_id).await.map_err(|e| e.to_string())?;
+        let request_run = RunRequest {
+            alert,
+            mode: crate::gate::Mode::DryRun,
+            approver: Arc::new(crate::gate::NoApprover),
+            progress: Box::new(crate::journal::Quiet),
+            run_id: Some(run_id.to_owned()),
+            started_by: record.started_by.clone(),
+            step_mode: false,
+        };
+        // Unrecorded: nothing of the look-ahead reaches the state store.
+        let (ahead, _) = run::execute(
+            &self.engine,
+            &playbook,
+            self.backends.clone(),
+            None,
+            run_id.to_owned(),
+            request_run,
+            run::Journaled {
+                replay: journal,
+                parked_on,
+                only: false,
+                predicting: true,
+            },
+        )
+        .await;
+        // At most MAX_PLANNED writes, each at most MAX_PLANNED_BYTES of
+        // arguments: past either, the list stops (and those writes ask).
+        let writes: Vec<crate::state::plans::PlannedWrite> = ahead
+            .journal
+            .iter()
+            .filter(|e| e.seq >= seq && e.is_write())
+            .map(|e| crate::state::plans::PlannedWrite {
+                op: e.name(),
+                detail: e.args.to_string(),
+            })
+            .take_while(|w| w.detail.len() <= MAX_PLANNED_BYTES)
+            .take(MAX_PLANNED)
+            .collect();
+        let plan = crate::state::plans::RunPlan {
+            digest: crate::state::plans::plan_digest(run_id, seq, &request.plan_digest, &writes),
+            run_id: run_id.to_owned(),
+            from_seq: seq,
+            request_digest: request.plan_digest,
+            writes,
+            ended: crate::report::end_json(&ahead.end),
+            at: crate::state::now_ms(),
+            approvals: Vec::new(),
+        };
+        state.put_run_plan(&plan).await.map_err(|e| e.to_string())
     }
 }

@@ -788,3 +788,80 @@ fn a_closed_stdout_is_no_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(out.status.code(), Some(101), "{stderr}");
 }
+
+/// `stepgate approvals` lists the writes a parked run would go on to make;
+/// `approve --all --plan DIGEST` approves them as one, and the run (once a
+/// sweep resumes it) makes them without asking again.
+#[test]
+fn a_whole_plan_is_listed_and_approved_from_the_cli() {
+    let (dir, config) = demo_copy();
+    let config_arg = config.to_str().unwrap();
+    let ops = principal(&config, "ops", "operator");
+    let parked = run(
+        "plaza-reconciliation-drift",
+        UNEXPLAINED,
+        &config,
+        &["--live", "--json", "--token-file", ops.to_str().unwrap()],
+    );
+    assert_eq!(parked.status.code(), Some(8), "{}", text(&parked.stderr));
+    let run_id = serde_json::from_slice::<serde_json::Value>(&parked.stdout).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let listed = stepgate(&["approvals", "--json", "--config", config_arg]);
+    let doc: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let plan = &doc["whole_plans"][0];
+    assert_eq!(plan["run_id"], run_id.as_str());
+    assert_eq!(plan["from_seq"], 8);
+    let ops_listed: Vec<&str> = plan["writes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops_listed[0], "flags.set", "{plan}");
+    assert!(ops_listed.len() > 1, "{plan}");
+    let digest = plan["digest"].as_str().unwrap();
+    let human = stepgate(&["approvals", "--config", config_arg]);
+    assert!(
+        text(&human.stdout).contains(&format!("approve {run_id} --all --plan {}", &digest[..12])),
+        "{}",
+        text(&human.stdout)
+    );
+
+    let alice = principal(&config, "alice", "approver");
+    let approved = stepgate(&[
+        "approve",
+        &run_id,
+        "--all",
+        "--plan",
+        &digest[..12],
+        "--reason",
+        "the runbook's whole mitigation",
+        "--token-file",
+        alice.to_str().unwrap(),
+        "--config",
+        config_arg,
+    ]);
+    assert_eq!(
+        approved.status.code(),
+        Some(0),
+        "{}",
+        text(&approved.stderr)
+    );
+    let said = text(&approved.stdout);
+    assert!(
+        said.contains("approved the whole plan") && said.contains("write #8: approved by alice"),
+        "{said}"
+    );
+    let sweep = stepgate(&["sweep", "--config", config_arg]);
+    assert_eq!(sweep.status.code(), Some(0), "{}", text(&sweep.stderr));
+    let runs = stepgate(&["runs", "--status", "done", "--config", config_arg]);
+    assert!(
+        text(&runs.stdout).contains(&run_id),
+        "{}",
+        text(&runs.stdout)
+    );
+    assert!(dir.path().join("var/pages.jsonl").exists());
+}

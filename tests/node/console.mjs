@@ -6,7 +6,7 @@
 // Input (environment): STEPGATE_URL, CHROMIUM_BIN, SHOTS (a directory),
 // TOKEN_ALICE / TOKEN_CAROL / TOKEN_BOB / TOKEN_OPS, RUN_XSS (quorum 1,
 // a hostile reason), RUN_Q2 (quorum 2), RUN_STALE (its plan is changed
-// while bob looks at it). Output: one line per stage; `READY stale` asks
+// while bob looks at it), RUN_PLAN (two pages, approved as one plan). Output: one line per stage; `READY stale` asks
 // the test to change the world and answer `GO` on stdin.
 import { chromium } from 'playwright-core';
 import { createInterface } from 'node:readline';
@@ -92,13 +92,13 @@ const alice = await signIn(env('TOKEN_ALICE'));
 {
   const { page } = alice;
   const rows = await page.locator('#pending tr').count();
-  expect(rows === 4, `the approvals page lists ${rows - 1} requests, not 3`);
+  expect(rows === 5, `the approvals page lists ${rows - 1} requests, not 4`);
   const hostile = await page.locator('#pending').textContent();
   expect(hostile.includes('<img src=x onerror='), `the hostile reason is not shown as text: ${hostile}`);
   expect(await page.locator('#pending img').count() === 0, 'the hostile reason became an <img> element');
   expect(await page.evaluate(() => window.__xss === undefined), 'the hostile reason ran a script');
   await page.screenshot({ path: `${shots}/console-approvals.png`, fullPage: true });
-  console.log('ok: the approvals page lists the three requests, the hostile reason inert');
+  console.log('ok: the approvals page lists the four requests, the hostile reason inert');
 }
 
 // 3. Alice reviews the plan of the quorum-1 write and approves it; the
@@ -126,6 +126,25 @@ const alice = await signIn(env('TOKEN_ALICE'));
   expect(await page.evaluate(() => window.__xss === undefined), 'a hostile string ran a script');
   expect(alice.errors.length === 0, `the pages raised: ${alice.errors.join('; ')}`);
   console.log('ok: approved from the plan page; the run page followed the run to done');
+}
+
+// 3b. A run that will page twice shows its whole plan; approved as one,
+// both pages go out without asking again.
+{
+  const { page } = alice;
+  const run = env('RUN_PLAN');
+  await page.goto(`${url}/ui/runs/${run}/approvals/1`);
+  const items = await page.locator('#whole-plan li').count();
+  expect(items === 2, `the whole plan lists ${items} writes, not 2`);
+  const listed = await page.textContent('#whole-plan');
+  expect(listed.includes('first page') && listed.includes('second page'), `the whole plan says: ${listed}`);
+  await page.locator('#whole-plan').scrollIntoViewIfNeeded();
+  await page.screenshot({ path: `${shots}/console-whole-plan.png`, fullPage: true });
+  await page.fill('#why-all', 'both pages are the runbook');
+  await Promise.all([page.waitForNavigation(), page.click('#approve-all button.approve')]);
+  expect(page.url().endsWith(`/ui/runs/${run}`), `after approving the plan the page is ${page.url()}`);
+  await waitForStatus(page, 'done');
+  console.log('ok: a whole plan approved as one; the run made both writes');
 }
 
 // 4. Quorum 2: alice's approval is one of two; carol's settles it.

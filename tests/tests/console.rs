@@ -5,7 +5,7 @@
 //! digest, approve with a reason and watch the run finish; a quorum of two
 //! takes two people; the operator who started a run cannot approve it; a
 //! decision on a plan that changed meanwhile is refused with the new plan
-//! shown. The state store is checked afterwards: what the browser did is
+//! shown; a run's whole plan is approved as one. The state store is checked afterwards: what the browser did is
 //! what was recorded. Screenshots of the three main pages land in
 //! `target/console-screenshots/` (the ones in `docs/images/` come from here).
 
@@ -46,14 +46,19 @@ url = "sqlite::memory:"
 [flags.plaza]
 kind = "builtin"
 names = ["PLAZA_*", "BENCH_*"]
+[pager.targets.ceo]
+kind = "file"
+path = "{{dir}}/pages.jsonl"
 [server]
 sweep_every = "200ms"
 [playbooks.hostile]
 component = "{}"
 grants.db.plaza = {{}}
 grants.flags = {{ read = ["BENCH_*"], write = ["PLAZA_*"] }}
+grants.pager = {{ targets = ["ceo"] }}
 [playbooks.hostile.gates]
 "flags.set" = {{ policy = "approve" }}
+"pager.page" = {{ policy = "approve" }}
 "flags.set:PLAZA_Q2" = {{ policy = "approve", quorum = 2 }}
 "#,
         stepgate_artifacts::HOSTILE
@@ -158,6 +163,12 @@ async fn approvers_decide_in_a_real_browser() {
             json!({}),
         )
         .await;
+    let run_plan = console
+        .parked_run(
+            json!({ "alertname": "Hostile", "mode": "page-sleep-page", "ms": "0" }),
+            json!({}),
+        )
+        .await;
     let stale_digest = state
         .approval_request(&run_stale, 3)
         .await
@@ -180,6 +191,7 @@ async fn approvers_decide_in_a_real_browser() {
         .env("RUN_XSS", &run_xss)
         .env("RUN_Q2", &run_q2)
         .env("RUN_STALE", &run_stale)
+        .env("RUN_PLAN", &run_plan)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -261,6 +273,14 @@ async fn approvers_decide_in_a_real_browser() {
                 && r.record["approval"]["reason"] == "checked the flag by hand: pausing is right"),
         "{audit:?}"
     );
+    // The whole plan took both pages, each decided by alice's one approval.
+    assert_eq!(setup.pages().len(), 2);
+    let second = state.approval_request(&run_plan, 3).await.unwrap().unwrap();
+    assert!(
+        second.decisions[0].reason.contains("whole plan"),
+        "{:?}",
+        second.decisions
+    );
     // Neither the operator nor bob decided the stale run's new request.
     let stale = state
         .approval_request(&run_stale, 3)
@@ -269,7 +289,7 @@ async fn approvers_decide_in_a_real_browser() {
         .unwrap();
     assert!(stale.decisions.is_empty(), "{:?}", stale.decisions);
     assert!(matches!(stale.status, ApprovalStatus::Pending { .. }));
-    for page in ["approvals", "plan", "run"] {
+    for page in ["approvals", "plan", "whole-plan", "run"] {
         assert!(shots.join(format!("console-{page}.png")).exists());
     }
     let _ = stop.send(());

@@ -184,6 +184,10 @@ pub struct CallCtx {
     keyed_retry: bool,
     /// Replaying a recording: nothing is ever called live.
     replay_only: bool,
+    /// Looking ahead of a parked live run (every write simulated): the
+    /// playbook is told it is live, so it plans and words its writes as
+    /// the live run will.
+    predicting: bool,
     /// The span of the step the playbook is in (a child of the run's);
     /// each call's span is its child. None before the first step.
     step_span: tracing::Span,
@@ -223,6 +227,7 @@ impl CallCtx {
             parked_on: None,
             keyed_retry: false,
             replay_only: false,
+            predicting: false,
             step_span: tracing::Span::none(),
         }
     }
@@ -317,6 +322,17 @@ impl CallCtx {
     pub fn with_replay_only(mut self, only: bool) -> CallCtx {
         self.replay_only = only;
         self
+    }
+
+    /// A dry run that predicts a live run (see the field).
+    pub fn predicting(mut self, predicting: bool) -> CallCtx {
+        self.predicting = predicting;
+        self
+    }
+
+    /// Whether the playbook is told this is a dry run.
+    pub fn told_dry_run(&self) -> bool {
+        self.mode == Mode::DryRun && !self.predicting
     }
 
     /// The run was parked on write `seq` (`call`): a resumed run must get

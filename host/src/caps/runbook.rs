@@ -12,7 +12,6 @@ use super::{Action, Call, CallCtx, CapError, cut_text};
 use crate::backends::BackendError;
 use crate::bindings::WitError;
 use crate::bindings::stepgate::playbook::runbook::{Host, Level};
-use crate::gate::Mode;
 
 /// Longest log line kept; the rest is cut, so a playbook cannot flood the
 /// terminal or the journal.
@@ -111,6 +110,6 @@ impl Host for CallCtx {
         // Not journaled: the mode is the run's own, and a resumed or
         // replayed run keeps the mode it was recorded with.
         infallible(self.admit("runbook", "dry-run"))?;
-        Ok(self.mode == Mode::DryRun)
+        Ok(self.told_dry_run())
     }
 }

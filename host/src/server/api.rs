@@ -218,6 +218,30 @@ pub async fn decide(
 }
 
 #[derive(Deserialize)]
+pub struct PlanBody {
+    /// The whole plan's digest (8+ hex digits) the approver looked at.
+    plan: String,
+    reason: String,
+}
+
+/// Approves a run's whole plan (approvers): each of its writes passes
+/// while the run makes exactly those, in order.
+pub async fn approve_plan(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<PlanBody>,
+) -> Result<Json<Json_>, ApiError> {
+    let (principal, role, _) = caller(&shared, &headers, Role::may_approve).await?;
+    let (plan, status) =
+        super::approve_plan(&shared, &principal, role, &id, &body.plan, &body.reason).await?;
+    let settled = !matches!(status, ApprovalStatus::Pending { .. });
+    Ok(Json(
+        json!({ "plan": plan, "status": status, "resuming": settled }),
+    ))
+}
+
+#[derive(Deserialize)]
 pub struct ResolveBody {
     /// `retry` or `mark-done`.
     resolution: String,

@@ -492,6 +492,12 @@ pub(super) async fn ended(shared: &Shared, report: &RunReport, started: Instant,
     {
         notify_approvers(shared, &report.run_id, *seq).await;
         super::slack::post_request(shared, &report.run_id, *seq).await;
+        // Then the writes it would go on to make, for approving them as
+        // one (once per request; a resumed run has its plan already). The
+        // look-ahead runs the playbook: it waits for a slot like a run.
+        if let Ok(_slot) = shared.slot(&report.playbook).await {
+            shared.runtime().plan_ahead(report).await;
+        }
     }
 }
 

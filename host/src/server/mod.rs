@@ -238,6 +238,46 @@ pub async fn decide(
     Ok(status)
 }
 
+/// A principal's approval of a run's whole plan, from any face: recorded
+/// (and audited); the write the run waits on is decided by it at once, and
+/// a settled one resumes the run. Returns the plan and where that write
+/// stands.
+pub async fn approve_plan(
+    shared: &Arc<Shared>,
+    principal: &str,
+    role: crate::state::approvals::Role,
+    run_id: &str,
+    digest: &str,
+    reason: &str,
+) -> Result<
+    (
+        crate::state::plans::RunPlan,
+        crate::state::approvals::ApprovalStatus,
+    ),
+    crate::state::approvals::DecisionError,
+> {
+    let state = shared.runtime().state.clone();
+    let plan = state
+        .approve_plan(principal, role, run_id, digest, reason)
+        .await?;
+    let status = state
+        .approval_status(run_id, plan.from_seq)
+        .await?
+        .ok_or_else(|| crate::state::approvals::DecisionError::Unknown {
+            run_id: run_id.to_owned(),
+            seq: plan.from_seq,
+        })?;
+    if !matches!(
+        status,
+        crate::state::approvals::ApprovalStatus::Pending { .. }
+    ) {
+        dispatch::resume(shared.clone(), run_id.to_owned());
+    }
+    let (shared, run, seq) = (shared.clone(), run_id.to_owned(), plan.from_seq);
+    tokio::spawn(async move { slack::refresh(&shared, &run, seq).await });
+    Ok((plan, status))
+}
+
 /// The token of an `Authorization: Bearer TOKEN` header, trimmed, if any.
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers
@@ -361,6 +401,7 @@ impl Server {
             .route("/api/runs/{id}", get(api::show_run))
             .route("/api/approvals", get(api::approvals))
             .route("/api/runs/{id}/approvals/{seq}", post(api::decide))
+            .route("/api/runs/{id}/plan", post(api::approve_plan))
             .route("/api/runs/{id}/resolve/{seq}", post(api::resolve))
             .route("/api/runs/{id}/cancel", post(api::cancel))
             .route("/-/reload", post(api::reload))

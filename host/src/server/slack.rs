@@ -35,12 +35,15 @@ use crate::state::approvals::{ApprovalStatus, DecisionError, RequestView, STEP_P
 const WINDOW: Duration = Duration::from_secs(5 * 60);
 /// The modal that asks a denial's reason.
 const DENY_MODAL: &str = "stepgate_deny";
+/// The most characters of a write, or of its reads, a message shows.
+const SHOWN: usize = 2700;
+/// The most lines of reads a message shows.
+const READ_LINES: usize = 12;
 
 /// The Slack app, its secrets resolved.
 struct Slack {
     api_url: String,
     bot_token: String,
-    signing_secret: String,
     channel: String,
     client: reqwest::Client,
 }
@@ -61,7 +64,7 @@ impl Slack {
         Some(Slack {
             api_url: config.api_url.trim_end_matches('/').to_owned(),
             bot_token: resolve(&config.bot_token, "slack.bot_token")?,
-            signing_secret: resolve(&config.signing_secret, "slack.signing_secret")?,
+
             channel: config.channel.clone(),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -93,33 +96,52 @@ impl Slack {
             ))
         }
     }
+}
 
-    /// Whether a request carries this app's signature, made within the
-    /// window.
-    fn signed(&self, headers: &HeaderMap, body: &[u8], now_s: i64) -> Result<String, &'static str> {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let timestamp =
-            header("x-slack-request-timestamp").ok_or("no X-Slack-Request-Timestamp")?;
-        let at: i64 = timestamp
-            .parse()
-            .map_err(|_| "a timestamp that is not a number")?;
-        if now_s.abs_diff(at) > WINDOW.as_secs() {
-            return Err("a timestamp more than five minutes from now");
-        }
-        let given = header("x-slack-signature")
-            .and_then(|s| s.strip_prefix("v0="))
-            .and_then(|hex_text| hex::decode(hex_text).ok())
-            .ok_or("no v0 signature")?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.signing_secret.as_bytes())
-            .map_err(|_| "an unusable signing secret")?;
-        mac.update(b"v0:");
-        mac.update(timestamp.as_bytes());
-        mac.update(b":");
-        mac.update(body);
-        // verify_slice compares in constant time.
-        mac.verify_slice(&given).map_err(|_| "a wrong signature")?;
-        Ok(hex::encode(given))
+/// The signing secret of the config in force, if `[slack]` is set.
+fn signing_secret(shared: &Shared) -> Option<String> {
+    let runtime = shared.runtime();
+    let config = runtime.config.slack.as_ref()?;
+    config
+        .signing_secret
+        .resolve(
+            "slack.signing_secret",
+            &runtime.config.base_dir,
+            &runtime.backends.redactor(),
+        )
+        .map_err(|e| tracing::error!("slack: {e}"))
+        .ok()
+}
+
+/// Whether a request carries the app's signature (`secret`), made within
+/// the window; the signature (hex) if so.
+fn signed(
+    secret: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_s: i64,
+) -> Result<String, &'static str> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let timestamp = header("x-slack-request-timestamp").ok_or("no X-Slack-Request-Timestamp")?;
+    let at: i64 = timestamp
+        .parse()
+        .map_err(|_| "a timestamp that is not a number")?;
+    if now_s.abs_diff(at) > WINDOW.as_secs() {
+        return Err("a timestamp more than five minutes from now");
     }
+    let given = header("x-slack-signature")
+        .and_then(|s| s.strip_prefix("v0="))
+        .and_then(|hex_text| hex::decode(hex_text).ok())
+        .ok_or("no v0 signature")?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .map_err(|_| "an unusable signing secret")?;
+    mac.update(b"v0:");
+    mac.update(timestamp.as_bytes());
+    mac.update(b":");
+    mac.update(body);
+    // verify_slice compares in constant time.
+    mac.verify_slice(&given).map_err(|_| "a wrong signature")?;
+    Ok(hex::encode(given))
 }
 
 /// What a button carries: the request and the plan the message showed.
@@ -201,7 +223,17 @@ fn blocks(r: &RequestView, public_url: Option<&str>, stale: bool) -> (String, Js
         "Approval needed: {} wants {} on {}",
         r.playbook, r.op, r.target
     );
-    let reads: String = r.plan.lines().take(12).collect::<Vec<_>>().join("\n");
+    let reads: String = r
+        .plan
+        .lines()
+        .take(READ_LINES)
+        .collect::<Vec<_>>()
+        .join("\n");
+    // An approval binds the whole write and plan: if either is cut here,
+    // the approver must see it whole in the console first.
+    let whole_here = r.detail.chars().count() <= SHOWN
+        && r.plan.lines().count() <= READ_LINES
+        && reads.chars().count() <= SHOWN;
     let mut context = format!(
         "Run `{}` #{} · started by {} · plan digest `{}`",
         inert::slack(&r.run_id),
@@ -222,6 +254,7 @@ fn blocks(r: &RequestView, public_url: Option<&str>, stale: bool) -> (String, Js
         json!({ "type": "section", "text": plain(&format!("Reason: {}", r.reason)) }),
         json!({ "type": "section", "text": { "type": "mrkdwn", "text": format!("*The write*\n{}", code(&r.detail)) } }),
         json!({ "type": "section", "text": { "type": "mrkdwn", "text": format!("*What the run read before asking*\n{}", code(if reads.is_empty() { "no calls" } else { &reads })) } }),
+        json!({ "type": "section", "text": plain(if whole_here { "Approving binds you to exactly this write and these reads." } else { "The write or its reads are too long to show whole here: review and approve them in the console (Deny works here)." }) }),
         json!({ "type": "context", "elements": [ { "type": "mrkdwn", "text": context } ] }),
     ];
     let status = if stale {
@@ -232,19 +265,16 @@ fn blocks(r: &RequestView, public_url: Option<&str>, stale: bool) -> (String, Js
     blocks.push(json!({ "type": "section", "block_id": "status", "text": plain(&status) }));
     if !stale && matches!(r.status, ApprovalStatus::Pending { .. }) {
         let value = button_value(r);
-        blocks.push(json!({
-            "type": "actions",
-            "block_id": "decide",
-            "elements": [
-                { "type": "button", "action_id": "approve", "style": "primary", "text": plain("Approve"), "value": value },
-                { "type": "button", "action_id": "deny", "style": "danger", "text": plain("Deny"), "value": value },
-            ],
-        }));
+        let mut buttons = Vec::new();
+        if whole_here {
+            buttons.push(json!({ "type": "button", "action_id": "approve", "style": "primary", "text": plain("Approve"), "value": value }));
+        }
+        buttons.push(json!({ "type": "button", "action_id": "deny", "style": "danger", "text": plain("Deny"), "value": value }));
+        blocks.push(json!({ "type": "actions", "block_id": "decide", "elements": buttons }));
     }
-    (
-        cut(&format!("{title} — {status}"), 2900),
-        Json::Array(blocks),
-    )
+    // The notification text is mrkdwn too: outside text made inert.
+    let text = inert::slack(&inert::line(&format!("{title} — {status}")));
+    (cut(&text, 2900), Json::Array(blocks))
 }
 
 /// After a write parked: posts its request to the channel, once per plan.
@@ -349,13 +379,15 @@ pub async fn interactions(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(slack) = Slack::of(&shared) else {
+    // Nothing of the request is read, and nothing is built, before its
+    // signature is checked.
+    let Some(secret) = signing_secret(&shared) else {
         return answer(
             StatusCode::NOT_FOUND,
             "Slack approvals are not configured ([slack])",
         );
     };
-    let signature = match slack.signed(&headers, &body, chrono::Utc::now().timestamp()) {
+    let signature = match signed(&secret, &headers, &body, chrono::Utc::now().timestamp()) {
         Ok(signature) => signature,
         Err(why) => {
             tracing::warn!("slack: refused an interaction: {why}");
@@ -381,6 +413,12 @@ pub async fn interactions(
             return answer(StatusCode::INTERNAL_SERVER_ERROR, "the state store failed");
         }
     }
+    let Some(slack) = Slack::of(&shared) else {
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Slack approvals are misconfigured; see the server's log",
+        );
+    };
     let payload: Option<Json> =
         url_form_field(&body, "payload").and_then(|p| serde_json::from_str(&p).ok());
     let Some(payload) = payload else {
@@ -427,9 +465,10 @@ async fn principal_of(
             "Principal `{}` does not exist or was revoked; nothing was decided.",
             inert::slack(name)
         )),
-        Err(e) => Err(format!(
-            "The state store failed ({e}); nothing was decided. Try again."
-        )),
+        Err(e) => {
+            tracing::error!("slack: {e}");
+            Err("The state store failed; nothing was decided. Try again.".to_owned())
+        }
     }
 }
 
@@ -561,5 +600,66 @@ async fn deny_submitted(shared: &Arc<Shared>, payload: &Json) -> Response {
     match decided {
         Ok(_) => answer(StatusCode::OK, ""),
         Err(e) => errors(refusal_text(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(detail: &str, plan: &str) -> RequestView {
+        RequestView {
+            run_id: "r1".into(),
+            seq: 3,
+            playbook: "pb".into(),
+            op: "db.execute".into(),
+            target: "ledger".into(),
+            detail: detail.into(),
+            reason: "<!channel> look".into(),
+            started_by: "ops".into(),
+            quorum: 1,
+            groups: Vec::new(),
+            plan: plan.into(),
+            plan_digest: "ab".repeat(32),
+            created_at: 0,
+            expires_at: None,
+            status: ApprovalStatus::Pending {
+                approvals: 0,
+                quorum: 1,
+            },
+            decisions: Vec::new(),
+            preview: None,
+            previewed_at: None,
+        }
+    }
+
+    fn actions(blocks: &Json) -> Vec<String> {
+        blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["type"] == "actions")
+            .flat_map(|b| b["elements"].as_array().unwrap().clone())
+            .map(|e| e["action_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn approve_is_offered_only_on_a_write_shown_whole() {
+        let (text, shown) = blocks(&request("UPDATE t SET a = 1", "#1 db.query …"), None, false);
+        assert_eq!(actions(&shown), ["approve", "deny"]);
+        assert!(!text.contains("<!channel>"), "{text}");
+
+        // A statement whose tail would be cut: only Deny here, approve in
+        // the console.
+        let long = format!("UPDATE t SET a = 1 {}; DROP TABLE t", " ".repeat(SHOWN));
+        let (_, cut_write) = blocks(&request(&long, "#1 db.query …"), None, false);
+        assert_eq!(actions(&cut_write), ["deny"]);
+        let many_reads = (0..=READ_LINES)
+            .map(|i| format!("#{i} read"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let (_, cut_reads) = blocks(&request("UPDATE t SET a = 1", &many_reads), None, false);
+        assert_eq!(actions(&cut_reads), ["deny"]);
     }
 }

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod cancel;
 pub mod in_doubt;
 pub mod inbox;
+pub mod plans;
 pub mod replan;
 pub mod runs;
 pub mod sessions;

@@ -96,6 +96,27 @@ impl StateStore {
             });
             set_aside.push(("approval", seq, record));
         }
+        // Whole-plan approvals were given on the world as it was: a re-plan
+        // voids them all (each write of the new plan asks again).
+        for row in sqlx::query(
+            "SELECT digest, principal, reason, at FROM plan_approvals WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let record = serde_json::json!({
+                "plan_digest": row.try_get::<String, _>(0)?,
+                "principal": row.try_get::<String, _>(1)?,
+                "reason": row.try_get::<String, _>(2)?,
+                "at": row.try_get::<i64, _>(3)?,
+            });
+            set_aside.push(("plan_approval", from, record));
+        }
+        sqlx::query("DELETE FROM plan_approvals WHERE run_id = $1")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
         let at = now_ms();
         for (kind, seq, record) in &set_aside {
             sqlx::query(

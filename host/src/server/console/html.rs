@@ -150,6 +150,8 @@ button.deny { background:#fff; color:var(--write); border-color:var(--write); }
 button.link { background:none; border:none; color:#fff; text-decoration:underline; padding:0; }
 form.inline { display:inline; }
 .step-row td { background:#eef1f4; font-weight:600; }
+table.args th { width:10rem; }
+table.args pre { border:none; padding:0; }
 input[type=password] { font:inherit; padding:.35rem; width:32rem; max-width:100%; }
 "#;
 
@@ -190,7 +192,7 @@ mod tests {
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
         );
         // A right-to-left override is shown, not obeyed.
-        assert_eq!(esc("pay 100\u{202e}0001"), "pay 100\\u202e0001");
+        assert_eq!(esc("pay 100\u{202e}0001"), "pay 100\\u202E0001");
         let mut html = Html::new();
         html.el("td", "x", "<img src=x onerror=alert(1)>");
         assert_eq!(

@@ -52,6 +52,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/ui/runs/{id}/timeline", get(timeline))
         .route("/ui/runs/{id}/audit", get(audit))
         .route("/ui/runs/{id}/approvals/{seq}", get(plan).post(decide))
+        .route("/ui/runs/{id}/plan", post(approve_all))
         .route("/ui/static/console.css", get(css))
         .route("/ui/static/console.js", get(js))
 }
@@ -142,8 +143,23 @@ fn set_cookie(name: &str, value: &str, path: &str, max_age: u64, secure: bool) -
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The signed-in session, or the answer to give instead (to the sign-in
-/// page for a page, 401 for a fragment).
+/// A signed-in session, as a handler's argument: a request without a live
+/// one is sent to the sign-in page instead.
+struct SignedIn(Session);
+
+impl axum::extract::FromRequestParts<Arc<Shared>> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, Response> {
+        session(shared, &parts.headers).await.map(SignedIn)
+    }
+}
+
+/// The signed-in session, or the answer to give instead (the sign-in
+/// page).
 async fn session(shared: &Shared, headers: &HeaderMap) -> Result<Session, Response> {
     let found = match cookie(headers, SESSION) {
         Some(id) => shared.runtime().state.session(id).await,
@@ -178,20 +194,36 @@ fn viewer(session: &Session) -> Viewer<'_> {
 
 /// Whether a POST is this session's own: the CSRF token matches (in
 /// constant time) and, if the browser names the page's origin, it is this
-/// server.
-fn same_origin_post(session_csrf: &str, given: &str, headers: &HeaderMap) -> bool {
+/// server: as the request reached it (`Host`), or as `server.public_url`
+/// names it (behind a proxy that rewrites `Host`).
+fn same_origin_post(shared: &Shared, session_csrf: &str, given: &str, headers: &HeaderMap) -> bool {
     let token_ok = constant_time_eq(session_csrf.as_bytes(), given.as_bytes());
-    let origin_ok = match (
-        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
-        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
-    ) {
-        (Some(origin), Some(host)) => origin
-            .split_once("://")
-            .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host),
-        (Some(_), None) => false,
-        (None, _) => true,
+    let origin_ok = match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(origin) => {
+            let origin = origin.trim_end_matches('/');
+            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+            let this = origin
+                .split_once("://")
+                .is_some_and(|(_, rest)| Some(rest) == host);
+            let public = shared
+                .runtime()
+                .config
+                .server
+                .public_url
+                .as_deref()
+                .is_some_and(|url| origin_of(url) == Some(origin));
+            this || public
+        }
     };
     token_ok && origin_ok
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find('/').unwrap_or(rest.len());
+    url.get(..scheme.len() + 3 + end)
 }
 
 /// Byte equality that takes the same time wherever the first difference is.
@@ -251,7 +283,7 @@ async fn login(
     // The form must come from the sign-in page this browser was given, so
     // no other site can sign a victim in as someone else.
     let expected = cookie(&headers, LOGIN).unwrap_or("");
-    if expected.is_empty() || !same_origin_post(expected, &form.login_csrf, &headers) {
+    if expected.is_empty() || !same_origin_post(&shared, expected, &form.login_csrf, &headers) {
         return login_form(
             &shared,
             &headers,
@@ -300,13 +332,10 @@ struct CsrfForm {
 async fn logout(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
+    SignedIn(session): SignedIn,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let session = match session(&shared, &headers).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
-    if !same_origin_post(&session.csrf, &form.csrf, &headers) {
+    if !same_origin_post(&shared, &session.csrf, &form.csrf, &headers) {
         return forbidden_post();
     }
     if let Some(id) = cookie(&headers, SESSION)
@@ -322,11 +351,7 @@ async fn logout(
     response
 }
 
-async fn approvals(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let session = match session(&shared, &headers).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+async fn approvals(State(shared): State<Arc<Shared>>, SignedIn(session): SignedIn) -> Response {
     match shared.runtime().state.pending_approvals().await {
         Ok(pending) => respond(
             StatusCode::OK,
@@ -340,11 +365,7 @@ async fn approvals(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Res
     }
 }
 
-async fn runs(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let session = match session(&shared, &headers).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+async fn runs(State(shared): State<Arc<Shared>>, SignedIn(session): SignedIn) -> Response {
     match shared.runtime().state.runs(None, 100).await {
         Ok(runs) => respond(
             StatusCode::OK,
@@ -367,13 +388,9 @@ fn not_found(session: &Session, what: &str) -> Response {
 
 async fn run(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    SignedIn(session): SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    let session = match session(&shared, &headers).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
     let state = shared.runtime().state.clone();
     let loaded = async {
         let Some(run) = state.run(&id).await? else {
@@ -437,13 +454,9 @@ async fn timeline(
 
 async fn audit(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    SignedIn(session): SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    let session = match session(&shared, &headers).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
     match shared.runtime().state.audit_records_of(&id).await {
         Ok(records) => respond(
             StatusCode::OK,
@@ -466,8 +479,13 @@ async fn plan_page(
     status: StatusCode,
     notice: Option<&str>,
 ) -> Response {
-    match shared.runtime().state.approval_request(id, seq).await {
+    let state = shared.runtime().state.clone();
+    match state.approval_request(id, seq).await {
         Ok(Some(request)) => {
+            let whole = match state.plan_at(id, seq, &request.plan_digest).await {
+                Ok(whole) => whole,
+                Err(e) => return failure(&e.to_string()),
+            };
             let deciding = views::Deciding {
                 principal: &session.principal,
                 may_approve: session.role.may_approve(),
@@ -477,7 +495,7 @@ async fn plan_page(
             if let Some(notice) = notice {
                 body.push_str(&views::problem(notice, None));
             }
-            body.push_str(&views::plan(&request, &deciding, now_ms()));
+            body.push_str(&views::plan(&request, whole.as_ref(), &deciding, now_ms()));
             respond(
                 status,
                 page(
@@ -499,13 +517,9 @@ async fn plan_page(
 
 async fn plan(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    SignedIn(session): SignedIn,
     Path((id, seq)): Path<(String, u64)>,
 ) -> Response {
-    let session = match session(&shared, &headers).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
     plan_page(&shared, &session, &id, seq, StatusCode::OK, None).await
 }
 
@@ -522,14 +536,11 @@ struct DecideForm {
 async fn decide(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
+    SignedIn(session): SignedIn,
     Path((id, seq)): Path<(String, u64)>,
     Form(form): Form<DecideForm>,
 ) -> Response {
-    let session = match session(&shared, &headers).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
-    if !same_origin_post(&session.csrf, &form.csrf, &headers) {
+    if !same_origin_post(&shared, &session.csrf, &form.csrf, &headers) {
         return forbidden_post();
     }
     let approve = match form.decision.as_str() {
@@ -563,6 +574,46 @@ async fn decide(
         }
         Err(e) => {
             let (status, notice) = refusal(&e);
+            plan_page(&shared, &session, &id, seq, status, Some(&notice)).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WholePlanForm {
+    csrf: String,
+    /// The whole plan's digest the page showed.
+    plan: String,
+    reason: String,
+}
+
+async fn approve_all(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    SignedIn(session): SignedIn,
+    Path(id): Path<String>,
+    Form(form): Form<WholePlanForm>,
+) -> Response {
+    if !same_origin_post(&shared, &session.csrf, &form.csrf, &headers) {
+        return forbidden_post();
+    }
+    let approved = super::approve_plan(
+        &shared,
+        &session.principal,
+        session.role,
+        &id,
+        form.plan.trim(),
+        &form.reason,
+    )
+    .await;
+    match approved {
+        Ok(_) => Redirect::to(&format!("/ui/runs/{}", views::path_part(&id))).into_response(),
+        Err(e) => {
+            let (status, notice) = refusal(&e);
+            let seq = match shared.runtime().state.parked_on(&id).await {
+                Ok(Some((seq, _))) => seq,
+                _ => return not_found(&session, &notice),
+            };
             plan_page(&shared, &session, &id, seq, status, Some(&notice)).await
         }
     }

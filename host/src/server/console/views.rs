@@ -13,6 +13,7 @@ use super::html::{Html, esc};
 use crate::config::Effect;
 use crate::state::approvals::{ApprovalStatus, PendingApproval, RequestView, STEP_PAUSE};
 use crate::state::audit::AuditRecord;
+use crate::state::plans::RunPlan;
 use crate::state::runs::{Phase, RunRecord, StoredEntry};
 
 /// Milliseconds since the epoch as `2026-12-01 20:55:03 UTC`.
@@ -335,7 +336,7 @@ pub struct Deciding<'a> {
 
 /// The plan an approval rests on: the write (and what it would change),
 /// the reads, the digest, the decisions so far, and the form.
-pub fn plan(r: &RequestView, viewer: &Deciding<'_>, now: i64) -> String {
+pub fn plan(r: &RequestView, whole: Option<&RunPlan>, viewer: &Deciding<'_>, now: i64) -> String {
     let mut html = Html::new();
     let step_pause = r.op == STEP_PAUSE;
     html.push("<h1>")
@@ -394,7 +395,65 @@ pub fn plan(r: &RequestView, viewer: &Deciding<'_>, now: i64) -> String {
         html.push("</ul>");
     }
     decide_form(&mut html, r, viewer);
+    if let Some(whole) = whole.filter(|w| w.writes.len() > 1) {
+        whole_plan(&mut html, r, whole, viewer);
+    }
     html.into_string()
+}
+
+/// The writes the run would go on to make from this one (a dry run of the
+/// rest), as one list, and the form that approves them as one.
+fn whole_plan(html: &mut Html, r: &RequestView, whole: &RunPlan, viewer: &Deciding<'_>) {
+    html.push("<h2>The whole plan from here</h2><div class=\"card\" id=\"whole-plan\"><p>A dry run of the rest of the run would make these ")
+        .text(&whole.writes.len().to_string())
+        .push(" writes, in this order. Approved as one, each passes while the run makes exactly these; the first difference asks again.</p><ol>");
+    for w in &whole.writes {
+        html.push("<li><span class=\"write\">")
+            .text(&w.op)
+            .push("</span> <code>")
+            .text(&w.detail)
+            .push("</code></li>");
+    }
+    html.push("</ol>");
+    if let Some(ended) = whole.ended["error"].as_str() {
+        html.push("<p class=\"note\">The dry run stopped early: ")
+            .text(ended)
+            .push("</p>");
+    }
+    html.push("<p>Whole-plan digest <code id=\"whole-digest\">")
+        .text(&whole.digest)
+        .push("</code></p>");
+    for a in &whole.approvals {
+        html.push("<p class=\"note\">")
+            .text(&format!(
+                "{} approved the whole plan: {}",
+                a.principal, a.reason
+            ))
+            .push("</p>");
+    }
+    let may = viewer.may_approve
+        && r.started_by != viewer.principal
+        && matches!(r.status, ApprovalStatus::Pending { .. })
+        && !whole
+            .approvals
+            .iter()
+            .any(|a| a.principal == viewer.principal);
+    if may {
+        let _ = write!(
+            html.raw(),
+            "<form method=\"post\" action=\"/ui/runs/{}/plan\" class=\"decide\" id=\"approve-all\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <input type=\"hidden\" name=\"plan\" value=\"{}\">\
+             <label for=\"why-all\">Reason (required)</label>\
+             <textarea id=\"why-all\" name=\"reason\" required maxlength=\"2000\"></textarea>\
+             <div class=\"buttons\"><button class=\"approve\" type=\"submit\">Approve all {} writes</button></div></form>",
+            esc(&path_part(&r.run_id)),
+            esc(viewer.csrf),
+            esc(&whole.digest),
+            whole.writes.len()
+        );
+    }
+    html.push("</div>");
 }
 
 fn decide_form(html: &mut Html, r: &RequestView, viewer: &Deciding<'_>) {
@@ -416,13 +475,15 @@ fn decide_form(html: &mut Html, r: &RequestView, viewer: &Deciding<'_>) {
     }
     let _ = write!(
         html.raw(),
-        "<h2>Your decision</h2><form method=\"post\" class=\"decide\" id=\"decide\">\
+        "<h2>Your decision</h2><form method=\"post\" action=\"/ui/runs/{}/approvals/{}\" class=\"decide\" id=\"decide\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <input type=\"hidden\" name=\"plan\" value=\"{}\">\
          <label for=\"why\">Reason (required, goes to the audit log)</label>\
          <textarea id=\"why\" name=\"reason\" required maxlength=\"2000\"></textarea>\
          <div class=\"buttons\"><button class=\"approve\" type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
          <button class=\"deny\" type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></div></form>",
+        esc(&path_part(&r.run_id)),
+        r.seq,
         esc(viewer.csrf),
         esc(&r.plan_digest)
     );
