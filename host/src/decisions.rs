@@ -229,22 +229,60 @@ pub async fn decide_remote(
             &serde_json::json!({ "approve": decision.approve, "reason": decision.reason, "plan": decision.plan }),
         )
         .await?;
-    let status = serde_json::from_value::<ApprovalStatus>(answer["status"].clone());
-    match &status {
+    settled_remote(&remote, decision.run_id, decision.seq, &answer, wait).await
+}
+
+/// After a decision the server recorded (`answer`, its reply): says where
+/// write `seq` stands and, with `wait`, follows the run on the server.
+async fn settled_remote(
+    remote: &crate::remote::Remote,
+    run_id: &str,
+    seq: u64,
+    answer: &serde_json::Value,
+    wait: bool,
+) -> Result<u8, UsageError> {
+    match serde_json::from_value::<ApprovalStatus>(answer["status"].clone()) {
         Ok(ApprovalStatus::Pending { approvals, quorum }) => {
-            outln!("recorded: {approvals} of {quorum} approvals; the run stays parked")
+            outln!("write #{seq}: {approvals} of {quorum} approvals; the run stays parked");
+            return Ok(exit::DONE);
         }
         Ok(settled) => outln!(
-            "{}; the server resumes run {}",
-            settled_by(settled),
-            decision.run_id
+            "write #{seq}: {}; the server resumes run {run_id}",
+            settled_by(&settled)
         ),
         Err(_) => outln!("{answer}"),
     }
-    if !wait || matches!(status, Ok(ApprovalStatus::Pending { .. })) {
+    if !wait {
         return Ok(exit::DONE);
     }
-    follow(&remote, decision.run_id, decision.seq).await
+    follow(remote, run_id, seq).await
+}
+
+/// After a decision recorded in the state store: says where write `seq`
+/// stands and, with `wait`, resumes the run in this process.
+async fn settled_here(
+    config: Config,
+    run_id: &str,
+    seq: u64,
+    status: ApprovalStatus,
+    wait: bool,
+) -> Result<u8, UsageError> {
+    if let ApprovalStatus::Pending { approvals, quorum } = status {
+        outln!("write #{seq}: {approvals} of {quorum} approvals; the run stays parked");
+        return Ok(exit::DONE);
+    }
+    if !wait {
+        outln!(
+            "write #{seq}: {}; recorded. A running `stepgate serve` resumes run {run_id} (or run `stepgate sweep`; `--wait` resumes it here)",
+            settled_by(&status)
+        );
+        return Ok(exit::DONE);
+    }
+    outln!(
+        "write #{seq}: {}; resuming run {run_id}",
+        settled_by(&status)
+    );
+    resume_here(config, run_id).await
 }
 
 fn settled_by(status: &ApprovalStatus) -> String {
@@ -279,19 +317,7 @@ pub async fn decide(
         .state_store()?
         .decide_approval_of_plan(&token, run_id, seq, approve, reason, plan)
         .await?;
-    if let ApprovalStatus::Pending { approvals, quorum } = status {
-        outln!("recorded: {approvals} of {quorum} approvals; the run stays parked");
-        return Ok(exit::DONE);
-    }
-    if !wait {
-        outln!(
-            "{}; recorded. A running `stepgate serve` resumes run {run_id} (or run `stepgate sweep`; `--wait` resumes it here)",
-            settled_by(&status)
-        );
-        return Ok(exit::DONE);
-    }
-    outln!("{}; resuming run {run_id}", settled_by(&status));
-    resume_here(config, run_id).await
+    settled_here(config, run_id, seq, status, wait).await
 }
 
 /// Resumes run `run_id` in this process and prints where it ended.
@@ -355,29 +381,7 @@ pub async fn approve_plan(
         .approval_status(whole.run_id, plan.from_seq)
         .await?
         .ok_or_else(|| anyhow!("the run's request #{} is gone", plan.from_seq))?;
-    if let ApprovalStatus::Pending { approvals, quorum } = status {
-        outln!(
-            "write #{}: {approvals} of {quorum} approvals; the run stays parked",
-            plan.from_seq
-        );
-        return Ok(exit::DONE);
-    }
-    if !wait {
-        outln!(
-            "write #{}: {}; recorded. A running `stepgate serve` resumes run {} (or run `stepgate sweep`; `--wait` resumes it here)",
-            plan.from_seq,
-            settled_by(&status),
-            whole.run_id
-        );
-        return Ok(exit::DONE);
-    }
-    outln!(
-        "write #{}: {}; resuming run {}",
-        plan.from_seq,
-        settled_by(&status),
-        whole.run_id
-    );
-    resume_here(config, whole.run_id).await
+    settled_here(config, whole.run_id, plan.from_seq, status, wait).await
 }
 
 /// `approve --all --server URL`.
@@ -397,26 +401,7 @@ pub async fn approve_plan_remote(
     let plan: stepgate::state::plans::RunPlan = serde_json::from_value(answer["plan"].clone())
         .map_err(|e| anyhow!("the server's answer is not a plan: {e}"))?;
     print_whole_plan(&plan);
-    match serde_json::from_value::<ApprovalStatus>(answer["status"].clone()) {
-        Ok(ApprovalStatus::Pending { approvals, quorum }) => {
-            outln!(
-                "write #{}: {approvals} of {quorum} approvals; the run stays parked",
-                plan.from_seq
-            );
-            return Ok(exit::DONE);
-        }
-        Ok(settled) => outln!(
-            "write #{}: {}; the server resumes run {}",
-            plan.from_seq,
-            settled_by(&settled),
-            whole.run_id
-        ),
-        Err(_) => outln!("{answer}"),
-    }
-    if !wait {
-        return Ok(exit::DONE);
-    }
-    follow(&remote, whole.run_id, plan.from_seq).await
+    settled_remote(&remote, whole.run_id, plan.from_seq, &answer, wait).await
 }
 
 /// Polls the server until the decided write `seq` is journaled and the
