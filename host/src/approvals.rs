@@ -95,7 +95,7 @@ impl Approver for StoredApprover {
         let filed = match self.store.request_approval(request, &self.started_by).await {
             // A write that is the next of a whole plan someone approved is
             // decided by that approval (if the run has kept to the plan).
-            Ok(ApprovalStatus::Pending { .. }) => {
+            Ok(ApprovalStatus::Pending { .. }) if request.findings.is_empty() => {
                 match self
                     .store
                     .apply_plan_approvals(&request.run_id, request.seq)
@@ -120,9 +120,12 @@ impl Approver for StoredApprover {
         match filed {
             Ok(ApprovalStatus::Pending { .. }) => match &self.terminal {
                 // The terminal is one person, who started the run: it may
-                // settle only what one approver of any group may settle.
+                // settle only what one approver of any group may settle, and
+                // nothing a guardrail escalated (that needs someone else).
                 Some(terminal)
-                    if request.requirement.quorum <= 1 && request.requirement.groups.is_empty() =>
+                    if request.requirement.quorum <= 1
+                        && request.requirement.groups.is_empty()
+                        && request.findings.is_empty() =>
                 {
                     self.ask_terminal(&**terminal, request).await
                 }

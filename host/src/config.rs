@@ -80,6 +80,17 @@ pub struct Config {
     /// the state store): the Slack user each one is.
     #[serde(default)]
     pub principals: BTreeMap<String, PrincipalConfig>,
+    /// Limits every write passes whatever its playbook does (rate limits,
+    /// cooldowns, writes and targets per run, rows per statement, change
+    /// freezes and maintenance windows), by name; checked at load.
+    #[serde(default)]
+    pub guardrails: BTreeMap<String, crate::guard::Rule>,
+    /// Guardrails written as Cedar policies.
+    #[serde(default)]
+    pub policy: crate::guard::PolicyConfig,
+    /// The guardrails and policies, built at load and shared by every run.
+    #[serde(skip)]
+    pub guard: std::sync::Arc<crate::guard::Guardrails>,
     /// The directory relative paths are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -327,6 +338,15 @@ pub struct EngineConfig {
     /// How many runs may hold an instance at once (pooling slots).
     #[serde(default = "default_instances")]
     pub max_instances: u32,
+    /// Refuse to load a playbook whose config does not pin its
+    /// component's SHA-256 (`sha256` under `[playbooks.NAME]`).
+    #[serde(default)]
+    pub require_pinned: bool,
+    /// Ed25519 public keys (hex) that sign components: when set, every
+    /// component needs a detached signature by one of them in
+    /// `COMPONENT.sig` (the 64-byte signature, hex), checked at load.
+    #[serde(default)]
+    pub signing_keys: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -343,6 +363,8 @@ impl Default for EngineConfig {
             cache_dir: None,
             pooling: true,
             max_instances: default_instances(),
+            require_pinned: false,
+            signing_keys: BTreeMap::new(),
         }
     }
 }
@@ -737,6 +759,9 @@ fn default_source() -> String {
 pub struct PlaybookConfig {
     /// The `.wasm` component, relative to the config file.
     pub component: PathBuf,
+    /// The component's SHA-256 (hex, as `stepgate inspect` prints it):
+    /// a component whose bytes differ is refused at load.
+    pub sha256: Option<String>,
     /// What it may touch.
     #[serde(default)]
     pub grants: Grants,
@@ -974,6 +999,12 @@ impl Config {
         };
         config.source = source.to_owned();
         config.validate()?;
+        let policies = crate::guard::Policies::load(&config.policy, &config.base_dir)
+            .map_err(|message| config.invalid("policy.files", message))?;
+        config.guard = std::sync::Arc::new(crate::guard::Guardrails::new(
+            config.guardrails.clone(),
+            policies,
+        ));
         Ok(config)
     }
 
@@ -1095,6 +1126,26 @@ impl Config {
         }
         for (name, playbook) in &self.playbooks {
             self.validate_playbook(name, playbook)?;
+        }
+        for (name, rule) in &self.guardrails {
+            for pattern in &rule.patterns {
+                let matches = globset::Glob::new(pattern)
+                    .map(|g| g.compile_matcher())
+                    .is_ok_and(|m| self.playbooks.keys().any(|p| m.is_match(p)));
+                if !matches {
+                    return Err(self.invalid(
+                        format!("guardrails.{name}.playbooks"),
+                        format!(
+                            "`{pattern}` names no configured playbook, so the guardrail would never apply; known: {}",
+                            known(self.playbooks.keys())
+                        ),
+                    ));
+                }
+            }
+        }
+        for (name, key) in &self.engine.signing_keys {
+            crate::playbook::verifying_key(key)
+                .map_err(|m| self.invalid(format!("engine.signing_keys.{name}"), m))?;
         }
         self.validate_server()
     }
@@ -1258,6 +1309,14 @@ impl Config {
 
     fn validate_playbook(&self, name: &str, playbook: &PlaybookConfig) -> Result<(), ConfigError> {
         let at = |rest: &str| format!("playbooks.{name}.{rest}");
+        if let Some(pin) = &playbook.sha256
+            && (pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(self.invalid(
+                at("sha256"),
+                format!("`{pin}` is not a SHA-256; paste the 64 hex digits `stepgate inspect {name}` prints"),
+            ));
+        }
         for (conn, grant) in &playbook.grants.db {
             if !self.db.contains_key(conn) {
                 return Err(self.invalid(

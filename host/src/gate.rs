@@ -7,6 +7,11 @@
 //! [`Approver`] trait so the terminal prompt and the durable approval
 //! records (`crate::approvals`, which can leave a request pending and park
 //! the run) share the same decision point.
+//!
+//! Guardrails (`crate::guard`) judge a write in its context before the
+//! gate decides it; their verdict comes in as [`Guarded`] and can only
+//! make the write stricter: the gate rule and the guardrails are decided
+//! here, once, and the strictest wins.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -150,8 +155,13 @@ pub struct WriteRequest {
     /// What the run read and decided before asking, one line a call: the
     /// plan the approver approves.
     pub plan: String,
-    /// SHA-256 of the journal before the write: the approval is bound to it.
+    /// SHA-256 of the journal before the write, and of the guardrails it
+    /// tripped: the approval is bound to it.
     pub plan_digest: String,
+    /// The guardrails the write tripped: a write they escalated is decided
+    /// by its own approvers, never by a whole-plan approval or the
+    /// terminal of the run's own starter.
+    pub findings: Vec<Finding>,
 }
 
 /// What an approval needs, resolved from the write's gate rule and the
@@ -241,6 +251,72 @@ pub struct NoApprover;
 impl Approver for NoApprover {
     async fn decide(&self, _request: &WriteRequest) -> Result<(), String> {
         Err("this write needs approval and no approver is attached (stdin is not a terminal); run interactively, or change its gate policy".to_owned())
+    }
+}
+
+/// What a guardrail does to a write over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Over {
+    /// The write needs approval (by at least the rule's quorum).
+    Approve,
+    /// The write is refused.
+    Deny,
+}
+
+impl Over {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Over::Approve => "approve",
+            Over::Deny => "deny",
+        }
+    }
+}
+
+/// One guardrail that a write trips: journaled with the write, audited,
+/// shown to approvers and in a dry run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// The rule's name (`[guardrails.NAME]`, or a policy's `@id`).
+    pub rule: String,
+    pub over: Over,
+    /// Distinct approvers the write needs at least, for `approve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+    /// What was measured against what limit, in words.
+    pub why: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.over, self.quorum) {
+            (Over::Deny, _) => write!(f, "guardrail `{}` denies: {}", self.rule, self.why),
+            (Over::Approve, Some(q)) if q > 1 => write!(
+                f,
+                "guardrail `{}` needs {q} approvers: {}",
+                self.rule, self.why
+            ),
+            (Over::Approve, _) => {
+                write!(f, "guardrail `{}` needs approval: {}", self.rule, self.why)
+            }
+        }
+    }
+}
+
+/// What guardrails require of one write beyond its gate rule, in the
+/// gate's words (`crate::guard` judges; the gate decides).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Guarded {
+    /// Refused, and why (the rule's name and what it measured).
+    pub deny: Option<String>,
+    /// Needs approval, by at least this many distinct approvers.
+    pub approve: Option<u32>,
+}
+
+impl Guarded {
+    /// Whether no guardrail applies.
+    pub fn is_clear(&self) -> bool {
+        self.deny.is_none() && self.approve.is_none()
     }
 }
 
@@ -334,6 +410,30 @@ impl Gates {
         self.rule(op, target, finer).policy
     }
 
+    /// The policy and approval requirement of a write once what the
+    /// guardrails require is counted: the strictest of the two wins.
+    pub fn effective(
+        &self,
+        op: &str,
+        target: &str,
+        finer: &[String],
+        guarded: &Guarded,
+    ) -> (Policy, Requirement) {
+        let mut policy = self.policy(op, target, finer);
+        let mut requirement = self.requirement(op, target, finer);
+        if guarded.deny.is_some() {
+            policy = Policy::Deny;
+        } else if let Some(quorum) = guarded.approve {
+            if policy == Policy::Auto {
+                policy = Policy::Approve;
+            }
+            requirement.quorum = requirement.quorum.max(quorum);
+            // Silence is no consent to what a guardrail escalated.
+            requirement.on_timeout = OnTimeout::Deny;
+        }
+        (policy, requirement)
+    }
+
     /// What approving `op` on `target` (and its finer targets) needs.
     pub fn requirement(&self, op: &str, target: &str, finer: &[String]) -> Requirement {
         let rule = self.rule(op, target, finer);
@@ -347,12 +447,15 @@ impl Gates {
         }
     }
 
-    /// Decides a call that passed its scope check.
+    /// Decides a call that passed its scope check, with what the
+    /// guardrails require of it. `request.requirement` is the effective
+    /// one ([`Gates::effective`]).
     pub async fn decide(
         &self,
         mode: Mode,
         effect: Effect,
         request: &WriteRequest,
+        guarded: &Guarded,
         approver: &dyn Approver,
     ) -> Verdict {
         if effect == Effect::Read {
@@ -361,12 +464,16 @@ impl Gates {
         if mode == Mode::DryRun {
             return Verdict::Simulate;
         }
-        match self.policy(&request.op, &request.target, &request.finer) {
+        let (policy, _) = self.effective(&request.op, &request.target, &request.finer, guarded);
+        match policy {
             Policy::Auto => Verdict::Perform(Decision::Auto),
-            Policy::Deny => Verdict::Refuse(format!(
-                "gate policy for {} on `{}` is deny",
-                request.op, request.target
-            )),
+            Policy::Deny => Verdict::Refuse(match &guarded.deny {
+                Some(why) => why.clone(),
+                None => format!(
+                    "gate policy for {} on `{}` is deny",
+                    request.op, request.target
+                ),
+            }),
             Policy::Approve => match approver.answer(request).await {
                 Answer::Approved => Verdict::Perform(Decision::Approved),
                 Answer::Refused(why) => Verdict::Refuse(why),
@@ -401,6 +508,7 @@ mod tests {
             requirement: Requirement::default(),
             plan: String::new(),
             plan_digest: String::new(),
+            findings: Vec::new(),
         }
     }
 
@@ -417,7 +525,13 @@ mod tests {
         let g = gates(&[("default", Policy::Deny)]);
         for mode in [Mode::DryRun, Mode::Live] {
             let v = g
-                .decide(mode, Effect::Read, &request("db.query", "x"), &NoApprover)
+                .decide(
+                    mode,
+                    Effect::Read,
+                    &request("db.query", "x"),
+                    &Guarded::default(),
+                    &NoApprover,
+                )
                 .await;
             assert_eq!(v, Verdict::Perform(Decision::Auto));
         }
@@ -432,6 +546,7 @@ mod tests {
                     Mode::DryRun,
                     Effect::Write,
                     &request("flags.set", "F"),
+                    &Guarded::default(),
                     &Yes,
                 )
                 .await;
@@ -451,6 +566,7 @@ mod tests {
                 Mode::Live,
                 Effect::Write,
                 &request("flags.set", "OTHER"),
+                &Guarded::default(),
                 &NoApprover,
             )
             .await;
@@ -460,6 +576,7 @@ mod tests {
                 Mode::Live,
                 Effect::Write,
                 &request("flags.set", "KILL"),
+                &Guarded::default(),
                 &Yes,
             )
             .await;
@@ -469,6 +586,7 @@ mod tests {
                 Mode::Live,
                 Effect::Write,
                 &request("flags.set", "KILL"),
+                &Guarded::default(),
                 &NoApprover,
             )
             .await;
@@ -478,6 +596,7 @@ mod tests {
                 Mode::Live,
                 Effect::Write,
                 &request("pager.page", "ceo"),
+                &Guarded::default(),
                 &Yes,
             )
             .await;
@@ -564,6 +683,100 @@ mod tests {
             ),
             Policy::Approve
         );
+    }
+
+    /// Remembers the quorum it was asked for, and approves.
+    struct Quorum(std::sync::Mutex<Vec<u32>>);
+    #[async_trait::async_trait]
+    impl Approver for Quorum {
+        async fn decide(&self, request: &WriteRequest) -> Result<(), String> {
+            self.0.lock().unwrap().push(request.requirement.quorum);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_guardrail_only_makes_a_write_stricter() {
+        let mut strict = GateRule::bare(Policy::Approve);
+        strict.quorum = Some(3);
+        let table = BTreeMap::from([
+            ("default".to_owned(), GateRule::bare(Policy::Auto)),
+            ("flags.set:KILL".to_owned(), strict),
+            ("pager.page".to_owned(), GateRule::bare(Policy::Deny)),
+        ]);
+        let g = Gates::from_config(&table).unwrap();
+        let approve = |quorum| Guarded {
+            deny: None,
+            approve: Some(quorum),
+        };
+        // auto + a guardrail asking two approvers: approval by two.
+        assert_eq!(
+            g.effective("flags.set", "OTHER", &[], &approve(2)),
+            (
+                Policy::Approve,
+                Requirement {
+                    quorum: 2,
+                    ..g.requirement("flags.set", "OTHER", &[])
+                }
+            )
+        );
+        // Silence is no consent to what a guardrail escalated.
+        let mut lenient = GateRule::bare(Policy::Approve);
+        lenient.on_timeout = OnTimeout::Approve;
+        let g2 = Gates::from_config(&BTreeMap::from([("default".to_owned(), lenient)])).unwrap();
+        assert_eq!(
+            g2.requirement("flags.set", "X", &[]).on_timeout,
+            OnTimeout::Approve
+        );
+        assert_eq!(
+            g2.effective("flags.set", "X", &[], &approve(1))
+                .1
+                .on_timeout,
+            OnTimeout::Deny
+        );
+        // A rule's larger quorum stays.
+        assert_eq!(
+            g.effective("flags.set", "KILL", &[], &approve(2)).1.quorum,
+            3
+        );
+        // A guardrail's approval never opens a denied write.
+        assert_eq!(
+            g.effective("pager.page", "ceo", &[], &approve(1)).0,
+            Policy::Deny
+        );
+        // Nothing found: the gate rule as it is.
+        assert_eq!(
+            g.effective("flags.set", "OTHER", &[], &Guarded::default())
+                .0,
+            Policy::Auto
+        );
+
+        // Deciding: the approver is asked with the raised quorum the
+        // caller put in the request; a denial says which rule.
+        let asked = Quorum(Default::default());
+        let mut request = request("flags.set", "OTHER");
+        request.requirement = g.effective("flags.set", "OTHER", &[], &approve(2)).1;
+        let v = g
+            .decide(Mode::Live, Effect::Write, &request, &approve(2), &asked)
+            .await;
+        assert_eq!(v, Verdict::Perform(Decision::Approved));
+        assert_eq!(*asked.0.lock().unwrap(), [2]);
+        let denied = Guarded {
+            deny: Some("guardrail `freeze` denies: inside a change freeze".into()),
+            approve: Some(2),
+        };
+        let v = g
+            .decide(Mode::Live, Effect::Write, &request, &denied, &Yes)
+            .await;
+        assert_eq!(
+            v,
+            Verdict::Refuse("guardrail `freeze` denies: inside a change freeze".into())
+        );
+        // A dry run simulates whatever the guardrails say.
+        let v = g
+            .decide(Mode::DryRun, Effect::Write, &request, &denied, &Yes)
+            .await;
+        assert_eq!(v, Verdict::Simulate);
     }
 
     #[test]

@@ -18,8 +18,10 @@
 //!   call into `run`, and the report.
 //! - [`caps`] implements the WIT interfaces: one file per interface, each
 //!   call going through the one shared path (scope, gate, journal).
-//! - [`scope`], [`gate`], [`journal`]: what may be touched, whether a write
-//!   happens, and the record of every call; [`approvals`] files approval
+//! - [`scope`], [`guard`], [`gate`], [`journal`]: what may be touched,
+//!   the limits a platform team sets once (rate limits, blast radius,
+//!   freezes, Cedar policies), whether a write happens, and the record of
+//!   every call; [`approvals`] files approval
 //!   requests in the state store and parks the run until they are decided.
 //! - [`backends`] are the drivers behind a trait per capability; they decide
 //!   no policy.
@@ -37,6 +39,8 @@
 //! - [`sweep`] is what a host does at start and every little while: take
 //!   over runs whose host died, resume parked runs whose approval is
 //!   settled, page due escalations.
+//! - [`policy_test`] judges recorded runs' writes by the rules in force
+//!   (`stepgate policy test`).
 //! - [`server`] is `stepgate serve`: alerts in, runs out, and the faces
 //!   approvers decide through (the REST API, the web console, Slack), all
 //!   through one decision path that records and never executes.
@@ -50,10 +54,12 @@ pub mod caps;
 pub mod config;
 pub mod engine;
 pub mod gate;
+pub mod guard;
 pub mod guest_output;
 pub mod inert;
 pub mod journal;
 pub mod playbook;
+pub mod policy_test;
 pub mod recording;
 pub mod replay;
 pub mod report;

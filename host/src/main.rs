@@ -335,6 +335,30 @@ enum Command {
         #[arg(long, default_value = "stepgate.toml", global = true)]
         config: PathBuf,
     },
+    /// Gates and guardrails (rate limits, blast radius, freezes, Cedar
+    /// policies) checked against recorded runs.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+        #[arg(long, default_value = "stepgate.toml", global = true)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Judge the writes of recorded runs by the config's gates and
+    /// guardrails: which would be allowed, need approval, or be denied now.
+    Test {
+        /// Runs to judge; none: the most recent `--last`.
+        runs: Vec<String>,
+        /// How many recent runs to judge when none is named.
+        #[arg(long, default_value_t = 50)]
+        last: i64,
+        /// One JSON object per write instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -653,6 +677,10 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
                 AuditAction::Export => history::audit_export(&config).await,
             }
         }
+        Command::Policy {
+            action: PolicyAction::Test { runs, last, json },
+            config,
+        } => policy_test(&load_config(&config)?, &runs, last, json).await,
     }
 }
 
@@ -940,8 +968,88 @@ fn whoami() -> String {
     format!("cli:{user}")
 }
 
+/// `stepgate policy test`.
+async fn policy_test(
+    config: &Config,
+    runs: &[String],
+    last: i64,
+    json: bool,
+) -> Result<u8, UsageError> {
+    use stepgate::policy_test::{Outcome, judge_runs};
+    let state = config.state_store().context("the state store's location")?;
+    let records = if runs.is_empty() {
+        state.runs(None, last.max(1)).await?
+    } else {
+        let mut records = Vec::new();
+        for id in runs {
+            records.push(state.run(id).await?.ok_or_else(|| {
+                anyhow::anyhow!("no run `{id}` in the state store; `stepgate runs` lists them")
+            })?);
+        }
+        records
+    };
+    let judged = judge_runs(config, &state, &records).await?;
+    if json {
+        for write in &judged {
+            outln!(
+                "{}",
+                serde_json::to_string(write).context("encoding a verdict")?
+            );
+        }
+        return Ok(exit::DONE);
+    }
+    let (mut allowed, mut approve, mut denied) = (0, 0, 0);
+    for w in &judged {
+        let now = match &w.outcome {
+            Outcome::Allowed => {
+                allowed += 1;
+                "allowed".to_owned()
+            }
+            Outcome::NeedsApproval { quorum } => {
+                approve += 1;
+                if *quorum > 1 {
+                    format!("needs {quorum} approvers")
+                } else {
+                    "needs approval".to_owned()
+                }
+            }
+            Outcome::Denied { .. } => {
+                denied += 1;
+                "denied".to_owned()
+            }
+        };
+        outln!(
+            "{}  #{:<3} {:<13} {:<24} was {:<9} now {}",
+            line(&w.run_id),
+            w.seq,
+            line(&w.op),
+            line(&w.target),
+            w.recorded.as_str(),
+            now
+        );
+        for finding in &w.findings {
+            outln!("      ⚑ {}", line(&finding.to_string()));
+        }
+    }
+    outln!(
+        "{} writes in {} runs: {allowed} allowed, {approve} need approval, {denied} denied",
+        judged.len(),
+        records.len()
+    );
+    Ok(exit::DONE)
+}
+
 async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
     let config = load_config(config)?;
+    // The digest first: it is what a pin needs, and what a refused
+    // (unpinned or swapped) component is named by.
+    let path = match config.playbooks.get(component) {
+        Some(pb) => config.resolve(&pb.component),
+        None => PathBuf::from(component),
+    };
+    if let Ok(bytes) = std::fs::read(&path) {
+        outln!("sha256:   {}", stepgate::playbook::component_sha256(&bytes));
+    }
     let runtime = Runtime::new(config)?;
     let playbook = runtime.playbook(component).await?;
     let d = &playbook.description;

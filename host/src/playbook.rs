@@ -35,6 +35,31 @@ pub enum LoadError {
     UnknownImport { playbook: String, message: String },
     #[error("playbook `{playbook}`: describe() failed: {message}")]
     Describe { playbook: String, message: String },
+    #[error(
+        "playbook `{playbook}`: {path} has SHA-256 {actual}, but the config pins {expected}; the component changed since it was pinned and is not run. Rebuild it from the reviewed source, or review the change and set `sha256 = \"{actual}\"` under [playbooks.{playbook}]"
+    )]
+    PinMismatch {
+        playbook: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "playbook `{playbook}` is not pinned and `[engine] require_pinned` is on; add `sha256 = \"{actual}\"` under [playbooks.{playbook}] (the SHA-256 of {path}, as `stepgate inspect` prints it) after reviewing the component"
+    )]
+    Unpinned {
+        playbook: String,
+        path: PathBuf,
+        actual: String,
+    },
+    #[error(
+        "playbook `{playbook}`: {path} is not signed by a key in `[engine] signing_keys`: {why}; sign the build in CI and put the signature (hex) beside it as {path}.sig"
+    )]
+    Unsigned {
+        playbook: String,
+        path: PathBuf,
+        why: String,
+    },
     #[error("playbook `{playbook}` declares a capability its config does not grant: {source}")]
     NotGranted {
         playbook: String,
@@ -55,6 +80,8 @@ pub struct Playbook {
     pub pre: PlaybookPre<RunData>,
     pub scope: Scope,
     pub gates: Gates,
+    /// The config's guardrails, judged for every write of the playbook.
+    pub guard: std::sync::Arc<crate::guard::Guardrails>,
     pub limits: Limits,
 }
 
@@ -62,8 +89,11 @@ pub struct Playbook {
 pub struct PlaybookSpec {
     pub name: String,
     pub path: PathBuf,
+    /// What the component's bytes must be.
+    pub pin: Pin,
     pub scope: Scope,
     pub gates: Gates,
+    pub guard: std::sync::Arc<crate::guard::Guardrails>,
     pub limits: Limits,
 }
 
@@ -90,6 +120,8 @@ pub async fn load(
         path: spec.path.clone(),
         source,
     })?;
+    // The bytes checked are the bytes compiled: no second read.
+    spec.pin.check(&spec.name, &spec.path, &bytes)?;
     let component = engine.load_bytes(&spec.path, &bytes)?;
     let imports = component
         .component_type()
@@ -125,8 +157,96 @@ pub async fn load(
         pre,
         scope: spec.scope,
         gates: spec.gates,
+        guard: spec.guard,
         limits: spec.limits,
     })
+}
+
+/// What a component's bytes must be before it is compiled: its pinned
+/// SHA-256, and a signature by a trusted key.
+#[derive(Debug, Clone, Default)]
+pub struct Pin {
+    pub sha256: Option<String>,
+    /// Refuse a component without `sha256`.
+    pub required: bool,
+    /// Trusted Ed25519 keys by name; none: no signature is checked.
+    pub signing_keys: Vec<(String, ed25519_dalek::VerifyingKey)>,
+}
+
+/// The SHA-256 of a component's bytes, hex: what `sha256` pins.
+pub fn component_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// An Ed25519 public key written as 64 hex digits.
+pub fn verifying_key(hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
+    let bytes: [u8; 32] = hex::decode(hex_key.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or("not an Ed25519 public key; write its 32 bytes as 64 hex digits")?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+        .map_err(|e| format!("not an Ed25519 public key: {e}"))
+}
+
+impl Pin {
+    /// Refuses `bytes` unless they are what the config pins and signs.
+    pub fn check(&self, playbook: &str, path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+        let actual = component_sha256(bytes);
+        match &self.sha256 {
+            Some(expected) if !expected.eq_ignore_ascii_case(&actual) => {
+                return Err(LoadError::PinMismatch {
+                    playbook: playbook.to_owned(),
+                    path: path.to_owned(),
+                    expected: expected.to_lowercase(),
+                    actual,
+                });
+            }
+            None if self.required => {
+                return Err(LoadError::Unpinned {
+                    playbook: playbook.to_owned(),
+                    path: path.to_owned(),
+                    actual,
+                });
+            }
+            _ => {}
+        }
+        if self.signing_keys.is_empty() {
+            return Ok(());
+        }
+        let unsigned = |why: String| LoadError::Unsigned {
+            playbook: playbook.to_owned(),
+            path: path.to_owned(),
+            why,
+        };
+        let mut sig_path = path.as_os_str().to_owned();
+        sig_path.push(".sig");
+        let text = std::fs::read_to_string(&sig_path).map_err(|e| {
+            unsigned(format!(
+                "cannot read {}: {e}",
+                Path::new(&sig_path).display()
+            ))
+        })?;
+        let sig: [u8; 64] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                unsigned("the .sig file is not a 64-byte signature in hex".to_owned())
+            })?;
+        let sig = ed25519_dalek::Signature::from_bytes(&sig);
+        if self
+            .signing_keys
+            .iter()
+            .any(|(_, key)| key.verify_strict(bytes, &sig).is_ok())
+        {
+            Ok(())
+        } else {
+            Err(unsigned(
+                "the signature does not verify with any of them (another key, or other bytes)"
+                    .to_owned(),
+            ))
+        }
+    }
 }
 
 /// Calls `describe()` in a throwaway store: tight limits, no grants, and

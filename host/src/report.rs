@@ -323,6 +323,9 @@ mod tests {
             via: via.map(str::to_owned),
             idempotency_key: None,
             rechecked: None,
+            target: None,
+            finer: Vec::new(),
+            guard: Vec::new(),
             duration_us: 10,
         }
     }

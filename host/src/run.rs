@@ -616,7 +616,12 @@ pub(crate) async fn execute(
     .with_replay_only(only)
     .predicting(predicting)
     .with_parked_on(parked_on)
-    .with_step_mode(request.step_mode);
+    .with_step_mode(request.step_mode)
+    .with_guardrails(
+        playbook.guard.clone(),
+        Some(request.alert.clone()),
+        &request.started_by,
+    );
     let mut store = new_store(engine, calls);
     let _lease = state
         .as_ref()

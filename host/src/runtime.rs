@@ -151,11 +151,30 @@ impl Runtime {
         Ok(playbook::load(&self.engine, &self.linker, spec).await?)
     }
 
+    /// What every component must be, with `sha256` pinned for this one.
+    fn pin(&self, sha256: Option<String>) -> crate::playbook::Pin {
+        crate::playbook::Pin {
+            sha256,
+            required: self.config.engine.require_pinned,
+            // Checked at config load.
+            signing_keys: self
+                .config
+                .engine
+                .signing_keys
+                .iter()
+                .filter_map(|(name, key)| {
+                    Some((name.clone(), crate::playbook::verifying_key(key).ok()?))
+                })
+                .collect(),
+        }
+    }
+
     fn spec(&self, name_or_path: &str) -> Result<PlaybookSpec, RuntimeError> {
         let spec = match self.config.playbooks.get(name_or_path) {
             Some(pb) => PlaybookSpec {
                 name: name_or_path.to_owned(),
                 path: self.config.resolve(&pb.component),
+                pin: self.pin(pb.sha256.clone()),
                 scope: Scope::new(name_or_path, &pb.grants, &self.config),
                 gates: Gates::from_config(&pb.gates)
                     .map_err(|message| RuntimeError::Gates {
@@ -164,6 +183,7 @@ impl Runtime {
                     })?
                     .with_quorum(pb.quorum)
                     .with_timeout(pb.approval_timeout),
+                guard: self.config.guard.clone(),
                 limits: self.config.limits_for(pb),
             },
             None if Path::new(name_or_path).is_file() => {
@@ -173,7 +193,9 @@ impl Runtime {
                     scope: Scope::none(&name),
                     name,
                     path,
+                    pin: self.pin(None),
                     gates: Gates::default(),
+                    guard: self.config.guard.clone(),
                     limits: self.config.limits.over(Limits::default()),
                 }
             }

@@ -37,6 +37,7 @@ impl<W: Write + Send + Sync> Progress for TerminalProgress<W> {
 
     fn call(&mut self, entry: &Entry) {
         let _ = writeln!(self.out, "{}", call_line(entry));
+        let _ = write!(self.out, "{}", guard_lines(entry));
     }
 }
 
@@ -145,9 +146,25 @@ pub fn summary(report: &RunReport) -> String {
                 out.push_str(&format!(" (reason: {})", line(reason)));
             }
             out.push('\n');
+            out.push_str(&guard_lines(entry));
         }
     }
     out
+}
+
+/// The guardrails a write tripped, one `⚑` line each, indented under it;
+/// for a simulated write, what the live run would meet.
+fn guard_lines(entry: &Entry) -> String {
+    let would = if entry.gate == Decision::DryRun {
+        "live, "
+    } else {
+        ""
+    };
+    entry
+        .guard
+        .iter()
+        .map(|finding| format!("        ⚑ {would}{}\n", line(&finding.to_string())))
+        .collect()
 }
 
 /// Asks on the terminal: shows the exact write and waits for yes or no.

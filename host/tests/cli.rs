@@ -865,3 +865,71 @@ fn a_whole_plan_is_listed_and_approved_from_the_cli() {
     );
     assert!(dir.path().join("var/pages.jsonl").exists());
 }
+
+#[test]
+fn guardrails_show_in_a_dry_run_and_policy_test_judges_recorded_runs() {
+    let (_dir, config) = demo_copy();
+    let config_arg = config.to_str().unwrap();
+    // Recorded before the guardrail exists.
+    let before = run("plaza-reconciliation-drift", UNEXPLAINED, &config, &[]);
+    assert_eq!(before.status.code(), Some(0), "{}", text(&before.stderr));
+    assert!(!text(&before.stdout).contains("guardrail"));
+
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(
+        "\n[guardrails.no-flag-writes]\nop = \"flags.set\"\nwrites_per_run = 0\nover = \"deny\"\n",
+    );
+    std::fs::write(&config, toml).unwrap();
+
+    // The dry run says what the live run would hit, under the write.
+    let dry = run("plaza-reconciliation-drift", UNEXPLAINED, &config, &[]);
+    let stdout = text(&dry.stdout);
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
+    assert!(
+        stdout.contains("⚑ live, guardrail `no-flag-writes` denies: write 1 of flags.set"),
+        "{stdout}"
+    );
+
+    // Both recorded runs, judged by the rules now in force.
+    let judged = stepgate(&["policy", "test", "--config", config_arg]);
+    let stdout = text(&judged.stdout);
+    assert_eq!(judged.status.code(), Some(0), "{}", text(&judged.stderr));
+    // Every flag write of both runs (a dry run each) would now be denied.
+    let flag_writes: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(" flags.set ") && !l.contains('⚑'))
+        .collect();
+    assert!(flag_writes.len() >= 2, "{stdout}");
+    assert!(
+        flag_writes
+            .iter()
+            .all(|l| l.contains("was dry-run   now denied")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("⚑ guardrail `no-flag-writes` denies"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("in 2 runs:"), "{stdout}");
+    let json = stepgate(&["policy", "test", "--json", "--config", config_arg]);
+    let first: serde_json::Value =
+        serde_json::from_str(text(&json.stdout).lines().next().unwrap()).unwrap();
+    assert!(first["outcome"]["now"].is_string(), "{first}");
+
+    // inspect prints the digest a pin needs.
+    let out = stepgate(&[
+        "inspect",
+        "plaza-reconciliation-drift",
+        "--config",
+        config_arg,
+    ]);
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(
+        std::fs::read(stepgate_artifacts::PLAZA_RECONCILIATION_DRIFT).unwrap(),
+    ));
+    assert!(
+        text(&out.stdout).contains(&format!("sha256:   {digest}")),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -413,6 +413,7 @@ pub fn call_ctx(runtime: &Runtime, playbook: &str, mode: Mode) -> stepgate::caps
         stepgate::journal::Journal::new(Box::new(Quiet)),
         config.limits_for(pb),
     )
+    .with_guardrails(config.guard.clone(), None, "test")
 }
 
 /// The Plaza example system as backends, for a config that goes on with a

@@ -906,7 +906,7 @@ async fn legitimate_postgres_writes_pass_the_engine_checks() {
         "INSERT INTO hold_notes VALUES (1, 'n')",
         &[],
         &["hold_notes".to_owned()],
-        true,
+        stepgate::backends::Commit::Yes,
     )
     .await
     .unwrap();

@@ -339,7 +339,43 @@ async fn execute_refuses_ddl_unlisted_tables_and_hidden_writes(kind: Kind) {
     assert_eq!(count(&mut ctx, "ledger_entries").await, 1);
 }
 
+/// A guardrail's row limit holds at the moment of the write: a statement
+/// that changes more rows than its cap is rolled back in the engine, even
+/// though the rows grew after it was measured.
+async fn a_write_over_its_row_cap_is_rolled_back_in_the_engine(kind: Kind) {
+    use stepgate::backends::{BackendError, Commit};
+    let db = db(kind, "");
+    let ledger = db.runtime.backends.db("ledger").unwrap();
+    let tables = ["escrow_holds".to_owned()];
+    let sql = "UPDATE escrow_holds SET state = 'released' WHERE state = 'held'";
+    match ledger.execute(sql, &[], &tables, Commit::UpTo(1)).await {
+        Err(BackendError::Invalid(why)) => {
+            assert!(
+                why.contains("changed 2 rows") && why.contains("rolled back"),
+                "{why}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut ctx = db.ctx(Mode::DryRun);
+    assert_eq!(hold_state(&mut ctx, 1).await, Value::Text("held".into()));
+    assert_eq!(hold_state(&mut ctx, 2).await, Value::Text("held".into()));
+    // Within its cap it is committed.
+    assert_eq!(
+        ledger
+            .execute(sql, &[], &tables, Commit::UpTo(2))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        hold_state(&mut ctx, 1).await,
+        Value::Text("released".into())
+    );
+}
+
 stepgate_tests::on_both_stores!(
+    a_write_over_its_row_cap_is_rolled_back_in_the_engine,
     reads_bind_values_so_label_injection_finds_nothing,
     query_refuses_writes_stacked_statements_and_sleeps,
     the_database_refuses_writes_the_parser_would_have_missed,

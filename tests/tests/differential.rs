@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use stepgate::backends::sqlite::Sqlite;
-use stepgate::backends::{Database, DbSettings, SqlDialect};
+use stepgate::backends::{Commit, Database, DbSettings, SqlDialect};
 use stepgate::bindings::Value;
 use stepgate::caps::sql;
 use stepgate_tests::servers::PgServer;
@@ -256,13 +256,17 @@ async fn differential(
                 eprintln!("write: {write:?}");
             }
             let params = [Value::Text("x".into())];
-            let _ = db.execute(&write, &params, &checked.tables, false).await;
+            let _ = db
+                .execute(&write, &params, &checked.tables, Commit::No)
+                .await;
             assert_eq!(
                 text(db, holds).await,
                 holds_before,
                 "a dry run changed escrow_holds: {write:?}"
             );
-            let _ = db.execute(&write, &params, &checked.tables, true).await;
+            let _ = db
+                .execute(&write, &params, &checked.tables, Commit::Yes)
+                .await;
             assert_eq!(
                 text(db, fingerprint).await,
                 before,

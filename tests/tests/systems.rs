@@ -541,7 +541,8 @@ fn decisions(writes: impl Iterator<Item = (String, Json)>) -> Vec<String> {
                     args.remove(free_text);
                 }
             }
-            format!("{call} {args}")
+            // Keys sorted: the same arguments whatever order they came in.
+            format!("{call} {}", stepgate::journal::canonical_text(&args))
         })
         .collect()
 }

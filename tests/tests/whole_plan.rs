@@ -21,6 +21,11 @@ struct World {
 }
 
 async fn world(held: i64) -> World {
+    world_with(held, "").await
+}
+
+/// [`world`] with `extra` config at its end.
+async fn world_with(held: i64, extra: &str) -> World {
     let setup = Setup::new(&format!(
         r#"
 [state]
@@ -42,6 +47,7 @@ grants.db.ledger = {{}}
 grants.flags = {{ read = ["KILL_SWITCH"], write = ["KILL_SWITCH"] }}
 grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
 gates = {{ default = "approve" }}
+{extra}
 "#,
         stepgate_artifacts::DRIFT
     ));
@@ -57,6 +63,24 @@ gates = {{ default = "approve" }}
 }
 
 impl World {
+    /// A run parked on its first write, whose whole plan `amy` approved.
+    async fn parked_run_with_its_plan_approved(&self) -> (String, stepgate::state::plans::RunPlan) {
+        let state = &self.runtime.state;
+        let run = self.parked_run().await;
+        let request = state.approval_request(&run, 3).await.unwrap().unwrap();
+        let plan = state
+            .plan_at(&run, 3, &request.plan_digest)
+            .await
+            .unwrap()
+            .unwrap();
+        state.add_principal("amy", Role::Approver).await.unwrap();
+        state
+            .approve_plan("amy", Role::Approver, &run, &plan.digest, "as planned")
+            .await
+            .unwrap();
+        (run, plan)
+    }
+
     async fn ledger(&self, sql: &str) {
         let path = self.setup.path("ledger.db");
         let mut conn =
@@ -184,18 +208,7 @@ async fn a_whole_plan_approved_once_passes_each_write_it_lists() {
 async fn a_run_that_leaves_its_whole_plan_asks_again() {
     let w = world(500).await;
     let state = &w.runtime.state;
-    let run = w.parked_run().await;
-    let request = state.approval_request(&run, 3).await.unwrap().unwrap();
-    let plan = state
-        .plan_at(&run, 3, &request.plan_digest)
-        .await
-        .unwrap()
-        .unwrap();
-    state.add_principal("amy", Role::Approver).await.unwrap();
-    state
-        .approve_plan("amy", Role::Approver, &run, &plan.digest, "as planned")
-        .await
-        .unwrap();
+    let (run, plan) = w.parked_run_with_its_plan_approved().await;
 
     // The held sum moves before the run resumes: its reads answer
     // differently, the approval is void, and the run re-plans. The new
@@ -271,4 +284,33 @@ async fn a_re_plan_voids_a_whole_plan_approval_even_for_the_same_writes() {
             .iter()
             .any(|r| r.record.get("replanned").is_some())
     );
+}
+
+/// A write a guardrail escalated is decided by its own approvers: a whole
+/// plan approved without seeing what the guardrail measured does not
+/// carry it.
+#[tokio::test]
+async fn a_write_a_guardrail_escalated_asks_again_despite_a_whole_plan() {
+    let w = world_with(
+        500,
+        "[guardrails.pages-need-their-own]\nop = \"pager.page\"\nwrites_per_run = 0\n",
+    )
+    .await;
+    let state = &w.runtime.state;
+    let (run, _) = w.parked_run_with_its_plan_approved().await;
+    let report = w.runtime.resume(&run, None, Box::new(Quiet)).await.unwrap();
+    // The pause went out on the plan; the page waits for its own approval.
+    assert!(
+        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 4, .. })),
+        "{:?}",
+        report.end
+    );
+    assert_eq!(
+        state.flag("KILL_SWITCH").await.unwrap().as_deref(),
+        Some("1")
+    );
+    assert!(w.setup.pages().is_empty());
+    let page = state.approval_request(&run, 4).await.unwrap().unwrap();
+    assert!(page.decisions.is_empty(), "{:?}", page.decisions);
+    assert!(page.plan.contains("pages-need-their-own"), "{}", page.plan);
 }

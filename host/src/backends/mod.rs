@@ -46,6 +46,37 @@ use crate::state::StateStore;
 use http::{Answered, Transport};
 use table::FunctionName;
 
+/// What a driver does with a write statement once it ran, inside the
+/// statement's own transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Roll it back: a dry run, reporting the rows it would change.
+    No,
+    /// Commit it.
+    Yes,
+    /// Commit it if it changed at most this many rows, else roll it back
+    /// and say so: a guardrail's row limit held at the moment of the write,
+    /// not only when it was measured.
+    UpTo(u64),
+}
+
+impl Commit {
+    /// Whether the statement is to be committed at all.
+    pub fn commits(self) -> bool {
+        self != Commit::No
+    }
+
+    /// Whether `rows` changed rows may be committed; the error if not.
+    pub fn allows(self, rows: u64) -> Result<(), BackendError> {
+        match self {
+            Commit::UpTo(max) if rows > max => Err(BackendError::Invalid(format!(
+                "the statement changed {rows} rows, more than the {max} a guardrail allows (it measured fewer just before); it was rolled back and changed nothing"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A backend's failure, classed for the playbook.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
@@ -225,7 +256,7 @@ pub trait Database: Send + Sync {
         sql: &str,
         params: &[Value],
         tables: &[String],
-        commit: bool,
+        commit: Commit,
     ) -> Result<u64, BackendError>;
     /// Refuses a statement that calls a function with side effects, judged
     /// by what the engine knows of each function (its catalog), not by its

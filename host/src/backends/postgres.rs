@@ -35,7 +35,7 @@ use sqlx::{Arguments, AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
 
 use super::table::FunctionName;
-use super::{BackendError, Database, DbSettings, SqlDialect, collect_rows, table};
+use super::{BackendError, Commit, Database, DbSettings, SqlDialect, collect_rows, table};
 use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::db::Rows;
 
@@ -322,9 +322,11 @@ impl Postgres {
         sql: &str,
         params: &[Value],
         tables: &[String],
-        commit: bool,
+        commit: Commit,
     ) -> Result<u64, BackendError> {
-        if !commit && let Some(count) = dry_count(sql) {
+        if !commit.commits()
+            && let Some(count) = dry_count(sql)
+        {
             return self.count_dry_run(sql, params, count).await;
         }
         let mut conn = self.acquire().await?;
@@ -340,10 +342,11 @@ impl Postgres {
                 .await
                 .map_err(|e| self.classify(e))?;
             self.confirm_tables(&mut conn, &before, tables).await?;
+            commit.allows(done.rows_affected())?;
             Ok(done.rows_affected())
         }
         .await;
-        let end = if commit && result.is_ok() {
+        let end = if commit.commits() && result.is_ok() {
             "COMMIT"
         } else {
             "ROLLBACK"
@@ -624,7 +627,7 @@ impl Database for Postgres {
         sql: &str,
         params: &[Value],
         tables: &[String],
-        commit: bool,
+        commit: Commit,
     ) -> Result<u64, BackendError> {
         self.bounded(self.write(sql, params, tables, commit)).await
     }

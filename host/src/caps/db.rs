@@ -7,8 +7,10 @@ use serde_json::json;
 
 use super::sql;
 use super::{Action, Call, CallCtx, CapError};
+use crate::backends::Commit;
 use crate::bindings::stepgate::playbook::db::{Host, Rows};
 use crate::bindings::{Value, WitError};
+use crate::gate::Policy;
 
 impl CallCtx {
     /// The dialect of a configured connection; `None` if there is no such
@@ -95,11 +97,46 @@ impl Host for CallCtx {
             _ => sql::Checked::default(),
         };
         let backends = self.backends.clone();
+        // A guardrail that limits rows needs them before the gate decides:
+        // the statement's dry run (rolled back) says how many it changes.
+        // Not for a write that is refused whatever it changes, nor one
+        // answered from the journal.
+        let measure = scope.is_ok()
+            && !reason.trim().is_empty()
+            && !self.answering_from_journal()
+            && self.gates.policy("db.execute", &conn, &checked.tables) != Policy::Deny
+            && self
+                .guard
+                .measures_rows(&self.playbook, "db.execute", &conn);
+        let rows = if measure {
+            let measured = async {
+                let db = backends.db(&conn)?;
+                db.vet_functions(&checked.functions).await?;
+                db.execute(&sql, &params, &checked.tables, Commit::No).await
+            }
+            .await;
+            Some(measured.map_err(|e| e.redacted(&backends).to_string()))
+        } else {
+            None
+        };
+        // The row limits it was measured within hold when it is made.
+        let commit = match self
+            .guard
+            .row_cap(&self.playbook, "db.execute", &conn, rows.as_ref())
+        {
+            Some(cap) => Commit::UpTo(cap),
+            None => Commit::Yes,
+        };
+        let call = call.rows(rows);
         self.call(call, scope, async move |action, _| {
             let db = backends.db(&conn)?;
             db.vet_functions(&checked.functions).await?;
-            db.execute(&sql, &params, &checked.tables, action == Action::Perform)
-                .await
+            let commit = if action == Action::Perform {
+                commit
+            } else {
+                Commit::No
+            };
+            db.execute(&sql, &params, &checked.tables, commit).await
         })
         .await
     }

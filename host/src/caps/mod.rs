@@ -23,10 +23,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value as Json, json};
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::backends::{BackendError, Backends};
-use crate::bindings::WitError;
+use crate::bindings::{Alert, WitError};
 use crate::config::{Effect, Limits};
-use crate::gate::{Approver, Decision, Gates, Mode, Verdict, WriteRequest};
+use crate::gate::{Approver, Decision, Finding, Gates, Mode, Verdict, WriteRequest};
+use crate::guard::{Guardrails, RunHistory, WriteFacts};
 use crate::journal::{Entry, Journal};
 use crate::run::{LimitExceeded, Stopped};
 use crate::scope::{NotGranted, Scope};
@@ -91,6 +94,9 @@ pub struct Call {
     /// Finer targets gate keys may name (`db.execute:conn/TABLE`,
     /// `rpc.call:endpoint/METHOD`).
     pub finer: Vec<String>,
+    /// Rows the write would change, measured by its dry run before the
+    /// gate (a `db.execute` under a guardrail that limits rows).
+    pub rows: Option<Result<u64, String>>,
 }
 
 /// The idempotency key of call `seq` of run `run_id`: the same write sent
@@ -115,6 +121,7 @@ impl Call {
             reason: String::new(),
             keyed: false,
             finer: Vec::new(),
+            rows: None,
         }
     }
 
@@ -134,12 +141,19 @@ impl Call {
             reason: reason.to_owned(),
             keyed: false,
             finer: Vec::new(),
+            rows: None,
         }
     }
 
     /// Names the finer targets of the write (see [`Call::finer`]).
     pub fn finer(mut self, finer: Vec<String>) -> Call {
         self.finer = finer;
+        self
+    }
+
+    /// The rows the write would change (see [`Call::rows`]).
+    pub fn rows(mut self, rows: Option<Result<u64, String>>) -> Call {
+        self.rows = rows;
         self
     }
 
@@ -159,6 +173,15 @@ pub struct CallCtx {
     pub mode: Mode,
     pub scope: Scope,
     pub gates: Gates,
+    /// The guardrails every write is judged by before its gate decides.
+    pub guard: Arc<Guardrails>,
+    /// The alert the run answers and who started it, for the guardrails.
+    alert: Option<Alert>,
+    started_by: String,
+    /// Writes made or simulated so far, by `interface.op`: their targets.
+    writes: BTreeMap<String, Vec<String>>,
+    /// What the guardrails found of the write being decided, for its entry.
+    findings: Vec<Finding>,
     pub approver: Arc<dyn Approver>,
     pub backends: Arc<Backends>,
     pub journal: Journal,
@@ -212,6 +235,11 @@ impl CallCtx {
             mode,
             scope,
             gates,
+            guard: Arc::new(Guardrails::default()),
+            alert: None,
+            started_by: String::new(),
+            writes: BTreeMap::new(),
+            findings: Vec::new(),
             approver,
             backends,
             journal,
@@ -230,6 +258,26 @@ impl CallCtx {
             predicting: false,
             step_span: tracing::Span::none(),
         }
+    }
+
+    /// Judges every write by `guard`, for a run answering `alert` that
+    /// `started_by` started.
+    pub fn with_guardrails(
+        mut self,
+        guard: Arc<Guardrails>,
+        alert: Option<Alert>,
+        started_by: &str,
+    ) -> CallCtx {
+        self.guard = guard;
+        self.alert = alert;
+        self.started_by = started_by.to_owned();
+        self
+    }
+
+    /// Whether the next call is answered from a journal, so nothing may
+    /// reach a backend for it (not even to measure it).
+    pub fn answering_from_journal(&self) -> bool {
+        self.replay_only || !self.replay.is_empty()
     }
 
     /// The playbook entered step `name`: later calls log under its span.
@@ -273,6 +321,7 @@ impl CallCtx {
                     requirement: crate::gate::Requirement::default(),
                     plan: String::new(),
                     plan_digest: crate::journal::plan_digest(self.journal.entries()),
+                    findings: Vec::new(),
                 };
                 let asked = Instant::now();
                 let answer = self.approver.answer(&request).await;
@@ -415,6 +464,9 @@ impl CallCtx {
         };
         Some(match answer {
             Ok(answer) => {
+                if entry.is_write() {
+                    self.count_write(call, entry.gate);
+                }
                 self.journal.replayed(entry);
                 answer
             }
@@ -677,15 +729,24 @@ impl CallCtx {
             return (Verdict::Perform(Decision::Auto), false);
         }
         let op = format!("{}.{}", call.interface, call.op);
+        self.findings = self.judge(call, &op).await;
+        let guarded = crate::guard::guarded(&self.findings);
+        let (policy, requirement) = self
+            .gates
+            .effective(&op, &call.target, &call.finer, &guarded);
         // The plan is shown to and bound into approvals only.
-        let asks = self.mode == Mode::Live
-            && self.gates.policy(&op, &call.target, &call.finer) == crate::gate::Policy::Approve;
+        let asks = self.mode == Mode::Live && policy == crate::gate::Policy::Approve;
         let entries = self.journal.entries();
         let (plan, plan_digest) = if asks {
-            (
-                crate::report::so_far(entries),
-                crate::journal::plan_digest(entries),
-            )
+            let mut plan = crate::report::so_far(entries);
+            // What the guardrails measured is part of what is approved.
+            for finding in &self.findings {
+                plan.push_str(&format!("\n{finding}"));
+            }
+            // What they measured binds the approval too: a write that
+            // trips other guardrails (or none) when it resumes asks again.
+            let digest = crate::journal::plan_digest(entries);
+            (plan, crate::guard::bound_digest(&digest, &self.findings))
         } else {
             Default::default()
         };
@@ -693,7 +754,7 @@ impl CallCtx {
             run_id: self.run_id.clone(),
             seq: self.journal.next_seq(),
             playbook: self.playbook.clone(),
-            requirement: self.gates.requirement(&op, &call.target, &call.finer),
+            requirement,
             op,
             target: call.target.clone(),
             finer: call.finer.clone(),
@@ -701,11 +762,12 @@ impl CallCtx {
             reason: call.reason.clone(),
             plan,
             plan_digest,
+            findings: self.findings.clone(),
         };
         let asked = Instant::now();
         let verdict = self
             .gates
-            .decide(self.mode, call.effect, &request, &*self.approver)
+            .decide(self.mode, call.effect, &request, &guarded, &*self.approver)
             .await;
         if self.mode == Mode::Live {
             self.human_wait += asked.elapsed();
@@ -716,6 +778,50 @@ impl CallCtx {
             && self.resumed
             && request.requirement.recheck;
         (verdict, recheck)
+    }
+
+    /// What the guardrails find of write `call` (`op`), given what the run
+    /// has written so far and, through the state store, earlier runs.
+    async fn judge(&self, call: &Call, op: &str) -> Vec<Finding> {
+        if self.guard.is_empty() {
+            return Vec::new();
+        }
+        let earlier = self.writes.get(op).map(Vec::as_slice).unwrap_or_default();
+        let mut targets: BTreeSet<&str> = earlier.iter().map(String::as_str).collect();
+        targets.insert(&call.target);
+        let facts = WriteFacts {
+            playbook: &self.playbook,
+            run_id: &self.run_id,
+            mode: self.mode,
+            started_by: &self.started_by,
+            alert: self.alert.as_ref(),
+            op,
+            target: &call.target,
+            finer: &call.finer,
+            args: &call.args,
+            rows: call.rows.clone(),
+            writes_before: earlier.len() as u32,
+            writes_to_target_before: earlier.iter().filter(|t| **t == call.target).count() as u32,
+            targets: targets.len() as u32,
+            run_writes: self.writes.values().map(Vec::len).sum::<usize>() as u32,
+            now: chrono::Utc::now(),
+        };
+        let history = self.journal.store().map(|s| &**s as &dyn RunHistory);
+        self.guard.judge(&facts, history).await
+    }
+
+    /// Counts a write the run made (or simulated) for the guardrails that
+    /// limit writes and targets per run; refused writes change nothing.
+    fn count_write(&mut self, call: &Call, decision: Decision) {
+        if matches!(
+            decision,
+            Decision::Auto | Decision::Approved | Decision::DryRun
+        ) {
+            self.writes
+                .entry(format!("{}.{}", call.interface, call.op))
+                .or_default()
+                .push(call.target.clone());
+        }
     }
 
     /// Caps the result, journals the call, and hands the outcome back.
@@ -747,6 +853,8 @@ impl CallCtx {
         let entry = self.entry(&call, seq, decision, result, via, started);
         if entry.is_write() {
             self.rechecked = None;
+            self.findings.clear();
+            self.count_write(&call, decision);
         }
         self.journal.record(entry).await.map_err(unrecorded)?;
         outcome.map_err(CapError::Wit)
@@ -777,6 +885,17 @@ impl CallCtx {
                 self.rechecked
             } else {
                 None
+            },
+            target: (call.effect == Effect::Write).then(|| call.target.clone()),
+            finer: if call.effect == Effect::Write {
+                call.finer.clone()
+            } else {
+                Vec::new()
+            },
+            guard: if call.effect == Effect::Write {
+                self.findings.clone()
+            } else {
+                Vec::new()
             },
             duration_us: started.elapsed().as_micros() as u64,
         }

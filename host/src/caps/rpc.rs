@@ -70,6 +70,7 @@ impl Host for CallCtx {
             reason,
             keyed: false,
             finer: vec![method.clone()],
+            rows: None,
         };
         let scope = scope.map(|_| ());
         let params: serde_json::Value = match serde_json::from_str(&params_json) {
@@ -130,6 +131,7 @@ impl Host for CallCtx {
             reason,
             keyed: false,
             finer: Vec::new(),
+            rows: None,
         };
         let scope = scope.map(|_| ());
         if let Err(why) = normal {

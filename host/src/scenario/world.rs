@@ -273,7 +273,7 @@ impl Database for ScenarioDb {
         sql: &str,
         params: &[Value],
         _tables: &[String],
-        _commit: bool,
+        _commit: crate::backends::Commit,
     ) -> Result<u64, BackendError> {
         match self.answer(sql, params) {
             Some(super::DbAnswer {

@@ -127,12 +127,24 @@ pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .map(|p| (now_ms() - p.created_at) / 1000)
         .max()
         .unwrap_or(0);
+    let runtime = shared.runtime();
+    let playbooks: Vec<&str> = runtime
+        .config
+        .playbooks
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let limits = runtime
+        .config
+        .guard
+        .live_run_counts(&playbooks, &*runtime.state)
+        .await;
     (
         [(
             "content-type",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        shared.metrics.render(pending.len() as i64, oldest),
+        shared.metrics.render(pending.len() as i64, oldest, &limits),
     )
         .into_response()
 }

@@ -130,6 +130,9 @@ async fn try_dispatch(shared: &Arc<Shared>, accepted: &Accepted) -> Result<(), S
                 .dispose(&accepted.id, Disposition::Missed, &[])
                 .await;
         }
+        if unsilenced(shared, &accepted.alert, &[&route]).is_empty() {
+            return silenced(shared, accepted).await;
+        }
         return start_on(shared, accepted, &[&route]).await;
     }
     let in_force = shared.routes();
@@ -143,7 +146,47 @@ async fn try_dispatch(shared: &Arc<Shared>, accepted: &Accepted) -> Result<(), S
             .dispose(&accepted.id, Disposition::Unrouted, &[])
             .await;
     }
+    let routes = unsilenced(shared, &accepted.alert, &routes);
+    if routes.is_empty() {
+        return silenced(shared, accepted).await;
+    }
     start_on(shared, accepted, &routes).await
+}
+
+/// `routes` without those whose playbook a maintenance window silences
+/// now; each one left out is logged and counted.
+fn unsilenced<'r>(
+    shared: &Shared,
+    alert: &crate::bindings::Alert,
+    routes: &[&'r Route],
+) -> Vec<&'r Route> {
+    let guard = shared.runtime().config.guard.clone();
+    let now = chrono::Utc::now();
+    routes
+        .iter()
+        .copied()
+        .filter(|route| match guard.silenced(&route.playbook, alert, now) {
+            None => true,
+            Some(window) => {
+                tracing::info!(
+                    playbook = %route.playbook,
+                    window = %window,
+                    "a maintenance window silences this route: alert recorded, no run"
+                );
+                shared.metrics.alert(&route_name(route), "silenced");
+                false
+            }
+        })
+        .collect()
+}
+
+/// Records an alert every route of which is silenced.
+async fn silenced(shared: &Shared, accepted: &Accepted) -> Result<(), StateError> {
+    shared
+        .runtime()
+        .state
+        .dispose(&accepted.id, Disposition::Silenced, &[])
+        .await
 }
 
 /// A run stored and holding its slot, to be spawned once the alert's fate

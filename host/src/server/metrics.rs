@@ -1,6 +1,7 @@
 //! What `GET /metrics` shows, in the Prometheus text format: alerts by
 //! route and outcome, runs by playbook and status with their duration,
-//! capability calls by interface and result, gate decisions, and the
+//! capability calls by interface and result, gate decisions, guardrail
+//! trips by rule, and the
 //! approvals waiting (read from the state store when scraped).
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -43,6 +44,19 @@ struct GateLabels {
     decision: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLabels {
+    rule: String,
+    playbook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GuardLabels {
+    rule: String,
+    over: String,
+    mode: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     alerts: Family<AlertLabels, Counter>,
@@ -50,6 +64,9 @@ pub struct Metrics {
     duration: Family<PlaybookLabels, Histogram>,
     calls: Family<CallLabels, Counter>,
     gates: Family<GateLabels, Counter>,
+    guardrails: Family<GuardLabels, Counter>,
+    rate_counts: Family<RateLabels, Gauge>,
+    rate_limits: Family<RateLabels, Gauge>,
     approvals_pending: Gauge,
     approvals_oldest: Gauge,
 }
@@ -89,6 +106,24 @@ impl Default for Metrics {
             "Gate decisions on capability calls",
             gates.clone(),
         );
+        let guardrails = Family::<GuardLabels, Counter>::default();
+        registry.register(
+            "guardrail_trips",
+            "Writes a guardrail escalated or denied (in a dry run: would have), by rule",
+            guardrails.clone(),
+        );
+        let rate_counts = Family::<RateLabels, Gauge>::default();
+        registry.register(
+            "guardrail_live_runs",
+            "Live runs a rate-limit guardrail counts now, by rule and playbook",
+            rate_counts.clone(),
+        );
+        let rate_limits = Family::<RateLabels, Gauge>::default();
+        registry.register(
+            "guardrail_live_runs_limit",
+            "The live runs a rate-limit guardrail allows in its window",
+            rate_limits.clone(),
+        );
         let approvals_pending = Gauge::default();
         registry.register(
             "approvals_pending",
@@ -108,6 +143,9 @@ impl Default for Metrics {
             duration,
             calls,
             gates,
+            guardrails,
+            rate_counts,
+            rate_limits,
             approvals_pending,
             approvals_oldest,
         }
@@ -159,12 +197,38 @@ impl Metrics {
                     decision: entry.gate.as_str().to_owned(),
                 })
                 .inc();
+            for finding in &entry.guard {
+                self.guardrails
+                    .get_or_create(&GuardLabels {
+                        rule: finding.rule.clone(),
+                        over: finding.over.as_str().to_owned(),
+                        mode: match report.mode {
+                            crate::gate::Mode::Live => "live",
+                            crate::gate::Mode::DryRun => "dry-run",
+                        }
+                        .to_owned(),
+                    })
+                    .inc();
+            }
         }
     }
 
     /// The text exposition, with the approval gauges set to `pending`
     /// requests, the oldest `oldest_seconds` old.
-    pub fn render(&self, pending: i64, oldest_seconds: i64) -> String {
+    pub fn render(
+        &self,
+        pending: i64,
+        oldest_seconds: i64,
+        limits: &[crate::guard::LiveRunCount],
+    ) -> String {
+        for limit in limits {
+            let labels = RateLabels {
+                rule: limit.rule.clone(),
+                playbook: limit.playbook.clone(),
+            };
+            self.rate_counts.get_or_create(&labels).set(limit.count);
+            self.rate_limits.get_or_create(&labels).set(limit.limit);
+        }
         self.approvals_pending.set(pending);
         self.approvals_oldest.set(oldest_seconds);
         let mut text = String::new();

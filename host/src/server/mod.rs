@@ -120,6 +120,7 @@ impl Shared {
             );
         }
         let routes = config.routes().map_err(|e| e.to_string())?;
+        pinned(&config).map_err(|e| e.to_string())?;
         // The same state store (and so the same host in its leases): runs
         // stored before the reload still belong to this host.
         let runtime = Runtime::with_state(config, old.state.clone()).map_err(|e| e.to_string())?;
@@ -341,9 +342,31 @@ pub enum ServeError {
     #[error("server.hook_token: {0}")]
     HookToken(String),
     #[error(
+        "refusing to serve: `[engine] require_pinned` is on and these playbooks pin no component digest: {0}. Add `sha256 = \"…\"` under each [playbooks.NAME] (`stepgate inspect NAME` prints it)"
+    )]
+    Unpinned(String),
+    #[error(
         "refusing to listen on {addr} without a hook token: anyone who reaches this address could start runs. Set `hook_token` under [server] (e.g. hook_token = {{ env = \"STEPGATE_HOOK_TOKEN\" }}), or listen on 127.0.0.1"
     )]
     HookTokenRequired { addr: String },
+}
+
+/// With `[engine] require_pinned`, every playbook must pin its component.
+fn pinned(config: &crate::config::Config) -> Result<(), ServeError> {
+    if !config.engine.require_pinned {
+        return Ok(());
+    }
+    let unpinned: Vec<&str> = config
+        .playbooks
+        .iter()
+        .filter(|(_, pb)| pb.sha256.is_none())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if unpinned.is_empty() {
+        Ok(())
+    } else {
+        Err(ServeError::Unpinned(unpinned.join(", ")))
+    }
 }
 
 /// A server ready to serve: its router and the dispatcher behind it.
@@ -367,6 +390,7 @@ impl Server {
         config_path: Option<PathBuf>,
     ) -> Result<Server, ServeError> {
         let routes = runtime.config.routes()?;
+        pinned(&runtime.config)?;
         let settings = runtime.config.server.clone();
         let (queue, inbox) = mpsc::channel(settings.queue);
         let token = hook_token(&runtime).map_err(ServeError::HookToken)?;

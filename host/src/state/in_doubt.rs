@@ -147,6 +147,9 @@ mod tests {
             via: None,
             idempotency_key: None,
             rechecked: None,
+            target: None,
+            finer: Vec::new(),
+            guard: Vec::new(),
             duration_us: 0,
         }
     }

@@ -42,6 +42,9 @@ pub enum Disposition {
     Resolved,
     /// A schedule tick a later tick superseded before it was dispatched.
     Missed,
+    /// Every route it matched was inside a maintenance window that
+    /// silences its playbook: recorded, no run.
+    Silenced,
 }
 
 impl Disposition {
@@ -52,6 +55,7 @@ impl Disposition {
             Disposition::Unrouted => "unrouted",
             Disposition::Resolved => "resolved",
             Disposition::Missed => "missed",
+            Disposition::Silenced => "silenced",
         }
     }
 }

@@ -13,6 +13,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod cancel;
+pub mod history;
 pub mod in_doubt;
 pub mod inbox;
 pub mod plans;

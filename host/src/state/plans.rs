@@ -57,8 +57,9 @@ pub fn plan_digest(
     request_digest: &str,
     writes: &[PlannedWrite],
 ) -> String {
-    let text = serde_json::json!({ "run": run_id, "from": from_seq, "request": request_digest, "writes": writes })
-        .to_string();
+    let text = crate::journal::canonical_text(&serde_json::json!({
+        "run": run_id, "from": from_seq, "request": request_digest, "writes": writes
+    }));
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 

@@ -91,7 +91,7 @@ pub struct NewRun<'a> {
     pub fingerprint: Option<&'a str>,
 }
 
-fn json(text: &str) -> serde_json::Value {
+pub(super) fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
 }
 
@@ -399,6 +399,9 @@ mod tests {
             via: None,
             idempotency_key: None,
             rechecked: None,
+            target: None,
+            finer: Vec::new(),
+            guard: Vec::new(),
             duration_us: 0,
         }
     }

@@ -26,7 +26,7 @@ use sqlx::sqlite::{
 use sqlx::{Arguments, AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
 
-use super::{BackendError, Database, DbSettings, SqlDialect, collect_rows};
+use super::{BackendError, Commit, Database, DbSettings, SqlDialect, collect_rows};
 use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::db::Rows;
 use guard::{Access, Guard};
@@ -150,7 +150,7 @@ impl Database for Sqlite {
         sql: &str,
         params: &[Value],
         tables: &[String],
-        commit: bool,
+        commit: Commit,
     ) -> Result<u64, BackendError> {
         let worker = self.worker().await?;
         let (sql, params, tables) = (sql.to_owned(), params.to_vec(), tables.to_vec());
@@ -234,7 +234,7 @@ impl Worker {
         sql: &str,
         params: &[Value],
         tables: Vec<String>,
-        commit: bool,
+        commit: Commit,
     ) -> Result<u64, BackendError> {
         let mut tx = self
             .pool
@@ -256,7 +256,9 @@ impl Worker {
                 },
             )
             .await?;
-        if commit {
+        // Over a guardrail's row limit: dropping `tx` rolls it back.
+        commit.allows(done.rows_affected())?;
+        if commit.commits() {
             tx.commit().await.map_err(|e| self.failed("commit", e))?;
         } else {
             tx.rollback()
@@ -486,7 +488,7 @@ mod tests {
                 matches!(read, Err(BackendError::Invalid(_))),
                 "{sql}: {read:?}"
             );
-            let write = db.execute(sql, &[], &["t".into()], true).await;
+            let write = db.execute(sql, &[], &["t".into()], Commit::Yes).await;
             assert!(
                 matches!(write, Err(BackendError::Invalid(_))),
                 "{sql}: {write:?}"
@@ -494,7 +496,7 @@ mod tests {
         }
         assert!(!copy.exists(), "VACUUM INTO or ATTACH wrote a file");
         let other = db
-            .execute("DELETE FROM t", &[], &["other".into()], true)
+            .execute("DELETE FROM t", &[], &["other".into()], Commit::Yes)
             .await;
         assert!(matches!(other, Err(BackendError::Invalid(_))), "{other:?}");
         let count = db
@@ -508,7 +510,7 @@ mod tests {
     async fn dry_write_rolls_back_and_reports_rows() {
         let db = db().await;
         let n = db
-            .execute("UPDATE t SET note = 'x'", &[], &["t".into()], false)
+            .execute("UPDATE t SET note = 'x'", &[], &["t".into()], Commit::No)
             .await
             .unwrap();
         assert_eq!(n, 2);
@@ -522,7 +524,7 @@ mod tests {
                 "UPDATE t SET note = ?1 WHERE id = 1",
                 &[Value::Text("y".into())],
                 &["t".into()],
-                true,
+                Commit::Yes,
             )
             .await
             .unwrap();
