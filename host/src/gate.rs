@@ -182,6 +182,9 @@ pub struct Requirement {
     pub escalate: Vec<Escalation>,
     /// Re-read the plan's reads before the approved write goes out.
     pub recheck: bool,
+    /// A guardrail escalated the write: it is decided by its own
+    /// approvers, never by a whole-plan approval or the run's own starter.
+    pub guarded: bool,
 }
 
 impl Default for Requirement {
@@ -194,6 +197,7 @@ impl Default for Requirement {
             on_timeout: OnTimeout::Deny,
             escalate: Vec::new(),
             recheck: true,
+            guarded: false,
         }
     }
 }
@@ -430,6 +434,7 @@ impl Gates {
             requirement.quorum = requirement.quorum.max(quorum);
             // Silence is no consent to what a guardrail escalated.
             requirement.on_timeout = OnTimeout::Deny;
+            requirement.guarded = true;
         }
         (policy, requirement)
     }
@@ -444,6 +449,7 @@ impl Gates {
             on_timeout: rule.on_timeout,
             escalate: rule.escalate.clone(),
             recheck: rule.recheck,
+            guarded: false,
         }
     }
 
@@ -716,6 +722,7 @@ mod tests {
                 Policy::Approve,
                 Requirement {
                     quorum: 2,
+                    guarded: true,
                     ..g.requirement("flags.set", "OTHER", &[])
                 }
             )

@@ -83,52 +83,10 @@ pub fn plan_digest(entries: &[Entry]) -> String {
     let mut hash = sha2::Sha256::new();
     for e in entries {
         let canonical = json!([e.seq, e.interface, e.op, e.args, e.gate, e.result]);
-        hash.update(canonical_text(&canonical).as_bytes());
+        hash.update(crate::canonical::json_text(&canonical).as_bytes());
         hash.update(b"\n");
     }
     hex::encode(hash.finalize())
-}
-
-/// `value` as compact JSON text with the keys of every object sorted:
-/// what digests and comparisons read, whatever order the keys came in.
-///
-/// serde_json keeps an object's keys in the order they were inserted or
-/// parsed in this build (`cedar-policy` turns on its `preserve_order`),
-/// so the same answer read twice may print its keys in two orders; this
-/// text does not, and it is the text earlier versions hashed.
-pub fn canonical_text(value: &serde_json::Value) -> String {
-    fn write(value: &serde_json::Value, out: &mut String) {
-        match value {
-            serde_json::Value::Object(map) => {
-                let mut keys: Vec<(&String, &serde_json::Value)> = map.iter().collect();
-                keys.sort_by(|a, b| a.0.cmp(b.0));
-                out.push('{');
-                for (i, (key, value)) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&serde_json::Value::String(key.clone()).to_string());
-                    out.push(':');
-                    write(value, out);
-                }
-                out.push('}');
-            }
-            serde_json::Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut out = String::new();
-    write(value, &mut out);
-    out
 }
 
 /// What a run reports while it goes, for a terminal or a log.
@@ -287,23 +245,5 @@ impl Journal {
     /// that goes on (a re-plan).
     pub fn into_parts_and_progress(self) -> (Vec<Entry>, Vec<String>, Box<dyn Progress>) {
         (self.entries, self.steps, self.progress)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn canonical_text_sorts_keys_at_every_depth_whatever_their_order() {
-        let a: serde_json::Value =
-            serde_json::from_str(r#"{"b":1,"a":{"y":[{"d":2,"c":"\u00e9"}],"x":null}}"#).unwrap();
-        let b: serde_json::Value =
-            serde_json::from_str(r#"{"a":{"x":null,"y":[{"c":"é","d":2}]},"b":1}"#).unwrap();
-        assert_eq!(
-            canonical_text(&a),
-            r#"{"a":{"x":null,"y":[{"c":"é","d":2}]},"b":1}"#
-        );
-        assert_eq!(canonical_text(&a), canonical_text(&b));
     }
 }

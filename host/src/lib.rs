@@ -25,6 +25,8 @@
 //!   requests in the state store and parks the run until they are decided.
 //! - [`backends`] are the drivers behind a trait per capability; they decide
 //!   no policy.
+//! - [`canonical`] writes JSON with its keys sorted, for whatever is
+//!   hashed or compared as text.
 //! - [`inert`] makes text from playbooks, alerts and backends safe to show
 //!   a human (terminal escapes, bidi overrides, Slack markup).
 //! - [`secret`] resolves URLs, keys and headers from env or files and masks
@@ -50,6 +52,7 @@ pub mod approvals;
 pub mod authoring;
 pub mod backends;
 pub mod bindings;
+pub mod canonical;
 pub mod caps;
 pub mod config;
 pub mod engine;

@@ -386,6 +386,37 @@ stepgate_tests::on_both_stores!(
     execute_refuses_ddl_unlisted_tables_and_hidden_writes,
 );
 
+/// On PostgreSQL a row limit counts every row the statement changes, not
+/// only the outer statement's: a `WITH` that updates rows is counted, and
+/// held when the statement is made.
+#[tokio::test]
+async fn postgres_counts_rows_a_with_clause_changes_against_a_row_limit() {
+    use stepgate::backends::{BackendError, Commit};
+    let db = db(Kind::Postgres, "");
+    let ledger = db.runtime.backends.db("ledger").unwrap();
+    let tables = ["escrow_holds".to_owned()];
+    let sql = "WITH moved AS (UPDATE escrow_holds SET state = 'released' WHERE state = 'held' RETURNING id) \
+               UPDATE escrow_holds SET state = state WHERE false";
+    // The outer statement changes nothing; the WITH changes two rows.
+    assert_eq!(
+        ledger.execute(sql, &[], &tables, Commit::No).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        ledger
+            .execute(sql, &[], &tables, Commit::Measure)
+            .await
+            .unwrap(),
+        2
+    );
+    match ledger.execute(sql, &[], &tables, Commit::UpTo(1)).await {
+        Err(BackendError::Invalid(why)) => assert!(why.contains("changed 2 rows"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let mut ctx = db.ctx(Mode::DryRun);
+    assert_eq!(hold_state(&mut ctx, 1).await, Value::Text("held".into()));
+}
+
 /// PostgreSQL types map to WIT values without loss.
 #[tokio::test]
 async fn postgres_types_map_without_loss() {

@@ -542,7 +542,7 @@ fn decisions(writes: impl Iterator<Item = (String, Json)>) -> Vec<String> {
                 }
             }
             // Keys sorted: the same arguments whatever order they came in.
-            format!("{call} {}", stepgate::journal::canonical_text(&args))
+            format!("{call} {}", stepgate::canonical::json_text(&args))
         })
         .collect()
 }

@@ -314,3 +314,35 @@ async fn a_write_a_guardrail_escalated_asks_again_despite_a_whole_plan() {
     assert!(page.decisions.is_empty(), "{:?}", page.decisions);
     assert!(page.plan.contains("pages-need-their-own"), "{}", page.plan);
 }
+
+/// A whole plan does not decide the write it starts at when a guardrail
+/// escalated that write: it is approved on its own.
+#[tokio::test]
+async fn a_whole_plan_cannot_approve_a_first_write_a_guardrail_escalated() {
+    let w = world_with(
+        500,
+        "[guardrails.no-pause-without-its-own]\nop = \"flags.set\"\nwrites_per_run = 0\nquorum = 2\n",
+    )
+    .await;
+    let state = &w.runtime.state;
+    let run = w.parked_run().await;
+    let request = state.approval_request(&run, 3).await.unwrap().unwrap();
+    assert_eq!(request.quorum, 2);
+    let plan = state
+        .plan_at(&run, 3, &request.plan_digest)
+        .await
+        .unwrap()
+        .unwrap();
+    state.add_principal("amy", Role::Approver).await.unwrap();
+    let refused = state
+        .approve_plan("amy", Role::Approver, &run, &plan.digest, "all of it")
+        .await;
+    assert!(
+        matches!(refused, Err(DecisionError::Guarded { seq: 3, .. })),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        state.approval_status(&run, 3).await.unwrap(),
+        Some(ApprovalStatus::Pending { .. })
+    ));
+}

@@ -97,7 +97,7 @@ impl FlagStore for HttpFlags {
         Ok(match body.pointer(&self.pointer(name)) {
             None | Some(Json::Null) => None,
             Some(Json::String(s)) => Some(s.clone()),
-            Some(other) => Some(other.to_string()),
+            Some(other) => Some(crate::canonical::json_text(other)),
         })
     }
 

@@ -52,6 +52,10 @@ use table::FunctionName;
 pub enum Commit {
     /// Roll it back: a dry run, reporting the rows it would change.
     No,
+    /// Roll it back, reporting every row it changed where the engine can
+    /// count them (on PostgreSQL: rows changed through a data-modifying
+    /// `WITH`, triggers and cascades too): what a row limit measures.
+    Measure,
     /// Commit it.
     Yes,
     /// Commit it if it changed at most this many rows, else roll it back
@@ -63,7 +67,7 @@ pub enum Commit {
 impl Commit {
     /// Whether the statement is to be committed at all.
     pub fn commits(self) -> bool {
-        self != Commit::No
+        matches!(self, Commit::Yes | Commit::UpTo(_))
     }
 
     /// Whether `rows` changed rows may be committed; the error if not.

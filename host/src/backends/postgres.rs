@@ -341,9 +341,16 @@ impl Postgres {
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| self.classify(e))?;
-            self.confirm_tables(&mut conn, &before, tables).await?;
-            commit.allows(done.rows_affected())?;
-            Ok(done.rows_affected())
+            // Every row the transaction changed, not only the outer
+            // statement's: a `WITH` that deletes, a trigger, a cascade.
+            let touched = self.confirm_tables(&mut conn, &before, tables).await?;
+            let counted = done.rows_affected().max(touched);
+            commit.allows(counted)?;
+            Ok(if commit == Commit::Measure {
+                counted
+            } else {
+                done.rows_affected()
+            })
         }
         .await;
         let end = if commit.commits() && result.is_ok() {
@@ -493,7 +500,7 @@ impl Postgres {
         conn: &mut PgConnection,
         before: &[TableChanges],
         tables: &[String],
-    ) -> Result<(), BackendError> {
+    ) -> Result<u64, BackendError> {
         sqlx::raw_sql("SET CONSTRAINTS ALL IMMEDIATE")
             .execute(&mut *conn)
             .await
@@ -536,6 +543,7 @@ impl Postgres {
                 &ancestor,
             ));
         }
+        let mut touched: u64 = 0;
         for ((schema, relation), (rows, names)) in &changed {
             let earlier = before
                 .iter()
@@ -543,9 +551,10 @@ impl Postgres {
                 .map_or(0, |(.., n)| *n);
             if *rows > earlier {
                 self.granted(tables, schema, relation, names)?;
+                touched = touched.saturating_add(u64::try_from(rows - earlier).unwrap_or(0));
             }
         }
-        Ok(())
+        Ok(touched)
     }
 
     /// A table changed by the statement must be approved by its own name
@@ -838,7 +847,9 @@ fn decode(row: &PgRow, i: usize) -> Result<Value, BackendError> {
         }
         "DATE" => Value::Text(row.try_get::<NaiveDate, _>(i).map_err(get)?.to_string()),
         "TIME" => Value::Text(row.try_get::<NaiveTime, _>(i).map_err(get)?.to_string()),
-        "JSON" | "JSONB" => Value::Text(row.try_get::<JsonValue, _>(i).map_err(get)?.to_string()),
+        "JSON" | "JSONB" => Value::Text(crate::canonical::json_text(
+            &row.try_get::<JsonValue, _>(i).map_err(get)?,
+        )),
         "BYTEA" => Value::Bytes(row.try_get(i).map_err(get)?),
         "UUID" => Value::Text(row.try_get::<Uuid, _>(i).map_err(get)?.to_string()),
         // An enum's value travels as its label.

@@ -112,7 +112,8 @@ impl Host for CallCtx {
             let measured = async {
                 let db = backends.db(&conn)?;
                 db.vet_functions(&checked.functions).await?;
-                db.execute(&sql, &params, &checked.tables, Commit::No).await
+                db.execute(&sql, &params, &checked.tables, Commit::Measure)
+                    .await
             }
             .await;
             Some(measured.map_err(|e| e.redacted(&backends).to_string()))

@@ -746,7 +746,10 @@ impl CallCtx {
             // What they measured binds the approval too: a write that
             // trips other guardrails (or none) when it resumes asks again.
             let digest = crate::journal::plan_digest(entries);
-            (plan, crate::guard::bound_digest(&digest, &self.findings))
+            (
+                plan,
+                crate::guard::bound_digest(&digest, &self.findings, call.rows.as_ref()),
+            )
         } else {
             Default::default()
         };

@@ -90,7 +90,10 @@ impl Host for CallCtx {
                 .rpc(&endpoint)?
                 .call(info.seq, &method, params, effect, info.result_limit)
                 .await?;
-            Ok((answered.value.to_string(), Some(answered.via)))
+            Ok((
+                crate::canonical::json_text(&answered.value),
+                Some(answered.via),
+            ))
         })
         .await
     }

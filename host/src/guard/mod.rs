@@ -136,9 +136,11 @@ impl Guardrails {
     }
 
     /// The most rows a write of `op` on `target` by `playbook` may change
-    /// when it is made: the smallest row limit its measured `rows` were
-    /// within, so data that grew between the measurement and the write
-    /// cannot carry it past that limit. `None` when no such limit applies.
+    /// when it is made, so data that grew between the measurement and the
+    /// write cannot carry it past what was judged: the smallest row limit
+    /// its measured `rows` were within, and the measured count itself
+    /// where a rule it tripped was approved or a policy judged the count.
+    /// `None` when no row limit applies.
     pub fn row_cap(
         &self,
         playbook: &str,
@@ -149,15 +151,23 @@ impl Guardrails {
         let Some(Ok(measured)) = rows else {
             return None;
         };
-        self.rules
-            .values()
-            .filter_map(|rule| match rule.measure {
-                Measure::Rows(max) if rule.covers(playbook, op, target) && *measured <= max => {
-                    Some(max)
+        let mut cap: Option<u64> = None;
+        let mut hold_measured = self.policies.as_ref().is_some_and(Policies::mention_rows);
+        for rule in self.rules.values() {
+            if let Measure::Rows(max) = rule.measure
+                && rule.covers(playbook, op, target)
+            {
+                if *measured <= max {
+                    cap = Some(cap.map_or(max, |c| c.min(max)));
+                } else {
+                    hold_measured = true;
                 }
-                _ => None,
-            })
-            .min()
+            }
+        }
+        if hold_measured {
+            cap = Some(cap.map_or(*measured, |c| c.min(*measured)));
+        }
+        cap
     }
 
     /// The maintenance window silencing `alert` for `playbook` now, by
@@ -257,15 +267,24 @@ pub fn guarded(findings: &[Finding]) -> crate::gate::Guarded {
 }
 
 /// `plan_digest` bound to the guardrails a write tripped (their names,
-/// what they require): unchanged when none did, so approvals of writes no
-/// guardrail touches are bound as before.
-pub fn bound_digest(plan_digest: &str, findings: &[Finding]) -> String {
+/// what they require) and the order of magnitude of the rows it was
+/// measured to change: unchanged when none tripped, so approvals of writes
+/// no guardrail touches are bound as before. An approval of "340 rows"
+/// stands for 290 or 410 rows, not for a million.
+pub fn bound_digest(
+    plan_digest: &str,
+    findings: &[Finding],
+    rows: Option<&Result<u64, String>>,
+) -> String {
     if findings.is_empty() {
         return plan_digest.to_owned();
     }
     use sha2::Digest;
     let mut hash = sha2::Sha256::new();
     hash.update(plan_digest.as_bytes());
+    if let Some(Ok(rows)) = rows {
+        hash.update(format!("\nrows ~1e{}", rows.checked_ilog10().unwrap_or(0)).as_bytes());
+    }
     for f in findings {
         let canonical = serde_json::json!([f.rule, f.over, f.quorum]);
         hash.update(b"\n");
@@ -296,21 +315,28 @@ mod tests {
     #[test]
     fn an_approval_is_bound_to_the_guardrails_a_write_tripped() {
         let plan = "abc";
-        assert_eq!(bound_digest(plan, &[]), plan);
-        let two = bound_digest(plan, &[finding("big", Over::Approve, Some(2))]);
+        assert_eq!(bound_digest(plan, &[], None), plan);
+        let two = bound_digest(plan, &[finding("big", Over::Approve, Some(2))], None);
         assert_ne!(two, plan);
         assert_ne!(
             two,
-            bound_digest(plan, &[finding("big", Over::Approve, Some(3))])
+            bound_digest(plan, &[finding("big", Over::Approve, Some(3))], None)
         );
         assert_ne!(
             two,
-            bound_digest(plan, &[finding("freeze", Over::Approve, Some(2))])
+            bound_digest(plan, &[finding("freeze", Over::Approve, Some(2))], None)
         );
         // What was measured may move; what the rule requires binds.
         let mut moved = finding("big", Over::Approve, Some(2));
         moved.why = "measured again".into();
-        assert_eq!(two, bound_digest(plan, &[moved]));
+        assert_eq!(two, bound_digest(plan, &[moved], None));
+        // Rows within the same order of magnitude keep the approval; ten
+        // times as many void it.
+        let big = [finding("big", Over::Approve, Some(2))];
+        let at = |n: u64| bound_digest(plan, &big, Some(&Ok(n)));
+        assert_eq!(at(340), at(410));
+        assert_ne!(at(340), at(3400));
+        assert_ne!(at(340), at(1_000_000));
     }
 
     #[test]

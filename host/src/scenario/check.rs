@@ -29,7 +29,7 @@ fn writes(journal: &[Entry]) -> Vec<(String, Json, Option<String>)> {
 fn write_line(seq: usize, call: &str, args: &Json, gate: Option<&str>) -> String {
     // Keys sorted: a write is the same whatever order its arguments'
     // keys were put in.
-    let args = crate::journal::canonical_text(args);
+    let args = crate::canonical::json_text(args);
     match gate {
         Some(gate) => format!("#{} {call} {args} [{gate}]", seq + 1),
         None => format!("#{} {call} {args}", seq + 1),

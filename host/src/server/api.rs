@@ -59,7 +59,8 @@ pub fn decision_status(e: &DecisionError) -> StatusCode {
         | DecisionError::PlanChanged { .. }
         | DecisionError::NotInDoubt { .. }
         | DecisionError::Ended { .. }
-        | DecisionError::Busy { .. } => StatusCode::CONFLICT,
+        | DecisionError::Busy { .. }
+        | DecisionError::Guarded { .. } => StatusCode::CONFLICT,
         DecisionError::NoReason => StatusCode::BAD_REQUEST,
         DecisionError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -105,6 +105,10 @@ pub enum DecisionError {
     NotInDoubt { run_id: String, seq: u64 },
     #[error("no run `{0}`; `stepgate runs` lists them")]
     UnknownRun(String),
+    #[error(
+        "write #{seq} of run `{run_id}` was escalated by a guardrail and is approved on its own, not as part of a whole plan: `stepgate approve {run_id} {seq}` decides it"
+    )]
+    Guarded { run_id: String, seq: u64 },
     #[error("run `{run_id}` has already ended ({status}); there is nothing to cancel")]
     Ended { run_id: String, status: String },
     #[error("run `{run_id}` cannot be cancelled yet: {what}")]
@@ -388,12 +392,10 @@ impl StateStore {
                 reason: "the run reached this write on a different plan (other reads or decisions before it) than the one put up for approval; the approval is void".to_owned(),
             });
         }
-        if (op.as_str(), target.as_str(), detail.as_str())
-            != (
-                request.op.as_str(),
-                request.target.as_str(),
-                request.detail.as_str(),
-            )
+        // The same arguments whatever the order of their keys (a request
+        // filed by another version may have them sorted).
+        if (op.as_str(), target.as_str()) != (request.op.as_str(), request.target.as_str())
+            || !super::plans::same_json(&detail, &request.detail)
         {
             return Ok(ApprovalStatus::Denied {
                 by: "stepgate".to_owned(),

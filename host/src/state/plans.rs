@@ -57,10 +57,27 @@ pub fn plan_digest(
     request_digest: &str,
     writes: &[PlannedWrite],
 ) -> String {
-    let text = crate::journal::canonical_text(&serde_json::json!({
+    let text = crate::canonical::json_text(&serde_json::json!({
         "run": run_id, "from": from_seq, "request": request_digest, "writes": writes
     }));
     hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Whether a request's stored requirement says a guardrail escalated it.
+fn guarded(requirement: &str) -> bool {
+    serde_json::from_str::<crate::gate::Requirement>(requirement).is_ok_and(|r| r.guarded)
+}
+
+/// Whether two JSON texts hold the same value, whatever the order of
+/// their keys (texts stored by another version may sort them).
+pub(crate) fn same_json(a: &str, b: &str) -> bool {
+    match (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// Whether journaled write `entry` went through: performed (auto or
@@ -196,6 +213,20 @@ impl StateStore {
         if run.started_by == principal {
             return Err(DecisionError::SelfApproval(principal.to_owned()));
         }
+        // A write a guardrail escalated is approved on its own.
+        let requirement: Option<String> = sqlx::query_scalar(
+            "SELECT requirement FROM approval_requests WHERE run_id = $1 AND seq = $2",
+        )
+        .bind(run_id)
+        .bind(plan.from_seq as i64)
+        .fetch_optional(self.pool().await?)
+        .await?;
+        if requirement.as_deref().is_some_and(guarded) {
+            return Err(DecisionError::Guarded {
+                run_id: run_id.to_owned(),
+                seq: plan.from_seq,
+            });
+        }
         // Only the plan of the write the run waits on now, on the reads it
         // made before asking: not one set aside by a re-plan, nor one whose
         // first write was already decided.
@@ -262,15 +293,20 @@ impl StateStore {
         if plans.is_empty() {
             return Ok(());
         }
-        let Some(row) =
-            sqlx::query("SELECT op, detail FROM approval_requests WHERE run_id = $1 AND seq = $2")
-                .bind(run_id)
-                .bind(seq as i64)
-                .fetch_optional(self.pool().await?)
-                .await?
+        let Some(row) = sqlx::query(
+            "SELECT op, detail, requirement FROM approval_requests WHERE run_id = $1 AND seq = $2",
+        )
+        .bind(run_id)
+        .bind(seq as i64)
+        .fetch_optional(self.pool().await?)
+        .await?
         else {
             return Ok(());
         };
+        // A write a guardrail escalated has its own approvers.
+        if guarded(&row.try_get::<String, _>("requirement")?) {
+            return Ok(());
+        }
         let asked = PlannedWrite {
             op: row.try_get("op")?,
             detail: row.try_get("detail")?,
@@ -298,11 +334,13 @@ impl StateStore {
             // Every write so far went through, and is the plan's, in order.
             let follows = made.iter().all(|e| went_through(e))
                 && made.iter().zip(&plan.writes).all(|(e, w)| {
-                    // The JSON text, as the plan and the request hold it.
-                    let args = e.args.to_string();
-                    e.name() == w.op && args == w.detail
+                    // The same arguments, whatever order their keys are in.
+                    e.name() == w.op && same_json(&e.args.to_string(), &w.detail)
                 })
-                && plan.writes.get(k) == Some(&asked);
+                && plan
+                    .writes
+                    .get(k)
+                    .is_some_and(|w| w.op == asked.op && same_json(&w.detail, &asked.detail));
             if !follows {
                 continue;
             }
