@@ -243,18 +243,8 @@ async fn a_run_that_leaves_its_whole_plan_asks_again() {
 async fn a_re_plan_voids_a_whole_plan_approval_even_for_the_same_writes() {
     let w = world(500).await;
     let state = &w.runtime.state;
-    let run = w.parked_run().await;
+    let (run, plan) = w.parked_run_with_its_plan_approved().await;
     let request = state.approval_request(&run, 3).await.unwrap().unwrap();
-    let plan = state
-        .plan_at(&run, 3, &request.plan_digest)
-        .await
-        .unwrap()
-        .unwrap();
-    state.add_principal("amy", Role::Approver).await.unwrap();
-    state
-        .approve_plan("amy", Role::Approver, &run, &plan.digest, "as planned")
-        .await
-        .unwrap();
 
     // A read the plan rests on answers otherwise (the flag is "0", not
     // unset), though the playbook would write the same: the approval of
