@@ -157,6 +157,13 @@ pub struct ServerConfig {
     /// The largest request body any route takes, e.g. "1MiB".
     #[serde(default = "default_body_limit", deserialize_with = "de_size")]
     pub body_limit: u64,
+    /// The name this server's runs and alert claims are held under,
+    /// unique among live servers (default: host name `@` the address it
+    /// listens on). A restart under the same name takes back at once what
+    /// the process before it held instead of waiting for its leases to run
+    /// out: give a name that survives restarts where the host name does
+    /// not (a StatefulSet pod's name, not a container id).
+    pub instance: Option<String>,
 }
 
 /// `[slack]`: a write that parks is posted to `channel` with Approve and
@@ -215,6 +222,14 @@ fn default_body_limit() -> u64 {
     1 << 20
 }
 
+/// Whether `name` can be a `[server] instance`.
+pub fn valid_instance(name: &str) -> bool {
+    (1..=100).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_@:[]".contains(c))
+}
+
 fn default_listen() -> String {
     "127.0.0.1:9094".to_owned()
 }
@@ -245,6 +260,7 @@ impl Default for ServerConfig {
             idle_timeout: default_idle_timeout(),
             request_timeout: default_request_timeout(),
             body_limit: default_body_limit(),
+            instance: None,
         }
     }
 }
@@ -725,6 +741,10 @@ pub enum PagerSinkConfig {
         source: String,
         #[serde(default = "default_rpc_timeout", deserialize_with = "de_duration")]
         timeout: Duration,
+        /// PagerDuty folds events with the same `dedup_key`: a page in
+        /// doubt after a crash is sent again (default true).
+        #[serde(default = "default_true")]
+        idempotent: bool,
     },
     /// A Slack-compatible incoming webhook: `{"text": ...}`.
     #[serde(rename = "slack")]
@@ -733,6 +753,11 @@ pub enum PagerSinkConfig {
         url: Secret,
         #[serde(default = "default_rpc_timeout", deserialize_with = "de_duration")]
         timeout: Duration,
+        /// The receiver drops a second message with the same `dedup_key`
+        /// (a relay that deduplicates; Slack itself does not): then a
+        /// message in doubt after a crash is sent again, with that key.
+        #[serde(default)]
+        idempotent: bool,
     },
     /// Any JSON webhook: the page or notice as one JSON object.
     #[serde(rename = "webhook")]
@@ -742,11 +767,20 @@ pub enum PagerSinkConfig {
         headers: BTreeMap<String, Secret>,
         #[serde(default = "default_rpc_timeout", deserialize_with = "de_duration")]
         timeout: Duration,
+        /// The receiver drops a second body with the same `dedup_key` (also
+        /// sent as the `Idempotency-Key` header): then a page or notice in
+        /// doubt after a crash is sent again, with that key.
+        #[serde(default)]
+        idempotent: bool,
     },
 }
 
 fn default_pagerduty_url() -> Secret {
     Secret::Inline("https://events.pagerduty.com/v2/enqueue".to_owned())
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_source() -> String {
@@ -1230,6 +1264,14 @@ impl Config {
         }
         if self.server.max_runs == 0 || self.server.queue == 0 {
             return Err(self.invalid("server", "max_runs and queue are at least 1"));
+        }
+        if let Some(instance) = &self.server.instance
+            && !valid_instance(instance)
+        {
+            return Err(self.invalid(
+                "server.instance",
+                "1 to 100 letters, digits and `.-_@:[]` (a name such as \"stepgate-0\"; no `/`, which separates it from the process in a lease)",
+            ));
         }
         if let Some((name, _)) = self.playbooks.iter().find(|(_, p)| p.max_runs == Some(0)) {
             return Err(self.invalid(

@@ -837,7 +837,19 @@ async fn resume(run_id: &str, json: bool, config: &Path) -> Result<u8, UsageErro
 async fn serve(listen: Option<String>, config_path: &Path) -> Result<u8, UsageError> {
     let config = load_config(config_path)?;
     let addr = listen.unwrap_or_else(|| config.server.listen.clone());
-    let runtime = std::sync::Arc::new(Runtime::new(config)?);
+    // The address first: while this process holds it, no other process of
+    // the same instance is alive, so what an earlier one held is ours.
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+    let instance = config
+        .server
+        .instance
+        .clone()
+        .unwrap_or_else(|| format!("{}@{addr}", stepgate::state::host_name()));
+    let state = std::sync::Arc::new(config.state_store()?.with_instance(&instance));
+    let runtime = std::sync::Arc::new(Runtime::with_state(config, state)?);
     let server =
         stepgate::server::Server::start_from(runtime, Some(config_path.to_owned())).await?;
     // SIGHUP: read the config again; a bad one is refused, the old one stays.
@@ -855,12 +867,8 @@ async fn serve(listen: Option<String>, config_path: &Path) -> Result<u8, UsageEr
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
     errln!(
-        "stepgate: serving on http://{} (POST /hooks/alertmanager, /api/…, /metrics)",
-        listener.local_addr().map(|a| a.to_string()).unwrap_or(addr)
+        "stepgate: serving on http://{addr} as `{instance}` (POST /hooks/alertmanager, /api/…, /metrics)"
     );
     let shutdown = async {
         let terminate = async {

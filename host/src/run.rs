@@ -334,6 +334,7 @@ pub async fn run(
                 started_by: &request.started_by,
                 step_mode: request.step_mode,
                 fingerprint: None,
+                inbox_id: None,
             })
             .await;
         if let Err(e) = started {

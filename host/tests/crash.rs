@@ -18,6 +18,8 @@ use support::hook::Hook;
 enum Sink {
     /// A plain webhook: no idempotency key.
     Webhook,
+    /// A webhook whose receiver drops repeats of a `dedup_key`.
+    IdempotentWebhook,
     /// PagerDuty Events v2: `dedup_key` folds a repeat into the first.
     PagerDuty,
 }
@@ -35,6 +37,7 @@ fn setup(hook: &Hook, sleep_ms: u64, sink: Sink) -> World {
     let config = dir.path().join("stepgate.toml");
     let sink = match sink {
         Sink::Webhook => "kind = \"webhook\"",
+        Sink::IdempotentWebhook => "kind = \"webhook\"\nidempotent = true",
         Sink::PagerDuty => "kind = \"pagerduty\"\nrouting_key = \"R0UT1NG\"",
     };
     std::fs::write(
@@ -312,8 +315,25 @@ fn an_operator_may_say_the_write_in_doubt_never_arrived_and_it_is_sent_again() {
 
 #[test]
 fn a_write_in_doubt_with_an_idempotency_key_is_sent_again_with_the_same_key() {
+    resent_with_the_same_key(Sink::PagerDuty);
+}
+
+/// A webhook sink that says its receiver drops repeats is resent like
+/// PagerDuty, the key in the body and in `Idempotency-Key`.
+#[test]
+fn a_write_in_doubt_to_an_idempotent_webhook_is_sent_again_with_the_same_key() {
+    let (hook, run) = resent_with_the_same_key(Sink::IdempotentWebhook);
+    assert_eq!(
+        hook.idempotency_keys(),
+        [format!("{run}-1"), format!("{run}-1"), format!("{run}-3")]
+    );
+}
+
+/// Kills the host mid-page to `sink`, sweeps, and checks the page in doubt
+/// was sent again with its key; returns the hook and the run.
+fn resent_with_the_same_key(sink: Sink) -> (Hook, String) {
     let hook = Hook::start(Duration::from_secs(5));
-    let (world, run) = kill_mid_write(&hook, Sink::PagerDuty);
+    let (world, run) = kill_mid_write(&hook, sink);
     // What a host does at start: take over every run whose host died.
     let out = stepgate(&[
         "sweep",
@@ -334,8 +354,9 @@ fn a_write_in_doubt_with_an_idempotency_key_is_sent_again_with_the_same_key() {
         [format!("{run}-1"), format!("{run}-3")]
             .into_iter()
             .collect(),
-        "with the same key, so PagerDuty holds two incidents, not three"
+        "with the same key, so the receiver holds two pages, not three"
     );
+    (hook, run)
 }
 
 /// A parked run holds no process: the host that parked it exits (here with

@@ -42,7 +42,6 @@ const PAGER_PLAYBOOK: &str = r#"
 component = "unused.wasm"
 gates = { default = "auto" }
 grants.pager.targets = ["on-call"]
-grants.pager.channels = ["incident"]
 "#;
 
 #[tokio::test]
@@ -187,7 +186,8 @@ source = "stepgate-test"
 [pager.channels.incident]
 kind = "slack"
 url = {{ file = "slack-url" }}
-{PAGER_PLAYBOOK}"#,
+{PAGER_PLAYBOOK}grants.pager.channels = ["incident"]
+"#,
         pd.url
     ));
     std::fs::write(setup.path("pd-key"), format!("{routing_key}\n")).unwrap();
@@ -246,6 +246,63 @@ url = {{ file = "slack-url" }}
     assert!(!journal.contains(routing_key) && !journal.contains("XXXXSECRETXXXX"));
 }
 
+/// A Slack channel whose receiver drops repeats (`idempotent = true`)
+/// gets the dedup key beside the text and is retried after a 5xx; a plain
+/// one is posted at most once, so a failure is an error, not a repeat.
+#[tokio::test]
+async fn an_idempotent_slack_sink_carries_the_key_and_is_retried_a_plain_one_is_not() {
+    let failing_first = || {
+        Receiver::start(|_, n| {
+            if n == 0 {
+                Reply::status(500, "try again")
+            } else {
+                Reply::ok("ok")
+            }
+        })
+    };
+    let (relay, plain) = (failing_first().await, failing_first().await);
+    let setup = Setup::new(&format!(
+        r#"
+[state]
+path = "state.db"
+[pager.targets.on-call]
+kind = "file"
+path = "pages.jsonl"
+[pager.channels.incident]
+kind = "slack"
+url = "{}/relay"
+idempotent = true
+[pager.channels.plain]
+kind = "slack"
+url = "{}/plain"
+{PAGER_PLAYBOOK}grants.pager.channels = ["incident", "plain"]"#,
+        relay.url, plain.url
+    ));
+    let runtime = setup.runtime();
+    let mut live = call_ctx(&runtime, "p", Mode::Live);
+    Pager::notify(&mut live, "incident".into(), "failover done".into())
+        .await
+        .unwrap();
+    let requests = relay.requests();
+    assert_eq!(requests.len(), 2, "one 500, one retry");
+    for request in &requests {
+        assert_eq!(
+            request.json(),
+            json!({ "text": "failover done", "dedup_key": "run-test-1" })
+        );
+    }
+    let err = wit(Pager::notify(&mut live, "plain".into(), "failover done".into()).await);
+    let WitError::Backend(message) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(message.contains("HTTP 500"), "{message}");
+    assert_eq!(plain.requests().len(), 1, "never sent twice");
+    assert_eq!(
+        plain.requests()[0].json(),
+        json!({ "text": "failover done" })
+    );
+}
+
 #[tokio::test]
 async fn webhook_sinks_post_json_and_a_dead_one_never_shows_its_url() {
     let hook = Receiver::always(Reply::ok("{}")).await;
@@ -263,7 +320,8 @@ timeout = "2s"
 [pager.channels.incident]
 kind = "webhook"
 url = {{ env = "STEPGATE_TEST_DEAD_HOOK" }}
-{PAGER_PLAYBOOK}"#,
+{PAGER_PLAYBOOK}grants.pager.channels = ["incident"]
+"#,
         hook.url
     ));
     // SAFETY: only this test uses this variable.

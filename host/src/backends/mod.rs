@@ -510,6 +510,7 @@ impl Backends {
                     url,
                     source,
                     timeout,
+                    idempotent,
                 } => {
                     let transport =
                         Transport::single(&key, &key, url, &no_headers, *timeout, &secret)?;
@@ -518,18 +519,26 @@ impl Backends {
                         transport,
                         routing_key,
                         source,
+                        *idempotent,
                     ))
                 }
-                PagerSinkConfig::Slack { url, timeout } => Arc::new(webhook_pager::Slack::new(
+                PagerSinkConfig::Slack {
+                    url,
+                    timeout,
+                    idempotent,
+                } => Arc::new(webhook_pager::Slack::new(
                     Transport::single(&key, &key, url, &no_headers, *timeout, &secret)?,
+                    *idempotent,
                 )),
                 PagerSinkConfig::Webhook {
                     url,
                     headers,
                     timeout,
-                } => Arc::new(webhook_pager::Webhook::new(Transport::single(
-                    &key, &key, url, headers, *timeout, &secret,
-                )?)),
+                    idempotent,
+                } => Arc::new(webhook_pager::Webhook::new(
+                    Transport::single(&key, &key, url, headers, *timeout, &secret)?,
+                    *idempotent,
+                )),
             })
         };
         for (name, target) in &config.pager.targets {

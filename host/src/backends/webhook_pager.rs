@@ -1,10 +1,15 @@
 //! Pager sinks that post to a service: PagerDuty Events API v2, a
 //! Slack-compatible incoming webhook, and a generic JSON webhook.
 //!
-//! All three go through the shared HTTP transport. A PagerDuty trigger
-//! carries `dedup_key` = run id + call sequence, so PagerDuty folds a
-//! retried page into the first: it is the only sink that retries. URLs,
-//! routing keys and headers are secrets and never appear in an error.
+//! All three go through the shared HTTP transport. Every page and notice
+//! carries a `dedup_key` = run id + call sequence. PagerDuty folds a
+//! repeated trigger into the first, so it is idempotent by default; a
+//! Slack or webhook sink is only when its config says its receiver drops
+//! repeats (`idempotent = true`; a webhook then also sends the key as
+//! `Idempotency-Key`). An idempotent sink's requests are retried, and a
+//! page or notice in doubt after a crash is sent again with the same key;
+//! any other is sent at most once. URLs, routing keys and headers are
+//! secrets and never appear in an error.
 //!
 //! Every text in a page or notice came from a playbook or an alert: Slack
 //! gets it through [`inert::slack`] (no mention or link markup survives),
@@ -21,16 +26,23 @@ use crate::inert;
 /// Bytes a sink's answer may take.
 const MAX_ANSWER: u64 = 64 << 10;
 
+/// Posts `body`, retried if the receiver drops repeats (`idempotent`),
+/// with `key` as its `Idempotency-Key` header if given.
 async fn post(
     transport: &Transport,
     body: &Json,
     idempotent: bool,
+    key: Option<&str>,
     what: &str,
 ) -> Result<Vec<u8>, BackendError> {
+    let headers: Vec<(String, String)> = key
+        .map(|key| ("idempotency-key".to_owned(), key.to_owned()))
+        .into_iter()
+        .collect();
     let request = Request {
         method: Method::POST,
         path: "",
-        headers: &[],
+        headers: &headers,
         body: Some(body.to_string().into_bytes()),
         json: true,
         idempotent,
@@ -57,14 +69,21 @@ pub struct PagerDuty {
     transport: Transport,
     routing_key: String,
     source: String,
+    idempotent: bool,
 }
 
 impl PagerDuty {
-    pub fn new(transport: Transport, routing_key: String, source: &str) -> PagerDuty {
+    pub fn new(
+        transport: Transport,
+        routing_key: String,
+        source: &str,
+        idempotent: bool,
+    ) -> PagerDuty {
         PagerDuty {
             transport,
             routing_key,
             source: source.to_owned(),
+            idempotent,
         }
     }
 
@@ -90,11 +109,13 @@ impl PagerDuty {
 #[async_trait::async_trait]
 impl PagerSink for PagerDuty {
     fn idempotent(&self) -> bool {
-        true
+        self.idempotent
     }
 
     async fn page(&self, page: &Page<'_>) -> Result<String, BackendError> {
-        let answer = post(&self.transport, &self.event(page), true, "page").await?;
+        // PagerDuty takes the key in the body.
+        let event = self.event(page);
+        let answer = post(&self.transport, &event, self.idempotent, None, "page").await?;
         // PagerDuty answers {"status": "success", "dedup_key": ...}.
         let key = serde_json::from_slice::<Json>(&answer)
             .ok()
@@ -112,16 +133,34 @@ impl PagerSink for PagerDuty {
 /// A Slack-compatible incoming webhook (`{"text": ...}`).
 pub struct Slack {
     transport: Transport,
+    idempotent: bool,
 }
 
 impl Slack {
-    pub fn new(transport: Transport) -> Slack {
-        Slack { transport }
+    pub fn new(transport: Transport, idempotent: bool) -> Slack {
+        Slack {
+            transport,
+            idempotent,
+        }
+    }
+
+    /// `{"text": text}`, with the dedup key beside it for a receiver that
+    /// drops repeats.
+    fn body(&self, text: String, dedup_key: &str) -> Json {
+        let mut body = json!({ "text": text });
+        if self.idempotent {
+            body["dedup_key"] = json!(dedup_key);
+        }
+        body
     }
 }
 
 #[async_trait::async_trait]
 impl PagerSink for Slack {
+    fn idempotent(&self) -> bool {
+        self.idempotent
+    }
+
     async fn page(&self, page: &Page<'_>) -> Result<String, BackendError> {
         let text = format!(
             "[{}] page for {}: {}\n{}\n(dedup key {})",
@@ -131,18 +170,14 @@ impl PagerSink for Slack {
             inert::slack(page.details),
             page.dedup_key
         );
-        post(&self.transport, &json!({ "text": text }), false, "page").await?;
+        let body = self.body(text, &page.dedup_key);
+        post(&self.transport, &body, self.idempotent, None, "page").await?;
         Ok(page.dedup_key.clone())
     }
 
-    async fn notify(&self, _: &str, message: &str, _: &str) -> Result<(), BackendError> {
-        post(
-            &self.transport,
-            &json!({ "text": inert::slack(message) }),
-            false,
-            "notice",
-        )
-        .await?;
+    async fn notify(&self, _: &str, message: &str, dedup_key: &str) -> Result<(), BackendError> {
+        let body = self.body(inert::slack(message), dedup_key);
+        post(&self.transport, &body, self.idempotent, None, "notice").await?;
         Ok(())
     }
 }
@@ -150,16 +185,30 @@ impl PagerSink for Slack {
 /// Any JSON webhook: the page or notice as one object.
 pub struct Webhook {
     transport: Transport,
+    idempotent: bool,
 }
 
 impl Webhook {
-    pub fn new(transport: Transport) -> Webhook {
-        Webhook { transport }
+    pub fn new(transport: Transport, idempotent: bool) -> Webhook {
+        Webhook {
+            transport,
+            idempotent,
+        }
+    }
+
+    async fn post(&self, body: &Json, dedup_key: &str, what: &str) -> Result<(), BackendError> {
+        let key = self.idempotent.then_some(dedup_key);
+        post(&self.transport, body, self.idempotent, key, what).await?;
+        Ok(())
     }
 }
 
 #[async_trait::async_trait]
 impl PagerSink for Webhook {
+    fn idempotent(&self) -> bool {
+        self.idempotent
+    }
+
     async fn page(&self, page: &Page<'_>) -> Result<String, BackendError> {
         let mut body = serde_json::to_value(page)
             .map_err(|e| BackendError::Failed(format!("cannot encode the page: {e}")))?;
@@ -170,7 +219,7 @@ impl PagerSink for Webhook {
                 body[field] = json!(shown);
             }
         }
-        post(&self.transport, &body, false, "page").await?;
+        self.post(&body, &page.dedup_key, "page").await?;
         Ok(page.dedup_key.clone())
     }
 
@@ -181,7 +230,6 @@ impl PagerSink for Webhook {
         dedup_key: &str,
     ) -> Result<(), BackendError> {
         let body = json!({ "kind": "notice", "channel": channel, "message": inert::text(message), "dedup_key": dedup_key });
-        post(&self.transport, &body, false, "notice").await?;
-        Ok(())
+        self.post(&body, dedup_key, "notice").await
     }
 }

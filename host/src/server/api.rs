@@ -374,6 +374,7 @@ pub async fn start_run(
             started_by: &name,
             step_mode: false,
             fingerprint: None,
+            inbox_id: None,
         })
         .await?;
     let request = crate::run::RunRequest {

@@ -39,9 +39,6 @@ const REDISPATCH_AFTER: Duration = Duration::from_secs(5);
 /// Fingerprints dispatched side by side, at most.
 const MAX_LANES: usize = 256;
 
-/// A claim on an alert is renewed this often while it is dispatched.
-const CLAIM_RENEWAL: Duration = Duration::from_secs(60);
-
 pub async fn dispatcher(
     shared: Arc<Shared>,
     leftover: Vec<Accepted>,
@@ -75,12 +72,23 @@ async fn dispatch(shared: &Arc<Shared>, accepted: Accepted) {
             return;
         }
     }
+    // The claim is a lease as long as a run's, renewed at a third of it.
     let renewer = {
         let (state, id) = (state.clone(), accepted.id.clone());
         tokio::spawn(async move {
+            let every = state.lease() / 3;
             loop {
-                tokio::time::sleep(CLAIM_RENEWAL).await;
-                let _ = state.touch_claim(&id).await;
+                tokio::time::sleep(every).await;
+                match state.touch_claim(&id).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(alert = %id, "the claim on an accepted alert lapsed while it waited; another dispatcher may take it");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(alert = %id, "cannot renew the claim on an accepted alert: {e}")
+                    }
+                }
             }
         })
     };
@@ -220,6 +228,14 @@ async fn start_on(
     let mut run_ids = Vec::new();
     let mut ready = Vec::new();
     for &route in routes {
+        // Dispatched before, and the process died between storing the run
+        // and recording it: the run is this alert's own, and a sweep
+        // resumes it.
+        if let Some(own) = state.run_for_alert(&accepted.id, &route.playbook).await? {
+            disposition = Disposition::Started;
+            run_ids.push(own);
+            continue;
+        }
         match state
             .open_run(&accepted.fingerprint, &route.playbook, accepted.received_at)
             .await?
@@ -337,6 +353,7 @@ async fn store_run(
                 started_by: ALERTS,
                 step_mode: route.step_mode,
                 fingerprint: Some(&accepted.fingerprint),
+                inbox_id: Some(&accepted.id),
             })
             .await;
         match stored {
@@ -652,6 +669,7 @@ mod tests {
                 started_by: "test",
                 step_mode: false,
                 fingerprint: None,
+                inbox_id: None,
             })
             .await
             .unwrap();

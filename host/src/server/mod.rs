@@ -405,11 +405,16 @@ impl Server {
             metrics: metrics::Metrics::default(),
             playbooks: Mutex::new(HashMap::new()),
         });
-        let leftover = shared
-            .runtime()
-            .state
-            .undispatched(std::time::Duration::ZERO)
-            .await?;
+        let state = shared.runtime().state.clone();
+        let (runs, alerts) = state.take_back().await?;
+        if runs + alerts > 0 {
+            tracing::info!(
+                runs,
+                alerts,
+                "took back what this instance's previous process held; resuming and dispatching it now"
+            );
+        }
+        let leftover = state.undispatched(std::time::Duration::ZERO).await?;
         tokio::spawn(dispatch::dispatcher(shared.clone(), leftover, inbox));
         tokio::spawn(dispatch::sweeper(shared.clone(), settings.sweep_every));
         tokio::spawn(schedule::scheduler(shared.clone()));

@@ -207,6 +207,7 @@ mod tests {
                 started_by: "alertmanager",
                 step_mode: false,
                 fingerprint: None,
+                inbox_id: None,
             })
             .await
             .unwrap();

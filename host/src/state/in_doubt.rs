@@ -164,6 +164,7 @@ mod tests {
                 started_by: "ops",
                 step_mode: false,
                 fingerprint: None,
+                inbox_id: None,
             })
             .await
             .unwrap();

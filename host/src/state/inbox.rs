@@ -7,9 +7,6 @@ use sqlx::Row;
 use super::{StateError, StateStore, now_ms};
 use crate::bindings::Alert;
 
-/// A claim on an accepted alert older than this is a dead host's.
-const STALE_CLAIM_MS: i64 = 5 * 60 * 1000;
-
 /// The source of the alerts a schedule's ticks are.
 pub const SCHEDULE: &str = "schedule";
 
@@ -116,7 +113,7 @@ impl StateStore {
 
     /// Accepted alerts nobody dispatched (a restart or a failure left
     /// them), oldest first: `new` ones accepted more than `older_than` ago,
-    /// and ones whose claim is so old its host must have died. Schedule
+    /// and ones whose claim ran out (its host stopped renewing it: it died). Schedule
     /// ticks among them go by their schedule's route ([`Accepted::schedule`]).
     pub async fn undispatched(
         &self,
@@ -125,11 +122,11 @@ impl StateStore {
         let now = now_ms();
         let rows = sqlx::query(
             "SELECT id, alert, fingerprint, source, received_at FROM inbox
-             WHERE ((status = 'new' AND received_at <= $1) OR (status = 'dispatching' AND claimed_at < $2))
+             WHERE ((status = 'new' AND received_at <= $1) OR (status = 'dispatching' AND (claim_until IS NULL OR claim_until < $2)))
              ORDER BY received_at, id",
         )
-        .bind(now - older_than.as_millis() as i64)
-        .bind(now - STALE_CLAIM_MS)
+                .bind(now - older_than.as_millis() as i64)
+        .bind(now)
         .fetch_all(self.pool().await?)
         .await?;
         rows.iter()
@@ -157,39 +154,49 @@ impl StateStore {
         )
     }
 
-    /// Takes an accepted alert for this dispatcher; false if another has it
-    /// (or it was dispatched already).
+    /// Takes an accepted alert for this dispatcher, leased like a run (for
+    /// [`StateStore::lease`], renewed by [`StateStore::touch_claim`]); false
+    /// if another dispatcher holds it or it was dispatched already.
     pub async fn claim_alert(&self, id: &str) -> Result<bool, StateError> {
         let now = now_ms();
         let claimed = sqlx::query(
-            "UPDATE inbox SET status = 'dispatching', claimed_at = $1
-             WHERE id = $2 AND (status = 'new' OR (status = 'dispatching' AND claimed_at < $3))",
+            "UPDATE inbox SET status = 'dispatching', claimed_at = $1, claim_owner = $2, claim_until = $3
+             WHERE id = $4 AND (status = 'new' OR (status = 'dispatching' AND (claim_until IS NULL OR claim_until < $1)))",
         )
         .bind(now)
+        .bind(self.host())
+        .bind(self.lease_until())
         .bind(id)
-        .bind(now - STALE_CLAIM_MS)
         .execute(self.pool().await?)
         .await?;
         Ok(claimed.rows_affected() == 1)
     }
 
     /// Renews this dispatcher's claim on an alert it is still dispatching
-    /// (waiting for a run slot), so nobody takes it for a dead host's.
-    pub async fn touch_claim(&self, id: &str) -> Result<(), StateError> {
-        sqlx::query("UPDATE inbox SET claimed_at = $1 WHERE id = $2 AND status = 'dispatching'")
-            .bind(now_ms())
-            .bind(id)
-            .execute(self.pool().await?)
-            .await?;
-        Ok(())
+    /// (waiting for a run slot), so nobody takes it for a dead host's;
+    /// false if the claim is no longer this host's.
+    pub async fn touch_claim(&self, id: &str) -> Result<bool, StateError> {
+        let renewed = sqlx::query(
+            "UPDATE inbox SET claim_until = $1 WHERE id = $2 AND status = 'dispatching' AND claim_owner = $3",
+        )
+        .bind(self.lease_until())
+        .bind(id)
+        .bind(self.host())
+        .execute(self.pool().await?)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
     }
 
     /// Gives a claimed alert back to the inbox (its dispatch failed).
     pub async fn release_alert(&self, id: &str) -> Result<(), StateError> {
-        sqlx::query("UPDATE inbox SET status = 'new', claimed_at = NULL WHERE id = $1 AND status = 'dispatching'")
-            .bind(id)
-            .execute(self.pool().await?)
-            .await?;
+        sqlx::query(
+            "UPDATE inbox SET status = 'new', claimed_at = NULL, claim_owner = NULL, claim_until = NULL
+             WHERE id = $1 AND status = 'dispatching' AND claim_owner = $2",
+        )
+        .bind(id)
+        .bind(self.host())
+        .execute(self.pool().await?)
+        .await?;
         Ok(())
     }
 
@@ -242,6 +249,22 @@ impl StateStore {
         .await?)
     }
 
+    /// The run of `playbook` started for accepted alert `inbox_id`, if an
+    /// earlier dispatch of it (one a crash cut short) stored one.
+    pub async fn run_for_alert(
+        &self,
+        inbox_id: &str,
+        playbook: &str,
+    ) -> Result<Option<String>, StateError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM runs WHERE inbox_id = $1 AND playbook = $2")
+                .bind(inbox_id)
+                .bind(playbook)
+                .fetch_optional(self.pool().await?)
+                .await?,
+        )
+    }
+
     /// Records that the alert of run `run_id` resolved.
     pub async fn mark_resolved(&self, run_id: &str) -> Result<(), StateError> {
         sqlx::query("UPDATE runs SET resolved_at = $1 WHERE id = $2 AND resolved_at IS NULL")
@@ -292,6 +315,7 @@ mod tests {
             started_by: "alertmanager",
             step_mode: false,
             fingerprint: Some("fp-1"),
+            inbox_id: None,
         }
     }
 
@@ -323,6 +347,139 @@ mod tests {
         store.dispose(id, Disposition::Unrouted, &[]).await.unwrap();
         assert_eq!(store.in_inbox().await.unwrap(), 0);
         assert!(!store.claim_alert(id).await.unwrap());
+    }
+
+    fn firing(name: &str) -> Alert {
+        Alert {
+            name: name.into(),
+            status: crate::bindings::AlertStatus::Firing,
+            labels: vec![("alertname".into(), name.into())],
+            annotations: vec![],
+            starts_at: None,
+            fingerprint: None,
+        }
+    }
+
+    /// A claim is a lease: its owner renews it; once it lapses another
+    /// dispatcher takes the alert, and the first can neither renew nor
+    /// give back what is no longer its own.
+    #[tokio::test]
+    async fn a_lapsed_claim_is_taken_by_another_dispatcher() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let stalled = StateStore::new(path.clone()).with_lease(std::time::Duration::ZERO);
+        let other = StateStore::new(path);
+        let id = &stalled
+            .accept_alerts("generic", vec![firing("A")])
+            .await
+            .unwrap()[0]
+            .id;
+        assert!(stalled.claim_alert(id).await.unwrap());
+        // A zero lease has lapsed once the clock has moved on at all.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(
+            other
+                .undispatched(std::time::Duration::from_secs(3600))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(other.claim_alert(id).await.unwrap());
+        assert!(
+            !stalled.touch_claim(id).await.unwrap(),
+            "no longer its claim"
+        );
+        stalled.release_alert(id).await.unwrap();
+        assert!(other.touch_claim(id).await.unwrap(), "still the other's");
+        assert!(!stalled.claim_alert(id).await.unwrap());
+        assert!(
+            other
+                .undispatched(std::time::Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// A restarted server (the same instance, a new process) takes back at
+    /// once the alert claims and run leases its predecessor held, however
+    /// long they had to run; another instance's it leaves alone, even one
+    /// whose name begins the same way.
+    #[tokio::test]
+    async fn a_restarted_instance_takes_back_what_its_predecessor_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let at = |instance: &str| StateStore::new(path.clone()).with_instance(instance);
+        let dead = at("web@127.0.0.1:9094");
+        let neighbour = at("web@127.0.0.1:9095");
+        let alerts = dead
+            .accept_alerts("generic", vec![firing("A"), firing("B")])
+            .await
+            .unwrap();
+        assert!(dead.claim_alert(&alerts[0].id).await.unwrap());
+        assert!(neighbour.claim_alert(&alerts[1].id).await.unwrap());
+        let alert = serde_json::json!({});
+        let mut run = new_run("r-dead", &alert);
+        run.fingerprint = None;
+        dead.start_run(run).await.unwrap();
+        let mut run = new_run("r-neighbour", &alert);
+        run.fingerprint = None;
+        neighbour.start_run(run).await.unwrap();
+        let any = std::time::Duration::ZERO;
+        assert!(neighbour.undispatched(any).await.unwrap().is_empty());
+        assert!(neighbour.resumable_runs().await.unwrap().is_empty());
+
+        for lookalike in ["web@127.0.0.1:909", "web@127.0.0.1:90940", "web"] {
+            assert_eq!(
+                at(lookalike).take_back().await.unwrap(),
+                (0, 0),
+                "{lookalike}"
+            );
+        }
+        assert_eq!(
+            StateStore::new(path.clone()).take_back().await.unwrap(),
+            (0, 0)
+        );
+
+        let successor = at("web@127.0.0.1:9094");
+        assert_eq!(successor.take_back().await.unwrap(), (1, 1));
+        let left: Vec<String> = successor
+            .undispatched(any)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(left, [alerts[0].id.clone()]);
+        assert_eq!(successor.resumable_runs().await.unwrap(), ["r-dead"]);
+        assert!(successor.claim_alert(&alerts[0].id).await.unwrap());
+        assert_eq!(
+            successor.claim_run("r-dead").await.unwrap(),
+            crate::state::runs::Claim::Taken
+        );
+        // The neighbour's are still its own.
+        assert!(neighbour.touch_claim(&alerts[1].id).await.unwrap());
+        assert!(neighbour.renew_lease("r-neighbour").await.unwrap());
+        assert!(!dead.touch_claim(&alerts[0].id).await.unwrap());
+    }
+
+    /// A run stored for an accepted alert is found again by the alert's
+    /// id (a dispatch a crash cut short), and only for its playbook.
+    #[tokio::test]
+    async fn the_run_started_for_an_alert_is_found_by_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("s.db"));
+        let alert = serde_json::json!({});
+        let mut run = new_run("r1", &alert);
+        run.inbox_id = Some("a-1");
+        store.start_run(run).await.unwrap();
+        assert_eq!(
+            store.run_for_alert("a-1", "p").await.unwrap().as_deref(),
+            Some("r1")
+        );
+        assert_eq!(store.run_for_alert("a-1", "other").await.unwrap(), None);
+        assert_eq!(store.run_for_alert("a-2", "p").await.unwrap(), None);
     }
 
     /// The store keeps one open run per fingerprint and playbook, whoever

@@ -67,21 +67,30 @@ pub enum StateLocation {
 pub struct StateStore {
     location: StateLocation,
     pool: OnceCell<AnyPool>,
-    /// This host, as a lease owner.
+    /// This host, as a lease owner: `INSTANCE/PID/RANDOM`.
     host: String,
+    /// The name this process serves under, if it was given one
+    /// ([`StateStore::with_instance`]): claims and leases of an earlier
+    /// process of the same instance are this one's to take back.
+    instance: Option<String>,
     /// How long a lease lasts unrenewed.
     lease: std::time::Duration,
 }
 
-/// This process, as named in leases: host name, pid and a random part.
-fn host_id() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// The machine's host name (`host` if it has none).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|n| n.trim().to_owned())
         .ok()
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "host".to_owned());
+        .unwrap_or_else(|| "host".to_owned())
+}
+
+/// This process, as named in leases and claims: `INSTANCE/PID/RANDOM`,
+/// the instance being the host name unless the process serves under one.
+fn host_id(instance: &str) -> String {
     format!(
-        "{name}:{}:{:08x}",
+        "{instance}/{}/{:08x}",
         std::process::id(),
         rand::random::<u32>()
     )
@@ -115,9 +124,20 @@ impl StateStore {
         StateStore {
             location,
             pool: OnceCell::new(),
-            host: host_id(),
+            host: host_id(&host_name()),
+            instance: None,
             lease: std::time::Duration::from_secs(30),
         }
+    }
+
+    /// This store as used by the process that serves as `instance` (one
+    /// name per live process: `stepgate serve` uses the host name and the
+    /// address it listens on). At start it may take back at once what an
+    /// earlier process of the same instance left ([`StateStore::take_back`]).
+    pub fn with_instance(mut self, instance: &str) -> StateStore {
+        self.host = host_id(instance);
+        self.instance = Some(instance.to_owned());
+        self
     }
 
     /// Leases of runs this host runs last `lease` unrenewed.

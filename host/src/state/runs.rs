@@ -89,6 +89,8 @@ pub struct NewRun<'a> {
     pub step_mode: bool,
     /// The alert's fingerprint, for dedup (server runs).
     pub fingerprint: Option<&'a str>,
+    /// The accepted alert it was started for (server runs).
+    pub inbox_id: Option<&'a str>,
 }
 
 pub(super) fn json(text: &str) -> serde_json::Value {
@@ -119,8 +121,8 @@ impl StateStore {
     /// Records a new run, leased to this host.
     pub async fn start_run(&self, run: NewRun<'_>) -> Result<(), StateError> {
         sqlx::query(
-            "INSERT INTO runs (id, playbook, mode, status, alert, started_by, started_at, lease_owner, lease_until, step_mode, fingerprint)
-             VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8, $9, $10)",
+                        "INSERT INTO runs (id, playbook, mode, status, alert, started_by, started_at, lease_owner, lease_until, step_mode, fingerprint, inbox_id)
+             VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(run.id)
         .bind(run.playbook)
@@ -130,8 +132,9 @@ impl StateStore {
         .bind(now_ms())
         .bind(self.host())
         .bind(self.lease_until())
-        .bind(i32::from(run.step_mode))
+                .bind(i32::from(run.step_mode))
         .bind(run.fingerprint)
+        .bind(run.inbox_id)
         .execute(self.pool().await?)
         .await?;
         Ok(())
@@ -184,6 +187,43 @@ impl StateStore {
         .execute(self.pool().await?)
         .await?;
         Ok(renewed.rows_affected() == 1)
+    }
+
+    /// Ends at once the leases and alert claims an earlier process of this
+    /// store's instance left ([`StateStore::with_instance`]): that process
+    /// is dead (a live one would still hold the instance's address), so
+    /// its runs resume and its alerts are dispatched now instead of when
+    /// their leases lapse. Returns how many runs and alerts it freed; a
+    /// store with no instance frees nothing.
+    pub async fn take_back(&self) -> Result<(u64, u64), StateError> {
+        let Some(instance) = &self.instance else {
+            return Ok((0, 0));
+        };
+        // Owners are `INSTANCE/PID/RANDOM`; the prefix length is ours, not
+        // input, so it may be written into the statement.
+        let prefix = format!("{instance}/");
+        let n = prefix.chars().count();
+        let mut tx = self.begin_write().await?;
+        let runs = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE runs SET lease_until = 0
+             WHERE status = 'running' AND lease_owner <> $1 AND substr(lease_owner, 1, {n}) = $2"
+        )))
+        .bind(self.host())
+        .bind(&prefix)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let alerts = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE inbox SET claim_until = 0
+             WHERE status = 'dispatching' AND claim_owner <> $1 AND substr(claim_owner, 1, {n}) = $2"
+        )))
+        .bind(self.host())
+        .bind(&prefix)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok((runs, alerts))
     }
 
     /// Runs this host may take over now: `running` ones whose lease ran
@@ -424,6 +464,7 @@ mod tests {
                 started_by: "ops",
                 step_mode: false,
                 fingerprint: None,
+                inbox_id: None,
             })
             .await
             .unwrap();

@@ -12,7 +12,17 @@ impl Served {
     /// `stepgate serve` in `dir` on a free loopback port, once it answers
     /// `/healthz`; and its URL.
     pub fn start(dir: &Path, rt: &tokio::runtime::Runtime) -> (Served, String) {
-        let port = free_port();
+        Served::start_on(dir, rt, free_port(), Stdio::null())
+    }
+
+    /// [`Served::start`] on `port` (a restart on the same port is the same
+    /// instance), its stderr to `stderr`.
+    pub fn start_on(
+        dir: &Path,
+        rt: &tokio::runtime::Runtime,
+        port: u16,
+        stderr: impl Into<Stdio>,
+    ) -> (Served, String) {
         let url = format!("http://127.0.0.1:{port}");
         let served = Served(
             Command::new(env!("CARGO_BIN_EXE_stepgate"))
@@ -20,7 +30,7 @@ impl Served {
                 .current_dir(dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(stderr)
                 .spawn()
                 .unwrap(),
         );

@@ -88,6 +88,18 @@ impl Playbook for Hostile {
                 pager::page("ceo", Severity::Warning, "second page", "after the sleep")?;
                 Ok(Outcome::new("paged twice"))
             }
+            // For kill loops: `n` notices to `channel` (default `ops`),
+            // `ms` apart, each naming its place in the run.
+            "notify-loop" => {
+                let n = count(&alert);
+                let ms: u64 = alert.label("ms").and_then(|m| m.parse().ok()).unwrap_or(0);
+                let channel = alert.label("channel").unwrap_or("ops");
+                for i in 1..=n {
+                    pager::notify(channel, &format!("write {i} of {n}"))?;
+                    runbook::sleep(std::time::Duration::from_millis(ms))?;
+                }
+                Ok(Outcome::new(format!("{n} notices")))
+            }
             // For resume benchmarks: `n` flag reads, then a write that
             // needs approval.
             "call-loop-write" => {

@@ -1,0 +1,13 @@
+-- A claim on an accepted alert is a lease, like a run's: its owner renews
+-- it while the alert waits for a run slot, and once it runs out another
+-- dispatcher (or the owner's successor) may take the alert. Claims taken
+-- before this migration keep the five minutes they had.
+ALTER TABLE inbox ADD COLUMN claim_owner TEXT;
+ALTER TABLE inbox ADD COLUMN claim_until BIGINT;
+UPDATE inbox SET claim_until = claimed_at + 300000 WHERE status = 'dispatching';
+
+-- The accepted alert a server run was started for: an alert dispatched
+-- again after a crash finds the run it already started instead of taking
+-- it for another alert's.
+ALTER TABLE runs ADD COLUMN inbox_id TEXT;
+CREATE INDEX runs_by_inbox_id ON runs (inbox_id);
