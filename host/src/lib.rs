@@ -43,6 +43,9 @@
 //!   settled, page due escalations.
 //! - [`policy_test`] judges recorded runs' writes by the rules in force
 //!   (`stepgate policy test`).
+//! - [`doctor`] checks a config against its world (`stepgate doctor`):
+//!   every store, connection, endpoint, sink and component, changing
+//!   nothing.
 //! - [`server`] is `stepgate serve`: alerts in, runs out, and the faces
 //!   approvers decide through (the REST API, the web console, Slack), all
 //!   through one decision path that records and never executes.
@@ -55,6 +58,7 @@ pub mod bindings;
 pub mod canonical;
 pub mod caps;
 pub mod config;
+pub mod doctor;
 pub mod engine;
 pub mod gate;
 pub mod guard;

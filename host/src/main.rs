@@ -335,6 +335,17 @@ enum Command {
         #[arg(long, default_value = "stepgate.toml", global = true)]
         config: PathBuf,
     },
+    /// Check a config against its world: the state store migrates, each
+    /// connection opens (read-only where no playbook writes), each endpoint
+    /// and sink answers, each component loads and is pinned. Changes
+    /// nothing; exits 1 if any check fails.
+    Doctor {
+        #[arg(long, default_value = "stepgate.toml")]
+        config: PathBuf,
+        /// One JSON object per check instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Gates and guardrails (rate limits, blast radius, freezes, Cedar
     /// policies) checked against recorded runs.
     Policy {
@@ -681,7 +692,27 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             action: PolicyAction::Test { runs, last, json },
             config,
         } => policy_test(&load_config(&config)?, &runs, last, json).await,
+        Command::Doctor { config, json } => doctor(&load_config(&config)?, json).await,
     }
+}
+
+/// `stepgate doctor`: one line per check; 1 if any failed.
+async fn doctor(config: &Config, json: bool) -> Result<u8, UsageError> {
+    let checks = stepgate::doctor::doctor(config).await;
+    let width = checks.iter().map(|c| c.what.len()).max().unwrap_or(0);
+    for check in &checks {
+        if json {
+            outln!("{}", serde_json::to_string(check)?);
+        } else {
+            outln!(
+                "{:<4}  {:<width$}  {}",
+                check.verdict.as_str(),
+                check.what,
+                check.detail
+            );
+        }
+    }
+    Ok(u8::from(stepgate::doctor::failed(&checks)))
 }
 
 /// Where `runs` and `show` read: a server if one is named, else the store.

@@ -183,6 +183,22 @@ impl FlagStore for EnvFile {
             .await?;
         Ok(previous)
     }
+
+    /// The file reads, and a file can be made beside it (a set writes a
+    /// temporary file there and renames it over the flags file).
+    async fn probe(&self) -> Result<String, BackendError> {
+        self.read().await?;
+        self.blocking(|dir, file| {
+            let probe = format!(".{file}.stepgate-doctor");
+            dir.create(&probe)?;
+            dir.remove_file(&probe)
+        })
+        .await?;
+        Ok(format!(
+            "`{}` reads and its directory takes new files",
+            self.file
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,21 @@ impl FilePager {
 
 #[async_trait::async_trait]
 impl PagerSink for FilePager {
+    /// The file's directory exists and takes new files.
+    async fn probe(&self) -> Result<String, BackendError> {
+        let dir = match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => dir.to_owned(),
+            None => PathBuf::from("."),
+        };
+        let probe = dir.join(format!(".stepgate-doctor-{}", std::process::id()));
+        let fail = |e: std::io::Error| {
+            BackendError::Failed(format!("pager file {}: {e}", self.path.display()))
+        };
+        tokio::fs::File::create(&probe).await.map_err(fail)?;
+        tokio::fs::remove_file(&probe).await.map_err(fail)?;
+        Ok(format!("{} can be written", self.path.display()))
+    }
+
     async fn page(&self, page: &Page<'_>) -> Result<String, BackendError> {
         let id = format!("page-{}", page.dedup_key);
         self.append(json!({ "kind": "page", "id": id, "page": page }))

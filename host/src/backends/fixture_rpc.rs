@@ -39,20 +39,12 @@ impl FixtureRpc {
             answers: OnceCell::new(),
         }
     }
-}
 
-#[async_trait::async_trait]
-impl RpcEndpoint for FixtureRpc {
-    async fn call(
+    /// The fixture file's answers by method, read once.
+    async fn answers(
         &self,
-        _id: u64,
-        method: &str,
-        params: Json,
-        _effect: Effect,
-        _max_bytes: u64,
-    ) -> Result<Answered<Json>, BackendError> {
-        let answers = self
-            .answers
+    ) -> Result<&std::collections::BTreeMap<String, Vec<Answer>>, BackendError> {
+        self.answers
             .get_or_try_init(|| async {
                 let text = tokio::fs::read_to_string(&self.file).await.map_err(|e| {
                     BackendError::Failed(format!(
@@ -69,7 +61,31 @@ impl RpcEndpoint for FixtureRpc {
                     ))
                 })
             })
-            .await?;
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl RpcEndpoint for FixtureRpc {
+    async fn probe(&self) -> Vec<Result<String, BackendError>> {
+        vec![self.answers().await.map(|answers| {
+            format!(
+                "fixture file {}: answers for {} methods",
+                self.file.display(),
+                answers.len()
+            )
+        })]
+    }
+
+    async fn call(
+        &self,
+        _id: u64,
+        method: &str,
+        params: Json,
+        _effect: Effect,
+        _max_bytes: u64,
+    ) -> Result<Answered<Json>, BackendError> {
+        let answers = self.answers().await?;
         let answer = answers
             .get(method)
             .and_then(|list| {

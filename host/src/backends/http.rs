@@ -187,6 +187,49 @@ impl Transport {
         Err(self.gave_up(request, &failures, all_timeouts, false))
     }
 
+    /// Sends `request` once to each URL, for `stepgate doctor`: what each
+    /// answered (`url #1 (host:port): HTTP 405`), or why it did not. A
+    /// server error (5xx) is a failure; any other status is an answer.
+    pub async fn reach(
+        &self,
+        request: &Request<'_>,
+    ) -> Vec<Result<(String, Response), BackendError>> {
+        let mut answers = Vec::with_capacity(self.urls.len());
+        for (i, url) in self.urls.iter().enumerate() {
+            let via = via(i, url);
+            answers.push(match self.attempt(url, request).await {
+                Ok(response) => Ok((via, response)),
+                Err(Attempt::Stop(e) | Attempt::Next { error: e, .. }) => {
+                    Err(BackendError::Failed(format!("{via}: {e}")))
+                }
+            });
+        }
+        answers
+    }
+
+    /// [`Transport::reach`] with a `HEAD` of each URL: it delivers nothing.
+    pub async fn reach_head(&self) -> Vec<Result<String, BackendError>> {
+        let request = Request {
+            method: reqwest::Method::HEAD,
+            path: "",
+            headers: &[],
+            body: None,
+            json: false,
+            idempotent: true,
+            max_bytes: 1 << 16,
+            what: "HEAD",
+        };
+        self.reach(&request)
+            .await
+            .into_iter()
+            .map(|answer| {
+                answer.map(|(via, r)| {
+                    format!("{via}: reachable (HTTP {} to HEAD)", r.status.as_u16())
+                })
+            })
+            .collect()
+    }
+
     fn gave_up(
         &self,
         request: &Request<'_>,

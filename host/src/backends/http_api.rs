@@ -26,6 +26,10 @@ impl HttpApi {
 
 #[async_trait::async_trait]
 impl RpcEndpoint for HttpApi {
+    async fn probe(&self) -> Vec<Result<String, BackendError>> {
+        self.transport.reach_head().await
+    }
+
     async fn call(
         &self,
         _id: u64,

@@ -76,6 +76,35 @@ impl HttpFlags {
 
 #[async_trait::async_trait]
 impl FlagStore for HttpFlags {
+    /// The same GET a read of a flag makes.
+    async fn probe(&self) -> Result<String, BackendError> {
+        let request = Request {
+            method: Method::GET,
+            path: "",
+            headers: &[],
+            body: None,
+            json: false,
+            idempotent: true,
+            max_bytes: MAX_ANSWER,
+            what: "GET flags",
+        };
+        let answers = self.transport.reach(&request).await;
+        let (via, response) = answers
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(BackendError::Failed("no URL".to_owned())))?;
+        if !response.status.is_success() {
+            return Err(BackendError::Failed(format!(
+                "{via}: GET answered HTTP {}",
+                response.status.as_u16()
+            )));
+        }
+        Ok(format!(
+            "{via}: GET answers HTTP {}",
+            response.status.as_u16()
+        ))
+    }
+
     async fn get(&self, name: &str) -> Result<Option<String>, BackendError> {
         let request = Request {
             method: Method::GET,

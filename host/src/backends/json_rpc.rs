@@ -85,4 +85,46 @@ impl RpcEndpoint for JsonRpc {
             via: answered.via,
         })
     }
+
+    /// `web3_clientVersion` to each URL: a JSON-RPC answer, a result or an
+    /// error object ("method not found" on a node that is not Ethereum's),
+    /// shows the node answers.
+    async fn probe(&self) -> Vec<Result<String, BackendError>> {
+        let body =
+            json!({ "jsonrpc": "2.0", "id": 0, "method": "web3_clientVersion", "params": [] });
+        let request = Request {
+            method: Method::POST,
+            path: "",
+            headers: &[],
+            body: Some(body.to_string().into_bytes()),
+            json: true,
+            idempotent: true,
+            max_bytes: 1 << 16,
+            what: "web3_clientVersion",
+        };
+        self.transport
+            .reach(&request)
+            .await
+            .into_iter()
+            .map(|answer| {
+                let (via, response) = answer?;
+                let answer: Json = serde_json::from_slice(&response.body).map_err(|_| {
+                    BackendError::Failed(format!(
+                        "{via}: HTTP {} with no JSON-RPC answer",
+                        response.status.as_u16()
+                    ))
+                })?;
+                match (answer.get("result"), answer.get("error")) {
+                    (Some(Json::String(client)), _) => Ok(format!(
+                        "{via}: answers ({})",
+                        crate::inert::line(&client.chars().take(80).collect::<String>())
+                    )),
+                    (Some(_), _) | (_, Some(_)) => Ok(format!("{via}: answers JSON-RPC")),
+                    _ => Err(BackendError::Failed(format!(
+                        "{via}: answered without `result` or `error`"
+                    ))),
+                }
+            })
+            .collect()
+    }
 }

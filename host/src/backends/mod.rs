@@ -270,6 +270,16 @@ pub trait Database: Send + Sync {
     async fn vet_functions(&self, _functions: &[FunctionName]) -> Result<(), BackendError> {
         Ok(())
     }
+    /// `stepgate doctor`: the connection answers a trivial read.
+    async fn probe(&self) -> Result<String, BackendError> {
+        self.query("SELECT 1", &[], 1 << 10).await?;
+        Ok("answers".to_owned())
+    }
+    /// `stepgate doctor`: the tables the connection's role could change
+    /// (`schema.table`), or `None` where the engine has no roles to ask.
+    async fn writable_tables(&self) -> Result<Option<Vec<String>>, BackendError> {
+        Ok(None)
+    }
 }
 
 /// An RPC endpoint: a JSON-RPC node or an HTTP API.
@@ -285,6 +295,10 @@ pub trait RpcEndpoint: Send + Sync {
         effect: Effect,
         max_bytes: u64,
     ) -> Result<Answered<serde_json::Value>, BackendError>;
+
+    /// `stepgate doctor`: each URL answers, one line per URL; nothing is
+    /// changed.
+    async fn probe(&self) -> Vec<Result<String, BackendError>>;
 
     /// Sends a plain HTTP request. Only HTTP endpoints do.
     async fn http(
@@ -306,6 +320,9 @@ pub trait FlagStore: Send + Sync {
     async fn get(&self, name: &str) -> Result<Option<String>, BackendError>;
     /// Sets the flag and returns its previous value.
     async fn set(&self, name: &str, value: &str) -> Result<Option<String>, BackendError>;
+    /// `stepgate doctor`: the store can be read and written, checked
+    /// without changing a flag.
+    async fn probe(&self) -> Result<String, BackendError>;
 }
 
 /// A page, as a pager sink receives it.
@@ -327,6 +344,10 @@ pub trait PagerSink: Send + Sync {
     fn idempotent(&self) -> bool {
         false
     }
+
+    /// `stepgate doctor`: the sink can be reached, checked without paging
+    /// or telling anyone.
+    async fn probe(&self) -> Result<String, BackendError>;
 
     /// Returns the page id.
     async fn page(&self, page: &Page<'_>) -> Result<String, BackendError>;
@@ -398,6 +419,15 @@ impl Default for Backends {
             clock: Arc::new(SystemClock),
         }
     }
+}
+
+/// Every backend by its config key, for `stepgate doctor`.
+pub struct Inventory<'a> {
+    pub db: Vec<(&'a str, &'a Arc<dyn Database>)>,
+    pub rpc: Vec<(&'a str, &'a Arc<dyn RpcEndpoint>)>,
+    pub flags: Vec<(&'a str, &'a Arc<dyn FlagStore>)>,
+    pub targets: Vec<(&'a str, &'a Arc<dyn PagerSink>)>,
+    pub channels: Vec<(&'a str, &'a Arc<dyn PagerSink>)>,
 }
 
 fn missing(kind: &str, name: &str) -> BackendError {
@@ -553,6 +583,17 @@ impl Backends {
     }
 
     /// Masks the secrets these backends hold in text about to be shown.
+    /// Every backend by name, in config order.
+    pub fn inventory(&self) -> Inventory<'_> {
+        Inventory {
+            db: self.db.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            rpc: self.rpc.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            flags: self.flags.iter().map(|(k, _, v)| (k.as_str(), v)).collect(),
+            targets: self.targets.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            channels: self.channels.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+        }
+    }
+
     pub fn redact(&self, text: &str) -> String {
         self.redactor.redact(text)
     }

@@ -622,6 +622,32 @@ impl Database for Postgres {
         SqlDialect::Postgres
     }
 
+    /// Every table, view and foreign table outside the system schemas on
+    /// which the role holds INSERT, UPDATE, DELETE or TRUNCATE (a superuser
+    /// holds them all).
+    async fn writable_tables(&self) -> Result<Option<Vec<String>>, BackendError> {
+        let pool = self.pool().await?;
+        let tables: Vec<(String,)> = self
+            .bounded(async {
+                sqlx::query_as(
+                    "SELECT n.nspname::text || '.' || c.relname::text \
+                     FROM pg_catalog.pg_class c \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.relkind IN ('r', 'p', 'v', 'f') \
+                     AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                     AND n.nspname NOT LIKE 'pg\\_%' \
+                     AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE') \
+                          OR has_table_privilege(c.oid, 'DELETE') OR has_table_privilege(c.oid, 'TRUNCATE')) \
+                     ORDER BY 1",
+                )
+                .fetch_all(pool)
+                .await
+                .map_err(|e| self.failed("list the tables its role may change", e))
+            })
+            .await?;
+        Ok(Some(tables.into_iter().map(|(t,)| t).collect()))
+    }
+
     async fn query(
         &self,
         sql: &str,

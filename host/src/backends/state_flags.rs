@@ -28,4 +28,9 @@ impl FlagStore for StateFlags {
     async fn set(&self, name: &str, value: &str) -> Result<Option<String>, BackendError> {
         self.state.set_flag(name, value).await.map_err(failed)
     }
+
+    async fn probe(&self) -> Result<String, BackendError> {
+        self.state.flag("STEPGATE_DOCTOR").await.map_err(failed)?;
+        Ok("in the state store, which answers".to_owned())
+    }
 }

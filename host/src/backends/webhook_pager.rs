@@ -108,6 +108,10 @@ impl PagerDuty {
 
 #[async_trait::async_trait]
 impl PagerSink for PagerDuty {
+    /// A HEAD of the URL: nothing is delivered.
+    async fn probe(&self) -> Result<String, BackendError> {
+        first(self.transport.reach_head().await)
+    }
     fn idempotent(&self) -> bool {
         self.idempotent
     }
@@ -128,6 +132,14 @@ impl PagerSink for PagerDuty {
             "channel `{channel}` is a PagerDuty integration, which pages; post notices to a slack or webhook channel"
         )))
     }
+}
+
+/// The answer of a single-URL transport.
+fn first(answers: Vec<Result<String, BackendError>>) -> Result<String, BackendError> {
+    answers
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Err(BackendError::Failed("no URL".to_owned())))
 }
 
 /// A Slack-compatible incoming webhook (`{"text": ...}`).
@@ -157,6 +169,10 @@ impl Slack {
 
 #[async_trait::async_trait]
 impl PagerSink for Slack {
+    /// A HEAD of the URL: nothing is delivered.
+    async fn probe(&self) -> Result<String, BackendError> {
+        first(self.transport.reach_head().await)
+    }
     fn idempotent(&self) -> bool {
         self.idempotent
     }
@@ -205,6 +221,10 @@ impl Webhook {
 
 #[async_trait::async_trait]
 impl PagerSink for Webhook {
+    /// A HEAD of the URL: nothing is delivered.
+    async fn probe(&self) -> Result<String, BackendError> {
+        first(self.transport.reach_head().await)
+    }
     fn idempotent(&self) -> bool {
         self.idempotent
     }

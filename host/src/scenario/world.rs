@@ -298,6 +298,9 @@ struct ScenarioRpc {
 
 #[async_trait::async_trait]
 impl RpcEndpoint for ScenarioRpc {
+    async fn probe(&self) -> Vec<Result<String, BackendError>> {
+        vec![Ok("a scenario's answers".to_owned())]
+    }
     async fn call(
         &self,
         _id: u64,
@@ -386,6 +389,9 @@ struct ScenarioFlags(Arc<World>);
 
 #[async_trait::async_trait]
 impl FlagStore for ScenarioFlags {
+    async fn probe(&self) -> Result<String, BackendError> {
+        Ok("a scenario's flags".to_owned())
+    }
     async fn get(&self, name: &str) -> Result<Option<String>, BackendError> {
         if let Some(value) = self
             .0
@@ -446,6 +452,9 @@ impl ScenarioPager {
 
 #[async_trait::async_trait]
 impl PagerSink for ScenarioPager {
+    async fn probe(&self) -> Result<String, BackendError> {
+        Ok("a scenario's pager".to_owned())
+    }
     async fn page(&self, page: &Page<'_>) -> Result<String, BackendError> {
         self.reach(page.target)?;
         Ok(format!("page-{}", page.dedup_key))

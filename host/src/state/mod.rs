@@ -161,6 +161,13 @@ impl StateStore {
         now_ms().saturating_add(self.lease.as_millis() as i64)
     }
 
+    /// Opens the store and brings its schema up to date (what every other
+    /// call does first); says which database it is, without credentials.
+    pub async fn check(&self) -> Result<String, StateError> {
+        self.pool().await?;
+        Ok(self.what())
+    }
+
     /// Names the database for messages without its credentials.
     fn what(&self) -> String {
         match &self.location {
