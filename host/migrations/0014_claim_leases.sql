@@ -8,6 +8,7 @@ UPDATE inbox SET claim_until = claimed_at + 300000 WHERE status = 'dispatching';
 
 -- The accepted alert a server run was started for: an alert dispatched
 -- again after a crash finds the run it already started instead of taking
--- it for another alert's.
+-- it for another alert's, and no alert ever starts two runs of one
+-- playbook, whoever dispatches it.
 ALTER TABLE runs ADD COLUMN inbox_id TEXT;
-CREATE INDEX runs_by_inbox_id ON runs (inbox_id);
+CREATE UNIQUE INDEX runs_one_per_alert ON runs (inbox_id, playbook);

@@ -6,9 +6,12 @@
 //! cannot write), asks each RPC endpoint something harmless, checks each
 //! flag store and pager sink can be reached without changing a flag or
 //! telling anyone (a `HEAD` for webhooks), and loads each playbook's
-//! component with its pin. It changes nothing anywhere: it never runs a
-//! playbook, sets a flag or sends a page. Every text a backend returned is
-//! made inert and every secret masked before it is shown.
+//! component with its pin. It never runs a playbook, sets a flag, sends a
+//! page or changes a backend's table; what it writes is what any start
+//! writes (the state store's schema brought up to date) and a probe file
+//! made and removed where a file sink or an envfile store writes. Every
+//! text a backend returned is made inert and every secret masked before
+//! it is shown.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -79,7 +82,7 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
     let state = match config.state_store() {
         Ok(state) => Arc::new(state),
         Err(e) => {
-            checks.push(Check::new(Verdict::Fail, "state", e.to_string()));
+            checks.push(Check::new(Verdict::Fail, "state", line(&e.to_string())));
             checks.extend(playbooks(config).await);
             return checks;
         }
@@ -88,12 +91,12 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
         "state",
         bounded(state.check())
             .await
-            .map(|what| format!("{what}: opened, schema up to date"))
-            .map_err(|e| e.to_string()),
+            .map(|what| format!("{}: opened, schema up to date", line(&what)))
+            .map_err(|e| line(&e).into_owned()),
     ));
     match Backends::from_config(config, state.clone()) {
         Ok(backends) => checks.extend(backends_of(config, &backends).await),
-        Err(e) => checks.push(Check::new(Verdict::Fail, "backends", e.to_string())),
+        Err(e) => checks.push(Check::new(Verdict::Fail, "backends", line(&e.to_string()))),
     }
     checks.extend(playbooks(config).await);
     checks
@@ -234,7 +237,7 @@ async fn playbooks(config: &Config) -> Vec<Check> {
     }
     let runtime = match Runtime::offline(config.clone()) {
         Ok(runtime) => runtime,
-        Err(e) => return vec![Check::new(Verdict::Fail, "engine", e.to_string())],
+        Err(e) => return vec![Check::new(Verdict::Fail, "engine", line(&e.to_string()))],
     };
     let mut checks = Vec::new();
     for (name, playbook) in &config.playbooks {

@@ -197,6 +197,12 @@ enum Command {
         /// Address and port (default: `server.listen`, 127.0.0.1:9094).
         #[arg(long)]
         listen: Option<String>,
+        /// The name this server holds runs and alert claims under, unique
+        /// per live server (default: `server.instance`, else host name @
+        /// address). Replicas that share one config set it per process,
+        /// e.g. from the pod's name.
+        #[arg(long, env = "STEPGATE_INSTANCE")]
+        instance: Option<String>,
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
     },
@@ -587,7 +593,11 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             .await
         }
         Command::Sweep { json, config } => sweep(json, &config).await,
-        Command::Serve { listen, config } => serve(listen, &config).await,
+        Command::Serve {
+            listen,
+            instance,
+            config,
+        } => serve(listen, instance, &config).await,
         Command::Test {
             paths,
             junit,
@@ -865,7 +875,11 @@ async fn resume(run_id: &str, json: bool, config: &Path) -> Result<u8, UsageErro
     Ok(report.exit_code())
 }
 
-async fn serve(listen: Option<String>, config_path: &Path) -> Result<u8, UsageError> {
+async fn serve(
+    listen: Option<String>,
+    instance: Option<String>,
+    config_path: &Path,
+) -> Result<u8, UsageError> {
     let config = load_config(config_path)?;
     let addr = listen.unwrap_or_else(|| config.server.listen.clone());
     // The address first: while this process holds it, no other process of
@@ -874,11 +888,22 @@ async fn serve(listen: Option<String>, config_path: &Path) -> Result<u8, UsageEr
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
-    let instance = config
-        .server
-        .instance
-        .clone()
+    // Held until this process exits, past the graceful stop's parking of
+    // runs: while it is, no successor of the same instance can start and
+    // take back what this one still runs.
+    let listener = listener.into_std()?;
+    let _held = listener.try_clone()?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let instance = instance
+        .or_else(|| config.server.instance.clone())
         .unwrap_or_else(|| format!("{}@{addr}", stepgate::state::host_name()));
+    if !stepgate::config::valid_instance(&instance) {
+        return Err(anyhow::anyhow!(
+            "instance name `{}` is not 1 to 100 letters, digits and `.-_@:[]`",
+            stepgate::inert::line(&instance)
+        )
+        .into());
+    }
     let state = std::sync::Arc::new(config.state_store()?.with_instance(&instance));
     let runtime = std::sync::Arc::new(Runtime::with_state(config, state)?);
     let server =

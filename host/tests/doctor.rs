@@ -41,7 +41,9 @@ fn doctor_names_each_failure_delivers_nothing_and_passes_once_fixed() {
         "postgres",
         "CREATE TABLE ledger (id int); \
          CREATE ROLE reader LOGIN PASSWORD 'r3ader-pw'; \
-         GRANT SELECT ON ledger TO reader;",
+         GRANT SELECT ON ledger TO reader; \
+         CREATE ROLE clerk LOGIN PASSWORD 'cl3rk-pw'; \
+         GRANT SELECT ON ledger TO clerk; GRANT UPDATE (id) ON ledger TO clerk;",
     ));
     let port = pg.url("postgres");
     let port = port.rsplit(':').next().unwrap().split('/').next().unwrap();
@@ -55,6 +57,11 @@ fn doctor_names_each_failure_delivers_nothing_and_passes_once_fixed() {
     };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("reader-url"), &reader).unwrap();
+    std::fs::write(
+        dir.path().join("clerk-url"),
+        reader.replace("reader:r3ader-pw", "clerk:cl3rk-pw"),
+    )
+    .unwrap();
     let world = |broken: bool| {
         let mut config = format!(
             r#"
@@ -62,6 +69,8 @@ fn doctor_names_each_failure_delivers_nothing_and_passes_once_fixed() {
 path = "state.db"
 [db.reports]
 url = {{ file = "reader-url" }}
+[db.clerk]
+url = {{ file = "clerk-url" }}
 [db.admin]
 url = "{}"
 [db.plaza]
@@ -79,6 +88,7 @@ path = "pages.jsonl"
 component = "{hostile}"
 sha256 = "{pin}"
 grants.db.reports = {{}}
+grants.db.clerk = {{ write = true, tables = ["ledger"] }}
 grants.db.admin = {{ write = true, tables = ["ledger"] }}
 grants.db.plaza = {{}}
 [playbooks.unpinned]
@@ -92,10 +102,12 @@ grants.db.plaza = {{}}
             hook.url,
         );
         if broken {
-            config = config.replace(
-                "grants.db.admin = { write = true, tables = [\"ledger\"] }",
-                "grants.db.admin = {}",
-            );
+            for db in ["admin", "clerk"] {
+                config = config.replace(
+                    &format!("grants.db.{db} = {{ write = true, tables = [\"ledger\"] }}"),
+                    &format!("grants.db.{db} = {{}}"),
+                );
+            }
             config.push_str(&format!(
                 "[playbooks.tampered]\ncomponent = \"{hostile}\"\nsha256 = \"{}\"\ngrants.db.reports = {{}}\ngrants.db.admin = {{}}\ngrants.db.plaza = {{}}\n",
                 "0".repeat(64)
@@ -125,6 +137,11 @@ grants.db.plaza = {{}}
             && admin.contains("read-only role"),
         "a superuser where nothing writes: {admin}"
     );
+    let clerk = line_of(&stdout, "db.clerk");
+    assert!(
+        clerk.starts_with("FAIL") && clerk.contains("public.ledger"),
+        "an UPDATE on one column is a write: {clerk}"
+    );
     assert!(line_of(&stdout, "db.plaza").starts_with("ok"), "{stdout}");
     let status = line_of(&stdout, "rpc.status");
     assert!(
@@ -153,7 +170,7 @@ grants.db.plaza = {{}}
         tampered.starts_with("FAIL") && tampered.contains("changed since it was pinned"),
         "{tampered}"
     );
-    for secret in ["s3cr3t", "r3ader-pw"] {
+    for secret in ["s3cr3t", "r3ader-pw", "cl3rk-pw"] {
         assert!(!stdout.contains(secret), "{secret} shown:\n{stdout}");
     }
     // The webhook was reached, and told nothing; no page was written.
@@ -188,6 +205,7 @@ grants.db.plaza = {{}}
             .unwrap_or_else(|| panic!("no {what}: {stdout}"))
     };
     assert_eq!(verdict("db.admin"), "ok");
+    assert_eq!(verdict("db.clerk"), "ok");
     assert_eq!(verdict("rpc.status"), "ok");
     assert_eq!(verdict("playbooks.unpinned"), "warn");
     assert!(checks.iter().all(|c| c["verdict"] != "fail"), "{stdout}");

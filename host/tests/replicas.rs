@@ -35,9 +35,9 @@ async fn pages_done(pg: &str) -> i64 {
     .unwrap()
 }
 
-/// The pid in a lease owner (`instance/pid/random`).
+/// The pid in a lease owner (`instance/serve/pid/random`).
 fn pid_of(owner: &str) -> u32 {
-    owner.split('/').nth(1).unwrap().parse().unwrap()
+    owner.rsplit('/').nth(1).unwrap().parse().unwrap()
 }
 
 #[test]

@@ -623,8 +623,8 @@ impl Database for Postgres {
     }
 
     /// Every table, view and foreign table outside the system schemas on
-    /// which the role holds INSERT, UPDATE, DELETE or TRUNCATE (a superuser
-    /// holds them all).
+    /// which the role holds INSERT, UPDATE, DELETE or TRUNCATE, on the table
+    /// or on any of its columns (a superuser holds them all).
     async fn writable_tables(&self) -> Result<Option<Vec<String>>, BackendError> {
         let pool = self.pool().await?;
         let tables: Vec<(String,)> = self
@@ -636,8 +636,8 @@ impl Database for Postgres {
                      WHERE c.relkind IN ('r', 'p', 'v', 'f') \
                      AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
                      AND n.nspname NOT LIKE 'pg\\_%' \
-                     AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE') \
-                          OR has_table_privilege(c.oid, 'DELETE') OR has_table_privilege(c.oid, 'TRUNCATE')) \
+                                          AND (has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE') \
+                          OR has_any_column_privilege(c.oid, 'INSERT, UPDATE')) \
                      ORDER BY 1",
                 )
                 .fetch_all(pool)

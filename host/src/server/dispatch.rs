@@ -72,10 +72,11 @@ async fn dispatch(shared: &Arc<Shared>, accepted: Accepted) {
             return;
         }
     }
-    // The claim is a lease as long as a run's, renewed at a third of it.
-    let renewer = {
+    // The claim is a lease as long as a run's, renewed at a third of it,
+    // until this dispatch ends however it ends (a panic included).
+    let _renewer = {
         let (state, id) = (state.clone(), accepted.id.clone());
-        tokio::spawn(async move {
+        let renewer = tokio::spawn(async move {
             let every = state.lease() / 3;
             loop {
                 tokio::time::sleep(every).await;
@@ -90,7 +91,8 @@ async fn dispatch(shared: &Arc<Shared>, accepted: Accepted) {
                     }
                 }
             }
-        })
+        });
+        AbortOnDrop(renewer)
     };
     let mut wait = Duration::from_millis(50);
     for attempt in 1..=5 {
@@ -107,7 +109,15 @@ async fn dispatch(shared: &Arc<Shared>, accepted: Accepted) {
             }
         }
     }
-    renewer.abort();
+}
+
+/// A background task stopped when its owner goes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn try_dispatch(shared: &Arc<Shared>, accepted: &Accepted) -> Result<(), StateError> {
@@ -359,10 +369,19 @@ async fn store_run(
         match stored {
             Ok(()) => return Ok(Stored::New(run_id)),
             Err(e) if e.is_conflict() => {
-                if let Some(open) = state
-                    .open_run(&accepted.fingerprint, &route.playbook, accepted.received_at)
-                    .await?
-                {
+                // Another dispatcher stored this alert's run (its claim
+                // lapsed and was taken), or another replica one for the
+                // fingerprint.
+                let own = state.run_for_alert(&accepted.id, &route.playbook).await?;
+                let open = match own {
+                    Some(own) => Some(own),
+                    None => {
+                        state
+                            .open_run(&accepted.fingerprint, &route.playbook, accepted.received_at)
+                            .await?
+                    }
+                };
+                if let Some(open) = open {
                     return Ok(Stored::Joined(open));
                 }
             }

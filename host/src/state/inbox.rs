@@ -120,9 +120,11 @@ impl StateStore {
         older_than: std::time::Duration,
     ) -> Result<Vec<Accepted>, StateError> {
         let now = now_ms();
+        // A claim an older host took has no `claim_until`: it keeps the
+        // five minutes such claims had (a rolling upgrade loses nothing).
         let rows = sqlx::query(
             "SELECT id, alert, fingerprint, source, received_at FROM inbox
-             WHERE ((status = 'new' AND received_at <= $1) OR (status = 'dispatching' AND (claim_until IS NULL OR claim_until < $2)))
+             WHERE ((status = 'new' AND received_at <= $1) OR (status = 'dispatching' AND COALESCE(claim_until, claimed_at + 300000) < $2))
              ORDER BY received_at, id",
         )
                 .bind(now - older_than.as_millis() as i64)
@@ -161,7 +163,7 @@ impl StateStore {
         let now = now_ms();
         let claimed = sqlx::query(
             "UPDATE inbox SET status = 'dispatching', claimed_at = $1, claim_owner = $2, claim_until = $3
-             WHERE id = $4 AND (status = 'new' OR (status = 'dispatching' AND (claim_until IS NULL OR claim_until < $1)))",
+                          WHERE id = $4 AND (status = 'new' OR (status = 'dispatching' AND COALESCE(claim_until, claimed_at + 300000) < $1))",
         )
         .bind(now)
         .bind(self.host())
@@ -217,12 +219,21 @@ impl StateStore {
         disposition: Disposition,
         run_ids: &[String],
     ) -> Result<(), StateError> {
-        sqlx::query("UPDATE inbox SET status = $1, run_ids = $2 WHERE id = $3")
-            .bind(disposition.as_str())
-            .bind(serde_json::to_string(run_ids).unwrap_or_default())
-            .bind(id)
-            .execute(self.pool().await?)
-            .await?;
+        // Only while the claim is this host's (or nobody's): a dispatcher
+        // whose claim lapsed and was taken leaves the record to the taker.
+        let recorded = sqlx::query(
+            "UPDATE inbox SET status = $1, run_ids = $2
+             WHERE id = $3 AND (claim_owner IS NULL OR claim_owner = $4)",
+        )
+        .bind(disposition.as_str())
+        .bind(serde_json::to_string(run_ids).unwrap_or_default())
+        .bind(id)
+        .bind(self.host())
+        .execute(self.pool().await?)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            tracing::warn!(alert = %id, "another dispatcher took this alert's claim; what became of it is theirs to record");
+        }
         Ok(())
     }
 
@@ -439,6 +450,16 @@ mod tests {
         }
         assert_eq!(
             StateStore::new(path.clone()).take_back().await.unwrap(),
+            (0, 0)
+        );
+        // A server named like this machine takes nothing from a CLI run
+        // on it (`HOSTNAME/PID/…` is never `HOSTNAME/serve/…`).
+        let cli = StateStore::new(path.clone());
+        let mut run = new_run("r-cli", &alert);
+        run.fingerprint = None;
+        cli.start_run(run).await.unwrap();
+        assert_eq!(
+            at(&crate::state::host_name()).take_back().await.unwrap(),
             (0, 0)
         );
 

@@ -67,7 +67,7 @@ pub enum StateLocation {
 pub struct StateStore {
     location: StateLocation,
     pool: OnceCell<AnyPool>,
-    /// This host, as a lease owner: `INSTANCE/PID/RANDOM`.
+    /// This host, as a lease owner ([`host_id`]).
     host: String,
     /// The name this process serves under, if it was given one
     /// ([`StateStore::with_instance`]): claims and leases of an earlier
@@ -86,11 +86,13 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "host".to_owned())
 }
 
-/// This process, as named in leases and claims: `INSTANCE/PID/RANDOM`,
-/// the instance being the host name unless the process serves under one.
-fn host_id(instance: &str) -> String {
+/// This process, as named in leases and claims: `HOSTNAME/PID/RANDOM`,
+/// or `INSTANCE/serve/PID/RANDOM` for a server (so no server's prefix is
+/// ever a prefix of a CLI process's owner, whatever the names).
+fn host_id(instance: &str, serving: bool) -> String {
+    let serve = if serving { "serve/" } else { "" };
     format!(
-        "{instance}/{}/{:08x}",
+        "{instance}/{serve}{}/{:08x}",
         std::process::id(),
         rand::random::<u32>()
     )
@@ -124,7 +126,7 @@ impl StateStore {
         StateStore {
             location,
             pool: OnceCell::new(),
-            host: host_id(&host_name()),
+            host: host_id(&host_name(), false),
             instance: None,
             lease: std::time::Duration::from_secs(30),
         }
@@ -135,7 +137,7 @@ impl StateStore {
     /// address it listens on). At start it may take back at once what an
     /// earlier process of the same instance left ([`StateStore::take_back`]).
     pub fn with_instance(mut self, instance: &str) -> StateStore {
-        self.host = host_id(instance);
+        self.host = host_id(instance, true);
         self.instance = Some(instance.to_owned());
         self
     }

@@ -199,9 +199,9 @@ impl StateStore {
         let Some(instance) = &self.instance else {
             return Ok((0, 0));
         };
-        // Owners are `INSTANCE/PID/RANDOM`; the prefix length is ours, not
-        // input, so it may be written into the statement.
-        let prefix = format!("{instance}/");
+        // A server's owners are `INSTANCE/serve/PID/RANDOM`; the prefix
+        // length is ours, not input, so it may be written into the statement.
+        let prefix = format!("{instance}/serve/");
         let n = prefix.chars().count();
         let mut tx = self.begin_write().await?;
         let runs = sqlx::query(sqlx::AssertSqlSafe(format!(
