@@ -63,6 +63,24 @@ impl StoredApprover {
     }
 }
 
+impl StoredApprover {
+    /// The wait for a decided approval, as a span (when telemetry is on).
+    async fn trace_wait(&self, request: &WriteRequest, status: &ApprovalStatus) {
+        let outcome = match status {
+            ApprovalStatus::Approved { .. } => "approved",
+            ApprovalStatus::Denied { .. } => "denied",
+            ApprovalStatus::Pending { .. } => return,
+        };
+        if let Ok(Some((requested, Some(decided)))) = self
+            .store
+            .approval_times(&request.run_id, request.seq)
+            .await
+        {
+            crate::telemetry::approval_wait(request.seq, requested, decided, outcome);
+        }
+    }
+}
+
 fn answer(status: ApprovalStatus) -> Answer {
     match status {
         ApprovalStatus::Approved { .. } => Answer::Approved,
@@ -131,7 +149,10 @@ impl Approver for StoredApprover {
                 }
                 _ => Answer::Pending,
             },
-            Ok(status) => answer(status),
+            Ok(status) => {
+                self.trace_wait(request, &status).await;
+                answer(status)
+            }
             // No record, no write: refuse rather than perform unrecorded.
             Err(e) => Answer::Refused(format!("the approval could not be recorded: {e}")),
         }

@@ -68,6 +68,8 @@ pub struct Config {
     /// `stepgate serve`.
     #[serde(default)]
     pub server: ServerConfig,
+    /// OpenTelemetry export of runs' spans; off unless set.
+    pub telemetry: Option<TelemetryConfig>,
     /// Which playbook answers which alert, tried in order.
     #[serde(default)]
     pub routes: Vec<AlertRoute>,
@@ -164,6 +166,30 @@ pub struct ServerConfig {
     /// out: give a name that survives restarts where the host name does
     /// not (a StatefulSet pod's name, not a container id).
     pub instance: Option<String>,
+}
+
+/// `[telemetry]`: the run → step → call spans (and each approval's wait)
+/// exported over OTLP/HTTP to a collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL, e.g. "http://127.0.0.1:4318";
+    /// spans go to `/v1/traces` under it (protobuf).
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Spans are sent in batches at least this often.
+    #[serde(default = "default_export_every", deserialize_with = "de_duration")]
+    pub export_every: Duration,
+}
+
+fn default_service_name() -> String {
+    "stepgate".to_owned()
+}
+
+fn default_export_every() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[slack]`: a write that parks is posted to `channel` with Approve and

@@ -43,6 +43,8 @@
 //!   settled, page due escalations.
 //! - [`policy_test`] judges recorded runs' writes by the rules in force
 //!   (`stepgate policy test`).
+//! - [`telemetry`] exports the run → step → call spans over OTLP, a run
+//!   joined to its alert's trace (off unless configured).
 //! - [`doctor`] checks a config against its world (`stepgate doctor`):
 //!   every store, connection, endpoint, sink and component, changing
 //!   nothing.
@@ -79,4 +81,5 @@ pub mod secret;
 pub mod server;
 pub mod state;
 pub mod sweep;
+pub mod telemetry;
 pub mod terminal;

@@ -21,6 +21,7 @@ use stepgate::{errln, out, outln};
 
 mod decisions;
 mod history;
+mod logging;
 mod remote;
 mod testing;
 
@@ -433,13 +434,7 @@ impl<E: Into<anyhow::Error>> From<E> for UsageError {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STEPGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -448,7 +443,12 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let outcome = runtime.block_on(async {
+        let outcome = dispatch(cli.command).await;
+        logging::flush().await;
+        outcome
+    });
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(UsageError(e)) => {
             errln!("error: {e:#}");
@@ -740,12 +740,17 @@ fn source<'a>(
 }
 
 /// The config at `path`; if it is the default name and absent, an empty one
-/// (so a component can be run by path with no grants).
+/// (so a component can be run by path with no grants). Its `[telemetry]`,
+/// if any, starts exporting spans.
 fn load_config(path: &Path) -> Result<Config> {
     if !path.exists() && path == Path::new("stepgate.toml") {
         return Ok(Config::empty(Path::new(".")));
     }
-    Ok(Config::load(path)?)
+    let config = Config::load(path)?;
+    if let Some(telemetry) = &config.telemetry {
+        logging::export(telemetry)?;
+    }
+    Ok(config)
 }
 
 fn read_alert(source: &str) -> Result<stepgate::bindings::Alert> {

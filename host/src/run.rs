@@ -630,6 +630,7 @@ pub(crate) async fn execute(
     // Every log line of the run (steps, calls, the host's own) carries
     // its run id and playbook.
     let span = tracing::info_span!("run", run = %run_id, playbook = %playbook.name);
+    crate::telemetry::join_alert_trace(&span, &request.alert);
     let end = tracing::Instrument::instrument(
         async {
             match playbook.pre.instantiate_async(&mut store).await {

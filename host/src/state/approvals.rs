@@ -410,6 +410,26 @@ impl StateStore {
     }
 
     /// Where a request stands, if it exists.
+    /// When the approval of write `seq` was requested, and when it was
+    /// settled (its last decision, or its expiry), in ms since the epoch.
+    pub async fn approval_times(
+        &self,
+        run_id: &str,
+        seq: u64,
+    ) -> Result<Option<(i64, Option<i64>)>, StateError> {
+        let row = sqlx::query(
+            "SELECT r.created_at AS requested,
+                    COALESCE((SELECT MAX(d.at) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq), r.expires_at) AS settled
+             FROM approval_requests r WHERE r.run_id = $1 AND r.seq = $2",
+        )
+        .bind(run_id)
+        .bind(seq as i64)
+        .fetch_optional(self.pool().await?)
+        .await?;
+        row.map(|row| Ok((row.try_get("requested")?, row.try_get("settled")?)))
+            .transpose()
+    }
+
     pub async fn approval_status(
         &self,
         run_id: &str,

@@ -15,6 +15,8 @@ pub struct Hook {
     bodies: Arc<Mutex<Vec<serde_json::Value>>>,
     /// The `Idempotency-Key` header of each request that had one.
     keys: Arc<Mutex<Vec<String>>>,
+    /// Each request's body as it came.
+    raw: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Hook {
@@ -34,7 +36,9 @@ impl Hook {
         let received = Arc::new(AtomicUsize::new(0));
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let keys = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(Vec::new()));
         let counter = received.clone();
+        let recorded_raw = raw.clone();
         let recorded = bodies.clone();
         let recorded_keys = keys.clone();
         std::thread::spawn(move || {
@@ -43,6 +47,7 @@ impl Hook {
                 let counter = counter.clone();
                 let recorded = recorded.clone();
                 let recorded_keys = recorded_keys.clone();
+                let recorded_raw = recorded_raw.clone();
                 std::thread::spawn(move || {
                     let mut request = Vec::new();
                     let mut buf = [0u8; 4096];
@@ -68,7 +73,9 @@ impl Hook {
                                 if let Some(key) = header("idempotency-key") {
                                     recorded_keys.lock().unwrap().push(key);
                                 }
-                                let body = serde_json::from_slice(&request[end + 4..])
+                                let bytes = &request[end + 4..end + 4 + length];
+                                recorded_raw.lock().unwrap().push(bytes.to_vec());
+                                let body = serde_json::from_slice(bytes)
                                     .unwrap_or(serde_json::Value::Null);
                                 recorded.lock().unwrap().push(body);
                                 break;
@@ -88,7 +95,13 @@ impl Hook {
             received,
             bodies,
             keys,
+            raw,
         }
+    }
+
+    /// The bodies received, as bytes, in order.
+    pub fn raw_bodies(&self) -> Vec<Vec<u8>> {
+        self.raw.lock().unwrap().clone()
     }
 
     /// The `Idempotency-Key` headers received, in order.
