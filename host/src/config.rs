@@ -1291,6 +1291,14 @@ impl Config {
         if self.server.max_runs == 0 || self.server.queue == 0 {
             return Err(self.invalid("server", "max_runs and queue are at least 1"));
         }
+        if let Some(telemetry) = &self.telemetry
+            && telemetry.export_every < Duration::from_millis(100)
+        {
+            return Err(self.invalid(
+                "telemetry.export_every",
+                "at least 100ms (spans are sent in batches this often)",
+            ));
+        }
         if let Some(instance) = &self.server.instance
             && !valid_instance(instance)
         {
@@ -1632,6 +1640,31 @@ mod tests {
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("memroy"), "{err}");
         assert!(err.contains("hint"), "{err}");
+    }
+
+    /// Names a server process holds its work under, and how often spans
+    /// may be sent: what cannot work is refused at load.
+    #[test]
+    fn instance_names_and_export_intervals_are_checked_at_load() {
+        for bad in ["", "a/b", "two words", &"x".repeat(101)] {
+            let err = parse(&format!("[server]\ninstance = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server.instance"), "{bad}: {err}");
+        }
+        for good in ["stepgate-0", "web@[::1]:9094", "host.example@10.0.0.1:9094"] {
+            assert!(
+                parse(&format!("[server]\ninstance = \"{good}\"\n")).is_ok(),
+                "{good}"
+            );
+        }
+        let err = parse(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nexport_every = \"0s\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("telemetry.export_every"), "{err}");
+        assert!(parse("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n").is_ok());
     }
 
     #[test]

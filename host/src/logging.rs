@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, Targets, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry, reload};
@@ -27,6 +27,9 @@ pub fn init() {
     let export = Export::default();
     let provider = export.provider();
     let (filter, handle) = reload::Layer::new(Targets::new());
+    // Spans only: a log line's text (which may quote a backend's error)
+    // stays in the log.
+    let filter = filter.and(filter_fn(|metadata| metadata.is_span()));
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(
@@ -65,5 +68,9 @@ pub async fn flush() {
         return;
     };
     let provider = telemetry.provider.clone();
-    let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    // A collector that is down costs at most this at exit.
+    let _ = tokio::task::spawn_blocking(move || {
+        provider.shutdown_with_timeout(std::time::Duration::from_secs(2))
+    })
+    .await;
 }

@@ -448,6 +448,9 @@ fn main() -> ExitCode {
         logging::flush().await;
         outcome
     });
+    // Whatever is still blocked (a collector's DNS lookup) does not hold
+    // the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(UsageError(e)) => {

@@ -11,6 +11,7 @@
 //! the async runtime; a collector that is down costs dropped spans, never
 //! a run.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -44,11 +45,23 @@ pub enum TelemetryError {
 #[derive(Debug, Clone, Default)]
 pub struct Export(Arc<OnceLock<BatchSpanProcessor>>);
 
+/// Whether this process exports spans (an [`Export`] was started).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans go anywhere: what is only worth computing for a span
+/// (an approval's wait) is skipped when they do not.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 impl Export {
     /// The tracer provider whose spans go to this export, also made the
     /// global one (for the approval-wait spans).
     pub fn provider(&self) -> SdkTracerProvider {
+        // Every span is recorded whatever the alert's `traceparent` says
+        // of sampling: an alert must not be able to hide its run.
         let provider = SdkTracerProvider::builder()
+            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
             .with_span_processor(self.clone())
             .build();
         opentelemetry::global::set_tracer_provider(provider.clone());
@@ -79,7 +92,7 @@ impl Export {
             .with_endpoint(endpoint)
             .with_timeout(Duration::from_secs(10))
             .with_http_client(Client {
-                client: reqwest::Client::new(),
+                client: collector_client().map_err(|e| invalid(e.to_string()))?,
                 runtime,
             })
             .build()
@@ -96,8 +109,20 @@ impl Export {
                 .build(),
         );
         let _ = self.0.set(processor);
+        EXPORTING.store(true, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// The client the exporter posts with: every request bounded (a collector
+/// that never answers must not stall the export thread for good), no
+/// redirect followed.
+fn collector_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
 }
 
 impl SpanProcessor for Export {

@@ -3,7 +3,8 @@
 //! that resumes it in another process after the decision exports, in the
 //! alert's trace, its run span (the alert's span its parent), its calls
 //! under it and the approval's wait with the time it took. Nothing of a
-//! call's arguments is exported, and without `[telemetry]` nothing is.
+//! call's arguments is exported, and without `[telemetry]` nothing is. A
+//! collector that never answers does not hold a run's exit for long.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -19,6 +20,9 @@ use support::hook::Hook;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const ALERT_SPAN: &str = "00f067aa0ba902b7";
+/// The alert's trace context says "not sampled": its run is recorded all
+/// the same (an alert cannot hide a run from traces).
+const FLAGS: &str = "00";
 
 fn stepgate(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stepgate"))
@@ -114,7 +118,7 @@ gates = {{ default = "approve" }}
         dir.path().join("alert.json"),
         format!(
             r#"{{"labels": {{"alertname": "Hostile", "mode": "page-sleep-page", "ms": "0"}},
-                "annotations": {{"traceparent": "00-{TRACE_ID}-{ALERT_SPAN}-01"}}}}"#
+                "annotations": {{"traceparent": "00-{TRACE_ID}-{ALERT_SPAN}-{FLAGS}"}}}}"#
         ),
     )
     .unwrap();
@@ -228,4 +232,49 @@ gates = {{ default = "approve" }}
     );
     assert_eq!(other.status.code(), Some(0), "{}", text(&other.stderr));
     assert_eq!(collector.count(), before, "nothing exported");
+}
+
+/// A collector that takes the connection and never answers: the run ends
+/// as it would, and the process exits within a few seconds of it.
+#[test]
+fn a_collector_that_never_answers_does_not_hold_the_run() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("stepgate.toml"),
+        format!(
+            r#"
+[db.plaza]
+url = "sqlite::memory:"
+[playbooks.hostile]
+component = "{}"
+grants.db.plaza = {{}}
+[telemetry]
+otlp_endpoint = "http://{}"
+export_every = "100ms"
+"#,
+            stepgate_artifacts::HOSTILE,
+            silent.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("alert.json"),
+        r#"{"labels": {"alertname": "Hostile", "mode": "fine"}}"#,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = stepgate(
+        dir.path(),
+        &["run", "hostile", "--json", "--alert", "alert.json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Bounded by the exporter's shutdown (2 s) and the runtime's (2 s); a
+    // generous limit, as this is about not hanging, not about speed.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
 }
