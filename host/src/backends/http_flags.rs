@@ -74,21 +74,23 @@ impl HttpFlags {
     }
 }
 
+/// The GET that reads every flag (a flag's read, and doctor's probe).
+const READ_FLAGS: Request<'static> = Request {
+    method: Method::GET,
+    path: "",
+    headers: &[],
+    body: None,
+    json: false,
+    idempotent: true,
+    max_bytes: MAX_ANSWER,
+    what: "GET flags",
+};
+
 #[async_trait::async_trait]
 impl FlagStore for HttpFlags {
     /// The same GET a read of a flag makes.
     async fn probe(&self) -> Result<String, BackendError> {
-        let request = Request {
-            method: Method::GET,
-            path: "",
-            headers: &[],
-            body: None,
-            json: false,
-            idempotent: true,
-            max_bytes: MAX_ANSWER,
-            what: "GET flags",
-        };
-        let answers = self.transport.reach(&request).await;
+        let answers = self.transport.reach(&READ_FLAGS).await;
         let (via, response) = answers
             .into_iter()
             .next()
@@ -106,17 +108,7 @@ impl FlagStore for HttpFlags {
     }
 
     async fn get(&self, name: &str) -> Result<Option<String>, BackendError> {
-        let request = Request {
-            method: Method::GET,
-            path: "",
-            headers: &[],
-            body: None,
-            json: false,
-            idempotent: true,
-            max_bytes: MAX_ANSWER,
-            what: "GET flags",
-        };
-        let answered = self.transport.send(&request).await?;
+        let answered = self.transport.send(&READ_FLAGS).await?;
         let response = answered.value;
         if !response.status.is_success() {
             return Err(self.failed(format!("GET answered HTTP {}", response.status)));

@@ -50,6 +50,21 @@ impl JsonRpc {
     }
 }
 
+/// The POST of one JSON-RPC call; `idempotent` (a read) may be retried.
+fn request(id: u64, method: &str, params: Json, idempotent: bool, max_bytes: u64) -> Request<'_> {
+    let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+    Request {
+        method: Method::POST,
+        path: "",
+        headers: &[],
+        body: Some(body.to_string().into_bytes()),
+        json: true,
+        idempotent,
+        max_bytes,
+        what: method,
+    }
+}
+
 #[async_trait::async_trait]
 impl RpcEndpoint for JsonRpc {
     async fn call(
@@ -60,17 +75,7 @@ impl RpcEndpoint for JsonRpc {
         effect: Effect,
         max_bytes: u64,
     ) -> Result<Answered<Json>, BackendError> {
-        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        let request = Request {
-            method: Method::POST,
-            path: "",
-            headers: &[],
-            body: Some(body.to_string().into_bytes()),
-            json: true,
-            idempotent: effect == Effect::Read,
-            max_bytes,
-            what: method,
-        };
+        let request = request(id, method, params, effect == Effect::Read, max_bytes);
         let answered = self.transport.send(&request).await?;
         let status = answered.value.status;
         if !status.is_success() {
@@ -90,18 +95,7 @@ impl RpcEndpoint for JsonRpc {
     /// error object ("method not found" on a node that is not Ethereum's),
     /// shows the node answers.
     async fn probe(&self) -> Vec<Result<String, BackendError>> {
-        let body =
-            json!({ "jsonrpc": "2.0", "id": 0, "method": "web3_clientVersion", "params": [] });
-        let request = Request {
-            method: Method::POST,
-            path: "",
-            headers: &[],
-            body: Some(body.to_string().into_bytes()),
-            json: true,
-            idempotent: true,
-            max_bytes: 1 << 16,
-            what: "web3_clientVersion",
-        };
+        let request = request(0, "web3_clientVersion", json!([]), true, 1 << 16);
         self.transport
             .reach(&request)
             .await
