@@ -239,9 +239,10 @@ impl StateStore {
 
     /// The run of `playbook` that answers an alert with `fingerprint`
     /// accepted at `received_at`: one still open (running, parked, or in
-    /// doubt), or one that started after the alert arrived, whatever its
-    /// state. A delivery dispatched late (its replica died holding it) is
-    /// a repeat of the alert that run answered, not a new incident.
+    /// doubt), or one that was open when the alert arrived or started
+    /// after it, whatever its state now. A delivery dispatched late (its
+    /// replica died holding it) is a repeat of the alert that run
+    /// answered, not a new incident.
     pub async fn open_run(
         &self,
         fingerprint: &str,
@@ -250,7 +251,7 @@ impl StateStore {
     ) -> Result<Option<String>, StateError> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM runs WHERE fingerprint = $1 AND playbook = $2 \
-             AND (status IN ('running', 'parked', 'in-doubt', 'stale') OR started_at >= $3) \
+                          AND (status IN ('running', 'parked', 'in-doubt', 'stale') OR started_at >= $3 OR ended_at >= $3) \
              ORDER BY started_at DESC LIMIT 1",
         )
         .bind(fingerprint)
@@ -541,5 +542,28 @@ mod tests {
             None
         );
         store.start_run(new_run("r3", &alert)).await.unwrap();
+    }
+
+    /// An alert accepted while a run of its fingerprint was going, but
+    /// dispatched only after that run ended (its first dispatcher died
+    /// holding it), is a repeat of that run's alert, not a new incident.
+    #[tokio::test]
+    async fn an_alert_accepted_while_a_run_was_open_joins_it_however_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("s.db"));
+        let alert = serde_json::json!({});
+        store.start_run(new_run("r1", &alert)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let accepted_meanwhile = now_ms();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        store.finish_run("r1", "done", 0, &alert).await.unwrap();
+        assert_eq!(
+            store
+                .open_run("fp-1", "p", accepted_meanwhile)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("r1")
+        );
     }
 }
