@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-mod support;
+use crate::support;
 use support::hook::Hook;
 
 /// How the pager target `ceo` is reached.

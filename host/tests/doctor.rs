@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-mod support;
+use crate::support;
 use support::hook::Hook;
 use support::served::free_port;
 use support::servers::PgServer;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-mod support;
+use crate::support;
 use support::hook::Hook;
 use support::served::{Served, free_port};
 use support::servers::PgServer;

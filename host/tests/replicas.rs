@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-mod support;
+use crate::support;
 use support::hook::Hook;
 use support::served::Served;
 use support::servers::PgServer;

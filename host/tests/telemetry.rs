@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
-mod support;
+use crate::support;
 use support::hook::Hook;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -1,5 +1,5 @@
-//! What the host's process-level tests share. Each test binary uses a
-//! part of it.
+//! What the host's process-level tests share (the modules of
+//! `tests/binary.rs`, each using a part of it).
 #![allow(dead_code)]
 
 pub mod hook;
