@@ -110,16 +110,31 @@ pub struct Durable {
     pub started_by: String,
 }
 
+/// The audit record of a finished write.
+fn audit_record(d: &Durable, entry: &Entry) -> serde_json::Value {
+    json!({
+        "playbook": d.playbook,
+        "mode": d.mode,
+        "started_by": d.started_by,
+        "entry": entry,
+    })
+}
+
 /// The journal of one run.
 pub struct Journal {
     entries: Vec<Entry>,
     steps: Vec<String>,
     progress: Box<dyn Progress>,
     durable: Option<Durable>,
-    /// Reads not yet stored. Reads are stored in batches: before the next
-    /// write is stored as intended, and when the run ends. A read lost in a
-    /// crash is only asked again, so it need not cost a database commit.
+    /// Entries not yet stored: reads, and writes that sent nothing (a dry
+    /// run's, denied, refused). They are stored in batches, before the
+    /// next write is stored as intended and when the run ends: one lost in
+    /// a crash is only made again, so it need not cost a commit of its own.
     unstored: Vec<Entry>,
+    /// The audit records of the writes among `unstored`, stored with them.
+    unaudited: Vec<serde_json::Value>,
+    /// The write stored as intended and not yet recorded as done.
+    intended: Option<u64>,
 }
 
 impl Journal {
@@ -131,6 +146,8 @@ impl Journal {
             progress,
             durable: None,
             unstored: Vec::new(),
+            unaudited: Vec::new(),
+            intended: None,
         }
     }
 
@@ -152,17 +169,22 @@ impl Journal {
         self.flush().await?;
         if let Some(d) = &self.durable {
             d.store.put_entry(&d.run_id, Phase::Intended, entry).await?;
+            self.intended = Some(entry.seq);
         }
         Ok(())
     }
 
-    /// Stores the reads not stored yet.
+    /// Stores the entries not stored yet, with the audit records of the
+    /// writes among them.
     pub async fn flush(&mut self) -> Result<(), StateError> {
         if let Some(d) = &self.durable
             && !self.unstored.is_empty()
         {
-            d.store.put_entries(&d.run_id, &self.unstored).await?;
+            d.store
+                .put_entries_audited(&d.run_id, &self.unstored, &self.unaudited)
+                .await?;
             self.unstored.clear();
+            self.unaudited.clear();
         }
         Ok(())
     }
@@ -186,14 +208,24 @@ impl Journal {
     }
 
     /// Records a finished call: stored as done, and audited if it is a
-    /// write (performed, simulated, refused or out of scope alike).
+    /// write (performed, simulated, refused or out of scope alike). A
+    /// write that was sent (stored as intended first) is stored at once,
+    /// its audit record in the same commit; anything else with the next
+    /// batch.
     pub async fn record(&mut self, entry: Entry) -> Result<(), StateError> {
-        if self.durable.is_some() {
-            if entry.is_write() {
-                self.flush().await?;
-                self.store_write(&entry).await?;
+        let sent = self.intended.take() == Some(entry.seq);
+        if sent {
+            self.flush().await?;
+        }
+        if let Some(d) = &self.durable {
+            let record = entry.is_write().then(|| audit_record(d, &entry));
+            if sent {
+                d.store
+                    .put_entries_audited(&d.run_id, std::slice::from_ref(&entry), record.as_slice())
+                    .await?;
             } else {
                 self.unstored.push(entry.clone());
+                self.unaudited.extend(record);
             }
         }
         self.progress.call(&entry);
@@ -206,22 +238,6 @@ impl Journal {
     pub fn replayed(&mut self, entry: Entry) {
         self.progress.call(&entry);
         self.entries.push(entry);
-    }
-
-    /// Stores a finished write as done and appends its audit record.
-    async fn store_write(&self, entry: &Entry) -> Result<(), StateError> {
-        let Some(d) = &self.durable else {
-            return Ok(());
-        };
-        d.store.put_entry(&d.run_id, Phase::Done, entry).await?;
-        let record = json!({
-            "playbook": d.playbook,
-            "mode": d.mode,
-            "started_by": d.started_by,
-            "entry": entry,
-        });
-        d.store.append_audit(&d.run_id, &record).await?;
-        Ok(())
     }
 
     /// The state store the journal is kept in, if it is durable.

@@ -686,8 +686,13 @@ pub(crate) async fn execute(
                 &outcome,
             )
             .await;
-        if let Err(e) = finished {
-            tracing::error!(run = %report.run_id, "cannot record the end of the run: {e}");
+        match finished {
+            Ok(()) => {
+                tracing::debug!(run = %report.run_id, ended = %status, "the end of the run is stored")
+            }
+            Err(e) => {
+                tracing::error!(run = %report.run_id, "cannot record the end of the run: {e}")
+            }
         }
     }
     (report, progress)

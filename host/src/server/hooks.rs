@@ -89,6 +89,7 @@ async fn accept(shared: &Shared, headers: &HeaderMap, source: &str, body: &str) 
         }
     };
     let ids: Vec<String> = accepted.iter().map(|a| a.id.clone()).collect();
+    tracing::debug!(stored = ids.len(), "alerts stored; answering 202");
     permit.send(accepted);
     answer(
         StatusCode::ACCEPTED,

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use super::runs::Phase;
 use super::{StateError, StateStore, now_ms};
+use crate::journal::Entry;
 
 /// The hash before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -50,6 +52,43 @@ pub fn chain_hash(prev_hash: &str, seq: i64, at: i64, run_id: &str, record: &str
 /// How often an append retries when another writer took the same position.
 const APPEND_ATTEMPTS: usize = 8;
 
+/// Appends `records` after the last record, in `tx`; returns the last
+/// position appended (0 if none).
+async fn append(
+    tx: &mut sqlx::AnyConnection,
+    run_id: &str,
+    records: &[String],
+) -> Result<i64, StateError> {
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (mut seq, mut hash) = match last {
+        Some(row) => (row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?),
+        None => (0, GENESIS.to_owned()),
+    };
+    let at = now_ms();
+    for text in records {
+        let prev_hash = std::mem::take(&mut hash);
+        seq += 1;
+        hash = chain_hash(&prev_hash, seq, at, run_id, text);
+        sqlx::query(
+            "INSERT INTO audit (seq, at, run_id, record, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(seq)
+        .bind(at)
+        .bind(run_id)
+        .bind(text)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(seq)
+}
+
 impl StateStore {
     /// Appends a record to the chain and returns its position.
     pub async fn append_audit(
@@ -57,40 +96,51 @@ impl StateStore {
         run_id: &str,
         record: &serde_json::Value,
     ) -> Result<i64, StateError> {
-        let text = record.to_string();
+        self.audited(run_id, &[], &[record.to_string()]).await
+    }
+
+    /// Stores finished journal entries of run `run_id` as done and appends
+    /// `records` (the audit records of the writes among them) to the
+    /// chain, in one transaction: a write is never done without its audit
+    /// record, and one commit does both. Only the host holding the run's
+    /// lease may.
+    pub async fn put_entries_audited(
+        &self,
+        run_id: &str,
+        entries: &[Entry],
+        records: &[serde_json::Value],
+    ) -> Result<(), StateError> {
+        let texts: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+        self.audited(run_id, entries, &texts).await.map(|_| ())
+    }
+
+    /// Stores `entries` and appends `records`, in one transaction, again
+    /// when another writer took the same chain position; returns the last
+    /// position appended (0 if none).
+    async fn audited(
+        &self,
+        run_id: &str,
+        entries: &[Entry],
+        records: &[String],
+    ) -> Result<i64, StateError> {
         let mut last_error = None;
         for _ in 0..APPEND_ATTEMPTS {
             let mut tx = self.begin_write().await?;
-            let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
-            let (seq, prev_hash) = match last {
-                Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
-                None => (1, GENESIS.to_owned()),
-            };
-            let at = now_ms();
-            let hash = chain_hash(&prev_hash, seq, at, run_id, &text);
-            let inserted = sqlx::query(
-                "INSERT INTO audit (seq, at, run_id, record, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(seq)
-            .bind(at)
-            .bind(run_id)
-            .bind(&text)
-            .bind(&prev_hash)
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Ok(_) => {
+            if !entries.is_empty() {
+                self.hold(&mut tx, run_id).await?;
+                self.insert_entries(&mut tx, run_id, Phase::Done, entries)
+                    .await?;
+            }
+            match append(&mut tx, run_id, records).await {
+                Ok(seq) => {
                     tx.commit().await?;
                     return Ok(seq);
                 }
                 // Another writer appended at this position first: go again.
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StateError::Query(sqlx::Error::Database(e))) if e.is_unique_violation() => {
                     last_error = Some(sqlx::Error::Database(e));
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         Err(last_error

@@ -2,7 +2,10 @@
 //! restart loses none, and what became of each; and the lookups dedup
 //! needs (the open run of a fingerprint).
 
+use std::sync::{Arc, PoisonError};
+
 use sqlx::Row;
+use tokio::sync::oneshot;
 
 use super::{StateError, StateStore, now_ms};
 use crate::bindings::Alert;
@@ -28,6 +31,27 @@ impl Accepted {
     pub fn schedule(&self) -> Option<&str> {
         (self.source == SCHEDULE).then_some(self.alert.name.as_str())
     }
+}
+
+/// Hook requests waiting to be stored together ([`StateStore::accept_alerts`]).
+#[derive(Default)]
+pub(crate) struct AcceptQueue {
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+    /// Held by whoever is storing a batch now.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl AcceptQueue {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One request's alerts, and where its answer goes.
+struct Waiting {
+    source: String,
+    alerts: Vec<Alert>,
+    answer: oneshot::Sender<Result<Vec<Accepted>, StateError>>,
 }
 
 /// What became of an accepted alert.
@@ -75,40 +99,92 @@ pub fn fingerprint(alert: &Alert) -> String {
 }
 
 impl StateStore {
-    /// Stores alerts as accepted, all or none.
+    /// Stores alerts as accepted, all or none, on disk when it returns:
+    /// the sender is told it need not send them again.
+    ///
+    /// Group commit: what arrives while a commit is on its way to disk
+    /// waits for it, then the first in line stores everything waiting in
+    /// one transaction, so a burst pays one disk flush, not one per
+    /// request. The commit runs in a task of its own: a caller that goes
+    /// away (its client hung up) leaves nobody waiting unanswered.
     pub async fn accept_alerts(
-        &self,
+        self: &Arc<Self>,
         source: &str,
         alerts: Vec<Alert>,
     ) -> Result<Vec<Accepted>, StateError> {
-        let mut tx = self.begin_write().await?;
-        let mut accepted = Vec::with_capacity(alerts.len());
-        let at = now_ms();
-        for alert in alerts {
-            let id = format!("a{at:012x}{:08x}", rand::random::<u32>());
-            let fingerprint = fingerprint(&alert);
-            let text = serde_json::to_string(&alert)
-                .map_err(|e| StateError::Corrupt(format!("cannot encode an alert: {e}")))?;
-            sqlx::query(
-                "INSERT INTO inbox (id, received_at, source, alert, fingerprint, status) VALUES ($1, $2, $3, $4, $5, 'new')",
-            )
-            .bind(&id)
-            .bind(at)
-            .bind(source)
-            .bind(text)
-            .bind(&fingerprint)
-            .execute(&mut *tx)
-            .await?;
-            accepted.push(Accepted {
-                id,
-                alert,
-                fingerprint,
-                source: source.to_owned(),
-                received_at: at,
-            });
+        let (answer, answered) = oneshot::channel();
+        self.accepting.waiting().push(Waiting {
+            source: source.to_owned(),
+            alerts,
+            answer,
+        });
+        {
+            let _turn = self.accepting.turn.lock().await;
+            let batch = std::mem::take(&mut *self.accepting.waiting());
+            if !batch.is_empty() {
+                let store = self.clone();
+                let _ = tokio::spawn(async move { store.store_accepted(batch).await }).await;
+            }
         }
-        tx.commit().await?;
-        Ok(accepted)
+        answered.await.unwrap_or_else(|_| {
+            Err(StateError::Shared(
+                "the commit of accepted alerts stopped unfinished".into(),
+            ))
+        })
+    }
+
+    /// Stores every waiting request's alerts in one durable transaction
+    /// and answers each.
+    async fn store_accepted(&self, batch: Vec<Waiting>) {
+        let mut answers = Vec::with_capacity(batch.len());
+        let stored = async {
+            let mut tx = self.begin_durable().await?;
+            for waiting in &batch {
+                let (source, alerts) = (waiting.source.as_str(), waiting.alerts.clone());
+                let mut accepted = Vec::with_capacity(alerts.len());
+                let at = now_ms();
+                for alert in alerts {
+                    let id = format!("a{at:012x}{:08x}", rand::random::<u32>());
+                    let fingerprint = fingerprint(&alert);
+                    let text = serde_json::to_string(&alert)
+                        .map_err(|e| StateError::Corrupt(format!("cannot encode an alert: {e}")))?;
+                    sqlx::query(
+                        "INSERT INTO inbox (id, received_at, source, alert, fingerprint, status) VALUES ($1, $2, $3, $4, $5, 'new')",
+                    )
+                    .bind(&id)
+                    .bind(at)
+                    .bind(source)
+                    .bind(text)
+                    .bind(&fingerprint)
+                    .execute(&mut *tx)
+                    .await?;
+                    accepted.push(Accepted {
+                        id,
+                        alert,
+                        fingerprint,
+                        source: source.to_owned(),
+                        received_at: at,
+                    });
+                }
+                answers.push(accepted);
+            }
+            tx.commit().await?;
+            Ok::<(), StateError>(())
+        }
+        .await;
+        match stored {
+            Ok(()) => {
+                for (waiting, accepted) in batch.into_iter().zip(answers) {
+                    let _ = waiting.answer.send(Ok(accepted));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for waiting in batch {
+                    let _ = waiting.answer.send(Err(StateError::Shared(why.clone())));
+                }
+            }
+        }
     }
 
     /// Accepted alerts nobody dispatched (a restart or a failure left
@@ -331,12 +407,69 @@ mod tests {
         }
     }
 
+    /// Hooks posting at once: each caller gets back exactly its own
+    /// alerts, each stored once; callers dropped on the way (their client
+    /// hung up) leave every other caller answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn alerts_accepted_at_once_are_stored_together_and_each_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(StateStore::new(dir.path().join("s.db")));
+        store.check().await.unwrap();
+        let mut callers = Vec::new();
+        let mut dropped = Vec::new();
+        for i in 0..40 {
+            if i % 4 == 0 {
+                let store = store.clone();
+                dropped.push(tokio::spawn(async move {
+                    store.accept_alerts("generic", vec![firing("D")]).await
+                }));
+            }
+            let store = store.clone();
+            callers.push(tokio::spawn(async move {
+                let names = [format!("A{i}"), format!("A{i}b")];
+                let alerts = names.iter().map(|n| firing(n)).collect();
+                (names, store.accept_alerts("generic", alerts).await.unwrap())
+            }));
+        }
+        for caller in &dropped {
+            caller.abort();
+        }
+        let mut answered = std::collections::BTreeSet::new();
+        for caller in callers {
+            let (names, accepted) = caller.await.unwrap();
+            let got: Vec<&str> = accepted.iter().map(|a| a.alert.name.as_str()).collect();
+            assert_eq!(got, [names[0].as_str(), names[1].as_str()]);
+            for a in accepted {
+                assert!(answered.insert(a.id), "an id answered twice");
+            }
+        }
+        let stored: Vec<(String, String)> = sqlx::query_as("SELECT id, alert FROM inbox")
+            .fetch_all(store.pool().await.unwrap())
+            .await
+            .unwrap();
+        let stored_ids: std::collections::BTreeSet<String> =
+            stored.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(stored_ids.len(), stored.len(), "ids are unique");
+        assert!(
+            answered.is_subset(&stored_ids),
+            "every answered alert is stored"
+        );
+        // Besides the 80 answered, only the dropped callers' alerts.
+        assert!(stored.len() >= 80 && stored.len() <= 80 + dropped.len());
+        assert!(
+            stored
+                .iter()
+                .filter(|(id, _)| !answered.contains(id))
+                .all(|(_, alert)| alert.contains("\"D\""))
+        );
+    }
+
     /// An alert is dispatched by whoever claims it first; one given back
     /// after a failed dispatch is found again, one dispatched is not.
     #[tokio::test]
     async fn an_accepted_alert_is_claimed_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path().join("s.db"));
+        let store = Arc::new(StateStore::new(dir.path().join("s.db")));
         let alert = Alert {
             name: "A".into(),
             status: crate::bindings::AlertStatus::Firing,
@@ -379,7 +512,7 @@ mod tests {
     async fn a_lapsed_claim_is_taken_by_another_dispatcher() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let stalled = StateStore::new(path.clone()).with_lease(std::time::Duration::ZERO);
+        let stalled = Arc::new(StateStore::new(path.clone()).with_lease(std::time::Duration::ZERO));
         let other = StateStore::new(path);
         let id = &stalled
             .accept_alerts("generic", vec![firing("A")])
@@ -422,7 +555,7 @@ mod tests {
     async fn a_restarted_instance_takes_back_what_its_predecessor_held() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let at = |instance: &str| StateStore::new(path.clone()).with_instance(instance);
+        let at = |instance: &str| Arc::new(StateStore::new(path.clone()).with_instance(instance));
         let dead = at("web@127.0.0.1:9094");
         let neighbour = at("web@127.0.0.1:9095");
         let alerts = dead

@@ -4,6 +4,17 @@
 //! portable migrations and queries serves both, through sqlx's `Any`
 //! driver, so the same tests run on both.
 //!
+//! How durable a commit is. On SQLite every commit survives the process
+//! dying (a write-ahead log with `synchronous = NORMAL`: nothing is synced
+//! to disk at commit, which would cost a disk flush, milliseconds, per
+//! journal entry). The commits that promise something outside the host go
+//! through [`StateStore::begin_durable`] and are on disk when they return:
+//! an alert answered 202, a write recorded as intended before it is sent, a
+//! built-in flag set. The log is one file written in order, so that sync
+//! takes every earlier commit with it: a machine that loses power comes
+//! back to a prefix of its commits that keeps every promise made.
+//! PostgreSQL syncs commits as its server is configured.
+//!
 //! It stores and loads; it calls nothing out and decides nothing. Split by
 //! what is stored: [`runs`] (runs and journal entries), [`audit`] (the
 //! hash-chained audit log), [`approvals`] (requests, decisions,
@@ -41,6 +52,9 @@ pub enum StateError {
     Query(#[from] sqlx::Error),
     #[error("state database holds a bad record: {0}")]
     Corrupt(String),
+    /// A commit made for several callers at once failed.
+    #[error("state database: {0}")]
+    Shared(String),
     #[error(
         "this host no longer holds the lease on run `{0}` (another host took it over); it makes no more calls"
     )]
@@ -66,7 +80,7 @@ pub enum StateLocation {
 /// The state database, opened and migrated on first use.
 pub struct StateStore {
     location: StateLocation,
-    pool: OnceCell<AnyPool>,
+    pools: OnceCell<Pools>,
     /// This host, as a lease owner ([`host_id`]).
     host: String,
     /// The name this process serves under, if it was given one
@@ -75,7 +89,26 @@ pub struct StateStore {
     instance: Option<String>,
     /// How long a lease lasts unrenewed.
     lease: std::time::Duration,
+    /// Accepted alerts waiting for their group commit.
+    accepting: inbox::AcceptQueue,
 }
+
+/// The store's connections.
+struct Pools {
+    /// Every read, and the commits that need only survive the process.
+    any: AnyPool,
+    /// Commits that are on disk when they return
+    /// ([`StateStore::begin_durable`]): one SQLite connection that syncs
+    /// at every commit, or the same PostgreSQL pool.
+    durable: AnyPool,
+}
+
+/// Every SQLite connection: a write-ahead log, commits not synced.
+const SQLITE_FAST: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000";
+/// The durable SQLite connection: every commit synced.
+const SQLITE_DURABLE: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000";
 
 /// The machine's host name (`host` if it has none).
 pub fn host_name() -> String {
@@ -125,10 +158,11 @@ impl StateStore {
     pub fn at(location: StateLocation) -> StateStore {
         StateStore {
             location,
-            pool: OnceCell::new(),
+            pools: OnceCell::new(),
             host: host_id(&host_name(), false),
             instance: None,
             lease: std::time::Duration::from_secs(30),
+            accepting: inbox::AcceptQueue::default(),
         }
     }
 
@@ -179,7 +213,11 @@ impl StateStore {
     }
 
     pub(crate) async fn pool(&self) -> Result<&AnyPool, StateError> {
-        self.pool.get_or_try_init(|| self.open()).await
+        Ok(&self.pools().await?.any)
+    }
+
+    async fn pools(&self) -> Result<&Pools, StateError> {
+        self.pools.get_or_try_init(|| self.open()).await
     }
 
     /// A transaction that will write. On SQLite it takes the write lock at
@@ -190,13 +228,30 @@ impl StateStore {
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StateError> {
         let pool = self.pool().await?;
+        self.begin_on(pool).await
+    }
+
+    /// A transaction that will write and whose commit is on disk when it
+    /// returns, with every commit before it: for what promises something
+    /// outside the host (see the module's doc). Slower: a disk flush.
+    pub(crate) async fn begin_durable(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StateError> {
+        let pool = &self.pools().await?.durable;
+        self.begin_on(pool).await
+    }
+
+    async fn begin_on(
+        &self,
+        pool: &AnyPool,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StateError> {
         Ok(match self.location {
             StateLocation::Sqlite(_) => pool.begin_with("BEGIN IMMEDIATE").await?,
             StateLocation::Postgres(_) => pool.begin().await?,
         })
     }
 
-    async fn open(&self) -> Result<AnyPool, StateError> {
+    async fn open(&self) -> Result<Pools, StateError> {
         // Idempotent; installs the SQLite and PostgreSQL drivers.
         sqlx::any::install_default_drivers();
         let open_error = |source| StateError::Open {
@@ -220,18 +275,20 @@ impl StateStore {
                 ))
             })?
             .disable_statement_logging();
-        let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { 4 } else { 8 })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000")
-                            .await?;
-                    }
-                    Ok(())
+        let pool_options = |max: u32, pragmas: &'static str| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if sqlite {
+                            conn.execute(pragmas).await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(options)
+        };
+        let pool = pool_options(if sqlite { 4 } else { 8 }, SQLITE_FAST)
+            .connect_with(options.clone())
             .await
             .map_err(open_error)?;
         sqlx::migrate!("./migrations")
@@ -241,7 +298,12 @@ impl StateStore {
                 what: self.what(),
                 source,
             })?;
-        Ok(pool)
+        let durable = if sqlite {
+            pool_options(1, SQLITE_DURABLE).connect_lazy_with(options)
+        } else {
+            pool.clone()
+        };
+        Ok(Pools { any: pool, durable })
     }
 
     /// A built-in flag's value.
@@ -255,7 +317,8 @@ impl StateStore {
 
     /// Sets a built-in flag and returns its previous value.
     pub async fn set_flag(&self, name: &str, value: &str) -> Result<Option<String>, StateError> {
-        let mut tx = self.begin_write().await?;
+        // The flag store's write itself: on disk before it is reported.
+        let mut tx = self.begin_durable().await?;
         let previous: Option<String> =
             sqlx::query_scalar("SELECT value FROM flags WHERE name = $1")
                 .bind(name)
@@ -292,5 +355,31 @@ mod tests {
         let reopened = StateStore::new(path.clone());
         assert_eq!(reopened.flag("F").await.unwrap(), Some("0".into()));
         assert!(path.exists());
+    }
+
+    /// `PRAGMA synchronous` of a connection: 1 NORMAL, 2 FULL.
+    async fn synchronous<'e>(on: impl sqlx::Executor<'e, Database = sqlx::Any>) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(on)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_only_the_durable_transactions_sync_at_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("state.db"));
+        assert_eq!(synchronous(store.pool().await.unwrap()).await, 1);
+        let mut tx = store.begin_write().await.unwrap();
+        assert_eq!(synchronous(&mut *tx).await, 1);
+        tx.rollback().await.unwrap();
+        let mut tx = store.begin_durable().await.unwrap();
+        assert_eq!(synchronous(&mut *tx).await, 2);
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+        tx.rollback().await.unwrap();
     }
 }

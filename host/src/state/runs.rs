@@ -263,7 +263,11 @@ impl StateStore {
     /// the run's row until `tx` ends: every write to a run's records goes
     /// through here, so a host that lost the run (another took it over
     /// while it stalled) changes nothing of it.
-    async fn hold(&self, tx: &mut sqlx::AnyConnection, id: &str) -> Result<(), StateError> {
+    pub(super) async fn hold(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        id: &str,
+    ) -> Result<(), StateError> {
         let held = sqlx::query(
             "UPDATE runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'running'",
         )
@@ -307,45 +311,54 @@ impl StateStore {
 
     /// Stores an entry in `phase`, replacing what was stored at its
     /// position (an `intended` write becomes `done`). Only the host
-    /// holding the run's lease may.
+    /// holding the run's lease may. An intended write is on disk before
+    /// this returns (and so before the write is sent).
     pub async fn put_entry(
         &self,
         run_id: &str,
         phase: Phase,
         entry: &Entry,
     ) -> Result<(), StateError> {
-        let text = serde_json::to_string(entry)
-            .map_err(|e| StateError::Corrupt(format!("cannot encode a journal entry: {e}")))?;
-        let mut tx = self.begin_write().await?;
+        let mut tx = match phase {
+            Phase::Intended => self.begin_durable().await?,
+            _ => self.begin_write().await?,
+        };
         self.hold(&mut tx, run_id).await?;
-        sqlx::query(
-            "INSERT INTO journal (run_id, seq, phase, entry) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (run_id, seq) DO UPDATE SET phase = excluded.phase, entry = excluded.entry",
-        )
-        .bind(run_id)
-        .bind(entry.seq as i64)
-        .bind(phase.as_str())
-        .bind(text)
-        .execute(&mut *tx)
-        .await?;
+        self.insert_entries(&mut tx, run_id, phase, std::slice::from_ref(entry))
+            .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Stores finished entries in one transaction, many rows a statement;
-    /// only the host holding the run's lease may.
+    /// Stores finished entries in one transaction; only the host holding
+    /// the run's lease may.
     pub async fn put_entries(&self, run_id: &str, entries: &[Entry]) -> Result<(), StateError> {
-        const ROWS_PER_STATEMENT: usize = 200;
         let mut tx = self.begin_write().await?;
         self.hold(&mut tx, run_id).await?;
+        self.insert_entries(&mut tx, run_id, Phase::Done, entries)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Inserts entries in `phase` (many rows a statement), replacing what
+    /// was stored at their positions; the caller holds the lease.
+    pub(super) async fn insert_entries(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        run_id: &str,
+        phase: Phase,
+        entries: &[Entry],
+    ) -> Result<(), StateError> {
+        const ROWS_PER_STATEMENT: usize = 200;
         for chunk in entries.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::from("INSERT INTO journal (run_id, seq, phase, entry) VALUES ");
             for i in 0..chunk.len() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                let n = i * 3;
-                sql.push_str(&format!("(${}, ${}, 'done', ${})", n + 1, n + 2, n + 3));
+                let n = i * 4;
+                sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
             }
             sql.push_str(
                 " ON CONFLICT (run_id, seq) DO UPDATE SET phase = excluded.phase, entry = excluded.entry",
@@ -355,11 +368,14 @@ impl StateStore {
                 let text = serde_json::to_string(entry).map_err(|e| {
                     StateError::Corrupt(format!("cannot encode a journal entry: {e}"))
                 })?;
-                query = query.bind(run_id).bind(entry.seq as i64).bind(text);
+                query = query
+                    .bind(run_id)
+                    .bind(entry.seq as i64)
+                    .bind(phase.as_str())
+                    .bind(text);
             }
             query.execute(&mut *tx).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
