@@ -767,6 +767,15 @@ impl CallCtx {
             plan_digest,
             findings: self.findings.clone(),
         };
+        // A live decision may read the run's journal from the store (a
+        // whole-plan approval counts what the run has written and been
+        // refused): every entry so far is stored first. A failure to store
+        // shows again, and stops the write, when it is intended.
+        if self.mode == Mode::Live
+            && let Err(e) = self.journal.flush().await
+        {
+            tracing::warn!(run = %self.run_id, "cannot store the journal before a gate decision: {e}");
+        }
         let asked = Instant::now();
         let verdict = self
             .gates

@@ -4,9 +4,11 @@
 //! approval requests are denied and no longer listed or escalated, and the
 //! cancel is audited.
 //!
-//! A run executing somewhere stops at its next journaled call: the cancel
-//! takes its lease in the same transaction, and no write is made without
-//! first recording it as intended under that lease. A write already
+//! A run executing somewhere stops at its next stored call (a write it is
+//! about to send, or its next batch of reads and writes that sent nothing):
+//! the cancel takes its lease in the same transaction, and no write is made
+//! without first recording it as intended under that lease. The cancel is
+//! on disk before the operator is told it went through. A write already
 //! intended and still held by a live lease is on its way to its backend:
 //! the cancel is refused until it is recorded (try again in a moment). A
 //! write intended by a host that died, or of a run in doubt, may or may not
@@ -57,7 +59,7 @@ impl StateStore {
             .map(|p| p.seq)
             .collect();
         let now = now_ms();
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_durable().await?;
         // The conditional update takes the run's row (and waits for a
         // journal write holding it) before anything is read.
         let outcome_text = |was: &str, unsettled: Option<i64>| {

@@ -136,6 +136,15 @@ impl StateStore {
     /// Stores every waiting request's alerts in one durable transaction
     /// and answers each.
     async fn store_accepted(&self, batch: Vec<Waiting>) {
+        // A caller that went away before its turn was told nothing: its
+        // alerts are not stored (its sender sends them again).
+        let batch: Vec<Waiting> = batch
+            .into_iter()
+            .filter(|w| !w.answer.is_closed())
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
         let mut answers = Vec::with_capacity(batch.len());
         let stored = async {
             let mut tx = self.begin_durable().await?;
