@@ -322,7 +322,7 @@ pub async fn decide(
 
 /// Resumes run `run_id` in this process and prints where it ended.
 async fn resume_here(config: Config, run_id: &str) -> Result<u8, UsageError> {
-    resume_with(&Runtime::new(config)?, run_id).await
+    resume_with(&Runtime::for_one_run(config)?, run_id).await
 }
 
 /// [`resume_here`] with a runtime already built.
@@ -503,7 +503,7 @@ pub async fn resolve(
     token_file: Option<&PathBuf>,
 ) -> Result<u8, UsageError> {
     let token = token(token_file)?;
-    let runtime = Runtime::new(config)?;
+    let runtime = Runtime::for_one_run(config)?;
     let in_doubt = runtime
         .state
         .in_doubt(run_id)

@@ -213,10 +213,8 @@ impl Journal {
     /// its audit record in the same commit; anything else with the next
     /// batch.
     pub async fn record(&mut self, entry: Entry) -> Result<(), StateError> {
+        // A sent write was intended, which flushed every entry before it.
         let sent = self.intended.take() == Some(entry.seq);
-        if sent {
-            self.flush().await?;
-        }
         if let Some(d) = &self.durable {
             let record = entry.is_write().then(|| audit_record(d, &entry));
             if sent {

@@ -805,7 +805,7 @@ async fn run(
     let alert_from_stdin = alert == "-";
     let at_terminal = !alert_from_stdin && std::io::stdin().is_terminal();
     let alert = read_alert(alert)?;
-    let runtime = Runtime::new(config)?;
+    let runtime = Runtime::for_one_run(config)?;
     let started_by = match decisions::given_token(token_file.as_ref())? {
         Some(token) => runtime.state.authorize_operator(&token).await?,
         None if live && !at_terminal => {
@@ -871,7 +871,7 @@ async fn run(
 }
 
 async fn resume(run_id: &str, json: bool, config: &Path) -> Result<u8, UsageError> {
-    let runtime = Runtime::new(load_config(config)?)?;
+    let runtime = Runtime::for_one_run(load_config(config)?)?;
     let progress: Box<dyn stepgate::journal::Progress> = if json {
         Box::new(Quiet)
     } else {
@@ -964,7 +964,7 @@ async fn serve(
 }
 
 async fn sweep(json: bool, config: &Path) -> Result<u8, UsageError> {
-    let runtime = Runtime::new(load_config(config)?)?;
+    let runtime = Runtime::for_one_run(load_config(config)?)?;
     let progress = |run_id: &str| -> Box<dyn stepgate::journal::Progress> {
         if json {
             Box::new(Quiet)
@@ -1122,7 +1122,7 @@ async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
     if let Ok(bytes) = std::fs::read(&path) {
         outln!("sha256:   {}", stepgate::playbook::component_sha256(&bytes));
     }
-    let runtime = Runtime::new(config)?;
+    let runtime = Runtime::for_one_run(config)?;
     let playbook = runtime.playbook(component).await?;
     let d = &playbook.description;
     outln!("name:     {}", line(&d.name));

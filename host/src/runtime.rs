@@ -64,6 +64,17 @@ impl Runtime {
         Runtime::with_backends_from(config, None, Backends::from_config)
     }
 
+    /// A runtime for a command that runs one playbook at a time and exits
+    /// (`stepgate run`, `resume`, `sweep`, a decision's `--wait`):
+    /// instances are allocated on demand. The pooling allocator pays where
+    /// runs come and go in one long-lived process (`serve`); for a single
+    /// run, reserving and guarding its slots (and the kernel walking the
+    /// thousands of mappings that leaves) cost more than the run's calls.
+    pub fn for_one_run(mut config: Config) -> Result<Runtime, RuntimeError> {
+        config.engine.pooling = false;
+        Runtime::new(config)
+    }
+
     /// A runtime for `config` on an existing state store (a reload: the
     /// store, and the host its leases name, stay the same).
     pub fn with_state(config: Config, state: Arc<StateStore>) -> Result<Runtime, RuntimeError> {

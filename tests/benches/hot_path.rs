@@ -248,17 +248,10 @@ playbook = "{PLAYBOOK}"
 }
 
 fn notification(fingerprint: &str) -> String {
-    json!({
-        "version": "4",
-        "status": "firing",
-        "alerts": [{
-            "status": "firing",
-            "labels": { "alertname": "ReconciliationDriftHigh", "hot_wallet": WALLET, "severity": "critical" },
-            "annotations": {},
-            "fingerprint": fingerprint,
-        }],
-    })
-    .to_string()
+    stepgate_tests::alertmanager_notification(
+        json!({ "alertname": "ReconciliationDriftHigh", "hot_wallet": WALLET, "severity": "critical" }),
+        fingerprint,
+    )
 }
 
 /// The release `stepgate` binary beside this bench, built if missing.

@@ -21,17 +21,10 @@ const HOT: usize = 20;
 const DISTINCT: usize = 40;
 
 fn notification(fingerprint: &str) -> String {
-    json!({
-        "version": "4",
-        "status": "firing",
-        "alerts": [{
-            "status": "firing",
-            "labels": { "alertname": "Bench", "mode": "page-sleep-page", "ms": "60000", "fp": fingerprint },
-            "annotations": {},
-            "fingerprint": fingerprint,
-        }],
-    })
-    .to_string()
+    stepgate_tests::alertmanager_notification(
+        json!({ "alertname": "Bench", "mode": "page-sleep-page", "ms": "60000", "fp": fingerprint }),
+        fingerprint,
+    )
 }
 
 fn main() {

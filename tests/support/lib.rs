@@ -318,6 +318,41 @@ pub fn toml_paths(paths: &[PathBuf]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
+/// Waits until `done` says so, asking every 20 ms; panics after 30 s,
+/// naming `what` it waited for. For a test that waits on an event, never
+/// a fixed sleep.
+pub async fn eventually<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 30 s for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The body of an Alertmanager (v4) notification of one firing alert with
+/// `labels` (a JSON object) and no annotations, as a hook receives it.
+pub fn alertmanager_notification(labels: Json_, fingerprint: &str) -> String {
+    serde_json::json!({
+        "version": "4",
+        "status": "firing",
+        "receiver": "stepgate",
+        "alerts": [{
+            "status": "firing",
+            "labels": labels,
+            "annotations": {},
+            "fingerprint": fingerprint,
+        }],
+    })
+    .to_string()
+}
+
 /// A firing alert with labels and annotations.
 pub fn alert(name: &str, labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Alert {
     let mut all: Vec<(String, String)> = labels

@@ -159,7 +159,7 @@ impl Target {
         let rows = self
             .db()
             .await
-            .query(&format!("SELECT COUNT(*) FROM {table}"), &[], 1 << 20)
+            .query(&format!("SELECT COUNT(*) FROM {table}"), &[], &[], 1 << 20)
             .await
             .unwrap();
         match rows.rows[0][0] {
@@ -172,7 +172,12 @@ impl Target {
         let rows = self
             .db()
             .await
-            .query("SELECT state FROM escrow_holds ORDER BY id", &[], 1 << 20)
+            .query(
+                "SELECT state FROM escrow_holds ORDER BY id",
+                &[],
+                &[],
+                1 << 20,
+            )
             .await
             .unwrap();
         rows.rows.into_iter().map(|mut r| r.remove(0)).collect()
@@ -386,6 +391,7 @@ async fn postgres_functions_schemas_and_sessions() {
     db.query(
         "SELECT set_config('default_transaction_read_only', 'off', false), pg_advisory_lock(42)::text",
         &[],
+        &[],
         1 << 20,
     )
     .await
@@ -394,6 +400,7 @@ async fn postgres_functions_schemas_and_sessions() {
         let rows = db
             .query(
                 "SELECT current_setting('default_transaction_read_only')",
+                &[],
                 &[],
                 1 << 20,
             )
@@ -404,6 +411,27 @@ async fn postgres_functions_schemas_and_sessions() {
     let pg = t.pg.as_ref().unwrap();
     let free = sqlx_scalar(pg, "SELECT pg_try_advisory_lock(42)").await;
     assert!(free, "an advisory lock outlived the call that took it");
+    // Pooled sessions the server ended while they were idle are replaced,
+    // not handed to the next call (connections are not pinged before use).
+    let ended = sqlx_scalar(
+        pg,
+        "SELECT bool_and(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'stepgate'",
+    )
+    .await;
+    assert!(ended, "no pooled stepgate session to end");
+    stepgate_tests::eventually("the ended sessions are gone", || async {
+        !sqlx_scalar(
+            pg,
+            "SELECT COUNT(*) > 0 FROM pg_stat_activity WHERE application_name = 'stepgate'",
+        )
+        .await
+    })
+    .await;
+    let rows = db
+        .query("SELECT 1 AS one", &[], &[], 1 << 20)
+        .await
+        .expect("a read once the server ended every pooled session");
+    assert_eq!(rows.rows.len(), 1);
     // A dry-run write holds no row lock once it returns.
     let report = run_unattended(
         &t.runtime,
@@ -906,6 +934,7 @@ async fn legitimate_postgres_writes_pass_the_engine_checks() {
         "INSERT INTO hold_notes VALUES (1, 'n')",
         &[],
         &["hold_notes".to_owned()],
+        &[],
         stepgate::backends::Commit::Yes,
     )
     .await

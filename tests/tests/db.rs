@@ -188,7 +188,7 @@ async fn the_database_refuses_writes_the_parser_would_have_missed(kind: Kind) {
     // (on PostgreSQL the row-size filter a read is wrapped in already
     // makes it a syntax error).
     let err = backend
-        .query("DELETE FROM escrow_holds RETURNING id", &[], 1 << 20)
+        .query("DELETE FROM escrow_holds RETURNING id", &[], &[], 1 << 20)
         .await
         .unwrap_err();
     if kind == Kind::Sqlite {
@@ -348,7 +348,10 @@ async fn a_write_over_its_row_cap_is_rolled_back_in_the_engine(kind: Kind) {
     let ledger = db.runtime.backends.db("ledger").unwrap();
     let tables = ["escrow_holds".to_owned()];
     let sql = "UPDATE escrow_holds SET state = 'released' WHERE state = 'held'";
-    match ledger.execute(sql, &[], &tables, Commit::UpTo(1)).await {
+    match ledger
+        .execute(sql, &[], &tables, &[], Commit::UpTo(1))
+        .await
+    {
         Err(BackendError::Invalid(why)) => {
             assert!(
                 why.contains("changed 2 rows") && why.contains("rolled back"),
@@ -363,7 +366,7 @@ async fn a_write_over_its_row_cap_is_rolled_back_in_the_engine(kind: Kind) {
     // Within its cap it is committed.
     assert_eq!(
         ledger
-            .execute(sql, &[], &tables, Commit::UpTo(2))
+            .execute(sql, &[], &tables, &[], Commit::UpTo(2))
             .await
             .unwrap(),
         2
@@ -399,17 +402,23 @@ async fn postgres_counts_rows_a_with_clause_changes_against_a_row_limit() {
                UPDATE escrow_holds SET state = state WHERE false";
     // The outer statement changes nothing; the WITH changes two rows.
     assert_eq!(
-        ledger.execute(sql, &[], &tables, Commit::No).await.unwrap(),
+        ledger
+            .execute(sql, &[], &tables, &[], Commit::No)
+            .await
+            .unwrap(),
         0
     );
     assert_eq!(
         ledger
-            .execute(sql, &[], &tables, Commit::Measure)
+            .execute(sql, &[], &tables, &[], Commit::Measure)
             .await
             .unwrap(),
         2
     );
-    match ledger.execute(sql, &[], &tables, Commit::UpTo(1)).await {
+    match ledger
+        .execute(sql, &[], &tables, &[], Commit::UpTo(1))
+        .await
+    {
         Err(BackendError::Invalid(why)) => assert!(why.contains("changed 2 rows"), "{why}"),
         other => panic!("{other:?}"),
     }
@@ -446,7 +455,7 @@ async fn postgres_types_map_without_loss() {
         .query(
             "SELECT wei, usdc, at, doc, raw, id, ok, small, n, big, ratio, note, state, day FROM t WHERE note = $1",
             &[Value::Text("hi".into())],
-            1 << 20,
+            &[], 1 << 20,
         )
         .await
         .unwrap();
@@ -481,14 +490,14 @@ async fn postgres_types_map_without_loss() {
                 Value::Timestamp("2026-01-01T00:00:00Z".into()),
                 Value::Null,
             ],
-            1 << 20,
+            &[], 1 << 20,
         )
         .await
         .unwrap();
     assert_eq!(rows.rows, vec![vec![Value::Null, Value::Null]]);
     // A type with no lossless mapping says how to cast it.
     let err = backend
-        .query("SELECT gap FROM t WHERE note = 'hi'", &[], 1 << 20)
+        .query("SELECT gap FROM t WHERE note = 'hi'", &[], &[], 1 << 20)
         .await
         .unwrap_err()
         .to_string();
@@ -527,7 +536,7 @@ async fn postgres_url_from_env_and_file_never_shows_its_password() {
         .backends
         .db("env")
         .unwrap()
-        .query("SELECT current_user AS who", &[], 1 << 20)
+        .query("SELECT current_user AS who", &[], &[], 1 << 20)
         .await
         .unwrap();
     assert_eq!(rows.rows[0][0], Value::Text("reader".into()));
@@ -535,7 +544,7 @@ async fn postgres_url_from_env_and_file_never_shows_its_password() {
         .backends
         .db("file")
         .unwrap()
-        .query("SELECT 1", &[], 1 << 20)
+        .query("SELECT 1", &[], &[], 1 << 20)
         .await
         .unwrap_err();
     let shown = err.redacted(&runtime.backends).to_string();
@@ -572,6 +581,7 @@ async fn postgres_refuses_an_oversized_row_before_sending_it() {
         .query(
             "SELECT repeat('x', 3000000) AS a, repeat('y', 3000000) AS b",
             &[],
+            &[],
             1 << 20,
         )
         .await
@@ -583,6 +593,7 @@ async fn postgres_refuses_an_oversized_row_before_sending_it() {
     let rows = backend
         .query(
             "WITH v(n) AS (VALUES (3), (1), (2)) SELECT n FROM v ORDER BY n DESC LIMIT 2;",
+            &[],
             &[],
             1 << 20,
         )

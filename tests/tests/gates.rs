@@ -108,6 +108,7 @@ async fn released(runtime: &stepgate::runtime::Runtime) -> Value {
         .query(
             "SELECT state FROM escrow_holds WHERE order_id = 'order:1003'",
             &[],
+            &[],
             1 << 20,
         )
         .await

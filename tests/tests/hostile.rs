@@ -147,7 +147,7 @@ async fn a_write_sent_through_query_never_reaches_the_database() {
         .backends
         .db("plaza")
         .unwrap()
-        .query("SELECT COUNT(*) FROM escrow_holds", &[], 1 << 20)
+        .query("SELECT COUNT(*) FROM escrow_holds", &[], &[], 1 << 20)
         .await
         .unwrap();
     assert_eq!(rows.rows[0][0], stepgate::bindings::Value::Int(4));

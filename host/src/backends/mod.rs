@@ -244,35 +244,33 @@ fn value_size(value: &Value) -> u64 {
 pub trait Database: Send + Sync {
     fn dialect(&self) -> SqlDialect;
     /// Runs a read in a read-only transaction; stops with `TooLarge` once
-    /// the rows pass `max_bytes`.
+    /// the rows pass `max_bytes`. `functions` are the functions the SQL
+    /// checker found the statement calls: a driver refuses one with side
+    /// effects, judged by what the engine knows of it (its catalog), not by
+    /// its name alone (SQLite's authorizer vets them while it prepares).
     async fn query(
         &self,
         sql: &str,
         params: &[Value],
+        functions: &[FunctionName],
         max_bytes: u64,
     ) -> Result<Rows, BackendError>;
     /// Runs a write in a transaction, committed only if `commit`. `tables`
     /// are the canonical names (see [`table`]) of the tables the checker
     /// and the scope approved: a driver confirms in the engine that the
     /// statement changed no other table, or rolls it back and says so.
+    /// `functions` as for [`Database::query`].
     async fn execute(
         &self,
         sql: &str,
         params: &[Value],
         tables: &[String],
+        functions: &[FunctionName],
         commit: Commit,
     ) -> Result<u64, BackendError>;
-    /// Refuses a statement that calls a function with side effects, judged
-    /// by what the engine knows of each function (its catalog), not by its
-    /// name alone. `functions` are the names the SQL checker found. A driver
-    /// that vets functions in the engine while it prepares (SQLite's
-    /// authorizer) has nothing to do here.
-    async fn vet_functions(&self, _functions: &[FunctionName]) -> Result<(), BackendError> {
-        Ok(())
-    }
     /// `stepgate doctor`: the connection answers a trivial read.
     async fn probe(&self) -> Result<String, BackendError> {
-        self.query("SELECT 1", &[], 1 << 10).await?;
+        self.query("SELECT 1", &[], &[], 1 << 10).await?;
         Ok("answers".to_owned())
     }
     /// `stepgate doctor`: the tables the connection's role could change

@@ -266,9 +266,13 @@ impl Postgres {
     }
 
     async fn open(&self) -> Result<PgPool, BackendError> {
+        // No ping before each acquire (a round trip a call): a connection
+        // is proved sound by its reset after every call, and one that died
+        // idle is replaced when its first statement fails (see `begin`).
         let pool = PgPoolOptions::new()
             .max_connections(self.settings.max_connections)
             .acquire_timeout(self.settings.statement_timeout)
+            .test_before_acquire(false)
             .connect_with(self.options()?)
             .await
             .map_err(|e| self.failed("cannot connect", e))?;
@@ -298,14 +302,11 @@ impl Postgres {
         &self,
         sql: &str,
         params: &[Value],
+        functions: &[FunctionName],
         max_bytes: u64,
     ) -> Result<Rows, BackendError> {
-        let mut conn = self.acquire().await?;
+        let mut conn = self.begin(Begin::ReadOnly, functions).await?;
         let result = async {
-            sqlx::raw_sql("BEGIN READ ONLY")
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| self.failed("begin read-only transaction", e))?;
             let capped = row_capped(sql, max_bytes);
             let query = sqlx::query_with(AssertSqlSafe(capped), arguments(params)?);
             let stream = query.fetch(&mut *conn);
@@ -322,19 +323,16 @@ impl Postgres {
         sql: &str,
         params: &[Value],
         tables: &[String],
+        functions: &[FunctionName],
         commit: Commit,
     ) -> Result<u64, BackendError> {
         if !commit.commits()
             && let Some(count) = dry_count(sql)
         {
-            return self.count_dry_run(sql, params, count).await;
+            return self.count_dry_run(sql, params, functions, count).await;
         }
-        let mut conn = self.acquire().await?;
+        let mut conn = self.begin(Begin::ReadWrite, functions).await?;
         let result = async {
-            sqlx::raw_sql("BEGIN READ WRITE")
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| self.failed("begin", e))?;
             let before = self.changes(&mut conn).await?;
             let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments(params)?);
             let done = query
@@ -380,10 +378,11 @@ impl Postgres {
         &self,
         sql: &str,
         params: &[Value],
+        functions: &[FunctionName],
         count: DryCount,
     ) -> Result<u64, BackendError> {
         use sqlx::{Executor, SqlSafeStr};
-        let mut conn = self.acquire().await?;
+        let mut conn = self.begin(Begin::ReadOnly, functions).await?;
         let result = async {
             (&mut *conn)
                 .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
@@ -404,10 +403,6 @@ impl Postgres {
                             all.join(", ")
                         )
                     };
-                    sqlx::raw_sql("BEGIN READ ONLY")
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(|e| self.failed("begin read-only transaction", e))?;
                     let n: i64 = sqlx::query_scalar_with(AssertSqlSafe(count), arguments(params)?)
                         .fetch_one(&mut *conn)
                         .await
@@ -421,9 +416,53 @@ impl Postgres {
         result
     }
 
-    async fn acquire(&self) -> Result<PoolConnection<Pg>, BackendError> {
+    /// A connection in a new transaction of kind `begin`, in which the
+    /// functions the statement calls have been vetted (see
+    /// [`Postgres::vet`]): both in one round trip where the names allow.
+    /// A pooled connection that died while idle (the server restarted, a
+    /// proxy cut it) is closed and the call tried again on another.
+    async fn begin(
+        &self,
+        begin: Begin,
+        functions: &[FunctionName],
+    ) -> Result<PoolConnection<Pg>, BackendError> {
+        let asked = vetted(functions);
         let pool = self.pool().await?;
-        pool.acquire().await.map_err(|e| self.failed("connect", e))
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut conn = pool
+                .acquire()
+                .await
+                .map_err(|e| self.failed("connect", e))?;
+            let found = match inline_vet_query(&asked) {
+                Some(vet) => catalog_rows(&mut conn, format!("{}; {vet}", begin.sql())).await,
+                None => match sqlx::raw_sql(begin.sql()).execute(&mut *conn).await {
+                    Ok(_) if asked.is_empty() => Ok(Vec::new()),
+                    Ok(_) => bound_vet_query(&mut conn, &asked).await,
+                    Err(e) => Err(e),
+                },
+            };
+            match found {
+                Ok(found) => {
+                    if let Err(e) = self.judge_functions(&asked, &found) {
+                        self.release(conn, "ROLLBACK").await;
+                        return Err(e);
+                    }
+                    return Ok(conn);
+                }
+                // Every pooled connection may have died (the server
+                // restarted): each is closed, then a new one is opened.
+                Err(e) if attempts <= self.settings.max_connections && connection_gone(&e) => {
+                    tracing::debug!(database = %self.name(), "a pooled connection was gone; trying a new one");
+                    conn.close_on_drop();
+                }
+                Err(e) => {
+                    self.release(conn, "ROLLBACK").await;
+                    return Err(self.failed(begin.what(), e));
+                }
+            }
+        }
     }
 
     /// Ends the open transaction (`end`, or nothing) and resets what a
@@ -580,6 +619,43 @@ impl Postgres {
         ))
     }
 
+    /// Refuses a statement that calls a function with side effects, judged
+    /// by what the catalog says of each function (`found`, from
+    /// [`VET_QUERY`]), not by its name alone: unknown functions and
+    /// VOLATILE ones (but the built-ins that only read) are refused.
+    fn judge_functions(
+        &self,
+        asked: &[&FunctionName],
+        found: &[CatalogFunction],
+    ) -> Result<(), BackendError> {
+        for function in asked {
+            let candidates: Vec<&CatalogFunction> = found
+                .iter()
+                .filter(|(name, schema, _)| {
+                    *name == function.name && function.schema.as_ref().is_none_or(|s| s == schema)
+                })
+                .collect();
+            if candidates.is_empty() {
+                return Err(BackendError::Invalid(format!(
+                    "the SQL calls `{function}()`, which database `{}` does not know as a function",
+                    self.name()
+                )));
+            }
+            // A volatile function may be called only if it is one of the
+            // built-ins that only read; a same-named one elsewhere is not.
+            let unsafe_volatile = candidates.iter().any(|(name, schema, volatile)| {
+                *volatile && !(schema == "pg_catalog" && VOLATILE_ALLOWED.contains(&name.as_str()))
+            });
+            if unsafe_volatile {
+                return Err(BackendError::Invalid(format!(
+                    "the SQL calls `{function}()`, which database `{}` declares VOLATILE (it may change data or state); a playbook's SQL may call only stable and immutable functions, and volatile built-ins that only read (random, clock_timestamp, pg_notification_queue_usage, sizes and WAL positions)",
+                    self.name(),
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// A bad statement is the playbook's to fix, a cancelled one a timeout,
     /// anything else the backend's.
     fn classify(&self, e: sqlx::Error) -> BackendError {
@@ -652,9 +728,11 @@ impl Database for Postgres {
         &self,
         sql: &str,
         params: &[Value],
+        functions: &[FunctionName],
         max_bytes: u64,
     ) -> Result<Rows, BackendError> {
-        self.bounded(self.read(sql, params, max_bytes)).await
+        self.bounded(self.read(sql, params, functions, max_bytes))
+            .await
     }
 
     async fn execute(
@@ -662,66 +740,109 @@ impl Database for Postgres {
         sql: &str,
         params: &[Value],
         tables: &[String],
+        functions: &[FunctionName],
         commit: Commit,
     ) -> Result<u64, BackendError> {
-        self.bounded(self.write(sql, params, tables, commit)).await
+        self.bounded(self.write(sql, params, tables, functions, commit))
+            .await
+    }
+}
+
+/// How a call's transaction begins.
+#[derive(Debug, Clone, Copy)]
+enum Begin {
+    ReadOnly,
+    ReadWrite,
+}
+
+impl Begin {
+    fn sql(self) -> &'static str {
+        match self {
+            Begin::ReadOnly => "BEGIN READ ONLY",
+            Begin::ReadWrite => "BEGIN READ WRITE",
+        }
     }
 
-    async fn vet_functions(&self, functions: &[FunctionName]) -> Result<(), BackendError> {
-        // An unqualified name PostgreSQL parses as syntax has no catalog
-        // entry; a qualified one (`public.coalesce`) is a real function.
-        let asked: Vec<&FunctionName> = functions
-            .iter()
-            .filter(|f| f.schema.is_some() || !SYNTAX_FUNCTIONS.contains(&f.name.as_str()))
-            .collect();
-        if asked.is_empty() {
-            return Ok(());
+    fn what(self) -> &'static str {
+        match self {
+            Begin::ReadOnly => "begin a read-only transaction and look up the functions it calls",
+            Begin::ReadWrite => "begin a transaction and look up the functions it calls",
         }
-        let names: Vec<&str> = asked.iter().map(|f| f.name.as_str()).collect();
-        let pool = self.pool().await?;
-        // Every function of each name, in every schema: an unqualified
-        // call may resolve to any of them (search_path, overloading).
-        let found: Vec<(String, String, bool)> = self
-            .bounded(async {
-                sqlx::query_as(
-                    "SELECT p.proname::text, n.nspname::text, p.provolatile = 'v' \
-                     FROM pg_catalog.pg_proc p \
-                     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-                     WHERE p.proname = ANY($1)",
-                )
-                .bind(names)
-                .fetch_all(pool)
-                .await
-                .map_err(|e| self.failed("look up functions", e))
-            })
-            .await?;
-        for function in asked {
-            let candidates: Vec<&(String, String, bool)> = found
-                .iter()
-                .filter(|(name, schema, _)| {
-                    *name == function.name && function.schema.as_ref().is_none_or(|s| s == schema)
-                })
-                .collect();
-            if candidates.is_empty() {
-                return Err(BackendError::Invalid(format!(
-                    "the SQL calls `{function}()`, which database `{}` does not know as a function",
-                    self.name()
-                )));
-            }
-            // A volatile function may be called only if it is one of the
-            // built-ins that only read; a same-named one elsewhere is not.
-            let unsafe_volatile = candidates.iter().any(|(name, schema, volatile)| {
-                *volatile && !(schema == "pg_catalog" && VOLATILE_ALLOWED.contains(&name.as_str()))
-            });
-            if unsafe_volatile {
-                return Err(BackendError::Invalid(format!(
-                    "the SQL calls `{function}()`, which database `{}` declares VOLATILE (it may change data or state); a playbook's SQL may call only stable and immutable functions, and volatile built-ins that only read (random, clock_timestamp, pg_notification_queue_usage, sizes and WAL positions)",
-                    self.name(),
-                )));
-            }
-        }
-        Ok(())
     }
+}
+
+/// What the catalog says of each function of a name: its name, schema and
+/// whether it is VOLATILE.
+type CatalogFunction = (String, String, bool);
+
+/// The catalog query of the functions named `names`: every function of
+/// each name, in every schema (an unqualified call may resolve to any of
+/// them: search_path, overloading).
+const VET_QUERY: &str = "SELECT p.proname::text, n.nspname::text, p.provolatile = 'v' \
+     FROM pg_catalog.pg_proc p \
+     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+     WHERE p.proname = ANY";
+
+/// The functions the catalog must be asked about: an unqualified name
+/// PostgreSQL parses as syntax has no catalog entry; a qualified one
+/// (`public.coalesce`) is a real function.
+fn vetted(functions: &[FunctionName]) -> Vec<&FunctionName> {
+    functions
+        .iter()
+        .filter(|f| f.schema.is_some() || !SYNTAX_FUNCTIONS.contains(&f.name.as_str()))
+        .collect()
+}
+
+/// [`VET_QUERY`] with the names written into it, to travel in one simple
+/// query behind the BEGIN; `None` when there is nothing to ask (the BEGIN
+/// goes alone) or a name holds anything but ASCII letters, digits and `_`
+/// (it is then bound, in a round trip of its own: only such names are
+/// ever written into SQL text).
+fn inline_vet_query(asked: &[&FunctionName]) -> Option<String> {
+    let plain = |name: &str| {
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    if asked.is_empty() || !asked.iter().all(|f| plain(&f.name)) {
+        return None;
+    }
+    let names: Vec<String> = asked.iter().map(|f| format!("'{}'", f.name)).collect();
+    Some(format!("{VET_QUERY}(ARRAY[{}]::text[])", names.join(", ")))
+}
+
+/// Whether `e` says the connection itself is gone (closed, reset, or
+/// ended by the server: SQLSTATE class 08, or 57P01-57P03), not that a
+/// statement failed.
+fn connection_gone(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+        _ => false,
+    }
+}
+
+/// The rows of a simple-query `batch` whose only rows are [`VET_QUERY`]'s.
+async fn catalog_rows(
+    conn: &mut PgConnection,
+    batch: String,
+) -> Result<Vec<CatalogFunction>, sqlx::Error> {
+    let rows = sqlx::raw_sql(AssertSqlSafe(batch)).fetch_all(conn).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+        .collect()
+}
+
+/// [`VET_QUERY`] with the names bound, in the open transaction.
+async fn bound_vet_query(
+    conn: &mut PgConnection,
+    asked: &[&FunctionName],
+) -> Result<Vec<CatalogFunction>, sqlx::Error> {
+    let names: Vec<&str> = asked.iter().map(|f| f.name.as_str()).collect();
+    sqlx::query_as(AssertSqlSafe(format!("{VET_QUERY}($1)")))
+        .bind(names)
+        .fetch_all(conn)
+        .await
 }
 
 /// Names sqlparser reads as function calls that PostgreSQL treats as

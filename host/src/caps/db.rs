@@ -50,8 +50,8 @@ impl Host for CallCtx {
         let backends = self.backends.clone();
         self.call(call, scope, async move |_, info| {
             let db = backends.db(&conn)?;
-            db.vet_functions(&checked.functions).await?;
-            db.query(&sql, &params, info.result_limit).await
+            db.query(&sql, &params, &checked.functions, info.result_limit)
+                .await
         })
         .await
     }
@@ -111,8 +111,8 @@ impl Host for CallCtx {
         let rows = if measure {
             let measured = async {
                 let db = backends.db(&conn)?;
-                db.vet_functions(&checked.functions).await?;
-                db.execute(&sql, &params, &checked.tables, Commit::Measure)
+                let (tables, functions) = (&checked.tables, &checked.functions);
+                db.execute(&sql, &params, tables, functions, Commit::Measure)
                     .await
             }
             .await;
@@ -131,13 +131,13 @@ impl Host for CallCtx {
         let call = call.rows(rows);
         self.call(call, scope, async move |action, _| {
             let db = backends.db(&conn)?;
-            db.vet_functions(&checked.functions).await?;
             let commit = if action == Action::Perform {
                 commit
             } else {
                 Commit::No
             };
-            db.execute(&sql, &params, &checked.tables, commit).await
+            let (tables, functions) = (&checked.tables, &checked.functions);
+            db.execute(&sql, &params, tables, functions, commit).await
         })
         .await
     }

@@ -80,8 +80,17 @@ async fn reread(backends: &Backends, entry: &Entry, limit: u64) -> Option<Json> 
             let (conn, sql) = (text("conn")?, text("sql")?);
             let params: Vec<Value> =
                 serde_json::from_value(entry.args.get("params")?.clone()).ok()?;
-            match backends.db(&conn) {
-                Ok(db) => db.query(&sql, &params, limit).await.map(|rows| json!(rows)),
+            // Checked again as when it was made: the same statement, its
+            // functions vetted in the engine again.
+            match backends.db(&conn).and_then(|db| {
+                let checked =
+                    super::sql::check_read(db.dialect(), &sql).map_err(BackendError::Invalid)?;
+                Ok((db, checked))
+            }) {
+                Ok((db, checked)) => db
+                    .query(&sql, &params, &checked.functions, limit)
+                    .await
+                    .map(|rows| json!(rows)),
                 Err(e) => Err(e),
             }
         }

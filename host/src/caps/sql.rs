@@ -243,7 +243,7 @@ fn walk(dialect: SqlDialect, sql: &str) -> Result<(Statement, Findings), String>
 
 /// What the checker approved: the tables a write changes (none for a
 /// read), canonical (see [`table`]), and every function the statement
-/// calls, for the engine to vet (see `Database::vet_functions`).
+/// calls, for the engine to vet (see `Database::query`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checked {
     pub tables: Vec<String>,

@@ -247,7 +247,13 @@ impl Database for ScenarioDb {
         self.dialect
     }
 
-    async fn query(&self, sql: &str, params: &[Value], _max: u64) -> Result<Rows, BackendError> {
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[Value],
+        _functions: &[crate::backends::table::FunctionName],
+        _max: u64,
+    ) -> Result<Rows, BackendError> {
         let Some(answer) = self.answer(sql, params) else {
             let call = format!("db.query on `{}`: {}", self.conn, normalise_sql(sql));
             return Err(self.world.missing(call, self.snippet(sql, params, false)));
@@ -273,6 +279,7 @@ impl Database for ScenarioDb {
         sql: &str,
         params: &[Value],
         _tables: &[String],
+        _functions: &[crate::backends::table::FunctionName],
         _commit: crate::backends::Commit,
     ) -> Result<u64, BackendError> {
         match self.answer(sql, params) {
@@ -523,7 +530,7 @@ mod tests {
         let mut got = Vec::new();
         for _ in 0..3 {
             got.push(
-                db.query("SELECT n  FROM t", &[], 1 << 20)
+                db.query("SELECT n  FROM t", &[], &[], 1 << 20)
                     .await
                     .unwrap()
                     .rows[0][0]
@@ -531,7 +538,7 @@ mod tests {
             );
         }
         assert_eq!(got, [Value::Int(1), Value::Int(2), Value::Int(2)]);
-        let missing = db.query("SELECT other FROM t", &[], 1 << 20).await;
+        let missing = db.query("SELECT other FROM t", &[], &[], 1 << 20).await;
         assert!(matches!(missing, Err(BackendError::Failed(m)) if m.contains("no answer")));
         assert_eq!(world.unanswered().len(), 1);
         assert!(

@@ -278,6 +278,10 @@ impl StateStore {
         let pool_options = |max: u32, pragmas: &'static str| {
             AnyPoolOptions::new()
                 .max_connections(max)
+                // A SQLite connection is a file in this process: it cannot
+                // die while idle, so no ping before each use (a hop to its
+                // worker thread and back).
+                .test_before_acquire(!sqlite)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if sqlite {

@@ -330,17 +330,6 @@ impl StateStore {
         Ok(())
     }
 
-    /// Stores finished entries in one transaction; only the host holding
-    /// the run's lease may.
-    pub async fn put_entries(&self, run_id: &str, entries: &[Entry]) -> Result<(), StateError> {
-        let mut tx = self.begin_write().await?;
-        self.hold(&mut tx, run_id).await?;
-        self.insert_entries(&mut tx, run_id, Phase::Done, entries)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Inserts entries in `phase` (many rows a statement), replacing what
     /// was stored at their positions; the caller holds the lease.
     pub(super) async fn insert_entries(
@@ -495,7 +484,7 @@ mod tests {
         assert_eq!(second.claim_run("r1").await.unwrap(), Claim::Taken);
         for refused in [
             first.put_entry("r1", Phase::Done, &read(2)).await,
-            first.put_entries("r1", &[read(2)]).await,
+            first.put_entries_audited("r1", &[read(2)], &[]).await,
             first
                 .finish_run("r1", "crashed", 3, &serde_json::json!({}))
                 .await,

@@ -26,6 +26,7 @@ use sqlx::sqlite::{
 use sqlx::{Arguments, AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
 
+use super::table::FunctionName;
 use super::{BackendError, Commit, Database, DbSettings, SqlDialect, collect_rows};
 use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::db::Rows;
@@ -134,10 +135,13 @@ impl Database for Sqlite {
         SqlDialect::Sqlite
     }
 
+    /// `functions` are vetted by the authorizer while the statement is
+    /// prepared.
     async fn query(
         &self,
         sql: &str,
         params: &[Value],
+        _functions: &[FunctionName],
         max_bytes: u64,
     ) -> Result<Rows, BackendError> {
         let worker = self.worker().await?;
@@ -150,6 +154,7 @@ impl Database for Sqlite {
         sql: &str,
         params: &[Value],
         tables: &[String],
+        _functions: &[FunctionName],
         commit: Commit,
     ) -> Result<u64, BackendError> {
         let worker = self.worker().await?;
@@ -424,7 +429,12 @@ mod tests {
     async fn types_map_without_loss() {
         let db = db().await;
         let rows = db
-            .query("SELECT * FROM t WHERE id = ?1", &[Value::Int(1)], 1 << 20)
+            .query(
+                "SELECT * FROM t WHERE id = ?1",
+                &[Value::Int(1)],
+                &[],
+                1 << 20,
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -446,7 +456,7 @@ mod tests {
             ]
         );
         let nulls = db
-            .query("SELECT amount, note FROM t WHERE id = 2", &[], 1 << 20)
+            .query("SELECT amount, note FROM t WHERE id = 2", &[], &[], 1 << 20)
             .await
             .unwrap();
         assert_eq!(nulls.rows[0], vec![Value::Null, Value::Null]);
@@ -456,12 +466,12 @@ mod tests {
     async fn reads_cannot_write_even_past_the_parser() {
         let db = db().await;
         let err = db
-            .query("DELETE FROM t RETURNING id", &[], 1 << 20)
+            .query("DELETE FROM t RETURNING id", &[], &[], 1 << 20)
             .await
             .unwrap_err();
         assert!(matches!(err, BackendError::Invalid(_)), "{err:?}");
         let count = db
-            .query("SELECT COUNT(*) FROM t", &[], 1 << 20)
+            .query("SELECT COUNT(*) FROM t", &[], &[], 1 << 20)
             .await
             .unwrap();
         assert_eq!(count.rows[0][0], Value::Int(2));
@@ -483,12 +493,12 @@ mod tests {
             "PRAGMA query_only = OFF",
             "SELECT 1; SELECT 2",
         ] {
-            let read = db.query(sql, &[], 1 << 20).await;
+            let read = db.query(sql, &[], &[], 1 << 20).await;
             assert!(
                 matches!(read, Err(BackendError::Invalid(_))),
                 "{sql}: {read:?}"
             );
-            let write = db.execute(sql, &[], &["t".into()], Commit::Yes).await;
+            let write = db.execute(sql, &[], &["t".into()], &[], Commit::Yes).await;
             assert!(
                 matches!(write, Err(BackendError::Invalid(_))),
                 "{sql}: {write:?}"
@@ -496,11 +506,11 @@ mod tests {
         }
         assert!(!copy.exists(), "VACUUM INTO or ATTACH wrote a file");
         let other = db
-            .execute("DELETE FROM t", &[], &["other".into()], Commit::Yes)
+            .execute("DELETE FROM t", &[], &["other".into()], &[], Commit::Yes)
             .await;
         assert!(matches!(other, Err(BackendError::Invalid(_))), "{other:?}");
         let count = db
-            .query("SELECT COUNT(*) FROM t", &[], 1 << 20)
+            .query("SELECT COUNT(*) FROM t", &[], &[], 1 << 20)
             .await
             .unwrap();
         assert_eq!(count.rows[0][0], Value::Int(2));
@@ -510,12 +520,18 @@ mod tests {
     async fn dry_write_rolls_back_and_reports_rows() {
         let db = db().await;
         let n = db
-            .execute("UPDATE t SET note = 'x'", &[], &["t".into()], Commit::No)
+            .execute(
+                "UPDATE t SET note = 'x'",
+                &[],
+                &["t".into()],
+                &[],
+                Commit::No,
+            )
             .await
             .unwrap();
         assert_eq!(n, 2);
         let rows = db
-            .query("SELECT note FROM t WHERE id = 1", &[], 1 << 20)
+            .query("SELECT note FROM t WHERE id = 1", &[], &[], 1 << 20)
             .await
             .unwrap();
         assert_eq!(rows.rows[0][0], Value::Text("hi".into()));
@@ -524,13 +540,14 @@ mod tests {
                 "UPDATE t SET note = ?1 WHERE id = 1",
                 &[Value::Text("y".into())],
                 &["t".into()],
+                &[],
                 Commit::Yes,
             )
             .await
             .unwrap();
         assert_eq!(n, 1);
         let rows = db
-            .query("SELECT note FROM t WHERE id = 1", &[], 1 << 20)
+            .query("SELECT note FROM t WHERE id = 1", &[], &[], 1 << 20)
             .await
             .unwrap();
         assert_eq!(rows.rows[0][0], Value::Text("y".into()));
@@ -541,7 +558,7 @@ mod tests {
         let db = db().await;
         let hostile = Value::Text("1 OR 1=1".into());
         let rows = db
-            .query("SELECT id FROM t WHERE note = ?1", &[hostile], 1 << 20)
+            .query("SELECT id FROM t WHERE note = ?1", &[hostile], &[], 1 << 20)
             .await
             .unwrap();
         assert!(rows.rows.is_empty());
@@ -554,7 +571,7 @@ mod tests {
             .query(
                 "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r LIMIT 100000) SELECT i, printf('%.100d', i) FROM r",
                 &[],
-                64 << 10,
+                &[], 64 << 10,
             )
             .await
             .unwrap_err();
