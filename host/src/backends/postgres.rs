@@ -418,7 +418,8 @@ impl Postgres {
 
     /// A connection in a new transaction of kind `begin`, in which the
     /// functions the statement calls have been vetted (see
-    /// [`Postgres::vet`]): both in one round trip where the names allow.
+    /// [`Postgres::judge_functions`]): both in one round trip where the
+    /// names allow.
     /// A pooled connection that died while idle (the server restarted, a
     /// proxy cut it) is closed and the call tried again on another.
     async fn begin(
@@ -810,8 +811,8 @@ fn inline_vet_query(asked: &[&FunctionName]) -> Option<String> {
 }
 
 /// Whether `e` says the connection itself is gone (closed, reset, or
-/// ended by the server: SQLSTATE class 08, or 57P01-57P03), not that a
-/// statement failed.
+/// ended by the server: SQLSTATE class 08, or 57P0x: shut down, crashed,
+/// starting, ended by an idle timeout), not that a statement failed.
 fn connection_gone(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) => true,
