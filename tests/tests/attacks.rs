@@ -37,6 +37,7 @@ CREATE SCHEMA archive;
 CREATE TABLE archive.escrow_holds (id INT PRIMARY KEY, state TEXT NOT NULL);
 INSERT INTO archive.escrow_holds VALUES (1, 'held');
 CREATE FUNCTION evil() RETURNS int LANGUAGE sql AS $$ INSERT INTO ledger_entries (account, amount) VALUES ('evil', 1) RETURNING 1 $$;
+CREATE FUNCTION \"it's évil\"() RETURNS int LANGUAGE sql AS $$ INSERT INTO ledger_entries (account, amount) VALUES ('quoted', 1) RETURNING 1 $$;
 CREATE FUNCTION public.random(n int) RETURNS int LANGUAGE sql AS $$ INSERT INTO ledger_entries (account, amount) VALUES ('random', n) RETURNING n $$;
 CREATE FUNCTION archive.coalesce(n int) RETURNS int LANGUAGE sql AS $$ INSERT INTO ledger_entries (account, amount) VALUES ('coalesce', n) RETURNING n $$;
 CREATE FUNCTION mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO ledger_entries (account, amount) VALUES ('trigger', 1); RETURN NEW; END $$;
@@ -312,6 +313,19 @@ async fn postgres_functions_schemas_and_sessions() {
         )
         .await;
     refused(&answer, "invalid", "evil() in a write");
+    // The same, named with a quote, a space and a non-ASCII letter: such a
+    // name is bound into the catalog query, never written into its text.
+    let answer = t.sql("reader", "db-query", r#"SELECT "it's évil"()"#).await;
+    refused(&answer, "invalid", "a quoted non-ASCII name in a read");
+    assert!(answer.contains("VOLATILE"), "{answer}");
+    let answer = t
+        .sql(
+            "hostile",
+            "db-execute",
+            r#"UPDATE escrow_holds SET amount = amount WHERE id = (SELECT "it's évil"())"#,
+        )
+        .await;
+    refused(&answer, "invalid", "a quoted non-ASCII name in a write");
     // A function name spelled with unicode escapes.
     let answer = t
         .sql(

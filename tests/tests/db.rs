@@ -426,6 +426,43 @@ async fn postgres_counts_rows_a_with_clause_changes_against_a_row_limit() {
     assert_eq!(hold_state(&mut ctx, 1).await, Value::Text("held".into()));
 }
 
+/// A write abandoned mid-statement (its call's future dropped: a deadline,
+/// a cancelled run) leaves nothing for a later call to commit: its session
+/// is closed, never handed back to the pool inside its transaction.
+#[tokio::test]
+async fn postgres_an_abandoned_write_is_never_committed_by_a_later_call() {
+    use stepgate::backends::Commit;
+    let db = db(Kind::Postgres, "max_connections = 1");
+    let ledger = db.runtime.backends.db("ledger").unwrap();
+    let tables = ["escrow_holds".to_owned()];
+    let slow =
+        "UPDATE escrow_holds SET state = 'abandoned' WHERE id = 1 AND pg_sleep(0.5) IS NOT NULL";
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        ledger.execute(slow, &[], &tables, &[], Commit::Yes),
+    )
+    .await;
+    assert!(
+        abandoned.is_err(),
+        "the slow write was not abandoned: {abandoned:?}"
+    );
+    // The next write (on the pool's only connection) commits its own row.
+    let next = "UPDATE escrow_holds SET state = 'released' WHERE id = 2";
+    assert_eq!(
+        ledger
+            .execute(next, &[], &tables, &[], Commit::Yes)
+            .await
+            .unwrap(),
+        1
+    );
+    let mut ctx = db.ctx(Mode::DryRun);
+    assert_eq!(hold_state(&mut ctx, 1).await, Value::Text("held".into()));
+    assert_eq!(
+        hold_state(&mut ctx, 2).await,
+        Value::Text("released".into())
+    );
+}
+
 /// PostgreSQL types map to WIT values without loss.
 #[tokio::test]
 async fn postgres_types_map_without_loss() {

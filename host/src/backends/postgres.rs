@@ -384,12 +384,11 @@ impl Postgres {
         use sqlx::{Executor, SqlSafeStr};
         let mut conn = self.begin(Begin::ReadOnly, functions).await?;
         let result = async {
-            (&mut *conn)
-                .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
-                .await
-                .map_err(|e| self.classify(e))?;
-            match count {
-                DryCount::Rows(n) => Ok(n),
+            // Counted first, prepared last: preparing the statement locks
+            // its tables (ROW EXCLUSIVE) until the rollback, and the count
+            // may take a while.
+            let rows = match count {
+                DryCount::Rows(n) => n,
                 DryCount::Query(count) => {
                     // Every parameter is bound, whether or not the count
                     // uses it (one in an UPDATE's SET, an ON CONFLICT).
@@ -407,9 +406,14 @@ impl Postgres {
                         .fetch_one(&mut *conn)
                         .await
                         .map_err(|e| self.classify(e))?;
-                    Ok(u64::try_from(n).unwrap_or(0))
+                    u64::try_from(n).unwrap_or(0)
                 }
-            }
+            };
+            (&mut *conn)
+                .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
+                .await
+                .map_err(|e| self.classify(e))?;
+            Ok(rows)
         }
         .await;
         self.release(conn, "ROLLBACK").await;
@@ -426,16 +430,17 @@ impl Postgres {
         &self,
         begin: Begin,
         functions: &[FunctionName],
-    ) -> Result<PoolConnection<Pg>, BackendError> {
+    ) -> Result<Session, BackendError> {
         let asked = vetted(functions);
         let pool = self.pool().await?;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let mut conn = pool
-                .acquire()
-                .await
-                .map_err(|e| self.failed("connect", e))?;
+            let mut conn = Session::lent(
+                pool.acquire()
+                    .await
+                    .map_err(|e| self.failed("connect", e))?,
+            );
             let found = match inline_vet_query(&asked) {
                 Some(vet) => catalog_rows(&mut conn, format!("{}; {vet}", begin.sql())).await,
                 None => match sqlx::raw_sql(begin.sql()).execute(&mut *conn).await {
@@ -456,7 +461,7 @@ impl Postgres {
                 // restarted): each is closed, then a new one is opened.
                 Err(e) if attempts <= self.settings.max_connections && connection_gone(&e) => {
                     tracing::debug!(database = %self.name(), "a pooled connection was gone; trying a new one");
-                    conn.close_on_drop();
+                    drop(conn);
                 }
                 Err(e) => {
                     self.release(conn, "ROLLBACK").await;
@@ -471,7 +476,7 @@ impl Postgres {
     /// function that turned `default_transaction_read_only` off), session
     /// advisory locks, open cursors, listens. A connection that cannot be
     /// reset is closed, never handed back to the pool.
-    async fn release(&self, mut conn: PoolConnection<Pg>, end: &str) {
+    async fn release(&self, mut conn: Session, end: &str) {
         let reset = format!(
             "{end}{sep}CLOSE ALL; RESET ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all()",
             sep = if end.is_empty() { "" } else { "; " }
@@ -481,9 +486,10 @@ impl Postgres {
             sqlx::raw_sql(AssertSqlSafe(reset)).execute(&mut *conn),
         )
         .await;
-        if !matches!(done, Ok(Ok(_))) {
+        if matches!(done, Ok(Ok(_))) {
+            conn.released = true;
+        } else {
             tracing::warn!(database = %self.name(), "could not reset a session; closing it");
-            let _ = conn.close().await;
         }
     }
 
@@ -746,6 +752,49 @@ impl Database for Postgres {
     ) -> Result<u64, BackendError> {
         self.bounded(self.write(sql, params, tables, functions, commit))
             .await
+    }
+}
+
+/// A pooled connection lent to one call, from its BEGIN until
+/// [`Postgres::release`] has ended the transaction and reset the session.
+/// Dropped before that (the call's future abandoned at a deadline or by a
+/// cancelled run, or its session found gone), the connection may still be
+/// inside the call's transaction, even mid-statement: it is closed, never
+/// handed back to the pool, where the next call's BEGIN would join that
+/// transaction and its COMMIT would make the abandoned write.
+struct Session {
+    conn: PoolConnection<Pg>,
+    released: bool,
+}
+
+impl Session {
+    fn lent(conn: PoolConnection<Pg>) -> Session {
+        Session {
+            conn,
+            released: false,
+        }
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.released {
+            self.conn.close_on_drop();
+        }
     }
 }
 

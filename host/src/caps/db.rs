@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::sql;
 use super::{Action, Call, CallCtx, CapError};
-use crate::backends::Commit;
+use crate::backends::{BackendError, Backends, Commit};
 use crate::bindings::stepgate::playbook::db::{Host, Rows};
 use crate::bindings::{Value, WitError};
 use crate::gate::Policy;
@@ -109,13 +109,8 @@ impl Host for CallCtx {
                 .guard
                 .measures_rows(&self.playbook, "db.execute", &conn);
         let rows = if measure {
-            let measured = async {
-                let db = backends.db(&conn)?;
-                let (tables, functions) = (&checked.tables, &checked.functions);
-                db.execute(&sql, &params, tables, functions, Commit::Measure)
-                    .await
-            }
-            .await;
+            let measured =
+                execute(&backends, &conn, &sql, &params, &checked, Commit::Measure).await;
             Some(measured.map_err(|e| e.redacted(&backends).to_string()))
         } else {
             None
@@ -130,17 +125,31 @@ impl Host for CallCtx {
         };
         let call = call.rows(rows);
         self.call(call, scope, async move |action, _| {
-            let db = backends.db(&conn)?;
             let commit = if action == Action::Perform {
                 commit
             } else {
                 Commit::No
             };
-            let (tables, functions) = (&checked.tables, &checked.functions);
-            db.execute(&sql, &params, tables, functions, commit).await
+            execute(&backends, &conn, &sql, &params, &checked, commit).await
         })
         .await
     }
+}
+
+/// `sql` executed on the connection `conn`, limited to the tables and
+/// functions its check found, and committed as `commit` says.
+async fn execute(
+    backends: &Backends,
+    conn: &str,
+    sql: &str,
+    params: &[Value],
+    checked: &sql::Checked,
+    commit: Commit,
+) -> Result<u64, BackendError> {
+    backends
+        .db(conn)?
+        .execute(sql, params, &checked.tables, &checked.functions, commit)
+        .await
 }
 
 /// The bytes a db call's arguments take, as the journal would keep them.
