@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::config::Effect;
 use crate::gate::Decision;
+use crate::state::audit::AuditFact;
 use crate::state::runs::Phase;
 use crate::state::{StateError, StateStore};
 
@@ -132,7 +133,7 @@ pub struct Journal {
     /// a crash is only made again, so it need not cost a commit of its own.
     unstored: Vec<Entry>,
     /// The audit records of the writes among `unstored`, stored with them.
-    unaudited: Vec<serde_json::Value>,
+    unaudited: Vec<AuditFact>,
     /// The write stored as intended and not yet recorded as done.
     intended: Option<u64>,
 }
@@ -216,7 +217,9 @@ impl Journal {
         // A sent write was intended, which flushed every entry before it.
         let sent = self.intended.take() == Some(entry.seq);
         if let Some(d) = &self.durable {
-            let record = entry.is_write().then(|| audit_record(d, &entry));
+            let record = entry
+                .is_write()
+                .then(|| AuditFact::now(audit_record(d, &entry)));
             if sent {
                 d.store
                     .put_entries_audited(&d.run_id, std::slice::from_ref(&entry), record.as_slice())
@@ -259,5 +262,76 @@ impl Journal {
     /// that goes on (a re-plan).
     pub fn into_parts_and_progress(self) -> (Vec<Entry>, Vec<String>, Box<dyn Progress>) {
         (self.entries, self.steps, self.progress)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::runs::NewRun;
+
+    fn dry_run_write(seq: u64) -> Entry {
+        Entry {
+            seq,
+            step: None,
+            interface: "flags".into(),
+            op: "set".into(),
+            args: json!({ "name": "F", "value": true, "reason": "test" }),
+            effect: Effect::Write,
+            gate: Decision::DryRun,
+            result: json!({ "ok": null }),
+            via: None,
+            idempotency_key: None,
+            rechecked: None,
+            target: None,
+            finer: Vec::new(),
+            guard: Vec::new(),
+            duration_us: 0,
+        }
+    }
+
+    /// A write that sent nothing waits for its run's next batch; its audit
+    /// record keeps the time it was recorded, not the batch's.
+    #[tokio::test]
+    async fn a_batched_write_is_audited_at_the_time_it_was_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(StateStore::new(dir.path().join("state.db")));
+        store
+            .start_run(NewRun {
+                id: "r1",
+                playbook: "p",
+                mode: "dry-run",
+                alert: &json!({}),
+                started_by: "ops",
+                step_mode: false,
+                fingerprint: None,
+                inbox_id: None,
+            })
+            .await
+            .unwrap();
+        let durable = Durable {
+            store: store.clone(),
+            run_id: "r1".into(),
+            playbook: "p".into(),
+            mode: "dry-run".into(),
+            started_by: "ops".into(),
+        };
+        let mut journal = Journal::durable(Box::new(Quiet), durable);
+        let before = crate::state::now_ms();
+        journal.record(dry_run_write(1)).await.unwrap();
+        let recorded = crate::state::now_ms();
+        assert!(store.audit_records().await.unwrap().is_empty());
+        // The batch is stored well after the write was recorded.
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        journal.flush().await.unwrap();
+        let audit = store.audit_records().await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert!(
+            (before..=recorded).contains(&audit[0].at),
+            "audited at {}, recorded between {before} and {recorded}",
+            audit[0].at
+        );
+        assert_eq!(audit[0].record["entry"]["op"], "set");
+        assert_eq!(store.verify_audit().await.unwrap(), Ok(1));
     }
 }

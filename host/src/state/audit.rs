@@ -31,6 +31,26 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// A fact for the audit log and when it happened: a write that sent
+/// nothing (a dry run's, one denied or refused) waits for its run's next
+/// batch, and its record keeps the time it was decided, not the batch's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditFact {
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    pub record: serde_json::Value,
+}
+
+impl AuditFact {
+    /// `record`, happening now.
+    pub fn now(record: serde_json::Value) -> AuditFact {
+        AuditFact {
+            at: now_ms(),
+            record,
+        }
+    }
+}
+
 /// The first record that breaks the chain, and how.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("audit record {seq}: {problem}")]
@@ -52,12 +72,12 @@ pub fn chain_hash(prev_hash: &str, seq: i64, at: i64, run_id: &str, record: &str
 /// How often an append retries when another writer took the same position.
 const APPEND_ATTEMPTS: usize = 8;
 
-/// Appends `records` after the last record, in `tx`; returns the last
-/// position appended (0 if none).
+/// Appends `records` (each with its time and JSON text) after the last
+/// record, in `tx`; returns the last position appended (0 if none).
 async fn append(
     tx: &mut sqlx::AnyConnection,
     run_id: &str,
-    records: &[String],
+    records: &[(i64, String)],
 ) -> Result<i64, StateError> {
     if records.is_empty() {
         return Ok(0);
@@ -69,8 +89,7 @@ async fn append(
         Some(row) => (row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?),
         None => (0, GENESIS.to_owned()),
     };
-    let at = now_ms();
-    for text in records {
+    for &(at, ref text) in records {
         let prev_hash = std::mem::take(&mut hash);
         seq += 1;
         hash = chain_hash(&prev_hash, seq, at, run_id, text);
@@ -96,7 +115,8 @@ impl StateStore {
         run_id: &str,
         record: &serde_json::Value,
     ) -> Result<i64, StateError> {
-        self.audited(run_id, &[], &[record.to_string()]).await
+        self.audited(run_id, &[], &[(now_ms(), record.to_string())])
+            .await
     }
 
     /// Stores finished journal entries of run `run_id` as done and appends
@@ -108,9 +128,12 @@ impl StateStore {
         &self,
         run_id: &str,
         entries: &[Entry],
-        records: &[serde_json::Value],
+        records: &[AuditFact],
     ) -> Result<(), StateError> {
-        let texts: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+        let texts: Vec<(i64, String)> = records
+            .iter()
+            .map(|f| (f.at, f.record.to_string()))
+            .collect();
         self.audited(run_id, entries, &texts).await.map(|_| ())
     }
 
@@ -121,7 +144,7 @@ impl StateStore {
         &self,
         run_id: &str,
         entries: &[Entry],
-        records: &[String],
+        records: &[(i64, String)],
     ) -> Result<i64, StateError> {
         let mut last_error = None;
         for _ in 0..APPEND_ATTEMPTS {
