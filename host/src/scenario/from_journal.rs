@@ -27,6 +27,19 @@ fn error_text(result: &Json) -> Option<String> {
     Some(crate::report::error_text(&err))
 }
 
+/// A failed read's error as a scenario's `error = "…"` gives it: a
+/// scenario's error comes back to the playbook as a backend error, which
+/// adds its own `backend: ` prefix, so a backend error is written as its
+/// message alone (else the test would expect `backend: backend: …`).
+fn error_message(result: &Json) -> Option<String> {
+    let err = result.get("err")?;
+    let err: crate::bindings::WitError = serde_json::from_value(err.clone()).ok()?;
+    Some(match err {
+        crate::bindings::WitError::Backend(m) => m,
+        other => crate::report::error_text(&other),
+    })
+}
+
 /// The scenario file (TOML text) of `recording`.
 pub fn scenario_of(recording: &Recording) -> String {
     let mut doc = toml::Table::new();
@@ -106,7 +119,7 @@ pub fn scenario_of(recording: &Recording) -> String {
                     "params".into(),
                     toml::Value::Array(params.iter().map(to_toml).collect()),
                 );
-                if let Some(why) = error_text(&entry.result) {
+                if let Some(why) = error_message(&entry.result) {
                     answer.insert("error".into(), string(&why));
                 } else if entry.op == "execute" {
                     answer.insert(
@@ -141,7 +154,7 @@ pub fn scenario_of(recording: &Recording) -> String {
                 answer.insert("endpoint".into(), string(arg(entry, "endpoint")));
                 answer.insert("method".into(), string(arg(entry, "method")));
                 answer.insert("params".into(), json_to_toml(&params));
-                match error_text(&entry.result) {
+                match error_message(&entry.result) {
                     Some(why) => {
                         answer.insert("error".into(), string(&why));
                     }
@@ -289,4 +302,78 @@ fn alert_table(recording: &Recording) -> toml::Table {
         t.insert("fingerprint".into(), string(f));
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::{Alert, WitError};
+
+    fn failed_read(seq: u64, interface: &str, op: &str, args: Json) -> Entry {
+        Entry {
+            seq,
+            step: None,
+            interface: interface.into(),
+            op: op.into(),
+            args,
+            effect: Effect::Read,
+            gate: Decision::Auto,
+            result: serde_json::json!({
+                "err": serde_json::to_value(WitError::Backend("connection refused".into())).unwrap()
+            }),
+            via: None,
+            idempotency_key: None,
+            rechecked: None,
+            target: None,
+            finer: Vec::new(),
+            guard: Vec::new(),
+            duration_us: 0,
+        }
+    }
+
+    /// A read that failed at its backend becomes an `error` answer that,
+    /// played back, fails with the same text: `backend: connection
+    /// refused`, not `backend: backend: connection refused`.
+    #[test]
+    fn a_backend_error_is_written_as_its_message_alone() {
+        let recording = Recording {
+            stepgate_recording: crate::recording::FORMAT,
+            run_id: "r1".into(),
+            playbook: "p".into(),
+            mode: "dry-run".into(),
+            step_mode: false,
+            alert: Alert {
+                name: "A".into(),
+                status: AlertStatus::Firing,
+                labels: Vec::new(),
+                annotations: Vec::new(),
+                starts_at: None,
+                fingerprint: None,
+            },
+            outcome: serde_json::json!({}),
+            steps: Vec::new(),
+            journal: vec![
+                failed_read(
+                    1,
+                    "db",
+                    "query",
+                    serde_json::json!({ "conn": "ledger", "sql": "SELECT 1", "params": [] }),
+                ),
+                failed_read(
+                    2,
+                    "rpc",
+                    "call",
+                    serde_json::json!({ "endpoint": "node", "method": "eth_blockNumber", "params": "[]" }),
+                ),
+            ],
+        };
+        let doc: toml::Table = scenario_of(&recording).parse().unwrap();
+        for section in ["db", "rpc"] {
+            assert_eq!(
+                doc[section][0]["error"].as_str(),
+                Some("connection refused"),
+                "{section}: {doc}"
+            );
+        }
+    }
 }

@@ -420,10 +420,13 @@ impl FlagStore for ScenarioFlags {
         if self.0.spec.unset_flags.iter().any(|f| f == name) {
             return Ok(None);
         }
-        let snippet = format!(
-            "[flags]\n{}  # or list it in unset_flags = [...]",
-            toml_line(name, toml::Value::String(String::new()))
-        );
+        let line = toml_line(name, toml::Value::String(String::new()));
+        // A second `[flags]` header would break a file that has one.
+        let snippet = if self.0.spec.flags.is_empty() {
+            format!("[flags]\n{line}  # or list it in unset_flags = [...]")
+        } else {
+            format!("{line}  # under the scenario's [flags], or list it in unset_flags = [...]")
+        };
         Err(self.0.missing(format!("flags.get {name}"), snippet))
     }
 
@@ -546,5 +549,43 @@ mod tests {
                 .snippet
                 .contains("sql = \"SELECT other FROM t\"")
         );
+    }
+
+    fn world(flags: &[(&str, &str)]) -> Arc<World> {
+        Arc::new(World {
+            spec: super::super::WorldSpec {
+                flags: flags
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                ..Default::default()
+            },
+            unanswered: Mutex::new(Vec::new()),
+            asked: Mutex::new(Default::default()),
+            set_flags: Mutex::new(Default::default()),
+        })
+    }
+
+    /// The snippet for a flag the scenario does not answer, pasted as
+    /// shown at the end of the file, answers it: with a `[flags]` table of
+    /// its own when the file has none, as a line of that table when it has.
+    #[tokio::test]
+    async fn a_missing_flag_snippet_pastes_into_the_file_as_shown() {
+        let alert = "[alert]\nname = \"A\"\n";
+        for (flags, file) in [
+            (Vec::new(), alert.to_owned()),
+            (
+                vec![("KNOWN", "on")],
+                format!("{alert}\n[flags]\nKNOWN = \"on\"\n"),
+            ),
+        ] {
+            let world = world(&flags);
+            assert!(ScenarioFlags(world.clone()).get("MISSING").await.is_err());
+            let snippet = &world.unanswered()[0].snippet;
+            let pasted: toml::Table = format!("{file}\n{snippet}\n")
+                .parse()
+                .unwrap_or_else(|e| panic!("{file}\n{snippet}\n: {e}"));
+            assert_eq!(pasted["flags"]["MISSING"].as_str(), Some(""), "{pasted}");
+        }
     }
 }
