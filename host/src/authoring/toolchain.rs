@@ -376,7 +376,10 @@ fn run(mut command: Command, tool: &str, dir: &Path) -> Result<(), BuildError> {
 }
 
 /// A toolchain executable: `$env`, else on PATH, else in a
-/// `node_modules/.bin` above the playbook folder or the working directory.
+/// `node_modules/.bin` (or a stepgate checkout's `sdk/js/node_modules/.bin`)
+/// above the playbook folder, the working directory or this binary, else
+/// in the checkout this binary was built from, if it is still there (a
+/// `cargo install --path host` run from anywhere).
 fn find_tool(
     tool: &'static str,
     env: &'static str,
@@ -389,29 +392,61 @@ fn find_tool(
     let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
-    // Above the playbook or the working directory: a project's own
-    // node_modules, or the pinned toolchain of a stepgate checkout.
-    let mut above = Vec::new();
-    for start in [
-        absolute(dir)?,
-        std::env::current_dir().map_err(io("no working directory"))?,
-    ] {
-        for ancestor in start.ancestors() {
-            above.push(ancestor.join("node_modules/.bin"));
-            above.push(ancestor.join("sdk/js/node_modules/.bin"));
-        }
-    }
+    let starts = [
+        Some(absolute(dir)?),
+        Some(std::env::current_dir().map_err(io("no working directory"))?),
+        std::env::current_exe().ok(),
+    ];
     on_path
         .into_iter()
-        .chain(above)
+        .chain(tool_dirs(starts.into_iter().flatten()))
         .map(|d| d.join(tool))
         .find(|candidate| candidate.is_file())
         .ok_or(BuildError::ToolMissing { tool, env, install })
 }
 
+/// Where a toolchain may be besides PATH: above each of `starts`, a
+/// project's own `node_modules/.bin` or the pinned toolchain of a stepgate
+/// checkout; then that of the checkout this binary was built from.
+fn tool_dirs(starts: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for start in starts {
+        for ancestor in start.ancestors() {
+            dirs.push(ancestor.join("node_modules/.bin"));
+            dirs.push(ancestor.join("sdk/js/node_modules/.bin"));
+        }
+    }
+    if let Some(checkout) = Path::new(env!("CARGO_MANIFEST_DIR")).parent() {
+        dirs.push(checkout.join("sdk/js/node_modules/.bin"));
+    }
+    dirs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// From a playbook folder outside any checkout, the pinned toolchain
+    /// of the checkout the binary was built from is still found, after
+    /// the folder's own.
+    #[test]
+    fn tools_are_looked_for_above_the_folder_then_in_the_build_checkout() {
+        let outside = PathBuf::from("/srv/playbooks/app");
+        let dirs = tool_dirs([outside.clone()]);
+        assert_eq!(dirs[0], outside.join("node_modules/.bin"));
+        let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        assert_eq!(
+            dirs.last(),
+            Some(&checkout.join("sdk/js/node_modules/.bin"))
+        );
+        assert!(
+            checkout
+                .join("sdk/js/node_modules/.bin/componentize-js")
+                .is_file()
+                || !checkout.join("sdk/js/node_modules").exists(),
+            "the checkout's sdk/js has node_modules but no componentize-js"
+        );
+    }
 
     #[test]
     fn a_component_is_out_of_date_when_missing_or_older_than_a_source() {
