@@ -76,6 +76,39 @@ impl Entry {
     }
 }
 
+#[cfg(test)]
+impl Entry {
+    /// An entry for unit tests: the call `name` (`interface.op`), asked
+    /// `args`, decided `gate` and answered `result`; nothing else set.
+    pub(crate) fn example(
+        seq: u64,
+        name: &str,
+        effect: Effect,
+        gate: Decision,
+        args: serde_json::Value,
+        result: serde_json::Value,
+    ) -> Entry {
+        let (interface, op) = name.split_once('.').unwrap_or((name, ""));
+        Entry {
+            seq,
+            step: None,
+            interface: interface.into(),
+            op: op.into(),
+            args,
+            effect,
+            gate,
+            result,
+            via: None,
+            idempotency_key: None,
+            rechecked: None,
+            target: None,
+            finer: Vec::new(),
+            guard: Vec::new(),
+            duration_us: 0,
+        }
+    }
+}
+
 /// SHA-256 (hex) of what `entries` asked and got: the plan an approval is
 /// bound to. Timings and which URL answered are left out: they do not
 /// change what the run decided.
@@ -271,23 +304,16 @@ mod tests {
     use crate::state::runs::NewRun;
 
     fn dry_run_write(seq: u64) -> Entry {
-        Entry {
+        let args = json!({ "name": "F", "value": true, "reason": "test" });
+        let result = json!({ "ok": null });
+        Entry::example(
             seq,
-            step: None,
-            interface: "flags".into(),
-            op: "set".into(),
-            args: json!({ "name": "F", "value": true, "reason": "test" }),
-            effect: Effect::Write,
-            gate: Decision::DryRun,
-            result: json!({ "ok": null }),
-            via: None,
-            idempotency_key: None,
-            rechecked: None,
-            target: None,
-            finer: Vec::new(),
-            guard: Vec::new(),
-            duration_us: 0,
-        }
+            "flags.set",
+            Effect::Write,
+            Decision::DryRun,
+            args,
+            result,
+        )
     }
 
     /// A write that sent nothing waits for its run's next batch; its audit

@@ -309,26 +309,10 @@ mod tests {
     use super::*;
     use crate::bindings::{Alert, WitError};
 
-    fn failed_read(seq: u64, interface: &str, op: &str, args: Json) -> Entry {
-        Entry {
-            seq,
-            step: None,
-            interface: interface.into(),
-            op: op.into(),
-            args,
-            effect: Effect::Read,
-            gate: Decision::Auto,
-            result: serde_json::json!({
-                "err": serde_json::to_value(WitError::Backend("connection refused".into())).unwrap()
-            }),
-            via: None,
-            idempotency_key: None,
-            rechecked: None,
-            target: None,
-            finer: Vec::new(),
-            guard: Vec::new(),
-            duration_us: 0,
-        }
+    fn failed_read(seq: u64, name: &str, args: Json) -> Entry {
+        let error = WitError::Backend("connection refused".into());
+        let result = serde_json::json!({ "err": serde_json::to_value(error).unwrap() });
+        Entry::example(seq, name, Effect::Read, Decision::Auto, args, result)
     }
 
     /// A read that failed at its backend becomes an `error` answer that,
@@ -355,14 +339,12 @@ mod tests {
             journal: vec![
                 failed_read(
                     1,
-                    "db",
-                    "query",
+                    "db.query",
                     serde_json::json!({ "conn": "ledger", "sql": "SELECT 1", "params": [] }),
                 ),
                 failed_read(
                     2,
-                    "rpc",
-                    "call",
+                    "rpc.call",
                     serde_json::json!({ "endpoint": "node", "method": "eth_blockNumber", "params": "[]" }),
                 ),
             ],

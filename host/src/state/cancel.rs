@@ -177,23 +177,16 @@ mod tests {
     use crate::state::runs::{NewRun, Phase};
 
     fn write(seq: u64) -> Entry {
-        Entry {
+        let args = serde_json::json!({ "name": "F", "value": "1", "reason": "r" });
+        let result = serde_json::Value::Null;
+        Entry::example(
             seq,
-            step: None,
-            interface: "flags".into(),
-            op: "set".into(),
-            args: serde_json::json!({ "name": "F", "value": "1", "reason": "r" }),
-            effect: Effect::Write,
-            gate: Decision::Auto,
-            result: serde_json::Value::Null,
-            via: None,
-            idempotency_key: None,
-            rechecked: None,
-            target: None,
-            finer: Vec::new(),
-            guard: Vec::new(),
-            duration_us: 0,
-        }
+            "flags.set",
+            Effect::Write,
+            Decision::Auto,
+            args,
+            result,
+        )
     }
 
     async fn store_with_run(lease_ms: u64) -> (tempfile::TempDir, StateStore, String) {

@@ -135,23 +135,16 @@ mod tests {
     use crate::state::runs::NewRun;
 
     fn write(seq: u64) -> Entry {
-        Entry {
+        let args = serde_json::json!({ "target": "ceo" });
+        let result = serde_json::Value::Null;
+        Entry::example(
             seq,
-            step: None,
-            interface: "pager".into(),
-            op: "page".into(),
-            args: serde_json::json!({ "target": "ceo" }),
-            effect: Effect::Write,
-            gate: Decision::Auto,
-            result: serde_json::Value::Null,
-            via: None,
-            idempotency_key: None,
-            rechecked: None,
-            target: None,
-            finer: Vec::new(),
-            guard: Vec::new(),
-            duration_us: 0,
-        }
+            "pager.page",
+            Effect::Write,
+            Decision::Auto,
+            args,
+            result,
+        )
     }
 
     async fn stopped_in_doubt(store: &StateStore) {

@@ -432,23 +432,9 @@ mod tests {
     use crate::gate::Decision;
 
     fn read(seq: u64) -> Entry {
-        Entry {
-            seq,
-            step: None,
-            interface: "flags".into(),
-            op: "get".into(),
-            args: serde_json::json!({ "name": "F" }),
-            effect: Effect::Read,
-            gate: Decision::Auto,
-            result: serde_json::json!({ "ok": null }),
-            via: None,
-            idempotency_key: None,
-            rechecked: None,
-            target: None,
-            finer: Vec::new(),
-            guard: Vec::new(),
-            duration_us: 0,
-        }
+        let args = serde_json::json!({ "name": "F" });
+        let result = serde_json::json!({ "ok": null });
+        Entry::example(seq, "flags.get", Effect::Read, Decision::Auto, args, result)
     }
 
     /// Two hosts on one state store: once the first stalls past its lease,
