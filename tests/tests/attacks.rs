@@ -326,6 +326,7 @@ async fn postgres_functions_schemas_and_sessions() {
         )
         .await;
     refused(&answer, "invalid", "a quoted non-ASCII name in a write");
+    assert!(answer.contains("VOLATILE"), "{answer}");
     // A function name spelled with unicode escapes.
     let answer = t
         .sql(

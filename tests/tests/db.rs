@@ -435,10 +435,14 @@ async fn postgres_an_abandoned_write_is_never_committed_by_a_later_call() {
     let db = db(Kind::Postgres, "max_connections = 1");
     let ledger = db.runtime.backends.db("ledger").unwrap();
     let tables = ["escrow_holds".to_owned()];
+    // The pool is open (its fixture run) before the clock starts, so the
+    // deadline falls while the UPDATE runs.
+    let mut ctx = db.ctx(Mode::DryRun);
+    assert_eq!(hold_state(&mut ctx, 1).await, Value::Text("held".into()));
     let slow =
-        "UPDATE escrow_holds SET state = 'abandoned' WHERE id = 1 AND pg_sleep(0.5) IS NOT NULL";
+        "UPDATE escrow_holds SET state = 'abandoned' WHERE id = 1 AND pg_sleep(2) IS NOT NULL";
     let abandoned = tokio::time::timeout(
-        std::time::Duration::from_millis(100),
+        std::time::Duration::from_millis(500),
         ledger.execute(slow, &[], &tables, &[], Commit::Yes),
     )
     .await;
@@ -455,7 +459,6 @@ async fn postgres_an_abandoned_write_is_never_committed_by_a_later_call() {
             .unwrap(),
         1
     );
-    let mut ctx = db.ctx(Mode::DryRun);
     assert_eq!(hold_state(&mut ctx, 1).await, Value::Text("held".into()));
     assert_eq!(
         hold_state(&mut ctx, 2).await,

@@ -397,12 +397,48 @@ fn find_tool(
         Some(std::env::current_dir().map_err(io("no working directory"))?),
         std::env::current_exe().ok(),
     ];
-    on_path
+    // PATH is the user's choice; a folder found by looking around is
+    // used only if no other user of the machine could have planted it.
+    let on_path = on_path
         .into_iter()
-        .chain(tool_dirs(starts.into_iter().flatten()))
         .map(|d| d.join(tool))
-        .find(|candidate| candidate.is_file())
+        .find(|t| t.is_file());
+    on_path
+        .or_else(|| {
+            tool_dirs(starts.into_iter().flatten())
+                .into_iter()
+                .map(|d| d.join(tool))
+                .find(|t| t.is_file() && nobody_else_could_plant(t))
+        })
         .ok_or(BuildError::ToolMissing { tool, env, install })
+}
+
+/// Whether `path` and every folder above it belong to this user or root
+/// and not everyone may write there (a sticky folder, like /tmp, lets
+/// nobody replace what another owns; a group's write is a grant the
+/// owner made): else another user of the machine
+/// could have planted it, say a `/tmp/node_modules/.bin` above a playbook
+/// folder in /tmp, or the checkout this binary was built in, since removed.
+#[cfg(unix)]
+fn nobody_else_could_plant(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    path.ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .all(|p| match std::fs::metadata(p) {
+            Ok(m) => {
+                let owner_ok = m.uid() == me || m.uid() == 0;
+                let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
+                owner_ok && (m.mode() & 0o002 == 0 || sticky_dir)
+            }
+            Err(_) => false,
+        })
+}
+
+#[cfg(not(unix))]
+fn nobody_else_could_plant(_: &Path) -> bool {
+    true
 }
 
 /// Where a toolchain may be besides PATH: above each of `starts`, a
@@ -425,6 +461,28 @@ fn tool_dirs(starts: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tool under a folder anyone may write to (not sticky) is not
+    /// run; the same tool under folders only its owner may write is.
+    #[cfg(unix)]
+    #[test]
+    fn a_tool_another_user_could_have_planted_is_not_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("project/node_modules/.bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let tool = bin.join("componentize-js");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(nobody_else_could_plant(&tool));
+        let project = dir.path().join("project");
+        std::fs::set_permissions(&project, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(!nobody_else_could_plant(&tool));
+        std::fs::set_permissions(&project, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(nobody_else_could_plant(&tool));
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(!nobody_else_could_plant(&tool));
+    }
 
     /// From a playbook folder outside any checkout, the pinned toolchain
     /// of the checkout the binary was built from is still found, after
