@@ -323,16 +323,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(StateStore::new(dir.path().join("state.db")));
         store
-            .start_run(NewRun {
-                id: "r1",
-                playbook: "p",
-                mode: "dry-run",
-                alert: &json!({}),
-                started_by: "ops",
-                step_mode: false,
-                fingerprint: None,
-                inbox_id: None,
-            })
+            .start_run(NewRun::example("r1", "dry-run"))
             .await
             .unwrap();
         let durable = Durable {

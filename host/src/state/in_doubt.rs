@@ -149,16 +149,7 @@ mod tests {
 
     async fn stopped_in_doubt(store: &StateStore) {
         store
-            .start_run(NewRun {
-                id: "r1",
-                playbook: "p",
-                mode: "live",
-                alert: &serde_json::json!({}),
-                started_by: "ops",
-                step_mode: false,
-                fingerprint: None,
-                inbox_id: None,
-            })
+            .start_run(NewRun::example("r1", "live"))
             .await
             .unwrap();
         store

@@ -93,6 +93,26 @@ pub struct NewRun<'a> {
     pub inbox_id: Option<&'a str>,
 }
 
+#[cfg(test)]
+impl NewRun<'static> {
+    /// A run for unit tests: playbook `p` started by `ops` in `mode`, for
+    /// an alert with nothing in it, from no accepted alert.
+    pub(crate) fn example(id: &'static str, mode: &'static str) -> NewRun<'static> {
+        static NO_ALERT: std::sync::LazyLock<serde_json::Value> =
+            std::sync::LazyLock::new(|| serde_json::json!({}));
+        NewRun {
+            id,
+            playbook: "p",
+            mode,
+            alert: &NO_ALERT,
+            started_by: "ops",
+            step_mode: false,
+            fingerprint: None,
+            inbox_id: None,
+        }
+    }
+}
+
 pub(super) fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
 }
@@ -447,16 +467,7 @@ mod tests {
         let first = StateStore::new(path.clone()).with_lease(std::time::Duration::from_millis(50));
         let second = StateStore::new(path).with_lease(std::time::Duration::from_secs(30));
         first
-            .start_run(NewRun {
-                id: "r1",
-                playbook: "p",
-                mode: "live",
-                alert: &serde_json::json!({}),
-                started_by: "ops",
-                step_mode: false,
-                fingerprint: None,
-                inbox_id: None,
-            })
+            .start_run(NewRun::example("r1", "live"))
             .await
             .unwrap();
         first.put_entry("r1", Phase::Done, &read(1)).await.unwrap();
