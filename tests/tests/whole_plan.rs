@@ -305,6 +305,45 @@ async fn a_write_a_guardrail_escalated_asks_again_despite_a_whole_plan() {
     assert!(page.plan.contains("pages-need-their-own"), "{}", page.plan);
 }
 
+/// A write a guardrail denies stays denied under a whole plan: approving
+/// the plan approved the writes the plan made, never one past a limit.
+#[tokio::test]
+async fn a_write_a_guardrail_denies_is_denied_despite_a_whole_plan() {
+    let w = world_with(
+        500,
+        "[guardrails.no-pages]\nop = \"pager.page\"\nwrites_per_run = 0\nover = \"deny\"\n",
+    )
+    .await;
+    let state = &w.runtime.state;
+    let (run, _) = w.parked_run_with_its_plan_approved().await;
+    let report = w.runtime.resume(&run, None, Box::new(Quiet)).await.unwrap();
+    // The pause went out on the plan; the page was refused, not sent.
+    assert_eq!(
+        state.flag("KILL_SWITCH").await.unwrap().as_deref(),
+        Some("1")
+    );
+    assert!(w.setup.pages().is_empty());
+    let page = report
+        .journal
+        .iter()
+        .find(|e| e.interface == "pager" && e.op == "page")
+        .unwrap_or_else(|| panic!("the page was asked for: {:?}", report.end));
+    assert_eq!(page.gate, stepgate::gate::Decision::Denied, "{page:?}");
+    assert!(
+        page.result.to_string().contains("no-pages"),
+        "the refusal names its rule: {}",
+        page.result
+    );
+    assert!(
+        state
+            .approval_request(&run, page.seq)
+            .await
+            .unwrap()
+            .is_none(),
+        "a denied write asks nobody"
+    );
+}
+
 /// A whole plan does not decide the write it starts at when a guardrail
 /// escalated that write: it is approved on its own.
 #[tokio::test]

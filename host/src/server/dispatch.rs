@@ -26,7 +26,7 @@ use crate::journal::Quiet;
 use crate::routing::{Route, routes_for};
 use crate::run::{RunEnd, RunReport, RunRequest, Stopped, new_run_id};
 use crate::state::StateError;
-use crate::state::inbox::{Accepted, Disposition};
+use crate::state::inbox::{Accepted, Disposition, Repeat, Repeated, attached_record};
 use crate::state::runs::NewRun;
 
 /// Who starts runs for alerts.
@@ -52,11 +52,105 @@ pub async fn dispatcher(
     for accepted in leftover {
         lanes.push(accepted).await;
     }
-    while let Some(batch) = inbox.recv().await {
-        for accepted in batch {
+    while let Some(mut batch) = inbox.recv().await {
+        // What the hooks accepted meanwhile goes in the same batch.
+        while batch.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        for accepted in attach_repeats(&shared, &lanes, batch).await {
             lanes.push(accepted).await;
         }
     }
+}
+
+/// Alerts the dispatcher takes from its queue at once, at most.
+const MAX_BATCH: usize = 256;
+
+/// Attaches the plain repeats of `batch` (firing alerts of incidents whose
+/// runs are open) in one state-store transaction, and gives back, in
+/// order, the alerts that are dispatched one at a time in their lanes.
+///
+/// Only an alert no lane holds an earlier alert of (nor the alert
+/// itself), whose routes all match and none is silenced, is tried: the
+/// rest, and every later alert of their fingerprints, go to the lanes, so
+/// the alerts of a fingerprint are still handled in the order they came.
+/// Should the transaction fail, every alert goes to the lanes.
+async fn attach_repeats<F, Fut>(
+    shared: &Shared,
+    lanes: &super::lanes::Lanes<F>,
+    batch: Vec<Accepted>,
+) -> Vec<Accepted>
+where
+    F: Fn(Accepted) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let in_force = shared.routes();
+    let guard = shared.runtime().config.guard.clone();
+    let now = chrono::Utc::now();
+    let mut to_lanes = std::collections::HashSet::new();
+    let mut tried: Vec<(usize, Vec<&Route>)> = Vec::new();
+    for (index, accepted) in batch.iter().enumerate() {
+        let routes = if accepted.schedule().is_some()
+            || accepted.alert.status != AlertStatus::Firing
+            || to_lanes.contains(&accepted.fingerprint)
+            || lanes.holds(accepted)
+        {
+            Vec::new()
+        } else {
+            routes_for(&in_force, &accepted.alert)
+        };
+        let plain = !routes.is_empty()
+            && routes.iter().all(|route| {
+                guard
+                    .silenced(&route.playbook, &accepted.alert, now)
+                    .is_none()
+            });
+        if plain {
+            tried.push((index, routes));
+        } else {
+            to_lanes.insert(accepted.fingerprint.clone());
+        }
+    }
+    if tried.is_empty() {
+        return batch;
+    }
+    let repeats: Vec<Repeat> = tried
+        .iter()
+        .map(|(index, routes)| Repeat {
+            accepted: &batch[*index],
+            playbooks: routes.iter().map(|route| route.playbook.as_str()).collect(),
+        })
+        .collect();
+    let outcomes = match shared.runtime().state.attach_repeats(&repeats).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::warn!(
+                "cannot attach repeated alerts together ({e}); each is dispatched on its own"
+            );
+            return batch;
+        }
+    };
+    let mut done = vec![false; batch.len()];
+    for ((index, routes), outcome) in tried.iter().zip(outcomes) {
+        match outcome {
+            Repeated::Attached(_) => {
+                for route in routes {
+                    shared.metrics.alert(&route_name(route), "attached");
+                }
+                done[*index] = true;
+            }
+            Repeated::Taken => done[*index] = true,
+            Repeated::Dispatch => {}
+        }
+    }
+    batch
+        .into_iter()
+        .zip(done)
+        .filter_map(|(accepted, done)| (!done).then_some(accepted))
+        .collect()
 }
 
 /// Dispatches one alert if this dispatcher claims it, trying again on a
@@ -315,10 +409,7 @@ async fn attach(
     let state = shared.runtime().state.clone();
     let resolved = accepted.alert.status == AlertStatus::Resolved;
     state
-        .append_audit(
-            open,
-            &serde_json::json!({ "attached": { "alert": accepted.id, "status": if resolved { "resolved" } else { "firing" } } }),
-        )
+        .append_audit(open, &attached_record(&accepted.id, resolved))
         .await?;
     if resolved {
         state.mark_resolved(open).await?;

@@ -51,6 +51,16 @@ where
         }
     }
 
+    /// Whether `accepted` is queued here already, or an earlier alert of
+    /// its fingerprint is: dispatched any other way, it could overtake.
+    pub fn holds(&self, accepted: &Accepted) -> bool {
+        let queued = match self.queued.lock() {
+            Ok(ids) => ids.contains(&accepted.id),
+            Err(poisoned) => poisoned.into_inner().contains(&accepted.id),
+        };
+        queued || lock(&self.open).contains_key(&accepted.fingerprint)
+    }
+
     /// Queues `accepted` behind the earlier alerts of its fingerprint, or
     /// opens a lane for it.
     pub async fn push(&self, accepted: Accepted) {

@@ -72,12 +72,29 @@ pub fn chain_hash(prev_hash: &str, seq: i64, at: i64, run_id: &str, record: &str
 /// How often an append retries when another writer took the same position.
 const APPEND_ATTEMPTS: usize = 8;
 
-/// Appends `records` (each with its time and JSON text) after the last
-/// record, in `tx`; returns the last position appended (0 if none).
+/// Appends `records` (each with its time and JSON text) of run `run_id`
+/// after the last record, in `tx`; returns the last position appended (0
+/// if none).
 async fn append(
     tx: &mut sqlx::AnyConnection,
     run_id: &str,
     records: &[(i64, String)],
+) -> Result<i64, StateError> {
+    let records: Vec<(&str, i64, &str)> = records
+        .iter()
+        .map(|(at, text)| (run_id, *at, text.as_str()))
+        .collect();
+    append_each(tx, &records).await
+}
+
+/// Appends `records` (each with its run, time and JSON text), in order,
+/// after the last record, in `tx`; returns the last position appended (0
+/// if none). On PostgreSQL another writer may take the same position
+/// first: the insert then fails as a unique violation, and the caller's
+/// transaction goes again or gives up.
+pub(crate) async fn append_each(
+    tx: &mut sqlx::AnyConnection,
+    records: &[(&str, i64, &str)],
 ) -> Result<i64, StateError> {
     if records.is_empty() {
         return Ok(0);
@@ -89,7 +106,7 @@ async fn append(
         Some(row) => (row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?),
         None => (0, GENESIS.to_owned()),
     };
-    for &(at, ref text) in records {
+    for &(run_id, at, text) in records {
         let prev_hash = std::mem::take(&mut hash);
         seq += 1;
         hash = chain_hash(&prev_hash, seq, at, run_id, text);

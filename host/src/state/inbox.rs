@@ -13,6 +13,16 @@ use crate::bindings::Alert;
 /// The source of the alerts a schedule's ticks are.
 pub const SCHEDULE: &str = "schedule";
 
+/// Whether an inbox row may be claimed at time `$1`: nobody dispatched
+/// it, or the claim on it lapsed (its host stopped renewing it: it died).
+/// A claim an older host took has no `claim_until`: it keeps the five
+/// minutes such claims had (a rolling upgrade loses nothing).
+macro_rules! claimable {
+    () => {
+        "(status = 'new' OR (status = 'dispatching' AND COALESCE(claim_until, claimed_at + 300000) < $1))"
+    };
+}
+
 /// An accepted alert.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -246,10 +256,11 @@ impl StateStore {
     /// if another dispatcher holds it or it was dispatched already.
     pub async fn claim_alert(&self, id: &str) -> Result<bool, StateError> {
         let now = now_ms();
-        let claimed = sqlx::query(
+        let claimed = sqlx::query(concat!(
             "UPDATE inbox SET status = 'dispatching', claimed_at = $1, claim_owner = $2, claim_until = $3
-                          WHERE id = $4 AND (status = 'new' OR (status = 'dispatching' AND COALESCE(claim_until, claimed_at + 300000) < $1))",
-        )
+             WHERE id = $4 AND ",
+            claimable!()
+        ))
         .bind(now)
         .bind(self.host())
         .bind(self.lease_until())
@@ -334,16 +345,14 @@ impl StateStore {
         playbook: &str,
         received_at: i64,
     ) -> Result<Option<String>, StateError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM runs WHERE fingerprint = $1 AND playbook = $2 \
-                          AND (status IN ('running', 'parked', 'in-doubt', 'stale') OR started_at >= $3 OR ended_at >= $3) \
-             ORDER BY started_at DESC LIMIT 1",
-        )
-        .bind(fingerprint)
-        .bind(playbook)
-        .bind(received_at)
-        .fetch_optional(self.pool().await?)
-        .await?)
+        let candidates =
+            Answering::candidates(self.pool().await?, &[fingerprint], received_at).await?;
+        Ok(Answering::pick(
+            &candidates,
+            fingerprint,
+            playbook,
+            received_at,
+        ))
     }
 
     /// The run of `playbook` started for accepted alert `inbox_id`, if an
@@ -362,6 +371,94 @@ impl StateStore {
         )
     }
 
+    /// Attaches, in one transaction, every alert of `repeats` that repeats
+    /// an incident already handled: each of its playbooks has a run open
+    /// for its fingerprint ([`StateStore::open_run`]). Each such alert is
+    /// recorded as attached (if it is still nobody's, as a claim would
+    /// take it) and an `attached` record is appended to each run's audit.
+    /// The rest are left untouched for the one-at-a-time dispatch: an
+    /// alert whose run some playbook lacks, one an earlier dispatch stored
+    /// a run for, and every alert after those of the same fingerprint (so
+    /// none overtakes its fingerprint's earlier ones). Answers one
+    /// [`Repeated`] per repeat, in order.
+    ///
+    /// A burst of repeats costs one commit and a few statements per alert,
+    /// where dispatching each costs a claim, lookups, an audit append and
+    /// a disposition, each its own round trip.
+    pub async fn attach_repeats(
+        &self,
+        repeats: &[Repeat<'_>],
+    ) -> Result<Vec<Repeated>, StateError> {
+        let Some(since) = repeats.iter().map(|r| r.accepted.received_at).min() else {
+            return Ok(Vec::new());
+        };
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let ids: Vec<&str> = repeats.iter().map(|r| r.accepted.id.as_str()).collect();
+        let with_runs = runs_stored_for(&mut tx, &ids).await?;
+        let mut fingerprints: Vec<&str> = repeats
+            .iter()
+            .map(|r| r.accepted.fingerprint.as_str())
+            .collect();
+        fingerprints.sort_unstable();
+        fingerprints.dedup();
+        let candidates = Answering::candidates(&mut *tx, &fingerprints, since).await?;
+
+        let mut outcomes = Vec::with_capacity(repeats.len());
+        let mut held = std::collections::HashSet::new();
+        let mut records = Vec::new();
+        for repeat in repeats {
+            let accepted = repeat.accepted;
+            let runs: Option<Vec<String>> = if held.contains(accepted.fingerprint.as_str())
+                || with_runs.contains(&accepted.id)
+            {
+                None
+            } else {
+                repeat
+                    .playbooks
+                    .iter()
+                    .map(|p| {
+                        Answering::pick(&candidates, &accepted.fingerprint, p, accepted.received_at)
+                    })
+                    .collect()
+            };
+            let Some(runs) = runs else {
+                held.insert(accepted.fingerprint.as_str());
+                outcomes.push(Repeated::Dispatch);
+                continue;
+            };
+            let recorded = sqlx::query(concat!(
+                "UPDATE inbox SET status = $2, run_ids = $3, claimed_at = $1, claim_owner = $4, claim_until = NULL
+                 WHERE id = $5 AND ",
+                claimable!()
+            ))
+            .bind(now)
+            .bind(Disposition::Attached.as_str())
+            .bind(serde_json::to_string(&runs).unwrap_or_default())
+            .bind(self.host())
+            .bind(&accepted.id)
+            .execute(&mut *tx)
+            .await?;
+            if recorded.rows_affected() == 0 {
+                held.insert(accepted.fingerprint.as_str());
+                outcomes.push(Repeated::Taken);
+                continue;
+            }
+            let record = attached_record(&accepted.id, false).to_string();
+            for run in &runs {
+                records.push((run.clone(), record.clone()));
+            }
+            outcomes.push(Repeated::Attached(runs));
+        }
+        let records: Vec<(&str, i64, &str)> = records
+            .iter()
+            .map(|(run, text)| (run.as_str(), now, text.as_str()))
+            .collect();
+        super::audit::append_each(&mut tx, &records).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
     /// Records that the alert of run `run_id` resolved.
     pub async fn mark_resolved(&self, run_id: &str) -> Result<(), StateError> {
         sqlx::query("UPDATE runs SET resolved_at = $1 WHERE id = $2 AND resolved_at IS NULL")
@@ -371,6 +468,131 @@ impl StateStore {
             .await?;
         Ok(())
     }
+}
+
+/// An alert that may repeat an incident already handled, for
+/// [`StateStore::attach_repeats`]: a firing alert and the playbooks of its
+/// routes, in route order.
+pub struct Repeat<'a> {
+    pub accepted: &'a Accepted,
+    pub playbooks: Vec<&'a str>,
+}
+
+/// What [`StateStore::attach_repeats`] made of one alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repeated {
+    /// Attached to these runs (one per playbook), audited on each, and
+    /// recorded as attached.
+    Attached(Vec<String>),
+    /// Not a plain repeat, or behind one of its fingerprint that is not:
+    /// nothing written; it is dispatched on its own.
+    Dispatch,
+    /// Another dispatcher holds it, or it was dispatched already: nothing
+    /// written.
+    Taken,
+}
+
+/// The audit record of an alert attached to a run.
+pub fn attached_record(alert_id: &str, resolved: bool) -> serde_json::Value {
+    serde_json::json!({ "attached": { "alert": alert_id, "status": if resolved { "resolved" } else { "firing" } } })
+}
+
+/// A run that may answer alerts of its fingerprint and playbook (see
+/// [`StateStore::open_run`]).
+struct Answering {
+    id: String,
+    fingerprint: String,
+    playbook: String,
+    started_at: i64,
+    ended_at: Option<i64>,
+    open: bool,
+}
+
+impl Answering {
+    /// The runs of `fingerprints` that may answer an alert accepted at
+    /// `since` or later: open ones, and ones started or ended since.
+    async fn candidates<'e>(
+        on: impl sqlx::Executor<'e, Database = sqlx::Any>,
+        fingerprints: &[&str],
+        since: i64,
+    ) -> Result<Vec<Answering>, StateError> {
+        if fingerprints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id, fingerprint, playbook, started_at, ended_at,
+                    CAST(CASE WHEN status IN ('running', 'parked', 'in-doubt', 'stale') THEN 1 ELSE 0 END AS BIGINT) AS open
+             FROM runs WHERE fingerprint IN ({})
+               AND (status IN ('running', 'parked', 'in-doubt', 'stale') OR started_at >= $1 OR ended_at >= $1)",
+            placeholders(2, fingerprints.len())
+        );
+        // Only numbered placeholders are spliced in.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since);
+        for fingerprint in fingerprints {
+            query = query.bind(*fingerprint);
+        }
+        query
+            .fetch_all(on)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(Answering {
+                    id: row.try_get("id")?,
+                    fingerprint: row.try_get("fingerprint")?,
+                    playbook: row.try_get("playbook")?,
+                    started_at: row.try_get("started_at")?,
+                    ended_at: row.try_get("ended_at")?,
+                    open: row.try_get::<i64, _>("open")? == 1,
+                })
+            })
+            .collect()
+    }
+
+    /// The run among `candidates` that answers an alert of `fingerprint`
+    /// and `playbook` accepted at `received_at`: the latest started of
+    /// those still open, or open when it arrived, or started after it.
+    fn pick(
+        candidates: &[Answering],
+        fingerprint: &str,
+        playbook: &str,
+        received_at: i64,
+    ) -> Option<String> {
+        candidates
+            .iter()
+            .filter(|run| run.fingerprint == fingerprint && run.playbook == playbook)
+            .filter(|run| {
+                run.open
+                    || run.started_at >= received_at
+                    || run.ended_at.is_some_and(|ended| ended >= received_at)
+            })
+            .max_by_key(|run| run.started_at)
+            .map(|run| run.id.clone())
+    }
+}
+
+/// The ids among `alert_ids` that a run was stored for already.
+async fn runs_stored_for(
+    tx: &mut sqlx::AnyConnection,
+    alert_ids: &[&str],
+) -> Result<std::collections::HashSet<String>, StateError> {
+    let sql = format!(
+        "SELECT inbox_id FROM runs WHERE inbox_id IN ({})",
+        placeholders(1, alert_ids.len())
+    );
+    // Only numbered placeholders are spliced in.
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    for id in alert_ids {
+        query = query.bind(*id);
+    }
+    Ok(query.fetch_all(&mut *tx).await?.into_iter().collect())
+}
+
+/// `$first, $first+1, …`: `count` numbered placeholders for an `IN` list.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl StateStore {
@@ -512,6 +734,124 @@ mod tests {
             starts_at: None,
             fingerprint: None,
         }
+    }
+
+    fn firing_of(name: &str, fingerprint: &str) -> Alert {
+        Alert {
+            fingerprint: Some(fingerprint.into()),
+            ..firing(name)
+        }
+    }
+
+    /// Repeats of open incidents are attached in one go: each alert whose
+    /// playbooks all have an open run is recorded as attached and audited
+    /// on that run. Nothing is written for the others: one a playbook has
+    /// no run for, every later alert of its fingerprint (it would
+    /// overtake), one already attached, one another dispatcher holds.
+    #[tokio::test]
+    async fn repeats_of_open_incidents_are_attached_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Arc::new(StateStore::new(path.clone()));
+        let other = StateStore::new(path).with_instance("other");
+        let alert = serde_json::json!({});
+        for (id, fingerprint, playbook) in [
+            ("r-1", "fp-1", "p"),
+            ("r-2q", "fp-2", "q"),
+            ("r-3", "fp-3", "p"),
+        ] {
+            let mut run = new_run(id, &alert);
+            run.fingerprint = Some(fingerprint);
+            run.playbook = playbook;
+            store.start_run(run).await.unwrap();
+        }
+        let accepted = store
+            .accept_alerts(
+                "alertmanager",
+                vec![
+                    firing_of("A", "fp-1"),
+                    firing_of("B", "fp-2"),
+                    firing_of("E", "fp-2"),
+                    firing_of("C", "fp-1"),
+                    firing_of("D", "fp-3"),
+                ],
+            )
+            .await
+            .unwrap();
+        let [a, b, e, c, d] = &accepted[..] else {
+            panic!("five accepted");
+        };
+        assert!(other.claim_alert(&d.id).await.unwrap());
+        let repeat = |accepted, playbook| Repeat {
+            accepted,
+            playbooks: vec![playbook],
+        };
+        let outcomes = store
+            .attach_repeats(&[
+                repeat(a, "p"),
+                // fp-2 has no run of `p`: E, behind it, waits its turn,
+                // although `q` has one.
+                repeat(b, "p"),
+                repeat(e, "q"),
+                repeat(c, "p"),
+                repeat(a, "p"),
+                repeat(d, "p"),
+            ])
+            .await
+            .unwrap();
+        let attached = |run: &str| Repeated::Attached(vec![run.to_owned()]);
+        assert_eq!(
+            outcomes,
+            [
+                attached("r-1"),
+                Repeated::Dispatch,
+                Repeated::Dispatch,
+                attached("r-1"),
+                Repeated::Taken,
+                Repeated::Taken,
+            ]
+        );
+        let rows: Vec<(String, String, Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT id, status, run_ids, claim_owner FROM inbox ORDER BY id")
+                .fetch_all(store.pool().await.unwrap())
+                .await
+                .unwrap();
+        let row = |id: &str| rows.iter().find(|r| r.0 == id).unwrap().clone();
+        for id in [&a.id, &c.id] {
+            let (_, status, run_ids, owner) = row(id);
+            assert_eq!(status, "attached");
+            assert_eq!(run_ids.as_deref(), Some(r#"["r-1"]"#));
+            assert_eq!(owner.as_deref(), Some(store.host()));
+        }
+        for id in [&b.id, &e.id] {
+            assert_eq!(row(id).1, "new", "nothing written for {id}");
+        }
+        assert_eq!(row(&d.id).1, "dispatching");
+        assert_eq!(row(&d.id).3.as_deref(), Some(other.host()));
+
+        let audited: Vec<(String, serde_json::Value)> = store
+            .audit_records()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.run_id, r.record))
+            .collect();
+        assert_eq!(
+            audited,
+            [
+                ("r-1".to_owned(), attached_record(&a.id, false)),
+                ("r-1".to_owned(), attached_record(&c.id, false)),
+            ]
+        );
+        assert_eq!(store.verify_audit().await.unwrap().unwrap(), 2);
+        // Once `p` has a run for fp-2, B is a repeat too.
+        let mut run = new_run("r-2p", &alert);
+        run.fingerprint = Some("fp-2");
+        store.start_run(run).await.unwrap();
+        assert_eq!(
+            store.attach_repeats(&[repeat(b, "p")]).await.unwrap(),
+            [attached("r-2p")]
+        );
     }
 
     /// A claim is a lease: its owner renews it; once it lapses another
