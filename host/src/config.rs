@@ -1149,6 +1149,104 @@ impl Config {
         }
     }
 
+    /// Refuses a gate key (or a guardrail's `op`) whose target could never
+    /// match a write: a connection, endpoint, flag, pager target or channel
+    /// nobody configured, a finer target on an operation that has none, a
+    /// method that is not a write, or a table not written the way writes
+    /// name it (`public.Escrow_Holds` is `escrow_holds` to the gate).
+    fn check_gate_target(&self, key: &GateKey) -> Result<(), String> {
+        let Some(target) = &key.target else {
+            return Ok(());
+        };
+        let (name, finer) = match target.split_once('/') {
+            Some((name, finer)) => (name, Some(finer)),
+            None => (target.as_str(), None),
+        };
+        let never = |why: String| format!("`{}:{target}` would never match a write: {why}", key.op);
+        let missing = |what: &str, table: &str, names: &mut dyn Iterator<Item = &String>| {
+            never(format!(
+                "no {what} `{name}` is configured; add a [{table}.{name}] table or fix the key (known: {})",
+                known(names)
+            ))
+        };
+        match key.op.as_str() {
+            "db.execute" => {
+                let Some(db) = self.db.get(name) else {
+                    return Err(missing("database connection", "db", &mut self.db.keys()));
+                };
+                let Some(table) = finer else {
+                    return Ok(());
+                };
+                let dialect = db
+                    .url
+                    .inline()
+                    .and_then(db_dialect)
+                    .unwrap_or(SqlDialect::Postgres);
+                let canonical = crate::backends::table::parse_config(dialect, table)
+                    .map_err(&never)?;
+                if canonical != table {
+                    return Err(never(format!(
+                        "writes name this table `{canonical}`; write the key as `db.execute:{name}/{canonical}`"
+                    )));
+                }
+                Ok(())
+            }
+            "rpc.call" | "rpc.http" => {
+                let Some(rpc) = self.rpc.get(name) else {
+                    return Err(missing("RPC endpoint", "rpc", &mut self.rpc.keys()));
+                };
+                match finer {
+                    None => Ok(()),
+                    Some(_) if key.op == "rpc.http" => Err(never(
+                        "`rpc.http` keys name an endpoint only; write `rpc.http:ENDPOINT`"
+                            .to_owned(),
+                    )),
+                    Some(method) => match rpc.methods.get(method) {
+                        Some(Effect::Write) => Ok(()),
+                        Some(_) => Err(never(format!(
+                            "`{method}` is classed as a read on endpoint `{name}`; only writes pass a gate"
+                        ))),
+                        None => Err(never(format!(
+                            "method `{method}` is not classed on endpoint `{name}`; add `{method} = \"write\"` under [rpc.{name}.methods]"
+                        ))),
+                    },
+                }
+            }
+            _ if finer.is_some() => Err(never(format!(
+                "only `db.execute:CONNECTION/TABLE` and `rpc.call:ENDPOINT/METHOD` name finer targets; write `{}:{name}`",
+                key.op
+            ))),
+            "flags.set" => {
+                let held = self
+                    .flags
+                    .values()
+                    .any(|store| glob_set(store.names()).is_match(name));
+                if held {
+                    Ok(())
+                } else {
+                    Err(never(format!(
+                        "no flag store holds a flag named `{name}`; list it (or a glob of it) in `names` under [flags.STORE]"
+                    )))
+                }
+            }
+            "pager.page" if !self.pager.targets.contains_key(name) => Err(missing(
+                "pager target",
+                "pager.targets",
+                &mut self.pager.targets.keys(),
+            )),
+            "pager.notify" if !self.pager.channels.contains_key(name) => Err(missing(
+                "pager channel",
+                "pager.channels",
+                &mut self.pager.channels.keys(),
+            )),
+            // A confirmation's target is always `confirm`.
+            "runbook.confirm" if name != "confirm" => Err(never(
+                "a confirmation has no target; write the key as `runbook.confirm`".to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Cross-reference checks that serde cannot do.
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = self.state.url.as_ref().and_then(Secret::inline) {
@@ -1188,6 +1286,10 @@ impl Config {
             self.validate_playbook(name, playbook)?;
         }
         for (name, rule) in &self.guardrails {
+            if let Some(key) = rule.op() {
+                self.check_gate_target(&key)
+                    .map_err(|m| self.invalid(format!("guardrails.{name}.op"), m))?;
+            }
             for pattern in &rule.patterns {
                 let matches = globset::Glob::new(pattern)
                     .map(|g| g.compile_matcher())
@@ -1477,7 +1579,10 @@ impl Config {
         for (key, rule) in &playbook.gates {
             let at_key = |field: &str| at(&format!("gates.\"{key}\"{field}"));
             if key != "default" {
-                key.parse::<GateKey>()
+                let parsed = key
+                    .parse::<GateKey>()
+                    .map_err(|m| self.invalid(at_key(""), m))?;
+                self.check_gate_target(&parsed)
                     .map_err(|m| self.invalid(at_key(""), m))?;
             }
             if rule.quorum == Some(0) {
@@ -1728,6 +1833,91 @@ grants.rpc.base.methods = ["eth_sendRawTransaction"]
         assert!(err.contains("db.query"), "{err}");
     }
 
+    /// A gate key that could never match a write is refused at load, with
+    /// the key it should have been where there is one; every key that
+    /// can match loads.
+    #[test]
+    fn a_gate_key_that_can_never_match_is_refused() {
+        let world = r#"
+[db.plaza]
+url = "postgres://stepgate@127.0.0.1/plaza"
+[db.local]
+url = "sqlite://local.db"
+[rpc.base]
+kind = "json-rpc"
+urls = ["http://127.0.0.1:8545"]
+methods = { eth_call = "read", eth_sendRawTransaction = "write" }
+[flags.main]
+kind = "builtin"
+names = ["PLAZA_*"]
+[pager.targets.ceo]
+kind = "file"
+path = "pages.jsonl"
+[pager.channels.incident]
+kind = "file"
+path = "pages.jsonl"
+[playbooks.p]
+component = "p.wasm"
+"#;
+        let with_key = |key: &str| parse(&format!("{world}gates = {{ '{key}' = \"deny\" }}\n"));
+        for good in [
+            "db.execute:plaza",
+            "db.execute:plaza/escrow_holds",
+            "db.execute:plaza/pgmq.q_arbitration_run",
+            "db.execute:plaza/\"Escrow_Holds\"",
+            "db.execute:local/escrow_holds",
+            "rpc.call:base/eth_sendRawTransaction",
+            "rpc.http:base",
+            "flags.set:PLAZA_WITHDRAWALS",
+            "pager.page:ceo",
+            "pager.notify:incident",
+            "runbook.confirm",
+        ] {
+            assert!(with_key(good).is_ok(), "{good}: {:?}", with_key(good).err());
+        }
+        for (bad, says) in [
+            ("db.execute:ledger", "[db.ledger]"),
+            (
+                "db.execute:pgmq.q_arbitration_run",
+                "no database connection `pgmq.q_arbitration_run`",
+            ),
+            (
+                "db.execute:plaza/public.escrow_holds",
+                "`db.execute:plaza/escrow_holds`",
+            ),
+            (
+                "db.execute:plaza/Escrow_Holds",
+                "`db.execute:plaza/escrow_holds`",
+            ),
+            ("db.execute:local/\"Escrow\"", "`db.execute:local/escrow`"),
+            ("db.execute:plaza/a.b.c", "a.b.c"),
+            ("rpc.call:base/eth_call", "classed as a read"),
+            ("rpc.call:base/eth_sign", "[rpc.base.methods]"),
+            ("rpc.call:mainnet", "[rpc.mainnet]"),
+            ("rpc.http:base/v1/orders", "`rpc.http:ENDPOINT`"),
+            ("flags.set:OTHER_FLAG", "no flag store holds"),
+            ("flags.set:PLAZA_X/y", "finer"),
+            ("pager.page:cfo", "[pager.targets.cfo]"),
+            ("pager.notify:ceo", "[pager.channels.ceo]"),
+            ("runbook.confirm:deploy", "`runbook.confirm`"),
+        ] {
+            let err = with_key(bad).unwrap_err().to_string();
+            assert!(err.contains("would never match"), "{bad}: {err}");
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(err.contains("playbooks.p.gates"), "{bad}: {err}");
+        }
+        // A guardrail's `op` is held to the same.
+        let guardrail = |op: &str| {
+            parse(&format!(
+                "{world}[guardrails.g]\nop = '{op}'\nwrites_per_run = 1\n"
+            ))
+        };
+        assert!(guardrail("pager.page:ceo").is_ok());
+        let err = guardrail("pager.page:cfo").unwrap_err().to_string();
+        assert!(err.contains("guardrails.g.op"), "{err}");
+        assert!(err.contains("would never match"), "{err}");
+    }
+
     #[test]
     fn a_gate_is_a_policy_or_a_rule_table() {
         let config = parse(
@@ -1735,6 +1925,9 @@ grants.rpc.base.methods = ["eth_sendRawTransaction"]
 [pager.targets.leads]
 kind = "file"
 path = "pages.jsonl"
+[flags.main]
+kind = "builtin"
+names = ["KILL"]
 [playbooks.p]
 component = "p.wasm"
 approval_timeout = "1h"

@@ -234,6 +234,14 @@ impl Rule {
             .is_none_or(|set| set.is_match(playbook))
     }
 
+    /// The operation (and target) the rule is limited to, if it names one.
+    pub fn op(&self) -> Option<crate::gate::GateKey> {
+        self.op.as_ref().map(|(op, target)| crate::gate::GateKey {
+            op: op.clone(),
+            target: target.clone(),
+        })
+    }
+
     /// Whether the rule applies to a write of `op` on `target` by `playbook`.
     pub fn covers(&self, playbook: &str, op: &str, target: &str) -> bool {
         self.names(playbook)
