@@ -281,7 +281,12 @@ pub async fn scenario_from_journal(
     out: Option<&Path>,
 ) -> Result<u8, UsageError> {
     let recording = Recording::load(file)?;
-    let text = stepgate::scenario::from_journal::scenario_of(&recording);
+    let gates = config.playbooks.get(&recording.playbook).and_then(|pb| {
+        stepgate::gate::Gates::from_config(&pb.gates)
+            .ok()
+            .map(|gates| gates.with_quorum(pb.quorum))
+    });
+    let text = stepgate::scenario::from_journal::scenario_of(&recording, gates.as_ref());
     write_or_print(out, &text)?;
     if let Some(out) = out {
         let scenario = Scenario::load(out)?;

@@ -365,6 +365,20 @@ writes = [
 ]"#,
     );
     assert_eq!(code, Some(0), "{out}");
+    // A decision the run never asked for fails the scenario.
+    let (code, out) = live(
+        &format!("{denied}\n[[approvals]]\ncall = \"pager.page\"\ndecision = \"approve\"\n"),
+        r#"[expect]
+status = "failed"
+writes = [
+  { call = "flags.set", args = { name = "KILL_SWITCH", value = "1", reason = "held 500 is over 100" }, gate = "denied" },
+]"#,
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("[[approvals]] #2 (pager.page by `an approver`) was never used"),
+        "{out}"
+    );
 
     // Approved, but the pager is down: the flag is set, the page fails.
     let approved_pager_down = r#"

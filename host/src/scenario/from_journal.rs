@@ -40,8 +40,10 @@ fn error_message(result: &Json) -> Option<String> {
     })
 }
 
-/// The scenario file (TOML text) of `recording`.
-pub fn scenario_of(recording: &Recording) -> String {
+/// The scenario file (TOML text) of `recording`; `gates`, the playbook's
+/// gates where the config is at hand, say how many approvers (and of
+/// which groups) each approved write took.
+pub fn scenario_of(recording: &Recording, gates: Option<&crate::gate::Gates>) -> String {
     let mut doc = toml::Table::new();
     doc.insert(
         "description".into(),
@@ -89,14 +91,35 @@ pub fn scenario_of(recording: &Recording) -> String {
                 _ => None,
             };
             if let Some(decision) = decision {
-                let mut a = toml::Table::new();
-                a.insert("call".into(), string(&entry.name()));
-                a.insert("target".into(), string(target_of(entry)));
-                a.insert("decision".into(), string(decision));
-                if let Some(why) = error_text(&entry.result) {
-                    a.insert("reason".into(), string(&why));
+                // An approval is one per approver the gate needed; a
+                // denial is one approver's. The recording does not say
+                // who: each is named by position, of the gate's group.
+                let (quorum, groups) = match gates {
+                    Some(gates) => {
+                        let needs =
+                            gates.requirement(&entry.name(), target_of(entry), &entry.finer);
+                        let guarded = entry.guard.iter().filter_map(|f| f.quorum).max();
+                        (needs.quorum.max(guarded.unwrap_or(1)), needs.groups)
+                    }
+                    None => (1, Vec::new()),
+                };
+                let deciders = if decision == "approve" { quorum } else { 1 };
+                for n in 1..=deciders {
+                    let mut a = toml::Table::new();
+                    a.insert("call".into(), string(&entry.name()));
+                    a.insert("target".into(), string(target_of(entry)));
+                    a.insert("decision".into(), string(decision));
+                    if deciders > 1 {
+                        a.insert("by".into(), string(&format!("approver-{n}")));
+                    }
+                    if let Some(group) = groups.first() {
+                        a.insert("groups".into(), toml::Value::Array(vec![string(group)]));
+                    }
+                    if let Some(why) = error_text(&entry.result) {
+                        a.insert("reason".into(), string(&why));
+                    }
+                    approvals.push(toml::Value::Table(a));
                 }
-                approvals.push(toml::Value::Table(a));
             }
             if entry.interface == "pager"
                 && error_text(&entry.result).is_some()
@@ -315,6 +338,80 @@ mod tests {
         Entry::example(seq, name, Effect::Read, Decision::Auto, args, result)
     }
 
+    fn recording(mode: &str, journal: Vec<Entry>) -> Recording {
+        Recording {
+            stepgate_recording: crate::recording::FORMAT,
+            run_id: "r1".into(),
+            playbook: "p".into(),
+            mode: mode.into(),
+            step_mode: false,
+            alert: Alert {
+                name: "A".into(),
+                status: AlertStatus::Firing,
+                labels: Vec::new(),
+                annotations: Vec::new(),
+                starts_at: None,
+                fingerprint: None,
+            },
+            outcome: serde_json::json!({}),
+            steps: Vec::new(),
+            journal,
+        }
+    }
+
+    /// A write approved under a gate of quorum two, of one group, becomes
+    /// two approvals by distinct approvers of that group (the scenario
+    /// decides as the server did); a denial stays one approver's.
+    #[test]
+    fn an_approved_write_takes_as_many_approvers_as_its_gate() {
+        let gate = crate::config::GateRule {
+            quorum: Some(2),
+            groups: vec!["admins".into()],
+            ..crate::config::GateRule::bare(crate::gate::Policy::Approve)
+        };
+        let gates = crate::gate::Gates::from_config(&std::collections::BTreeMap::from([(
+            "default".to_owned(),
+            gate,
+        )]))
+        .unwrap();
+        let write = |seq, gate| {
+            let args = serde_json::json!({ "name": "KILL", "value": "1", "reason": "r" });
+            let mut entry = Entry::example(
+                seq,
+                "flags.set",
+                Effect::Write,
+                gate,
+                args,
+                serde_json::json!({ "ok": null }),
+            );
+            entry.target = Some("KILL".into());
+            entry
+        };
+        let rec = recording(
+            "live",
+            vec![write(1, Decision::Approved), write(2, Decision::Denied)],
+        );
+        let doc: toml::Table = scenario_of(&rec, Some(&gates)).parse().unwrap();
+        let approvals: Vec<crate::scenario::ApprovalAnswer> = doc["approvals"]
+            .clone()
+            .try_into()
+            .unwrap_or_else(|e| panic!("{doc}: {e}"));
+        use crate::scenario::ApprovalDecision::{Approve, Deny};
+        let decided: Vec<_> = approvals
+            .iter()
+            .map(|a| (a.by.as_str(), a.decision, a.groups.as_slice()))
+            .collect();
+        let admins = ["admins".to_owned()];
+        assert_eq!(
+            decided,
+            [
+                ("approver-1", Approve, &admins[..]),
+                ("approver-2", Approve, &admins[..]),
+                ("an approver", Deny, &admins[..]),
+            ]
+        );
+    }
+
     /// A read that failed at its backend becomes an `error` answer that,
     /// played back, fails with the same text: `backend: connection
     /// refused`, not `backend: backend: connection refused`.
@@ -349,7 +446,7 @@ mod tests {
                 ),
             ],
         };
-        let doc: toml::Table = scenario_of(&recording).parse().unwrap();
+        let doc: toml::Table = scenario_of(&recording, None).parse().unwrap();
         for section in ["db", "rpc"] {
             assert_eq!(
                 doc[section][0]["error"].as_str(),

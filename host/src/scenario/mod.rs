@@ -76,17 +76,23 @@ pub struct WorldSpec {
     pub pager: PagerWorld,
 }
 
-/// An approver's decision on a write of a live scenario, matched by
+/// One approver's decision on a write of a live scenario, matched by
 /// `interface.op` and, if given, target (flag, connection, endpoint, pager
-/// target).
+/// target). A write whose gate needs a quorum takes that many approvals
+/// by distinct `by`, each from one of the gate's `groups` when it names
+/// some, as the real approval rule does; the first denial decides.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalAnswer {
     pub call: String,
     pub target: Option<String>,
     pub decision: ApprovalDecision,
+    /// The principal who decides.
     #[serde(default = "someone")]
     pub by: String,
+    /// The principal's groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
     #[serde(default)]
     pub reason: String,
 }

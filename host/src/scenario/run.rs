@@ -67,6 +67,7 @@ pub async fn run_one(runtime: &Runtime, playbook: &Playbook, scenario: Scenario)
             ),
             Some(expect) => problems.extend(check::differences(expect, &report)),
         }
+        problems.extend(world.mistakes());
     }
     Verdict {
         scenario,

@@ -41,9 +41,24 @@ pub struct World {
     asked: Mutex<std::collections::HashMap<(&'static str, usize), usize>>,
     /// Flags a live scenario has set.
     set_flags: Mutex<std::collections::BTreeMap<String, String>>,
+    /// The `[[approvals]]` entries a decision used, by index.
+    used_approvals: Mutex<std::collections::BTreeSet<usize>>,
+    /// Entries of the scenario file the run showed to be wrong.
+    mistakes: Mutex<Vec<String>>,
 }
 
 impl World {
+    fn new(spec: WorldSpec) -> World {
+        World {
+            spec,
+            unanswered: Mutex::new(Vec::new()),
+            asked: Mutex::new(Default::default()),
+            set_flags: Mutex::new(Default::default()),
+            used_approvals: Mutex::new(Default::default()),
+            mistakes: Mutex::new(Vec::new()),
+        }
+    }
+
     /// The answer to give among `matching` (indices of answers to the same
     /// question, in file order).
     fn next_of(&self, kind: &'static str, matching: &[usize]) -> Option<usize> {
@@ -61,6 +76,86 @@ impl World {
             .lock()
             .map(|u| u.clone())
             .unwrap_or_default()
+    }
+
+    fn use_approval(&self, index: usize) {
+        if let Ok(mut used) = self.used_approvals.lock() {
+            used.insert(index);
+        }
+    }
+
+    fn mistake(&self, what: String) {
+        if let Ok(mut mistakes) = self.mistakes.lock() {
+            mistakes.push(what);
+        }
+    }
+
+    /// What is wrong in the scenario file besides unanswered reads: each
+    /// decision the real approval rule would refuse, and each
+    /// `[[approvals]]` entry the run never used (a decision nobody asked
+    /// for tests nothing, and hides a write the playbook stopped making).
+    pub fn mistakes(&self) -> Vec<String> {
+        let mut mistakes = self.mistakes.lock().map(|m| m.clone()).unwrap_or_default();
+        let used = self
+            .used_approvals
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default();
+        for (i, a) in self.spec.approvals.iter().enumerate() {
+            if !used.contains(&i) {
+                let target = a
+                    .target
+                    .as_deref()
+                    .map(|t| format!(" on `{t}`"))
+                    .unwrap_or_default();
+                mistakes.push(format!(
+                    "[[approvals]] #{} ({}{target} by `{}`) was never used: the run asked for no such decision; remove it, or find why the playbook no longer reaches that write",
+                    i + 1,
+                    a.call,
+                    a.by
+                ));
+            }
+        }
+        mistakes
+    }
+
+    /// The write `request` is not decided by the scenario: the entries to
+    /// add, one per approval still needed.
+    fn undecided(&self, request: &WriteRequest, approved_by: &[&str]) -> BackendError {
+        let quorum = request.requirement.quorum.max(1) as usize;
+        let groups = &request.requirement.groups;
+        let mut snippet = Vec::new();
+        let names = (1..).map(|n| format!("approver-{n}"));
+        let fresh = names.filter(|n| !approved_by.contains(&n.as_str()));
+        for by in fresh.take(quorum - approved_by.len().min(quorum)) {
+            if !snippet.is_empty() {
+                snippet.push(String::new());
+            }
+            snippet.push("[[approvals]]".to_owned());
+            snippet.push(toml_line("call", toml::Value::String(request.op.clone())));
+            snippet.push(toml_line(
+                "target",
+                toml::Value::String(request.target.clone()),
+            ));
+            snippet.push("decision = \"approve\"  # or deny, timeout".to_owned());
+            if quorum > 1 {
+                snippet.push(toml_line("by", toml::Value::String(by)));
+            }
+            if let Some(group) = groups.first() {
+                snippet.push(toml_line(
+                    "groups",
+                    toml::Value::Array(vec![toml::Value::String(group.clone())]),
+                ));
+            }
+        }
+        let mut call = format!("an approval of {} on `{}`", request.op, request.target);
+        if quorum > 1 {
+            call.push_str(&format!(
+                " (a quorum of {quorum} distinct approvers; {} so far)",
+                approved_by.len()
+            ));
+        }
+        self.missing(call, snippet.join("\n"))
     }
 
     fn missing(&self, call: String, snippet: String) -> BackendError {
@@ -92,12 +187,7 @@ fn toml_line(key: &str, value: toml::Value) -> String {
 /// The backends of a scenario: one per connection, endpoint, flag store and
 /// pager sink the config names, all answering from `world`.
 pub fn backends(config: &Config, scenario: &Scenario) -> (Backends, Arc<World>) {
-    let world = Arc::new(World {
-        spec: scenario.world.clone(),
-        unanswered: Mutex::new(Vec::new()),
-        asked: Mutex::new(Default::default()),
-        set_flags: Mutex::new(Default::default()),
-    });
+    let world = Arc::new(World::new(scenario.world.clone()));
     let mut backends =
         Backends::default().with_clock(Arc::new(ScenarioClock(AtomicI64::new(scenario.now_ms))));
     for (name, db) in &config.db {
@@ -145,38 +235,76 @@ struct ScenarioApprover(Arc<World>);
 
 #[async_trait::async_trait]
 impl Approver for ScenarioApprover {
+    /// Decides as the real approval rule does: the matching entries are
+    /// taken in order, one decision each, until a denial (or a timeout)
+    /// decides, or the quorum is met by distinct approvers. Several
+    /// requests for the same write take the entries in order, the last
+    /// ones again once they run out (a procedure whose operator confirms
+    /// four steps and refuses the fifth). A decision the real rule would
+    /// refuse (an approver outside the gate's groups, the same approver
+    /// twice) fails the scenario, with what to write instead.
     async fn decide(&self, request: &WriteRequest) -> Result<(), String> {
-        // Several entries for the same write decide its requests in
-        // order, the last one again once they run out (a procedure whose
-        // operator confirms four steps and refuses the fifth).
-        let matching: Vec<usize> = (self.0.spec.approvals.iter().enumerate())
+        let world = &self.0;
+        let matching: Vec<usize> = (world.spec.approvals.iter().enumerate())
             .filter(|(_, a)| {
                 a.call == request.op && a.target.as_ref().is_none_or(|t| *t == request.target)
             })
             .map(|(i, _)| i)
             .collect();
-        let answer = self
-            .0
-            .next_of("approval", &matching)
-            .map(|i| &self.0.spec.approvals[i]);
-        match answer {
-            Some(a) => match a.decision {
-                ApprovalDecision::Approve => Ok(()),
-                ApprovalDecision::Deny => Err(format!("denied by {}: {}", a.by, a.reason)),
-                ApprovalDecision::Timeout => {
-                    Err("denied by timeout: no decision before the approval expired".to_owned())
+        let quorum = request.requirement.quorum.max(1) as usize;
+        let groups = &request.requirement.groups;
+        let mut approved_by: Vec<&str> = Vec::new();
+        let mut taken = Vec::new();
+        loop {
+            // Once the entries have run out, the last ones decide again:
+            // as many of them as the quorum takes.
+            let next = world.next_of("approval", &matching).and_then(|i| {
+                if taken.contains(&i) {
+                    matching.iter().rev().copied().find(|j| !taken.contains(j))
+                } else {
+                    Some(i)
                 }
-            },
-            None => {
-                let snippet = [
-                    "[[approvals]]".to_owned(),
-                    toml_line("call", toml::Value::String(request.op.clone())),
-                    toml_line("target", toml::Value::String(request.target.clone())),
-                    "decision = \"approve\"  # or deny, timeout".to_owned(),
-                ]
-                .join("\n");
-                let call = format!("an approval of {} on `{}`", request.op, request.target);
-                Err(self.0.missing(call, snippet).to_string())
+            });
+            let Some(i) = next else {
+                return Err(world.undecided(request, &approved_by).to_string());
+            };
+            taken.push(i);
+            world.use_approval(i);
+            let a = &world.spec.approvals[i];
+            let entry = || format!("[[approvals]] #{} ({} by `{}`)", i + 1, a.call, a.by);
+            if !groups.is_empty() && !a.groups.iter().any(|g| groups.contains(g)) {
+                world.mistake(format!(
+                    "{}: this write is decided by a member of {}; `{}` is in none (give the entry `groups = [\"{}\"]`, the principal's groups)",
+                    entry(),
+                    groups.join(", "),
+                    a.by,
+                    groups[0]
+                ));
+                return Err(format!("`{}` may not decide this write", a.by));
+            }
+            match a.decision {
+                ApprovalDecision::Deny => {
+                    return Err(format!("denied by {}: {}", a.by, a.reason));
+                }
+                ApprovalDecision::Timeout => {
+                    return Err(
+                        "denied by timeout: no decision before the approval expired".to_owned()
+                    );
+                }
+                ApprovalDecision::Approve if approved_by.contains(&a.by.as_str()) => {
+                    world.mistake(format!(
+                        "{}: `{}` approved this write already; a quorum of {quorum} needs {quorum} distinct approvers (give each entry its own `by`)",
+                        entry(),
+                        a.by
+                    ));
+                    return Err(format!("`{}` approved this write twice", a.by));
+                }
+                ApprovalDecision::Approve => {
+                    approved_by.push(&a.by);
+                    if approved_by.len() >= quorum {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -516,15 +644,10 @@ mod tests {
             changed: None,
             error: None,
         };
-        let world = Arc::new(World {
-            spec: WorldSpec {
-                db: vec![answer(1), answer(2)],
-                ..WorldSpec::default()
-            },
-            unanswered: Mutex::new(Vec::new()),
-            asked: Mutex::new(Default::default()),
-            set_flags: Mutex::new(Default::default()),
-        });
+        let world = Arc::new(World::new(WorldSpec {
+            db: vec![answer(1), answer(2)],
+            ..WorldSpec::default()
+        }));
         let db = ScenarioDb {
             world: world.clone(),
             conn: "ledger".into(),
@@ -552,18 +675,139 @@ mod tests {
     }
 
     fn world(flags: &[(&str, &str)]) -> Arc<World> {
-        Arc::new(World {
-            spec: super::super::WorldSpec {
-                flags: flags
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
+        Arc::new(World::new(super::super::WorldSpec {
+            flags: flags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        }))
+    }
+
+    fn approvals(entries: &str) -> Arc<World> {
+        let spec: WorldSpec = toml::from_str(entries).unwrap();
+        Arc::new(World::new(spec))
+    }
+
+    fn write_needing(quorum: u32, groups: &[&str]) -> WriteRequest {
+        WriteRequest {
+            run_id: "scenario-x".into(),
+            seq: 3,
+            playbook: "p".into(),
+            op: "flags.set".into(),
+            target: "KILL".into(),
+            finer: Vec::new(),
+            detail: String::new(),
+            reason: "because".into(),
+            requirement: crate::gate::Requirement {
+                quorum,
+                groups: groups.iter().map(|g| (*g).to_owned()).collect(),
                 ..Default::default()
             },
-            unanswered: Mutex::new(Vec::new()),
-            asked: Mutex::new(Default::default()),
-            set_flags: Mutex::new(Default::default()),
-        })
+            plan: String::new(),
+            plan_digest: String::new(),
+            findings: Vec::new(),
+        }
+    }
+
+    fn entry(decision: &str, by: &str, groups: &str) -> String {
+        format!(
+            "[[approvals]]\ncall = \"flags.set\"\ndecision = \"{decision}\"\nby = \"{by}\"\ngroups = [{groups}]\n"
+        )
+    }
+
+    /// A scenario decides a write as the approval rule does: a quorum
+    /// takes that many distinct approvers of the gate's groups, the first
+    /// denial decides, and what the rule would refuse fails the scenario.
+    #[tokio::test]
+    async fn scenario_approvals_follow_quorum_and_groups() {
+        let admins = "\"admins\"";
+        let quorum_two = write_needing(2, &["admins"]);
+        let decide = async |entries: &str, request: &WriteRequest| {
+            let world = approvals(entries);
+            let decided = ScenarioApprover(world.clone()).decide(request).await;
+            (decided, world)
+        };
+
+        // Two distinct admins: approved, every entry used.
+        let two = [
+            entry("approve", "ann", admins),
+            entry("approve", "bob", admins),
+        ]
+        .concat();
+        let (decided, world) = decide(&two, &quorum_two).await;
+        assert_eq!(decided, Ok(()));
+        assert!(world.mistakes().is_empty(), "{:?}", world.mistakes());
+
+        // A second request for the same write: the last two decide again.
+        let world = approvals(&two);
+        let approver = ScenarioApprover(world.clone());
+        assert_eq!(approver.decide(&quorum_two).await, Ok(()));
+        assert_eq!(approver.decide(&quorum_two).await, Ok(()));
+
+        // One approval of two: undecided, with the entry still needed.
+        let (decided, world) = decide(&entry("approve", "ann", admins), &quorum_two).await;
+        assert!(decided.is_err());
+        let missing = &world.unanswered()[0];
+        assert!(
+            missing.call.contains("quorum of 2") && missing.call.contains("1 so far"),
+            "{missing:?}"
+        );
+        let pasted: WorldSpec = toml::from_str(&format!(
+            "{}\n{}",
+            entry("approve", "ann", admins),
+            missing.snippet
+        ))
+        .unwrap_or_else(|e| panic!("{}: {e}", missing.snippet));
+        assert_eq!(pasted.approvals.len(), 2);
+        assert_ne!(pasted.approvals[1].by, "ann");
+        assert_eq!(pasted.approvals[1].groups, ["admins"]);
+
+        // An approval then a denial: denied.
+        let approve_deny = [
+            entry("approve", "ann", admins),
+            entry("deny", "bob", admins),
+        ]
+        .concat();
+        let (decided, _) = decide(&approve_deny, &quorum_two).await;
+        assert!(decided.unwrap_err().contains("denied by bob"));
+
+        // The same approver twice, or one outside the groups: the scenario is wrong.
+        let twice = [
+            entry("approve", "ann", admins),
+            entry("approve", "ann", admins),
+        ]
+        .concat();
+        let (decided, world) = decide(&twice, &quorum_two).await;
+        assert!(decided.is_err());
+        assert!(
+            world.mistakes()[0].contains("distinct approvers"),
+            "{:?}",
+            world.mistakes()
+        );
+        let outsider = [
+            entry("approve", "ann", admins),
+            entry("approve", "eve", "\"ops\""),
+        ]
+        .concat();
+        let (decided, world) = decide(&outsider, &quorum_two).await;
+        assert!(decided.is_err());
+        assert!(
+            world.mistakes()[0].contains("`eve` is in none"),
+            "{:?}",
+            world.mistakes()
+        );
+
+        // Quorum one: an approve then a deny approves, and the deny, never
+        // used, fails the scenario.
+        let (decided, world) = decide(&approve_deny, &write_needing(1, &[])).await;
+        assert_eq!(decided, Ok(()));
+        let mistakes = world.mistakes();
+        assert_eq!(mistakes.len(), 1, "{mistakes:?}");
+        assert!(
+            mistakes[0].contains("#2") && mistakes[0].contains("never used"),
+            "{mistakes:?}"
+        );
     }
 
     /// The snippet for a flag the scenario does not answer, pasted as
