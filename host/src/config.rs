@@ -1158,7 +1158,10 @@ impl Config {
         let Some(target) = &key.target else {
             return Ok(());
         };
-        let (name, finer) = match target.split_once('/') {
+        // Only a table and a method are finer targets; any other target
+        // is matched whole (a flag may be named `team/feature`).
+        let split = matches!(key.op.as_str(), "db.execute" | "rpc.call" | "rpc.http");
+        let (name, finer) = match target.split_once('/').filter(|_| split) {
             Some((name, finer)) => (name, Some(finer)),
             None => (target.as_str(), None),
         };
@@ -1177,14 +1180,20 @@ impl Config {
                 let Some(table) = finer else {
                     return Ok(());
                 };
-                let dialect = db
-                    .url
-                    .inline()
-                    .and_then(db_dialect)
-                    .unwrap_or(SqlDialect::Postgres);
-                let canonical = crate::backends::table::parse_config(dialect, table)
-                    .map_err(&never)?;
-                if canonical != table {
+                // A url given as a secret is not read at load: either
+                // dialect's spelling of the table may be the one.
+                let dialects = match db.url.inline() {
+                    Some(url) => vec![db_dialect(url).unwrap_or(SqlDialect::Postgres)],
+                    None => vec![SqlDialect::Postgres, SqlDialect::Sqlite],
+                };
+                let mut spellings = Vec::new();
+                for dialect in dialects {
+                    spellings.push(
+                        crate::backends::table::parse_config(dialect, table).map_err(&never)?,
+                    );
+                }
+                if !spellings.iter().any(|canonical| canonical == table) {
+                    let canonical = &spellings[0];
                     return Err(never(format!(
                         "writes name this table `{canonical}`; write the key as `db.execute:{name}/{canonical}`"
                     )));
@@ -1212,10 +1221,6 @@ impl Config {
                     },
                 }
             }
-            _ if finer.is_some() => Err(never(format!(
-                "only `db.execute:CONNECTION/TABLE` and `rpc.call:ENDPOINT/METHOD` name finer targets; write `{}:{name}`",
-                key.op
-            ))),
             "flags.set" => {
                 let held = self
                     .flags
@@ -1843,6 +1848,8 @@ grants.rpc.base.methods = ["eth_sendRawTransaction"]
 url = "postgres://stepgate@127.0.0.1/plaza"
 [db.local]
 url = "sqlite://local.db"
+[db.vault]
+url = { env = "VAULT_DB_URL" }
 [rpc.base]
 kind = "json-rpc"
 urls = ["http://127.0.0.1:8545"]
@@ -1869,6 +1876,9 @@ component = "p.wasm"
             "rpc.call:base/eth_sendRawTransaction",
             "rpc.http:base",
             "flags.set:PLAZA_WITHDRAWALS",
+            "flags.set:PLAZA_TEAM/feature",
+            "db.execute:vault/\"Escrow_Holds\"",
+            "db.execute:vault/escrow_holds",
             "pager.page:ceo",
             "pager.notify:incident",
             "runbook.confirm",
@@ -1896,9 +1906,13 @@ component = "p.wasm"
             ("rpc.call:mainnet", "[rpc.mainnet]"),
             ("rpc.http:base/v1/orders", "`rpc.http:ENDPOINT`"),
             ("flags.set:OTHER_FLAG", "no flag store holds"),
-            ("flags.set:PLAZA_X/y", "finer"),
             ("pager.page:cfo", "[pager.targets.cfo]"),
             ("pager.notify:ceo", "[pager.channels.ceo]"),
+            ("pager.page:ceo/cfo", "[pager.targets.ceo/cfo]"),
+            (
+                "db.execute:vault/Escrow_Holds",
+                "`db.execute:vault/escrow_holds`",
+            ),
             ("runbook.confirm:deploy", "`runbook.confirm`"),
         ] {
             let err = with_key(bad).unwrap_err().to_string();
