@@ -5,7 +5,9 @@
 //! slot, store the run and start it.
 //!
 //! Alerts go through [`lanes`](super::lanes): one fingerprint at a time, in
-//! order, different fingerprints side by side. Every wait (for a run slot,
+//! order, different fingerprints side by side; the repeats a lane holds of
+//! an incident whose runs are open are attached together, in one commit.
+//! Every wait (for a run slot,
 //! for the playbook to load) happens before any run of the alert is
 //! stored, so a run's lease starts when it does and no sweep takes it for
 //! an orphan. Also the sweeper, which resumes what the state store says is
@@ -45,112 +47,103 @@ pub async fn dispatcher(
     mut inbox: mpsc::Receiver<Vec<Accepted>>,
 ) {
     let for_lanes = shared.clone();
-    let lanes = super::lanes::Lanes::new(MAX_LANES, move |accepted| {
+    let lanes = super::lanes::Lanes::new(MAX_LANES, move |alerts| {
         let shared = for_lanes.clone();
-        async move { dispatch(&shared, accepted).await }
+        async move { dispatch_in_order(&shared, alerts).await }
     });
     for accepted in leftover {
         lanes.push(accepted).await;
     }
-    while let Some(mut batch) = inbox.recv().await {
-        // What the hooks accepted meanwhile goes in the same batch.
-        while batch.len() < MAX_BATCH {
-            match inbox.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
-            }
-        }
-        for accepted in attach_repeats(&shared, &lanes, batch).await {
+    while let Some(batch) = inbox.recv().await {
+        for accepted in batch {
             lanes.push(accepted).await;
         }
     }
 }
 
-/// Alerts the dispatcher takes from its queue at once, at most.
-const MAX_BATCH: usize = 256;
+/// Dispatches `alerts`, the alerts of one fingerprint a lane had queued,
+/// in order. While at least two plain repeats head the queue (firing
+/// alerts whose routes all match, none silenced), they are attached to
+/// their incident's open runs in one state-store transaction; the first
+/// one that is not a repeat (the incident's first alert, a resolved one,
+/// one a maintenance window silences) is dispatched on its own, and the
+/// rest are tried together again. So a burst of repeats costs one commit,
+/// not a claim, lookups, an audit append and a disposition each.
+async fn dispatch_in_order(shared: &Arc<Shared>, alerts: Vec<Accepted>) {
+    let mut queue = std::collections::VecDeque::from(alerts);
+    let mut together = true;
+    while !queue.is_empty() {
+        if together {
+            match attach_together(shared, queue.make_contiguous()).await {
+                Ok(0) => {}
+                Ok(settled) => {
+                    queue.drain(..settled);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot attach repeated alerts together ({e}); each is dispatched on its own"
+                    );
+                    together = false;
+                }
+            }
+        }
+        if let Some(next) = queue.pop_front() {
+            dispatch(shared, next).await;
+        }
+    }
+}
 
-/// Attaches the plain repeats of `batch` (firing alerts of incidents whose
-/// runs are open) in one state-store transaction, and gives back, in
-/// order, the alerts that are dispatched one at a time in their lanes.
-///
-/// Only an alert no lane holds an earlier alert of (nor the alert
-/// itself), whose routes all match and none is silenced, is tried: the
-/// rest, and every later alert of their fingerprints, go to the lanes, so
-/// the alerts of a fingerprint are still handled in the order they came.
-/// Should the transaction fail, every alert goes to the lanes.
-async fn attach_repeats<F, Fut>(
-    shared: &Shared,
-    lanes: &super::lanes::Lanes<F>,
-    batch: Vec<Accepted>,
-) -> Vec<Accepted>
-where
-    F: Fn(Accepted) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
+/// Attaches the plain repeats at the head of `alerts` (all of one
+/// fingerprint), if there are two or more, in one transaction. Answers how
+/// many alerts of the head are settled, attached or held by another
+/// dispatcher: none when the first is to be dispatched on its own.
+async fn attach_together(shared: &Shared, alerts: &[Accepted]) -> Result<usize, StateError> {
     let in_force = shared.routes();
     let guard = shared.runtime().config.guard.clone();
     let now = chrono::Utc::now();
-    let mut to_lanes = std::collections::HashSet::new();
-    let mut tried: Vec<(usize, Vec<&Route>)> = Vec::new();
-    for (index, accepted) in batch.iter().enumerate() {
-        let routes = if accepted.schedule().is_some()
-            || accepted.alert.status != AlertStatus::Firing
-            || to_lanes.contains(&accepted.fingerprint)
-            || lanes.holds(accepted)
-        {
-            Vec::new()
-        } else {
-            routes_for(&in_force, &accepted.alert)
-        };
-        let plain = !routes.is_empty()
-            && routes.iter().all(|route| {
-                guard
-                    .silenced(&route.playbook, &accepted.alert, now)
-                    .is_none()
-            });
-        if plain {
-            tried.push((index, routes));
-        } else {
-            to_lanes.insert(accepted.fingerprint.clone());
+    let plain = |accepted: &Accepted| {
+        if accepted.schedule().is_some() || accepted.alert.status != AlertStatus::Firing {
+            return None;
         }
-    }
-    if tried.is_empty() {
-        return batch;
-    }
-    let repeats: Vec<Repeat> = tried
+        let routes = routes_for(&in_force, &accepted.alert);
+        let unsilenced = routes.iter().all(|route| {
+            guard
+                .silenced(&route.playbook, &accepted.alert, now)
+                .is_none()
+        });
+        (!routes.is_empty() && unsilenced).then_some(routes)
+    };
+    let head: Vec<(&Accepted, Vec<&Route>)> = alerts
         .iter()
-        .map(|(index, routes)| Repeat {
-            accepted: &batch[*index],
+        .map_while(|accepted| Some((accepted, plain(accepted)?)))
+        .collect();
+    if head.len() < 2 {
+        return Ok(0);
+    }
+    let repeats: Vec<Repeat> = head
+        .iter()
+        .map(|(accepted, routes)| Repeat {
+            accepted,
             playbooks: routes.iter().map(|route| route.playbook.as_str()).collect(),
         })
         .collect();
-    let outcomes = match shared.runtime().state.attach_repeats(&repeats).await {
-        Ok(outcomes) => outcomes,
-        Err(e) => {
-            tracing::warn!(
-                "cannot attach repeated alerts together ({e}); each is dispatched on its own"
-            );
-            return batch;
-        }
-    };
-    let mut done = vec![false; batch.len()];
-    for ((index, routes), outcome) in tried.iter().zip(outcomes) {
+    let outcomes = shared.runtime().state.attach_repeats(&repeats).await?;
+    let mut settled = 0;
+    for ((_, routes), outcome) in head.iter().zip(outcomes) {
         match outcome {
             Repeated::Attached(_) => {
                 for route in routes {
                     shared.metrics.alert(&route_name(route), "attached");
                 }
-                done[*index] = true;
             }
-            Repeated::Taken => done[*index] = true,
-            Repeated::Dispatch => {}
+            Repeated::Taken => {}
+            // Every later alert of the fingerprint is held back too.
+            Repeated::Dispatch => break,
         }
+        settled += 1;
     }
-    batch
-        .into_iter()
-        .zip(done)
-        .filter_map(|(accepted, done)| (!done).then_some(accepted))
-        .collect()
+    Ok(settled)
 }
 
 /// Dispatches one alert if this dispatcher claims it, trying again on a

@@ -4,10 +4,12 @@
 //! for a run slot (its playbook at its `max_runs`) holds up no other
 //! incident, and none overtakes its own earlier notification.
 //!
-//! A lane is a task with a queue; it ends when its queue is empty. At most
-//! `max` lanes are open at once; past that, the dispatcher waits. An alert
-//! already queued (the sweeper hands over again what waits too long) is
-//! not queued twice.
+//! A lane is a task with a queue; it ends when its queue is empty. It
+//! hands its dispatcher everything queued so far at once (in order, at
+//! most [`MAX_TAKEN`]), so a burst of repeats of one incident can be
+//! recorded together. At most `max` lanes are open at once; past that,
+//! the dispatcher waits. An alert already queued (the sweeper hands over
+//! again what waits too long) is not queued twice.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -26,7 +28,7 @@ pub struct Lanes<F> {
     /// The ids of the alerts queued or being dispatched.
     queued: Queued,
     limit: Arc<Semaphore>,
-    /// Dispatches one alert.
+    /// Dispatches the alerts of one fingerprint, in order.
     dispatch: F,
 }
 
@@ -37,9 +39,12 @@ fn lock(open: &Open) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Acc
     }
 }
 
+/// The alerts a lane hands its dispatcher at once, at most.
+pub const MAX_TAKEN: usize = 256;
+
 impl<F, Fut> Lanes<F>
 where
-    F: Fn(Accepted) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Vec<Accepted>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     pub fn new(max: usize, dispatch: F) -> Lanes<F> {
@@ -49,16 +54,6 @@ where
             limit: Arc::new(Semaphore::new(max.max(1))),
             dispatch,
         }
-    }
-
-    /// Whether `accepted` is queued here already, or an earlier alert of
-    /// its fingerprint is: dispatched any other way, it could overtake.
-    pub fn holds(&self, accepted: &Accepted) -> bool {
-        let queued = match self.queued.lock() {
-            Ok(ids) => ids.contains(&accepted.id),
-            Err(poisoned) => poisoned.into_inner().contains(&accepted.id),
-        };
-        queued || lock(&self.open).contains_key(&accepted.fingerprint)
     }
 
     /// Queues `accepted` behind the earlier alerts of its fingerprint, or
@@ -115,8 +110,9 @@ where
     }
 }
 
-/// Dispatches the lane's alerts in order; closes the lane once its queue
-/// is empty (checked under the map's lock, so no alert is left behind).
+/// Dispatches the lane's alerts in order, each time all those queued so
+/// far; closes the lane once its queue is empty (checked under the map's
+/// lock, so no alert is left behind).
 async fn lane<F, Fut>(
     open: Open,
     queued: Queued,
@@ -125,29 +121,36 @@ async fn lane<F, Fut>(
     dispatch: F,
     _permit: OwnedSemaphorePermit,
 ) where
-    F: Fn(Accepted) -> Fut,
+    F: Fn(Vec<Accepted>) -> Fut,
     Fut: Future<Output = ()>,
 {
     loop {
-        let next = match queue.try_recv() {
-            Ok(next) => next,
-            Err(_) => {
-                let mut map = lock(&open);
-                match queue.try_recv() {
-                    Ok(next) => next,
-                    Err(_) => {
-                        map.remove(&fingerprint);
-                        return;
-                    }
+        let mut taken = Vec::new();
+        while taken.len() < MAX_TAKEN {
+            match queue.try_recv() {
+                Ok(next) => taken.push(next),
+                Err(_) => break,
+            }
+        }
+        if taken.is_empty() {
+            let mut map = lock(&open);
+            match queue.try_recv() {
+                Ok(next) => taken.push(next),
+                Err(_) => {
+                    map.remove(&fingerprint);
+                    return;
                 }
             }
+        }
+        let ids: Vec<String> = taken.iter().map(|a| a.id.clone()).collect();
+        dispatch(taken).await;
+        let mut queued = match queued.lock() {
+            Ok(ids) => ids,
+            Err(poisoned) => poisoned.into_inner(),
         };
-        let id = next.id.clone();
-        dispatch(next).await;
-        match queued.lock() {
-            Ok(mut ids) => ids.remove(&id),
-            Err(poisoned) => poisoned.into_inner().remove(&id),
-        };
+        for id in &ids {
+            queued.remove(id);
+        }
     }
 }
 
@@ -179,14 +182,16 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::<String>::new()));
         let gate = Arc::new(tokio::sync::Notify::new());
         let (s, g) = (seen.clone(), gate.clone());
-        let lanes = Lanes::new(8, move |a: Accepted| {
+        let lanes = Lanes::new(8, move |taken: Vec<Accepted>| {
             let (seen, gate) = (s.clone(), g.clone());
             async move {
-                // The first alert of `slow` waits (as for a run slot).
-                if a.id == "slow-1" {
-                    gate.notified().await;
+                for a in taken {
+                    // The first alert of `slow` waits (as for a run slot).
+                    if a.id == "slow-1" {
+                        gate.notified().await;
+                    }
+                    seen.lock().unwrap().push(a.id);
                 }
-                seen.lock().unwrap().push(a.id);
             }
         });
         lanes.push(accepted("slow-1", "slow")).await;
@@ -204,5 +209,40 @@ mod tests {
         lanes.push(accepted("slow-3", "slow")).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(seen.lock().unwrap().len(), 4);
+    }
+
+    /// A lane hands over everything queued behind the alert it was busy
+    /// with at once, in order.
+    #[tokio::test]
+    async fn what_queued_meanwhile_is_handed_over_at_once() {
+        let handed = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let busy = Arc::new(tokio::sync::Notify::new());
+        let (h, g, b) = (handed.clone(), gate.clone(), busy.clone());
+        let lanes = Lanes::new(8, move |taken: Vec<Accepted>| {
+            let (handed, gate, busy) = (h.clone(), g.clone(), b.clone());
+            async move {
+                let ids: Vec<String> = taken.into_iter().map(|a| a.id).collect();
+                if ids[0] == "a-1" {
+                    busy.notify_one();
+                    gate.notified().await;
+                }
+                handed.lock().unwrap().push(ids);
+            }
+        });
+        lanes.push(accepted("a-1", "a")).await;
+        // Once the lane is busy with a-1 alone, three more queue behind it.
+        busy.notified().await;
+        for id in ["a-2", "a-3", "a-4"] {
+            lanes.push(accepted(id, "a")).await;
+        }
+        gate.notify_one();
+        while handed.lock().unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            *handed.lock().unwrap(),
+            [vec!["a-1"], vec!["a-2", "a-3", "a-4"]]
+        );
     }
 }

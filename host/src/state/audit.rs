@@ -72,6 +72,30 @@ pub fn chain_hash(prev_hash: &str, seq: i64, at: i64, run_id: &str, record: &str
 /// How often an append retries when another writer took the same position.
 const APPEND_ATTEMPTS: usize = 8;
 
+/// Runs `attempt`, a transaction that appends to the audit chain, again
+/// while another writer's append takes the position it computed (the
+/// unique key on `seq` refuses the second, and its transaction rolls back
+/// whole).
+pub(crate) async fn until_appended<T, Fut>(
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, StateError>
+where
+    Fut: std::future::Future<Output = Result<T, StateError>>,
+{
+    let mut last_error = None;
+    for _ in 0..APPEND_ATTEMPTS {
+        match attempt().await {
+            Err(StateError::Query(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                last_error = Some(sqlx::Error::Database(e));
+            }
+            done => return done,
+        }
+    }
+    Err(last_error
+        .map(StateError::Query)
+        .unwrap_or_else(|| StateError::Corrupt("audit append kept colliding".into())))
+}
+
 /// Appends `records` (each with its time and JSON text) of run `run_id`
 /// after the last record, in `tx`; returns the last position appended (0
 /// if none).
@@ -163,29 +187,18 @@ impl StateStore {
         entries: &[Entry],
         records: &[(i64, String)],
     ) -> Result<i64, StateError> {
-        let mut last_error = None;
-        for _ in 0..APPEND_ATTEMPTS {
+        until_appended(|| async move {
             let mut tx = self.begin_write().await?;
             if !entries.is_empty() {
                 self.hold(&mut tx, run_id).await?;
                 self.insert_entries(&mut tx, run_id, Phase::Done, entries)
                     .await?;
             }
-            match append(&mut tx, run_id, records).await {
-                Ok(seq) => {
-                    tx.commit().await?;
-                    return Ok(seq);
-                }
-                // Another writer appended at this position first: go again.
-                Err(StateError::Query(sqlx::Error::Database(e))) if e.is_unique_violation() => {
-                    last_error = Some(sqlx::Error::Database(e));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error
-            .map(StateError::Query)
-            .unwrap_or_else(|| StateError::Corrupt("audit append kept colliding".into())))
+            let seq = append(&mut tx, run_id, records).await?;
+            tx.commit().await?;
+            Ok(seq)
+        })
+        .await
     }
 
     /// Every record in order (for export).

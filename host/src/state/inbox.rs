@@ -2,6 +2,7 @@
 //! restart loses none, and what became of each; and the lookups dedup
 //! needs (the open run of a fingerprint).
 
+use std::collections::HashSet;
 use std::sync::{Arc, PoisonError};
 
 use sqlx::Row;
@@ -389,6 +390,31 @@ impl StateStore {
         &self,
         repeats: &[Repeat<'_>],
     ) -> Result<Vec<Repeated>, StateError> {
+        let mut outcomes = Vec::with_capacity(repeats.len());
+        // Fingerprints held back: every later alert of theirs is left to
+        // the one-at-a-time dispatch too, across chunks.
+        let mut held = HashSet::new();
+        for chunk in repeats.chunks(REPEATS_PER_COMMIT) {
+            let before = &held;
+            let (attached, now_held) = super::audit::until_appended(|| async move {
+                let mut held = before.clone();
+                let outcomes = self.attach_chunk(chunk, &mut held).await?;
+                Ok((outcomes, held))
+            })
+            .await?;
+            outcomes.extend(attached);
+            held = now_held;
+        }
+        Ok(outcomes)
+    }
+
+    /// [`StateStore::attach_repeats`] for at most [`REPEATS_PER_COMMIT`]
+    /// repeats, in one transaction.
+    async fn attach_chunk(
+        &self,
+        repeats: &[Repeat<'_>],
+        held: &mut HashSet<String>,
+    ) -> Result<Vec<Repeated>, StateError> {
         let Some(since) = repeats.iter().map(|r| r.accepted.received_at).min() else {
             return Ok(Vec::new());
         };
@@ -405,11 +431,10 @@ impl StateStore {
         let candidates = Answering::candidates(&mut *tx, &fingerprints, since).await?;
 
         let mut outcomes = Vec::with_capacity(repeats.len());
-        let mut held = std::collections::HashSet::new();
         let mut records = Vec::new();
         for repeat in repeats {
             let accepted = repeat.accepted;
-            let runs: Option<Vec<String>> = if held.contains(accepted.fingerprint.as_str())
+            let runs: Option<Vec<String>> = if held.contains(&accepted.fingerprint)
                 || with_runs.contains(&accepted.id)
             {
                 None
@@ -423,7 +448,7 @@ impl StateStore {
                     .collect()
             };
             let Some(runs) = runs else {
-                held.insert(accepted.fingerprint.as_str());
+                held.insert(accepted.fingerprint.clone());
                 outcomes.push(Repeated::Dispatch);
                 continue;
             };
@@ -440,7 +465,7 @@ impl StateStore {
             .execute(&mut *tx)
             .await?;
             if recorded.rows_affected() == 0 {
-                held.insert(accepted.fingerprint.as_str());
+                held.insert(accepted.fingerprint.clone());
                 outcomes.push(Repeated::Taken);
                 continue;
             }
@@ -469,6 +494,11 @@ impl StateStore {
         Ok(())
     }
 }
+
+/// Repeats attached in one transaction, at most: a statement's parameters
+/// stay well under every database's limit, and a long list (the sweeper's)
+/// does not hold the write lock for long.
+const REPEATS_PER_COMMIT: usize = 256;
 
 /// An alert that may repeat an incident already handled, for
 /// [`StateStore::attach_repeats`]: a firing alert and the playbooks of its
@@ -565,7 +595,9 @@ impl Answering {
                     || run.started_at >= received_at
                     || run.ended_at.is_some_and(|ended| ended >= received_at)
             })
-            .max_by_key(|run| run.started_at)
+            // The latest; of two started in the same millisecond, the open
+            // one, then the greater id, so every replica picks the same.
+            .max_by(|a, b| (a.started_at, a.open, &a.id).cmp(&(b.started_at, b.open, &b.id)))
             .map(|run| run.id.clone())
     }
 }
@@ -851,6 +883,64 @@ mod tests {
         assert_eq!(
             store.attach_repeats(&[repeat(b, "p")]).await.unwrap(),
             [attached("r-2p")]
+        );
+    }
+
+    /// More repeats than one commit takes are attached chunk by chunk,
+    /// and a fingerprint held back in one chunk stays held in the next.
+    #[tokio::test]
+    async fn a_long_list_of_repeats_is_attached_chunk_by_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(StateStore::new(dir.path().join("s.db")));
+        let alert = serde_json::json!({});
+        for (id, fingerprint, playbook) in [("r-1", "fp-1", "p"), ("r-9", "fp-9", "q")] {
+            let mut run = new_run(id, &alert);
+            run.fingerprint = Some(fingerprint);
+            run.playbook = playbook;
+            store.start_run(run).await.unwrap();
+        }
+        let total = REPEATS_PER_COMMIT + 44;
+        let (held_first, held_later) = (10, REPEATS_PER_COMMIT + 20);
+        let alerts = (0..total)
+            .map(|i| {
+                let fingerprint = if i == held_first || i == held_later {
+                    "fp-9"
+                } else {
+                    "fp-1"
+                };
+                firing_of(&format!("A{i}"), fingerprint)
+            })
+            .collect();
+        let accepted = store.accept_alerts("alertmanager", alerts).await.unwrap();
+        let repeats: Vec<Repeat> = accepted
+            .iter()
+            .enumerate()
+            // fp-9 has no run of `p` (its first alert is dispatched on its
+            // own); its later alert, of `q`, which has one, waits behind it.
+            .map(|(i, accepted)| Repeat {
+                accepted,
+                playbooks: vec![if i == held_first {
+                    "p"
+                } else if i == held_later {
+                    "q"
+                } else {
+                    "p"
+                }],
+            })
+            .collect();
+        let outcomes = store.attach_repeats(&repeats).await.unwrap();
+        assert_eq!(outcomes.len(), total);
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let expected = if i == held_first || i == held_later {
+                Repeated::Dispatch
+            } else {
+                Repeated::Attached(vec!["r-1".to_owned()])
+            };
+            assert_eq!(*outcome, expected, "alert {i}");
+        }
+        assert_eq!(
+            store.verify_audit().await.unwrap().unwrap(),
+            (total - 2) as u64
         );
     }
 
