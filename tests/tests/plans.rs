@@ -12,6 +12,7 @@ use stepgate::journal::Quiet;
 use stepgate::run::{RunEnd, RunReport, Stopped};
 use stepgate::runtime::Runtime;
 use stepgate::state::approvals::{DecisionError, Role};
+use stepgate_tests::receiver::{Receiver, Reply};
 use stepgate_tests::servers::PgServer;
 use stepgate_tests::*;
 
@@ -173,6 +174,104 @@ async fn an_approval_of_a_stale_plan_is_void_and_the_run_asks_again(kind: Kind) 
     assert_eq!(report.journal[2].rechecked, Some(2));
 }
 
+/// A plan that rests on an HTTP read is re-checked too: sent again as it
+/// was, compared by status and body (the `Date` header the server sends
+/// differs every second, and voids nothing).
+async fn an_http_read_is_rechecked_by_status_and_body(kind: Kind) {
+    let depth = Arc::new(std::sync::atomic::AtomicUsize::new(7));
+    let answering = depth.clone();
+    let api = Receiver::start(move |_, _| {
+        let depth = answering.load(std::sync::atomic::Ordering::SeqCst);
+        Reply::ok(format!("{{\"depth\": {depth}}}"))
+    })
+    .await;
+    let pg = (kind == Kind::Postgres).then(PgServer::start);
+    let state = stepgate_tests::servers::state_section(pg.as_ref());
+    let setup = Setup::new(&format!(
+        r#"
+{state}
+[db.plaza]
+url = "sqlite::memory:"
+[rpc.queue]
+kind = "http"
+urls = ["{}"]
+routes = ["GET /depth"]
+[flags.plaza]
+kind = "builtin"
+names = ["PLAZA_*"]
+[playbooks.hostile]
+component = "{}"
+grants.db.plaza = {{}}
+grants.rpc.queue.routes = ["GET /depth"]
+grants.flags = {{ write = ["PLAZA_*"] }}
+[playbooks.hostile.gates]
+"flags.set" = {{ policy = "approve", quorum = 1 }}
+"#,
+        api.url,
+        stepgate_artifacts::HOSTILE
+    ));
+    let runtime = setup.runtime();
+    let approver = Arc::new(StoredApprover::new(runtime.state.clone(), "ops"));
+    let report = run(
+        &runtime,
+        "hostile",
+        alert(
+            "Hostile",
+            &[("mode", "http-read-write"), ("endpoint", "queue")],
+            &[("path", "/depth")],
+        ),
+        Mode::Live,
+        approver,
+    )
+    .await;
+    let RunEnd::Stopped(Stopped::Parked { seq, .. }) = report.end else {
+        panic!("{:?}", report.end);
+    };
+    let state = &runtime.state;
+    let amy = state.add_principal("amy", Role::Approver).await.unwrap();
+    let approve = async |why: &str| {
+        state
+            .decide_approval(&amy, &report.run_id, seq, true, why)
+            .await
+            .unwrap()
+    };
+    let resume = async || {
+        runtime
+            .resume(&report.run_id, None, Box::new(Quiet))
+            .await
+            .unwrap()
+    };
+    let written = async || state.flag("PLAZA_TEST_FLAG").await.unwrap();
+
+    // The queue drained while the approver decided: void, nothing written.
+    approve("deep queue").await;
+    depth.store(0, std::sync::atomic::Ordering::SeqCst);
+    let resumed = resume().await;
+    assert!(
+        matches!(resumed.end, RunEnd::Stopped(Stopped::Parked { .. })),
+        "{:?}",
+        resumed.end
+    );
+    assert_eq!(written().await, None);
+    assert_eq!(state.replans(&report.run_id).await.unwrap(), 1);
+
+    // Approved again, a second later (another `Date`), the same body:
+    // written, its read checked.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    approve("still deep").await;
+    let resumed = resume().await;
+    assert!(matches!(resumed.end, RunEnd::Done(_)), "{:?}", resumed.end);
+    assert_eq!(written().await.as_deref(), Some("1"));
+    let write = resumed
+        .journal
+        .iter()
+        .find(|e| e.name() == "flags.set")
+        .unwrap();
+    assert_eq!(write.rechecked, Some(1));
+    let gets = api.requests().iter().filter(|r| r.method == "GET").count();
+    assert!(gets >= 3, "read, re-checked, read again: {gets}");
+}
+
 async fn a_rule_without_recheck_keeps_its_approval(kind: Kind) {
     let w = world(
         kind,
@@ -201,4 +300,5 @@ async fn a_rule_without_recheck_keeps_its_approval(kind: Kind) {
 stepgate_tests::on_both_stores!(
     an_approval_of_a_stale_plan_is_void_and_the_run_asks_again,
     a_rule_without_recheck_keeps_its_approval,
+    an_http_read_is_rechecked_by_status_and_body,
 );

@@ -6,16 +6,19 @@
 //! [`Stopped::Stale`] and is re-planned on fresh data (see `run::resume`).
 //!
 //! Only reads that were made and can be repeated exactly are checked:
-//! `db.query`, `flags.get` and `rpc.call` (read methods). A read that fails
-//! now where it answered before counts as a change: the run re-plans and
-//! the playbook meets the failure itself. `rpc.http` requests are not
-//! (their header values are not journaled), nor `runbook.now`/`sleep`.
+//! `db.query`, `flags.get`, `rpc.call` (read methods) and `rpc.http`
+//! requests classed as reads (sent again with the method, path, headers
+//! and body the journal holds; compared by status and body, since response
+//! headers such as `Date` differ on every answer). A read that fails now
+//! where it answered before counts as a change: the run re-plans and the
+//! playbook meets the failure itself. `runbook.now`/`sleep` are not.
 
 use serde_json::{Value as Json, json};
 
 use super::{CallCtx, CapError};
 use crate::backends::{BackendError, Backends};
 use crate::bindings::Value;
+use crate::bindings::stepgate::playbook::rpc::HttpRequest;
 use crate::config::Effect;
 use crate::gate::Decision;
 use crate::journal::Entry;
@@ -36,18 +39,32 @@ impl CallCtx {
                 continue;
             };
             checked += 1;
-            if now != read.result {
+            let was = compared(read, &read.result);
+            let now = compared(read, &now);
+            if now != was {
                 return Err(Stopped::Stale {
                     seq: write_seq,
                     read: read.seq,
                     call: format!("{} {}", read.name(), read.args),
-                    was: cut(&read.result),
+                    was: cut(&was),
                     now: cut(&now),
                 }
                 .into());
             }
         }
         Ok(checked)
+    }
+}
+
+/// What of a read's journaled result the check compares: all of it, but
+/// for an HTTP answer its status and body (response headers such as
+/// `Date` or a request id differ on every answer).
+fn compared(read: &Entry, result: &Json) -> Json {
+    match (read.name().as_str(), result.get("ok")) {
+        ("rpc.http", Some(ok)) => json!({
+            "ok": { "status": ok.get("status"), "body": ok.get("body") }
+        }),
+        _ => result.clone(),
     }
 }
 
@@ -109,6 +126,28 @@ async fn reread(backends: &Backends, entry: &Entry, limit: u64) -> Option<Json> 
                     .call(entry.seq, &method, params, Effect::Read, limit)
                     .await
                     .map(|answered| json!(answered.value.to_string())),
+                Err(e) => Err(e),
+            }
+        }
+        ("rpc", "http") => {
+            let body = text("body")?;
+            if body.contains(char::REPLACEMENT_CHARACTER) {
+                // Journaled lossily: what was sent cannot be sent again.
+                return None;
+            }
+            let headers: Vec<(String, String)> =
+                serde_json::from_value(entry.args.get("headers")?.clone()).ok()?;
+            let request = HttpRequest {
+                method: text("method")?,
+                path: text("path")?,
+                headers,
+                body: body.into_bytes(),
+            };
+            match backends.rpc(&text("endpoint")?) {
+                Ok(rpc) => rpc
+                    .http(&request, Effect::Read, limit)
+                    .await
+                    .map(|answered| json!(answered.value)),
                 Err(e) => Err(e),
             }
         }

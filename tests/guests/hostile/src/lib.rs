@@ -110,6 +110,17 @@ impl Playbook for Hostile {
                 flags::set("PLAZA_TEST_FLAG", "1", "benchmark: a write after the reads")?;
                 Ok(Outcome::new(format!("{n} reads, one write")))
             }
+            // A plan resting on an HTTP read: GET `path` on `endpoint`,
+            // then the write behind its gate.
+            "http-read-write" => {
+                let endpoint = alert.label("endpoint").unwrap_or("admin");
+                let read = http::get(endpoint, text(&alert, "path"))?;
+                flags::set("PLAZA_TEST_FLAG", "1", "the HTTP read said so")?;
+                Ok(Outcome::new(format!(
+                    "read status {}, one write",
+                    read.status
+                )))
+            }
             // For benchmarks: `n` runs of the `sql` annotation on `plaza`.
             "query-loop" => {
                 let n = count(&alert);
