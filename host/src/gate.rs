@@ -187,6 +187,27 @@ pub struct Requirement {
     pub guarded: bool,
 }
 
+impl Requirement {
+    /// The groups that may decide a request that has been escalated
+    /// `escalated` steps: the rule's, and those of each step paged so far
+    /// (all of them for `i64::MAX`). Empty: any approver.
+    pub fn eligible_groups(&self, escalated: i64) -> Vec<String> {
+        if self.groups.is_empty() {
+            // Any approver may decide; escalation pages more people, it
+            // never narrows who may.
+            return Vec::new();
+        }
+        let paged = self.escalate.iter().take(escalated.max(0) as usize);
+        let mut groups: Vec<String> = self.groups.clone();
+        for step in paged {
+            groups.extend(step.groups.iter().cloned());
+        }
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+}
+
 impl Default for Requirement {
     /// One approver, any group, no timeout, no escalation.
     fn default() -> Self {
@@ -792,5 +813,27 @@ mod tests {
             Gates::default().policy("db.execute", "x", &[]),
             Policy::Approve
         );
+    }
+
+    #[test]
+    fn escalation_widens_who_may_decide_and_never_narrows_it() {
+        let step = crate::config::Escalation {
+            after: std::time::Duration::from_secs(60),
+            page: "leads".into(),
+            groups: vec!["leads".into()],
+        };
+        let anyone = Requirement {
+            escalate: vec![step.clone()],
+            ..Requirement::default()
+        };
+        assert!(anyone.eligible_groups(0).is_empty());
+        assert!(anyone.eligible_groups(1).is_empty(), "still any approver");
+        let payments = Requirement {
+            groups: vec!["payments".into()],
+            escalate: vec![step],
+            ..Requirement::default()
+        };
+        assert_eq!(payments.eligible_groups(0), ["payments"]);
+        assert_eq!(payments.eligible_groups(1), ["leads", "payments"]);
     }
 }

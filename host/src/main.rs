@@ -222,6 +222,10 @@ enum Command {
         /// Only scenarios whose `playbook/name` contains this.
         #[arg(long)]
         filter: Option<String>,
+        /// Print what each passing scenario's run decided: its outcome,
+        /// checklist and writes (a failing one shows what differs).
+        #[arg(long)]
+        show: bool,
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
     },
@@ -606,6 +610,7 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             junit,
             update,
             filter,
+            show,
             config,
         } => {
             let options = testing::TestOptions {
@@ -613,6 +618,7 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
                 junit,
                 update,
                 filter,
+                show,
             };
             testing::test(load_config(&config)?, options).await
         }

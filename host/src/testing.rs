@@ -26,13 +26,15 @@ pub struct TestOptions {
     pub junit: Option<PathBuf>,
     pub update: bool,
     pub filter: Option<String>,
+    /// Print what each scenario's run decided.
+    pub show: bool,
 }
 
 /// Before the scenarios run, each playbook's component is compared with
 /// the source folder its scenarios live in (`FOLDER/scenarios/*.toml`): a
-/// Python or JavaScript component that is missing or older than its source
-/// is built (into the path the config names); a Rust one is reported, since
-/// its build belongs to the author's cargo workspace.
+/// component that is missing or older than its source is built (into the
+/// path the config names), in every language, so a scenario never passes
+/// on an old build. One that does not build stops the test, naming why.
 fn build_out_of_date(config: &Config, scenarios: &[Scenario]) -> Result<(), UsageError> {
     use stepgate::authoring::{Language, toolchain};
     let mut seen = std::collections::BTreeSet::new();
@@ -58,15 +60,16 @@ fn build_out_of_date(config: &Config, scenarios: &[Scenario]) -> Result<(), Usag
         let Some(why) = toolchain::out_of_date(folder, &component) else {
             continue;
         };
+        errln!(
+            "building {} ({why}; `stepgate build {}` builds it by hand)",
+            scenario.playbook,
+            folder.display()
+        );
         if language == Language::Rust {
             errln!(
-                "warning: {} is out of date ({why}): its scenarios run the old build; rebuild it (`stepgate build {}` or your cargo build)",
-                scenario.playbook,
-                folder.display()
+                "  (cargo build --release --target wasm32-wasip2; the first build of a crate takes a minute or two)"
             );
-            continue;
         }
-        errln!("building {} ({why})", scenario.playbook);
         let built = toolchain::build(folder, Some(&component)).map_err(|e| {
             anyhow!(
                 "{} is out of date ({why}) and did not build: {e}",
@@ -122,6 +125,13 @@ pub async fn test(config: Config, options: TestOptions) -> Result<u8, UsageError
         let id = format!("{}/{}", v.scenario.playbook, v.scenario.name);
         if v.passed() {
             outln!("ok    {id} ({:.1} ms)", v.elapsed.as_secs_f64() * 1e3);
+            if options.show
+                && let Some(report) = &v.report
+            {
+                for line in stepgate::scenario::check::shown(report) {
+                    outln!("      {line}");
+                }
+            }
         } else {
             outln!("FAIL  {id} ({})", v.scenario.path.display());
             for problem in &v.problems {

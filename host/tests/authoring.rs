@@ -67,6 +67,31 @@ fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
             tested.contains("1 scenarios: 1 passed, 0 failed"),
             "{tested}"
         );
+        // The source changes after the build: `test` builds it again
+        // before any scenario runs, never testing the old component.
+        let source = source_of(&work.path().join(&folder));
+        let mut text = std::fs::read_to_string(&source).unwrap();
+        text.push_str(if lang == "python" {
+            "\n# edited\n"
+        } else {
+            "\n// edited\n"
+        });
+        std::fs::write(&source, text).unwrap();
+        let retested = ok(stepgate(work.path(), &["test", &folder]), "stepgate test");
+        assert!(
+            retested.contains(&format!("building {name} (")) && retested.contains("changed after"),
+            "{retested}"
+        );
+        assert!(retested.contains("1 scenarios: 1 passed"), "{retested}");
+        let again = ok(
+            stepgate(work.path(), &["test", &folder, "--show"]),
+            "stepgate test --show",
+        );
+        assert!(!again.contains("building"), "built once: {again}");
+        assert!(
+            again.contains("\n      done · "),
+            "the outcome shown: {again}"
+        );
         let inspected = ok(
             stepgate(work.path(), &["inspect", &name]),
             "stepgate inspect",
@@ -151,6 +176,15 @@ fn the_shipped_typescript_declarations_match_the_wit() {
 }
 
 /// The files under `dir`, relative, sorted.
+/// The playbook's main source file in a scaffold's folder.
+fn source_of(folder: &Path) -> PathBuf {
+    ["src/lib.rs", "app.py", "app.js"]
+        .iter()
+        .map(|f| folder.join(f))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no source in {}: {:?}", folder.display(), files(folder)))
+}
+
 fn files(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_owned()];

@@ -278,7 +278,7 @@ fn humans_are_told_before_a_run_parks_on_an_approval() {
         let gates = Gates::from_config(&config.playbooks[&scenario.playbook].gates).unwrap();
         let policy = |call: &str, args: &Json| gates.policy(call, &gate_target(call, args), &[]);
         let mut told = false;
-        for write in &expect.writes {
+        for write in expect.writes.iter().flatten() {
             let args: Json = serde_json::to_value(&write.args).unwrap();
             let call = write.call.as_str();
             if matches!(call, "pager.page" | "pager.notify") && policy(call, &args) == Policy::Auto
@@ -312,6 +312,7 @@ fn system_writes(expect: &stepgate::scenario::Expect) -> Vec<SystemWrite> {
     expect
         .writes
         .iter()
+        .flatten()
         .filter(|w| !matches!(w.call.as_str(), "pager.page" | "pager.notify"))
         .map(|w| {
             let args: Json = serde_json::to_value(&w.args).unwrap();
@@ -345,7 +346,11 @@ fn an_outcome_never_claims_a_write_that_was_not_made() {
             continue;
         };
         let path = scenario.path.display();
-        if expect.status != "done" {
+        let Some(status) = &expect.status else {
+            broken.push(format!("{path}: the expectation pins no `status`"));
+            continue;
+        };
+        if status != "done" {
             if expect.error.is_none() {
                 broken.push(format!(
                     "{path}: a run that does not finish pins its `error`"
@@ -353,8 +358,10 @@ fn an_outcome_never_claims_a_write_that_was_not_made() {
             }
             continue;
         }
-        let Some(summary) = &expect.summary else {
-            broken.push(format!("{path}: the expectation pins no `summary`"));
+        let Some(stepgate::scenario::TextMatch::Exact(summary)) = &expect.summary else {
+            broken.push(format!(
+                "{path}: the expectation pins no `summary`, word for word"
+            ));
             continue;
         };
         let writes = system_writes(expect);
@@ -448,7 +455,8 @@ fn every_playbook_has_a_live_scenario_where_an_approved_write_fails() {
             .any(|(_, _, _, gate)| gate.as_deref() == Some("approved"));
         let said = expect
             .summary
-            .as_deref()
+            .as_ref()
+            .and_then(stepgate::scenario::TextMatch::exact)
             .is_some_and(|s| s.contains("(failed:") || s.contains("refused or failed"));
         if scenario.mode == stepgate::gate::Mode::Live && approved && said {
             failing.insert(scenario.playbook.clone());
@@ -677,7 +685,7 @@ fn escalation_plan_on_postgres_case(system: &System, case: &Escalation, pg: &PgS
                 .filter(|e| e.is_write())
                 .map(|e| (format!("{}.{}", e.interface, e.op), e.args.clone())),
         );
-        let expected = decisions(expect.writes.iter().map(|w| {
+        let expected = decisions(expect.writes.iter().flatten().map(|w| {
             (
                 w.call.clone(),
                 stepgate::scenario::values::toml_to_json(&w.args),

@@ -6,8 +6,8 @@
 
 use serde_json::Value as Json;
 
-use super::Expect;
 use super::values::{json_to_toml, toml_to_json};
+use super::{Expect, ListMatch, TextMatch};
 use crate::gate::Decision;
 use crate::journal::Entry;
 use crate::report::end_json;
@@ -62,13 +62,13 @@ pub fn differences(expect: &Expect, report: &RunReport) -> Vec<String> {
     let mut out = Vec::new();
     let outcome = end_json(&report.end);
     let status = outcome["status"].as_str().unwrap_or("");
-    if status != expect.status {
+    if let Some(expected) = expect.status.as_deref().filter(|e| *e != status) {
         let why = outcome
             .get("error")
             .and_then(Json::as_str)
             .map(|e| format!(" ({e})"))
             .unwrap_or_default();
-        out.push(format!("status: - {:?}  + {status:?}{why}", expect.status));
+        out.push(format!("status: - {expected:?}  + {status:?}{why}"));
     }
     let severity = outcome.get("severity").and_then(Json::as_str);
     if expect.severity.as_deref() != severity {
@@ -80,8 +80,14 @@ pub fn differences(expect: &Expect, report: &RunReport) -> Vec<String> {
     }
     if let Some(summary) = &expect.summary {
         let got = outcome.get("summary").and_then(Json::as_str).unwrap_or("");
-        if got != summary {
-            out.push(format!("summary:\n  - {summary}\n  + {got}"));
+        match summary {
+            TextMatch::Exact(summary) if got != summary => {
+                out.push(format!("summary:\n  - {summary}\n  + {got}"));
+            }
+            TextMatch::Contains { contains } if !summary.matches(got) => {
+                out.push(format!("summary does not contain {contains:?}:\n  + {got}"));
+            }
+            _ => {}
         }
     }
     if let Some(error) = &expect.error {
@@ -101,7 +107,22 @@ pub fn differences(expect: &Expect, report: &RunReport) -> Vec<String> {
                     .collect()
             })
             .unwrap_or_default();
-        list_diff("checklist", checklist, &got, &mut out);
+        match checklist {
+            ListMatch::Exact(checklist) => list_diff("checklist", checklist, &got, &mut out),
+            ListMatch::Contains { contains } => {
+                for wanted in contains {
+                    if !got.iter().any(|item| item.contains(wanted.as_str())) {
+                        out.push(format!(
+                            "checklist: no item contains {wanted:?}; it has:\n{}",
+                            got.iter()
+                                .map(|item| format!("  + {item}"))
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        ));
+                    }
+                }
+            }
+        }
     }
     if let Some(fields) = &expect.fields {
         let got = outcome
@@ -120,9 +141,11 @@ pub fn differences(expect: &Expect, report: &RunReport) -> Vec<String> {
     if let Some(steps) = &expect.steps {
         list_diff("steps", steps, &report.steps, &mut out);
     }
+    let Some(expected_writes) = &expect.writes else {
+        return out;
+    };
     let actual = writes(&report.journal);
-    let expected: Vec<String> = expect
-        .writes
+    let expected: Vec<String> = expected_writes
         .iter()
         .enumerate()
         .map(|(i, w)| write_line(i, &w.call, &toml_to_json(&w.args), w.gate.as_deref()))
@@ -132,12 +155,42 @@ pub fn differences(expect: &Expect, report: &RunReport) -> Vec<String> {
         .iter()
         .enumerate()
         .map(|(i, (call, args, gate))| {
-            let named = expect.writes.get(i).is_some_and(|w| w.gate.is_some());
+            let named = expected_writes.get(i).is_some_and(|w| w.gate.is_some());
             write_line(i, call, args, gate.as_deref().filter(|_| named))
         })
         .collect();
     list_diff("writes", &expected, &got, &mut out);
     out
+}
+
+/// What a scenario's run decided, for `stepgate test --show`: its status,
+/// severity and summary, the checklist, and every write with its gate.
+/// Text from the playbook is shown inert (one line each, no escapes).
+pub fn shown(report: &RunReport) -> Vec<String> {
+    let outcome = end_json(&report.end);
+    let text = |key: &str| outcome.get(key).and_then(Json::as_str).unwrap_or("");
+    let mut head = vec![text("status").to_owned()];
+    head.extend(
+        outcome
+            .get("severity")
+            .and_then(Json::as_str)
+            .map(str::to_owned),
+    );
+    for key in ["summary", "error"] {
+        if !text(key).is_empty() {
+            head.push(crate::inert::line(text(key)).into_owned());
+        }
+    }
+    let mut lines = vec![head.join(" · ")];
+    let checklist = outcome.get("checklist").and_then(Json::as_array);
+    for item in checklist.into_iter().flatten().filter_map(Json::as_str) {
+        lines.push(format!("[ ] {}", crate::inert::line(item)));
+    }
+    for (i, (call, args, gate)) in writes(&report.journal).iter().enumerate() {
+        let gate = gate.as_deref().unwrap_or("dry-run");
+        lines.push(crate::inert::line(&write_line(i, call, args, Some(gate))).into_owned());
+    }
+    lines
 }
 
 /// The `[expect]` table that says what `report` decided.
@@ -248,5 +301,111 @@ fn renumber(table: &mut toml_edit::Table, next: &mut isize) {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::Outcome;
+    use crate::gate::Mode;
+    use crate::run::RunEnd;
+
+    fn report() -> RunReport {
+        RunReport {
+            run_id: "r".into(),
+            playbook: "p".into(),
+            mode: Mode::DryRun,
+            end: RunEnd::Done(Outcome {
+                summary: "Held 500 over 100: custodied mode would be paused (dry run)".into(),
+                severity: None,
+                fields: Vec::new(),
+                checklist: vec![
+                    "Rotate the MPC signer".into(),
+                    "Write the postmortem".into(),
+                ],
+            }),
+            journal: vec![Entry::example(
+                1,
+                "flags.set",
+                crate::config::Effect::Write,
+                Decision::DryRun,
+                serde_json::json!({ "name": "KILL", "value": "1" }),
+                serde_json::json!({ "ok": null }),
+            )],
+            steps: Vec::new(),
+        }
+    }
+
+    fn differences_for(expect: &str) -> Vec<String> {
+        let expect: Expect = toml::from_str(expect).unwrap_or_else(|e| panic!("{expect}: {e}"));
+        differences(&expect, &report())
+    }
+
+    /// What `[expect]` leaves out is not compared; a summary or checklist
+    /// is compared exactly, or by what it must contain.
+    #[test]
+    fn expectations_compare_what_they_give() {
+        assert_eq!(differences_for(""), Vec::<String>::new());
+        assert_eq!(
+            differences_for(
+                r#"
+summary = { contains = "custodied mode would be paused" }
+checklist = { contains = ["postmortem", "MPC"] }
+"#
+            ),
+            Vec::<String>::new()
+        );
+        let wrong = differences_for(
+            r#"
+status = "failed"
+summary = { contains = "was paused" }
+checklist = { contains = ["customers"] }
+writes = []
+"#,
+        );
+        assert_eq!(wrong.len(), 5, "{wrong:#?}");
+        assert!(
+            wrong[0].starts_with("status: - \"failed\"  + \"done\""),
+            "{wrong:#?}"
+        );
+        assert!(
+            wrong[1].contains("does not contain \"was paused\""),
+            "{wrong:#?}"
+        );
+        assert!(
+            wrong[2].contains("no item contains \"customers\""),
+            "{wrong:#?}"
+        );
+        assert_eq!(wrong[3], "writes:");
+        assert!(wrong[4].starts_with("    + #1 flags.set"), "{wrong:#?}");
+        let exact = differences_for(
+            r#"
+status = "done"
+summary = "Held 500 over 100: custodied mode would be paused (dry run)"
+checklist = ["Rotate the MPC signer"]
+"#,
+        );
+        assert_eq!(
+            exact,
+            [
+                "checklist:",
+                "      Rotate the MPC signer",
+                "    + Write the postmortem"
+            ]
+        );
+    }
+
+    #[test]
+    fn show_gives_the_outcome_checklist_and_writes() {
+        assert_eq!(
+            shown(&report()),
+            [
+                "done · Held 500 over 100: custodied mode would be paused (dry run)",
+                "[ ] Rotate the MPC signer",
+                "[ ] Write the postmortem",
+                r#"#1 flags.set {"name":"KILL","value":"1"} [dry-run]"#,
+            ]
+        );
     }
 }

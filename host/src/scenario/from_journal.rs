@@ -80,30 +80,14 @@ pub fn scenario_of(recording: &Recording, gates: Option<&crate::gate::Gates>) ->
         let ok = entry.result.get("ok");
         if live && entry.is_write() {
             // What the approvers decided, and pager sinks that failed.
-            let decision = match entry.gate {
-                Decision::Approved => Some("approve"),
-                Decision::Denied
-                    if error_text(&entry.result).is_some_and(|e| e.contains("timeout")) =>
-                {
-                    Some("timeout")
-                }
-                Decision::Denied => Some("deny"),
-                _ => None,
-            };
-            if let Some(decision) = decision {
+            if let Some((decision, requirement)) = approvers_decided(entry, gates) {
                 // An approval is one per approver the gate needed; a
                 // denial is one approver's. The recording does not say
                 // who: each is named by position, of the gate's group.
-                let (quorum, groups) = match gates {
-                    Some(gates) => {
-                        let needs =
-                            gates.requirement(&entry.name(), target_of(entry), &entry.finer);
-                        let guarded = entry.guard.iter().filter_map(|f| f.quorum).max();
-                        (needs.quorum.max(guarded.unwrap_or(1)), needs.groups)
-                    }
-                    None => (1, Vec::new()),
+                let deciders = match decision {
+                    "approve" => requirement.quorum.max(1),
+                    _ => 1,
                 };
-                let deciders = if decision == "approve" { quorum } else { 1 };
                 for n in 1..=deciders {
                     let mut a = toml::Table::new();
                     a.insert("call".into(), string(&entry.name()));
@@ -112,7 +96,9 @@ pub fn scenario_of(recording: &Recording, gates: Option<&crate::gate::Gates>) ->
                     if deciders > 1 {
                         a.insert("by".into(), string(&format!("approver-{n}")));
                     }
-                    if let Some(group) = groups.first() {
+                    if let Some(group) =
+                        requirement.groups.first().filter(|_| decision != "timeout")
+                    {
                         a.insert("groups".into(), toml::Value::Array(vec![string(group)]));
                     }
                     if let Some(why) = error_text(&entry.result) {
@@ -192,18 +178,34 @@ pub fn scenario_of(recording: &Recording, gates: Option<&crate::gate::Gates>) ->
             ("rpc.http", Effect::Read) => {
                 let response: Option<crate::bindings::stepgate::playbook::rpc::HttpResponse> =
                     ok.and_then(|ok| serde_json::from_value(ok.clone()).ok());
-                let Some(response) = response else { continue };
+                let failed = error_message(&entry.result);
+                if response.is_none() && failed.is_none() {
+                    continue;
+                }
                 answer.insert("endpoint".into(), string(arg(entry, "endpoint")));
                 answer.insert("method".into(), string(arg(entry, "method")));
-                answer.insert("path".into(), string(arg(entry, "path")));
-                answer.insert(
-                    "status".into(),
-                    toml::Value::Integer(i64::from(response.status)),
-                );
-                answer.insert(
-                    "body".into(),
-                    string(&String::from_utf8_lossy(&response.body)),
-                );
+                let (path, query) = super::path_and_query(arg(entry, "path"));
+                answer.insert("path".into(), string(path));
+                if let Some(query) = query {
+                    let query = query.into_iter().map(|(k, v)| (k, string(&v))).collect();
+                    answer.insert("query".into(), toml::Value::Table(query));
+                }
+                match (response, failed) {
+                    (_, Some(why)) => {
+                        answer.insert("error".into(), string(&why));
+                    }
+                    (Some(response), None) => {
+                        answer.insert(
+                            "status".into(),
+                            toml::Value::Integer(i64::from(response.status)),
+                        );
+                        answer.insert(
+                            "body".into(),
+                            string(&String::from_utf8_lossy(&response.body)),
+                        );
+                    }
+                    (None, None) => {}
+                }
                 http.push(toml::Value::Table(answer));
             }
             // A flag read, or a flag set (a dry run shows the value it finds).
@@ -290,6 +292,40 @@ pub fn scenario_of(recording: &Recording, gates: Option<&crate::gate::Gates>) ->
     text.trim_end().to_owned() + "\n"
 }
 
+/// What the approvers decided on a live write (`approve`, `deny` or
+/// `timeout`), with what its gate required of them; `None` where no
+/// approver was asked: a write its gate passes on its own, or one its
+/// policy or a guardrail denies. Without the playbook's gates, a denial is
+/// an approver's only when its text says so.
+fn approvers_decided(
+    entry: &Entry,
+    gates: Option<&crate::gate::Gates>,
+) -> Option<(&'static str, crate::gate::Requirement)> {
+    let denial = error_text(&entry.result).unwrap_or_default();
+    let requirement = match gates {
+        Some(gates) => {
+            let guarded = crate::guard::guarded(&entry.guard);
+            let (policy, requirement) =
+                gates.effective(&entry.name(), target_of(entry), &entry.finer, &guarded);
+            if policy != crate::gate::Policy::Approve {
+                return None;
+            }
+            requirement
+        }
+        None if denial.is_empty() || denial.contains("denied by ") => {
+            crate::gate::Requirement::default()
+        }
+        None => return None,
+    };
+    let decision = match entry.gate {
+        Decision::Approved => "approve",
+        Decision::Denied if denial.contains("denied by timeout") => "timeout",
+        Decision::Denied if denial.contains("denied by ") => "deny",
+        _ => return None,
+    };
+    Some((decision, requirement))
+}
+
 /// What a write acts on, as its gate key and approval name it.
 fn target_of(entry: &Entry) -> &str {
     if entry.name() == "runbook.confirm" {
@@ -369,27 +405,44 @@ mod tests {
             groups: vec!["admins".into()],
             ..crate::config::GateRule::bare(crate::gate::Policy::Approve)
         };
-        let gates = crate::gate::Gates::from_config(&std::collections::BTreeMap::from([(
-            "default".to_owned(),
-            gate,
-        )]))
+        let gates = crate::gate::Gates::from_config(&std::collections::BTreeMap::from([
+            ("default".to_owned(), gate),
+            (
+                "flags.set:FROZEN".to_owned(),
+                crate::config::GateRule::bare(crate::gate::Policy::Deny),
+            ),
+        ]))
         .unwrap();
-        let write = |seq, gate| {
-            let args = serde_json::json!({ "name": "KILL", "value": "1", "reason": "r" });
-            let mut entry = Entry::example(
-                seq,
-                "flags.set",
-                Effect::Write,
-                gate,
-                args,
-                serde_json::json!({ "ok": null }),
-            );
-            entry.target = Some("KILL".into());
+        let write = |seq, flag: &str, gate, denial: Option<&str>| {
+            let args = serde_json::json!({ "name": flag, "value": "1", "reason": "r" });
+            let result = match denial {
+                Some(why) => serde_json::json!({
+                    "err": serde_json::to_value(WitError::Denied(why.into())).unwrap()
+                }),
+                None => serde_json::json!({ "ok": null }),
+            };
+            let mut entry = Entry::example(seq, "flags.set", Effect::Write, gate, args, result);
+            entry.target = Some(flag.into());
             entry
         };
+        // Refused with no approver asked: by its gate's policy, and by a
+        // guardrail. Neither is an approver's decision to replay.
+        let by_policy = write(3, "FROZEN", Decision::Denied, Some("policy denies"));
+        let mut by_guardrail = write(4, "KILL", Decision::Denied, Some("guardrail"));
+        by_guardrail.guard = vec![crate::gate::Finding {
+            rule: "too-many".into(),
+            over: crate::gate::Over::Deny,
+            quorum: None,
+            why: "3 writes in 1m, limit 2".into(),
+        }];
         let rec = recording(
             "live",
-            vec![write(1, Decision::Approved), write(2, Decision::Denied)],
+            vec![
+                write(1, "KILL", Decision::Approved, None),
+                write(2, "KILL", Decision::Denied, Some("denied by bob: not now")),
+                by_policy,
+                by_guardrail,
+            ],
         );
         let doc: toml::Table = scenario_of(&rec, Some(&gates)).parse().unwrap();
         let approvals: Vec<crate::scenario::ApprovalAnswer> = doc["approvals"]

@@ -156,19 +156,59 @@ fn no_params() -> toml::Value {
     toml::Value::Array(Vec::new())
 }
 
-/// One HTTP answer, matched by endpoint, method and path.
+/// One HTTP answer, matched by endpoint, method, path and query.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpAnswer {
     pub endpoint: String,
     pub method: String,
+    /// The path; with `query` given, without a query string.
     pub path: String,
+    /// The query parameters, decoded (`{ since = "2026-11-23T09:00:00Z" }`);
+    /// matched whatever their order and encoding in the request.
+    pub query: Option<BTreeMap<String, String>>,
     #[serde(default = "ok_status")]
     pub status: u16,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub body: String,
+    /// The endpoint does not answer (connection refused, a timeout): the
+    /// request fails with this message instead.
+    pub error: Option<String>,
+}
+
+/// A request's path as an `[[http]]` answer gives it: the bare path, and
+/// its query parameters decoded when it has a query string.
+pub fn path_and_query(path: &str) -> (&str, Option<BTreeMap<String, String>>) {
+    match path.split_once('?') {
+        None => (path, None),
+        Some((bare, query)) => (
+            bare,
+            Some(
+                form_urlencoded::parse(query.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect(),
+            ),
+        ),
+    }
+}
+
+impl HttpAnswer {
+    /// Whether this answer is for `path` (the path and query string sent).
+    pub fn answers(&self, path: &str) -> bool {
+        let Some(query) = &self.query else {
+            return self.path == path;
+        };
+        let (sent_path, sent_query) = path.split_once('?').unwrap_or((path, ""));
+        let mut sent: Vec<(String, String)> = form_urlencoded::parse(sent_query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        sent.sort();
+        let wanted: Vec<(String, String)> =
+            query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        self.path == sent_path && sent == wanted
+    }
 }
 
 fn ok_status() -> u16 {
@@ -179,14 +219,16 @@ fn ok_status() -> u16 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
-    /// `done`, `failed`, `limit`, `crashed`.
-    pub status: String,
+    /// `done`, `failed`, `limit`, `crashed`; when given.
+    pub status: Option<String>,
     pub severity: Option<String>,
     /// The outcome's summary, when given: what the on-call engineer reads
-    /// first, so what it claims was done is pinned.
-    pub summary: Option<String>,
-    /// The outcome's checklist, in order, when given.
-    pub checklist: Option<Vec<String>>,
+    /// first, so what it claims was done is pinned (exactly, or a part of
+    /// it with `{ contains = "…" }`).
+    pub summary: Option<TextMatch>,
+    /// The outcome's checklist, when given: every item in order, or with
+    /// `{ contains = ["…"] }` items each found in some item.
+    pub checklist: Option<ListMatch>,
     /// Why the run did not finish (a `failed` playbook's message, a
     /// limit), when given: a refusal names what is missing.
     pub error: Option<String>,
@@ -194,8 +236,41 @@ pub struct Expect {
     pub fields: Option<BTreeMap<String, toml::Value>>,
     /// Every step, in order, when given.
     pub steps: Option<Vec<String>>,
-    /// Every write the run plans, in order (`[]` for none).
-    pub writes: Vec<ExpectedWrite>,
+    /// Every write the run plans, in order (`[]` for none), when given.
+    pub writes: Option<Vec<ExpectedWrite>>,
+}
+
+/// A text expected exactly, or a part of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TextMatch {
+    Exact(String),
+    Contains { contains: String },
+}
+
+impl TextMatch {
+    /// The text, when it is expected word for word.
+    pub fn exact(&self) -> Option<&str> {
+        match self {
+            TextMatch::Exact(text) => Some(text),
+            TextMatch::Contains { .. } => None,
+        }
+    }
+
+    pub fn matches(&self, got: &str) -> bool {
+        match self {
+            TextMatch::Exact(text) => got == text,
+            TextMatch::Contains { contains } => got.contains(contains.as_str()),
+        }
+    }
+}
+
+/// A list expected item for item, or texts each found in some item.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ListMatch {
+    Exact(Vec<String>),
+    Contains { contains: Vec<String> },
 }
 
 /// A planned write: `interface.op` and its arguments as journaled, and in
@@ -437,13 +512,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("SELECT 1") && err.contains("decimal"), "{err}");
-        let err = load("[alert]\nname = \"A\"\n[expect]\nstatus = \"done\"\n")
+        // What an expectation leaves out is not compared, but a misspelt
+        // key is not taken for a left-out one.
+        assert!(load("[alert]\nname = \"A\"\n[expect]\nstatus = \"done\"\n").is_ok());
+        let err = load("[alert]\nname = \"A\"\n[expect]\nwrite = []\n")
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("writes"),
-            "an expectation lists its writes: {err}"
-        );
+        assert!(err.contains("unknown field `write`"), "{err}");
         let err = load("now = \"yesterday\"\n[alert]\nname = \"A\"\n")
             .unwrap_err()
             .to_string();

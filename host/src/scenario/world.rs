@@ -20,7 +20,7 @@ use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::db::Rows;
 use crate::bindings::stepgate::playbook::rpc::{HttpRequest, HttpResponse};
 use crate::caps::sql::SqlDialect;
-use crate::config::{Config, Effect};
+use crate::config::{Config, Effect, OnTimeout};
 use crate::gate::{Approver, WriteRequest};
 use crate::secret::Secret;
 
@@ -251,8 +251,11 @@ impl Approver for ScenarioApprover {
             })
             .map(|(i, _)| i)
             .collect();
-        let quorum = request.requirement.quorum.max(1) as usize;
-        let groups = &request.requirement.groups;
+        let requirement = &request.requirement;
+        let quorum = requirement.quorum.max(1) as usize;
+        // A scenario's time does not pass while a write waits: an entry
+        // may be of any group the request would be escalated to.
+        let groups = requirement.eligible_groups(i64::MAX);
         let mut approved_by: Vec<&str> = Vec::new();
         let mut taken = Vec::new();
         loop {
@@ -271,6 +274,15 @@ impl Approver for ScenarioApprover {
             taken.push(i);
             world.use_approval(i);
             let a = &world.spec.approvals[i];
+            if a.decision == ApprovalDecision::Timeout {
+                // Nobody decided in time: the rule's `on_timeout` does.
+                return match requirement.on_timeout {
+                    OnTimeout::Approve => Ok(()),
+                    OnTimeout::Deny => {
+                        Err("denied by timeout: no decision before the approval expired".to_owned())
+                    }
+                };
+            }
             let entry = || format!("[[approvals]] #{} ({} by `{}`)", i + 1, a.call, a.by);
             if !groups.is_empty() && !a.groups.iter().any(|g| groups.contains(g)) {
                 world.mistake(format!(
@@ -282,29 +294,22 @@ impl Approver for ScenarioApprover {
                 ));
                 return Err(format!("`{}` may not decide this write", a.by));
             }
-            match a.decision {
-                ApprovalDecision::Deny => {
-                    return Err(format!("denied by {}: {}", a.by, a.reason));
-                }
-                ApprovalDecision::Timeout => {
-                    return Err(
-                        "denied by timeout: no decision before the approval expired".to_owned()
-                    );
-                }
-                ApprovalDecision::Approve if approved_by.contains(&a.by.as_str()) => {
-                    world.mistake(format!(
-                        "{}: `{}` approved this write already; a quorum of {quorum} needs {quorum} distinct approvers (give each entry its own `by`)",
-                        entry(),
-                        a.by
-                    ));
-                    return Err(format!("`{}` approved this write twice", a.by));
-                }
-                ApprovalDecision::Approve => {
-                    approved_by.push(&a.by);
-                    if approved_by.len() >= quorum {
-                        return Ok(());
-                    }
-                }
+            if approved_by.contains(&a.by.as_str()) {
+                // The server takes one decision per principal and refuses
+                // a second one, an approval or a denial.
+                world.mistake(format!(
+                    "{}: `{}` decided this write already, and a principal decides a write once; a quorum of {quorum} needs {quorum} distinct approvers (give each entry its own `by`)",
+                    entry(),
+                    a.by
+                ));
+                return Err(format!("`{}` decided this write twice", a.by));
+            }
+            if a.decision == ApprovalDecision::Deny {
+                return Err(format!("denied by {}: {}", a.by, a.reason));
+            }
+            approved_by.push(&a.by);
+            if approved_by.len() >= quorum {
+                return Ok(());
             }
         }
     }
@@ -489,9 +494,12 @@ impl RpcEndpoint for ScenarioRpc {
         let answer = self.world.spec.http.iter().find(|a| {
             a.endpoint == self.endpoint
                 && a.method.eq_ignore_ascii_case(&request.method)
-                && a.path == request.path
+                && a.answers(&request.path)
         });
         match answer {
+            Some(a) if a.error.is_some() => {
+                Err(BackendError::Failed(a.error.clone().unwrap_or_default()))
+            }
             Some(a) => Ok(Answered {
                 value: HttpResponse {
                     status: a.status,
@@ -501,15 +509,17 @@ impl RpcEndpoint for ScenarioRpc {
                 via: "scenario".to_owned(),
             }),
             None => {
-                let snippet = [
+                let mut snippet = vec![
                     "[[http]]".to_owned(),
                     toml_line("endpoint", toml::Value::String(self.endpoint.clone())),
                     toml_line("method", toml::Value::String(request.method.clone())),
-                    toml_line("path", toml::Value::String(request.path.clone())),
-                    "status = 200".to_owned(),
-                    "body = \"\"  # the response body".to_owned(),
-                ]
-                .join("\n");
+                ];
+                snippet.extend(path_lines(&request.path));
+                snippet.push("status = 200".to_owned());
+                snippet.push(
+                    "body = \"\"  # the response body; or error = \"…\" for no answer".to_owned(),
+                );
+                let snippet = snippet.join("\n");
                 let call = format!(
                     "rpc.http {} {} {}",
                     self.endpoint, request.method, request.path
@@ -518,6 +528,21 @@ impl RpcEndpoint for ScenarioRpc {
             }
         }
     }
+}
+
+/// The `path` (and `query`, decoded, when the request has a query string)
+/// lines of an `[[http]]` answer for `path`.
+fn path_lines(path: &str) -> Vec<String> {
+    let (bare, query) = super::path_and_query(path);
+    let mut lines = vec![toml_line("path", toml::Value::String(bare.to_owned()))];
+    if let Some(query) = query {
+        let query = query
+            .into_iter()
+            .map(|(k, v)| (k, toml::Value::String(v)))
+            .collect();
+        lines.push(toml_line("query", toml::Value::Table(query)));
+    }
+    lines
 }
 
 struct ScenarioFlags(Arc<World>);
@@ -798,6 +823,43 @@ mod tests {
             world.mistakes()
         );
 
+        // One principal approving, then denying: the server refuses the
+        // second decision, so the scenario is wrong.
+        let changed_mind = [
+            entry("approve", "ann", admins),
+            entry("deny", "ann", admins),
+        ]
+        .concat();
+        let (decided, world) = decide(&changed_mind, &quorum_two).await;
+        assert!(decided.unwrap_err().contains("twice"));
+        assert!(
+            world.mistakes()[0].contains("decides a write once"),
+            "{:?}",
+            world.mistakes()
+        );
+
+        // A timeout follows the rule's `on_timeout`, whoever the entry
+        // names; a timeout entry needs no group.
+        let timeout = entry("timeout", "", "");
+        let (decided, _) = decide(&timeout, &quorum_two).await;
+        assert!(decided.unwrap_err().contains("denied by timeout"));
+        let mut consent = write_needing(2, &["admins"]);
+        consent.requirement.on_timeout = OnTimeout::Approve;
+        let (decided, world) = decide(&timeout, &consent).await;
+        assert_eq!(decided, Ok(()));
+        assert!(world.mistakes().is_empty(), "{:?}", world.mistakes());
+
+        // The groups an escalation pages may decide too.
+        let mut escalated = write_needing(1, &["admins"]);
+        escalated.requirement.escalate = vec![crate::config::Escalation {
+            after: Duration::from_secs(600),
+            page: "leads".into(),
+            groups: vec!["leads".into()],
+        }];
+        let (decided, world) = decide(&entry("approve", "lee", "\"leads\""), &escalated).await;
+        assert_eq!(decided, Ok(()));
+        assert!(world.mistakes().is_empty(), "{:?}", world.mistakes());
+
         // Quorum one: an approve then a deny approves, and the deny, never
         // used, fails the scenario.
         let (decided, world) = decide(&approve_deny, &write_needing(1, &[])).await;
@@ -808,6 +870,59 @@ mod tests {
             mistakes[0].contains("#2") && mistakes[0].contains("never used"),
             "{mistakes:?}"
         );
+    }
+
+    /// An `[[http]]` answer matches a query string by its decoded
+    /// parameters in any order, and `error` fails the request as a
+    /// connection would; the snippet for an unanswered request gives its
+    /// query decoded, and pasted, answers it.
+    #[tokio::test]
+    async fn http_answers_match_queries_and_fail_on_error() {
+        let world = approvals(
+            r#"
+[[http]]
+endpoint = "queue"
+method = "GET"
+path = "/jobs"
+query = { state = "failed", since = "2026-11-23T09:00:00Z" }
+body = "3"
+
+[[http]]
+endpoint = "queue"
+method = "GET"
+path = "/health"
+error = "connection refused"
+"#,
+        );
+        let rpc = ScenarioRpc {
+            world: world.clone(),
+            endpoint: "queue".into(),
+        };
+        let get = |path: &str| HttpRequest {
+            method: "get".into(),
+            path: path.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        let answered = rpc
+            .http(
+                &get("/jobs?since=2026-11-23T09%3A00%3A00Z&state=failed"),
+                Effect::Read,
+                1 << 20,
+            )
+            .await
+            .unwrap();
+        assert_eq!(answered.value.body, b"3");
+        let failed = rpc.http(&get("/health"), Effect::Read, 1 << 20).await;
+        assert!(matches!(failed, Err(BackendError::Failed(m)) if m == "connection refused"));
+        // Another parameter value: not this answer.
+        let other = get("/jobs?since=2026-11-23T09%3A00%3A00Z&state=done");
+        assert!(rpc.http(&other, Effect::Read, 1 << 20).await.is_err());
+        let snippet = &world.unanswered()[0].snippet;
+        let pasted: WorldSpec =
+            toml::from_str(snippet).unwrap_or_else(|e| panic!("{snippet}: {e}"));
+        assert_eq!(pasted.http[0].path, "/jobs");
+        assert!(pasted.http[0].answers(&other.path), "{snippet}");
     }
 
     /// The snippet for a flag the scenario does not answer, pasted as

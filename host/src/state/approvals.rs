@@ -206,24 +206,6 @@ pub struct DueEscalation {
     pub reason: String,
 }
 
-/// The groups that may decide a request that has been escalated
-/// `escalated` steps: the rule's, and those of each step paged so far.
-fn eligible_groups(requirement: &Requirement, escalated: i64) -> Vec<String> {
-    if requirement.groups.is_empty() {
-        // Any approver may decide; escalation pages more people, it never
-        // narrows who may.
-        return Vec::new();
-    }
-    let paged = requirement.escalate.iter().take(escalated.max(0) as usize);
-    let mut groups: Vec<String> = requirement.groups.clone();
-    for step in paged {
-        groups.extend(step.groups.iter().cloned());
-    }
-    groups.sort();
-    groups.dedup();
-    groups
-}
-
 fn requirement(text: &str) -> Result<Requirement, StateError> {
     serde_json::from_str(text)
         .map_err(|e| StateError::Corrupt(format!("an approval request's requirement: {e}")))
@@ -579,10 +561,7 @@ impl StateStore {
         if started_by == principal && op != STEP_PAUSE {
             return Err(DecisionError::SelfApproval(principal));
         }
-        let eligible = eligible_groups(
-            &requirement(&row.try_get::<String, _>(1)?)?,
-            row.try_get(2)?,
-        );
+        let eligible = requirement(&row.try_get::<String, _>(1)?)?.eligible_groups(row.try_get(2)?);
         if !eligible.is_empty() {
             let groups: String =
                 sqlx::query_scalar("SELECT groups FROM principals WHERE name = $1")
@@ -782,7 +761,7 @@ impl StateStore {
             reason: row.try_get("reason")?,
             started_by: row.try_get("started_by")?,
             quorum: row.try_get("quorum")?,
-            groups: eligible_groups(&requirement, row.try_get("escalated")?),
+            groups: requirement.eligible_groups(row.try_get("escalated")?),
             plan: row
                 .try_get::<Option<String>, _>("plan")?
                 .unwrap_or_default(),
@@ -839,7 +818,7 @@ impl StateStore {
                 created_at: row.try_get(16)?,
                 plan: row.try_get(14)?,
                 plan_digest: row.try_get(15)?,
-                groups: eligible_groups(&requirement, escalated),
+                groups: requirement.eligible_groups(escalated),
                 expires_at,
                 on_timeout: requirement.on_timeout,
                 escalated,
@@ -937,33 +916,5 @@ impl StateStore {
         .execute(self.pool().await?)
         .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Escalation;
-
-    #[test]
-    fn escalation_widens_who_may_decide_and_never_narrows_it() {
-        let step = Escalation {
-            after: std::time::Duration::from_secs(60),
-            page: "leads".into(),
-            groups: vec!["leads".into()],
-        };
-        let anyone = Requirement {
-            escalate: vec![step.clone()],
-            ..Requirement::default()
-        };
-        assert!(eligible_groups(&anyone, 0).is_empty());
-        assert!(eligible_groups(&anyone, 1).is_empty(), "still any approver");
-        let payments = Requirement {
-            groups: vec!["payments".into()],
-            escalate: vec![step],
-            ..Requirement::default()
-        };
-        assert_eq!(eligible_groups(&payments, 0), ["payments"]);
-        assert_eq!(eligible_groups(&payments, 1), ["leads", "payments"]);
     }
 }
