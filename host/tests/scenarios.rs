@@ -253,6 +253,85 @@ fn an_unanswered_read_fails_with_the_snippet_to_add() {
     }
 }
 
+/// A run that stops at its first unanswered read is run again with that
+/// answer filled in, until every read is found: all of them are reported
+/// at once, in one block that, pasted into the file, answers them all.
+#[test]
+fn every_unanswered_read_is_reported_at_once_in_one_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(
+        path("stepgate.toml"),
+        format!(
+            r#"
+[db.plaza]
+url = "sqlite::memory:"
+[rpc.base]
+kind = "json-rpc"
+urls = ["http://127.0.0.1:9"]
+methods = {{ eth_blockNumber = "read" }}
+[flags.main]
+kind = "builtin"
+names = ["BENCH_*"]
+[playbooks.hostile]
+component = "{}"
+grants.db.plaza = {{}}
+grants.rpc.base.methods = ["eth_blockNumber"]
+grants.flags = {{ read = ["BENCH_*"] }}
+"#,
+            stepgate_artifacts::HOSTILE
+        ),
+    )
+    .unwrap();
+    let scenarios = path("playbooks/hostile/scenarios");
+    std::fs::create_dir_all(&scenarios).unwrap();
+    let file = scenarios.join("reads.toml");
+    let alert = "[alert]\nname = \"Reads\"\nlabels = { mode = \"reads\" }\n";
+    std::fs::write(&file, alert).unwrap();
+    let test = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+            .args(["test"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        format!("{}{}", text(&out.stdout), text(&out.stderr))
+    };
+    let out = test();
+    assert!(out.contains("does not answer 3 calls:"), "{out}");
+    for call in [
+        "  - flags.get BENCH_A",
+        "  - flags.get BENCH_B",
+        "  - rpc.call base eth_blockNumber",
+    ] {
+        assert!(out.contains(call), "{call}: {out}");
+    }
+    // One [flags] table for both flags, then the RPC answer.
+    assert_eq!(out.matches("[flags]").count(), 1, "{out}");
+    let block: String = out
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("add to "))
+        .skip(1)
+        .take_while(|l| l.starts_with("          "))
+        .map(|l| format!("{}\n", &l[10..]))
+        .collect();
+    assert!(block.contains("[[rpc]]"), "{block}");
+    std::fs::write(&file, format!("{alert}\n{block}")).unwrap();
+    let out = test();
+    assert!(!out.contains("does not answer"), "{out}");
+    assert!(out.contains("no [expect] section"), "{out}");
+
+    // A file with a [flags] table of its own: the flag answers go there.
+    std::fs::write(&file, format!("{alert}\n[flags]\nBENCH_A = \"1\"\n")).unwrap();
+    let out = test();
+    assert!(out.contains("does not answer 2 calls:"), "{out}");
+    let under = out.find("add under [flags] in").expect(&out);
+    let at_end = out.find("add to ").expect(&out);
+    assert!(under < at_end, "{out}");
+    assert!(out[under..at_end].contains("BENCH_B = \"\""), "{out}");
+    assert!(!out[at_end..].contains("BENCH_B"), "{out}");
+}
+
 #[test]
 fn update_records_what_the_playbook_decides_and_keeps_the_rest() {
     let f = Fixture::new();

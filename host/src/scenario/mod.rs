@@ -76,6 +76,27 @@ pub struct WorldSpec {
     pub pager: PagerWorld,
 }
 
+impl WorldSpec {
+    /// Adds the answers of a snippet a scenario run printed for a read it
+    /// could not answer (a flag answer may be the bare `NAME = "…"` line).
+    /// A snippet that does not parse adds nothing.
+    pub fn answer_as(&mut self, snippet: &str) {
+        let text = if snippet.starts_with('[') {
+            snippet.to_owned()
+        } else {
+            format!("[flags]\n{snippet}")
+        };
+        let Ok(more) = toml::from_str::<WorldSpec>(&text) else {
+            return;
+        };
+        self.db.extend(more.db);
+        self.rpc.extend(more.rpc);
+        self.http.extend(more.http);
+        self.flags.extend(more.flags);
+        self.approvals.extend(more.approvals);
+    }
+}
+
 /// One approver's decision on a write of a live scenario, matched by
 /// `interface.op` and, if given, target (flag, connection, endpoint, pager
 /// target). A write whose gate needs a quorum takes that many approvals

@@ -32,9 +32,64 @@ impl Verdict {
 }
 
 /// Runs one scenario against its loaded playbook.
+///
+/// A run that meets reads the scenario does not answer is run again, up
+/// to [`DISCOVERY_PASSES`] times, with each missing answer filled in as
+/// its snippet gives it, so the reads behind it are found too: the author
+/// gets every missing answer in one block, not one per `stepgate test`.
 pub async fn run_one(runtime: &Runtime, playbook: &Playbook, scenario: Scenario) -> Verdict {
     let started = Instant::now();
-    let (backends, world) = world::backends(&runtime.config, &scenario);
+    let (report, world) = run_in(runtime, playbook, &scenario).await;
+    let mut unanswered = world.unanswered();
+    let mut problems = Vec::new();
+    if unanswered.is_empty() {
+        match &scenario.expect {
+            None => problems.push(
+                "no [expect] section: run `stepgate test --update` to record what the playbook decides, then review it".to_owned(),
+            ),
+            Some(expect) => problems.extend(check::differences(expect, &report)),
+        }
+        problems.extend(world.mistakes());
+    } else {
+        let mut provisional = scenario.clone();
+        let mut filled = 0;
+        for _ in 0..DISCOVERY_PASSES {
+            for missing in &unanswered[filled..] {
+                provisional.world.answer_as(&missing.snippet);
+            }
+            filled = unanswered.len();
+            let (_, world) = run_in(runtime, playbook, &provisional).await;
+            let more: Vec<world::Unanswered> = world
+                .unanswered()
+                .into_iter()
+                .filter(|u| !unanswered.iter().any(|known| known.call == u.call))
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            unanswered.extend(more);
+        }
+        problems.push(unanswered_problem(&scenario, &unanswered));
+    }
+    Verdict {
+        scenario,
+        problems,
+        report: Some(report),
+        unanswered,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Runs a scenario whose reads are looked for after the first unanswered
+/// one, at most this many times more.
+const DISCOVERY_PASSES: usize = 8;
+
+async fn run_in(
+    runtime: &Runtime,
+    playbook: &Playbook,
+    scenario: &Scenario,
+) -> (RunReport, Arc<world::World>) {
+    let (backends, world) = world::backends(&runtime.config, scenario);
     let report = crate::run::run(
         &runtime.engine,
         playbook,
@@ -51,31 +106,64 @@ pub async fn run_one(runtime: &Runtime, playbook: &Playbook, scenario: Scenario)
         },
     )
     .await;
-    let unanswered = world.unanswered();
-    let mut problems = Vec::new();
-    if let Some(first) = unanswered.first() {
-        problems.push(format!(
-            "the scenario does not answer {}\n  add to {}:\n{}",
-            first.call,
-            scenario.path.display(),
-            indent(&first.snippet, "    ")
+    (report, world)
+}
+
+/// Every read the scenario does not answer, and one block that answers
+/// them all: flag answers under one `[flags]` (or, where the file has that
+/// table, to be added to it), the other entries after it.
+fn unanswered_problem(scenario: &Scenario, unanswered: &[world::Unanswered]) -> String {
+    let mut flags = Vec::new();
+    let mut entries = Vec::new();
+    for missing in unanswered {
+        let line = match missing.snippet.strip_prefix("[flags]\n") {
+            Some(line) => line,
+            None if !missing.snippet.starts_with('[') => &missing.snippet,
+            None => {
+                entries.push(missing.snippet.as_str());
+                continue;
+            }
+        };
+        // The line without its hint, which is said once for all.
+        let answer = line.split_once("  #").map_or(line, |(answer, _)| answer);
+        flags.push(format!("{answer}  # or list it in unset_flags = [...]"));
+    }
+    let file = scenario.path.display();
+    let mut text = match unanswered {
+        [one] => format!("the scenario does not answer {}", one.call),
+        all => format!(
+            "the scenario does not answer {} calls:\n{}",
+            all.len(),
+            all.iter()
+                .map(|u| format!("  - {}", u.call))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    };
+    if !flags.is_empty() && !scenario.world.flags.is_empty() {
+        text.push_str(&format!(
+            "\n  add under [flags] in {file}:\n{}",
+            indent(&flags.join("\n"), "    ")
         ));
-    } else {
-        match &scenario.expect {
-            None => problems.push(
-                "no [expect] section: run `stepgate test --update` to record what the playbook decides, then review it".to_owned(),
-            ),
-            Some(expect) => problems.extend(check::differences(expect, &report)),
-        }
-        problems.extend(world.mistakes());
+        flags.clear();
     }
-    Verdict {
-        scenario,
-        problems,
-        report: Some(report),
-        unanswered,
-        elapsed: started.elapsed(),
+    let mut block = Vec::new();
+    if !flags.is_empty() {
+        block.push(format!("[flags]\n{}", flags.join("\n")));
     }
+    block.extend(entries.iter().map(|e| (*e).to_owned()));
+    if !block.is_empty() {
+        text.push_str(&format!(
+            "\n  add to {file}:\n{}",
+            indent(&block.join("\n\n"), "    ")
+        ));
+    }
+    if unanswered.len() > 1 {
+        text.push_str(
+            "\n  (the reads after the first were found with the answers above filled in as shown; real answers may lead the playbook elsewhere)",
+        );
+    }
+    text
 }
 
 fn indent(text: &str, by: &str) -> String {

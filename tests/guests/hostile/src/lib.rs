@@ -110,6 +110,13 @@ impl Playbook for Hostile {
                 flags::set("PLAZA_TEST_FLAG", "1", "benchmark: a write after the reads")?;
                 Ok(Outcome::new(format!("{n} reads, one write")))
             }
+            // Reads one after the other, each failure ending the run.
+            "reads" => {
+                let a = flags::get("BENCH_A")?;
+                let b = flags::get("BENCH_B")?;
+                let block = rpc::call::<serde_json::Value>("base", "eth_blockNumber", ())?;
+                Ok(Outcome::new(format!("read {a:?}, {b:?} at {block}")))
+            }
             // A plan resting on an HTTP read: GET `path` on `endpoint`,
             // then the write behind its gate.
             "http-read-write" => {
