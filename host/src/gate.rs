@@ -223,6 +223,84 @@ impl Default for Requirement {
     }
 }
 
+/// What a write a dry run simulated would meet in a live run: its gate's
+/// policy (after guardrails) and, for an approval, what it takes. Shown
+/// beside each planned write, so a dry run says what live would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveGate {
+    pub policy: Policy,
+    /// Distinct approvers needed, for `approve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+    /// Principals of one of these groups may decide; empty: any approver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis",
+        rename = "timeout_ms"
+    )]
+    pub timeout: Option<std::time::Duration>,
+    /// What the request means once it times out undecided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<OnTimeout>,
+}
+
+impl LiveGate {
+    pub fn of(policy: Policy, requirement: &Requirement) -> LiveGate {
+        let approve = policy == Policy::Approve;
+        LiveGate {
+            policy,
+            quorum: approve.then_some(requirement.quorum.max(1)),
+            groups: if approve {
+                requirement.groups.clone()
+            } else {
+                Vec::new()
+            },
+            timeout: requirement.timeout.filter(|_| approve),
+            on_timeout: (approve && requirement.timeout.is_some())
+                .then_some(requirement.on_timeout),
+        }
+    }
+}
+
+impl std::fmt::Display for LiveGate {
+    /// `auto`, `deny`, or `approve (quorum 2, group fiatrails-admin,
+    /// timeout 30m)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let word = match self.policy {
+            Policy::Auto => "auto",
+            Policy::Approve => "approve",
+            Policy::Deny => "deny",
+        };
+        let mut terms = Vec::new();
+        if let Some(quorum) = self.quorum {
+            terms.push(format!("quorum {quorum}"));
+        }
+        match self.groups.as_slice() {
+            [] => {}
+            [one] => terms.push(format!("group {one}")),
+            many => terms.push(format!("groups {}", many.join(" or "))),
+        }
+        if let Some(timeout) = self.timeout {
+            let then = match self.on_timeout {
+                Some(OnTimeout::Approve) => ", then approved",
+                _ => "",
+            };
+            terms.push(format!(
+                "timeout {}{then}",
+                humantime::format_duration(timeout)
+            ));
+        }
+        if terms.is_empty() {
+            f.write_str(word)
+        } else {
+            write!(f, "{word} ({})", terms.join(", "))
+        }
+    }
+}
+
 mod opt_millis {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
@@ -812,6 +890,36 @@ mod tests {
         assert_eq!(
             Gates::default().policy("db.execute", "x", &[]),
             Policy::Approve
+        );
+    }
+
+    #[test]
+    fn a_live_gate_reads_as_the_gate_rule_says() {
+        let approve = Requirement {
+            quorum: 2,
+            groups: vec!["fiatrails-admin".into()],
+            timeout: Some(std::time::Duration::from_secs(1800)),
+            ..Requirement::default()
+        };
+        assert_eq!(
+            LiveGate::of(Policy::Approve, &approve).to_string(),
+            "approve (quorum 2, group fiatrails-admin, timeout 30m)"
+        );
+        let consent = Requirement {
+            on_timeout: OnTimeout::Approve,
+            groups: vec!["a".into(), "b".into()],
+            ..approve.clone()
+        };
+        assert_eq!(
+            LiveGate::of(Policy::Approve, &consent).to_string(),
+            "approve (quorum 2, groups a or b, timeout 30m, then approved)"
+        );
+        assert_eq!(LiveGate::of(Policy::Auto, &approve).to_string(), "auto");
+        assert_eq!(LiveGate::of(Policy::Deny, &approve).to_string(), "deny");
+        let json = serde_json::to_value(LiveGate::of(Policy::Approve, &approve)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({ "policy": "approve", "quorum": 2, "groups": ["fiatrails-admin"], "timeout_ms": 1800000, "on_timeout": "deny" })
         );
     }
 

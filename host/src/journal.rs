@@ -61,6 +61,9 @@ pub struct Entry {
     /// with its rule's name and what it measured.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guard: Vec<crate::gate::Finding>,
+    /// For a write a dry run simulated: the gate it would meet live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<crate::gate::LiveGate>,
     pub duration_us: u64,
 }
 
@@ -104,6 +107,7 @@ impl Entry {
             target: None,
             finer: Vec::new(),
             guard: Vec::new(),
+            live: None,
             duration_us: 0,
         }
     }

@@ -326,6 +326,7 @@ mod tests {
             target: None,
             finer: Vec::new(),
             guard: Vec::new(),
+            live: None,
             duration_us: 10,
         }
     }

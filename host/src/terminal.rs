@@ -146,6 +146,9 @@ pub fn summary(report: &RunReport) -> String {
                 out.push_str(&format!(" (reason: {})", line(reason)));
             }
             out.push('\n');
+            if let Some(live) = &entry.live {
+                out.push_str(&format!("        live: {}\n", line(&live.to_string())));
+            }
             out.push_str(&guard_lines(entry));
         }
     }

@@ -88,6 +88,19 @@ fn demo_dry_run_prints_the_plan_and_writes_nothing() {
         stdout.contains("planned      flags.set PLAZA_CUSTODIED_MODE_DISABLED"),
         "{stdout}"
     );
+    // What each planned write would meet live, from the config's gates.
+    let pause = stdout
+        .find("flags.set PLAZA_CUSTODIED_MODE_DISABLED")
+        .unwrap();
+    assert!(
+        stdout[pause..].contains("\n        live: approve (quorum 1)\n"),
+        "{stdout}"
+    );
+    let page = stdout.find("pager.page").expect(&stdout);
+    assert!(
+        stdout[page..].contains("\n        live: auto\n"),
+        "{stdout}"
+    );
     assert!(
         !dir.path().join("var/pages.jsonl").exists(),
         "a dry run paged someone"
@@ -133,6 +146,12 @@ fn json_output_has_the_documented_shape() {
     assert_eq!(journal[7]["interface"], "flags");
     assert_eq!(journal[7]["effect"], "write");
     assert_eq!(journal[7]["gate"], "dry-run");
+    assert_eq!(
+        journal[7]["live"],
+        serde_json::json!({ "policy": "approve", "quorum": 1 })
+    );
+    assert_eq!(journal[6]["live"], serde_json::json!({ "policy": "auto" }));
+    assert!(journal[0].get("live").is_none(), "a read has no gate");
 }
 
 #[test]

@@ -182,6 +182,8 @@ pub struct CallCtx {
     writes: BTreeMap<String, Vec<String>>,
     /// What the guardrails found of the write being decided, for its entry.
     findings: Vec<Finding>,
+    /// In a dry run, what the write being decided would meet live.
+    live_gate: Option<crate::gate::LiveGate>,
     pub approver: Arc<dyn Approver>,
     pub backends: Arc<Backends>,
     pub journal: Journal,
@@ -240,6 +242,7 @@ impl CallCtx {
             started_by: String::new(),
             writes: BTreeMap::new(),
             findings: Vec::new(),
+            live_gate: None,
             approver,
             backends,
             journal,
@@ -734,6 +737,8 @@ impl CallCtx {
         let (policy, requirement) = self
             .gates
             .effective(&op, &call.target, &call.finer, &guarded);
+        self.live_gate =
+            (self.mode == Mode::DryRun).then(|| crate::gate::LiveGate::of(policy, &requirement));
         // The plan is shown to and bound into approvals only.
         let asks = self.mode == Mode::Live && policy == crate::gate::Policy::Approve;
         let entries = self.journal.entries();
@@ -866,6 +871,7 @@ impl CallCtx {
         if entry.is_write() {
             self.rechecked = None;
             self.findings.clear();
+            self.live_gate = None;
             self.count_write(&call, decision);
         }
         self.journal.record(entry).await.map_err(unrecorded)?;
@@ -909,6 +915,10 @@ impl CallCtx {
             } else {
                 Vec::new()
             },
+            live: self
+                .live_gate
+                .clone()
+                .filter(|_| decision == Decision::DryRun),
             duration_us: started.elapsed().as_micros() as u64,
         }
     }

@@ -148,19 +148,38 @@ pub fn differences(expect: &Expect, report: &RunReport) -> Vec<String> {
     let expected: Vec<String> = expected_writes
         .iter()
         .enumerate()
-        .map(|(i, w)| write_line(i, &w.call, &toml_to_json(&w.args), w.gate.as_deref()))
+        .map(|(i, w)| {
+            let line = write_line(i, &w.call, &toml_to_json(&w.args), w.gate.as_deref());
+            with_live(line, w.live.as_deref())
+        })
         .collect();
-    // The gate is compared where the expectation names it.
+    // The gate, and what it would be live, are compared where the
+    // expectation names them.
+    let planned: Vec<&Entry> = report.journal.iter().filter(|e| e.is_write()).collect();
     let got: Vec<String> = actual
         .iter()
         .enumerate()
         .map(|(i, (call, args, gate))| {
-            let named = expected_writes.get(i).is_some_and(|w| w.gate.is_some());
-            write_line(i, call, args, gate.as_deref().filter(|_| named))
+            let wanted = expected_writes.get(i);
+            let named = wanted.is_some_and(|w| w.gate.is_some());
+            let line = write_line(i, call, args, gate.as_deref().filter(|_| named));
+            let live = planned
+                .get(i)
+                .and_then(|e| e.live.as_ref())
+                .map(ToString::to_string)
+                .filter(|_| wanted.is_some_and(|w| w.live.is_some()));
+            with_live(line, live.as_deref())
         })
         .collect();
     list_diff("writes", &expected, &got, &mut out);
     out
+}
+
+fn with_live(line: String, live: Option<&str>) -> String {
+    match live {
+        Some(live) => format!("{line} (live: {live})"),
+        None => line,
+    }
 }
 
 /// What a scenario's run decided, for `stepgate test --show`: its status,
@@ -186,9 +205,15 @@ pub fn shown(report: &RunReport) -> Vec<String> {
     for item in checklist.into_iter().flatten().filter_map(Json::as_str) {
         lines.push(format!("[ ] {}", crate::inert::line(item)));
     }
-    for (i, (call, args, gate)) in writes(&report.journal).iter().enumerate() {
-        let gate = gate.as_deref().unwrap_or("dry-run");
-        lines.push(crate::inert::line(&write_line(i, call, args, Some(gate))).into_owned());
+    let planned = report.journal.iter().filter(|e| e.is_write());
+    for (i, ((call, args, gate), entry)) in writes(&report.journal).iter().zip(planned).enumerate()
+    {
+        let gate = match (gate, &entry.live) {
+            (Some(gate), _) => gate.clone(),
+            (None, Some(live)) => format!("dry-run; live: {live}"),
+            (None, None) => "dry-run".to_owned(),
+        };
+        lines.push(crate::inert::line(&write_line(i, call, args, Some(&gate))).into_owned());
     }
     lines
 }
@@ -393,6 +418,33 @@ checklist = ["Rotate the MPC signer"]
                 "      Rotate the MPC signer",
                 "    + Write the postmortem"
             ]
+        );
+    }
+
+    /// A dry-run write's `live` is compared where the expectation gives it.
+    #[test]
+    fn what_a_write_would_meet_live_is_compared_when_given() {
+        let mut planned = report();
+        planned.journal[0].live = Some(crate::gate::LiveGate::of(
+            crate::gate::Policy::Approve,
+            &crate::gate::Requirement {
+                quorum: 2,
+                ..Default::default()
+            },
+        ));
+        let expect = |live: &str| -> Expect {
+            toml::from_str(&format!(
+                r#"writes = [{{ call = "flags.set", args = {{ name = "KILL", value = "1" }}, live = "{live}" }}]"#
+            ))
+            .unwrap()
+        };
+        assert!(differences(&expect("approve (quorum 2)"), &planned).is_empty());
+        let wrong = differences(&expect("auto"), &planned);
+        assert!(
+            wrong
+                .iter()
+                .any(|l| l.contains("(live: approve (quorum 2))")),
+            "{wrong:#?}"
         );
     }
 

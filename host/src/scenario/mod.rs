@@ -302,6 +302,9 @@ pub struct ExpectedWrite {
     pub call: String,
     pub args: toml::Value,
     pub gate: Option<String>,
+    /// In a dry run, the gate the write would meet live, as shown
+    /// (`approve (quorum 2, group fiatrails-admin)`), when given.
+    pub live: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
