@@ -885,11 +885,12 @@ pub struct GateRule {
     #[serde(default)]
     pub escalate: Vec<Escalation>,
     /// Before an approved write goes out of a resumed run, read again what
-    /// the run read since its last write; if anything changed, the approval
-    /// is void and the run re-plans on fresh data. Turn off for plans built
-    /// on reads that change every time (a block number, a clock).
-    #[serde(default = "yes")]
-    pub recheck: bool,
+    /// the run read since its last write; if anything changed, the run
+    /// re-plans on fresh data and (`decisions`, the default) the approval
+    /// stands if it reaches the same write through the same calls, or
+    /// (`reads`) is void. `false` turns the check off.
+    #[serde(default)]
+    pub recheck: crate::gate::Recheck,
 }
 
 impl GateRule {
@@ -901,7 +902,7 @@ impl GateRule {
             timeout: None,
             on_timeout: OnTimeout::Deny,
             escalate: Vec::new(),
-            recheck: true,
+            recheck: crate::gate::Recheck::Decisions,
         }
     }
 }

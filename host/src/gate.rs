@@ -50,6 +50,50 @@ pub enum Policy {
     Deny,
 }
 
+/// How an approval given while its run was parked is checked when the run
+/// resumes, before the write goes out (`recheck` in a gate rule).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recheck {
+    /// Not checked: the write goes out as approved.
+    Off,
+    /// The reads the plan rests on are made again; if one answers
+    /// differently, the run re-plans on fresh data, and the approval
+    /// stands if the fresh run reaches the same write, with the same
+    /// arguments, through the same calls (what the approver approved). A
+    /// query whose answer moves with the clock keeps its approval; one
+    /// whose answer changes what the playbook does voids it.
+    #[default]
+    Decisions,
+    /// Any read answering differently voids the approval.
+    Reads,
+}
+
+impl<'de> Deserialize<'de> for Recheck {
+    /// `"decisions"`, `"reads"`, or `false`/`"off"`; `true` (the spelling
+    /// before there was a choice) is the default, `decisions`.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Recheck, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Spelled {
+            Flag(bool),
+            Word(String),
+        }
+        match Spelled::deserialize(d)? {
+            Spelled::Flag(true) => Ok(Recheck::Decisions),
+            Spelled::Flag(false) => Ok(Recheck::Off),
+            Spelled::Word(word) => match word.as_str() {
+                "decisions" => Ok(Recheck::Decisions),
+                "reads" => Ok(Recheck::Reads),
+                "off" => Ok(Recheck::Off),
+                other => Err(serde::de::Error::custom(format!(
+                    "recheck is \"decisions\" (the default), \"reads\" or false, not `{other}`"
+                ))),
+            },
+        }
+    }
+}
+
 /// The write operations a gate key can name.
 pub const WRITE_OPS: &[&str] = &[
     "db.execute",
@@ -180,8 +224,8 @@ pub struct Requirement {
     pub on_timeout: OnTimeout,
     /// Who is paged while it waits.
     pub escalate: Vec<Escalation>,
-    /// Re-read the plan's reads before the approved write goes out.
-    pub recheck: bool,
+    /// How the plan is checked before the approved write goes out.
+    pub recheck: Recheck,
     /// A guardrail escalated the write: it is decided by its own
     /// approvers, never by a whole-plan approval or the run's own starter.
     pub guarded: bool,
@@ -217,7 +261,7 @@ impl Default for Requirement {
             timeout: None,
             on_timeout: OnTimeout::Deny,
             escalate: Vec::new(),
-            recheck: true,
+            recheck: Recheck::Decisions,
             guarded: false,
         }
     }
@@ -891,6 +935,27 @@ mod tests {
             Gates::default().policy("db.execute", "x", &[]),
             Policy::Approve
         );
+    }
+
+    #[test]
+    fn recheck_is_spelled_as_a_word_or_a_flag() {
+        #[derive(Deserialize)]
+        struct Rule {
+            recheck: Recheck,
+        }
+        let read = |text: &str| toml::from_str::<Rule>(&format!("recheck = {text}"));
+        assert_eq!(read("true").unwrap().recheck, Recheck::Decisions);
+        assert_eq!(read("false").unwrap().recheck, Recheck::Off);
+        assert_eq!(read("\"reads\"").unwrap().recheck, Recheck::Reads);
+        assert_eq!(read("\"decisions\"").unwrap().recheck, Recheck::Decisions);
+        let err = read("\"bytes\"").err().unwrap().to_string();
+        assert!(
+            err.contains("\"decisions\" (the default), \"reads\" or false"),
+            "{err}"
+        );
+        // A requirement stored before there was a choice reads as the default.
+        let old: Requirement = serde_json::from_str(r#"{"quorum": 1, "recheck": true}"#).unwrap();
+        assert_eq!(old.recheck, Recheck::Decisions);
     }
 
     #[test]

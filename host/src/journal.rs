@@ -173,6 +173,9 @@ pub struct Journal {
     unaudited: Vec<AuditFact>,
     /// The write stored as intended and not yet recorded as done.
     intended: Option<u64>,
+    /// How many of `entries` (the first ones) were answered from the
+    /// stored journal rather than made by this execution.
+    from_store: usize,
 }
 
 impl Journal {
@@ -186,6 +189,7 @@ impl Journal {
             unstored: Vec::new(),
             unaudited: Vec::new(),
             intended: None,
+            from_store: 0,
         }
     }
 
@@ -276,6 +280,13 @@ impl Journal {
     pub fn replayed(&mut self, entry: Entry) {
         self.progress.call(&entry);
         self.entries.push(entry);
+        self.from_store = self.entries.len();
+    }
+
+    /// The entries answered from the stored journal (an earlier execution
+    /// made them), as opposed to those this execution made.
+    pub fn from_store(&self) -> &[Entry] {
+        &self.entries[..self.from_store.min(self.entries.len())]
     }
 
     /// The state store the journal is kept in, if it is durable.

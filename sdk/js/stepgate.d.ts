@@ -9,7 +9,7 @@ import type * as wit from 'stepgate:playbook/types@0.1.0';
 export type ErrorKind = wit.Error['tag'];
 export type Severity = 'critical' | 'error' | 'warning' | 'info';
 /** A value a statement parameter or an outcome field can take. Money is a Decimal. */
-export type Param = null | undefined | boolean | bigint | number | string | Decimal | Uint8Array;
+export type Param = null | undefined | boolean | bigint | number | string | Decimal | Uint8Array | Date;
 
 export class StepgateError extends Error {
   constructor(kind: ErrorKind, text: string);
@@ -108,6 +108,8 @@ export const runbook: {
   warn(message: string): void;
   error(message: string): void;
   nowMillis(): bigint;
+  /** The run's time, journaled: bind it where a query would say `now()`. */
+  now(): Date;
   sleep(millis: bigint | number): void;
   confirm(question: string): boolean;
   /** Whether this run is a dry run (writes planned, none made): for wording only. */

@@ -187,7 +187,12 @@ function toValue(v) {
   if (typeof v === 'string') return { tag: 'text', val: v };
   if (v instanceof Decimal) return { tag: 'decimal', val: v.toString() };
   if (ArrayBuffer.isView(v)) return { tag: 'bytes', val: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) };
-  throw new StepgateError('invalid', `cannot pass ${typeof v} to stepgate: use null, boolean, bigint, string, Decimal or bytes`);
+  if (v instanceof Date) {
+    if (Number.isNaN(v.getTime())) throw new StepgateError('invalid', 'an invalid Date is no instant');
+    // RFC 3339 in UTC, milliseconds only when there are some.
+    return { tag: 'timestamp', val: v.toISOString().replace('.000Z', 'Z') };
+  }
+  throw new StepgateError('invalid', `cannot pass ${typeof v} to stepgate: use null, boolean, bigint, string, Decimal, bytes or a Date`);
 }
 
 /** A value as the Rust SDK's messages show it: `Value::Text("x")`. */
@@ -375,6 +380,10 @@ export const runbook = {
   error: (message) => wrunbook.log('error', message),
   /** Milliseconds since the Unix epoch (BigInt), from the host. */
   nowMillis: () => wrunbook.now(),
+  /** The run's time as a Date, to bind in a query where it would say
+   *  `now()`: journaled, so a resumed run (and the re-check of an
+   *  approval) asks the same question. */
+  now: () => new Date(Number(wrunbook.now())),
   sleep: (millis) => wit(wrunbook.sleep, BigInt(millis)),
   confirm: (question) => wit(wrunbook.confirm, question),
   /** Whether this run is a dry run (writes planned, none made). For

@@ -167,7 +167,20 @@ def _to_value(v):
         return _t.Value_Text(v)
     if isinstance(v, (bytes, bytearray)):
         return _t.Value_Bytes(bytes(v))
-    raise Error("invalid", f"cannot pass a {type(v).__name__} to stepgate: use None, bool, int, Decimal, str or bytes")
+    if isinstance(v, datetime.datetime):
+        if v.tzinfo is None or v.utcoffset() is None:
+            raise Error("invalid", f"{v} has no time zone, so it is no one instant: give it one (tzinfo=datetime.timezone.utc), or use runbook.now()")
+        return _t.Value_Timestamp(_rfc3339(v))
+    raise Error("invalid", f"cannot pass a {type(v).__name__} to stepgate: use None, bool, int, Decimal, str, bytes or a datetime with a time zone")
+
+
+def _rfc3339(moment):
+    """A datetime with a time zone as RFC 3339 in UTC, to the millisecond:
+    `2026-11-23T09:00:00Z`, `2026-11-23T09:00:00.250Z`."""
+    utc = moment.astimezone(datetime.timezone.utc)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    millis = utc.microsecond // 1000
+    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
 
 
 def from_units(units, scale):
@@ -413,6 +426,15 @@ class runbook:
     def now_millis():
         """Milliseconds since the Unix epoch, from the host (a replay sees the same time)."""
         return _runbook.now()
+
+    @staticmethod
+    def now():
+        """The run's time as a `datetime` in UTC, to bind in a query where it
+        would say `now()`: journaled, so a resumed run (and the re-check of
+        an approval) asks the same question."""
+        # Whole milliseconds added, never a float of seconds (that rounds).
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        return epoch + datetime.timedelta(milliseconds=_runbook.now())
 
     @staticmethod
     def sleep(millis):

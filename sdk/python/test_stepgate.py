@@ -75,6 +75,27 @@ class Calls(unittest.TestCase):
     def tearDown(self):
         stepgate._flags.set, stepgate._db.query, stepgate._rpc.http = self.saved
 
+    def test_the_runs_time_binds_as_an_rfc3339_timestamp(self):
+        import datetime
+
+        self.addCleanup(setattr, stepgate._runbook, "now", stepgate._runbook.now)
+        stepgate._runbook.now = lambda: 1795424400123
+        self.assertEqual(stepgate._to_value(stepgate.runbook.now()), t.Value_Timestamp("2026-11-23T09:00:00.123Z"))
+        stepgate._runbook.now = lambda: 1795424400250
+        now = stepgate.runbook.now()
+        self.assertEqual(now.tzinfo, datetime.timezone.utc)
+        self.assertEqual(stepgate._to_value(now), t.Value_Timestamp("2026-11-23T09:00:00.250Z"))
+        quarter = now - datetime.timedelta(minutes=15, milliseconds=250)
+        self.assertEqual(stepgate._to_value(quarter), t.Value_Timestamp("2026-11-23T08:45:00Z"))
+        paris = datetime.timezone(datetime.timedelta(hours=1))
+        self.assertEqual(
+            stepgate._to_value(datetime.datetime(2026, 11, 23, 10, 0, tzinfo=paris)),
+            t.Value_Timestamp("2026-11-23T09:00:00Z"),
+        )
+        with self.assertRaises(Error) as raised:
+            stepgate._to_value(datetime.datetime(2026, 11, 23, 9, 0))
+        self.assertIn("no time zone", raised.exception.text)
+
     def test_a_host_error_is_an_exception_with_its_kind(self):
         def refuse(name, value, reason):
             raise Err(t.Error_Denied("needs two approvers"))

@@ -64,17 +64,22 @@ impl World {
     }
 
     async fn parked_run(&self) -> String {
+        self.parked_in("call-loop-write", 3).await
+    }
+
+    /// A run of hostile `mode`, parked on its write at `seq`.
+    async fn parked_in(&self, mode: &str, seq: u64) -> String {
         let approver = Arc::new(StoredApprover::new(self.runtime.state.clone(), "ops"));
         let report = run(
             &self.runtime,
             "hostile",
-            alert("Hostile", &[("mode", "call-loop-write"), ("n", "2")], &[]),
+            alert("Hostile", &[("mode", mode), ("n", "2")], &[]),
             Mode::Live,
             approver,
         )
         .await;
         assert!(
-            matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 3, .. })),
+            matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: s, .. }) if s == seq),
             "{:?}",
             report.end
         );
@@ -94,7 +99,10 @@ impl World {
 }
 
 async fn an_approval_of_a_stale_plan_is_void_and_the_run_asks_again(kind: Kind) {
-    let w = world(kind, r#"{ policy = "approve", quorum = 1 }"#);
+    let w = world(
+        kind,
+        r#"{ policy = "approve", quorum = 1, recheck = "reads" }"#,
+    );
     let state = &w.runtime.state;
     w.set_world("drifting").await;
     let run_id = w.parked_run().await;
@@ -174,6 +182,82 @@ async fn an_approval_of_a_stale_plan_is_void_and_the_run_asks_again(kind: Kind) 
     assert_eq!(report.journal[2].rechecked, Some(2));
 }
 
+/// Under the default rule (`recheck = "decisions"`) an approval judges
+/// what was approved, not the bytes read: the world moved while the
+/// approver decided, the run re-planned on fresh data and reached the same
+/// write, with the same arguments, through the same calls, so the
+/// approval stands; it is carried over, audited, and the write goes out.
+async fn an_approval_stands_when_the_fresh_run_decides_the_same(kind: Kind) {
+    let w = world(kind, r#"{ policy = "approve", quorum = 1 }"#);
+    let state = &w.runtime.state;
+    w.set_world("drifting").await;
+    let run_id = w.parked_run().await;
+    let amy = state.add_principal("amy", Role::Approver).await.unwrap();
+    state
+        .decide_approval(&amy, &run_id, 3, true, "pause it")
+        .await
+        .unwrap();
+    w.set_world("still drifting, differently").await;
+    let report = w.resume(&run_id).await;
+    assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
+    assert_eq!(w.written().await.as_deref(), Some("1"));
+    assert_eq!(state.replans(&run_id).await.unwrap(), 1, "re-planned once");
+    assert!(state.pending_approvals().await.unwrap().is_empty());
+    let audit = state.audit_records().await.unwrap();
+    let carried = audit
+        .iter()
+        .find_map(|r| r.record.get("carried_over"))
+        .expect("the carry-over is audited");
+    assert_eq!(
+        carried["approvers"],
+        serde_json::json!(["amy"]),
+        "{carried}"
+    );
+    assert_eq!(carried["seq"], 3);
+    assert_eq!(
+        state.deciders(&run_id).await.unwrap()[&3],
+        ["amy"],
+        "amy's approval, recorded on the fresh request"
+    );
+}
+
+/// ... and an approval is void when the fresh run decides otherwise: here
+/// the write copies what it read, so a changed read is a changed write.
+async fn an_approval_is_void_when_the_fresh_run_decides_otherwise(kind: Kind) {
+    let w = world(kind, r#"{ policy = "approve", quorum = 1 }"#);
+    let state = &w.runtime.state;
+    w.set_world("drifting").await;
+    let run_id = w.parked_in("copy-write", 2).await;
+    let amy = state.add_principal("amy", Role::Approver).await.unwrap();
+    state
+        .decide_approval(&amy, &run_id, 2, true, "copy it")
+        .await
+        .unwrap();
+    w.set_world("closed").await;
+    let report = w.resume(&run_id).await;
+    assert!(
+        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 2, .. })),
+        "{:?}",
+        report.end
+    );
+    assert_eq!(w.written().await, None);
+    let pending = state.pending_approvals().await.unwrap();
+    assert_eq!(pending.len(), 1, "asked again");
+    assert!(
+        pending[0].detail.contains("closed"),
+        "{}",
+        pending[0].detail
+    );
+    assert!(
+        state
+            .audit_records()
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.record.get("carried_over").is_none())
+    );
+}
+
 /// A plan that rests on an HTTP read is re-checked too: sent again as it
 /// was, compared by status and body (the `Date` header the server sends
 /// differs every second, and voids nothing).
@@ -205,7 +289,7 @@ grants.db.plaza = {{}}
 grants.rpc.queue.routes = ["GET /depth"]
 grants.flags = {{ write = ["PLAZA_*"] }}
 [playbooks.hostile.gates]
-"flags.set" = {{ policy = "approve", quorum = 1 }}
+"flags.set" = {{ policy = "approve", quorum = 1, recheck = "reads" }}
 "#,
         api.url,
         stepgate_artifacts::HOSTILE
@@ -301,4 +385,6 @@ stepgate_tests::on_both_stores!(
     an_approval_of_a_stale_plan_is_void_and_the_run_asks_again,
     a_rule_without_recheck_keeps_its_approval,
     an_http_read_is_rechecked_by_status_and_body,
+    an_approval_stands_when_the_fresh_run_decides_the_same,
+    an_approval_is_void_when_the_fresh_run_decides_otherwise,
 );

@@ -793,7 +793,7 @@ impl CallCtx {
         // the world as it is now (a resumed run); one given on the spot is not.
         let recheck = verdict == Verdict::Perform(Decision::Approved)
             && self.resumed
-            && request.requirement.recheck;
+            && request.requirement.recheck != crate::gate::Recheck::Off;
         (verdict, recheck)
     }
 

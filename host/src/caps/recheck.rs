@@ -5,7 +5,15 @@
 //! closed, the job completed) and the approval is void: the run stops as
 //! [`Stopped::Stale`] and is re-planned on fresh data (see `run::resume`).
 //!
-//! Only reads that were made and can be repeated exactly are checked:
+//! With `recheck = "decisions"` (the default), a changed read does not
+//! void the approval by itself: the run re-plans, and if the fresh run puts
+//! up the same write, with the same arguments, after the same calls, the
+//! approval carries over to it (`StateStore::carry_over`); `"reads"` asks
+//! again whenever a read changed.
+//!
+//! Only reads an earlier execution made are checked (one this execution
+//! made, after a re-plan, is as fresh as a re-read), and only those that
+//! were made and can be repeated exactly:
 //! `db.query`, `flags.get`, `rpc.call` (read methods) and `rpc.http`
 //! requests classed as reads (sent again with the method, path, headers
 //! and body the journal holds; compared by status and body, since response
@@ -33,8 +41,11 @@ impl CallCtx {
             .iter()
             .rposition(Entry::is_write)
             .map_or(0, |i| i + 1);
+        // Only what an earlier execution read: a read this one made (after
+        // a re-plan) is as fresh as a re-read would be.
+        let stored = self.journal.from_store().len().max(since);
         let mut checked = 0;
-        for read in &entries[since..] {
+        for read in &entries[since..stored] {
             let Some(now) = reread(&self.backends, read, self.limits.result_bytes).await else {
                 continue;
             };

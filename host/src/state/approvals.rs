@@ -15,7 +15,7 @@ use sqlx::Row;
 
 use super::{StateError, StateStore, now_ms};
 use crate::config::OnTimeout;
-use crate::gate::{Requirement, WriteRequest};
+use crate::gate::{Recheck, Requirement, WriteRequest};
 
 /// Where an approval request stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,7 +323,7 @@ impl StateStore {
         request: &WriteRequest,
         started_by: &str,
     ) -> Result<ApprovalStatus, StateError> {
-        sqlx::query(
+        let filed = sqlx::query(
             "INSERT INTO approval_requests (run_id, seq, playbook, op, target, detail, reason, quorum, started_by, status, created_at, expires_at, requirement, plan, plan_digest)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13, $14)
              ON CONFLICT (run_id, seq) DO NOTHING",
@@ -352,6 +352,11 @@ impl StateStore {
         .bind(&request.plan_digest)
         .execute(self.pool().await?)
         .await?;
+        if filed.rows_affected() == 1 && request.requirement.recheck == Recheck::Decisions {
+            // Put up again after a re-plan: the approval of the same
+            // write, reached the same way, stands.
+            self.carry_over(request).await?;
+        }
         // An approval is for the exact write that was put up: if the run
         // now asks for a different one at this position, it is void.
         let filed = sqlx::query(

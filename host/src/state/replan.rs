@@ -1,11 +1,61 @@
 //! Re-planning a run whose approved write went stale: what it read on old
 //! data, and the approvals given for that plan, are set aside (kept in
 //! `superseded`, never deleted) and the run goes back to `parked` so it
-//! resumes from there on fresh data and asks again.
+//! resumes from there on fresh data and asks again; under
+//! `recheck = "decisions"` an approval carries over to the fresh request
+//! when it is for the same write reached through the same calls
+//! ([`StateStore::carry_over`]).
 
 use sqlx::Row;
 
+use serde::Deserialize;
+
 use super::{StateError, StateStore, now_ms};
+use crate::gate::{Requirement, WriteRequest};
+use crate::journal::Entry;
+
+/// An approval request set aside by a re-plan, as `superseded` keeps it.
+#[derive(Deserialize)]
+struct SetAsideApproval {
+    op: String,
+    target: String,
+    detail: String,
+    /// Absent in records kept before requirements were.
+    #[serde(default)]
+    requirement: Option<Requirement>,
+    decisions: Vec<SetAsideDecision>,
+}
+
+#[derive(Deserialize)]
+struct SetAsideDecision {
+    principal: String,
+    approve: bool,
+}
+
+#[derive(Deserialize)]
+struct SetAsideEntry {
+    entry: Entry,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StateError> {
+    serde_json::from_str(text)
+        .map_err(|e| StateError::Corrupt(format!("a re-planned run's record: {e}")))
+}
+
+/// Whether two runs of calls are the same decisions: the same calls at
+/// the same positions, with the same arguments (key order aside),
+/// whatever they were answered.
+fn same_calls(before: &[Entry], now: &[Entry]) -> bool {
+    let call = |e: &Entry| {
+        (
+            e.seq,
+            e.name(),
+            e.effect,
+            crate::canonical::json_text(&e.args),
+        )
+    };
+    before.len() == now.len() && before.iter().zip(now).all(|(a, b)| call(a) == call(b))
+}
 
 impl StateStore {
     /// Sets aside journal entries from position `from` on and the approval
@@ -61,7 +111,7 @@ impl StateStore {
             set_aside.push(("journal", row.try_get::<i64, _>(0)?, record));
         }
         for row in sqlx::query(
-            "SELECT seq, op, target, detail, reason, plan_digest FROM approval_requests WHERE run_id = $1 AND seq >= $2",
+            "SELECT seq, op, target, detail, reason, plan_digest, requirement FROM approval_requests WHERE run_id = $1 AND seq >= $2",
         )
         .bind(run_id)
         .bind(from)
@@ -92,6 +142,8 @@ impl StateStore {
                 "detail": row.try_get::<String, _>(3)?,
                 "reason": row.try_get::<String, _>(4)?,
                 "plan_digest": row.try_get::<String, _>(5)?,
+                "requirement": serde_json::from_str::<serde_json::Value>(&row.try_get::<String, _>(6)?)
+                    .unwrap_or_default(),
                 "decisions": decisions,
             });
             set_aside.push(("approval", seq, record));
@@ -147,6 +199,96 @@ impl StateStore {
         )
         .await?;
         Ok(replan)
+    }
+
+    /// After a re-plan, carries the approval given before it over to
+    /// `request` (just filed, at the same position) when the fresh run put
+    /// up what the approvers approved: the same write, with the same
+    /// arguments, under the same requirement, reached through the same
+    /// calls (each with the same arguments; their answers may differ). The
+    /// approvals are recorded again on the new request, each saying so,
+    /// and audited; answers the approvers whose approval carried over
+    /// (none: it did not, and the request waits for a decision).
+    pub async fn carry_over(&self, request: &WriteRequest) -> Result<Vec<String>, StateError> {
+        let pool = self.pool().await?;
+        let (run_id, seq) = (request.run_id.as_str(), request.seq as i64);
+        let Some(row) = sqlx::query(
+            "SELECT replan, record FROM superseded WHERE run_id = $1 AND kind = 'approval' AND seq = $2 ORDER BY replan DESC LIMIT 1",
+        )
+        .bind(run_id)
+        .bind(seq)
+        .fetch_optional(pool)
+        .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let replan: i64 = row.try_get("replan")?;
+        let was: SetAsideApproval = parse(&row.try_get::<String, _>("record")?)?;
+        let same_write = was.op == request.op
+            && was.target == request.target
+            && super::plans::same_json(&was.detail, &request.detail)
+            && was.requirement.as_ref() == Some(&request.requirement);
+        let approvers: Vec<String> = was
+            .decisions
+            .iter()
+            .filter(|d| d.approve)
+            .map(|d| d.principal.clone())
+            .collect();
+        let approved = was.decisions.iter().all(|d| d.approve)
+            && approvers.len() >= request.requirement.quorum.max(1) as usize;
+        if !same_write || !approved {
+            return Ok(Vec::new());
+        }
+        let before: Vec<Entry> = sqlx::query_scalar::<_, String>(
+            "SELECT record FROM superseded WHERE run_id = $1 AND kind = 'journal' AND replan = $2 ORDER BY seq",
+        )
+        .bind(run_id)
+        .bind(replan)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|text| parse::<SetAsideEntry>(text).map(|r| r.entry))
+        .collect::<Result<_, _>>()?;
+        let from = before.first().map_or(seq, |e| e.seq as i64);
+        let now: Vec<Entry> = sqlx::query_scalar::<_, String>(
+            "SELECT entry FROM journal WHERE run_id = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
+        )
+        .bind(run_id)
+        .bind(from)
+        .bind(seq)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|text| parse::<Entry>(text))
+        .collect::<Result<_, _>>()?;
+        if !same_calls(&before, &now) {
+            return Ok(Vec::new());
+        }
+        let reason = format!(
+            "carried over from the approval before re-plan {replan}: the fresh run reached the same write, with the same arguments, through the same calls"
+        );
+        let at = now_ms();
+        let mut tx = self.begin_write().await?;
+        for principal in &approvers {
+            sqlx::query(
+                "INSERT INTO approval_decisions (run_id, seq, principal, approve, reason, at, plan_digest) VALUES ($1, $2, $3, 1, $4, $5, $6)",
+            )
+            .bind(run_id)
+            .bind(seq)
+            .bind(principal)
+            .bind(&reason)
+            .bind(at)
+            .bind(&request.plan_digest)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.append_audit(
+            run_id,
+            &serde_json::json!({ "carried_over": { "seq": seq, "replan": replan, "approvers": approvers, "plan_digest": request.plan_digest } }),
+        )
+        .await?;
+        Ok(approvers)
     }
 
     /// How many times run `run_id` has been re-planned.

@@ -8,6 +8,7 @@ import { beforeEach, test } from 'node:test';
 
 import {
   Alert, Decimal, Description, Fate, Outcome, StepgateError, byCodePoint, canonicalJson, db, flags, http, playbook, rpc,
+  runbook,
 } from '../stepgate.js';
 
 /** A ComponentError as componentize-js throws it for an import's err. */
@@ -181,4 +182,21 @@ test('alert start times are UTC milliseconds', () => {
   assert.equal(at('2026-11-23T09:00:00+02:00'), null);
   assert.equal(at('yesterday'), null);
   assert.equal(at(undefined), null);
+});
+
+test("the run's time binds as an RFC 3339 timestamp", () => {
+  globalThis.host.runbook.now = () => 1795424400250n;
+  let sent;
+  globalThis.host.db.query = (conn, sql, params) => {
+    sent = params;
+    return { columns: [], rows: [] };
+  };
+  const now = runbook.now();
+  assert.ok(now instanceof Date);
+  db.query('ledger', 'SELECT 1 WHERE $1 > $2', [now, new Date(Date.UTC(2026, 10, 23, 8, 45))]);
+  assert.deepEqual(sent, [
+    { tag: 'timestamp', val: '2026-11-23T09:00:00.250Z' },
+    { tag: 'timestamp', val: '2026-11-23T08:45:00Z' },
+  ]);
+  assert.throws(() => db.query('ledger', 'SELECT $1', [new Date(NaN)]), { message: /invalid Date/ });
 });

@@ -86,9 +86,11 @@ pub use rust_decimal::Decimal;
 pub mod prelude {
     pub use crate::{
         Alert, AlertStatus, Decimal, Description, Error, Fate, Outcome, Playbook, Result, Severity,
-        Value, db, flags, from_units, http, pager, params, plain, rpc, runbook, step, utc_millis,
-        utc_text,
+        Timestamp, Value, db, flags, from_units, http, pager, params, plain, rpc, runbook, step,
+        utc_millis, utc_text,
     };
+    pub use serde_json::{self, json};
+    pub use std::time::Duration;
 }
 
 /// Results of capability calls: the error is the host's one error variant.
@@ -422,6 +424,89 @@ pub fn utc_text(ms: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// A point in time, to the millisecond. [`runbook::now`] gives the run's
+/// time (journaled, so a resume or a replay sees the same instant); bind it
+/// as a query parameter instead of the database's `now()`, so what a query
+/// answers depends on the run, not on when it is re-read:
+///
+/// ```no_run
+/// use stepgate_sdk::prelude::*;
+///
+/// fn recent_fills() -> Result<i64> {
+///     let since = runbook::now() - Duration::from_secs(15 * 60);
+///     let rows = db::query("ledger", "SELECT count(*) AS n FROM fills WHERE at > $1", params![since])?;
+///     rows.first()?.get::<i64>("n")
+/// }
+/// ```
+///
+/// Shown and bound as RFC 3339 in UTC (`2026-11-23T09:00:00Z`, or with
+/// `.250` milliseconds when there are some).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub fn from_millis(ms: i64) -> Timestamp {
+        Timestamp(ms)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    /// An RFC 3339 time in UTC (`2026-11-23T09:00:00Z`, fractions
+    /// allowed); `None` for anything else.
+    pub fn parse(rfc3339: &str) -> Option<Timestamp> {
+        utc_ms(rfc3339).map(Timestamp)
+    }
+}
+
+impl std::ops::Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn sub(self, d: Duration) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_sub(d.as_millis().min(i64::MAX as u128) as i64),
+        )
+    }
+}
+
+impl std::ops::Add<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn add(self, d: Duration) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_add(d.as_millis().min(i64::MAX as u128) as i64),
+        )
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let whole = utc_text(self.0);
+        match self.0.rem_euclid(1000) {
+            0 => f.write_str(&whole),
+            ms => write!(f, "{}.{ms:03}Z", whole.trim_end_matches('Z')),
+        }
+    }
+}
+
+impl From<Timestamp> for Value {
+    fn from(t: Timestamp) -> Self {
+        Value::Timestamp(t.to_string())
+    }
+}
+
+impl FromValue for Timestamp {
+    const EXPECTED: &'static str = "a timestamp (RFC 3339 in UTC)";
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Timestamp(t) | Value::Text(t) => Timestamp::parse(t),
+            _ => None,
+        }
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as milliseconds since the Unix epoch:
@@ -938,6 +1023,13 @@ pub mod runbook {
         wit::now()
     }
 
+    /// The run's time as a [`Timestamp`](crate::Timestamp), to bind in a
+    /// query where it would say `now()`: journaled, so a resumed run (and
+    /// the re-check of an approval) asks the same question.
+    pub fn now() -> crate::Timestamp {
+        crate::Timestamp::from_millis(wit::now())
+    }
+
     /// Waits, e.g. one block before re-checking.
     pub fn sleep(duration: Duration) -> Result<()> {
         wit::sleep(duration.as_millis().min(u64::MAX as u128) as u64)
@@ -982,6 +1074,32 @@ mod tests {
             utc_millis("99999999999999999-01-01T00:00:00Z"),
             None,
             "no overflow"
+        );
+    }
+
+    #[test]
+    fn a_timestamp_binds_as_rfc3339_to_the_millisecond() {
+        let t = Timestamp::from_millis(1_795_424_400_250);
+        assert_eq!(t.to_string(), "2026-11-23T09:00:00.250Z");
+        assert_eq!(
+            Value::from(t),
+            Value::Timestamp("2026-11-23T09:00:00.250Z".into())
+        );
+        assert_eq!(Timestamp::parse(&t.to_string()), Some(t));
+        let whole = t - Duration::from_millis(250);
+        assert_eq!(whole.to_string(), "2026-11-23T09:00:00Z");
+        assert_eq!(
+            (whole - Duration::from_secs(15 * 60)).to_string(),
+            "2026-11-23T08:45:00Z"
+        );
+        assert_eq!(
+            Timestamp::from_value(&Value::Timestamp("2026-11-23T09:00:00Z".into())),
+            Some(whole)
+        );
+        assert_eq!(Timestamp::from_value(&Value::Int(1)), None);
+        assert_eq!(
+            Timestamp::from_millis(-1).to_string(),
+            "1969-12-31T23:59:59.999Z"
         );
     }
 
