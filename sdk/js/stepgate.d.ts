@@ -154,10 +154,19 @@ export interface Response {
   ok(): boolean;
 }
 
+export type Query = Record<string, string | number | bigint | boolean> | Array<[string, string | number | bigint | boolean]>;
+
 export const http: {
-  get(endpoint: string, path: string): Response;
+  /** A read; `query` is encoded for you (the route must end in `?*`). */
+  get(endpoint: string, path: string, query?: Query): Response;
   post(endpoint: string, path: string, body: unknown, reason: string): Response;
+  put(endpoint: string, path: string, body: unknown, reason: string): Response;
+  patch(endpoint: string, path: string, body: unknown, reason: string): Response;
+  delete(endpoint: string, path: string, reason: string): Response;
 };
+
+/** `path` with `query` appended, each part percent-encoded. */
+export function withQuery(path: string, query?: Query): string;
 
 export const flags: {
   get(name: string): string | null;

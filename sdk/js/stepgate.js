@@ -549,9 +549,26 @@ function request(endpoint, method, path, body, reason) {
 
 /** HTTP admin APIs named in the config, with JSON bodies. */
 export const http = {
-  get: (endpoint, path) => request(endpoint, 'GET', path, undefined, ''),
+  /** A read; `query` (an object or [name, value] pairs) is encoded for you.
+   *  The granted route must end in `?*` to allow a query string. */
+  get: (endpoint, path, query) => request(endpoint, 'GET', withQuery(path, query), undefined, ''),
   post: (endpoint, path, body, reason) => request(endpoint, 'POST', path, body, reason),
+  put: (endpoint, path, body, reason) => request(endpoint, 'PUT', path, body, reason),
+  patch: (endpoint, path, body, reason) => request(endpoint, 'PATCH', path, body, reason),
+  delete: (endpoint, path, reason) => request(endpoint, 'DELETE', path, undefined, reason),
 };
+
+/** `path` with `query` (an object or [name, value] pairs) appended, each
+ *  part percent-encoded (all but A-Z a-z 0-9 - . _ ~): `/jobs?state=failed`. */
+export function withQuery(path, query) {
+  if (query == null) return path;
+  const pairs = Array.isArray(query) ? query : Object.entries(query);
+  if (pairs.length === 0) return path;
+  const encode = (text) =>
+    encodeURIComponent(String(text)).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  const encoded = pairs.map(([k, v]) => `${encode(k)}=${encode(v)}`).join('&');
+  return `${path}${path.includes('?') ? '&' : '?'}${encoded}`;
+}
 
 /** Feature flags and kill switches. */
 export const flags = {

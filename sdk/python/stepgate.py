@@ -553,6 +553,30 @@ class db:
         return _wit(_db.execute, conn, sql, [_to_value(p) for p in params], reason)
 
 
+def with_query(path, query):
+    """`path` with `query` (a dict or (name, value) pairs; values are made
+    text) appended, each part percent-encoded: `/jobs?state=failed`."""
+    if not query:
+        return path
+    pairs = query.items() if isinstance(query, dict) else query
+    encoded = "&".join(f"{_encode(str(k))}={_encode(str(v))}" for k, v in pairs)
+    return f"{path}{'&' if '?' in path else '?'}{encoded}"
+
+
+def _encode(text):
+    keep = "-._~"
+    return "".join(
+        chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in keep) else f"%{b:02X}"
+        for b in text.encode()
+    )
+
+
+def json_text(value):
+    """JSON as the Rust SDK writes it (compact, keys sorted, a Decimal as its
+    text; NaN and infinities refused): for bodies, logs and comparisons."""
+    return _json(value)
+
+
 def _json(value):
     """JSON as the Rust SDK writes it: compact, keys sorted, a Decimal as
     its text; NaN and infinities refused."""
@@ -669,12 +693,26 @@ class http:
     """HTTP admin APIs named in the config, with JSON bodies."""
 
     @staticmethod
-    def get(endpoint, path):
-        return http._request(endpoint, "GET", path, None, "")
+    def get(endpoint, path, query=None):
+        """A read; `query` (a dict or (name, value) pairs) is encoded for you.
+        The granted route must end in `?*` to allow a query string."""
+        return http._request(endpoint, "GET", with_query(path, query), None, "")
 
     @staticmethod
     def post(endpoint, path, body, reason):
         return http._request(endpoint, "POST", path, body, reason)
+
+    @staticmethod
+    def put(endpoint, path, body, reason):
+        return http._request(endpoint, "PUT", path, body, reason)
+
+    @staticmethod
+    def patch(endpoint, path, body, reason):
+        return http._request(endpoint, "PATCH", path, body, reason)
+
+    @staticmethod
+    def delete(endpoint, path, reason):
+        return http._request(endpoint, "DELETE", path, None, reason)
 
     @staticmethod
     def _request(endpoint, method, path, body, reason):

@@ -135,6 +135,26 @@ class Calls(unittest.TestCase):
         self.assertTrue(answer.dry_run and answer.ok())
         self.assertEqual(json.loads(sent[0].body)["flag"], "credits")
 
+    def test_every_verb_and_a_query_encoded_for_you(self):
+        sent = []
+
+        def fake(endpoint, request, reason):
+            sent.append((request, reason))
+            return stepgate._rpc.HttpResponse(200, [], b"{}")
+
+        stepgate._rpc.http = fake
+        http.get("queue", "/jobs", {"state": "failed", "q": "a b&c=d/é"})
+        http.get("queue", "/jobs?x=1", [("y", 2)])
+        http.put("queue", "/jobs/1", {"state": "retry"}, "retry it")
+        http.patch("queue", "/jobs/1", {"state": "retry"}, "retry it")
+        http.delete("queue", "/jobs/1", "drop it")
+        self.assertEqual(sent[0][0].path, "/jobs?state=failed&q=a%20b%26c%3Dd%2F%C3%A9")
+        self.assertEqual(sent[1][0].path, "/jobs?x=1&y=2")
+        self.assertEqual([r.method for r, _ in sent], ["GET", "GET", "PUT", "PATCH", "DELETE"])
+        self.assertEqual(sent[4][0].body, b"")
+        self.assertEqual(sent[4][1], "drop it")
+        self.assertEqual(stepgate.json_text({"b": 1, "a": Decimal("1.50")}), '{"a":"1.50","b":1}')
+
 
 class Fates(unittest.TestCase):
     def test_a_fate_never_claims_a_write_that_was_not_made(self):

@@ -8,7 +8,7 @@ import { beforeEach, test } from 'node:test';
 
 import {
   Alert, Decimal, Description, Fate, Outcome, StepgateError, byCodePoint, canonicalJson, db, flags, http, playbook, rpc,
-  runbook,
+  runbook, withQuery,
 } from '../stepgate.js';
 
 /** A ComponentError as componentize-js throws it for an import's err. */
@@ -199,4 +199,23 @@ test("the run's time binds as an RFC 3339 timestamp", () => {
     { tag: 'timestamp', val: '2026-11-23T08:45:00Z' },
   ]);
   assert.throws(() => db.query('ledger', 'SELECT $1', [new Date(NaN)]), { message: /invalid Date/ });
+});
+
+test('every HTTP verb, and a query encoded for you', () => {
+  const sent = [];
+  globalThis.host.rpc.http = (endpoint, req, reason) => {
+    sent.push([req, reason]);
+    return { status: 200, headers: [], body: new TextEncoder().encode('{}') };
+  };
+  http.get('queue', '/jobs', { state: 'failed', q: "a b&c=d/é!'" });
+  http.get('queue', '/jobs?x=1', [['y', 2]]);
+  http.put('queue', '/jobs/1', { state: 'retry' }, 'retry it');
+  http.patch('queue', '/jobs/1', { state: 'retry' }, 'retry it');
+  http.delete('queue', '/jobs/1', 'drop it');
+  assert.equal(sent[0][0].path, '/jobs?state=failed&q=a%20b%26c%3Dd%2F%C3%A9%21%27');
+  assert.equal(sent[1][0].path, '/jobs?x=1&y=2');
+  assert.deepEqual(sent.map(([r]) => r.method), ['GET', 'GET', 'PUT', 'PATCH', 'DELETE']);
+  assert.equal(sent[4][0].body.length, 0);
+  assert.equal(sent[4][1], 'drop it');
+  assert.equal(withQuery('/jobs', {}), '/jobs');
 });

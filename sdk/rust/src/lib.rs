@@ -891,6 +891,13 @@ pub mod http {
         request(endpoint, "GET", path, None, "")
     }
 
+    /// `GET path?query` on `endpoint`: a read, its query parameters
+    /// encoded for you (`&[("since", &since.to_string())]`). The route
+    /// the config grants must end in `?*` to allow a query string.
+    pub fn get_query(endpoint: &str, path: &str, query: &[(&str, &str)]) -> Result<Response> {
+        request(endpoint, "GET", &with_query(path, query), None, "")
+    }
+
     /// `POST path` with `body` as JSON: a write unless the config classes
     /// the route a read; `reason` is required for a write.
     pub fn post(
@@ -900,6 +907,58 @@ pub mod http {
         reason: &str,
     ) -> Result<Response> {
         request(endpoint, "POST", path, Some(body), reason)
+    }
+
+    /// `PUT path` with `body` as JSON: a write, with its `reason`.
+    pub fn put(
+        endpoint: &str,
+        path: &str,
+        body: &serde_json::Value,
+        reason: &str,
+    ) -> Result<Response> {
+        request(endpoint, "PUT", path, Some(body), reason)
+    }
+
+    /// `PATCH path` with `body` as JSON: a write, with its `reason`.
+    pub fn patch(
+        endpoint: &str,
+        path: &str,
+        body: &serde_json::Value,
+        reason: &str,
+    ) -> Result<Response> {
+        request(endpoint, "PATCH", path, Some(body), reason)
+    }
+
+    /// `DELETE path`: a write, with its `reason`.
+    pub fn delete(endpoint: &str, path: &str, reason: &str) -> Result<Response> {
+        request(endpoint, "DELETE", path, None, reason)
+    }
+
+    /// `path` with `query` appended as a query string, each name and value
+    /// percent-encoded (all but `A-Z a-z 0-9 - . _ ~`): `/jobs?state=failed`.
+    pub fn with_query(path: &str, query: &[(&str, &str)]) -> String {
+        let mut out = path.to_owned();
+        for (i, (name, value)) in query.iter().enumerate() {
+            out.push(if i == 0 && !path.contains('?') {
+                '?'
+            } else {
+                '&'
+            });
+            encode_into(&mut out, name);
+            out.push('=');
+            encode_into(&mut out, value);
+        }
+        out
+    }
+
+    fn encode_into(out: &mut String, text: &str) {
+        for byte in text.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                out.push(byte as char);
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
     }
 
     fn request(
@@ -1075,6 +1134,26 @@ mod tests {
             None,
             "no overflow"
         );
+    }
+
+    #[test]
+    fn query_parameters_are_encoded_for_you() {
+        assert_eq!(
+            http::with_query(
+                "/jobs",
+                &[
+                    ("state", "failed"),
+                    ("since", "2026-11-23T09:00:00Z"),
+                    ("q", "a b&c=d/é")
+                ]
+            ),
+            "/jobs?state=failed&since=2026-11-23T09%3A00%3A00Z&q=a%20b%26c%3Dd%2F%C3%A9"
+        );
+        assert_eq!(
+            http::with_query("/jobs?x=1", &[("y", "2")]),
+            "/jobs?x=1&y=2"
+        );
+        assert_eq!(http::with_query("/jobs", &[]), "/jobs");
     }
 
     #[test]
