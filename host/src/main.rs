@@ -458,10 +458,25 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(UsageError(e)) => {
-            errln!("error: {e:#}");
+            errln!("error: {}", said_once(&e));
             ExitCode::from(exit::USAGE)
         }
     }
+}
+
+/// An error and its causes, each said once: a cause whose text the
+/// message already holds (a wrapper that shows its source) is not
+/// repeated.
+fn said_once(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 async fn dispatch(command: Command) -> Result<u8, UsageError> {
@@ -822,7 +837,7 @@ async fn run(
         }
         None => whoami(),
     };
-    let playbook = runtime.playbook(playbook).await?;
+    let playbook = testing::load_saying_so(&runtime, playbook).await?;
     let mode = if live { Mode::Live } else { Mode::DryRun };
     if !playbook.description.alerts.is_empty() && !playbook.description.alerts.contains(&alert.name)
     {
@@ -1128,8 +1143,12 @@ async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
     if let Ok(bytes) = std::fs::read(&path) {
         outln!("sha256:   {}", stepgate::playbook::component_sha256(&bytes));
     }
-    let runtime = Runtime::for_one_run(config)?;
-    let playbook = runtime.playbook(component).await?;
+    // Offline: no secret is resolved and no backend opened, so an author
+    // can inspect a playbook without the production credentials.
+    let mut config = config;
+    config.engine.pooling = false;
+    let runtime = Runtime::offline(config)?;
+    let playbook = testing::load_saying_so(&runtime, component).await?;
     let d = &playbook.description;
     outln!("name:     {}", line(&d.name));
     outln!("version:  {}", line(&d.version));
@@ -1147,9 +1166,25 @@ async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
         "language: {}",
         stepgate::authoring::Producers::of_component(&bytes).describe()
     );
-    outln!("capabilities:");
-    for capability in &d.capabilities {
-        outln!("  {}", line(&format!("{capability:?}")));
+    use stepgate::authoring::grants;
+    let table = match runtime.config.playbooks.get(component) {
+        Some(_) => format!("[playbooks.{component}.grants]"),
+        None => "[playbooks.NAME.grants]".to_owned(),
+    };
+    outln!(
+        "capabilities, as the grants that give them (under {}):",
+        line(&table)
+    );
+    for grant in grants::grant_lines(&d.capabilities) {
+        outln!("  {}", line(&grant));
+    }
+    let writes = grants::write_gates(&d.capabilities, &runtime.config, &playbook.gates);
+    if !writes.is_empty() {
+        outln!("writes, and the gate each meets under this config:");
+        let width = writes.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
+        for (key, gate) in writes {
+            outln!("  {:<width$}  {}", line(&key), line(&gate.to_string()));
+        }
     }
     outln!("imports:");
     for import in &playbook.imports {

@@ -148,6 +148,15 @@ impl Runtime {
         self.playbook_from(name_or_path, None).await
     }
 
+    /// The component of playbook `name_or_path`, when loading it would
+    /// compile it (it is not in the compile cache), so a caller can say
+    /// why the first load takes seconds.
+    pub fn needs_compiling(&self, name_or_path: &str) -> Option<std::path::PathBuf> {
+        let path = self.spec(name_or_path).ok()?.path;
+        let bytes = std::fs::read(&path).ok()?;
+        (!self.engine.cache().holds(&bytes)).then_some(path)
+    }
+
     /// [`Runtime::playbook`], with its component read from `component`
     /// instead (a new build of a configured playbook, with its grants).
     pub async fn playbook_from(

@@ -21,6 +21,8 @@ fn stepgate(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", root().join("target/scaffolds"))
+        // A compile cache of the test's own: the first load compiles.
+        .env("XDG_CACHE_HOME", dir.join(".cache"))
         // The pinned JavaScript toolchain (`npm ci --prefix sdk/js`); the
         // scaffold lives outside the checkout, where it would not be found.
         .env(
@@ -56,11 +58,31 @@ fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
         );
         assert!(made.contains("registered"), "{made}");
         let folder = format!("playbooks/{name}");
+        if lang == "js" {
+            // The scaffold types in an editor: app.js checks against the
+            // declarations and jsconfig.json it was given.
+            let checked = Command::new(root().join("sdk/js/node_modules/.bin/tsc"))
+                .args(["-p", "jsconfig.json"])
+                .current_dir(work.path().join(&folder))
+                .output()
+                .unwrap();
+            assert!(
+                checked.status.success(),
+                "tsc: {}{}",
+                String::from_utf8_lossy(&checked.stdout),
+                String::from_utf8_lossy(&checked.stderr)
+            );
+        }
         let built = ok(stepgate(work.path(), &["build", &folder]), "stepgate build");
         assert!(built.contains(&format!("({language},")), "{built}");
         let tested = ok(stepgate(work.path(), &["test", &folder]), "stepgate test");
         assert!(
             tested.contains(&format!("ok    {name}/critical-alert")),
+            "{tested}"
+        );
+        // The first load compiles, and says so; the next comes from the cache.
+        assert!(
+            tested.contains("(first time; cached afterwards)…") && tested.contains("compiled in "),
             "{tested}"
         );
         assert!(
@@ -88,6 +110,7 @@ fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
             "stepgate test --show",
         );
         assert!(!again.contains("building"), "built once: {again}");
+        assert!(!again.contains("compiling"), "compiled once: {again}");
         assert!(
             again.contains("\n      done · "),
             "the outcome shown: {again}"

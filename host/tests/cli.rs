@@ -209,7 +209,7 @@ fn live_without_a_terminal_parks_the_write_that_needs_approval() {
     // `stepgate cancel` ends it for good: operators only, with a reason.
     let listed = stepgate(&["runs", "--json", "--config", config.to_str().unwrap()]);
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    let run_id = listed[0]["id"].as_str().unwrap().to_owned();
+    let run_id = listed[0]["run_id"].as_str().unwrap().to_owned();
     let viewer = principal(&config, "vic", "viewer");
     let cancel = |token: &Path| {
         stepgate(&[
@@ -414,13 +414,52 @@ fn declared_but_ungranted_capability_exits_2_naming_the_grant() {
     );
 }
 
+/// A missing secret is named once, with what to do: no cause repeats the
+/// message that already shows it.
+#[test]
+fn an_error_says_each_thing_once() {
+    let (_dir, config) = demo_copy();
+    let demo = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        demo.replacen(
+            "url = \"sqlite::memory:\"\nfixture_sql",
+            "url = { env = \"STEPGATE_CLI_UNSET_URL\" }\nfixture_sql",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = run("plaza-reconciliation-drift", UNEXPLAINED, &config, &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.matches("STEPGATE_CLI_UNSET_URL").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("export it before starting stepgate"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn inspect_shows_description_and_imports() {
+    // The production credentials are not at hand: inspect needs none.
+    let (_dir, config) = demo_copy();
+    let demo = std::fs::read_to_string(&config).unwrap();
+    let without_secret = demo.replacen(
+        "url = \"sqlite::memory:\"\nfixture_sql",
+        "url = { env = \"STEPGATE_INSPECT_UNSET_URL\" }\nfixture_sql",
+        1,
+    );
+    assert_ne!(without_secret, demo);
+    std::fs::write(&config, without_secret).unwrap();
     let out = stepgate(&[
         "inspect",
         "plaza-reconciliation-drift",
         "--config",
-        "examples/stepgate.toml",
+        config.to_str().unwrap(),
     ]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -433,7 +472,32 @@ fn inspect_shows_description_and_imports() {
         "{stdout}"
     );
     assert!(stdout.contains("stepgate:playbook/db@0.1.0"), "{stdout}");
-    assert!(stdout.contains("DbRead(\"plaza\")"), "{stdout}");
+    // Capabilities as the grants that give them, writes with their gates.
+    assert!(
+        stdout.contains("(under [playbooks.plaza-reconciliation-drift.grants]):"),
+        "{stdout}"
+    );
+    for grant in [
+        "  db.plaza = {}\n",
+        "  flags.write = [\"PLAZA_CUSTODIED_MODE_DISABLED\"]\n",
+        "  pager.targets = [\"ceo\"]\n",
+    ] {
+        assert!(stdout.contains(grant), "{grant}: {stdout}");
+    }
+    assert!(!stdout.contains("DbRead"), "no Rust debug form: {stdout}");
+    let gated = |key: &str, gate: &str| {
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with(key) && l.trim_end().ends_with(gate))
+    };
+    assert!(
+        gated(
+            "flags.set:PLAZA_CUSTODIED_MODE_DISABLED",
+            "approve (quorum 1)"
+        ),
+        "{stdout}"
+    );
+    assert!(gated("pager.page:ceo", "auto"), "{stdout}");
 
     let out = stepgate(&["inspect", stepgate_artifacts::UNKNOWN_IMPORT]);
     assert_eq!(out.status.code(), Some(2));

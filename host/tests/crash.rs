@@ -142,7 +142,7 @@ fn running_run(config: &Path) -> String {
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let runs = runs.as_array().unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
-    runs[0]["id"].as_str().unwrap().to_owned()
+    runs[0]["run_id"].as_str().unwrap().to_owned()
 }
 
 fn resume(config: &Path, run: &str) -> std::process::Output {

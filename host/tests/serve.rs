@@ -102,7 +102,7 @@ mode = "live"
         let started = Instant::now();
         loop {
             if let Some(run) = runs(status).first() {
-                return run["id"].as_str().unwrap().to_owned();
+                return run["run_id"].as_str().unwrap().to_owned();
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -332,7 +332,10 @@ fn a_run_in_flight_parks_on_sigterm_and_finishes_after_restart() {
         assert!(started.elapsed() < Duration::from_secs(30), "{:?}", runs());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let shown = stepgate(d, &["show", runs()[0]["id"].as_str().unwrap(), "--json"]);
+    let shown = stepgate(
+        d,
+        &["show", runs()[0]["run_id"].as_str().unwrap(), "--json"],
+    );
     let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(shown["journal"].as_array().unwrap().len(), 3);
 }

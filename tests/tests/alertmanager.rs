@@ -112,7 +112,7 @@ mode = "live"
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let all = runs().await;
     assert_eq!(all.len(), 1, "one run for one alert: {all:?}");
-    let run_id = all[0]["id"].as_str().unwrap().to_owned();
+    let run_id = all[0]["run_id"].as_str().unwrap().to_owned();
 
     // The approvers were told; one approves over the REST API.
     let pending: Vec<Json> = client

@@ -201,7 +201,7 @@ async fn a_burst_of_one_alert_is_one_run_approved_over_the_api(kind: Kind) {
     let runs = s
         .runs_until(&viewer, |runs| status_of(runs) == ["parked"])
         .await;
-    let run_id = runs[0]["id"].as_str().unwrap().to_owned();
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
     assert_eq!(runs[0]["started_by"], "alertmanager");
     // The other four joined the open run (once the dispatcher saw them).
     let started = Instant::now();
@@ -339,7 +339,7 @@ async fn a_resolved_alert_cancels_what_its_run_waits_for(kind: Kind) {
     let runs = s
         .runs_until(&viewer, |runs| status_of(runs) == ["failed"])
         .await;
-    let run_id = runs[0]["id"].as_str().unwrap();
+    let run_id = runs[0]["run_id"].as_str().unwrap();
     let shown: Json = s
         .get(&format!("/api/runs/{run_id}"), &viewer)
         .await
@@ -572,7 +572,7 @@ async fn a_step_mode_route_walks_a_run_step_by_step() {
     let runs = s
         .runs_until(&alice, |runs| status_of(runs) == ["parked"])
         .await;
-    let run_id = runs[0]["id"].as_str().unwrap().to_owned();
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
     assert_eq!(runs[0]["step_mode"], true);
     let told = std::fs::read_to_string(s.setup.path("pages.jsonl")).unwrap();
     assert!(told.contains("paused before step `Triage`"), "{told}");
@@ -727,7 +727,7 @@ async fn an_operator_cancels_a_parked_run(kind: Kind) {
     let runs = s
         .runs_until(&viewer, |runs| status_of(runs) == ["parked"])
         .await;
-    let run_id = runs[0]["id"].as_str().unwrap().to_owned();
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
 
     assert_eq!(s.cancel(None, &run_id, "not needed").await.status(), 401);
     assert_eq!(
@@ -814,7 +814,7 @@ async fn a_run_cancelled_while_it_executes_makes_no_more_writes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
-    let run_id = runs[0]["id"].as_str().unwrap().to_owned();
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
     let answer = s.cancel(Some(&ops), &run_id, "wrong wallet").await;
     assert_eq!(answer.status(), 200);
     let body: Json = answer.json().await.unwrap();

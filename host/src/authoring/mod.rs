@@ -1,13 +1,15 @@
 //! Authoring playbooks in any language that compiles to a component:
 //! which languages stepgate knows, how to tell a built component's
 //! language, scaffolding a new playbook (`stepgate new`) and building a
-//! playbook folder with its language's toolchain (`stepgate build`).
+//! playbook folder with its language's toolchain (`stepgate build`), and
+//! what a playbook declares in the config's words (`stepgate inspect`).
 //!
 //! The WIT contract and the Python and JavaScript SDKs are compiled into
 //! the binary, so a build always uses the contract this host speaks. This
 //! module only writes files and runs the toolchains; it never loads or runs
 //! a component (that is [`crate::playbook`]'s job).
 
+pub mod grants;
 pub mod scaffold;
 pub mod toolchain;
 

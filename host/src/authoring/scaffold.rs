@@ -189,12 +189,26 @@ fn registered(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let component = toml_string(&relative_to(component, base));
+    // Where runs, approvals and the audit log are kept, if the config
+    // does not say yet: a file beside it.
+    let state = if doc.get("state").is_none() {
+        "\n# Runs, approvals and the audit log: a SQLite file beside this config\n\
+         # (or url = { env = \"STEPGATE_STATE_URL\" } for PostgreSQL).\n\
+         [state]\npath = \"stepgate-state.db\"\n"
+    } else {
+        ""
+    };
     let entry = format!(
-        "\n# `stepgate new {name}`: the built-in flag store for its kill switch,\n\
+        "{state}\n# `stepgate new {name}`: the built-in flag store for its kill switch,\n\
          # the component `stepgate build` writes, and what it may touch.\n\
          [flags.{name}]\nkind = \"builtin\"\nnames = [\"{flag}\"]\n\n\
          [playbooks.{name}]\ncomponent = {component}\n\n\
-         [playbooks.{name}.grants]\nflags.read = [\"{flag}\"]\nflags.write = [\"{flag}\"]\n"
+         [playbooks.{name}.grants]\nflags.read = [\"{flag}\"]\nflags.write = [\"{flag}\"]\n\n\
+         # What each write needs before it goes out, live: every write not\n\
+         # listed asks an approver; \"auto\" lets one through, \"deny\" stops it,\n\
+         # a table sets a quorum, groups and a timeout (docs/configuration.md).\n\
+         [playbooks.{name}.gates]\ndefault = \"approve\"\n\
+         # \"flags.set:{flag}\" = {{ policy = \"approve\", quorum = 2, timeout = \"30m\" }}\n"
     );
     // Appended as text: the operator's file keeps its order and comments,
     // and the new tables read as one block.
@@ -241,9 +255,60 @@ fn templates(language: Language) -> &'static [(&'static str, &'static str)] {
             ("app.js", JS_APP),
             ("README.md", JS_README),
             (".gitignore", "target/\n"),
+            // What an editor types the playbook with: the SDK's and the
+            // WIT's declarations, and a jsconfig.json that checks app.js.
+            ("jsconfig.json", JS_CONFIG),
+            (
+                "stepgate.d.ts",
+                include_str!("../../../sdk/js/stepgate.d.ts"),
+            ),
+            (
+                "types/playbook.d.ts",
+                include_str!("../../../sdk/js/types/playbook.d.ts"),
+            ),
+            (
+                "types/interfaces/stepgate-playbook-db.d.ts",
+                include_str!("../../../sdk/js/types/interfaces/stepgate-playbook-db.d.ts"),
+            ),
+            (
+                "types/interfaces/stepgate-playbook-flags.d.ts",
+                include_str!("../../../sdk/js/types/interfaces/stepgate-playbook-flags.d.ts"),
+            ),
+            (
+                "types/interfaces/stepgate-playbook-pager.d.ts",
+                include_str!("../../../sdk/js/types/interfaces/stepgate-playbook-pager.d.ts"),
+            ),
+            (
+                "types/interfaces/stepgate-playbook-rpc.d.ts",
+                include_str!("../../../sdk/js/types/interfaces/stepgate-playbook-rpc.d.ts"),
+            ),
+            (
+                "types/interfaces/stepgate-playbook-runbook.d.ts",
+                include_str!("../../../sdk/js/types/interfaces/stepgate-playbook-runbook.d.ts"),
+            ),
+            (
+                "types/interfaces/stepgate-playbook-types.d.ts",
+                include_str!("../../../sdk/js/types/interfaces/stepgate-playbook-types.d.ts"),
+            ),
         ],
     }
 }
+
+/// Checks app.js against the SDK's declarations in an editor (VS Code and
+/// any TypeScript language server); `./stepgate.js` resolves to
+/// `stepgate.d.ts` until the build puts the SDK beside it.
+const JS_CONFIG: &str = r#"{
+  "compilerOptions": {
+    "checkJs": true,
+    "strict": true,
+    "noEmit": true,
+    "target": "ES2022",
+    "module": "ES2022",
+    "moduleResolution": "bundler"
+  },
+  "include": ["app.js", "stepgate.d.ts", "types/**/*.d.ts"]
+}
+"#;
 
 const SCENARIO: &str = r#"description = "A critical alert while {{name}} is not paused: pause it (a gated write), then a human follows up"
 now = "2026-11-23T09:00:00Z"
@@ -473,9 +538,25 @@ mod tests {
         );
         let loaded = crate::config::Config::load(&config).unwrap();
         assert!(loaded.playbooks.contains_key("p"));
+        // Its gates in view, every write asking an approver; a state
+        // store beside the config, once.
+        assert!(
+            text.contains("[playbooks.p.gates]\ndefault = \"approve\"\n"),
+            "{text}"
+        );
+        assert_eq!(
+            crate::gate::Gates::from_config(&loaded.playbooks["p"].gates)
+                .unwrap()
+                .policy("flags.set", "P_PAUSED", &[]),
+            crate::gate::Policy::Approve
+        );
+        assert_eq!(text.matches("[state]").count(), 1, "{text}");
+        assert!(loaded.state.path.ends_with("stepgate-state.db"), "{text}");
         let again = registered(&config, "p", "P_PAUSED", &component)
             .unwrap_err()
             .to_string();
         assert!(again.contains("already has [playbooks.p]"), "{again}");
+        let second = registered(&config, "q", "Q_PAUSED", &component).unwrap();
+        assert_eq!(second.matches("[state]").count(), 1, "{second}");
     }
 }

@@ -52,6 +52,12 @@ impl CompileCache {
         Some(dir.join(format!("{}.cwasm", hex::encode(hasher.finalize()))))
     }
 
+    /// Whether the compiled form of `bytes` is in the cache (a load will
+    /// not compile). Without a cache directory, never.
+    pub fn holds(&self, bytes: &[u8]) -> bool {
+        self.path_for(bytes).is_some_and(|path| path.exists())
+    }
+
     /// The compiled component, from the cache or freshly compiled (and
     /// then cached).
     pub fn load(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
@@ -118,7 +124,9 @@ mod tests {
         let engine = engine();
         let cache = CompileCache::new(Some(dir.path().to_owned()), &engine);
         let bytes = std::fs::read(stepgate_artifacts::HOSTILE).unwrap();
+        assert!(!cache.holds(&bytes));
         cache.load(&engine, &bytes).unwrap();
+        assert!(cache.holds(&bytes));
         let files = cwasm_files(dir.path());
         assert_eq!(files.len(), 1);
         let written = std::fs::metadata(&files[0]).unwrap().modified().unwrap();

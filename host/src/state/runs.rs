@@ -41,6 +41,8 @@ impl Phase {
 /// A run as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// `run_id` in JSON, as in every other output that names a run.
+    #[serde(rename = "run_id", alias = "id")]
     pub id: String,
     pub playbook: String,
     /// `dry-run` or `live`.
