@@ -159,7 +159,7 @@ async fn approvers_decide_in_a_real_browser() {
         .await;
     let run_stale = console
         .parked_run(
-            json!({ "alertname": "Hostile", "mode": "call-loop-write", "n": "2" }),
+            json!({ "alertname": "Hostile", "mode": "copy-write", "n": "2" }),
             json!({}),
         )
         .await;

@@ -227,16 +227,16 @@ async fn an_approval_is_void_when_the_fresh_run_decides_otherwise(kind: Kind) {
     let w = world(kind, r#"{ policy = "approve", quorum = 1 }"#);
     let state = &w.runtime.state;
     w.set_world("drifting").await;
-    let run_id = w.parked_in("copy-write", 2).await;
+    let run_id = w.parked_in("copy-write", 3).await;
     let amy = state.add_principal("amy", Role::Approver).await.unwrap();
     state
-        .decide_approval(&amy, &run_id, 2, true, "copy it")
+        .decide_approval(&amy, &run_id, 3, true, "copy it")
         .await
         .unwrap();
     w.set_world("closed").await;
     let report = w.resume(&run_id).await;
     assert!(
-        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 2, .. })),
+        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 3, .. })),
         "{:?}",
         report.end
     );

@@ -430,7 +430,7 @@ async fn a_click_on_a_stale_plan_is_refused() {
     let mut w = world().await;
     let run = w
         .parked_run(
-            json!({ "alertname": "Hostile", "mode": "call-loop-write", "n": "2" }),
+            json!({ "alertname": "Hostile", "mode": "copy-write", "n": "2" }),
             json!({}),
         )
         .await;

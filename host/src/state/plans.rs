@@ -70,6 +70,10 @@ fn guarded(requirement: &str) -> bool {
 
 /// Whether two JSON texts hold the same value, whatever the order of
 /// their keys (texts stored by another version may sort them).
+/// How a decision a whole-plan approval made begins its reason: a re-plan
+/// voids it, even for the same write (see `StateStore::carry_over`).
+pub(crate) const WHOLE_PLAN: &str = "whole plan";
+
 pub(crate) fn same_json(a: &str, b: &str) -> bool {
     match (
         serde_json::from_str::<serde_json::Value>(a),
@@ -357,7 +361,7 @@ impl StateStore {
                         seq,
                         true,
                         &format!(
-                            "whole plan {short} (write {} of {}): {}",
+                            "{WHOLE_PLAN} {short} (write {} of {}): {}",
                             k + 1,
                             plan.writes.len(),
                             approval.reason

@@ -30,6 +30,16 @@ struct SetAsideApproval {
 struct SetAsideDecision {
     principal: String,
     approve: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+impl SetAsideDecision {
+    /// Made by a whole-plan approval: given on the reads of the plan it
+    /// named, so a re-plan voids it whatever the fresh run asks.
+    fn of_a_whole_plan(&self) -> bool {
+        self.reason.starts_with(super::plans::WHOLE_PLAN)
+    }
 }
 
 #[derive(Deserialize)]
@@ -208,7 +218,9 @@ impl StateStore {
     /// calls (each with the same arguments; their answers may differ). The
     /// approvals are recorded again on the new request, each saying so,
     /// and audited; answers the approvers whose approval carried over
-    /// (none: it did not, and the request waits for a decision).
+    /// (none: it did not, and the request waits for a decision). A
+    /// decision a whole-plan approval made never carries over: the plan it
+    /// approved named the reads that are gone.
     pub async fn carry_over(&self, request: &WriteRequest) -> Result<Vec<String>, StateError> {
         let pool = self.pool().await?;
         let (run_id, seq) = (request.run_id.as_str(), request.seq as i64);
@@ -231,7 +243,7 @@ impl StateStore {
         let approvers: Vec<String> = was
             .decisions
             .iter()
-            .filter(|d| d.approve)
+            .filter(|d| d.approve && !d.of_a_whole_plan())
             .map(|d| d.principal.clone())
             .collect();
         let approved = was.decisions.iter().all(|d| d.approve)

@@ -110,10 +110,14 @@ impl Playbook for Hostile {
                 flags::set("PLAZA_TEST_FLAG", "1", "benchmark: a write after the reads")?;
                 Ok(Outcome::new(format!("{n} reads, one write")))
             }
-            // A write whose value is what a read found: a change in the
-            // world changes the write.
+            // `call-loop-write`, but the write's value is what the reads
+            // found: a change in the world changes the write.
             "copy-write" => {
-                let value = flags::get("BENCH_FLAG")?.unwrap_or_default();
+                let mut value = None;
+                for _ in 0..count(&alert) {
+                    value = flags::get("BENCH_FLAG")?;
+                }
+                let value = value.unwrap_or_default();
                 flags::set("PLAZA_TEST_FLAG", &value, "copy what BENCH_FLAG says")?;
                 Ok(Outcome::new(format!("copied {value:?}")))
             }
