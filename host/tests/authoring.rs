@@ -77,7 +77,12 @@ fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
         assert!(built.contains(&format!("({language},")), "{built}");
         let tested = ok(stepgate(work.path(), &["test", &folder]), "stepgate test");
         assert!(
-            tested.contains(&format!("ok    {name}/critical-alert")),
+            tested.contains(&format!("ok    {name}/critical-alert ")),
+            "{tested}"
+        );
+        // The live one: the pause approved by the scenario's approver.
+        assert!(
+            tested.contains(&format!("ok    {name}/critical-alert-live ")),
             "{tested}"
         );
         // The first load compiles, and says so; the next comes from the cache.
@@ -86,7 +91,7 @@ fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
             "{tested}"
         );
         assert!(
-            tested.contains("1 scenarios: 1 passed, 0 failed"),
+            tested.contains("2 scenarios: 2 passed, 0 failed"),
             "{tested}"
         );
         // The source changes after the build: `test` builds it again
@@ -104,7 +109,7 @@ fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
             retested.contains(&format!("building {name} (")) && retested.contains("changed after"),
             "{retested}"
         );
-        assert!(retested.contains("1 scenarios: 1 passed"), "{retested}");
+        assert!(retested.contains("2 scenarios: 2 passed"), "{retested}");
         let again = ok(
             stepgate(work.path(), &["test", &folder, "--show"]),
             "stepgate test --show",

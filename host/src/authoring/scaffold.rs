@@ -69,9 +69,14 @@ pub fn scaffold(request: &NewPlaybook) -> Result<Scaffolded, ScaffoldError> {
         write(&path, &vars.fill(template))?;
         files.push(path);
     }
-    let scenario = dir.join("scenarios").join("critical-alert.toml");
-    write(&scenario, &vars.fill(SCENARIO))?;
-    files.push(scenario);
+    for (file, template) in [
+        ("critical-alert.toml", SCENARIO),
+        ("critical-alert-live.toml", LIVE_SCENARIO),
+    ] {
+        let scenario = dir.join("scenarios").join(file);
+        write(&scenario, &vars.fill(template))?;
+        files.push(scenario);
+    }
     std::fs::write(request.config, config_text).map_err(|source| ScaffoldError::Write {
         path: request.config.to_owned(),
         source,
@@ -331,6 +336,43 @@ was_paused = false
 
 [[expect.writes]]
 call = "flags.set"
+
+[expect.writes.args]
+name = "{{flag}}"
+reason = "{{name}} runbook, step 2: pause while the alert is critical"
+value = "1"
+"#;
+
+/// The same alert, live: the pause asks an approver (the config's gates),
+/// who approves, and the write is made.
+const LIVE_SCENARIO: &str = r#"description = "Live: the pause goes to an approver, who approves it; then it is made"
+mode = "live"
+now = "2026-11-23T09:00:00Z"
+
+[alert]
+name = "{{camel}}Critical"
+fingerprint = "example-1"
+labels = { severity = "critical" }
+
+[flags]
+{{flag}} = "0"
+
+# Each entry is one approver's decision (a gate with quorum = 2 takes two,
+# with distinct `by`).
+[[approvals]]
+call = "flags.set"
+target = "{{flag}}"
+decision = "approve"                 # or deny, timeout
+by = "oncall"
+reason = "critical and not paused"
+
+[expect]
+status = "done"
+severity = "SEV-1"
+
+[[expect.writes]]
+call = "flags.set"
+gate = "approved"
 
 [expect.writes.args]
 name = "{{flag}}"
