@@ -470,23 +470,9 @@ mod tests {
     /// refused`, not `backend: backend: connection refused`.
     #[test]
     fn a_backend_error_is_written_as_its_message_alone() {
-        let recording = Recording {
-            stepgate_recording: crate::recording::FORMAT,
-            run_id: "r1".into(),
-            playbook: "p".into(),
-            mode: "dry-run".into(),
-            step_mode: false,
-            alert: Alert {
-                name: "A".into(),
-                status: AlertStatus::Firing,
-                labels: Vec::new(),
-                annotations: Vec::new(),
-                starts_at: None,
-                fingerprint: None,
-            },
-            outcome: serde_json::json!({}),
-            steps: Vec::new(),
-            journal: vec![
+        let recording = recording(
+            "dry-run",
+            vec![
                 failed_read(
                     1,
                     "db.query",
@@ -497,10 +483,20 @@ mod tests {
                     "rpc.call",
                     serde_json::json!({ "endpoint": "node", "method": "eth_blockNumber", "params": "[]" }),
                 ),
+                failed_read(
+                    3,
+                    "rpc.http",
+                    serde_json::json!({ "endpoint": "queue", "method": "GET", "path": "/jobs?state=failed&q=a%20b", "headers": [], "body": "" }),
+                ),
             ],
-        };
+        );
         let doc: toml::Table = scenario_of(&recording, None).parse().unwrap();
-        for section in ["db", "rpc"] {
+        // An HTTP read's query string is written decoded, as `query`.
+        let http = &doc["http"][0];
+        assert_eq!(http["path"].as_str(), Some("/jobs"), "{doc}");
+        assert_eq!(http["query"]["state"].as_str(), Some("failed"), "{doc}");
+        assert_eq!(http["query"]["q"].as_str(), Some("a b"), "{doc}");
+        for section in ["db", "rpc", "http"] {
             assert_eq!(
                 doc[section][0]["error"].as_str(),
                 Some("connection refused"),
