@@ -221,6 +221,31 @@ async fn an_approval_stands_when_the_fresh_run_decides_the_same(kind: Kind) {
     );
 }
 
+/// An approval carries over as a decision made now, in its approver's
+/// name: an approver revoked while the run was parked carries nothing, and
+/// the run asks again.
+async fn a_revoked_approvers_approval_does_not_carry_over(kind: Kind) {
+    let w = world(kind, r#"{ policy = "approve", quorum = 1 }"#);
+    let state = &w.runtime.state;
+    w.set_world("drifting").await;
+    let run_id = w.parked_run().await;
+    let amy = state.add_principal("amy", Role::Approver).await.unwrap();
+    state
+        .decide_approval(&amy, &run_id, 3, true, "pause it")
+        .await
+        .unwrap();
+    assert!(state.revoke_principal("amy").await.unwrap());
+    w.set_world("still drifting, differently").await;
+    let report = w.resume(&run_id).await;
+    assert!(
+        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 3, .. })),
+        "{:?}",
+        report.end
+    );
+    assert_eq!(w.written().await, None);
+    assert_eq!(state.pending_approvals().await.unwrap().len(), 1);
+}
+
 /// ... and an approval is void when the fresh run decides otherwise: here
 /// the write copies what it read, so a changed read is a changed write.
 async fn an_approval_is_void_when_the_fresh_run_decides_otherwise(kind: Kind) {
@@ -387,4 +412,5 @@ stepgate_tests::on_both_stores!(
     an_http_read_is_rechecked_by_status_and_body,
     an_approval_stands_when_the_fresh_run_decides_the_same,
     an_approval_is_void_when_the_fresh_run_decides_otherwise,
+    a_revoked_approvers_approval_does_not_carry_over,
 );

@@ -10,6 +10,7 @@ use sqlx::Row;
 
 use serde::Deserialize;
 
+use super::approvals::DecisionError;
 use super::{StateError, StateStore, now_ms};
 use crate::gate::{Requirement, WriteRequest};
 use crate::journal::Entry;
@@ -279,28 +280,33 @@ impl StateStore {
         let reason = format!(
             "carried over from the approval before re-plan {replan}: the fresh run reached the same write, with the same arguments, through the same calls"
         );
-        let at = now_ms();
-        let mut tx = self.begin_write().await?;
+        let mut carried = Vec::new();
         for principal in &approvers {
-            sqlx::query(
-                "INSERT INTO approval_decisions (run_id, seq, principal, approve, reason, at, plan_digest) VALUES ($1, $2, $3, 1, $4, $5, $6)",
+            // Each approval is decided again in its approver's name, under
+            // every rule a decision meets now: one revoked since, or no
+            // longer of the gate's groups, carries nothing.
+            let Some(role) = self.principal_role(principal).await? else {
+                continue;
+            };
+            match self
+                .decide_approval_as(principal, role, run_id, request.seq, true, &reason, None)
+                .await
+            {
+                Ok(_) => carried.push(principal.clone()),
+                Err(DecisionError::State(e)) => return Err(e),
+                Err(other) => tracing::info!(
+                    "the approval of {principal} does not carry over to write #{seq} of {run_id}: {other}"
+                ),
+            }
+        }
+        if !carried.is_empty() {
+            self.append_audit(
+                run_id,
+                &serde_json::json!({ "carried_over": { "seq": seq, "replan": replan, "approvers": carried, "plan_digest": request.plan_digest } }),
             )
-            .bind(run_id)
-            .bind(seq)
-            .bind(principal)
-            .bind(&reason)
-            .bind(at)
-            .bind(&request.plan_digest)
-            .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
-        self.append_audit(
-            run_id,
-            &serde_json::json!({ "carried_over": { "seq": seq, "replan": replan, "approvers": approvers, "plan_digest": request.plan_digest } }),
-        )
-        .await?;
-        Ok(approvers)
+        Ok(carried)
     }
 
     /// How many times run `run_id` has been re-planned.
