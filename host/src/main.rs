@@ -471,7 +471,8 @@ fn said_once(error: &anyhow::Error) -> String {
     let mut text = error.to_string();
     for cause in error.chain().skip(1) {
         let cause = cause.to_string();
-        if !text.contains(&cause) {
+        // Repeated: a wrapper that ends with its source's text.
+        if cause.is_empty() || !text.ends_with(&cause) {
             text.push_str(": ");
             text.push_str(&cause);
         }

@@ -58,7 +58,11 @@ pub async fn run_one(runtime: &Runtime, playbook: &Playbook, scenario: Scenario)
                 provisional.world.answer_as(&missing.snippet);
             }
             filled = unanswered.len();
-            let (_, world) = run_in(runtime, playbook, &provisional).await;
+            let (pass, world) = run_in(runtime, playbook, &provisional).await;
+            if matches!(pass.end, crate::run::RunEnd::Limit(_)) {
+                // A run that hits its limits is not run again and again.
+                break;
+            }
             let more: Vec<world::Unanswered> = world
                 .unanswered()
                 .into_iter()

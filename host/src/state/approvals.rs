@@ -532,12 +532,29 @@ impl StateStore {
         reason: &str,
         plan: Option<&str>,
     ) -> Result<ApprovalStatus, DecisionError> {
+        if reason.trim().is_empty() {
+            return Err(DecisionError::NoReason);
+        }
+        self.may_decide(principal, role, run_id, seq, plan).await?;
+        self.record_decision(run_id, seq, principal, approve, reason)
+            .await
+    }
+
+    /// Whether `principal` (of `role`) may decide request `seq` of run
+    /// `run_id` now: an approver, not the run's starter, of the groups the
+    /// request names (as escalated so far), on the plan they saw (`plan`,
+    /// a digest prefix, when given). Records nothing.
+    pub(crate) async fn may_decide(
+        &self,
+        principal: &str,
+        role: Role,
+        run_id: &str,
+        seq: u64,
+        plan: Option<&str>,
+    ) -> Result<(), DecisionError> {
         let principal = principal.to_owned();
         if !role.may_approve() {
             return Err(DecisionError::NotAnApprover(principal));
-        }
-        if reason.trim().is_empty() {
-            return Err(DecisionError::NoReason);
         }
         let row = sqlx::query(
             "SELECT started_by, requirement, escalated, op, plan_digest FROM approval_requests WHERE run_id = $1 AND seq = $2",
@@ -580,8 +597,7 @@ impl StateStore {
                 });
             }
         }
-        self.record_decision(run_id, seq, &principal, approve, reason)
-            .await
+        Ok(())
     }
 
     /// The plan digest of a request, if it exists.

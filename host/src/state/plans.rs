@@ -68,12 +68,12 @@ fn guarded(requirement: &str) -> bool {
     serde_json::from_str::<crate::gate::Requirement>(requirement).is_ok_and(|r| r.guarded)
 }
 
-/// Whether two JSON texts hold the same value, whatever the order of
-/// their keys (texts stored by another version may sort them).
 /// How a decision a whole-plan approval made begins its reason: a re-plan
 /// voids it, even for the same write (see `StateStore::carry_over`).
 pub(crate) const WHOLE_PLAN: &str = "whole plan";
 
+/// Whether two JSON texts hold the same value, whatever the order of
+/// their keys (texts stored by another version may sort them).
 pub(crate) fn same_json(a: &str, b: &str) -> bool {
     match (
         serde_json::from_str::<serde_json::Value>(a),

@@ -225,8 +225,16 @@ impl StateStore {
     pub async fn carry_over(&self, request: &WriteRequest) -> Result<Vec<String>, StateError> {
         let pool = self.pool().await?;
         let (run_id, seq) = (request.run_id.as_str(), request.seq as i64);
+        // A write a guardrail escalated is approved for what it measured
+        // (bound into its plan digest): it is asked again.
+        if request.requirement.guarded || !request.findings.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Only the approval the latest re-plan set aside: an earlier one
+        // was given before calls a later re-plan replaced.
         let Some(row) = sqlx::query(
-            "SELECT replan, record FROM superseded WHERE run_id = $1 AND kind = 'approval' AND seq = $2 ORDER BY replan DESC LIMIT 1",
+            "SELECT replan, record FROM superseded WHERE run_id = $1 AND kind = 'approval' AND seq = $2
+             AND replan = (SELECT MAX(replan) FROM superseded WHERE run_id = $1)",
         )
         .bind(run_id)
         .bind(seq)
@@ -280,23 +288,40 @@ impl StateStore {
         let reason = format!(
             "carried over from the approval before re-plan {replan}: the fresh run reached the same write, with the same arguments, through the same calls"
         );
-        let mut carried = Vec::new();
+        // Each approval is decided again in its approver's name, under
+        // every rule a decision meets now: one revoked since, or no longer
+        // of the gate's groups, counts for nothing, and unless the rest
+        // still make the quorum nothing is carried over (the request waits
+        // for a decision, whole).
+        let mut deciders = Vec::new();
         for principal in &approvers {
-            // Each approval is decided again in its approver's name, under
-            // every rule a decision meets now: one revoked since, or no
-            // longer of the gate's groups, carries nothing.
             let Some(role) = self.principal_role(principal).await? else {
                 continue;
             };
             match self
-                .decide_approval_as(principal, role, run_id, request.seq, true, &reason, None)
+                .may_decide(principal, role, run_id, request.seq, None)
                 .await
             {
-                Ok(_) => carried.push(principal.clone()),
+                Ok(()) => deciders.push(principal.clone()),
                 Err(DecisionError::State(e)) => return Err(e),
                 Err(other) => tracing::info!(
                     "the approval of {principal} does not carry over to write #{seq} of {run_id}: {other}"
                 ),
+            }
+        }
+        if deciders.len() < request.requirement.quorum.max(1) as usize {
+            return Ok(Vec::new());
+        }
+        let mut carried = Vec::new();
+        for principal in &deciders {
+            match self
+                .record_decision(run_id, request.seq, principal, true, &reason)
+                .await
+            {
+                Ok(_) => carried.push(principal.clone()),
+                Err(DecisionError::State(e)) => return Err(e),
+                // Decided meanwhile (the quorum met): nothing more to add.
+                Err(_) => break,
             }
         }
         if !carried.is_empty() {
