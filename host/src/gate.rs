@@ -552,6 +552,18 @@ impl Gates {
             .unwrap_or(coarse)
     }
 
+    /// The finer targets (tables, methods) gate keys name under `op` on
+    /// `target`: `db.execute:ledger/holds` gives `holds` for `ledger`.
+    pub fn finer_keys(&self, op: &str, target: &str) -> Vec<String> {
+        let prefix = format!("{target}/");
+        self.by_key
+            .keys()
+            .filter(|key| key.op == op)
+            .filter_map(|key| key.target.as_deref()?.strip_prefix(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The policy for `op` on `target` (and its finer targets).
     pub fn policy(&self, op: &str, target: &str, finer: &[String]) -> Policy {
         self.rule(op, target, finer).policy

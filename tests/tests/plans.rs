@@ -27,6 +27,11 @@ struct World {
 /// The hostile guest's `call-loop-write`: two reads of BENCH_FLAG, then
 /// `flags.set PLAZA_TEST_FLAG` behind an approval of one.
 fn world(kind: Kind, rule: &str) -> World {
+    world_with(kind, rule, "")
+}
+
+/// [`world`], with `more` config (guardrails) after it.
+fn world_with(kind: Kind, rule: &str, more: &str) -> World {
     let pg = (kind == Kind::Postgres).then(PgServer::start);
     let state = stepgate_tests::servers::state_section(pg.as_ref());
     let setup = Setup::new(&format!(
@@ -43,6 +48,7 @@ grants.db.plaza = {{}}
 grants.flags = {{ read = ["BENCH_*"], write = ["PLAZA_*"] }}
 [playbooks.hostile.gates]
 "flags.set" = {rule}
+{more}
 "#,
         stepgate_artifacts::HOSTILE
     ));
@@ -246,6 +252,41 @@ async fn a_revoked_approvers_approval_does_not_carry_over(kind: Kind) {
     assert_eq!(state.pending_approvals().await.unwrap().len(), 1);
 }
 
+/// A write a guardrail escalated was approved for what the guardrail
+/// measured: its approval never carries over a re-plan, even to the same
+/// write through the same calls; the run asks again.
+async fn an_escalated_writes_approval_does_not_carry_over(kind: Kind) {
+    let w = world_with(
+        kind,
+        r#"{ policy = "approve", quorum = 1 }"#,
+        "[guardrails.no-flag-without-a-look]\nop = \"flags.set\"\ntargets_per_run = 0\n",
+    );
+    let state = &w.runtime.state;
+    w.set_world("drifting").await;
+    let run_id = w.parked_run().await;
+    let request = state.approval_request(&run_id, 3).await.unwrap().unwrap();
+    assert!(!request.plan.is_empty());
+    assert!(
+        request.plan.contains("no-flag-without-a-look"),
+        "the guardrail escalated it: {}",
+        request.plan
+    );
+    let amy = state.add_principal("amy", Role::Approver).await.unwrap();
+    state
+        .decide_approval(&amy, &run_id, 3, true, "pause it")
+        .await
+        .unwrap();
+    w.set_world("still drifting, differently").await;
+    let report = w.resume(&run_id).await;
+    assert!(
+        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 3, .. })),
+        "{:?}",
+        report.end
+    );
+    assert_eq!(w.written().await, None);
+    assert_eq!(state.replans(&run_id).await.unwrap(), 1);
+}
+
 /// ... and an approval is void when the fresh run decides otherwise: here
 /// the write copies what it read, so a changed read is a changed write.
 async fn an_approval_is_void_when_the_fresh_run_decides_otherwise(kind: Kind) {
@@ -413,4 +454,5 @@ stepgate_tests::on_both_stores!(
     an_approval_stands_when_the_fresh_run_decides_the_same,
     an_approval_is_void_when_the_fresh_run_decides_otherwise,
     a_revoked_approvers_approval_does_not_carry_over,
+    an_escalated_writes_approval_does_not_carry_over,
 );

@@ -82,7 +82,13 @@ pub fn write_gates(
     };
     for capability in capabilities {
         match capability {
-            Capability::DbWrite(conn) => gate("db.execute", conn, Vec::new()),
+            Capability::DbWrite(conn) => {
+                gate("db.execute", conn, Vec::new());
+                // A table with a rule of its own meets that rule.
+                for table in gates.finer_keys("db.execute", conn) {
+                    gate("db.execute", conn, vec![table]);
+                }
+            }
             Capability::Rpc(m) => {
                 let Some(endpoint) = config.rpc.get(&m.endpoint) else {
                     continue;
@@ -200,6 +206,10 @@ path = "pages.jsonl"
                 crate::config::GateRule::bare(crate::gate::Policy::Auto),
             ),
             (
+                "db.execute:ledger/holds".to_owned(),
+                crate::config::GateRule::bare(crate::gate::Policy::Deny),
+            ),
+            (
                 "rpc.call:base/eth_sendRawTransaction".to_owned(),
                 crate::config::GateRule {
                     quorum: Some(2),
@@ -218,6 +228,7 @@ path = "pages.jsonl"
             shown,
             [
                 pair("db.execute:ledger", "approve (quorum 1)"),
+                pair("db.execute:ledger/holds", "deny"),
                 pair(
                     "rpc.call:base/eth_sendRawTransaction",
                     "approve (quorum 2, group treasury)"
