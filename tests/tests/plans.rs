@@ -26,6 +26,15 @@ struct World {
 
 /// The hostile guest's `call-loop-write`: two reads of BENCH_FLAG, then
 /// `flags.set PLAZA_TEST_FLAG` behind an approval of one.
+/// Asserts that `report` parked on write `seq`.
+fn parked_at(report: &RunReport, seq: u64) {
+    assert!(
+        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: s, .. }) if s == seq),
+        "{:?}",
+        report.end
+    );
+}
+
 fn world(kind: Kind, rule: &str) -> World {
     world_with(kind, rule, "")
 }
@@ -84,11 +93,7 @@ impl World {
             approver,
         )
         .await;
-        assert!(
-            matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: s, .. }) if s == seq),
-            "{:?}",
-            report.end
-        );
+        parked_at(&report, seq);
         report.run_id
     }
 
@@ -97,6 +102,16 @@ impl World {
             .resume(run_id, None, Box::new(Quiet))
             .await
             .unwrap()
+    }
+
+    /// amy, an approver, approves write `seq` of `run_id`.
+    async fn amy_approves(&self, run_id: &str, seq: u64) {
+        let state = &self.runtime.state;
+        let amy = state.add_principal("amy", Role::Approver).await.unwrap();
+        state
+            .decide_approval(&amy, run_id, seq, true, "approved on the plan shown")
+            .await
+            .unwrap();
     }
 
     async fn written(&self) -> Option<String> {
@@ -147,12 +162,7 @@ async fn an_approval_of_a_stale_plan_is_void_and_the_run_asks_again(kind: Kind) 
     // While it waited, the world moved: the approval is void, nothing is
     // written, the run re-reads and asks again on the new plan.
     w.set_world("closed").await;
-    let report = w.resume(&run_id).await;
-    assert!(
-        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 3, .. })),
-        "{:?}",
-        report.end
-    );
+    parked_at(&w.resume(&run_id).await, 3);
     assert_eq!(w.written().await, None);
     let pending = state.pending_approvals().await.unwrap();
     assert_eq!(pending.len(), 1, "a new request on the new plan");
@@ -198,11 +208,7 @@ async fn an_approval_stands_when_the_fresh_run_decides_the_same(kind: Kind) {
     let state = &w.runtime.state;
     w.set_world("drifting").await;
     let run_id = w.parked_run().await;
-    let amy = state.add_principal("amy", Role::Approver).await.unwrap();
-    state
-        .decide_approval(&amy, &run_id, 3, true, "pause it")
-        .await
-        .unwrap();
+    w.amy_approves(&run_id, 3).await;
     w.set_world("still drifting, differently").await;
     let report = w.resume(&run_id).await;
     assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
@@ -235,19 +241,10 @@ async fn a_revoked_approvers_approval_does_not_carry_over(kind: Kind) {
     let state = &w.runtime.state;
     w.set_world("drifting").await;
     let run_id = w.parked_run().await;
-    let amy = state.add_principal("amy", Role::Approver).await.unwrap();
-    state
-        .decide_approval(&amy, &run_id, 3, true, "pause it")
-        .await
-        .unwrap();
+    w.amy_approves(&run_id, 3).await;
     assert!(state.revoke_principal("amy").await.unwrap());
     w.set_world("still drifting, differently").await;
-    let report = w.resume(&run_id).await;
-    assert!(
-        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 3, .. })),
-        "{:?}",
-        report.end
-    );
+    parked_at(&w.resume(&run_id).await, 3);
     assert_eq!(w.written().await, None);
     assert_eq!(state.pending_approvals().await.unwrap().len(), 1);
 }
@@ -271,18 +268,9 @@ async fn an_escalated_writes_approval_does_not_carry_over(kind: Kind) {
         "the guardrail escalated it: {}",
         request.plan
     );
-    let amy = state.add_principal("amy", Role::Approver).await.unwrap();
-    state
-        .decide_approval(&amy, &run_id, 3, true, "pause it")
-        .await
-        .unwrap();
+    w.amy_approves(&run_id, 3).await;
     w.set_world("still drifting, differently").await;
-    let report = w.resume(&run_id).await;
-    assert!(
-        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 3, .. })),
-        "{:?}",
-        report.end
-    );
+    parked_at(&w.resume(&run_id).await, 3);
     assert_eq!(w.written().await, None);
     assert_eq!(state.replans(&run_id).await.unwrap(), 1);
 }
@@ -294,18 +282,9 @@ async fn an_approval_is_void_when_the_fresh_run_decides_otherwise(kind: Kind) {
     let state = &w.runtime.state;
     w.set_world("drifting").await;
     let run_id = w.parked_in("copy-write", 3).await;
-    let amy = state.add_principal("amy", Role::Approver).await.unwrap();
-    state
-        .decide_approval(&amy, &run_id, 3, true, "copy it")
-        .await
-        .unwrap();
+    w.amy_approves(&run_id, 3).await;
     w.set_world("closed").await;
-    let report = w.resume(&run_id).await;
-    assert!(
-        matches!(report.end, RunEnd::Stopped(Stopped::Parked { seq: 3, .. })),
-        "{:?}",
-        report.end
-    );
+    parked_at(&w.resume(&run_id).await, 3);
     assert_eq!(w.written().await, None);
     let pending = state.pending_approvals().await.unwrap();
     assert_eq!(pending.len(), 1, "asked again");

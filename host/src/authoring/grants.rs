@@ -117,15 +117,7 @@ pub fn write_gates(
 
 /// A config key: bare when TOML allows, else quoted.
 fn key(name: &str) -> String {
-    let bare = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if bare {
-        name.to_owned()
-    } else {
-        toml::Value::String(name.to_owned()).to_string()
-    }
+    toml_edit::Key::new(name).to_string()
 }
 
 #[cfg(test)]
