@@ -17,5 +17,57 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::stepgate::playbook::types::{
-    AlertStatus, Capability, Error as WitError, RpcMethod, Value,
+    AlertStatus, Capability, Element, Error as WitError, RpcMethod, Value,
 };
+
+impl From<&Element> for Value {
+    /// An array's element as the value it stands for, so that what handles
+    /// a value (binding, JSON, TOML) handles an element the same way.
+    fn from(element: &Element) -> Value {
+        match element {
+            Element::Null => Value::Null,
+            Element::Boolean(b) => Value::Boolean(*b),
+            Element::Int(i) => Value::Int(*i),
+            Element::Float(f) => Value::Float(*f),
+            Element::Text(t) => Value::Text(t.clone()),
+            Element::Bytes(b) => Value::Bytes(b.clone()),
+            Element::Decimal(d) => Value::Decimal(d.clone()),
+            Element::Timestamp(t) => Value::Timestamp(t.clone()),
+        }
+    }
+}
+
+impl Value {
+    /// The value as plain JSON: decimals and timestamps stay exact text,
+    /// bytes are hex, an array is a JSON array.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::{Value as Json, json};
+        match self {
+            Value::Null => Json::Null,
+            Value::Boolean(b) => json!(b),
+            Value::Int(i) => json!(i),
+            Value::Float(f) => json!(f),
+            Value::Text(t) | Value::Decimal(t) | Value::Timestamp(t) => json!(t),
+            Value::Bytes(b) => json!(hex::encode(b)),
+            Value::Array(elements) => {
+                Json::Array(elements.iter().map(|e| Value::from(e).to_json()).collect())
+            }
+        }
+    }
+
+    /// The value as an array's element, or `None` for an array (arrays do
+    /// not nest).
+    pub fn to_element(&self) -> Option<Element> {
+        Some(match self {
+            Value::Null => Element::Null,
+            Value::Boolean(b) => Element::Boolean(*b),
+            Value::Int(i) => Element::Int(*i),
+            Value::Float(f) => Element::Float(*f),
+            Value::Text(t) => Element::Text(t.clone()),
+            Value::Bytes(b) => Element::Bytes(b.clone()),
+            Value::Decimal(d) => Element::Decimal(d.clone()),
+            Value::Timestamp(t) => Element::Timestamp(t.clone()),
+            Value::Array(_) => return None,
+        })
+    }
+}

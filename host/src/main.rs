@@ -78,7 +78,8 @@ enum Command {
         config: PathBuf,
     },
     /// Make a new playbook folder in Rust, Python or JavaScript (a working
-    /// `describe` and `run`, one scenario) and register it in the config.
+    /// `describe` and `run` that pages the on-call, a dry-run and a live
+    /// scenario) and register it in the config.
     New {
         /// The playbook's name: lowercase letters, digits and dashes.
         name: String,
@@ -94,6 +95,10 @@ enum Command {
         /// The config to register it in (made if absent).
         #[arg(long, default_value = "stepgate.toml")]
         config: PathBuf,
+        /// Give it a pause flag of its own, in a built-in flag store the
+        /// config gains, that it sets (a gated write) before it pages.
+        #[arg(long)]
+        kill_switch: bool,
     },
     /// Build a playbook folder into a component with its language's
     /// toolchain (cargo, componentize-py, componentize-js).
@@ -509,7 +514,8 @@ async fn dispatch(command: Command) -> Result<u8, UsageError> {
             dir,
             rust_sdk,
             config,
-        } => new_playbook(&name, lang, &dir, rust_sdk, &config),
+            kill_switch,
+        } => new_playbook(&name, lang, &dir, rust_sdk, &config, kill_switch),
         Command::Build { dir, out } => build_playbook(&dir, out.as_deref()),
         Command::Resume { run, json, config } => resume(&run, json, &config).await,
         Command::Approvals { json, config } => decisions::list(&load_config(&config)?, json).await,
@@ -1133,8 +1139,25 @@ async fn policy_test(
     Ok(exit::DONE)
 }
 
+/// The name of the configured playbook whose component is the file at
+/// `path`, if one is.
+fn configured_as(config: &stepgate::config::Config, path: &str) -> Option<String> {
+    let file = std::fs::canonicalize(path).ok()?;
+    config
+        .playbooks
+        .iter()
+        .find(|(_, pb)| {
+            std::fs::canonicalize(config.resolve(&pb.component)).ok() == Some(file.clone())
+        })
+        .map(|(name, _)| name.clone())
+}
+
 async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
     let config = load_config(config)?;
+    // A path to a configured playbook's component is that playbook: its
+    // grants and gates apply, not the defaults of an unknown component.
+    let component = configured_as(&config, component).unwrap_or_else(|| component.to_owned());
+    let component = component.as_str();
     // The digest first: it is what a pin needs, and what a refused
     // (unpinned or swapped) component is named by.
     let path = match config.playbooks.get(component) {
@@ -1200,6 +1223,7 @@ fn new_playbook(
     dir: &Path,
     rust_sdk: Option<PathBuf>,
     config: &Path,
+    kill_switch: bool,
 ) -> Result<u8, UsageError> {
     use stepgate::authoring::Language;
     use stepgate::authoring::scaffold::{NewPlaybook, scaffold};
@@ -1220,6 +1244,7 @@ fn new_playbook(
         parent: dir,
         config,
         rust_sdk: rust_sdk.as_deref(),
+        kill_switch,
     })?;
     outln!("made {} ({language}):", made.dir.display());
     for file in &made.files {

@@ -112,14 +112,7 @@ pub fn end_json(end: &RunEnd) -> Json {
 
 /// A WIT value as plain JSON: decimals and timestamps stay exact text.
 pub fn value_json(value: &Value) -> Json {
-    match value {
-        Value::Null => Json::Null,
-        Value::Boolean(b) => json!(b),
-        Value::Int(i) => json!(i),
-        Value::Float(f) => json!(f),
-        Value::Text(t) | Value::Decimal(t) | Value::Timestamp(t) => json!(t),
-        Value::Bytes(b) => json!(hex::encode(b)),
-    }
+    value.to_json()
 }
 
 pub fn error_kind(error: &WitError) -> &'static str {

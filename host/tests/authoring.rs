@@ -47,15 +47,22 @@ fn ok(output: Output, what: &str) -> String {
 #[test]
 fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
     let work = tempfile::tempdir().unwrap();
-    for (lang, language) in [("python", "Python"), ("js", "JavaScript"), ("rust", "Rust")] {
-        let name = format!("stuck-{lang}");
-        let made = ok(
-            stepgate(
-                work.path(),
-                &["new", &name, "--lang", lang, "--dir", "playbooks"],
-            ),
-            "stepgate new",
-        );
+    // Each language with and without a kill switch: the `{{kill}}` lines
+    // of every template are built and run too.
+    for (lang, language, kill_switch) in [
+        ("python", "Python", false),
+        ("js", "JavaScript", false),
+        ("rust", "Rust", false),
+        ("python", "Python", true),
+        ("js", "JavaScript", true),
+        ("rust", "Rust", true),
+    ] {
+        let name = format!("{}-{lang}", if kill_switch { "paused" } else { "stuck" });
+        let mut args = vec!["new", &name, "--lang", lang, "--dir", "playbooks"];
+        if kill_switch {
+            args.push("--kill-switch");
+        }
+        let made = ok(stepgate(work.path(), &args), "stepgate new");
         assert!(made.contains("registered"), "{made}");
         let folder = format!("playbooks/{name}");
         if lang == "js" {
@@ -80,7 +87,7 @@ fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
             tested.contains(&format!("ok    {name}/critical-alert ")),
             "{tested}"
         );
-        // The live one: the pause approved by the scenario's approver.
+        // The live one: each write approved by the scenario's approver.
         assert!(
             tested.contains(&format!("ok    {name}/critical-alert-live ")),
             "{tested}"
@@ -94,32 +101,36 @@ fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
             tested.contains("2 scenarios: 2 passed, 0 failed"),
             "{tested}"
         );
-        // The source changes after the build: `test` builds it again
-        // before any scenario runs, never testing the old component.
-        let source = source_of(&work.path().join(&folder));
-        let mut text = std::fs::read_to_string(&source).unwrap();
-        text.push_str(if lang == "python" {
-            "\n# edited\n"
-        } else {
-            "\n// edited\n"
-        });
-        std::fs::write(&source, text).unwrap();
-        let retested = ok(stepgate(work.path(), &["test", &folder]), "stepgate test");
-        assert!(
-            retested.contains(&format!("building {name} (")) && retested.contains("changed after"),
-            "{retested}"
-        );
-        assert!(retested.contains("2 scenarios: 2 passed"), "{retested}");
-        let again = ok(
-            stepgate(work.path(), &["test", &folder, "--show"]),
-            "stepgate test --show",
-        );
-        assert!(!again.contains("building"), "built once: {again}");
-        assert!(!again.contains("compiling"), "compiled once: {again}");
-        assert!(
-            again.contains("\n      done · "),
-            "the outcome shown: {again}"
-        );
+        // Once per language: a rebuild when the source changes, and --show.
+        if !kill_switch {
+            // The source changes after the build: `test` builds it again
+            // before any scenario runs, never testing the old component.
+            let source = source_of(&work.path().join(&folder));
+            let mut text = std::fs::read_to_string(&source).unwrap();
+            text.push_str(if lang == "python" {
+                "\n# edited\n"
+            } else {
+                "\n// edited\n"
+            });
+            std::fs::write(&source, text).unwrap();
+            let retested = ok(stepgate(work.path(), &["test", &folder]), "stepgate test");
+            assert!(
+                retested.contains(&format!("building {name} ("))
+                    && retested.contains("changed after"),
+                "{retested}"
+            );
+            assert!(retested.contains("2 scenarios: 2 passed"), "{retested}");
+            let again = ok(
+                stepgate(work.path(), &["test", &folder, "--show"]),
+                "stepgate test --show",
+            );
+            assert!(!again.contains("building"), "built once: {again}");
+            assert!(!again.contains("compiling"), "compiled once: {again}");
+            assert!(
+                again.contains("\n      done · "),
+                "the outcome shown: {again}"
+            );
+        }
         let inspected = ok(
             stepgate(work.path(), &["inspect", &name]),
             "stepgate inspect",
@@ -129,10 +140,42 @@ fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
             "{inspected}"
         );
         assert!(inspected.contains(" MB)"), "the size: {inspected}");
+        assert!(
+            inspected.lines().any(
+                |l| l.trim_start().starts_with("pager.page:on-call ") && l.contains(" approve")
+            ),
+            "its page and gate: {inspected}"
+        );
+        assert_eq!(
+            inspected.contains("flags.set:"),
+            kill_switch,
+            "a flag write only with a kill switch: {inspected}"
+        );
     }
-    // One config, three playbooks; a fourth with a taken name is refused
-    // and the config is left as it was.
+    // By its path, a configured component is its playbook: its grants'
+    // table and its gates, not an unknown component's defaults.
+    let by_path = ok(
+        stepgate(
+            work.path(),
+            &["inspect", "playbooks/paused-rust/target/paused-rust.wasm"],
+        ),
+        "stepgate inspect PATH",
+    );
+    assert!(
+        by_path.contains("(under [playbooks.paused-rust.grants])"),
+        "{by_path}"
+    );
+    // One config, six playbooks: one on-call target and state store, and a
+    // flag store for each kill switch only. A seventh with a taken name is
+    // refused and the config is left as it was.
     let config = std::fs::read_to_string(work.path().join("stepgate.toml")).unwrap();
+    assert_eq!(
+        config.matches("[pager.targets.on-call]").count(),
+        1,
+        "{config}"
+    );
+    assert_eq!(config.matches("[state]").count(), 1, "{config}");
+    assert_eq!(config.matches("kind = \"builtin\"").count(), 3, "{config}");
     let again = stepgate(
         work.path(),
         &["new", "stuck-js", "--lang", "python", "--dir", "other"],

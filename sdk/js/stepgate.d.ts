@@ -9,7 +9,9 @@ import type * as wit from 'stepgate:playbook/types@0.1.0';
 export type ErrorKind = wit.Error['tag'];
 export type Severity = 'critical' | 'error' | 'warning' | 'info';
 /** A value a statement parameter or an outcome field can take. Money is a Decimal. */
-export type Param = null | undefined | boolean | bigint | number | string | Decimal | Uint8Array | Date;
+export type Scalar = null | undefined | boolean | bigint | number | string | Decimal | Uint8Array | Date;
+/** A statement parameter; an array is one parameter (`= ANY($1)`). */
+export type Param = Scalar | Scalar[];
 
 export class StepgateError extends Error {
   constructor(kind: ErrorKind, text: string);

@@ -192,7 +192,17 @@ function toValue(v) {
     // RFC 3339 in UTC, milliseconds only when there are some.
     return { tag: 'timestamp', val: v.toISOString().replace('.000Z', 'Z') };
   }
-  throw new StepgateError('invalid', `cannot pass ${typeof v} to stepgate: use null, boolean, bigint, string, Decimal, bytes or a Date`);
+  // One parameter: `= ANY($1)` on PostgreSQL, `json_each(?1)` on SQLite.
+  if (Array.isArray(v)) return { tag: 'array', val: v.map(toElement) };
+  throw new StepgateError('invalid', `cannot pass ${typeof v} to stepgate: use null, boolean, bigint, string, Decimal, bytes, a Date, or an array of these`);
+}
+
+/** An array's item as the WIT `element` of the same kind. */
+function toElement(item) {
+  if (Array.isArray(item)) {
+    throw new StepgateError('invalid', 'an array parameter holds values, not arrays: arrays do not nest');
+  }
+  return toValue(item);
 }
 
 /** A value as the Rust SDK's messages show it: `Value::Text("x")`. */

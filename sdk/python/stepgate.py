@@ -171,7 +171,20 @@ def _to_value(v):
         if v.tzinfo is None or v.utcoffset() is None:
             raise Error("invalid", f"{v} has no time zone, so it is no one instant: give it one (tzinfo=datetime.timezone.utc), or use runbook.now()")
         return _t.Value_Timestamp(_rfc3339(v))
-    raise Error("invalid", f"cannot pass a {type(v).__name__} to stepgate: use None, bool, int, Decimal, str, bytes or a datetime with a time zone")
+    if isinstance(v, (list, tuple)):
+        # One parameter: `= ANY($1)` on PostgreSQL, `json_each(?1)` on SQLite.
+        return _t.Value_Array([_to_element(item) for item in v])
+    raise Error("invalid", f"cannot pass a {type(v).__name__} to stepgate: use None, bool, int, Decimal, str, bytes, a datetime with a time zone, or a list of these")
+
+
+def _to_element(item):
+    """A list's item as the WIT `element` of the same kind."""
+    if isinstance(item, (list, tuple)):
+        raise Error("invalid", "a list parameter holds values, not lists: lists do not nest")
+    value = _to_value(item)
+    kind = type(value).__name__.removeprefix("Value_")
+    element = getattr(_t, "Element_" + kind)
+    return element() if kind == "Null" else element(value.value)
 
 
 def _rfc3339(moment):

@@ -38,6 +38,15 @@ class Money(unittest.TestCase):
         self.assertEqual(stepgate._to_value(3), t.Value_Int(3))
         self.assertEqual(stepgate._to_value(Decimal("1.50")), t.Value_Decimal("1.50"))
         self.assertEqual(stepgate._to_value(None), t.Value_Null())
+        # A list is one parameter: an array of elements of its items' kinds.
+        self.assertEqual(
+            stepgate._to_value([1, None, "x", Decimal("2.5")]),
+            t.Value_Array([t.Element_Int(1), t.Element_Null(), t.Element_Text("x"), t.Element_Decimal("2.5")]),
+        )
+        self.assertEqual(stepgate._to_value(()), t.Value_Array([]))
+        with self.assertRaises(Error) as raised:
+            stepgate._to_value([[1]])
+        self.assertIn("lists do not nest", raised.exception.text)
         with self.assertRaises(Error) as raised:
             stepgate._to_value(object())
         self.assertEqual(raised.exception.kind, "invalid")

@@ -6,7 +6,7 @@
 //! run's capability context.
 
 use stepgate::bindings::stepgate::playbook::db::{Host, Rows};
-use stepgate::bindings::{Value, WitError};
+use stepgate::bindings::{Element, Value, WitError};
 use stepgate::caps::{CallCtx, CapError};
 use stepgate::gate::{Decision, Mode};
 use stepgate::runtime::Runtime;
@@ -377,8 +377,89 @@ async fn a_write_over_its_row_cap_is_rolled_back_in_the_engine(kind: Kind) {
     );
 }
 
+/// A list is one parameter: an array on PostgreSQL (`= ANY($1)`), JSON
+/// text on SQLite (`json_each(?1)`), in reads and in writes.
+async fn a_list_is_one_parameter_in_reads_and_writes(kind: Kind) {
+    let db = db(kind, "");
+    let in_list = |column: &str| match kind {
+        Kind::Postgres => format!("{column} = ANY($1)"),
+        Kind::Sqlite => format!("{column} IN (SELECT value FROM json_each($1))"),
+    };
+    let mut ctx = db.ctx(Mode::DryRun);
+    let ids = |rows: Rows| -> Vec<Value> { rows.rows.into_iter().map(|r| r[0].clone()).collect() };
+    let rows = query(
+        &mut ctx,
+        &format!(
+            "SELECT id FROM escrow_holds WHERE {} ORDER BY id",
+            in_list("id")
+        ),
+        vec![Value::Array(vec![
+            Element::Int(3),
+            Element::Int(1),
+            Element::Null,
+        ])],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(rows), [Value::Int(1), Value::Int(3)]);
+    let rows = query(
+        &mut ctx,
+        &format!("SELECT id FROM escrow_holds WHERE {}", in_list("order_id")),
+        vec![Value::Array(vec![Element::Text("order:1002".into())])],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(rows), [Value::Int(2)]);
+    // An empty list matches nothing (PostgreSQL binds it as text[]: cast).
+    let empty = match kind {
+        Kind::Postgres => "SELECT id FROM escrow_holds WHERE id = ANY($1::bigint[])".to_owned(),
+        Kind::Sqlite => format!("SELECT id FROM escrow_holds WHERE {}", in_list("id")),
+    };
+    let rows = query(&mut ctx, &empty, vec![Value::Array(vec![])])
+        .await
+        .unwrap();
+    assert!(rows.rows.is_empty(), "{:?}", rows.rows);
+    if kind == Kind::Postgres {
+        // One kind per array: a mixed one is refused before it is sent.
+        let err = wit(query(
+            &mut ctx,
+            &format!("SELECT id FROM escrow_holds WHERE {}", in_list("id")),
+            vec![Value::Array(vec![
+                Element::Int(1),
+                Element::Text("2".into()),
+            ])],
+        )
+        .await);
+        assert!(
+            matches!(&err, WitError::Invalid(m) if m.contains("one kind") && m.contains("$1")),
+            "{err:?}"
+        );
+    }
+    // A write: the holds the list names are released.
+    let mut ctx = db.ctx(Mode::Live);
+    let changed = execute(
+        &mut ctx,
+        &format!(
+            "UPDATE escrow_holds SET state = 'released' WHERE {}",
+            in_list("id")
+        ),
+        vec![Value::Array(vec![Element::Int(1), Element::Int(2)])],
+    )
+    .await
+    .unwrap();
+    assert_eq!(changed, 2);
+    // Exactly the two it names (hold 3 was released already).
+    for id in [1, 2] {
+        assert_eq!(
+            hold_state(&mut ctx, id).await,
+            Value::Text("released".into())
+        );
+    }
+}
+
 stepgate_tests::on_both_stores!(
     a_write_over_its_row_cap_is_rolled_back_in_the_engine,
+    a_list_is_one_parameter_in_reads_and_writes,
     reads_bind_values_so_label_injection_finds_nothing,
     query_refuses_writes_stacked_statements_and_sleeps,
     the_database_refuses_writes_the_parser_would_have_missed,

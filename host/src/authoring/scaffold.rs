@@ -3,9 +3,15 @@
 //! author knows; and its entry in the operator's config, so `stepgate
 //! build` then `stepgate test` work straight away.
 //!
-//! Every language gets the same playbook (a flag read, a gated flag write
-//! with a reason, an outcome with a severity and a checklist) and the same
-//! scenario: the scaffold is a small parity test of its own.
+//! Every language gets the same playbook (a triage step, a gated page to the
+//! on-call, an outcome with a severity and a checklist) and the same
+//! scenarios: the scaffold is a small parity test of its own. With
+//! `--kill-switch` it also reads and sets a pause flag of its own, kept in
+//! a built-in flag store the config gains for it; without, the config
+//! gains no store, only the `on-call` pager target if it has none.
+//!
+//! Templates fill `{{var}}`s, and keep a line that starts with `{{kill}}`
+//! only with a kill switch.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +45,9 @@ pub struct NewPlaybook<'a> {
     pub config: &'a Path,
     /// The Rust SDK (`sdk/rust` of stepgate), for Rust playbooks.
     pub rust_sdk: Option<&'a Path>,
+    /// A pause flag of its own, in a built-in flag store, that the
+    /// playbook sets (a gated write) before it pages.
+    pub kill_switch: bool,
 }
 
 /// What was made.
@@ -58,11 +67,11 @@ pub fn scaffold(request: &NewPlaybook) -> Result<Scaffolded, ScaffoldError> {
     if dir.exists() {
         return Err(ScaffoldError::Exists(dir));
     }
-    let vars = Vars::new(name, request.rust_sdk);
+    let vars = Vars::new(name, request.rust_sdk, request.kill_switch);
     let component = default_output(&dir);
     // The config is checked before anything is written: a refused entry
     // leaves no half-made playbook behind.
-    let config_text = registered(request.config, name, &vars.flag, &component)?;
+    let config_text = registered(request.config, &vars, &component)?;
     let mut files = Vec::new();
     for (path, template) in templates(request.language) {
         let path = dir.join(path);
@@ -120,10 +129,12 @@ struct Vars {
     type_name: String,
     /// The SDK's path as a TOML string, quoted.
     rust_sdk: String,
+    /// Whether the playbook has a pause flag of its own.
+    kill_switch: bool,
 }
 
 impl Vars {
-    fn new(name: &str, rust_sdk: Option<&Path>) -> Vars {
+    fn new(name: &str, rust_sdk: Option<&Path>, kill_switch: bool) -> Vars {
         let snake = name.replace('-', "_");
         let camel = name
             .split('-')
@@ -150,11 +161,40 @@ impl Vars {
             type_name: format!("{camel}Playbook"),
             camel,
             rust_sdk: toml_string(&rust_sdk),
+            kill_switch,
         }
     }
 
+    /// `template` with its `{{kill}}` lines kept or dropped and its
+    /// variables filled.
     fn fill(&self, template: &str) -> String {
-        template
+        let lines: String = template
+            .split_inclusive('\n')
+            .filter_map(|line| match line.strip_prefix("{{kill}}") {
+                Some(rest) => self.kill_switch.then_some(rest),
+                None => Some(line),
+            })
+            .collect();
+        let (steps, summary, outcome, todo) = if self.kill_switch {
+            (
+                r#"["Triage", "Pause", "Page"]"#,
+                "Pauses {{name}} and pages the on-call while its alert is critical.",
+                "{{name}} paused and the on-call paged while the alert is critical",
+                "Find the cause, then unpause: set {{flag}} to 0",
+            )
+        } else {
+            (
+                r#"["Triage", "Page"]"#,
+                "Pages the on-call when {{name}}'s alert is critical.",
+                "The on-call paged: {{name}}'s alert is critical",
+                "Find the cause and follow the {{name}} runbook",
+            )
+        };
+        lines
+            .replace("{{steps}}", steps)
+            .replace("{{summary}}", summary)
+            .replace("{{outcome}}", outcome)
+            .replace("{{todo}}", todo)
             .replace("{{name}}", &self.name)
             .replace("{{flag}}", &self.flag)
             .replace("{{snake}}", &self.snake)
@@ -164,14 +204,16 @@ impl Vars {
     }
 }
 
-/// The config (made if absent) with the playbook, its flag store and its
-/// grants added. It must still load: if it would not, the error says why.
-fn registered(
-    config: &Path,
-    name: &str,
-    flag: &str,
-    component: &Path,
-) -> Result<String, ScaffoldError> {
+/// The pager target every scaffold pages. The config gains one (a file of
+/// pages beside it) when it has none.
+const ON_CALL: &str = "on-call";
+
+/// The config (made if absent) with the playbook, its grants and gates
+/// added, and what it needs that the config lacks: a state store, the
+/// `on-call` pager target, and with a kill switch its flag store. It must
+/// still load: if it would not, the error says why.
+fn registered(config: &Path, vars: &Vars, component: &Path) -> Result<String, ScaffoldError> {
+    let name = vars.name.as_str();
     let fail = |message: String| ScaffoldError::Config {
         path: config.to_owned(),
         message,
@@ -194,27 +236,57 @@ fn registered(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let component = toml_string(&relative_to(component, base));
+    let mut entry = String::new();
     // Where runs, approvals and the audit log are kept, if the config
     // does not say yet: a file beside it.
-    let state = if doc.get("state").is_none() {
-        "\n# Runs, approvals and the audit log: a SQLite file beside this config\n\
-         # (or url = { env = \"STEPGATE_STATE_URL\" } for PostgreSQL).\n\
-         [state]\npath = \"stepgate-state.db\"\n"
+    if doc.get("state").is_none() {
+        entry.push_str(
+            "\n# Runs, approvals and the audit log: a SQLite file beside this config\n\
+             # (or url = { env = \"STEPGATE_STATE_URL\" } for PostgreSQL).\n\
+             [state]\npath = \"stepgate-state.db\"\n",
+        );
+    }
+    let has_on_call = doc
+        .get("pager")
+        .and_then(|p| p.get("targets"))
+        .and_then(|t| t.get(ON_CALL))
+        .is_some();
+    if !has_on_call {
+        entry.push_str(&format!(
+            "\n# Who a playbook pages: one JSON line a page in a file beside this\n\
+             # config, until you swap in kind = \"pagerduty\", \"slack\" or \"webhook\"\n\
+             # (docs/configuration.md).\n\
+             [pager.targets.{ON_CALL}]\nkind = \"file\"\npath = \"pages.jsonl\"\n"
+        ));
+    }
+    let flag = &vars.flag;
+    let (store, flag_grants) = if vars.kill_switch {
+        (
+            format!(
+                "\n# `stepgate new {name} --kill-switch`: the built-in flag store for its\n\
+                 # pause flag.\n[flags.{name}]\nkind = \"builtin\"\nnames = [\"{flag}\"]\n"
+            ),
+            format!("flags.read = [\"{flag}\"]\nflags.write = [\"{flag}\"]\n"),
+        )
     } else {
-        ""
+        (String::new(), String::new())
     };
-    let entry = format!(
-        "{state}\n# `stepgate new {name}`: the built-in flag store for its kill switch,\n\
-         # the component `stepgate build` writes, and what it may touch.\n\
-         [flags.{name}]\nkind = \"builtin\"\nnames = [\"{flag}\"]\n\n\
+    let example_key = if vars.kill_switch {
+        format!("flags.set:{flag}")
+    } else {
+        format!("pager.page:{ON_CALL}")
+    };
+    entry.push_str(&format!(
+        "{store}\n# `stepgate new {name}`: the component `stepgate build` writes, and\n\
+         # what it may touch.\n\
          [playbooks.{name}]\ncomponent = {component}\n\n\
-         [playbooks.{name}.grants]\nflags.read = [\"{flag}\"]\nflags.write = [\"{flag}\"]\n\n\
+         [playbooks.{name}.grants]\n{flag_grants}pager.targets = [\"{ON_CALL}\"]\n\n\
          # What each write needs before it goes out, live: every write not\n\
          # listed asks an approver; \"auto\" lets one through, \"deny\" stops it,\n\
          # a table sets a quorum, groups and a timeout (docs/configuration.md).\n\
          [playbooks.{name}.gates]\ndefault = \"approve\"\n\
-         # \"flags.set:{flag}\" = {{ policy = \"approve\", quorum = 2, timeout = \"30m\" }}\n"
-    );
+         # \"{example_key}\" = {{ policy = \"approve\", quorum = 2, timeout = \"30m\" }}\n"
+    ));
     // Appended as text: the operator's file keeps its order and comments,
     // and the new tables read as one block.
     let mut text = before.unwrap_or_default();
@@ -315,37 +387,47 @@ const JS_CONFIG: &str = r#"{
 }
 "#;
 
-const SCENARIO: &str = r#"description = "A critical alert while {{name}} is not paused: pause it (a gated write), then a human follows up"
+const SCENARIO: &str = r#"description = "A critical alert, as a dry run: every write planned, none made"
 now = "2026-11-23T09:00:00Z"
 
 [alert]
 name = "{{camel}}Critical"
 fingerprint = "example-1"
 labels = { severity = "critical" }
-
-[flags]
-{{flag}} = "0"
+{{kill}}
+{{kill}}[flags]
+{{kill}}{{flag}} = "0"
 
 [expect]
 status = "done"
 severity = "SEV-1"
-steps = ["Triage", "Mitigate"]
-
-[expect.fields]
-was_paused = false
+summary = "{{outcome}}"
+steps = {{steps}}
+{{kill}}
+{{kill}}[expect.fields]
+{{kill}}was_paused = false
+{{kill}}
+{{kill}}[[expect.writes]]
+{{kill}}call = "flags.set"
+{{kill}}
+{{kill}}[expect.writes.args]
+{{kill}}name = "{{flag}}"
+{{kill}}reason = "{{name}} runbook, step 2: pause while the alert is critical"
+{{kill}}value = "1"
 
 [[expect.writes]]
-call = "flags.set"
+call = "pager.page"
 
 [expect.writes.args]
-name = "{{flag}}"
-reason = "{{name}} runbook, step 2: pause while the alert is critical"
-value = "1"
+target = "on-call"
+severity = "critical"
+summary = "{{name}}: {{camel}}Critical is critical"
+details = "The {{name}} runbook: stepgate's run of it has the checklist"
 "#;
 
-/// The same alert, live: the pause asks an approver (the config's gates),
+/// The same alert, live: each write asks an approver (the config's gates),
 /// who approves, and the write is made.
-const LIVE_SCENARIO: &str = r#"description = "Live: the pause goes to an approver, who approves it; then it is made"
+const LIVE_SCENARIO: &str = r#"description = "Live: each write goes to an approver, who approves it; then it is made"
 mode = "live"
 now = "2026-11-23T09:00:00Z"
 
@@ -353,31 +435,48 @@ now = "2026-11-23T09:00:00Z"
 name = "{{camel}}Critical"
 fingerprint = "example-1"
 labels = { severity = "critical" }
-
-[flags]
-{{flag}} = "0"
+{{kill}}
+{{kill}}[flags]
+{{kill}}{{flag}} = "0"
 
 # Each entry is one approver's decision (a gate with quorum = 2 takes two,
 # with distinct `by`).
+{{kill}}[[approvals]]
+{{kill}}call = "flags.set"
+{{kill}}target = "{{flag}}"
+{{kill}}decision = "approve"
+{{kill}}by = "oncall"
+{{kill}}reason = "critical and not paused"
+{{kill}}
 [[approvals]]
-call = "flags.set"
-target = "{{flag}}"
+call = "pager.page"
+target = "on-call"
 decision = "approve"                 # or deny, timeout
 by = "oncall"
-reason = "critical and not paused"
+reason = "critical: page"
 
 [expect]
 status = "done"
 severity = "SEV-1"
+{{kill}}
+{{kill}}[[expect.writes]]
+{{kill}}call = "flags.set"
+{{kill}}gate = "approved"
+{{kill}}
+{{kill}}[expect.writes.args]
+{{kill}}name = "{{flag}}"
+{{kill}}reason = "{{name}} runbook, step 2: pause while the alert is critical"
+{{kill}}value = "1"
 
 [[expect.writes]]
-call = "flags.set"
+call = "pager.page"
 gate = "approved"
 
 [expect.writes.args]
-name = "{{flag}}"
-reason = "{{name}} runbook, step 2: pause while the alert is critical"
-value = "1"
+target = "on-call"
+severity = "critical"
+summary = "{{name}}: {{camel}}Critical is critical"
+details = "The {{name}} runbook: stepgate's run of it has the checklist"
 "#;
 
 const RUST_CARGO: &str = r#"[package]
@@ -400,36 +499,45 @@ const RUST_LIB: &str = r#"//! {{name}}: what incident it handles, and which runb
 
 use stepgate_sdk::prelude::*;
 
-const PAUSED: &str = "{{flag}}";
+{{kill}}const PAUSED: &str = "{{flag}}";
+const ON_CALL: &str = "on-call";
 
 struct {{type}};
 
 impl Playbook for {{type}} {
     fn describe() -> Description {
         Description::new("{{name}}", "0.1.0")
-            .summary("Pauses {{name}} while its alert is critical.")
+            .summary("{{summary}}")
             .answers("{{camel}}Critical")
-            .flag_read(PAUSED)
-            .flag_write(PAUSED)
+{{kill}}            .flag_read(PAUSED)
+{{kill}}            .flag_write(PAUSED)
+            .page(ON_CALL)
     }
 
     fn run(alert: Alert) -> Result<Outcome> {
-        let (paused, critical) = step("Triage", || -> Result<_> {
-            let paused = flags::get(PAUSED)?.as_deref() == Some("1");
-            Ok((paused, alert.label("severity") == Some("critical")))
-        })?;
+        let critical = step("Triage", || alert.label("severity") == Some("critical"));
         if !critical {
             return Ok(Outcome::new("Not critical: nothing to do").severity("SEV-3"));
         }
-        if !paused {
-            step("Mitigate", || {
-                flags::set(PAUSED, "1", "{{name}} runbook, step 2: pause while the alert is critical")
-            })?;
-        }
-        Ok(Outcome::new(format!("{} paused while the alert is critical", "{{name}}"))
+{{kill}}        let paused = step("Pause", || -> Result<bool> {
+{{kill}}            let paused = flags::get(PAUSED)?.as_deref() == Some("1");
+{{kill}}            if !paused {
+{{kill}}                flags::set(PAUSED, "1", "{{name}} runbook, step 2: pause while the alert is critical")?;
+{{kill}}            }
+{{kill}}            Ok(paused)
+{{kill}}        })?;
+        step("Page", || {
+            pager::page(
+                ON_CALL,
+                Severity::Critical,
+                &format!("{{name}}: {} is critical", alert.name),
+                "The {{name}} runbook: stepgate's run of it has the checklist",
+            )
+        })?;
+        Ok(Outcome::new("{{outcome}}")
             .severity("SEV-1")
-            .field("was_paused", paused)
-            .todo("Find the cause, then unpause: set {{flag}} to 0"))
+{{kill}}            .field("was_paused", paused)
+            .todo("{{todo}}"))
     }
 }
 
@@ -439,35 +547,45 @@ stepgate_sdk::playbook!({{type}});
 const PYTHON_APP: &str = r#""""{{name}}: what incident it handles, and which runbook section it codifies."""
 
 import stepgate
-from stepgate import Description, Outcome, flags, step
+from stepgate import Description, Outcome, Severity, pager, step
+{{kill}}from stepgate import flags
 
-PAUSED = "{{flag}}"
+{{kill}}PAUSED = "{{flag}}"
+ON_CALL = "on-call"
 
 
 class {{type}}(stepgate.Playbook):
     def describe(self):
         return (
             Description("{{name}}", "0.1.0")
-            .summary("Pauses {{name}} while its alert is critical.")
+            .summary("{{summary}}")
             .answers("{{camel}}Critical")
-            .flag_read(PAUSED)
-            .flag_write(PAUSED)
+{{kill}}            .flag_read(PAUSED)
+{{kill}}            .flag_write(PAUSED)
+            .page(ON_CALL)
         )
 
     def run(self, alert):
         with step("Triage"):
-            paused = flags.get(PAUSED) == "1"
             critical = alert.label("severity") == "critical"
         if not critical:
             return Outcome("Not critical: nothing to do").severity("SEV-3")
-        if not paused:
-            with step("Mitigate"):
-                flags.set(PAUSED, "1", "{{name}} runbook, step 2: pause while the alert is critical")
+{{kill}}        with step("Pause"):
+{{kill}}            paused = flags.get(PAUSED) == "1"
+{{kill}}            if not paused:
+{{kill}}                flags.set(PAUSED, "1", "{{name}} runbook, step 2: pause while the alert is critical")
+        with step("Page"):
+            pager.page(
+                ON_CALL,
+                Severity.CRITICAL,
+                f"{{name}}: {alert.name} is critical",
+                "The {{name}} runbook: stepgate's run of it has the checklist",
+            )
         return (
-            Outcome("{{name}} paused while the alert is critical")
+            Outcome("{{outcome}}")
             .severity("SEV-1")
-            .field("was_paused", paused)
-            .todo("Find the cause, then unpause: set {{flag}} to 0")
+{{kill}}            .field("was_paused", paused)
+            .todo("{{todo}}")
         )
 
 
@@ -476,33 +594,41 @@ WitWorld = stepgate.export({{type}})
 
 const JS_APP: &str = r#"// {{name}}: what incident it handles, and which runbook section it codifies.
 
-import { playbook, Description, Outcome, flags, step } from './stepgate.js';
+import { playbook, Description, Outcome, pager, step } from './stepgate.js';
+{{kill}}import { flags } from './stepgate.js';
 
-const PAUSED = '{{flag}}';
+{{kill}}const PAUSED = '{{flag}}';
+const ON_CALL = 'on-call';
 
 export const { describe, run } = playbook({
   describe() {
     return new Description('{{name}}', '0.1.0')
-      .summary('Pauses {{name}} while its alert is critical.')
+      .summary("{{summary}}")
       .answers('{{camel}}Critical')
-      .flagRead(PAUSED)
-      .flagWrite(PAUSED);
+{{kill}}      .flagRead(PAUSED)
+{{kill}}      .flagWrite(PAUSED)
+      .page(ON_CALL);
   },
 
   run(alert) {
-    const [paused, critical] = step('Triage', () => [
-      flags.get(PAUSED) === '1',
-      alert.label('severity') === 'critical',
-    ]);
+    const critical = step('Triage', () => alert.label('severity') === 'critical');
     if (!critical) return new Outcome('Not critical: nothing to do').severity('SEV-3');
-    if (!paused) {
-      step('Mitigate', () =>
-        flags.set(PAUSED, '1', '{{name}} runbook, step 2: pause while the alert is critical'));
-    }
-    return new Outcome('{{name}} paused while the alert is critical')
+{{kill}}    const paused = step('Pause', () => {
+{{kill}}      const paused = flags.get(PAUSED) === '1';
+{{kill}}      if (!paused) flags.set(PAUSED, '1', '{{name}} runbook, step 2: pause while the alert is critical');
+{{kill}}      return paused;
+{{kill}}    });
+    step('Page', () =>
+      pager.page(
+        ON_CALL,
+        'critical',
+        `{{name}}: ${alert.name} is critical`,
+        "The {{name}} runbook: stepgate's run of it has the checklist",
+      ));
+    return new Outcome("{{outcome}}")
       .severity('SEV-1')
-      .field('was_paused', paused)
-      .todo('Find the cause, then unpause: set {{flag}} to 0');
+{{kill}}      .field('was_paused', paused)
+      .todo('{{todo}}');
   },
 });
 "#;
@@ -550,7 +676,7 @@ mod tests {
         for bad in ["Payments", "-x", "x-", "pay ments", "", "9lives", "a_b"] {
             assert!(!valid_name(bad), "{bad:?}");
         }
-        let vars = Vars::new("payments-stuck", None);
+        let vars = Vars::new("payments-stuck", None, false);
         assert_eq!(vars.flag, "PAYMENTS_STUCK_PAUSED");
         assert_eq!(vars.camel, "PaymentsStuck");
         assert_eq!(vars.snake, "payments_stuck");
@@ -559,6 +685,19 @@ mod tests {
             let doc: toml::Table = toml::from_str(&format!("p = {}", toml_string(path))).unwrap();
             assert_eq!(doc["p"].as_str(), Some(path), "round trip");
         }
+    }
+
+    #[test]
+    fn kill_lines_are_kept_only_with_a_kill_switch() {
+        let template = "a {{name}}\n{{kill}}  b {{flag}}\nc {{steps}}\n";
+        assert_eq!(
+            Vars::new("p", None, false).fill(template),
+            "a p\nc [\"Triage\", \"Page\"]\n"
+        );
+        assert_eq!(
+            Vars::new("p", None, true).fill(template),
+            "a p\n  b P_PAUSED\nc [\"Triage\", \"Pause\", \"Page\"]\n"
+        );
     }
 
     #[test]
@@ -571,7 +710,7 @@ mod tests {
         )
         .unwrap();
         let component = dir.path().join("playbooks/p/target/p.wasm");
-        let text = registered(&config, "p", "P_PAUSED", &component).unwrap();
+        let text = registered(&config, &Vars::new("p", None, false), &component).unwrap();
         std::fs::write(&config, &text).unwrap();
         assert!(text.starts_with("# mine"), "{text}");
         assert!(
@@ -580,6 +719,11 @@ mod tests {
         );
         let loaded = crate::config::Config::load(&config).unwrap();
         assert!(loaded.playbooks.contains_key("p"));
+        // No flag store without a kill switch: the on-call target, once.
+        assert_eq!(loaded.flags.len(), 1, "only the operator's: {text}");
+        assert!(loaded.pager.targets.contains_key(ON_CALL), "{text}");
+        assert_eq!(loaded.playbooks["p"].grants.pager.targets, [ON_CALL]);
+        assert!(loaded.playbooks["p"].grants.flags.write.is_empty());
         // Its gates in view, every write asking an approver; a state
         // store beside the config, once.
         assert!(
@@ -589,16 +733,23 @@ mod tests {
         assert_eq!(
             crate::gate::Gates::from_config(&loaded.playbooks["p"].gates)
                 .unwrap()
-                .policy("flags.set", "P_PAUSED", &[]),
+                .policy("pager.page", ON_CALL, &[]),
             crate::gate::Policy::Approve
         );
         assert_eq!(text.matches("[state]").count(), 1, "{text}");
         assert!(loaded.state.path.ends_with("stepgate-state.db"), "{text}");
-        let again = registered(&config, "p", "P_PAUSED", &component)
+        let again = registered(&config, &Vars::new("p", None, false), &component)
             .unwrap_err()
             .to_string();
         assert!(again.contains("already has [playbooks.p]"), "{again}");
-        let second = registered(&config, "q", "Q_PAUSED", &component).unwrap();
+        // A second playbook, with a kill switch: its flag store and
+        // grants, and the state and on-call target are not added again.
+        let second = registered(&config, &Vars::new("q", None, true), &component).unwrap();
         assert_eq!(second.matches("[state]").count(), 1, "{second}");
+        assert_eq!(second.matches("[pager.targets.on-call]").count(), 1);
+        std::fs::write(&config, &second).unwrap();
+        let loaded = crate::config::Config::load(&config).unwrap();
+        assert!(loaded.flags.contains_key("q"), "{second}");
+        assert_eq!(loaded.playbooks["q"].grants.flags.write, ["Q_PAUSED"]);
     }
 }

@@ -235,6 +235,7 @@ fn value_size(value: &Value) -> u64 {
     8 + match value {
         Value::Text(t) | Value::Decimal(t) | Value::Timestamp(t) => t.len() as u64,
         Value::Bytes(b) => b.len() as u64,
+        Value::Array(elements) => elements.iter().map(|e| value_size(&Value::from(e))).sum(),
         _ => 8,
     }
 }

@@ -36,8 +36,8 @@ use tokio::sync::OnceCell;
 
 use super::table::FunctionName;
 use super::{BackendError, Commit, Database, DbSettings, SqlDialect, collect_rows, table};
-use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::db::Rows;
+use crate::bindings::{Element, Value};
 
 /// How a dry run counts what a statement would change without running it.
 ///
@@ -980,20 +980,132 @@ fn arguments(params: &[Value]) -> Result<PgArguments, BackendError> {
             Value::Int(n) => args.add(*n),
             Value::Float(f) => args.add(*f),
             Value::Text(t) => args.add(t.clone()),
-            Value::Decimal(d) => {
-                let d = BigDecimal::from_str(d).map_err(|e| bad_param(i, "not a decimal", e))?;
-                args.add(d)
-            }
-            Value::Timestamp(t) => {
-                let t = DateTime::<FixedOffset>::parse_from_rfc3339(t)
-                    .map_err(|e| bad_param(i, "not an RFC 3339 timestamp", e))?;
-                args.add(t)
-            }
+            Value::Decimal(d) => args.add(decimal(i, d)?),
+            Value::Timestamp(t) => args.add(timestamp(i, t)?),
             Value::Bytes(b) => args.add(b.clone()),
+            Value::Array(elements) => add_array(&mut args, i, elements)?,
         };
         added.map_err(|e| bad_param(i, "cannot bind", e))?;
     }
     Ok(args)
+}
+
+fn decimal(i: usize, d: &str) -> Result<BigDecimal, BackendError> {
+    BigDecimal::from_str(d).map_err(|e| bad_param(i, "not a decimal", e))
+}
+
+fn timestamp(i: usize, t: &str) -> Result<DateTime<FixedOffset>, BackendError> {
+    DateTime::<FixedOffset>::parse_from_rfc3339(t)
+        .map_err(|e| bad_param(i, "not an RFC 3339 timestamp", e))
+}
+
+/// A list as one array of its elements' kind, nulls kept. A list with no
+/// kind (empty, or nulls only) is `text[]`, which the statement casts
+/// (`$1::bigint[]`) where the column is not text.
+fn add_array(
+    args: &mut PgArguments,
+    i: usize,
+    elements: &[Element],
+) -> Result<Result<(), sqlx::error::BoxDynError>, BackendError> {
+    let kind = elements.iter().find(|e| !matches!(e, Element::Null));
+    let kind_name = |e: &Element| match e {
+        Element::Null => "null",
+        Element::Boolean(_) => "boolean",
+        Element::Int(_) => "int",
+        Element::Float(_) => "float",
+        Element::Text(_) => "text",
+        Element::Bytes(_) => "bytes",
+        Element::Decimal(_) => "decimal",
+        Element::Timestamp(_) => "timestamp",
+    };
+    // Every element of the first one's kind, as `get` reads it, or an
+    // error naming the first that is not.
+    fn all<T>(
+        elements: &[Element],
+        mut get: impl FnMut(&Element) -> Option<Result<T, BackendError>>,
+        mixed: impl Fn(&Element) -> BackendError,
+    ) -> Result<Vec<Option<T>>, BackendError> {
+        elements
+            .iter()
+            .map(|e| match e {
+                Element::Null => Ok(None),
+                other => match get(other) {
+                    Some(value) => value.map(Some),
+                    None => Err(mixed(other)),
+                },
+            })
+            .collect()
+    }
+    let mixed = |e: &Element| {
+        bad_param(
+            i,
+            "an array's elements must be of one kind",
+            format!(
+                "{} among {}s",
+                kind_name(e),
+                kind.map(kind_name).unwrap_or("null")
+            ),
+        )
+    };
+    Ok(match kind {
+        None | Some(Element::Null) => args.add(vec![Option::<String>::None; elements.len()]),
+        Some(Element::Boolean(_)) => args.add(all(
+            elements,
+            |e| match e {
+                Element::Boolean(b) => Some(Ok(*b)),
+                _ => None,
+            },
+            mixed,
+        )?),
+        Some(Element::Int(_)) => args.add(all(
+            elements,
+            |e| match e {
+                Element::Int(n) => Some(Ok(*n)),
+                _ => None,
+            },
+            mixed,
+        )?),
+        Some(Element::Float(_)) => args.add(all(
+            elements,
+            |e| match e {
+                Element::Float(f) => Some(Ok(*f)),
+                _ => None,
+            },
+            mixed,
+        )?),
+        Some(Element::Text(_)) => args.add(all(
+            elements,
+            |e| match e {
+                Element::Text(t) => Some(Ok(t.clone())),
+                _ => None,
+            },
+            mixed,
+        )?),
+        Some(Element::Bytes(_)) => args.add(all(
+            elements,
+            |e| match e {
+                Element::Bytes(b) => Some(Ok(b.clone())),
+                _ => None,
+            },
+            mixed,
+        )?),
+        Some(Element::Decimal(_)) => args.add(all(
+            elements,
+            |e| match e {
+                Element::Decimal(d) => Some(decimal(i, d)),
+                _ => None,
+            },
+            mixed,
+        )?),
+        Some(Element::Timestamp(_)) => args.add(all(
+            elements,
+            |e| match e {
+                Element::Timestamp(t) => Some(timestamp(i, t)),
+                _ => None,
+            },
+            mixed,
+        )?),
+    })
 }
 
 fn decode(row: &PgRow, i: usize) -> Result<Value, BackendError> {

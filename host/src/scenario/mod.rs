@@ -531,7 +531,7 @@ mod tests {
         let err = load("description = \"x\"\n").unwrap_err().to_string();
         assert!(err.contains("no alert"), "{err}");
         let err = load(
-            "[alert]\nname = \"A\"\n[[db]]\nconn = \"c\"\nsql = \"SELECT 1\"\nrows = [[[1]]]\n",
+            "[alert]\nname = \"A\"\n[[db]]\nconn = \"c\"\nsql = \"SELECT 1\"\nrows = [[1979-05-27T07:32:00Z]]\n",
         )
         .unwrap_err()
         .to_string();

@@ -1,7 +1,8 @@
 //! Values in scenario files. A database value is written as TOML: an
 //! integer, a float, a boolean or a string (text), or a one-key table for
 //! the rest: `{ decimal = "20.000000" }`, `{ timestamp = "2026-11-23T09:00:00Z" }`,
-//! `{ bytes = "deadbeef" }` (hex), `{ null = true }`.
+//! `{ bytes = "deadbeef" }` (hex), `{ null = true }`; an array parameter
+//! is a TOML array of these (`[1, 2, { null = true }]`).
 
 use crate::bindings::Value;
 
@@ -11,6 +12,16 @@ pub fn from_toml(value: &toml::Value) -> Result<Value, String> {
         toml::Value::Float(f) => Value::Float(*f),
         toml::Value::Boolean(b) => Value::Boolean(*b),
         toml::Value::String(s) => Value::Text(s.clone()),
+        toml::Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| {
+                    from_toml(item)?
+                        .to_element()
+                        .ok_or_else(|| format!("{value}: arrays do not nest"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
         toml::Value::Table(t) if t.len() == 1 => {
             let (kind, inner) = t.iter().next().ok_or("empty table")?;
             match (kind.as_str(), inner) {
@@ -29,7 +40,7 @@ pub fn from_toml(value: &toml::Value) -> Result<Value, String> {
         }
         other => {
             return Err(format!(
-                "{other} is not a database value; write a number, a boolean, a string, or {{ decimal = \"…\" }}, {{ timestamp = \"…\" }}, {{ bytes = \"hex\" }}, {{ null = true }}"
+                "{other} is not a database value; write a number, a boolean, a string, or {{ decimal = \"…\" }}, {{ timestamp = \"…\" }}, {{ bytes = \"hex\" }}, {{ null = true }}, or an array of these"
             ));
         }
     })
@@ -50,6 +61,9 @@ pub fn to_toml(value: &Value) -> toml::Value {
         Value::Bytes(b) => tagged("bytes", toml::Value::String(hex::encode(b))),
         Value::Decimal(s) => tagged("decimal", toml::Value::String(s.clone())),
         Value::Timestamp(s) => tagged("timestamp", toml::Value::String(s.clone())),
+        Value::Array(elements) => {
+            toml::Value::Array(elements.iter().map(|e| to_toml(&Value::from(e))).collect())
+        }
     }
 }
 
@@ -102,6 +116,7 @@ pub fn toml_to_json(value: &toml::Value) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bindings::Element;
 
     #[test]
     fn every_value_kind_round_trips() {
@@ -114,11 +129,22 @@ mod tests {
             Value::Bytes(vec![0xde, 0xad]),
             Value::Decimal("20.000000".into()),
             Value::Timestamp("2026-11-23T09:00:00Z".into()),
+            Value::Array(vec![]),
+            Value::Array(vec![
+                Element::Int(1),
+                Element::Null,
+                Element::Decimal("2.50".into()),
+            ]),
         ] {
             assert_eq!(from_toml(&to_toml(&value)).unwrap(), value);
         }
-        let err = from_toml(&toml::Value::Array(vec![])).unwrap_err();
+        let date = toml::from_str::<toml::Table>("a = 1979-05-27T07:32:00Z").unwrap()["a"].clone();
+        let err = from_toml(&date).unwrap_err();
         assert!(err.contains("decimal"), "{err}");
+        let nested: toml::Value =
+            toml::from_str::<toml::Table>("a = [[1], 2]").unwrap()["a"].clone();
+        let err = from_toml(&nested).unwrap_err();
+        assert!(err.contains("arrays do not nest"), "{err}");
     }
 
     #[test]

@@ -79,6 +79,13 @@ test('rows by column name, parameters as WIT values, money never a float', () =>
   assert.deepEqual(sent, [
     { tag: 'decimal', val: '2.0' }, { tag: 'int', val: 3n }, { tag: 'float', val: 1.5 }, { tag: 'null' }, { tag: 'boolean', val: true },
   ]);
+  // An array is one parameter, its items elements of their own kinds.
+  db.query('ledger', 'SELECT 1 WHERE id = ANY($1)', [[1, null, 'x'], []]);
+  assert.deepEqual(sent, [
+    { tag: 'array', val: [{ tag: 'int', val: 1n }, { tag: 'null' }, { tag: 'text', val: 'x' }] },
+    { tag: 'array', val: [] },
+  ]);
+  assert.throws(() => db.query('ledger', 'SELECT $1', [[[1]]]), { message: /arrays do not nest/ });
   const row = rows.first();
   assert.equal(row.decimal('held').toString(), '12.500000');
   assert.equal(row.int('n'), 7n);

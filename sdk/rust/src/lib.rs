@@ -78,7 +78,7 @@ pub mod bindings {
 
 pub use bindings::stepgate::playbook::pager::Severity;
 pub use bindings::stepgate::playbook::types::{
-    Alert, AlertStatus, Capability, Description, Error, Outcome, RpcMethod, Value,
+    Alert, AlertStatus, Capability, Description, Element, Error, Outcome, RpcMethod, Value,
 };
 pub use rust_decimal::Decimal;
 
@@ -638,6 +638,50 @@ impl<T: Into<Value>> From<Option<T>> for Value {
         v.map_or(Value::Null, Into::into)
     }
 }
+
+/// A value as an array's element. Only the scalar types below reach it,
+/// none of which converts to an array.
+fn element(value: Value) -> Element {
+    match value {
+        Value::Boolean(b) => Element::Boolean(b),
+        Value::Int(i) => Element::Int(i),
+        Value::Float(f) => Element::Float(f),
+        Value::Text(t) => Element::Text(t),
+        Value::Bytes(b) => Element::Bytes(b),
+        Value::Decimal(d) => Element::Decimal(d),
+        Value::Timestamp(t) => Element::Timestamp(t),
+        Value::Null | Value::Array(_) => Element::Null,
+    }
+}
+
+/// A list is one parameter: `params![vec![3_i64, 7]]` for `= ANY($1)` on
+/// PostgreSQL or `json_each(?1)` on SQLite. A vec, a slice or an array of
+/// these types, or of `Option`s of them (an element may be null).
+macro_rules! list_params {
+    ($($t:ty),*) => {$(
+        impl From<Vec<$t>> for Value {
+            fn from(v: Vec<$t>) -> Self {
+                Value::Array(v.into_iter().map(|x| element(x.into())).collect())
+            }
+        }
+        impl From<Vec<Option<$t>>> for Value {
+            fn from(v: Vec<Option<$t>>) -> Self {
+                Value::Array(v.into_iter().map(|x| element(x.into())).collect())
+            }
+        }
+        impl From<&[$t]> for Value {
+            fn from(v: &[$t]) -> Self {
+                Value::Array(v.iter().map(|x| element(x.clone().into())).collect())
+            }
+        }
+        impl<const N: usize> From<[$t; N]> for Value {
+            fn from(v: [$t; N]) -> Self {
+                Value::Array(v.into_iter().map(|x| element(x.into())).collect())
+            }
+        }
+    )*};
+}
+list_params!(i64, i32, bool, f64, &str, String, Decimal, Timestamp);
 
 /// Statement parameters: `params![conn_id, "held", amount]`.
 #[macro_export]
@@ -1322,6 +1366,18 @@ mod tests {
                 Value::Text("x".into()),
                 Value::Decimal("0.5".into()),
                 Value::Null
+            ]
+        );
+        // A list is one parameter, from a vec, a slice or an array.
+        let ids = vec![3_i64, 7];
+        let p = params![ids.clone(), &ids[..1], ["a", "b"], vec![Some(1_i64), None]];
+        assert_eq!(
+            p,
+            vec![
+                Value::Array(vec![Element::Int(3), Element::Int(7)]),
+                Value::Array(vec![Element::Int(3)]),
+                Value::Array(vec![Element::Text("a".into()), Element::Text("b".into())]),
+                Value::Array(vec![Element::Int(1), Element::Null]),
             ]
         );
         let d = Description::new("p", "1")

@@ -356,6 +356,9 @@ fn arguments(params: &[Value]) -> Result<SqliteArguments, BackendError> {
             Value::Float(f) => args.add(*f),
             Value::Text(t) | Value::Decimal(t) | Value::Timestamp(t) => args.add(t.clone()),
             Value::Bytes(b) => args.add(b.clone()),
+            // SQLite has no arrays: a list binds as JSON text, read with
+            // `json_each(?1)`.
+            Value::Array(_) => args.add(param.to_json().to_string()),
         };
         added.map_err(|e| BackendError::Invalid(format!("cannot bind parameter: {e}")))?;
     }

@@ -1,8 +1,43 @@
 declare module 'stepgate:playbook/types@0.1.0' {
   /**
+   * One element of an `array` value: a `value` that is not a list.
+   */
+  export type Element = ElementNull | ElementBoolean | ElementInt | ElementFloat | ElementText | ElementBytes | ElementDecimal | ElementTimestamp;
+  export interface ElementNull {
+    tag: 'null',
+  }
+  export interface ElementBoolean {
+    tag: 'boolean',
+    val: boolean,
+  }
+  export interface ElementInt {
+    tag: 'int',
+    val: bigint,
+  }
+  export interface ElementFloat {
+    tag: 'float',
+    val: number,
+  }
+  export interface ElementText {
+    tag: 'text',
+    val: string,
+  }
+  export interface ElementBytes {
+    tag: 'bytes',
+    val: Uint8Array,
+  }
+  export interface ElementDecimal {
+    tag: 'decimal',
+    val: string,
+  }
+  export interface ElementTimestamp {
+    tag: 'timestamp',
+    val: string,
+  }
+  /**
    * One value in a database row, a statement parameter or an outcome field.
    */
-  export type Value = ValueNull | ValueBoolean | ValueInt | ValueFloat | ValueText | ValueBytes | ValueDecimal | ValueTimestamp;
+  export type Value = ValueNull | ValueBoolean | ValueInt | ValueFloat | ValueText | ValueBytes | ValueDecimal | ValueTimestamp | ValueArray;
   /**
    * SQL NULL, or an absent value.
    */
@@ -57,6 +92,17 @@ declare module 'stepgate:playbook/types@0.1.0' {
   export interface ValueTimestamp {
     tag: 'timestamp',
     val: string,
+  }
+  /**
+   * A list of elements of one kind (nulls allowed), as one statement
+   * parameter: `WHERE id = ANY($1)` on PostgreSQL, where it binds as
+   * an array (text, and an empty list, as `text[]`: cast it, as in
+   * `$1::uuid[]`), and `WHERE id IN (SELECT value FROM json_each(?1))`
+   * on SQLite, where it binds as JSON text.
+   */
+  export interface ValueArray {
+    tag: 'array',
+    val: Array<Element>,
   }
   /**
    * The one error every capability call can return. A playbook can match
