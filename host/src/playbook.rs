@@ -21,7 +21,7 @@ use crate::run::{RunData, classify_trap, new_store};
 use crate::scope::{NotGranted, Scope};
 
 /// What the host provides, for messages.
-const PROVIDED: &str = "stepgate:playbook/{db,rpc,flags,pager,runbook}@0.1.0 and WASI 0.2 (with no files, sockets, environment or arguments)";
+const PROVIDED: &str = "stepgate:playbook/{db,rpc,flags,pager,runbook}@0.1.0 and WASI 0.2 (with no files, sockets, environment or arguments; clocks and randomness deterministic)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -98,7 +98,10 @@ pub struct PlaybookSpec {
 }
 
 /// The linker every playbook is instantiated against: stepgate's
-/// interfaces plus a deny-all WASI (some toolchains import it always).
+/// interfaces plus a WASI with no files, sockets, environment or arguments,
+/// whose clocks read the run's journaled time and whose randomness is
+/// seeded by the run id (a guest's standard library works, and decides the
+/// same on replay).
 pub fn linker(engine: &Engine) -> Result<Linker<RunData>, LoadError> {
     let mut linker = Linker::<RunData>::new(engine.wasmtime());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -107,6 +110,8 @@ pub fn linker(engine: &Engine) -> Result<Linker<RunData>, LoadError> {
         &mut data.calls
     })
     .map_err(|e| LoadError::Linker(e.to_string()))?;
+    crate::caps::clock::add_to_linker(&mut linker, |data| &mut data.calls)
+        .map_err(|e| LoadError::Linker(e.to_string()))?;
     Ok(linker)
 }
 

@@ -16,6 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::backends::Backends;
 use crate::bindings::{Alert, Outcome, WitError};
 use crate::caps::CallCtx;
+use crate::caps::clock::{self, RunClock};
 use crate::engine::{Engine, ticks};
 use crate::gate::{Approver, Mode};
 use crate::guest_output::GuestOutput;
@@ -215,7 +216,7 @@ pub fn new_store(engine: &Engine, calls: CallCtx) -> Store<RunData> {
     let limits = calls.limits;
     let output = GuestOutput::default();
     let data = RunData {
-        wasi: deterministic_wasi(&calls.run_id, &output),
+        wasi: deterministic_wasi(&calls.run_id, &output, calls.clock.clone()),
         output,
         calls,
         table: ResourceTable::new(),
@@ -242,11 +243,11 @@ pub fn new_store(engine: &Engine, calls: CallCtx) -> Store<RunData> {
     store
 }
 
-/// No files, sockets, environment or arguments; clocks fixed at the Unix
-/// epoch and randomness seeded from the run id, so a guest cannot use WASI
-/// to see the outside world or to decide differently on replay. Playbooks
-/// get time from `runbook.now`, which is journaled.
-fn deterministic_wasi(run_id: &str, output: &GuestOutput) -> WasiCtx {
+/// No files, sockets, environment or arguments; the run's journaled time
+/// (see [`crate::caps::clock`]) and randomness seeded from the run id, so a
+/// guest cannot use WASI to see the outside world or to decide differently
+/// on replay.
+fn deterministic_wasi(run_id: &str, output: &GuestOutput, clock: RunClock) -> WasiCtx {
     use rand::SeedableRng;
     use sha2::Digest;
     let seed: [u8; 32] = sha2::Sha256::digest(run_id.as_bytes()).into();
@@ -257,35 +258,14 @@ fn deterministic_wasi(run_id: &str, output: &GuestOutput) -> WasiCtx {
         .insecure_random_seed(u128::from_le_bytes(
             seed[..16].try_into().unwrap_or_default(),
         ))
-        .wall_clock(FixedClock)
-        .monotonic_clock(FixedClock)
+        .wall_clock(clock::Unread)
+        .monotonic_clock(clock)
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .stdout(output.clone())
         .stderr(output.clone());
     builder.build()
-}
-
-/// A clock that never moves: WASI time is not a way around the journal.
-struct FixedClock;
-
-impl wasmtime_wasi::HostWallClock for FixedClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-    fn now(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-
-impl wasmtime_wasi::HostMonotonicClock for FixedClock {
-    fn resolution(&self) -> u64 {
-        1_000_000_000
-    }
-    fn now(&self) -> u64 {
-        0
-    }
 }
 
 /// Maps a trap to how the run ended. `printed` is what the guest wrote
@@ -301,15 +281,40 @@ pub fn classify_trap(error: &wasmtime::Error, printed: &str) -> RunEnd {
         return RunEnd::Limit(LimitExceeded::Stack);
     }
     tracing::debug!("guest trap: {error:?}");
-    let cause = match error.downcast_ref::<wasmtime::Trap>() {
+    let mut cause = match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => format!("the guest trapped: {trap}"),
         None => error.root_cause().to_string(),
     };
+    if let Some(place) = trapped_in(error) {
+        cause.push_str(&format!(" (in {place})"));
+    }
     if printed.is_empty() {
         RunEnd::Crashed(cause)
     } else {
         RunEnd::Crashed(format!("{cause}; it printed:\n{printed}"))
     }
+}
+
+/// Where in the guest a trap happened: its innermost named functions, the
+/// trap's own first. A call the sandbox answers with a trap (a toolchain's
+/// stub for an import) shows as the import's shim or the function that
+/// called it, e.g. `wall_clock_now ← PyTime_Time`. The names come from the
+/// guest: cut short here, escaped where they are shown.
+fn trapped_in(error: &wasmtime::Error) -> Option<String> {
+    const FRAMES: usize = 3;
+    const NAME: usize = 120;
+    let trace = error.downcast_ref::<wasmtime::WasmBacktrace>()?;
+    let names: Vec<String> = trace
+        .frames()
+        .iter()
+        .filter_map(|frame| frame.func_name())
+        .take(FRAMES)
+        .map(|name| {
+            let readable = format!("{:#}", rustc_demangle::demangle(name));
+            crate::caps::cut_text(&readable, NAME)
+        })
+        .collect();
+    (!names.is_empty()).then(|| names.join(" ← "))
 }
 
 /// Runs `playbook` once. With a state store, the run, every journal entry

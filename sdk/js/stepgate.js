@@ -36,6 +36,18 @@ import * as wpager from 'stepgate:playbook/pager@0.1.0';
 import * as wrpc from 'stepgate:playbook/rpc@0.1.0';
 import * as wrunbook from 'stepgate:playbook/runbook@0.1.0';
 
+// The sandbox, in JavaScript's own words. Time and randomness work and
+// replay the same: `Date.now()` reads the run's journaled time (as
+// `runbook.now()` does), `performance.now()` counts from the run's first
+// time reading, `Math.random()` and `crypto.getRandomValues()` are seeded
+// by the run id. There is no network: `fetch` throws an Error naming the
+// capability to use instead (in a component only; Node keeps its own).
+if (typeof process === 'undefined') {
+  globalThis.fetch = function fetch() {
+    throw new Error('fetch(): no network in a playbook: call endpoints through rpc (http.get, http.post, rpc.call)');
+  };
+}
+
 // ---------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------

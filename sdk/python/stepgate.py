@@ -53,9 +53,10 @@ __all__ = [
 ]
 
 # A playbook has no stdout: `print` (and tracebacks on stderr) go to the
-# run's log, under the current step. Other stdlib I/O (files, sockets,
-# `time.time()`) is not there at all: use the capabilities and
-# `runbook.now_millis()`.
+# run's log, under the current step. Time and randomness work and replay
+# the same (`time.time()` and `datetime.now()` read the run's journaled
+# time, as `runbook.now()` does; `random` and `os.urandom` are seeded by the
+# run id). Files, sockets and processes are not there: see `_seal`.
 class _LogStream:
     def __init__(self, level):
         self._level, self._pending = level, ""
@@ -72,9 +73,52 @@ class _LogStream:
         pass
 
 
+# What the standard library would reach outside the sandbox with, and the
+# capability to use instead.
+_FILES = "no files in a playbook: read through db or rpc, keep state in flags"
+_PROCESSES = "no processes in a playbook: act through db, rpc, flags or pager"
+_SOCKETS = "no sockets in a playbook: call endpoints through rpc (stepgate.http for HTTP)"
+_SEALED = [
+    ("builtins", ["open"], _FILES),
+    ("io", ["open"], _FILES),
+    ("os", ["open", "listdir", "scandir", "walk", "remove", "unlink", "rmdir", "mkdir",
+            "makedirs", "rename", "replace", "chdir", "truncate"], _FILES),
+    ("os", ["system", "popen", "execv", "execve", "spawnv", "spawnve", "fork", "kill"], _PROCESSES),
+    ("subprocess", ["Popen", "run", "call", "check_call", "check_output", "getoutput",
+                    "getstatusoutput"], _PROCESSES),
+    ("socket", ["socket", "create_connection", "create_server", "getaddrinfo",
+                "gethostbyname"], _SOCKETS),
+]
+
+
+def _refusal(name, message):
+    def refused(*args, **kwargs):
+        raise PermissionError(f"{name}(): {message}")
+
+    refused.__name__ = refused.__qualname__ = name
+    return refused
+
+
+def _seal():
+    """Makes what the sandbox does not give raise `PermissionError` (an
+    `OSError`, so `except OSError` catches it) naming the capability to use
+    instead, not fail deep in WASI with an errno or an unrelated error."""
+    import importlib
+
+    for module_name, names, message in _SEALED:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for name in names:
+            if hasattr(module, name):
+                setattr(module, name, _refusal(name, message))
+
+
 if sys.platform == "wasi":  # inside the component, not in the SDK's own tests
     sys.stdout = _LogStream(_runbook.Level.INFO)
     sys.stderr = _LogStream(_runbook.Level.WARN)
+    _seal()
 
 Severity = _pager.Severity
 """How urgently a page needs a human: CRITICAL, ERROR, WARNING, INFO."""

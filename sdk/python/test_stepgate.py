@@ -273,5 +273,37 @@ class Export(unittest.TestCase):
             self.assertEqual(raised.exception.value, expected)
 
 
+class Sandbox(unittest.TestCase):
+    def test_files_sockets_and_processes_raise_permission_errors_naming_the_capability(self):
+        # In a process of its own: sealing changes the interpreter.
+        program = """
+import json, os, socket, subprocess, stepgate
+stepgate._seal()
+said = {}
+for name, attempt in [
+    ("open", lambda: open("/etc/hostname")),
+    ("listdir", lambda: os.listdir("/")),
+    ("connect", lambda: socket.create_connection(("127.0.0.1", 9))),
+    ("run", lambda: subprocess.run(["true"])),
+    ("system", lambda: os.system("true")),
+]:
+    try:
+        attempt()
+        said[name] = "allowed"
+    except OSError as e:
+        said[name] = f"{type(e).__name__}: {e}"
+print(json.dumps(said))
+"""
+        out = subprocess.run(
+            [sys.executable, "-c", program], check=True, capture_output=True, text=True, env={"PYTHONPATH": ":".join(sys.path[:2])}
+        ).stdout
+        said = json.loads(out)
+        self.assertEqual(said["open"], "PermissionError: open(): no files in a playbook: read through db or rpc, keep state in flags")
+        self.assertIn("no files in a playbook", said["listdir"])
+        self.assertIn("no sockets in a playbook: call endpoints through rpc", said["connect"])
+        self.assertIn("no processes in a playbook", said["run"])
+        self.assertIn("no processes in a playbook", said["system"])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -93,7 +93,10 @@ async fn every_misbehaviour_ends_only_its_own_run() {
         ),
         (
             "panic",
-            Box::new(|e| matches!(e, RunEnd::Crashed(m) if m.contains("panicked on purpose"))),
+            // Where it trapped, by the guest's function names.
+            Box::new(
+                |e| matches!(e, RunEnd::Crashed(m) if m.contains("panicked on purpose") && m.contains("(in ")),
+            ),
             3,
         ),
         (
@@ -114,6 +117,29 @@ async fn every_misbehaviour_ends_only_its_own_run() {
         );
         still_works(&runtime).await;
     }
+}
+
+/// WASI's clocks are the run's: `SystemTime::now()` is a journaled
+/// `runbook.now`, and `Instant` moves as the run's time readings do.
+#[tokio::test]
+async fn the_standard_library_clock_reads_the_journaled_time() {
+    let setup = hostile_config("grants.db.plaza = {}");
+    let runtime = setup.runtime();
+    let report = run_unattended(&runtime, "hostile", mode("std-clock"), Mode::DryRun).await;
+    let readings: Vec<i64> = report
+        .journal
+        .iter()
+        .filter(|e| e.name() == "runbook.now")
+        .map(|e| e.result["ok"].as_i64().expect("a time"))
+        .collect();
+    assert_eq!(readings.len(), 2, "{:?}", journal_shape(&report));
+    assert_eq!(field(&report, "wall_ms"), serde_json::json!(readings[0]));
+    assert_eq!(field(&report, "later_ms"), serde_json::json!(readings[1]));
+    assert_eq!(
+        field(&report, "elapsed_ms"),
+        serde_json::json!(readings[1] - readings[0]),
+        "the monotonic clock counts between readings"
+    );
 }
 
 #[tokio::test]

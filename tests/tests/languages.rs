@@ -278,6 +278,159 @@ async fn python_and_js_misbehaviour_ends_only_its_own_run() {
     }
 }
 
+/// The standard library a new author reaches for first works in Python
+/// and JavaScript and decides the same on replay: the clock reads the run's
+/// journaled time (each reading a `runbook.now`), randomness is seeded by
+/// the run id. What the sandbox does not give is the language's own
+/// catchable error naming the capability to use instead; uncaught, it ends
+/// the run as a clean playbook error, never a trap.
+#[tokio::test]
+async fn python_and_js_standard_libraries_work_deterministically_or_refuse_clearly() {
+    for (dir, refused, uncaught_mode, uncaught) in [
+        (
+            "tests/lang-guests/python-hostile",
+            &[
+                "open: PermissionError: open(): no files in a playbook: read through db or rpc, keep state in flags",
+                "listdir: PermissionError: listdir(): no files in a playbook: read through db or rpc, keep state in flags",
+                "connect: PermissionError: create_connection(): no sockets in a playbook: call endpoints through rpc (stepgate.http for HTTP)",
+                "run: PermissionError: run(): no processes in a playbook: act through db, rpc, flags or pager",
+            ][..],
+            "open",
+            "PermissionError: open(): no files in a playbook: read through db or rpc, keep state in flags",
+        ),
+        (
+            "tests/lang-guests/js-hostile",
+            &[
+                "fetch: Error: fetch(): no network in a playbook: call endpoints through rpc (http.get, http.post, rpc.call)",
+            ][..],
+            "fetch",
+            "Error: fetch(): no network in a playbook: call endpoints through rpc (http.get, http.post, rpc.call)",
+        ),
+    ] {
+        let setup = hostile_setup(&built(dir), "grants.pager.targets = [\"ceo\"]");
+        let runtime = setup.runtime();
+        let report = run_unattended(&runtime, "hostile", mode("stdlib"), Mode::DryRun).await;
+        let RunEnd::Done(outcome) = &report.end else {
+            panic!("{dir}: the standard library works: {:?}", report.end);
+        };
+        assert_eq!(outcome.checklist, refused, "{dir}");
+        // Every clock reading is a journaled `runbook.now`, and what the
+        // playbook read is what the journal holds.
+        let readings: Vec<i64> = report
+            .journal
+            .iter()
+            .filter(|e| e.name() == "runbook.now")
+            .map(|e| e.result["ok"].as_i64().expect("a time"))
+            .collect();
+        assert!(!readings.is_empty(), "{dir}: {:?}", journal_shape(&report));
+        let time_ms = field(&report, "time_ms").as_i64().unwrap();
+        assert!(
+            readings.contains(&time_ms),
+            "{dir}: {time_ms} in {readings:?}"
+        );
+        let now = field(&report, "now");
+        let now = chrono::DateTime::parse_from_rfc3339(now.as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{dir}: {now}: {e}"))
+            .timestamp_millis();
+        assert!(readings.contains(&now), "{dir}: {now} in {readings:?}");
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(
+            (wall - time_ms).abs() < 60_000,
+            "{dir}: the run's time, not 1970: {time_ms}"
+        );
+        assert!(
+            field(&report, "monotonic_ms").as_f64().unwrap() >= 0.0,
+            "{dir}"
+        );
+        // Replayed, it decides the same: the same readings, the same
+        // random numbers (seeded by the run id).
+        let recording = stepgate::recording::Recording::of_report(&report, &mode("stdlib"), false);
+        let playbook = runtime.playbook("hostile").await.unwrap();
+        let (verdict, replayed) =
+            stepgate::replay::replay(&runtime.engine, &playbook, &recording).await;
+        assert!(
+            matches!(verdict, stepgate::replay::Verdict::Same { .. }),
+            "{dir}: {verdict:?}"
+        );
+        assert_eq!(
+            field(&replayed, "random"),
+            field(&report, "random"),
+            "{dir}"
+        );
+        assert_eq!(
+            field(&replayed, "urandom"),
+            field(&report, "urandom"),
+            "{dir}"
+        );
+        // Another run, another run id: other random numbers.
+        let other = run_unattended(&runtime, "hostile", mode("stdlib"), Mode::DryRun).await;
+        assert_ne!(field(&other, "urandom"), field(&report, "urandom"), "{dir}");
+        // Uncaught, a refusal is the playbook's error, not a crash.
+        let failed = run_unattended(&runtime, "hostile", mode(uncaught_mode), Mode::DryRun).await;
+        match &failed.end {
+            RunEnd::Failed(WitError::Failed(text)) => assert_eq!(text, uncaught, "{dir}"),
+            other => panic!("{dir}: a clean playbook error, not {other:?}"),
+        }
+        // In a scenario, the clock reads the scenario's `now`.
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("hostile/scenarios/stdlib.toml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            "now = \"2026-11-23T09:00:00Z\"\n[alert]\nname = \"Hostile\"\nlabels = { mode = \"stdlib\" }\n[expect]\nstatus = \"done\"\n",
+        )
+        .unwrap();
+        let verdict = run_one(&runtime, &playbook, Scenario::load(&path).unwrap()).await;
+        assert!(verdict.passed(), "{dir}: {:?}", verdict.problems);
+        let scenario_run = verdict.report.expect("it ran");
+        assert_eq!(
+            field(&scenario_run, "time_ms"),
+            serde_json::json!(1_795_424_400_000_i64),
+            "{dir}"
+        );
+    }
+}
+
+/// A component built by hand with WASI stubbed out (`componentize-py
+/// --stub-wasi`, which `stepgate build` no longer uses) traps on its first
+/// clock reading: the crash report names where, down to the stubbed import.
+#[tokio::test]
+async fn a_trap_in_a_stubbed_import_is_named_in_the_crash_report() {
+    let stage = tempfile::tempdir().unwrap();
+    std::fs::write(
+        stage.path().join("stepgate.py"),
+        stepgate::authoring::toolchain::PYTHON_SDK,
+    )
+    .unwrap();
+    let component = stage.path().join("stubbed.wasm");
+    let status = std::process::Command::new("componentize-py")
+        .arg("-d")
+        .arg(root().join("wit"))
+        .args(["-w", "playbook", "componentize", "--stub-wasi", "-p"])
+        .arg(stage.path())
+        .arg("-p")
+        .arg(root().join("tests/lang-guests/python-hostile"))
+        .args(["app", "-o"])
+        .arg(&component)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("componentize-py (pip install componentize-py==0.25.1)");
+    assert!(status.success());
+    let setup = hostile_setup(&component, "grants.pager.targets = [\"ceo\"]");
+    let report = run_unattended(&setup.runtime(), "hostile", mode("stdlib"), Mode::DryRun).await;
+    match &report.end {
+        RunEnd::Crashed(message) => assert!(
+            message.contains("unreachable") && message.contains("(in wall_clock_now ← "),
+            "{message}"
+        ),
+        other => panic!("a trap in a stub is a crash: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn python_and_js_playbooks_needing_an_ungranted_capability_are_refused_at_load() {
     for dir in [

@@ -5,8 +5,11 @@
 //! The WIT contract and the Python and JavaScript SDKs are compiled into
 //! this binary and written to a scratch directory for each build, so a
 //! playbook is always built against the contract the host that builds it
-//! speaks. Python and JavaScript components are built with no WASI imports
-//! at all: the host's capabilities are the only way out of the sandbox.
+//! speaks. Python and JavaScript components import WASI as Rust ones do,
+//! and get the host's: no files, sockets, environment or arguments, clocks
+//! that read the run's journaled time, randomness seeded by the run id
+//! (`crate::caps::clock`, `crate::run`). The SDKs turn what is not there
+//! into the language's own catchable error naming the capability to use.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -246,7 +249,7 @@ fn build_python(dir: &Path, scratch: &Path, out: &Path) -> Result<(), BuildError
     command
         .arg("-d")
         .arg(&wit)
-        .args(["-w", "playbook", "componentize", "--stub-wasi", "-p"])
+        .args(["-w", "playbook", "componentize", "-p"])
         .arg(&sdk)
         .arg("-p")
         .arg(absolute(dir)?)
@@ -277,17 +280,9 @@ fn build_js(dir: &Path, scratch: &Path, out: &Path) -> Result<(), BuildError> {
         .arg("app.js")
         .arg("--wit")
         .arg(&wit)
-        .args([
-            "-n",
-            "playbook",
-            "-d",
-            "stdio",
-            "random",
-            "clocks",
-            "http",
-            "fetch-event",
-            "-o",
-        ])
+        // No wasi:http (the host gives none: HTTP goes through rpc); stdio,
+        // clocks and randomness come from the host's deterministic WASI.
+        .args(["-n", "playbook", "-d", "http", "fetch-event", "-o"])
         .arg(out);
     run(command, "componentize-js", dir)
 }

@@ -7,6 +7,7 @@
 //! files only say what their call's scope, class and arguments are; the
 //! policy lives here once.
 
+pub mod clock;
 pub mod db;
 pub mod flags;
 pub mod pager;
@@ -194,6 +195,8 @@ pub struct CallCtx {
     human_wait: Duration,
     /// Set while `describe()` runs: no import may be called then.
     pub describing: bool,
+    /// What the run's time readings have shown (WASI's monotonic clock).
+    pub clock: clock::RunClock,
     /// On resume: the stored journal, answered in order instead of calling
     /// any backend or gate (see [`CallCtx::replayed`]).
     replay: std::collections::VecDeque<StoredEntry>,
@@ -251,6 +254,7 @@ impl CallCtx {
             started: Instant::now(),
             human_wait: Duration::ZERO,
             describing: false,
+            clock: Default::default(),
             replay: Default::default(),
             step_mode: false,
             resumed: false,

@@ -67,6 +67,18 @@ impl Playbook for Hostile {
             "panic" => panic!("the playbook panicked on purpose"),
             "give-up" => Err(Error::failed("nothing to be done")),
             "fine" => Ok(Outcome::new("all good")),
+            // The standard library's clocks: the run's journaled time.
+            "std-clock" => {
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(-1, |d| d.as_millis() as i64);
+                let started = std::time::Instant::now();
+                let later = runbook::now_millis();
+                Ok(Outcome::new("read the clock")
+                    .field("wall_ms", wall)
+                    .field("later_ms", later)
+                    .field("elapsed_ms", started.elapsed().as_millis() as i64))
+            }
             // For benchmarks: one host call, then done.
             "first-call" => {
                 runbook::now_millis();
