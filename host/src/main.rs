@@ -1140,23 +1140,43 @@ async fn policy_test(
 }
 
 /// The name of the configured playbook whose component is the file at
-/// `path`, if one is.
-fn configured_as(config: &stepgate::config::Config, path: &str) -> Option<String> {
-    let file = std::fs::canonicalize(path).ok()?;
-    config
+/// `path`, if one is. Two playbooks sharing the component differ in grants
+/// and gates: the author names one.
+fn configured_as(
+    config: &stepgate::config::Config,
+    path: &str,
+) -> Result<Option<String>, UsageError> {
+    let Ok(file) = std::fs::canonicalize(path) else {
+        return Ok(None);
+    };
+    let names: Vec<&String> = config
         .playbooks
         .iter()
-        .find(|(_, pb)| {
+        .filter(|(_, pb)| {
             std::fs::canonicalize(config.resolve(&pb.component)).ok() == Some(file.clone())
         })
-        .map(|(name, _)| name.clone())
+        .map(|(name, _)| name)
+        .collect();
+    match names[..] {
+        [] => Ok(None),
+        [name] => Ok(Some(name.clone())),
+        _ => Err(anyhow::anyhow!(
+            "{path} is the component of playbooks {}: inspect one of them by name",
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        )
+        .into()),
+    }
 }
 
 async fn inspect(component: &str, config: &Path) -> Result<u8, UsageError> {
     let config = load_config(config)?;
     // A path to a configured playbook's component is that playbook: its
     // grants and gates apply, not the defaults of an unknown component.
-    let component = configured_as(&config, component).unwrap_or_else(|| component.to_owned());
+    let component = configured_as(&config, component)?.unwrap_or_else(|| component.to_owned());
     let component = component.as_str();
     // The digest first: it is what a pin needs, and what a refused
     // (unpinned or swapped) component is named by.

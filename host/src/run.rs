@@ -226,6 +226,10 @@ pub fn new_store(engine: &Engine, calls: CallCtx) -> Store<RunData> {
     };
     let mut store = Store::new(engine.wasmtime(), data);
     store.limiter(|data| &mut data.limiter);
+    // What one call may copy out of the guest: its arguments' limit with
+    // room for their encoding, not wasmtime's 128 MiB (list elements that
+    // all point at one guest string are copied once each).
+    store.set_hostcall_fuel(hostcall_fuel(limits.argument_bytes));
     store.set_epoch_deadline(ticks(limits.deadline));
     store.epoch_deadline_callback(|ctx| {
         let calls = &ctx.data().calls;
@@ -241,6 +245,15 @@ pub fn new_store(engine: &Engine, calls: CallCtx) -> Store<RunData> {
         }
     });
     store
+}
+
+/// The bytes a guest may move to the host in one call, for arguments of
+/// at most `argument_bytes` as JSON: eight times that, at least 4 MiB.
+fn hostcall_fuel(argument_bytes: u64) -> usize {
+    const FLOOR: usize = 4 << 20;
+    usize::try_from(argument_bytes.saturating_mul(8))
+        .unwrap_or(usize::MAX)
+        .max(FLOOR)
 }
 
 /// No files, sockets, environment or arguments; the run's journaled time

@@ -194,6 +194,23 @@ fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
         !work.path().join("other").exists(),
         "no half-made playbook left"
     );
+    // Two playbooks sharing a component: inspecting it by path names both
+    // and asks for one, rather than guessing whose gates apply.
+    let mut shared = config;
+    shared.push_str(
+        "\n[playbooks.twin]\ncomponent = \"playbooks/paused-rust/target/paused-rust.wasm\"\n",
+    );
+    std::fs::write(work.path().join("stepgate.toml"), shared).unwrap();
+    let ambiguous = stepgate(
+        work.path(),
+        &["inspect", "playbooks/paused-rust/target/paused-rust.wasm"],
+    );
+    assert_eq!(ambiguous.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&ambiguous.stderr);
+    assert!(
+        said.contains("playbooks `paused-rust` and `twin`: inspect one of them by name"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -205,7 +205,12 @@ function toValue(v) {
     return { tag: 'timestamp', val: v.toISOString().replace('.000Z', 'Z') };
   }
   // One parameter: `= ANY($1)` on PostgreSQL, `json_each(?1)` on SQLite.
-  if (Array.isArray(v)) return { tag: 'array', val: v.map(toElement) };
+  if (Array.isArray(v)) {
+    // A JS number has no int/float kind: an array holding a fraction is
+    // all floats, as the array's elements must be of one kind.
+    const fractional = v.some((x) => typeof x === 'number' && !Number.isInteger(x));
+    return { tag: 'array', val: v.map((x) => (fractional && typeof x === 'number' ? { tag: 'float', val: x } : toElement(x))) };
+  }
   throw new StepgateError('invalid', `cannot pass ${typeof v} to stepgate: use null, boolean, bigint, string, Decimal, bytes, a Date, or an array of these`);
 }
 

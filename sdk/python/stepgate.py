@@ -83,11 +83,12 @@ _SEALED = [
     ("io", ["open"], _FILES),
     ("os", ["open", "listdir", "scandir", "walk", "remove", "unlink", "rmdir", "mkdir",
             "makedirs", "rename", "replace", "chdir", "truncate"], _FILES),
-    ("os", ["system", "popen", "execv", "execve", "spawnv", "spawnve", "fork", "kill"], _PROCESSES),
+    ("os", ["system", "popen", "execv", "execve", "spawnv", "spawnve", "posix_spawn",
+            "posix_spawnp", "fork", "kill"], _PROCESSES),
     ("subprocess", ["Popen", "run", "call", "check_call", "check_output", "getoutput",
                     "getstatusoutput"], _PROCESSES),
-    ("socket", ["socket", "create_connection", "create_server", "getaddrinfo",
-                "gethostbyname"], _SOCKETS),
+    ("socket", ["socket", "socketpair", "fromfd", "create_connection", "create_server",
+                "getaddrinfo", "gethostbyname"], _SOCKETS),
 ]
 
 

@@ -100,6 +100,13 @@ async fn every_misbehaviour_ends_only_its_own_run() {
             3,
         ),
         (
+            // A sleep waits in the host, out of the epoch's reach: one
+            // past the deadline ends the run at once.
+            "std-sleep",
+            Box::new(|e| matches!(e, RunEnd::Limit(LimitExceeded::Deadline { .. }))),
+            4,
+        ),
+        (
             "give-up",
             Box::new(|e| matches!(e, RunEnd::Failed(WitError::Failed(_)))),
             3,

@@ -368,11 +368,24 @@ async fn python_and_js_standard_libraries_work_deterministically_or_refuse_clear
         // Another run, another run id: other random numbers.
         let other = run_unattended(&runtime, "hostile", mode("stdlib"), Mode::DryRun).await;
         assert_ne!(field(&other, "urandom"), field(&report, "urandom"), "{dir}");
+        assert_ne!(field(&other, "random"), field(&report, "random"), "{dir}");
         // Uncaught, a refusal is the playbook's error, not a crash.
         let failed = run_unattended(&runtime, "hostile", mode(uncaught_mode), Mode::DryRun).await;
         match &failed.end {
             RunEnd::Failed(WitError::Failed(text)) => assert_eq!(text, uncaught, "{dir}"),
             other => panic!("{dir}: a clean playbook error, not {other:?}"),
+        }
+        // A sleep past the deadline ends the run at once (Python's; a JS
+        // timer never blocks a run).
+        if dir.contains("python") {
+            let started = std::time::Instant::now();
+            let slept = run_unattended(&runtime, "hostile", mode("sleep"), Mode::DryRun).await;
+            assert!(
+                matches!(slept.end, RunEnd::Limit(LimitExceeded::Deadline { .. })),
+                "{:?}",
+                slept.end
+            );
+            assert!(started.elapsed() < std::time::Duration::from_secs(10));
         }
         // In a scenario, the clock reads the scenario's `now`.
         let folder = tempfile::tempdir().unwrap();

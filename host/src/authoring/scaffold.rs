@@ -86,7 +86,7 @@ pub fn scaffold(request: &NewPlaybook) -> Result<Scaffolded, ScaffoldError> {
         write(&scenario, &vars.fill(template))?;
         files.push(scenario);
     }
-    std::fs::write(request.config, config_text).map_err(|source| ScaffoldError::Write {
+    replace_file(request.config, &config_text).map_err(|source| ScaffoldError::Write {
         path: request.config.to_owned(),
         source,
     })?;
@@ -94,6 +94,18 @@ pub fn scaffold(request: &NewPlaybook) -> Result<Scaffolded, ScaffoldError> {
         dir,
         files,
         component,
+    })
+}
+
+/// Writes `path` whole or not at all: a new file beside it, renamed over
+/// it, so an interrupted `stepgate new` never leaves half a config.
+fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(".stepgate-new");
+    let staged = PathBuf::from(staged);
+    std::fs::write(&staged, text)?;
+    std::fs::rename(&staged, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&staged);
     })
 }
 

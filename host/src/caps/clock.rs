@@ -11,21 +11,34 @@
 //!   itself, and the same on replay. Nothing is journaled for it, so a
 //!   language runtime that reads it on its own does not change the journal.
 //!
-//! This module replaces WASI's wall-clock `now` in the linker; it must not
-//! read the host's clock itself (the journal's clock does).
+//! - A sleep through WASI (`time.sleep`, `setTimeout`) waits in the host,
+//!   out of the epoch deadline's reach: one that would pass the run's
+//!   deadline ends the run at once, as the deadline would have.
+//!
+//! This module replaces WASI's wall-clock `now` and monotonic-clock
+//! `subscribe-*` in the linker; it must not read the host's clock itself
+//! (the journal's clock does).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use wasmtime::component::Linker;
+use std::time::Duration;
+
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::WasiView;
+use wasmtime_wasi::clocks::WasiClocksView;
+use wasmtime_wasi::p2::DynPollable;
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 use wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime;
 
 use super::CallCtx;
 use crate::bindings::stepgate::playbook::runbook::Host as _;
+use crate::run::LimitExceeded;
 
-/// The WASI wall-clock interface this host's WASI defines (the linker
-/// answers any 0.2 import with it).
+/// The WASI clock interfaces this host's WASI defines (the linker answers
+/// any 0.2 import with them; componentize-py's components import 0.2.9).
 const WALL_CLOCK: &str = "wasi:clocks/wall-clock@0.2.12";
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
 /// What a run's clocks have seen, shared by its [`CallCtx`] (which moves
 /// it on every time reading) and its WASI monotonic clock (which reads it).
@@ -91,24 +104,73 @@ impl wasmtime_wasi::HostWallClock for Unread {
     }
 }
 
-/// Answers WASI's wall-clock `now` with `runbook.now`. Call after WASI is
-/// added to `linker`, whose `now` this replaces.
-pub fn add_to_linker<T: Send + 'static>(
+/// Answers WASI's wall-clock `now` with `runbook.now`, and bounds WASI's
+/// sleeps by the run's deadline. Call after WASI is added to `linker`,
+/// whose functions these replace.
+pub fn add_to_linker<T: WasiView + 'static>(
     linker: &mut Linker<T>,
     calls: fn(&mut T) -> &mut CallCtx,
 ) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    let defined = linker.instance(WALL_CLOCK).and_then(|mut clock| {
-        clock.func_wrap_async("now", move |mut store, (): ()| {
-            Box::new(async move {
-                let ctx = calls(store.data_mut());
-                let ms = if ctx.describing { 0 } else { ctx.now().await? };
-                Ok((datetime(ms),))
-            })
-        })
-    });
+    let defined = define(linker, calls);
     linker.allow_shadowing(false);
     defined
+}
+
+fn define<T: WasiView + 'static>(
+    linker: &mut Linker<T>,
+    calls: fn(&mut T) -> &mut CallCtx,
+) -> wasmtime::Result<()> {
+    let mut wall = linker.instance(WALL_CLOCK)?;
+    wall.func_wrap_async("now", move |mut store, (): ()| {
+        Box::new(async move {
+            let ctx = calls(store.data_mut());
+            let ms = if ctx.describing { 0 } else { ctx.now().await? };
+            Ok((datetime(ms),))
+        })
+    })?;
+    // A sleep (`time.sleep`, `setTimeout`, `std::thread::sleep`) waits in
+    // the host, where the epoch deadline cannot reach it: one that would
+    // pass the deadline ends the run now instead.
+    let mut monotonic = linker.instance(MONOTONIC_CLOCK)?;
+    monotonic.func_wrap(
+        "subscribe-duration",
+        move |mut store, (ns,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            let data = store.data_mut();
+            within_deadline(calls(data), Duration::from_nanos(ns))?;
+            Ok((monotonic_clock::Host::subscribe_duration(
+                &mut data.clocks(),
+                ns,
+            )?,))
+        },
+    )?;
+    monotonic.func_wrap(
+        "subscribe-instant",
+        move |mut store, (when,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            let data = store.data_mut();
+            let now = monotonic_clock::Host::now(&mut data.clocks())?;
+            within_deadline(calls(data), Duration::from_nanos(when.saturating_sub(now)))?;
+            Ok((monotonic_clock::Host::subscribe_instant(
+                &mut data.clocks(),
+                when,
+            )?,))
+        },
+    )?;
+    Ok(())
+}
+
+/// Refuses a wait that would pass the run's deadline (or any wait while
+/// `describe()` runs), ending the run as its deadline would.
+fn within_deadline(ctx: &CallCtx, wait: Duration) -> wasmtime::Result<()> {
+    if wait.is_zero() {
+        return Ok(());
+    }
+    if ctx.describing || wait >= ctx.remaining() {
+        return Err(wasmtime::Error::new(LimitExceeded::Deadline {
+            limit: ctx.limits.deadline,
+        }));
+    }
+    Ok(())
 }
 
 fn datetime(ms: i64) -> Datetime {

@@ -9,7 +9,7 @@ use super::sql;
 use super::{Action, Call, CallCtx, CapError};
 use crate::backends::{BackendError, Backends, Commit};
 use crate::bindings::stepgate::playbook::db::{Host, Rows};
-use crate::bindings::{Value, WitError};
+use crate::bindings::{Element, Value, WitError};
 use crate::gate::Policy;
 
 impl CallCtx {
@@ -40,6 +40,9 @@ impl Host for CallCtx {
             json!({ "conn": conn, "sql": sql, "params": params }),
         );
         let scope = self.scope.db_read(&conn);
+        if let (Ok(()), Some(why)) = (&scope, params_problem(&params)) {
+            return self.reject(call, scope, WitError::Invalid(why)).await;
+        }
         let checked = match (&scope, self.dialect(&conn)) {
             (Ok(()), Some(dialect)) => match sql::check_read(dialect, &sql) {
                 Ok(checked) => checked,
@@ -96,6 +99,9 @@ impl Host for CallCtx {
             (_, Some(Ok(checked))) => checked,
             _ => sql::Checked::default(),
         };
+        if let (Ok(()), Some(why)) = (&scope, params_problem(&params)) {
+            return self.reject(call, scope, WitError::Invalid(why)).await;
+        }
         let backends = self.backends.clone();
         // A guardrail that limits rows needs them before the gate decides:
         // the statement's dry run (rolled back) says how many it changes.
@@ -150,6 +156,45 @@ async fn execute(
         .db(conn)?
         .execute(sql, params, &checked.tables, &checked.functions, commit)
         .await
+}
+
+/// What is wrong with a statement's parameters, whatever the backend: a
+/// float that is not a number (NaN and the infinities journal alike, as
+/// `null`), or an array whose elements are of more than one kind.
+fn params_problem(params: &[Value]) -> Option<String> {
+    let not_finite = |f: &f64| !f.is_finite();
+    for (i, param) in params.iter().enumerate() {
+        let n = i + 1;
+        match param {
+            Value::Float(f) if not_finite(f) => {
+                return Some(format!(
+                    "parameter ${n} is {f}: a parameter is a finite number"
+                ));
+            }
+            Value::Array(elements) => {
+                let mut kinds = elements
+                    .iter()
+                    .filter(|e| !matches!(e, Element::Null))
+                    .map(std::mem::discriminant);
+                let first = kinds.next();
+                if kinds.any(|k| Some(k) != first) {
+                    return Some(format!(
+                        "parameter ${n}: an array's elements must be of one kind (all ints, all texts, …; nulls allowed)"
+                    ));
+                }
+                if elements
+                    .iter()
+                    .any(|e| matches!(e, Element::Float(f) if not_finite(f)))
+                {
+                    return Some(format!(
+                        "parameter ${n}: an array element is not a finite number"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The bytes a db call's arguments take, as the journal would keep them.

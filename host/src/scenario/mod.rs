@@ -404,6 +404,13 @@ impl Scenario {
                 values::from_toml(value)
                     .map_err(|e| error(format!("db answer `{}`: {e}", answer.sql)))?;
             }
+            // A list is a parameter; no backend answers one in a row.
+            if answer.rows.iter().flatten().any(|v| v.is_array()) {
+                return Err(error(format!(
+                    "db answer `{}`: a row's value is never a list (lists are parameters only)",
+                    answer.sql
+                )));
+            }
         }
         Ok(Scenario {
             path: path.to_owned(),
@@ -536,6 +543,12 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("SELECT 1") && err.contains("decimal"), "{err}");
+        let err = load(
+            "[alert]\nname = \"A\"\n[[db]]\nconn = \"c\"\nsql = \"SELECT 1\"\nrows = [[[1]]]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("never a list"), "{err}");
         // What an expectation leaves out is not compared, but a misspelt
         // key is not taken for a left-out one.
         assert!(load("[alert]\nname = \"A\"\n[expect]\nstatus = \"done\"\n").is_ok());

@@ -86,6 +86,10 @@ test('rows by column name, parameters as WIT values, money never a float', () =>
     { tag: 'array', val: [] },
   ]);
   assert.throws(() => db.query('ledger', 'SELECT $1', [[[1]]]), { message: /arrays do not nest/ });
+  db.query('ledger', 'SELECT $1', [[1, 2.5, null]]);
+  assert.deepEqual(sent, [
+    { tag: 'array', val: [{ tag: 'float', val: 1 }, { tag: 'float', val: 2.5 }, { tag: 'null' }] },
+  ]);
   const row = rows.first();
   assert.equal(row.decimal('held').toString(), '12.500000');
   assert.equal(row.int('n'), 7n);

@@ -2,7 +2,8 @@
 label: `raise` (an exception escapes run), `page` (pages, and lets any
 error escape), `spin` (never returns), `stdlib` (reads the time and
 randomness, and tries files, sockets and processes, catching what is
-refused), `open` (opens a file and lets the error escape), anything else
+refused), `open` (opens a file and lets the error escape), `sleep`
+(sleeps far past the deadline), anything else
 finishes. It declares a page to `ceo`: loaded without that
 grant it must be refused."""
 
@@ -29,6 +30,10 @@ class Hostile(stepgate.Playbook):
                 return stdlib()
             if mode == "open":
                 open("/etc/passwd")
+            if mode == "sleep":
+                import time
+
+                time.sleep(1_000_000)
         return Outcome("all good")
 
 

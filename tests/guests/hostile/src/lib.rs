@@ -67,6 +67,11 @@ impl Playbook for Hostile {
             "panic" => panic!("the playbook panicked on purpose"),
             "give-up" => Err(Error::failed("nothing to be done")),
             "fine" => Ok(Outcome::new("all good")),
+            // A sleep far past the deadline, through WASI.
+            "std-sleep" => {
+                std::thread::sleep(Duration::from_secs(100_000));
+                Ok(Outcome::new("slept"))
+            }
             // The standard library's clocks: the run's journaled time.
             "std-clock" => {
                 let wall = std::time::SystemTime::now()
