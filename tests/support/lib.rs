@@ -418,6 +418,17 @@ pub fn journal_shape(report: &RunReport) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The times a run read (its `runbook.now` results, WASI clock readings
+/// included), in order.
+pub fn clock_readings(report: &RunReport) -> Vec<i64> {
+    report
+        .journal
+        .iter()
+        .filter(|e| e.name() == "runbook.now")
+        .map(|e| e.result["ok"].as_i64().expect("a time"))
+        .collect()
+}
+
 /// An outcome field as plain JSON.
 pub fn field(report: &RunReport, name: &str) -> Json_ {
     match &report.end {

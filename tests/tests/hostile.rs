@@ -133,12 +133,7 @@ async fn the_standard_library_clock_reads_the_journaled_time() {
     let setup = hostile_config("grants.db.plaza = {}");
     let runtime = setup.runtime();
     let report = run_unattended(&runtime, "hostile", mode("std-clock"), Mode::DryRun).await;
-    let readings: Vec<i64> = report
-        .journal
-        .iter()
-        .filter(|e| e.name() == "runbook.now")
-        .map(|e| e.result["ok"].as_i64().expect("a time"))
-        .collect();
+    let readings = clock_readings(&report);
     assert_eq!(readings.len(), 2, "{:?}", journal_shape(&report));
     assert_eq!(field(&report, "wall_ms"), serde_json::json!(readings[0]));
     assert_eq!(field(&report, "later_ms"), serde_json::json!(readings[1]));

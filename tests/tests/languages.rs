@@ -316,12 +316,7 @@ async fn python_and_js_standard_libraries_work_deterministically_or_refuse_clear
         assert_eq!(outcome.checklist, refused, "{dir}");
         // Every clock reading is a journaled `runbook.now`, and what the
         // playbook read is what the journal holds.
-        let readings: Vec<i64> = report
-            .journal
-            .iter()
-            .filter(|e| e.name() == "runbook.now")
-            .map(|e| e.result["ok"].as_i64().expect("a time"))
-            .collect();
+        let readings = clock_readings(&report);
         assert!(!readings.is_empty(), "{dir}: {:?}", journal_shape(&report));
         let time_ms = field(&report, "time_ms").as_i64().unwrap();
         assert!(
