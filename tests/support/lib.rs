@@ -418,6 +418,15 @@ pub fn journal_shape(report: &RunReport) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// A secret in a file of its own (mode 0600), for `{ file = "PATH" }` in a
+/// test's config: tests pass secrets this way, never through the process
+/// environment, which every test thread shares. The file goes with it.
+pub fn secret_file(value: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("a temp file");
+    std::io::Write::write_all(&mut file, value.as_bytes()).expect("the secret written");
+    file
+}
+
 /// The times a run read (its `runbook.now` results, WASI clock readings
 /// included), in order.
 pub fn clock_readings(report: &RunReport) -> Vec<i64> {

@@ -11,7 +11,7 @@ use stepgate::caps::{CallCtx, CapError};
 use stepgate::gate::{Decision, Mode};
 use stepgate_tests::receiver::{Receiver, Reply};
 use stepgate_tests::servers::free_port;
-use stepgate_tests::{Setup, call_ctx};
+use stepgate_tests::{Setup, call_ctx, secret_file};
 
 fn wit<T: std::fmt::Debug>(result: Result<T, CapError>) -> WitError {
     match result {
@@ -120,8 +120,7 @@ async fn http_flags_speak_the_admin_api_shape_from_the_config() {
         _ => Reply::ok(r#"{"ok": true}"#),
     })
     .await;
-    // SAFETY: only this test uses this variable.
-    unsafe { std::env::set_var("STEPGATE_TEST_ADMIN_AUTH", "Bearer adm1n-t0ken") };
+    let auth = secret_file("Bearer adm1n-t0ken");
     let setup = Setup::new(&format!(
         r#"
 [state]
@@ -130,9 +129,10 @@ path = "state.db"
 kind = "http"
 names = ["credits", "x402"]
 url = "{}/api/v1/admin/feature-flags"
-headers = {{ Authorization = {{ env = "STEPGATE_TEST_ADMIN_AUTH" }} }}
+headers = {{ Authorization = {{ file = "{}" }} }}
 {FLAGS_PLAYBOOK}"#,
-        admin.url
+        admin.url,
+        auth.path().display()
     ));
     let runtime = setup.runtime();
     let mut dry = call_ctx(&runtime, "p", Mode::DryRun);
@@ -308,6 +308,7 @@ async fn webhook_sinks_post_json_and_a_dead_one_never_shows_its_url() {
     let hook = Receiver::always(Reply::ok("{}")).await;
     let secret_path = "/hooks/Sup3rS3cretT0ken";
     let dead = format!("http://127.0.0.1:{}{secret_path}", free_port());
+    let dead_url = secret_file(&dead);
     let setup = Setup::new(&format!(
         r#"
 [state]
@@ -319,13 +320,12 @@ headers = {{ X-Api-Key = "k-123" }}
 timeout = "2s"
 [pager.channels.incident]
 kind = "webhook"
-url = {{ env = "STEPGATE_TEST_DEAD_HOOK" }}
+url = {{ file = "{}" }}
 {PAGER_PLAYBOOK}grants.pager.channels = ["incident"]
 "#,
-        hook.url
+        hook.url,
+        dead_url.path().display()
     ));
-    // SAFETY: only this test uses this variable.
-    unsafe { std::env::set_var("STEPGATE_TEST_DEAD_HOOK", &dead) };
     let runtime = setup.runtime();
     let mut live = call_ctx(&runtime, "p", Mode::Live);
     Pager::page(

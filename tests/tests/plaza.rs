@@ -337,14 +337,13 @@ async fn unexplained_drift_live_on_postgres_envfile_pagerduty_and_slack() {
     let node = RpcNode::start(&[(UNEXPLAINED, vec![wallet(HELD - 20_000_000, 81, 81)])]).await;
     let pagerduty = Receiver::always(Reply::status(202, r#"{"status": "success"}"#)).await;
     let slack = Receiver::always(Reply::ok("ok")).await;
-    // SAFETY: only this test uses this variable.
-    unsafe { std::env::set_var("STEPGATE_TEST_PLAZA_PG", pg.url("postgres")) };
+    let pg_url = secret_file(&pg.url("postgres"));
     let setup = Setup::new(&format!(
         r#"
 [state]
 path = "state.db"
 [db.plaza]
-url = {{ env = "STEPGATE_TEST_PLAZA_PG" }}
+url = {{ file = "{pg_url}" }}
 fixture_sql = {sql}
 [rpc.base]
 kind = "json-rpc"
@@ -370,6 +369,7 @@ grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
 gates = {{ default = "auto" }}
 "#,
         sql = toml_paths(&plaza_fixture_sql()),
+        pg_url = pg_url.path().display(),
         rpc = node.url,
         pd = pagerduty.url,
         slack = slack.url,

@@ -12,7 +12,7 @@ use stepgate::gate::{Decision, Mode};
 use stepgate::runtime::Runtime;
 use stepgate_tests::receiver::{Receiver, Reply};
 use stepgate_tests::servers::{Ganache, free_port};
-use stepgate_tests::{Setup, call_ctx};
+use stepgate_tests::{Setup, call_ctx, secret_file};
 
 const ETH_METHODS: &str = r#"
 [rpc.eth.methods]
@@ -236,20 +236,15 @@ async fn secret_urls_and_headers_never_show() {
         )
     })
     .await;
-    // SAFETY: only this test uses these variables.
-    unsafe {
-        std::env::set_var(
-            "STEPGATE_TEST_RPC_DEAD_URL",
-            format!("{}/v3/{key}", dead_url()),
-        );
-        std::env::set_var("STEPGATE_TEST_RPC_TOKEN", token);
-    }
+    let dead = secret_file(&format!("{}/v3/{key}", dead_url()));
+    let dead = dead.path().display();
+    let token_file = secret_file(token);
     let (_setup, runtime) = setup(
+        &format!("[{{ file = \"{dead}\" }}, \"{}\"]", upstream.url),
         &format!(
-            "[{{ env = \"STEPGATE_TEST_RPC_DEAD_URL\" }}, \"{}\"]",
-            upstream.url
+            "headers = {{ Authorization = {{ file = \"{}\" }} }}",
+            token_file.path().display()
         ),
-        "headers = { Authorization = { env = \"STEPGATE_TEST_RPC_TOKEN\" } }",
     );
     let mut ctx = call_ctx(&runtime, "p", Mode::Live);
     let err = wit(call(&mut ctx, "eth_blockNumber", json!([])).await);
@@ -265,7 +260,7 @@ async fn secret_urls_and_headers_never_show() {
     }
 
     // Only the dead URL: its error names it by position, not by text.
-    let (_setup, runtime) = setup("[{ env = \"STEPGATE_TEST_RPC_DEAD_URL\" }]", "retries = 0");
+    let (_setup, runtime) = setup(&format!("[{{ file = \"{dead}\" }}]"), "retries = 0");
     let mut ctx = call_ctx(&runtime, "p", Mode::Live);
     let err = wit(call(&mut ctx, "eth_blockNumber", json!([])).await);
     let WitError::Backend(message) = &err else {
