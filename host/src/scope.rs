@@ -394,11 +394,20 @@ grants.pager = { targets = ["ceo"], channels = ["incident"] }
         Scope::new("p", &config.playbooks["p"].grants, &config)
     }
 
+    /// Asserts `result` is a refusal that names `needle`: what was asked
+    /// for, so the author knows which grant is missing.
+    fn refused<T: std::fmt::Debug>(result: Result<T, NotGranted>, needle: &str) {
+        match result {
+            Err(e) => assert!(e.to_string().contains(needle), "{needle:?} not in: {e}"),
+            Ok(v) => panic!("granted ({v:?}); expected a refusal naming {needle:?}"),
+        }
+    }
+
     #[test]
     fn db_grants_by_connection_write_flag_and_table() {
         let s = scope();
-        assert!(s.db_read("ledger").is_ok());
-        assert!(s.db_read("other").is_ok());
+        assert_eq!(s.db_read("ledger"), Ok(()));
+        assert_eq!(s.db_read("other"), Ok(()));
         let e = s.db_read("payments").unwrap_err();
         assert!(
             e.to_string().contains("[playbooks.p.grants.db.payments]"),
@@ -406,16 +415,16 @@ grants.pager = { targets = ["ceo"], channels = ["incident"] }
         );
         let t = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         let d = SqlDialect::Postgres;
-        assert!(s.db_write("ledger", d, &t(&["escrow_holds"])).is_ok());
+        assert_eq!(s.db_write("ledger", d, &t(&["escrow_holds"])), Ok(()));
         // A table of the same name in another schema is another table.
-        assert!(
-            s.db_write("ledger", d, &t(&["archive.escrow_holds"]))
-                .is_err()
+        refused(
+            s.db_write("ledger", d, &t(&["archive.escrow_holds"])),
+            "archive.escrow_holds",
         );
         // A statement that also changes an unlisted table (a CTE) is refused.
-        assert!(
-            s.db_write("ledger", d, &t(&["escrow_holds", "ledger_entries"]))
-                .is_err()
+        refused(
+            s.db_write("ledger", d, &t(&["escrow_holds", "ledger_entries"])),
+            "ledger_entries",
         );
         assert!(
             s.db_write("ledger", d, &t(&["ledger_entries"]))
@@ -436,8 +445,8 @@ grants.pager = { targets = ["ceo"], channels = ["incident"] }
         let s = scope();
         assert_eq!(s.rpc("base", "eth_call"), Ok(Effect::Read));
         assert_eq!(s.rpc("base", "eth_sendRawTransaction"), Ok(Effect::Write));
-        assert!(s.rpc("base", "eth_getBalance").is_err());
-        assert!(s.rpc("backup", "eth_call").is_err());
+        refused(s.rpc("base", "eth_getBalance"), "eth_getBalance");
+        refused(s.rpc("backup", "eth_call"), "backup");
     }
 
     #[test]
@@ -468,11 +477,17 @@ grants.rpc.admin.routes = ["GET /api/v1/admin/feature-flags?*", "POST /graphql",
         // Listed on the endpoint but not granted to this playbook.
         let e = http("admin", "POST", "/api/v1/admin/feature-flags").unwrap_err();
         assert!(e.to_string().contains("routes"), "{e}");
-        assert!(http("admin", "DELETE", "/graphql").is_err());
-        assert!(http("other", "GET", "/health/db").is_err());
+        refused(http("admin", "DELETE", "/graphql"), "DELETE /graphql");
+        refused(http("other", "GET", "/health/db"), "other");
         // `*` is one segment: a glob never reaches a deeper, other path.
-        assert!(http("admin", "GET", "/health/db/extra").is_err());
-        assert!(http("admin", "GET", "/health/x/admin/pods/restart").is_err());
+        refused(
+            http("admin", "GET", "/health/db/extra"),
+            "GET /health/db/extra",
+        );
+        refused(
+            http("admin", "GET", "/health/x/admin/pods/restart"),
+            "GET /health/x/admin/pods/restart",
+        );
         // A query string needs a route that allows one.
         assert_eq!(
             http("admin", "POST", "/admin/pods/restart"),
@@ -481,36 +496,45 @@ grants.rpc.admin.routes = ["GET /api/v1/admin/feature-flags?*", "POST /graphql",
         let e = http("admin", "POST", "/admin/pods/restart?all=true").unwrap_err();
         assert!(e.to_string().contains("?*"), "{e}");
         // The normal form is what is matched: no way out of the route.
-        assert!(http("admin", "POST", "/graphql/../admin/pods/restart").is_ok());
-        assert!(http("admin", "POST", "/admin/pods/restart/../stop").is_err());
+        assert_eq!(
+            http("admin", "POST", "/graphql/../admin/pods/restart"),
+            Ok(Effect::Write)
+        );
+        refused(
+            http("admin", "POST", "/admin/pods/restart/../stop"),
+            "POST /admin/pods/stop",
+        );
     }
 
     #[test]
     fn flags_by_glob_and_writers_may_read() {
         let s = scope();
-        assert!(s.flag_read("PLAZA_AUTO_ACCEPT_DISABLED").is_ok());
-        assert!(s.flag_read("LOA_FINN_CREDITS").is_err());
-        assert!(s.flag_write("PLAZA_CUSTODIED_MODE_DISABLED").is_ok());
-        assert!(s.flag_write("PLAZA_AUTO_ACCEPT_DISABLED").is_err());
+        assert_eq!(s.flag_read("PLAZA_AUTO_ACCEPT_DISABLED"), Ok(()));
+        refused(s.flag_read("LOA_FINN_CREDITS"), "LOA_FINN_CREDITS");
+        assert_eq!(s.flag_write("PLAZA_CUSTODIED_MODE_DISABLED"), Ok(()));
+        refused(
+            s.flag_write("PLAZA_AUTO_ACCEPT_DISABLED"),
+            "PLAZA_AUTO_ACCEPT_DISABLED",
+        );
     }
 
     #[test]
     fn pager_targets_and_channels() {
         let s = scope();
-        assert!(s.page("ceo").is_ok());
-        assert!(s.page("board").is_err());
-        assert!(s.notify("incident").is_ok());
-        assert!(s.notify("general").is_err());
+        assert_eq!(s.page("ceo"), Ok(()));
+        refused(s.page("board"), "board");
+        assert_eq!(s.notify("incident"), Ok(()));
+        refused(s.notify("general"), "general");
     }
 
     #[test]
     fn nothing_is_granted_by_default() {
         let s = Scope::none("bare");
-        assert!(s.db_read("ledger").is_err());
-        assert!(s.rpc("base", "eth_call").is_err());
-        assert!(s.flag_read("X").is_err());
-        assert!(s.page("ceo").is_err());
-        assert!(s.notify("incident").is_err());
+        refused(s.db_read("ledger"), "ledger");
+        refused(s.rpc("base", "eth_call"), "eth_call");
+        refused(s.flag_read("X"), "X");
+        refused(s.page("ceo"), "ceo");
+        refused(s.notify("incident"), "incident");
     }
 
     #[test]

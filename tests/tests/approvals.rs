@@ -208,7 +208,16 @@ async fn decisions_need_a_valid_token_another_principal_and_a_reason(kind: Kind)
         decide(alice.clone(), " ").await,
         Err(DecisionError::NoReason)
     ));
-    assert!(decide(alice.clone(), "ok").await.is_ok());
+    assert!(
+        matches!(
+            decide(alice.clone(), "ok").await,
+            Ok(stepgate::state::approvals::ApprovalStatus::Pending {
+                approvals: 1,
+                quorum: 2
+            })
+        ),
+        "alice's approval counted, one of the two the quorum needs"
+    );
     assert!(matches!(
         decide(alice.clone(), "again").await,
         Err(DecisionError::Twice(_))

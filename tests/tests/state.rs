@@ -273,7 +273,16 @@ gates = {{ default = "auto" }}
                 Box::new(Quiet),
             )
             .await;
-        assert!(again.is_err());
+        assert!(
+            matches!(
+                &again,
+                Err(stepgate::runtime::ResumeFailed::Resume(
+                    stepgate::run::ResumeError::Ended { status, .. }
+                )) if status == "done"
+            ),
+            "{:?}",
+            again.as_ref().err()
+        );
     }
 
     pub async fn a_write_caught_between_intended_and_done_is_in_doubt(kind: Kind) {
