@@ -3,7 +3,7 @@
 
 use serde_json::{Value as Json, json};
 
-use crate::bindings::{Value, WitError};
+use crate::bindings::WitError;
 use crate::gate::{Decision, Mode};
 use crate::journal::Entry;
 use crate::run::{RunEnd, RunReport};
@@ -80,7 +80,7 @@ pub fn end_json(end: &RunEnd) -> Json {
             "status": "done",
             "summary": outcome.summary,
             "severity": outcome.severity,
-            "fields": outcome.fields.iter().map(|(k, v)| (k.clone(), value_json(v))).collect::<serde_json::Map<_, _>>(),
+            "fields": outcome.fields.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<serde_json::Map<_, _>>(),
             "checklist": outcome.checklist,
         }),
         RunEnd::Failed(error) => {
@@ -108,11 +108,6 @@ pub fn end_json(end: &RunEnd) -> Json {
             json!({ "status": "stale", "error": stopped.to_string() })
         }
     }
-}
-
-/// A WIT value as plain JSON: decimals and timestamps stay exact text.
-pub fn value_json(value: &Value) -> Json {
-    value.to_json()
 }
 
 pub fn error_kind(error: &WitError) -> &'static str {
@@ -242,7 +237,7 @@ fn describe_ok(entry: &Entry, ok: &Json) -> String {
                 // rests on (a sum, a count).
                 Ok(rows) if rows.rows.len() == 1 => {
                     let values = rows.columns.iter().zip(&rows.rows[0]).map(|(c, v)| {
-                        let shown = match value_json(v) {
+                        let shown = match v.to_json() {
                             Json::String(s) => s,
                             other => other.to_string(),
                         };

@@ -10,7 +10,7 @@ use std::io::{BufRead, Write};
 use crate::gate::{Approver, Decision, Mode, WriteRequest};
 use crate::inert::{self, line};
 use crate::journal::{Entry, Progress};
-use crate::report::{describe_call, error_text, value_json};
+use crate::report::{describe_call, error_text};
 use crate::run::{RunEnd, RunReport};
 
 /// Prints each step and call as it happens.
@@ -82,7 +82,7 @@ pub fn summary(report: &RunReport) -> String {
                 line(&outcome.summary)
             ));
             for (name, value) in &outcome.fields {
-                let shown = match value_json(value) {
+                let shown = match value.to_json() {
                     serde_json::Value::String(s) => s,
                     other => other.to_string(),
                 };

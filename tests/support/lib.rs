@@ -445,7 +445,7 @@ pub fn field(report: &RunReport, name: &str) -> Json_ {
             .fields
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| stepgate::report::value_json(v))
+            .map(|(_, v)| v.to_json())
             .unwrap_or_else(|| panic!("no field {name} in {outcome:?}")),
         other => panic!("run did not finish: {other:?}"),
     }

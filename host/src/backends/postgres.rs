@@ -1018,24 +1018,6 @@ fn add_array(
         Element::Decimal(_) => "decimal",
         Element::Timestamp(_) => "timestamp",
     };
-    // Every element of the first one's kind, as `get` reads it, or an
-    // error naming the first that is not.
-    fn all<T>(
-        elements: &[Element],
-        mut get: impl FnMut(&Element) -> Option<Result<T, BackendError>>,
-        mixed: impl Fn(&Element) -> BackendError,
-    ) -> Result<Vec<Option<T>>, BackendError> {
-        elements
-            .iter()
-            .map(|e| match e {
-                Element::Null => Ok(None),
-                other => match get(other) {
-                    Some(value) => value.map(Some),
-                    None => Err(mixed(other)),
-                },
-            })
-            .collect()
-    }
     let mixed = |e: &Element| {
         bad_param(
             i,
@@ -1047,64 +1029,30 @@ fn add_array(
             ),
         )
     };
+    // Every element of the kind `$kind`, read by `$read`, nulls kept; or
+    // an error naming the first of another kind.
+    macro_rules! bind {
+        ($kind:ident, |$x:ident| $read:expr) => {{
+            let column = elements
+                .iter()
+                .map(|e| match e {
+                    Element::Null => Ok(None),
+                    Element::$kind($x) => $read.map(Some),
+                    other => Err(mixed(other)),
+                })
+                .collect::<Result<Vec<_>, BackendError>>()?;
+            args.add(column)
+        }};
+    }
     Ok(match kind {
         None | Some(Element::Null) => args.add(vec![Option::<String>::None; elements.len()]),
-        Some(Element::Boolean(_)) => args.add(all(
-            elements,
-            |e| match e {
-                Element::Boolean(b) => Some(Ok(*b)),
-                _ => None,
-            },
-            mixed,
-        )?),
-        Some(Element::Int(_)) => args.add(all(
-            elements,
-            |e| match e {
-                Element::Int(n) => Some(Ok(*n)),
-                _ => None,
-            },
-            mixed,
-        )?),
-        Some(Element::Float(_)) => args.add(all(
-            elements,
-            |e| match e {
-                Element::Float(f) => Some(Ok(*f)),
-                _ => None,
-            },
-            mixed,
-        )?),
-        Some(Element::Text(_)) => args.add(all(
-            elements,
-            |e| match e {
-                Element::Text(t) => Some(Ok(t.clone())),
-                _ => None,
-            },
-            mixed,
-        )?),
-        Some(Element::Bytes(_)) => args.add(all(
-            elements,
-            |e| match e {
-                Element::Bytes(b) => Some(Ok(b.clone())),
-                _ => None,
-            },
-            mixed,
-        )?),
-        Some(Element::Decimal(_)) => args.add(all(
-            elements,
-            |e| match e {
-                Element::Decimal(d) => Some(decimal(i, d)),
-                _ => None,
-            },
-            mixed,
-        )?),
-        Some(Element::Timestamp(_)) => args.add(all(
-            elements,
-            |e| match e {
-                Element::Timestamp(t) => Some(timestamp(i, t)),
-                _ => None,
-            },
-            mixed,
-        )?),
+        Some(Element::Boolean(_)) => bind!(Boolean, |b| Ok(*b)),
+        Some(Element::Int(_)) => bind!(Int, |n| Ok(*n)),
+        Some(Element::Float(_)) => bind!(Float, |f| Ok(*f)),
+        Some(Element::Text(_)) => bind!(Text, |t| Ok(t.clone())),
+        Some(Element::Bytes(_)) => bind!(Bytes, |b| Ok(b.clone())),
+        Some(Element::Decimal(_)) => bind!(Decimal, |d| decimal(i, d)),
+        Some(Element::Timestamp(_)) => bind!(Timestamp, |t| timestamp(i, t)),
     })
 }
 

@@ -1,6 +1,7 @@
 //! `stepgate:playbook/runbook`: the run itself. Always granted. `now` and
 //! `sleep` are journaled (a replay answers them from the journal, so time
-//! is deterministic; WASI's wall clock reads `now` too, see [`super::clock`]); `confirm` is a human decision and passes the write
+//! is deterministic; WASI's wall clock reads `now` too, see
+//! [`super::clock`]); `confirm` is a human decision and passes the write
 //! gate like any write. In step mode, `step` pauses for an operator.
 //! `dry-run` tells the playbook its run's mode, for wording only.
 
