@@ -914,6 +914,40 @@ fn a_whole_plan_is_listed_and_approved_from_the_cli() {
     );
 
     let alice = principal(&config, "alice", "approver");
+    // A digest that is not the plan's, for the whole plan or its first
+    // write: refused, saying which plan is current, and nothing decided.
+    let other = format!(
+        "{}{}",
+        if digest.starts_with('0') { '1' } else { '0' },
+        &digest[1..12]
+    );
+    for target in [["--all"], ["8"]] {
+        let refused = stepgate(&[
+            "approve",
+            &run_id,
+            target[0],
+            "--plan",
+            &other,
+            "--reason",
+            "looked at another plan",
+            "--token-file",
+            alice.to_str().unwrap(),
+            "--config",
+            config_arg,
+        ]);
+        assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+        let said = text(&refused.stderr);
+        assert!(
+            said.contains(&format!(
+                "the plan you name ({other}) is not this request's"
+            )),
+            "{said}"
+        );
+    }
+    let unchanged = stepgate(&["approvals", "--json", "--config", config_arg]);
+    let doc: serde_json::Value = serde_json::from_slice(&unchanged.stdout).unwrap();
+    assert_eq!(doc["whole_plans"][0]["digest"], digest);
+    assert_eq!(doc["pending"][0]["approvals"], 0, "{doc}");
     let approved = stepgate(&[
         "approve",
         &run_id,

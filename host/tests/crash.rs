@@ -418,3 +418,91 @@ fn a_parked_run_outlives_its_host_and_each_write_is_made_once() {
         "each page reached the webhook exactly once"
     );
 }
+
+/// The REST face of `stepgate resolve`, on a server started after the
+/// crash: `POST /api/runs/ID/resolve/SEQ` takes an operator's token, a
+/// known resolution and the write actually in doubt, and refuses anything
+/// else with nothing sent; then the server resumes the run itself.
+#[test]
+fn a_write_in_doubt_is_resolved_over_the_api_and_the_server_resumes_the_run() {
+    let hook = Hook::start(Duration::from_secs(5));
+    let (world, run) = kill_mid_write(&hook, Sink::Webhook);
+    assert_eq!(resume(&world.config, &run).status.code(), Some(7));
+    let approver = principal(&world.config, "amy", "approver");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_server, url) = support::served::Served::start(world.dir.path(), &rt);
+    let client = reqwest::Client::new();
+    let token = |file: &Path| std::fs::read_to_string(file).unwrap().trim().to_owned();
+    let over_api = |who: Option<&Path>, seq: u64, body: serde_json::Value| -> (u16, String) {
+        rt.block_on(async {
+            let mut request = client
+                .post(format!("{url}/api/runs/{run}/resolve/{seq}"))
+                .json(&body);
+            if let Some(who) = who {
+                request = request.bearer_auth(token(who));
+            }
+            let answer = request.send().await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        })
+    };
+    let retry =
+        serde_json::json!({ "resolution": "retry", "reason": "the receiver logged no page" });
+    let ops = Some(world.operator.as_path());
+
+    assert_eq!(over_api(None, 1, retry.clone()).0, 401);
+    let (status, said) = over_api(Some(&approver), 1, retry.clone());
+    assert_eq!(status, 403, "{said}");
+    assert!(said.contains("operator or admin"), "{said}");
+    let (status, said) = over_api(
+        ops,
+        1,
+        serde_json::json!({ "resolution": "guess", "reason": "no idea" }),
+    );
+    assert_eq!(status, 400, "{said}");
+    assert!(said.contains("use retry or mark-done"), "{said}");
+    let (status, said) = over_api(
+        ops,
+        2,
+        serde_json::json!({ "resolution": "mark-done", "reason": "seen", "result": "p-1" }),
+    );
+    assert_eq!(status, 409, "{said}");
+    assert!(said.contains("is not in doubt about write #2"), "{said}");
+    assert_eq!(hook.count(), 1, "a refused resolution sent nothing");
+
+    let (status, said) = over_api(ops, 1, retry.clone());
+    assert_eq!(status, 200, "{said}");
+    let answer: serde_json::Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({ "resolved": 1, "resuming": true })
+    );
+    let started = std::time::Instant::now();
+    let status = || -> String {
+        rt.block_on(async {
+            let shown: serde_json::Value = client
+                .get(format!("{url}/api/runs/{run}"))
+                .bearer_auth(token(&world.operator))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            shown["run"]["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+    };
+    while status() != "done" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server never finished the resolved run ({})",
+            status()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(hook.count(), 3, "the first page again, then the second");
+    let (status, said) = over_api(ops, 1, retry);
+    assert_eq!(status, 409, "resolved twice: {said}");
+}

@@ -25,6 +25,12 @@ fn stepgate(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Sends SIGHUP to process `pid`.
+fn hangup(pid: &str) {
+    let sent = Command::new("kill").args(["-HUP", pid]).status().unwrap();
+    assert!(sent.success(), "kill -HUP {pid}");
+}
+
 fn principal(dir: &Path, name: &str, role: &str) -> PathBuf {
     let out = stepgate(dir, &["principal", "add", name, "--role", role]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -68,7 +74,13 @@ mode = "live"
     let alice = principal(d, "alice", "approver");
     let admin = principal(d, "ada", "admin");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (mut server, url) = Served::start(d, &rt);
+    let log = d.join("serve.log");
+    let (mut server, url) = Served::start_on(
+        d,
+        &rt,
+        support::served::free_port(),
+        std::fs::File::create(&log).unwrap(),
+    );
     let client = reqwest::Client::new();
     rt.block_on(async {
         let posted = client
@@ -204,18 +216,66 @@ mode = "live"
     let refused = reload(&admin);
     assert_eq!(refused.status(), 422);
     assert!(rt.block_on(refused.text()).unwrap().contains("bogus"));
+    // The same bad config by SIGHUP: refused and said so; the old routes
+    // still route (a Hostile alert runs to its end).
+    hangup(&pid);
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("stepgate: config NOT reloaded, the old one stays")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the SIGHUP was never answered: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains("bogus"),
+        "the refusal names what is wrong"
+    );
+    // Over the API: the CLI itself would read the bad config.
+    let done_over_api = || -> usize {
+        rt.block_on(async {
+            let runs: Vec<serde_json::Value> = client
+                .get(format!("{url}/api/runs?status=done"))
+                .bearer_auth(std::fs::read_to_string(&viewer).unwrap().trim())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            runs.len()
+        })
+    };
+    let before = done_over_api();
+    let posted = rt.block_on(async {
+        client
+            .post(format!("{url}/hooks/generic"))
+            .header("content-type", "application/json")
+            .body(r#"{"labels": {"alertname": "Hostile", "mode": "fine"}}"#)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(posted, 202);
+    let started = Instant::now();
+    while done_over_api() == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the old route stopped routing after a refused SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::fs::write(
         d.join("stepgate.toml"),
         format!("{config}\n[[routes]]\nmatch = [\"alertname=Other\"]\nplaybook = \"hostile\"\n"),
     )
     .unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    hangup(&pid);
     let post = |name: &str| {
         rt.block_on(async {
             client

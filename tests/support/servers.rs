@@ -1,6 +1,8 @@
 //! Real servers for the backend tests, each started on loopback in a temp
 //! dir and stopped when dropped: PostgreSQL (Debian's packages) and a
 //! ganache Ethereum node (from the npm registry, installed by `.ci/run`).
+//! A test binary's PostgreSQL tests share one cluster, each in a database
+//! of its own, and it stops when the process exits.
 //!
 //! A server that is not installed fails the test with what to install; it
 //! never skips silently.
@@ -8,6 +10,8 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -53,17 +57,17 @@ fn pg_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(""))
 }
 
-/// A throwaway PostgreSQL cluster on 127.0.0.1.
-pub struct PgServer {
+/// A throwaway PostgreSQL cluster on 127.0.0.1, in a temp dir.
+struct Cluster {
     dir: TempDir,
     bin: PathBuf,
-    pub port: u16,
+    port: u16,
 }
 
-impl PgServer {
+impl Cluster {
     /// initdb + pg_ctl start (as the `postgres` user when running as root,
     /// since PostgreSQL refuses to run as root), fsync off for speed.
-    pub fn start() -> PgServer {
+    fn start(max_connections: u32) -> Cluster {
         let bin = pg_bin();
         let dir = tempfile::Builder::new()
             .prefix("stepgate-pg-")
@@ -95,7 +99,7 @@ impl PgServer {
         );
         assert!(out.0, "initdb failed: {}", out.1);
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -c port={port} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -k {}",
+            "-c listen_addresses=127.0.0.1 -c port={port} -c max_connections={max_connections} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -k {}",
             path(dir.path())
         );
         let log = dir.path().join("server.log");
@@ -121,13 +125,154 @@ impl PgServer {
             out.1,
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        PgServer { dir, bin, port }
+        Cluster { dir, bin, port }
+    }
+
+    fn stop(&self) {
+        let data = self.dir.path().join("data");
+        let _ = run_pg(
+            &self.bin,
+            "pg_ctl",
+            &["-D", path(&data), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    /// Creates `database` (empty, from template0) as the superuser.
+    fn create_database(&self, database: &str) {
+        let port = self.port.to_string();
+        let out = run_pg(
+            &self.bin,
+            "createdb",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-T",
+                "template0",
+                database,
+            ],
+        );
+        assert!(out.0, "createdb {database} failed: {}", out.1);
+    }
+}
+
+/// The cluster the tests of this process share: started by the first
+/// test that asks, stopped when the process exits (the test harness
+/// calls `exit`, which runs `atexit` handlers; statics are never dropped).
+/// Starting a cluster costs a second or two of the two cores, and one
+/// test binary holds about fifteen tests that need one.
+fn shared_cluster() -> &'static Cluster {
+    static SHARED: OnceLock<Cluster> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let cluster = Cluster::start(300);
+        extern "C" fn stop_shared() {
+            if let Some(cluster) = SHARED.get() {
+                cluster.stop();
+                let _ = std::fs::remove_dir_all(cluster.dir.path());
+            }
+        }
+        // SAFETY: atexit takes a plain function that runs once at exit.
+        let registered = unsafe { libc_atexit(stop_shared) };
+        assert_eq!(registered, 0, "cannot register the cluster's stop at exit");
+        cluster
+    })
+}
+
+unsafe extern "C" {
+    #[link_name = "atexit"]
+    fn libc_atexit(f: extern "C" fn()) -> i32;
+}
+
+enum Owner {
+    /// A database of its own in the process's shared cluster.
+    Shared(&'static Cluster),
+    /// A whole cluster, stopped on drop.
+    Own(Cluster),
+}
+
+/// A test's PostgreSQL: a fresh database in the cluster this test process
+/// shares ([`PgServer::start`]), or a cluster of its own
+/// ([`PgServer::own_cluster`]). [`PgServer::url`] and [`PgServer::exec`]
+/// take database names as the test knows them: `postgres` is the test's
+/// own database, and [`PgServer::create_database`] makes others, whose
+/// real names carry the test's prefix so that tests running side by side
+/// never meet.
+pub struct PgServer {
+    owner: Owner,
+    /// The prefix of this test's databases (empty with a cluster of its own).
+    prefix: String,
+    pub port: u16,
+}
+
+impl PgServer {
+    /// A fresh, empty database in the process's shared cluster (started on
+    /// first use), as this test's `postgres`.
+    pub fn start() -> PgServer {
+        static NEXT: AtomicUsize = AtomicUsize::new(1);
+        let cluster = shared_cluster();
+        let prefix = format!("t{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        cluster.create_database(&prefix);
+        PgServer {
+            owner: Owner::Shared(cluster),
+            prefix,
+            port: cluster.port,
+        }
+    }
+
+    /// A cluster of this test's own, for what sees the whole cluster: a
+    /// playbook that counts every session in `pg_stat_activity` or reads a
+    /// database by its real name. Databases keep the names given.
+    pub fn own_cluster() -> PgServer {
+        let cluster = Cluster::start(100);
+        let port = cluster.port;
+        PgServer {
+            owner: Owner::Own(cluster),
+            prefix: String::new(),
+            port,
+        }
+    }
+
+    fn cluster(&self) -> &Cluster {
+        match &self.owner {
+            Owner::Shared(cluster) => cluster,
+            Owner::Own(cluster) => cluster,
+        }
+    }
+
+    /// The real name of the test's database `database`.
+    pub fn database(&self, database: &str) -> String {
+        match (self.prefix.as_str(), database) {
+            ("", name) => name.to_owned(),
+            (prefix, "postgres") => prefix.to_owned(),
+            (prefix, name) => format!("{prefix}_{name}"),
+        }
     }
 
     /// A URL for `database` as the superuser (no password: trust auth on
     /// loopback in a throwaway cluster).
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}",
+            self.port,
+            self.database(database)
+        )
+    }
+
+    /// The URL of the test's databases without their name: appending a
+    /// name gives [`PgServer::url`] of that name (other than `postgres`).
+    pub fn url_of_databases(&self) -> String {
+        match self.prefix.as_str() {
+            "" => format!("postgres://postgres@127.0.0.1:{}/", self.port),
+            prefix => format!("postgres://postgres@127.0.0.1:{}/{prefix}_", self.port),
+        }
+    }
+
+    /// Creates the test's database `database` (empty).
+    pub fn create_database(&self, database: &str) {
+        self.cluster().create_database(&self.database(database));
     }
 
     /// Runs SQL as the superuser with psql-free sqlx.
@@ -143,7 +288,7 @@ impl PgServer {
     }
 }
 
-/// The `[state]` section of a config: the cluster's database if there is
+/// The `[state]` section of a config: the test's database if there is
 /// one, else `state.db` beside the config.
 pub fn state_section(pg: Option<&PgServer>) -> String {
     match pg {
@@ -152,14 +297,9 @@ pub fn state_section(pg: Option<&PgServer>) -> String {
     }
 }
 
-impl Drop for PgServer {
+impl Drop for Cluster {
     fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = run_pg(
-            &self.bin,
-            "pg_ctl",
-            &["-D", path(&data), "-m", "immediate", "-w", "stop"],
-        );
+        self.stop();
     }
 }
 
@@ -204,6 +344,9 @@ fn run_pg(bin: &Path, tool: &str, args: &[&str]) -> (bool, String) {
 /// A ganache Ethereum node on 127.0.0.1 with deterministic accounts.
 pub struct Ganache {
     child: Child,
+    /// The chain's database: in a temp dir of ours, not one ganache
+    /// makes under /tmp and leaves behind.
+    _chain: TempDir,
     pub url: String,
 }
 
@@ -228,7 +371,13 @@ impl Ganache {
             bin.display()
         );
         let port = free_port();
+        let chain = tempfile::Builder::new()
+            .prefix("stepgate-ganache-")
+            .tempdir()
+            .expect("temp dir");
         let child = Command::new(&bin)
+            .arg("--database.dbPath")
+            .arg(chain.path())
             .args([
                 "--server.host",
                 "127.0.0.1",
@@ -245,7 +394,11 @@ impl Ganache {
             .spawn()
             .expect("start ganache");
         let url = format!("http://127.0.0.1:{port}");
-        let node = Ganache { child, url };
+        let node = Ganache {
+            child,
+            _chain: chain,
+            url,
+        };
         node.wait_ready().await;
         node
     }

@@ -430,14 +430,14 @@ async fn postgres_functions_schemas_and_sessions() {
     // not handed to the next call (connections are not pinged before use).
     let ended = sqlx_scalar(
         pg,
-        "SELECT bool_and(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'stepgate'",
+        "SELECT bool_and(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'stepgate' AND datname = current_database()",
     )
     .await;
     assert!(ended, "no pooled stepgate session to end");
     stepgate_tests::eventually("the ended sessions are gone", || async {
         !sqlx_scalar(
             pg,
-            "SELECT COUNT(*) > 0 FROM pg_stat_activity WHERE application_name = 'stepgate'",
+            "SELECT COUNT(*) > 0 FROM pg_stat_activity WHERE application_name = 'stepgate' AND datname = current_database()",
         )
         .await
     })

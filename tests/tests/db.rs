@@ -644,8 +644,9 @@ async fn postgres_url_from_env_and_file_never_shows_its_password() {
     )
     .await;
     let good = format!(
-        "postgres://reader:{password}@127.0.0.1:{}/postgres",
-        pg.port
+        "postgres://reader:{password}@127.0.0.1:{}/{}",
+        pg.port,
+        pg.database("postgres")
     );
     let var = "STEPGATE_TEST_LEDGER_URL";
     // SAFETY: only this test reads or writes this variable.

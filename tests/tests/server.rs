@@ -29,8 +29,13 @@ struct Running {
 
 fn config(kind: Kind) -> (Setup, Option<PgServer>) {
     let pg = (kind == Kind::Postgres).then(PgServer::start);
-    let state = stepgate_tests::servers::state_section(pg.as_ref());
-    let setup = Setup::new(&format!(
+    (config_on(pg.as_ref(), &[]), pg)
+}
+
+/// The config on `pg` (or SQLite), each `(from, to)` replaced.
+fn config_on(pg: Option<&PgServer>, replaced: &[(&str, &str)]) -> Setup {
+    let state = stepgate_tests::servers::state_section(pg);
+    let mut text = format!(
         r#"
 {state}
 [db.plaza]
@@ -58,8 +63,12 @@ mode = "live"
 cancel_on_resolved = true
 "#,
         stepgate_artifacts::HOSTILE
-    ));
-    (setup, pg)
+    );
+    for (from, to) in replaced {
+        assert!(text.contains(from), "the config has no `{from}`");
+        text = text.replace(from, to);
+    }
+    Setup::new(&text)
 }
 
 async fn start(setup: Setup, pg: Option<PgServer>) -> Running {
@@ -126,10 +135,24 @@ impl Running {
         seq: u64,
         approve: bool,
     ) -> reqwest::Response {
+        self.decide_on_plan(token, run, seq, approve, None).await
+    }
+
+    /// [`Running::decide`], bound to the plan `plan` (a digest prefix).
+    async fn decide_on_plan(
+        &self,
+        token: Option<&str>,
+        run: &str,
+        seq: u64,
+        approve: bool,
+        plan: Option<&str>,
+    ) -> reqwest::Response {
         let mut request = self
             .client
             .post(format!("{}/api/runs/{run}/approvals/{seq}", self.url))
-            .json(&json!({ "approve": approve, "reason": "checked the drift by hand" }));
+            .json(
+                &json!({ "approve": approve, "reason": "checked the drift by hand", "plan": plan }),
+            );
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -355,7 +378,102 @@ stepgate_tests::on_both_stores!(
     a_burst_of_one_alert_is_one_run_approved_over_the_api,
     a_resolved_alert_cancels_what_its_run_waits_for,
     an_operator_cancels_a_parked_run,
+    a_quorum_of_two_distinct_approvers_decides_over_the_api,
 );
+
+/// A quorum of two over the REST API, bound to the plan the approvers
+/// saw: a decision naming another plan is refused and counts nothing; the
+/// first approver counts once (deciding again is refused); the second,
+/// distinct one releases the write, and the request is closed after.
+async fn a_quorum_of_two_distinct_approvers_decides_over_the_api(kind: Kind) {
+    let pg = (kind == Kind::Postgres).then(PgServer::start);
+    let setup = config_on(
+        pg.as_ref(),
+        &[(
+            "gates = { default = \"approve\" }",
+            "gates = { default = \"approve\" }\nquorum = 2",
+        )],
+    );
+    let s = start(setup, pg).await;
+    let state = &s.runtime.state;
+    let viewer = s.viewer().await;
+    let alice = state.add_principal("alice", Role::Approver).await.unwrap();
+    let bob = state.add_principal("bob", Role::Approver).await.unwrap();
+    let posted = s.hook(&notification("fp-q", "firing", "Hostile")).await;
+    assert_eq!(posted.status(), 202);
+    let runs = s
+        .runs_until(&viewer, |runs| status_of(runs) == ["parked"])
+        .await;
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    let pending: Vec<Json> = s.get("/api/approvals", &viewer).await.json().await.unwrap();
+    assert_eq!((pending.len(), &pending[0]["quorum"]), (1, &json!(2)));
+    let digest = pending[0]["plan_digest"].as_str().unwrap()[..12].to_owned();
+    let flag = || async { state.flag("PLAZA_TEST_FLAG").await.unwrap() };
+
+    // Another plan than the request's: refused, nothing counted.
+    let other = format!(
+        "{}{}",
+        if digest.starts_with('0') { '1' } else { '0' },
+        &digest[1..]
+    );
+    let stale = s
+        .decide_on_plan(Some(&alice), &run_id, 1, true, Some(&other))
+        .await;
+    assert_eq!(stale.status(), 409);
+    let said = stale.text().await.unwrap();
+    assert!(
+        said.contains(&format!(
+            "the plan you name ({other}) is not this request's"
+        )),
+        "{said}"
+    );
+    let pending: Vec<Json> = s.get("/api/approvals", &viewer).await.json().await.unwrap();
+    assert_eq!(pending[0]["approvals"], json!(0), "{pending:?}");
+
+    // Alice, on the plan she saw: one of two; again: refused.
+    let first = s
+        .decide_on_plan(Some(&alice), &run_id, 1, true, Some(&digest))
+        .await;
+    assert_eq!(first.status(), 200);
+    let body: Json = first.json().await.unwrap();
+    assert_eq!(
+        (&body["status"], &body["resuming"]),
+        (
+            &json!({ "status": "pending", "approvals": 1, "quorum": 2 }),
+            &json!(false)
+        )
+    );
+    let again = s.decide(Some(&alice), &run_id, 1, true).await;
+    assert_eq!(again.status(), 409);
+    let said = again.text().await.unwrap();
+    assert!(
+        said.contains("`alice` already decided this request"),
+        "{said}"
+    );
+    let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
+    assert_eq!(status_of(&runs), ["parked"]);
+    assert_eq!(flag().await, None, "one approver of two released the write");
+
+    // Bob: the quorum; the run goes on and writes.
+    let second = s.decide(Some(&bob), &run_id, 1, true).await;
+    assert_eq!(second.status(), 200);
+    let body: Json = second.json().await.unwrap();
+    assert_eq!(
+        (
+            &body["status"]["status"],
+            &body["status"]["by"],
+            &body["resuming"]
+        ),
+        (&json!("approved"), &json!(["alice", "bob"]), &json!(true))
+    );
+    s.runs_until(&viewer, |runs| status_of(runs) == ["done"])
+        .await;
+    assert_eq!(flag().await.as_deref(), Some("1"));
+    let late = s.decide(Some(&bob), &run_id, 1, true).await;
+    assert_eq!(late.status(), 409);
+    let said = late.text().await.unwrap();
+    assert!(said.contains("already decided"), "{said}");
+}
 
 /// An alert stored before the server stopped, never dispatched, is
 /// dispatched when the next one starts.
@@ -631,10 +749,14 @@ labels = { mode = "must-write" }
 /// page-sleep-page in `mode`, with `server` and `playbook` settings added;
 /// pages go to `pages.jsonl`.
 fn slow_setup(server: &str, playbook: &str, mode: &str) -> Setup {
+    slow_setup_with("[state]\npath = \"state.db\"", server, playbook, mode)
+}
+
+/// [`slow_setup`] with the `[state]` section `state`.
+fn slow_setup_with(state: &str, server: &str, playbook: &str, mode: &str) -> Setup {
     Setup::new(&format!(
         r#"
-[state]
-path = "state.db"
+{state}
 [db.plaza]
 url = "sqlite::memory:"
 [pager.targets.ceo]
@@ -868,4 +990,144 @@ playbook = "other"
     let slow: Vec<&Json> = runs.iter().filter(|r| r["playbook"] == "hostile").collect();
     assert_eq!(slow.len(), 1, "the second slow run still waits: {runs:?}");
     assert_eq!(slow[0]["status"], "running");
+}
+
+/// The `inbox` rows whose alert JSON contains `needle`, read straight
+/// from the SQLite state store.
+async fn inbox_rows(setup: &Setup, needle: &str) -> i64 {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", setup.path("state.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM inbox WHERE instr(alert, $1) > 0")
+        .bind(needle)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// A full run queue answers the hook 503 and stores nothing: the sender
+/// (Alertmanager retries) sends it again later, and no alert is stored that
+/// nobody would dispatch. The queue fills here for real: the playbook runs
+/// one run at a time and the first one sleeps, so every new fingerprint's
+/// lane waits for a slot, the dispatcher waits for a free lane, and the
+/// queue (one notification deep) backs up.
+#[tokio::test]
+async fn a_full_queue_answers_503_and_stores_nothing() {
+    let setup = slow_setup("queue = 1", "max_runs = 1", "dry-run");
+    let s = start(setup, None).await;
+    let mut accepted = 0;
+    let refused = loop {
+        let fingerprint = format!("full-{accepted:04}");
+        let answer = s.hook(&slow_alert(&fingerprint, 60_000)).await;
+        match answer.status().as_u16() {
+            202 => accepted += 1,
+            503 => break (fingerprint, answer.text().await.unwrap()),
+            other => panic!("{other}: {}", answer.text().await.unwrap()),
+        }
+        assert!(
+            accepted < 1_000,
+            "1,000 alerts accepted and the queue never filled"
+        );
+    };
+    let (fingerprint, said) = refused;
+    assert!(
+        said.contains("the run queue is full; retry later"),
+        "{said}"
+    );
+    assert_eq!(inbox_rows(&s.setup, &fingerprint).await, 0);
+    assert_eq!(inbox_rows(&s.setup, "full-").await, accepted);
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(r#"stepgate_alerts_total{route="none",outcome="queue-full"} 1"#),
+        "{metrics}"
+    );
+}
+
+/// A run that lives four times its lease on a healthy host is never taken
+/// over: its host renews the lease while the run executes, and the other
+/// replica, sweeping five times a second, finds nothing lapsed. The lease
+/// owner is read all through the run: one owner from start to end.
+#[tokio::test]
+async fn a_healthy_run_longer_than_its_lease_is_never_taken_over() {
+    let pg = PgServer::start();
+    let setup = slow_setup_on(&pg, "lease = \"1s\"");
+    let other = Arc::new(setup.runtime());
+    let a = start(setup, None).await;
+    let b_server = Server::start(other.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tokio::spawn(b_server.serve(listener, std::future::pending()));
+    let viewer = a.viewer().await;
+    assert_eq!(a.hook(&slow_alert("long", 4_000)).await.status(), 202);
+
+    let mut owners = std::collections::BTreeSet::new();
+    let url = pg.url("postgres");
+    loop {
+        let (status, owner) = lease_of(&url).await;
+        if let Some(owner) = owner {
+            owners.insert(owner);
+        }
+        if status.as_deref() == Some("done") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(owners.len(), 1, "the run changed hands: {owners:?}");
+    let runs: Vec<Json> = a.get("/api/runs", &viewer).await.json().await.unwrap();
+    let run_id = runs[0]["run_id"].as_str().unwrap();
+    let journal = a.runtime.state.journal(run_id).await.unwrap();
+    assert_eq!(journal.len(), 3, "page, sleep, page: {journal:?}");
+    drop(pg);
+}
+
+/// The status and lease owner of the one run in the state store at `url`.
+async fn lease_of(url: &str) -> (Option<String>, Option<String>) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let row: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, lease_owner FROM runs")
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap();
+    match row {
+        Some((status, owner)) => (Some(status), owner),
+        None => (None, None),
+    }
+}
+
+/// [`slow_setup`] on the PostgreSQL state store `pg`, dry-run, with
+/// `state` added to its `[state]` section.
+fn slow_setup_on(pg: &PgServer, state: &str) -> Setup {
+    let state = format!("[state]\nurl = \"{}\"\n{state}", pg.url("postgres"));
+    slow_setup_with(&state, "", "", "dry-run")
+}
+
+/// `/readyz` says whether the state store answers: 200 while it does,
+/// 503 with the reason once its PostgreSQL is gone (a load balancer stops
+/// sending alerts to a host that could not store them).
+#[tokio::test]
+async fn readyz_is_503_while_the_state_store_is_down() {
+    // A cluster of its own, to stop.
+    let pg = PgServer::own_cluster();
+    let s = start(config_on(Some(&pg), &[]), None).await;
+    let ready = || async {
+        let answer = s
+            .client
+            .get(format!("{}/readyz", s.url))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
+    };
+    assert_eq!(ready().await, (200, "ready".to_owned()));
+    drop(pg);
+    let (status, said) = ready().await;
+    assert_eq!(status, 503, "{said}");
+    assert!(
+        said.starts_with("the state store is not reachable:"),
+        "{said}"
+    );
+    // The process is alive and says so.
+    let alive = s.client.get(format!("{}/healthz", s.url)).send().await;
+    assert_eq!(alive.unwrap().status(), 200);
 }

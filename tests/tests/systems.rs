@@ -178,10 +178,7 @@ fn example_config(pg: Option<&PgServer>, state_dir: &Path, replaced: &[(&str, &s
         text = text.replace(from, to);
     }
     if let Some(pg) = pg {
-        text = text.replace(
-            EXAMPLE_PG,
-            &format!("postgres://postgres@127.0.0.1:{}/", pg.port),
-        );
+        text = text.replace(EXAMPLE_PG, &pg.url_of_databases());
     }
     let examples = root().join("examples");
     Config::parse(&text, &examples.join("stepgate.toml"), &examples).unwrap()
@@ -701,15 +698,15 @@ fn escalation_plan_on_postgres_case(system: &System, case: &Escalation, pg: &PgS
 
 #[test]
 fn every_playbook_plans_its_escalation_on_its_seeded_postgres_system() {
-    let pg = PgServer::start();
+    // A cluster of its own: the playbooks count the cluster's sessions.
+    let pg = PgServer::own_cluster();
     let rt = tokio::runtime::Runtime::new().unwrap();
     for system in SYSTEMS {
         let dir = root().join("examples/systems").join(system.name);
         let schema = std::fs::read_to_string(dir.join("schema.sql")).unwrap();
         let seed = std::fs::read_to_string(dir.join("seed.sql")).unwrap();
+        pg.create_database(system.database);
         rt.block_on(async {
-            pg.exec("postgres", &format!("CREATE DATABASE {}", system.database))
-                .await;
             pg.exec(system.database, &schema).await;
             pg.exec(system.database, &seed).await;
         });
@@ -737,9 +734,12 @@ fn plaza_money_as_numeric_usdc_plans_as_integer_micro_units() {
     let seed = std::fs::read_to_string(dir.join("seed.sql")).unwrap();
     for (scenario, unbalanced) in [("drift-unexplained", false), ("numeric-money", true)] {
         let rt = tokio::runtime::Runtime::new().unwrap();
+        let plaza = pg.database("plaza");
         rt.block_on(async {
-            pg.exec("postgres", "DROP DATABASE IF EXISTS plaza").await;
-            pg.exec("postgres", "CREATE DATABASE plaza").await;
+            pg.exec("postgres", &format!("DROP DATABASE IF EXISTS {plaza}"))
+                .await;
+            pg.exec("postgres", &format!("CREATE DATABASE {plaza}"))
+                .await;
             pg.exec("plaza", &schema).await;
             pg.exec("plaza", &seed).await;
             pg.exec("plaza", NUMERIC).await;

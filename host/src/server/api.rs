@@ -95,25 +95,55 @@ async fn caller(
     if !allowed(role) {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
-            format!("principal `{name}` does not have the role this needs"),
+            format!(
+                "principal `{name}` is {}; this needs the {} role (`stepgate principal add NAME --role ROLE` makes one)",
+                with_article(role.as_str()),
+                roles_allowed(allowed)
+            ),
         ));
     }
     Ok((name, role, token))
+}
+
+/// The roles `allowed` accepts, as words: "operator or admin".
+fn roles_allowed(allowed: fn(Role) -> bool) -> String {
+    let names: Vec<&str> = [Role::Viewer, Role::Approver, Role::Operator, Role::Admin]
+        .into_iter()
+        .filter(|r| allowed(*r))
+        .map(Role::as_str)
+        .collect();
+    names.join(" or ")
+}
+
+/// "an approver", "a viewer".
+fn with_article(word: &str) -> String {
+    match word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        true => format!("an {word}"),
+        false => format!("a {word}"),
+    }
 }
 
 fn anyone(_: Role) -> bool {
     true
 }
 
+/// How long `/readyz` waits for the state store. A store that is down
+/// makes the pool retry its connection for its whole acquire timeout
+/// (30 s), longer than any probe waits: the answer must come first.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn ready(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.runtime().state.runs(None, 1).await {
-        Ok(_) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the state store is not reachable: {e}"),
-        )
-            .into_response(),
-    }
+    let runtime = shared.runtime();
+    let why = match tokio::time::timeout(READY_WITHIN, runtime.state.runs(None, 1)).await {
+        Ok(Ok(_)) => return (StatusCode::OK, "ready").into_response(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {} s", READY_WITHIN.as_secs()),
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the state store is not reachable: {why}"),
+    )
+        .into_response()
 }
 
 pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

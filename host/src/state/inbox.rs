@@ -156,37 +156,33 @@ impl StateStore {
         if batch.is_empty() {
             return;
         }
-        let mut answers = Vec::with_capacity(batch.len());
+        let answers = accepted_rows(&batch);
         let stored = async {
             let mut tx = self.begin_durable().await?;
-            for waiting in &batch {
-                let (source, alerts) = (waiting.source.as_str(), waiting.alerts.clone());
-                let mut accepted = Vec::with_capacity(alerts.len());
-                let at = now_ms();
-                for alert in alerts {
-                    let id = format!("a{at:012x}{:08x}", rand::random::<u32>());
-                    let fingerprint = fingerprint(&alert);
-                    let text = serde_json::to_string(&alert)
-                        .map_err(|e| StateError::Corrupt(format!("cannot encode an alert: {e}")))?;
-                    sqlx::query(
-                        "INSERT INTO inbox (id, received_at, source, alert, fingerprint, status) VALUES ($1, $2, $3, $4, $5, 'new')",
-                    )
-                    .bind(&id)
-                    .bind(at)
-                    .bind(source)
-                    .bind(text)
-                    .bind(&fingerprint)
-                    .execute(&mut *tx)
-                    .await?;
-                    accepted.push(Accepted {
-                        id,
-                        alert,
-                        fingerprint,
-                        source: source.to_owned(),
-                        received_at: at,
-                    });
+            // Many rows per statement: each statement is a hop to the
+            // database's worker and back, and a burst holds hundreds.
+            let rows: Vec<&Accepted> = answers.iter().flatten().collect();
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                let values = (0..chunk.len())
+                    .map(|i| format!("({}, 'new')", placeholders(i * 5 + 1, 5)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "INSERT INTO inbox (id, received_at, source, alert, fingerprint, status) VALUES {values}"
+                );
+                let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for accepted in chunk {
+                    let text = serde_json::to_string(&accepted.alert).map_err(|e| {
+                        StateError::Corrupt(format!("cannot encode an alert: {e}"))
+                    })?;
+                    insert = insert
+                        .bind(accepted.id.clone())
+                        .bind(accepted.received_at)
+                        .bind(accepted.source.clone())
+                        .bind(text)
+                        .bind(accepted.fingerprint.clone());
                 }
-                answers.push(accepted);
+                insert.execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok::<(), StateError>(())
@@ -617,6 +613,32 @@ async fn runs_stored_for(
         query = query.bind(*id);
     }
     Ok(query.fetch_all(&mut *tx).await?.into_iter().collect())
+}
+
+/// Rows in one `INSERT` of accepted alerts: five parameters each, well
+/// under SQLite's limit of 32,766 and PostgreSQL's of 65,535.
+const ROWS_PER_INSERT: usize = 200;
+
+/// What each waiting request's alerts are stored as: an id, the time, the
+/// fingerprint. Nothing is stored yet.
+fn accepted_rows(batch: &[Waiting]) -> Vec<Vec<Accepted>> {
+    let at = now_ms();
+    batch
+        .iter()
+        .map(|waiting| {
+            waiting
+                .alerts
+                .iter()
+                .map(|alert| Accepted {
+                    id: format!("a{at:012x}{:08x}", rand::random::<u32>()),
+                    alert: alert.clone(),
+                    fingerprint: fingerprint(alert),
+                    source: waiting.source.clone(),
+                    received_at: at,
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// `$first, $first+1, …`: `count` numbered placeholders for an `IN` list.
