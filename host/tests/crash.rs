@@ -46,7 +46,7 @@ fn setup(hook: &Hook, sleep_ms: u64, sink: Sink) -> World {
             r#"
 [state]
 path = "state.db"
-lease = "1s"
+lease = "30s"
 [db.plaza]
 url = "sqlite::memory:"
 [pager.targets.ceo]
@@ -188,13 +188,49 @@ fn kill_mid_write(hook: &Hook, sink: Sink) -> (World, String) {
     child.kill().unwrap();
     child.wait().unwrap();
     let run = running_run(&world.config);
-    outlive_lease();
+    outlive_lease(&world);
     (world, run)
 }
 
-/// Waits until the killed host's lease on its run (1 s) has run out.
-fn outlive_lease() {
-    std::thread::sleep(Duration::from_millis(1100));
+/// The killed host's lease on its run (30 s) runs out: backdated in the
+/// state store, so no test sleeps through a lease, and no stall of a
+/// loaded machine outlives one before the test means it to.
+fn outlive_lease(world: &World) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", world.dir.path().join("state.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let ended = sqlx::query("UPDATE runs SET lease_until = 0 WHERE status = 'running'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(ended.rows_affected(), 1, "one running run, leased");
+    });
+}
+
+/// Waits until write `seq` of `run` is journaled done.
+fn journaled_done(config: &Path, run: &str, seq: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let out = stepgate(&["show", run, "--json", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let done = shown["journal"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["entry"]["seq"] == seq && e["phase"] == "done");
+        if done {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "write #{seq} never journaled done: {shown}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -203,14 +239,14 @@ fn killed_after_one_write_was_done_and_before_the_next_was_intended() {
     let world = setup(&hook, 3_000, Sink::Webhook);
     let mut child = spawn_live(&world);
     hook.wait_for(1);
-    // The first page is answered; let its `done` record land, then kill
-    // the host in the middle of the sleep, before the second page exists.
-    std::thread::sleep(Duration::from_millis(500));
+    // The first page is answered; once its `done` record lands, kill the
+    // host in the middle of the sleep, before the second page exists.
+    let run = running_run(&world.config);
+    journaled_done(&world.config, &run, 1);
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(hook.count(), 1);
 
-    let run = running_run(&world.config);
     // Until the dead host's lease runs out, nobody else may take the run.
     let early = resume(&world.config, &run);
     assert_eq!(early.status.code(), Some(2));
@@ -219,7 +255,7 @@ fn killed_after_one_write_was_done_and_before_the_next_was_intended() {
         "{}",
         text(&early.stderr)
     );
-    outlive_lease();
+    outlive_lease(&world);
     let out = resume(&world.config, &run);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -260,7 +260,7 @@ async fn a_denied_write_is_handed_to_the_playbook_as_denied(kind: Kind) {
 }
 
 async fn an_undecided_approval_expires_as_denied(kind: Kind) {
-    let w = world_with(kind, "approval_timeout = \"200ms\"");
+    let w = world_with(kind, "approval_timeout = \"1h\"");
     let run_id = w.parked_run().await;
     let alice = w.principal("alice", Role::Approver).await;
     let state = &w.runtime.state;
@@ -269,7 +269,8 @@ async fn an_undecided_approval_expires_as_denied(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(state.pending_approvals().await.unwrap().len(), 1);
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // The store's time moves past the timeout (no sleep to outlast).
+    state.clock().advance(std::time::Duration::from_secs(3601));
     assert!(state.pending_approvals().await.unwrap().is_empty());
     let bob = w.principal("bob", Role::Approver).await;
     assert!(matches!(
@@ -295,7 +296,7 @@ async fn a_rule_names_who_decides_and_escalates_when_nobody_does(kind: Kind) {
     let w = world_rules(
         kind,
         "",
-        r#""flags.set:PLAZA_TEST_FLAG" = { policy = "approve", quorum = 1, groups = ["payments"], escalate = [{ after = "300ms", page = "leads", groups = ["leads"] }] }"#,
+        r#""flags.set:PLAZA_TEST_FLAG" = { policy = "approve", quorum = 1, groups = ["payments"], escalate = [{ after = "10m", page = "leads", groups = ["leads"] }] }"#,
     );
     let run_id = w.parked_run().await;
     let state = &w.runtime.state;
@@ -320,7 +321,7 @@ async fn a_rule_names_who_decides_and_escalates_when_nobody_does(kind: Kind) {
         ));
     }
 
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    state.clock().advance(std::time::Duration::from_secs(601));
     let swept = stepgate::sweep::sweep(&w.runtime, &quiet).await.unwrap();
     assert_eq!(swept.escalated.len(), 1, "{:?}", swept.errors);
     assert_eq!(swept.escalated[0].paged, "leads");
@@ -371,13 +372,16 @@ async fn a_rule_may_let_a_timeout_approve(kind: Kind) {
     let w = world_rules(
         kind,
         "",
-        r#""flags.set" = { policy = "approve", timeout = "200ms", on_timeout = "approve" }"#,
+        r#""flags.set" = { policy = "approve", timeout = "1h", on_timeout = "approve" }"#,
     );
     let run_id = w.parked_run().await;
     let quiet = |_: &str| -> Box<dyn stepgate::journal::Progress> { Box::new(Quiet) };
     let early = stepgate::sweep::sweep(&w.runtime, &quiet).await.unwrap();
     assert!(early.resumed.is_empty());
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    w.runtime
+        .state
+        .clock()
+        .advance(std::time::Duration::from_secs(3601));
     let swept = stepgate::sweep::sweep(&w.runtime, &quiet).await.unwrap();
     assert_eq!(swept.resumed.len(), 1);
     assert_eq!(swept.resumed[0].run_id, run_id);

@@ -190,18 +190,17 @@ async fn reads_are_retried_with_backoff_and_writes_are_never_resent() {
 
 #[tokio::test]
 async fn a_backend_slower_than_its_timeout_is_a_timeout() {
-    let slow = Receiver::always(Reply::ok("{}").after(Duration::from_secs(5))).await;
+    // It would answer after a minute: the run gets a timeout long before.
+    let slow = Receiver::always(Reply::ok("{}").after(Duration::from_secs(60))).await;
     let (_setup, runtime) = setup(
         &format!("[\"{}\"]", slow.url),
         "timeout = \"200ms\"\nretries = 1\nbackoff = \"10ms\"",
     );
     let mut ctx = call_ctx(&runtime, "p", Mode::Live);
-    let started = Instant::now();
     match wit(call(&mut ctx, "eth_blockNumber", json!([])).await) {
         WitError::Timeout(m) => assert!(m.contains("no URL answered"), "{m}"),
         other => panic!("{other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(slow.requests().len(), 2, "one retry of the read");
 }
 

@@ -592,7 +592,19 @@ labels = { mode = "must-write" }
     }
     let s = start(setup, pg).await;
     let viewer = s.viewer().await;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Until two later every-second ticks have joined the open run: by then
+    // an overlapping run would have started.
+    let joined_the_open_run = || async {
+        let audit = s.runtime.state.audit_records().await.unwrap();
+        audit
+            .iter()
+            .filter(|r| r.record.get("attached").is_some())
+            .count()
+    };
+    eventually("two later ticks joined the open run", || async {
+        joined_the_open_run().await >= 2
+    })
+    .await;
     let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
     let named = |name: &str| runs.iter().filter(|r| r["alert"]["name"] == name).count();
     assert_eq!(named("every-second"), 1, "{runs:?}");
@@ -886,7 +898,14 @@ async fn an_operator_cancels_a_parked_run(kind: Kind) {
     // The sweep leaves it alone: it stays cancelled, nothing more is
     // journaled, and the write is never made.
     let journaled = state.journal(&run_id).await.unwrap().len();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let quiet =
+        |_: &str| -> Box<dyn stepgate::journal::Progress> { Box::new(stepgate::journal::Quiet) };
+    let swept = stepgate::sweep::sweep(&s.runtime, &quiet).await.unwrap();
+    assert!(
+        swept.resumed.is_empty() && swept.escalated.is_empty(),
+        "{:?}",
+        swept.errors
+    );
     let shown: Json = s
         .get(&format!("/api/runs/{run_id}"), &viewer)
         .await
@@ -941,8 +960,14 @@ async fn a_run_cancelled_while_it_executes_makes_no_more_writes() {
     assert_eq!(answer.status(), 200);
     let body: Json = answer.json().await.unwrap();
     assert_eq!(body["was"], "running");
-    // Past the sleep: the second page was not sent, and the record stays.
-    tokio::time::sleep(Duration::from_millis(6000)).await;
+    // Once the run has ended (past its sleep, at its next write): the
+    // second page was not sent, and the record stays.
+    eventually("the cancelled run ends", || async {
+        s.metrics()
+            .await
+            .contains(r#"stepgate_runs_total{playbook="hostile","#)
+    })
+    .await;
     assert_eq!(pages(), 1, "no write after the cancel");
     let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
     assert_eq!(status_of(&runs), ["cancelled"], "{runs:?}");

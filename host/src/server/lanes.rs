@@ -199,16 +199,26 @@ mod tests {
         // Handed over again while it waits: queued once.
         lanes.push(accepted("slow-2", "slow")).await;
         lanes.push(accepted("fast-1", "fast")).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // slow-1 waits for the gate, so fast-1 is all that can be seen.
+        until(|| !seen.lock().unwrap().is_empty()).await;
         assert_eq!(*seen.lock().unwrap(), ["fast-1"], "fast is not held up");
         gate.notify_one();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        until(|| seen.lock().unwrap().len() == 3).await;
         assert_eq!(*seen.lock().unwrap(), ["fast-1", "slow-1", "slow-2"]);
-        // Both lanes closed once empty; a new alert opens a lane again.
-        assert!(lock(&lanes.open).is_empty());
+        // Both lanes close once empty; a new alert opens a lane again.
+        until(|| lock(&lanes.open).is_empty()).await;
         lanes.push(accepted("slow-3", "slow")).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(seen.lock().unwrap().len(), 4);
+        until(|| seen.lock().unwrap().len() == 4).await;
+        assert_eq!(seen.lock().unwrap()[3], "slow-3");
+    }
+
+    /// Lets the lanes' tasks run until `done` holds; panics after 10 s.
+    async fn until(done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "waited 10 s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// A lane hands over everything queued behind the alert it was busy
@@ -237,9 +247,7 @@ mod tests {
             lanes.push(accepted(id, "a")).await;
         }
         gate.notify_one();
-        while handed.lock().unwrap().len() < 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until(|| handed.lock().unwrap().len() == 2).await;
         assert_eq!(
             *handed.lock().unwrap(),
             [vec!["a-1"], vec!["a-2", "a-3", "a-4"]]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::{StateError, StateStore, now_ms};
+use super::{StateError, StateStore};
 use crate::config::OnTimeout;
 use crate::gate::{Recheck, Requirement, WriteRequest};
 
@@ -260,7 +260,7 @@ impl StateStore {
         .bind(name)
         .bind(token_hash(&token))
         .bind(role.as_str())
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(groups)
         .execute(self.pool().await?)
         .await?;
@@ -337,12 +337,12 @@ impl StateStore {
         .bind(&request.reason)
         .bind(request.requirement.quorum as i32)
         .bind(started_by)
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(
             request
                 .requirement
                 .timeout
-                .map(|t| now_ms().saturating_add(t.as_millis() as i64)),
+                .map(|t| self.now_ms().saturating_add(t.as_millis() as i64)),
         )
         .bind(
             serde_json::to_string(&request.requirement)
@@ -462,11 +462,11 @@ impl StateStore {
             }
         }
         Ok(Some(
-            if expires_at.is_some_and(|at| now_ms() > at) && on_timeout == OnTimeout::Approve {
+            if expires_at.is_some_and(|at| self.now_ms() > at) && on_timeout == OnTimeout::Approve {
                 // The rule says silence is consent.
                 approvers.push("timeout".to_owned());
                 ApprovalStatus::Approved { by: approvers }
-            } else if let Some(expired) = expires_at.filter(|at| now_ms() > *at) {
+            } else if let Some(expired) = expires_at.filter(|at| self.now_ms() > *at) {
                 ApprovalStatus::Denied {
                     by: "timeout".to_owned(),
                     reason: format!(
@@ -640,7 +640,7 @@ impl StateStore {
         .bind(principal)
         .bind(i32::from(approve))
         .bind(reason)
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(&digest)
         .execute(self.pool().await?)
         .await;
@@ -720,7 +720,7 @@ impl StateStore {
             "UPDATE approval_requests SET preview = $1, previewed_at = $2 WHERE run_id = $3 AND seq = $4",
         )
         .bind(preview.to_string())
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(run_id)
         .bind(seq as i64)
         .execute(self.pool().await?)
@@ -829,7 +829,7 @@ impl StateStore {
             let denials: i64 = row.try_get(10)?;
             let quorum: i32 = row.try_get(7)?;
             let expires_at: Option<i64> = row.try_get(11)?;
-            let expired = expires_at.is_some_and(|at| now_ms() > at);
+            let expired = expires_at.is_some_and(|at| self.now_ms() > at);
             if denials > 0 || approvals >= i64::from(quorum) || expired {
                 continue;
             }
@@ -868,7 +868,7 @@ impl StateStore {
         )
         .fetch_all(self.pool().await?)
         .await?;
-        let now = now_ms();
+        let now = self.now_ms();
         let mut due = Vec::new();
         for row in &rows {
             let requirement = requirement(&row.try_get::<String, _>(3)?)?;

@@ -156,7 +156,7 @@ impl StateStore {
         run_id: &str,
         record: &serde_json::Value,
     ) -> Result<i64, StateError> {
-        self.audited(run_id, &[], &[(now_ms(), record.to_string())])
+        self.audited(run_id, &[], &[(self.now_ms(), record.to_string())])
             .await
     }
 

@@ -17,8 +17,8 @@
 
 use serde::Serialize;
 
+use super::StateStore;
 use super::approvals::DecisionError;
-use super::{StateStore, now_ms};
 
 /// The exit code a cancelled run records.
 const CANCELLED_EXIT: i32 = crate::report::exit::STOPPED as i32;
@@ -58,7 +58,7 @@ impl StateStore {
             .filter(|p| p.run_id == run_id)
             .map(|p| p.seq)
             .collect();
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.begin_durable().await?;
         // The conditional update takes the run's row (and waits for a
         // journal write holding it) before anything is read.

@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError};
 use sqlx::Row;
 use tokio::sync::oneshot;
 
-use super::{StateError, StateStore, now_ms};
+use super::{StateError, StateStore};
 use crate::bindings::Alert;
 
 /// The source of the alerts a schedule's ticks are.
@@ -156,7 +156,7 @@ impl StateStore {
         if batch.is_empty() {
             return;
         }
-        let answers = accepted_rows(&batch);
+        let answers = accepted_rows(&batch, self.now_ms());
         let stored = async {
             let mut tx = self.begin_durable().await?;
             // Many rows per statement: each statement is a hop to the
@@ -211,7 +211,7 @@ impl StateStore {
         &self,
         older_than: std::time::Duration,
     ) -> Result<Vec<Accepted>, StateError> {
-        let now = now_ms();
+        let now = self.now_ms();
         // A claim an older host took has no `claim_until`: it keeps the
         // five minutes such claims had (a rolling upgrade loses nothing).
         let rows = sqlx::query(
@@ -252,7 +252,7 @@ impl StateStore {
     /// [`StateStore::lease`], renewed by [`StateStore::touch_claim`]); false
     /// if another dispatcher holds it or it was dispatched already.
     pub async fn claim_alert(&self, id: &str) -> Result<bool, StateError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let claimed = sqlx::query(concat!(
             "UPDATE inbox SET status = 'dispatching', claimed_at = $1, claim_owner = $2, claim_until = $3
              WHERE id = $4 AND ",
@@ -414,7 +414,7 @@ impl StateStore {
         let Some(since) = repeats.iter().map(|r| r.accepted.received_at).min() else {
             return Ok(Vec::new());
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.begin_write().await?;
         let ids: Vec<&str> = repeats.iter().map(|r| r.accepted.id.as_str()).collect();
         let with_runs = runs_stored_for(&mut tx, &ids).await?;
@@ -483,7 +483,7 @@ impl StateStore {
     /// Records that the alert of run `run_id` resolved.
     pub async fn mark_resolved(&self, run_id: &str) -> Result<(), StateError> {
         sqlx::query("UPDATE runs SET resolved_at = $1 WHERE id = $2 AND resolved_at IS NULL")
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(run_id)
             .execute(self.pool().await?)
             .await?;
@@ -619,10 +619,9 @@ async fn runs_stored_for(
 /// under SQLite's limit of 32,766 and PostgreSQL's of 65,535.
 const ROWS_PER_INSERT: usize = 200;
 
-/// What each waiting request's alerts are stored as: an id, the time, the
-/// fingerprint. Nothing is stored yet.
-fn accepted_rows(batch: &[Waiting]) -> Vec<Vec<Accepted>> {
-    let at = now_ms();
+/// What each waiting request's alerts are stored as: an id, the time `at`,
+/// the fingerprint. Nothing is stored yet.
+fn accepted_rows(batch: &[Waiting], at: i64) -> Vec<Vec<Accepted>> {
     batch
         .iter()
         .map(|waiting| {
@@ -677,6 +676,7 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::now_ms;
     use crate::state::runs::NewRun;
 
     fn new_run<'a>(id: &'a str, alert: &'a serde_json::Value) -> NewRun<'a> {

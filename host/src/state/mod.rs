@@ -91,6 +91,32 @@ pub struct StateStore {
     lease: std::time::Duration,
     /// Accepted alerts waiting for their group commit.
     accepting: inbox::AcceptQueue,
+    /// Where the store reads the time.
+    clock: StoreClock,
+}
+
+/// The time the state store goes by: the system clock, moved forward by
+/// [`StoreClock::advance`]. Leases, claims, approval timeouts and
+/// escalations are all judged by it, so a test moves time past them
+/// instead of sleeping through them on a loaded machine. Nothing else
+/// advances it: in production it is the system clock.
+#[derive(Default)]
+pub struct StoreClock {
+    ahead_ms: std::sync::atomic::AtomicI64,
+}
+
+impl StoreClock {
+    /// Milliseconds since the Unix epoch, by this clock.
+    pub fn now_ms(&self) -> i64 {
+        now_ms().saturating_add(self.ahead_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Moves this clock `by` into the future (it never goes back).
+    pub fn advance(&self, by: std::time::Duration) {
+        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.ahead_ms
+            .fetch_add(by, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The store's connections.
@@ -163,7 +189,18 @@ impl StateStore {
             instance: None,
             lease: std::time::Duration::from_secs(30),
             accepting: inbox::AcceptQueue::default(),
+            clock: StoreClock::default(),
         }
+    }
+
+    /// The clock this store judges time by.
+    pub fn clock(&self) -> &StoreClock {
+        &self.clock
+    }
+
+    /// Milliseconds since the Unix epoch, by [`StateStore::clock`].
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// This store as used by the process that serves as `instance` (one
@@ -194,7 +231,7 @@ impl StateStore {
 
     /// When a lease taken or renewed now runs out.
     fn lease_until(&self) -> i64 {
-        now_ms().saturating_add(self.lease.as_millis() as i64)
+        self.now_ms().saturating_add(self.lease.as_millis() as i64)
     }
 
     /// Opens the store and brings its schema up to date (what every other

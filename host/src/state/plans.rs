@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::approvals::{DecisionError, Role};
-use super::{StateError, StateStore, now_ms};
+use super::{StateError, StateStore};
 
 /// One write of a plan: `interface.op` and its arguments as JSON text (the
 /// same text an approval request's `detail` holds).
@@ -260,7 +260,7 @@ impl StateStore {
         .bind(run_id)
         .bind(principal)
         .bind(reason)
-        .bind(now_ms())
+        .bind(self.now_ms())
         .execute(self.pool().await?)
         .await;
         match inserted {

@@ -11,7 +11,7 @@ use sqlx::Row;
 use serde::Deserialize;
 
 use super::approvals::DecisionError;
-use super::{StateError, StateStore, now_ms};
+use super::{StateError, StateStore};
 use crate::gate::{Requirement, WriteRequest};
 use crate::journal::Entry;
 
@@ -180,7 +180,7 @@ impl StateStore {
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
-        let at = now_ms();
+        let at = self.now_ms();
         for (kind, seq, record) in &set_aside {
             sqlx::query(
                 "INSERT INTO superseded (run_id, replan, kind, seq, record, at) VALUES ($1, $2, $3, $4, $5, $6)",

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{StateError, StateStore, now_ms};
+use super::{StateError, StateStore};
 use crate::journal::Entry;
 
 /// Where a stored journal entry is in its life.
@@ -151,7 +151,7 @@ impl StateStore {
         .bind(run.mode)
         .bind(run.alert.to_string())
         .bind(run.started_by)
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(self.host())
         .bind(self.lease_until())
                 .bind(i32::from(run.step_mode))
@@ -166,7 +166,7 @@ impl StateStore {
     /// `running` one whose host stopped renewing its lease. A run another
     /// host holds is refused, so no run is ever run by two hosts.
     pub async fn claim_run(&self, id: &str) -> Result<Claim, StateError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let claimed = sqlx::query(
             "UPDATE runs SET status = 'running', lease_owner = $1, lease_until = $2, ended_at = NULL, exit_code = NULL
              WHERE id = $3 AND (status = 'parked' OR (status = 'running' AND (lease_until IS NULL OR lease_until < $4)))",
@@ -255,7 +255,7 @@ impl StateStore {
         let orphaned: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM runs WHERE status = 'running' AND (lease_until IS NULL OR lease_until < $1) ORDER BY started_at",
         )
-        .bind(now_ms())
+        .bind(self.now_ms())
         .fetch_all(self.pool().await?)
         .await?;
         let parked: Vec<(String, Option<i64>)> = sqlx::query_as(
@@ -320,7 +320,7 @@ impl StateStore {
         .bind(status)
         .bind(exit_code)
         .bind(outcome.to_string())
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(id)
         .bind(self.host())
         .execute(self.pool().await?)
@@ -466,8 +466,9 @@ mod tests {
     async fn a_host_that_lost_its_lease_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let first = StateStore::new(path.clone()).with_lease(std::time::Duration::from_millis(50));
-        let second = StateStore::new(path).with_lease(std::time::Duration::from_secs(30));
+        let lease = std::time::Duration::from_secs(30);
+        let first = StateStore::new(path.clone()).with_lease(lease);
+        let second = StateStore::new(path).with_lease(lease);
         first
             .start_run(NewRun::example("r1", "live"))
             .await
@@ -478,7 +479,10 @@ mod tests {
             Claim::Held { .. }
         ));
 
-        tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+        // The first stalls: the second's time passes its lease.
+        second
+            .clock()
+            .advance(lease + std::time::Duration::from_millis(1));
         assert_eq!(second.resumable_runs().await.unwrap(), ["r1"]);
         assert_eq!(second.claim_run("r1").await.unwrap(), Claim::Taken);
         for refused in [

@@ -7,7 +7,7 @@
 use sqlx::Row;
 
 use super::approvals::{Role, random_hex, token_hash};
-use super::{StateError, StateStore, now_ms};
+use super::{StateError, StateStore};
 
 /// A live session: who, and the token its forms must carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ impl StateStore {
     ) -> Result<(String, Session), StateError> {
         let id = random_hex()?;
         let csrf = random_hex()?;
-        let now = now_ms();
+        let now = self.now_ms();
         // Expired sessions go whenever someone signs in.
         sqlx::query("DELETE FROM console_sessions WHERE expires_at < $1")
             .bind(now)
@@ -63,7 +63,7 @@ impl StateStore {
              WHERE s.id_hash = $1 AND s.expires_at > $2 AND p.revoked = 0",
         )
         .bind(token_hash(id))
-        .bind(now_ms())
+        .bind(self.now_ms())
         .fetch_optional(self.pool().await?)
         .await?;
         let Some(row) = row else { return Ok(None) };

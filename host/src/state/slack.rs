@@ -5,7 +5,7 @@
 
 use sqlx::Row;
 
-use super::{StateError, StateStore, now_ms};
+use super::{StateError, StateStore};
 
 /// Where a posted message is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +33,7 @@ impl StateStore {
         .bind(seq as i64)
         .bind(digest)
         .bind(channel)
-        .bind(now_ms())
+        .bind(self.now_ms())
         .execute(self.pool().await?)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -113,7 +113,7 @@ impl StateStore {
         signature: &str,
         keep: std::time::Duration,
     ) -> Result<bool, StateError> {
-        let now = now_ms();
+        let now = self.now_ms();
         sqlx::query("DELETE FROM slack_seen WHERE at < $1")
             .bind(now.saturating_sub(keep.as_millis() as i64))
             .execute(self.pool().await?)
