@@ -230,7 +230,10 @@ pub fn new_store(engine: &Engine, calls: CallCtx) -> Store<RunData> {
     // room for their encoding, not wasmtime's 128 MiB (list elements that
     // all point at one guest string are copied once each).
     store.set_hostcall_fuel(hostcall_fuel(limits.argument_bytes));
-    store.set_epoch_deadline(ticks(limits.deadline));
+    // A guest that computes without calling the host gives its thread
+    // back every slice: a spinning playbook must not hold a worker (and
+    // with it the hooks, the API and other runs) until its deadline.
+    store.set_epoch_deadline(SLICE_TICKS.min(ticks(limits.deadline)));
     store.epoch_deadline_callback(|ctx| {
         let calls = &ctx.data().calls;
         let remaining = calls.remaining();
@@ -239,13 +242,17 @@ pub fn new_store(engine: &Engine, calls: CallCtx) -> Store<RunData> {
                 limit: calls.limits.deadline,
             }))
         } else {
-            // Time spent waiting on humans was not counted: extend to what
-            // is really left, yielding to other tasks on the way.
-            Ok(UpdateDeadline::Yield(ticks(remaining)))
+            // Time spent waiting on humans was not counted: go on for what
+            // is really left, a slice at a time, yielding between slices.
+            Ok(UpdateDeadline::Yield(SLICE_TICKS.min(ticks(remaining))))
         }
     });
     store
 }
+
+/// Epoch ticks a guest runs between yields to the executor (one tick is
+/// [`crate::engine::TICK`]).
+const SLICE_TICKS: u64 = 2;
 
 /// The bytes a guest may move to the host in one call, for arguments of
 /// at most `argument_bytes` as JSON: eight times that, at least 4 MiB.

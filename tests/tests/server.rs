@@ -1156,3 +1156,81 @@ async fn readyz_is_503_while_the_state_store_is_down() {
     let alive = s.client.get(format!("{}/healthz", s.url)).send().await;
     assert_eq!(alive.unwrap().status(), 200);
 }
+
+/// Hostile runs beside a healthy one on the same server: a spinning loop,
+/// a memory bomb and a call flood each end as their limit, and the healthy
+/// run, posted while they execute, finishes all the same; the server
+/// answers throughout and runs the next alert.
+#[tokio::test]
+async fn a_hostile_run_beside_a_healthy_one_leaves_it_to_finish() {
+    let setup = Setup::new(&format!(
+        r#"
+[state]
+path = "state.db"
+[limits]
+deadline = "3s"
+[db.plaza]
+url = "sqlite::memory:"
+[server]
+max_runs = 4
+[playbooks.hostile]
+component = "{}"
+grants.db.plaza = {{}}
+[[routes]]
+match = ["alertname=Hostile"]
+playbook = "hostile"
+"#,
+        stepgate_artifacts::HOSTILE
+    ));
+    let s = start(setup, None).await;
+    let viewer = s.viewer().await;
+    // Each alert's fingerprint names it.
+    let s = &s;
+    let post = |mode: &str, fingerprint: &str| {
+        let body = json!({
+            "version": "4", "status": "firing",
+            "alerts": [{ "status": "firing", "labels": { "alertname": "Hostile", "mode": mode, "fp": fingerprint }, "fingerprint": fingerprint }],
+        });
+        async move { assert_eq!(s.hook(&body).await.status(), 202) }
+    };
+    for hostile in ["spin", "memory-bomb", "call-flood"] {
+        post(hostile, hostile).await;
+    }
+    // The spinning run holds its slot until its deadline: the healthy one
+    // goes beside it.
+    s.runs_until(&viewer, |runs| {
+        runs.iter()
+            .any(|r| r["alert"]["fingerprint"] == "spin" && r["status"] == "running")
+    })
+    .await;
+    post("fine", "fine").await;
+    let runs = s
+        .runs_until(&viewer, |runs| {
+            runs.len() == 4 && runs.iter().all(|r| r["status"] != "running")
+        })
+        .await;
+    let ended = |mode: &str| -> (String, String) {
+        let run = runs
+            .iter()
+            .find(|r| r["alert"]["fingerprint"] == mode)
+            .unwrap_or_else(|| panic!("no {mode} run: {runs:?}"));
+        let error = run["outcome"]["error"].as_str().unwrap_or_default();
+        (run["status"].as_str().unwrap().to_owned(), error.to_owned())
+    };
+    assert_eq!(ended("fine"), ("done".to_owned(), String::new()));
+    for (mode, limit) in [
+        ("spin", "limits.deadline"),
+        ("memory-bomb", "limits.memory"),
+        ("call-flood", "limits.calls"),
+    ] {
+        let (status, error) = ended(mode);
+        assert_eq!(status, "limit", "{mode}: {error}");
+        assert!(error.contains(limit), "{mode}: {error}");
+    }
+    post("fine", "fine-again").await;
+    s.runs_until(&viewer, |runs| {
+        runs.iter()
+            .any(|r| r["alert"]["fingerprint"] == "fine-again" && r["status"] == "done")
+    })
+    .await;
+}
