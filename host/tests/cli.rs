@@ -305,6 +305,12 @@ fn malformed_alerts_exit_2_and_run_nothing() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no/such/file.json"));
+    // The state store has no run record, and no sink was told anything.
+    let runs = stepgate(&["runs", "--json", "--config", config.to_str().unwrap()]);
+    assert_eq!(runs.status.code(), Some(0), "{}", text(&runs.stderr));
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs, serde_json::json!([]));
+    assert!(!dir.path().join("var/pages.jsonl").exists());
 }
 
 #[test]
@@ -328,6 +334,12 @@ fn malformed_config_exits_2_with_file_line_and_hint() {
     let out = run("p", UNEXPLAINED, &config, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("yolo"), "{}", text(&out.stderr));
+    // Nothing was made: no state store, nothing beside the config.
+    let made: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(made, ["stepgate.toml"]);
 
     let out = stepgate(&[
         "run",
@@ -647,25 +659,42 @@ fn a_parked_run_is_approved_from_the_cli_and_everything_is_on_record() {
     assert_eq!(lines[2]["record"]["entry"]["op"], "set");
     assert_eq!(lines[2]["record"]["started_by"], "ops");
 
-    // Someone edits the approval record.
+    // Someone edits the approval record, swaps two records, deletes one:
+    // `audit verify` exits 6 naming the record each time.
     let state = dir.path().join("var/stepgate-state.db");
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", state.display()))
-            .await
-            .unwrap();
-        sqlx::query("UPDATE audit SET record = replace(record, 'alice', 'mallory') WHERE seq = 2")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    });
-    let verify = stepgate(&["audit", "verify", "--config", config_arg]);
-    assert_eq!(verify.status.code(), Some(6));
-    assert!(
-        text(&verify.stderr).contains("audit record 2"),
-        "{}",
-        text(&verify.stderr)
-    );
+    let tamper = |sql: &str| {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            use sqlx::Connection;
+            let url = format!("sqlite://{}", state.display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        })
+    };
+    let broken_at = |record: u64| {
+        let verify = stepgate(&["audit", "verify", "--config", config_arg]);
+        assert_eq!(verify.status.code(), Some(6), "{}", text(&verify.stdout));
+        let said = text(&verify.stderr);
+        assert!(said.contains(&format!("audit record {record}")), "{said}");
+        said
+    };
+    let intact = || {
+        let verify = stepgate(&["audit", "verify", "--config", config_arg]);
+        assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stderr));
+    };
+    tamper("UPDATE audit SET record = replace(record, 'alice', 'mallory') WHERE seq = 2");
+    broken_at(2);
+    tamper("UPDATE audit SET record = replace(record, 'mallory', 'alice') WHERE seq = 2");
+    intact();
+    let swap = "UPDATE audit SET seq = 100 WHERE seq = 2; UPDATE audit SET seq = 2 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = 100";
+    tamper(swap);
+    broken_at(2);
+    tamper(swap);
+    intact();
+    tamper("DELETE FROM audit WHERE seq = 2");
+    assert!(broken_at(3).contains("missing"));
 
     let missing = stepgate(&["show", "r-nope", "--config", config_arg]);
     assert_eq!(missing.status.code(), Some(2));

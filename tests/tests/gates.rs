@@ -7,6 +7,7 @@
 use stepgate::bindings::Value;
 use stepgate::gate::Mode;
 use stepgate::run::{RunEnd, RunReport};
+use stepgate_tests::receiver::{Receiver, Reply};
 use stepgate_tests::*;
 
 const GRANTED: &str = r#"
@@ -295,4 +296,110 @@ async fn a_table_and_a_method_have_their_own_rules() {
     assert_eq!(released(&runtime).await, Value::Text("held".into()));
     assert_eq!(node.calls("eth_sendRawTransaction"), 0);
     assert_eq!(setup.flag("PLAZA_TEST_FLAG").await.as_deref(), Some("1"));
+}
+
+/// Every row of the table the guest's `db.execute` writes, as text.
+async fn escrow_table(runtime: &stepgate::runtime::Runtime) -> String {
+    let rows = runtime
+        .backends
+        .db("plaza")
+        .unwrap()
+        .query("SELECT * FROM escrow_holds ORDER BY 1", &[], &[], 1 << 20)
+        .await
+        .unwrap();
+    format!("{:?}", rows.rows)
+}
+
+/// The files in `dir` and their bytes.
+fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).unwrap_or_default())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A dry run reaches no backend of any kind with a write: the
+/// every-capability run, granted and auto-approved, against each flag
+/// store kind (builtin, envfile, http) with each pager sink kind (file,
+/// webhook, PagerDuty, Slack). Before and after are compared: the whole
+/// database table, the env file's directory byte for byte, the builtin
+/// flag; the HTTP backends saw reads (GET) and nothing else, the JSON-RPC
+/// node no `eth_sendRawTransaction`. (`rpc.http` writes in a dry run:
+/// `rpc.rs::http_endpoints_send_granted_routes_and_gate_writes`.)
+#[tokio::test]
+async fn a_dry_run_reaches_no_backend_of_any_kind() {
+    let receiver = Receiver::start(|request, _| match request.method.as_str() {
+        "GET" => Reply::ok(r#"{"PLAZA_TEST_FLAG": false}"#),
+        _ => Reply::ok(r#"{"status": "success", "dedup_key": "k"}"#),
+    })
+    .await;
+    let url = &receiver.url;
+    let flag_stores = [
+        "kind = \"builtin\"".to_owned(),
+        "kind = \"envfile\"\ndir = \"flags\"".to_owned(),
+        format!("kind = \"http\"\nurl = \"{url}/flags\""),
+    ];
+    let sinks = [
+        "kind = \"file\"\npath = \"pages.jsonl\"".to_owned(),
+        format!("kind = \"webhook\"\nurl = \"{url}/webhook\""),
+        format!("kind = \"pagerduty\"\nrouting_key = \"R0UT1NG\"\nurl = \"{url}/v2/enqueue\""),
+        format!("kind = \"slack\"\nurl = \"{url}/slack\""),
+    ];
+    for flags in &flag_stores {
+        for sink in &sinks {
+            let label = format!("[{flags}] [{sink}]").replace('\n', " ");
+            let node = RpcNode::start(&[]).await;
+            // PagerDuty pages people: its channel is a Slack one.
+            let channel = match sink.contains("pagerduty") {
+                true => &sinks[3],
+                false => sink,
+            };
+            let backends = format!(
+                "[flags.plaza]\n{flags}\nnames = [\"PLAZA_TEST_FLAG\"]\n\
+                 [pager.targets.ceo]\n{sink}\n[pager.channels.incident]\n{channel}\n"
+            );
+            let setup = setup(&node.url, GRANTED, "auto");
+            let config = std::fs::read_to_string(&setup.config).unwrap();
+            let config = config.replace(FLAGS_AND_PAGER, &backends);
+            assert!(config.contains(&backends), "{label}");
+            std::fs::write(&setup.config, config).unwrap();
+            std::fs::create_dir(setup.path("flags")).unwrap();
+            std::fs::write(setup.path("flags/.env"), "PLAZA_TEST_FLAG=0\n").unwrap();
+            let runtime = setup.runtime();
+            let table = escrow_table(&runtime).await;
+            let env_dir = files(&setup.path("flags"));
+            let heard = receiver.requests().len();
+
+            let report = run_unattended(
+                &runtime,
+                "hostile",
+                alert("Hostile", &[("mode", "every-capability")], &[]),
+                Mode::DryRun,
+            )
+            .await;
+            let simulated: Vec<(String, String)> = gates(&report)
+                .into_iter()
+                .filter(|(_, gate)| gate == "dry-run")
+                .collect();
+            assert_eq!(simulated.len(), 6, "{label}: {:?}", gates(&report));
+
+            assert_eq!(escrow_table(&runtime).await, table, "{label}");
+            assert_eq!(files(&setup.path("flags")), env_dir, "{label}");
+            assert_eq!(setup.flag("PLAZA_TEST_FLAG").await, None, "{label}");
+            assert!(!setup.path("pages.jsonl").exists(), "{label}");
+            assert_eq!(node.calls("eth_sendRawTransaction"), 0, "{label}");
+            let sent: Vec<String> = receiver.requests()[heard..]
+                .iter()
+                .filter(|r| r.method != "GET")
+                .map(|r| format!("{} {}", r.method, r.path))
+                .collect();
+            assert!(sent.is_empty(), "{label}: {sent:?}");
+        }
+    }
 }

@@ -150,10 +150,23 @@ async fn a_live_run_is_recorded_and_its_writes_audited(kind: Kind) {
     );
     assert_eq!(store.verify_audit().await.unwrap(), Ok(4));
 
-    // Edit, delete, reorder: each is found, at the record it touched.
-    s.tamper("UPDATE audit SET record = replace(record, 'auto', 'approved') WHERE seq = 2")
+    // Edit, reorder, delete: each is found, at the record it touched;
+    // each undone, the chain is whole again.
+    s.tamper("UPDATE audit SET record = replace(record, '\"auto\"', '\"approved\"') WHERE seq = 2")
         .await;
     assert_eq!(store.verify_audit().await.unwrap().unwrap_err().seq, 2);
+    s.tamper("UPDATE audit SET record = replace(record, '\"approved\"', '\"auto\"') WHERE seq = 2")
+        .await;
+    assert_eq!(store.verify_audit().await.unwrap(), Ok(4));
+    let swap = "UPDATE audit SET seq = 100 WHERE seq = 2; UPDATE audit SET seq = 2 WHERE seq = 4; UPDATE audit SET seq = 4 WHERE seq = 100";
+    s.tamper(swap).await;
+    assert_eq!(store.verify_audit().await.unwrap().unwrap_err().seq, 2);
+    s.tamper(swap).await;
+    assert_eq!(store.verify_audit().await.unwrap(), Ok(4));
+    s.tamper("DELETE FROM audit WHERE seq = 3").await;
+    let broken = store.verify_audit().await.unwrap().unwrap_err();
+    assert_eq!(broken.seq, 4, "{broken}");
+    assert!(broken.problem.contains("missing"), "{broken}");
 }
 
 async fn no_write_happens_that_the_store_could_not_record(kind: Kind) {

@@ -235,7 +235,57 @@ mod tests {
         );
         assert_eq!(env.set("NEW_FLAG", "on").await.unwrap(), None);
         assert_eq!(env.get("NEW_FLAG").await.unwrap(), Some("on".into()));
-        assert!(!dir.path().join(".env.stepgate-tmp").exists());
+        // No temporary file is left beside them.
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".env", ".env.previous"]);
+    }
+
+    /// A reader of the file while sets replace it sees the whole file, old
+    /// or new, never a part of one: every read has every line. The file is
+    /// big enough (about 300 KB) that writing it in place would be seen
+    /// half done.
+    #[tokio::test]
+    async fn a_concurrent_reader_never_sees_a_half_written_file() {
+        const LINES: usize = 5_000;
+        let dir = tempfile::tempdir().unwrap();
+        let mut text: String = (0..LINES)
+            .map(|i| format!("PAD_{i}=0123456789012345678901234567890123456789012345678\n"))
+            .collect();
+        text.push_str("FLAG=0\n");
+        std::fs::write(dir.path().join(".env"), &text).unwrap();
+        let env = store(dir.path());
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (path, done) = (dir.path().join(".env"), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let seen = std::fs::read_to_string(&path).expect("the file is always there");
+                    let lines: Vec<&str> = seen.lines().collect();
+                    assert!(
+                        seen.ends_with('\n')
+                            && lines.len() == LINES + 1
+                            && lines[LINES].starts_with("FLAG="),
+                        "a reader saw a partial file: {} bytes, {} lines",
+                        seen.len(),
+                        lines.len()
+                    );
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for i in 1..=200 {
+            env.set("FLAG", &i.to_string()).await.unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reads = reader.join().expect("the reader saw only whole files");
+        assert!(reads > 0);
+        assert_eq!(env.get("FLAG").await.unwrap(), Some("200".into()));
     }
 
     #[tokio::test]
