@@ -231,6 +231,12 @@ impl Journal {
         Ok(())
     }
 
+    /// The write stored as intended whose outcome is not stored yet: it
+    /// was sent (or is being sent) to its backend.
+    pub fn intended(&self) -> Option<u64> {
+        self.intended
+    }
+
     /// The sequence number the next entry will get.
     pub fn next_seq(&self) -> u64 {
         self.entries.len() as u64 + 1

@@ -244,7 +244,13 @@ pub fn new_store(engine: &Engine, calls: CallCtx) -> Store<RunData> {
         } else {
             // Time spent waiting on humans was not counted: go on for what
             // is really left, a slice at a time, yielding between slices.
-            Ok(UpdateDeadline::Yield(SLICE_TICKS.min(ticks(remaining))))
+            // tokio's own yield: the runtime polls its I/O and timers
+            // before the guest goes on (a plain wake would poll them only
+            // every few dozen slices, and a server would answer nothing).
+            Ok(UpdateDeadline::YieldCustom(
+                SLICE_TICKS.min(ticks(remaining)),
+                Box::pin(tokio::task::yield_now()),
+            ))
         }
     });
     store

@@ -45,9 +45,11 @@ fn doctor_names_each_failure_delivers_nothing_and_passes_once_fixed() {
          CREATE ROLE clerk LOGIN PASSWORD 'cl3rk-pw'; \
          GRANT SELECT ON ledger TO clerk; GRANT UPDATE (id) ON ledger TO clerk;",
     ));
-    let port = pg.url("postgres");
-    let port = port.rsplit(':').next().unwrap().split('/').next().unwrap();
-    let reader = format!("postgres://reader:r3ader-pw@127.0.0.1:{port}/postgres");
+    let reader = format!(
+        "postgres://reader:r3ader-pw@127.0.0.1:{}/{}",
+        pg.port,
+        pg.database("postgres")
+    );
     let hook = Hook::start(Duration::ZERO);
     let dead = free_port();
     let hostile = stepgate_artifacts::HOSTILE;

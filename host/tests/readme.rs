@@ -1,6 +1,6 @@
-//! The configuration reference (`docs/configuration.md`, linked from the
-//! README) is a config stepgate accepts: the documentation cannot drift
-//! from the parser.
+//! The README's promises checked against the code: the configuration
+//! reference (`docs/configuration.md`, linked from the README) is a config
+//! stepgate accepts, and every test the safety list cites exists.
 
 use std::path::Path;
 
@@ -37,4 +37,67 @@ fn the_documented_config_reference_parses() {
     );
     assert_eq!(config.server.notify.as_deref(), Some("incident"));
     assert!(config.schedules[0].parsed().is_ok());
+}
+
+/// Every test the README's safety list cites exists where it says: a
+/// claim cannot keep pointing at a test that was renamed or removed.
+/// Cited as `path.rs::fn`, `…::fn` (the path cited last), `path.rs::` then
+/// bare names, or `name_…` for every test whose name starts so.
+#[test]
+fn every_test_the_safety_list_cites_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let section = readme
+        .split("## Safety properties, and where they are tested")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .and_then(|section| section.split_once("\n- ").map(|(_, list)| list))
+        .expect("a safety section with a list");
+    let mut file: Option<String> = None;
+    let mut cited = 0;
+    for (i, span) in section.split('`').enumerate() {
+        if i % 2 == 0 {
+            continue;
+        }
+        let (path, name) = match span.split_once("::") {
+            Some((path, rest)) if path.ends_with(".rs") => (Some(path), rest),
+            Some(("…", rest)) => (None, rest),
+            None if span.ends_with(".rs") => (Some(span), ""),
+            // A bare test name: lowercase words joined by underscores.
+            None if span.matches('_').count() >= 3
+                && span
+                    .trim_end_matches('…')
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') =>
+            {
+                (None, span)
+            }
+            _ => continue,
+        };
+        if let Some(path) = path {
+            assert!(
+                root.join(path).is_file(),
+                "the README cites {path}: no such file"
+            );
+            file = Some(path.to_owned());
+        }
+        let name = name.rsplit("::").next().unwrap_or_default();
+        if name.is_empty() {
+            continue;
+        }
+        let path = file
+            .as_deref()
+            .unwrap_or_else(|| panic!("`{span}` names no file"));
+        let source = std::fs::read_to_string(root.join(path)).unwrap();
+        let wanted = match name.strip_suffix('…') {
+            Some(prefix) => format!("fn {prefix}"),
+            None => format!("fn {name}("),
+        };
+        assert!(
+            source.contains(&wanted),
+            "the README cites `{span}`, but {path} has no `{wanted}`"
+        );
+        cited += 1;
+    }
+    assert!(cited >= 40, "only {cited} tests cited");
 }

@@ -61,6 +61,21 @@ fn the_write<'a>(report: &'a stepgate::run::RunReport, op: &str) -> &'a stepgate
         .unwrap_or_else(|| panic!("no {op} in {:?}", report.journal))
 }
 
+/// The guardrail rules the audit log names for run `run_id`'s writes.
+async fn audited_rules(runtime: &Runtime, run_id: &str) -> Vec<String> {
+    let audit = runtime.state.audit_records_of(run_id).await.unwrap();
+    audit
+        .iter()
+        .flat_map(|r| {
+            r.record["entry"]["guard"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|g| g["rule"].as_str().map(str::to_owned))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_run_over_its_rate_limit_has_its_writes_refused_and_says_which_limit() {
     let setup = drift(
@@ -138,12 +153,17 @@ over = "deny"
     let report = run_unattended(&runtime, "drift", alert("DriftHigh", &[], &[]), Mode::Live).await;
     let refused = the_write(&report, "flags.set");
     assert_eq!(refused.gate, Decision::Denied);
+    assert_eq!(refused.guard[0].rule, "year-end-freeze");
     assert!(
         refused.guard[0].why.contains("change freeze until"),
         "{:?}",
         refused.guard
     );
     assert_eq!(runtime.state.flag("KILL_SWITCH").await.unwrap(), None);
+    assert_eq!(
+        audited_rules(&runtime, &report.run_id).await,
+        ["year-end-freeze"]
+    );
 
     // Outside the window the same config lets the write through.
     let later = drift(&format!(
@@ -204,6 +224,10 @@ cooldown = "30m"
     assert_eq!(asked.gate, Decision::Denied);
     assert_eq!(asked.guard[0].rule, "drift-cooldown");
     assert_eq!(asked.guard[0].over, Over::Approve);
+    assert_eq!(
+        audited_rules(&runtime, &again.run_id).await,
+        ["drift-cooldown"]
+    );
 }
 
 #[tokio::test]
@@ -286,6 +310,11 @@ forbid (principal, action == Stepgate::Action::"pager.page", resource);
     assert_eq!(
         runtime.state.flag("KILL_SWITCH").await.unwrap().as_deref(),
         Some("0")
+    );
+    assert!(
+        audited_rules(&runtime, &report.run_id)
+            .await
+            .contains(&"no-kill-switch-on-warnings".to_owned())
     );
 
     // A policy file that does not parse is refused at load with its line.

@@ -195,9 +195,85 @@ async fn no_write_happens_that_the_store_could_not_record(kind: Kind) {
     assert_eq!(run.status, "crashed");
 }
 
+/// A write is audited in the commit that records it done, after it was
+/// sent. If the audit log cannot take the record, the write (already
+/// stored as intended, with its reason) is left in doubt: the run stops in
+/// doubt, listed for an operator to resolve, and the write is neither
+/// repeated nor forgotten. No journal entry without its audit record: the
+/// done entry was not stored either.
+async fn a_write_whose_audit_record_cannot_be_stored_is_left_in_doubt(kind: Kind) {
+    use stepgate_tests::receiver::{Receiver, Reply};
+    let pager = Receiver::always(Reply::ok("{}")).await;
+    let pg = (kind == Kind::Postgres).then(PgServer::start);
+    let state_line = stepgate_tests::servers::state_section(pg.as_ref());
+    let setup = Setup::new(&format!(
+        r#"
+{state_line}
+[db.plaza]
+url = "sqlite::memory:"
+[pager.targets.ceo]
+kind = "webhook"
+url = "{}"
+[playbooks.hostile]
+component = "{}"
+grants.db.plaza = {{}}
+grants.pager.targets = ["ceo"]
+gates = {{ default = "auto" }}
+"#,
+        pager.url,
+        stepgate_artifacts::HOSTILE
+    ));
+    let runtime = setup.runtime();
+    let s = State { setup, runtime, pg };
+    s.runtime.state.runs(None, 1).await.unwrap();
+    s.tamper("ALTER TABLE audit RENAME TO audit_gone").await;
+    let report = run_unattended(
+        &s.runtime,
+        "hostile",
+        alert("Hostile", &[("mode", "page-sleep-page"), ("ms", "1")], &[]),
+        Mode::Live,
+    )
+    .await;
+    match &report.end {
+        RunEnd::Stopped(stepgate::run::Stopped::InDoubt { seq: 1, call }) => {
+            assert!(call.contains("first page"), "{call}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pager.requests().len(), 1, "the first page only, once");
+    let journal = s.runtime.state.journal(&report.run_id).await.unwrap();
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert_eq!(journal[0].phase, Phase::Intended);
+    assert_eq!(journal[0].entry.args["summary"], "first page");
+    // Listed in doubt for an operator, and a resume does not guess.
+    let in_doubt = s.runtime.state.in_doubt(&report.run_id).await.unwrap();
+    assert_eq!(in_doubt.map(|d| d.entry.seq), Some(1));
+    s.tamper("ALTER TABLE audit_gone RENAME TO audit").await;
+    let resumed = s
+        .runtime
+        .resume(
+            &report.run_id,
+            Some(std::sync::Arc::new(stepgate::gate::NoApprover)),
+            Box::new(stepgate::journal::Quiet),
+        )
+        .await;
+    assert!(
+        matches!(
+            resumed,
+            Err(stepgate::runtime::ResumeFailed::Resume(
+                stepgate::run::ResumeError::InDoubt(ref id)
+            )) if id == &report.run_id
+        ),
+        "{:?}",
+        resumed.as_ref().err()
+    );
+    assert_eq!(pager.requests().len(), 1, "the page was not sent again");
+}
+
 stepgate_tests::on_both_stores!(
     a_live_run_is_recorded_and_its_writes_audited,
     no_write_happens_that_the_store_could_not_record,
+    a_write_whose_audit_record_cannot_be_stored_is_left_in_doubt,
 );
 
 mod resume {

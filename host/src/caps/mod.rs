@@ -878,7 +878,18 @@ impl CallCtx {
             self.live_gate = None;
             self.count_write(&call, decision);
         }
-        self.journal.record(entry).await.map_err(unrecorded)?;
+        let sent = (self.journal.intended() == Some(seq))
+            .then(|| format!("{}.{} {}", entry.interface, entry.op, entry.args));
+        if let Err(e) = self.journal.record(entry).await {
+            // The write went out and its outcome could not be stored: it
+            // stays intended, so the run is in doubt about it, listed for
+            // an operator to resolve, not merely crashed.
+            if let Some(call) = sent {
+                tracing::error!(run = %self.run_id, seq, "the outcome of a sent write could not be stored: {e}");
+                return Err(Stopped::InDoubt { seq, call }.into());
+            }
+            return Err(unrecorded(e));
+        }
         outcome.map_err(CapError::Wit)
     }
 
