@@ -2,6 +2,7 @@
 //! exit codes, and bad input that must be refused with exit code 2 before
 //! anything runs.
 
+use crate::support::{principal, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -31,10 +32,6 @@ fn run(playbook: &str, alert: &str, config: &Path, extra: &[&str]) -> Output {
     stepgate(&args)
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// A copy of the demo config in a temp dir, so runs do not share state.
 fn demo_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -52,24 +49,6 @@ const UNEXPLAINED: &str = "examples/alerts/plaza-drift-unexplained.json";
 
 /// Adds principal `name` with `role` to the config's state store; returns
 /// the path of a file holding its token.
-fn principal(config: &Path, name: &str, role: &str) -> PathBuf {
-    let added = stepgate(&[
-        "principal",
-        "add",
-        name,
-        "--role",
-        role,
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    assert_eq!(added.status.code(), Some(0), "{}", text(&added.stderr));
-    let token = text(&added.stdout).trim().to_owned();
-    assert!(token.starts_with("sg_"), "{token}");
-    let file = config.with_file_name(format!("{name}.token"));
-    std::fs::write(&file, token).unwrap();
-    file
-}
-
 #[test]
 fn demo_dry_run_prints_the_plan_and_writes_nothing() {
     let (dir, config) = demo_copy();

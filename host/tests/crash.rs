@@ -6,6 +6,7 @@
 //! case it is sent again with the same key. The pager is a webhook on
 //! loopback that records what reaches it.
 
+use crate::support::{principal, text};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -81,25 +82,6 @@ gates = {{ default = "auto" }}
     }
 }
 
-/// Adds a principal; returns the path of its token file.
-fn principal(config: &Path, name: &str, role: &str) -> PathBuf {
-    let out = stepgate(&[
-        "principal",
-        "add",
-        name,
-        "--role",
-        role,
-        "--config",
-        config.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let file = config.with_file_name(format!("{name}.token"));
-    std::fs::write(&file, &out.stdout).unwrap();
-    file
-}
-
 fn stepgate(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stepgate"));
     command
@@ -173,10 +155,6 @@ fn resolve(world: &World, run: &str, token: &Path, resolution: &str, extra: &[&s
     ];
     args.extend_from_slice(extra);
     stepgate(&args).output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Kills the host while the webhook holds the first page: that write is

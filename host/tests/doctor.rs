@@ -9,8 +9,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::support;
+use support::free_port;
 use support::hook::Hook;
-use support::served::free_port;
 use support::servers::PgServer;
 
 fn doctor(dir: &Path, json: bool) -> Output {

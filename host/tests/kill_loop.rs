@@ -21,8 +21,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support;
+use support::free_port;
 use support::hook::Hook;
-use support::served::{Served, free_port};
+use support::served::Served;
 use support::servers::PgServer;
 
 const ALERTS: usize = 16;

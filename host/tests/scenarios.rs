@@ -3,6 +3,7 @@
 //! threshold moved, two writes swapped, a write added): each change is
 //! caught by both the scenario and the replay, with the diff asserted.
 
+use crate::support::text;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -112,10 +113,6 @@ grants.pager = {{ targets = ["ceo"], channels = ["incident"] }}
         let out = self.stepgate(&args);
         (out.status.code(), text(&out.stdout) + &text(&out.stderr))
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 const SET: &str = r#"flags.set {"name":"KILL_SWITCH","reason":"held 500 is over 100","value":"1"}"#;

@@ -3,16 +3,13 @@
 //! --server` decides it through the REST API, `runs`/`show --server` see
 //! it through, and SIGTERM stops the server cleanly.
 
-use std::path::{Path, PathBuf};
+use crate::support::{principal, text};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support;
 use support::served::Served;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn stepgate(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stepgate"))
@@ -29,14 +26,6 @@ fn stepgate(dir: &Path, args: &[&str]) -> Output {
 fn hangup(pid: &str) {
     let sent = Command::new("kill").args(["-HUP", pid]).status().unwrap();
     assert!(sent.success(), "kill -HUP {pid}");
-}
-
-fn principal(dir: &Path, name: &str, role: &str) -> PathBuf {
-    let out = stepgate(dir, &["principal", "add", name, "--role", role]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let file = dir.join(format!("{name}.token"));
-    std::fs::write(&file, &out.stdout).unwrap();
-    file
 }
 
 #[test]
@@ -70,15 +59,15 @@ mode = "live"
         ),
     )
     .unwrap();
-    let viewer = principal(d, "vic", "viewer");
-    let alice = principal(d, "alice", "approver");
-    let admin = principal(d, "ada", "admin");
+    let viewer = principal(&d.join("stepgate.toml"), "vic", "viewer");
+    let alice = principal(&d.join("stepgate.toml"), "alice", "approver");
+    let admin = principal(&d.join("stepgate.toml"), "ada", "admin");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let log = d.join("serve.log");
     let (mut server, url) = Served::start_on(
         d,
         &rt,
-        support::served::free_port(),
+        support::free_port(),
         std::fs::File::create(&log).unwrap(),
     );
     let client = reqwest::Client::new();

@@ -6,6 +6,7 @@
 //! call's arguments is exported, and without `[telemetry]` nothing is. A
 //! collector that never answers does not hold a run's exit for long.
 
+use crate::support::{principal, text};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -31,19 +32,6 @@ fn stepgate(dir: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Adds principal `name`; returns the path of its token file.
-fn principal(dir: &Path, name: &str, role: &str) -> String {
-    let out = stepgate(dir, &["principal", "add", name, "--role", role]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let file = dir.join(format!("{name}.token"));
-    std::fs::write(&file, &out.stdout).unwrap();
-    file.display().to_string()
 }
 
 /// Every span the receiver got, with its service name.
@@ -122,8 +110,12 @@ gates = {{ default = "approve" }}
         ),
     )
     .unwrap();
-    let operator = principal(dir.path(), "ops", "operator");
-    let amy = principal(dir.path(), "amy", "approver");
+    let operator = principal(&dir.path().join("stepgate.toml"), "ops", "operator")
+        .display()
+        .to_string();
+    let amy = principal(&dir.path().join("stepgate.toml"), "amy", "approver")
+        .display()
+        .to_string();
 
     let parked = stepgate(
         dir.path(),

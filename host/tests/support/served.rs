@@ -12,7 +12,7 @@ impl Served {
     /// `stepgate serve` in `dir` on a free loopback port, once it answers
     /// `/healthz`; and its URL.
     pub fn start(dir: &Path, rt: &tokio::runtime::Runtime) -> (Served, String) {
-        Served::start_on(dir, rt, free_port(), Stdio::null())
+        Served::start_on(dir, rt, super::free_port(), Stdio::null())
     }
 
     /// [`Served::start`] on `port` (a restart on the same port is the same
@@ -54,14 +54,6 @@ impl Drop for Served {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Writes `dir/stepgate.toml` for a server whose `Hostile` alerts run the
