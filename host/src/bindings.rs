@@ -2,8 +2,9 @@
 //!
 //! Every import is async (backends do I/O) and trappable (a broken limit
 //! ends the run). Calls that return the shared WIT `error` variant use
-//! [`crate::caps::CapError`], which is either that error, handed to the
-//! playbook, or a trap that ends the run.
+//! [`CapError`], which is either that error, handed to the playbook, or a
+//! trap that ends the run. The error lives here, with the bindings that
+//! name it; `caps` converts what ends a run into it.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -11,7 +12,7 @@ wasmtime::component::bindgen!({
     imports: { default: async | trappable },
     exports: { default: async },
     trappable_error_type: {
-        "stepgate:playbook/types.error" => crate::caps::CapError,
+        "stepgate:playbook/types.error" => CapError,
     },
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
 });
@@ -19,6 +20,20 @@ wasmtime::component::bindgen!({
 pub use self::stepgate::playbook::types::{
     AlertStatus, Capability, Element, Error as WitError, RpcMethod, Value,
 };
+
+/// What a capability call returns to the bindings: the WIT error, handed
+/// to the playbook, or a trap that ends the run (a broken limit).
+#[derive(Debug)]
+pub enum CapError {
+    Wit(WitError),
+    Trap(wasmtime::Error),
+}
+
+impl From<WitError> for CapError {
+    fn from(e: WitError) -> Self {
+        CapError::Wit(e)
+    }
+}
 
 impl From<&Element> for Value {
     /// An array's element as the value it stands for, so that what handles

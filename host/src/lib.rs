@@ -52,34 +52,63 @@
 //!   approvers decide through (the REST API, the web console, Slack), all
 //!   through one decision path that records and never executes.
 
-pub mod alert;
-pub mod approvals;
+// Declared from the top of the chain down: a module uses only those
+// declared below it (`host/tests/layering.rs` holds it, with the uses that
+// still point up listed until they are moved).
+
+// What the binary and the server call: commands, faces, whole jobs.
 pub mod authoring;
-pub mod backends;
-pub mod bindings;
-pub mod canonical;
-pub mod caps;
-pub mod config;
 pub mod doctor;
+pub mod policy_test;
+pub mod server;
+// Taking over, resuming and escalating what waits.
+pub mod sweep;
+// Scenarios, replays and recordings of runs.
+pub mod scenario;
+// (replay reads recordings)
+pub mod replay;
+// (recording keeps a run's journal)
+pub mod recording;
+// The terminal's view of a run.
+pub mod terminal;
+// A host's runtime: engine, backends, state, and the runs it starts.
+pub mod runtime;
+// One run of one playbook.
+pub mod run;
+// How a run ended, as people and exporters see it.
+pub mod report;
+pub mod telemetry;
+// Loading a component and checking it against its grants.
+pub mod playbook;
+// wasmtime: compilation, the compile cache, the epoch ticker.
 pub mod engine;
-pub mod gate;
+// The WIT interfaces, each call through scope, gate and journal.
+pub mod caps;
+// What may be touched.
+pub mod scope;
+// Approval requests: filing them, parking the run.
+pub mod approvals;
+// The limits a platform team sets once.
 pub mod guard;
+// Whether a write happens.
+pub mod gate;
+// The record of every call.
+pub mod journal;
+// The host's own store.
+pub mod state;
+// Which playbook an alert starts.
+pub mod routing;
+// Alerts in; the drivers behind each capability.
+pub mod alert;
+pub mod backends;
+// `stepgate.toml`.
+pub mod config;
+// The WIT bindings.
+pub mod bindings;
+// Leaves: canonical JSON, exit codes, guest output, text made inert,
+// secrets.
+pub mod canonical;
+pub mod exit;
 pub mod guest_output;
 pub mod inert;
-pub mod journal;
-pub mod playbook;
-pub mod policy_test;
-pub mod recording;
-pub mod replay;
-pub mod report;
-pub mod routing;
-pub mod run;
-pub mod runtime;
-pub mod scenario;
-pub mod scope;
 pub mod secret;
-pub mod server;
-pub mod state;
-pub mod sweep;
-pub mod telemetry;
-pub mod terminal;

@@ -237,18 +237,18 @@ mod tests {
     #[test]
     fn env_and_file_secrets_resolve_and_are_masked() {
         let redactor = Redactor::default();
-        let var = "STEPGATE_TEST_SECRET_ENV_1";
-        // SAFETY: this test is the only user of this variable.
-        unsafe { std::env::set_var(var, "s3cr3t-token") };
-        let value = resolve(&Secret::Env(EnvRef { env: var.into() }), &redactor).unwrap();
-        assert_eq!(value, "s3cr3t-token");
+        // A variable every process has, read, never set: a test that sets
+        // one races the other threads reading the environment.
+        let path = std::env::var("PATH").expect("PATH is set");
+        let value = resolve(&Secret::Env(EnvRef { env: "PATH".into() }), &redactor).unwrap();
+        assert_eq!(value, path);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("key");
         std::fs::write(&file, "routing-key-42\n").unwrap();
         let value = resolve(&Secret::File(FileRef { file }), &redactor).unwrap();
         assert_eq!(value, "routing-key-42");
         assert_eq!(
-            redactor.redact("auth s3cr3t-token failed for routing-key-42"),
+            redactor.redact(&format!("auth {path} failed for routing-key-42")),
             "auth *** failed for ***"
         );
     }

@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod doctor;
 mod kill_loop;
+mod layering;
 mod readme;
 mod replicas;
 mod scenarios;

@@ -18,9 +18,13 @@ fn doctor(dir: &Path, json: bool) -> Output {
     if json {
         args.push("--json");
     }
+    // `db.reports` takes its URL from the environment: set on the process
+    // started, never on this one (other tests' threads read it).
+    let reader = std::fs::read_to_string(dir.join("reader-url")).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_stepgate"))
         .args(args)
         .current_dir(dir)
+        .env("STEPGATE_TEST_READER_URL", reader.trim())
         .output()
         .unwrap()
 }
@@ -70,7 +74,7 @@ fn doctor_names_each_failure_delivers_nothing_and_passes_once_fixed() {
 [state]
 path = "state.db"
 [db.reports]
-url = {{ file = "reader-url" }}
+url = {{ env = "STEPGATE_TEST_READER_URL" }}
 [db.clerk]
 url = {{ file = "clerk-url" }}
 [db.admin]

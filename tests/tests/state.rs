@@ -195,13 +195,9 @@ async fn no_write_happens_that_the_store_could_not_record(kind: Kind) {
     assert_eq!(run.status, "crashed");
 }
 
-/// A write is audited in the commit that records it done, after it was
-/// sent. If the audit log cannot take the record, the write (already
-/// stored as intended, with its reason) is left in doubt: the run stops in
-/// doubt, listed for an operator to resolve, and the write is neither
-/// repeated nor forgotten. No journal entry without its audit record: the
-/// done entry was not stored either.
-async fn a_write_whose_audit_record_cannot_be_stored_is_left_in_doubt(kind: Kind) {
+/// The hostile playbook paging `ceo` through a webhook that records what
+/// it receives (auto gates), its state on `kind`.
+async fn paging(kind: Kind) -> (State, stepgate_tests::receiver::Receiver) {
     use stepgate_tests::receiver::{Receiver, Reply};
     let pager = Receiver::always(Reply::ok("{}")).await;
     let pg = (kind == Kind::Postgres).then(PgServer::start);
@@ -224,7 +220,17 @@ gates = {{ default = "auto" }}
         stepgate_artifacts::HOSTILE
     ));
     let runtime = setup.runtime();
-    let s = State { setup, runtime, pg };
+    (State { setup, runtime, pg }, pager)
+}
+
+/// A write is audited in the commit that records it done, after it was
+/// sent. If the audit log cannot take the record, the write (already
+/// stored as intended, with its reason) is left in doubt: the run stops in
+/// doubt, listed for an operator to resolve, and the write is neither
+/// repeated nor forgotten. No journal entry without its audit record: the
+/// done entry was not stored either.
+async fn a_write_whose_audit_record_cannot_be_stored_is_left_in_doubt(kind: Kind) {
+    let (s, pager) = paging(kind).await;
     s.runtime.state.runs(None, 1).await.unwrap();
     s.tamper("ALTER TABLE audit RENAME TO audit_gone").await;
     let report = run_unattended(
@@ -281,35 +287,15 @@ mod resume {
     use stepgate::gate::NoApprover;
     use stepgate::journal::Quiet;
     use stepgate::run::Stopped;
-    use stepgate_tests::receiver::{Receiver, Reply};
+    use stepgate_tests::receiver::Receiver;
 
     /// A run of `page-sleep-page` recorded live against a receiving pager,
     /// then the state made to look as if the host died after call #1 with
     /// that call in `phase`.
     async fn interrupted(kind: Kind, phase: &str) -> (State, Receiver, String) {
-        let pager = Receiver::always(Reply::ok("{}")).await;
-        let pg = (kind == Kind::Postgres).then(PgServer::start);
-        let state_line = stepgate_tests::servers::state_section(pg.as_ref());
-        let setup = Setup::new(&format!(
-            r#"
-{state_line}
-[db.plaza]
-url = "sqlite::memory:"
-[pager.targets.ceo]
-kind = "webhook"
-url = "{}"
-[playbooks.hostile]
-component = "{}"
-grants.db.plaza = {{}}
-grants.pager.targets = ["ceo"]
-gates = {{ default = "auto" }}
-"#,
-            pager.url,
-            stepgate_artifacts::HOSTILE
-        ));
-        let runtime = setup.runtime();
+        let (s, pager) = super::paging(kind).await;
         let report = run_unattended(
-            &runtime,
+            &s.runtime,
             "hostile",
             alert("Hostile", &[("mode", "page-sleep-page"), ("ms", "10")], &[]),
             Mode::Live,
@@ -317,7 +303,6 @@ gates = {{ default = "auto" }}
         .await;
         assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
         assert_eq!(pager.requests().len(), 2);
-        let s = State { setup, runtime, pg };
         s.tamper(&format!(
             "DELETE FROM journal WHERE seq > 1; UPDATE journal SET phase = '{phase}'; UPDATE runs SET status = 'running', ended_at = NULL, outcome = NULL, exit_code = NULL"
         ))

@@ -36,19 +36,7 @@ use crate::run::{LimitExceeded, Stopped};
 use crate::scope::{NotGranted, Scope};
 use crate::state::runs::{Phase, StoredEntry};
 
-/// What a capability call returns to the bindings: the WIT error, handed
-/// to the playbook, or a trap that ends the run (a broken limit).
-#[derive(Debug)]
-pub enum CapError {
-    Wit(WitError),
-    Trap(wasmtime::Error),
-}
-
-impl From<WitError> for CapError {
-    fn from(e: WitError) -> Self {
-        CapError::Wit(e)
-    }
-}
+pub use crate::bindings::CapError;
 
 impl From<Stopped> for CapError {
     fn from(e: Stopped) -> Self {

@@ -21,7 +21,7 @@ use super::StateStore;
 use super::approvals::DecisionError;
 
 /// The exit code a cancelled run records.
-const CANCELLED_EXIT: i32 = crate::report::exit::STOPPED as i32;
+const CANCELLED_EXIT: i32 = crate::exit::STOPPED as i32;
 
 /// A cancel that was made.
 #[derive(Debug, Clone, Serialize)]
