@@ -99,15 +99,42 @@ fn convert(at: &str, raw: RawAlert, status: Option<String>) -> Result<Alert, Ale
             )));
         }
     };
+    let annotations = raw.annotations.unwrap_or_default();
+    // A NUL cannot be stored as text (PostgreSQL refuses it), and one
+    // alert that cannot be stored would fail every alert committed with it.
+    for (key, value) in labels.iter().chain(&annotations) {
+        if key.contains('\0') || value.contains('\0') {
+            return Err(AlertError::Shape(format!(
+                "{at}: label or annotation `{}` holds a NUL character",
+                key.escape_debug()
+            )));
+        }
+    }
+    if raw.starts_at.as_deref().is_some_and(|s| s.contains('\0')) {
+        return Err(AlertError::Shape(format!(
+            "{at}.startsAt holds a NUL character"
+        )));
+    }
+    if let Some(fingerprint) = &raw.fingerprint
+        && (fingerprint.len() > MAX_FINGERPRINT || fingerprint.chars().any(|c| c.is_control()))
+    {
+        return Err(AlertError::Shape(format!(
+            "{at}.fingerprint is longer than {MAX_FINGERPRINT} bytes or holds a control character"
+        )));
+    }
     Ok(Alert {
         name,
         status,
         labels: labels.into_iter().collect(),
-        annotations: raw.annotations.unwrap_or_default().into_iter().collect(),
+        annotations: annotations.into_iter().collect(),
         starts_at: raw.starts_at,
         fingerprint: raw.fingerprint,
     })
 }
+
+/// The longest fingerprint an alert may carry (Alertmanager's are 16 hex
+/// digits).
+const MAX_FINGERPRINT: usize = 256;
 
 /// The alert a single run answers: the first firing one, else the first.
 pub fn pick(alerts: Vec<Alert>) -> Option<Alert> {
@@ -122,6 +149,47 @@ pub fn pick(alerts: Vec<Alert>) -> Option<Alert> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nul_or_an_unstorable_fingerprint_is_refused_naming_it() {
+        for (body, needle) in [
+            (
+                r#"{"labels": {"alertname": "A", "x": "a\u0000b"}}"#,
+                "`x` holds a NUL",
+            ),
+            (
+                r#"{"labels": {"alertname": "A"}, "annotations": {"s\u0000": "v"}}"#,
+                "NUL",
+            ),
+            (
+                r#"{"labels": {"alertname": "A"}, "fingerprint": "a\u0000b"}"#,
+                "alert.fingerprint",
+            ),
+            (
+                r#"{"labels": {"alertname": "A"}, "fingerprint": "a\nb"}"#,
+                "control character",
+            ),
+        ] {
+            let err = parse(body).unwrap_err().to_string();
+            assert!(err.contains(needle), "{body}: {err}");
+        }
+        let long = format!(
+            r#"{{"labels": {{"alertname": "A"}}, "fingerprint": "{}"}}"#,
+            "f".repeat(257)
+        );
+        assert!(parse(&long).is_err());
+        let fine = format!(
+            r#"{{"labels": {{"alertname": "A"}}, "fingerprint": "{}"}}"#,
+            "f".repeat(256)
+        );
+        assert_eq!(
+            parse(&fine).unwrap()[0]
+                .fingerprint
+                .as_deref()
+                .map(str::len),
+            Some(256)
+        );
+    }
 
     #[test]
     fn alertmanager_payload_parses() {

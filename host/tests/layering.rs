@@ -60,27 +60,40 @@ fn sources(dir: &Path, found: &mut Vec<PathBuf>) {
 
 /// The crate-level modules the non-test code of `text` names.
 fn used(text: &str, crate_level_super: &str) -> BTreeSet<String> {
-    // Test modules sit at the end of a file and may use anything.
-    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+    // Test modules sit at the end of a file and may use anything (an
+    // item merely marked `#[cfg(test)]` elsewhere is still read).
+    let code = text.split("#[cfg(test)]\nmod ").next().unwrap_or_default();
+    let code: String = code
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut found = BTreeSet::new();
-    for line in code.lines() {
-        let line = line.trim_start();
-        if line.starts_with("//") {
+    for prefix in ["crate::", crate_level_super] {
+        if prefix.is_empty() {
             continue;
         }
-        for prefix in ["crate::", crate_level_super] {
-            if prefix.is_empty() {
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find(prefix) {
+            let before = rest[..at].chars().next_back();
+            rest = &rest[at + prefix.len()..];
+            // `super::` inside `foo::super::`, or a longer word.
+            if prefix != "crate::" && before.is_some_and(|c| c == ':' || c.is_alphanumeric()) {
                 continue;
             }
-            let mut rest = line;
-            while let Some(at) = rest.find(prefix) {
-                let before = rest[..at].chars().next_back();
-                rest = &rest[at + prefix.len()..];
-                // `super::` inside `foo::super::`, or a longer word.
-                if prefix != "crate::" && before.is_some_and(|c| c == ':' || c.is_alphanumeric()) {
-                    continue;
-                }
-                let name: String = rest
+            // `crate::{a, b::c}`: each path's first name.
+            let names: Vec<&str> = match rest.strip_prefix('{') {
+                Some(group) => group
+                    .split('}')
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .collect(),
+                None => vec![rest],
+            };
+            for path in names {
+                let name: String = path
                     .chars()
                     .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
                     .collect();

@@ -94,10 +94,58 @@ fn every_test_the_safety_list_cites_exists() {
             None => format!("fn {name}("),
         };
         assert!(
-            source.contains(&wanted),
-            "the README cites `{span}`, but {path} has no `{wanted}`"
+            is_test(&source, &wanted),
+            "the README cites `{span}`, but {path} has no test `{wanted}…`"
+        );
+        assert!(
+            in_its_binary(&root, path),
+            "the README cites {path}, which no test binary includes"
         );
         cited += 1;
     }
     assert!(cited >= 40, "only {cited} tests cited");
+}
+
+/// Whether `source` has a test whose definition starts with `wanted`
+/// (`fn name(` or `fn prefix`): marked `#[test]` or `#[tokio::test]` just
+/// above it, or a scenario `on_both_stores!` turns into tests.
+fn is_test(source: &str, wanted: &str) -> bool {
+    let scenarios: String = source
+        .split("on_both_stores!(")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .collect();
+    source.match_indices(wanted).any(|(at, _)| {
+        let before = &source[..at];
+        let attributes = before.trim_end().trim_end_matches("async").trim_end();
+        let name = source[at + 3..]
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or_default();
+        attributes.ends_with("#[test]")
+            || attributes.ends_with("#[tokio::test]")
+            || attributes
+                .lines()
+                .last()
+                .is_some_and(|l| l.trim().starts_with("#[tokio::test("))
+            || scenarios.split(',').any(|s| s.trim() == name)
+    })
+}
+
+/// Whether the test file at `path` is compiled: a module of its test
+/// binary (`tests/tests/X.rs` of `flows.rs`, `host/tests/X.rs` of
+/// `binary.rs`), or library source.
+fn in_its_binary(root: &Path, path: &str) -> bool {
+    let binary = if path.starts_with("tests/tests/") {
+        "tests/tests/flows.rs"
+    } else if path.starts_with("host/tests/") {
+        "host/tests/binary.rs"
+    } else {
+        return path.starts_with("host/src/");
+    };
+    let module = Path::new(path).file_stem().unwrap().to_str().unwrap();
+    std::fs::read_to_string(root.join(binary))
+        .unwrap()
+        .lines()
+        .any(|l| l.trim() == format!("mod {module};"))
 }

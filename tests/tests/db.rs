@@ -640,13 +640,15 @@ async fn postgres_types_map_without_loss() {
 async fn postgres_urls_from_files_never_show_their_password() {
     let pg = PgServer::start();
     let password = "Tr0ub4dor-and-3";
+    // Roles are the cluster's, shared by every test: this test's own name.
+    let reader = pg.database("reader");
     pg.exec(
         "postgres",
-        &format!("CREATE ROLE reader LOGIN PASSWORD '{password}';"),
+        &format!("CREATE ROLE {reader} LOGIN PASSWORD '{password}';"),
     )
     .await;
     let good = format!(
-        "postgres://reader:{password}@127.0.0.1:{}/{}",
+        "postgres://{reader}:{password}@127.0.0.1:{}/{}",
         pg.port,
         pg.database("postgres")
     );
@@ -668,7 +670,7 @@ async fn postgres_urls_from_files_never_show_their_password() {
         .query("SELECT current_user AS who", &[], &[], 1 << 20)
         .await
         .unwrap();
-    assert_eq!(rows.rows[0][0], Value::Text("reader".into()));
+    assert_eq!(rows.rows[0][0], Value::Text(reader.clone()));
     let err = runtime
         .backends
         .db("file")

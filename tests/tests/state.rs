@@ -276,7 +276,74 @@ async fn a_write_whose_audit_record_cannot_be_stored_is_left_in_doubt(kind: Kind
     assert_eq!(pager.requests().len(), 1, "the page was not sent again");
 }
 
+/// A write that was sent and answered with more than `limits.result_bytes`:
+/// the run ends as a limit, and the write is recorded done (its answer
+/// refused) and audited; it was made, so it is neither in doubt nor sent
+/// again.
+async fn a_sent_write_whose_answer_is_too_big_is_recorded_and_audited(kind: Kind) {
+    use stepgate_tests::receiver::{Receiver, Reply};
+    let admin = Receiver::always(Reply::ok("x".repeat(256 << 10))).await;
+    let pg = (kind == Kind::Postgres).then(PgServer::start);
+    let state_line = stepgate_tests::servers::state_section(pg.as_ref());
+    let setup = Setup::new(&format!(
+        r#"
+{state_line}
+[limits]
+result_bytes = "64KiB"
+[db.plaza]
+url = "sqlite::memory:"
+[rpc.admin]
+kind = "http"
+urls = ["{}"]
+routes = ["POST /admin/x"]
+[playbooks.hostile]
+component = "{}"
+grants.db.plaza = {{}}
+grants.rpc.admin.routes = ["POST /admin/x"]
+gates = {{ default = "auto" }}
+"#,
+        admin.url,
+        stepgate_artifacts::HOSTILE
+    ));
+    let runtime = setup.runtime();
+    let s = State { setup, runtime, pg };
+    let report = run_unattended(
+        &s.runtime,
+        "hostile",
+        alert(
+            "Hostile",
+            &[("mode", "http")],
+            &[("path", "/admin/x"), ("reason", "the runbook says so")],
+        ),
+        Mode::Live,
+    )
+    .await;
+    match &report.end {
+        RunEnd::Limit(limit) => assert!(limit.to_string().contains("result_bytes"), "{limit}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(admin.requests().len(), 1, "sent once");
+    let journal = s.runtime.state.journal(&report.run_id).await.unwrap();
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert_eq!(journal[0].phase, Phase::Done);
+    let refused = journal[0].entry.result["err"].to_string();
+    assert!(refused.contains("the write was made"), "{refused}");
+    let audit = s
+        .runtime
+        .state
+        .audit_records_of(&report.run_id)
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].record["entry"]["op"], "http");
+    assert_eq!(
+        s.runtime.state.in_doubt(&report.run_id).await.unwrap(),
+        None
+    );
+}
+
 stepgate_tests::on_both_stores!(
+    a_sent_write_whose_answer_is_too_big_is_recorded_and_audited,
     a_live_run_is_recorded_and_its_writes_audited,
     no_write_happens_that_the_store_could_not_record,
     a_write_whose_audit_record_cannot_be_stored_is_left_in_doubt,

@@ -608,10 +608,15 @@ impl CallCtx {
                                 self.entry(&call, info.seq, decision, Json::Null, None, started);
                             self.journal.intend(&intended).await.map_err(unrecorded)?;
                         }
-                        (
-                            decision,
-                            self.backend(perform(Action::Perform, info)).await?,
-                        )
+                        let answer = match self.backend(perform(Action::Perform, info)).await {
+                            Ok(answer) => answer,
+                            Err(ended) => {
+                                return Err(self
+                                    .sent_write_ends_run(&call, info.seq, decision, started, ended)
+                                    .await);
+                            }
+                        };
+                        (decision, answer)
                     }
                     Verdict::Simulate => (
                         Decision::DryRun,
@@ -849,11 +854,14 @@ impl CallCtx {
                     .map_err(|e| CapError::Trap(wasmtime::format_err!("journal: {e}")))?;
                 let bytes = json_size(&value);
                 if bytes > self.limits.result_bytes {
-                    return Err(LimitExceeded::ResultBytes {
+                    let ended = LimitExceeded::ResultBytes {
                         limit: self.limits.result_bytes,
                         call: format!("{}.{}", call.interface, call.op),
                     }
-                    .into());
+                    .into();
+                    return Err(self
+                        .sent_write_ends_run(&call, seq, decision, started, ended)
+                        .await);
                 }
                 json!({ "ok": value })
             }
@@ -879,6 +887,48 @@ impl CallCtx {
             return Err(unrecorded(e));
         }
         outcome.map_err(CapError::Wit)
+    }
+
+    /// A write that was sent, whose answer ends the run before its outcome
+    /// is journaled (the answer broke a limit): it is recorded done, with
+    /// the refusal as its result, and audited, so it is neither forgotten
+    /// nor sent again; then the run ends as `ended` says. Anything that is
+    /// not a sent write ends the run as it is.
+    async fn sent_write_ends_run(
+        &mut self,
+        call: &Call,
+        seq: u64,
+        decision: Decision,
+        started: Instant,
+        ended: CapError,
+    ) -> CapError {
+        if self.journal.intended() != Some(seq) {
+            return ended;
+        }
+        let why = match &ended {
+            CapError::Trap(e) => e.to_string(),
+            CapError::Wit(e) => e.to_string(),
+        };
+        let refused = WitError::Backend(format!(
+            "the write was made, and its answer could not be kept: {why}"
+        ));
+        let entry = self.entry(
+            call,
+            seq,
+            decision,
+            json!({ "err": refused }),
+            None,
+            started,
+        );
+        self.count_write(call, decision);
+        let text = format!("{}.{} {}", call.interface, call.op, call.args);
+        match self.journal.record(entry).await {
+            Ok(()) => ended,
+            Err(e) => {
+                tracing::error!(run = %self.run_id, seq, "the outcome of a sent write could not be stored: {e}");
+                Stopped::InDoubt { seq, call: text }.into()
+            }
+        }
     }
 
     /// The journal entry of a call.

@@ -629,7 +629,7 @@ fn accepted_rows(batch: &[Waiting], at: i64) -> Vec<Vec<Accepted>> {
                 .alerts
                 .iter()
                 .map(|alert| Accepted {
-                    id: format!("a{at:012x}{:08x}", rand::random::<u32>()),
+                    id: format!("a{at:012x}{:016x}", rand::random::<u64>()),
                     alert: alert.clone(),
                     fingerprint: fingerprint(alert),
                     source: waiting.source.clone(),
