@@ -874,19 +874,26 @@ impl CallCtx {
             self.live_gate = None;
             self.count_write(&call, decision);
         }
+        self.store_outcome(entry).await?;
+        outcome.map_err(CapError::Wit)
+    }
+
+    /// Journals a finished call. If its outcome cannot be stored, the run
+    /// ends: in doubt when the call was a sent write (it stays intended,
+    /// listed for an operator to resolve, never merely crashed), else as
+    /// unrecorded.
+    async fn store_outcome(&mut self, entry: Entry) -> Result<(), CapError> {
+        let seq = entry.seq;
         let sent = (self.journal.intended() == Some(seq))
             .then(|| format!("{}.{} {}", entry.interface, entry.op, entry.args));
-        if let Err(e) = self.journal.record(entry).await {
-            // The write went out and its outcome could not be stored: it
-            // stays intended, so the run is in doubt about it, listed for
-            // an operator to resolve, not merely crashed.
-            if let Some(call) = sent {
+        match (self.journal.record(entry).await, sent) {
+            (Ok(()), _) => Ok(()),
+            (Err(e), Some(call)) => {
                 tracing::error!(run = %self.run_id, seq, "the outcome of a sent write could not be stored: {e}");
-                return Err(Stopped::InDoubt { seq, call }.into());
+                Err(Stopped::InDoubt { seq, call }.into())
             }
-            return Err(unrecorded(e));
+            (Err(e), None) => Err(unrecorded(e)),
         }
-        outcome.map_err(CapError::Wit)
     }
 
     /// A write that was sent, whose answer ends the run before its outcome
@@ -921,13 +928,9 @@ impl CallCtx {
             started,
         );
         self.count_write(call, decision);
-        let text = format!("{}.{} {}", call.interface, call.op, call.args);
-        match self.journal.record(entry).await {
+        match self.store_outcome(entry).await {
             Ok(()) => ended,
-            Err(e) => {
-                tracing::error!(run = %self.run_id, seq, "the outcome of a sent write could not be stored: {e}");
-                Stopped::InDoubt { seq, call: text }.into()
-            }
+            Err(in_doubt) => in_doubt,
         }
     }
 

@@ -105,14 +105,18 @@ async fn caller(
     Ok((name, role, token))
 }
 
-/// The roles `allowed` accepts, as words: "operator or admin".
+/// The roles `allowed` accepts, as words: "approver, operator or admin".
 fn roles_allowed(allowed: fn(Role) -> bool) -> String {
     let names: Vec<&str> = [Role::Viewer, Role::Approver, Role::Operator, Role::Admin]
         .into_iter()
         .filter(|r| allowed(*r))
         .map(Role::as_str)
         .collect();
-    names.join(" or ")
+    match names.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 /// "an approver", "a viewer".
@@ -134,9 +138,14 @@ const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     let runtime = shared.runtime();
+    // The endpoint takes no token: the store's own error (which can name
+    // its database and user) goes to the log, not the answer.
     let why = match tokio::time::timeout(READY_WITHIN, runtime.state.runs(None, 1)).await {
         Ok(Ok(_)) => return (StatusCode::OK, "ready").into_response(),
-        Ok(Err(e)) => e.to_string(),
+        Ok(Err(e)) => {
+            tracing::warn!("readyz: the state store is not reachable: {e}");
+            "it answered with an error (the server's log has it)".to_owned()
+        }
         Err(_) => format!("no answer within {} s", READY_WITHIN.as_secs()),
     };
     (

@@ -111,7 +111,9 @@ impl StoreClock {
         now_ms().saturating_add(self.ahead_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// Moves this clock `by` into the future (it never goes back).
+    /// Moves this clock `by` into the future (it never goes back). For
+    /// tests: nothing in the host calls it.
+    #[doc(hidden)]
     pub fn advance(&self, by: std::time::Duration) {
         let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         self.ahead_ms
