@@ -336,6 +336,20 @@ where
     }
 }
 
+/// The text of the file at `path` once it holds `needle`: for what the
+/// server tells humans, which it sends after the state it reports (a run
+/// is listed parked a moment before its approvers are paged).
+pub async fn file_with(path: &std::path::Path, needle: &str) -> String {
+    let mut text = String::new();
+    eventually(&format!("{} to hold {needle:?}", path.display()), || {
+        text = std::fs::read_to_string(path).unwrap_or_default();
+        let held = text.contains(needle);
+        async move { held }
+    })
+    .await;
+    text
+}
+
 /// The body of an Alertmanager (v4) notification of one firing alert with
 /// `labels` (a JSON object) and no annotations, as a hook receives it.
 pub fn alertmanager_notification(labels: Json_, fingerprint: &str) -> String {

@@ -5,7 +5,7 @@
 //! flag; the resolved notification is recorded; the metrics moved.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 use stepgate::server::Server;
@@ -31,20 +31,6 @@ fn plaza_alert(ends_at: Option<String>) -> Json {
         alert["endsAt"] = json!(at);
     }
     json!([alert])
-}
-
-async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "never happened: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -127,11 +113,11 @@ mode = "live"
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0]["target"], FLAG);
     let seq = pending[0]["seq"].as_i64().unwrap();
-    let told = std::fs::read_to_string(setup.path("pages.jsonl")).unwrap();
-    assert!(
-        told.contains(&format!("stepgate approve {run_id} {seq}")),
-        "{told}"
-    );
+    file_with(
+        &setup.path("pages.jsonl"),
+        &format!("stepgate approve {run_id} {seq}"),
+    )
+    .await;
     let approved = client
         .post(format!("{url}/api/runs/{run_id}/approvals/{seq}"))
         .bearer_auth(&alice)

@@ -227,11 +227,10 @@ async fn a_burst_of_one_alert_is_one_run_approved_over_the_api(kind: Kind) {
     let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
     assert_eq!(runs[0]["started_by"], "alertmanager");
     // The other four joined the open run (once the dispatcher saw them).
-    let started = Instant::now();
-    while state.in_inbox().await.unwrap() != 0 {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the other four joined", || async {
+        state.in_inbox().await.unwrap() == 0
+    })
+    .await;
     let attached = state
         .audit_records()
         .await
@@ -243,11 +242,11 @@ async fn a_burst_of_one_alert_is_one_run_approved_over_the_api(kind: Kind) {
     let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
     assert_eq!(runs.len(), 1, "one run for one fingerprint: {runs:?}");
     // The approvers were told, with the exact write and how to approve.
-    let told = std::fs::read_to_string(s.setup.path("pages.jsonl")).unwrap();
-    assert!(
-        told.contains(&format!("stepgate approve {run_id} 1")),
-        "{told}"
-    );
+    let told = file_with(
+        &s.setup.path("pages.jsonl"),
+        &format!("stepgate approve {run_id} 1"),
+    )
+    .await;
     assert!(
         told.contains("https://stepgate.example/api/runs/"),
         "{told}"
@@ -325,11 +324,10 @@ async fn a_burst_of_one_alert_is_one_run_approved_over_the_api(kind: Kind) {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
     // The unrouted one is counted once the dispatcher has seen it.
-    let started = Instant::now();
-    while !s.metrics().await.contains(r#"outcome="unrouted"} 1"#) {
-        assert!(started.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the unrouted alert counted", || async {
+        s.metrics().await.contains(r#"outcome="unrouted"} 1"#)
+    })
+    .await;
     assert_eq!(
         s.client
             .get(format!("{}/readyz", s.url))
@@ -544,13 +542,10 @@ async fn two_replicas_start_one_run_per_alert() {
             runs.len() >= 4 && runs.iter().all(|r| r["status"] == "parked")
         })
         .await;
-    let started = Instant::now();
-    while a.runtime.state.in_inbox().await.unwrap() != 0
-        || other.state.in_inbox().await.unwrap() != 0
-    {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("both inboxes empty", || async {
+        a.runtime.state.in_inbox().await.unwrap() == 0 && other.state.in_inbox().await.unwrap() == 0
+    })
+    .await;
     let runs_now: Vec<Json> = a.get("/api/runs", &viewer).await.json().await.unwrap();
     assert_eq!(runs_now.len(), 4, "one run per fingerprint: {runs:?}");
 }
@@ -704,21 +699,13 @@ async fn a_step_mode_route_walks_a_run_step_by_step() {
         .await;
     let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
     assert_eq!(runs[0]["step_mode"], true);
-    let told = std::fs::read_to_string(s.setup.path("pages.jsonl")).unwrap();
-    assert!(told.contains("paused before step `Triage`"), "{told}");
+    let pages = s.setup.path("pages.jsonl");
+    file_with(&pages, "paused before step `Triage`").await;
     // Continue before Triage; it then parks before the mitigation, and the
     // message shows what it read.
     assert_eq!(s.decide(Some(&alice), &run_id, 1, true).await.status(), 200);
-    let started = Instant::now();
-    loop {
-        let told = std::fs::read_to_string(s.setup.path("pages.jsonl")).unwrap();
-        if told.contains("paused before step `Mitigate: unexplained drift`") {
-            assert!(told.contains("db.query plaza"), "{told}");
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "{told}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let told = file_with(&pages, "paused before step `Mitigate: unexplained drift`").await;
+    assert!(told.contains("db.query plaza"), "{told}");
 }
 
 /// A tick stored but not dispatched (the server died in between, or the
@@ -949,11 +936,7 @@ async fn a_run_cancelled_while_it_executes_makes_no_more_writes() {
             .lines()
             .count()
     };
-    let started = Instant::now();
-    while pages() < 1 {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the first page", || async { pages() >= 1 }).await;
     let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
     let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
     let answer = s.cancel(Some(&ops), &run_id, "wrong wallet").await;

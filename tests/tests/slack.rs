@@ -7,7 +7,6 @@
 //! reason in a modal; each message is updated with who decided.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use serde_json::{Value as Json, json};
@@ -167,14 +166,7 @@ impl World {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let started = Instant::now();
-        while !done().await {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "never happened"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually("a step of the Slack flow", done).await;
     }
 
     /// The Slack API calls made to `method` so far, their bodies.
