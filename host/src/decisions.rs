@@ -66,7 +66,7 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
         let in_doubt: Vec<_> = in_doubt
             .iter()
             .map(
-                |d| serde_json::json!({ "run_id": d.run_id, "seq": d.entry.seq, "entry": d.entry }),
+                |d| serde_json::json!({ "run_id": d.run_id, "seq": d.entry.seq, "entry": d.entry, "recorded": d.recorded }),
             )
             .collect();
         outln!(
@@ -81,6 +81,18 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, UsageError> {
         outln!("no approvals pending");
     }
     for d in &in_doubt {
+        if d.recorded {
+            outln!(
+                "{} #{}  IN DOUBT, RECORDED DONE: {} {} was made (the store holds its answer, the host lost it); `stepgate resolve {} {} mark-done --reason …` goes on",
+                d.run_id,
+                d.entry.seq,
+                d.entry.name(),
+                d.entry.args,
+                d.run_id,
+                d.entry.seq
+            );
+            continue;
+        }
         outln!(
             "{} #{}  IN DOUBT: {} {} may or may not have reached its backend; check it, then `stepgate resolve {} {} retry|mark-done --reason …`",
             d.run_id,
@@ -504,14 +516,11 @@ pub async fn resolve(
 ) -> Result<u8, UsageError> {
     let token = token(token_file)?;
     let runtime = Runtime::for_one_run(config)?;
-    let in_doubt = runtime
-        .state
-        .in_doubt(run_id)
-        .await?
-        .filter(|d| d.entry.seq == seq)
-        .ok_or_else(|| anyhow!("run `{run_id}` is not in doubt about write #{seq}; `stepgate show {run_id}` shows where it stands"))?;
+    let in_doubt = runtime.state.in_doubt_about(run_id, seq).await?;
     let resolution = match mark_done {
         None => Resolution::Retry,
+        // The store holds its answer; that is what the playbook gets.
+        Some(_) if in_doubt.recorded => Resolution::MarkDone(in_doubt.entry.result.clone()),
         Some(result) => {
             let value = result
                 .map(|text| {
@@ -533,6 +542,8 @@ pub async fn resolve(
         "write #{seq} {}; resuming run {run_id}",
         match resolution {
             Resolution::Retry => "will be sent again",
+            Resolution::MarkDone(_) if in_doubt.recorded =>
+                "recorded as done, with the answer the store holds",
             Resolution::MarkDone(_) => "recorded as done",
         }
     );

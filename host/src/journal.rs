@@ -158,6 +158,21 @@ fn audit_record(d: &Durable, entry: &Entry) -> serde_json::Value {
     })
 }
 
+/// A sent write whose done row (and audit record, in the same commit)
+/// could not be stored, by `failed`: the commit may have reached the store
+/// although its answer did not (a connection lost during COMMIT). The
+/// store is asked before the write is called in doubt; `Ok` if it holds
+/// the write as done.
+async fn recorded_after_all(d: &Durable, seq: u64, failed: StateError) -> Result<(), StateError> {
+    match d.store.stored_phase(&d.run_id, seq).await {
+        Ok(Some(Phase::Done)) => {
+            tracing::warn!(run = %d.run_id, seq, "the store answered `{failed}` but holds write #{seq} as done: it is recorded");
+            Ok(())
+        }
+        _ => Err(failed),
+    }
+}
+
 /// The journal of one run.
 pub struct Journal {
     entries: Vec<Entry>,
@@ -268,9 +283,13 @@ impl Journal {
                 .is_write()
                 .then(|| AuditFact::now(audit_record(d, &entry)));
             if sent {
-                d.store
+                let stored = d
+                    .store
                     .put_entries_audited(&d.run_id, std::slice::from_ref(&entry), record.as_slice())
-                    .await?;
+                    .await;
+                if let Err(e) = stored {
+                    recorded_after_all(d, entry.seq, e).await?;
+                }
             } else {
                 self.unstored.push(entry.clone());
                 self.unaudited.extend(record);

@@ -2,6 +2,7 @@
 //! loopback, config files in temp dirs, and running a playbook through the
 //! library the way the CLI does.
 
+pub mod faults;
 pub mod languages;
 pub mod receiver;
 pub mod servers;

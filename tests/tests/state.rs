@@ -202,7 +202,14 @@ async fn paging(kind: Kind) -> (State, stepgate_tests::receiver::Receiver) {
     let pager = Receiver::always(Reply::ok("{}")).await;
     let pg = (kind == Kind::Postgres).then(PgServer::start);
     let state_line = stepgate_tests::servers::state_section(pg.as_ref());
-    let setup = Setup::new(&format!(
+    let setup = paging_setup(&state_line, &pager);
+    let runtime = setup.runtime();
+    (State { setup, runtime, pg }, pager)
+}
+
+/// The config of [`paging`], its state in `state_line`.
+fn paging_setup(state_line: &str, pager: &stepgate_tests::receiver::Receiver) -> Setup {
+    Setup::new(&format!(
         r#"
 {state_line}
 [db.plaza]
@@ -218,9 +225,73 @@ gates = {{ default = "auto" }}
 "#,
         pager.url,
         stepgate_artifacts::HOSTILE
-    ));
+    ))
+}
+
+/// A write's done row committed although the host was told the commit
+/// failed (the connection cut during COMMIT, its answer lost): the host
+/// asks the store before it calls the write in doubt, finds it recorded,
+/// and the run goes on. Nothing is sent twice; each write is audited once.
+#[tokio::test]
+async fn a_write_committed_whose_answer_was_lost_is_found_recorded() {
+    use std::time::Duration;
+    use stepgate_tests::faults::CommitCutter;
+    use stepgate_tests::receiver::{Receiver, Reply};
+    // The pager answers after 2 s: time to arm the cut while the first
+    // page is in flight, so the next COMMIT is the one recording it done.
+    let pager = Receiver::always(Reply::ok("{}").after(Duration::from_secs(2))).await;
+    let pg = PgServer::start();
+    let cutter = CommitCutter::start(pg.port).await;
+    let url =
+        pg.url("postgres")
+            .replacen(&format!(":{}/", pg.port), &format!(":{}/", cutter.port), 1);
+    let setup = paging_setup(&format!("[state]\nurl = \"{url}\"\n"), &pager);
     let runtime = setup.runtime();
-    (State { setup, runtime, pg }, pager)
+    runtime.state.runs(None, 1).await.unwrap();
+    let (report, ()) = tokio::join!(
+        run_unattended(
+            &runtime,
+            "hostile",
+            alert("Hostile", &[("mode", "page-sleep-page"), ("ms", "1")], &[]),
+            Mode::Live,
+        ),
+        async {
+            eventually("the first page in flight", || async {
+                !pager.requests().is_empty()
+            })
+            .await;
+            cutter.arm();
+        }
+    );
+    assert_eq!(cutter.cuts(), 1, "the done row's commit was cut");
+    assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
+    assert_eq!(pager.requests().len(), 2, "each page sent once");
+    let journal = runtime.state.journal(&report.run_id).await.unwrap();
+    let phases: Vec<Phase> = journal.iter().map(|e| e.phase).collect();
+    assert_eq!(phases, [Phase::Done; 3]);
+    let audited: Vec<String> = runtime
+        .state
+        .audit_records_of(&report.run_id)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| {
+            r.record["entry"]["args"]["summary"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(audited, ["first page", "second page"]);
+    assert_eq!(
+        runtime
+            .state
+            .run(&report.run_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "done"
+    );
 }
 
 /// A write is audited in the commit that records it done, after it was

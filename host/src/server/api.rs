@@ -58,6 +58,7 @@ pub fn decision_status(e: &DecisionError) -> StatusCode {
         | DecisionError::Twice(_)
         | DecisionError::PlanChanged { .. }
         | DecisionError::NotInDoubt { .. }
+        | DecisionError::RecordedDone { .. }
         | DecisionError::Ended { .. }
         | DecisionError::Busy { .. }
         | DecisionError::Guarded { .. } => StatusCode::CONFLICT,
@@ -313,21 +314,17 @@ pub async fn resolve(
     let resolution = match body.resolution.as_str() {
         "retry" => Resolution::Retry,
         "mark-done" => {
-            let entry = state
-                .in_doubt(&id)
-                .await?
-                .filter(|d| d.entry.seq == seq)
-                .ok_or_else(|| {
-                    ApiError::from(DecisionError::NotInDoubt {
-                        run_id: id.clone(),
-                        seq,
-                    })
-                })?
-                .entry;
-            Resolution::MarkDone(
-                crate::caps::resolved_result(&entry.interface, &entry.op, body.result)
-                    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
-            )
+            let in_doubt = state.in_doubt_about(&id, seq).await?;
+            let entry = in_doubt.entry;
+            if in_doubt.recorded {
+                // The store holds its answer; that is what the playbook gets.
+                Resolution::MarkDone(entry.result)
+            } else {
+                Resolution::MarkDone(
+                    crate::caps::resolved_result(&entry.interface, &entry.op, body.result)
+                        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
+                )
+            }
         }
         other => {
             return Err(ApiError(

@@ -103,6 +103,10 @@ pub enum DecisionError {
         "run `{run_id}` is not in doubt about write #{seq}; `stepgate show {run_id}` shows where it stands"
     )]
     NotInDoubt { run_id: String, seq: u64 },
+    #[error(
+        "write #{seq} of run `{run_id}` is recorded done after all (its commit reached the store, its answer did not reach the host): it was made, so it is not sent again; resolve it with mark-done to go on (the stored answer is kept)"
+    )]
+    RecordedDone { run_id: String, seq: u64 },
     #[error("no run `{0}`; `stepgate runs` lists them")]
     UnknownRun(String),
     #[error(

@@ -5,6 +5,11 @@
 //! `mark-done` (it happened: the playbook is given the result the operator
 //! supplies). Either way the run goes back to `parked`, ready to resume,
 //! and the resolution is appended to the audit log with who and why.
+//!
+//! One case is settled by the store itself: a write whose done row was
+//! committed although the host was told the commit failed (the connection
+//! was lost during COMMIT). The store holds its answer, so it was made: it
+//! may be marked done (the stored answer is kept), never sent again.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +33,10 @@ pub enum Resolution {
 pub struct InDoubt {
     pub run_id: String,
     pub entry: Entry,
+    /// The store holds the write as done after all (its commit reached
+    /// the store, its answer did not reach the host): it was made, and
+    /// `entry` holds the backend's answer.
+    pub recorded: bool,
 }
 
 impl StateStore {
@@ -39,13 +48,27 @@ impl StateStore {
         if run.status != "in-doubt" {
             return Ok(None);
         }
+        // The write it stopped on is its last entry: every entry before a
+        // write is stored before it is sent, none after.
         let last = self.journal(run_id).await?.pop();
         Ok(last
-            .filter(|stored| stored.phase == Phase::Intended)
+            .filter(|stored| stored.phase == Phase::Intended || stored.entry.is_write())
             .map(|stored| InDoubt {
                 run_id: run_id.to_owned(),
+                recorded: stored.phase == Phase::Done,
                 entry: stored.entry,
             }))
+    }
+
+    /// Write `seq` of run `run_id`, if the run stopped in doubt on it.
+    pub async fn in_doubt_about(&self, run_id: &str, seq: u64) -> Result<InDoubt, DecisionError> {
+        self.in_doubt(run_id)
+            .await?
+            .filter(|d| d.entry.seq == seq)
+            .ok_or_else(|| DecisionError::NotInDoubt {
+                run_id: run_id.to_owned(),
+                seq,
+            })
     }
 
     /// Settles write `seq` of an in-doubt run; the run is `parked` after
@@ -62,16 +85,18 @@ impl StateStore {
         if reason.trim().is_empty() {
             return Err(DecisionError::NoReason);
         }
-        let in_doubt = self
-            .in_doubt(run_id)
-            .await?
-            .filter(|d| d.entry.seq == seq)
-            .ok_or_else(|| DecisionError::NotInDoubt {
-                run_id: run_id.to_owned(),
-                seq,
-            })?;
+        let in_doubt = self.in_doubt_about(run_id, seq).await?;
         let mut tx = self.begin_write().await?;
         match resolution {
+            // Recorded done: it was made. Its stored answer stays, and it
+            // is never sent again.
+            Resolution::Retry if in_doubt.recorded => {
+                return Err(DecisionError::RecordedDone {
+                    run_id: run_id.to_owned(),
+                    seq,
+                });
+            }
+            Resolution::MarkDone(_) if in_doubt.recorded => {}
             Resolution::Retry => {
                 sqlx::query("DELETE FROM journal WHERE run_id = $1 AND seq = $2")
                     .bind(run_id)
@@ -116,6 +141,7 @@ impl StateStore {
                     "seq": seq,
                     "principal": principal,
                     "resolution": resolution,
+                    "recorded": in_doubt.recorded,
                     "reason": reason,
                     "entry": in_doubt.entry,
                 },
@@ -206,6 +232,55 @@ mod tests {
             audit.last().unwrap().record["resolved"]["principal"],
             "oscar"
         );
+    }
+
+    /// The host was told the done row's commit failed, but it reached the
+    /// store (the answer was lost, the re-read failed too): the run stopped
+    /// in doubt on a write the store holds as done. It is listed, is never
+    /// sent again, and mark-done goes on with the answer the store holds.
+    #[tokio::test]
+    async fn a_write_recorded_done_after_all_is_marked_done_never_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("s.db"));
+        stopped_in_doubt(&store).await;
+        let mut answered = write(1);
+        answered.result = serde_json::json!({ "ok": "PD-7" });
+        // Stored behind the run's back, as the lost commit did.
+        let text = serde_json::to_string(&answered).unwrap();
+        sqlx::query("UPDATE journal SET phase = 'done', entry = $1 WHERE run_id = 'r1'")
+            .bind(text)
+            .execute(store.pool().await.unwrap())
+            .await
+            .unwrap();
+        let listed = store.in_doubt("r1").await.unwrap().unwrap();
+        assert!(listed.recorded);
+        assert_eq!(listed.entry, answered);
+        let operator = store.add_principal("oscar", Role::Operator).await.unwrap();
+
+        let retry = store
+            .resolve_in_doubt(&operator, "r1", 1, &Resolution::Retry, "looks lost")
+            .await;
+        assert!(
+            matches!(retry, Err(DecisionError::RecordedDone { seq: 1, .. })),
+            "{retry:?}"
+        );
+        assert_eq!(store.run("r1").await.unwrap().unwrap().status, "in-doubt");
+        assert_eq!(store.journal("r1").await.unwrap().len(), 1, "not forgotten");
+
+        let guess = Resolution::MarkDone(serde_json::json!("PD-guess"));
+        store
+            .resolve_in_doubt(&operator, "r1", 1, &guess, "the store has it")
+            .await
+            .unwrap();
+        assert_eq!(store.run("r1").await.unwrap().unwrap().status, "parked");
+        let journal = store.journal("r1").await.unwrap();
+        assert_eq!(journal[0].phase, Phase::Done);
+        assert_eq!(
+            journal[0].entry.result, answered.result,
+            "the stored answer kept"
+        );
+        let audit = store.audit_records().await.unwrap();
+        assert_eq!(audit.last().unwrap().record["resolved"]["recorded"], true);
     }
 
     #[tokio::test]

@@ -430,6 +430,17 @@ impl StateStore {
     }
 
     /// A run's journal in order.
+    /// The phase entry `seq` of run `run_id` is stored in, if it is.
+    pub async fn stored_phase(&self, run_id: &str, seq: u64) -> Result<Option<Phase>, StateError> {
+        let phase: Option<String> =
+            sqlx::query_scalar("SELECT phase FROM journal WHERE run_id = $1 AND seq = $2")
+                .bind(run_id)
+                .bind(seq as i64)
+                .fetch_optional(self.pool().await?)
+                .await?;
+        phase.as_deref().map(Phase::parse).transpose()
+    }
+
     pub async fn journal(&self, run_id: &str) -> Result<Vec<StoredEntry>, StateError> {
         let rows = sqlx::query("SELECT phase, entry FROM journal WHERE run_id = $1 ORDER BY seq")
             .bind(run_id)
