@@ -214,7 +214,8 @@ fn journaled_done(config: &Path, run: &str, seq: u64) {
 #[test]
 fn killed_after_one_write_was_done_and_before_the_next_was_intended() {
     let hook = Hook::start(Duration::ZERO);
-    let world = setup(&hook, 3_000, Sink::Webhook);
+    // The sleep outlasts the checks below on a loaded machine.
+    let world = setup(&hook, 8_000, Sink::Webhook);
     let mut child = spawn_live(&world);
     hook.wait_for(1);
     // The first page is answered; once its `done` record lands, kill the

@@ -58,7 +58,8 @@ fn a_replica_killed_mid_run_leaves_one_run_per_alert_and_every_write_once() {
     let mut replicas = BTreeMap::from([(a.0.id(), a), (b.0.id(), b)]);
 
     // A burst: two alerts (fingerprints), each sent five times to each
-    // replica. Each run pages, sleeps 3 s, pages again.
+    // replica. Each run pages, sleeps 8 s (long past the checks before the
+    // kill on a loaded machine), pages again.
     rt.block_on(async {
         let client = reqwest::Client::new();
         let mut posts = Vec::new();
@@ -69,7 +70,7 @@ fn a_replica_killed_mid_run_leaves_one_run_per_alert_and_every_write_once() {
                 "version": "4", "status": "firing", "groupKey": "{}:{alertname=\"Hostile\"}",
                 "alerts": [{
                     "status": "firing",
-                    "labels": { "alertname": "Hostile", "mode": "page-sleep-page", "ms": "3000", "fp": fingerprint },
+                    "labels": { "alertname": "Hostile", "mode": "page-sleep-page", "ms": "8000", "fp": fingerprint },
                     "fingerprint": fingerprint,
                 }],
             });

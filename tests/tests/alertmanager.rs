@@ -152,14 +152,13 @@ mode = "live"
         metrics().await.contains(r#"outcome="resolved""#)
     })
     .await;
-    let metrics = metrics().await;
     for line in [
         r#"stepgate_alerts_total{route="0:plaza-reconciliation-drift",outcome="started"} 1"#,
         r#"stepgate_runs_total{playbook="plaza-reconciliation-drift",status="parked"} 1"#,
         r#"stepgate_runs_total{playbook="plaza-reconciliation-drift",status="done"} 1"#,
         r#"stepgate_gate_decisions_total{decision="approved"} 1"#,
     ] {
-        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+        eventually(line, || async { metrics().await.contains(line) }).await;
     }
     assert_eq!(runs().await.len(), 1);
 }

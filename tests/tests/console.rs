@@ -169,6 +169,21 @@ async fn approvers_decide_in_a_real_browser() {
             json!({}),
         )
         .await;
+    // Its whole plan is looked ahead once it has parked, a moment after.
+    let plan_digest = state
+        .approval_request(&run_plan, 1)
+        .await
+        .unwrap()
+        .expect("the plan run asks at #1")
+        .plan_digest;
+    eventually("the whole plan looked ahead", || async {
+        state
+            .plan_at(&run_plan, 1, &plan_digest)
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
     let stale_digest = state
         .approval_request(&run_stale, 3)
         .await

@@ -426,23 +426,12 @@ pub async fn start_run(
         step_mode: false,
     };
     let id = run_id.clone();
-    let shared2 = shared.clone();
     let executing = shared.executing(&run_id);
-    tokio::spawn(async move {
+    let state = runtime.state.clone();
+    tokio::spawn(dispatch::contained(state, run_id.clone(), async move {
         let _executing = executing;
-        let _slot = slot;
-        let started = std::time::Instant::now();
-        let report = crate::run::run_recorded(
-            &runtime.engine,
-            &playbook,
-            runtime.backends.clone(),
-            runtime.state.clone(),
-            id,
-            request,
-        )
-        .await;
-        dispatch::ended(&shared2, &report, started, 0).await;
-    });
+        dispatch::run_in_slot(&shared, slot, (runtime, playbook), id, request).await;
+    }));
     Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": run_id }))))
 }
 

@@ -478,6 +478,34 @@ async fn store_run(
     )))
 }
 
+/// Executes stored run `run_id`, new, in the slot it holds, with the
+/// runtime and playbook loaded for it; then frees the slot and tells the
+/// approvers what it waits for. The one way the server runs a new run (an
+/// alert's, a schedule's, one started over the API).
+pub(super) async fn run_in_slot(
+    shared: &Shared,
+    slot: Slot,
+    (runtime, playbook): Loaded,
+    run_id: String,
+    request: RunRequest,
+) -> RunReport {
+    let started = Instant::now();
+    let report = crate::run::run_recorded(
+        &runtime.engine,
+        &playbook,
+        runtime.backends.clone(),
+        runtime.state.clone(),
+        run_id,
+        request,
+    )
+    .await;
+    // A run that ended or parked holds no slot while approvers are told
+    // (and the look-ahead of its plan waits for a slot of its own).
+    drop(slot);
+    ended(shared, &report, started, 0).await;
+    report
+}
+
 /// Runs a stored run in the background, in the slot it holds, with the
 /// runtime and playbook loaded for it (kept for the whole run, whatever a
 /// reload does).
@@ -493,7 +521,6 @@ fn spawn_run(shared: Arc<Shared>, run: Starting, alert: crate::bindings::Alert) 
             executing,
         } = run;
         let _executing = executing;
-        let started = Instant::now();
         let (runtime, loaded) = match loaded {
             Ok(both) => both,
             Err(why) => {
@@ -520,18 +547,7 @@ fn spawn_run(shared: Arc<Shared>, run: Starting, alert: crate::bindings::Alert) 
             started_by: ALERTS.to_owned(),
             step_mode: route.step_mode,
         };
-        let report = crate::run::run_recorded(
-            &runtime.engine,
-            &loaded,
-            runtime.backends.clone(),
-            runtime.state.clone(),
-            run_id,
-            request,
-        )
-        .await;
-        // A run that ended or parked holds no slot while approvers are told.
-        drop(slot);
-        ended(&shared, &report, started, 0).await;
+        let report = run_in_slot(&shared, slot, (runtime.clone(), loaded), run_id, request).await;
         // The alert resolved while the run was still reading: what it
         // waits for now is cancelled as the route says.
         if route.cancel_on_resolved

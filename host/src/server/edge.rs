@@ -277,7 +277,7 @@ mod tests {
     async fn idle_clients_are_closed_and_slots_are_capped() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut guarded = Guarded::new(listener, 1, Duration::from_millis(200));
+        let mut guarded = Guarded::new(listener, 1, Duration::from_secs(1));
         let mut first = TcpStream::connect(addr).await.unwrap();
         let (mut served, _) = guarded.accept().await;
         // A second client waits: the only slot is taken.
