@@ -377,7 +377,8 @@ pub struct EngineConfig {
     /// log line if the host cannot reserve its address space).
     #[serde(default = "yes")]
     pub pooling: bool,
-    /// How many runs may hold an instance at once (pooling slots).
+    /// How many runs may hold an instance at once (pooling slots); a run
+    /// past it waits for a slot.
     #[serde(default = "default_instances")]
     pub max_instances: u32,
     /// Refuse to load a playbook whose config does not pin its

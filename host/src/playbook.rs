@@ -261,6 +261,7 @@ async fn describe(
     pre: &PlaybookPre<RunData>,
     name: &str,
 ) -> Result<Description, LoadError> {
+    let slot = engine.instance_slot().await;
     let limits = Limits {
         deadline: Duration::from_secs(5),
         ..Limits::default()
@@ -277,7 +278,7 @@ async fn describe(
         limits,
     );
     calls.describing = true;
-    let mut store = new_store(engine, calls);
+    let mut store = new_store(engine, slot, calls);
     let failed = |message: String| LoadError::Describe {
         playbook: name.to_owned(),
         message,

@@ -17,7 +17,7 @@ use crate::backends::Backends;
 use crate::bindings::{Alert, Outcome, WitError};
 use crate::caps::CallCtx;
 use crate::caps::clock::{self, RunClock};
-use crate::engine::{Engine, ticks};
+use crate::engine::{Engine, InstanceSlot, ticks};
 use crate::gate::{Approver, Mode};
 use crate::guest_output::GuestOutput;
 use crate::journal::{Durable, Entry, Journal, Progress};
@@ -186,6 +186,8 @@ impl ResourceLimiter for MemoryLimiter {
 /// A run's store data: its capability context and an empty, deny-all WASI.
 pub struct RunData {
     pub calls: CallCtx,
+    /// The pool's slot this store's instance takes, freed with the store.
+    _instance: InstanceSlot,
     /// What the guest printed (for crash reports).
     pub output: GuestOutput,
     wasi: WasiCtx,
@@ -211,11 +213,14 @@ pub fn new_run_id() -> String {
     format!("r{millis:012x}{:08x}", rand::random::<u32>())
 }
 
-/// A store for one run, limits in place.
-pub fn new_store(engine: &Engine, calls: CallCtx) -> Store<RunData> {
+/// A store for one run, limits in place, in the instance slot it was
+/// given (taken before the run's clock started: waiting for it is not
+/// the playbook's time).
+pub fn new_store(engine: &Engine, slot: InstanceSlot, calls: CallCtx) -> Store<RunData> {
     let limits = calls.limits;
     let output = GuestOutput::default();
     let data = RunData {
+        _instance: slot,
         wasi: deterministic_wasi(&calls.run_id, &output, calls.clock.clone()),
         output,
         calls,
@@ -620,6 +625,7 @@ pub(crate) async fn execute(
         only,
         predicting,
     } = from;
+    let slot = engine.instance_slot().await;
     let journal = match &state {
         Some(store) => Journal::durable(
             request.progress,
@@ -654,7 +660,7 @@ pub(crate) async fn execute(
         Some(request.alert.clone()),
         &request.started_by,
     );
-    let mut store = new_store(engine, calls);
+    let mut store = new_store(engine, slot, calls);
     let _lease = state
         .as_ref()
         .map(|s| LeaseKeeper::start(s.clone(), &run_id));

@@ -49,6 +49,7 @@ fn runtime(cache: &Path) -> Runtime {
 /// A fresh instance and its first export call, `describe()`.
 async fn instantiate_to_first_call(runtime: &Runtime, playbook: &Playbook) -> Duration {
     let started = Instant::now();
+    let slot = runtime.engine.instance_slot().await;
     let mut calls = CallCtx::new(
         &playbook.name,
         "bench",
@@ -61,7 +62,7 @@ async fn instantiate_to_first_call(runtime: &Runtime, playbook: &Playbook) -> Du
         playbook.limits,
     );
     calls.describing = true;
-    let mut store = new_store(&runtime.engine, calls);
+    let mut store = new_store(&runtime.engine, slot, calls);
     let instance = playbook
         .pre
         .instantiate_async(&mut store)

@@ -128,6 +128,39 @@ async fn every_misbehaviour_ends_only_its_own_run() {
 
 /// WASI's clocks are the run's: `SystemTime::now()` is a journaled
 /// `runbook.now`, and `Instant` moves as the run's time readings do.
+/// More runs at once than the pool has instances (`max_instances = 2`):
+/// each waits for a slot instead of crashing on the pool's limit, and the
+/// wait is not counted against its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_runs_than_the_pool_holds_wait_for_an_instance() {
+    let setup = hostile_config("grants.db.plaza = {}\ngrants.pager.targets = [\"ceo\"]");
+    let text = std::fs::read_to_string(setup.path("stepgate.toml")).unwrap();
+    std::fs::write(
+        setup.path("stepgate.toml"),
+        format!("[engine]\nmax_instances = 2\n{text}"),
+    )
+    .unwrap();
+    let runtime = setup.runtime();
+    // Six runs of 400 ms each (a third of their deadline) in two slots:
+    // three rounds, longer than any one run's deadline.
+    let sleeper = || {
+        run_unattended(
+            &runtime,
+            "hostile",
+            alert(
+                "Hostile",
+                &[("mode", "page-sleep-page"), ("ms", "400")],
+                &[],
+            ),
+            Mode::DryRun,
+        )
+    };
+    let reports = futures_util::future::join_all((0..6).map(|_| sleeper())).await;
+    for report in &reports {
+        assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
+    }
+}
+
 #[tokio::test]
 async fn the_standard_library_clock_reads_the_journaled_time() {
     let setup = hostile_config("grants.db.plaza = {}");

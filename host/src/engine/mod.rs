@@ -2,12 +2,18 @@
 //! pooling allocator and the epoch ticker that enforces deadlines.
 //!
 //! The engine knows no capability and no playbook: it turns bytes into
-//! compiled components, quickly and only once.
+//! compiled components, quickly and only once, and hands out the instance
+//! slots a store needs: one more instance than the pool holds waits for a
+//! slot instead of failing (scenarios run side by side, a server's runs
+//! and look-aheads, a replay's).
 
 mod cache;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use wasmtime::component::Component;
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -42,6 +48,15 @@ pub struct Engine {
     engine: wasmtime::Engine,
     cache: CompileCache,
     pooling: bool,
+    /// One permit per instance the pool holds (`engine.max_instances`).
+    instances: Arc<Semaphore>,
+}
+
+/// The right to hold one component instance; a store keeps it for its
+/// whole life and frees it when it is dropped.
+#[derive(Debug)]
+pub struct InstanceSlot {
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Engine {
@@ -77,7 +92,17 @@ impl Engine {
             cache: CompileCache::new(cache_dir, &engine),
             engine,
             pooling,
+            instances: Arc::new(Semaphore::new(config.max_instances.max(1) as usize)),
         })
+    }
+
+    /// Waits for an instance slot (one is free once a store is dropped).
+    pub async fn instance_slot(&self) -> InstanceSlot {
+        match self.instances.clone().acquire_owned().await {
+            Ok(permit) => InstanceSlot { _permit: permit },
+            // Never closed: the engine owns it and closes nothing.
+            Err(_) => unreachable!("the engine's instance semaphore is never closed"),
+        }
     }
 
     pub fn wasmtime(&self) -> &wasmtime::Engine {
