@@ -8,15 +8,15 @@
 //! the directory of the config file.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
 use crate::backends::SqlDialect;
-use crate::gate::{GateKey, Policy};
+use crate::gate::{Effect, GateKey, GateRule, GateRuleOrPolicy};
 use crate::secret::Secret;
+use crate::units::{de_duration, de_opt_duration, de_opt_size, de_size};
 
 /// A config that could not be loaded. The message says which file, where,
 /// and what to change.
@@ -520,23 +520,6 @@ pub fn db_dialect(url: &str) -> Option<SqlDialect> {
     }
 }
 
-/// How a read or a write is classed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Effect {
-    Read,
-    Write,
-}
-
-impl fmt::Display for Effect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Effect::Read => "read",
-            Effect::Write => "write",
-        })
-    }
-}
-
 /// An RPC endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -851,120 +834,6 @@ pub struct PlaybookConfig {
 fn one() -> u32 {
     1
 }
-
-/// The gate of one write operation: a bare policy, or a table that says
-/// who must approve and what happens when nobody does:
-///
-/// ```toml
-/// [playbooks.plaza.gates."flags.set:PLAZA_CUSTODIED_MODE_DISABLED"]
-/// policy = "approve"
-/// quorum = 2
-/// groups = ["payments-oncall"]
-/// timeout = "30m"
-/// on_timeout = "deny"
-/// escalate = [{ after = "10m", page = "payments-leads", groups = ["payments-leads"] }]
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GateRule {
-    pub policy: Policy,
-    /// Distinct approvers; unset: the playbook's `quorum`.
-    #[serde(default)]
-    pub quorum: Option<u32>,
-    /// Principals of at least one of these groups may decide; empty: any
-    /// approver.
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// How long the request may wait; unset: the playbook's
-    /// `approval_timeout`.
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub timeout: Option<Duration>,
-    /// What an undecided request means once it times out.
-    #[serde(default)]
-    pub on_timeout: OnTimeout,
-    /// Who is paged, in order, while the request waits.
-    #[serde(default)]
-    pub escalate: Vec<Escalation>,
-    /// Before an approved write goes out of a resumed run, read again what
-    /// the run read since its last write; if anything changed, the run
-    /// re-plans on fresh data and (`decisions`, the default) the approval
-    /// stands if it reaches the same write through the same calls, or
-    /// (`reads`) is void. `false` turns the check off.
-    #[serde(default)]
-    pub recheck: crate::gate::Recheck,
-}
-
-impl GateRule {
-    pub fn bare(policy: Policy) -> GateRule {
-        GateRule {
-            policy,
-            quorum: None,
-            groups: Vec::new(),
-            timeout: None,
-            on_timeout: OnTimeout::Deny,
-            escalate: Vec::new(),
-            recheck: crate::gate::Recheck::Decisions,
-        }
-    }
-}
-
-/// What an approval request nobody decided in time means.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnTimeout {
-    /// The write is denied (the safe default).
-    #[default]
-    Deny,
-    /// The write goes ahead: for mitigations that must not wait forever
-    /// (silence means consent).
-    Approve,
-}
-
-/// One step of an escalation chain: after `after` undecided, page `page`;
-/// from then on principals of `groups` may decide too.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Escalation {
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
-    pub after: Duration,
-    /// A pager target (`[pager.targets.NAME]`).
-    pub page: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
-}
-
-/// A gate written as a bare policy string or as a table.
-impl<'de> Deserialize<'de> for GateRuleOrPolicy {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = GateRuleOrPolicy;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("\"auto\", \"approve\", \"deny\", or a table with `policy`")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
-                Policy::deserialize(serde::de::value::StrDeserializer::<E>::new(text))
-                    .map(|p| GateRuleOrPolicy(GateRule::bare(p)))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<Self::Value, A::Error> {
-                GateRule::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(GateRuleOrPolicy)
-            }
-        }
-        d.deserialize_any(Visit)
-    }
-}
-
-/// How [`GateRule`]s are read from the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GateRuleOrPolicy(pub GateRule);
 
 fn de_gates<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, GateRule>, D::Error> {
     let table = BTreeMap::<String, GateRuleOrPolicy>::deserialize(d)?;
@@ -1667,80 +1536,13 @@ fn parse_message(e: &toml::de::Error) -> String {
     }
 }
 
-/// Parses "64MiB", "512KiB", "1GiB", "4096" (bytes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; write e.g. \"64MiB\""))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "KB" | "K" => 1 << 10,
-        "MiB" | "MB" | "M" => 1 << 20,
-        "GiB" | "GB" | "G" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit `{other}` in `{text}`; use B, KiB, MiB or GiB"
-            ));
-        }
-    };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("size `{text}` is too large"))
-}
-
-fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        Number(u64),
-        Text(String),
-    }
-    match Option::<Size>::deserialize(d)? {
-        None => Ok(None),
-        Some(Size::Number(n)) => Ok(Some(n)),
-        Some(Size::Text(t)) => parse_size(&t).map(Some).map_err(serde::de::Error::custom),
-    }
-}
-
-fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    de_opt_size(d)?.ok_or_else(|| serde::de::Error::custom("a size is required, e.g. \"1MiB\""))
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{text}` is not a duration ({e}); write e.g. \"30s\" or \"5m\""
-        ))
-    })
-}
-
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    #[derive(Deserialize)]
-    struct Wrap(#[serde(deserialize_with = "de_duration")] Duration);
-    Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(d)| d))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gate::{OnTimeout, Policy};
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"), Path::new("/etc/stepgate"))
-    }
-
-    #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("MiB").is_err());
     }
 
     #[test]

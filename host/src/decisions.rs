@@ -11,7 +11,8 @@ use stepgate::{errln, outln};
 use anyhow::{Context, Result, anyhow};
 
 use stepgate::caps::resolved_result;
-use stepgate::config::{Config, OnTimeout};
+use stepgate::config::Config;
+use stepgate::gate::OnTimeout;
 use stepgate::report::exit;
 use stepgate::runtime::Runtime;
 use stepgate::state::approvals::{ApprovalStatus, Role, STEP_PAUSE};

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::config::Effect;
 use crate::gate::Decision;
+use crate::gate::Effect;
 use crate::state::audit::AuditFact;
 use crate::state::runs::Phase;
 use crate::state::{StateError, StateStore};

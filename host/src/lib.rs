@@ -90,8 +90,6 @@ pub mod scope;
 pub mod approvals;
 // The limits a platform team sets once.
 pub mod guard;
-// Whether a write happens.
-pub mod gate;
 // The record of every call.
 pub mod journal;
 // The host's own store.
@@ -105,10 +103,14 @@ pub mod backends;
 pub mod config;
 // The WIT bindings.
 pub mod bindings;
+// Whether a write happens: the policy words the config embeds, the
+// decision the journal and the state store record.
+pub mod gate;
 // Leaves: canonical JSON, exit codes, guest output, text made inert,
-// secrets.
+// secrets, durations and sizes.
 pub mod canonical;
 pub mod exit;
 pub mod guest_output;
 pub mod inert;
 pub mod secret;
+pub mod units;

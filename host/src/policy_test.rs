@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::bindings::Alert;
-use crate::config::{Config, Effect};
+use crate::config::Config;
+use crate::gate::Effect;
 use crate::gate::{Decision, Finding, Gates, Guarded, Mode, Policy};
 use crate::guard::{RunHistory, WriteFacts};
 use crate::journal::Entry;

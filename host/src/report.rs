@@ -272,7 +272,7 @@ fn describe_err(err: &Json) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Effect;
+    use crate::gate::Effect;
 
     fn rpc_entry(via: Option<&str>) -> Entry {
         Entry {

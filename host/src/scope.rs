@@ -15,7 +15,8 @@ use crate::backends::SqlDialect;
 use crate::backends::http_path::NormalPath;
 use crate::backends::table;
 use crate::bindings::Capability;
-use crate::config::{Config, Effect, Grants, glob_set};
+use crate::config::{Config, Grants, glob_set};
+use crate::gate::Effect;
 
 /// A refused call or declaration: names the missing grant and the config
 /// key that would grant it.

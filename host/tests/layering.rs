@@ -19,16 +19,12 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("caps", "report"),
     ("caps", "run"),
     ("config", "backends"),
-    ("config", "gate"),
     ("config", "guard"),
     ("config", "playbook"),
     ("config", "routing"),
     ("config", "state"),
-    ("journal", "gate"),
     ("playbook", "run"),
     ("report", "run"),
-    ("routing", "gate"),
-    ("state", "gate"),
     ("state", "journal"),
 ];
 

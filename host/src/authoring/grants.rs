@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use crate::bindings::Capability;
-use crate::config::{Config, Effect};
+use crate::config::Config;
+use crate::gate::Effect;
 use crate::gate::{Gates, Guarded, LiveGate};
 
 /// The grant lines (relative to `[playbooks.NAME.grants]`) that give a
@@ -191,22 +192,22 @@ path = "pages.jsonl"
         let gates = Gates::from_config(&BTreeMap::from([
             (
                 "default".to_owned(),
-                crate::config::GateRule::bare(crate::gate::Policy::Approve),
+                crate::gate::GateRule::bare(crate::gate::Policy::Approve),
             ),
             (
                 "pager.page".to_owned(),
-                crate::config::GateRule::bare(crate::gate::Policy::Auto),
+                crate::gate::GateRule::bare(crate::gate::Policy::Auto),
             ),
             (
                 "db.execute:ledger/holds".to_owned(),
-                crate::config::GateRule::bare(crate::gate::Policy::Deny),
+                crate::gate::GateRule::bare(crate::gate::Policy::Deny),
             ),
             (
                 "rpc.call:base/eth_sendRawTransaction".to_owned(),
-                crate::config::GateRule {
+                crate::gate::GateRule {
                     quorum: Some(2),
                     groups: vec!["treasury".into()],
-                    ..crate::config::GateRule::bare(crate::gate::Policy::Approve)
+                    ..crate::gate::GateRule::bare(crate::gate::Policy::Approve)
                 },
             ),
         ]))

@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 
 use super::http::Answered;
 use super::{BackendError, RpcEndpoint};
-use crate::config::Effect;
+use crate::gate::Effect;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,7 +9,7 @@ use reqwest::Method;
 use super::http::{Answered, Request, Transport};
 use super::{BackendError, RpcEndpoint};
 use crate::bindings::stepgate::playbook::rpc::{HttpRequest, HttpResponse};
-use crate::config::Effect;
+use crate::gate::Effect;
 
 /// Response headers a playbook never sees: they can carry session secrets.
 const HIDDEN_RESPONSE_HEADERS: &[&str] = &["set-cookie", "authorization", "proxy-authenticate"];

@@ -9,7 +9,7 @@ use serde_json::{Value as Json, json};
 
 use super::http::{Answered, Request, Transport};
 use super::{BackendError, RpcEndpoint};
-use crate::config::Effect;
+use crate::gate::Effect;
 
 pub struct JsonRpc {
     transport: Transport,

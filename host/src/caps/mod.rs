@@ -28,7 +28,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::backends::{BackendError, Backends};
 use crate::bindings::{Alert, WitError};
-use crate::config::{Effect, Limits};
+use crate::config::Limits;
+use crate::gate::Effect;
 use crate::gate::{Approver, Decision, Finding, Gates, Mode, Verdict, WriteRequest};
 use crate::guard::{Guardrails, RunHistory, WriteFacts};
 use crate::journal::{Entry, Journal};

@@ -27,8 +27,8 @@ use super::{CallCtx, CapError};
 use crate::backends::{BackendError, Backends};
 use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::rpc::HttpRequest;
-use crate::config::Effect;
 use crate::gate::Decision;
+use crate::gate::Effect;
 use crate::journal::Entry;
 use crate::run::Stopped;
 

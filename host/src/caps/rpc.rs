@@ -9,7 +9,7 @@ use super::{Action, Call, CallCtx, CapError};
 use crate::backends::http_path;
 use crate::bindings::WitError;
 use crate::bindings::stepgate::playbook::rpc::{Host, HttpRequest, HttpResponse};
-use crate::config::Effect;
+use crate::gate::Effect;
 
 /// The request headers a playbook may set: content negotiation,
 /// conditional requests, idempotency and tracing. Every other header is

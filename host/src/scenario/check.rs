@@ -353,7 +353,7 @@ mod tests {
             journal: vec![Entry::example(
                 1,
                 "flags.set",
-                crate::config::Effect::Write,
+                crate::gate::Effect::Write,
                 Decision::DryRun,
                 serde_json::json!({ "name": "KILL", "value": "1" }),
                 serde_json::json!({ "ok": null }),

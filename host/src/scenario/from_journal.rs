@@ -8,8 +8,8 @@ use serde_json::Value as Json;
 use super::check::expect_from;
 use super::values::{json_to_toml, to_toml};
 use crate::bindings::{AlertStatus, Value};
-use crate::config::Effect;
 use crate::gate::Decision;
+use crate::gate::Effect;
 use crate::journal::Entry;
 use crate::recording::Recording;
 
@@ -400,16 +400,16 @@ mod tests {
     /// decides as the server did); a denial stays one approver's.
     #[test]
     fn an_approved_write_takes_as_many_approvers_as_its_gate() {
-        let gate = crate::config::GateRule {
+        let gate = crate::gate::GateRule {
             quorum: Some(2),
             groups: vec!["admins".into()],
-            ..crate::config::GateRule::bare(crate::gate::Policy::Approve)
+            ..crate::gate::GateRule::bare(crate::gate::Policy::Approve)
         };
         let gates = crate::gate::Gates::from_config(&std::collections::BTreeMap::from([
             ("default".to_owned(), gate),
             (
                 "flags.set:FROZEN".to_owned(),
-                crate::config::GateRule::bare(crate::gate::Policy::Deny),
+                crate::gate::GateRule::bare(crate::gate::Policy::Deny),
             ),
         ]))
         .unwrap();

@@ -20,8 +20,9 @@ use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::db::Rows;
 use crate::bindings::stepgate::playbook::rpc::{HttpRequest, HttpResponse};
 use crate::caps::sql::SqlDialect;
-use crate::config::{Config, Effect, OnTimeout};
+use crate::config::Config;
 use crate::gate::{Approver, WriteRequest};
+use crate::gate::{Effect, OnTimeout};
 use crate::secret::Secret;
 
 /// A read the scenario has no answer for, and what to add to the file.
@@ -851,7 +852,7 @@ mod tests {
 
         // The groups an escalation pages may decide too.
         let mut escalated = write_needing(1, &["admins"]);
-        escalated.requirement.escalate = vec![crate::config::Escalation {
+        escalated.requirement.escalate = vec![crate::gate::Escalation {
             after: Duration::from_secs(600),
             page: "leads".into(),
             groups: vec!["leads".into()],

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::{StateError, StateStore};
-use crate::config::OnTimeout;
+use crate::gate::OnTimeout;
 use crate::gate::{Recheck, Requirement, WriteRequest};
 
 /// Where an approval request stands.

@@ -170,8 +170,8 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Effect;
     use crate::gate::Decision;
+    use crate::gate::Effect;
     use crate::journal::Entry;
     use crate::state::approvals::Role;
     use crate::state::runs::{NewRun, Phase};

@@ -155,8 +155,8 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Effect;
     use crate::gate::Decision;
+    use crate::gate::Effect;
     use crate::state::approvals::Role;
     use crate::state::runs::NewRun;
 

@@ -461,8 +461,8 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Effect;
     use crate::gate::Decision;
+    use crate::gate::Effect;
 
     fn read(seq: u64) -> Entry {
         let args = serde_json::json!({ "name": "F" });

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde_json::Value as Json;
 
 use super::html::{Html, esc};
-use crate::config::Effect;
+use crate::gate::Effect;
 use crate::state::approvals::{ApprovalStatus, PendingApproval, RequestView, STEP_PAUSE};
 use crate::state::audit::AuditRecord;
 use crate::state::plans::RunPlan;

@@ -19,7 +19,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Effect, Escalation, GateRule, OnTimeout};
+mod rule;
+
+pub use rule::{Effect, Escalation, GateRule, GateRuleOrPolicy, OnTimeout};
 
 /// Dry run (nothing written) or live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1002,7 +1004,7 @@ mod tests {
 
     #[test]
     fn escalation_widens_who_may_decide_and_never_narrows_it() {
-        let step = crate::config::Escalation {
+        let step = Escalation {
             after: std::time::Duration::from_secs(60),
             page: "leads".into(),
             groups: vec!["leads".into()],
