@@ -75,9 +75,6 @@ pub mod terminal;
 pub mod runtime;
 // One run of one playbook.
 pub mod run;
-// How a run ended, as people and exporters see it.
-pub mod report;
-pub mod telemetry;
 // Loading a component and checking it against its grants.
 pub mod playbook;
 // wasmtime: compilation, the compile cache, the epoch ticker.
@@ -92,13 +89,21 @@ pub mod approvals;
 pub mod guard;
 // The record of every call.
 pub mod journal;
+// How a run ended, as people see it: exit codes, `--json`, call lines.
+pub mod report;
+// How a run ends, and the token that parks runs when the host stops.
+pub mod ending;
 // The host's own store.
 pub mod state;
+// One journaled call, the unit the journal, the store and replays share.
+pub mod entry;
 // Which playbook an alert starts.
 pub mod routing;
 // Alerts in; the drivers behind each capability.
 pub mod alert;
 pub mod backends;
+// The run -> step -> call spans over OTLP.
+pub mod telemetry;
 // `stepgate.toml`.
 pub mod config;
 // The WIT bindings.

@@ -4,9 +4,9 @@
 use serde_json::{Value as Json, json};
 
 use crate::bindings::WitError;
+use crate::ending::{RunEnd, RunReport, Stopped};
+use crate::entry::Entry;
 use crate::gate::{Decision, Mode};
-use crate::journal::Entry;
-use crate::run::{RunEnd, RunReport};
 
 /// The exit codes, where callers have always found them.
 pub use crate::exit;
@@ -22,9 +22,7 @@ impl RunReport {
             RunEnd::Failed(_) | RunEnd::Crashed(_) => exit::PLAYBOOK_ERROR,
             RunEnd::Limit(_) => exit::LIMIT,
             RunEnd::Stopped(
-                crate::run::Stopped::Parked { .. }
-                | crate::run::Stopped::AtStep { .. }
-                | crate::run::Stopped::HostStopping { .. },
+                Stopped::Parked { .. } | Stopped::AtStep { .. } | Stopped::HostStopping { .. },
             ) => exit::PARKED,
             RunEnd::Stopped(_) => exit::STOPPED,
         }
@@ -64,23 +62,23 @@ pub fn end_json(end: &RunEnd) -> Json {
         }
         RunEnd::Limit(limit) => json!({ "status": "limit", "error": limit.to_string() }),
         RunEnd::Crashed(message) => json!({ "status": "crashed", "error": message }),
-        RunEnd::Stopped(stopped @ crate::run::Stopped::InDoubt { .. }) => {
+        RunEnd::Stopped(stopped @ Stopped::InDoubt { .. }) => {
             json!({ "status": "in-doubt", "error": stopped.to_string() })
         }
-        RunEnd::Stopped(stopped @ crate::run::Stopped::Diverged { .. }) => {
+        RunEnd::Stopped(stopped @ Stopped::Diverged { .. }) => {
             json!({ "status": "diverged", "error": stopped.to_string() })
         }
         RunEnd::Stopped(
-            stopped @ (crate::run::Stopped::Parked { .. }
-            | crate::run::Stopped::AtStep { .. }
-            | crate::run::Stopped::HostStopping { .. }),
+            stopped @ (Stopped::Parked { .. }
+            | Stopped::AtStep { .. }
+            | Stopped::HostStopping { .. }),
         ) => {
             json!({ "status": "parked", "error": stopped.to_string() })
         }
-        RunEnd::Stopped(stopped @ crate::run::Stopped::Aborted { .. }) => {
+        RunEnd::Stopped(stopped @ Stopped::Aborted { .. }) => {
             json!({ "status": "aborted", "error": stopped.to_string() })
         }
-        RunEnd::Stopped(stopped @ crate::run::Stopped::Stale { .. }) => {
+        RunEnd::Stopped(stopped @ Stopped::Stale { .. }) => {
             json!({ "status": "stale", "error": stopped.to_string() })
         }
     }

@@ -14,76 +14,18 @@ use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::backends::Backends;
-use crate::bindings::{Alert, Outcome, WitError};
+use crate::bindings::Alert;
 use crate::caps::CallCtx;
 use crate::caps::clock::{self, RunClock};
+pub use crate::ending::{LimitExceeded, RunEnd, RunReport, Stopped};
 use crate::engine::{Engine, InstanceSlot, ticks};
 use crate::gate::{Approver, Mode};
 use crate::guest_output::GuestOutput;
-use crate::journal::{Durable, Entry, Journal, Progress};
+use crate::journal::{Durable, Journal, Progress};
 use crate::playbook::Playbook;
 use crate::report::end_json;
 use crate::state::StateStore;
 use crate::state::runs::{Claim, NewRun, StoredEntry};
-
-/// Set when this process is stopping (`stepgate serve` got SIGTERM): every
-/// run parks at its next capability call, so it resumes from its journal
-/// on the next start instead of being cut off mid-step. Process-wide on
-/// purpose: it is the process that stops.
-static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Parks every run of this process at its next call.
-pub fn park_all_runs() {
-    STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// Whether this process is stopping.
-pub fn stopping() -> bool {
-    STOPPING.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-/// A limit a run broke. The message names the limit and how to raise it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LimitExceeded {
-    #[error("memory limit of {limit} bytes exceeded (raise `limits.memory`)")]
-    Memory { limit: u64 },
-    #[error("deadline of {limit:?} exceeded (raise `limits.deadline`)")]
-    Deadline { limit: Duration },
-    #[error("capability call limit of {limit} exceeded (raise `limits.calls`)")]
-    Calls { limit: u64 },
-    #[error(
-        "result of {call} is larger than the per-call limit of {limit} bytes (raise `limits.result_bytes`)"
-    )]
-    ResultBytes { limit: u64, call: String },
-    #[error("WebAssembly stack exhausted (recursion too deep)")]
-    Stack,
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunEnd {
-    /// `run` returned its outcome.
-    Done(Outcome),
-    /// `run` returned an error.
-    Failed(WitError),
-    /// The run broke a limit and was stopped.
-    Limit(LimitExceeded),
-    /// The guest trapped (a panic, `unreachable`) or could not start.
-    Crashed(String),
-    /// A resumed run stopped: diverged from its journal, or a write in doubt.
-    Stopped(Stopped),
-}
-
-/// What a run did.
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    pub run_id: String,
-    pub playbook: String,
-    pub mode: Mode,
-    pub end: RunEnd,
-    pub journal: Vec<Entry>,
-    pub steps: Vec<String>,
-}
 
 /// What starts a run.
 pub struct RunRequest {
@@ -98,47 +40,6 @@ pub struct RunRequest {
     pub started_by: String,
     /// Pause at every step boundary until an operator continues.
     pub step_mode: bool,
-}
-
-/// Why a resumed run stopped instead of going on: the host will not guess.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Stopped {
-    #[error(
-        "the playbook diverged from its journal at call #{seq}: the journal has {journaled}, the playbook now asks {asked}; the component or its input changed under the run"
-    )]
-    Diverged {
-        seq: u64,
-        journaled: String,
-        asked: String,
-    },
-    #[error(
-        "write #{seq} is in doubt: it was stored as intended but never as done, so it may or may not have reached its backend ({call}); check the backend, then resolve the run"
-    )]
-    InDoubt { seq: u64, call: String },
-    #[error(
-        "write #{seq} waits for approval ({call}); the run is parked and holds no instance: `stepgate approvals` lists it, `stepgate approve` or `deny` decides it"
-    )]
-    Parked { seq: u64, call: String },
-    #[error(
-        "step mode: the run is parked before step `{step}` (#{seq}) and holds no instance; `stepgate continue RUN` goes on, `stepgate abort RUN --reason …` ends it"
-    )]
-    AtStep { seq: u64, step: String },
-    #[error("aborted before step `{step}`: {why}")]
-    Aborted { step: String, why: String },
-    #[error(
-        "the host is stopping: the run is parked before call #{seq} and resumes from its journal on the next start"
-    )]
-    HostStopping { seq: u64 },
-    #[error(
-        "the approval of write #{seq} is void: the world changed while it waited (#{read} {call} answered {was}, now {now})"
-    )]
-    Stale {
-        seq: u64,
-        read: u64,
-        call: String,
-        was: String,
-        now: String,
-    },
 }
 
 /// Refuses memory growth past the run's limit, naming the limit.
@@ -655,6 +556,7 @@ pub(crate) async fn execute(
     .predicting(predicting)
     .with_parked_on(parked_on)
     .with_step_mode(request.step_mode)
+    .with_stop(engine.stop_token().clone())
     .with_guardrails(
         playbook.guard.clone(),
         Some(request.alert.clone()),

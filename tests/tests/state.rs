@@ -514,6 +514,53 @@ mod resume {
         assert_eq!(run.status, "in-doubt");
     }
 
+    /// A host that stops parks its own runs at their next call, and no
+    /// other host's: the stop token is its runtime's, not the process's.
+    /// The parked run resumes from its journal on the next start.
+    #[tokio::test]
+    async fn a_stopping_host_parks_its_runs_and_no_others() {
+        let (a, pager_a) = super::paging(Kind::Sqlite).await;
+        let (b, pager_b) = super::paging(Kind::Sqlite).await;
+        let slow = || {
+            alert(
+                "Hostile",
+                &[("mode", "page-sleep-page"), ("ms", "1000")],
+                &[],
+            )
+        };
+        let (stopped, went_on, ()) = tokio::join!(
+            run_unattended(&a.runtime, "hostile", slow(), Mode::Live),
+            run_unattended(&b.runtime, "hostile", slow(), Mode::Live),
+            async {
+                eventually("both first pages", || async {
+                    pager_a.requests().len() == 1 && pager_b.requests().len() == 1
+                })
+                .await;
+                a.runtime.engine.stop_token().raise();
+            }
+        );
+        assert_eq!(
+            stopped.end,
+            RunEnd::Stopped(Stopped::HostStopping { seq: 3 }),
+            "parked before the second page"
+        );
+        assert!(matches!(went_on.end, RunEnd::Done(_)), "{:?}", went_on.end);
+        assert_eq!(pager_a.requests().len(), 1);
+        assert_eq!(pager_b.requests().len(), 2);
+        // The next start (a new runtime on the same store) goes on.
+        let next = a.setup.runtime();
+        let resumed = next
+            .resume(
+                &stopped.run_id,
+                Some(std::sync::Arc::new(NoApprover)),
+                Box::new(Quiet),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(resumed.end, RunEnd::Done(_)), "{:?}", resumed.end);
+        assert_eq!(pager_a.requests().len(), 2, "only the second page, once");
+    }
+
     stepgate_tests::on_both_stores!(
         a_resumed_run_answers_its_journal_and_goes_on_live,
         a_write_caught_between_intended_and_done_is_in_doubt,

@@ -33,7 +33,7 @@ use wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime;
 
 use super::CallCtx;
 use crate::bindings::stepgate::playbook::runbook::Host as _;
-use crate::run::LimitExceeded;
+use crate::ending::LimitExceeded;
 
 /// The WASI clock interfaces this host's WASI defines (the linker answers
 /// any 0.2 import with them; componentize-py's components import 0.2.9).

@@ -29,11 +29,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::backends::{BackendError, Backends};
 use crate::bindings::{Alert, WitError};
 use crate::config::Limits;
+use crate::ending::{LimitExceeded, StopToken, Stopped};
 use crate::gate::Effect;
 use crate::gate::{Approver, Decision, Finding, Gates, Mode, Verdict, WriteRequest};
 use crate::guard::{Guardrails, RunHistory, WriteFacts};
 use crate::journal::{Entry, Journal};
-use crate::run::{LimitExceeded, Stopped};
 use crate::scope::{NotGranted, Scope};
 use crate::state::runs::{Phase, StoredEntry};
 
@@ -191,6 +191,8 @@ pub struct CallCtx {
     replay: std::collections::VecDeque<StoredEntry>,
     /// Pause at every step boundary ([`CallCtx::pause_at_step`]).
     step_mode: bool,
+    /// Raised when the host stops: the run parks at its next call.
+    stop: StopToken,
     /// This run was resumed from a stored journal.
     resumed: bool,
     /// Reads re-checked before the write being made (for its entry).
@@ -246,6 +248,7 @@ impl CallCtx {
             clock: Default::default(),
             replay: Default::default(),
             step_mode: false,
+            stop: StopToken::default(),
             resumed: false,
             rechecked: None,
             parked_on: None,
@@ -280,6 +283,12 @@ impl CallCtx {
     /// Called from within the run's span, which becomes its parent.
     pub fn enter_step_span(&mut self, name: &str) {
         self.step_span = tracing::info_span!("step", step = %name);
+    }
+
+    /// The host's stop token (see [`StopToken`]).
+    pub fn with_stop(mut self, stop: StopToken) -> CallCtx {
+        self.stop = stop;
+        self
     }
 
     /// Step mode: [`CallCtx::pause_at_step`] at every step boundary.
@@ -495,7 +504,7 @@ impl CallCtx {
                 "describe() called {interface}.{op}; describe must not call any import"
             )));
         }
-        if crate::run::stopping() {
+        if self.stop.raised() {
             return Err(Stopped::HostStopping {
                 seq: self.journal.next_seq(),
             }

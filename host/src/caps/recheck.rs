@@ -27,10 +27,10 @@ use super::{CallCtx, CapError};
 use crate::backends::{BackendError, Backends};
 use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::rpc::HttpRequest;
+use crate::ending::Stopped;
 use crate::gate::Decision;
 use crate::gate::Effect;
 use crate::journal::Entry;
-use crate::run::Stopped;
 
 impl CallCtx {
     /// Re-reads what the run read since its last write; `Ok(n)` with the

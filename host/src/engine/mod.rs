@@ -5,7 +5,8 @@
 //! compiled components, quickly and only once, and hands out the instance
 //! slots a store needs: one more instance than the pool holds waits for a
 //! slot instead of failing (scenarios run side by side, a server's runs
-//! and look-aheads, a replay's).
+//! and look-aheads, a replay's). It carries the host's stop token, which
+//! parks its runs when the host stops.
 
 mod cache;
 
@@ -21,6 +22,7 @@ use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 pub use cache::CompileCache;
 
 use crate::config::EngineConfig;
+use crate::ending::StopToken;
 
 /// How often the epoch advances. Deadlines are checked at this grain.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -50,6 +52,8 @@ pub struct Engine {
     pooling: bool,
     /// One permit per instance the pool holds (`engine.max_instances`).
     instances: Arc<Semaphore>,
+    /// Raised when the host stops: the runs of this engine park.
+    stop: StopToken,
 }
 
 /// The right to hold one component instance; a store keeps it for its
@@ -93,7 +97,18 @@ impl Engine {
             engine,
             pooling,
             instances: Arc::new(Semaphore::new(config.max_instances.max(1) as usize)),
+            stop: StopToken::default(),
         })
+    }
+
+    /// What the host raises to park the runs of this engine.
+    pub fn stop_token(&self) -> &StopToken {
+        &self.stop
+    }
+
+    /// Shares `token` (a reloaded server's runtimes park together).
+    pub fn share_stop_token(&mut self, token: StopToken) {
+        self.stop = token;
     }
 
     /// Waits for an instance slot (one is free once a store is dropped).

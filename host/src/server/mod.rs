@@ -123,7 +123,12 @@ impl Shared {
         pinned(&config).map_err(|e| e.to_string())?;
         // The same state store (and so the same host in its leases): runs
         // stored before the reload still belong to this host.
-        let runtime = Runtime::with_state(config, old.state.clone()).map_err(|e| e.to_string())?;
+        let mut runtime =
+            Runtime::with_state(config, old.state.clone()).map_err(|e| e.to_string())?;
+        // Runs started before the reload park with those started after.
+        runtime
+            .engine
+            .share_stop_token(old.engine.stop_token().clone());
         let hook_token = hook_token(&runtime)?;
         // Checked and swapped under the token's lock: `serve` marks the
         // server exposed before it reads the token, so either it sees the
@@ -497,7 +502,7 @@ impl Server {
     /// next start); waits up to `grace` for them. A run still busy after
     /// it (a long backend call) keeps its lease until that lapses.
     pub async fn park_runs(shared: &Shared, grace: std::time::Duration) -> bool {
-        crate::run::park_all_runs();
+        shared.runtime().engine.stop_token().raise();
         shared.slots.drained(grace).await
     }
 }

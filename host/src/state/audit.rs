@@ -13,7 +13,7 @@ use sqlx::Row;
 
 use super::runs::Phase;
 use super::{StateError, StateStore, now_ms};
-use crate::journal::Entry;
+use crate::entry::Entry;
 
 /// The hash before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

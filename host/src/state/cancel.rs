@@ -170,9 +170,9 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::Entry;
     use crate::gate::Decision;
     use crate::gate::Effect;
-    use crate::journal::Entry;
     use crate::state::approvals::Role;
     use crate::state::runs::{NewRun, Phase};
 

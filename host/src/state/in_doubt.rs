@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::approvals::DecisionError;
 use super::runs::Phase;
 use super::{StateError, StateStore};
-use crate::journal::Entry;
+use crate::entry::Entry;
 
 /// What the operator found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

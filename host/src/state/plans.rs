@@ -87,7 +87,7 @@ pub(crate) fn same_json(a: &str, b: &str) -> bool {
 /// Whether journaled write `entry` went through: performed (auto or
 /// approved) and answered without an error. A plan is followed only
 /// through writes that did.
-fn went_through(entry: &crate::journal::Entry) -> bool {
+fn went_through(entry: &crate::entry::Entry) -> bool {
     matches!(
         entry.gate,
         crate::gate::Decision::Auto | crate::gate::Decision::Approved
@@ -329,7 +329,7 @@ impl StateStore {
             if first.as_deref() != Some(plan.request_digest.as_str()) {
                 continue;
             }
-            let made: Vec<&crate::journal::Entry> = journal
+            let made: Vec<&crate::entry::Entry> = journal
                 .iter()
                 .map(|s| &s.entry)
                 .filter(|e| e.is_write() && e.seq >= plan.from_seq && e.seq < seq)

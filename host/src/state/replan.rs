@@ -12,8 +12,8 @@ use serde::Deserialize;
 
 use super::approvals::DecisionError;
 use super::{StateError, StateStore};
+use crate::entry::Entry;
 use crate::gate::{Requirement, WriteRequest};
-use crate::journal::Entry;
 
 /// An approval request set aside by a re-plan, as `superseded` keeps it.
 #[derive(Deserialize)]
@@ -109,7 +109,7 @@ impl StateStore {
         {
             let phase: String = row.try_get(1)?;
             let entry: String = row.try_get(2)?;
-            let entry: crate::journal::Entry = serde_json::from_str(&entry)
+            let entry: crate::entry::Entry = serde_json::from_str(&entry)
                 .map_err(|e| StateError::Corrupt(format!("journal entry of {run_id}: {e}")))?;
             // What was read can be read again; a write cannot be unsent.
             if entry.is_write() {

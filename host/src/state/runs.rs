@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{StateError, StateStore};
-use crate::journal::Entry;
+use crate::entry::Entry;
 
 /// Where a stored journal entry is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
