@@ -77,6 +77,8 @@ pub mod runtime;
 pub mod run;
 // Loading a component and checking it against its grants.
 pub mod playbook;
+// The store a playbook runs in: its data, limits, fixed clocks, traps.
+pub mod sandbox;
 // wasmtime: compilation, the compile cache, the epoch ticker.
 pub mod engine;
 // The WIT interfaces, each call through scope, gate and journal.

@@ -17,7 +17,7 @@ use crate::config::Limits;
 use crate::engine::{Engine, EngineError};
 use crate::gate::{Gates, Mode, NoApprover};
 use crate::journal::{Journal, Quiet};
-use crate::run::{RunData, classify_trap, new_store};
+use crate::sandbox::{RunData, classify_trap, new_store};
 use crate::scope::{NotGranted, Scope};
 
 /// What the host provides, for messages.

@@ -20,7 +20,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("config", "playbook"),
     ("config", "routing"),
     ("config", "state"),
-    ("playbook", "run"),
 ];
 
 fn src() -> PathBuf {
