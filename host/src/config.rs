@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::backends::SqlDialect;
 use crate::gate::{Effect, GateKey, GateRule, GateRuleOrPolicy};
 use crate::secret::Secret;
+use crate::sql_names::{self, SqlDialect};
 use crate::units::{de_duration, de_opt_duration, de_opt_size, de_size};
 
 /// A config that could not be loaded. The message says which file, where,
@@ -1059,9 +1059,7 @@ impl Config {
                 };
                 let mut spellings = Vec::new();
                 for dialect in dialects {
-                    spellings.push(
-                        crate::backends::table::parse_config(dialect, table).map_err(&never)?,
-                    );
+                    spellings.push(sql_names::parse_config(dialect, table).map_err(&never)?);
                 }
                 if !spellings.iter().any(|canonical| canonical == table) {
                     let canonical = &spellings[0];
@@ -1182,7 +1180,7 @@ impl Config {
             }
         }
         for (name, key) in &self.engine.signing_keys {
-            crate::playbook::verifying_key(key)
+            verifying_key(key)
                 .map_err(|m| self.invalid(format!("engine.signing_keys.{name}"), m))?;
         }
         self.validate_server()
@@ -1383,7 +1381,7 @@ impl Config {
             }
             // A name that is no table name could never match; say so now.
             for table in &grant.tables {
-                crate::backends::table::parse_config(SqlDialect::Postgres, table)
+                sql_names::parse_config(SqlDialect::Postgres, table)
                     .map_err(|why| self.invalid(at(&format!("grants.db.{conn}.tables")), why))?;
             }
         }
@@ -1534,6 +1532,16 @@ fn parse_message(e: &toml::de::Error) -> String {
     } else {
         message
     }
+}
+
+/// An Ed25519 public key written as 64 hex digits.
+pub fn verifying_key(hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
+    let bytes: [u8; 32] = hex::decode(hex_key.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or("not an Ed25519 public key; write its 32 bytes as 64 hex digits")?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+        .map_err(|e| format!("not an Ed25519 public key: {e}"))
 }
 
 #[cfg(test)]

@@ -15,18 +15,20 @@
 //! - [`playbook`] loads a component, asks it to `describe()` itself and
 //!   checks what it needs against its grants.
 //! - [`run`] drives one run of one playbook: a fresh store, limits, the
-//!   call into `run`, and the report.
+//!   call into `run`, and the report. [`sandbox`] is the store it runs in
+//!   (data, limits, fixed clocks, traps); [`ending`] says how a run ends.
 //! - [`caps`] implements the WIT interfaces: one file per interface, each
 //!   call going through the one shared path (scope, gate, journal).
 //! - [`scope`], [`guard`], [`gate`], [`journal`]: what may be touched,
 //!   the limits a platform team sets once (rate limits, blast radius,
 //!   freezes, Cedar policies), whether a write happens, and the record of
-//!   every call; [`approvals`] files approval
+//!   every call ([`entry`] is one journaled call); [`approvals`] files approval
 //!   requests in the state store and parks the run until they are decided.
 //! - [`backends`] are the drivers behind a trait per capability; they decide
 //!   no policy.
 //! - [`canonical`] writes JSON with its keys sorted, for whatever is
-//!   hashed or compared as text.
+//!   hashed or compared as text; [`sql_names`] names tables as each
+//!   database engine resolves them; [`units`] reads "30s" and "64MiB".
 //! - [`inert`] makes text from playbooks, alerts and backends safe to show
 //!   a human (terminal escapes, bidi overrides, Slack markup).
 //! - [`secret`] resolves URLs, keys and headers from env or files and masks
@@ -87,37 +89,39 @@ pub mod caps;
 pub mod scope;
 // Approval requests: filing them, parking the run.
 pub mod approvals;
-// The limits a platform team sets once.
-pub mod guard;
 // The record of every call.
 pub mod journal;
 // How a run ended, as people see it: exit codes, `--json`, call lines.
 pub mod report;
 // How a run ends, and the token that parks runs when the host stops.
 pub mod ending;
-// The host's own store.
-pub mod state;
-// One journaled call, the unit the journal, the store and replays share.
-pub mod entry;
-// Which playbook an alert starts.
-pub mod routing;
 // Alerts in; the drivers behind each capability.
 pub mod alert;
 pub mod backends;
 // The run -> step -> call spans over OTLP.
 pub mod telemetry;
-// `stepgate.toml`.
+// `stepgate.toml`: it parses and validates, and embeds the words of the
+// modules below it (their rules, routes, where the store is).
 pub mod config;
+// The limits a platform team sets once.
+pub mod guard;
+// Which playbook an alert starts.
+pub mod routing;
+// The host's own store.
+pub mod state;
+// One journaled call, the unit the journal, the store and replays share.
+pub mod entry;
 // The WIT bindings.
 pub mod bindings;
 // Whether a write happens: the policy words the config embeds, the
 // decision the journal and the state store record.
 pub mod gate;
 // Leaves: canonical JSON, exit codes, guest output, text made inert,
-// secrets, durations and sizes.
+// secrets, SQL names, durations and sizes.
 pub mod canonical;
 pub mod exit;
 pub mod guest_output;
 pub mod inert;
 pub mod secret;
+pub mod sql_names;
 pub mod units;

@@ -184,16 +184,6 @@ pub fn component_sha256(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// An Ed25519 public key written as 64 hex digits.
-pub fn verifying_key(hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
-    let bytes: [u8; 32] = hex::decode(hex_key.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or("not an Ed25519 public key; write its 32 bytes as 64 hex digits")?;
-    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-        .map_err(|e| format!("not an Ed25519 public key: {e}"))
-}
-
 impl Pin {
     /// Refuses `bytes` unless they are what the config pins and signs.
     pub fn check(&self, playbook: &str, path: &Path, bytes: &[u8]) -> Result<(), LoadError> {

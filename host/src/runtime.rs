@@ -183,7 +183,7 @@ impl Runtime {
                 .signing_keys
                 .iter()
                 .filter_map(|(name, key)| {
-                    Some((name.clone(), crate::playbook::verifying_key(key).ok()?))
+                    Some((name.clone(), crate::config::verifying_key(key).ok()?))
                 })
                 .collect(),
         }

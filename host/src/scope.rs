@@ -13,10 +13,10 @@ use globset::GlobSet;
 
 use crate::backends::SqlDialect;
 use crate::backends::http_path::NormalPath;
-use crate::backends::table;
 use crate::bindings::Capability;
 use crate::config::{Config, Grants, glob_set};
 use crate::gate::Effect;
+use crate::sql_names;
 
 /// A refused call or declaration: names the missing grant and the config
 /// key that would grant it.
@@ -171,7 +171,7 @@ impl Scope {
     }
 
     /// `tables` are every table the statement changes (CTEs included), in
-    /// their canonical form (see [`table`]); each grant is read the same
+    /// their canonical form (see [`sql_names`]); each grant is read the same
     /// way for the connection's `dialect`, so `escrow_holds` covers
     /// `public.escrow_holds` and never `archive.escrow_holds`.
     pub fn db_write(
@@ -191,7 +191,7 @@ impl Scope {
         let granted: BTreeSet<String> = grant
             .tables
             .iter()
-            .filter_map(|t| table::parse_config(dialect, t).ok())
+            .filter_map(|t| sql_names::parse_config(dialect, t).ok())
             .collect();
         for table in tables {
             if !granted.contains(table) {
@@ -210,7 +210,7 @@ impl Scope {
     /// The class of an HTTP request on `endpoint`, if a granted route
     /// matches its method, its path and its query (a route allows a query
     /// string only if it ends in `?*`). `path` is in normal form (see
-    /// [`http_path`]): the form that is sent.
+    /// [`http_path`](crate::backends::http_path)): the form that is sent.
     pub fn http(
         &self,
         endpoint: &str,

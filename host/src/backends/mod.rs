@@ -27,7 +27,6 @@ pub mod json_rpc;
 pub mod postgres;
 pub mod sqlite;
 pub mod state_flags;
-pub mod table;
 pub mod webhook_pager;
 
 use std::collections::BTreeMap;
@@ -42,9 +41,10 @@ use crate::bindings::{Value, WitError};
 use crate::config::{Config, FlagStoreConfig, PagerSinkConfig, RpcKind, db_dialect, glob_set};
 use crate::gate::Effect;
 use crate::secret::{Redactor, Secret, SecretError};
+use crate::sql_names::FunctionName;
+pub use crate::sql_names::SqlDialect;
 use crate::state::StateStore;
 use http::{Answered, Transport};
-use table::FunctionName;
 
 /// What a driver does with a write statement once it ran, inside the
 /// statement's own transaction.
@@ -117,13 +117,6 @@ impl BackendError {
             e @ BackendError::TooLarge { .. } => WitError::Backend(e.to_string()),
         }
     }
-}
-
-/// Which SQL grammar a database speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SqlDialect {
-    Sqlite,
-    Postgres,
 }
 
 /// What every database connection is held to, from its config.
@@ -257,7 +250,7 @@ pub trait Database: Send + Sync {
         max_bytes: u64,
     ) -> Result<Rows, BackendError>;
     /// Runs a write in a transaction, committed only if `commit`. `tables`
-    /// are the canonical names (see [`table`]) of the tables the checker
+    /// are the canonical names (see [`sql_names`](crate::sql_names)) of the tables the checker
     /// and the scope approved: a driver confirms in the engine that the
     /// statement changed no other table, or rolls it back and says so.
     /// `functions` as for [`Database::query`].

@@ -34,10 +34,10 @@ use sqlx::types::{BigDecimal, JsonValue, Uuid};
 use sqlx::{Arguments, AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
 
-use super::table::FunctionName;
-use super::{BackendError, Commit, Database, DbSettings, SqlDialect, collect_rows, table};
+use super::{BackendError, Commit, Database, DbSettings, SqlDialect, collect_rows};
 use crate::bindings::stepgate::playbook::db::Rows;
 use crate::bindings::{Element, Value};
+use crate::sql_names::{self, FunctionName};
 
 /// How a dry run counts what a statement would change without running it.
 ///
@@ -570,7 +570,7 @@ impl Postgres {
         for (schema, relation, ancestor_schema, ancestor) in locked {
             held.entry((schema, relation))
                 .or_default()
-                .push(table::from_engine(
+                .push(sql_names::from_engine(
                     SqlDialect::Postgres,
                     &ancestor_schema,
                     &ancestor,
@@ -583,7 +583,7 @@ impl Postgres {
         for (schema, relation, ancestor_schema, ancestor, rows) in self.changes(conn).await? {
             let entry = changed.entry((schema, relation)).or_default();
             entry.0 = rows;
-            entry.1.push(table::from_engine(
+            entry.1.push(sql_names::from_engine(
                 SqlDialect::Postgres,
                 &ancestor_schema,
                 &ancestor,
@@ -615,7 +615,11 @@ impl Postgres {
         if names.iter().any(|n| tables.contains(n)) {
             Ok(())
         } else {
-            Err(self.outside_grant(&table::from_engine(SqlDialect::Postgres, schema, relation)))
+            Err(self.outside_grant(&sql_names::from_engine(
+                SqlDialect::Postgres,
+                schema,
+                relation,
+            )))
         }
     }
 

@@ -21,7 +21,7 @@ use sqlparser::dialect::{Dialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 
 pub use crate::backends::SqlDialect;
-use crate::backends::table::{self, FunctionName, Ident};
+use crate::sql_names::{self, FunctionName, Ident};
 
 fn parser(dialect: SqlDialect) -> Box<dyn Dialect> {
     match dialect {
@@ -242,7 +242,7 @@ fn walk(dialect: SqlDialect, sql: &str) -> Result<(Statement, Findings), String>
 }
 
 /// What the checker approved: the tables a write changes (none for a
-/// read), canonical (see [`table`]), and every function the statement
+/// read), canonical (see [`sql_names`]), and every function the statement
 /// calls, for the engine to vet (see `Database::query`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checked {
@@ -309,7 +309,7 @@ pub fn check_read(dialect: SqlDialect, sql: &str) -> Result<Checked, String> {
 }
 
 /// Checks that `sql` is one INSERT, UPDATE or DELETE (a `WITH` in front
-/// allowed) and returns every table it changes, canonical (see [`table`]).
+/// allowed) and returns every table it changes, canonical (see [`sql_names`]).
 pub fn check_write(dialect: SqlDialect, sql: &str) -> Result<Checked, String> {
     cached(dialect, true, sql, || check_write_uncached(dialect, sql))
 }
@@ -370,10 +370,10 @@ fn first_table(dialect: SqlDialect, tables: &[TableWithJoins]) -> Option<String>
     }
 }
 
-/// The canonical name of a table (see [`table`]); `None` for a name that
+/// The canonical name of a table (see [`sql_names`]); `None` for a name that
 /// cannot be told (a function, a three-part name), which the check refuses.
 fn table_name(dialect: SqlDialect, name: &ObjectName) -> Option<String> {
-    table::canonical(dialect, &idents(name)?)
+    sql_names::canonical(dialect, &idents(name)?)
 }
 
 /// The parts of a name as written; `None` if one is not an identifier.

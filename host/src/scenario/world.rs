@@ -385,7 +385,7 @@ impl Database for ScenarioDb {
         &self,
         sql: &str,
         params: &[Value],
-        _functions: &[crate::backends::table::FunctionName],
+        _functions: &[crate::sql_names::FunctionName],
         _max: u64,
     ) -> Result<Rows, BackendError> {
         let Some(answer) = self.answer(sql, params) else {
@@ -413,7 +413,7 @@ impl Database for ScenarioDb {
         sql: &str,
         params: &[Value],
         _tables: &[String],
-        _functions: &[crate::backends::table::FunctionName],
+        _functions: &[crate::sql_names::FunctionName],
         _commit: crate::backends::Commit,
     ) -> Result<u64, BackendError> {
         match self.answer(sql, params) {

@@ -39,7 +39,8 @@ use libsqlite3_sys::{
 };
 use sqlx::sqlite::SqliteConnection;
 
-use super::super::{BackendError, SqlDialect, table};
+use super::super::{BackendError, SqlDialect};
+use crate::sql_names;
 
 /// Side-effect-free SQLite functions a playbook's SQL may call: the core
 /// scalar, date, aggregate, window, math and JSON functions. Anything else
@@ -235,7 +236,7 @@ impl Policy {
                     SQLITE_UPDATE => "updating",
                     _ => "deleting from",
                 };
-                let name = table::from_engine(
+                let name = sql_names::from_engine(
                     SqlDialect::Sqlite,
                     db.unwrap_or("main"),
                     arg1.unwrap_or(""),

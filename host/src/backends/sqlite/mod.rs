@@ -26,10 +26,10 @@ use sqlx::sqlite::{
 use sqlx::{Arguments, AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
 
-use super::table::FunctionName;
 use super::{BackendError, Commit, Database, DbSettings, SqlDialect, collect_rows};
 use crate::bindings::Value;
 use crate::bindings::stepgate::playbook::db::Rows;
+use crate::sql_names::FunctionName;
 use guard::{Access, Guard};
 
 /// The longest string, blob or row a write may build (reads are held to

@@ -20,9 +20,16 @@
 //! default or not, because PostgreSQL looks an unqualified function up in
 //! `pg_catalog` first and `public.f` in `public` only.
 //!
-//! This module only names tables and functions; it decides nothing.
+//! This module only names tables and functions; it decides nothing. A
+//! leaf: the config checks grants with it, the scope, the SQL checker and
+//! the database drivers compare with it.
 
-use super::SqlDialect;
+/// Which SQL grammar a database speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SqlDialect {
+    Sqlite,
+    Postgres,
+}
 
 /// One part of a name as written: its text and whether it was quoted.
 #[derive(Debug, Clone, PartialEq, Eq)]
