@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::gate::{Effect, GateKey, GateRule, GateRuleOrPolicy};
+use crate::gate::{Effect, GateKey, GateRule, GateRuleOrPolicy, Mode};
 use crate::secret::Secret;
 use crate::sql_names::{self, SqlDialect};
 use crate::units::{de_duration, de_opt_duration, de_opt_size, de_size};
@@ -302,7 +302,7 @@ pub struct AlertRoute {
     pub playbook: String,
     /// `dry-run` (default) or `live`.
     #[serde(default)]
-    pub mode: RouteMode,
+    pub mode: Mode,
     /// Also try the routes after this one.
     #[serde(default, rename = "continue")]
     pub continue_matching: bool,
@@ -327,7 +327,7 @@ pub struct ScheduleConfig {
     pub cron: String,
     pub playbook: String,
     #[serde(default)]
-    pub mode: RouteMode,
+    pub mode: Mode,
     /// After downtime, run once at start if ticks were missed (they are
     /// recorded either way).
     #[serde(default)]
@@ -343,14 +343,6 @@ impl ScheduleConfig {
             .parse::<croner::Cron>()
             .map_err(|e| format!("`{}` is not a cron expression: {e}", self.cron))
     }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RouteMode {
-    #[default]
-    DryRun,
-    Live,
 }
 
 fn default_state_path() -> PathBuf {
@@ -990,10 +982,7 @@ impl Config {
                     index,
                     matchers,
                     playbook: route.playbook.clone(),
-                    mode: match route.mode {
-                        RouteMode::DryRun => crate::gate::Mode::DryRun,
-                        RouteMode::Live => crate::gate::Mode::Live,
-                    },
+                    mode: route.mode,
                     continue_matching: route.continue_matching,
                     cancel_on_resolved: route.cancel_on_resolved,
                     step_mode: route.step,

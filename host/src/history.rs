@@ -63,7 +63,7 @@ pub async fn runs(
             run.id,
             time(run.started_at),
             run.status,
-            run.mode,
+            run.mode.as_str(),
             run.playbook,
             line(&summary.chars().take(60).collect::<String>())
         );
@@ -102,7 +102,7 @@ pub async fn show(source: Source<'_>, id: &str, json: bool) -> Result<u8, UsageE
         "run {} — {} ({}), started {} by {}",
         run.id,
         run.playbook,
-        run.mode,
+        run.mode.as_str(),
         time(run.started_at),
         run.started_by
     );

@@ -34,7 +34,7 @@ pub struct Durable {
     pub store: Arc<StateStore>,
     pub run_id: String,
     pub playbook: String,
-    pub mode: String,
+    pub mode: crate::gate::Mode,
     pub started_by: String,
 }
 
@@ -254,14 +254,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(StateStore::new(dir.path().join("state.db")));
         store
-            .start_run(NewRun::example("r1", "dry-run"))
+            .start_run(NewRun::example("r1", crate::gate::Mode::DryRun))
             .await
             .unwrap();
         let durable = Durable {
             store: store.clone(),
             run_id: "r1".into(),
             playbook: "p".into(),
-            mode: "dry-run".into(),
+            mode: crate::gate::Mode::DryRun,
             started_by: "ops".into(),
         };
         let mut journal = Journal::durable(Box::new(Quiet), durable);

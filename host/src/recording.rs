@@ -25,7 +25,7 @@ pub struct Recording {
     pub run_id: String,
     pub playbook: String,
     /// `dry-run` or `live`.
-    pub mode: String,
+    pub mode: crate::gate::Mode,
     #[serde(default)]
     pub step_mode: bool,
     pub alert: Alert,
@@ -66,10 +66,7 @@ impl Recording {
             stepgate_recording: FORMAT,
             run_id: report.run_id.clone(),
             playbook: report.playbook.clone(),
-            mode: report.to_json()["mode"]
-                .as_str()
-                .unwrap_or("dry-run")
-                .to_owned(),
+            mode: report.mode,
             step_mode,
             alert: alert.clone(),
             outcome: end_json(&report.end),

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 
 use crate::backends::Backends;
 use crate::engine::Engine;
-use crate::gate::{Mode, NoApprover};
+use crate::gate::NoApprover;
 use crate::journal::Quiet;
 use crate::playbook::Playbook;
 use crate::recording::Recording;
@@ -40,11 +40,7 @@ pub async fn replay(
     playbook: &Playbook,
     recording: &Recording,
 ) -> (Verdict, RunReport) {
-    let mode = if recording.mode == "live" {
-        Mode::Live
-    } else {
-        Mode::DryRun
-    };
+    let mode = recording.mode;
     let request = RunRequest {
         alert: recording.alert.clone(),
         mode,

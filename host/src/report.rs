@@ -6,7 +6,7 @@ use serde_json::{Value as Json, json};
 use crate::bindings::WitError;
 use crate::ending::{RunEnd, RunReport, Stopped};
 use crate::entry::Entry;
-use crate::gate::{Decision, Mode};
+use crate::gate::Decision;
 
 /// The exit codes, where callers have always found them.
 pub use crate::exit;
@@ -38,7 +38,7 @@ impl RunReport {
         json!({
             "run_id": self.run_id,
             "playbook": self.playbook,
-            "mode": match self.mode { Mode::DryRun => "dry-run", Mode::Live => "live" },
+            "mode": self.mode.as_str(),
             "outcome": end_json(&self.end),
             "steps": self.steps,
             "journal": self.journal,

@@ -63,7 +63,7 @@ pub async fn run(
             .start_run(NewRun {
                 id: &run_id,
                 playbook: &playbook.name,
-                mode: mode_name(request.mode),
+                mode: request.mode,
                 alert: &alert,
                 started_by: &request.started_by,
                 step_mode: request.step_mode,
@@ -210,11 +210,7 @@ pub async fn resume(
     };
     let alert: Alert = serde_json::from_value(run.alert.clone())
         .map_err(|e| corrupt(format!("stored alert: {e}")))?;
-    let mode = match run.mode.as_str() {
-        "live" => Mode::Live,
-        "dry-run" => Mode::DryRun,
-        other => return Err(corrupt(format!("unknown mode `{other}`"))),
-    };
+    let mode = run.mode;
     let mut progress = progress;
     let mut replans = 0;
     loop {
@@ -266,13 +262,6 @@ pub async fn resume(
         if state.claim_run(run_id).await? != Claim::Taken {
             return Ok(report);
         }
-    }
-}
-
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::DryRun => "dry-run",
-        Mode::Live => "live",
     }
 }
 
@@ -331,7 +320,7 @@ pub(crate) async fn execute(
                 store: store.clone(),
                 run_id: run_id.clone(),
                 playbook: playbook.name.clone(),
-                mode: mode_name(request.mode).to_owned(),
+                mode: request.mode,
                 started_by: request.started_by.clone(),
             },
         ),

@@ -23,12 +23,37 @@ mod rule;
 
 pub use rule::{Effect, Escalation, GateRule, GateRuleOrPolicy, OnTimeout};
 
-/// Dry run (nothing written) or live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Dry run (nothing written, the default) or live: the one word for it,
+/// in the config, the state store, the journal's audit records and every
+/// output (`dry-run`, `live`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
+    #[default]
     DryRun,
     Live,
+}
+
+impl Mode {
+    /// `dry-run` or `live`, as it is stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::DryRun => "dry-run",
+            Mode::Live => "live",
+        }
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Mode, String> {
+        match text {
+            "dry-run" => Ok(Mode::DryRun),
+            "live" => Ok(Mode::Live),
+            other => Err(format!("unknown mode `{other}`; use dry-run or live")),
+        }
+    }
 }
 
 impl fmt::Display for Mode {

@@ -290,7 +290,7 @@ fn request(write: &WriteFacts<'_>) -> Result<Request, String> {
         .unwrap_or_default();
     let now = write.now;
     let mut context = json!({
-        "mode": match write.mode { crate::gate::Mode::Live => "live", crate::gate::Mode::DryRun => "dry-run" },
+        "mode": write.mode.as_str(),
         "target": write.target,
         "finer": write.finer,
         "args": cedar_safe(write.args).unwrap_or_else(|| json!({})),

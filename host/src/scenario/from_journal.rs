@@ -49,7 +49,9 @@ pub fn scenario_of(recording: &Recording, gates: Option<&crate::gate::Gates>) ->
         "description".into(),
         string(&format!(
             "Recorded run {} of {} ({})",
-            recording.run_id, recording.playbook, recording.mode
+            recording.run_id,
+            recording.playbook,
+            recording.mode.as_str()
         )),
     );
     doc.insert("playbook".into(), string(&recording.playbook));
@@ -63,7 +65,7 @@ pub fn scenario_of(recording: &Recording, gates: Option<&crate::gate::Gates>) ->
         doc.insert("now".into(), string(&now.to_rfc3339()));
     }
     doc.insert("alert".into(), toml::Value::Table(alert_table(recording)));
-    let live = recording.mode == "live";
+    let live = recording.mode == crate::gate::Mode::Live;
     if live {
         doc.insert("mode".into(), string("live"));
     }
@@ -374,12 +376,12 @@ mod tests {
         Entry::example(seq, name, Effect::Read, Decision::Auto, args, result)
     }
 
-    fn recording(mode: &str, journal: Vec<Entry>) -> Recording {
+    fn recording(mode: crate::gate::Mode, journal: Vec<Entry>) -> Recording {
         Recording {
             stepgate_recording: crate::recording::FORMAT,
             run_id: "r1".into(),
             playbook: "p".into(),
-            mode: mode.into(),
+            mode,
             step_mode: false,
             alert: Alert {
                 name: "A".into(),
@@ -436,7 +438,7 @@ mod tests {
             why: "3 writes in 1m, limit 2".into(),
         }];
         let rec = recording(
-            "live",
+            crate::gate::Mode::Live,
             vec![
                 write(1, "KILL", Decision::Approved, None),
                 write(2, "KILL", Decision::Denied, Some("denied by bob: not now")),
@@ -471,7 +473,7 @@ mod tests {
     #[test]
     fn a_backend_error_is_written_as_its_message_alone() {
         let recording = recording(
-            "dry-run",
+            crate::gate::Mode::DryRun,
             vec![
                 failed_read(
                     1,

@@ -391,13 +391,10 @@ impl Scenario {
             None => DEFAULT_NOW_MS,
         };
         let mode = match file.mode.as_deref() {
-            None | Some("dry-run") => crate::gate::Mode::DryRun,
-            Some("live") => crate::gate::Mode::Live,
-            Some(other) => {
-                return Err(error(format!(
-                    "mode = {other:?}: use \"dry-run\" or \"live\""
-                )));
-            }
+            None => crate::gate::Mode::DryRun,
+            Some(text) => text
+                .parse()
+                .map_err(|_| error(format!("mode = {text:?}: use \"dry-run\" or \"live\"")))?,
         };
         for answer in &file.world.db {
             for value in answer.params.iter().chain(answer.rows.iter().flatten()) {

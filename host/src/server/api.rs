@@ -405,7 +405,7 @@ pub async fn start_run(
         .start_run(crate::state::runs::NewRun {
             id: &run_id,
             playbook: &playbook.name,
-            mode: if body.live { "live" } else { "dry-run" },
+            mode,
             alert: &alert_json,
             started_by: &name,
             step_mode: false,

@@ -23,7 +23,6 @@ use super::slots::Slot;
 use super::{Executing, Loaded, Shared};
 use crate::approvals::StoredApprover;
 use crate::bindings::AlertStatus;
-use crate::gate::Mode;
 use crate::journal::Quiet;
 use crate::routing::{Route, routes_for};
 use crate::run::{RunEnd, RunReport, RunRequest, Stopped, new_run_id};
@@ -438,11 +437,7 @@ async fn store_run(
             .start_run(NewRun {
                 id: &run_id,
                 playbook: &route.playbook,
-                mode: if route.mode == Mode::Live {
-                    "live"
-                } else {
-                    "dry-run"
-                },
+                mode: route.mode,
                 alert: &alert_json,
                 started_by: ALERTS,
                 step_mode: route.step_mode,
@@ -783,7 +778,7 @@ mod tests {
             .start_run(NewRun {
                 id: "r-panics",
                 playbook: "p",
-                mode: "dry-run",
+                mode: crate::gate::Mode::DryRun,
                 alert: &alert,
                 started_by: "test",
                 step_mode: false,

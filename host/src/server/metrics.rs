@@ -202,11 +202,7 @@ impl Metrics {
                     .get_or_create(&GuardLabels {
                         rule: finding.rule.clone(),
                         over: finding.over.as_str().to_owned(),
-                        mode: match report.mode {
-                            crate::gate::Mode::Live => "live",
-                            crate::gate::Mode::DryRun => "dry-run",
-                        }
-                        .to_owned(),
+                        mode: report.mode.as_str().to_owned(),
                     })
                     .inc();
             }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::Shared;
 use crate::bindings::{Alert, AlertStatus};
-use crate::config::{Config, RouteMode, ScheduleConfig};
+use crate::config::{Config, ScheduleConfig};
 use crate::routing::Route;
 use crate::state::inbox::SCHEDULE;
 
@@ -47,10 +47,7 @@ fn route(i: usize, config: &ScheduleConfig) -> Route {
         index: 1000 + i,
         matchers: Vec::new(),
         playbook: config.playbook.clone(),
-        mode: match config.mode {
-            RouteMode::DryRun => crate::gate::Mode::DryRun,
-            RouteMode::Live => crate::gate::Mode::Live,
-        },
+        mode: config.mode,
         continue_matching: false,
         cancel_on_resolved: false,
         step_mode: false,

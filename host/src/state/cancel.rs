@@ -197,7 +197,7 @@ mod tests {
             .start_run(NewRun {
                 id: "r1",
                 playbook: "p",
-                mode: "live",
+                mode: crate::gate::Mode::Live,
                 alert: &serde_json::json!({}),
                 started_by: "alertmanager",
                 step_mode: false,

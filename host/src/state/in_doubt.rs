@@ -175,7 +175,7 @@ mod tests {
 
     async fn stopped_in_doubt(store: &StateStore) {
         store
-            .start_run(NewRun::example("r1", "live"))
+            .start_run(NewRun::example("r1", crate::gate::Mode::Live))
             .await
             .unwrap();
         store

@@ -683,7 +683,7 @@ mod tests {
         NewRun {
             id,
             playbook: "p",
-            mode: "live",
+            mode: crate::gate::Mode::Live,
             alert,
             started_by: "alertmanager",
             step_mode: false,

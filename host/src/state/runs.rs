@@ -8,6 +8,7 @@ use sqlx::Row;
 
 use super::{StateError, StateStore};
 use crate::entry::Entry;
+use crate::gate::Mode;
 
 /// Where a stored journal entry is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,8 +46,7 @@ pub struct RunRecord {
     #[serde(rename = "run_id", alias = "id")]
     pub id: String,
     pub playbook: String,
-    /// `dry-run` or `live`.
-    pub mode: String,
+    pub mode: Mode,
     /// `running`, or how it ended: `done`, `failed`, `limit`, `crashed`.
     pub status: String,
     pub alert: serde_json::Value,
@@ -85,7 +85,7 @@ pub struct StoredEntry {
 pub struct NewRun<'a> {
     pub id: &'a str,
     pub playbook: &'a str,
-    pub mode: &'a str,
+    pub mode: Mode,
     pub alert: &'a serde_json::Value,
     pub started_by: &'a str,
     pub step_mode: bool,
@@ -99,7 +99,7 @@ pub struct NewRun<'a> {
 impl NewRun<'static> {
     /// A run for unit tests: playbook `p` started by `ops` in `mode`, for
     /// an alert with nothing in it, from no accepted alert.
-    pub(crate) fn example(id: &'static str, mode: &'static str) -> NewRun<'static> {
+    pub(crate) fn example(id: &'static str, mode: Mode) -> NewRun<'static> {
         static NO_ALERT: std::sync::LazyLock<serde_json::Value> =
             std::sync::LazyLock::new(|| serde_json::json!({}));
         NewRun {
@@ -123,7 +123,10 @@ fn run_record(row: &sqlx::any::AnyRow) -> Result<RunRecord, StateError> {
     Ok(RunRecord {
         id: row.try_get("id")?,
         playbook: row.try_get("playbook")?,
-        mode: row.try_get("mode")?,
+        mode: row
+            .try_get::<String, _>("mode")?
+            .parse()
+            .map_err(StateError::Corrupt)?,
         status: row.try_get("status")?,
         alert: json(&row.try_get::<String, _>("alert")?),
         started_by: row.try_get("started_by")?,
@@ -148,7 +151,7 @@ impl StateStore {
         )
         .bind(run.id)
         .bind(run.playbook)
-        .bind(run.mode)
+        .bind(run.mode.as_str())
         .bind(run.alert.to_string())
         .bind(run.started_by)
         .bind(self.now_ms())
@@ -481,7 +484,7 @@ mod tests {
         let first = StateStore::new(path.clone()).with_lease(lease);
         let second = StateStore::new(path).with_lease(lease);
         first
-            .start_run(NewRun::example("r1", "live"))
+            .start_run(NewRun::example("r1", Mode::Live))
             .await
             .unwrap();
         first.put_entry("r1", Phase::Done, &read(1)).await.unwrap();

@@ -128,7 +128,7 @@ pub fn runs(runs: &[RunRecord]) -> String {
         html.push("<tr><td>");
         run_link(&mut html, &run.id);
         html.push("</td><td>").text(&run.playbook).push("</td><td>");
-        html.text(&run.mode).push("</td><td>");
+        html.text(run.mode.as_str()).push("</td><td>");
         status_badge(&mut html, &run.status);
         html.push("</td><td>")
             .text(&run.started_by)
@@ -159,7 +159,7 @@ pub fn run(
     html.text(&run.id).push("</span></h1><div class=\"card\">");
     let alertname = run.alert["name"].as_str().unwrap_or("?");
     html.push("<div>Mode <b>")
-        .text(&run.mode)
+        .text(run.mode.as_str())
         .push("</b> · started by <b>")
         .text(&run.started_by)
         .push("</b> at ")
