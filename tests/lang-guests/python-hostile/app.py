@@ -64,7 +64,9 @@ def stdlib():
     outcome = (
         Outcome("stdlib")
         .field("now", now.isoformat())
-        .field("time_ms", int(seconds * 1000))
+        # time.time() is a float of seconds: round, never truncate, to get
+        # back the journaled milliseconds.
+        .field("time_ms", round(seconds * 1000))
         .field("monotonic_ms", int((time.monotonic() - started) * 1000))
         .field("random", repr(random.random()))
         .field("urandom", os.urandom(8).hex())

@@ -9,62 +9,20 @@
 //! stored only as SHA-256 hashes. Every decision and escalation is also
 //! appended to the audit log.
 
+mod escalations;
+mod principals;
+mod rule;
+
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+pub use escalations::DueEscalation;
+pub(crate) use principals::random_hex;
+pub use principals::{Role, token_hash};
+pub use rule::{ApprovalStatus, Cast, settle};
+
 use super::{StateError, StateStore};
-use crate::gate::OnTimeout;
-use crate::gate::{Recheck, Requirement, WriteRequest};
-
-/// Where an approval request stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
-pub enum ApprovalStatus {
-    Pending { approvals: u32, quorum: u32 },
-    Approved { by: Vec<String> },
-    Denied { by: String, reason: String },
-}
-
-/// What a principal may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Approver,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    pub fn parse(text: &str) -> Option<Role> {
-        match text {
-            "viewer" => Some(Role::Viewer),
-            "approver" => Some(Role::Approver),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Approver => "approver",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn may_approve(self) -> bool {
-        !matches!(self, Role::Viewer)
-    }
-
-    /// Starts live runs, settles writes in doubt.
-    pub fn may_operate(self) -> bool {
-        matches!(self, Role::Operator | Role::Admin)
-    }
-}
+use crate::gate::{OnTimeout, Recheck, Requirement, WriteRequest};
 
 /// A decision that was not taken, and why.
 #[derive(Debug, thiserror::Error)]
@@ -194,133 +152,19 @@ pub struct DecisionRecord {
     pub plan_digest: String,
 }
 
-/// An escalation step whose time has come.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DueEscalation {
-    pub run_id: String,
-    pub seq: i64,
-    /// Position in the chain.
-    pub index: usize,
-    /// The pager target to page.
-    pub page: String,
-    pub playbook: String,
-    pub op: String,
-    pub target: String,
-    pub detail: String,
-    pub reason: String,
-}
-
-fn requirement(text: &str) -> Result<Requirement, StateError> {
+pub(super) fn requirement(text: &str) -> Result<Requirement, StateError> {
     serde_json::from_str(text)
         .map_err(|e| StateError::Corrupt(format!("an approval request's requirement: {e}")))
 }
 
-fn string_list(text: &str) -> Result<Vec<String>, StateError> {
+pub(super) fn string_list(text: &str) -> Result<Vec<String>, StateError> {
     serde_json::from_str(text).map_err(|e| StateError::Corrupt(format!("a group list: {e}")))
 }
 
 /// The `op` of a step-mode pause's request.
 pub const STEP_PAUSE: &str = "runbook.step";
 
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.trim().as_bytes()))
-}
-
-/// 32 random bytes from the kernel, as hex: tokens, session ids, CSRF
-/// tokens.
-pub(crate) fn random_hex() -> Result<String, StateError> {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| StateError::Corrupt(format!("cannot read randomness for a token: {e}")))?;
-    Ok(hex::encode(bytes))
-}
-
-fn new_token() -> Result<String, StateError> {
-    Ok(format!("sg_{}", random_hex()?))
-}
-
 impl StateStore {
-    /// Adds a principal in no group and returns its token.
-    pub async fn add_principal(&self, name: &str, role: Role) -> Result<String, StateError> {
-        self.add_principal_in(name, role, &[]).await
-    }
-
-    /// Adds a principal in `groups` and returns its token (shown once,
-    /// stored hashed).
-    pub async fn add_principal_in(
-        &self,
-        name: &str,
-        role: Role,
-        groups: &[String],
-    ) -> Result<String, StateError> {
-        let token = new_token()?;
-        let groups = serde_json::to_string(groups)
-            .map_err(|e| StateError::Corrupt(format!("cannot encode groups: {e}")))?;
-        sqlx::query(
-            "INSERT INTO principals (name, token_hash, role, revoked, created_at, groups) VALUES ($1, $2, $3, 0, $4, $5)",
-        )
-        .bind(name)
-        .bind(token_hash(&token))
-        .bind(role.as_str())
-        .bind(self.now_ms())
-        .bind(groups)
-        .execute(self.pool().await?)
-        .await?;
-        Ok(token)
-    }
-
-    /// Revokes a principal's token; returns whether it existed.
-    pub async fn revoke_principal(&self, name: &str) -> Result<bool, StateError> {
-        let done = sqlx::query("UPDATE principals SET revoked = 1 WHERE name = $1")
-            .bind(name)
-            .execute(self.pool().await?)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// The principal a token belongs to, if it is valid.
-    pub async fn authenticate(&self, token: &str) -> Result<Option<(String, Role)>, StateError> {
-        let row =
-            sqlx::query("SELECT name, role FROM principals WHERE token_hash = $1 AND revoked = 0")
-                .bind(token_hash(token))
-                .fetch_optional(self.pool().await?)
-                .await?;
-        let Some(row) = row else { return Ok(None) };
-        let name: String = row.try_get(0)?;
-        let role: String = row.try_get(1)?;
-        let role = Role::parse(&role)
-            .ok_or_else(|| StateError::Corrupt(format!("principal {name} has role `{role}`")))?;
-        Ok(Some((name, role)))
-    }
-
-    /// The role of principal `name`, if it exists and is not revoked.
-    pub async fn principal_role(&self, name: &str) -> Result<Option<Role>, StateError> {
-        let role: Option<String> =
-            sqlx::query_scalar("SELECT role FROM principals WHERE name = $1 AND revoked = 0")
-                .bind(name)
-                .fetch_optional(self.pool().await?)
-                .await?;
-        role.map(|role| {
-            Role::parse(&role)
-                .ok_or_else(|| StateError::Corrupt(format!("principal {name} has role `{role}`")))
-        })
-        .transpose()
-    }
-
-    /// The name of the operator (or admin) a token belongs to.
-    pub async fn authorize_operator(&self, token: &str) -> Result<String, DecisionError> {
-        let (principal, role) = self
-            .authenticate(token)
-            .await?
-            .ok_or(DecisionError::Unauthenticated)?;
-        if !role.may_operate() {
-            return Err(DecisionError::NotAnOperator(principal));
-        }
-        Ok(principal)
-    }
-
     /// Files the request if it is new, and says where it stands.
     pub async fn request_approval(
         &self,
@@ -437,9 +281,9 @@ impl StateStore {
         else {
             return Ok(None);
         };
-        let quorum: i32 = row.try_get(0)?;
-        let expires_at: Option<i64> = row.try_get(1)?;
-        let on_timeout = requirement(&row.try_get::<String, _>(2)?)?.on_timeout;
+        let quorum: i32 = row.try_get("quorum")?;
+        let expires_at: Option<i64> = row.try_get("expires_at")?;
+        let on_timeout = requirement(&row.try_get::<String, _>("requirement")?)?.on_timeout;
         let decisions = sqlx::query(
             "SELECT principal, approve, reason FROM approval_decisions WHERE run_id = $1 AND seq = $2 ORDER BY at, principal",
         )
@@ -447,47 +291,23 @@ impl StateStore {
         .bind(seq as i64)
         .fetch_all(pool)
         .await?;
-        // In the order they were made: the first denial before the quorum
-        // denies, the quorum before any denial approves, and nothing decided
-        // after that (a decision racing the settling one) changes it.
-        let mut approvers = Vec::new();
-        for decision in &decisions {
-            let principal: String = decision.try_get(0)?;
-            let approve: i32 = decision.try_get(1)?;
-            if approve == 0 {
-                return Ok(Some(ApprovalStatus::Denied {
-                    by: principal,
-                    reason: decision.try_get(2)?,
-                }));
-            }
-            approvers.push(principal);
-            if approvers.len() as i64 >= i64::from(quorum) {
-                return Ok(Some(ApprovalStatus::Approved { by: approvers }));
-            }
-        }
-        Ok(Some(
-            if expires_at.is_some_and(|at| self.now_ms() > at) && on_timeout == OnTimeout::Approve {
-                // The rule says silence is consent.
-                approvers.push("timeout".to_owned());
-                ApprovalStatus::Approved { by: approvers }
-            } else if let Some(expired) = expires_at.filter(|at| self.now_ms() > *at) {
-                ApprovalStatus::Denied {
-                    by: "timeout".to_owned(),
-                    reason: format!(
-                        "no decision before the approval expired ({} of {quorum} approvals at {})",
-                        approvers.len(),
-                        chrono::DateTime::from_timestamp_millis(expired)
-                            .map(|t| t.to_rfc3339())
-                            .unwrap_or_default()
-                    ),
-                }
-            } else {
-                ApprovalStatus::Pending {
-                    approvals: approvers.len() as u32,
-                    quorum: quorum.max(0) as u32,
-                }
-            },
-        ))
+        let decisions = decisions
+            .iter()
+            .map(|d| {
+                Ok(Cast {
+                    principal: d.try_get("principal")?,
+                    approve: d.try_get::<i32, _>("approve")? != 0,
+                    reason: d.try_get("reason")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StateError>>()?;
+        Ok(Some(settle(
+            &decisions,
+            quorum.max(0) as u32,
+            expires_at,
+            on_timeout,
+            self.now_ms(),
+        )))
     }
 
     /// Records one principal's decision and says where the request stands.
@@ -861,85 +681,5 @@ impl StateStore {
             });
         }
         Ok(pending)
-    }
-
-    /// Escalation steps of pending requests whose time has come and that
-    /// have not been paged.
-    pub async fn due_escalations(&self) -> Result<Vec<DueEscalation>, StateError> {
-        let rows = sqlx::query(
-            "SELECT r.run_id, r.seq, r.created_at, r.requirement, r.escalated FROM approval_requests r
-             WHERE NOT EXISTS (SELECT 1 FROM runs x WHERE x.id = r.run_id AND x.status = 'cancelled')",
-        )
-        .fetch_all(self.pool().await?)
-        .await?;
-        let now = self.now_ms();
-        let mut due = Vec::new();
-        for row in &rows {
-            let requirement = requirement(&row.try_get::<String, _>(3)?)?;
-            let escalated = row.try_get::<i64, _>(4)?.max(0) as usize;
-            let Some(step) = requirement.escalate.get(escalated) else {
-                continue;
-            };
-            let created_at: i64 = row.try_get(2)?;
-            if created_at.saturating_add(step.after.as_millis() as i64) > now {
-                continue;
-            }
-            let (run_id, seq): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
-            if !matches!(
-                self.approval_status(&run_id, seq as u64).await?,
-                Some(ApprovalStatus::Pending { .. })
-            ) {
-                continue;
-            }
-            let request = sqlx::query(
-                "SELECT playbook, op, target, detail, reason FROM approval_requests WHERE run_id = $1 AND seq = $2",
-            )
-            .bind(&run_id)
-            .bind(seq)
-            .fetch_one(self.pool().await?)
-            .await?;
-            due.push(DueEscalation {
-                index: escalated,
-                page: step.page.clone(),
-                playbook: request.try_get(0)?,
-                op: request.try_get(1)?,
-                target: request.try_get(2)?,
-                detail: request.try_get(3)?,
-                reason: request.try_get(4)?,
-                run_id,
-                seq,
-            });
-        }
-        Ok(due)
-    }
-
-    /// Takes escalation step `index` of a request for this host; false if
-    /// another host took it (or it was taken before).
-    pub async fn claim_escalation(&self, due: &DueEscalation) -> Result<bool, StateError> {
-        let claimed = sqlx::query(
-            "UPDATE approval_requests SET escalated = $1 WHERE run_id = $2 AND seq = $3 AND escalated = $4",
-        )
-        .bind(due.index as i64 + 1)
-        .bind(&due.run_id)
-        .bind(due.seq)
-        .bind(due.index as i64)
-        .execute(self.pool().await?)
-        .await?;
-        Ok(claimed.rows_affected() == 1)
-    }
-
-    /// Gives a claimed escalation step back (its page failed): the next
-    /// sweep tries again.
-    pub async fn release_escalation(&self, due: &DueEscalation) -> Result<(), StateError> {
-        sqlx::query(
-            "UPDATE approval_requests SET escalated = $1 WHERE run_id = $2 AND seq = $3 AND escalated = $4",
-        )
-        .bind(due.index as i64)
-        .bind(&due.run_id)
-        .bind(due.seq)
-        .bind(due.index as i64 + 1)
-        .execute(self.pool().await?)
-        .await?;
-        Ok(())
     }
 }
