@@ -127,7 +127,10 @@ pub(crate) async fn append_each(
         .fetch_optional(&mut *tx)
         .await?;
     let (mut seq, mut hash) = match last {
-        Some(row) => (row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?),
+        Some(row) => (
+            row.try_get::<i64, _>("seq")?,
+            row.try_get::<String, _>("hash")?,
+        ),
         None => (0, GENESIS.to_owned()),
     };
     for &(run_id, at, text) in records {
@@ -230,12 +233,12 @@ impl StateStore {
                 .await?;
         let mut prev_hash = GENESIS.to_owned();
         for (expected_seq, row) in (1i64..).zip(rows.iter()) {
-            let seq: i64 = row.try_get(0)?;
-            let at: i64 = row.try_get(1)?;
-            let run_id: String = row.try_get(2)?;
-            let record: String = row.try_get(3)?;
-            let stored_prev: String = row.try_get(4)?;
-            let hash: String = row.try_get(5)?;
+            let seq: i64 = row.try_get("seq")?;
+            let at: i64 = row.try_get("at")?;
+            let run_id: String = row.try_get("run_id")?;
+            let record: String = row.try_get("record")?;
+            let stored_prev: String = row.try_get("prev_hash")?;
+            let hash: String = row.try_get("hash")?;
             let broken = |problem: String| Ok(Err(Broken { seq, problem }));
             if seq != expected_seq {
                 return broken(format!(
@@ -261,14 +264,14 @@ impl StateStore {
 fn audit_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<AuditRecord>, StateError> {
     rows.iter()
         .map(|row| {
-            let record: String = row.try_get(3)?;
+            let record: String = row.try_get("record")?;
             Ok(AuditRecord {
-                seq: row.try_get(0)?,
-                at: row.try_get(1)?,
-                run_id: row.try_get(2)?,
+                seq: row.try_get("seq")?,
+                at: row.try_get("at")?,
+                run_id: row.try_get("run_id")?,
                 record: serde_json::from_str(&record).unwrap_or(serde_json::Value::String(record)),
-                prev_hash: row.try_get(4)?,
-                hash: row.try_get(5)?,
+                prev_hash: row.try_get("prev_hash")?,
+                hash: row.try_get("hash")?,
             })
         })
         .collect()

@@ -225,14 +225,14 @@ impl StateStore {
         .await?;
         rows.iter()
             .map(|row| {
-                let text: String = row.try_get(1)?;
+                let text: String = row.try_get("alert")?;
                 Ok(Accepted {
-                    id: row.try_get(0)?,
+                    id: row.try_get("id")?,
                     alert: serde_json::from_str(&text)
                         .map_err(|e| StateError::Corrupt(format!("an accepted alert: {e}")))?,
-                    fingerprint: row.try_get(2)?,
-                    source: row.try_get(3)?,
-                    received_at: row.try_get(4)?,
+                    fingerprint: row.try_get("fingerprint")?,
+                    source: row.try_get("source")?,
+                    received_at: row.try_get("received_at")?,
                 })
             })
             .collect()

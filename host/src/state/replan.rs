@@ -107,8 +107,8 @@ impl StateStore {
                 .fetch_all(&mut *tx)
                 .await?
         {
-            let phase: String = row.try_get(1)?;
-            let entry: String = row.try_get(2)?;
+            let phase: String = row.try_get("phase")?;
+            let entry: String = row.try_get("entry")?;
             let entry: crate::entry::Entry = serde_json::from_str(&entry)
                 .map_err(|e| StateError::Corrupt(format!("journal entry of {run_id}: {e}")))?;
             // What was read can be read again; a write cannot be unsent.
@@ -119,7 +119,7 @@ impl StateStore {
                 )));
             }
             let record = serde_json::json!({ "phase": phase, "entry": entry });
-            set_aside.push(("journal", row.try_get::<i64, _>(0)?, record));
+            set_aside.push(("journal", row.try_get::<i64, _>("seq")?, record));
         }
         for row in sqlx::query(
             "SELECT seq, op, target, detail, reason, plan_digest, requirement FROM approval_requests WHERE run_id = $1 AND seq >= $2",
@@ -129,7 +129,7 @@ impl StateStore {
         .fetch_all(&mut *tx)
         .await?
         {
-            let seq: i64 = row.try_get(0)?;
+            let seq: i64 = row.try_get("seq")?;
             let decisions = sqlx::query(
                 "SELECT principal, approve, reason, at FROM approval_decisions WHERE run_id = $1 AND seq = $2 ORDER BY at",
             )
@@ -140,20 +140,20 @@ impl StateStore {
             .iter()
             .map(|d| {
                 Ok(serde_json::json!({
-                    "principal": d.try_get::<String, _>(0)?,
-                    "approve": d.try_get::<i32, _>(1)? != 0,
-                    "reason": d.try_get::<String, _>(2)?,
-                    "at": d.try_get::<i64, _>(3)?,
+                    "principal": d.try_get::<String, _>("principal")?,
+                    "approve": d.try_get::<i32, _>("approve")? != 0,
+                    "reason": d.try_get::<String, _>("reason")?,
+                    "at": d.try_get::<i64, _>("at")?,
                 }))
             })
             .collect::<Result<Vec<_>, StateError>>()?;
             let record = serde_json::json!({
-                "op": row.try_get::<String, _>(1)?,
-                "target": row.try_get::<String, _>(2)?,
-                "detail": row.try_get::<String, _>(3)?,
-                "reason": row.try_get::<String, _>(4)?,
-                "plan_digest": row.try_get::<String, _>(5)?,
-                "requirement": serde_json::from_str::<serde_json::Value>(&row.try_get::<String, _>(6)?)
+                "op": row.try_get::<String, _>("op")?,
+                "target": row.try_get::<String, _>("target")?,
+                "detail": row.try_get::<String, _>("detail")?,
+                "reason": row.try_get::<String, _>("reason")?,
+                "plan_digest": row.try_get::<String, _>("plan_digest")?,
+                "requirement": serde_json::from_str::<serde_json::Value>(&row.try_get::<String, _>("requirement")?)
                     .unwrap_or_default(),
                 "decisions": decisions,
             });
@@ -169,10 +169,10 @@ impl StateStore {
         .await?
         {
             let record = serde_json::json!({
-                "plan_digest": row.try_get::<String, _>(0)?,
-                "principal": row.try_get::<String, _>(1)?,
-                "reason": row.try_get::<String, _>(2)?,
-                "at": row.try_get::<i64, _>(3)?,
+                "plan_digest": row.try_get::<String, _>("digest")?,
+                "principal": row.try_get::<String, _>("principal")?,
+                "reason": row.try_get::<String, _>("reason")?,
+                "at": row.try_get::<i64, _>("at")?,
             });
             set_aside.push(("plan_approval", from, record));
         }

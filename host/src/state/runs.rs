@@ -190,7 +190,7 @@ impl StateStore {
         let Some(row) = row else {
             return Ok(Claim::Unknown);
         };
-        let status: String = row.try_get(0)?;
+        let status: String = row.try_get("status")?;
         if status == "running" {
             return Ok(Claim::Held {
                 by: row.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
@@ -451,8 +451,8 @@ impl StateStore {
             .await?;
         rows.iter()
             .map(|row| {
-                let phase = Phase::parse(&row.try_get::<String, _>(0)?)?;
-                let text: String = row.try_get(1)?;
+                let phase = Phase::parse(&row.try_get::<String, _>("phase")?)?;
+                let text: String = row.try_get("entry")?;
                 let entry = serde_json::from_str(&text)
                     .map_err(|e| StateError::Corrupt(format!("journal entry of {run_id}: {e}")))?;
                 Ok(StoredEntry { phase, entry })

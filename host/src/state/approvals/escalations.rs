@@ -36,16 +36,16 @@ impl StateStore {
         let now = self.now_ms();
         let mut due = Vec::new();
         for row in &rows {
-            let requirement = requirement(&row.try_get::<String, _>(3)?)?;
-            let escalated = row.try_get::<i64, _>(4)?.max(0) as usize;
+            let requirement = requirement(&row.try_get::<String, _>("requirement")?)?;
+            let escalated = row.try_get::<i64, _>("escalated")?.max(0) as usize;
             let Some(step) = requirement.escalate.get(escalated) else {
                 continue;
             };
-            let created_at: i64 = row.try_get(2)?;
+            let created_at: i64 = row.try_get("created_at")?;
             if created_at.saturating_add(step.after.as_millis() as i64) > now {
                 continue;
             }
-            let (run_id, seq): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+            let (run_id, seq): (String, i64) = (row.try_get("run_id")?, row.try_get("seq")?);
             if !matches!(
                 self.approval_status(&run_id, seq as u64).await?,
                 Some(ApprovalStatus::Pending { .. })
@@ -62,11 +62,11 @@ impl StateStore {
             due.push(DueEscalation {
                 index: escalated,
                 page: step.page.clone(),
-                playbook: request.try_get(0)?,
-                op: request.try_get(1)?,
-                target: request.try_get(2)?,
-                detail: request.try_get(3)?,
-                reason: request.try_get(4)?,
+                playbook: request.try_get("playbook")?,
+                op: request.try_get("op")?,
+                target: request.try_get("target")?,
+                detail: request.try_get("detail")?,
+                reason: request.try_get("reason")?,
                 run_id,
                 seq,
             });

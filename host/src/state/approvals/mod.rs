@@ -215,10 +215,10 @@ impl StateStore {
         .fetch_one(self.pool().await?)
         .await?;
         let (op, target, detail, digest): (String, String, String, String) = (
-            filed.try_get(0)?,
-            filed.try_get(1)?,
-            filed.try_get(2)?,
-            filed.try_get(3)?,
+            filed.try_get("op")?,
+            filed.try_get("target")?,
+            filed.try_get("detail")?,
+            filed.try_get("plan_digest")?,
         );
         // Requests filed before plans were recorded have none to compare.
         if !digest.is_empty() && digest != request.plan_digest {
@@ -391,9 +391,9 @@ impl StateStore {
             run_id: run_id.to_owned(),
             seq,
         })?;
-        let started_by: String = row.try_get(0)?;
-        let op: String = row.try_get(3)?;
-        let digest: String = row.try_get(4)?;
+        let started_by: String = row.try_get("started_by")?;
+        let op: String = row.try_get("op")?;
+        let digest: String = row.try_get("plan_digest")?;
         if let Some(seen) = plan.map(str::trim)
             && (seen.len() < 8 || !digest.starts_with(seen))
         {
@@ -407,7 +407,8 @@ impl StateStore {
         if started_by == principal && op != STEP_PAUSE {
             return Err(DecisionError::SelfApproval(principal));
         }
-        let eligible = requirement(&row.try_get::<String, _>(1)?)?.eligible_groups(row.try_get(2)?);
+        let eligible = requirement(&row.try_get::<String, _>("requirement")?)?
+            .eligible_groups(row.try_get("escalated")?);
         if !eligible.is_empty() {
             let groups: String =
                 sqlx::query_scalar("SELECT groups FROM principals WHERE name = $1")
@@ -503,10 +504,10 @@ impl StateStore {
         .await?;
         let mut by_seq: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
         for row in &rows {
-            let principal: String = row.try_get(1)?;
-            let approve: i32 = row.try_get(2)?;
+            let principal: String = row.try_get("principal")?;
+            let approve: i32 = row.try_get("approve")?;
             by_seq
-                .entry(row.try_get(0)?)
+                .entry(row.try_get("seq")?)
                 .or_default()
                 .push(if approve != 0 {
                     principal
@@ -527,8 +528,8 @@ impl StateStore {
         .fetch_optional(self.pool().await?)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let seq: i64 = row.try_get(0)?;
-        let (op, detail): (String, String) = (row.try_get(1)?, row.try_get(2)?);
+        let seq: i64 = row.try_get("seq")?;
+        let (op, detail): (String, String) = (row.try_get("op")?, row.try_get("detail")?);
         Ok(Some((seq.max(0) as u64, format!("{op} {detail}"))))
     }
 
@@ -638,8 +639,8 @@ impl StateStore {
     pub async fn pending_approvals(&self) -> Result<Vec<PendingApproval>, StateError> {
         let rows = sqlx::query(
             "SELECT r.run_id, r.seq, r.playbook, r.op, r.target, r.detail, r.reason, r.quorum, r.started_by,
-                    (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 1),
-                    (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 0),
+                    (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 1) AS approvals,
+                    (SELECT COUNT(*) FROM approval_decisions d WHERE d.run_id = r.run_id AND d.seq = r.seq AND d.approve = 0) AS denials,
                     r.expires_at, r.requirement, r.escalated, r.plan, r.plan_digest, r.created_at
              FROM approval_requests r
              WHERE NOT EXISTS (SELECT 1 FROM runs x WHERE x.id = r.run_id AND x.status = 'cancelled')
@@ -649,35 +650,35 @@ impl StateStore {
         .await?;
         let mut pending = Vec::new();
         for row in &rows {
-            let approvals: i64 = row.try_get(9)?;
-            let denials: i64 = row.try_get(10)?;
-            let quorum: i32 = row.try_get(7)?;
-            let expires_at: Option<i64> = row.try_get(11)?;
+            let approvals: i64 = row.try_get("approvals")?;
+            let denials: i64 = row.try_get("denials")?;
+            let quorum: i32 = row.try_get("quorum")?;
+            let expires_at: Option<i64> = row.try_get("expires_at")?;
             let expired = expires_at.is_some_and(|at| self.now_ms() > at);
             if denials > 0 || approvals >= i64::from(quorum) || expired {
                 continue;
             }
-            let requirement = requirement(&row.try_get::<String, _>(12)?)?;
-            let escalated: i64 = row.try_get(13)?;
+            let requirement = requirement(&row.try_get::<String, _>("requirement")?)?;
+            let escalated: i64 = row.try_get("escalated")?;
             pending.push(PendingApproval {
-                created_at: row.try_get(16)?,
-                plan: row.try_get(14)?,
-                plan_digest: row.try_get(15)?,
+                created_at: row.try_get("created_at")?,
+                plan: row.try_get("plan")?,
+                plan_digest: row.try_get("plan_digest")?,
                 groups: requirement.eligible_groups(escalated),
                 expires_at,
                 on_timeout: requirement.on_timeout,
                 escalated,
                 escalations: requirement.escalate.len(),
-                run_id: row.try_get(0)?,
-                seq: row.try_get(1)?,
-                playbook: row.try_get(2)?,
-                op: row.try_get(3)?,
-                target: row.try_get(4)?,
-                detail: row.try_get(5)?,
-                reason: row.try_get(6)?,
+                run_id: row.try_get("run_id")?,
+                seq: row.try_get("seq")?,
+                playbook: row.try_get("playbook")?,
+                op: row.try_get("op")?,
+                target: row.try_get("target")?,
+                detail: row.try_get("detail")?,
+                reason: row.try_get("reason")?,
                 quorum,
                 approvals,
-                started_by: row.try_get(8)?,
+                started_by: row.try_get("started_by")?,
             });
         }
         Ok(pending)

@@ -114,8 +114,8 @@ impl StateStore {
                 .fetch_optional(self.pool().await?)
                 .await?;
         let Some(row) = row else { return Ok(None) };
-        let name: String = row.try_get(0)?;
-        let role: String = row.try_get(1)?;
+        let name: String = row.try_get("name")?;
+        let role: String = row.try_get("role")?;
         let role = Role::parse(&role)
             .ok_or_else(|| StateError::Corrupt(format!("principal {name} has role `{role}`")))?;
         Ok(Some((name, role)))
