@@ -315,11 +315,11 @@ pub async fn resolve(
         "retry" => Resolution::Retry,
         "mark-done" => {
             let in_doubt = state.in_doubt_about(&id, seq).await?;
-            let entry = in_doubt.entry;
-            if in_doubt.recorded {
+            if let Some(answer) = in_doubt.recorded_answer() {
                 // The store holds its answer; that is what the playbook gets.
-                Resolution::MarkDone(entry.result)
+                Resolution::MarkDone(answer)
             } else {
+                let entry = in_doubt.entry;
                 Resolution::MarkDone(
                     crate::caps::resolved_result(&entry.interface, &entry.op, body.result)
                         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,

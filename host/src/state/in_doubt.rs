@@ -39,6 +39,22 @@ pub struct InDoubt {
     pub recorded: bool,
 }
 
+impl InDoubt {
+    /// What the backend answered, when the store holds the write as done
+    /// after all: the journaled result without its `ok` wrapper, in the
+    /// form an operator's mark-done gives. `None` while it is not recorded.
+    pub fn recorded_answer(&self) -> Option<serde_json::Value> {
+        if !self.recorded {
+            return None;
+        }
+        let result = &self.entry.result;
+        Some(match result.as_object() {
+            Some(fields) if fields.len() == 1 => fields.get("ok").unwrap_or(result).clone(),
+            _ => result.clone(),
+        })
+    }
+}
+
 impl StateStore {
     /// The write run `run_id` stopped in doubt on, if it did.
     pub async fn in_doubt(&self, run_id: &str) -> Result<Option<InDoubt>, StateError> {
@@ -134,6 +150,12 @@ impl StateStore {
             });
         }
         tx.commit().await?;
+        // A write recorded done keeps the answer the store holds, whatever
+        // result came with the mark-done; the audit says which was kept.
+        let resolution = match in_doubt.recorded_answer() {
+            Some(answer) => Resolution::MarkDone(answer),
+            None => resolution.clone(),
+        };
         self.append_audit(
             run_id,
             &serde_json::json!({
@@ -280,7 +302,13 @@ mod tests {
             "the stored answer kept"
         );
         let audit = store.audit_records().await.unwrap();
-        assert_eq!(audit.last().unwrap().record["resolved"]["recorded"], true);
+        let resolved = &audit.last().unwrap().record["resolved"];
+        assert_eq!(resolved["recorded"], true);
+        assert_eq!(
+            resolved["resolution"],
+            serde_json::json!({ "mark-done": "PD-7" }),
+            "the audit names the answer kept, not the guess, in mark-done's own form"
+        );
     }
 
     #[tokio::test]

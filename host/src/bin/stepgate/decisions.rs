@@ -521,19 +521,21 @@ pub async fn resolve(
     let resolution = match mark_done {
         None => Resolution::Retry,
         // The store holds its answer; that is what the playbook gets.
-        Some(_) if in_doubt.recorded => Resolution::MarkDone(in_doubt.entry.result.clone()),
-        Some(result) => {
-            let value = result
-                .map(|text| {
-                    serde_json::from_str(&text)
-                        .with_context(|| format!("--result `{text}` is not JSON"))
-                })
-                .transpose()?;
-            let entry = &in_doubt.entry;
-            Resolution::MarkDone(
-                resolved_result(&entry.interface, &entry.op, value).map_err(|e| anyhow!(e))?,
-            )
-        }
+        Some(result) => match in_doubt.recorded_answer() {
+            Some(answer) => Resolution::MarkDone(answer),
+            None => {
+                let value = result
+                    .map(|text| {
+                        serde_json::from_str(&text)
+                            .with_context(|| format!("--result `{text}` is not JSON"))
+                    })
+                    .transpose()?;
+                let entry = &in_doubt.entry;
+                Resolution::MarkDone(
+                    resolved_result(&entry.interface, &entry.op, value).map_err(|e| anyhow!(e))?,
+                )
+            }
+        },
     };
     runtime
         .state
