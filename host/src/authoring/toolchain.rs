@@ -108,17 +108,19 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, BuildError> {
     let out = absolute(&out)?;
     let started = Instant::now();
     let scratch = tempfile::tempdir().map_err(io("cannot make a scratch directory"))?;
-    match language {
-        Language::Rust => build_rust(dir, &out)?,
-        Language::Python => build_python(dir, scratch.path(), &out)?,
-        Language::JavaScript => build_js(dir, scratch.path(), &out)?,
-    }
+    replace_whole(&out, |partial| match language {
+        Language::Rust => build_rust(dir, partial),
+        Language::Python => build_python(dir, scratch.path(), partial),
+        Language::JavaScript => build_js(dir, scratch.path(), partial),
+    })?;
     let size = std::fs::metadata(&out)
         .map_err(io(format!("{} was not written", out.display())))?
         .len();
     if let Some(digest) = sdk_digest(language) {
-        std::fs::write(stamp(&out), digest)
-            .map_err(io(format!("cannot write {}", stamp(&out).display())))?;
+        replace_whole(&stamp(&out), |partial| {
+            std::fs::write(partial, &digest)
+                .map_err(io(format!("cannot write {}", stamp(&out).display())))
+        })?;
     }
     Ok(Built {
         language,
@@ -126,6 +128,29 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, BuildError> {
         size,
         took: started.elapsed(),
     })
+}
+
+/// Has `write` fill a new file beside `out`, then renames it over `out`:
+/// a server or a run loading `out` meanwhile reads the old file or the new
+/// one, never half of one. On failure `out` is left as it was and the
+/// partial file is removed.
+fn replace_whole(
+    out: &Path,
+    write: impl FnOnce(&Path) -> Result<(), BuildError>,
+) -> Result<(), BuildError> {
+    let parent = out.parent().unwrap_or(Path::new("."));
+    let name = out.file_name().unwrap_or_default().to_string_lossy();
+    let partial = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .tempfile_in(parent)
+        .map_err(io(format!("cannot create a file in {}", parent.display())))?
+        .into_temp_path();
+    write(&partial)?;
+    partial
+        .persist(out)
+        .map_err(|e| e.error)
+        .map_err(io(format!("cannot move the build into {}", out.display())))
 }
 
 /// The digest of what this binary compiles into a `language` playbook
@@ -456,6 +481,35 @@ fn tool_dirs(starts: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// While a build writes, the old component stays whole under its
+    /// name; after it, the new one is; a failed build leaves the old one
+    /// and no partial file.
+    #[test]
+    fn a_build_replaces_its_component_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("p.wasm");
+        std::fs::write(&out, b"old component").unwrap();
+        let files = || std::fs::read_dir(dir.path()).unwrap().count();
+
+        replace_whole(&out, |partial| {
+            std::fs::write(partial, b"new com").unwrap();
+            assert_eq!(std::fs::read(&out).unwrap(), b"old component");
+            std::fs::write(partial, b"new component, longer").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"new component, longer");
+        assert_eq!(files(), 1, "no partial file left behind");
+
+        let failed = replace_whole(&out, |partial| {
+            std::fs::write(partial, b"torn").unwrap();
+            Err(BuildError::NotAPlaybook(partial.to_owned()))
+        });
+        assert!(matches!(failed, Err(BuildError::NotAPlaybook(_))));
+        assert_eq!(std::fs::read(&out).unwrap(), b"new component, longer");
+        assert_eq!(files(), 1, "the failed build's partial file is removed");
+    }
 
     /// A tool under a folder anyone may write to (not sticky) is not
     /// run; the same tool under folders only its owner may write is.
