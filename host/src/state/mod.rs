@@ -27,6 +27,7 @@ pub mod cancel;
 pub mod history;
 pub mod in_doubt;
 pub mod inbox;
+mod migrations;
 pub mod plans;
 pub mod replan;
 pub mod runs;
@@ -334,7 +335,7 @@ impl StateStore {
             .connect_with(options.clone())
             .await
             .map_err(open_error)?;
-        sqlx::migrate!("./migrations")
+        migrations::migrator()
             .run(&pool)
             .await
             .map_err(|source| StateError::Migrate {
