@@ -49,28 +49,32 @@ fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
     let work = tempfile::tempdir().unwrap();
     // Each language with and without a kill switch: the `{{kill}}` lines
     // of every template are built and run too.
-    for (lang, language, kill_switch) in [
+    let variants = [
         ("python", "Python", false),
         ("js", "JavaScript", false),
         ("rust", "Rust", false),
         ("python", "Python", true),
         ("js", "JavaScript", true),
         ("rust", "Rust", true),
-    ] {
-        let name = format!("{}-{lang}", if kill_switch { "paused" } else { "stuck" });
+    ];
+    let name_of = |lang: &str, kill_switch: bool| {
+        format!("{}-{lang}", if kill_switch { "paused" } else { "stuck" })
+    };
+    // Made one after another: `new` registers each in the one config.
+    for (lang, _, kill_switch) in variants {
+        let name = name_of(lang, kill_switch);
         let mut args = vec!["new", &name, "--lang", lang, "--dir", "playbooks"];
         if kill_switch {
             args.push("--kill-switch");
         }
         let made = ok(stepgate(work.path(), &args), "stepgate new");
         assert!(made.contains("registered"), "{made}");
-        let folder = format!("playbooks/{name}");
         if lang == "js" {
             // The scaffold types in an editor: app.js checks against the
             // declarations and jsconfig.json it was given.
             let checked = Command::new(root().join("sdk/js/node_modules/.bin/tsc"))
                 .args(["-p", "jsconfig.json"])
-                .current_dir(work.path().join(&folder))
+                .current_dir(work.path().join(format!("playbooks/{name}")))
                 .output()
                 .unwrap();
             assert!(
@@ -80,78 +84,98 @@ fn a_scaffolded_playbook_builds_and_passes_its_scenario_in_every_language() {
                 String::from_utf8_lossy(&checked.stderr)
             );
         }
-        let built = ok(stepgate(work.path(), &["build", &folder]), "stepgate build");
-        assert!(built.contains(&format!("({language},")), "{built}");
-        let tested = ok(stepgate(work.path(), &["test", &folder]), "stepgate test");
-        assert!(
-            tested.contains(&format!("ok    {name}/critical-alert ")),
-            "{tested}"
-        );
-        // The live one: each write approved by the scenario's approver.
-        assert!(
-            tested.contains(&format!("ok    {name}/critical-alert-live ")),
-            "{tested}"
-        );
-        // The first load compiles, and says so; the next comes from the cache.
-        assert!(
-            tested.contains("(first time; cached afterwards)…") && tested.contains("compiled in "),
-            "{tested}"
-        );
-        assert!(
-            tested.contains("2 scenarios: 2 passed, 0 failed"),
-            "{tested}"
-        );
-        // Once per language: a rebuild when the source changes, and --show.
-        if !kill_switch {
-            // The source changes after the build: `test` builds it again
-            // before any scenario runs, never testing the old component.
-            let source = source_of(&work.path().join(&folder));
-            let mut text = std::fs::read_to_string(&source).unwrap();
-            text.push_str(if lang == "python" {
-                "\n# edited\n"
-            } else {
-                "\n// edited\n"
-            });
-            std::fs::write(&source, text).unwrap();
-            let retested = ok(stepgate(work.path(), &["test", &folder]), "stepgate test");
-            assert!(
-                retested.contains(&format!("building {name} ("))
-                    && retested.contains("changed after"),
-                "{retested}"
-            );
-            assert!(retested.contains("2 scenarios: 2 passed"), "{retested}");
-            let again = ok(
-                stepgate(work.path(), &["test", &folder, "--show"]),
-                "stepgate test --show",
-            );
-            assert!(!again.contains("building"), "built once: {again}");
-            assert!(!again.contains("compiling"), "compiled once: {again}");
-            assert!(
-                again.contains("\n      done · "),
-                "the outcome shown: {again}"
-            );
-        }
-        let inspected = ok(
-            stepgate(work.path(), &["inspect", &name]),
-            "stepgate inspect",
-        );
-        assert!(
-            inspected.contains(&format!("language: {language}")),
-            "{inspected}"
-        );
-        assert!(inspected.contains(" MB)"), "the size: {inspected}");
-        assert!(
-            inspected.lines().any(
-                |l| l.trim_start().starts_with("pager.page:on-call ") && l.contains(" approve")
-            ),
-            "its page and gate: {inspected}"
-        );
-        assert_eq!(
-            inspected.contains("flags.set:"),
-            kill_switch,
-            "a flag write only with a kill switch: {inspected}"
-        );
     }
+    // Built, tested and inspected a language per thread (each only reads
+    // the config): a language's toolchain waits on its own steps, not on
+    // the other languages'.
+    std::thread::scope(|threads| {
+        for language_of_thread in ["Python", "JavaScript", "Rust"] {
+            let (work, name_of) = (&work, &name_of);
+            threads.spawn(move || {
+                for (lang, language, kill_switch) in variants {
+                    if language != language_of_thread {
+                        continue;
+                    }
+                    let name = name_of(lang, kill_switch);
+                    let folder = format!("playbooks/{name}");
+                    let built = ok(stepgate(work.path(), &["build", &folder]), "stepgate build");
+                    assert!(built.contains(&format!("({language},")), "{built}");
+                    let tested = ok(stepgate(work.path(), &["test", &folder]), "stepgate test");
+                    assert!(
+                        tested.contains(&format!("ok    {name}/critical-alert ")),
+                        "{tested}"
+                    );
+                    // The live one: each write approved by the scenario's approver.
+                    assert!(
+                        tested.contains(&format!("ok    {name}/critical-alert-live ")),
+                        "{tested}"
+                    );
+                    // The first load compiles, and says so; the next comes from the cache.
+                    assert!(
+                        tested.contains("(first time; cached afterwards)…")
+                            && tested.contains("compiled in "),
+                        "{tested}"
+                    );
+                    assert!(
+                        tested.contains("2 scenarios: 2 passed, 0 failed"),
+                        "{tested}"
+                    );
+                    // Once per language: a rebuild when the source changes, and --show.
+                    if !kill_switch {
+                        // The source changes after the build: `test` builds it again
+                        // before any scenario runs, never testing the old component.
+                        let source = source_of(&work.path().join(&folder));
+                        let mut text = std::fs::read_to_string(&source).unwrap();
+                        text.push_str(if lang == "python" {
+                            "\n# edited\n"
+                        } else {
+                            "\n// edited\n"
+                        });
+                        std::fs::write(&source, text).unwrap();
+                        let retested =
+                            ok(stepgate(work.path(), &["test", &folder]), "stepgate test");
+                        assert!(
+                            retested.contains(&format!("building {name} ("))
+                                && retested.contains("changed after"),
+                            "{retested}"
+                        );
+                        assert!(retested.contains("2 scenarios: 2 passed"), "{retested}");
+                        let again = ok(
+                            stepgate(work.path(), &["test", &folder, "--show"]),
+                            "stepgate test --show",
+                        );
+                        assert!(!again.contains("building"), "built once: {again}");
+                        assert!(!again.contains("compiling"), "compiled once: {again}");
+                        assert!(
+                            again.contains("\n      done · "),
+                            "the outcome shown: {again}"
+                        );
+                    }
+                    let inspected = ok(
+                        stepgate(work.path(), &["inspect", &name]),
+                        "stepgate inspect",
+                    );
+                    assert!(
+                        inspected.contains(&format!("language: {language}")),
+                        "{inspected}"
+                    );
+                    assert!(inspected.contains(" MB)"), "the size: {inspected}");
+                    assert!(
+                        inspected
+                            .lines()
+                            .any(|l| l.trim_start().starts_with("pager.page:on-call ")
+                                && l.contains(" approve")),
+                        "its page and gate: {inspected}"
+                    );
+                    assert_eq!(
+                        inspected.contains("flags.set:"),
+                        kill_switch,
+                        "a flag write only with a kill switch: {inspected}"
+                    );
+                }
+            });
+        }
+    });
     // By its path, a configured component is its playbook: its grants'
     // table and its gates, not an unknown component's defaults.
     let by_path = ok(
