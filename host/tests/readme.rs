@@ -1,6 +1,7 @@
 //! The README's promises checked against the code: the configuration
 //! reference (`docs/configuration.md`, linked from the README) is a config
-//! stepgate accepts, and every test the safety list cites exists.
+//! stepgate accepts, and every test the safety list (`docs/safety.md`,
+//! linked from the README) cites exists.
 
 use std::path::Path;
 
@@ -39,18 +40,19 @@ fn the_documented_config_reference_parses() {
     assert!(config.schedules[0].parsed().is_ok());
 }
 
-/// Every test the README's safety list cites exists where it says: a
-/// claim cannot keep pointing at a test that was renamed or removed.
+/// Every test the safety list (`docs/safety.md`) cites exists where it
+/// says: a claim cannot keep pointing at a test that was renamed or removed.
 /// Cited as `path.rs::fn`, `…::fn` (the path cited last), `path.rs::` then
 /// bare names, or `name_…` for every test whose name starts so.
 #[test]
 fn every_test_the_safety_list_cites_exists() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    let section = readme
-        .split("## Safety properties, and where they are tested")
+    let safety = std::fs::read_to_string(root.join("docs/safety.md")).expect("docs/safety.md");
+    let section = safety
+        .split("# Safety properties, and where they are tested")
         .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
+        // Up to the next heading of any level, if the page grows one.
+        .and_then(|rest| rest.split("\n#").next())
         .and_then(|section| section.split_once("\n- ").map(|(_, list)| list))
         .expect("a safety section with a list");
     let mut file: Option<String> = None;
@@ -77,7 +79,7 @@ fn every_test_the_safety_list_cites_exists() {
         if let Some(path) = path {
             assert!(
                 root.join(path).is_file(),
-                "the README cites {path}: no such file"
+                "docs/safety.md cites {path}: no such file"
             );
             file = Some(path.to_owned());
         }
@@ -95,11 +97,11 @@ fn every_test_the_safety_list_cites_exists() {
         };
         assert!(
             is_test(&source, &wanted),
-            "the README cites `{span}`, but {path} has no test `{wanted}…`"
+            "docs/safety.md cites `{span}`, but {path} has no test `{wanted}…`"
         );
         assert!(
             in_its_binary(&root, path),
-            "the README cites {path}, which no test binary includes"
+            "docs/safety.md cites {path}, which no test binary includes"
         );
         cited += 1;
     }
