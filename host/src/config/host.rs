@@ -42,6 +42,11 @@ pub struct EngineConfig {
     /// Where compiled components are cached. Default: `$XDG_CACHE_HOME/stepgate`
     /// or `~/.cache/stepgate`.
     pub cache_dir: Option<PathBuf>,
+    /// The most the compile cache may hold (`"2GiB"`); past it, the
+    /// entries loaded least recently are removed. A Python playbook
+    /// compiles to about 37 MB, and each rebuild is a new entry.
+    #[serde(default = "default_cache_max_size", deserialize_with = "de_size")]
+    pub cache_max_size: u64,
     /// Use the pooling instance allocator (falls back to on-demand with a
     /// log line if the host cannot reserve its address space).
     #[serde(default = "yes")]
@@ -65,6 +70,10 @@ fn yes() -> bool {
     true
 }
 
+fn default_cache_max_size() -> u64 {
+    2 << 30
+}
+
 fn default_instances() -> u32 {
     64
 }
@@ -73,6 +82,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             cache_dir: None,
+            cache_max_size: default_cache_max_size(),
             pooling: true,
             max_instances: default_instances(),
             require_pinned: false,

@@ -93,7 +93,7 @@ impl Engine {
         start_ticker(&engine);
         let cache_dir = config.cache_dir.clone().or_else(default_cache_dir);
         Ok(Engine {
-            cache: CompileCache::new(cache_dir, &engine),
+            cache: CompileCache::new(cache_dir, config.cache_max_size, &engine),
             engine,
             pooling,
             instances: Arc::new(Semaphore::new(config.max_instances.max(1) as usize)),
