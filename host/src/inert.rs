@@ -13,7 +13,7 @@
 //!   variation selectors, tags) and the line and paragraph separators as
 //!   a visible `\uXXXX` (a surrogate pair beyond U+FFFF). The same escape is valid inside a JSON string, so
 //!   the filter keeps `--json` output valid JSON with the same meaning.
-//! - [`line`] also shows newline and tab as `\n` and `\t`, for a value
+//! - [`line()`] also shows newline and tab as `\n` and `\t`, for a value
 //!   that must stay on its own line (a field, a reason, a step name).
 //! - [`Writer`] applies [`text`] to a whole output stream, and the
 //!   [`outln!`](crate::outln) and [`errln!`](crate::errln) macros print
@@ -83,7 +83,7 @@ pub fn line(text: &str) -> Cow<'_, str> {
     })
 }
 
-/// `text` for a Slack message: inert as [`line`] (newlines kept), with
+/// `text` for a Slack message: inert as [`line()`] (newlines kept), with
 /// `&`, `<` and `>` escaped so that no mention or link markup is read.
 pub fn slack(text: &str) -> String {
     escape(text, |c| match c {

@@ -81,7 +81,7 @@ pub struct LiveRunCount {
 pub trait RunHistory: Send + Sync {
     /// The alerts of the live runs of `playbook` started in the `window`
     /// before run `run_id` started (that run itself not counted), at most
-    /// [`rules::MOST_RUNS`] of them.
+    /// `rules::MOST_RUNS` of them.
     async fn live_runs_before(
         &self,
         playbook: &str,

@@ -34,7 +34,7 @@ impl Verdict {
 /// Runs one scenario against its loaded playbook.
 ///
 /// A run that meets reads the scenario does not answer is run again, up
-/// to [`DISCOVERY_PASSES`] times, with each missing answer filled in as
+/// to `DISCOVERY_PASSES` times, with each missing answer filled in as
 /// its snippet gives it, so the reads behind it are found too: the author
 /// gets every missing answer in one block, not one per `stepgate test`.
 pub async fn run_one(runtime: &Runtime, playbook: &Playbook, scenario: Scenario) -> Verdict {
