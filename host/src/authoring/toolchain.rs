@@ -140,9 +140,15 @@ fn replace_whole(
 ) -> Result<(), BuildError> {
     let parent = out.parent().unwrap_or(Path::new("."));
     let name = out.file_name().unwrap_or_default().to_string_lossy();
-    let partial = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".partial")
+    let prefix = format!(".{name}.");
+    let mut partial = tempfile::Builder::new();
+    partial.prefix(&prefix).suffix(".partial");
+    // Readable like any file this user writes (the umask applies), not
+    // only by its owner as a temporary file is: a server running as
+    // another user loads it.
+    #[cfg(unix)]
+    partial.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let partial = partial
         .tempfile_in(parent)
         .map_err(io(format!("cannot create a file in {}", parent.display())))?
         .into_temp_path();
@@ -501,6 +507,15 @@ mod tests {
         .unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"new component, longer");
         assert_eq!(files(), 1, "no partial file left behind");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let plain = dir.path().join("plain");
+            std::fs::write(&plain, b"").unwrap();
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+            assert_eq!(mode(&out), mode(&plain), "as readable as any file written");
+            std::fs::remove_file(plain).unwrap();
+        }
 
         let failed = replace_whole(&out, |partial| {
             std::fs::write(partial, b"torn").unwrap();
