@@ -99,13 +99,22 @@ impl CompileCache {
         if let Some(component) = from_disk(engine, &path) {
             return Ok(component);
         }
-        let component = Component::new(engine, bytes)?;
-        self.compiles.fetch_add(1, Ordering::Relaxed);
-        match store(&path, &component) {
-            Ok(()) => self.keep_within_bounds(&path),
-            Err(e) => tracing::warn!("cannot write compile cache {}: {e}", path.display()),
+        let compiled = Component::new(engine, bytes);
+        if let Ok(component) = &compiled {
+            self.compiles.fetch_add(1, Ordering::Relaxed);
+            match store(&path, component) {
+                Ok(()) => self.keep_within_bounds(&path),
+                Err(e) => tracing::warn!("cannot write compile cache {}: {e}", path.display()),
+            }
         }
-        Ok(component)
+        // Later loads find the entry on disk (or compile again after a
+        // failure): the lock need not outlive this compile, so a server's
+        // map does not grow with every component it ever loaded.
+        self.compiling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&path);
+        compiled
     }
 
     fn turn_to_compile(&self, path: &Path) -> Arc<Mutex<()>> {
