@@ -65,8 +65,25 @@ fn main() {
         .parent()
         .expect("artifacts/ lives in the workspace root")
         .to_owned();
-    for watched in ["wit", "sdk/rust", "playbooks", "tests/guests", "Cargo.lock"] {
+    for watched in ["wit", "sdk/rust", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    // Each Rust guest crate's manifest and sources, not the whole folders
+    // (a new crate is also a new line in GUESTS, so this script changes):
+    // a Python or JavaScript playbook beside them writes its build's files
+    // (`__pycache__`, `target/`) into its own folder, which must not make
+    // every later cargo command build the guests and the tests again.
+    for folder in ["playbooks", "tests/guests"] {
+        for crate_dir in rust_crates_in(&root.join(folder)) {
+            // (A path that does not exist would make cargo run this
+            // script every time.)
+            for watched in ["Cargo.toml", "src", "build.rs"] {
+                let path = crate_dir.join(watched);
+                if path.exists() {
+                    println!("cargo:rerun-if-changed={}", path.display());
+                }
+            }
+        }
     }
     let target_dir = root.join("target").join("guests");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
@@ -122,4 +139,16 @@ fn main() {
     }
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("artifacts.rs");
     std::fs::write(&out, consts).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+}
+
+/// The folders directly in `folder` that hold a cargo crate.
+fn rust_crates_in(folder: &Path) -> Vec<PathBuf> {
+    let entries = std::fs::read_dir(folder)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", folder.display()));
+    let mut crates: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|dir| dir.join("Cargo.toml").is_file())
+        .collect();
+    crates.sort();
+    crates
 }

@@ -452,6 +452,63 @@ mod tests {
         assert!(lock.contains("FOR UPDATE"), "{lock}");
     }
 
+    /// A hostile playbook nests a statement as deep as it likes. The parser
+    /// stops at its depth limit with an error; it must get there on the
+    /// stack a server's worker thread has (2 MiB, tokio's default), in
+    /// every build profile, never overflowing it and taking the host down.
+    #[test]
+    fn a_statement_nested_past_the_parsers_limit_is_refused_on_a_workers_stack() {
+        let nested = |depth: usize, open: &str, inner: &str, close: &str| {
+            format!(
+                "SELECT {}{inner}{}",
+                open.repeat(depth),
+                close.repeat(depth)
+            )
+        };
+        let worker = std::thread::Builder::new().stack_size(2 << 20);
+        let verdicts = worker
+            .spawn(move || {
+                let mut verdicts = Vec::new();
+                for dialect in [D, P] {
+                    for depth in [20, 100_000] {
+                        for (open, inner, close) in [
+                            ("(", "1", ")"),
+                            ("-(", "1", ")"),
+                            ("(SELECT ", "1", ")"),
+                            ("COALESCE(", "1", ", 2)"),
+                        ] {
+                            let sql = nested(depth, open, inner, close);
+                            verdicts.push((
+                                dialect,
+                                depth,
+                                open,
+                                check_read(dialect, &sql).map(|_| ()),
+                                check_write(dialect, &sql).map(|_| ()),
+                            ));
+                        }
+                    }
+                }
+                verdicts
+            })
+            .unwrap()
+            .join()
+            .expect("the checker panicked");
+        // (An overflow would have aborted the whole test binary.)
+        for (dialect, depth, open, read, write) in verdicts {
+            if depth == 20 {
+                assert_eq!(read, Ok(()), "{dialect:?} {open} x{depth}");
+            } else {
+                let read = read.unwrap_err();
+                assert!(
+                    read.contains("does not parse") && read.contains("recursion limit"),
+                    "{dialect:?} {open} x{depth}: {read}"
+                );
+            }
+            // A SELECT is never a write, at any depth.
+            assert!(write.is_err(), "{dialect:?} {open} x{depth}");
+        }
+    }
+
     #[test]
     fn execute_names_the_changed_table() {
         let t = |names: &[&str]| Ok(names.iter().map(|n| n.to_string()).collect::<Vec<_>>());
