@@ -341,14 +341,19 @@ fn unknown_playbook_exits_2_and_lists_the_configured_ones() {
     assert!(stderr.contains("plaza-reconciliation-drift"), "{stderr}");
 }
 
-/// A config for the hostile guest with a short deadline.
+/// A config for the hostile guest: `hostile` with a short deadline, and
+/// `hostile-patient` with one no slow machine reaches, for a misbehaviour
+/// that must meet another limit first.
 fn hostile_config(dir: &Path) -> PathBuf {
     let config = dir.join("stepgate.toml");
+    let component = stepgate_artifacts::HOSTILE;
     std::fs::write(
         &config,
         format!(
-            "[limits]\ndeadline = \"500ms\"\n[db.plaza]\nurl = \"sqlite::memory:\"\n[playbooks.hostile]\ncomponent = {:?}\ngrants.db.plaza = {{}}\n",
-            stepgate_artifacts::HOSTILE
+            "[limits]\ndeadline = \"500ms\"\n[db.plaza]\nurl = \"sqlite::memory:\"\n\
+             [playbooks.hostile]\ncomponent = {component:?}\ngrants.db.plaza = {{}}\n\
+             [playbooks.hostile-patient]\ncomponent = {component:?}\ngrants.db.plaza = {{}}\n\
+             limits = {{ deadline = \"120s\" }}\n"
         ),
     )
     .unwrap();
@@ -359,12 +364,12 @@ fn hostile_config(dir: &Path) -> PathBuf {
 fn exit_codes_tell_limit_from_playbook_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = hostile_config(dir.path());
-    for (mode, code, needle) in [
-        ("spin", 4, "deadline"),
-        ("memory-bomb", 4, "memory limit"),
-        ("give-up", 3, "nothing to be done"),
-        ("panic", 3, "crashed"),
-        ("fine", 0, "all good"),
+    for (mode, playbook, code, needle) in [
+        ("spin", "hostile", 4, "deadline"),
+        ("memory-bomb", "hostile-patient", 4, "memory limit"),
+        ("give-up", "hostile-patient", 3, "nothing to be done"),
+        ("panic", "hostile-patient", 3, "crashed"),
+        ("fine", "hostile-patient", 0, "all good"),
     ] {
         let alert = dir.path().join(format!("{mode}.json"));
         std::fs::write(
@@ -372,7 +377,7 @@ fn exit_codes_tell_limit_from_playbook_error() {
             format!("{{\"labels\": {{\"alertname\": \"Hostile\", \"mode\": \"{mode}\"}}}}"),
         )
         .unwrap();
-        let out = run("hostile", alert.to_str().unwrap(), &config, &[]);
+        let out = run(playbook, alert.to_str().unwrap(), &config, &[]);
         let stdout = text(&out.stdout);
         assert_eq!(
             out.status.code(),
@@ -842,7 +847,7 @@ fn hostile_text_reaches_the_terminal_inert() {
     });
     std::fs::write(&alert, body.to_string()).unwrap();
     for extra in [&[][..], &["--json"][..]] {
-        let out = run("hostile", alert.to_str().unwrap(), &config, extra);
+        let out = run("hostile-patient", alert.to_str().unwrap(), &config, extra);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         assert!(text(&out.stdout).contains("approved by alice"));
         for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
