@@ -1002,8 +1002,17 @@ playbook = "other"
     let s = start(setup, None).await;
     let viewer = s.viewer().await;
     // slow-1 sleeps far longer than `other` needs on a loaded machine.
+    // Each step waits for the one before it: lanes of different
+    // fingerprints go side by side, so `other` could otherwise end before
+    // slow-1 had even started.
     assert_eq!(s.hook(&slow_alert("slow-1", 30_000)).await.status(), 202);
+    s.runs_until(&viewer, |runs| status_of(runs) == ["running"])
+        .await;
     assert_eq!(s.hook(&slow_alert("slow-2", 3000)).await.status(), 202);
+    eventually("slow-2 is claimed and waits for its slot", || async {
+        inbox_status(&s.setup, "slow-2").await.as_deref() == Some("dispatching")
+    })
+    .await;
     let other = json!({
         "version": "4", "status": "firing",
         "alerts": [{ "status": "firing", "labels": { "alertname": "Other", "mode": "fine" }, "fingerprint": "other-1" }],
@@ -1029,6 +1038,19 @@ async fn inbox_rows(setup: &Setup, needle: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM inbox WHERE instr(alert, $1) > 0")
         .bind(needle)
         .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// The status of the one `inbox` row whose alert JSON contains `needle`,
+/// read straight from the SQLite state store.
+async fn inbox_status(setup: &Setup, needle: &str) -> Option<String> {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", setup.path("state.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query_scalar("SELECT status FROM inbox WHERE instr(alert, $1) > 0")
+        .bind(needle)
+        .fetch_optional(&mut conn)
         .await
         .unwrap()
 }
