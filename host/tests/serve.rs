@@ -340,14 +340,16 @@ fn a_run_in_flight_parks_on_sigterm_and_finishes_after_restart() {
             .post(format!("{url}/hooks/generic"))
             .header("content-type", "application/json")
             .body(
-                r#"{"labels": {"alertname": "Hostile", "mode": "page-sleep-page", "ms": "1500"}}"#,
+                r#"{"labels": {"alertname": "Hostile", "mode": "page-sleep-page", "ms": "5000"}}"#,
             )
             .send()
             .await
             .unwrap();
         assert_eq!(posted.status(), 202);
     });
-    // The run is in its sleep: stop the host.
+    // The run is in its sleep: stop the host. The sleep is long enough
+    // for the polls (each a `stepgate` process) and the kill on a loaded
+    // machine; the run parks at its next call, once the sleep is over.
     let started = Instant::now();
     while runs().first().is_none_or(|r| r["status"] != "running") {
         assert!(started.elapsed() < Duration::from_secs(20));

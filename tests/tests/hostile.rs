@@ -10,6 +10,20 @@ use stepgate::run::{LimitExceeded, RunEnd};
 use stepgate::runtime::{Runtime, RuntimeError};
 use stepgate_tests::*;
 
+/// Gives `setup`'s runs the deadline `deadline` instead of 1 s: for the
+/// tests whose runs must end in time while their waits go past it.
+fn with_deadline(setup: &Setup, deadline: &str) {
+    let path = setup.path("stepgate.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let changed = text.replacen(
+        "deadline = \"1s\"",
+        &format!("deadline = \"{deadline}\""),
+        1,
+    );
+    assert_ne!(changed, text, "the config has no 1 s deadline to change");
+    std::fs::write(&path, changed).unwrap();
+}
+
 fn hostile_config(grants: &str) -> Setup {
     Setup::new(&format!(
         r#"
@@ -162,6 +176,7 @@ async fn every_misbehaviour_ends_only_its_own_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_runs_than_the_pool_holds_wait_for_an_instance() {
     let setup = hostile_config("grants.db.plaza = {}\ngrants.pager.targets = [\"ceo\"]");
+    with_deadline(&setup, "3s");
     let text = std::fs::read_to_string(setup.path("stepgate.toml")).unwrap();
     std::fs::write(
         setup.path("stepgate.toml"),
@@ -169,21 +184,23 @@ async fn more_runs_than_the_pool_holds_wait_for_an_instance() {
     )
     .unwrap();
     let runtime = setup.runtime();
-    // Six runs of 400 ms each (a third of their deadline) in two slots:
-    // three rounds, longer than any one run's deadline.
+    // Eight runs of 1 s each (a third of their deadline: a loaded machine
+    // may slow a run by two seconds and it still ends in time) in two
+    // slots: four rounds, the last run ending 4 s after it was asked for,
+    // past its deadline had the wait counted.
     let sleeper = || {
         run_unattended(
             &runtime,
             "hostile",
             alert(
                 "Hostile",
-                &[("mode", "page-sleep-page"), ("ms", "400")],
+                &[("mode", "page-sleep-page"), ("ms", "1000")],
                 &[],
             ),
             Mode::DryRun,
         )
     };
-    let reports = futures_util::future::join_all((0..6).map(|_| sleeper())).await;
+    let reports = futures_util::future::join_all((0..8).map(|_| sleeper())).await;
     for report in &reports {
         assert!(matches!(report.end, RunEnd::Done(_)), "{:?}", report.end);
     }
@@ -315,17 +332,19 @@ struct SlowApprover;
 #[async_trait::async_trait]
 impl stepgate::gate::Approver for SlowApprover {
     async fn decide(&self, _: &stepgate::gate::WriteRequest) -> Result<(), String> {
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(4000)).await;
         Ok(())
     }
 }
 
 #[tokio::test]
 async fn time_waiting_on_a_human_does_not_count_against_the_deadline() {
-    // deadline = 1s (hostile_config); the approver takes 1.5s.
+    // The approver takes 4 s, past the 3 s deadline; the run's own work
+    // (one write) has the whole 3 s, ample on a loaded machine.
     let setup = hostile_config(
         "grants.db.plaza = {}\ngrants.flags.write = [\"PLAZA_*\"]\ngates = { default = \"approve\" }\n[flags.plaza]\nkind = \"builtin\"\nnames = [\"PLAZA_*\"]",
     );
+    with_deadline(&setup, "3s");
     let runtime = setup.runtime();
     let report = run(
         &runtime,
