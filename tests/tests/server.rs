@@ -10,6 +10,7 @@ use serde_json::{Value as Json, json};
 use stepgate::runtime::Runtime;
 use stepgate::server::Server;
 use stepgate::state::approvals::Role;
+use stepgate_tests::receiver::{Receiver, Reply};
 use stepgate_tests::servers::PgServer;
 use stepgate_tests::*;
 
@@ -973,6 +974,52 @@ async fn a_run_cancelled_while_it_executes_makes_no_more_writes() {
     assert_eq!(pages(), 1, "no write after the cancel");
     let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
     assert_eq!(status_of(&runs), ["cancelled"], "{runs:?}");
+}
+
+/// An approval given while the server is still telling the approvers of
+/// the request resumes the run once that is done, with no sweep to fall
+/// back on. The run is marked executing until then, so the decision's own
+/// resume steps aside; the server looks again when the work ends. Here
+/// the approvers' webhook holds its answer 4 s, and the approval is given
+/// inside that hold.
+#[tokio::test]
+async fn an_approval_given_while_the_approvers_are_told_resumes_the_run() {
+    let told = Receiver::always(Reply::ok("{}").after(Duration::from_secs(4))).await;
+    let webhook = format!(
+        "kind = \"webhook\"\nurl = \"{}/notify\"\ntimeout = \"30s\"",
+        told.url
+    );
+    let setup = config_on(
+        None,
+        &[
+            ("sweep_every = \"200ms\"", "sweep_every = \"1h\""),
+            ("kind = \"file\"\npath = \"{dir}/pages.jsonl\"", &webhook),
+        ],
+    );
+    let s = start(setup, None).await;
+    let state = &s.runtime.state;
+    let viewer = state.add_principal("vic", Role::Viewer).await.unwrap();
+    let alice = state.add_principal("alice", Role::Approver).await.unwrap();
+    assert_eq!(
+        s.hook(&notification("fp-p", "firing", "Hostile"))
+            .await
+            .status(),
+        202
+    );
+    eventually("the approvers are being told", || async {
+        told.requests().len() == 1
+    })
+    .await;
+    let runs: Vec<Json> = s.get("/api/runs", &viewer).await.json().await.unwrap();
+    assert_eq!(status_of(&runs), ["parked"], "{runs:?}");
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.decide(Some(&alice), &run_id, 1, true).await.status(), 200);
+    s.runs_until(&viewer, |runs| status_of(runs) == ["done"])
+        .await;
+    assert_eq!(
+        state.flag("PLAZA_TEST_FLAG").await.unwrap().as_deref(),
+        Some("1")
+    );
 }
 
 /// A playbook at its `max_runs` holds up only its own runs: an alert for

@@ -515,7 +515,6 @@ fn spawn_run(shared: Arc<Shared>, run: Starting, alert: crate::bindings::Alert) 
             loaded,
             executing,
         } = run;
-        let _executing = executing;
         let (runtime, loaded) = match loaded {
             Ok(both) => both,
             Err(why) => {
@@ -555,7 +554,24 @@ fn spawn_run(shared: Arc<Shared>, run: Starting, alert: crate::bindings::Alert) 
         {
             let _ = cancel_pending(&shared, &report.run_id).await;
         }
+        drop(executing);
+        resume_if_settled(&shared, &report.run_id).await;
     }));
+}
+
+/// Resumes run `run_id` if it is parked and what it waits for was settled
+/// while this process still executed it (told its approvers, planned its
+/// later writes): the decision's own resume found it executing and
+/// stepped aside. Called once the execution's mark is gone, so a decision
+/// that lands after the check resumes the run itself.
+async fn resume_if_settled(shared: &Arc<Shared>, run_id: &str) {
+    match shared.runtime().state.parked_and_settled(run_id).await {
+        Ok(true) => resume(shared.clone(), run_id.to_owned()),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(run = %run_id, "cannot tell whether the run may go on ({e}); the sweeper looks again")
+        }
+    }
 }
 
 /// The alert of run `run_id` resolved and its route says so: every
@@ -625,33 +641,46 @@ pub fn resume(shared: Arc<Shared>, run_id: String) {
     };
     let state = shared.runtime().state.clone();
     tokio::spawn(contained(state, run_id.clone(), async move {
-        let _executing = executing;
-        resume_in_slot(&shared, &run_id).await;
+        let went_on = resume_in_slot(&shared, &run_id).await;
+        drop(executing);
+        // Only after a resume that made calls: one that parked again where
+        // it was would otherwise be tried again, and again.
+        if went_on {
+            resume_if_settled(&shared, &run_id).await;
+        }
     }));
 }
 
-async fn resume_in_slot(shared: &Arc<Shared>, run_id: &str) {
+/// Resumes run `run_id` once it has a slot; answers whether the resume
+/// made calls the run had not made before.
+async fn resume_in_slot(shared: &Arc<Shared>, run_id: &str) -> bool {
     let state = shared.runtime().state.clone();
     let playbook = match state.run(run_id).await {
         Ok(Some(record)) => record.playbook,
-        Ok(None) => return,
+        Ok(None) => return false,
         Err(e) => {
             tracing::warn!(run = %run_id, "not resumed: {e}; the sweeper tries again");
-            return;
+            return false;
         }
     };
     let Ok(slot) = shared.slot(&playbook).await else {
-        return;
+        return false;
     };
     let started = Instant::now();
     let before = state.journal(run_id).await.map(|j| j.len()).unwrap_or(0);
     let resumed = shared.runtime().resume(run_id, None, Box::new(Quiet)).await;
     drop(slot);
     match resumed {
-        Ok(report) => ended(shared, &report, started, before).await,
+        Ok(report) => {
+            ended(shared, &report, started, before).await;
+            report.journal.len() > before
+        }
         // Another host (or replica) has it: not this one's to resume.
-        Err(crate::runtime::ResumeFailed::Resume(crate::run::ResumeError::Held { .. })) => {}
-        Err(e) => tracing::info!(run = %run_id, "not resumed: {e}"),
+        Err(crate::runtime::ResumeFailed::Resume(crate::run::ResumeError::Held { .. })) => false,
+        Err(e) => {
+            tracing::info!(run = %run_id, "not resumed: {e}");
+            false
+        }
     }
 }
 

@@ -269,19 +269,40 @@ impl StateStore {
         .await?;
         let mut resumable = orphaned;
         for (id, seq) in parked {
-            let settled = match seq {
-                Some(seq) => !matches!(
-                    self.approval_status(&id, seq as u64).await?,
-                    Some(super::approvals::ApprovalStatus::Pending { .. })
-                ),
-                // Parked by `stepgate resolve`: ready.
-                None => true,
-            };
-            if settled {
+            if self.settled(&id, seq).await? {
                 resumable.push(id);
             }
         }
         Ok(resumable)
+    }
+
+    /// Whether run `id` is parked and may go on now: its last approval
+    /// request is settled, or it waits for none.
+    pub async fn parked_and_settled(&self, id: &str) -> Result<bool, StateError> {
+        let parked: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT (SELECT MAX(a.seq) FROM approval_requests a WHERE a.run_id = r.id)
+             FROM runs r WHERE r.id = $1 AND r.status = 'parked'",
+        )
+        .bind(id)
+        .fetch_optional(self.pool().await?)
+        .await?;
+        match parked {
+            Some(seq) => self.settled(id, seq).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Whether parked run `id`, whose last approval request is `seq`, may
+    /// go on: that request is decided or expired.
+    async fn settled(&self, id: &str, seq: Option<i64>) -> Result<bool, StateError> {
+        Ok(match seq {
+            Some(seq) => !matches!(
+                self.approval_status(id, seq as u64).await?,
+                Some(super::approvals::ApprovalStatus::Pending { .. })
+            ),
+            // Parked by `stepgate resolve`: ready.
+            None => true,
+        })
     }
 
     /// Renews this host's lease on run `id` inside `tx`, which also locks
