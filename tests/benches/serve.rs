@@ -90,6 +90,11 @@ playbook = "bench"
             .collect()
             .await;
         let took = started.elapsed();
+        let (commits, requests) = runtime.state.accept_commits();
+        println!(
+            "{requests} hook requests stored in {commits} commits ({:.1} requests per disk flush)",
+            requests as f64 / commits.max(1) as f64
+        );
         let mut by_status: HashMap<u16, usize> = HashMap::new();
         for s in &statuses {
             *by_status.entry(*s).or_default() += 1;

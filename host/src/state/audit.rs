@@ -133,24 +133,41 @@ pub(crate) async fn append_each(
         ),
         None => (0, GENESIS.to_owned()),
     };
+    // The chain first, then many rows per statement: each statement is a
+    // round trip, and a burst of attached alerts appends hundreds.
+    let mut rows = Vec::with_capacity(records.len());
     for &(run_id, at, text) in records {
         let prev_hash = std::mem::take(&mut hash);
         seq += 1;
         hash = chain_hash(&prev_hash, seq, at, run_id, text);
-        sqlx::query(
-            "INSERT INTO audit (seq, at, run_id, record, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(seq)
-        .bind(at)
-        .bind(run_id)
-        .bind(text)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
+        rows.push((seq, at, run_id, text, prev_hash, hash.clone()));
+    }
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let values = (0..chunk.len())
+            .map(|i| format!("({})", super::placeholders(i * 6 + 1, 6)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql =
+            format!("INSERT INTO audit (seq, at, run_id, record, prev_hash, hash) VALUES {values}");
+        // Only numbered placeholders are spliced in.
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (seq, at, run_id, text, prev_hash, hash) in chunk {
+            insert = insert
+                .bind(*seq)
+                .bind(*at)
+                .bind(*run_id)
+                .bind(*text)
+                .bind(prev_hash.as_str())
+                .bind(hash.as_str());
+        }
+        insert.execute(&mut *tx).await?;
     }
     Ok(seq)
 }
+
+/// Audit records in one `INSERT`, at most: six parameters each, well under
+/// SQLite's limit of 32,766 and PostgreSQL's of 65,535.
+const ROWS_PER_INSERT: usize = 200;
 
 impl StateStore {
     /// Appends a record to the chain and returns its position.

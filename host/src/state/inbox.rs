@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError};
 use sqlx::Row;
 use tokio::sync::oneshot;
 
-use super::{StateError, StateStore};
+use super::{StateError, StateStore, placeholders};
 use crate::bindings::Alert;
 
 /// The source of the alerts a schedule's ticks are.
@@ -50,6 +50,10 @@ pub(crate) struct AcceptQueue {
     waiting: std::sync::Mutex<Vec<Waiting>>,
     /// Held by whoever is storing a batch now.
     turn: tokio::sync::Mutex<()>,
+    /// Batches committed, and the hook requests they answered: how well
+    /// commits are shared ([`StateStore::accept_commits`]).
+    commits: std::sync::atomic::AtomicU64,
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl AcceptQueue {
@@ -144,6 +148,17 @@ impl StateStore {
         })
     }
 
+    /// The commits of accepted alerts made so far by this store, and the
+    /// hook requests they answered (their ratio is how many requests
+    /// shared a disk flush).
+    pub fn accept_commits(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.accepting.commits.load(Relaxed),
+            self.accepting.requests.load(Relaxed),
+        )
+    }
+
     /// Stores every waiting request's alerts in one durable transaction
     /// and answers each.
     async fn store_accepted(&self, batch: Vec<Waiting>) {
@@ -190,6 +205,11 @@ impl StateStore {
         .await;
         match stored {
             Ok(()) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                self.accepting.commits.fetch_add(1, Relaxed);
+                self.accepting
+                    .requests
+                    .fetch_add(batch.len() as u64, Relaxed);
                 for (waiting, accepted) in batch.into_iter().zip(answers) {
                     let _ = waiting.answer.send(Ok(accepted));
                 }
@@ -379,9 +399,9 @@ impl StateStore {
     /// none overtakes its fingerprint's earlier ones). Answers one
     /// [`Repeated`] per repeat, in order.
     ///
-    /// A burst of repeats costs one commit and a few statements per alert,
-    /// where dispatching each costs a claim, lookups, an audit append and
-    /// a disposition, each its own round trip.
+    /// A burst of repeats costs one commit and a handful of statements,
+    /// however many alerts it holds, where dispatching each costs a claim,
+    /// lookups, an audit append and a disposition, each its own round trip.
     pub async fn attach_repeats(
         &self,
         repeats: &[Repeat<'_>],
@@ -394,7 +414,20 @@ impl StateStore {
             let before = &held;
             let (attached, now_held) = super::audit::until_appended(|| async move {
                 let mut held = before.clone();
-                let outcomes = self.attach_chunk(chunk, &mut held).await?;
+                if let Some(outcomes) = self
+                    .attach_chunk(chunk, &mut held, Recording::Together)
+                    .await?
+                {
+                    return Ok((outcomes, held));
+                }
+                // Another dispatcher holds one of them: alert by alert,
+                // so none is recorded behind one of its fingerprint that
+                // was not.
+                let mut held = before.clone();
+                let outcomes = self
+                    .attach_chunk(chunk, &mut held, Recording::OneByOne)
+                    .await?
+                    .unwrap_or_default();
                 Ok((outcomes, held))
             })
             .await?;
@@ -405,14 +438,17 @@ impl StateStore {
     }
 
     /// [`StateStore::attach_repeats`] for at most [`REPEATS_PER_COMMIT`]
-    /// repeats, in one transaction.
+    /// repeats, in one transaction. Recorded [`Recording::Together`], it
+    /// answers `None` (and writes nothing) if any of them was not
+    /// claimable; [`Recording::OneByOne`] always answers.
     async fn attach_chunk(
         &self,
         repeats: &[Repeat<'_>],
         held: &mut HashSet<String>,
-    ) -> Result<Vec<Repeated>, StateError> {
+        recording: Recording,
+    ) -> Result<Option<Vec<Repeated>>, StateError> {
         let Some(since) = repeats.iter().map(|r| r.accepted.received_at).min() else {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         };
         let now = self.now_ms();
         let mut tx = self.begin_write().await?;
@@ -427,7 +463,9 @@ impl StateStore {
         let candidates = Answering::candidates(&mut *tx, &fingerprints, since).await?;
 
         let mut outcomes = Vec::with_capacity(repeats.len());
-        let mut records = Vec::new();
+        // The alerts to record as attached, by the runs they join (as
+        // stored: a JSON list), in order.
+        let mut joining: Vec<(&str, String)> = Vec::new();
         for repeat in repeats {
             let accepted = repeat.accepted;
             let runs: Option<Vec<String>> = if held.contains(&accepted.fingerprint)
@@ -448,36 +486,85 @@ impl StateStore {
                 outcomes.push(Repeated::Dispatch);
                 continue;
             };
-            let recorded = sqlx::query(concat!(
-                "UPDATE inbox SET status = $2, run_ids = $3, claimed_at = $1, claim_owner = $4, claim_until = NULL
-                 WHERE id = $5 AND ",
-                claimable!()
-            ))
-            .bind(now)
-            .bind(Disposition::Attached.as_str())
-            .bind(serde_json::to_string(&runs).unwrap_or_default())
-            .bind(self.host())
-            .bind(&accepted.id)
-            .execute(&mut *tx)
-            .await?;
-            if recorded.rows_affected() == 0 {
-                held.insert(accepted.fingerprint.clone());
-                outcomes.push(Repeated::Taken);
-                continue;
+            let stored = serde_json::to_string(&runs).unwrap_or_default();
+            if recording == Recording::OneByOne {
+                let recorded = self
+                    .record_attached(&mut tx, &[accepted.id.as_str()], &stored, now)
+                    .await?;
+                if recorded.is_empty() {
+                    held.insert(accepted.fingerprint.clone());
+                    outcomes.push(Repeated::Taken);
+                    continue;
+                }
             }
-            let record = attached_record(&accepted.id, false).to_string();
-            for run in &runs {
-                records.push((run.clone(), record.clone()));
-            }
+            joining.push((&accepted.id, stored));
             outcomes.push(Repeated::Attached(runs));
+        }
+        if recording == Recording::Together {
+            let mut by_runs: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+            for (id, stored) in &joining {
+                by_runs.entry(stored).or_default().push(id);
+            }
+            let mut recorded = 0;
+            for (stored, ids) in &by_runs {
+                for chunk in ids.chunks(ROWS_PER_INSERT) {
+                    recorded += self
+                        .record_attached(&mut tx, chunk, stored, now)
+                        .await?
+                        .len();
+                }
+            }
+            if recorded != joining.len() {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
+        let mut records = Vec::new();
+        for (outcome, repeat) in outcomes.iter().zip(repeats) {
+            if let Repeated::Attached(runs) = outcome {
+                let record = attached_record(&repeat.accepted.id, false).to_string();
+                for run in runs {
+                    records.push((run.as_str(), now, record.clone()));
+                }
+            }
         }
         let records: Vec<(&str, i64, &str)> = records
             .iter()
-            .map(|(run, text)| (run.as_str(), now, text.as_str()))
+            .map(|(run, at, text)| (*run, *at, text.as_str()))
             .collect();
         super::audit::append_each(&mut tx, &records).await?;
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(Some(outcomes))
+    }
+
+    /// Records the claimable alerts among `ids` as attached to `runs` (as
+    /// stored) by this host, in one statement; answers the ids recorded.
+    async fn record_attached(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        ids: &[&str],
+        runs: &str,
+        now: i64,
+    ) -> Result<HashSet<String>, StateError> {
+        let sql = format!(
+            concat!(
+                "UPDATE inbox SET status = $2, run_ids = $3, claimed_at = $1, claim_owner = $4, claim_until = NULL
+                 WHERE id IN ({}) AND ",
+                claimable!(),
+                " RETURNING id"
+            ),
+            placeholders(5, ids.len())
+        );
+        // Only numbered placeholders are spliced in.
+        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(Disposition::Attached.as_str())
+            .bind(runs)
+            .bind(self.host());
+        for id in ids {
+            query = query.bind(*id);
+        }
+        Ok(query.fetch_all(&mut *tx).await?.into_iter().collect())
     }
 
     /// Records that the alert of run `run_id` resolved.
@@ -502,6 +589,17 @@ const REPEATS_PER_COMMIT: usize = 256;
 pub struct Repeat<'a> {
     pub accepted: &'a Accepted,
     pub playbooks: Vec<&'a str>,
+}
+
+/// How [`StateStore::attach_repeats`] records the alerts of a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recording {
+    /// All in a statement per set of runs joined: the common case, when no
+    /// other dispatcher holds any of them.
+    Together,
+    /// One statement per alert, in order, each knowing whether the one
+    /// before it of its fingerprint was recorded.
+    OneByOne,
 }
 
 /// What [`StateStore::attach_repeats`] made of one alert.
@@ -638,14 +736,6 @@ fn accepted_rows(batch: &[Waiting], at: i64) -> Vec<Vec<Accepted>> {
                 .collect()
         })
         .collect()
-}
-
-/// `$first, $first+1, …`: `count` numbered placeholders for an `IN` list.
-fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl StateStore {

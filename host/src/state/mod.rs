@@ -165,6 +165,15 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// `$first, $first+1, …`: `count` numbered placeholders, for an `IN`
+/// list or a row of a many-row `INSERT`.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A file path as a `sqlite://` URL (sqlx percent-decodes it).
 fn sqlite_url(path: &Path) -> String {
     let mut url = String::from("sqlite://");
