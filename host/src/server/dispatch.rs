@@ -555,18 +555,34 @@ fn spawn_run(shared: Arc<Shared>, run: Starting, alert: crate::bindings::Alert) 
             let _ = cancel_pending(&shared, &report.run_id).await;
         }
         drop(executing);
-        resume_if_settled(&shared, &report.run_id).await;
+        resume_if_decided(&shared, &report).await;
     }));
 }
 
-/// Resumes run `run_id` if it is parked and what it waits for was settled
-/// while this process still executed it (told its approvers, planned its
-/// later writes): the decision's own resume found it executing and
-/// stepped aside. Called once the execution's mark is gone, so a decision
-/// that lands after the check resumes the run itself.
-async fn resume_if_settled(shared: &Arc<Shared>, run_id: &str) {
-    match shared.runtime().state.parked_and_settled(run_id).await {
-        Ok(true) => resume(shared.clone(), run_id.to_owned()),
+/// Resumes the run of `report` if it parked on an approval request (or a
+/// step pause) that was decided while this process still executed it
+/// (told its approvers, planned its later writes): the decision's own
+/// resume found it executing and stepped aside. Called once the
+/// execution's mark is gone, so a decision that lands after the check
+/// resumes the run itself. A run parked because the host is stopping is
+/// left to the next start.
+async fn resume_if_decided(shared: &Arc<Shared>, report: &RunReport) {
+    let (RunEnd::Stopped(Stopped::Parked { seq, .. })
+    | RunEnd::Stopped(Stopped::AtStep { seq, .. })) = &report.end
+    else {
+        return;
+    };
+    if shared.runtime().engine.stop_token().raised() {
+        return;
+    }
+    let run_id = &report.run_id;
+    match shared
+        .runtime()
+        .state
+        .parked_and_decided(run_id, *seq)
+        .await
+    {
+        Ok(true) => resume(shared.clone(), run_id.clone()),
         Ok(false) => {}
         Err(e) => {
             tracing::warn!(run = %run_id, "cannot tell whether the run may go on ({e}); the sweeper looks again")
@@ -645,26 +661,26 @@ pub fn resume(shared: Arc<Shared>, run_id: String) {
         drop(executing);
         // Only after a resume that made calls: one that parked again where
         // it was would otherwise be tried again, and again.
-        if went_on {
-            resume_if_settled(&shared, &run_id).await;
+        if let Some(report) = went_on {
+            resume_if_decided(&shared, &report).await;
         }
     }));
 }
 
-/// Resumes run `run_id` once it has a slot; answers whether the resume
-/// made calls the run had not made before.
-async fn resume_in_slot(shared: &Arc<Shared>, run_id: &str) -> bool {
+/// Resumes run `run_id` once it has a slot; answers its report if the
+/// resume made calls the run had not made before.
+async fn resume_in_slot(shared: &Arc<Shared>, run_id: &str) -> Option<RunReport> {
     let state = shared.runtime().state.clone();
     let playbook = match state.run(run_id).await {
         Ok(Some(record)) => record.playbook,
-        Ok(None) => return false,
+        Ok(None) => return None,
         Err(e) => {
             tracing::warn!(run = %run_id, "not resumed: {e}; the sweeper tries again");
-            return false;
+            return None;
         }
     };
     let Ok(slot) = shared.slot(&playbook).await else {
-        return false;
+        return None;
     };
     let started = Instant::now();
     let before = state.journal(run_id).await.map(|j| j.len()).unwrap_or(0);
@@ -673,13 +689,13 @@ async fn resume_in_slot(shared: &Arc<Shared>, run_id: &str) -> bool {
     match resumed {
         Ok(report) => {
             ended(shared, &report, started, before).await;
-            report.journal.len() > before
+            (report.journal.len() > before).then_some(report)
         }
         // Another host (or replica) has it: not this one's to resume.
-        Err(crate::runtime::ResumeFailed::Resume(crate::run::ResumeError::Held { .. })) => false,
+        Err(crate::runtime::ResumeFailed::Resume(crate::run::ResumeError::Held { .. })) => None,
         Err(e) => {
             tracing::info!(run = %run_id, "not resumed: {e}");
-            false
+            None
         }
     }
 }

@@ -276,9 +276,9 @@ impl StateStore {
         Ok(resumable)
     }
 
-    /// Whether run `id` is parked and may go on now: its last approval
-    /// request is settled, or it waits for none.
-    pub async fn parked_and_settled(&self, id: &str) -> Result<bool, StateError> {
+    /// Whether run `id` is parked on approval request `seq` and that
+    /// request is settled (decided, or expired): it may go on now.
+    pub async fn parked_and_decided(&self, id: &str, seq: u64) -> Result<bool, StateError> {
         let parked: Option<Option<i64>> = sqlx::query_scalar(
             "SELECT (SELECT MAX(a.seq) FROM approval_requests a WHERE a.run_id = r.id)
              FROM runs r WHERE r.id = $1 AND r.status = 'parked'",
@@ -287,8 +287,8 @@ impl StateStore {
         .fetch_optional(self.pool().await?)
         .await?;
         match parked {
-            Some(seq) => self.settled(id, seq).await,
-            None => Ok(false),
+            Some(Some(last)) if last == seq as i64 => self.settled(id, Some(last)).await,
+            _ => Ok(false),
         }
     }
 
