@@ -8,7 +8,8 @@
 //! dying (a write-ahead log with `synchronous = NORMAL`: nothing is synced
 //! to disk at commit, which would cost a disk flush, milliseconds, per
 //! journal entry). The commits that promise something outside the host go
-//! through `StateStore::begin_durable` and are on disk when they return:
+//! through `StateStore::begin_durable` (or, for a single statement, run on
+//! its connection in a commit of their own) and are on disk when they return:
 //! an alert answered 202, a write recorded as intended before it is sent, a
 //! built-in flag set. The log is one file written in order, so that sync
 //! takes every earlier commit with it: a machine that loses power comes
