@@ -198,14 +198,14 @@ impl StateStore {
     /// it returns. Many rows per statement: each statement is a hop to the
     /// database's worker and back, and a burst holds hundreds. Rows that
     /// fit one `INSERT` (every burst the hooks see, in practice) are that
-    /// one statement on the durable connection, committed on its own: a
-    /// single statement is atomic and its commit synced like any other,
-    /// and it saves the `BEGIN` and `COMMIT` hops (two thirds of the
-    /// accept path's hops). More rows go in one transaction.
+    /// one statement, committed on its own ([`StateStore::durable`]): it
+    /// saves two thirds of the accept path's hops. More rows go in one
+    /// transaction.
     async fn insert_accepted(&self, rows: &[&Accepted]) -> Result<(), StateError> {
         if rows.len() <= ROWS_PER_INSERT {
-            let pool = &self.pools().await?.durable;
-            insert_inbox_rows(rows)?.execute(pool).await?;
+            insert_inbox_rows(rows)?
+                .execute(self.durable().await?)
+                .await?;
             return Ok(());
         }
         let mut tx = self.begin_durable().await?;

@@ -8,8 +8,8 @@
 //! dying (a write-ahead log with `synchronous = NORMAL`: nothing is synced
 //! to disk at commit, which would cost a disk flush, milliseconds, per
 //! journal entry). The commits that promise something outside the host go
-//! through `StateStore::begin_durable` (or, for a single statement, run on
-//! its connection in a commit of their own) and are on disk when they return:
+//! through `StateStore::begin_durable` (a single statement through
+//! `StateStore::durable`, in a commit of its own) and are on disk when they return:
 //! an alert answered 202, a write recorded as intended before it is sent, a
 //! built-in flag set. The log is one file written in order, so that sync
 //! takes every earlier commit with it: a machine that loses power comes
@@ -289,6 +289,15 @@ impl StateStore {
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StateError> {
         let pool = &self.pools().await?.durable;
         self.begin_on(pool).await
+    }
+
+    /// The durable connection, for a write that is one statement: run on
+    /// it outside a transaction, the statement commits on its own, atomic
+    /// as any statement is, and is on disk when it returns like a
+    /// [`StateStore::begin_durable`] commit, without that transaction's
+    /// `BEGIN` and `COMMIT` round trips.
+    pub(crate) async fn durable(&self) -> Result<&AnyPool, StateError> {
+        Ok(&self.pools().await?.durable)
     }
 
     async fn begin_on(
