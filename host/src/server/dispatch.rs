@@ -27,7 +27,7 @@ use crate::journal::Quiet;
 use crate::routing::{Route, routes_for};
 use crate::run::{RunEnd, RunReport, RunRequest, Stopped, new_run_id};
 use crate::state::StateError;
-use crate::state::inbox::{Accepted, Disposition, Repeat, Repeated, attached_record};
+use crate::state::inbox::{Accepted, AlertRun, Disposition, Repeat, Repeated, attached_record};
 use crate::state::runs::NewRun;
 
 /// Who starts runs for alerts.
@@ -323,20 +323,17 @@ async fn start_on(
     let mut disposition = Disposition::Attached;
     let mut run_ids = Vec::new();
     let mut ready = Vec::new();
+    let answering = state.runs_of_alert(accepted).await?;
     for &route in routes {
-        // Dispatched before, and the process died between storing the run
-        // and recording it: the run is this alert's own, and a sweep
-        // resumes it.
-        if let Some(own) = state.run_for_alert(&accepted.id, &route.playbook).await? {
-            disposition = Disposition::Started;
-            run_ids.push(own);
-            continue;
-        }
-        match state
-            .open_run(&accepted.fingerprint, &route.playbook, accepted.received_at)
-            .await?
-        {
-            Some(open) => {
+        match answering.of(&route.playbook) {
+            // Dispatched before, and the process died between storing the
+            // run and recording it: the run is this alert's own, and a
+            // sweep resumes it.
+            Some(AlertRun::Own(own)) => {
+                disposition = Disposition::Started;
+                run_ids.push(own);
+            }
+            Some(AlertRun::Open(open)) => {
                 attach(shared, accepted, route, &open).await?;
                 if resolved {
                     disposition = Disposition::Resolved;
@@ -451,17 +448,10 @@ async fn store_run(
                 // Another dispatcher stored this alert's run (its claim
                 // lapsed and was taken), or another replica one for the
                 // fingerprint.
-                let own = state.run_for_alert(&accepted.id, &route.playbook).await?;
-                let open = match own {
-                    Some(own) => Some(own),
-                    None => {
-                        state
-                            .open_run(&accepted.fingerprint, &route.playbook, accepted.received_at)
-                            .await?
-                    }
-                };
-                if let Some(open) = open {
-                    return Ok(Stored::Joined(open));
+                if let Some(AlertRun::Own(run) | AlertRun::Open(run)) =
+                    state.runs_of_alert(accepted).await?.of(&route.playbook)
+                {
+                    return Ok(Stored::Joined(run));
                 }
             }
             Err(e) => return Err(e),

@@ -96,59 +96,94 @@ where
         .unwrap_or_else(|| StateError::Corrupt("audit append kept colliding".into())))
 }
 
-/// Appends `records` (each with its time and JSON text) of run `run_id`
-/// after the last record, in `tx`; returns the last position appended (0
-/// if none).
-async fn append(
-    tx: &mut sqlx::AnyConnection,
-    run_id: &str,
-    records: &[(i64, String)],
-) -> Result<i64, StateError> {
-    let records: Vec<(&str, i64, &str)> = records
-        .iter()
-        .map(|(at, text)| (run_id, *at, text.as_str()))
-        .collect();
-    append_each(tx, &records).await
+/// The chain's end as this store last appended it: the last record's
+/// position and hash. A hint that saves a read before each append (a hop
+/// to the database inside a transaction that holds the write lock): the
+/// append that trusts it lands only if the chain still ends there, and
+/// reads the end otherwise. So it is never wrong to be stale, and nothing
+/// invalidates it.
+#[derive(Default)]
+pub(super) struct ChainEnd(std::sync::Mutex<Option<(i64, String)>>);
+
+impl ChainEnd {
+    fn get(&self) -> Option<(i64, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records `end`, committed, unless a later end is known already.
+    fn set(&self, end: (i64, String)) {
+        let mut known = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.as_ref().is_none_or(|(seq, _)| *seq < end.0) {
+            *known = Some(end);
+        }
+    }
 }
 
-/// Appends `records` (each with its run, time and JSON text), in order,
-/// after the last record, in `tx`; returns the last position appended (0
-/// if none). On PostgreSQL another writer may take the same position
-/// first: the insert then fails as a unique violation, and the caller's
-/// transaction goes again or gives up.
-pub(crate) async fn append_each(
+/// An append made in a transaction not yet committed: the chain's new end
+/// (`None` if nothing was appended). [`StateStore::committed`] records it
+/// once the transaction has committed.
+#[must_use = "record the append with StateStore::committed once its transaction commits"]
+pub(crate) struct Appended(Option<(i64, String)>);
+
+impl Appended {
+    /// The last position appended (0 if none).
+    pub(crate) fn last(&self) -> i64 {
+        self.0.as_ref().map_or(0, |(seq, _)| *seq)
+    }
+}
+
+/// A record chained: seq, at, run, text, previous hash, hash.
+type Chained<'r> = (i64, i64, &'r str, &'r str, String, String);
+
+/// `records` chained after the record at `end`.
+fn chain<'r>(end: &(i64, String), records: &[(&'r str, i64, &'r str)]) -> Vec<Chained<'r>> {
+    let (mut seq, mut hash) = end.clone();
+    records
+        .iter()
+        .map(|&(run_id, at, text)| {
+            let prev_hash = std::mem::take(&mut hash);
+            seq += 1;
+            hash = chain_hash(&prev_hash, seq, at, run_id, text);
+            (seq, at, run_id, text, prev_hash, hash.clone())
+        })
+        .collect()
+}
+
+/// Inserts `rows`, many per statement; with `after`, the first statement
+/// inserts only if the chain still ends at that record (and nothing does
+/// otherwise). Answers whether they were inserted.
+async fn insert_chained(
     tx: &mut sqlx::AnyConnection,
-    records: &[(&str, i64, &str)],
-) -> Result<i64, StateError> {
-    if records.is_empty() {
-        return Ok(0);
-    }
-    let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *tx)
-        .await?;
-    let (mut seq, mut hash) = match last {
-        Some(row) => (
-            row.try_get::<i64, _>("seq")?,
-            row.try_get::<String, _>("hash")?,
-        ),
-        None => (0, GENESIS.to_owned()),
-    };
-    // The chain first, then many rows per statement: each statement is a
-    // round trip, and a burst of attached alerts appends hundreds.
-    let mut rows = Vec::with_capacity(records.len());
-    for &(run_id, at, text) in records {
-        let prev_hash = std::mem::take(&mut hash);
-        seq += 1;
-        hash = chain_hash(&prev_hash, seq, at, run_id, text);
-        rows.push((seq, at, run_id, text, prev_hash, hash.clone()));
-    }
+    rows: &[Chained<'_>],
+    mut after: Option<&(i64, String)>,
+) -> Result<bool, StateError> {
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let values = (0..chunk.len())
             .map(|i| format!("({})", super::placeholders(i * 6 + 1, 6)))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql =
-            format!("INSERT INTO audit (seq, at, run_id, record, prev_hash, hash) VALUES {values}");
+        let guard = chunk.len() * 6 + 1;
+        let sql = match after {
+            None => format!(
+                "INSERT INTO audit (seq, at, run_id, record, prev_hash, hash) VALUES {values}"
+            ),
+            // Both subqueries are evaluated before any row is inserted
+            // (SQLite runs an uncorrelated subquery once; PostgreSQL reads
+            // the statement's snapshot): all rows or none.
+            Some(_) => format!(
+                "INSERT INTO audit (seq, at, run_id, record, prev_hash, hash)
+                 SELECT * FROM (VALUES {values}) AS chained
+                 WHERE EXISTS (SELECT 1 FROM audit WHERE seq = ${guard} AND hash = ${})
+                   AND NOT EXISTS (SELECT 1 FROM audit WHERE seq > ${guard})",
+                guard + 1
+            ),
+        };
         // Only numbered placeholders are spliced in.
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (seq, at, run_id, text, prev_hash, hash) in chunk {
@@ -160,9 +195,62 @@ pub(crate) async fn append_each(
                 .bind(prev_hash.as_str())
                 .bind(hash.as_str());
         }
-        insert.execute(&mut *tx).await?;
+        if let Some((seq, hash)) = after.take() {
+            insert = insert.bind(*seq).bind(hash.as_str());
+            if insert.execute(&mut *tx).await?.rows_affected() != chunk.len() as u64 {
+                return Ok(false);
+            }
+        } else {
+            insert.execute(&mut *tx).await?;
+        }
     }
-    Ok(seq)
+    Ok(true)
+}
+
+impl StateStore {
+    /// Appends `records` (each with its run, time and JSON text), in
+    /// order, after the last record, in `tx`. After the end this store
+    /// last appended, if the chain still ends there ([`ChainEnd`]); else
+    /// after the end read in `tx`. On PostgreSQL another writer may take
+    /// the same position first: the insert then fails as a unique
+    /// violation, and the caller's transaction goes again
+    /// ([`until_appended`]) or gives up.
+    pub(crate) async fn append_each(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        records: &[(&str, i64, &str)],
+    ) -> Result<Appended, StateError> {
+        if records.is_empty() {
+            return Ok(Appended(None));
+        }
+        if let Some(known) = self.chain_end.get() {
+            let rows = chain(&known, records);
+            if insert_chained(tx, &rows, Some(&known)).await? {
+                return Ok(Appended(rows.last().map(|r| (r.0, r.5.clone()))));
+            }
+        }
+        let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let end = match last {
+            Some(row) => (
+                row.try_get::<i64, _>("seq")?,
+                row.try_get::<String, _>("hash")?,
+            ),
+            None => (0, GENESIS.to_owned()),
+        };
+        let rows = chain(&end, records);
+        insert_chained(tx, &rows, None).await?;
+        Ok(Appended(rows.last().map(|r| (r.0, r.5.clone()))))
+    }
+
+    /// Records an append whose transaction committed: the next append
+    /// starts from its end without reading it.
+    pub(crate) fn committed(&self, appended: Appended) {
+        if let Some(end) = appended.0 {
+            self.chain_end.set(end);
+        }
+    }
 }
 
 /// Audit records in one `INSERT`, at most: six parameters each, well under
@@ -214,9 +302,15 @@ impl StateStore {
                 self.insert_entries(&mut tx, run_id, Phase::Done, entries)
                     .await?;
             }
-            let seq = append(&mut tx, run_id, records).await?;
+            let records: Vec<(&str, i64, &str)> = records
+                .iter()
+                .map(|(at, text)| (run_id, *at, text.as_str()))
+                .collect();
+            let appended = self.append_each(&mut tx, &records).await?;
             tx.commit().await?;
-            Ok(seq)
+            let last = appended.last();
+            self.committed(appended);
+            Ok(last)
         })
         .await
     }
@@ -331,6 +425,55 @@ mod tests {
         assert_eq!(records[0].prev_hash, GENESIS);
         assert_eq!(records[1].prev_hash, records[0].hash);
         assert_eq!(records[4].record, json!({ "op": "flags.set", "i": 5 }));
+    }
+
+    /// Each store appends after the end it last wrote without reading it,
+    /// and only while the chain still ends there: two stores on one file
+    /// (two processes) taking turns, and a remembered end that is wrong
+    /// either way, still make one unbroken chain with nothing lost.
+    #[tokio::test]
+    async fn a_remembered_chain_end_is_used_only_while_the_chain_ends_there() {
+        let (dir, one) = store_with(1).await;
+        let other = StateStore::new(dir.path().join("state.db"));
+        async fn append(store: &StateStore, i: i64) -> i64 {
+            let record = json!({ "op": "flags.set", "i": i });
+            store.append_audit("run-1", &record).await.unwrap()
+        }
+        assert_eq!(append(&other, 2).await, 2);
+        assert_eq!(
+            append(&one, 3).await,
+            3,
+            "`one` remembered 1, the chain ended at 2"
+        );
+        assert_eq!(append(&one, 4).await, 4);
+        assert_eq!(append(&other, 5).await, 5);
+
+        // An end with the right position but not the chain's hash, and
+        // one past the chain's end: both are read again.
+        *one.chain_end.0.lock().unwrap() = Some((5, "e".repeat(64)));
+        assert_eq!(append(&one, 6).await, 6);
+        *one.chain_end.0.lock().unwrap() = Some((9, "f".repeat(64)));
+        assert_eq!(append(&one, 7).await, 7);
+        // Many records at once, over several statements, from a good end.
+        let many: Vec<(String, i64, String)> = (8..=8 + ROWS_PER_INSERT as i64)
+            .map(|i| ("run-2".to_owned(), 1, json!({ "i": i }).to_string()))
+            .collect();
+        let many: Vec<(&str, i64, &str)> = many
+            .iter()
+            .map(|(run, at, text)| (run.as_str(), *at, text.as_str()))
+            .collect();
+        let mut tx = one.begin_write().await.unwrap();
+        let appended = one.append_each(&mut tx, &many).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(appended.last(), 8 + ROWS_PER_INSERT as i64);
+        one.committed(appended);
+
+        let total = 8 + ROWS_PER_INSERT as i64;
+        assert_eq!(one.verify_audit().await.unwrap(), Ok(total as u64));
+        let records = one.audit_records().await.unwrap();
+        let order: Vec<i64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(order, (1..=total).collect::<Vec<_>>());
+        assert_eq!(records[6].record, json!({ "op": "flags.set", "i": 7 }));
     }
 
     #[tokio::test]

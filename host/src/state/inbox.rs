@@ -381,6 +381,25 @@ impl StateStore {
         )
     }
 
+    /// The runs that may answer accepted alert `accepted`, in one lookup:
+    /// what [`StateStore::run_for_alert`] and [`StateStore::open_run`]
+    /// answer for each of its playbooks, without a round trip each.
+    pub async fn runs_of_alert(&self, accepted: &Accepted) -> Result<RunsOfAlert, StateError> {
+        let (stored, candidates) = Answering::lookup(
+            self.pool().await?,
+            &[accepted.id.as_str()],
+            &[accepted.fingerprint.as_str()],
+            accepted.received_at,
+        )
+        .await?;
+        Ok(RunsOfAlert {
+            stored,
+            candidates,
+            fingerprint: accepted.fingerprint.clone(),
+            received_at: accepted.received_at,
+        })
+    }
+
     /// Attaches, in one transaction, every alert of `repeats` that repeats
     /// an incident already handled: each of its playbooks has a run open
     /// for its fingerprint ([`StateStore::open_run`]). Each such alert is
@@ -446,14 +465,14 @@ impl StateStore {
         let now = self.now_ms();
         let mut tx = self.begin_write().await?;
         let ids: Vec<&str> = repeats.iter().map(|r| r.accepted.id.as_str()).collect();
-        let with_runs = runs_stored_for(&mut tx, &ids).await?;
         let mut fingerprints: Vec<&str> = repeats
             .iter()
             .map(|r| r.accepted.fingerprint.as_str())
             .collect();
         fingerprints.sort_unstable();
         fingerprints.dedup();
-        let candidates = Answering::candidates(&mut *tx, &fingerprints, since).await?;
+        let (stored, candidates) = Answering::lookup(&mut *tx, &ids, &fingerprints, since).await?;
+        let with_runs: HashSet<&str> = stored.iter().map(|run| run.alert.as_str()).collect();
 
         let mut outcomes = Vec::with_capacity(repeats.len());
         // The alerts to record as attached, by the runs they join (as
@@ -462,7 +481,7 @@ impl StateStore {
         for repeat in repeats {
             let accepted = repeat.accepted;
             let runs: Option<Vec<String>> = if held.contains(&accepted.fingerprint)
-                || with_runs.contains(&accepted.id)
+                || with_runs.contains(accepted.id.as_str())
             {
                 None
             } else {
@@ -525,8 +544,9 @@ impl StateStore {
             .iter()
             .map(|(run, at, text)| (*run, *at, text.as_str()))
             .collect();
-        super::audit::append_each(&mut tx, &records).await?;
+        let appended = self.append_each(&mut tx, &records).await?;
         tx.commit().await?;
+        self.committed(appended);
         Ok(Some(outcomes))
     }
 
@@ -609,6 +629,50 @@ pub enum Repeated {
     Taken,
 }
 
+/// The runs that may answer one accepted alert
+/// ([`StateStore::runs_of_alert`]).
+pub struct RunsOfAlert {
+    stored: Vec<StoredRun>,
+    candidates: Vec<Answering>,
+    fingerprint: String,
+    received_at: i64,
+}
+
+/// A run of the alert's own, or the open run of its incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertRun {
+    /// Stored for this very alert by an earlier dispatch of it, one a
+    /// crash cut short: the alert started it.
+    Own(String),
+    /// The run of its fingerprint that answers it
+    /// ([`StateStore::open_run`]): the alert joins it.
+    Open(String),
+}
+
+impl RunsOfAlert {
+    /// The run of `playbook` that answers the alert, if there is one: its
+    /// own before any other.
+    pub fn of(&self, playbook: &str) -> Option<AlertRun> {
+        if let Some(own) = self.stored.iter().find(|run| run.playbook == playbook) {
+            return Some(AlertRun::Own(own.run.clone()));
+        }
+        Answering::pick(
+            &self.candidates,
+            &self.fingerprint,
+            playbook,
+            self.received_at,
+        )
+        .map(AlertRun::Open)
+    }
+}
+
+/// A run stored for an accepted alert (its `inbox_id`).
+struct StoredRun {
+    alert: String,
+    playbook: String,
+    run: String,
+}
+
 /// The audit record of an alert attached to a run.
 pub fn attached_record(alert_id: &str, resolved: bool) -> serde_json::Value {
     serde_json::json!({ "attached": { "alert": alert_id, "status": if resolved { "resolved" } else { "firing" } } })
@@ -633,36 +697,76 @@ impl Answering {
         fingerprints: &[&str],
         since: i64,
     ) -> Result<Vec<Answering>, StateError> {
-        if fingerprints.is_empty() {
-            return Ok(Vec::new());
+        Ok(Answering::lookup(on, &[], fingerprints, since).await?.1)
+    }
+
+    /// In one statement: the runs stored for alerts among `alert_ids`
+    /// already, and the [`Answering::candidates`] of `fingerprints` since
+    /// `since`. A burst of repeats needs both, and each statement is a hop
+    /// to the database.
+    async fn lookup<'e>(
+        on: impl sqlx::Executor<'e, Database = sqlx::Any>,
+        alert_ids: &[&str],
+        fingerprints: &[&str],
+        since: i64,
+    ) -> Result<(Vec<StoredRun>, Vec<Answering>), StateError> {
+        if fingerprints.is_empty() && alert_ids.is_empty() {
+            return Ok(Default::default());
         }
+        // $1 is `since`, then the fingerprints, then the alert ids; an
+        // empty list is left out (`IN ()` is not SQL).
+        let answering = if fingerprints.is_empty() {
+            "0 = 1".to_owned()
+        } else {
+            format!(
+                "fingerprint IN ({}) AND (status IN ('running', 'parked', 'in-doubt', 'stale') OR started_at >= $1 OR ended_at >= $1)",
+                placeholders(2, fingerprints.len())
+            )
+        };
+        let stored = if alert_ids.is_empty() {
+            "0 = 1".to_owned()
+        } else {
+            format!(
+                "inbox_id IN ({})",
+                placeholders(2 + fingerprints.len(), alert_ids.len())
+            )
+        };
         let sql = format!(
-            "SELECT id, fingerprint, playbook, started_at, ended_at,
-                    CAST(CASE WHEN status IN ('running', 'parked', 'in-doubt', 'stale') THEN 1 ELSE 0 END AS BIGINT) AS open
-             FROM runs WHERE fingerprint IN ({})
-               AND (status IN ('running', 'parked', 'in-doubt', 'stale') OR started_at >= $1 OR ended_at >= $1)",
-            placeholders(2, fingerprints.len())
+            "SELECT id, fingerprint, playbook, started_at, ended_at, inbox_id,
+                    CAST(CASE WHEN status IN ('running', 'parked', 'in-doubt', 'stale') THEN 1 ELSE 0 END AS BIGINT) AS open,
+                    CAST(CASE WHEN {answering} THEN 1 ELSE 0 END AS BIGINT) AS answering,
+                    CAST(CASE WHEN {stored} THEN 1 ELSE 0 END AS BIGINT) AS stored
+             FROM runs WHERE ({answering}) OR ({stored})"
         );
         // Only numbered placeholders are spliced in.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since);
-        for fingerprint in fingerprints {
-            query = query.bind(*fingerprint);
+        for value in fingerprints.iter().chain(alert_ids) {
+            query = query.bind(*value);
         }
-        query
-            .fetch_all(on)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(Answering {
+        let mut stored = Vec::new();
+        let mut candidates = Vec::new();
+        for row in query.fetch_all(on).await? {
+            if row.try_get::<i64, _>("stored")? == 1
+                && let Some(alert) = row.try_get::<Option<String>, _>("inbox_id")?
+            {
+                stored.push(StoredRun {
+                    alert,
+                    playbook: row.try_get("playbook")?,
+                    run: row.try_get("id")?,
+                });
+            }
+            if row.try_get::<i64, _>("answering")? == 1 {
+                candidates.push(Answering {
                     id: row.try_get("id")?,
                     fingerprint: row.try_get("fingerprint")?,
                     playbook: row.try_get("playbook")?,
                     started_at: row.try_get("started_at")?,
                     ended_at: row.try_get("ended_at")?,
                     open: row.try_get::<i64, _>("open")? == 1,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok((stored, candidates))
     }
 
     /// The run among `candidates` that answers an alert of `fingerprint`
@@ -687,23 +791,6 @@ impl Answering {
             .max_by(|a, b| (a.started_at, a.open, &a.id).cmp(&(b.started_at, b.open, &b.id)))
             .map(|run| run.id.clone())
     }
-}
-
-/// The ids among `alert_ids` that a run was stored for already.
-async fn runs_stored_for(
-    tx: &mut sqlx::AnyConnection,
-    alert_ids: &[&str],
-) -> Result<std::collections::HashSet<String>, StateError> {
-    let sql = format!(
-        "SELECT inbox_id FROM runs WHERE inbox_id IN ({})",
-        placeholders(1, alert_ids.len())
-    );
-    // Only numbered placeholders are spliced in.
-    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-    for id in alert_ids {
-        query = query.bind(*id);
-    }
-    Ok(query.fetch_all(&mut *tx).await?.into_iter().collect())
 }
 
 /// One `INSERT` of `rows` (at most [`ROWS_PER_INSERT`]) as new inbox rows.
@@ -1066,6 +1153,36 @@ mod tests {
             store.attach_repeats(&[repeat(b, "p")]).await.unwrap(),
             [attached("r-2p")]
         );
+        // An alert an earlier dispatch stored a run for (a crash cut it
+        // short) is that dispatch's to finish, though its incident has a
+        // run open: it, and the repeat behind it, are left alone. The run
+        // found by the alert's id may be of any fingerprint.
+        let later = store
+            .accept_alerts(
+                "alertmanager",
+                vec![firing_of("F", "fp-1"), firing_of("G", "fp-1")],
+            )
+            .await
+            .unwrap();
+        let [f, g] = &later[..] else {
+            panic!("two accepted");
+        };
+        let mut run = new_run("r-f", &alert);
+        run.fingerprint = Some("fp-elsewhere");
+        run.inbox_id = Some(&f.id);
+        store.start_run(run).await.unwrap();
+        assert_eq!(
+            store
+                .attach_repeats(&[repeat(f, "p"), repeat(g, "p")])
+                .await
+                .unwrap(),
+            [Repeated::Dispatch, Repeated::Dispatch]
+        );
+        assert_eq!(
+            store.attach_repeats(&[repeat(g, "p")]).await.unwrap(),
+            [attached("r-1")],
+            "once F is dispatched on its own, G is a plain repeat"
+        );
     }
 
     /// More repeats than one commit takes are attached chunk by chunk,
@@ -1256,6 +1373,41 @@ mod tests {
         );
         assert_eq!(store.run_for_alert("a-1", "other").await.unwrap(), None);
         assert_eq!(store.run_for_alert("a-2", "p").await.unwrap(), None);
+    }
+
+    /// One lookup answers, for each playbook, an alert's own run before
+    /// its incident's open one, and nothing for a playbook with neither.
+    #[tokio::test]
+    async fn an_alerts_own_run_comes_before_its_incidents_open_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(StateStore::new(dir.path().join("s.db")));
+        let accepted = store
+            .accept_alerts(
+                "alertmanager",
+                vec![firing_of("A", "fp-1"), firing_of("B", "fp-1")],
+            )
+            .await
+            .unwrap();
+        let [a, b] = &accepted[..] else {
+            panic!("two accepted");
+        };
+        let alert = serde_json::json!({});
+        store.start_run(new_run("open-p", &alert)).await.unwrap();
+        let mut own_p = new_run("own-p", &alert);
+        (own_p.fingerprint, own_p.inbox_id) = (Some("fp-before"), Some(a.id.as_str()));
+        store.start_run(own_p).await.unwrap();
+        let mut own_q = new_run("own-q", &alert);
+        (own_q.playbook, own_q.inbox_id) = ("q", Some(a.id.as_str()));
+        store.start_run(own_q).await.unwrap();
+
+        let of_a = store.runs_of_alert(a).await.unwrap();
+        assert_eq!(of_a.of("p"), Some(AlertRun::Own("own-p".into())));
+        assert_eq!(of_a.of("q"), Some(AlertRun::Own("own-q".into())));
+        assert_eq!(of_a.of("r"), None);
+        let of_b = store.runs_of_alert(b).await.unwrap();
+        assert_eq!(of_b.of("p"), Some(AlertRun::Open("open-p".into())));
+        assert_eq!(of_b.of("q"), Some(AlertRun::Open("own-q".into())));
+        assert_eq!(of_b.of("r"), None);
     }
 
     /// The store keeps one open run per fingerprint and playbook, whoever

@@ -93,6 +93,8 @@ pub struct StateStore {
     lease: std::time::Duration,
     /// Accepted alerts waiting for their group commit.
     accepting: inbox::AcceptQueue,
+    /// Where the audit chain ended after this store's last append.
+    chain_end: audit::ChainEnd,
     /// Where the store reads the time.
     clock: StoreClock,
 }
@@ -202,6 +204,7 @@ impl StateStore {
             instance: None,
             lease: std::time::Duration::from_secs(30),
             accepting: inbox::AcceptQueue::default(),
+            chain_end: audit::ChainEnd::default(),
             clock: StoreClock::default(),
         }
     }
