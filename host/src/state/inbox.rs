@@ -198,19 +198,32 @@ impl StateStore {
     /// it returns. Many rows per statement: each statement is a hop to the
     /// database's worker and back, and a burst holds hundreds. Rows that
     /// fit one `INSERT` (every burst the hooks see, in practice) are that
-    /// one statement, committed on its own ([`StateStore::durable`]): it
-    /// saves two thirds of the accept path's hops. More rows go in one
-    /// transaction.
+    /// one statement, committed on its own: it saves two thirds of the
+    /// accept path's hops. On SQLite it goes on the accepting connection,
+    /// which waits for the write lock in short steps
+    /// ([`accepting`](super::accepting)); on PostgreSQL on
+    /// [`StateStore::durable`]. More rows go in one transaction.
     async fn insert_accepted(&self, rows: &[&Accepted]) -> Result<(), StateError> {
         if rows.len() <= ROWS_PER_INSERT {
-            insert_inbox_rows(rows)?
-                .execute(self.durable().await?)
-                .await?;
+            match self.accepting().await? {
+                Some(sqlite) => {
+                    insert_inbox_rows::<sqlx::Sqlite>(rows)?
+                        .execute(sqlite)
+                        .await?;
+                }
+                None => {
+                    insert_inbox_rows::<sqlx::Any>(rows)?
+                        .execute(self.durable().await?)
+                        .await?;
+                }
+            }
             return Ok(());
         }
         let mut tx = self.begin_durable().await?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
-            insert_inbox_rows(chunk)?.execute(&mut *tx).await?;
+            insert_inbox_rows::<sqlx::Any>(chunk)?
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -793,10 +806,16 @@ impl Answering {
     }
 }
 
-/// One `INSERT` of `rows` (at most [`ROWS_PER_INSERT`]) as new inbox rows.
-fn insert_inbox_rows<'q>(
+/// One `INSERT` of `rows` (at most [`ROWS_PER_INSERT`]) as new inbox rows,
+/// for the store's pools (`Any`) or the accepting SQLite connection.
+fn insert_inbox_rows<'q, DB>(
     rows: &[&Accepted],
-) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>, StateError> {
+) -> Result<sqlx::query::Query<'q, DB, DB::Arguments>, StateError>
+where
+    DB: sqlx::Database,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
     let values = (0..rows.len())
         .map(|i| format!("({}, 'new')", placeholders(i * 5 + 1, 5)))
         .collect::<Vec<_>>()
@@ -805,7 +824,7 @@ fn insert_inbox_rows<'q>(
     let sql = format!(
         "INSERT INTO inbox (id, received_at, source, alert, fingerprint, status) VALUES {values}"
     );
-    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut insert = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
     for accepted in rows {
         let text = serde_json::to_string(&accepted.alert)
             .map_err(|e| StateError::Corrupt(format!("cannot encode an alert: {e}")))?;
@@ -943,6 +962,33 @@ mod tests {
                 .filter(|(id, _)| !answered.contains(id))
                 .all(|(_, alert)| alert.contains("\"D\""))
         );
+    }
+
+    /// Alerts that arrive while another connection holds the write lock
+    /// wait for it (the accepting connection's own busy handler) and are
+    /// stored once it is released: the hook is not answered with an error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn alerts_arriving_while_the_database_is_locked_wait_and_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(StateStore::new(dir.path().join("s.db")));
+        store.check().await.unwrap();
+        let holder = store.begin_write().await.unwrap();
+        let accepting = tokio::spawn({
+            let store = store.clone();
+            async move { store.accept_alerts("generic", vec![firing("L")]).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !accepting.is_finished(),
+            "the accept cannot end while the lock is held: it waits, not fails"
+        );
+        holder.commit().await.unwrap();
+        let accepted = accepting.await.unwrap().unwrap();
+        let stored: Vec<String> = sqlx::query_scalar("SELECT id FROM inbox")
+            .fetch_all(store.pool().await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(stored, [accepted[0].id.clone()]);
     }
 
     /// A request's alerts are stored all or none, whether they fit one

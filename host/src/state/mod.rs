@@ -9,8 +9,9 @@
 //! to disk at commit, which would cost a disk flush, milliseconds, per
 //! journal entry). The commits that promise something outside the host go
 //! through `StateStore::begin_durable` (a single statement through
-//! `StateStore::durable`, in a commit of its own) and are on disk when they return:
-//! an alert answered 202, a write recorded as intended before it is sent, a
+//! `StateStore::durable`, in a commit of its own; accepted alerts on a
+//! SQLite connection of their own, [`accepting`]) and are on disk when
+//! they return: an alert answered 202, a write recorded as intended before it is sent, a
 //! built-in flag set. The log is one file written in order, so that sync
 //! takes every earlier commit with it: a machine that loses power comes
 //! back to a prefix of its commits that keeps every promise made.
@@ -22,6 +23,7 @@
 //! principals), [`in_doubt`] (settling writes in doubt), [`replan`]
 //! (setting aside a stale plan); flags live here.
 
+mod accepting;
 pub mod approvals;
 pub mod audit;
 pub mod cancel;
@@ -133,6 +135,9 @@ struct Pools {
     /// ([`StateStore::begin_durable`]): one SQLite connection that syncs
     /// at every commit, or the same PostgreSQL pool.
     durable: AnyPool,
+    /// On SQLite, the durable connection that stores accepted alerts,
+    /// waiting for the write lock in short steps ([`accepting`]).
+    accepting: Option<sqlx::SqlitePool>,
 }
 
 /// Every SQLite connection: a write-ahead log, commits not synced.
@@ -303,6 +308,13 @@ impl StateStore {
         Ok(&self.pools().await?.durable)
     }
 
+    /// On SQLite, the durable connection for storing accepted alerts in
+    /// one statement ([`accepting`]); `None` on PostgreSQL, where
+    /// [`StateStore::durable`] serves.
+    pub(crate) async fn accepting(&self) -> Result<Option<&sqlx::SqlitePool>, StateError> {
+        Ok(self.pools().await?.accepting.as_ref())
+    }
+
     async fn begin_on(
         &self,
         pool: &AnyPool,
@@ -369,7 +381,15 @@ impl StateStore {
         } else {
             pool.clone()
         };
-        Ok(Pools { any: pool, durable })
+        let accepting = match &self.location {
+            StateLocation::Sqlite(path) => Some(accepting::open(path)),
+            StateLocation::Postgres(_) => None,
+        };
+        Ok(Pools {
+            any: pool,
+            durable,
+            accepting,
+        })
     }
 
     /// A built-in flag's value.
@@ -441,6 +461,15 @@ mod tests {
         tx.rollback().await.unwrap();
         let mut tx = store.begin_durable().await.unwrap();
         assert_eq!(synchronous(&mut *tx).await, 2);
+        // The connection that stores accepted alerts syncs too.
+        let accepting = store.accepting().await.unwrap().expect("on SQLite");
+        let (sync, journal): (i64, String) = sqlx::query_as(
+            "SELECT synchronous, journal_mode FROM pragma_synchronous, pragma_journal_mode",
+        )
+        .fetch_one(accepting)
+        .await
+        .unwrap();
+        assert_eq!((sync, journal.as_str()), (2, "wal"));
         let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(&mut *tx)
             .await
