@@ -356,47 +356,9 @@ impl StateStore {
         Ok(())
     }
 
-    /// The run of `playbook` that answers an alert with `fingerprint`
-    /// accepted at `received_at`: one still open (running, parked, or in
-    /// doubt), or one that was open when the alert arrived or started
-    /// after it, whatever its state now. A delivery dispatched late (its
-    /// replica died holding it) is a repeat of the alert that run
-    /// answered, not a new incident.
-    pub async fn open_run(
-        &self,
-        fingerprint: &str,
-        playbook: &str,
-        received_at: i64,
-    ) -> Result<Option<String>, StateError> {
-        let candidates =
-            Answering::candidates(self.pool().await?, &[fingerprint], received_at).await?;
-        Ok(Answering::pick(
-            &candidates,
-            fingerprint,
-            playbook,
-            received_at,
-        ))
-    }
-
-    /// The run of `playbook` started for accepted alert `inbox_id`, if an
-    /// earlier dispatch of it (one a crash cut short) stored one.
-    pub async fn run_for_alert(
-        &self,
-        inbox_id: &str,
-        playbook: &str,
-    ) -> Result<Option<String>, StateError> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM runs WHERE inbox_id = $1 AND playbook = $2")
-                .bind(inbox_id)
-                .bind(playbook)
-                .fetch_optional(self.pool().await?)
-                .await?,
-        )
-    }
-
-    /// The runs that may answer accepted alert `accepted`, in one lookup:
-    /// what [`StateStore::run_for_alert`] and [`StateStore::open_run`]
-    /// answer for each of its playbooks, without a round trip each.
+    /// The runs that may answer accepted alert `accepted`, for each of its
+    /// playbooks, in one lookup ([`RunsOfAlert::of`]): one an earlier
+    /// dispatch of it stored, or the run of its incident that answers it.
     pub async fn runs_of_alert(&self, accepted: &Accepted) -> Result<RunsOfAlert, StateError> {
         let (stored, candidates) = Answering::lookup(
             self.pool().await?,
@@ -415,7 +377,7 @@ impl StateStore {
 
     /// Attaches, in one transaction, every alert of `repeats` that repeats
     /// an incident already handled: each of its playbooks has a run open
-    /// for its fingerprint ([`StateStore::open_run`]). Each such alert is
+    /// for its fingerprint ([`AlertRun::Open`]). Each such alert is
     /// recorded as attached (if it is still nobody's, as a claim would
     /// take it) and an `attached` record is appended to each run's audit.
     /// The rest are left untouched for the one-at-a-time dispatch: an
@@ -657,8 +619,12 @@ pub enum AlertRun {
     /// Stored for this very alert by an earlier dispatch of it, one a
     /// crash cut short: the alert started it.
     Own(String),
-    /// The run of its fingerprint that answers it
-    /// ([`StateStore::open_run`]): the alert joins it.
+    /// The run of its fingerprint that answers it: one still open
+    /// (running, parked, or in doubt), or one that was open when the
+    /// alert arrived or started after it, whatever its state now (a
+    /// delivery dispatched late, its replica having died holding it, is a
+    /// repeat of the alert that run answered, not a new incident). The
+    /// alert joins it.
     Open(String),
 }
 
@@ -692,7 +658,7 @@ pub fn attached_record(alert_id: &str, resolved: bool) -> serde_json::Value {
 }
 
 /// A run that may answer alerts of its fingerprint and playbook (see
-/// [`StateStore::open_run`]).
+/// [`AlertRun::Open`]).
 struct Answering {
     id: String,
     fingerprint: String,
@@ -703,20 +669,11 @@ struct Answering {
 }
 
 impl Answering {
-    /// The runs of `fingerprints` that may answer an alert accepted at
-    /// `since` or later: open ones, and ones started or ended since.
-    async fn candidates<'e>(
-        on: impl sqlx::Executor<'e, Database = sqlx::Any>,
-        fingerprints: &[&str],
-        since: i64,
-    ) -> Result<Vec<Answering>, StateError> {
-        Ok(Answering::lookup(on, &[], fingerprints, since).await?.1)
-    }
-
     /// In one statement: the runs stored for alerts among `alert_ids`
-    /// already, and the [`Answering::candidates`] of `fingerprints` since
-    /// `since`. A burst of repeats needs both, and each statement is a hop
-    /// to the database.
+    /// already, and the runs of `fingerprints` that may answer an alert
+    /// accepted at `since` or later (open ones, and ones started or ended
+    /// since). Dispatch needs both, and each statement is a hop to the
+    /// database.
     async fn lookup<'e>(
         on: impl sqlx::Executor<'e, Database = sqlx::Any>,
         alert_ids: &[&str],
@@ -893,6 +850,38 @@ mod tests {
     use super::*;
     use crate::state::now_ms;
     use crate::state::runs::NewRun;
+
+    /// What [`StateStore::runs_of_alert`] answers for `playbook`, for an
+    /// alert `id` of `fingerprint` accepted at `received_at`.
+    async fn run_of(
+        store: &StateStore,
+        (id, fingerprint, received_at): (&str, &str, i64),
+        playbook: &str,
+    ) -> Option<AlertRun> {
+        let accepted = Accepted {
+            id: id.to_owned(),
+            alert: firing("X"),
+            fingerprint: fingerprint.to_owned(),
+            source: "generic".to_owned(),
+            received_at,
+        };
+        store.runs_of_alert(&accepted).await.unwrap().of(playbook)
+    }
+
+    /// The open run of `fingerprint` and `playbook` that answers an alert
+    /// accepted at `received_at` (the alert has no run of its own).
+    async fn open_run(
+        store: &StateStore,
+        fingerprint: &str,
+        playbook: &str,
+        received_at: i64,
+    ) -> Option<String> {
+        match run_of(store, ("a-none", fingerprint, received_at), playbook).await {
+            Some(AlertRun::Open(run)) => Some(run),
+            None => None,
+            Some(own) => panic!("an alert with no run of its own: {own:?}"),
+        }
+    }
 
     fn new_run<'a>(id: &'a str, alert: &'a serde_json::Value) -> NewRun<'a> {
         NewRun {
@@ -1413,12 +1402,14 @@ mod tests {
         let mut run = new_run("r1", &alert);
         run.inbox_id = Some("a-1");
         store.start_run(run).await.unwrap();
+        // Another fingerprint's alert: only its own run answers it.
+        let of = |id| (id, "fp-other", 0);
         assert_eq!(
-            store.run_for_alert("a-1", "p").await.unwrap().as_deref(),
-            Some("r1")
+            run_of(&store, of("a-1"), "p").await,
+            Some(AlertRun::Own("r1".into()))
         );
-        assert_eq!(store.run_for_alert("a-1", "other").await.unwrap(), None);
-        assert_eq!(store.run_for_alert("a-2", "p").await.unwrap(), None);
+        assert_eq!(run_of(&store, of("a-1"), "other").await, None);
+        assert_eq!(run_of(&store, of("a-2"), "p").await, None);
     }
 
     /// One lookup answers, for each playbook, an alert's own run before
@@ -1468,31 +1459,17 @@ mod tests {
         assert!(second.is_conflict(), "{second}");
         let before = now_ms() - 60_000;
         assert_eq!(
-            store
-                .open_run("fp-1", "p", before)
-                .await
-                .unwrap()
-                .as_deref(),
+            open_run(&store, "fp-1", "p", before).await.as_deref(),
             Some("r1")
         );
         store.finish_run("r1", "done", 0, &alert).await.unwrap();
         // An alert accepted before r1 started is a repeat of r1's alert,
         // even once r1 ended; one accepted after it is a new incident.
         assert_eq!(
-            store
-                .open_run("fp-1", "p", before)
-                .await
-                .unwrap()
-                .as_deref(),
+            open_run(&store, "fp-1", "p", before).await.as_deref(),
             Some("r1")
         );
-        assert_eq!(
-            store
-                .open_run("fp-1", "p", now_ms() + 60_000)
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(open_run(&store, "fp-1", "p", now_ms() + 60_000).await, None);
         store.start_run(new_run("r3", &alert)).await.unwrap();
     }
 
@@ -1510,10 +1487,8 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         store.finish_run("r1", "done", 0, &alert).await.unwrap();
         assert_eq!(
-            store
-                .open_run("fp-1", "p", accepted_meanwhile)
+            open_run(&store, "fp-1", "p", accepted_meanwhile)
                 .await
-                .unwrap()
                 .as_deref(),
             Some("r1")
         );
